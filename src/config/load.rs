@@ -1,0 +1,343 @@
+//! Reading, expanding and validating the configuration. Every error names the file, the place in it
+//! and what is wrong, so a bad config never starts half-way.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde_yaml::Value;
+
+use super::model::{Config, MAX_BODY_LIMIT};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {place}: {message}")]
+    Invalid {
+        file: String,
+        place: String,
+        message: String,
+    },
+}
+
+/// Where a value came from, for error messages.
+struct Origin<'a> {
+    file: &'a str,
+}
+
+impl Origin<'_> {
+    fn err(&self, place: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_string(),
+            place: place.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Loads `path` (or an empty configuration when `None`), expands `${VAR}` and `${VAR:-default}` in
+/// string values from `env`, applies the environment overrides and validates the result.
+pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let file = path.map_or_else(|| "(no config file)".to_string(), |p| p.display().to_string());
+    let origin = Origin { file: &file };
+    let mut config = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                file: file.clone(),
+                source,
+            })?;
+            parse(&text, &origin, env)?
+        }
+        None => Config::default(),
+    };
+    apply_env_overrides(&mut config, env)?;
+    validate(&config, &origin)?;
+    Ok(config)
+}
+
+fn parse(text: &str, origin: &Origin, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let mut value: Value = serde_yaml::from_str(text).map_err(|e| {
+        let place = e
+            .location()
+            .map_or_else(|| "document".to_string(), |l| format!("line {} column {}", l.line(), l.column()));
+        origin.err(place, e.to_string())
+    })?;
+    if value.is_null() {
+        return Ok(Config::default());
+    }
+    expand_env(&mut value, &mut String::new(), origin, env)?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let place = e.path().to_string();
+        origin.err(place, e.into_inner().to_string())
+    })
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}` inside every string value.
+fn expand_env(
+    value: &mut Value,
+    path: &mut String,
+    origin: &Origin,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        Value::String(s) if s.contains("${") => {
+            *s = expand_str(s, env).map_err(|m| origin.err(path.clone(), m))?;
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                expand_env(item, path, origin, env)?;
+                path.truncate(len);
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k.as_str().unwrap_or("?"));
+                expand_env(v, path, origin, env)?;
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or("unterminated `${` in value")?;
+        let expr = &after[..end];
+        let (name, default) = match expr.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (expr, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("`${{{expr}}}` is not a valid environment variable reference"));
+        }
+        match (env(name), default) {
+            (Some(v), _) if !v.is_empty() => out.push_str(&v),
+            (_, Some(d)) => out.push_str(d),
+            (Some(_), None) | (None, None) => {
+                return Err(format!("environment variable {name} is not set (use ${{{name}:-}} to allow that)"))
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let origin = Origin { file: "environment" };
+    let s = &mut config.server;
+    if let Some(v) = env("APIPROXY_LISTEN") {
+        s.listen = v;
+    }
+    if let Some(v) = env("APIPROXY_ADMIN_LISTEN") {
+        s.admin_listen = v;
+    }
+    if let Some(v) = env("LOG_LEVEL") {
+        s.log_level = v;
+    }
+    if let Some(v) = env("APIPROXY_THREADS") {
+        s.threads = v
+            .parse()
+            .map_err(|_| origin.err("APIPROXY_THREADS", format!("`{v}` is not a whole number")))?;
+    }
+    if let Some(v) = env("MODELS_CACHE_TTL") {
+        s.models_cache_ttl_s = v
+            .parse()
+            .map_err(|_| origin.err("MODELS_CACHE_TTL", format!("`{v}` is not a number of seconds")))?;
+    }
+    let m = &mut config.mask;
+    if let Some(v) = env("MASK_AS_BROWSER") {
+        m.as_browser = match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" | "" => false,
+            _ => return Err(origin.err("MASK_AS_BROWSER", format!("`{v}` is not true or false"))),
+        };
+    }
+    if let Some(v) = env("MASK_USER_AGENT") {
+        m.user_agent = Some(v);
+    }
+    if let Some(v) = env("MASK_ORIGIN") {
+        m.origin = Some(v);
+    }
+    if let Some(v) = env("MASK_REFERER") {
+        m.referer = Some(v);
+    }
+    Ok(())
+}
+
+fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
+    let s = &config.server;
+    for (place, addr) in [("server.listen", &s.listen), ("server.admin_listen", &s.admin_listen)] {
+        addr.parse::<SocketAddr>()
+            .map_err(|_| origin.err(place, format!("`{addr}` is not an address like 0.0.0.0:8000")))?;
+    }
+    if s.threads == 0 {
+        return Err(origin.err("server.threads", "must be at least 1"));
+    }
+    if s.max_body_bytes == 0 || s.max_body_bytes > MAX_BODY_LIMIT {
+        return Err(origin.err(
+            "server.max_body_bytes",
+            format!("must be between 1 and {MAX_BODY_LIMIT}"),
+        ));
+    }
+    if s.max_attempts == 0 || s.max_attempts > 16 {
+        return Err(origin.err("server.max_attempts", "must be between 1 and 16"));
+    }
+    if tracing_subscriber::EnvFilter::try_new(&s.log_level).is_err() {
+        return Err(origin.err("server.log_level", format!("`{}` is not a log level", s.log_level)));
+    }
+
+    let mut client_names = HashSet::new();
+    for (i, c) in config.clients.iter().enumerate() {
+        if c.key.len() < 8 {
+            return Err(origin.err(format!("clients[{i}].key"), "must be at least 8 characters"));
+        }
+        if !client_names.insert(c.name.as_str()) {
+            return Err(origin.err(format!("clients[{i}].name"), format!("`{}` is used twice", c.name)));
+        }
+    }
+
+    let mut providers = HashSet::new();
+    for (i, p) in config.providers.iter().enumerate() {
+        let place = |field: &str| format!("providers[{i}].{field}");
+        if p.id.is_empty() || p.id.contains('/') {
+            return Err(origin.err(place("id"), "must be non-empty and contain no `/`"));
+        }
+        if !providers.insert(p.id.as_str()) {
+            return Err(origin.err(place("id"), format!("`{}` is used twice", p.id)));
+        }
+        crate::upstream::Endpoint::parse(&p.base_url).map_err(|m| origin.err(place("base_url"), m))?;
+        if !(p.weight.is_finite() && p.weight > 0.0) {
+            return Err(origin.err(place("weight"), "must be a positive number"));
+        }
+        if p.timeouts.connect_ms == 0 || p.timeouts.first_byte_ms == 0 || p.timeouts.idle_ms == 0 {
+            return Err(origin.err(place("timeouts"), "every timeout must be above 0 ms"));
+        }
+        for (k, v) in &p.headers {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
+                return Err(origin.err(place(&format!("headers.{k}")), "is not a valid HTTP header"));
+            }
+        }
+        for (field, path) in [("chat", &p.paths.chat), ("responses", &p.paths.responses), ("models", &p.paths.models)] {
+            if let Some(path) = path {
+                if !path.starts_with('/') {
+                    return Err(origin.err(place(&format!("paths.{field}")), "must start with `/`"));
+                }
+            }
+        }
+        for (k, key) in p.api_keys.iter().enumerate() {
+            if http::HeaderValue::from_str(key).is_err() {
+                return Err(origin.err(place(&format!("api_keys[{k}]")), "contains characters not allowed in a header"));
+            }
+        }
+    }
+
+    let mut logical = HashSet::new();
+    for (i, lm) in config.logical_models.iter().enumerate() {
+        if !logical.insert(lm.id.as_str()) {
+            return Err(origin.err(format!("logical_models[{i}].id"), format!("`{}` is used twice", lm.id)));
+        }
+        if lm.upstreams.is_empty() {
+            return Err(origin.err(format!("logical_models[{i}].upstreams"), "needs at least one upstream"));
+        }
+        for (j, u) in lm.upstreams.iter().enumerate() {
+            let place = format!("logical_models[{i}].upstreams[{j}]");
+            if !providers.contains(u.provider.as_str()) {
+                return Err(origin.err(format!("{place}.provider"), format!("no provider has id `{}`", u.provider)));
+            }
+            if !(u.weight.is_finite() && u.weight > 0.0) {
+                return Err(origin.err(format!("{place}.weight"), "must be a positive number"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    fn load_text(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let origin = Origin { file: "test.yaml" };
+        let mut c = parse(text, &origin, env)?;
+        apply_env_overrides(&mut c, env)?;
+        validate(&c, &origin)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn expands_secrets_and_defaults() {
+        let env = env_of(&[("KEY", "sk-secret")]);
+        let c = load_text(
+            "providers:\n  - {id: a, base_url: 'http://127.0.0.1:9', api_keys: ['${KEY}', '${OTHER:-x}']}\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.providers[0].api_keys, vec!["sk-secret", "x"]);
+    }
+
+    #[test]
+    fn missing_secret_names_the_place() {
+        let env = env_of(&[]);
+        let e = load_text("providers:\n  - {id: a, base_url: 'http://h', api_keys: ['${NOPE}']}\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("test.yaml: providers[0].api_keys[0]: environment variable NOPE"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_name_the_place() {
+        let e = load_text("providers:\n  - {id: a, base_url: 'http://h', weight: heavy}\n", &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("test.yaml: providers[0].weight:"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let e = load_text("providers: [\n  {id: a\n", &env_of(&[])).unwrap_err().to_string();
+        assert!(e.contains("line "), "{e}");
+    }
+
+    #[test]
+    fn unknown_provider_in_logical_model() {
+        let e = load_text(
+            "logical_models:\n  - {id: m, upstreams: [{provider: ghost, model: x}]}\n",
+            &env_of(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("logical_models[0].upstreams[0].provider: no provider has id `ghost`"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let env = env_of(&[("APIPROXY_LISTEN", "127.0.0.1:9999"), ("MODELS_CACHE_TTL", "7")]);
+        let c = load_text("server: {listen: '0.0.0.0:1'}\n", &env).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9999");
+        assert_eq!(c.server.models_cache_ttl_s, 7);
+        let bad = env_of(&[("MODELS_CACHE_TTL", "soon")]);
+        let e = load_text("", &bad).unwrap_err().to_string();
+        assert!(e.starts_with("environment: MODELS_CACHE_TTL:"), "{e}");
+    }
+}

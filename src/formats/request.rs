@@ -1,0 +1,155 @@
+//! Reading what routing needs from a request body (`model`, `stream`) and rewriting `model` in place,
+//! without re-serialising anything else: unknown fields, key order and number formatting survive.
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BodyError {
+    #[error("We could not parse the JSON body of your request: {0}")]
+    InvalidJson(String),
+    #[error("The request body must be a JSON object")]
+    NotAnObject,
+    #[error("You must provide a model parameter")]
+    MissingModel,
+    #[error("`model` must be a non-empty string")]
+    BadModel,
+}
+
+/// What the gateway reads from a request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected {
+    pub model: String,
+    /// Byte range of the `model` value (quotes included) in the body.
+    model_span: (usize, usize),
+    /// `"stream": true` in the body.
+    pub stream: bool,
+    /// Byte range of the `stream` value, when present.
+    stream_span: Option<(usize, usize)>,
+    /// Offset just after the opening `{`.
+    object_start: usize,
+}
+
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+}
+
+/// Validates the body as JSON and finds `model` and `stream` at its top level.
+pub fn inspect(body: &[u8]) -> Result<Inspected, BodyError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        // Still report invalid JSON as such.
+        serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+        return Err(BodyError::NotAnObject);
+    }
+    let peek: Peek = serde_json::from_slice(body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+    let raw = peek.model.ok_or(BodyError::MissingModel)?;
+    let model: String = serde_json::from_str(raw.get()).map_err(|_| BodyError::BadModel)?;
+    if model.is_empty() {
+        return Err(BodyError::BadModel);
+    }
+    let span = |raw: &RawValue| {
+        let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+        (start, start + raw.get().len())
+    };
+    let object_start = body.iter().position(|b| *b == b'{').map_or(0, |p| p + 1);
+    Ok(Inspected {
+        model,
+        model_span: span(raw),
+        stream: peek.stream.is_some_and(|s| s.get() == "true"),
+        stream_span: peek.stream.map(span),
+        object_start,
+    })
+}
+
+/// The body with `model` replaced by `physical` and, with `force_stream`, `"stream": true` set
+/// (for clients that asked for SSE with `Accept: text/event-stream` only). Everything else stays
+/// byte for byte; the original bytes come back when nothing changes.
+pub fn rewrite(body: &Bytes, inspected: &Inspected, physical: &str, force_stream: bool) -> Bytes {
+    let mut edits: Vec<(usize, usize, String)> = Vec::with_capacity(2);
+    if inspected.model != physical {
+        let quoted = serde_json::to_string(physical).unwrap_or_else(|_| format!("\"{physical}\""));
+        edits.push((inspected.model_span.0, inspected.model_span.1, quoted));
+    }
+    if force_stream && !inspected.stream {
+        match inspected.stream_span {
+            Some((s, e)) => edits.push((s, e, "true".into())),
+            None => {
+                let at = inspected.object_start;
+                edits.push((at, at, "\"stream\":true,".into()));
+            }
+        }
+    }
+    if edits.is_empty() {
+        return body.clone();
+    }
+    edits.sort_by_key(|e| e.0);
+    let grow: usize = edits.iter().map(|e| e.2.len()).sum();
+    let mut out = BytesMut::with_capacity(body.len() + grow);
+    let mut at = 0;
+    for (start, end, text) in &edits {
+        out.extend_from_slice(&body[at..*start]);
+        out.extend_from_slice(text.as_bytes());
+        at = *end;
+    }
+    out.extend_from_slice(&body[at..]);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_model_and_stream() {
+        let body = br#" {"messages":[{"role":"user","content":"hi \"model\""}], "model" : "fast", "stream":true}"#;
+        let i = inspect(body).unwrap();
+        assert_eq!(i.model, "fast");
+        assert!(i.stream);
+        let out = rewrite(&Bytes::from_static(body), &i, "gpt-4o-mini", false);
+        assert_eq!(
+            &out[..],
+            &br#" {"messages":[{"role":"user","content":"hi \"model\""}], "model" : "gpt-4o-mini", "stream":true}"#[..]
+        );
+    }
+
+    #[test]
+    fn keeps_everything_else_byte_for_byte() {
+        let body = Bytes::from_static(br#"{"z":1.50,"model":"a\u0041","x":{"model":"inner"}}"#);
+        let i = inspect(&body).unwrap();
+        assert_eq!(i.model, "aA");
+        assert!(!i.stream);
+        assert_eq!(&rewrite(&body, &i, "p/\"q", false)[..], &br#"{"z":1.50,"model":"p/\"q","x":{"model":"inner"}}"#[..]);
+        let same = rewrite(&body, &i, "aA", false);
+        assert_eq!(same.as_ptr(), body.as_ptr(), "unchanged name: no copy");
+    }
+
+    #[test]
+    fn forces_stream_when_asked() {
+        let body = Bytes::from_static(br#"{"model":"m","stream":false}"#);
+        let i = inspect(&body).unwrap();
+        assert_eq!(&rewrite(&body, &i, "m", true)[..], br#"{"model":"m","stream":true}"#);
+        let body = Bytes::from_static(br#" { "model":"m"}"#);
+        let i = inspect(&body).unwrap();
+        let out = rewrite(&body, &i, "x", true);
+        assert_eq!(&out[..], br#" {"stream":true, "model":"x"}"#);
+        assert!(inspect(&out).unwrap().stream);
+    }
+
+    #[test]
+    fn rejects_bad_bodies() {
+        assert!(matches!(inspect(b"{\"model\":"), Err(BodyError::InvalidJson(_))));
+        assert!(matches!(inspect(b"not json"), Err(BodyError::InvalidJson(_))));
+        assert!(matches!(inspect(b""), Err(BodyError::InvalidJson(_))));
+        assert_eq!(inspect(b"[1]"), Err(BodyError::NotAnObject));
+        assert_eq!(inspect(b"{}"), Err(BodyError::MissingModel));
+        assert_eq!(inspect(br#"{"model":3}"#), Err(BodyError::BadModel));
+        assert_eq!(inspect(br#"{"model":""}"#), Err(BodyError::BadModel));
+        assert!(matches!(inspect(br#"{"model":"a","model":"b"}"#), Err(BodyError::InvalidJson(_))));
+    }
+}

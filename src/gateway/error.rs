@@ -1,0 +1,95 @@
+//! Errors the gateway answers itself, with their status and their body in the client's format.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+
+use super::ctx::AttemptRecord;
+use crate::auth::AuthError;
+use crate::formats::errors::openai_error;
+use crate::formats::request::BodyError;
+use crate::formats::ClientApi;
+use crate::routing::RouteError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("Request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("Unknown path {path}")]
+    NotFound { path: String },
+    #[error("Method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("Could not read the request body: {0}")]
+    ClientRead(String),
+    #[error("Every upstream for `{model}` failed or is out of rotation")]
+    Exhausted {
+        model: String,
+        attempts: Vec<AttemptRecord>,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::Auth(_) => 401,
+            GatewayError::Body(_) | GatewayError::ClientRead(_) => 400,
+            GatewayError::Route(RouteError::UnknownModel(_)) | GatewayError::NotFound { .. } => 404,
+            GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::Exhausted { attempts, .. } => {
+                // Capacity problems (rate limits, overload, nothing in rotation) are 503: come back
+                // later. Anything else means the upstreams are broken: 502.
+                let capacity = attempts.iter().all(|a| matches!(a.status, Some(429) | Some(503)));
+                if capacity {
+                    503
+                } else {
+                    502
+                }
+            }
+        }
+    }
+
+    fn kind(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            GatewayError::Auth(_) => ("invalid_request_error", Some("invalid_api_key")),
+            GatewayError::Body(BodyError::MissingModel) => ("invalid_request_error", Some("missing_model")),
+            GatewayError::Body(_) | GatewayError::ClientRead(_) => ("invalid_request_error", None),
+            GatewayError::Route(_) => ("invalid_request_error", Some("model_not_found")),
+            GatewayError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            GatewayError::NotFound { .. } => ("invalid_request_error", Some("unknown_url")),
+            GatewayError::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
+            GatewayError::Exhausted { .. } => ("upstream_error", Some("all_upstreams_failed")),
+        }
+    }
+
+    /// Seconds for a `Retry-After` header, when the client should come back later.
+    pub fn retry_after(&self, upstream_hint: Option<u64>) -> Option<u64> {
+        match self {
+            GatewayError::Exhausted { retry_after, .. } => retry_after
+                .map(|d| d.as_secs_f64().ceil() as u64)
+                .filter(|s| *s > 0)
+                .or(upstream_hint),
+            _ => None,
+        }
+    }
+
+    /// The body, in the client's format.
+    pub fn body(&self, api: ClientApi) -> Bytes {
+        let (err_type, code) = self.kind();
+        let details = match self {
+            GatewayError::Exhausted { attempts, .. } => Some(json!({ "attempts": attempts })),
+            _ => None,
+        };
+        match api {
+            ClientApi::ChatCompletions | ClientApi::Responses => openai_error(&self.to_string(), err_type, code, details),
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Attempts and failover: choosing the next upstream, shaping the request for it, and deciding after
+//! each failure whether to try again, where, and what health to record. Pingora's hooks
+//! (`upstream_peer`, `fail_to_connect`, `error_while_proxy`, `upstream_response_filter`) call these.
+
+use std::time::{Duration, Instant};
+
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::{Error, ErrorType};
+use rand::Rng;
+
+use super::ctx::{Attempt, AttemptRecord, RequestCtx, Retry};
+use super::error::GatewayError;
+use crate::app::App;
+use crate::formats::request::rewrite;
+use crate::routing::{choose, Failure};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// The error to show when nothing more can be tried.
+pub fn exhausted(ctx: &RequestCtx, retry_after: Option<Duration>) -> GatewayError {
+    GatewayError::Exhausted {
+        model: ctx.inspected.as_ref().map(|i| i.model.clone()).unwrap_or_default(),
+        attempts: ctx.attempts.clone(),
+        retry_after,
+    }
+}
+
+/// Picks the next upstream and builds its peer; `Err` when every candidate is spent.
+pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>, GatewayError> {
+    let Some(plan) = ctx.plan.clone() else {
+        return Err(exhausted(ctx, None));
+    };
+    loop {
+        if ctx.started_attempts >= app.settings.max_attempts {
+            return Err(exhausted(ctx, None));
+        }
+        let idx = match ctx.retry_same.take() {
+            Some(idx) => {
+                // A transient error: one more try on the same upstream after a short, jittered pause.
+                let pause = rand::rng().random_range(50..150);
+                tokio::time::sleep(ms(pause)).await;
+                idx
+            }
+            None => match choose(&plan, &ctx.excluded, ctx.session_id.as_deref(), Instant::now()) {
+                Ok(idx) => idx,
+                Err(e) => return Err(exhausted(ctx, e.retry_after)),
+            },
+        };
+        let candidate = &plan.candidates[idx];
+        let provider = &candidate.provider;
+        let key = if provider.has_keys() {
+            let refused: Vec<usize> = ctx.refused_keys.iter().filter(|(c, _)| *c == idx).map(|(_, k)| *k).collect();
+            match provider.pick_key(&refused) {
+                Some(k) => Some(k),
+                None => {
+                    skip(ctx, idx, "no usable API key");
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let Some(addr) = provider.addr() else {
+            skip(ctx, idx, "host not resolved");
+            continue;
+        };
+        let Some(inspected) = ctx.inspected.as_ref() else {
+            return Err(exhausted(ctx, None));
+        };
+        let body = rewrite(&ctx.body, inspected, &candidate.model, ctx.stream);
+
+        let t = provider.timeouts;
+        let mut peer = HttpPeer::new(addr, provider.endpoint.tls, provider.endpoint.host.clone());
+        peer.options.connection_timeout = Some(ms(t.connect_ms));
+        peer.options.total_connection_timeout = Some(ms(t.connect_ms.saturating_mul(2)));
+        // Pingora's read timeout applies to every read: the wait for the header and each gap in the
+        // body. A stream must never be silent longer than idle_ms, nor keep us waiting for its first
+        // byte longer than first_byte_ms.
+        peer.options.read_timeout = Some(ms(if ctx.stream { t.idle_ms.min(t.first_byte_ms) } else { t.first_byte_ms }));
+        peer.options.write_timeout = Some(ms(t.first_byte_ms));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+
+        ctx.started_attempts += 1;
+        ctx.current = Some(Attempt {
+            candidate: idx,
+            key,
+            started: Instant::now(),
+            body,
+        });
+        ctx.status_retry = None;
+        ctx.watch = None;
+        return Ok(Box::new(peer));
+    }
+}
+
+fn skip(ctx: &mut RequestCtx, idx: usize, why: &str) {
+    record(ctx, idx, None, Some(why.to_string()));
+    ctx.excluded.push(idx);
+}
+
+fn record(ctx: &mut RequestCtx, idx: usize, status: Option<u16>, error: Option<String>) {
+    if let Some(c) = ctx.plan.as_ref().and_then(|p| p.candidates.get(idx)) {
+        ctx.attempts.push(AttemptRecord {
+            provider: c.provider.id.clone(),
+            model: c.model.clone(),
+            status,
+            error,
+        });
+    }
+}
+
+/// Rewrites the request header for the chosen upstream: path, host, credentials, extra headers.
+pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pingora::Result<()> {
+    let (Some(attempt), Some(plan)) = (ctx.current.as_ref(), ctx.plan.as_ref()) else {
+        return Error::e_explain(ErrorType::InternalError, "no attempt in progress");
+    };
+    let provider = &plan.candidates[attempt.candidate].provider;
+    let uri: http::Uri = provider
+        .path_for(ctx.api())
+        .parse()
+        .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
+    req.set_uri(uri);
+    for name in ["authorization", "x-api-key", "x-goog-api-key", "cookie", "transfer-encoding", "accept-encoding"] {
+        req.remove_header(name);
+    }
+    req.insert_header(http::header::HOST, provider.authority.clone())?;
+    if let Some(key) = &attempt.key {
+        req.insert_header(provider.auth_header(), key.header.clone())?;
+    }
+    // Uncompressed, so streams can be watched for their terminator.
+    req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+    for (name, value) in app.mask_headers.iter().chain(provider.extra_headers.iter()) {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    req.insert_header(http::header::CONTENT_LENGTH, attempt.body.len().to_string())?;
+    req.insert_header("x-request-id", ctx.request_id.as_str())?;
+    Ok(())
+}
+
+fn retry_after_secs(resp: &ResponseHeader) -> Option<u64> {
+    let v = resp.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    // Delay-seconds only; an HTTP date is rare from LLM providers and treated as absent.
+    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| s.ceil() as u64)
+}
+
+/// Judges the upstream's response status and records health; says whether to try again.
+pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
+    let (Some(attempt), Some(plan)) = (ctx.current.as_ref(), ctx.plan.clone()) else {
+        return Retry::No;
+    };
+    let idx = attempt.candidate;
+    let key = attempt.key.clone();
+    let latency = attempt.started.elapsed();
+    let candidate = &plan.candidates[idx];
+    let provider = &candidate.provider;
+    let status = resp.status.as_u16();
+    let now = Instant::now();
+    let retry_after = retry_after_secs(resp);
+    if retry_after.is_some() {
+        ctx.upstream_retry_after = retry_after;
+    }
+    let decision = match status {
+        401 | 403 => {
+            // Our provider key is bad: out of rotation, and try the next key or candidate.
+            match key {
+                Some(k) => {
+                    provider.pause_key(k.index);
+                    ctx.refused_keys.push((idx, k.index));
+                }
+                None => ctx.excluded.push(idx),
+            }
+            Retry::Next
+        }
+        429 => {
+            candidate
+                .health
+                .record_failure(Failure::RateLimited { retry_after: retry_after.map(Duration::from_secs) }, now);
+            ctx.excluded.push(idx);
+            Retry::Next
+        }
+        s if provider.is_retryable(s) => {
+            candidate.health.record_failure(Failure::Broken, now);
+            if s == 500 && !ctx.same_retry_used {
+                ctx.same_retry_used = true;
+                ctx.retry_same = Some(idx);
+                Retry::Same
+            } else {
+                ctx.excluded.push(idx);
+                Retry::Next
+            }
+        }
+        s if s >= 500 => {
+            candidate.health.record_failure(Failure::Broken, now);
+            Retry::No
+        }
+        _ => {
+            // Success, or the client's own mistake (400, 413, 422…): the upstream is healthy.
+            candidate.health.record_success(latency);
+            Retry::No
+        }
+    };
+    record(ctx, idx, Some(status), None);
+    decision
+}
+
+/// Where a transport error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connect,
+    /// After connecting; `reused` says whether the upstream connection came from the pool.
+    Proxy { reused: bool },
+}
+
+/// Judges a transport error (connect, timeout, reset) and records health; says whether to try again.
+pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, response_started: bool) -> Retry {
+    let Some(attempt) = ctx.current.as_ref() else {
+        return Retry::No;
+    };
+    let idx = attempt.candidate;
+    let Some(plan) = ctx.plan.clone() else {
+        return Retry::No;
+    };
+    let health = &plan.candidates[idx].health;
+    let now = Instant::now();
+    let etype = e.etype().clone();
+    if response_started {
+        // Bytes already reached the client: nothing can be retried. The stream is reported as cut.
+        health.record_failure(Failure::Broken, now);
+        record(ctx, idx, None, Some(format!("{} mid-response", etype.as_str())));
+        ctx.stream_cut = true;
+        return Retry::No;
+    }
+    if let Phase::Proxy { reused: true } = phase {
+        if matches!(e.retry, pingora::RetryType::ReusedOnly) {
+            // A pooled connection the upstream had already closed: not the upstream's fault.
+            ctx.retry_same = Some(idx);
+            return Retry::Same;
+        }
+    }
+    health.record_failure(Failure::Broken, now);
+    record(ctx, idx, None, Some(etype.as_str().to_string()));
+    let reset = matches!(etype, ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError);
+    if phase != Phase::Connect && reset && !ctx.same_retry_used {
+        ctx.same_retry_used = true;
+        ctx.retry_same = Some(idx);
+        return Retry::Same;
+    }
+    ctx.excluded.push(idx);
+    Retry::Next
+}

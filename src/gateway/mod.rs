@@ -1,0 +1,206 @@
+//! The Pingora `ProxyHttp` implementation. Each hook is thin and hands its concern to the module that
+//! owns it: `intake` (endpoint, auth, body, route), `failover` (attempts, retries, health),
+//! `response` (headers, stream watching), `respond` (answers we write ourselves).
+
+mod ctx;
+mod error;
+mod failover;
+mod intake;
+mod respond;
+mod response;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+pub use ctx::RequestCtx;
+pub use error::GatewayError;
+
+use crate::app::App;
+use ctx::Retry;
+use failover::Phase;
+use intake::Endpoint;
+
+pub struct Gateway {
+    app: Arc<App>,
+}
+
+impl Gateway {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    /// Writes a gateway error and tells Pingora the request is answered.
+    async fn reject(&self, session: &mut Session, ctx: &mut RequestCtx, err: GatewayError) -> Result<bool> {
+        respond::error(session, ctx, &err).await?;
+        Ok(true)
+    }
+
+    async fn intake(&self, session: &mut Session, ctx: &mut RequestCtx) -> std::result::Result<bool, GatewayError> {
+        let endpoint = intake::classify(&session.req_header().method, session.req_header().uri.path())?;
+        match endpoint {
+            Endpoint::Health => {
+                let body = Bytes::from_static(br#"{"status":"ok"}"#);
+                respond::json(session, ctx, 200, body, None).await.map_err(|e| GatewayError::ClientRead(e.to_string()))?;
+                Ok(true)
+            }
+            Endpoint::Models => {
+                intake::authenticate(session, &self.app, ctx)?;
+                let body = self.app.catalog.listing();
+                respond::json(session, ctx, 200, body, None).await.map_err(|e| GatewayError::ClientRead(e.to_string()))?;
+                Ok(true)
+            }
+            Endpoint::Proxy(api) => {
+                ctx.api = Some(api);
+                intake::authenticate(session, &self.app, ctx)?;
+                let body = intake::read_body(session, self.app.settings.max_body_bytes).await?;
+                intake::route(session, &self.app, ctx, body)?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.app.metrics.active.inc();
+        ctx.request_id = intake::request_id(session);
+        match self.intake(session, ctx).await {
+            Ok(answered) => Ok(answered),
+            Err(err) => self.reject(session, ctx, err).await,
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        match failover::next_peer(&self.app, ctx).await {
+            Ok(peer) => Ok(peer),
+            Err(err) => {
+                ctx.failure = Some(err);
+                Error::e_explain(ErrorType::HTTPStatus(502), "no upstream left to try")
+            }
+        }
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        let decision = failover::on_transport_error(ctx, &e, Phase::Connect, false);
+        e.set_retry(decision != Retry::No);
+        if decision == Retry::No && ctx.failure.is_none() {
+            ctx.failure = Some(failover::exhausted(ctx, None));
+        }
+        e
+    }
+
+    async fn upstream_request_filter(&self, _session: &mut Session, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+        failover::shape_request(&self.app, ctx, req)
+    }
+
+    async fn request_body_filter(&self, _session: &mut Session, body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) -> Result<()> {
+        // The body was read whole in request_filter; Pingora replays the raw bytes here on every
+        // attempt. Hold them back and send the rewritten body at the end.
+        let Some(attempt) = ctx.current.as_ref() else {
+            return Ok(());
+        };
+        if end_of_stream {
+            *body = Some(attempt.body.clone());
+        } else if body.is_some() {
+            *body = Some(Bytes::new());
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        let decision = failover::on_response(ctx, resp);
+        if decision == Retry::No || session.response_written().is_some() {
+            return Ok(());
+        }
+        let status = resp.status.as_u16();
+        if ctx.started_attempts >= self.app.settings.max_attempts {
+            ctx.failure = Some(failover::exhausted(ctx, None));
+            ctx.status_retry = Some(Retry::No);
+        } else {
+            ctx.status_retry = Some(decision);
+        }
+        Error::e_explain(ErrorType::HTTPStatus(status), "retryable upstream status")
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        response::on_header(ctx, resp)
+    }
+
+    fn response_body_filter(&self, _session: &mut Session, body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) -> Result<Option<Duration>> {
+        response::on_body(ctx, body, end_of_stream);
+        Ok(None)
+    }
+
+    fn error_while_proxy(&self, _peer: &HttpPeer, session: &mut Session, mut e: Box<Error>, ctx: &mut RequestCtx, client_reused: bool) -> Box<Error> {
+        let written = session.response_written().is_some();
+        let decision = match ctx.status_retry.take() {
+            Some(d) => d,
+            None => failover::on_transport_error(ctx, &e, Phase::Proxy { reused: client_reused }, written),
+        };
+        let retry = decision != Retry::No && !written;
+        e.set_retry(retry);
+        if !retry && !written && ctx.failure.is_none() {
+            ctx.failure = Some(failover::exhausted(ctx, None));
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        if session.response_written().is_some() {
+            // Mid-response: the status is out; end a stream with an error event the client can see.
+            if let Some(event) = response::cut_stream_event(ctx) {
+                let _ = session.write_response_body(Some(event), true).await;
+            }
+            return FailToProxy {
+                error_code: ctx.status.unwrap_or(0),
+                can_reuse_downstream: false,
+            };
+        }
+        let client_gone = *e.esource() == ErrorSource::Downstream
+            && matches!(e.etype(), ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed);
+        if client_gone {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        let err = ctx.failure.take().unwrap_or_else(|| failover::exhausted(ctx, None));
+        let code = err.status();
+        if respond::error(session, ctx, &err).await.is_err() {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: true,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // `logging` writes one line per request with everything that matters.
+        true
+    }
+
+    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        response::log_request(&self.app, ctx, e);
+    }
+}

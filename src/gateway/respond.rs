@@ -1,0 +1,33 @@
+//! Answers the gateway writes itself: local endpoints and errors.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use super::ctx::RequestCtx;
+use super::error::GatewayError;
+
+/// Writes a complete JSON response with the request id.
+pub async fn json(session: &mut Session, ctx: &mut RequestCtx, status: u16, body: Bytes, retry_after: Option<u64>) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some(secs) = retry_after {
+        resp.insert_header("retry-after", secs.to_string())?;
+    }
+    ctx.status = Some(status);
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Writes `err` in the client's format.
+pub async fn error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayError) -> pingora::Result<()> {
+    let body = err.body(ctx.api());
+    let retry_after = err.retry_after(ctx.upstream_retry_after);
+    if matches!(err, GatewayError::BodyTooLarge { .. } | GatewayError::ClientRead(_)) {
+        // The rest of the body was not read: the connection cannot carry another request.
+        session.set_keepalive(None);
+    }
+    json(session, ctx, err.status(), body, retry_after).await
+}

@@ -1,0 +1,14 @@
+//! APIProxy: an AI gateway on Pingora. One OpenAI-compatible endpoint in front of many LLM
+//! providers, with routing, failover and session stickiness. See ARCHITECTURE.md for the request's
+//! path through the Pingora hooks.
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod formats;
+pub mod gateway;
+pub mod metrics;
+pub mod routing;
+pub mod server;
+pub mod upstream;

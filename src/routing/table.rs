@@ -1,0 +1,212 @@
+//! From a requested model name to the upstreams that may serve it: logical models, `provider/model`
+//! and zero-config routing over the providers whose model lists contain the name.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::health::{HealthRegistry, UpstreamHealth};
+use crate::config::Config;
+use crate::upstream::{ModelCatalog, Provider};
+
+/// One way to serve a request: a provider and the model name it knows.
+#[derive(Clone)]
+pub struct Candidate {
+    pub provider: Arc<Provider>,
+    pub model: Arc<str>,
+    pub weight: f64,
+    /// Tier: 0 first; a higher tier only when every candidate above has failed or is out of rotation.
+    pub priority: u32,
+    pub health: Arc<UpstreamHealth>,
+}
+
+/// How a model name was resolved; also a bounded metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Logical,
+    ProviderPrefixed,
+    ZeroConfig,
+}
+
+/// The candidates for one request, sorted by tier.
+#[derive(Clone)]
+pub struct RoutePlan {
+    /// The name the client asked for (a known logical model or model id, never arbitrary input).
+    pub label: Arc<str>,
+    pub kind: RouteKind,
+    pub candidates: Arc<[Candidate]>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    #[error("The model `{0}` does not exist or no provider serves it")]
+    UnknownModel(String),
+}
+
+pub struct RouteTable {
+    providers: Vec<Arc<Provider>>,
+    by_id: HashMap<Arc<str>, Arc<Provider>>,
+    logical: HashMap<String, RoutePlan>,
+}
+
+impl RouteTable {
+    pub fn build(config: &Config, health: &HealthRegistry) -> Result<Self, String> {
+        let providers = config
+            .providers
+            .iter()
+            .map(|p| Provider::from_config(p).map(Arc::new).map_err(|e| format!("provider {}: {e}", p.id)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let by_id: HashMap<_, _> = providers.iter().map(|p| (p.id.clone(), p.clone())).collect();
+        let mut logical = HashMap::new();
+        for lm in &config.logical_models {
+            let mut candidates = lm
+                .upstreams
+                .iter()
+                .map(|u| {
+                    let provider = by_id
+                        .get(u.provider.as_str())
+                        .ok_or_else(|| format!("logical model {}: unknown provider {}", lm.id, u.provider))?
+                        .clone();
+                    let model: Arc<str> = u.model.as_str().into();
+                    Ok(Candidate {
+                        health: health.get(&provider.id, &model),
+                        provider,
+                        model,
+                        weight: u.weight,
+                        priority: u.priority,
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            candidates.sort_by_key(|c| c.priority);
+            logical.insert(
+                lm.id.clone(),
+                RoutePlan {
+                    label: lm.id.as_str().into(),
+                    kind: RouteKind::Logical,
+                    candidates: candidates.into(),
+                },
+            );
+        }
+        Ok(Self {
+            providers,
+            by_id,
+            logical,
+        })
+    }
+
+    pub fn providers(&self) -> &[Arc<Provider>] {
+        &self.providers
+    }
+
+    pub fn provider(&self, id: &str) -> Option<&Arc<Provider>> {
+        self.by_id.get(id)
+    }
+
+    pub fn logical_ids(&self) -> impl Iterator<Item = &str> {
+        self.logical.keys().map(String::as_str)
+    }
+
+    /// Resolves `model`: a logical model first, then `provider/model`, then zero-config.
+    pub fn plan(&self, model: &str, catalog: &ModelCatalog, health: &HealthRegistry) -> Result<RoutePlan, RouteError> {
+        if let Some(plan) = self.logical.get(model) {
+            return Ok(plan.clone());
+        }
+        if let Some((provider_id, physical)) = model.split_once('/') {
+            if let Some(provider) = self.by_id.get(provider_id) {
+                if !physical.is_empty() {
+                    return Ok(self.single(provider, physical, model, RouteKind::ProviderPrefixed, health));
+                }
+            }
+        }
+        let providers = catalog.providers_for(model);
+        if providers.is_empty() {
+            return Err(RouteError::UnknownModel(model.to_string()));
+        }
+        let model_arc: Arc<str> = model.into();
+        let candidates: Vec<_> = providers
+            .iter()
+            .filter_map(|id| self.by_id.get(id))
+            .map(|p| Candidate {
+                health: health.get(&p.id, &model_arc),
+                provider: p.clone(),
+                model: model_arc.clone(),
+                weight: p.weight,
+                priority: 0,
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(RouteError::UnknownModel(model.to_string()));
+        }
+        Ok(RoutePlan {
+            label: model_arc,
+            kind: RouteKind::ZeroConfig,
+            candidates: candidates.into(),
+        })
+    }
+
+    fn single(&self, p: &Arc<Provider>, model: &str, label: &str, kind: RouteKind, health: &HealthRegistry) -> RoutePlan {
+        let model: Arc<str> = model.into();
+        RoutePlan {
+            label: label.into(),
+            kind,
+            candidates: vec![Candidate {
+                health: health.get(&p.id, &model),
+                provider: p.clone(),
+                model,
+                weight: p.weight,
+                priority: 0,
+            }]
+            .into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::health::HealthPolicy;
+    use std::time::Duration;
+
+    fn setup() -> (RouteTable, ModelCatalog, HealthRegistry) {
+        let config: Config = serde_yaml::from_str(
+            r#"
+providers:
+  - {id: a, base_url: "http://127.0.0.1:1", models: [m1, shared]}
+  - {id: b, base_url: "http://127.0.0.1:2", models: [shared]}
+logical_models:
+  - id: fast
+    upstreams:
+      - {provider: b, model: shared, priority: 1}
+      - {provider: a, model: m1, weight: 2}
+"#,
+        )
+        .unwrap();
+        let health = HealthRegistry::new(HealthPolicy {
+            default_cooldown: Duration::from_secs(1),
+            failure_threshold: 3,
+            open_for: Duration::from_secs(1),
+        });
+        let table = RouteTable::build(&config, &health).unwrap();
+        let catalog = ModelCatalog::default();
+        catalog.rebuild(table.providers(), table.logical_ids());
+        (table, catalog, health)
+    }
+
+    #[test]
+    fn resolves_each_kind() {
+        let (t, c, h) = setup();
+        let p = t.plan("fast", &c, &h).unwrap();
+        assert_eq!(p.kind, RouteKind::Logical);
+        assert_eq!(p.candidates.iter().map(|c| c.priority).collect::<Vec<_>>(), vec![0, 1], "sorted by tier");
+
+        let p = t.plan("b/anything-goes", &c, &h).unwrap();
+        assert_eq!(p.kind, RouteKind::ProviderPrefixed);
+        assert_eq!((&*p.candidates[0].provider.id, &*p.candidates[0].model), ("b", "anything-goes"));
+
+        let p = t.plan("shared", &c, &h).unwrap();
+        assert_eq!(p.kind, RouteKind::ZeroConfig);
+        assert_eq!(p.candidates.len(), 2);
+
+        assert_eq!(t.plan("nope", &c, &h).err(), Some(RouteError::UnknownModel("nope".into())));
+        assert!(t.plan("zz/m1", &c, &h).is_err());
+    }
+}

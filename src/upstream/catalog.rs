@@ -1,0 +1,120 @@
+//! Which provider serves which model: static lists from the config plus lists discovered from the
+//! providers, and the aggregated OpenAI-style `/models` listing built from them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use serde_json::json;
+
+use super::Provider;
+
+#[derive(Default)]
+struct Index {
+    /// model id -> ids of the providers that list it.
+    providers_by_model: HashMap<String, Vec<Arc<str>>>,
+    /// The `/models` response body, ready to send.
+    listing: Bytes,
+}
+
+pub struct ModelCatalog {
+    discovered: ArcSwap<HashMap<Arc<str>, Arc<Vec<String>>>>,
+    index: ArcSwap<Index>,
+}
+
+impl Default for ModelCatalog {
+    fn default() -> Self {
+        Self {
+            discovered: ArcSwap::from_pointee(HashMap::new()),
+            index: ArcSwap::from_pointee(Index::default()),
+        }
+    }
+}
+
+impl ModelCatalog {
+    /// Providers whose model list contains `model`, in configuration order.
+    pub fn providers_for(&self, model: &str) -> Vec<Arc<str>> {
+        self.index.load().providers_by_model.get(model).cloned().unwrap_or_default()
+    }
+
+    /// The aggregated `/models` body.
+    pub fn listing(&self) -> Bytes {
+        self.index.load().listing.clone()
+    }
+
+    /// The models a provider offers: its static list, else the discovered one.
+    pub fn models_of(&self, provider: &Provider) -> Option<Arc<Vec<String>>> {
+        match &provider.static_models {
+            Some(list) => Some(Arc::new(list.clone())),
+            None => self.discovered.load().get(&provider.id).cloned(),
+        }
+    }
+
+    pub fn set_discovered(&self, provider: &Arc<str>, models: Vec<String>) {
+        let mut map = HashMap::clone(&self.discovered.load());
+        map.insert(provider.clone(), Arc::new(models));
+        self.discovered.store(Arc::new(map));
+    }
+
+    /// Rebuilds the model index and the listing from the current providers and logical models.
+    pub fn rebuild<'a>(&self, providers: &[Arc<Provider>], logical_models: impl Iterator<Item = &'a str>) {
+        let discovered = self.discovered.load();
+        let mut providers_by_model: HashMap<String, Vec<Arc<str>>> = HashMap::new();
+        // BTreeMap: a stable, sorted listing; first provider to list a model owns it.
+        let mut listed: BTreeMap<String, String> = BTreeMap::new();
+        for p in providers {
+            let models = match &p.static_models {
+                Some(list) => list.as_slice(),
+                None => discovered.get(&p.id).map_or(&[][..], |l| l.as_slice()),
+            };
+            for m in models {
+                providers_by_model.entry(m.clone()).or_default().push(p.id.clone());
+                listed.entry(m.clone()).or_insert_with(|| p.id.to_string());
+            }
+        }
+        for id in logical_models {
+            listed.insert(id.to_string(), "apiproxy".to_string());
+        }
+        let data: Vec<_> = listed
+            .iter()
+            .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+            .collect();
+        let listing = Bytes::from(json!({"object": "list", "data": data}).to_string());
+        self.index.store(Arc::new(Index {
+            providers_by_model,
+            listing,
+        }));
+    }
+}
+
+/// Parses a provider's model list: OpenAI (`data[].id`), Anthropic (`data[].id`) and Gemini
+/// (`models[].name`, `models/` prefix dropped) shapes.
+pub fn parse_model_list(body: &[u8]) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let items = v.get("data").or_else(|| v.get("models"))?.as_array()?;
+    Some(
+        items
+            .iter()
+            .filter_map(|m| {
+                let id = m.get("id").or_else(|| m.get("name"))?.as_str()?;
+                Some(id.strip_prefix("models/").unwrap_or(id).to_string())
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_list_shapes() {
+        assert_eq!(
+            parse_model_list(br#"{"object":"list","data":[{"id":"a"},{"id":"b"}]}"#).unwrap(),
+            vec!["a", "b"]
+        );
+        assert_eq!(parse_model_list(br#"{"models":[{"name":"models/gemini-pro"}]}"#).unwrap(), vec!["gemini-pro"]);
+        assert!(parse_model_list(b"not json").is_none());
+    }
+}

@@ -1,0 +1,119 @@
+//! Background upkeep of provider knowledge, so the request path never waits on it: DNS resolution
+//! of provider hosts and discovery of model lists (every `MODELS_CACHE_TTL`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pingora::services::ServiceReadyNotifier;
+use tokio::task::JoinSet;
+
+use super::catalog::parse_model_list;
+use super::Provider;
+use crate::app::App;
+
+const DNS_REFRESH: Duration = Duration::from_secs(30);
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Discovery {
+    app: Arc<App>,
+}
+
+impl Discovery {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    async fn refresh_dns(&self) {
+        let snapshot = self.app.snapshot();
+        for p in snapshot.routes.providers().iter().filter(|p| p.needs_dns()) {
+            let target = (p.endpoint.host.as_str(), p.endpoint.port);
+            match tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(target)).await {
+                Ok(Ok(addrs)) => p.set_addrs(addrs.collect()),
+                Ok(Err(e)) => tracing::warn!(provider = %p.id, error = %e, "DNS resolution failed"),
+                Err(_) => tracing::warn!(provider = %p.id, "DNS resolution timed out"),
+            }
+        }
+    }
+
+    async fn refresh_models(&self, client: &reqwest::Client) {
+        let snapshot = self.app.snapshot();
+        let mut tasks = JoinSet::new();
+        for p in snapshot.routes.providers().iter().filter(|p| p.static_models.is_none()) {
+            let (p, client) = (p.clone(), client.clone());
+            tasks.spawn(async move {
+                let models = fetch_models(&client, &p).await;
+                (p, models)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((p, Ok(models))) => {
+                    tracing::debug!(provider = %p.id, count = models.len(), "model list refreshed");
+                    self.app.catalog.set_discovered(&p.id, models);
+                }
+                Ok((p, Err(e))) => tracing::warn!(provider = %p.id, error = %e, "model list discovery failed"),
+                Err(e) => tracing::warn!(error = %e, "model discovery task failed"),
+            }
+        }
+        self.app.rebuild_catalog();
+    }
+}
+
+/// Fetches one provider's model list. Errors carry no secret: only the status or transport error.
+pub async fn fetch_models(client: &reqwest::Client, p: &Provider) -> Result<Vec<String>, String> {
+    let mut req = client.get(p.endpoint.url(&p.models_path));
+    if let Some(key) = p.any_key() {
+        req = req.header(p.auth_header(), key);
+    }
+    if p.style == crate::config::ApiStyle::Anthropic {
+        req = req.header("anthropic-version", "2023-06-01");
+    }
+    for (k, v) in &p.extra_headers {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("status {status}"));
+    }
+    let body = resp.bytes().await.map_err(|e| e.without_url().to_string())?;
+    parse_model_list(&body).ok_or_else(|| "unrecognised model list".to_string())
+}
+
+#[async_trait]
+impl BackgroundService for Discovery {
+    async fn start_with_ready_notifier(&self, mut shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+        let client = match reqwest::Client::builder()
+            .timeout(DISCOVERY_TIMEOUT)
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the discovery HTTP client");
+                ready.notify_ready();
+                return;
+            }
+        };
+        // First pass before the proxy accepts traffic, so zero-config routes work from the start.
+        self.refresh_dns().await;
+        self.refresh_models(&client).await;
+        ready.notify_ready();
+
+        let ttl = Duration::from_secs(self.app.settings.models_cache_ttl_s.max(1));
+        let mut dns_tick = tokio::time::interval(DNS_REFRESH);
+        let mut models_tick = tokio::time::interval(ttl);
+        dns_tick.tick().await;
+        models_tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = dns_tick.tick() => self.refresh_dns().await,
+                _ = models_tick.tick() => self.refresh_models(&client).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! A configured provider at run time: its endpoint, resolved addresses, rotating keys and request
+//! shaping (paths, auth and extra headers).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use http::{HeaderName, HeaderValue};
+
+use super::Endpoint;
+use crate::config::{ApiStyle, ProviderConfig, ProviderType, Timeouts};
+
+/// How long a key that the provider refused (401/403) stays out of rotation.
+const BAD_KEY_PAUSE: Duration = Duration::from_secs(600);
+
+/// One provider credential. The secret never leaves this type except as a header value.
+pub struct ProviderKey {
+    header: HeaderValue,
+    /// Unix milliseconds until which the key is out of rotation; 0 when usable.
+    paused_until_ms: AtomicU64,
+}
+
+impl std::fmt::Debug for ProviderKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProviderKey(<redacted>)")
+    }
+}
+
+/// The key chosen for one attempt: its index (for taking it out of rotation) and header value.
+#[derive(Clone)]
+pub struct KeyChoice {
+    pub index: usize,
+    pub header: HeaderValue,
+}
+
+pub struct Provider {
+    pub id: Arc<str>,
+    pub style: ApiStyle,
+    pub endpoint: Endpoint,
+    pub weight: f64,
+    pub static_models: Option<Vec<String>>,
+    pub timeouts: Timeouts,
+    pub provider_type: ProviderType,
+    retryable: Vec<u16>,
+    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+    pub chat_path: String,
+    pub responses_path: String,
+    pub models_path: String,
+    /// `Host` header value.
+    pub authority: HeaderValue,
+    keys: Vec<ProviderKey>,
+    next_key: AtomicUsize,
+    addrs: ArcSwap<Vec<SocketAddr>>,
+    next_addr: AtomicUsize,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Provider {
+    /// Builds the run-time provider; the config was validated, so parse failures are impossible here
+    /// and reported as strings only for completeness.
+    pub fn from_config(c: &ProviderConfig) -> Result<Self, String> {
+        let endpoint = Endpoint::parse(&c.base_url)?;
+        let join = |over: &Option<String>, default: &str| {
+            over.clone().unwrap_or_else(|| format!("{}{default}", endpoint.base_path))
+        };
+        let auth_value = |key: &str| match c.api_style {
+            ApiStyle::Openai | ApiStyle::Responses => format!("Bearer {key}"),
+            ApiStyle::Anthropic | ApiStyle::Gemini => key.to_string(),
+        };
+        let keys = c
+            .api_keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                let mut header = HeaderValue::from_str(&auth_value(k)).map_err(|_| "invalid api key".to_string())?;
+                header.set_sensitive(true);
+                Ok(ProviderKey {
+                    header,
+                    paused_until_ms: AtomicU64::new(0),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let extra_headers = c
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?,
+                    HeaderValue::from_str(v).map_err(|e| e.to_string())?,
+                ))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let addrs = endpoint.literal_addr().into_iter().collect();
+        Ok(Self {
+            id: c.id.as_str().into(),
+            style: c.api_style,
+            authority: HeaderValue::from_str(&endpoint.authority()).map_err(|e| e.to_string())?,
+            chat_path: join(&c.paths.chat, "/v1/chat/completions"),
+            responses_path: join(&c.paths.responses, "/v1/responses"),
+            models_path: join(&c.paths.models, "/v1/models"),
+            endpoint,
+            weight: c.weight,
+            static_models: c.models.clone(),
+            timeouts: c.timeouts,
+            provider_type: c.provider_type,
+            retryable: c.retryable_status_codes.clone(),
+            extra_headers,
+            keys,
+            next_key: AtomicUsize::new(0),
+            addrs: ArcSwap::from_pointee(addrs),
+            next_addr: AtomicUsize::new(0),
+        })
+    }
+
+    /// Whether this provider's configuration lists `status` as worth another attempt.
+    pub fn is_retryable(&self, status: u16) -> bool {
+        self.retryable.contains(&status)
+    }
+
+    /// The header that carries the key for this API style.
+    pub fn auth_header(&self) -> HeaderName {
+        match self.style {
+            ApiStyle::Openai | ApiStyle::Responses => http::header::AUTHORIZATION,
+            ApiStyle::Anthropic => HeaderName::from_static("x-api-key"),
+            ApiStyle::Gemini => HeaderName::from_static("x-goog-api-key"),
+        }
+    }
+
+    pub fn has_keys(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Round-robin over the keys in rotation, skipping those in `exclude`.
+    /// `None` when the provider has keys but none is usable.
+    pub fn pick_key(&self, exclude: &[usize]) -> Option<KeyChoice> {
+        let n = self.keys.len();
+        let now = now_ms();
+        let start = self.next_key.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| !exclude.contains(&i) && self.keys[i].paused_until_ms.load(Ordering::Relaxed) <= now)
+            .map(|index| KeyChoice {
+                index,
+                header: self.keys[index].header.clone(),
+            })
+    }
+
+    /// Takes a key the provider refused out of rotation.
+    pub fn pause_key(&self, index: usize) {
+        if let Some(k) = self.keys.get(index) {
+            k.paused_until_ms
+                .store(now_ms() + BAD_KEY_PAUSE.as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Keys currently in rotation.
+    pub fn usable_keys(&self) -> usize {
+        let now = now_ms();
+        self.keys
+            .iter()
+            .filter(|k| k.paused_until_ms.load(Ordering::Relaxed) <= now)
+            .count()
+    }
+
+    /// The first usable key's header, for background calls (model lists, probes).
+    pub fn any_key(&self) -> Option<HeaderValue> {
+        self.pick_key(&[]).map(|k| k.header)
+    }
+
+    /// One of the resolved addresses, rotating; `None` before the first successful resolution.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        let addrs = self.addrs.load();
+        if addrs.is_empty() {
+            return None;
+        }
+        Some(addrs[self.next_addr.fetch_add(1, Ordering::Relaxed) % addrs.len()])
+    }
+
+    pub fn set_addrs(&self, addrs: Vec<SocketAddr>) {
+        if !addrs.is_empty() && **self.addrs.load() != addrs {
+            self.addrs.store(Arc::new(addrs));
+        }
+    }
+
+    pub fn needs_dns(&self) -> bool {
+        self.endpoint.literal_addr().is_none()
+    }
+
+    pub fn path_for(&self, endpoint: crate::formats::ClientApi) -> &str {
+        match endpoint {
+            crate::formats::ClientApi::ChatCompletions => &self.chat_path,
+            crate::formats::ClientApi::Responses => &self.responses_path,
+        }
+    }
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("id", &self.id)
+            .field("endpoint", &self.endpoint)
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(keys: &[&str]) -> Provider {
+        let yaml = format!("{{id: p, base_url: 'http://127.0.0.1:1', api_keys: {keys:?}}}");
+        Provider::from_config(&serde_yaml::from_str(&yaml).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn keys_rotate_and_pause() {
+        let p = provider(&["k1", "k2"]);
+        let a = p.pick_key(&[]).unwrap().index;
+        let b = p.pick_key(&[]).unwrap().index;
+        assert_ne!(a, b);
+        p.pause_key(0);
+        for _ in 0..4 {
+            assert_eq!(p.pick_key(&[]).unwrap().index, 1);
+        }
+        assert!(p.pick_key(&[1]).is_none());
+        assert_eq!(p.usable_keys(), 1);
+        assert_eq!(p.pick_key(&[]).unwrap().header, "Bearer k2");
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let p = provider(&["sk-very-secret"]);
+        assert!(!format!("{p:?}").contains("sk-very-secret"));
+    }
+}
