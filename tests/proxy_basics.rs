@@ -1,0 +1,210 @@
+//! The client API: health, models, auth, request validation, routing and streaming.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+async fn two_providers() -> (Mock, Mock, Gateway) {
+    let a = Mock::start("alpha", &["gpt-a", "shared-model"]).await;
+    let b = Mock::start("beta", &["gpt-b", "shared-model"]).await;
+    let yaml = format!(
+        "providers:\n{}{}logical_models:\n  - id: fast-model\n    upstreams:\n      - {{provider: alpha, model: gpt-a}}\n",
+        provider_yaml("alpha", &a, ""),
+        provider_yaml("beta", &b, ", models: [gpt-b, shared-model, static-only]"),
+    );
+    let gw = Gateway::start(&yaml).await;
+    (a, b, gw)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_aggregated_models() {
+    let (_a, _b, gw) = two_providers().await;
+    let r = gw.client.get(gw.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
+
+    let r = gw.client.get(gw.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "models need a key");
+
+    for path in ["/models", "/v1/models"] {
+        let r = gw.client.get(gw.url(path)).bearer_auth(CLIENT_KEY).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["object"], "list");
+        let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        // alpha's list was discovered from the mock, beta's is static; shared-model appears once.
+        for want in ["gpt-a", "gpt-b", "shared-model", "static-only", "fast-model"] {
+            assert!(ids.contains(&want), "{want} missing from {ids:?}");
+        }
+        assert_eq!(ids.iter().filter(|i| **i == "shared-model").count(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_forms_and_refusals() {
+    let (_a, _b, gw) = two_providers().await;
+    let url = gw.url("/v1/chat/completions");
+    let body = chat_body("gpt-a");
+
+    let r = gw.client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    assert!(v["error"]["message"].as_str().unwrap().contains("Missing API key"));
+
+    let r = gw.client.post(&url).bearer_auth("wrong-key-123").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    let r = gw.client.post(&url).header("x-api-key", CLIENT_KEY).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(CLIENT_KEY);
+    let r = gw.client.post(&url).bearer_auth(b64).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_openai_errors() {
+    let (a, b, gw) = two_providers().await;
+    let url = gw.url("/v1/chat/completions");
+    let send_raw = |body: &'static str| gw.client.post(&url).bearer_auth(CLIENT_KEY).header("content-type", "application/json").body(body).send();
+
+    let r = send_raw("{not json").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+
+    let r = send_raw(r#"{"messages":[]}"#).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "missing_model");
+
+    let r = gw.chat(chat_body("no-such-model")).await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "model_not_found");
+    assert!(v["error"]["message"].as_str().unwrap().contains("no-such-model"));
+
+    let r = gw.client.get(gw.url("/v1/unknown")).bearer_auth(CLIENT_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_object());
+
+    assert_eq!(a.hits() + b.hits(), 0, "nothing invalid reached an upstream");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn body_over_the_limit_is_413() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let yaml = format!("server: {{max_body_bytes: 100000}}\nproviders:\n{}", provider_yaml("alpha", &a, ""));
+    let gw = Gateway::start(&yaml).await;
+    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(200_000)}]});
+    let r = gw.chat(big).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "request_too_large");
+    assert_eq!(a.hits(), 0);
+    // A body just under the limit passes.
+    let ok = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(90_000)}]});
+    assert_eq!(gw.chat(ok).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_and_rewrites_only_the_model() {
+    let (a, b, gw) = two_providers().await;
+    // Logical model -> alpha's gpt-a; the rest of the body byte for byte.
+    let raw = r#"{"messages":[{"role":"user","content":"hi"}],"temperature":0.70,"model":"fast-model","x_unknown":{"k":[1,2.50]}}"#;
+    let r = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(CLIENT_KEY)
+        .header("x-request-id", "client-chosen-id")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
+    assert_eq!(r.headers()["x-request-id"], "client-chosen-id");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "hello from alpha");
+    let sent = &a.requests()[0];
+    assert_eq!(String::from_utf8_lossy(&sent.body), raw.replace("fast-model", "gpt-a"));
+    assert_eq!(sent.path, "/v1/chat/completions");
+    assert_eq!(sent.header("authorization"), Some("Bearer sk-alpha-secret-key"));
+    assert_eq!(sent.header("x-request-id"), Some("client-chosen-id"));
+
+    // provider/model goes to that provider only, with the bare model name.
+    let r = gw.chat(chat_body("beta/anything-new")).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert_eq!(b.requests()[0].json()["model"], "anything-new");
+    assert!(!r.headers()["x-request-id"].is_empty());
+
+    // Zero-config: gpt-b is only in beta's list; static-only only in beta's static list.
+    for m in ["gpt-b", "static-only"] {
+        let r = gw.chat(chat_body(m)).await;
+        assert_eq!(r.status(), 200, "{m}");
+        assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    }
+    // shared-model is served by both over time.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..30 {
+        let r = gw.chat(chat_body("shared-model")).await;
+        seen.insert(r.headers()["x-apiproxy-provider"].to_str().unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 2, "zero-config group spreads over both providers: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_api_goes_natively_to_responses() {
+    let (a, _b, gw) = two_providers().await;
+    let r = gw.post("/v1/responses", json!({"model": "gpt-a", "input": "hi"}), &[]).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "response");
+    assert_eq!(a.requests()[0].path, "/v1/responses");
+    assert_eq!(a.requests()[0].json()["input"], "hi");
+
+    let r = gw.post("/v1/responses", json!({"model": "gpt-a", "input": "hi", "stream": true}), &[]).await;
+    let text = r.text().await.unwrap();
+    assert!(text.contains("event: response.completed"), "{text}");
+    assert!(!text.contains("stream_interrupted"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_arrive_event_by_event() {
+    let a = Mock::start("alpha", &["m"]).await;
+    a.set_event_gap(Duration::from_millis(150));
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let started = Instant::now();
+    let r = gw.chat(json!({"model": "m", "stream": true, "messages": []})).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut stream = r.bytes_stream();
+    let mut arrivals = Vec::new();
+    let mut all = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        arrivals.push(started.elapsed());
+        all.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(all).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(text.matches("data: ").count(), 7);
+    // The mock spends ~6 × 150 ms on the stream; the first event must not wait for the last.
+    let total = *arrivals.last().unwrap();
+    assert!(arrivals.len() >= 4, "events were batched: {arrivals:?}");
+    assert!(arrivals[0] + Duration::from_millis(500) < total, "first event at {:?}, end at {total:?}", arrivals[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accept_event_stream_asks_for_a_stream() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let r = gw.post("/v1/chat/completions", chat_body("m"), &[("accept", "text/event-stream")]).await;
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let data = sse_data(r).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(a.requests()[0].json()["stream"], true);
+}
