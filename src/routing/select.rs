@@ -85,9 +85,11 @@ pub fn choose(plan: &RoutePlan, excluded: &[usize], session: Option<&str>, now: 
         };
         return Ok(pick);
     }
-    let retry_after = scored
+    // Excluded candidates count too: the client wants to know when anything may answer again.
+    let retry_after = plan
+        .candidates
         .iter()
-        .filter_map(|(_, a)| match a {
+        .filter_map(|c| match c.health.availability(now) {
             Availability::Unavailable { until: Some(u) } => Some(u.saturating_duration_since(now)),
             _ => None,
         })

@@ -226,6 +226,12 @@ async fn write_chunk(sock: &mut TcpStream, data: &str) -> bool {
     sock.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes()).await.is_ok()
 }
 
+/// Makes the coming close an RST instead of a FIN.
+#[allow(deprecated)] // SO_LINGER 0 does not block on drop; it is exactly the reset we want.
+fn reset(sock: &TcpStream) {
+    let _ = sock.set_linger(Some(Duration::ZERO));
+}
+
 /// Answers one request; false when the connection must close.
 async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, reply: Reply) -> bool {
     let body = req.json();
@@ -239,7 +245,7 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, reply: Rep
     match reply {
         Reply::Delay(..) => unreachable!(),
         Reply::Reset => {
-            let _ = sock.set_linger(Some(Duration::ZERO));
+            reset(sock);
             false
         }
         Reply::Status { status, retry_after, body } => {
@@ -277,8 +283,11 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, reply: Rep
             }
             match ending {
                 "abort" => {
+                    // Let the events reach the gateway first: an RST purges unread data in the kernel.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     let _ = sock.write_all(b"40\r\ndata: {\"partial").await;
-                    let _ = sock.set_linger(Some(Duration::ZERO));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    reset(sock);
                     false
                 }
                 "stall" => {

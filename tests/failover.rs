@@ -1,0 +1,329 @@
+//! Failover through Pingora's hooks: statuses, resets, timeouts, key rotation, cool-downs, circuit
+//! breaking, tiers, large bodies, and streams that break.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A logical model `lm` over the given providers (all serving model `m`).
+fn logical(upstreams: &[(&str, &str)]) -> String {
+    let mut y = "logical_models:\n  - id: lm\n    upstreams:\n".to_string();
+    for (p, extra) in upstreams {
+        y.push_str(&format!("      - {{provider: {p}, model: m{extra}}}\n"));
+    }
+    y
+}
+
+async fn pair(extra_a: &str, server: &str) -> (Mock, Mock, Gateway) {
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let yaml = format!(
+        "{server}providers:\n{}{}{}",
+        provider_yaml("alpha", &a, extra_a),
+        provider_yaml("beta", &b, ""),
+        logical(&[("alpha", ""), ("beta", ", priority: 1")])
+    );
+    (a, b, Gateway::start(&yaml).await)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retryable_status_fails_over_and_tiers_hold() {
+    let (a, b, gw) = pair("", "").await;
+    // Tier 1 is not used while tier 0 answers.
+    for _ in 0..5 {
+        assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "alpha");
+    }
+    assert_eq!(b.hits(), 0);
+    a.script([Reply::status(503)]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert_eq!(r.json::<Value>().await.unwrap()["choices"][0]["message"]["content"], "hello from beta");
+    assert_eq!(b.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_500_is_retried_once_on_the_same_upstream() {
+    let (a, b, gw) = pair("", "").await;
+    a.script([Reply::status(500)]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
+    assert_eq!((a.hits(), b.hits()), (2, 0), "500 once, then the same upstream again");
+    a.clear();
+    a.script([Reply::status(500), Reply::status(500)]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert_eq!(a.hits(), 2, "one retry on the same upstream, then the next");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_errors_pass_through_and_are_not_retried() {
+    let (a, b, gw) = pair("", "").await;
+    let msg = r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
+    a.script([Reply::Status { status: 400, retry_after: None, body: msg.into() }]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
+    assert_eq!(r.text().await.unwrap(), msg);
+    assert_eq!((a.hits(), b.hits()), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_errors_reset_and_slow_first_byte_fail_over() {
+    let b = Mock::start("beta", &["m"]).await;
+    let slow = Mock::start("slow", &["m"]).await;
+    let dead_port = free_port();
+    let yaml = format!(
+        "providers:\n  - {{id: dead, base_url: \"http://127.0.0.1:{dead_port}\", models: [m], timeouts: {{connect_ms: 500}}}}\n{}{}{}",
+        provider_yaml("slow", &slow, ", timeouts: {first_byte_ms: 300}"),
+        provider_yaml("beta", &b, ""),
+        "logical_models:\n  - id: via-dead\n    upstreams: [{provider: dead, model: m}, {provider: beta, model: m, priority: 1}]\n  - id: via-slow\n    upstreams: [{provider: slow, model: m}, {provider: beta, model: m, priority: 1}]\n"
+    );
+    let gw = Gateway::start(&yaml).await;
+
+    let r = gw.chat(chat_body("via-dead")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+
+    slow.set_default(Reply::Delay(Duration::from_secs(5), Box::new(Reply::Ok)));
+    for stream in [false, true] {
+        let started = Instant::now();
+        let r = gw.chat(json!({"model": "via-slow", "stream": stream, "messages": []})).await;
+        assert_eq!(r.headers()["x-apiproxy-provider"], "beta", "stream={stream}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("hello from beta") || body.contains("[DONE]"), "{body}");
+        assert!(started.elapsed() < Duration::from_secs(2), "a silent provider costs its first-byte timeout only: {:?}", started.elapsed());
+    }
+
+    slow.set_default(Reply::Reset);
+    let r = gw.chat(chat_body("via-slow")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_requests_fail_over_before_the_first_byte() {
+    let (a, _b, gw) = pair("", "").await;
+    a.script([Reply::status(502)]);
+    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    let data = sse_data(r).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_mib_body_fails_over_whole() {
+    let (a, b, gw) = pair("", "").await;
+    a.script([Reply::status(503)]);
+    let content = "y".repeat(1024 * 1024);
+    let r = gw.chat(json!({"model": "lm", "messages": [{"role": "user", "content": content}]})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    let (sent_a, sent_b) = (&a.requests()[0], &b.requests()[0]);
+    assert_eq!(sent_a.body.len(), sent_b.body.len());
+    assert!(sent_b.body.len() > 1024 * 1024);
+    assert_eq!(sent_b.json()["messages"][0]["content"].as_str().unwrap().len(), 1024 * 1024);
+    assert_eq!(sent_b.json()["model"], "m");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limited_provider_rests_for_retry_after() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let yaml = format!(
+        "providers:\n{}{}{}",
+        provider_yaml("alpha", &a, ""),
+        provider_yaml("beta", &b, ""),
+        logical(&[("alpha", ", weight: 100"), ("beta", ", weight: 1")])
+    );
+    let gw = Gateway::start(&yaml).await;
+    a.script([Reply::Status { status: 429, retry_after: Some(2), body: "{}".into() }]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    for _ in 0..10 {
+        assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "beta");
+    }
+    assert_eq!(a.hits(), 1, "not asked again before Retry-After");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let served: Vec<String> = futures_util::future::join_all((0..5).map(|_| gw.chat(chat_body("lm"))))
+        .await
+        .iter()
+        .map(|r| r.headers()["x-apiproxy-provider"].to_str().unwrap().to_string())
+        .collect();
+    assert!(served.iter().any(|p| p == "alpha"), "alpha is back after Retry-After: {served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_failed_gives_a_summary_without_secrets() {
+    let (a, b, gw) = pair("", "").await;
+    a.set_default(Reply::status(502));
+    b.set_default(Reply::Reset);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 502);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("secret"), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "all_upstreams_failed");
+    let attempts = v["error"]["attempts"].as_array().unwrap();
+    assert!(attempts.iter().any(|x| x["provider"] == "alpha" && x["status"] == 502), "{attempts:?}");
+    assert!(attempts.iter().any(|x| x["provider"] == "beta" && x["error"].is_string()), "{attempts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn everyone_rate_limited_is_503_with_retry_after() {
+    let (a, b, gw) = pair("", "").await;
+    a.set_default(Reply::Status { status: 429, retry_after: Some(7), body: "{}".into() });
+    b.set_default(Reply::Status { status: 429, retry_after: Some(9), body: "{}".into() });
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 503);
+    let ra: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((6..=7).contains(&ra), "earliest comeback is alpha's 7 s: {ra}");
+    // While both rest, nobody is asked.
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_provider_key_rotates_out() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let yaml = format!(
+        "providers:\n  - {{id: alpha, base_url: \"{}\", models: [m], api_keys: [\"sk-first-secret\", \"sk-second-secret\"]}}\n",
+        a.url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    // Whichever key goes first gets a 401; the other must be used, and the refused one never again.
+    a.script([Reply::status(401)]);
+    let r = gw.chat(chat_body("m")).await;
+    assert_eq!(r.status(), 200);
+    let reqs = a.requests();
+    let bad = reqs[0].header("authorization").unwrap().to_string();
+    let good = reqs[1].header("authorization").unwrap().to_string();
+    assert_ne!(bad, good);
+    for _ in 0..6 {
+        assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
+    }
+    assert!(a.requests()[2..].iter().all(|r| r.header("authorization") == Some(good.as_str())));
+    assert!(!gw.logs().contains("sk-first-secret") && !gw.logs().contains("sk-second-secret"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_provider_is_taken_out_and_let_back_after_a_probe() {
+    let server = "server: {circuit_failure_threshold: 3, circuit_open_s: 1}\n";
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let yaml = format!(
+        "{server}providers:\n{}{}{}",
+        provider_yaml("alpha", &a, ""),
+        provider_yaml("beta", &b, ""),
+        logical(&[("alpha", ", weight: 50"), ("beta", "")])
+    );
+    let gw = Gateway::start(&yaml).await;
+    a.set_default(Reply::status(503));
+    for _ in 0..20 {
+        assert_eq!(gw.chat(chat_body("lm")).await.status(), 200);
+    }
+    let hits_when_open = a.hits();
+    assert!(hits_when_open <= 4, "circuit opened after 3 failures: alpha saw {hits_when_open}");
+    // Healthy again; after the open period one probe goes through and closes the circuit.
+    a.set_default(Reply::Ok);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut alpha = 0;
+    for _ in 0..20 {
+        if gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"] == "alpha" {
+            alpha += 1;
+        }
+    }
+    assert!(alpha >= 10, "alpha back in rotation with most of the weight: {alpha}/20");
+    let metrics = gw.client.get(gw.admin_url("/providers")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("\"circuit\":\"closed\""), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_stick_and_move_on_failover() {
+    let mocks = [Mock::start("p0", &["m"]).await, Mock::start("p1", &["m"]).await, Mock::start("p2", &["m"]).await];
+    let mut yaml = "providers:\n".to_string();
+    for (i, m) in mocks.iter().enumerate() {
+        yaml.push_str(&provider_yaml(&format!("p{i}"), m, ""));
+    }
+    yaml.push_str(&logical(&[("p0", ""), ("p1", ""), ("p2", "")]));
+    let gw = Gateway::start(&yaml).await;
+    let mut firsts = std::collections::HashSet::new();
+    for s in 0..12 {
+        let sid = format!("conversation-{s}");
+        let hdr = [("x-session-id", sid.as_str())];
+        let first = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await.headers()["x-apiproxy-provider"].clone();
+        for _ in 0..4 {
+            let r = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await;
+            assert_eq!(r.headers()["x-apiproxy-provider"], first, "session {sid} moved");
+        }
+        firsts.insert(first.to_str().unwrap().to_string());
+    }
+    assert!(firsts.len() >= 2, "sessions spread: {firsts:?}");
+
+    // The sticky upstream fails: the session moves on, and stays on its new upstream.
+    let sid = "conversation-0";
+    let hdr = [("x-session-id", sid)];
+    let first = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await.headers()["x-apiproxy-provider"].to_str().unwrap().to_string();
+    let idx: usize = first[1..].parse().unwrap();
+    mocks[idx].set_default(Reply::Status { status: 429, retry_after: Some(30), body: "{}".into() });
+    let moved = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await.headers()["x-apiproxy-provider"].to_str().unwrap().to_string();
+    assert_ne!(moved, first);
+    for _ in 0..3 {
+        let r = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await;
+        assert_eq!(r.headers()["x-apiproxy-provider"].to_str().unwrap(), moved);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cut_or_stalled_streams_end_with_an_error_event() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ", timeouts: {idle_ms: 400}"))).await;
+    let stream = json!({"model": "m", "stream": true, "messages": []});
+
+    for reply in [Reply::StreamCut { after: 2 }, Reply::StreamAbort { after: 2 }, Reply::StreamStall { after: 2 }] {
+        a.script([reply.clone()]);
+        let started = Instant::now();
+        let r = gw.chat(stream.clone()).await;
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        let data: Vec<String> = text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(String::from).collect();
+        assert!(started.elapsed() < Duration::from_secs(5), "{reply:?} took {:?}", started.elapsed());
+        assert!(!data.iter().any(|d| d == "[DONE]"), "{reply:?}: {data:?}");
+        let last: Value = serde_json::from_str(data.last().unwrap()).unwrap_or(Value::Null);
+        assert_eq!(last["error"]["code"], "stream_interrupted", "{reply:?}: {data:?}");
+        assert!(data.len() >= 3, "the events before the cut arrived: {data:?}");
+    }
+    // The Responses API gets its own error event.
+    a.script([Reply::StreamCut { after: 2 }]);
+    let r = gw.post("/v1/responses", json!({"model": "m", "stream": true, "input": "x"}), &[]).await;
+    let text = r.text().await.unwrap();
+    assert!(text.contains("event: error\ndata: {"), "{text}");
+    assert!(!text.contains("response.completed"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_upstream_gets_less_traffic() {
+    let a = Mock::start("fast", &["m"]).await;
+    let b = Mock::start("slow", &["m"]).await;
+    b.set_default(Reply::Delay(Duration::from_millis(150), Box::new(Reply::Ok)));
+    let yaml = format!(
+        "providers:\n{}{}{}",
+        provider_yaml("fast", &a, ""),
+        provider_yaml("slow", &b, ""),
+        logical(&[("fast", ""), ("slow", "")])
+    );
+    let gw = Gateway::start(&yaml).await;
+    for _ in 0..10 {
+        gw.chat(chat_body("lm")).await;
+    }
+    a.clear();
+    b.clear();
+    for _ in 0..60 {
+        gw.chat(chat_body("lm")).await;
+    }
+    assert!(a.hits() > 2 * b.hits(), "fast {} vs slow {}", a.hits(), b.hits());
+}
