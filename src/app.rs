@@ -55,7 +55,8 @@ impl App {
             ];
             for (name, value) in pairs {
                 if let Some(v) = value {
-                    let v = HeaderValue::from_str(v).map_err(|_| format!("MASK value for {name} is not a valid header"))?;
+                    let v =
+                        HeaderValue::from_str(v).map_err(|_| format!("MASK value for {name} is not a valid header"))?;
                     mask_headers.push((name, v));
                 }
             }

@@ -31,7 +31,8 @@ fn main() -> ExitCode {
     if cli.check {
         println!(
             "{}: ok ({} providers, {} logical models, {} client keys)",
-            path.as_deref().map_or("(no config file)".into(), |p| p.display().to_string()),
+            path.as_deref()
+                .map_or("(no config file)".into(), |p| p.display().to_string()),
             config.providers.len(),
             config.logical_models.len(),
             config.clients.len()

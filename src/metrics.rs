@@ -21,12 +21,18 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("apiproxy_requests_total", "Client requests by API, status class and outcome"),
+            Opts::new(
+                "apiproxy_requests_total",
+                "Client requests by API, status class and outcome",
+            ),
             &["api", "status_class", "outcome"],
         )
         .expect("valid metric");
         let attempts = IntCounterVec::new(
-            Opts::new("apiproxy_upstream_attempts_total", "Upstream attempts by provider and outcome"),
+            Opts::new(
+                "apiproxy_upstream_attempts_total",
+                "Upstream attempts by provider and outcome",
+            ),
             &["provider", "outcome"],
         )
         .expect("valid metric");

@@ -17,7 +17,11 @@ fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Runs the gateway until the process is told to stop. Returns only on a start-up error.
@@ -43,7 +47,8 @@ pub fn run(config: Config) -> Result<(), String> {
 
     let discovery = server.add_service(background_service("discovery", Discovery::new(app.clone())));
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(app.clone()), "apiproxy");
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(app.clone()), "apiproxy");
     proxy.add_tcp(&s.listen);
     let proxy = server.add_service(proxy);
     // Serve only once DNS and model lists are known, so zero-config routes work from the first request.

@@ -41,7 +41,10 @@ async fn retryable_status_fails_over_and_tiers_hold() {
     let r = gw.chat(chat_body("lm")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
-    assert_eq!(r.json::<Value>().await.unwrap()["choices"][0]["message"]["content"], "hello from beta");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["choices"][0]["message"]["content"],
+        "hello from beta"
+    );
     assert_eq!(b.hits(), 1);
 }
 
@@ -63,7 +66,11 @@ async fn transient_500_is_retried_once_on_the_same_upstream() {
 async fn client_errors_pass_through_and_are_not_retried() {
     let (a, b, gw) = pair("", "").await;
     let msg = r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
-    a.script([Reply::Status { status: 400, retry_after: None, body: msg.into() }]);
+    a.script([Reply::Status {
+        status: 400,
+        retry_after: None,
+        body: msg.into(),
+    }]);
     let r = gw.chat(chat_body("lm")).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
@@ -91,11 +98,17 @@ async fn connect_errors_reset_and_slow_first_byte_fail_over() {
     slow.set_default(Reply::Delay(Duration::from_secs(5), Box::new(Reply::Ok)));
     for stream in [false, true] {
         let started = Instant::now();
-        let r = gw.chat(json!({"model": "via-slow", "stream": stream, "messages": []})).await;
+        let r = gw
+            .chat(json!({"model": "via-slow", "stream": stream, "messages": []}))
+            .await;
         assert_eq!(r.headers()["x-apiproxy-provider"], "beta", "stream={stream}");
         let body = r.text().await.unwrap();
         assert!(body.contains("hello from beta") || body.contains("[DONE]"), "{body}");
-        assert!(started.elapsed() < Duration::from_secs(2), "a silent provider costs its first-byte timeout only: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a silent provider costs its first-byte timeout only: {:?}",
+            started.elapsed()
+        );
     }
 
     slow.set_default(Reply::Reset);
@@ -119,13 +132,18 @@ async fn a_one_mib_body_fails_over_whole() {
     let (a, b, gw) = pair("", "").await;
     a.script([Reply::status(503)]);
     let content = "y".repeat(1024 * 1024);
-    let r = gw.chat(json!({"model": "lm", "messages": [{"role": "user", "content": content}]})).await;
+    let r = gw
+        .chat(json!({"model": "lm", "messages": [{"role": "user", "content": content}]}))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
     let (sent_a, sent_b) = (&a.requests()[0], &b.requests()[0]);
     assert_eq!(sent_a.body.len(), sent_b.body.len());
     assert!(sent_b.body.len() > 1024 * 1024);
-    assert_eq!(sent_b.json()["messages"][0]["content"].as_str().unwrap().len(), 1024 * 1024);
+    assert_eq!(
+        sent_b.json()["messages"][0]["content"].as_str().unwrap().len(),
+        1024 * 1024
+    );
     assert_eq!(sent_b.json()["model"], "m");
 }
 
@@ -140,7 +158,11 @@ async fn rate_limited_provider_rests_for_retry_after() {
         logical(&[("alpha", ", weight: 100"), ("beta", ", weight: 1")])
     );
     let gw = Gateway::start(&yaml).await;
-    a.script([Reply::Status { status: 429, retry_after: Some(2), body: "{}".into() }]);
+    a.script([Reply::Status {
+        status: 429,
+        retry_after: Some(2),
+        body: "{}".into(),
+    }]);
     let r = gw.chat(chat_body("lm")).await;
     assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
     for _ in 0..10 {
@@ -153,7 +175,10 @@ async fn rate_limited_provider_rests_for_retry_after() {
         .iter()
         .map(|r| r.headers()["x-apiproxy-provider"].to_str().unwrap().to_string())
         .collect();
-    assert!(served.iter().any(|p| p == "alpha"), "alpha is back after Retry-After: {served:?}");
+    assert!(
+        served.iter().any(|p| p == "alpha"),
+        "alpha is back after Retry-After: {served:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -168,15 +193,31 @@ async fn all_failed_gives_a_summary_without_secrets() {
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["error"]["code"], "all_upstreams_failed");
     let attempts = v["error"]["attempts"].as_array().unwrap();
-    assert!(attempts.iter().any(|x| x["provider"] == "alpha" && x["status"] == 502), "{attempts:?}");
-    assert!(attempts.iter().any(|x| x["provider"] == "beta" && x["error"].is_string()), "{attempts:?}");
+    assert!(
+        attempts.iter().any(|x| x["provider"] == "alpha" && x["status"] == 502),
+        "{attempts:?}"
+    );
+    assert!(
+        attempts
+            .iter()
+            .any(|x| x["provider"] == "beta" && x["error"].is_string()),
+        "{attempts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn everyone_rate_limited_is_503_with_retry_after() {
     let (a, b, gw) = pair("", "").await;
-    a.set_default(Reply::Status { status: 429, retry_after: Some(7), body: "{}".into() });
-    b.set_default(Reply::Status { status: 429, retry_after: Some(9), body: "{}".into() });
+    a.set_default(Reply::Status {
+        status: 429,
+        retry_after: Some(7),
+        body: "{}".into(),
+    });
+    b.set_default(Reply::Status {
+        status: 429,
+        retry_after: Some(9),
+        body: "{}".into(),
+    });
     let r = gw.chat(chat_body("lm")).await;
     assert_eq!(r.status(), 503);
     let ra: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
@@ -206,7 +247,9 @@ async fn refused_provider_key_rotates_out() {
     for _ in 0..6 {
         assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
     }
-    assert!(a.requests()[2..].iter().all(|r| r.header("authorization") == Some(good.as_str())));
+    assert!(a.requests()[2..]
+        .iter()
+        .all(|r| r.header("authorization") == Some(good.as_str())));
     assert!(!gw.logs().contains("sk-first-secret") && !gw.logs().contains("sk-second-secret"));
 }
 
@@ -227,7 +270,10 @@ async fn failing_provider_is_taken_out_and_let_back_after_a_probe() {
         assert_eq!(gw.chat(chat_body("lm")).await.status(), 200);
     }
     let hits_when_open = a.hits();
-    assert!(hits_when_open <= 4, "circuit opened after 3 failures: alpha saw {hits_when_open}");
+    assert!(
+        hits_when_open <= 4,
+        "circuit opened after 3 failures: alpha saw {hits_when_open}"
+    );
     // Healthy again; after the open period one probe goes through and closes the circuit.
     a.set_default(Reply::Ok);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -237,14 +283,29 @@ async fn failing_provider_is_taken_out_and_let_back_after_a_probe() {
             alpha += 1;
         }
     }
-    assert!(alpha >= 10, "alpha back in rotation with most of the weight: {alpha}/20");
-    let metrics = gw.client.get(gw.admin_url("/providers")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        alpha >= 10,
+        "alpha back in rotation with most of the weight: {alpha}/20"
+    );
+    let metrics = gw
+        .client
+        .get(gw.admin_url("/providers"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("\"circuit\":\"closed\""), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_stick_and_move_on_failover() {
-    let mocks = [Mock::start("p0", &["m"]).await, Mock::start("p1", &["m"]).await, Mock::start("p2", &["m"]).await];
+    let mocks = [
+        Mock::start("p0", &["m"]).await,
+        Mock::start("p1", &["m"]).await,
+        Mock::start("p2", &["m"]).await,
+    ];
     let mut yaml = "providers:\n".to_string();
     for (i, m) in mocks.iter().enumerate() {
         yaml.push_str(&provider_yaml(&format!("p{i}"), m, ""));
@@ -255,7 +316,8 @@ async fn sessions_stick_and_move_on_failover() {
     for s in 0..12 {
         let sid = format!("conversation-{s}");
         let hdr = [("x-session-id", sid.as_str())];
-        let first = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await.headers()["x-apiproxy-provider"].clone();
+        let first =
+            gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await.headers()["x-apiproxy-provider"].clone();
         for _ in 0..4 {
             let r = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await;
             assert_eq!(r.headers()["x-apiproxy-provider"], first, "session {sid} moved");
@@ -267,10 +329,20 @@ async fn sessions_stick_and_move_on_failover() {
     // The sticky upstream fails: the session moves on, and stays on its new upstream.
     let sid = "conversation-0";
     let hdr = [("x-session-id", sid)];
-    let first = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await.headers()["x-apiproxy-provider"].to_str().unwrap().to_string();
+    let first = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await.headers()["x-apiproxy-provider"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let idx: usize = first[1..].parse().unwrap();
-    mocks[idx].set_default(Reply::Status { status: 429, retry_after: Some(30), body: "{}".into() });
-    let moved = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await.headers()["x-apiproxy-provider"].to_str().unwrap().to_string();
+    mocks[idx].set_default(Reply::Status {
+        status: 429,
+        retry_after: Some(30),
+        body: "{}".into(),
+    });
+    let moved = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await.headers()["x-apiproxy-provider"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_ne!(moved, first);
     for _ in 0..3 {
         let r = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await;
@@ -281,17 +353,33 @@ async fn sessions_stick_and_move_on_failover() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cut_or_stalled_streams_end_with_an_error_event() {
     let a = Mock::start("alpha", &["m"]).await;
-    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ", timeouts: {idle_ms: 400}"))).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}",
+        provider_yaml("alpha", &a, ", timeouts: {idle_ms: 400}")
+    ))
+    .await;
     let stream = json!({"model": "m", "stream": true, "messages": []});
 
-    for reply in [Reply::StreamCut { after: 2 }, Reply::StreamAbort { after: 2 }, Reply::StreamStall { after: 2 }] {
+    for reply in [
+        Reply::StreamCut { after: 2 },
+        Reply::StreamAbort { after: 2 },
+        Reply::StreamStall { after: 2 },
+    ] {
         a.script([reply.clone()]);
         let started = Instant::now();
         let r = gw.chat(stream.clone()).await;
         assert_eq!(r.status(), 200);
         let text = r.text().await.unwrap();
-        let data: Vec<String> = text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(String::from).collect();
-        assert!(started.elapsed() < Duration::from_secs(5), "{reply:?} took {:?}", started.elapsed());
+        let data: Vec<String> = text
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .map(String::from)
+            .collect();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{reply:?} took {:?}",
+            started.elapsed()
+        );
         assert!(!data.iter().any(|d| d == "[DONE]"), "{reply:?}: {data:?}");
         let last: Value = serde_json::from_str(data.last().unwrap()).unwrap_or(Value::Null);
         assert_eq!(last["error"]["code"], "stream_interrupted", "{reply:?}: {data:?}");
@@ -299,7 +387,13 @@ async fn cut_or_stalled_streams_end_with_an_error_event() {
     }
     // The Responses API gets its own error event.
     a.script([Reply::StreamCut { after: 2 }]);
-    let r = gw.post("/v1/responses", json!({"model": "m", "stream": true, "input": "x"}), &[]).await;
+    let r = gw
+        .post(
+            "/v1/responses",
+            json!({"model": "m", "stream": true, "input": "x"}),
+            &[],
+        )
+        .await;
     let text = r.text().await.unwrap();
     assert!(text.contains("event: error\ndata: {"), "{text}");
     assert!(!text.contains("response.completed"));

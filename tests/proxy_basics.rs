@@ -31,11 +31,22 @@ async fn health_and_aggregated_models() {
     assert_eq!(r.status(), 401, "models need a key");
 
     for path in ["/models", "/v1/models"] {
-        let r = gw.client.get(gw.url(path)).bearer_auth(CLIENT_KEY).send().await.unwrap();
+        let r = gw
+            .client
+            .get(gw.url(path))
+            .bearer_auth(CLIENT_KEY)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["object"], "list");
-        let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
         // alpha's list was discovered from the mock, beta's is static; shared-model appears once.
         for want in ["gpt-a", "gpt-b", "shared-model", "static-only", "fast-model"] {
             assert!(ids.contains(&want), "{want} missing from {ids:?}");
@@ -56,10 +67,24 @@ async fn auth_forms_and_refusals() {
     assert_eq!(v["error"]["code"], "invalid_api_key");
     assert!(v["error"]["message"].as_str().unwrap().contains("Missing API key"));
 
-    let r = gw.client.post(&url).bearer_auth("wrong-key-123").json(&body).send().await.unwrap();
+    let r = gw
+        .client
+        .post(&url)
+        .bearer_auth("wrong-key-123")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
-    let r = gw.client.post(&url).header("x-api-key", CLIENT_KEY).json(&body).send().await.unwrap();
+    let r = gw
+        .client
+        .post(&url)
+        .header("x-api-key", CLIENT_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(CLIENT_KEY);
@@ -71,7 +96,14 @@ async fn auth_forms_and_refusals() {
 async fn bad_requests_get_openai_errors() {
     let (a, b, gw) = two_providers().await;
     let url = gw.url("/v1/chat/completions");
-    let send_raw = |body: &'static str| gw.client.post(&url).bearer_auth(CLIENT_KEY).header("content-type", "application/json").body(body).send();
+    let send_raw = |body: &'static str| {
+        gw.client
+            .post(&url)
+            .bearer_auth(CLIENT_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
 
     let r = send_raw("{not json").await.unwrap();
     assert_eq!(r.status(), 400);
@@ -88,7 +120,13 @@ async fn bad_requests_get_openai_errors() {
     assert_eq!(v["error"]["code"], "model_not_found");
     assert!(v["error"]["message"].as_str().unwrap().contains("no-such-model"));
 
-    let r = gw.client.get(gw.url("/v1/unknown")).bearer_auth(CLIENT_KEY).send().await.unwrap();
+    let r = gw
+        .client
+        .get(gw.url("/v1/unknown"))
+        .bearer_auth(CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.json::<Value>().await.unwrap()["error"].is_object());
 
@@ -98,7 +136,10 @@ async fn bad_requests_get_openai_errors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn body_over_the_limit_is_413() {
     let a = Mock::start("alpha", &["m"]).await;
-    let yaml = format!("server: {{max_body_bytes: 100000}}\nproviders:\n{}", provider_yaml("alpha", &a, ""));
+    let yaml = format!(
+        "server: {{max_body_bytes: 100000}}\nproviders:\n{}",
+        provider_yaml("alpha", &a, "")
+    );
     let gw = Gateway::start(&yaml).await;
     let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(200_000)}]});
     let r = gw.chat(big).await;
@@ -159,14 +200,22 @@ async fn routes_and_rewrites_only_the_model() {
 #[tokio::test(flavor = "multi_thread")]
 async fn responses_api_goes_natively_to_responses() {
     let (a, _b, gw) = two_providers().await;
-    let r = gw.post("/v1/responses", json!({"model": "gpt-a", "input": "hi"}), &[]).await;
+    let r = gw
+        .post("/v1/responses", json!({"model": "gpt-a", "input": "hi"}), &[])
+        .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["object"], "response");
     assert_eq!(a.requests()[0].path, "/v1/responses");
     assert_eq!(a.requests()[0].json()["input"], "hi");
 
-    let r = gw.post("/v1/responses", json!({"model": "gpt-a", "input": "hi", "stream": true}), &[]).await;
+    let r = gw
+        .post(
+            "/v1/responses",
+            json!({"model": "gpt-a", "input": "hi", "stream": true}),
+            &[],
+        )
+        .await;
     let text = r.text().await.unwrap();
     assert!(text.contains("event: response.completed"), "{text}");
     assert!(!text.contains("stream_interrupted"));
@@ -180,7 +229,10 @@ async fn streams_arrive_event_by_event() {
     let started = Instant::now();
     let r = gw.chat(json!({"model": "m", "stream": true, "messages": []})).await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let mut stream = r.bytes_stream();
     let mut arrivals = Vec::new();
     let mut all = Vec::new();
@@ -195,15 +247,28 @@ async fn streams_arrive_event_by_event() {
     // The mock spends ~6 × 150 ms on the stream; the first event must not wait for the last.
     let total = *arrivals.last().unwrap();
     assert!(arrivals.len() >= 4, "events were batched: {arrivals:?}");
-    assert!(arrivals[0] + Duration::from_millis(500) < total, "first event at {:?}, end at {total:?}", arrivals[0]);
+    assert!(
+        arrivals[0] + Duration::from_millis(500) < total,
+        "first event at {:?}, end at {total:?}",
+        arrivals[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn accept_event_stream_asks_for_a_stream() {
     let a = Mock::start("alpha", &["m"]).await;
     let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
-    let r = gw.post("/v1/chat/completions", chat_body("m"), &[("accept", "text/event-stream")]).await;
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            chat_body("m"),
+            &[("accept", "text/event-stream")],
+        )
+        .await;
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let data = sse_data(r).await;
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
     assert_eq!(a.requests()[0].json()["stream"], true);

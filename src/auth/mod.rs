@@ -57,7 +57,11 @@ impl ClientKeys {
     }
 
     /// Checks the credential found in the request headers.
-    pub fn authenticate(&self, authorization: Option<&[u8]>, x_api_key: Option<&[u8]>) -> Result<ClientIdentity, AuthError> {
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        x_api_key: Option<&[u8]>,
+    ) -> Result<ClientIdentity, AuthError> {
         let presented = x_api_key
             .or_else(|| authorization.and_then(bearer_token))
             .filter(|k| !k.is_empty())
@@ -98,26 +102,46 @@ mod tests {
     fn keys() -> ClientKeys {
         ClientKeys::new(
             ClientKeys::random_mac_key(),
-            &[ClientConfig { name: "dev".into(), key: "secret-key-1".into() }],
+            &[ClientConfig {
+                name: "dev".into(),
+                key: "secret-key-1".into(),
+            }],
         )
     }
 
     #[test]
     fn accepts_every_documented_form() {
         let k = keys();
-        assert_eq!(&*k.authenticate(Some(b"Bearer secret-key-1"), None).unwrap().name, "dev");
-        assert_eq!(&*k.authenticate(Some(b"bearer   secret-key-1 "), None).unwrap().name, "dev");
+        assert_eq!(
+            &*k.authenticate(Some(b"Bearer secret-key-1"), None).unwrap().name,
+            "dev"
+        );
+        assert_eq!(
+            &*k.authenticate(Some(b"bearer   secret-key-1 "), None).unwrap().name,
+            "dev"
+        );
         assert_eq!(&*k.authenticate(None, Some(b"secret-key-1")).unwrap().name, "dev");
         let b64 = base64::engine::general_purpose::STANDARD.encode("secret-key-1");
-        assert_eq!(&*k.authenticate(Some(format!("Bearer {b64}").as_bytes()), None).unwrap().name, "dev");
+        assert_eq!(
+            &*k.authenticate(Some(format!("Bearer {b64}").as_bytes()), None)
+                .unwrap()
+                .name,
+            "dev"
+        );
     }
 
     #[test]
     fn refuses_wrong_or_missing() {
         let k = keys();
         assert_eq!(k.authenticate(None, None).unwrap_err(), AuthError::Missing);
-        assert_eq!(k.authenticate(Some(b"Basic abc"), None).unwrap_err(), AuthError::Missing);
-        assert_eq!(k.authenticate(Some(b"Bearer secret-key-2"), None).unwrap_err(), AuthError::Invalid);
+        assert_eq!(
+            k.authenticate(Some(b"Basic abc"), None).unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            k.authenticate(Some(b"Bearer secret-key-2"), None).unwrap_err(),
+            AuthError::Invalid
+        );
         assert_eq!(k.authenticate(Some(b"Bearer "), None).unwrap_err(), AuthError::Missing);
     }
 }

@@ -12,10 +12,7 @@ use super::model::{Config, MAX_BODY_LIMIT};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    Read { file: String, source: std::io::Error },
     #[error("{file}: {place}: {message}")]
     Invalid {
         file: String,
@@ -61,9 +58,10 @@ pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result
 
 fn parse(text: &str, origin: &Origin, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let mut value: Value = serde_yaml::from_str(text).map_err(|e| {
-        let place = e
-            .location()
-            .map_or_else(|| "document".to_string(), |l| format!("line {} column {}", l.line(), l.column()));
+        let place = e.location().map_or_else(
+            || "document".to_string(),
+            |l| format!("line {} column {}", l.line(), l.column()),
+        );
         origin.err(place, e.to_string())
     })?;
     if value.is_null() {
@@ -130,7 +128,9 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
             (Some(v), _) if !v.is_empty() => out.push_str(&v),
             (_, Some(d)) => out.push_str(d),
             (Some(_), None) | (None, None) => {
-                return Err(format!("environment variable {name} is not set (use ${{{name}:-}} to allow that)"))
+                return Err(format!(
+                    "environment variable {name} is not set (use ${{{name}:-}} to allow that)"
+                ))
             }
         }
         rest = &after[end + 1..];
@@ -234,7 +234,11 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
                 return Err(origin.err(place(&format!("headers.{k}")), "is not a valid HTTP header"));
             }
         }
-        for (field, path) in [("chat", &p.paths.chat), ("responses", &p.paths.responses), ("models", &p.paths.models)] {
+        for (field, path) in [
+            ("chat", &p.paths.chat),
+            ("responses", &p.paths.responses),
+            ("models", &p.paths.models),
+        ] {
             if let Some(path) = path {
                 if !path.starts_with('/') {
                     return Err(origin.err(place(&format!("paths.{field}")), "must start with `/`"));
@@ -243,7 +247,10 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
         }
         for (k, key) in p.api_keys.iter().enumerate() {
             if http::HeaderValue::from_str(key).is_err() {
-                return Err(origin.err(place(&format!("api_keys[{k}]")), "contains characters not allowed in a header"));
+                return Err(origin.err(
+                    place(&format!("api_keys[{k}]")),
+                    "contains characters not allowed in a header",
+                ));
             }
         }
     }
@@ -259,7 +266,10 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
         for (j, u) in lm.upstreams.iter().enumerate() {
             let place = format!("logical_models[{i}].upstreams[{j}]");
             if !providers.contains(u.provider.as_str()) {
-                return Err(origin.err(format!("{place}.provider"), format!("no provider has id `{}`", u.provider)));
+                return Err(origin.err(
+                    format!("{place}.provider"),
+                    format!("no provider has id `{}`", u.provider),
+                ));
             }
             if !(u.weight.is_finite() && u.weight > 0.0) {
                 return Err(origin.err(format!("{place}.weight"), "must be a positive number"));
@@ -299,23 +309,34 @@ mod tests {
     #[test]
     fn missing_secret_names_the_place() {
         let env = env_of(&[]);
-        let e = load_text("providers:\n  - {id: a, base_url: 'http://h', api_keys: ['${NOPE}']}\n", &env)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("test.yaml: providers[0].api_keys[0]: environment variable NOPE"), "{e}");
+        let e = load_text(
+            "providers:\n  - {id: a, base_url: 'http://h', api_keys: ['${NOPE}']}\n",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("test.yaml: providers[0].api_keys[0]: environment variable NOPE"),
+            "{e}"
+        );
     }
 
     #[test]
     fn type_errors_name_the_place() {
-        let e = load_text("providers:\n  - {id: a, base_url: 'http://h', weight: heavy}\n", &env_of(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = load_text(
+            "providers:\n  - {id: a, base_url: 'http://h', weight: heavy}\n",
+            &env_of(&[]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("test.yaml: providers[0].weight:"), "{e}");
     }
 
     #[test]
     fn syntax_errors_name_the_line() {
-        let e = load_text("providers: [\n  {id: a\n", &env_of(&[])).unwrap_err().to_string();
+        let e = load_text("providers: [\n  {id: a\n", &env_of(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line "), "{e}");
     }
 
@@ -327,7 +348,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("logical_models[0].upstreams[0].provider: no provider has id `ghost`"), "{e}");
+        assert!(
+            e.contains("logical_models[0].upstreams[0].provider: no provider has id `ghost`"),
+            "{e}"
+        );
     }
 
     #[test]

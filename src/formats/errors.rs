@@ -37,7 +37,12 @@ mod tests {
 
     #[test]
     fn shapes() {
-        let b = openai_error("nope", "invalid_request_error", Some("model_not_found"), Some(json!({"attempts": []})));
+        let b = openai_error(
+            "nope",
+            "invalid_request_error",
+            Some("model_not_found"),
+            Some(json!({"attempts": []})),
+        );
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["error"]["code"], "model_not_found");
         assert_eq!(v["error"]["attempts"], json!([]));

@@ -124,7 +124,10 @@ mod tests {
         let i = inspect(&body).unwrap();
         assert_eq!(i.model, "aA");
         assert!(!i.stream);
-        assert_eq!(&rewrite(&body, &i, "p/\"q", false)[..], &br#"{"z":1.50,"model":"p/\"q","x":{"model":"inner"}}"#[..]);
+        assert_eq!(
+            &rewrite(&body, &i, "p/\"q", false)[..],
+            &br#"{"z":1.50,"model":"p/\"q","x":{"model":"inner"}}"#[..]
+        );
         let same = rewrite(&body, &i, "aA", false);
         assert_eq!(same.as_ptr(), body.as_ptr(), "unchanged name: no copy");
     }
@@ -150,6 +153,9 @@ mod tests {
         assert_eq!(inspect(b"{}"), Err(BodyError::MissingModel));
         assert_eq!(inspect(br#"{"model":3}"#), Err(BodyError::BadModel));
         assert_eq!(inspect(br#"{"model":""}"#), Err(BodyError::BadModel));
-        assert!(matches!(inspect(br#"{"model":"a","model":"b"}"#), Err(BodyError::InvalidJson(_))));
+        assert!(matches!(
+            inspect(br#"{"model":"a","model":"b"}"#),
+            Err(BodyError::InvalidJson(_))
+        ));
     }
 }

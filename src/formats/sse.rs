@@ -72,7 +72,10 @@ impl StreamWatch {
             ClientApi::Responses => {
                 let event = line.strip_prefix(b"event:").map(<[u8]>::trim_ascii);
                 let terminal = |name: &[u8]| {
-                    matches!(name, b"response.completed" | b"response.incomplete" | b"response.failed" | b"error")
+                    matches!(
+                        name,
+                        b"response.completed" | b"response.incomplete" | b"response.failed" | b"error"
+                    )
                 };
                 event.is_some_and(terminal)
                     || data.is_some_and(|d| {

@@ -89,7 +89,9 @@ impl GatewayError {
             _ => None,
         };
         match api {
-            ClientApi::ChatCompletions | ClientApi::Responses => openai_error(&self.to_string(), err_type, code, details),
+            ClientApi::ChatCompletions | ClientApi::Responses => {
+                openai_error(&self.to_string(), err_type, code, details)
+            }
         }
     }
 }

@@ -52,7 +52,12 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         let candidate = &plan.candidates[idx];
         let provider = &candidate.provider;
         let key = if provider.has_keys() {
-            let refused: Vec<usize> = ctx.refused_keys.iter().filter(|(c, _)| *c == idx).map(|(_, k)| *k).collect();
+            let refused: Vec<usize> = ctx
+                .refused_keys
+                .iter()
+                .filter(|(c, _)| *c == idx)
+                .map(|(_, k)| *k)
+                .collect();
             match provider.pick_key(&refused) {
                 Some(k) => Some(k),
                 None => {
@@ -79,7 +84,11 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         // Pingora's read timeout applies to every read: the wait for the header and each gap in the
         // body. A stream must never be silent longer than idle_ms, nor keep us waiting for its first
         // byte longer than first_byte_ms.
-        peer.options.read_timeout = Some(ms(if ctx.stream { t.idle_ms.min(t.first_byte_ms) } else { t.first_byte_ms }));
+        peer.options.read_timeout = Some(ms(if ctx.stream {
+            t.idle_ms.min(t.first_byte_ms)
+        } else {
+            t.first_byte_ms
+        }));
         peer.options.write_timeout = Some(ms(t.first_byte_ms));
         peer.options.idle_timeout = Some(Duration::from_secs(60));
 
@@ -123,7 +132,14 @@ pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pi
         .parse()
         .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
     req.set_uri(uri);
-    for name in ["authorization", "x-api-key", "x-goog-api-key", "cookie", "transfer-encoding", "accept-encoding"] {
+    for name in [
+        "authorization",
+        "x-api-key",
+        "x-goog-api-key",
+        "cookie",
+        "transfer-encoding",
+        "accept-encoding",
+    ] {
         req.remove_header(name);
     }
     req.insert_header(http::header::HOST, provider.authority.clone())?;
@@ -143,7 +159,11 @@ pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pi
 fn retry_after_secs(resp: &ResponseHeader) -> Option<u64> {
     let v = resp.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
     // Delay-seconds only; an HTTP date is rare from LLM providers and treated as absent.
-    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| s.ceil() as u64)
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| s.ceil() as u64)
 }
 
 /// Judges the upstream's response status and records health; says whether to try again.
@@ -175,9 +195,12 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
             Retry::Next
         }
         429 => {
-            candidate
-                .health
-                .record_failure(Failure::RateLimited { retry_after: retry_after.map(Duration::from_secs) }, now);
+            candidate.health.record_failure(
+                Failure::RateLimited {
+                    retry_after: retry_after.map(Duration::from_secs),
+                },
+                now,
+            );
             ctx.excluded.push(idx);
             Retry::Next
         }
@@ -211,7 +234,9 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
 pub enum Phase {
     Connect,
     /// After connecting; `reused` says whether the upstream connection came from the pool.
-    Proxy { reused: bool },
+    Proxy {
+        reused: bool,
+    },
 }
 
 /// Judges a transport error (connect, timeout, reset) and records health; says whether to try again.
@@ -242,7 +267,10 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
     }
     health.record_failure(Failure::Broken, now);
     record(ctx, idx, None, Some(etype.as_str().to_string()));
-    let reset = matches!(etype, ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError);
+    let reset = matches!(
+        etype,
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+    );
     if phase != Phase::Connect && reset && !ctx.same_retry_used {
         ctx.same_retry_used = true;
         ctx.retry_same = Some(idx);

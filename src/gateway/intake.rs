@@ -28,7 +28,11 @@ pub fn classify(method: &Method, path: &str) -> Result<Endpoint, GatewayError> {
         "/models" | "/v1/models" => (Endpoint::Models, Method::GET),
         "/v1/chat/completions" | "/chat/completions" => (Endpoint::Proxy(ClientApi::ChatCompletions), Method::POST),
         "/v1/responses" | "/responses" => (Endpoint::Proxy(ClientApi::Responses), Method::POST),
-        _ => return Err(GatewayError::NotFound { path: path.chars().take(200).collect() }),
+        _ => {
+            return Err(GatewayError::NotFound {
+                path: path.chars().take(200).collect(),
+            })
+        }
     };
     if *method != allowed && !(allowed == Method::GET && *method == Method::HEAD) {
         return Err(GatewayError::MethodNotAllowed {
@@ -115,8 +119,14 @@ mod tests {
             classify(&Method::POST, "/v1/chat/completions").unwrap(),
             Endpoint::Proxy(ClientApi::ChatCompletions)
         );
-        assert_eq!(classify(&Method::POST, "/v1/responses/").unwrap(), Endpoint::Proxy(ClientApi::Responses));
-        assert_eq!(classify(&Method::GET, "/v1/chat/completions").unwrap_err().status(), 405);
+        assert_eq!(
+            classify(&Method::POST, "/v1/responses/").unwrap(),
+            Endpoint::Proxy(ClientApi::Responses)
+        );
+        assert_eq!(
+            classify(&Method::GET, "/v1/chat/completions").unwrap_err().status(),
+            405
+        );
         assert_eq!(classify(&Method::GET, "/nope").unwrap_err().status(), 404);
     }
 }

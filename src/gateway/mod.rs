@@ -47,13 +47,17 @@ impl Gateway {
         match endpoint {
             Endpoint::Health => {
                 let body = Bytes::from_static(br#"{"status":"ok"}"#);
-                respond::json(session, ctx, 200, body, None).await.map_err(|e| GatewayError::ClientRead(e.to_string()))?;
+                respond::json(session, ctx, 200, body, None)
+                    .await
+                    .map_err(|e| GatewayError::ClientRead(e.to_string()))?;
                 Ok(true)
             }
             Endpoint::Models => {
                 intake::authenticate(session, &self.app, ctx)?;
                 let body = self.app.catalog.listing();
-                respond::json(session, ctx, 200, body, None).await.map_err(|e| GatewayError::ClientRead(e.to_string()))?;
+                respond::json(session, ctx, 200, body, None)
+                    .await
+                    .map_err(|e| GatewayError::ClientRead(e.to_string()))?;
                 Ok(true)
             }
             Endpoint::Proxy(api) => {
@@ -94,7 +98,13 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         let decision = failover::on_transport_error(ctx, &e, Phase::Connect, false);
         e.set_retry(decision != Retry::No);
         if decision == Retry::No && ctx.failure.is_none() {
@@ -103,11 +113,22 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    async fn upstream_request_filter(&self, _session: &mut Session, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         failover::shape_request(&self.app, ctx, req)
     }
 
-    async fn request_body_filter(&self, _session: &mut Session, body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) -> Result<()> {
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         // The body was read whole in request_filter; Pingora replays the raw bytes here on every
         // attempt. Hold them back and send the rewritten body at the end.
         let Some(attempt) = ctx.current.as_ref() else {
@@ -121,7 +142,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         if resp.status.is_informational() {
             return Ok(());
         }
@@ -139,16 +165,34 @@ impl ProxyHttp for Gateway {
         Error::e_explain(ErrorType::HTTPStatus(status), "retryable upstream status")
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         response::on_header(ctx, resp)
     }
 
-    fn response_body_filter(&self, _session: &mut Session, body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) -> Result<Option<Duration>> {
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
         response::on_body(ctx, body, end_of_stream);
         Ok(None)
     }
 
-    fn error_while_proxy(&self, _peer: &HttpPeer, session: &mut Session, mut e: Box<Error>, ctx: &mut RequestCtx, client_reused: bool) -> Box<Error> {
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
         let written = session.response_written().is_some();
         let decision = match ctx.status_retry.take() {
             Some(d) => d,
@@ -174,7 +218,10 @@ impl ProxyHttp for Gateway {
             };
         }
         let client_gone = *e.esource() == ErrorSource::Downstream
-            && matches!(e.etype(), ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed);
+            && matches!(
+                e.etype(),
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+            );
         if client_gone {
             return FailToProxy {
                 error_code: 0,

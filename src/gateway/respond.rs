@@ -8,7 +8,13 @@ use super::ctx::RequestCtx;
 use super::error::GatewayError;
 
 /// Writes a complete JSON response with the request id.
-pub async fn json(session: &mut Session, ctx: &mut RequestCtx, status: u16, body: Bytes, retry_after: Option<u64>) -> pingora::Result<()> {
+pub async fn json(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    body: Bytes,
+    retry_after: Option<u64>,
+) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;

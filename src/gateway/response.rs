@@ -93,7 +93,9 @@ pub fn log_request(app: &App, ctx: &RequestCtx, e: Option<&Error>) {
         _ => "upstream_error",
     };
     let elapsed = ctx.started.elapsed();
-    m.requests.with_label_values(&[api, status_class(status), outcome]).inc();
+    m.requests
+        .with_label_values(&[api, status_class(status), outcome])
+        .inc();
     m.duration.with_label_values(&[api]).observe(elapsed.as_secs_f64());
     for a in &ctx.attempts {
         let result = match a.status {

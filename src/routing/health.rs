@@ -33,9 +33,15 @@ pub enum Failure {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Circuit {
     Closed,
-    Open { until: Instant, backoff: Duration },
+    Open {
+        until: Instant,
+        backoff: Duration,
+    },
     /// One probe request is in flight; everybody else stays away.
-    HalfOpen { since: Instant, backoff: Duration },
+    HalfOpen {
+        since: Instant,
+        backoff: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -150,11 +156,17 @@ impl UpstreamHealth {
                 s.circuit = match s.circuit {
                     Circuit::HalfOpen { backoff, .. } | Circuit::Open { backoff, .. } => {
                         let backoff = (backoff * 2).min(MAX_OPEN);
-                        Circuit::Open { until: now + backoff, backoff }
+                        Circuit::Open {
+                            until: now + backoff,
+                            backoff,
+                        }
                     }
                     Circuit::Closed if s.consecutive_failures >= self.policy.failure_threshold => {
                         let backoff = self.policy.open_for;
-                        Circuit::Open { until: now + backoff, backoff }
+                        Circuit::Open {
+                            until: now + backoff,
+                            backoff,
+                        }
                     }
                     Circuit::Closed => Circuit::Closed,
                 };
@@ -180,10 +192,13 @@ impl UpstreamHealth {
     }
 }
 
+/// An upstream's identity: provider id and model.
+type UpstreamKey = (Arc<str>, Arc<str>);
+
 /// Health of every upstream seen so far, keyed by provider and model.
 pub struct HealthRegistry {
     policy: HealthPolicy,
-    upstreams: RwLock<HashMap<(Arc<str>, Arc<str>), Arc<UpstreamHealth>>>,
+    upstreams: RwLock<HashMap<UpstreamKey, Arc<UpstreamHealth>>>,
 }
 
 impl HealthRegistry {
@@ -236,9 +251,20 @@ mod tests {
     fn rate_limit_cools_down_for_retry_after() {
         let h = UpstreamHealth::new(policy());
         let t0 = Instant::now();
-        h.record_failure(Failure::RateLimited { retry_after: Some(Duration::from_secs(2)) }, t0);
-        assert!(matches!(h.availability(t0 + Duration::from_secs(1)), Availability::Unavailable { .. }));
-        assert!(matches!(h.availability(t0 + Duration::from_secs(3)), Availability::Available { .. }));
+        h.record_failure(
+            Failure::RateLimited {
+                retry_after: Some(Duration::from_secs(2)),
+            },
+            t0,
+        );
+        assert!(matches!(
+            h.availability(t0 + Duration::from_secs(1)),
+            Availability::Unavailable { .. }
+        ));
+        assert!(matches!(
+            h.availability(t0 + Duration::from_secs(3)),
+            Availability::Available { .. }
+        ));
     }
 
     #[test]
@@ -256,7 +282,10 @@ mod tests {
         assert!(matches!(h.availability(later), Availability::Unavailable { .. }));
         // A failed probe doubles the wait.
         h.record_failure(Failure::Broken, later);
-        assert!(matches!(h.availability(later + Duration::from_secs(15)), Availability::Unavailable { .. }));
+        assert!(matches!(
+            h.availability(later + Duration::from_secs(15)),
+            Availability::Unavailable { .. }
+        ));
         let much_later = later + Duration::from_secs(21);
         assert!(h.try_probe(much_later));
         h.record_success(Duration::from_millis(10));
@@ -270,11 +299,15 @@ mod tests {
         let now = Instant::now();
         h.record_failure(Failure::Broken, now);
         h.record_failure(Failure::Broken, now);
-        let Availability::Available { error_factor: low, .. } = h.availability(now) else { panic!() };
+        let Availability::Available { error_factor: low, .. } = h.availability(now) else {
+            panic!()
+        };
         for _ in 0..20 {
             h.record_success(Duration::from_millis(5));
         }
-        let Availability::Available { error_factor: high, .. } = h.availability(now) else { panic!() };
+        let Availability::Available { error_factor: high, .. } = h.availability(now) else {
+            panic!()
+        };
         assert!(low < 0.7 && high > 0.95, "{low} {high}");
     }
 }

@@ -31,7 +31,9 @@ pub fn score(plan: &RoutePlan, excluded: &[usize], now: Instant) -> Vec<(Scored,
     let best_latency = avail
         .iter()
         .filter_map(|a| match a {
-            Availability::Available { latency_ms: Some(l), .. } => Some(*l),
+            Availability::Available {
+                latency_ms: Some(l), ..
+            } => Some(*l),
             _ => None,
         })
         .fold(f64::INFINITY, f64::min);
@@ -42,9 +44,14 @@ pub fn score(plan: &RoutePlan, excluded: &[usize], now: Instant) -> Vec<(Scored,
         .map(|(i, c)| {
             let a = avail[i];
             let effective_weight = match a {
-                Availability::Available { error_factor, latency_ms } => {
+                Availability::Available {
+                    error_factor,
+                    latency_ms,
+                } => {
                     let latency_factor = match latency_ms {
-                        Some(l) if l > 0.0 && best_latency.is_finite() => (best_latency.max(1.0) / l.max(1.0)).clamp(0.1, 1.0),
+                        Some(l) if l > 0.0 && best_latency.is_finite() => {
+                            (best_latency.max(1.0) / l.max(1.0)).clamp(0.1, 1.0)
+                        }
                         _ => 1.0,
                     };
                     c.weight * error_factor * latency_factor
@@ -207,7 +214,12 @@ logical_models:
             assert_eq!(choose(&p, &[], None, now), Ok(0));
         }
         assert_eq!(choose(&p, &[0], None, now), Ok(1));
-        p.candidates[0].health.record_failure(Failure::RateLimited { retry_after: Some(Duration::from_secs(9)) }, now);
+        p.candidates[0].health.record_failure(
+            Failure::RateLimited {
+                retry_after: Some(Duration::from_secs(9)),
+            },
+            now,
+        );
         assert_eq!(choose(&p, &[], None, now), Ok(1));
         let e = choose(&p, &[1], None, now).unwrap_err();
         assert!(e.retry_after.unwrap() > Duration::from_secs(8));
@@ -228,7 +240,10 @@ logical_models:
             assert_ne!(next, first);
             spread[first] += 1;
         }
-        assert!(spread.iter().all(|&n| n > 60), "sessions spread over upstreams: {spread:?}");
+        assert!(
+            spread.iter().all(|&n| n > 60),
+            "sessions spread over upstreams: {spread:?}"
+        );
     }
 
     #[test]

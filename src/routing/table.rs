@@ -53,7 +53,11 @@ impl RouteTable {
         let providers = config
             .providers
             .iter()
-            .map(|p| Provider::from_config(p).map(Arc::new).map_err(|e| format!("provider {}: {e}", p.id)))
+            .map(|p| {
+                Provider::from_config(p)
+                    .map(Arc::new)
+                    .map_err(|e| format!("provider {}: {e}", p.id))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let by_id: HashMap<_, _> = providers.iter().map(|p| (p.id.clone(), p.clone())).collect();
         let mut logical = HashMap::new();
@@ -143,7 +147,14 @@ impl RouteTable {
         })
     }
 
-    fn single(&self, p: &Arc<Provider>, model: &str, label: &str, kind: RouteKind, health: &HealthRegistry) -> RoutePlan {
+    fn single(
+        &self,
+        p: &Arc<Provider>,
+        model: &str,
+        label: &str,
+        kind: RouteKind,
+        health: &HealthRegistry,
+    ) -> RoutePlan {
         let model: Arc<str> = model.into();
         RoutePlan {
             label: label.into(),
@@ -196,17 +207,27 @@ logical_models:
         let (t, c, h) = setup();
         let p = t.plan("fast", &c, &h).unwrap();
         assert_eq!(p.kind, RouteKind::Logical);
-        assert_eq!(p.candidates.iter().map(|c| c.priority).collect::<Vec<_>>(), vec![0, 1], "sorted by tier");
+        assert_eq!(
+            p.candidates.iter().map(|c| c.priority).collect::<Vec<_>>(),
+            vec![0, 1],
+            "sorted by tier"
+        );
 
         let p = t.plan("b/anything-goes", &c, &h).unwrap();
         assert_eq!(p.kind, RouteKind::ProviderPrefixed);
-        assert_eq!((&*p.candidates[0].provider.id, &*p.candidates[0].model), ("b", "anything-goes"));
+        assert_eq!(
+            (&*p.candidates[0].provider.id, &*p.candidates[0].model),
+            ("b", "anything-goes")
+        );
 
         let p = t.plan("shared", &c, &h).unwrap();
         assert_eq!(p.kind, RouteKind::ZeroConfig);
         assert_eq!(p.candidates.len(), 2);
 
-        assert_eq!(t.plan("nope", &c, &h).err(), Some(RouteError::UnknownModel("nope".into())));
+        assert_eq!(
+            t.plan("nope", &c, &h).err(),
+            Some(RouteError::UnknownModel("nope".into()))
+        );
         assert!(t.plan("zz/m1", &c, &h).is_err());
     }
 }

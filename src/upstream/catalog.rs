@@ -35,7 +35,12 @@ impl Default for ModelCatalog {
 impl ModelCatalog {
     /// Providers whose model list contains `model`, in configuration order.
     pub fn providers_for(&self, model: &str) -> Vec<Arc<str>> {
-        self.index.load().providers_by_model.get(model).cloned().unwrap_or_default()
+        self.index
+            .load()
+            .providers_by_model
+            .get(model)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The aggregated `/models` body.
@@ -114,7 +119,10 @@ mod tests {
             parse_model_list(br#"{"object":"list","data":[{"id":"a"},{"id":"b"}]}"#).unwrap(),
             vec!["a", "b"]
         );
-        assert_eq!(parse_model_list(br#"{"models":[{"name":"models/gemini-pro"}]}"#).unwrap(), vec!["gemini-pro"]);
+        assert_eq!(
+            parse_model_list(br#"{"models":[{"name":"models/gemini-pro"}]}"#).unwrap(),
+            vec!["gemini-pro"]
+        );
         assert!(parse_model_list(b"not json").is_none());
     }
 }

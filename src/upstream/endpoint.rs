@@ -19,7 +19,10 @@ impl Endpoint {
             Some("http") => false,
             _ => return Err(format!("`{url}` must start with http:// or https://")),
         };
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or(format!("`{url}` has no host"))?;
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or(format!("`{url}` has no host"))?;
         if uri.query().is_some() {
             return Err(format!("`{url}` must not carry a query string"));
         }
@@ -35,13 +38,20 @@ impl Endpoint {
 
     /// The address when the host is an IP literal: no DNS needed.
     pub fn literal_addr(&self) -> Option<SocketAddr> {
-        self.host.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, self.port))
+        self.host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
     }
 
     /// `Host` header value.
     pub fn authority(&self) -> String {
         let default_port = if self.tls { 443 } else { 80 };
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         if self.port == default_port {
             host
         } else {
@@ -50,7 +60,12 @@ impl Endpoint {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}://{}{}", if self.tls { "https" } else { "http" }, self.authority(), path)
+        format!(
+            "{}://{}{}",
+            if self.tls { "https" } else { "http" },
+            self.authority(),
+            path
+        )
     }
 }
 
@@ -61,7 +76,10 @@ mod tests {
     #[test]
     fn parses_urls() {
         let e = Endpoint::parse("https://openrouter.ai/api/").unwrap();
-        assert_eq!((e.tls, e.host.as_str(), e.port, e.base_path.as_str()), (true, "openrouter.ai", 443, "/api"));
+        assert_eq!(
+            (e.tls, e.host.as_str(), e.port, e.base_path.as_str()),
+            (true, "openrouter.ai", 443, "/api")
+        );
         assert_eq!(e.authority(), "openrouter.ai");
         let e = Endpoint::parse("http://127.0.0.1:9000").unwrap();
         assert_eq!(e.literal_addr(), Some("127.0.0.1:9000".parse().unwrap()));

@@ -57,7 +57,9 @@ pub struct Provider {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Provider {
@@ -66,7 +68,8 @@ impl Provider {
     pub fn from_config(c: &ProviderConfig) -> Result<Self, String> {
         let endpoint = Endpoint::parse(&c.base_url)?;
         let join = |over: &Option<String>, default: &str| {
-            over.clone().unwrap_or_else(|| format!("{}{default}", endpoint.base_path))
+            over.clone()
+                .unwrap_or_else(|| format!("{}{default}", endpoint.base_path))
         };
         let auth_value = |key: &str| match c.api_style {
             ApiStyle::Openai | ApiStyle::Responses => format!("Bearer {key}"),

@@ -17,7 +17,11 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Reply {
     /// A normal answer: JSON, or SSE when the body says `"stream": true`.
     Ok,
-    Status { status: u16, retry_after: Option<u64>, body: String },
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+        body: String,
+    },
     /// Close the connection without answering.
     Reset,
     /// Wait, then answer.
@@ -32,7 +36,11 @@ pub enum Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Reply::Status { status, retry_after: None, body: json!({"error": {"message": format!("mock status {status}"), "type": "mock"}}).to_string() }
+        Reply::Status {
+            status,
+            retry_after: None,
+            body: json!({"error": {"message": format!("mock status {status}"), "type": "mock"}}).to_string(),
+        }
     }
 }
 
@@ -46,7 +54,10 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
@@ -110,7 +121,13 @@ impl Mock {
 
     /// Completion requests received (model list fetches excluded).
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state.requests.lock().iter().filter(|r| r.method == "POST").cloned().collect()
+        self.state
+            .requests
+            .lock()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .cloned()
+            .collect()
     }
 
     pub fn hits(&self) -> usize {
@@ -125,10 +142,19 @@ impl Mock {
 async fn serve_conn(mut sock: TcpStream, st: Arc<MockState>) {
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
-        let Some(req) = read_request(&mut sock, &mut buf).await else { return };
+        let Some(req) = read_request(&mut sock, &mut buf).await else {
+            return;
+        };
         let is_post = req.method == "POST";
         st.requests.lock().push(req.clone());
-        let reply = if is_post { st.script.lock().pop_front().unwrap_or_else(|| st.default.lock().clone()) } else { Reply::Ok };
+        let reply = if is_post {
+            st.script
+                .lock()
+                .pop_front()
+                .unwrap_or_else(|| st.default.lock().clone())
+        } else {
+            Reply::Ok
+        };
         if !answer(&mut sock, &st, &req, reply).await {
             return;
         }
@@ -162,7 +188,12 @@ async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorde
             }
             let body = buf[head_len..head_len + len].to_vec();
             buf.drain(..head_len + len);
-            return Some(Recorded { method, path, headers, body });
+            return Some(Recorded {
+                method,
+                path,
+                headers,
+                body,
+            });
         }
         let mut chunk = [0u8; 65536];
         let n = sock.read(&mut chunk).await.ok()?;
@@ -194,11 +225,35 @@ fn response_object(st: &MockState, model: &str) -> Value {
 fn stream_events(st: &MockState, path: &str, model: &str) -> Vec<String> {
     let mut out = Vec::new();
     if path.ends_with("/responses") {
-        out.push(format!("event: response.created\ndata: {}\n\n", json!({"type": "response.created", "response": {"id": "resp_mock", "model": model}})));
+        let full = response_object(st, model);
+        let mut created = full.clone();
+        created["status"] = json!("in_progress");
+        created["output"] = json!([]);
+        let item =
+            json!({"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []});
+        let part = json!({"type": "output_text", "text": "", "annotations": []});
+        let text: String = (0..st.events).map(|i| format!("tok{i} ")).collect();
+        let mut evs = vec![
+            json!({"type": "response.created", "response": created}),
+            json!({"type": "response.output_item.added", "output_index": 0, "item": item}),
+            json!({"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0, "content_index": 0, "part": part}),
+        ];
         for i in 0..st.events {
-            out.push(format!("event: response.output_text.delta\ndata: {}\n\n", json!({"type": "response.output_text.delta", "delta": format!("tok{i} ")})));
+            evs.push(json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": format!("tok{i} "), "logprobs": []}));
         }
-        out.push(format!("event: response.completed\ndata: {}\n\n", json!({"type": "response.completed", "response": response_object(st, model)})));
+        let done_part = json!({"type": "output_text", "text": text, "annotations": []});
+        let mut done_item = full["output"][0].clone();
+        done_item["content"] = json!([done_part.clone()]);
+        evs.push(json!({"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "content_index": 0, "text": text, "logprobs": []}));
+        evs.push(json!({"type": "response.content_part.done", "item_id": "msg_1", "output_index": 0, "content_index": 0, "part": done_part}));
+        evs.push(json!({"type": "response.output_item.done", "output_index": 0, "item": done_item}));
+        let mut completed = full.clone();
+        completed["output"] = json!([done_item]);
+        evs.push(json!({"type": "response.completed", "response": completed}));
+        for (n, mut ev) in evs.into_iter().enumerate() {
+            ev["sequence_number"] = json!(n);
+            out.push(format!("event: {}\ndata: {ev}\n\n", ev["type"].as_str().unwrap_or("")));
+        }
     } else {
         for i in 0..st.events {
             let chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model,
@@ -223,7 +278,9 @@ async fn write_head(sock: &mut TcpStream, status: u16, content_type: &str, len: 
 }
 
 async fn write_chunk(sock: &mut TcpStream, data: &str) -> bool {
-    sock.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes()).await.is_ok()
+    sock.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
+        .await
+        .is_ok()
 }
 
 /// Makes the coming close an RST instead of a FIN.
@@ -248,19 +305,34 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, reply: Rep
             reset(sock);
             false
         }
-        Reply::Status { status, retry_after, body } => {
+        Reply::Status {
+            status,
+            retry_after,
+            body,
+        } => {
             let extra = retry_after.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
-            write_head(sock, status, "application/json", Some(body.len()), &extra).await && sock.write_all(body.as_bytes()).await.is_ok()
+            write_head(sock, status, "application/json", Some(body.len()), &extra).await
+                && sock.write_all(body.as_bytes()).await.is_ok()
         }
         _ if req.method == "GET" => {
-            let data: Vec<_> = st.models.iter().map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": st.name})).collect();
+            let data: Vec<_> = st
+                .models
+                .iter()
+                .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": st.name}))
+                .collect();
             let body = json!({"object": "list", "data": data}).to_string();
-            write_head(sock, 200, "application/json", Some(body.len()), "").await && sock.write_all(body.as_bytes()).await.is_ok()
+            write_head(sock, 200, "application/json", Some(body.len()), "").await
+                && sock.write_all(body.as_bytes()).await.is_ok()
         }
         Reply::Ok if !stream => {
-            let v = if req.path.ends_with("/responses") { response_object(st, &model) } else { chat_completion(st, &model) };
+            let v = if req.path.ends_with("/responses") {
+                response_object(st, &model)
+            } else {
+                chat_completion(st, &model)
+            };
             let body = v.to_string();
-            write_head(sock, 200, "application/json", Some(body.len()), "").await && sock.write_all(body.as_bytes()).await.is_ok()
+            write_head(sock, 200, "application/json", Some(body.len()), "").await
+                && sock.write_all(body.as_bytes()).await.is_ok()
         }
         reply => {
             let events = stream_events(st, &req.path, &model);

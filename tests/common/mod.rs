@@ -3,14 +3,16 @@
 #![allow(dead_code)]
 
 pub mod mock;
+pub mod sdk;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[allow(unused_imports)]
 pub use mock::{Mock, Recorded, Reply};
 
 pub const CLIENT_KEY: &str = "test-client-key-0123456789";
@@ -73,7 +75,11 @@ impl Gateway {
                         break;
                     }
                 }
-                assert!(Instant::now() < deadline, "gateway did not start; log:\n{}", self.logs());
+                assert!(
+                    Instant::now() < deadline,
+                    "gateway did not start; log:\n{}",
+                    self.logs()
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -125,12 +131,18 @@ pub fn chat_body(model: &str) -> Value {
 pub async fn sse_data(resp: reqwest::Response) -> Vec<String> {
     let text = resp.text().await.unwrap_or_default();
     text.split("\n\n")
-        .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:"))))
+        .filter_map(|ev| {
+            ev.lines()
+                .find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        })
         .map(|s| s.to_string())
         .collect()
 }
 
 /// The YAML of one provider pointing at a mock.
 pub fn provider_yaml(id: &str, mock: &Mock, extra: &str) -> String {
-    format!("  - {{id: {id}, base_url: \"{}\", api_keys: [\"sk-{id}-secret-key\"]{extra}}}\n", mock.url())
+    format!(
+        "  - {{id: {id}, base_url: \"{}\", api_keys: [\"sk-{id}-secret-key\"]{extra}}}\n",
+        mock.url()
+    )
 }

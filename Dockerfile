@@ -1,0 +1,18 @@
+# Build: a full Rust toolchain. Runtime: slim Debian with CA roots for upstream TLS.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock rustfmt.toml ./
+COPY vendor ./vendor
+COPY src ./src
+RUN cargo build --release --locked --bin apiproxy
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* && useradd --system --home /app apiproxy
+WORKDIR /app
+COPY --from=build /src/target/release/apiproxy /usr/local/bin/apiproxy
+COPY conf ./conf
+USER apiproxy
+ENV APIPROXY_LISTEN=0.0.0.0:8000 APIPROXY_ADMIN_LISTEN=0.0.0.0:8001
+EXPOSE 8000 8001
+ENTRYPOINT ["apiproxy"]

@@ -1,0 +1,157 @@
+//! The binary's command line and start-up: `--check`, bad configs that must not start, and logs that
+//! never carry a secret.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn apiproxy() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+}
+
+fn write(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join("c.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        &dir,
+        "providers:\n  - {id: a, base_url: \"http://127.0.0.1:9\", api_keys: [\"${K}\"]}\n",
+    );
+    let out = apiproxy()
+        .arg("--check")
+        .arg("--config")
+        .arg(&p)
+        .env("K", "sk-x")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 providers"));
+}
+
+#[test]
+fn check_names_file_place_and_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "providers:\n  - {id: a, base_url: \"ftp://x\"}\n",
+            "providers[0].base_url",
+        ),
+        (
+            "providers:\n  - {id: a, base_url: \"http://h\", wieght: 2}\n",
+            "unknown field `wieght`",
+        ),
+        (
+            "providers:\n  - {id: a, base_url: \"http://h\", api_keys: [\"${UNSET_SECRET_VAR}\"]}\n",
+            "UNSET_SECRET_VAR",
+        ),
+        (
+            "logical_models:\n  - {id: x, upstreams: []}\n",
+            "logical_models[0].upstreams",
+        ),
+        ("server: {listen: nowhere}\n", "server.listen"),
+        ("providers: [\n", "line "),
+    ];
+    for (yaml, expect) in cases {
+        let p = write(&dir, yaml);
+        let out = apiproxy().arg("--check").arg("--config").arg(&p).output().unwrap();
+        assert!(!out.status.success(), "{yaml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&p.display().to_string()), "names the file: {err}");
+        assert!(err.contains(expect), "{expect} not in: {err}");
+    }
+}
+
+#[test]
+fn a_bad_config_never_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, "providers:\n  - {id: a, base_url: \"http://h\", weight: -1}\n");
+    let port = free_port();
+    let mut child = apiproxy()
+        .arg("--config")
+        .arg(&p)
+        .env("APIPROXY_LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing listens"
+    );
+}
+
+#[test]
+fn environment_overrides_are_validated() {
+    let out = apiproxy()
+        .arg("--check")
+        .env("MODELS_CACHE_TTL", "soon")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("environment: MODELS_CACHE_TTL"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_reach_logs_or_error_bodies() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n  - {{id: alpha, base_url: \"{}\", models: [m], api_keys: [\"sk-provider-secret-1\", \"sk-provider-secret-2\"]}}\n",
+        a.url()
+    ))
+    .await;
+    a.script([Reply::status(401), Reply::status(403), Reply::status(500)]);
+    let mut bodies = String::new();
+    for _ in 0..3 {
+        bodies.push_str(&gw.chat(chat_body("m")).await.text().await.unwrap());
+    }
+    bodies.push_str(
+        &gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth("sk-wrong-client-key")
+            .json(&chat_body("m"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    bodies.push_str(
+        &gw.client
+            .get(gw.admin_url("/providers"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    bodies.push_str(
+        &gw.client
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = gw.logs();
+    assert!(logs.contains("request"), "the gateway logged requests: {logs}");
+    for secret in ["sk-provider-secret", CLIENT_KEY, "sk-wrong-client-key"] {
+        assert!(!logs.contains(secret), "{secret} in logs");
+        assert!(!bodies.contains(secret), "{secret} in a response");
+    }
+}
