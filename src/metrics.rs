@@ -1,14 +1,45 @@
-//! Prometheus metrics, served on the admin port. Label values come from the configuration or fixed
-//! sets, never from raw client input, so label sets stay bounded.
+//! Prometheus metrics, served on the admin port. Label values come from the configuration, the model
+//! catalog or fixed sets, never from raw client input, so label sets stay bounded.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::routing::health::HealthView;
+
+/// Latency buckets from 0.1 ms to ~100 s.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.0001, 2.5, 16).unwrap_or_default()
+}
 
 pub struct Metrics {
     registry: Registry,
+    /// Client requests: `api`, `route`, `model`, `provider`, `status_class`, `outcome`.
     pub requests: IntCounterVec,
+    /// Upstream attempts: `provider`, `outcome` (status class or `transport_error`).
     pub attempts: IntCounterVec,
+    /// Attempts that were followed by another one: `reason`.
+    pub failovers: IntCounterVec,
+    /// Requests the gateway refused itself: `type` (the error code).
+    pub client_errors: IntCounterVec,
     pub duration: HistogramVec,
+    pub upstream_ttfb: HistogramVec,
+    pub time_to_first_token: HistogramVec,
+    /// Total time minus time waiting on upstreams: what the gateway itself costs.
+    pub overhead: HistogramVec,
+    /// Tokens: `model`, `provider`, `client`, `kind` (input, output, cached_input, cache_creation, reasoning).
+    pub tokens: IntCounterVec,
     pub active: IntGauge,
+    pub open_streams: IntGauge,
+    pub upstream_latency: GaugeVec,
+    pub upstream_error_rate: GaugeVec,
+    pub upstream_circuit_open: GaugeVec,
+    pub upstream_cooldown: GaugeVec,
+    pub upstream_weight: GaugeVec,
+    pub config_reloads: IntCounter,
+    /// Errors talking to a shared-state backend: `backend`.
+    pub state_errors: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -17,47 +48,153 @@ impl Default for Metrics {
     }
 }
 
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(latency_buckets()), labels).expect("valid metric");
+    r.register(Box::new(h.clone())).expect("metric registered once");
+    h
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "apiproxy_requests_total",
-                "Client requests by API, status class and outcome",
-            ),
-            &["api", "status_class", "outcome"],
-        )
-        .expect("valid metric");
-        let attempts = IntCounterVec::new(
-            Opts::new(
-                "apiproxy_upstream_attempts_total",
-                "Upstream attempts by provider and outcome",
-            ),
-            &["provider", "outcome"],
-        )
-        .expect("valid metric");
-        let duration = HistogramVec::new(
-            HistogramOpts::new("apiproxy_request_duration_seconds", "Total request latency")
-                .buckets(prometheus::exponential_buckets(0.001, 2.0, 18).expect("valid buckets")),
-            &["api"],
-        )
-        .expect("valid metric");
+        let r = Registry::new();
         let active = IntGauge::new("apiproxy_active_requests", "Requests in flight").expect("valid metric");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(attempts.clone()),
-            Box::new(duration.clone()),
-            Box::new(active.clone()),
-        ] {
-            registry.register(c).expect("metric registered once");
+        let open_streams = IntGauge::new("apiproxy_open_streams", "SSE streams in flight").expect("valid metric");
+        let config_reloads = IntCounter::new("apiproxy_config_reloads_total", "Configuration snapshots swapped in")
+            .expect("valid metric");
+        for g in [Box::new(active.clone()), Box::new(open_streams.clone())] {
+            r.register(g).expect("metric registered once");
         }
+        r.register(Box::new(config_reloads.clone()))
+            .expect("metric registered once");
         Self {
-            registry,
-            requests,
-            attempts,
-            duration,
+            requests: counter(
+                &r,
+                "apiproxy_requests_total",
+                "Client requests",
+                &["api", "route", "model", "provider", "status_class", "outcome"],
+            ),
+            attempts: counter(
+                &r,
+                "apiproxy_upstream_attempts_total",
+                "Upstream attempts",
+                &["provider", "outcome"],
+            ),
+            failovers: counter(
+                &r,
+                "apiproxy_failovers_total",
+                "Attempts followed by another attempt",
+                &["reason"],
+            ),
+            client_errors: counter(
+                &r,
+                "apiproxy_client_errors_total",
+                "Requests refused by the gateway",
+                &["type"],
+            ),
+            duration: histogram(
+                &r,
+                "apiproxy_request_duration_seconds",
+                "Total request latency",
+                &["api"],
+            ),
+            upstream_ttfb: histogram(
+                &r,
+                "apiproxy_upstream_ttfb_seconds",
+                "Upstream time to response header",
+                &["provider"],
+            ),
+            time_to_first_token: histogram(
+                &r,
+                "apiproxy_time_to_first_token_seconds",
+                "Time from request to the first stream bytes sent to the client",
+                &["provider"],
+            ),
+            overhead: histogram(
+                &r,
+                "apiproxy_gateway_overhead_seconds",
+                "Total latency minus time waiting on upstreams",
+                &["api"],
+            ),
+            tokens: counter(
+                &r,
+                "apiproxy_tokens_total",
+                "Tokens reported by upstreams",
+                &["model", "provider", "client", "kind"],
+            ),
             active,
+            open_streams,
+            upstream_latency: gauge(
+                &r,
+                "apiproxy_upstream_latency_ewma_seconds",
+                "Latency EWMA per upstream",
+                &["provider", "model"],
+            ),
+            upstream_error_rate: gauge(
+                &r,
+                "apiproxy_upstream_error_rate",
+                "Error-rate EWMA per upstream (0-1)",
+                &["provider", "model"],
+            ),
+            upstream_circuit_open: gauge(
+                &r,
+                "apiproxy_upstream_circuit_open",
+                "1 when the upstream's circuit is open or half-open",
+                &["provider", "model"],
+            ),
+            upstream_cooldown: gauge(
+                &r,
+                "apiproxy_upstream_cooldown_seconds",
+                "Remaining 429 cool-down per upstream",
+                &["provider", "model"],
+            ),
+            upstream_weight: gauge(
+                &r,
+                "apiproxy_upstream_weight",
+                "Configured weight × health factor per upstream",
+                &["provider", "model"],
+            ),
+            config_reloads,
+            state_errors: counter(
+                &r,
+                "apiproxy_state_backend_errors_total",
+                "Errors from a shared-state backend",
+                &["backend"],
+            ),
+            registry: r,
         }
+    }
+
+    /// Sets the per-upstream gauges from the live health (called at scrape time).
+    pub fn set_upstream(&self, provider: &str, model: &str, weight: f64, h: &HealthView) {
+        let labels = [provider, model];
+        self.upstream_latency
+            .with_label_values(&labels)
+            .set(h.latency_ewma_ms.unwrap_or(0.0) / 1000.0);
+        self.upstream_error_rate.with_label_values(&labels).set(h.error_rate);
+        self.upstream_circuit_open
+            .with_label_values(&labels)
+            .set(if h.circuit == "closed" { 0.0 } else { 1.0 });
+        self.upstream_cooldown
+            .with_label_values(&labels)
+            .set(h.cooldown_remaining_ms as f64 / 1000.0);
+        let factor = if h.circuit == "closed" && h.cooldown_remaining_ms == 0 {
+            (1.0 - 0.9 * h.error_rate).max(0.05)
+        } else {
+            0.0
+        };
+        self.upstream_weight.with_label_values(&labels).set(weight * factor);
     }
 
     /// The Prometheus text exposition of every metric.

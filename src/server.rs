@@ -8,25 +8,40 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, LogFormat, ServerSettings};
 use crate::gateway::Gateway;
 use crate::upstream::Discovery;
 
-/// `LOG_LEVEL` picks the filter; `LOG_FORMAT=json` switches to one JSON object per line.
-fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+/// Log timestamps in `LOG_TIMEZONE`, or in local time.
+struct Timestamp(Option<chrono_tz::Tz>);
+
+impl tracing_subscriber::fmt::time::FormatTime for Timestamp {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        const FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f%:z";
+        match self.0 {
+            Some(tz) => write!(w, "{}", chrono::Utc::now().with_timezone(&tz).format(FORMAT)),
+            None => write!(w, "{}", chrono::Local::now().format(FORMAT)),
+        }
+    }
+}
+
+/// `LOG_LEVEL` picks the filter, `LOG_FORMAT` text or JSON lines, `LOG_TIMEZONE` the clock.
+fn init_tracing(s: &ServerSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&s.log_level).unwrap_or_else(|_| "info".into());
+    let timer = Timestamp(s.log_timezone.as_deref().and_then(|tz| tz.parse().ok()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_timer(timer);
+    let _ = match s.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
     };
 }
 
 /// Runs the gateway until the process is told to stop. Returns only on a start-up error.
 pub fn run(config: Config) -> Result<(), String> {
-    init_tracing(&config.server.log_level);
+    init_tracing(&config.server);
     let app = App::new(&config)?;
     if config.clients.is_empty() {
         tracing::warn!("no client keys are configured: every proxied request will be refused with 401");

@@ -21,6 +21,15 @@ impl AdminApp {
         Self { app }
     }
 
+    /// Upstream health lives in the health registry; copy it into the gauges at scrape time.
+    fn refresh_upstream_gauges(&self) {
+        let snap = self.app.snapshot();
+        for (provider, model, view) in self.app.health.all(Instant::now()) {
+            let weight = snap.routes.provider(&provider).map_or(1.0, |p| p.weight);
+            self.app.metrics.set_upstream(&provider, &model, weight, &view);
+        }
+    }
+
     fn route(&self, method: &http::Method, path: &str) -> (u16, &'static str, Vec<u8>) {
         let json_ok = |v: serde_json::Value| (200, "application/json", v.to_string().into_bytes());
         if method != http::Method::GET {
@@ -28,7 +37,10 @@ impl AdminApp {
         }
         match path.trim_end_matches('/') {
             "/health" => json_ok(json!({"status": "ok"})),
-            "/metrics" => (200, "text/plain; version=0.0.4", self.app.metrics.render()),
+            "/metrics" => {
+                self.refresh_upstream_gauges();
+                (200, "text/plain; version=0.0.4", self.app.metrics.render())
+            }
             "/providers" => {
                 let snap = self.app.snapshot();
                 let now = Instant::now();

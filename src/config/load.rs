@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_yaml::Value;
 
-use super::model::{Config, MAX_BODY_LIMIT};
+use super::model::{Config, LogFormat, MAX_BODY_LIMIT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -151,6 +151,16 @@ fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>
     if let Some(v) = env("LOG_LEVEL") {
         s.log_level = v;
     }
+    if let Some(v) = env("LOG_FORMAT") {
+        s.log_format = match v.to_ascii_lowercase().as_str() {
+            "json" => LogFormat::Json,
+            "text" | "" => LogFormat::Text,
+            _ => return Err(origin.err("LOG_FORMAT", format!("`{v}` is not text or json"))),
+        };
+    }
+    if let Some(v) = env("LOG_TIMEZONE").filter(|v| !v.is_empty()) {
+        s.log_timezone = Some(v);
+    }
     if let Some(v) = env("APIPROXY_THREADS") {
         s.threads = v
             .parse()
@@ -198,6 +208,14 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
     }
     if s.max_attempts == 0 || s.max_attempts > 16 {
         return Err(origin.err("server.max_attempts", "must be between 1 and 16"));
+    }
+    if let Some(tz) = &s.log_timezone {
+        if tz.parse::<chrono_tz::Tz>().is_err() {
+            return Err(origin.err(
+                "server.log_timezone",
+                format!("`{tz}` is not an IANA time zone like Asia/Shanghai"),
+            ));
+        }
     }
     if tracing_subscriber::EnvFilter::try_new(&s.log_level).is_err() {
         return Err(origin.err("server.log_level", format!("`{}` is not a log level", s.log_level)));

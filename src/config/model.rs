@@ -34,6 +34,10 @@ pub struct ServerSettings {
     pub threads: usize,
     /// `LOG_LEVEL`: an `EnvFilter` directive such as `info` or `apiproxy=debug`.
     pub log_level: String,
+    /// `LOG_FORMAT`: human-readable text, or one JSON object per line.
+    pub log_format: LogFormat,
+    /// `LOG_TIMEZONE`: an IANA zone such as `Asia/Shanghai` for log timestamps; local time when unset.
+    pub log_timezone: Option<String>,
     /// `MODELS_CACHE_TTL`, seconds.
     pub models_cache_ttl_s: u64,
     /// Largest accepted request body, bytes.
@@ -55,6 +59,8 @@ impl Default for ServerSettings {
             admin_listen: "127.0.0.1:8001".into(),
             threads: 2,
             log_level: "info".into(),
+            log_format: LogFormat::Text,
+            log_timezone: None,
             models_cache_ttl_s: 300,
             max_body_bytes: 32 * 1024 * 1024,
             max_attempts: 4,
@@ -63,6 +69,14 @@ impl Default for ServerSettings {
             circuit_open_s: 10,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The largest `max_body_bytes` we accept: the patched Pingora retry buffer (vendor/pingora-core).

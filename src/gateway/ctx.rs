@@ -2,7 +2,7 @@
 //! the attempt in progress; per-attempt state is reset when the next attempt starts.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -80,6 +80,16 @@ pub struct RequestCtx {
     pub status: Option<u16>,
     pub served_by: Option<Arc<str>>,
     pub stream_cut: bool,
+    /// The answer is an SSE stream (counted in the open-streams gauge).
+    pub streaming_response: bool,
+    /// Time spent waiting on upstreams (failed attempts, backoff, and the serving attempt).
+    pub upstream_wait: Duration,
+    /// Upstream time to response header of the serving attempt.
+    pub ttfb: Option<Duration>,
+    /// Time from the request's start to the first stream bytes sent to the client.
+    pub first_token: Option<Duration>,
+    /// The code of an error the gateway answered itself.
+    pub error_code: Option<&'static str>,
 }
 
 impl RequestCtx {
@@ -109,6 +119,11 @@ impl RequestCtx {
             status: None,
             served_by: None,
             stream_cut: false,
+            streaming_response: false,
+            upstream_wait: Duration::ZERO,
+            ttfb: None,
+            first_token: None,
+            error_code: None,
         }
     }
 

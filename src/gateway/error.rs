@@ -57,6 +57,14 @@ impl GatewayError {
         }
     }
 
+    /// A short, bounded name for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self.kind() {
+            (_, Some(code)) => code,
+            (_, None) => "invalid_request",
+        }
+    }
+
     fn kind(&self) -> (&'static str, Option<&'static str>) {
         match self {
             GatewayError::Auth(_) => ("invalid_request_error", Some("invalid_api_key")),

@@ -40,8 +40,9 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         let idx = match ctx.retry_same.take() {
             Some(idx) => {
                 // A transient error: one more try on the same upstream after a short, jittered pause.
-                let pause = rand::rng().random_range(50..150);
-                tokio::time::sleep(ms(pause)).await;
+                let pause = ms(rand::rng().random_range(50..150));
+                tokio::time::sleep(pause).await;
+                ctx.upstream_wait += pause;
                 idx
             }
             None => match choose(&plan, &ctx.excluded, ctx.session_id.as_deref(), Instant::now()) {
@@ -226,6 +227,11 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
         }
     };
     record(ctx, idx, Some(status), None);
+    if decision == Retry::No {
+        ctx.ttfb = Some(latency);
+    } else {
+        ctx.upstream_wait += latency;
+    }
     decision
 }
 
@@ -248,6 +254,9 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
     let Some(plan) = ctx.plan.clone() else {
         return Retry::No;
     };
+    if !response_started {
+        ctx.upstream_wait += attempt.started.elapsed();
+    }
     let health = &plan.candidates[idx].health;
     let now = Instant::now();
     let etype = e.etype().clone();

@@ -171,7 +171,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        response::on_header(ctx, resp)
+        response::on_header(&self.app, ctx, resp)
     }
 
     fn response_body_filter(

@@ -221,6 +221,15 @@ impl HealthRegistry {
             .clone()
     }
 
+    /// Every upstream with its health: (provider, model, view).
+    pub fn all(&self, now: Instant) -> Vec<(Arc<str>, Arc<str>, HealthView)> {
+        self.upstreams
+            .read()
+            .iter()
+            .map(|((p, m), h)| (p.clone(), m.clone(), h.view(now)))
+            .collect()
+    }
+
     /// Every upstream of `provider` with its health.
     pub fn of_provider(&self, provider: &str, now: Instant) -> Vec<(String, HealthView)> {
         let mut out: Vec<_> = self

@@ -117,7 +117,11 @@ impl RouteTable {
         if let Some((provider_id, physical)) = model.split_once('/') {
             if let Some(provider) = self.by_id.get(provider_id) {
                 if !physical.is_empty() {
-                    return Ok(self.single(provider, physical, model, RouteKind::ProviderPrefixed, health));
+                    // Models the provider does not list share one health entry, so arbitrary client
+                    // strings cannot grow the registry (or the metrics) without bound.
+                    let listed = catalog.providers_for(physical).contains(&provider.id);
+                    let health_key = if listed { physical } else { "*" };
+                    return Ok(self.single(provider, physical, health_key, model, health));
                 }
             }
         }
@@ -151,16 +155,16 @@ impl RouteTable {
         &self,
         p: &Arc<Provider>,
         model: &str,
+        health_key: &str,
         label: &str,
-        kind: RouteKind,
         health: &HealthRegistry,
     ) -> RoutePlan {
         let model: Arc<str> = model.into();
         RoutePlan {
             label: label.into(),
-            kind,
+            kind: RouteKind::ProviderPrefixed,
             candidates: vec![Candidate {
-                health: health.get(&p.id, &model),
+                health: health.get(&p.id, &health_key.into()),
                 provider: p.clone(),
                 model,
                 weight: p.weight,

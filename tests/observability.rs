@@ -1,0 +1,180 @@
+//! Metrics and logs after real traffic: counters and histograms move as they should, label sets stay
+//! bounded, and no secret appears anywhere.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// The value of a metric line `name{labels...}` whose labels contain every `want` pair.
+fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| want.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_follow_real_traffic() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let yaml = format!(
+        "providers:\n{}{}logical_models:\n  - id: lm\n    upstreams: [{{provider: alpha, model: m}}, {{provider: beta, model: m, priority: 1}}]\n",
+        provider_yaml("alpha", &a, ""),
+        provider_yaml("beta", &b, "")
+    );
+    let gw = Gateway::start(&yaml).await;
+    // One plain success, one failover, one stream, one unknown model, one client with a bad key,
+    // and one arbitrary provider/model name.
+    assert_eq!(gw.chat(chat_body("lm")).await.status(), 200);
+    a.script([Reply::status(503)]);
+    assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "beta");
+    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    assert!(r.text().await.unwrap().contains("[DONE]"));
+    assert_eq!(gw.chat(chat_body("made-up-model-xyz")).await.status(), 404);
+    let r = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("nope-nope-nope")
+        .json(&chat_body("lm"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(gw.chat(chat_body("alpha/random-physical-name-123")).await.status(), 200);
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = gw
+        .client
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ok = [
+        ("api", "openai_chat"),
+        ("route", "logical"),
+        ("model", "lm"),
+        ("status_class", "2xx"),
+        ("outcome", "ok"),
+    ];
+    assert_eq!(metric(&text, "apiproxy_requests_total", &ok), 3.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "apiproxy_requests_total",
+            &[("provider", "beta"), ("outcome", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "apiproxy_failovers_total", &[("reason", "server_error")]),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "apiproxy_upstream_attempts_total",
+            &[("provider", "alpha"), ("outcome", "5xx")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "apiproxy_client_errors_total", &[("type", "model_not_found")]),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "apiproxy_client_errors_total", &[("type", "invalid_api_key")]),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "apiproxy_request_duration_seconds_count",
+            &[("api", "openai_chat")]
+        ),
+        6.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "apiproxy_gateway_overhead_seconds_count",
+            &[("api", "openai_chat")]
+        ),
+        6.0
+    );
+    assert!(metric(&text, "apiproxy_upstream_ttfb_seconds_count", &[("provider", "alpha")]) >= 2.0);
+    assert_eq!(
+        metric(
+            &text,
+            "apiproxy_time_to_first_token_seconds_count",
+            &[("provider", "alpha")]
+        ),
+        1.0
+    );
+    assert_eq!(metric(&text, "apiproxy_active_requests", &[]), 0.0);
+    assert_eq!(metric(&text, "apiproxy_open_streams", &[]), 0.0);
+    assert!(
+        metric(
+            &text,
+            "apiproxy_upstream_error_rate",
+            &[("provider", "alpha"), ("model", "m")]
+        ) > 0.0
+    );
+    assert!(
+        metric(
+            &text,
+            "apiproxy_upstream_latency_ewma_seconds",
+            &[("provider", "beta"), ("model", "m")]
+        ) > 0.0
+    );
+    // Bounded labels: nothing the client invented shows up.
+    assert!(!text.contains("made-up-model-xyz"));
+    assert!(!text.contains("random-physical-name-123"));
+    assert!(
+        text.contains("model=\"alpha/*\""),
+        "provider-prefixed requests are labelled by provider"
+    );
+    assert!(!text.contains("secret") && !text.contains(CLIENT_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_with_timezone_one_line_per_request() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start_with_env(
+        &format!("providers:\n{}", provider_yaml("alpha", &a, "")),
+        &[("LOG_FORMAT", "json"), ("LOG_TIMEZONE", "Asia/Kolkata")],
+    )
+    .await;
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            chat_body("m"),
+            &[("x-request-id", "trace-me-42")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["request_id"] == "trace-me-42")
+        .unwrap_or_else(|| panic!("no JSON request line in:\n{logs}"));
+    let f = &line["fields"];
+    assert_eq!(f["client"], "tester");
+    assert_eq!(f["model"], "m");
+    assert_eq!(f["provider"], "alpha");
+    assert_eq!(f["status"], 200);
+    assert_eq!(f["attempts"], 1);
+    assert!(f["latency_ms"].is_u64());
+    assert!(line["timestamp"].as_str().unwrap().ends_with("+05:30"), "{line}");
+    assert!(!logs.contains("\"content\":\"hi\""), "no prompt bodies in logs");
+    assert!(!logs.contains("sk-alpha-secret-key"));
+}
