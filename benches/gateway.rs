@@ -1,0 +1,479 @@
+//! End-to-end benchmark: a fast mock upstream and a load generator in one process, measuring the mock
+//! directly and through APIProxy (the release binary) in the same run, so every figure is printed next
+//! to its baseline. nginx is measured as a reference reverse proxy when it is installed.
+//!
+//! Run: `cargo bench --bench gateway` (BENCH_SECS=N sets the length of each timed phase).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const CLIENT_KEY: &str = "bench-client-key-0123456789";
+
+// ---------------------------------------------------------------- mock upstream
+
+const STREAM_EVENTS: usize = 50;
+
+fn json_reply() -> &'static [u8] {
+    br#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}"#
+}
+
+fn stream_reply() -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut chunk = |data: &str| out.extend_from_slice(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes());
+    for i in 0..STREAM_EVENTS {
+        chunk(&format!(
+            "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}},\"finish_reason\":null}}]}}\n\n"
+        ));
+    }
+    chunk("data: [DONE]\n\n");
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+async fn mock_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+    let addr = listener.local_addr().expect("mock addr");
+    let stream_body: Arc<[u8]> = stream_reply().into();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let _ = sock.set_nodelay(true);
+            tokio::spawn(mock_conn(sock, stream_body.clone()));
+        }
+    });
+    addr
+}
+
+async fn mock_conn(mut sock: TcpStream, stream_body: Arc<[u8]>) {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        // Read one request: head, then Content-Length bytes of body.
+        let (head_len, body_len, mode) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(n)) = req.parse(&buf) {
+                let header = |name: &str| {
+                    req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.to_vec())
+                };
+                let len = header("content-length")
+                    .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mode = header("x-mock").unwrap_or_default();
+                break (n, len, mode);
+            }
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        while buf.len() < head_len + body_len {
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_len + body_len);
+        let ok = match mode.as_slice() {
+            b"stream" => {
+                let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                sock.write_all(head).await.is_ok() && sock.write_all(&stream_body).await.is_ok()
+            }
+            b"slow-stream" => slow_stream(&mut sock).await,
+            _ => {
+                let body = json_reply();
+                let head =
+                    format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+                sock.write_all(head.as_bytes()).await.is_ok() && sock.write_all(body).await.is_ok()
+            }
+        };
+        if !ok {
+            return;
+        }
+    }
+}
+
+/// Ten events, 500 ms apart: a model thinking slowly.
+async fn slow_stream(sock: &mut TcpStream) -> bool {
+    let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+    if sock.write_all(head).await.is_err() {
+        return false;
+    }
+    for i in 0..10 {
+        let ev = format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i}\"}}}}]}}\n\n");
+        if sock.write_all(format!("{:x}\r\n{ev}\r\n", ev.len()).as_bytes()).await.is_err() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let end = "data: [DONE]\n\n";
+    sock.write_all(format!("{:x}\r\n{end}\r\n0\r\n\r\n", end.len()).as_bytes()).await.is_ok()
+}
+
+// ---------------------------------------------------------------- processes under test
+
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    l.local_addr().expect("addr")
+}
+
+async fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn start_gateway(upstream: SocketAddr, anthropic_upstream: Option<SocketAddr>) -> Proc {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut yaml = format!(
+        "server: {{threads: 2, max_body_bytes: 8388608}}\nclients:\n  - {{name: bench, key: \"{CLIENT_KEY}\"}}\nproviders:\n  - {{id: mock, base_url: \"http://{upstream}\", models: [m], api_keys: [\"sk-bench\"]}}\n"
+    );
+    if let Some(a) = anthropic_upstream {
+        yaml.push_str(&format!(
+            "  - {{id: claude, base_url: \"http://{a}\", api_style: anthropic, models: [c], api_keys: [\"sk-bench\"]}}\n"
+        ));
+    }
+    let config = dir.path().join("bench.yaml");
+    std::fs::write(&config, yaml).expect("write config");
+    let addr = free_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
+        .arg("--config")
+        .arg(&config)
+        .env("APIPROXY_LISTEN", addr.to_string())
+        .env("APIPROXY_ADMIN_LISTEN", free_addr().to_string())
+        .env("LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start apiproxy");
+    let p = Proc { child, addr, _dir: dir };
+    wait_listening(addr).await;
+    p
+}
+
+/// nginx as a reference reverse proxy, when installed.
+async fn start_nginx(upstream: SocketAddr) -> Option<Proc> {
+    let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+    let dir = tempfile::tempdir().ok()?;
+    let addr = free_addr();
+    let d = dir.path().display();
+    let conf = format!(
+        "worker_processes 2; daemon off; master_process on; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; client_max_body_size 16m; client_body_buffer_size 2m; proxy_buffering off;\n\
+           upstream up {{ server {upstream}; keepalive 256; }}\n\
+           server {{ listen {addr}; location / {{ proxy_pass http://up; proxy_http_version 1.1;\n\
+             proxy_set_header Connection \"\"; }} }} }}\n"
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).ok()?;
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let p = Proc { child, addr, _dir: dir };
+    wait_listening(addr).await;
+    Some(p)
+}
+
+// ---------------------------------------------------------------- load generation
+
+#[derive(Clone)]
+struct Target {
+    addr: SocketAddr,
+    path: &'static str,
+    body: Bytes,
+    mode: &'static str,
+}
+
+async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
+    let sock = TcpStream::connect(addr).await.expect("connect");
+    let _ = sock.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock)).await.expect("handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// One request, body read to the end; returns whether it was a 200.
+async fn one(send: &mut SendRequest<Full<Bytes>>, t: &Target) -> bool {
+    if send.ready().await.is_err() {
+        return false;
+    }
+    let req = hyper::Request::post(t.path)
+        .header("host", "bench")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {CLIENT_KEY}"))
+        .header("x-mock", t.mode)
+        .body(Full::new(t.body.clone()))
+        .expect("request");
+    match send.send_request(req).await {
+        Ok(resp) => {
+            let ok = resp.status() == 200;
+            ok && resp.into_body().collect().await.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Closed loop: `conns` connections each sending back to back for `secs`. Returns requests/s.
+async fn saturate(t: &Target, conns: usize, secs: f64) -> (f64, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (t, stop, done, errors) = (t.clone(), stop.clone(), done.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut send = connect(t.addr).await;
+            while !stop.load(Ordering::Relaxed) {
+                if one(&mut send, &t).await {
+                    done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    send = connect(t.addr).await;
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    for task in tasks {
+        let _ = task.await;
+    }
+    (done.load(Ordering::Relaxed) as f64 / elapsed, errors.load(Ordering::Relaxed))
+}
+
+/// Open loop at `rate` requests/s over a pool of connections; latency is measured from each
+/// request's scheduled time, so a stall is not hidden (no coordinated omission).
+async fn fixed_rate(t: &Target, rate: f64, secs: f64) -> Vec<Duration> {
+    let n = (rate * secs) as usize;
+    let conns = 64;
+    let (tx, rx) = async_channel();
+    let results = Arc::new(parking_lot::Mutex::new(Vec::with_capacity(n)));
+    let mut workers = Vec::new();
+    for _ in 0..conns {
+        let (t, rx, results) = (t.clone(), rx.clone(), results.clone());
+        workers.push(tokio::spawn(async move {
+            let mut send = connect(t.addr).await;
+            while let Ok(scheduled) = rx.recv().await {
+                if !one(&mut send, &t).await {
+                    send = connect(t.addr).await;
+                    continue;
+                }
+                results.lock().push(Instant::now() - scheduled);
+            }
+        }));
+    }
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    for i in 0..n {
+        let at = start + interval * i as u32;
+        tokio::time::sleep_until(at.into()).await;
+        if tx.send(at).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    for w in workers {
+        let _ = w.await;
+    }
+    let mut v = std::mem::take(&mut *results.lock());
+    v.sort();
+    v
+}
+
+/// A multi-consumer channel from tokio primitives: a shared receiver behind a mutex.
+fn async_channel() -> (tokio::sync::mpsc::Sender<Instant>, SharedRx) {
+    let (tx, rx) = tokio::sync::mpsc::channel(100_000);
+    (tx, SharedRx(Arc::new(tokio::sync::Mutex::new(rx))))
+}
+
+#[derive(Clone)]
+struct SharedRx(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Instant>>>);
+
+impl SharedRx {
+    async fn recv(&self) -> Result<Instant, ()> {
+        self.0.lock().await.recv().await.ok_or(())
+    }
+}
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Resident memory of a process, current and peak, in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
+}
+
+fn chat_body(size: usize, stream: bool) -> Bytes {
+    let filler = "x".repeat(size.saturating_sub(120));
+    Bytes::from(format!(
+        "{{\"model\":\"m\",\"stream\":{stream},\"messages\":[{{\"role\":\"user\",\"content\":\"{filler}\"}}]}}"
+    ))
+}
+
+// ---------------------------------------------------------------- main
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(run());
+}
+
+async fn run() {
+    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
+    let upstream = mock_upstream().await;
+    let gw = start_gateway(upstream, None).await;
+    let nginx = start_nginx(upstream).await;
+    println!("APIProxy benchmark: {} cores, {secs} s per phase; mock upstream and load generator in this process", num_cpus());
+    println!("gateway pid {}{}\n", gw.pid(), if nginx.is_some() { ", nginx reference present" } else { ", nginx not installed (no reference)" });
+
+    // Warm up pools and caches.
+    let warm = Target { addr: gw.addr, path: "/v1/chat/completions", body: chat_body(1024, false), mode: "json" };
+    let _ = saturate(&warm, 8, 0.5).await;
+
+    println!("{:<34} {:>12} {:>12} {:>8} {:>12} {:>10}", "case (throughput, 32 conns)", "direct r/s", "gateway r/s", "ratio", "CPU/req", "nginx r/s");
+    let cases: [(&str, usize, bool, &str); 4] = [
+        ("non-stream, 1 KiB body", 1024, false, "json"),
+        ("non-stream, 64 KiB body", 64 * 1024, false, "json"),
+        ("non-stream, 1 MiB body", 1024 * 1024, false, "json"),
+        ("stream, 50 SSE events", 1024, true, "stream"),
+    ];
+    for (name, size, stream, mode) in cases {
+        let body = chat_body(size, stream);
+        let direct = Target { addr: upstream, path: "/v1/chat/completions", body: body.clone(), mode };
+        let through = Target { addr: gw.addr, ..direct.clone() };
+        let (d, _) = saturate(&direct, 32, secs).await;
+        let cpu0 = cpu_secs(gw.pid());
+        let (g, errors) = saturate(&through, 32, secs).await;
+        let cpu = (cpu_secs(gw.pid()) - cpu0) / (g * secs).max(1.0);
+        let n = match &nginx {
+            Some(n) => format!("{:.0}", saturate(&Target { addr: n.addr, ..direct.clone() }, 32, secs).await.0),
+            None => "-".into(),
+        };
+        let errs = if errors > 0 { format!(" ({errors} errors)") } else { String::new() };
+        println!("{name:<34} {d:>12.0} {g:>12.0} {:>7.0}% {:>10.0}µs {n:>10}{errs}", 100.0 * g / d, cpu * 1e6);
+    }
+
+    println!("\nlatency at a fixed 2000 req/s (1 KiB non-stream), measured from the scheduled send time:");
+    let direct = Target { addr: upstream, path: "/v1/chat/completions", body: chat_body(1024, false), mode: "json" };
+    let through = Target { addr: gw.addr, ..direct.clone() };
+    let d = fixed_rate(&direct, 2000.0, secs).await;
+    let g = fixed_rate(&through, 2000.0, secs).await;
+    println!("{:<10} {:>10} {:>10} {:>10} {:>8}", "", "p50", "p99", "p99.9", "n");
+    for (label, v) in [("direct", &d), ("gateway", &g)] {
+        println!("{label:<10} {:>10.3?} {:>10.3?} {:>10.3?} {:>8}", pct(v, 0.5), pct(v, 0.99), pct(v, 0.999), v.len());
+    }
+    println!(
+        "{:<10} {:>10.3?} {:>10.3?} {:>10.3?}",
+        "added",
+        pct(&g, 0.5).saturating_sub(pct(&d, 0.5)),
+        pct(&g, 0.99).saturating_sub(pct(&d, 0.99)),
+        pct(&g, 0.999).saturating_sub(pct(&d, 0.999))
+    );
+
+    println!("\n1000 concurrent slow streams (10 events over 5 s each) through the gateway:");
+    let (rss_before, _) = rss_mib(gw.pid());
+    let t = Target { addr: gw.addr, path: "/v1/chat/completions", body: chat_body(512, true), mode: "slow-stream" };
+    let ok = Arc::new(AtomicU64::new(0));
+    let peak = Arc::new(parking_lot::Mutex::new(0f64));
+    let sampler = {
+        let (peak, pid) = (peak.clone(), gw.pid());
+        tokio::spawn(async move {
+            loop {
+                let (rss, _) = rss_mib(pid);
+                {
+                    let mut p = peak.lock();
+                    *p = p.max(rss);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let (t, ok) = (t.clone(), ok.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut send = connect(t.addr).await;
+            if one(&mut send, &t).await {
+                ok.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    sampler.abort();
+    let (_, hwm) = rss_mib(gw.pid());
+    println!(
+        "completed {}/1000 in {:.1?}; gateway RSS {:.1} MiB idle, {:.1} MiB peak during the streams (process high-water mark {:.1} MiB)",
+        ok.load(Ordering::Relaxed),
+        start.elapsed(),
+        rss_before,
+        *peak.lock(),
+        hwm
+    );
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
