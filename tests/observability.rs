@@ -178,3 +178,24 @@ async fn json_logs_with_timezone_one_line_per_request() {
     assert!(!logs.contains("\"content\":\"hi\""), "no prompt bodies in logs");
     assert!(!logs.contains("sk-alpha-secret-key"));
 }
+
+#[test]
+fn dashboard_only_uses_metrics_the_gateway_exports() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dashboard = std::fs::read_to_string(format!("{root}/conf/grafana/apiproxy-dashboard.json")).unwrap();
+    let v: Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    let source = std::fs::read_to_string(format!("{root}/src/metrics.rs")).unwrap();
+    let mut used = 0;
+    for panel in v["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("apiproxy_") {
+                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let base = name.trim_end_matches("_bucket");
+                assert!(source.contains(&format!("\"{base}\"")), "dashboard uses {name}, which the gateway does not export");
+                used += 1;
+            }
+        }
+    }
+    assert!(used > 15);
+}
