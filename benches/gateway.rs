@@ -40,12 +40,16 @@ fn stream_reply() -> Vec<u8> {
     out
 }
 
+/// Connections the mock has accepted: shows whether upstream connections are pooled.
+static MOCK_ACCEPTS: AtomicU64 = AtomicU64::new(0);
+
 async fn mock_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
     let addr = listener.local_addr().expect("mock addr");
     let stream_body: Arc<[u8]> = stream_reply().into();
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
+            MOCK_ACCEPTS.fetch_add(1, Ordering::Relaxed);
             let _ = sock.set_nodelay(true);
             tokio::spawn(mock_conn(sock, stream_body.clone()));
         }
@@ -63,7 +67,10 @@ async fn mock_conn(mut sock: TcpStream, stream_body: Arc<[u8]>) {
             let mut req = httparse::Request::new(&mut headers);
             if let Ok(httparse::Status::Complete(n)) = req.parse(&buf) {
                 let header = |name: &str| {
-                    req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.to_vec())
+                    req.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| h.value.to_vec())
                 };
                 let len = header("content-length")
                     .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<usize>().ok())
@@ -91,8 +98,10 @@ async fn mock_conn(mut sock: TcpStream, stream_body: Arc<[u8]>) {
             b"slow-stream" => slow_stream(&mut sock).await,
             _ => {
                 let body = json_reply();
-                let head =
-                    format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
                 sock.write_all(head.as_bytes()).await.is_ok() && sock.write_all(body).await.is_ok()
             }
         };
@@ -110,13 +119,19 @@ async fn slow_stream(sock: &mut TcpStream) -> bool {
     }
     for i in 0..10 {
         let ev = format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i}\"}}}}]}}\n\n");
-        if sock.write_all(format!("{:x}\r\n{ev}\r\n", ev.len()).as_bytes()).await.is_err() {
+        if sock
+            .write_all(format!("{:x}\r\n{ev}\r\n", ev.len()).as_bytes())
+            .await
+            .is_err()
+        {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let end = "data: [DONE]\n\n";
-    sock.write_all(format!("{:x}\r\n{end}\r\n0\r\n\r\n", end.len()).as_bytes()).await.is_ok()
+    sock.write_all(format!("{:x}\r\n{end}\r\n0\r\n\r\n", end.len()).as_bytes())
+        .await
+        .is_ok()
 }
 
 // ---------------------------------------------------------------- processes under test
@@ -183,7 +198,9 @@ async fn start_gateway(upstream: SocketAddr, anthropic_upstream: Option<SocketAd
 
 /// nginx as a reference reverse proxy, when installed.
 async fn start_nginx(upstream: SocketAddr) -> Option<Proc> {
-    let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+    let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
     let dir = tempfile::tempdir().ok()?;
     let addr = free_addr();
     let d = dir.path().display();
@@ -224,7 +241,9 @@ struct Target {
 async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
     let sock = TcpStream::connect(addr).await.expect("connect");
     let _ = sock.set_nodelay(true);
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock)).await.expect("handshake");
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
     send
 }
@@ -277,7 +296,10 @@ async fn saturate(t: &Target, conns: usize, secs: f64) -> (f64, u64) {
     for task in tasks {
         let _ = task.await;
     }
-    (done.load(Ordering::Relaxed) as f64 / elapsed, errors.load(Ordering::Relaxed))
+    (
+        done.load(Ordering::Relaxed) as f64 / elapsed,
+        errors.load(Ordering::Relaxed),
+    )
 }
 
 /// Open loop at `rate` requests/s over a pool of connections; latency is measured from each
@@ -374,23 +396,50 @@ fn chat_body(size: usize, stream: bool) -> Bytes {
 // ---------------------------------------------------------------- main
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(run());
 }
 
 async fn run() {
-    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4.0);
     let upstream = mock_upstream().await;
     let gw = start_gateway(upstream, None).await;
     let nginx = start_nginx(upstream).await;
-    println!("APIProxy benchmark: {} cores, {secs} s per phase; mock upstream and load generator in this process", num_cpus());
-    println!("gateway pid {}{}\n", gw.pid(), if nginx.is_some() { ", nginx reference present" } else { ", nginx not installed (no reference)" });
+    println!(
+        "APIProxy benchmark: {} cores, {secs} s per phase; mock upstream and load generator in this process",
+        num_cpus()
+    );
+    println!(
+        "gateway pid {}{}\n",
+        gw.pid(),
+        if nginx.is_some() {
+            ", nginx reference present"
+        } else {
+            ", nginx not installed (no reference)"
+        }
+    );
 
     // Warm up pools and caches.
-    let warm = Target { addr: gw.addr, path: "/v1/chat/completions", body: chat_body(1024, false), mode: "json" };
+    let warm = Target {
+        addr: gw.addr,
+        path: "/v1/chat/completions",
+        body: chat_body(1024, false),
+        mode: "json",
+    };
     let _ = saturate(&warm, 8, 0.5).await;
 
-    println!("{:<34} {:>12} {:>12} {:>8} {:>12} {:>10}", "case (throughput, 32 conns)", "direct r/s", "gateway r/s", "ratio", "CPU/req", "nginx r/s");
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    println!(
+        "{:<34} {:>12} {:>12} {:>8} {:>12} {:>10} {:>12}",
+        "case (throughput, 32 conns)", "direct r/s", "gateway r/s", "ratio", "CPU/req", "nginx r/s", "upstream conns"
+    );
     let cases: [(&str, usize, bool, &str); 4] = [
         ("non-stream, 1 KiB body", 1024, false, "json"),
         ("non-stream, 64 KiB body", 64 * 1024, false, "json"),
@@ -398,29 +447,79 @@ async fn run() {
         ("stream, 50 SSE events", 1024, true, "stream"),
     ];
     for (name, size, stream, mode) in cases {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let body = chat_body(size, stream);
-        let direct = Target { addr: upstream, path: "/v1/chat/completions", body: body.clone(), mode };
-        let through = Target { addr: gw.addr, ..direct.clone() };
+        let direct = Target {
+            addr: upstream,
+            path: "/v1/chat/completions",
+            body: body.clone(),
+            mode,
+        };
+        let through = Target {
+            addr: gw.addr,
+            ..direct.clone()
+        };
         let (d, _) = saturate(&direct, 32, secs).await;
         let cpu0 = cpu_secs(gw.pid());
+        let accepts0 = MOCK_ACCEPTS.load(Ordering::Relaxed);
         let (g, errors) = saturate(&through, 32, secs).await;
+        let upstream_conns = MOCK_ACCEPTS.load(Ordering::Relaxed) - accepts0;
         let cpu = (cpu_secs(gw.pid()) - cpu0) / (g * secs).max(1.0);
         let n = match &nginx {
-            Some(n) => format!("{:.0}", saturate(&Target { addr: n.addr, ..direct.clone() }, 32, secs).await.0),
+            Some(n) => format!(
+                "{:.0}",
+                saturate(
+                    &Target {
+                        addr: n.addr,
+                        ..direct.clone()
+                    },
+                    32,
+                    secs
+                )
+                .await
+                .0
+            ),
             None => "-".into(),
         };
-        let errs = if errors > 0 { format!(" ({errors} errors)") } else { String::new() };
-        println!("{name:<34} {d:>12.0} {g:>12.0} {:>7.0}% {:>10.0}µs {n:>10}{errs}", 100.0 * g / d, cpu * 1e6);
+        let errs = if errors > 0 {
+            format!(" ({errors} errors)")
+        } else {
+            String::new()
+        };
+        println!(
+            "{name:<34} {d:>12.0} {g:>12.0} {:>7.0}% {:>10.0}µs {n:>10} {upstream_conns:>12}{errs}",
+            100.0 * g / d,
+            cpu * 1e6
+        );
+    }
+    if !only.is_empty() {
+        return;
     }
 
     println!("\nlatency at a fixed 2000 req/s (1 KiB non-stream), measured from the scheduled send time:");
-    let direct = Target { addr: upstream, path: "/v1/chat/completions", body: chat_body(1024, false), mode: "json" };
-    let through = Target { addr: gw.addr, ..direct.clone() };
+    let direct = Target {
+        addr: upstream,
+        path: "/v1/chat/completions",
+        body: chat_body(1024, false),
+        mode: "json",
+    };
+    let through = Target {
+        addr: gw.addr,
+        ..direct.clone()
+    };
     let d = fixed_rate(&direct, 2000.0, secs).await;
     let g = fixed_rate(&through, 2000.0, secs).await;
     println!("{:<10} {:>10} {:>10} {:>10} {:>8}", "", "p50", "p99", "p99.9", "n");
     for (label, v) in [("direct", &d), ("gateway", &g)] {
-        println!("{label:<10} {:>10.3?} {:>10.3?} {:>10.3?} {:>8}", pct(v, 0.5), pct(v, 0.99), pct(v, 0.999), v.len());
+        println!(
+            "{label:<10} {:>10.3?} {:>10.3?} {:>10.3?} {:>8}",
+            pct(v, 0.5),
+            pct(v, 0.99),
+            pct(v, 0.999),
+            v.len()
+        );
     }
     println!(
         "{:<10} {:>10.3?} {:>10.3?} {:>10.3?}",
@@ -430,9 +529,23 @@ async fn run() {
         pct(&g, 0.999).saturating_sub(pct(&d, 0.999))
     );
 
-    println!("\n1000 concurrent slow streams (10 events over 5 s each) through the gateway:");
+    println!("\n1000 concurrent slow streams (10 events over 5 s each) through a freshly started gateway:");
+    drop(gw);
+    let gw = start_gateway(upstream, None).await;
+    let warm = Target {
+        addr: gw.addr,
+        path: "/v1/chat/completions",
+        body: chat_body(1024, false),
+        mode: "json",
+    };
+    let _ = saturate(&warm, 4, 0.3).await;
     let (rss_before, _) = rss_mib(gw.pid());
-    let t = Target { addr: gw.addr, path: "/v1/chat/completions", body: chat_body(512, true), mode: "slow-stream" };
+    let t = Target {
+        addr: gw.addr,
+        path: "/v1/chat/completions",
+        body: chat_body(512, true),
+        mode: "slow-stream",
+    };
     let ok = Arc::new(AtomicU64::new(0));
     let peak = Arc::new(parking_lot::Mutex::new(0f64));
     let sampler = {

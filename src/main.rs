@@ -3,6 +3,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// glibc malloc showed up at ~10% of the gateway's CPU under load and fragments with many
+/// concurrent streams; mimalloc is faster and returns memory.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// APIProxy: one OpenAI-compatible endpoint in front of many LLM providers.
 #[derive(Debug, Parser)]
 #[command(name = "apiproxy", version)]

@@ -55,6 +55,7 @@ pub fn run(config: Config) -> Result<(), String> {
         graceful_shutdown_timeout_seconds: Some(10),
         upstream_keepalive_pool_size: 256,
         max_retries: 16,
+        ca_file: s.ca_file.clone(),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -197,6 +197,11 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
         addr.parse::<SocketAddr>()
             .map_err(|_| origin.err(place, format!("`{addr}` is not an address like 0.0.0.0:8000")))?;
     }
+    if let Some(ca) = &s.ca_file {
+        if !Path::new(ca).is_file() {
+            return Err(origin.err("server.ca_file", format!("`{ca}` is not a readable file")));
+        }
+    }
     if s.threads == 0 {
         return Err(origin.err("server.threads", "must be at least 1"));
     }

@@ -50,6 +50,8 @@ pub struct ServerSettings {
     pub circuit_failure_threshold: u32,
     /// Seconds an open circuit waits before letting one probe request through.
     pub circuit_open_s: u64,
+    /// PEM bundle of CAs trusted for upstream TLS instead of the system's roots.
+    pub ca_file: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -67,6 +69,7 @@ impl Default for ServerSettings {
             default_cooldown_s: 5,
             circuit_failure_threshold: 5,
             circuit_open_s: 10,
+            ca_file: None,
         }
     }
 }

@@ -13,6 +13,11 @@ use crate::app::App;
 use crate::formats::request::inspect;
 use crate::formats::ClientApi;
 
+/// Longest pause allowed between two pieces of a request body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most memory reserved up front for a body, whatever its declared length.
+const MAX_PREALLOCATION: usize = 1024 * 1024;
+
 /// What the client asked for, by method and path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -70,7 +75,10 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     }
     // Pingora replays the buffered body to every upstream attempt (see vendor/pingora-core).
     session.enable_retry_buffering();
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
+    // A client that stops sending mid-body must not hold the request open forever.
+    session.set_read_timeout(Some(BODY_READ_TIMEOUT));
+    // Grow with what arrives: a declared length alone does not reserve memory.
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(MAX_PREALLOCATION));
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {

@@ -1,0 +1,144 @@
+//! Upstream TLS: rustls with certificate and host-name verification on. A test CA signs the mock's
+//! certificate; the gateway trusts it only through `server.ca_file`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+struct Pki {
+    ca_pem: String,
+    /// (certificate chain, key) for the host names given.
+    leaf: (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+}
+
+fn pki(names: &[&str]) -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "APIProxy test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let leaf = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        leaf: (
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        ),
+    }
+}
+
+/// An HTTPS upstream answering every request with a chat completion.
+async fn tls_upstream(pki: &Pki) -> SocketAddr {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(pki.leaf.0.clone(), pki.leaf.1.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let mut headers = [httparse::EMPTY_HEADER; 64];
+                    let mut req = httparse::Request::new(&mut headers);
+                    if let Ok(httparse::Status::Complete(head)) = req.parse(&buf) {
+                        let len = req
+                            .headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= head + len {
+                            break;
+                        }
+                    }
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello over tls"},"finish_reason":"stop"}]}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+async fn gateway(addr: SocketAddr, ca_file: Option<&std::path::Path>) -> Gateway {
+    let server = ca_file.map_or(String::new(), |p| format!("server: {{ca_file: \"{}\"}}\n", p.display()));
+    let yaml = format!(
+        "{server}providers:\n  - {{id: tls, base_url: \"https://localhost:{}\", models: [m], api_keys: [\"sk-tls-secret\"]}}\n",
+        addr.port()
+    );
+    Gateway::start(&yaml).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verified_tls_upstream_works() {
+    let pki = pki(&["localhost"]);
+    let addr = tls_upstream(&pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let gw = gateway(addr, Some(&ca)).await;
+    let r = gw.chat(chat_body("m")).await;
+    assert_eq!(r.status(), 200, "{}", gw.logs());
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["choices"][0]["message"]["content"],
+        "hello over tls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn untrusted_certificate_is_refused() {
+    let pki = pki(&["localhost"]);
+    let addr = tls_upstream(&pki).await;
+    // The system roots do not include the test CA.
+    let gw = gateway(addr, None).await;
+    let r = gw.chat(chat_body("m")).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["attempts"][0]["error"].is_string(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_host_name_is_refused() {
+    // A certificate from the trusted CA, but for another name.
+    let pki = pki(&["api.example.test"]);
+    let addr = tls_upstream(&pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let gw = gateway(addr, Some(&ca)).await;
+    assert_eq!(gw.chat(chat_body("m")).await.status(), 502);
+}
