@@ -190,9 +190,15 @@ fn dashboard_only_uses_metrics_the_gateway_exports() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
             for (i, _) in expr.match_indices("apiproxy_") {
-                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
                 let base = name.trim_end_matches("_bucket");
-                assert!(source.contains(&format!("\"{base}\"")), "dashboard uses {name}, which the gateway does not export");
+                assert!(
+                    source.contains(&format!("\"{base}\"")),
+                    "dashboard uses {name}, which the gateway does not export"
+                );
                 used += 1;
             }
         }
