@@ -205,6 +205,16 @@ async fn openai_sdk_sees_openai_errors() {
     m.script([Reply::StreamError { after: 3 }]);
     let v = openai(&m, "responses_stream").await.unwrap();
     assert!(v["error"].is_string(), "{v}");
+
+    // A verbatim stream.
+    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
+                       "choices": [{"index": 0, "delta": {"role": "assistant", "content": "verbatim"}, "finish_reason": "stop"}]});
+    m.script([Reply::Sse(vec![
+        format!("data: {chunk}\n\n"),
+        "data: [DONE]\n\n".into(),
+    ])]);
+    let v = openai(&m, "chat_stream").await.unwrap();
+    assert_eq!((&v["text"], &v["finish"]), (&json!("verbatim"), &json!("stop")), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -445,4 +455,47 @@ async fn sdks_on_broken_streams() {
     assert_eq!(r.header("anthropic-version"), Some("2026-10-21"));
     gemini(&g, "text", "sdk").await.unwrap();
     assert_eq!(g.last().unwrap().path, "/v1/models/gemini-x:generateContent");
+}
+
+/// Reasoning before the tool calls, in each format's own shape, streamed and not.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_sdk_sees_the_reasoning() {
+    use common::mock::{ENCRYPTED_REASONING, THINKING_SIGNATURE, THOUGHT_SIGNATURE};
+    let o = Mock::start_style("o", &["gpt-x"], Style::OpenAiChat).await;
+    let a = Mock::start_style("a", &["claude-x"], Style::Anthropic).await;
+    let g = Mock::start_style("g", &["gemini-x"], Style::Gemini).await;
+    o.set_default(Reply::Thinking);
+    a.set_default(Reply::Thinking);
+    g.set_default(Reply::Thinking);
+    for mode in ["chat_tools", "chat_tools_stream"] {
+        let Some(v) = openai(&o, mode).await else {
+            return;
+        };
+        assert_eq!(v["reasoning"], "Let me think.", "{mode}: {v}");
+        assert_eq!(v["text"], Value::Null, "{mode}: {v}");
+        assert_two_calls(&v);
+    }
+    for mode in ["responses_tools", "responses_tools_stream"] {
+        let v = openai(&o, mode).await.unwrap();
+        assert_eq!(v["reasoning"], "Let me think.", "{mode}: {v}");
+        assert_eq!(v["encrypted_content"], ENCRYPTED_REASONING);
+        assert_two_calls(&v);
+        assert_eq!(v["usage"], responses_usage());
+    }
+    for mode in ["tools", "tools_stream"] {
+        let v = anthropic(&a, mode).await.unwrap();
+        assert_eq!(v["thinking"], "Let me think.", "{mode}: {v}");
+        assert_eq!(v["signature"], THINKING_SIGNATURE);
+        assert_eq!(v["blocks"], json!(["thinking", "tool_use", "tool_use"]));
+        assert_two_calls(&v);
+        assert_eq!(v["stop"], "tool_use");
+    }
+    for mode in ["tools", "tools_stream"] {
+        let v = gemini(&g, mode, "v1beta").await.unwrap();
+        assert_eq!(v["thoughts"], "Let me think.", "{mode}: {v}");
+        assert_eq!(v["text"], Value::Null, "{mode}: {v}");
+        assert_two_calls(&v);
+        assert_eq!(v["tool_calls"][0]["signature"], THOUGHT_SIGNATURE);
+        assert_eq!(v["usage"], gemini_usage());
+    }
 }

@@ -65,6 +65,11 @@ pub enum Reply {
     ToolCallsOnly,
     /// The text answer stopped by the token limit: length / max_tokens / MAX_TOKENS / incomplete.
     MaxTokens,
+    /// Reasoning ("Let me think.", streamed in two deltas), then the two tool calls: an Anthropic
+    /// `thinking` block with a signature, Gemini `thought: true` parts (the first call keeps its
+    /// thoughtSignature), a Responses `reasoning` item with a summary and `encrypted_content`, and
+    /// for OpenAI Chat the non-standard `reasoning_content` of DeepSeek / vLLM.
+    Thinking,
     /// An error status. An empty `body` is replaced by the style's own error shape (§5.1).
     Status {
         status: u16,
@@ -502,9 +507,15 @@ const CALLS: [Call; 2] = [
 ];
 
 /// Gemini 3 sends a thought signature on the first functionCall of a turn.
-const THOUGHT_SIGNATURE: &str = "bW9jay10aG91Z2h0LXNpZ25hdHVyZQ==";
+pub const THOUGHT_SIGNATURE: &str = "bW9jay10aG91Z2h0LXNpZ25hdHVyZQ==";
+/// The signature of Anthropic's thinking block.
+pub const THINKING_SIGNATURE: &str = "EqQBCkgIARABGAIiQMockThinkingSignature";
+/// The `encrypted_content` of the Responses reasoning item.
+pub const ENCRYPTED_REASONING: &str = "gAAAAABmockEncryptedReasoning";
 
 struct Answer {
+    /// Reasoning text, in its deltas.
+    thinking: Vec<String>,
     /// The text, in the deltas a stream sends it in (one piece when not streamed).
     text: Vec<String>,
     calls: &'static [Call],
@@ -527,23 +538,40 @@ impl Answer {
                 vec!["Let me check.".to_string()]
             }
         };
+        let think = || {
+            if stream {
+                vec!["Let me".to_string(), " think.".to_string()]
+            } else {
+                vec!["Let me think.".to_string()]
+            }
+        };
         match reply {
+            Reply::Thinking => Answer {
+                thinking: think(),
+                text: vec![],
+                calls: &CALLS,
+                finish: Finish::Tools,
+            },
             Reply::ToolCalls => Answer {
+                thinking: Vec::new(),
                 text: check(),
                 calls: &CALLS,
                 finish: Finish::Tools,
             },
             Reply::ToolCallsOnly => Answer {
+                thinking: Vec::new(),
                 text: vec![],
                 calls: &CALLS,
                 finish: Finish::Tools,
             },
             Reply::MaxTokens => Answer {
+                thinking: Vec::new(),
                 text: hello(),
                 calls: &[],
                 finish: Finish::Length,
             },
             _ => Answer {
+                thinking: Vec::new(),
                 text: hello(),
                 calls: &[],
                 finish: Finish::Stop,
@@ -552,6 +580,9 @@ impl Answer {
     }
     fn full_text(&self) -> Option<String> {
         (!self.text.is_empty()).then(|| self.text.concat())
+    }
+    fn full_thinking(&self) -> Option<String> {
+        (!self.thinking.is_empty()).then(|| self.thinking.concat())
     }
 }
 
@@ -621,6 +652,9 @@ fn chat_finish(f: Finish) -> &'static str {
 
 fn chat_completion(a: &Answer, model: &str) -> Value {
     let mut message = json!({"role": "assistant", "content": a.full_text(), "refusal": null, "annotations": []});
+    if let Some(t) = a.full_thinking() {
+        message["reasoning_content"] = json!(t);
+    }
     if !a.calls.is_empty() {
         message["tool_calls"] = a
             .calls
@@ -650,6 +684,14 @@ fn chat_stream(a: &Answer, model: &str, include_usage: bool) -> Vec<String> {
     };
     let mut out = Vec::new();
     let mut role_sent = false;
+    for piece in &a.thinking {
+        let mut delta = json!({"reasoning_content": piece, "content": null});
+        if !role_sent {
+            delta["role"] = json!("assistant");
+            role_sent = true;
+        }
+        out.push(chunk(delta, None));
+    }
     for piece in &a.text {
         let mut delta = json!({"content": piece});
         if !role_sent {
@@ -712,8 +754,20 @@ fn response_object(a: &Answer, model: &str, status: &str, output: Vec<Value>) ->
     })
 }
 
+fn reasoning_item(summary: &str) -> Value {
+    let summary = if summary.is_empty() {
+        json!([])
+    } else {
+        json!([{"type": "summary_text", "text": summary}])
+    };
+    json!({"type": "reasoning", "id": "rs_1", "summary": summary, "encrypted_content": ENCRYPTED_REASONING})
+}
+
 fn response_output(a: &Answer) -> Vec<Value> {
     let mut out = Vec::new();
+    if let Some(t) = a.full_thinking() {
+        out.push(reasoning_item(&t));
+    }
     if let Some(t) = a.full_text() {
         out.push(message_item(&t, "completed"));
     }
@@ -728,6 +782,37 @@ fn responses_stream(a: &Answer, model: &str) -> Vec<String> {
         json!({"type": "response.in_progress", "response": created}),
     ];
     let mut index = 0;
+    if let Some(summary) = a.full_thinking() {
+        let part = |text: &str| json!({"type": "summary_text", "text": text});
+        let ids = json!({"item_id": "rs_1", "output_index": index, "summary_index": 0});
+        let with = |mut ev: Value, extra: Value| {
+            for (k, v) in ids.as_object().unwrap().iter().chain(extra.as_object().unwrap()) {
+                ev[k] = v.clone();
+            }
+            ev
+        };
+        evs.push(json!({"type": "response.output_item.added", "output_index": index, "item": reasoning_item("")}));
+        evs.push(with(
+            json!({"type": "response.reasoning_summary_part.added"}),
+            json!({"part": part("")}),
+        ));
+        for piece in &a.thinking {
+            evs.push(with(
+                json!({"type": "response.reasoning_summary_text.delta"}),
+                json!({"delta": piece}),
+            ));
+        }
+        evs.push(with(
+            json!({"type": "response.reasoning_summary_text.done"}),
+            json!({"text": summary}),
+        ));
+        evs.push(with(
+            json!({"type": "response.reasoning_summary_part.done"}),
+            json!({"part": part(&summary)}),
+        ));
+        evs.push(json!({"type": "response.output_item.done", "output_index": index, "item": reasoning_item(&summary)}));
+        index += 1;
+    }
     if let Some(text) = a.full_text() {
         let mut item = message_item("", "in_progress");
         item["content"] = json!([]);
@@ -786,6 +871,9 @@ fn anthropic_stop(f: Finish) -> &'static str {
 
 fn anthropic_message(a: &Answer, model: &str) -> Value {
     let mut content = Vec::new();
+    if let Some(t) = a.full_thinking() {
+        content.push(json!({"type": "thinking", "thinking": t, "signature": THINKING_SIGNATURE}));
+    }
     if let Some(t) = a.full_text() {
         content.push(json!({"type": "text", "text": t}));
     }
@@ -824,6 +912,23 @@ fn anthropic_stream(a: &Answer, model: &str) -> Vec<String> {
             &json!({"type": "content_block_stop", "index": index}),
         ));
     };
+    if !a.thinking.is_empty() {
+        let deltas = a
+            .thinking
+            .iter()
+            .map(|t| json!({"type": "thinking_delta", "thinking": t}))
+            .chain(std::iter::once(
+                json!({"type": "signature_delta", "signature": THINKING_SIGNATURE}),
+            ))
+            .collect();
+        block(
+            &mut out,
+            index,
+            json!({"type": "thinking", "thinking": "", "signature": ""}),
+            deltas,
+        );
+        index += 1;
+    }
     if !a.text.is_empty() {
         let deltas = a
             .text
@@ -880,7 +985,12 @@ fn gemini_chunk(model: &str, parts: Vec<Value>, finish: Option<Finish>) -> Value
 }
 
 fn gemini_response(a: &Answer, model: &str) -> Value {
-    let mut parts: Vec<Value> = a.full_text().map(|t| json!({"text": t})).into_iter().collect();
+    let mut parts: Vec<Value> = a
+        .full_thinking()
+        .map(|t| json!({"text": t, "thought": true}))
+        .into_iter()
+        .collect();
+    parts.extend(a.full_text().map(|t| json!({"text": t})));
     parts.extend(a.calls.iter().map(gemini_call_part));
     gemini_chunk(model, parts, Some(a.finish))
 }
@@ -890,6 +1000,9 @@ fn gemini_response(a: &Answer, model: &str) -> Value {
 /// empty text part with finishReason STOP and the final usage.
 fn gemini_stream_chunks(a: &Answer, model: &str) -> Vec<Value> {
     let mut out = Vec::new();
+    for t in &a.thinking {
+        out.push(gemini_chunk(model, vec![json!({"text": t, "thought": true})], None));
+    }
     for (i, t) in a.text.iter().enumerate() {
         let last = i + 1 == a.text.len() && a.calls.is_empty();
         out.push(gemini_chunk(model, vec![json!({"text": t})], last.then_some(a.finish)));
@@ -1106,7 +1219,9 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
             write_json(sock, 200, &body.to_string(), request_id).await
         }
         Reply::Sse(events) => write_stream(sock, st, "text/event-stream", &events, events.len(), "done").await,
-        ref r @ (Reply::Ok | Reply::ToolCalls | Reply::ToolCallsOnly | Reply::MaxTokens) if !stream => {
+        ref r @ (Reply::Ok | Reply::ToolCalls | Reply::ToolCallsOnly | Reply::MaxTokens | Reply::Thinking)
+            if !stream =>
+        {
             let a = Answer::of(st, r, false);
             let v = match route {
                 Route::Responses { .. } => response_object(&a, &model, "completed", response_output(&a)),

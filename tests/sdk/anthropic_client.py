@@ -14,6 +14,7 @@ MODE:
 Output fields:
   text         the text blocks joined (None when there is none)
   tool_calls   [{"id", "name", "args"}] of the tool_use blocks, in order (args = input)
+  thinking     the thinking blocks' text joined (None when there is none); signature: the last one's
   stop         stop_reason
   usage        input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens
   model, id    as the SDK parsed them
@@ -40,11 +41,14 @@ MESSAGES = [{"role": "user", "content": "What is the weather in Paris, and the t
 
 def message_out(m):
     texts = [b.text for b in m.content if b.type == "text"]
+    thinking = [b for b in m.content if b.type == "thinking"]
     calls = [{"id": b.id, "name": b.name, "args": b.input} for b in m.content if b.type == "tool_use"]
     u = m.usage
     return {
         "text": "".join(texts) if texts else None,
         "tool_calls": calls,
+        "thinking": "".join(b.thinking for b in thinking) if thinking else None,
+        "signature": thinking[-1].signature if thinking else None,
         "stop": m.stop_reason,
         "usage": {
             "input_tokens": u.input_tokens,

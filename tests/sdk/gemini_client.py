@@ -14,6 +14,7 @@ Output fields:
   text         the text parts joined across the response/chunks, thought parts excluded (None if none)
   tool_calls   [{"id", "name", "args", "signature"}] of the functionCall parts in order; signature is
                the part's thought_signature as base64 (None when absent)
+  thoughts     the thought parts' text joined (None when there is none)
   finish       the last finish_reason seen (e.g. "STOP", "MAX_TOKENS")
   usage        the last usage_metadata: prompt_token_count, candidates_token_count, total_token_count,
                cached_content_token_count, thoughts_token_count
@@ -52,6 +53,7 @@ PROMPT = "What is the weather in Paris, and the time in CET?"
 
 class Seen:
     def __init__(self):
+        self.thoughts = []
         self.texts, self.calls, self.finish, self.usage, self.model, self.response_id, self.chunks = (
             [], [], None, None, None, None, 0)
 
@@ -72,7 +74,9 @@ class Seen:
             if cand.finish_reason is not None:
                 self.finish = getattr(cand.finish_reason, "value", str(cand.finish_reason))
             for part in (cand.content.parts if cand.content else None) or []:
-                if part.text and not part.thought:
+                if part.text and part.thought:
+                    self.thoughts.append(part.text)
+                elif part.text:
                     self.texts.append(part.text)
                 if part.function_call is not None:
                     sig = part.thought_signature
@@ -87,6 +91,7 @@ class Seen:
         return {
             "text": "".join(self.texts) if self.texts else None,
             "tool_calls": self.calls,
+            "thoughts": "".join(self.thoughts) if self.thoughts else None,
             "finish": self.finish,
             "usage": self.usage,
             "model": self.model,

@@ -24,6 +24,8 @@ Output fields (absent when not applicable):
                Responses: input_tokens, output_tokens, total_tokens, cached_tokens, reasoning_tokens
   model, id    as the SDK parsed them
   chunks       number of text deltas (chat_stream), events (Responses streams)
+  reasoning    chat: the message's non-standard reasoning_content (DeepSeek/vLLM style);
+               Responses: the reasoning items' summary texts joined; encrypted_content alongside
   delta_text, delta_args   Responses streams: text and {item_id: arguments} rebuilt from the deltas
   ids          models: sorted model ids
 On errors: {"error": <exception class>, "status": <http status>, "body": …} for API status errors,
@@ -86,6 +88,7 @@ def chat_out(r):
     return {
         "text": choice.message.content,
         "tool_calls": calls,
+        "reasoning": getattr(choice.message, "reasoning_content", None),
         "finish": choice.finish_reason,
         "usage": chat_usage(r.usage),
         "model": r.model,
@@ -94,15 +97,20 @@ def chat_out(r):
 
 
 def responses_out(r):
-    texts, calls = [], []
+    texts, calls, reasoning, encrypted = [], [], [], None
     for item in r.output:
-        if item.type == "message":
+        if item.type == "reasoning":
+            reasoning.extend(s.text for s in item.summary)
+            encrypted = item.encrypted_content
+        elif item.type == "message":
             texts.extend(c.text for c in item.content if c.type == "output_text")
         elif item.type == "function_call":
             calls.append({"id": item.call_id, "name": item.name, "args": parse_args(item.arguments)})
     out = {
         "text": "".join(texts) if texts else None,
         "tool_calls": calls,
+        "reasoning": "".join(reasoning) if reasoning else None,
+        "encrypted_content": encrypted,
         "status": r.status,
         "usage": responses_usage(r.usage),
         "model": r.model,
