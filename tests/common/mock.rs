@@ -9,7 +9,8 @@
 //!
 //! Answers (see [`Reply`]): a text answer ("hello from NAME", streamed as "tok0 tok1 …"), a text plus
 //! two parallel tool calls `get_weather({"city": "Paris"})` and `get_time({"tz": "CET"})`, the calls
-//! alone, or a text cut by the token limit. Every answer carries the usage of [`usage`].
+//! alone, reasoning then the calls, or a text cut by the token limit. Every answer carries the usage
+//! of [`usage`]. Requests are recorded whole (method, path with query, headers, body).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
