@@ -1,9 +1,20 @@
-//! A mock LLM provider speaking OpenAI Chat Completions, Responses and the model list over plain
-//! HTTP/1.1, with faults on demand: statuses, resets, slow first bytes, streams cut or stalled.
+//! A mock LLM provider over plain HTTP/1.1 speaking one API style: OpenAI Chat Completions (and
+//! Responses), Responses only, Anthropic Messages or Gemini, with faults on demand: statuses, resets,
+//! slow first bytes, streams cut, stalled or ending in an in-format error event.
 //! Written on raw TCP so that faults (a reset mid-chunk, a silent socket) are exact.
+//!
+//! The bodies and SSE streams follow `../shared/docs/formats.md` §3, §4.1 and §5.1; the official SDKs
+//! accept them as they are (`tests/mock_fidelity.rs` proves it), so a gateway test that fails against
+//! a mock fails because of the gateway.
+//!
+//! Answers (see [`Reply`]): a text answer ("hello from NAME", streamed as "tok0 tok1 …"), a text plus
+//! two parallel tool calls `get_weather({"city": "Paris"})` and `get_time({"tz": "CET"})`, the calls
+//! alone, reasoning then the calls, or a text cut by the token limit. Every answer carries the usage
+//! of [`usage`]. Requests are recorded whole (method, path with query, headers, body).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +23,55 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The API a mock speaks: its paths, bodies, streams, model list and error shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// Like api.openai.com: `POST /v1/chat/completions`, `POST /v1/responses`, `GET /v1/models`.
+    /// For compatibility with the first tests, any other POST path is answered as a chat completion.
+    OpenAiChat,
+    /// An OpenAI-compatible server without the Responses API: `/v1/responses` is a 404.
+    ChatOnly,
+    /// The Responses API only: `POST /v1/responses`, `GET /v1/models`; chat completions are a 404.
+    Responses,
+    /// `POST /v1/messages` (any query string), `GET /v1/models` in Anthropic's list shape.
+    Anthropic,
+    /// `POST /{v1beta,v1}/models/{model}:generateContent` and `:streamGenerateContent` (`?alt=sse`:
+    /// SSE, otherwise a streamed JSON array), `GET /{v1beta,v1}/models`.
+    Gemini,
+}
+
+impl Style {
+    /// The gateway's `api_style` for a provider of this style.
+    pub fn api_style(self) -> &'static str {
+        match self {
+            Style::OpenAiChat | Style::ChatOnly => "openai",
+            Style::Responses => "responses",
+            Style::Anthropic => "anthropic",
+            Style::Gemini => "gemini",
+        }
+    }
+}
+
 /// How the mock answers one request.
 #[derive(Clone, Debug)]
 pub enum Reply {
-    /// A normal answer: JSON, or SSE when the body says `"stream": true`.
+    /// A text answer: "hello from NAME", or streamed (when the request asks for a stream) as
+    /// "tok0 tok1 tok2 tok3 tok4 ", finish reason stop / end_turn / STOP.
     Ok,
+    /// "Let me check." then two parallel tool calls, `get_weather({"city": "Paris"})` and
+    /// `get_time({"tz": "CET"})`; streamed, the text comes in two deltas and the arguments in several
+    /// (Gemini: whole functionCall objects, one per chunk, then a chunk with finishReason STOP).
+    ToolCalls,
+    /// The same two tool calls without any text (content `null` / no text part).
+    ToolCallsOnly,
+    /// The text answer stopped by the token limit: length / max_tokens / MAX_TOKENS / incomplete.
+    MaxTokens,
+    /// Reasoning ("Let me think.", streamed in two deltas), then the two tool calls: an Anthropic
+    /// `thinking` block with a signature, Gemini `thought: true` parts (the first call keeps its
+    /// thoughtSignature), a Responses `reasoning` item with a summary and `encrypted_content`, and
+    /// for OpenAI Chat the non-standard `reasoning_content` of DeepSeek / vLLM.
+    Thinking,
+    /// An error status. An empty `body` is replaced by the style's own error shape (§5.1).
     Status {
         status: u16,
         retry_after: Option<u64>,
@@ -26,20 +81,59 @@ pub enum Reply {
     Reset,
     /// Wait, then answer.
     Delay(Duration, Box<Reply>),
-    /// Stream this many events, then end the body cleanly but without the terminator.
+    /// Stream this many events of the text answer, then end the body cleanly but without the
+    /// terminator.
     StreamCut { after: usize },
     /// Stream this many events, then drop the socket mid-body.
     StreamAbort { after: usize },
     /// Stream this many events, then go silent with the socket open.
     StreamStall { after: usize },
+    /// Stream this many events, then the style's own mid-stream error event (OpenAI `data:
+    /// {"error":…}`, Anthropic `event: error` overloaded_error, Responses `response.failed`, Gemini
+    /// `data: {"error":{"code":503,…}}`), then end the body.
+    StreamError { after: usize },
+    /// A 200 SSE body of exactly these events (each written as one chunk, verbatim: include the
+    /// blank line).
+    Sse(Vec<String>),
 }
 
 impl Reply {
+    /// An error status with the body in the mock's own style.
     pub fn status(status: u16) -> Self {
         Reply::Status {
             status,
             retry_after: None,
-            body: json!({"error": {"message": format!("mock status {status}"), "type": "mock"}}).to_string(),
+            body: String::new(),
+        }
+    }
+
+    /// An error status with a `retry-after` header, the body in the mock's own style.
+    pub fn status_retry_after(status: u16, secs: u64) -> Self {
+        Reply::Status {
+            status,
+            retry_after: Some(secs),
+            body: String::new(),
+        }
+    }
+
+    /// Anthropic's 529 as the API sends it when overloaded.
+    pub fn overloaded() -> Self {
+        Reply::Status {
+            status: 529,
+            retry_after: None,
+            body: json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}, "request_id": "req_mock_overloaded"}).to_string(),
+        }
+    }
+
+    /// Gemini's answer to a bad key: 400 (not 401) `INVALID_ARGUMENT` with reason `API_KEY_INVALID`.
+    pub fn gemini_bad_key() -> Self {
+        Reply::Status {
+            status: 400,
+            retry_after: None,
+            body: json!({"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT",
+                "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com",
+                             "metadata": {"service": "generativelanguage.googleapis.com"}}]}})
+            .to_string(),
         }
     }
 }
@@ -47,6 +141,7 @@ impl Reply {
 #[derive(Clone, Debug)]
 pub struct Recorded {
     pub method: String,
+    /// The request target as sent: path and query string.
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -62,17 +157,39 @@ impl Recorded {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
+    /// The path without the query string.
+    pub fn path_only(&self) -> &str {
+        self.path.split('?').next().unwrap_or("")
+    }
+    /// A query parameter (not percent-decoded).
+    pub fn query(&self, name: &str) -> Option<&str> {
+        let q = self.path.split_once('?')?.1;
+        q.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then_some(v)
+        })
+    }
+    /// The model asked for: the body's `model`, or for Gemini the `{model}` of the path.
+    pub fn model(&self) -> Option<String> {
+        if let Some(m) = self.json().get("model").and_then(Value::as_str) {
+            return Some(m.to_string());
+        }
+        gemini_route(self.path_only()).map(|(m, _)| m)
+    }
 }
 
 pub struct MockState {
     pub name: String,
+    pub style: Style,
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
     requests: Mutex<Vec<Recorded>>,
     models: Vec<String>,
     /// Pause between stream events.
     pub event_gap: Mutex<Duration>,
+    /// Text deltas of a streamed text answer.
     pub events: usize,
+    strict: AtomicBool,
 }
 
 pub struct Mock {
@@ -81,17 +198,24 @@ pub struct Mock {
 }
 
 impl Mock {
+    /// An OpenAI-style mock (chat completions, Responses, model list).
     pub async fn start(name: &str, models: &[&str]) -> Mock {
+        Self::start_style(name, models, Style::OpenAiChat).await
+    }
+
+    pub async fn start_style(name: &str, models: &[&str], style: Style) -> Mock {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(MockState {
             name: name.to_string(),
+            style,
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(Reply::Ok),
             requests: Mutex::new(Vec::new()),
             models: models.iter().map(|m| m.to_string()).collect(),
             event_gap: Mutex::new(Duration::from_millis(5)),
             events: 5,
+            strict: AtomicBool::new(false),
         });
         let st = state.clone();
         tokio::spawn(async move {
@@ -104,6 +228,10 @@ impl Mock {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn style(&self) -> Style {
+        self.state.style
     }
 
     /// Answers the next requests with these replies, then with the default.
@@ -119,6 +247,12 @@ impl Mock {
         *self.state.event_gap.lock() = gap;
     }
 
+    /// When strict, requests without the style's credentials get the style's 401 (Gemini: 403), and
+    /// Anthropic requests without `anthropic-version` a 400, as the real APIs do.
+    pub fn set_strict(&self, strict: bool) {
+        self.state.strict.store(strict, Ordering::Relaxed);
+    }
+
     /// Completion requests received (model list fetches excluded).
     pub fn requests(&self) -> Vec<Recorded> {
         self.state
@@ -128,6 +262,16 @@ impl Mock {
             .filter(|r| r.method == "POST")
             .cloned()
             .collect()
+    }
+
+    /// Every request received, model list fetches included.
+    pub fn all_requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().clone()
+    }
+
+    /// The last completion request.
+    pub fn last(&self) -> Option<Recorded> {
+        self.requests().pop()
     }
 
     pub fn hits(&self) -> usize {
@@ -147,7 +291,10 @@ async fn serve_conn(mut sock: TcpStream, st: Arc<MockState>) {
         };
         let is_post = req.method == "POST";
         st.requests.lock().push(req.clone());
-        let reply = if is_post {
+        let route = route(st.style, &req);
+        let reply = if let Some(refusal) = refuse(&st, &req, &route) {
+            refusal
+        } else if is_post {
             st.script
                 .lock()
                 .pop_front()
@@ -155,7 +302,7 @@ async fn serve_conn(mut sock: TcpStream, st: Arc<MockState>) {
         } else {
             Reply::Ok
         };
-        if !answer(&mut sock, &st, &req, reply).await {
+        if !answer(&mut sock, &st, &req, &route, reply).await {
             return;
         }
     }
@@ -204,69 +351,801 @@ async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorde
     }
 }
 
-fn chat_completion(st: &MockState, model: &str) -> Value {
+// ---------------------------------------------------------------------------------------------
+// Routing
+
+/// What a request asks for, per the mock's style.
+#[derive(Clone, Debug, PartialEq)]
+enum Route {
+    Chat {
+        stream: bool,
+        include_usage: bool,
+    },
+    Responses {
+        stream: bool,
+    },
+    Messages {
+        stream: bool,
+    },
+    /// `sse`: `?alt=sse`; a stream without it is a JSON array.
+    Gemini {
+        model: String,
+        stream: bool,
+        sse: bool,
+    },
+    Models,
+    /// One Gemini model (`GET /v1beta/models/x`).
+    GeminiModel(String),
+    NotFound,
+}
+
+/// `/{v1beta,v1}/models/{model}:{method}` → (model, method).
+fn gemini_route(path: &str) -> Option<(String, String)> {
+    let rest = path
+        .strip_prefix("/v1beta/models/")
+        .or_else(|| path.strip_prefix("/v1/models/"))?;
+    let (model, method) = rest.rsplit_once(':')?;
+    Some((model.to_string(), method.to_string()))
+}
+
+fn route(style: Style, req: &Recorded) -> Route {
+    let body = req.json();
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let path = req.path_only();
+    if req.method == "GET" {
+        if style == Style::Gemini {
+            if let Some(m) = path
+                .strip_prefix("/v1beta/models/")
+                .or_else(|| path.strip_prefix("/v1/models/"))
+            {
+                return Route::GeminiModel(m.to_string());
+            }
+        }
+        return Route::Models;
+    }
+    let chat = || Route::Chat {
+        stream,
+        include_usage: body
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    };
+    match style {
+        Style::OpenAiChat if path.ends_with("/responses") => Route::Responses { stream },
+        Style::OpenAiChat => chat(),
+        Style::ChatOnly if path.ends_with("/chat/completions") => chat(),
+        Style::Responses if path.ends_with("/responses") => Route::Responses { stream },
+        Style::Anthropic if path.ends_with("/v1/messages") => Route::Messages { stream },
+        Style::Gemini => match gemini_route(path) {
+            Some((model, m)) if m == "generateContent" => Route::Gemini {
+                model,
+                stream: false,
+                sse: false,
+            },
+            Some((model, m)) if m == "streamGenerateContent" => Route::Gemini {
+                model,
+                stream: true,
+                sse: req.query("alt") == Some("sse"),
+            },
+            _ => Route::NotFound,
+        },
+        _ => Route::NotFound,
+    }
+}
+
+/// A reply that overrides the script: unknown paths, and missing credentials in strict mode.
+fn refuse(st: &MockState, req: &Recorded, route: &Route) -> Option<Reply> {
+    let error = |status: u16, message: &str| Reply::Status {
+        status,
+        retry_after: None,
+        body: error_body(st.style, status, message),
+    };
+    if *route == Route::NotFound {
+        return Some(error(
+            404,
+            &format!("mock {}: no route for {} {}", st.name, req.method, req.path),
+        ));
+    }
+    if !st.strict.load(Ordering::Relaxed) {
+        return None;
+    }
+    let bearer = req.header("authorization").is_some_and(|v| v.starts_with("Bearer "));
+    match st.style {
+        Style::Anthropic if !bearer && req.header("x-api-key").is_none() => {
+            Some(error(401, "x-api-key header is required"))
+        }
+        Style::Anthropic if req.header("anthropic-version").is_none() => {
+            Some(error(400, "anthropic-version: header is required"))
+        }
+        Style::Gemini if !bearer && req.header("x-goog-api-key").is_none() && req.query("key").is_none() => {
+            Some(error(403, "Method doesn't allow unregistered callers"))
+        }
+        Style::OpenAiChat | Style::ChatOnly | Style::Responses if !bearer => {
+            Some(error(401, "You didn't provide an API key."))
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers, independent of the format
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Finish {
+    Stop,
+    Tools,
+    Length,
+}
+
+struct Call {
+    /// 1-based, used in ids.
+    n: usize,
+    name: &'static str,
+    /// The arguments as OpenAI serialises them, and in the pieces they are streamed in.
+    args_chunks: &'static [&'static str],
+}
+
+impl Call {
+    fn args(&self) -> String {
+        self.args_chunks.concat()
+    }
+    fn args_value(&self) -> Value {
+        serde_json::from_str(&self.args()).unwrap()
+    }
+}
+
+const CALLS: [Call; 2] = [
+    Call {
+        n: 1,
+        name: "get_weather",
+        args_chunks: &["{\"ci", "ty\": \"Pa", "ris\"}"],
+    },
+    Call {
+        n: 2,
+        name: "get_time",
+        args_chunks: &["{\"tz\": ", "\"CET\"}"],
+    },
+];
+
+/// Gemini 3 sends a thought signature on the first functionCall of a turn.
+pub const THOUGHT_SIGNATURE: &str = "bW9jay10aG91Z2h0LXNpZ25hdHVyZQ==";
+/// The signature of Anthropic's thinking block.
+pub const THINKING_SIGNATURE: &str = "EqQBCkgIARABGAIiQMockThinkingSignature";
+/// The `encrypted_content` of the Responses reasoning item.
+pub const ENCRYPTED_REASONING: &str = "gAAAAABmockEncryptedReasoning";
+
+struct Answer {
+    /// Reasoning text, in its deltas.
+    thinking: Vec<String>,
+    /// The text, in the deltas a stream sends it in (one piece when not streamed).
+    text: Vec<String>,
+    calls: &'static [Call],
+    finish: Finish,
+}
+
+impl Answer {
+    fn of(st: &MockState, reply: &Reply, stream: bool) -> Answer {
+        let hello = || {
+            if stream {
+                (0..st.events).map(|i| format!("tok{i} ")).collect()
+            } else {
+                vec![format!("hello from {}", st.name)]
+            }
+        };
+        let check = || {
+            if stream {
+                vec!["Let me".to_string(), " check.".to_string()]
+            } else {
+                vec!["Let me check.".to_string()]
+            }
+        };
+        let think = || {
+            if stream {
+                vec!["Let me".to_string(), " think.".to_string()]
+            } else {
+                vec!["Let me think.".to_string()]
+            }
+        };
+        match reply {
+            Reply::Thinking => Answer {
+                thinking: think(),
+                text: vec![],
+                calls: &CALLS,
+                finish: Finish::Tools,
+            },
+            Reply::ToolCalls => Answer {
+                thinking: Vec::new(),
+                text: check(),
+                calls: &CALLS,
+                finish: Finish::Tools,
+            },
+            Reply::ToolCallsOnly => Answer {
+                thinking: Vec::new(),
+                text: vec![],
+                calls: &CALLS,
+                finish: Finish::Tools,
+            },
+            Reply::MaxTokens => Answer {
+                thinking: Vec::new(),
+                text: hello(),
+                calls: &[],
+                finish: Finish::Length,
+            },
+            _ => Answer {
+                thinking: Vec::new(),
+                text: hello(),
+                calls: &[],
+                finish: Finish::Stop,
+            },
+        }
+    }
+    fn full_text(&self) -> Option<String> {
+        (!self.text.is_empty()).then(|| self.text.concat())
+    }
+    fn full_thinking(&self) -> Option<String> {
+        (!self.thinking.is_empty()).then(|| self.thinking.concat())
+    }
+}
+
+/// The usage every answer reports, in each format's terms (§3.2): 25 prompt tokens of which 5 were
+/// cached, 40 output tokens of which 10 were reasoning.
+pub mod usage {
+    pub const PROMPT: u64 = 25;
+    pub const CACHED: u64 = 5;
+    pub const COMPLETION: u64 = 40;
+    pub const REASONING: u64 = 10;
+    pub const TOTAL: u64 = PROMPT + COMPLETION;
+    /// Anthropic's `input_tokens` excludes the cache read.
+    pub const ANTHROPIC_INPUT: u64 = PROMPT - CACHED;
+    /// Gemini's `candidatesTokenCount` excludes the thoughts.
+    pub const GEMINI_CANDIDATES: u64 = COMPLETION - REASONING;
+}
+
+fn chat_usage() -> Value {
+    json!({"prompt_tokens": usage::PROMPT, "completion_tokens": usage::COMPLETION, "total_tokens": usage::TOTAL,
+           "prompt_tokens_details": {"cached_tokens": usage::CACHED, "audio_tokens": 0},
+           "completion_tokens_details": {"reasoning_tokens": usage::REASONING, "audio_tokens": 0,
+                                         "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}})
+}
+
+fn responses_usage() -> Value {
+    json!({"input_tokens": usage::PROMPT, "input_tokens_details": {"cached_tokens": usage::CACHED},
+           "output_tokens": usage::COMPLETION, "output_tokens_details": {"reasoning_tokens": usage::REASONING},
+           "total_tokens": usage::TOTAL})
+}
+
+fn anthropic_usage(output_tokens: u64) -> Value {
+    json!({"input_tokens": usage::ANTHROPIC_INPUT, "cache_creation_input_tokens": 0,
+           "cache_read_input_tokens": usage::CACHED, "output_tokens": output_tokens, "service_tier": "standard"})
+}
+
+fn gemini_usage(done: bool) -> Value {
+    let mut u = json!({"promptTokenCount": usage::PROMPT, "cachedContentTokenCount": usage::CACHED,
+                       "promptTokensDetails": [{"modality": "TEXT", "tokenCount": usage::PROMPT}],
+                       "cacheTokensDetails": [{"modality": "TEXT", "tokenCount": usage::CACHED}],
+                       "totalTokenCount": usage::PROMPT});
+    if done {
+        u["candidatesTokenCount"] = json!(usage::GEMINI_CANDIDATES);
+        u["thoughtsTokenCount"] = json!(usage::REASONING);
+        u["totalTokenCount"] = json!(usage::TOTAL);
+    }
+    u
+}
+
+fn sse(data: &Value) -> String {
+    format!("data: {data}\n\n")
+}
+
+fn sse_event(name: &str, data: &Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenAI Chat Completions
+
+fn chat_finish(f: Finish) -> &'static str {
+    match f {
+        Finish::Stop => "stop",
+        Finish::Tools => "tool_calls",
+        Finish::Length => "length",
+    }
+}
+
+fn chat_completion(a: &Answer, model: &str) -> Value {
+    let mut message = json!({"role": "assistant", "content": a.full_text(), "refusal": null, "annotations": []});
+    if let Some(t) = a.full_thinking() {
+        message["reasoning_content"] = json!(t);
+    }
+    if !a.calls.is_empty() {
+        message["tool_calls"] = a
+            .calls
+            .iter()
+            .map(|c| json!({"id": format!("call_{}", c.n), "type": "function", "function": {"name": c.name, "arguments": c.args()}}))
+            .collect();
+    }
     json!({
         "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("hello from {}", st.name)}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": chat_finish(a.finish)}],
+        "usage": chat_usage(), "service_tier": "default", "system_fingerprint": "fp_mock"
     })
 }
 
-fn response_object(st: &MockState, model: &str) -> Value {
-    json!({
-        "id": "resp_mock", "object": "response", "created_at": 1, "status": "completed", "model": model,
-        "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
-                    "content": [{"type": "output_text", "text": format!("hello from {}", st.name), "annotations": []}]}],
-        "usage": {"input_tokens": 3, "output_tokens": 3, "total_tokens": 6}
-    })
-}
-
-/// The SSE events of a stream, terminator last.
-fn stream_events(st: &MockState, path: &str, model: &str) -> Vec<String> {
+/// Chunks as api.openai.com sends them: the role in the first delta, tool calls started with id,
+/// name and empty arguments then continued by index, the finish reason in an empty delta, the usage
+/// chunk (`choices: []`) only when asked for, `[DONE]`.
+fn chat_stream(a: &Answer, model: &str, include_usage: bool) -> Vec<String> {
+    let chunk = |delta: Value, finish: Option<&str>| {
+        let mut c = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        sse(&c)
+    };
     let mut out = Vec::new();
-    if path.ends_with("/responses") {
-        let full = response_object(st, model);
-        let mut created = full.clone();
-        created["status"] = json!("in_progress");
-        created["output"] = json!([]);
-        let item =
-            json!({"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []});
-        let part = json!({"type": "output_text", "text": "", "annotations": []});
-        let text: String = (0..st.events).map(|i| format!("tok{i} ")).collect();
-        let mut evs = vec![
-            json!({"type": "response.created", "response": created}),
-            json!({"type": "response.output_item.added", "output_index": 0, "item": item}),
-            json!({"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0, "content_index": 0, "part": part}),
-        ];
-        for i in 0..st.events {
-            evs.push(json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": format!("tok{i} "), "logprobs": []}));
+    let mut role_sent = false;
+    for piece in &a.thinking {
+        let mut delta = json!({"reasoning_content": piece, "content": null});
+        if !role_sent {
+            delta["role"] = json!("assistant");
+            role_sent = true;
         }
-        let done_part = json!({"type": "output_text", "text": text, "annotations": []});
-        let mut done_item = full["output"][0].clone();
-        done_item["content"] = json!([done_part.clone()]);
-        evs.push(json!({"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "content_index": 0, "text": text, "logprobs": []}));
-        evs.push(json!({"type": "response.content_part.done", "item_id": "msg_1", "output_index": 0, "content_index": 0, "part": done_part}));
-        evs.push(json!({"type": "response.output_item.done", "output_index": 0, "item": done_item}));
-        let mut completed = full.clone();
-        completed["output"] = json!([done_item]);
-        evs.push(json!({"type": "response.completed", "response": completed}));
-        for (n, mut ev) in evs.into_iter().enumerate() {
-            ev["sequence_number"] = json!(n);
-            out.push(format!("event: {}\ndata: {ev}\n\n", ev["type"].as_str().unwrap_or("")));
+        out.push(chunk(delta, None));
+    }
+    for piece in &a.text {
+        let mut delta = json!({"content": piece});
+        if !role_sent {
+            delta["role"] = json!("assistant");
+            role_sent = true;
         }
+        out.push(chunk(delta, None));
+    }
+    for (k, c) in a.calls.iter().enumerate() {
+        let mut delta = json!({"tool_calls": [{"index": k, "id": format!("call_{}", c.n), "type": "function",
+                                               "function": {"name": c.name, "arguments": ""}}]});
+        if !role_sent {
+            delta["role"] = json!("assistant");
+            delta["content"] = Value::Null;
+            role_sent = true;
+        }
+        out.push(chunk(delta, None));
+        for piece in c.args_chunks {
+            out.push(chunk(
+                json!({"tool_calls": [{"index": k, "function": {"arguments": piece}}]}),
+                None,
+            ));
+        }
+    }
+    out.push(chunk(json!({}), Some(chat_finish(a.finish))));
+    if include_usage {
+        out.push(sse(
+            &json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model,
+                             "system_fingerprint": "fp_mock", "choices": [], "usage": chat_usage()}),
+        ));
+    }
+    out.push("data: [DONE]\n\n".to_string());
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenAI Responses
+
+fn message_item(text: &str, status: &str) -> Value {
+    json!({"type": "message", "id": "msg_1", "status": status, "role": "assistant",
+           "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]})
+}
+
+fn call_item(c: &Call, args: &str, status: &str) -> Value {
+    json!({"type": "function_call", "id": format!("fc_{}", c.n), "call_id": format!("call_{}", c.n),
+           "name": c.name, "arguments": args, "status": status})
+}
+
+fn response_object(a: &Answer, model: &str, status: &str, output: Vec<Value>) -> Value {
+    let incomplete = a.finish == Finish::Length && status != "in_progress";
+    json!({
+        "id": "resp_mock", "object": "response", "created_at": 1,
+        "status": if incomplete { "incomplete" } else { status },
+        "model": model, "output": output, "error": null,
+        "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "instructions": null, "max_output_tokens": null, "parallel_tool_calls": true, "previous_response_id": null,
+        "reasoning": {"effort": null, "summary": null}, "store": true, "temperature": 1.0,
+        "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0, "truncation": "disabled",
+        "usage": if status == "in_progress" { Value::Null } else { responses_usage() }, "metadata": {}
+    })
+}
+
+fn reasoning_item(summary: &str) -> Value {
+    let summary = if summary.is_empty() {
+        json!([])
     } else {
-        for i in 0..st.events {
-            let chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model,
-                "choices": [{"index": 0, "delta": {"content": format!("tok{i} ")}, "finish_reason": null}]});
-            out.push(format!("data: {chunk}\n\n"));
+        json!([{"type": "summary_text", "text": summary}])
+    };
+    json!({"type": "reasoning", "id": "rs_1", "summary": summary, "encrypted_content": ENCRYPTED_REASONING})
+}
+
+fn response_output(a: &Answer) -> Vec<Value> {
+    let mut out = Vec::new();
+    if let Some(t) = a.full_thinking() {
+        out.push(reasoning_item(&t));
+    }
+    if let Some(t) = a.full_text() {
+        out.push(message_item(&t, "completed"));
+    }
+    out.extend(a.calls.iter().map(|c| call_item(c, &c.args(), "completed")));
+    out
+}
+
+fn responses_stream(a: &Answer, model: &str) -> Vec<String> {
+    let created = response_object(a, model, "in_progress", vec![]);
+    let mut evs = vec![
+        json!({"type": "response.created", "response": created}),
+        json!({"type": "response.in_progress", "response": created}),
+    ];
+    let mut index = 0;
+    if let Some(summary) = a.full_thinking() {
+        let part = |text: &str| json!({"type": "summary_text", "text": text});
+        let ids = json!({"item_id": "rs_1", "output_index": index, "summary_index": 0});
+        let with = |mut ev: Value, extra: Value| {
+            for (k, v) in ids.as_object().unwrap().iter().chain(extra.as_object().unwrap()) {
+                ev[k] = v.clone();
+            }
+            ev
+        };
+        evs.push(json!({"type": "response.output_item.added", "output_index": index, "item": reasoning_item("")}));
+        evs.push(with(
+            json!({"type": "response.reasoning_summary_part.added"}),
+            json!({"part": part("")}),
+        ));
+        for piece in &a.thinking {
+            evs.push(with(
+                json!({"type": "response.reasoning_summary_text.delta"}),
+                json!({"delta": piece}),
+            ));
         }
-        let last = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
-        out.push(format!("data: {last}\n\n"));
-        out.push("data: [DONE]\n\n".to_string());
+        evs.push(with(
+            json!({"type": "response.reasoning_summary_text.done"}),
+            json!({"text": summary}),
+        ));
+        evs.push(with(
+            json!({"type": "response.reasoning_summary_part.done"}),
+            json!({"part": part(&summary)}),
+        ));
+        evs.push(json!({"type": "response.output_item.done", "output_index": index, "item": reasoning_item(&summary)}));
+        index += 1;
+    }
+    if let Some(text) = a.full_text() {
+        let mut item = message_item("", "in_progress");
+        item["content"] = json!([]);
+        let part = json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []});
+        evs.push(json!({"type": "response.output_item.added", "output_index": index, "item": item}));
+        evs.push(json!({"type": "response.content_part.added", "item_id": "msg_1", "output_index": index, "content_index": 0, "part": part}));
+        for piece in &a.text {
+            evs.push(json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": index, "content_index": 0, "delta": piece, "logprobs": []}));
+        }
+        let done = message_item(&text, "completed");
+        evs.push(json!({"type": "response.output_text.done", "item_id": "msg_1", "output_index": index, "content_index": 0, "text": text, "logprobs": []}));
+        evs.push(json!({"type": "response.content_part.done", "item_id": "msg_1", "output_index": index, "content_index": 0, "part": done["content"][0]}));
+        evs.push(json!({"type": "response.output_item.done", "output_index": index, "item": done}));
+        index += 1;
+    }
+    for c in a.calls {
+        let id = format!("fc_{}", c.n);
+        evs.push(json!({"type": "response.output_item.added", "output_index": index, "item": call_item(c, "", "in_progress")}));
+        for piece in c.args_chunks {
+            evs.push(json!({"type": "response.function_call_arguments.delta", "item_id": id, "output_index": index, "delta": piece}));
+        }
+        evs.push(json!({"type": "response.function_call_arguments.done", "item_id": id, "output_index": index, "name": c.name, "arguments": c.args()}));
+        evs.push(json!({"type": "response.output_item.done", "output_index": index, "item": call_item(c, &c.args(), "completed")}));
+        index += 1;
+    }
+    let full = response_object(a, model, "completed", response_output(a));
+    let terminal = if full["status"] == "incomplete" {
+        "response.incomplete"
+    } else {
+        "response.completed"
+    };
+    evs.push(json!({"type": terminal, "response": full}));
+    number_responses_events(evs, 0)
+}
+
+fn number_responses_events(evs: Vec<Value>, first: usize) -> Vec<String> {
+    evs.into_iter()
+        .enumerate()
+        .map(|(n, mut ev)| {
+            ev["sequence_number"] = json!(first + n);
+            sse_event(ev["type"].as_str().unwrap_or(""), &ev)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anthropic Messages
+
+fn anthropic_stop(f: Finish) -> &'static str {
+    match f {
+        Finish::Stop => "end_turn",
+        Finish::Tools => "tool_use",
+        Finish::Length => "max_tokens",
+    }
+}
+
+fn anthropic_message(a: &Answer, model: &str) -> Value {
+    let mut content = Vec::new();
+    if let Some(t) = a.full_thinking() {
+        content.push(json!({"type": "thinking", "thinking": t, "signature": THINKING_SIGNATURE}));
+    }
+    if let Some(t) = a.full_text() {
+        content.push(json!({"type": "text", "text": t}));
+    }
+    for c in a.calls {
+        content.push(
+            json!({"type": "tool_use", "id": format!("toolu_0{}", c.n), "name": c.name, "input": c.args_value()}),
+        );
+    }
+    json!({"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": content,
+           "stop_reason": anthropic_stop(a.finish), "stop_sequence": null, "usage": anthropic_usage(usage::COMPLETION)})
+}
+
+fn anthropic_stream(a: &Answer, model: &str) -> Vec<String> {
+    let mut start = anthropic_message(a, model);
+    start["content"] = json!([]);
+    start["stop_reason"] = Value::Null;
+    start["usage"] = anthropic_usage(1);
+    let mut out = vec![
+        sse_event("message_start", &json!({"type": "message_start", "message": start})),
+        sse_event("ping", &json!({"type": "ping"})),
+    ];
+    let mut index = 0;
+    let block = |out: &mut Vec<String>, index: usize, start: Value, deltas: Vec<Value>| {
+        out.push(sse_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": start}),
+        ));
+        for d in deltas {
+            out.push(sse_event(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": index, "delta": d}),
+            ));
+        }
+        out.push(sse_event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": index}),
+        ));
+    };
+    if !a.thinking.is_empty() {
+        let deltas = a
+            .thinking
+            .iter()
+            .map(|t| json!({"type": "thinking_delta", "thinking": t}))
+            .chain(std::iter::once(
+                json!({"type": "signature_delta", "signature": THINKING_SIGNATURE}),
+            ))
+            .collect();
+        block(
+            &mut out,
+            index,
+            json!({"type": "thinking", "thinking": "", "signature": ""}),
+            deltas,
+        );
+        index += 1;
+    }
+    if !a.text.is_empty() {
+        let deltas = a
+            .text
+            .iter()
+            .map(|t| json!({"type": "text_delta", "text": t}))
+            .collect();
+        block(&mut out, index, json!({"type": "text", "text": ""}), deltas);
+        index += 1;
+    }
+    for c in a.calls {
+        // The API starts every tool input with an empty partial_json.
+        let deltas = std::iter::once("")
+            .chain(c.args_chunks.iter().copied())
+            .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
+            .collect();
+        let start = json!({"type": "tool_use", "id": format!("toolu_0{}", c.n), "name": c.name, "input": {}});
+        block(&mut out, index, start, deltas);
+        index += 1;
+    }
+    let mut usage = anthropic_usage(usage::COMPLETION);
+    usage.as_object_mut().unwrap().remove("service_tier");
+    out.push(sse_event(
+        "message_delta",
+        &json!({"type": "message_delta", "delta": {"stop_reason": anthropic_stop(a.finish), "stop_sequence": null}, "usage": usage}),
+    ));
+    out.push(sse_event("message_stop", &json!({"type": "message_stop"})));
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gemini
+
+fn gemini_finish(f: Finish) -> &'static str {
+    match f {
+        Finish::Stop | Finish::Tools => "STOP",
+        Finish::Length => "MAX_TOKENS",
+    }
+}
+
+fn gemini_call_part(c: &Call) -> Value {
+    let mut part = json!({"functionCall": {"name": c.name, "args": c.args_value()}});
+    if c.n == 1 {
+        part["thoughtSignature"] = json!(THOUGHT_SIGNATURE);
+    }
+    part
+}
+
+fn gemini_chunk(model: &str, parts: Vec<Value>, finish: Option<Finish>) -> Value {
+    let mut cand = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+    if let Some(f) = finish {
+        cand["finishReason"] = json!(gemini_finish(f));
+    }
+    json!({"candidates": [cand], "usageMetadata": gemini_usage(finish.is_some()), "modelVersion": model, "responseId": "mock-response-id"})
+}
+
+fn gemini_response(a: &Answer, model: &str) -> Value {
+    let mut parts: Vec<Value> = a
+        .full_thinking()
+        .map(|t| json!({"text": t, "thought": true}))
+        .into_iter()
+        .collect();
+    parts.extend(a.full_text().map(|t| json!({"text": t})));
+    parts.extend(a.calls.iter().map(gemini_call_part));
+    gemini_chunk(model, parts, Some(a.finish))
+}
+
+/// The chunks of a stream: one per text delta (the last text chunk carries the finish reason when
+/// there are no calls), then each functionCall whole in its own chunk, then — as newer models do — an
+/// empty text part with finishReason STOP and the final usage.
+fn gemini_stream_chunks(a: &Answer, model: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for t in &a.thinking {
+        out.push(gemini_chunk(model, vec![json!({"text": t, "thought": true})], None));
+    }
+    for (i, t) in a.text.iter().enumerate() {
+        let last = i + 1 == a.text.len() && a.calls.is_empty();
+        out.push(gemini_chunk(model, vec![json!({"text": t})], last.then_some(a.finish)));
+    }
+    for c in a.calls {
+        out.push(gemini_chunk(model, vec![gemini_call_part(c)], None));
+    }
+    if !a.calls.is_empty() {
+        out.push(gemini_chunk(model, vec![json!({"text": ""})], Some(a.finish)));
     }
     out
 }
+
+/// Gemini's SSE, with the real API's CRLF framing.
+fn gemini_sse(chunks: Vec<Value>) -> Vec<String> {
+    chunks.into_iter().map(|c| format!("data: {c}\r\n\r\n")).collect()
+}
+
+/// Without `alt=sse`: one JSON array, written element by element.
+fn gemini_array(chunks: Vec<Value>) -> Vec<String> {
+    let mut out: Vec<String> = chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| format!("{}{c}", if i == 0 { "[" } else { "\r\n,\r\n" }))
+        .collect();
+    out.push("]".to_string());
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and model lists
+
+/// The style's error body for a status (§5.1, §5.2).
+pub fn error_body(style: Style, status: u16, message: &str) -> String {
+    match style {
+        Style::OpenAiChat | Style::ChatOnly | Style::Responses => {
+            let (kind, code) = match status {
+                400 | 413 => ("invalid_request_error", Value::Null),
+                401 => ("invalid_request_error", json!("invalid_api_key")),
+                403 => ("permission_error", Value::Null),
+                404 => ("invalid_request_error", json!("model_not_found")),
+                429 => ("requests", json!("rate_limit_exceeded")),
+                503 => ("service_unavailable_error", json!("server_is_overloaded")),
+                408 | 504 => ("timeout", Value::Null),
+                _ => ("server_error", Value::Null),
+            };
+            json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string()
+        }
+        Style::Anthropic => {
+            let kind = match status {
+                400 => "invalid_request_error",
+                401 => "authentication_error",
+                402 => "billing_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                409 => "conflict_error",
+                413 => "request_too_large",
+                429 => "rate_limit_error",
+                504 => "timeout_error",
+                529 | 503 => "overloaded_error",
+                _ => "api_error",
+            };
+            json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_mock"}).to_string()
+        }
+        Style::Gemini => {
+            let kind = match status {
+                400 | 413 => "INVALID_ARGUMENT",
+                401 => "UNAUTHENTICATED",
+                403 => "PERMISSION_DENIED",
+                404 => "NOT_FOUND",
+                409 => "ABORTED",
+                429 => "RESOURCE_EXHAUSTED",
+                502 | 503 | 529 => "UNAVAILABLE",
+                408 | 504 => "DEADLINE_EXCEEDED",
+                _ => "INTERNAL",
+            };
+            json!({"error": {"code": status, "message": message, "status": kind}}).to_string()
+        }
+    }
+}
+
+/// The event a stream ends with when the upstream fails mid-way (§4.7).
+fn stream_error_event(style: Style, route: &Route, a: &Answer, model: &str, seq: usize) -> String {
+    match (style, route) {
+        (_, Route::Responses { .. }) => {
+            let mut failed = response_object(a, model, "failed", vec![]);
+            failed["status"] = json!("failed");
+            failed["usage"] = Value::Null;
+            failed["error"] = json!({"code": "server_error", "message": "mock: the model failed mid-stream"});
+            number_responses_events(vec![json!({"type": "response.failed", "response": failed})], seq).remove(0)
+        }
+        (Style::Anthropic, _) => sse_event(
+            "error",
+            &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ),
+        (Style::Gemini, Route::Gemini { sse: false, .. }) => format!(
+            "\r\n,\r\n{}",
+            json!({"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}})
+        ),
+        (Style::Gemini, _) => format!(
+            "data: {}\r\n\r\n",
+            json!({"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}})
+        ),
+        _ => sse(
+            &json!({"error": {"message": "mock: the model failed mid-stream", "type": "server_error", "param": null, "code": null}}),
+        ),
+    }
+}
+
+fn models_body(st: &MockState) -> Value {
+    match st.style {
+        Style::Anthropic => {
+            let data: Vec<_> = st
+                .models
+                .iter()
+                .map(|m| json!({"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}))
+                .collect();
+            json!({"data": data, "has_more": false, "first_id": st.models.first(), "last_id": st.models.last()})
+        }
+        Style::Gemini => {
+            let models: Vec<_> = st.models.iter().map(|m| gemini_model(m)).collect();
+            json!({ "models": models })
+        }
+        _ => {
+            let data: Vec<_> = st
+                .models
+                .iter()
+                .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": st.name}))
+                .collect();
+            json!({"object": "list", "data": data})
+        }
+    }
+}
+
+fn gemini_model(m: &str) -> Value {
+    json!({"name": format!("models/{m}"), "version": "001", "displayName": m, "description": "mock model",
+           "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
+           "supportedGenerationMethods": ["generateContent", "countTokens"]})
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wire
 
 async fn write_head(sock: &mut TcpStream, status: u16, content_type: &str, len: Option<usize>, extra: &str) -> bool {
     let framing = match len {
@@ -283,6 +1162,11 @@ async fn write_chunk(sock: &mut TcpStream, data: &str) -> bool {
         .is_ok()
 }
 
+async fn write_json(sock: &mut TcpStream, status: u16, body: &str, extra: &str) -> bool {
+    write_head(sock, status, "application/json", Some(body.len()), extra).await
+        && sock.write_all(body.as_bytes()).await.is_ok()
+}
+
 /// Makes the coming close an RST instead of a FIN.
 #[allow(deprecated)] // SO_LINGER 0 does not block on drop; it is exactly the reset we want.
 fn reset(sock: &TcpStream) {
@@ -290,15 +1174,24 @@ fn reset(sock: &TcpStream) {
 }
 
 /// Answers one request; false when the connection must close.
-async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, reply: Reply) -> bool {
-    let body = req.json();
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("none").to_string();
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Route, reply: Reply) -> bool {
+    let model = req.model().unwrap_or_else(|| "none".to_string());
     let mut reply = reply;
     while let Reply::Delay(d, inner) = reply {
         tokio::time::sleep(d).await;
         reply = *inner;
     }
+    // Anthropic answers carry a request id, errors included.
+    let request_id = if st.style == Style::Anthropic {
+        "request-id: req_mock\r\n"
+    } else {
+        ""
+    };
+    let stream = match route {
+        Route::Chat { stream, .. } | Route::Responses { stream } | Route::Messages { stream } => *stream,
+        Route::Gemini { stream, .. } => *stream,
+        _ => false,
+    };
     match reply {
         Reply::Delay(..) => unreachable!(),
         Reply::Reset => {
@@ -310,64 +1203,100 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, reply: Rep
             retry_after,
             body,
         } => {
-            let extra = retry_after.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
-            write_head(sock, status, "application/json", Some(body.len()), &extra).await
-                && sock.write_all(body.as_bytes()).await.is_ok()
+            let mut extra = retry_after.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
+            extra.push_str(request_id);
+            let body = if body.is_empty() {
+                error_body(st.style, status, &format!("mock status {status}"))
+            } else {
+                body
+            };
+            write_json(sock, status, &body, &extra).await
         }
         _ if req.method == "GET" => {
-            let data: Vec<_> = st
-                .models
-                .iter()
-                .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": st.name}))
-                .collect();
-            let body = json!({"object": "list", "data": data}).to_string();
-            write_head(sock, 200, "application/json", Some(body.len()), "").await
-                && sock.write_all(body.as_bytes()).await.is_ok()
-        }
-        Reply::Ok if !stream => {
-            let v = if req.path.ends_with("/responses") {
-                response_object(st, &model)
-            } else {
-                chat_completion(st, &model)
+            let body = match route {
+                Route::GeminiModel(m) => gemini_model(m.strip_prefix("models/").unwrap_or(m)),
+                _ => models_body(st),
             };
-            let body = v.to_string();
-            write_head(sock, 200, "application/json", Some(body.len()), "").await
-                && sock.write_all(body.as_bytes()).await.is_ok()
+            write_json(sock, 200, &body.to_string(), request_id).await
+        }
+        Reply::Sse(events) => write_stream(sock, st, "text/event-stream", &events, events.len(), "done").await,
+        ref r @ (Reply::Ok | Reply::ToolCalls | Reply::ToolCallsOnly | Reply::MaxTokens | Reply::Thinking)
+            if !stream =>
+        {
+            let a = Answer::of(st, r, false);
+            let v = match route {
+                Route::Responses { .. } => response_object(&a, &model, "completed", response_output(&a)),
+                Route::Messages { .. } => anthropic_message(&a, &model),
+                Route::Gemini { .. } => gemini_response(&a, &model),
+                _ => chat_completion(&a, &model),
+            };
+            write_json(sock, 200, &v.to_string(), request_id).await
         }
         reply => {
-            let events = stream_events(st, &req.path, &model);
+            let a = Answer::of(st, &reply, true);
+            let (mut events, content_type) = match route {
+                Route::Responses { .. } => (responses_stream(&a, &model), "text/event-stream"),
+                Route::Messages { .. } => (anthropic_stream(&a, &model), "text/event-stream"),
+                Route::Gemini { sse: false, .. } => {
+                    (gemini_array(gemini_stream_chunks(&a, &model)), "application/json")
+                }
+                Route::Gemini { .. } => (gemini_sse(gemini_stream_chunks(&a, &model)), "text/event-stream"),
+                Route::Chat { include_usage, .. } => (chat_stream(&a, &model, *include_usage), "text/event-stream"),
+                // A stream fault on a route without streams: the chat stream, as before styles.
+                _ => (chat_stream(&a, &model, false), "text/event-stream"),
+            };
             let (limit, ending) = match reply {
                 Reply::StreamCut { after } => (after, "cut"),
                 Reply::StreamAbort { after } => (after, "abort"),
                 Reply::StreamStall { after } => (after, "stall"),
+                Reply::StreamError { after } => {
+                    let after = after.min(events.len());
+                    events.insert(after, stream_error_event(st.style, route, &a, &model, after));
+                    (after + 1, "done")
+                }
                 _ => (events.len(), "done"),
             };
-            if !write_head(sock, 200, "text/event-stream", None, "cache-control: no-cache\r\n").await {
-                return false;
-            }
-            let gap = *st.event_gap.lock();
-            for ev in events.iter().take(limit) {
-                if !write_chunk(sock, ev).await {
-                    return false;
-                }
-                let _ = sock.flush().await;
-                tokio::time::sleep(gap).await;
-            }
-            match ending {
-                "abort" => {
-                    // Let the events reach the gateway first: an RST purges unread data in the kernel.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    let _ = sock.write_all(b"40\r\ndata: {\"partial").await;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    reset(sock);
-                    false
-                }
-                "stall" => {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                    false
-                }
-                _ => sock.write_all(b"0\r\n\r\n").await.is_ok(),
-            }
+            write_stream(sock, st, content_type, &events, limit, ending).await
         }
+    }
+}
+
+async fn write_stream(
+    sock: &mut TcpStream,
+    st: &MockState,
+    content_type: &str,
+    events: &[String],
+    limit: usize,
+    ending: &str,
+) -> bool {
+    let mut extra = "cache-control: no-cache\r\n".to_string();
+    if st.style == Style::Anthropic {
+        extra.push_str("request-id: req_mock\r\n");
+    }
+    if !write_head(sock, 200, content_type, None, &extra).await {
+        return false;
+    }
+    let gap = *st.event_gap.lock();
+    for ev in events.iter().take(limit) {
+        if !write_chunk(sock, ev).await {
+            return false;
+        }
+        let _ = sock.flush().await;
+        tokio::time::sleep(gap).await;
+    }
+    match ending {
+        "abort" => {
+            // Let the events reach the gateway first: an RST purges unread data in the kernel.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = sock.write_all(b"40\r\ndata: {\"partial").await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            reset(sock);
+            false
+        }
+        "stall" => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            false
+        }
+        _ => sock.write_all(b"0\r\n\r\n").await.is_ok(),
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 #[allow(unused_imports)]
-pub use mock::{Mock, Recorded, Reply};
+pub use mock::{Mock, Recorded, Reply, Style};
 
 pub const CLIENT_KEY: &str = "test-client-key-0123456789";
 
@@ -145,4 +145,20 @@ pub fn provider_yaml(id: &str, mock: &Mock, extra: &str) -> String {
         "  - {{id: {id}, base_url: \"{}\", api_keys: [\"sk-{id}-secret-key\"]{extra}}}\n",
         mock.url()
     )
+}
+
+/// The YAML of one provider of the given `api_style` (`openai`, `responses`, `anthropic`, `gemini`)
+/// at `base_url`.
+pub fn provider_yaml_api(id: &str, base_url: &str, api_style: &str, extra: &str) -> String {
+    format!("  - {{id: {id}, base_url: \"{base_url}\", api_style: {api_style}, api_keys: [\"sk-{id}-secret-key\"]{extra}}}\n")
+}
+
+/// The YAML of one provider pointing at a mock, with the `api_style` of the mock's style.
+pub fn provider_yaml_styled(id: &str, mock: &Mock, extra: &str) -> String {
+    provider_yaml_api(id, &mock.url(), mock.style().api_style(), extra)
+}
+
+/// The key `provider_yaml*` gives provider `id`, as the mock should receive it.
+pub fn provider_key(id: &str) -> String {
+    format!("sk-{id}-secret-key")
 }

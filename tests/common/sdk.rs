@@ -66,3 +66,15 @@ pub fn run(script: &str, args: &[&str]) -> Option<Value> {
     );
     Some(serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{script} printed {stdout}: {e}")))
 }
+
+/// [`run`] off the async runtime (the SDKs block): `None` when python is missing (a loud skip).
+pub async fn run_async(script: &str, args: &[&str]) -> Option<Value> {
+    let script = script.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&script, &args)
+    })
+    .await
+    .unwrap()
+}
