@@ -32,17 +32,14 @@ impl Req {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let message = inner.to_string();
-            // For a missing or unknown field serde names it in the message; the path is the parent.
-            let field = between_ticks(&message)
-                .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"))
-                .map(|f| {
-                    if path == "." {
-                        f.to_string()
-                    } else {
-                        format!("{path}.{f}")
-                    }
-                })
-                .unwrap_or(if path == "." { "body".into() } else { path });
+            // A missing field is named only in the message; the path is its parent. (For an
+            // unknown field the path already ends with it.)
+            let missing = message
+                .starts_with("missing field")
+                .then(|| between_ticks(&message))
+                .flatten()
+                .map(|f| if path == "." { f.to_string() } else { format!("{path}.{f}") });
+            let field = missing.unwrap_or(if path == "." { "body".into() } else { path });
             ApiError::BadRequest { field, message }
         })
     }
