@@ -221,7 +221,14 @@ async fn every_endpoint_needs_a_valid_token(backend: Backend) {
     ] {
         assert!(paths.contains_key(p), "{p} missing from /openapi.json");
     }
-    let public = ["/health", "/metrics", "/openapi.json", "/system/admin/init", "/auth/login", "/auth/refresh"];
+    let public = [
+        "/health",
+        "/metrics",
+        "/openapi.json",
+        "/system/admin/init",
+        "/auth/login",
+        "/auth/refresh",
+    ];
     let admin = gw.admin().await;
     // A user that is not an admin.
     let (s, v) = send(&gw, Method::POST, "/users", Some(json!({"username": "bob"}))).await;
@@ -296,7 +303,12 @@ async fn users_crud_and_disable(backend: Backend) {
     assert!(v.get("password").is_none(), "a chosen password is not echoed");
     assert!(v.to_string().find("argon2").is_none(), "no hash in answers");
     let carol = v["user"]["id"].as_str().unwrap().to_string();
-    assert_eq!(send(&gw, Method::POST, "/users", Some(json!({"username": "carol"}))).await.0, 409);
+    assert_eq!(
+        send(&gw, Method::POST, "/users", Some(json!({"username": "carol"})))
+            .await
+            .0,
+        409
+    );
     let (s, v) = send(&gw, Method::GET, "/users", None).await;
     assert_eq!(s, 200);
     assert_eq!(v["users"].as_array().unwrap().len(), 2);
@@ -310,7 +322,10 @@ async fn users_crud_and_disable(backend: Backend) {
         Some(json!({"display_name": "Carol", "email": null})),
     )
     .await;
-    assert_eq!((s, &v["display_name"], &v["email"]), (200, &json!("Carol"), &Value::Null));
+    assert_eq!(
+        (s, &v["display_name"], &v["email"]),
+        (200, &json!("Carol"), &Value::Null)
+    );
     // Carol's token works until she is disabled; then tokens and login stop.
     let carol_token = gw.login("carol", "carol-password-1").await;
     let path = format!("/users/{carol}/api-keys");
@@ -343,14 +358,24 @@ async fn api_keys_are_live_within_a_second(backend: Backend) {
         (json!({"name": "k", "expires": "decade"}), "expires"),
         (json!({"name": ""}), "name"),
         (json!({"name": "k", "rate_limit_rps": 0}), "rate_limit_rps"),
-        (json!({"name": "k", "allowed_providers": ["alpha", "ghost"]}), "allowed_providers[1]"),
+        (
+            json!({"name": "k", "allowed_providers": ["alpha", "ghost"]}),
+            "allowed_providers[1]",
+        ),
     ] {
         let (s, v) = send(&gw, Method::POST, &keys, Some(body.clone())).await;
         assert_eq!((s, field(&v)), (400, want), "{body} -> {v}");
     }
 
     // Dave mints his own key; it works on the proxy at once.
-    let (s, v) = as_token(&gw, &dave_token, Method::POST, &keys, Some(json!({"name": "app", "expires": "month"}))).await;
+    let (s, v) = as_token(
+        &gw,
+        &dave_token,
+        Method::POST,
+        &keys,
+        Some(json!({"name": "app", "expires": "month"})),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
     let key = v["key"].as_str().unwrap().to_string();
     let key_id = v["id"].as_str().unwrap().to_string();
@@ -382,18 +407,36 @@ async fn api_keys_are_live_within_a_second(backend: Backend) {
     assert_eq!(as_token(&gw, &dave_token, Method::GET, &admin_keys, None).await.0, 404);
 
     // Disabled: refused within a second; enabled again: accepted.
-    let (s, v) = send(&gw, Method::PUT, &format!("{keys}/{key_id}"), Some(json!({"disabled": true}))).await;
+    let (s, v) = send(
+        &gw,
+        Method::PUT,
+        &format!("{keys}/{key_id}"),
+        Some(json!({"disabled": true})),
+    )
+    .await;
     assert_eq!((s, &v["disabled"]), (200, &json!(true)));
     let took = until_status(&gw, &key, "gpt-a", 401).await;
     assert!(took < DEADLINE, "disabled key stopped after {took:?}");
-    send(&gw, Method::PUT, &format!("{keys}/{key_id}"), Some(json!({"disabled": false}))).await;
+    send(
+        &gw,
+        Method::PUT,
+        &format!("{keys}/{key_id}"),
+        Some(json!({"disabled": false})),
+    )
+    .await;
     until_status(&gw, &key, "gpt-a", 200).await;
 
     // Disabling the user stops the user's keys too.
     send(&gw, Method::DELETE, &format!("/users/{dave}"), None).await;
     let took = until_status(&gw, &key, "gpt-a", 401).await;
     assert!(took < DEADLINE, "key of a disabled user stopped after {took:?}");
-    send(&gw, Method::PUT, &format!("/users/{dave}"), Some(json!({"disabled": false}))).await;
+    send(
+        &gw,
+        Method::PUT,
+        &format!("/users/{dave}"),
+        Some(json!({"disabled": false})),
+    )
+    .await;
     until_status(&gw, &key, "gpt-a", 200).await;
 
     // Deleted: refused within a second.
@@ -401,14 +444,23 @@ async fn api_keys_are_live_within_a_second(backend: Backend) {
     assert_eq!(s, 204);
     let took = until_status(&gw, &key, "gpt-a", 401).await;
     assert!(took < DEADLINE, "deleted key stopped after {took:?}");
-    assert_eq!(send(&gw, Method::DELETE, &format!("{keys}/{key_id}"), None).await.0, 404);
+    assert_eq!(
+        send(&gw, Method::DELETE, &format!("{keys}/{key_id}"), None).await.0,
+        404
+    );
 }
 
 async fn key_limits_rate_and_providers(backend: Backend) {
     let (_a, _b, gw) = setup(backend).await;
     let admin = gw.admin().await;
     let keys = format!("/users/{}/api-keys", admin.user_id);
-    let (_, v) = send(&gw, Method::POST, &keys, Some(json!({"name": "slow", "rate_limit_rps": 1}))).await;
+    let (_, v) = send(
+        &gw,
+        Method::POST,
+        &keys,
+        Some(json!({"name": "slow", "rate_limit_rps": 1})),
+    )
+    .await;
     let slow = v["key"].as_str().unwrap().to_string();
     assert_eq!(proxy_status(&gw, &slow, "gpt-a").await.0, 200);
     let r = gw
@@ -427,7 +479,13 @@ async fn key_limits_rate_and_providers(backend: Backend) {
     assert_eq!(proxy_status(&gw, &slow, "gpt-a").await.0, 200);
 
     // Limited to alpha: "shared" (alpha and beta) only ever reaches alpha; beta-only models are 403.
-    let (_, v) = send(&gw, Method::POST, &keys, Some(json!({"name": "a-only", "allowed_providers": ["alpha"]}))).await;
+    let (_, v) = send(
+        &gw,
+        Method::POST,
+        &keys,
+        Some(json!({"name": "a-only", "allowed_providers": ["alpha"]})),
+    )
+    .await;
     let a_only = v["key"].as_str().unwrap().to_string();
     for _ in 0..8 {
         assert_eq!(proxy_status(&gw, &a_only, "shared").await, (200, Some("alpha".into())));
@@ -454,14 +512,29 @@ async fn providers_crud_and_live_routing(backend: Backend) {
         (json!({"id": "bad/id", "base_url": c.url()}), "id"),
         (json!({"id": "gamma", "base_url": "ftp://x"}), "base_url"),
         (json!({"id": "gamma", "base_url": c.url(), "weight": -1}), "weight"),
-        (json!({"id": "gamma", "base_url": c.url(), "api_style": "soap"}), "api_style"),
-        (json!({"id": "gamma", "base_url": c.url(), "api_keys": [{"key": ""}]}), "api_keys[0].key"),
-        (json!({"id": "gamma", "base_url": c.url(), "paths": {"chat": "v1"}}), "paths.chat"),
+        (
+            json!({"id": "gamma", "base_url": c.url(), "api_style": "soap"}),
+            "api_style",
+        ),
+        (
+            json!({"id": "gamma", "base_url": c.url(), "api_keys": [{"key": ""}]}),
+            "api_keys[0].key",
+        ),
+        (
+            json!({"id": "gamma", "base_url": c.url(), "paths": {"chat": "v1"}}),
+            "paths.chat",
+        ),
     ] {
         let (s, v) = send(&gw, Method::POST, "/providers", Some(body.clone())).await;
         assert_eq!((s, field(&v)), (400, want), "{body} -> {v}");
     }
-    let (s, _) = send(&gw, Method::POST, "/providers", Some(json!({"id": "alpha", "base_url": c.url()}))).await;
+    let (s, _) = send(
+        &gw,
+        Method::POST,
+        "/providers",
+        Some(json!({"id": "alpha", "base_url": c.url()})),
+    )
+    .await;
     assert_eq!(s, 409, "config provider ids are taken");
 
     let (s, v) = send(
@@ -480,7 +553,17 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     assert!(!v.to_string().contains(secret));
     assert_eq!(v["keys"][0]["hint"], "sk-…6789");
     assert_eq!(v["active"], true);
-    assert_eq!(send(&gw, Method::POST, "/providers", Some(json!({"id": "gamma", "base_url": c.url()}))).await.0, 409);
+    assert_eq!(
+        send(
+            &gw,
+            Method::POST,
+            "/providers",
+            Some(json!({"id": "gamma", "base_url": c.url()}))
+        )
+        .await
+        .0,
+        409
+    );
 
     // Live on the proxy: by provider prefix, zero-config and alias; with the decrypted key.
     for model in ["gamma/gpt-c", "gpt-c", "gamma-fast"] {
@@ -488,7 +571,10 @@ async fn providers_crud_and_live_routing(backend: Backend) {
         assert_eq!((s, p.as_deref()), (200, Some("gamma")), "{model}");
     }
     let sent = c.requests();
-    assert_eq!(sent[0].header("authorization"), Some(format!("Bearer {secret}").as_str()));
+    assert_eq!(
+        sent[0].header("authorization"),
+        Some(format!("Bearer {secret}").as_str())
+    );
     assert_eq!(sent[2].json()["model"], "gpt-c", "the alias is rewritten to the model");
 
     // Listing: both sources, live health, no secret.
@@ -499,7 +585,11 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     assert_eq!(by_id("alpha")["source"], "config");
     assert_eq!(by_id("gamma")["source"], "database");
     assert_eq!(by_id("gamma")["keys_in_rotation"], 1);
-    assert!(by_id("gamma")["upstreams"].as_array().unwrap().iter().any(|u| u["model"] == "gpt-c"));
+    assert!(by_id("gamma")["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u["model"] == "gpt-c"));
     assert!(!v.to_string().contains(secret));
     let (s, v) = send(&gw, Method::GET, "/providers/gamma", None).await;
     assert_eq!(s, 200);
@@ -520,11 +610,23 @@ async fn providers_crud_and_live_routing(backend: Backend) {
 
     // Provider keys: add, update, list masked, delete.
     let k2 = "sk-gamma-second-key-abcdefgh";
-    let (s, v) = send(&gw, Method::POST, "/providers/gamma/keys", Some(json!({"key": k2, "qps_limit": 5}))).await;
+    let (s, v) = send(
+        &gw,
+        Method::POST,
+        "/providers/gamma/keys",
+        Some(json!({"key": k2, "qps_limit": 5})),
+    )
+    .await;
     assert_eq!(s, 201);
     let k2_id = v["id"].as_str().unwrap().to_string();
     assert_eq!(v["qps_limit"], 5);
-    let (s, v) = send(&gw, Method::POST, "/providers/gamma/keys", Some(json!({"key": k2, "qps_limit": 0}))).await;
+    let (s, v) = send(
+        &gw,
+        Method::POST,
+        "/providers/gamma/keys",
+        Some(json!({"key": k2, "qps_limit": 0})),
+    )
+    .await;
     assert_eq!((s, field(&v)), (400, "qps_limit"));
     let (s, v) = send(
         &gw,
@@ -538,8 +640,18 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     assert_eq!(s, 200);
     assert_eq!(v["keys"].as_array().unwrap().len(), 2);
     assert!(!v.to_string().contains(k2) && !v.to_string().contains(secret));
-    assert_eq!(send(&gw, Method::DELETE, &format!("/providers/gamma/keys/{k2_id}"), None).await.0, 204);
-    assert_eq!(send(&gw, Method::DELETE, &format!("/providers/gamma/keys/{k2_id}"), None).await.0, 404);
+    assert_eq!(
+        send(&gw, Method::DELETE, &format!("/providers/gamma/keys/{k2_id}"), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        send(&gw, Method::DELETE, &format!("/providers/gamma/keys/{k2_id}"), None)
+            .await
+            .0,
+        404
+    );
     assert_eq!(send(&gw, Method::GET, "/providers/alpha/keys", None).await.0, 409);
 
     // Update: weight and models; the config provider is read-only here.
@@ -552,10 +664,19 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     .await;
     assert_eq!((s, &v["weight"]), (200, &json!(3.5)), "{v}");
     assert_eq!(proxy_status(&gw, CLIENT_KEY, "gpt-c2").await.0, 200);
-    assert_eq!(proxy_status(&gw, CLIENT_KEY, "gamma-fast").await.0, 404, "alias removed");
+    assert_eq!(
+        proxy_status(&gw, CLIENT_KEY, "gamma-fast").await.0,
+        404,
+        "alias removed"
+    );
     let (s, v) = send(&gw, Method::PUT, "/providers/gamma", Some(json!({"base_url": "nope"}))).await;
     assert_eq!((s, field(&v)), (400, "base_url"));
-    assert_eq!(send(&gw, Method::PUT, "/providers/alpha", Some(json!({"weight": 2}))).await.0, 409);
+    assert_eq!(
+        send(&gw, Method::PUT, "/providers/alpha", Some(json!({"weight": 2})))
+            .await
+            .0,
+        409
+    );
     assert_eq!(send(&gw, Method::DELETE, "/providers/alpha", None).await.0, 409);
 
     // Delete: gone from the proxy within a second.
@@ -569,8 +690,14 @@ async fn logical_models_and_routing(backend: Backend) {
     let (_a, _b, gw) = setup(backend).await;
     for (body, want) in [
         (json!({"id": "lm", "upstreams": []}), "upstreams"),
-        (json!({"id": "lm", "upstreams": [{"provider": "ghost", "model": "x"}]}), "upstreams[0].provider"),
-        (json!({"id": "lm", "upstreams": [{"provider": "alpha", "model": "x", "weight": 0}]}), "upstreams[0].weight"),
+        (
+            json!({"id": "lm", "upstreams": [{"provider": "ghost", "model": "x"}]}),
+            "upstreams[0].provider",
+        ),
+        (
+            json!({"id": "lm", "upstreams": [{"provider": "alpha", "model": "x", "weight": 0}]}),
+            "upstreams[0].weight",
+        ),
         (json!({"id": "lm"}), "upstreams"),
     ] {
         let (s, v) = send(&gw, Method::POST, "/logical-models", Some(body.clone())).await;
@@ -629,7 +756,12 @@ async fn logical_models_and_routing(backend: Backend) {
     )
     .await;
     assert_eq!((s, &v["chosen"]["provider"]), (200, &json!("alpha")));
-    assert_eq!(send(&gw, Method::POST, "/routing/decide", Some(json!({"model": "nope"}))).await.0, 404);
+    assert_eq!(
+        send(&gw, Method::POST, "/routing/decide", Some(json!({"model": "nope"})))
+            .await
+            .0,
+        404
+    );
     let (s, v) = send(&gw, Method::POST, "/routing/decide", Some(json!({}))).await;
     assert_eq!((s, field(&v)), (400, "model"));
 
@@ -638,7 +770,13 @@ async fn logical_models_and_routing(backend: Backend) {
     assert_eq!(s, 200, "{v}");
     let bound = v["upstream"]["provider"].as_str().unwrap().to_string();
     for _ in 0..3 {
-        let r = gw.post("/v1/chat/completions", chat_body("shared"), &[("x-session-id", "sess-1")]).await;
+        let r = gw
+            .post(
+                "/v1/chat/completions",
+                chat_body("shared"),
+                &[("x-session-id", "sess-1")],
+            )
+            .await;
         assert_eq!(r.headers()["x-apiproxy-provider"].to_str().unwrap(), bound);
     }
     let (s, v) = send(&gw, Method::GET, "/routing/sessions/sess-1", None).await;
@@ -648,7 +786,13 @@ async fn logical_models_and_routing(backend: Backend) {
     let (_, v) = send(&gw, Method::GET, "/routing/sessions/sess-1?model=shared", None).await;
     assert_eq!(v["reset"], true);
     let rebound = v["upstream"]["provider"].as_str().unwrap().to_string();
-    let r = gw.post("/v1/chat/completions", chat_body("shared"), &[("x-session-id", "sess-1")]).await;
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            chat_body("shared"),
+            &[("x-session-id", "sess-1")],
+        )
+        .await;
     assert_eq!(r.headers()["x-apiproxy-provider"].to_str().unwrap(), rebound);
 
     // Update and delete; the config file's model is read-only here.
@@ -660,9 +804,19 @@ async fn logical_models_and_routing(backend: Backend) {
     )
     .await;
     assert_eq!((s, &v["description"]), (200, &json!("two tiers")));
-    assert_eq!(proxy_status(&gw, CLIENT_KEY, "smart").await, (200, Some("alpha".into())));
     assert_eq!(
-        send(&gw, Method::PUT, "/logical-models/file-model", Some(json!({"upstreams": []}))).await.0,
+        proxy_status(&gw, CLIENT_KEY, "smart").await,
+        (200, Some("alpha".into()))
+    );
+    assert_eq!(
+        send(
+            &gw,
+            Method::PUT,
+            "/logical-models/file-model",
+            Some(json!({"upstreams": []}))
+        )
+        .await
+        .0,
         409
     );
     assert_eq!(send(&gw, Method::DELETE, "/logical-models/smart", None).await.0, 204);
@@ -697,7 +851,11 @@ async fn secrets_never_leak(backend: Backend) {
         (Method::GET, "/providers/gamma/models".into(), None),
         (Method::GET, "/providers/gamma/health".into(), None),
         (Method::GET, keys.clone(), None),
-        (Method::PUT, format!("{keys}/{key_id}"), Some(json!({"name": "renamed"}))),
+        (
+            Method::PUT,
+            format!("{keys}/{key_id}"),
+            Some(json!({"name": "renamed"})),
+        ),
         (Method::POST, "/providers/gamma/keys".into(), Some(json!({"key": ""}))),
         (Method::POST, "/routing/decide".into(), Some(json!({"model": "gpt-c"}))),
     ] {
@@ -716,7 +874,14 @@ async fn secrets_never_leak(backend: Backend) {
         seen.push_str(&r.text().await.unwrap());
     }
     seen.push_str(&String::from_utf8_lossy(
-        &gw.client.get(gw.admin_url("/metrics")).send().await.unwrap().bytes().await.unwrap(),
+        &gw.client
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
     ));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = gw.logs();
@@ -746,11 +911,21 @@ async fn replicas_converge_through_the_database(backend: Backend) {
     )
     .await;
     let admin = first.admin().await;
-    let (_, v) = send(&first, Method::POST, &format!("/users/{}/api-keys", admin.user_id), Some(json!({"name": "r"}))).await;
+    let (_, v) = send(
+        &first,
+        Method::POST,
+        &format!("/users/{}/api-keys", admin.user_id),
+        Some(json!({"name": "r"})),
+    )
+    .await;
     let key = v["key"].as_str().unwrap().to_string();
     let t0 = Instant::now();
     until_status(&second, &key, "gpt-a", 200).await;
-    assert!(t0.elapsed() < Duration::from_secs(3), "replica converged after {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "replica converged after {:?}",
+        t0.elapsed()
+    );
 }
 
 macro_rules! both_backends {

@@ -38,7 +38,13 @@ impl Req {
                 .starts_with("missing field")
                 .then(|| between_ticks(&message))
                 .flatten()
-                .map(|f| if path == "." { f.to_string() } else { format!("{path}.{f}") });
+                .map(|f| {
+                    if path == "." {
+                        f.to_string()
+                    } else {
+                        format!("{path}.{f}")
+                    }
+                });
             let field = missing.unwrap_or(if path == "." { "body".into() } else { path });
             ApiError::BadRequest { field, message }
         })
