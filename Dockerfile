@@ -4,12 +4,16 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY vendor ./vendor
 COPY src ./src
+COPY migrations ./migrations
 RUN cargo build --release --locked --bin apiproxy
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* && useradd --system --home /app apiproxy
 WORKDIR /app
+# The SQLite database and a generated SECRET_KEY live here: mount a volume.
+RUN mkdir -p /app/data && chown apiproxy /app/data
+VOLUME /app/data
 COPY --from=build /src/target/release/apiproxy /usr/local/bin/apiproxy
 COPY conf ./conf
 USER apiproxy

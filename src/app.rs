@@ -1,40 +1,72 @@
 //! What the services share: settings, the configuration snapshot the request path reads, live
-//! upstream health, the model catalog and metrics.
+//! upstream health, the model catalog, metrics, and (for the admin service) secrets and the store.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 
+use crate::auth::jwt::{TokenTtl, Tokens};
 use crate::auth::ClientKeys;
 use crate::config::{Config, ServerSettings};
+use crate::limit::{LocalLimiter, RateLimiter};
 use crate::metrics::Metrics;
-use crate::routing::{HealthPolicy, HealthRegistry, RouteTable};
+use crate::routing::{HealthPolicy, HealthRegistry, RouteTable, SessionOverrides};
+use crate::secrets::Secrets;
+use crate::store::Store;
 use crate::upstream::ModelCatalog;
+
+/// Where the items of a snapshot came from, for the admin API.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// Providers and logical models that come from the database (the rest come from the file).
+    pub db_providers: HashSet<String>,
+    pub db_logical: HashSet<String>,
+    /// Database items hidden by a config-file item with the same id (the file wins).
+    pub shadowed_providers: HashSet<String>,
+    pub shadowed_logical: HashSet<String>,
+}
 
 /// A consistent view of keys and routes; swapped whole when the configuration changes, so a request
 /// never sees half an update and never touches a database.
 pub struct Snapshot {
     pub clients: ClientKeys,
     pub routes: RouteTable,
+    pub sources: Sources,
 }
 
 pub struct App {
     pub settings: ServerSettings,
+    /// The configuration file as loaded; the database's items are merged into it on every rebuild.
+    pub config: Config,
     /// Browser-like headers for upstream requests (`MASK_AS_BROWSER`).
     pub mask_headers: Vec<(HeaderName, HeaderValue)>,
     snapshot: ArcSwap<Snapshot>,
     pub health: HealthRegistry,
     pub catalog: ModelCatalog,
     pub metrics: Metrics,
+    pub secrets: Arc<Secrets>,
+    pub tokens: Tokens,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub sessions: SessionOverrides,
+    /// Set once the store service has connected and migrated.
+    store: OnceLock<Store>,
+    /// The `config_version` the current snapshot was built from.
+    pub loaded_version: AtomicI64,
+    /// Serialises snapshot rebuilds.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// Wakes discovery when providers change, so new ones are resolved and listed at once.
+    pub topology_changed: tokio::sync::Notify,
 }
 
 const DEFAULT_BROWSER_UA: &str =
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
 impl App {
-    pub fn new(config: &Config) -> Result<Arc<Self>, String> {
+    pub fn new(config: &Config, secrets: Arc<Secrets>, ttl: TokenTtl) -> Result<Arc<Self>, String> {
         let s = &config.server;
         let health = HealthRegistry::new(HealthPolicy {
             default_cooldown: Duration::from_secs(s.default_cooldown_s),
@@ -42,7 +74,7 @@ impl App {
             open_for: Duration::from_secs(s.circuit_open_s.max(1)),
         });
         let routes = RouteTable::build(config, &health)?;
-        let clients = ClientKeys::new(ClientKeys::random_mac_key(), &config.clients);
+        let clients = ClientKeys::new(secrets.client_mac().clone(), &config.clients);
         let catalog = ModelCatalog::default();
         catalog.rebuild(routes.providers(), routes.logical_ids());
         let mut mask_headers = Vec::new();
@@ -63,11 +95,24 @@ impl App {
         }
         Ok(Arc::new(Self {
             settings: s.clone(),
+            config: config.clone(),
             mask_headers,
-            snapshot: ArcSwap::from_pointee(Snapshot { clients, routes }),
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                clients,
+                routes,
+                sources: Sources::default(),
+            }),
             health,
             catalog,
             metrics: Metrics::new(),
+            tokens: Tokens::new(secrets.jwt_key(), ttl),
+            secrets,
+            limiter: Arc::new(LocalLimiter::default()),
+            sessions: SessionOverrides::default(),
+            store: OnceLock::new(),
+            loaded_version: AtomicI64::new(-1),
+            reload_lock: tokio::sync::Mutex::new(()),
+            topology_changed: tokio::sync::Notify::new(),
         }))
     }
 
@@ -76,9 +121,35 @@ impl App {
         self.snapshot.load_full()
     }
 
+    /// Installs a new snapshot. Resolved provider addresses carry over, so a provider whose
+    /// endpoint did not change keeps serving without waiting for DNS.
+    pub fn swap(&self, next: Snapshot) {
+        let prev = self.snapshot();
+        for p in next.routes.providers() {
+            if let Some(old) = prev.routes.provider(&p.id) {
+                if old.endpoint.host == p.endpoint.host && old.endpoint.port == p.endpoint.port {
+                    if let Some(addrs) = old.addrs() {
+                        p.set_addrs(addrs);
+                    }
+                }
+            }
+        }
+        self.snapshot.store(Arc::new(next));
+        self.rebuild_catalog();
+        self.topology_changed.notify_one();
+    }
+
     /// Rebuilds the model index after discovery or a configuration change.
     pub fn rebuild_catalog(&self) {
         let snap = self.snapshot();
         self.catalog.rebuild(snap.routes.providers(), snap.routes.logical_ids());
+    }
+
+    pub fn store(&self) -> Option<&Store> {
+        self.store.get()
+    }
+
+    pub fn set_store(&self, store: Store) {
+        let _ = self.store.set(store);
     }
 }

@@ -6,11 +6,51 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use crate::admin::AdminApp;
 use crate::app::App;
+use crate::auth::jwt::TokenTtl;
 use crate::config::{Config, LogFormat, ServerSettings};
 use crate::gateway::Gateway;
+use crate::live::StoreService;
+use crate::secrets::{SecretOrigin, Secrets};
+use crate::store::DatabaseUrl;
 use crate::upstream::Discovery;
+
+/// Storage and secret settings, from the environment only (they never belong in a config file).
+struct StorageEnv {
+    database_url: DatabaseUrl,
+    data_dir: PathBuf,
+    secret_key: Option<String>,
+    ttl: TokenTtl,
+}
+
+fn storage_env() -> Result<StorageEnv, String> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let url = var("DATABASE_URL").unwrap_or_else(|| DatabaseUrl::DEFAULT.to_string());
+    let database_url = DatabaseUrl::parse(&url).map_err(|e| e.to_string())?;
+    let mut ttl = TokenTtl::default();
+    for (name, slot) in [
+        ("JWT_ACCESS_TTL_S", &mut ttl.access_s),
+        ("JWT_REFRESH_TTL_S", &mut ttl.refresh_s),
+    ] {
+        if let Some(v) = var(name) {
+            *slot = v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{name}: `{v}` is not a positive number of seconds"))?;
+        }
+    }
+    Ok(StorageEnv {
+        database_url,
+        data_dir: PathBuf::from(var("APIPROXY_DATA_DIR").unwrap_or_else(|| "data".into())),
+        secret_key: var("SECRET_KEY"),
+        ttl,
+    })
+}
 
 /// Log timestamps in `LOG_TIMEZONE`, or in local time.
 struct Timestamp(Option<chrono_tz::Tz>);
@@ -42,10 +82,21 @@ fn init_tracing(s: &ServerSettings) {
 /// Runs the gateway until the process is told to stop. Returns only on a start-up error.
 pub fn run(config: Config) -> Result<(), String> {
     init_tracing(&config.server);
-    let app = App::new(&config)?;
-    if config.clients.is_empty() {
-        tracing::warn!("no client keys are configured: every proxied request will be refused with 401");
+    let env = storage_env()?;
+    let (secrets, origin) =
+        Secrets::load(env.secret_key.as_deref(), &env.data_dir).map_err(|e| format!("SECRET_KEY: {e}"))?;
+    match origin {
+        SecretOrigin::Environment => {}
+        SecretOrigin::File => tracing::warn!(
+            dir = %env.data_dir.display(),
+            "SECRET_KEY is not set: using the one generated earlier in the data folder; set SECRET_KEY in production"
+        ),
+        SecretOrigin::Generated => tracing::warn!(
+            dir = %env.data_dir.display(),
+            "SECRET_KEY is not set: generated one and kept it in the data folder (0600); set SECRET_KEY in production"
+        ),
     }
+    let app = App::new(&config, Arc::new(secrets), env.ttl)?;
     let s = &config.server;
 
     let conf = ServerConf {
@@ -61,7 +112,13 @@ pub fn run(config: Config) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    // The store opens the database, migrates it and builds the first snapshot; everything else waits.
+    let store = server.add_service(background_service(
+        "store",
+        StoreService::new(app.clone(), env.database_url),
+    ));
     let discovery = server.add_service(background_service("discovery", Discovery::new(app.clone())));
+    discovery.add_dependency(&store);
 
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(app.clone()), "apiproxy");
@@ -72,7 +129,8 @@ pub fn run(config: Config) -> Result<(), String> {
 
     let mut admin = Service::new("admin".to_string(), AdminApp::new(app.clone()));
     admin.add_tcp(&s.admin_listen);
-    server.add_service(admin);
+    let admin = server.add_service(admin);
+    admin.add_dependency(&store);
 
     tracing::info!(
         listen = %s.listen,

@@ -130,6 +130,7 @@ async fn secrets_never_reach_logs_or_error_bodies() {
     bodies.push_str(
         &gw.client
             .get(gw.admin_url("/providers"))
+            .bearer_auth(gw.admin().await.token)
             .send()
             .await
             .unwrap()

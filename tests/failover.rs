@@ -290,6 +290,7 @@ async fn failing_provider_is_taken_out_and_let_back_after_a_probe() {
     let metrics = gw
         .client
         .get(gw.admin_url("/providers"))
+        .bearer_auth(gw.admin().await.token)
         .send()
         .await
         .unwrap()

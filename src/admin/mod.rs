@@ -1,85 +1,211 @@
-//! The admin service on its own port (`APIPROXY_ADMIN_LISTEN`): health, Prometheus metrics and the
-//! read-only routing views. It never shares a port with client traffic.
+//! The admin service on its own port (`APIPROXY_ADMIN_LISTEN`): health, Prometheus metrics, the
+//! OpenAPI document, and the JSON REST API for users, API keys, providers, logical models and
+//! routing. It never shares a port with client traffic.
+//!
+//! `router` holds the route table; `guard` checks tokens; `handlers` do the work; `http` holds the
+//! request, reply and error types.
 
+pub mod guard;
+pub mod handlers;
+pub mod http;
+pub mod openapi;
+pub mod router;
+
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use http::Response;
+use bytes::BytesMut;
+use parking_lot::Mutex;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use serde_json::json;
+use serde_json::{json, Value};
 
+use self::http::{parse_query, ApiError, Reply, Req};
+use self::router::{Access, Op, Resolved, RouteSpec, Router};
 use crate::app::App;
+use handlers as h;
+
+/// Admin request bodies are small JSON documents.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// What the admin handlers share.
+pub struct AdminState {
+    pub app: Arc<App>,
+    /// For live provider probes and raw model lists.
+    pub http: reqwest::Client,
+    /// Raw model lists by provider, with when they were fetched.
+    pub raw_models: Mutex<HashMap<String, (Instant, Value)>>,
+}
 
 pub struct AdminApp {
-    app: Arc<App>,
+    state: AdminState,
+    router: Router,
+    openapi: Vec<u8>,
 }
 
 impl AdminApp {
     pub fn new(app: Arc<App>) -> Self {
-        Self { app }
-    }
-
-    /// Upstream health lives in the health registry; copy it into the gauges at scrape time.
-    fn refresh_upstream_gauges(&self) {
-        let snap = self.app.snapshot();
-        for (provider, model, view) in self.app.health.all(Instant::now()) {
-            let weight = snap.routes.provider(&provider).map_or(1.0, |p| p.weight);
-            self.app.metrics.set_upstream(&provider, &model, weight, &view);
+        let router = Router::new();
+        let openapi = openapi::document(router.specs()).to_string().into_bytes();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap_or_default();
+        Self {
+            state: AdminState {
+                app,
+                http,
+                raw_models: Mutex::new(HashMap::new()),
+            },
+            router,
+            openapi,
         }
     }
 
-    fn route(&self, method: &http::Method, path: &str) -> (u16, &'static str, Vec<u8>) {
-        let json_ok = |v: serde_json::Value| (200, "application/json", v.to_string().into_bytes());
-        if method != http::Method::GET {
-            return (405, "application/json", br#"{"error":"method not allowed"}"#.to_vec());
+    async fn handle(&self, spec: &RouteSpec, req: &Req) -> Result<Reply, ApiError> {
+        let app = &*self.state.app;
+        let caller = match spec.access {
+            Access::Public => None,
+            Access::User | Access::Admin => Some(guard::authenticate(app, req).await?),
+        };
+        if spec.access == Access::Admin && !caller.as_ref().is_some_and(|c| c.is_admin()) {
+            return Err(ApiError::Forbidden("this endpoint needs the admin role"));
         }
-        match path.trim_end_matches('/') {
-            "/health" => json_ok(json!({"status": "ok"})),
-            "/metrics" => {
-                self.refresh_upstream_gauges();
-                (200, "text/plain; version=0.0.4", self.app.metrics.render())
+        // Routes marked User or Admin always have a caller here.
+        let who = || caller.as_ref().ok_or(ApiError::Unauthorized("missing bearer token"));
+        match spec.op {
+            Op::Health => Ok(Reply::ok(json!({"status": "ok"}))),
+            Op::Metrics => {
+                refresh_upstream_gauges(app);
+                Ok(Reply {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4",
+                    body: app.metrics.render(),
+                })
             }
-            "/providers" => {
-                let snap = self.app.snapshot();
-                let now = Instant::now();
-                let list: Vec<_> = snap
-                    .routes
-                    .providers()
-                    .iter()
-                    .map(|p| {
-                        json!({
-                            "id": &*p.id,
-                            "base_url": p.endpoint.url(&p.endpoint.base_path),
-                            "api_style": format!("{:?}", p.style).to_lowercase(),
-                            "weight": p.weight,
-                            "keys_in_rotation": p.usable_keys(),
-                            "models": self.app.catalog.models_of(p).map(|m| m.to_vec()),
-                            "upstreams": self.app.health.of_provider(&p.id, now)
-                                .into_iter()
-                                .map(|(model, h)| json!({"model": model, "health": h}))
-                                .collect::<Vec<_>>(),
-                        })
-                    })
-                    .collect();
-                json_ok(json!({ "providers": list }))
+            Op::OpenApi => Ok(Reply {
+                status: 200,
+                content_type: "application/json",
+                body: self.openapi.clone(),
+            }),
+            Op::AdminInit => h::system::admin_init(app, req).await,
+            Op::SecretGenerate => h::system::secret_generate(app, req).await,
+            Op::Login => h::auth::login(app, req).await,
+            Op::Refresh => h::auth::refresh(app, req).await,
+            Op::Logout => h::auth::logout(app, req, who()?).await,
+            Op::UsersList => h::users::list(app).await,
+            Op::UserCreate => h::users::create(app, req).await,
+            Op::UserGet => h::users::get(app, req).await,
+            Op::UserUpdate => h::users::update(app, req, who()?).await,
+            Op::UserDisable => h::users::disable(app, req, who()?).await,
+            Op::KeysList => h::api_keys::list(app, req, who()?).await,
+            Op::KeyCreate => h::api_keys::create(app, req, who()?).await,
+            Op::KeyUpdate => h::api_keys::update(app, req, who()?).await,
+            Op::KeyDelete => h::api_keys::delete(app, req, who()?).await,
+            Op::ProvidersList => h::providers::list(app).await,
+            Op::ProviderCreate => h::providers::create(app, req).await,
+            Op::ProviderGet => h::providers::get(app, req).await,
+            Op::ProviderUpdate => h::providers::update(app, req).await,
+            Op::ProviderDelete => h::providers::delete(app, req).await,
+            Op::ProviderModels => h::providers::models(&self.state, req).await,
+            Op::ProviderHealth => h::providers::health(&self.state, req).await,
+            Op::ProviderMetrics => h::providers::metrics(app, req).await,
+            Op::ProviderKeysList => h::provider_keys::list(app, req).await,
+            Op::ProviderKeyCreate => h::provider_keys::create(app, req).await,
+            Op::ProviderKeyUpdate => h::provider_keys::update(app, req).await,
+            Op::ProviderKeyDelete => h::provider_keys::delete(app, req).await,
+            Op::LogicalList => h::logical::list(app).await,
+            Op::LogicalCreate => h::logical::create(app, req).await,
+            Op::LogicalGet => h::logical::get(app, req).await,
+            Op::LogicalUpdate => h::logical::update(app, req).await,
+            Op::LogicalDelete => h::logical::delete(app, req).await,
+            Op::LogicalUpstreams => h::logical::upstreams(app, req).await,
+            Op::RoutingDecide => h::routing::decide(app, req).await,
+            Op::SessionGet => h::routing::session_get(app, req).await,
+            Op::SessionDelete => h::routing::session_delete(app, req).await,
+        }
+    }
+
+    async fn serve(&self, session: &mut ServerSession) -> Reply {
+        let header = session.req_header();
+        let method = header.method.clone();
+        let path = header.uri.path().to_string();
+        let query = parse_query(header.uri.query());
+        let bearer = header
+            .headers
+            .get(::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+            });
+        let (spec, params) = match self.router.resolve(&method, &path) {
+            Resolved::Found(spec, params) => (spec, params),
+            Resolved::WrongMethod => return ApiError::MethodNotAllowed.reply(),
+            Resolved::NotFound => return ApiError::NotFound(format!("no admin endpoint at {path}")).reply(),
+        };
+        let mut body = BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        return ApiError::bad("body", format!("larger than {MAX_BODY} bytes")).reply();
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(_) => return ApiError::bad("body", "could not be read").reply(),
             }
-            _ => (404, "application/json", br#"{"error":"not found"}"#.to_vec()),
+        }
+        let req = Req {
+            method,
+            path,
+            query,
+            params: params.into_iter().collect(),
+            bearer,
+            body: body.freeze(),
+        };
+        match self.handle(spec, &req).await {
+            Ok(reply) => reply,
+            Err(e) => e.reply(),
         }
     }
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+    async fn response(&self, session: &mut ServerSession) -> ::http::Response<Vec<u8>> {
+        let started = Instant::now();
+        let reply = self.serve(session).await;
         let req = session.req_header();
-        let (status, content_type, body) = self.route(&req.method, req.uri.path());
-        Response::builder()
-            .status(status)
-            .header(http::header::CONTENT_TYPE, content_type)
-            .header(http::header::CONTENT_LENGTH, body.len())
-            .body(body)
-            .unwrap_or_else(|_| Response::new(Vec::new()))
+        // Method, path and status only: paths carry ids, never secrets; bodies are never logged.
+        if req.uri.path() != "/health" && req.uri.path() != "/metrics" {
+            tracing::info!(
+                method = %req.method,
+                path = %req.uri.path(),
+                status = reply.status,
+                ms = started.elapsed().as_millis() as u64,
+                "admin request"
+            );
+        }
+        ::http::Response::builder()
+            .status(reply.status)
+            .header(::http::header::CONTENT_TYPE, reply.content_type)
+            .header(::http::header::CONTENT_LENGTH, reply.body.len())
+            .header(::http::header::CACHE_CONTROL, "no-store")
+            .body(reply.body)
+            .unwrap_or_else(|_| ::http::Response::new(Vec::new()))
+    }
+}
+
+/// Upstream health lives in the health registry; copy it into the gauges at scrape time.
+fn refresh_upstream_gauges(app: &App) {
+    let snap = app.snapshot();
+    for (provider, model, view) in app.health.all(std::time::Instant::now()) {
+        let weight = snap.routes.provider(&provider).map_or(1.0, |p| p.weight);
+        app.metrics.set_upstream(&provider, &model, weight, &view);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -106,7 +106,7 @@ pub struct ClientConfig {
 }
 
 /// The wire format an upstream speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ApiStyle {
     /// OpenAI Chat Completions (and, where offered, the Responses API).
@@ -118,7 +118,7 @@ pub enum ApiStyle {
     Gemini,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderType {
     #[default]
@@ -161,7 +161,7 @@ fn default_retryable() -> Vec<u16> {
     vec![429, 500, 502, 503, 504]
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// TCP (and TLS) connect.
@@ -183,7 +183,7 @@ impl Default for Timeouts {
 }
 
 /// Path overrides, for aggregators that mount the APIs elsewhere.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Paths {
     pub chat: Option<String>,

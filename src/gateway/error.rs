@@ -28,6 +28,8 @@ pub enum GatewayError {
     MethodNotAllowed { method: String, path: String },
     #[error("Could not read the request body: {0}")]
     ClientRead(String),
+    #[error("Rate limit of this API key exceeded; retry after {} s", retry_after.as_secs_f64().ceil())]
+    RateLimited { retry_after: Duration },
     #[error("Every upstream for `{model}` failed or is out of rotation")]
     Exhausted {
         model: String,
@@ -42,6 +44,8 @@ impl GatewayError {
             GatewayError::Auth(_) => 401,
             GatewayError::Body(_) | GatewayError::ClientRead(_) => 400,
             GatewayError::Route(RouteError::UnknownModel(_)) | GatewayError::NotFound { .. } => 404,
+            GatewayError::Route(RouteError::NotAllowed(_)) => 403,
+            GatewayError::RateLimited { .. } => 429,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::Exhausted { attempts, .. } => {
@@ -70,7 +74,9 @@ impl GatewayError {
             GatewayError::Auth(_) => ("invalid_request_error", Some("invalid_api_key")),
             GatewayError::Body(BodyError::MissingModel) => ("invalid_request_error", Some("missing_model")),
             GatewayError::Body(_) | GatewayError::ClientRead(_) => ("invalid_request_error", None),
-            GatewayError::Route(_) => ("invalid_request_error", Some("model_not_found")),
+            GatewayError::Route(RouteError::UnknownModel(_)) => ("invalid_request_error", Some("model_not_found")),
+            GatewayError::Route(RouteError::NotAllowed(_)) => ("permission_error", Some("provider_not_allowed")),
+            GatewayError::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             GatewayError::NotFound { .. } => ("invalid_request_error", Some("unknown_url")),
             GatewayError::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
@@ -85,6 +91,7 @@ impl GatewayError {
                 .map(|d| d.as_secs_f64().ceil() as u64)
                 .filter(|s| *s > 0)
                 .or(upstream_hint),
+            GatewayError::RateLimited { retry_after } => Some((retry_after.as_secs_f64().ceil() as u64).max(1)),
             _ => None,
         }
     }

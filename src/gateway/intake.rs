@@ -56,11 +56,19 @@ pub fn request_id(session: &Session) -> String {
     }
 }
 
-pub fn authenticate(session: &Session, app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+/// Checks the client key against the snapshot, then the key's rate limit.
+pub async fn authenticate(session: &Session, app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
     let snapshot = ctx.snapshot.get_or_insert_with(|| app.snapshot()).clone();
     let auth = session.get_header(http::header::AUTHORIZATION).map(|v| v.as_bytes());
     let key = session.get_header("x-api-key").map(|v| v.as_bytes());
-    ctx.client = Some(snapshot.clients.authenticate(auth, key)?);
+    let client = snapshot.clients.authenticate(auth, key)?;
+    if let (Some(id), Some(rps)) = (&client.key_id, client.rate_limit_rps) {
+        app.limiter
+            .acquire(id, rps)
+            .await
+            .map_err(|retry_after| GatewayError::RateLimited { retry_after })?;
+    }
+    ctx.client = Some(client);
     Ok(())
 }
 
@@ -98,7 +106,10 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
 pub fn route(session: &Session, app: &App, ctx: &mut RequestCtx, body: Bytes) -> Result<(), GatewayError> {
     let inspected = inspect(&body)?;
     let snapshot: Arc<_> = ctx.snapshot.get_or_insert_with(|| app.snapshot()).clone();
-    let plan = snapshot.routes.plan(&inspected.model, &app.catalog, &app.health)?;
+    let mut plan = snapshot.routes.plan(&inspected.model, &app.catalog, &app.health)?;
+    if let Some(allowed) = ctx.client.as_ref().and_then(|c| c.allowed_providers.as_ref()) {
+        plan = plan.restricted_to(allowed)?;
+    }
     let wants_sse = session
         .get_header(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -108,7 +119,7 @@ pub fn route(session: &Session, app: &App, ctx: &mut RequestCtx, body: Bytes) ->
         .get_header("x-session-id")
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty())
-        .map(|s| s.chars().take(256).collect());
+        .map(|s| app.sessions.hash_key(&s.chars().take(256).collect::<String>()));
     ctx.plan = Some(plan);
     ctx.inspected = Some(inspected);
     ctx.body = body;

@@ -53,7 +53,7 @@ impl Gateway {
                 Ok(true)
             }
             Endpoint::Models => {
-                intake::authenticate(session, &self.app, ctx)?;
+                intake::authenticate(session, &self.app, ctx).await?;
                 let body = self.app.catalog.listing();
                 respond::json(session, ctx, 200, body, None)
                     .await
@@ -62,7 +62,7 @@ impl Gateway {
             }
             Endpoint::Proxy(api) => {
                 ctx.api = Some(api);
-                intake::authenticate(session, &self.app, ctx)?;
+                intake::authenticate(session, &self.app, ctx).await?;
                 let body = intake::read_body(session, self.app.settings.max_body_bytes).await?;
                 intake::route(session, &self.app, ctx, body)?;
                 Ok(false)

@@ -71,6 +71,21 @@ pub fn score(plan: &RoutePlan, excluded: &[usize], now: Instant) -> Vec<(Scored,
 
 /// Chooses the next candidate, or says when one may be back.
 pub fn choose(plan: &RoutePlan, excluded: &[usize], session: Option<&str>, now: Instant) -> Result<usize, Exhausted> {
+    choose_inner(plan, excluded, session, now, true)
+}
+
+/// What `choose` would pick, without claiming an open circuit's probe slot: for dry runs.
+pub fn choose_dry(plan: &RoutePlan, session: Option<&str>, now: Instant) -> Result<usize, Exhausted> {
+    choose_inner(plan, &[], session, now, false)
+}
+
+fn choose_inner(
+    plan: &RoutePlan,
+    excluded: &[usize],
+    session: Option<&str>,
+    now: Instant,
+    claim_probe: bool,
+) -> Result<usize, Exhausted> {
     let scored = score(plan, excluded, now);
     let mut tiers: Vec<u32> = scored.iter().map(|(s, _)| s.priority).collect();
     tiers.dedup();
@@ -78,7 +93,7 @@ pub fn choose(plan: &RoutePlan, excluded: &[usize], session: Option<&str>, now: 
         let in_tier = || scored.iter().filter(move |(s, _)| s.priority == tier);
         // An open circuit whose wait is over gets one probe request.
         for (s, a) in in_tier() {
-            if *a == Availability::Probe && plan.candidates[s.index].health.try_probe(now) {
+            if *a == Availability::Probe && (!claim_probe || plan.candidates[s.index].health.try_probe(now)) {
                 return Ok(s.index);
             }
         }

@@ -1,12 +1,12 @@
 //! From a requested model name to the upstreams that may serve it: logical models, `provider/model`
 //! and zero-config routing over the providers whose model lists contain the name.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::health::{HealthRegistry, UpstreamHealth};
 use crate::config::Config;
-use crate::upstream::{ModelCatalog, Provider};
+use crate::upstream::{ModelCatalog, Provider, ProviderExtras};
 
 /// One way to serve a request: a provider and the model name it knows.
 #[derive(Clone)]
@@ -40,6 +40,30 @@ pub struct RoutePlan {
 pub enum RouteError {
     #[error("The model `{0}` does not exist or no provider serves it")]
     UnknownModel(String),
+    #[error("This API key may not use any provider that serves `{0}`")]
+    NotAllowed(String),
+}
+
+impl RoutePlan {
+    /// The plan limited to the providers a client key may use (candidates keep their order).
+    pub fn restricted_to(self, allowed: &HashSet<String>) -> Result<RoutePlan, RouteError> {
+        if self.candidates.iter().all(|c| allowed.contains(&*c.provider.id)) {
+            return Ok(self);
+        }
+        let kept: Vec<Candidate> = self
+            .candidates
+            .iter()
+            .filter(|c| allowed.contains(&*c.provider.id))
+            .cloned()
+            .collect();
+        if kept.is_empty() {
+            return Err(RouteError::NotAllowed(self.label.to_string()));
+        }
+        Ok(RoutePlan {
+            candidates: kept.into(),
+            ..self
+        })
+    }
 }
 
 pub struct RouteTable {
@@ -50,11 +74,21 @@ pub struct RouteTable {
 
 impl RouteTable {
     pub fn build(config: &Config, health: &HealthRegistry) -> Result<Self, String> {
+        Self::build_with(config, &HashMap::new(), health)
+    }
+
+    /// As `build`, with what the database adds to some providers (by id).
+    pub fn build_with(
+        config: &Config,
+        extras: &HashMap<String, ProviderExtras>,
+        health: &HealthRegistry,
+    ) -> Result<Self, String> {
+        let none = ProviderExtras::default();
         let providers = config
             .providers
             .iter()
             .map(|p| {
-                Provider::from_config(p)
+                Provider::build(p, extras.get(&p.id).unwrap_or(&none))
                     .map(Arc::new)
                     .map_err(|e| format!("provider {}: {e}", p.id))
             })
@@ -90,6 +124,28 @@ impl RouteTable {
                 },
             );
         }
+        // Model aliases behave like logical models over every provider that declares them; a real
+        // logical model of the same name wins.
+        let mut aliased: HashMap<&str, Vec<Candidate>> = HashMap::new();
+        for p in &providers {
+            for (alias, model) in &p.aliases {
+                let model: Arc<str> = model.as_str().into();
+                aliased.entry(alias.as_str()).or_default().push(Candidate {
+                    health: health.get(&p.id, &model),
+                    provider: p.clone(),
+                    model,
+                    weight: p.weight,
+                    priority: 0,
+                });
+            }
+        }
+        for (alias, candidates) in aliased {
+            logical.entry(alias.to_string()).or_insert_with(|| RoutePlan {
+                label: alias.into(),
+                kind: RouteKind::Logical,
+                candidates: candidates.into(),
+            });
+        }
         Ok(Self {
             providers,
             by_id,
@@ -107,6 +163,11 @@ impl RouteTable {
 
     pub fn logical_ids(&self) -> impl Iterator<Item = &str> {
         self.logical.keys().map(String::as_str)
+    }
+
+    /// A logical model's (or alias's) plan.
+    pub fn logical(&self, id: &str) -> Option<&RoutePlan> {
+        self.logical.get(id)
     }
 
     /// Resolves `model`: a logical model first, then `provider/model`, then zero-config.
@@ -233,5 +294,19 @@ logical_models:
             Some(RouteError::UnknownModel("nope".into()))
         );
         assert!(t.plan("zz/m1", &c, &h).is_err());
+    }
+
+    #[test]
+    fn restriction_filters_candidates() {
+        let (t, c, h) = setup();
+        let only_a: HashSet<String> = ["a".to_string()].into();
+        let p = t.plan("fast", &c, &h).unwrap().restricted_to(&only_a).unwrap();
+        assert_eq!(p.candidates.len(), 1);
+        assert_eq!(&*p.candidates[0].provider.id, "a");
+        let none: HashSet<String> = ["zz".to_string()].into();
+        assert_eq!(
+            t.plan("fast", &c, &h).unwrap().restricted_to(&none).err(),
+            Some(RouteError::NotAllowed("fast".into()))
+        );
     }
 }

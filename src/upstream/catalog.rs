@@ -50,10 +50,19 @@ impl ModelCatalog {
 
     /// The models a provider offers: its static list, else the discovered one.
     pub fn models_of(&self, provider: &Provider) -> Option<Arc<Vec<String>>> {
-        match &provider.static_models {
-            Some(list) => Some(Arc::new(list.clone())),
-            None => self.discovered.load().get(&provider.id).cloned(),
+        let list = match &provider.static_models {
+            Some(list) => Arc::new(list.clone()),
+            None => self.discovered.load().get(&provider.id).cloned()?,
+        };
+        if provider.hidden_models.is_empty() {
+            return Some(list);
         }
+        Some(Arc::new(
+            list.iter()
+                .filter(|m| !provider.hidden_models.contains(*m))
+                .cloned()
+                .collect(),
+        ))
     }
 
     pub fn set_discovered(&self, provider: &Arc<str>, models: Vec<String>) {
@@ -73,9 +82,14 @@ impl ModelCatalog {
                 Some(list) => list.as_slice(),
                 None => discovered.get(&p.id).map_or(&[][..], |l| l.as_slice()),
             };
-            for m in models {
+            for m in models.iter().filter(|m| !p.hidden_models.contains(*m)) {
                 providers_by_model.entry(m.clone()).or_default().push(p.id.clone());
                 listed.entry(m.clone()).or_insert_with(|| p.id.to_string());
+            }
+        }
+        for p in providers {
+            for (alias, _) in &p.aliases {
+                listed.entry(alias.clone()).or_insert_with(|| p.id.to_string());
             }
         }
         for id in logical_models {

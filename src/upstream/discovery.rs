@@ -64,6 +64,16 @@ impl Discovery {
 
 /// Fetches one provider's model list. Errors carry no secret: only the status or transport error.
 pub async fn fetch_models(client: &reqwest::Client, p: &Provider) -> Result<Vec<String>, String> {
+    let (status, body) = fetch_raw_models(client, p).await?;
+    if !(200..300).contains(&status) {
+        return Err(format!("status {status}"));
+    }
+    parse_model_list(&body).ok_or_else(|| "unrecognised model list".to_string())
+}
+
+/// One GET of the provider's model-list endpoint: its status and body as sent. Also the admin
+/// API's live probe. Errors carry no secret and no URL.
+pub async fn fetch_raw_models(client: &reqwest::Client, p: &Provider) -> Result<(u16, bytes::Bytes), String> {
     let mut req = client.get(p.endpoint.url(&p.models_path));
     if let Some(key) = p.any_key() {
         req = req.header(p.auth_header(), key);
@@ -75,12 +85,9 @@ pub async fn fetch_models(client: &reqwest::Client, p: &Provider) -> Result<Vec<
         req = req.header(k, v);
     }
     let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(format!("status {status}"));
-    }
+    let status = resp.status().as_u16();
     let body = resp.bytes().await.map_err(|e| e.without_url().to_string())?;
-    parse_model_list(&body).ok_or_else(|| "unrecognised model list".to_string())
+    Ok((status, body))
 }
 
 #[async_trait]
@@ -113,6 +120,11 @@ impl BackgroundService for Discovery {
                 _ = shutdown.changed() => break,
                 _ = dns_tick.tick() => self.refresh_dns().await,
                 _ = models_tick.tick() => self.refresh_models(&client).await,
+                // Providers were added or changed through the admin API.
+                _ = self.app.topology_changed.notified() => {
+                    self.refresh_dns().await;
+                    self.refresh_models(&client).await;
+                }
             }
         }
     }

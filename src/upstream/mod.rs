@@ -1,12 +1,12 @@
 //! Upstream providers: where they live, how to authenticate, and keeping that knowledge fresh off the
 //! request path (DNS, model lists).
 
-mod catalog;
+pub mod catalog;
 mod discovery;
 mod endpoint;
 mod provider;
 
 pub use catalog::ModelCatalog;
-pub use discovery::Discovery;
+pub use discovery::{fetch_raw_models, Discovery};
 pub use endpoint::Endpoint;
-pub use provider::{KeyChoice, Provider, ProviderKey};
+pub use provider::{KeyChoice, Provider, ProviderExtras, ProviderKey};

@@ -1,16 +1,29 @@
 //! A configured provider at run time: its endpoint, resolved addresses, rotating keys and request
 //! shaping (paths, auth and extra headers).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 
 use super::Endpoint;
 use crate::config::{ApiStyle, ProviderConfig, ProviderType, Timeouts};
+use crate::limit::TokenBucket;
+
+/// What a provider stored in the database adds to its `ProviderConfig`.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderExtras {
+    /// Per-key requests-per-second limits, parallel to `ProviderConfig::api_keys`.
+    pub key_qps: Vec<Option<u32>>,
+    /// Models never listed or routed to by zero-config, even when discovered.
+    pub hidden_models: HashSet<String>,
+    /// (alias, model): clients may ask for the alias and get this provider's model.
+    pub aliases: Vec<(String, String)>,
+}
 
 /// How long a key that the provider refused (401/403) stays out of rotation.
 const BAD_KEY_PAUSE: Duration = Duration::from_secs(600);
@@ -20,6 +33,8 @@ pub struct ProviderKey {
     header: HeaderValue,
     /// Unix milliseconds until which the key is out of rotation; 0 when usable.
     paused_until_ms: AtomicU64,
+    /// Requests per second this key may carry, and its bucket.
+    qps: Option<(u32, TokenBucket)>,
 }
 
 impl std::fmt::Debug for ProviderKey {
@@ -41,6 +56,8 @@ pub struct Provider {
     pub endpoint: Endpoint,
     pub weight: f64,
     pub static_models: Option<Vec<String>>,
+    pub hidden_models: HashSet<String>,
+    pub aliases: Vec<(String, String)>,
     pub timeouts: Timeouts,
     pub provider_type: ProviderType,
     retryable: Vec<u16>,
@@ -66,6 +83,11 @@ impl Provider {
     /// Builds the run-time provider; the config was validated, so parse failures are impossible here
     /// and reported as strings only for completeness.
     pub fn from_config(c: &ProviderConfig) -> Result<Self, String> {
+        Self::build(c, &ProviderExtras::default())
+    }
+
+    /// As `from_config`, with what the database adds (key limits, hidden models, aliases).
+    pub fn build(c: &ProviderConfig, extras: &ProviderExtras) -> Result<Self, String> {
         let endpoint = Endpoint::parse(&c.base_url)?;
         let join = |over: &Option<String>, default: &str| {
             over.clone()
@@ -78,13 +100,21 @@ impl Provider {
         let keys = c
             .api_keys
             .iter()
-            .filter(|k| !k.is_empty())
-            .map(|k| {
+            .enumerate()
+            .filter(|(_, k)| !k.is_empty())
+            .map(|(i, k)| {
                 let mut header = HeaderValue::from_str(&auth_value(k)).map_err(|_| "invalid api key".to_string())?;
                 header.set_sensitive(true);
+                let qps = extras
+                    .key_qps
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map(|r| (r, TokenBucket::new(r)));
                 Ok(ProviderKey {
                     header,
                     paused_until_ms: AtomicU64::new(0),
+                    qps,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -109,6 +139,8 @@ impl Provider {
             endpoint,
             weight: c.weight,
             static_models: c.models.clone(),
+            hidden_models: extras.hidden_models.clone(),
+            aliases: extras.aliases.clone(),
             timeouts: c.timeouts,
             provider_type: c.provider_type,
             retryable: c.retryable_status_codes.clone(),
@@ -138,15 +170,21 @@ impl Provider {
         !self.keys.is_empty()
     }
 
-    /// Round-robin over the keys in rotation, skipping those in `exclude`.
-    /// `None` when the provider has keys but none is usable.
+    /// Round-robin over the keys in rotation, skipping those in `exclude` and those at their QPS
+    /// limit. `None` when the provider has keys but none is usable.
     pub fn pick_key(&self, exclude: &[usize]) -> Option<KeyChoice> {
         let n = self.keys.len();
         let now = now_ms();
+        let instant = Instant::now();
         let start = self.next_key.fetch_add(1, Ordering::Relaxed);
         (0..n)
             .map(|i| (start + i) % n)
-            .find(|&i| !exclude.contains(&i) && self.keys[i].paused_until_ms.load(Ordering::Relaxed) <= now)
+            .find(|&i| {
+                let k = &self.keys[i];
+                !exclude.contains(&i)
+                    && k.paused_until_ms.load(Ordering::Relaxed) <= now
+                    && k.qps.as_ref().is_none_or(|(rate, b)| b.take(*rate, instant).is_ok())
+            })
             .map(|index| KeyChoice {
                 index,
                 header: self.keys[index].header.clone(),
@@ -182,6 +220,12 @@ impl Provider {
             return None;
         }
         Some(addrs[self.next_addr.fetch_add(1, Ordering::Relaxed) % addrs.len()])
+    }
+
+    /// Every resolved address; `None` before the first resolution.
+    pub fn addrs(&self) -> Option<Vec<SocketAddr>> {
+        let addrs = self.addrs.load();
+        (!addrs.is_empty()).then(|| addrs.to_vec())
     }
 
     pub fn set_addrs(&self, addrs: Vec<SocketAddr>) {
@@ -234,6 +278,19 @@ mod tests {
         assert!(p.pick_key(&[1]).is_none());
         assert_eq!(p.usable_keys(), 1);
         assert_eq!(p.pick_key(&[]).unwrap().header, "Bearer k2");
+    }
+
+    #[test]
+    fn qps_limited_keys_step_aside() {
+        let c: ProviderConfig =
+            serde_yaml::from_str("{id: p, base_url: 'http://127.0.0.1:1', api_keys: [k1, k2]}").unwrap();
+        let extras = ProviderExtras {
+            key_qps: vec![Some(1), None],
+            ..Default::default()
+        };
+        let p = Provider::build(&c, &extras).unwrap();
+        let picked: Vec<usize> = (0..6).filter_map(|_| p.pick_key(&[]).map(|k| k.index)).collect();
+        assert_eq!(picked.iter().filter(|i| **i == 0).count(), 1, "{picked:?}");
     }
 
     #[test]

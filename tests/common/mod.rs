@@ -17,6 +17,35 @@ pub use mock::{Mock, Recorded, Reply, Style};
 
 pub const CLIENT_KEY: &str = "test-client-key-0123456789";
 
+/// Where the gateway keeps its data in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file in the test's temporary folder.
+    Sqlite,
+    /// A fresh database on the local PostgreSQL (`127.0.0.1:5432`, user `postgres`), dropped after.
+    Postgres,
+}
+
+const PG_ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+async fn pg_exec(sql: String) {
+    let (client, conn) = tokio_postgres::connect(PG_ADMIN_URL, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432 (user postgres) is needed for these tests");
+    let task = tokio::spawn(conn);
+    client.batch_execute(&sql).await.expect(&sql);
+    drop(client);
+    let _ = task.await;
+}
+
+/// The admin credentials a test bootstrapped.
+#[derive(Clone)]
+pub struct AdminCreds {
+    pub user_id: String,
+    pub password: String,
+    pub token: String,
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -27,6 +56,9 @@ pub struct Gateway {
     pub admin_port: u16,
     dir: tempfile::TempDir,
     pub client: reqwest::Client,
+    pub database_url: String,
+    pg_db: Option<String>,
+    admin: tokio::sync::OnceCell<AdminCreds>,
 }
 
 impl Gateway {
@@ -37,7 +69,26 @@ impl Gateway {
     }
 
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_on(Backend::Sqlite, yaml, env).await
+    }
+
+    /// Starts on a fresh database of `backend` (unless `env` names a `DATABASE_URL`).
+    pub async fn start_on(backend: Backend, yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
+        let mut pg_db = None;
+        let database_url = match env.iter().find(|(k, _)| *k == "DATABASE_URL") {
+            Some((_, url)) => url.to_string(),
+            None => match backend {
+                Backend::Sqlite => format!("sqlite://{}", dir.path().join("apiproxy.db").display()),
+                Backend::Postgres => {
+                    let name = format!("apiproxy_t_{:016x}", rand::random::<u64>());
+                    pg_exec(format!("CREATE DATABASE {name}")).await;
+                    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+                    pg_db = Some(name);
+                    url
+                }
+            },
+        };
         let config = dir.path().join("apiproxy.yaml");
         let full = format!("clients:\n  - {{name: tester, key: \"{CLIENT_KEY}\"}}\n{yaml}");
         std::fs::write(&config, full).unwrap();
@@ -49,6 +100,9 @@ impl Gateway {
             .env("APIPROXY_LISTEN", format!("127.0.0.1:{port}"))
             .env("APIPROXY_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
             .env("LOG_LEVEL", "info")
+            .env("DATABASE_URL", &database_url)
+            .env("APIPROXY_DATA_DIR", dir.path().join("data"))
+            .env_remove("SECRET_KEY")
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         for (k, v) in env {
@@ -61,6 +115,9 @@ impl Gateway {
             admin_port,
             dir,
             client: reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap(),
+            database_url,
+            pg_db,
+            admin: tokio::sync::OnceCell::new(),
         };
         gw.wait_ready().await;
         gw
@@ -115,10 +172,66 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The first admin, created through `POST /system/admin/init` and logged in (once per gateway).
+    pub async fn admin(&self) -> AdminCreds {
+        self.admin
+            .get_or_init(|| async {
+                let r = self
+                    .client
+                    .post(self.admin_url("/system/admin/init"))
+                    .json(&serde_json::json!({"username": "admin"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201, "admin init");
+                let v: Value = r.json().await.unwrap();
+                let password = v["password"].as_str().unwrap().to_string();
+                let token = self.login("admin", &password).await;
+                AdminCreds {
+                    user_id: v["user"]["id"].as_str().unwrap().to_string(),
+                    password,
+                    token,
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// An access token for this user.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let r = self
+            .client
+            .post(self.admin_url("/auth/login"))
+            .json(&serde_json::json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "login of {username}");
+        let v: Value = r.json().await.unwrap();
+        v["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// An admin-API request with the admin's token.
+    pub async fn admin_req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let token = self.admin().await.token;
+        self.client.request(method, self.admin_url(path)).bearer_auth(token)
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(name) = self.pg_db.take() {
+            // Drop runs outside any runtime we may block: use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    rt.block_on(pg_exec(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+                }
+            })
+            .join();
+        }
     }
 }
 

@@ -1,0 +1,9 @@
+DROP TABLE config_version;
+DROP TABLE revoked_tokens;
+DROP TABLE logical_model_upstreams;
+DROP TABLE logical_models;
+DROP TABLE provider_models;
+DROP TABLE provider_api_keys;
+DROP TABLE providers;
+DROP TABLE api_keys;
+DROP TABLE users;

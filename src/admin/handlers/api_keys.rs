@@ -1,0 +1,193 @@
+//! Client API keys of a user. Admins manage anyone's; users only their own (someone else's keys
+//! answer 404, so ids cannot be probed). The key itself appears once, in the create answer.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{commit, nullable, store};
+use crate::admin::guard::Caller;
+use crate::admin::http::{ApiError, Reply, Req};
+use crate::app::App;
+use crate::auth::keys::{mint, Expiry};
+use crate::store::models::{ApiKeyChanges, ApiKeyRow};
+use crate::store::{new_id, now};
+
+const MAX_RPS: u32 = 1_000_000;
+
+fn view(k: &ApiKeyRow) -> Value {
+    let allowed: Option<Vec<String>> = k
+        .allowed_providers
+        .as_deref()
+        .map(|j| serde_json::from_str(j).unwrap_or_default());
+    json!({
+        "id": k.id, "user_id": k.user_id, "name": k.name, "prefix": k.prefix,
+        "expires_at": k.expires_at, "expired": k.expires_at.is_some_and(|t| t <= now()),
+        "disabled": k.disabled, "allowed_providers": allowed, "rate_limit_rps": k.rate_limit_rps,
+        "created_at": k.created_at, "updated_at": k.updated_at,
+    })
+}
+
+/// The target user, if the caller may act for them; 404 otherwise.
+async fn target(app: &App, req: &Req, caller: &Caller) -> Result<String, ApiError> {
+    let id = req.param("id");
+    if !caller.may_act_for(id) {
+        return Err(ApiError::NotFound("no such user".into()));
+    }
+    store(app)?
+        .get_user(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
+    Ok(id.to_string())
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.len() > 100 {
+        return Err(ApiError::bad("name", "must be 1-100 characters"));
+    }
+    Ok(())
+}
+
+fn check_rps(rps: Option<u32>) -> Result<Option<i32>, ApiError> {
+    match rps {
+        Some(r) if r == 0 || r > MAX_RPS => Err(ApiError::bad(
+            "rate_limit_rps",
+            format!("must be between 1 and {MAX_RPS}"),
+        )),
+        Some(r) => Ok(Some(r as i32)),
+        None => Ok(None),
+    }
+}
+
+/// Every listed provider must exist now (from the file or the database).
+fn check_allowed(app: &App, list: &Option<Vec<String>>) -> Result<Option<String>, ApiError> {
+    let Some(list) = list else { return Ok(None) };
+    let snap = app.snapshot();
+    for (i, p) in list.iter().enumerate() {
+        if snap.routes.provider(p).is_none() {
+            return Err(ApiError::bad(
+                format!("allowed_providers[{i}]"),
+                format!("no provider has id `{p}`"),
+            ));
+        }
+    }
+    serde_json::to_string(list).map(Some).map_err(|_| ApiError::Internal)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    #[serde(default = "never")]
+    expires: Expiry,
+    #[serde(default)]
+    allowed_providers: Option<Vec<String>>,
+    #[serde(default)]
+    rate_limit_rps: Option<u32>,
+}
+
+fn never() -> Expiry {
+    Expiry::Never
+}
+
+pub async fn create(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiError> {
+    let user_id = target(app, req, caller).await?;
+    let body: CreateBody = req.json()?;
+    check_name(&body.name)?;
+    let rps = check_rps(body.rate_limit_rps)?;
+    let allowed = check_allowed(app, &body.allowed_providers)?;
+    let minted = mint(&app.secrets)?;
+    let t = now();
+    let row = ApiKeyRow {
+        id: new_id(),
+        user_id,
+        name: body.name,
+        key_hash: minted.tag_hex,
+        prefix: minted.prefix,
+        expires_at: body.expires.from(t),
+        disabled: false,
+        allowed_providers: allowed,
+        rate_limit_rps: rps,
+        created_at: t,
+        updated_at: t,
+    };
+    store(app)?.insert_api_key(&row).await?;
+    commit(app).await?;
+    let mut v = view(&row);
+    v["key"] = json!(minted.secret);
+    Ok(Reply::created(v))
+}
+
+pub async fn list(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiError> {
+    let user_id = target(app, req, caller).await?;
+    let keys = store(app)?.list_api_keys(&user_id).await?;
+    Ok(Reply::ok(
+        json!({ "api_keys": keys.iter().map(view).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    expires: Option<Expiry>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    allowed_providers: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    rate_limit_rps: Option<Option<u32>>,
+}
+
+pub async fn update(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiError> {
+    let user_id = target(app, req, caller).await?;
+    let body: UpdateBody = req.json()?;
+    if let Some(n) = &body.name {
+        check_name(n)?;
+    }
+    let t = now();
+    let changes = ApiKeyChanges {
+        name: body.name,
+        expires_at: body.expires.map(|e| e.from(t)),
+        disabled: body.disabled,
+        allowed_providers: match &body.allowed_providers {
+            Some(list) => Some(check_allowed(app, list)?),
+            None => None,
+        },
+        rate_limit_rps: match body.rate_limit_rps {
+            Some(r) => Some(check_rps(r)?),
+            None => None,
+        },
+        updated_at: Some(t),
+    };
+    let key_id = req.param("key_id");
+    let store = store(app)?;
+    store
+        .update_api_key(&user_id, key_id, &changes)
+        .await
+        .map_err(|e| not_found(e, "no such API key"))?;
+    commit(app).await?;
+    let row = store
+        .get_api_key(&user_id, key_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such API key".into()))?;
+    Ok(Reply::ok(view(&row)))
+}
+
+pub async fn delete(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiError> {
+    let user_id = target(app, req, caller).await?;
+    store(app)?
+        .delete_api_key(&user_id, req.param("key_id"))
+        .await
+        .map_err(|e| not_found(e, "no such API key"))?;
+    commit(app).await?;
+    Ok(Reply::no_content())
+}
+
+pub fn not_found(e: crate::store::StoreError, what: &str) -> ApiError {
+    match e {
+        crate::store::StoreError::NotFound => ApiError::NotFound(what.into()),
+        e => e.into(),
+    }
+}

@@ -1,0 +1,533 @@
+//! Providers: the config file's (read-only here) and the database's, with their models, live probe
+//! and routing health.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::api_keys::not_found;
+use super::{check_id, commit, nullable, store};
+use crate::admin::http::{ApiError, Reply, Req};
+use crate::admin::AdminState;
+use crate::app::App;
+use crate::config::{ApiStyle, Paths, ProviderConfig, ProviderType, Timeouts};
+use crate::live::merge::provider_from_db;
+use crate::live::ProviderSettings;
+use crate::secrets::mask;
+use crate::store::models::{ProviderKeyRow, ProviderModelRow, ProviderRow};
+use crate::store::{new_id, now, ProviderBundle, ProviderWrite};
+use crate::upstream::{fetch_raw_models, Endpoint, Provider, ProviderExtras};
+
+pub fn source_of(app: &App, id: &str) -> &'static str {
+    if app.config.providers.iter().any(|p| p.id == id) {
+        "config"
+    } else {
+        "database"
+    }
+}
+
+/// Refuses changes to a provider defined in the config file.
+pub fn ensure_stored(app: &App, id: &str) -> Result<(), ApiError> {
+    if source_of(app, id) == "config" {
+        return Err(ApiError::Conflict(format!(
+            "provider `{id}` is defined in the config file; change it there"
+        )));
+    }
+    Ok(())
+}
+
+pub fn key_view(k: &ProviderKeyRow) -> Value {
+    json!({
+        "id": k.id, "provider_id": k.provider_id, "hint": k.hint, "qps_limit": k.qps_limit,
+        "disabled": k.disabled, "created_at": k.created_at, "updated_at": k.updated_at,
+    })
+}
+
+fn model_view(m: &ProviderModelRow) -> Value {
+    json!({
+        "model": m.model, "alias": m.alias, "disabled": m.disabled,
+        "metadata": m.metadata.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok()),
+    })
+}
+
+/// The live view of a provider in the current snapshot: what the old read-only `/providers` showed.
+fn live_view(app: &App, p: &Provider) -> Value {
+    let now = Instant::now();
+    json!({
+        "id": &*p.id,
+        "source": source_of(app, &p.id),
+        "active": true,
+        "base_url": p.endpoint.url(&p.endpoint.base_path),
+        "api_style": p.style,
+        "provider_type": p.provider_type,
+        "weight": p.weight,
+        "keys_in_rotation": p.usable_keys(),
+        "models": app.catalog.models_of(p).map(|m| m.to_vec()),
+        "upstreams": app.health.of_provider(&p.id, now)
+            .into_iter()
+            .map(|(model, h)| json!({"model": model, "health": h}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+fn stored_view(b: &ProviderBundle, shadowed: bool) -> Value {
+    let settings: ProviderSettings = serde_json::from_str(&b.row.settings).unwrap_or_default();
+    json!({
+        "id": b.row.id,
+        "source": "database",
+        "active": false,
+        "shadowed": shadowed,
+        "base_url": b.row.base_url,
+        "api_style": b.row.api_style,
+        "provider_type": b.row.provider_type,
+        "weight": b.row.weight,
+        "settings": settings,
+        "keys": b.keys.iter().map(key_view).collect::<Vec<_>>(),
+        "stored_models": b.models.iter().map(model_view).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn list(app: &App) -> Result<Reply, ApiError> {
+    let snap = app.snapshot();
+    let mut out: Vec<Value> = snap.routes.providers().iter().map(|p| live_view(app, p)).collect();
+    let live: HashSet<&str> = snap.routes.providers().iter().map(|p| &*p.id).collect();
+    // Stored providers not in the snapshot: shadowed by the file, or unusable (reported, not hidden).
+    for b in store(app)?.provider_bundles().await? {
+        if !live.contains(b.row.id.as_str()) || snap.sources.shadowed_providers.contains(&b.row.id) {
+            out.push(stored_view(&b, snap.sources.shadowed_providers.contains(&b.row.id)));
+        }
+    }
+    Ok(Reply::ok(json!({ "providers": out })))
+}
+
+pub async fn get(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let id = req.param("id");
+    let snap = app.snapshot();
+    let stored = store(app)?.provider_bundle(id).await?;
+    let mut v = match (snap.routes.provider(id), &stored) {
+        (Some(p), _) => live_view(app, p),
+        (None, Some(b)) => stored_view(b, false),
+        (None, None) => return Err(ApiError::NotFound(format!("no provider `{id}`"))),
+    };
+    if let (Some(b), "database") = (&stored, source_of(app, id)) {
+        let settings: ProviderSettings = serde_json::from_str(&b.row.settings).unwrap_or_default();
+        v["settings"] = json!(settings);
+        v["keys"] = json!(b.keys.iter().map(key_view).collect::<Vec<_>>());
+        v["stored_models"] = json!(b.models.iter().map(model_view).collect::<Vec<_>>());
+    }
+    if source_of(app, id) == "config" {
+        v["shadowed_stored_provider"] = json!(stored.is_some());
+    }
+    Ok(Reply::ok(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyInput {
+    key: String,
+    #[serde(default)]
+    qps_limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelInput {
+    model: String,
+    #[serde(default)]
+    alias: Option<String>,
+    #[serde(default)]
+    disabled: bool,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    id: String,
+    base_url: String,
+    #[serde(default)]
+    api_style: ApiStyle,
+    #[serde(default)]
+    provider_type: ProviderType,
+    #[serde(default = "one")]
+    weight: f64,
+    #[serde(default)]
+    api_keys: Vec<KeyInput>,
+    #[serde(default)]
+    models: Vec<ModelInput>,
+    #[serde(default)]
+    timeouts: Option<Timeouts>,
+    #[serde(default)]
+    retryable_status_codes: Option<Vec<u16>>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    paths: Option<Paths>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    api_style: Option<ApiStyle>,
+    #[serde(default)]
+    provider_type: Option<ProviderType>,
+    #[serde(default)]
+    weight: Option<f64>,
+    #[serde(default, deserialize_with = "nullable")]
+    models: Option<Option<Vec<ModelInput>>>,
+    #[serde(default)]
+    timeouts: Option<Timeouts>,
+    #[serde(default)]
+    retryable_status_codes: Option<Vec<u16>>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    paths: Option<Paths>,
+}
+
+fn check_settings(base_url: &str, weight: f64, s: &ProviderSettings) -> Result<(), ApiError> {
+    Endpoint::parse(base_url).map_err(|m| ApiError::bad("base_url", m))?;
+    if !(weight.is_finite() && weight > 0.0) {
+        return Err(ApiError::bad("weight", "must be a positive number"));
+    }
+    let t = &s.timeouts;
+    if t.connect_ms == 0 || t.first_byte_ms == 0 || t.idle_ms == 0 {
+        return Err(ApiError::bad("timeouts", "every timeout must be above 0 ms"));
+    }
+    for (k, v) in &s.headers {
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
+            return Err(ApiError::bad(format!("headers.{k}"), "is not a valid HTTP header"));
+        }
+    }
+    for (field, path) in [
+        ("chat", &s.paths.chat),
+        ("responses", &s.paths.responses),
+        ("models", &s.paths.models),
+    ] {
+        if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
+            return Err(ApiError::bad(format!("paths.{field}"), "must start with `/`"));
+        }
+    }
+    if let Some(c) = s.retryable_status_codes.iter().find(|c| !(100..=599).contains(*c)) {
+        return Err(ApiError::bad(
+            "retryable_status_codes",
+            format!("{c} is not an HTTP status"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_key(field: &str, key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > 4096 || http::HeaderValue::from_str(&format!("Bearer {key}")).is_err() {
+        return Err(ApiError::bad(
+            field,
+            "must be a non-empty value allowed in an HTTP header",
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_qps(field: &str, q: Option<u32>) -> Result<Option<i32>, ApiError> {
+    match q {
+        Some(0) => Err(ApiError::bad(field, "must be at least 1")),
+        Some(q) => Ok(Some(q.min(i32::MAX as u32) as i32)),
+        None => Ok(None),
+    }
+}
+
+fn model_rows(provider_id: &str, models: Vec<ModelInput>, t: i64) -> Result<Vec<ProviderModelRow>, ApiError> {
+    let mut seen = HashSet::new();
+    models
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if m.model.is_empty() || !seen.insert(m.model.clone()) {
+                return Err(ApiError::bad(
+                    format!("models[{i}].model"),
+                    "must be non-empty and unique",
+                ));
+            }
+            if let Some(a) = &m.alias {
+                check_id(&format!("models[{i}].alias"), a)?;
+            }
+            Ok(ProviderModelRow {
+                id: new_id(),
+                provider_id: provider_id.to_string(),
+                model: m.model,
+                alias: m.alias,
+                disabled: m.disabled,
+                metadata: m.metadata.map(|v| v.to_string()),
+                created_at: t,
+            })
+        })
+        .collect()
+}
+
+/// Final guard: the stored form must build into a run-time provider.
+fn check_builds(app: &App, b: &ProviderBundle) -> Result<(), ApiError> {
+    let (pc, ex): (ProviderConfig, ProviderExtras) =
+        provider_from_db(b, &app.secrets).map_err(|m| ApiError::bad("body", m))?;
+    Provider::build(&pc, &ex).map_err(|m| ApiError::bad("body", m))?;
+    Ok(())
+}
+
+fn style_str(s: ApiStyle) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn type_str(t: ProviderType) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+pub async fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let body: CreateBody = req.json()?;
+    check_id("id", &body.id)?;
+    if app.config.providers.iter().any(|p| p.id == body.id) {
+        return Err(ApiError::Conflict(format!(
+            "provider `{}` is defined in the config file",
+            body.id
+        )));
+    }
+    let mut settings = ProviderSettings::default();
+    if let Some(t) = body.timeouts {
+        settings.timeouts = t;
+    }
+    if let Some(r) = body.retryable_status_codes {
+        settings.retryable_status_codes = r;
+    }
+    if let Some(h) = body.headers {
+        settings.headers = h;
+    }
+    if let Some(p) = body.paths {
+        settings.paths = p;
+    }
+    check_settings(&body.base_url, body.weight, &settings)?;
+    let t = now();
+    let mut keys = Vec::new();
+    for (i, k) in body.api_keys.into_iter().enumerate() {
+        check_key(&format!("api_keys[{i}].key"), &k.key)?;
+        let id = new_id();
+        keys.push(ProviderKeyRow {
+            encrypted_key: app.secrets.encrypt(&k.key, &id)?,
+            hint: mask(&k.key),
+            qps_limit: check_qps(&format!("api_keys[{i}].qps_limit"), k.qps_limit)?,
+            id,
+            provider_id: body.id.clone(),
+            disabled: false,
+            created_at: t,
+            updated_at: t,
+        });
+    }
+    let bundle = ProviderBundle {
+        row: ProviderRow {
+            id: body.id.clone(),
+            base_url: body.base_url,
+            api_style: style_str(body.api_style),
+            provider_type: type_str(body.provider_type),
+            weight: body.weight,
+            settings: serde_json::to_string(&settings).map_err(|_| ApiError::Internal)?,
+            created_at: t,
+            updated_at: t,
+        },
+        models: model_rows(&body.id, body.models, t)?,
+        keys,
+    };
+    check_builds(app, &bundle)?;
+    store(app)?.insert_provider(&bundle).await.map_err(|e| match e {
+        crate::store::StoreError::Conflict => ApiError::Conflict(format!("provider `{}` already exists", body.id)),
+        e => e.into(),
+    })?;
+    commit(app).await?;
+    let mut v = stored_view(&bundle, false);
+    v["active"] = json!(app.snapshot().routes.provider(&body.id).is_some());
+    Ok(Reply::created(v))
+}
+
+pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let id = req.param("id");
+    ensure_stored(app, id)?;
+    let body: UpdateBody = req.json()?;
+    let store = store(app)?;
+    let mut b = store
+        .provider_bundle(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no provider `{id}`")))?;
+    let mut settings: ProviderSettings = serde_json::from_str(&b.row.settings).unwrap_or_default();
+    if let Some(t) = body.timeouts {
+        settings.timeouts = t;
+    }
+    if let Some(r) = body.retryable_status_codes {
+        settings.retryable_status_codes = r;
+    }
+    if let Some(h) = body.headers {
+        settings.headers = h;
+    }
+    if let Some(p) = body.paths {
+        settings.paths = p;
+    }
+    if let Some(u) = body.base_url {
+        b.row.base_url = u;
+    }
+    if let Some(s) = body.api_style {
+        b.row.api_style = style_str(s);
+    }
+    if let Some(t) = body.provider_type {
+        b.row.provider_type = type_str(t);
+    }
+    if let Some(w) = body.weight {
+        b.row.weight = w;
+    }
+    check_settings(&b.row.base_url, b.row.weight, &settings)?;
+    let t = now();
+    b.row.settings = serde_json::to_string(&settings).map_err(|_| ApiError::Internal)?;
+    b.row.updated_at = t;
+    let models = match body.models {
+        Some(list) => Some(model_rows(id, list.unwrap_or_default(), t)?),
+        None => None,
+    };
+    if let Some(m) = &models {
+        b.models = m.clone();
+    }
+    check_builds(app, &b)?;
+    store
+        .update_provider(ProviderWrite {
+            row: &b.row,
+            models: models.as_deref(),
+        })
+        .await
+        .map_err(|e| not_found(e, "no such provider"))?;
+    commit(app).await?;
+    let mut v = stored_view(&b, false);
+    v["active"] = json!(app.snapshot().routes.provider(id).is_some());
+    Ok(Reply::ok(v))
+}
+
+pub async fn delete(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let id = req.param("id");
+    ensure_stored(app, id)?;
+    store(app)?
+        .delete_provider(id)
+        .await
+        .map_err(|e| not_found(e, "no such provider"))?;
+    commit(app).await?;
+    Ok(Reply::no_content())
+}
+
+fn live_provider(app: &App, id: &str) -> Result<std::sync::Arc<Provider>, ApiError> {
+    app.snapshot()
+        .routes
+        .provider(id)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("no active provider `{id}`")))
+}
+
+/// The provider's own model list as it sent it, cached for `MODELS_CACHE_TTL`; plus stored metadata.
+pub async fn models(admin: &AdminState, req: &Req) -> Result<Reply, ApiError> {
+    let app = &*admin.app;
+    let id = req.param("id");
+    let p = live_provider(app, id)?;
+    let ttl = Duration::from_secs(app.settings.models_cache_ttl_s.max(1));
+    let refresh = req.query.get("refresh").is_some_and(|v| v == "true" || v == "1");
+    let cached = admin.raw_models.lock().get(id).cloned();
+    let (fetched_at, raw) = match cached {
+        Some((at, raw)) if !refresh && at.elapsed() < ttl => (at, raw),
+        _ => {
+            let (status, body) = fetch_raw_models(&admin.http, &p)
+                .await
+                .map_err(|e| ApiError::Upstream(format!("provider `{id}` model list: {e}")))?;
+            if !(200..300).contains(&status) {
+                return Err(ApiError::Upstream(format!(
+                    "provider `{id}` model list: status {status}"
+                )));
+            }
+            let raw: Value = serde_json::from_slice(&body)
+                .map_err(|_| ApiError::Upstream(format!("provider `{id}` model list is not JSON")))?;
+            let at = Instant::now();
+            admin.raw_models.lock().insert(id.to_string(), (at, raw.clone()));
+            (at, raw)
+        }
+    };
+    let stored = match store(app)?.provider_bundle(id).await? {
+        Some(b) => b.models.iter().map(model_view).collect::<Vec<_>>(),
+        None => Vec::new(),
+    };
+    Ok(Reply::ok(json!({
+        "provider": id,
+        "age_s": fetched_at.elapsed().as_secs(),
+        "raw": raw,
+        "routed_models": app.catalog.models_of(&p).map(|m| m.to_vec()),
+        "stored_models": stored,
+    })))
+}
+
+/// A live probe: one GET of the model-list endpoint, with its status and latency.
+pub async fn health(admin: &AdminState, req: &Req) -> Result<Reply, ApiError> {
+    let id = req.param("id");
+    let p = live_provider(&admin.app, id)?;
+    let started = Instant::now();
+    let probe = tokio::time::timeout(Duration::from_secs(5), fetch_raw_models(&admin.http, &p)).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let v = match probe {
+        Ok(Ok((status, _))) => json!({
+            "provider": id, "status": if (200..300).contains(&status) { "up" } else { "degraded" },
+            "http_status": status, "latency_ms": latency_ms,
+        }),
+        Ok(Err(e)) => json!({"provider": id, "status": "down", "error": e, "latency_ms": latency_ms}),
+        Err(_) => json!({"provider": id, "status": "down", "error": "timed out after 5 s", "latency_ms": latency_ms}),
+    };
+    Ok(Reply::ok(v))
+}
+
+/// The routing health the scheduler uses for each of the provider's upstreams.
+pub async fn metrics(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let id = req.param("id");
+    let p = live_provider(app, id)?;
+    let now = Instant::now();
+    Ok(Reply::ok(json!({
+        "provider": id,
+        "weight": p.weight,
+        "keys_in_rotation": p.usable_keys(),
+        "upstreams": app.health.of_provider(id, now)
+            .into_iter()
+            .map(|(model, h)| json!({"model": model, "health": h}))
+            .collect::<Vec<_>>(),
+    })))
+}
+
+/// `parse_style`/`parse_type` are used by the merge; keep the API's strings in step with them.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::merge::{parse_style, parse_type};
+
+    #[test]
+    fn style_strings_round_trip() {
+        for s in [
+            ApiStyle::Openai,
+            ApiStyle::Responses,
+            ApiStyle::Anthropic,
+            ApiStyle::Gemini,
+        ] {
+            assert_eq!(parse_style(&style_str(s)), Some(s));
+        }
+        for t in [ProviderType::Native, ProviderType::Aggregator] {
+            assert_eq!(parse_type(&type_str(t)), Some(t));
+        }
+    }
+}

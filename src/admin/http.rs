@@ -1,0 +1,256 @@
+//! The admin API's request, reply and error types, and JSON input parsing that names the field.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::store::StoreError;
+
+/// What a handler sees of a request.
+pub struct Req {
+    pub method: http::Method,
+    pub path: String,
+    pub query: HashMap<String, String>,
+    /// Path parameters, e.g. `id` in `/users/{id}`.
+    pub params: HashMap<String, String>,
+    pub bearer: Option<String>,
+    pub body: Bytes,
+}
+
+impl Req {
+    pub fn param(&self, name: &str) -> &str {
+        self.params.get(name).map_or("", String::as_str)
+    }
+
+    /// The body as `T`; 400 naming the field on any mismatch.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let body: &[u8] = if self.body.is_empty() { b"{}" } else { &self.body };
+        let de = &mut serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.to_string();
+            // A missing field is named only in the message; the path is its parent. (For an
+            // unknown field the path already ends with it.)
+            let missing = message
+                .starts_with("missing field")
+                .then(|| between_ticks(&message))
+                .flatten()
+                .map(|f| {
+                    if path == "." {
+                        f.to_string()
+                    } else {
+                        format!("{path}.{f}")
+                    }
+                });
+            let field = missing.unwrap_or(if path == "." { "body".into() } else { path });
+            ApiError::BadRequest { field, message }
+        })
+    }
+}
+
+fn between_ticks(s: &str) -> Option<&str> {
+    let start = s.find('`')? + 1;
+    let end = s[start..].find('`')? + start;
+    Some(&s[start..end])
+}
+
+/// A successful answer.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(status: u16, v: Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: v.to_string().into_bytes(),
+        }
+    }
+
+    pub fn ok(v: Value) -> Self {
+        Self::json(200, v)
+    }
+
+    pub fn created(v: Value) -> Self {
+        Self::json(201, v)
+    }
+
+    pub fn no_content() -> Self {
+        Self {
+            status: 204,
+            content_type: "application/json",
+            body: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{field}: {message}")]
+    BadRequest { field: String, message: String },
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(&'static str),
+    /// A provider did not answer as expected (never carries a key or a URL).
+    #[error("{0}")]
+    Upstream(String),
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn bad(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest { .. } => 400,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::Conflict(_) => 409,
+            ApiError::Internal => 500,
+            ApiError::Upstream(_) => 502,
+            ApiError::Unavailable(_) => 503,
+        }
+    }
+
+    pub fn reply(&self) -> Reply {
+        let kind = match self {
+            ApiError::BadRequest { .. } => "invalid_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal => "internal",
+            ApiError::Upstream(_) => "upstream",
+        };
+        let mut err = json!({"message": self.to_string(), "type": kind});
+        if let ApiError::BadRequest { field, .. } = self {
+            err["field"] = json!(field);
+        }
+        Reply::json(self.status(), json!({ "error": err }))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => ApiError::Conflict("an item with this id or name already exists".into()),
+            StoreError::NotFound => ApiError::NotFound("not found".into()),
+            StoreError::Pool(m) => {
+                tracing::error!(error = %m, "database unavailable");
+                ApiError::Unavailable("the database is unavailable")
+            }
+            e => {
+                tracing::error!(error = %e, "database error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<crate::secrets::SecretError> for ApiError {
+    fn from(e: crate::secrets::SecretError) -> Self {
+        tracing::error!(error = %e, "secret handling failed");
+        ApiError::Internal
+    }
+}
+
+/// Parses a query string (`a=1&b=x`), percent-decoding values.
+pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(percent_decode(k), percent_decode(v));
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_decode() {
+        let q = parse_query(Some("model=a%2Fb&x=1+2&flag"));
+        assert_eq!(q["model"], "a/b");
+        assert_eq!(q["x"], "1 2");
+        assert_eq!(q["flag"], "");
+        assert_eq!(parse_query(Some("a=%"))["a"], "%");
+        assert_eq!(parse_query(Some("a=%4"))["a"], "%4");
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct B {
+            name: String,
+            n: Option<u32>,
+        }
+        let req = |body: &'static str| Req {
+            method: http::Method::POST,
+            path: "/".into(),
+            query: HashMap::new(),
+            params: HashMap::new(),
+            bearer: None,
+            body: Bytes::from_static(body.as_bytes()),
+        };
+        let field = |r: Result<B, ApiError>| match r.unwrap_err() {
+            ApiError::BadRequest { field, .. } => field,
+            e => panic!("{e:?}"),
+        };
+        assert_eq!(field(req("{}").json()), "name");
+        assert_eq!(field(req(r#"{"name":"x","n":"y"}"#).json()), "n");
+        assert_eq!(field(req(r#"{"name":"x","bogus":1}"#).json()), "bogus");
+        assert_eq!(field(req("not json").json()), "body");
+    }
+}

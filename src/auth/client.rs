@@ -1,0 +1,233 @@
+//! Client authentication on the proxy port. Keys are held only as HMAC tags (keyed by a key derived
+//! from `SECRET_KEY`); the presented key may come as `Authorization: Bearer <key>`,
+//! `X-API-Key: <key>`, or the original product's `Bearer <base64(key)>`.
+//!
+//! Tags are looked up in a hash map. That leaks timing only about the tag of the presented key,
+//! which an attacker cannot relate to any real key without the HMAC key.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use base64::Engine;
+use ring::hmac;
+
+use crate::config::ClientConfig;
+
+/// Who is calling: the key's name (safe to log) and what the key may do.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    pub name: Arc<str>,
+    /// The stored key's id; `None` for keys from the config file.
+    pub key_id: Option<Arc<str>>,
+    /// Providers this key may reach; `None` for all.
+    pub allowed_providers: Option<Arc<HashSet<String>>>,
+    /// Requests per second this key may make; `None` for no limit.
+    pub rate_limit_rps: Option<u32>,
+}
+
+/// A key minted through the admin API, as the snapshot needs it.
+#[derive(Debug, Clone)]
+pub struct StoredClientKey {
+    pub id: String,
+    pub name: String,
+    /// Hex HMAC-SHA256 tag.
+    pub tag_hex: String,
+    /// Unix seconds; the key stops working then.
+    pub expires_at: Option<i64>,
+    pub allowed_providers: Option<Vec<String>>,
+    pub rate_limit_rps: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("Missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")]
+    Missing,
+    #[error("Invalid API key")]
+    Invalid,
+    #[error("This API key has expired")]
+    Expired,
+}
+
+struct Entry {
+    identity: ClientIdentity,
+    expires_at: Option<i64>,
+}
+
+pub struct ClientKeys {
+    mac: hmac::Key,
+    by_tag: HashMap<Vec<u8>, Entry>,
+}
+
+impl ClientKeys {
+    /// Keys from the config file only. `mac` keys the tags; it never leaves the process.
+    pub fn new(mac: hmac::Key, clients: &[ClientConfig]) -> Self {
+        Self::with_stored(mac, clients, &[])
+    }
+
+    /// Keys from the config file and from the database. A stored key whose tag is not valid hex is
+    /// skipped (it could never match anyway).
+    pub fn with_stored(mac: hmac::Key, clients: &[ClientConfig], stored: &[StoredClientKey]) -> Self {
+        let mut by_tag = HashMap::new();
+        for c in clients {
+            let tag = hmac::sign(&mac, c.key.as_bytes()).as_ref().to_vec();
+            let identity = ClientIdentity {
+                name: c.name.as_str().into(),
+                key_id: None,
+                allowed_providers: None,
+                rate_limit_rps: None,
+            };
+            by_tag.insert(
+                tag,
+                Entry {
+                    identity,
+                    expires_at: None,
+                },
+            );
+        }
+        for k in stored {
+            let Some(tag) = unhex(&k.tag_hex) else { continue };
+            let identity = ClientIdentity {
+                name: k.name.as_str().into(),
+                key_id: Some(k.id.as_str().into()),
+                allowed_providers: k
+                    .allowed_providers
+                    .as_ref()
+                    .map(|l| Arc::new(l.iter().cloned().collect())),
+                rate_limit_rps: k.rate_limit_rps,
+            };
+            by_tag.entry(tag).or_insert(Entry {
+                identity,
+                expires_at: k.expires_at,
+            });
+        }
+        Self { mac, by_tag }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_tag.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_tag.is_empty()
+    }
+
+    /// Checks the credential found in the request headers.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        x_api_key: Option<&[u8]>,
+    ) -> Result<ClientIdentity, AuthError> {
+        let presented = x_api_key
+            .or_else(|| authorization.and_then(bearer_token))
+            .filter(|k| !k.is_empty())
+            .ok_or(AuthError::Missing)?;
+        let entry = self.lookup(presented).or_else(|| {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(presented)
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(presented))
+                .ok()?;
+            self.lookup(&decoded)
+        });
+        let entry = entry.ok_or(AuthError::Invalid)?;
+        if entry.expires_at.is_some_and(|t| t <= crate::store::now()) {
+            return Err(AuthError::Expired);
+        }
+        Ok(entry.identity.clone())
+    }
+
+    fn lookup(&self, presented: &[u8]) -> Option<&Entry> {
+        self.by_tag.get(hmac::sign(&self.mac, presented).as_ref())
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let value = value.trim_ascii();
+    let (scheme, rest) = value.split_at(value.iter().position(|b| *b == b' ')?);
+    scheme.eq_ignore_ascii_case(b"bearer").then(|| rest.trim_ascii())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> ClientKeys {
+        ClientKeys::new(
+            crate::secrets::Secrets::from_root(b"0123456789abcdef0123456789abcdef")
+                .client_mac()
+                .clone(),
+            &[ClientConfig {
+                name: "dev".into(),
+                key: "secret-key-1".into(),
+            }],
+        )
+    }
+
+    #[test]
+    fn accepts_every_documented_form() {
+        let k = keys();
+        assert_eq!(
+            &*k.authenticate(Some(b"Bearer secret-key-1"), None).unwrap().name,
+            "dev"
+        );
+        assert_eq!(
+            &*k.authenticate(Some(b"bearer   secret-key-1 "), None).unwrap().name,
+            "dev"
+        );
+        assert_eq!(&*k.authenticate(None, Some(b"secret-key-1")).unwrap().name, "dev");
+        let b64 = base64::engine::general_purpose::STANDARD.encode("secret-key-1");
+        assert_eq!(
+            &*k.authenticate(Some(format!("Bearer {b64}").as_bytes()), None)
+                .unwrap()
+                .name,
+            "dev"
+        );
+    }
+
+    #[test]
+    fn refuses_wrong_or_missing() {
+        let k = keys();
+        assert_eq!(k.authenticate(None, None).unwrap_err(), AuthError::Missing);
+        assert_eq!(
+            k.authenticate(Some(b"Basic abc"), None).unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            k.authenticate(Some(b"Bearer secret-key-2"), None).unwrap_err(),
+            AuthError::Invalid
+        );
+        assert_eq!(k.authenticate(Some(b"Bearer "), None).unwrap_err(), AuthError::Missing);
+    }
+
+    #[test]
+    fn stored_keys_expire_and_carry_limits() {
+        let secrets = crate::secrets::Secrets::from_root(b"0123456789abcdef0123456789abcdef");
+        let stored = |id: &str, key: &str, expires_at| StoredClientKey {
+            id: id.into(),
+            name: format!("name-{id}"),
+            tag_hex: secrets.client_key_tag(key.as_bytes()),
+            expires_at,
+            allowed_providers: Some(vec!["a".into()]),
+            rate_limit_rps: Some(3),
+        };
+        let k = ClientKeys::with_stored(
+            secrets.client_mac().clone(),
+            &[],
+            &[stored("1", "apx-live", None), stored("2", "apx-old", Some(1))],
+        );
+        let id = k.authenticate(Some(b"Bearer apx-live"), None).unwrap();
+        assert_eq!(id.key_id.as_deref(), Some("1"));
+        assert_eq!(id.rate_limit_rps, Some(3));
+        assert!(id.allowed_providers.unwrap().contains("a"));
+        assert_eq!(k.authenticate(None, Some(b"apx-old")).unwrap_err(), AuthError::Expired);
+    }
+}

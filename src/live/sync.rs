@@ -1,0 +1,119 @@
+//! The store service: opens the database inside Pingora's runtime, builds the first snapshot before
+//! the proxy accepts traffic, then polls the change marker every second so replicas sharing a
+//! database converge. Admin writes call `commit`, which bumps the marker and rebuilds at once.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pingora::services::ServiceReadyNotifier;
+
+use super::merge::{merge, DbState};
+use crate::app::{App, Snapshot};
+use crate::auth::ClientKeys;
+use crate::routing::RouteTable;
+use crate::store::{DatabaseUrl, Store, StoreError};
+
+const POLL: Duration = Duration::from_secs(1);
+
+/// Rebuilds the snapshot from the config file and the database, and swaps it in.
+pub async fn reload(app: &App) -> Result<(), StoreError> {
+    let store = app
+        .store()
+        .ok_or_else(|| StoreError::Pool("the store is not open yet".into()))?;
+    let _guard = app.reload_lock.lock().await;
+    // Read the marker first: a write landing while we load bumps it again and triggers another pass.
+    let version = store.config_version().await?;
+    let db = DbState {
+        keys: store.usable_api_keys().await?,
+        providers: store.provider_bundles().await?,
+        logical: store.logical_bundles().await?,
+    };
+    let merged = merge(&app.config, &db, &app.secrets);
+    let routes = match RouteTable::build_with(&merged.config, &merged.extras, &app.health) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration from the database rejected; keeping the previous one");
+            app.loaded_version.store(version, Ordering::Relaxed);
+            return Ok(());
+        }
+    };
+    let clients = ClientKeys::with_stored(app.secrets.client_mac().clone(), &app.config.clients, &merged.keys);
+    tracing::debug!(
+        version,
+        providers = routes.providers().len(),
+        keys = clients.len(),
+        "snapshot rebuilt"
+    );
+    app.swap(Snapshot {
+        clients,
+        routes,
+        sources: merged.sources,
+    });
+    app.loaded_version.store(version, Ordering::Relaxed);
+    Ok(())
+}
+
+/// After an admin write: tell every replica (the marker) and rebuild this one now.
+pub async fn commit(app: &App) -> Result<(), StoreError> {
+    let store = app
+        .store()
+        .ok_or_else(|| StoreError::Pool("the store is not open yet".into()))?;
+    store.bump_config_version().await?;
+    reload(app).await
+}
+
+pub struct StoreService {
+    app: Arc<App>,
+    url: DatabaseUrl,
+}
+
+impl StoreService {
+    pub fn new(app: Arc<App>, url: DatabaseUrl) -> Self {
+        Self { app, url }
+    }
+
+    async fn open(&self) -> Result<(), StoreError> {
+        let store = Store::open(&self.url).await?;
+        tracing::info!(database = %self.url.redacted(), backend = store.backend(), "database ready");
+        self.app.set_store(store);
+        reload(&self.app).await
+    }
+
+    async fn poll(&self) {
+        let Some(store) = self.app.store() else { return };
+        match store.config_version().await {
+            Ok(v) if v != self.app.loaded_version.load(Ordering::Relaxed) => {
+                if let Err(e) = reload(&self.app).await {
+                    tracing::warn!(error = %e, "snapshot rebuild failed; will retry");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the change marker; will retry"),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for StoreService {
+    async fn start_with_ready_notifier(&self, mut shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+        if let Err(e) = self.open().await {
+            // Without its database the gateway would silently refuse every minted key: stop instead.
+            tracing::error!(database = %self.url.redacted(), error = %e, "cannot open the database");
+            eprintln!("apiproxy: cannot open the database {}: {e}", self.url.redacted());
+            std::process::exit(1);
+        }
+        ready.notify_ready();
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => self.poll().await,
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Users, client API keys, revoked tokens and the change marker.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::models::*;
+use super::schema::*;
+use super::{with_conn, Store, StoreError};
+
+impl Store {
+    pub async fn count_users(&self) -> Result<i64, StoreError> {
+        with_conn!(self, |c| Ok(users::table.count().get_result(c).await?))
+    }
+
+    pub async fn insert_user(&self, row: &UserRow) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            diesel::insert_into(users::table).values(row).execute(c).await?;
+            Ok(())
+        })
+    }
+
+    /// Creates the first user only while there is none; `false` when a user already exists.
+    /// The check and the insert share a transaction so two racing inits cannot both succeed.
+    pub async fn insert_first_user(&self, row: &UserRow) -> Result<bool, StoreError> {
+        let result = with_conn!(self, |c| {
+            use diesel_async::AsyncConnection;
+            c.transaction::<_, StoreError, _>(async |c| {
+                let n: i64 = users::table.count().get_result(c).await?;
+                if n > 0 {
+                    return Ok(false);
+                }
+                diesel::insert_into(users::table).values(row).execute(c).await?;
+                Ok(true)
+            })
+            .await
+        });
+        match result {
+            // Lost a race with another replica: someone else created the first user.
+            Err(StoreError::Conflict) => Ok(false),
+            other => other,
+        }
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserRow>, StoreError> {
+        with_conn!(self, |c| Ok(users::table
+            .order(users::created_at.asc())
+            .select(UserRow::as_select())
+            .load(c)
+            .await?))
+    }
+
+    pub async fn get_user(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        with_conn!(self, |c| Ok(users::table
+            .find(id)
+            .select(UserRow::as_select())
+            .first(c)
+            .await
+            .optional()?))
+    }
+
+    pub async fn get_user_by_name(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
+        with_conn!(self, |c| Ok(users::table
+            .filter(users::username.eq(username))
+            .select(UserRow::as_select())
+            .first(c)
+            .await
+            .optional()?))
+    }
+
+    pub async fn update_user(&self, id: &str, changes: &UserChanges) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            let n = diesel::update(users::table.find(id)).set(changes).execute(c).await?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+    }
+
+    pub async fn insert_api_key(&self, row: &ApiKeyRow) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            diesel::insert_into(api_keys::table).values(row).execute(c).await?;
+            Ok(())
+        })
+    }
+
+    pub async fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRow>, StoreError> {
+        with_conn!(self, |c| Ok(api_keys::table
+            .filter(api_keys::user_id.eq(user_id))
+            .order(api_keys::created_at.asc())
+            .select(ApiKeyRow::as_select())
+            .load(c)
+            .await?))
+    }
+
+    pub async fn get_api_key(&self, user_id: &str, key_id: &str) -> Result<Option<ApiKeyRow>, StoreError> {
+        with_conn!(self, |c| Ok(api_keys::table
+            .filter(api_keys::user_id.eq(user_id))
+            .filter(api_keys::id.eq(key_id))
+            .select(ApiKeyRow::as_select())
+            .first(c)
+            .await
+            .optional()?))
+    }
+
+    pub async fn update_api_key(&self, user_id: &str, key_id: &str, changes: &ApiKeyChanges) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            let n = diesel::update(
+                api_keys::table
+                    .filter(api_keys::user_id.eq(user_id))
+                    .filter(api_keys::id.eq(key_id)),
+            )
+            .set(changes)
+            .execute(c)
+            .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+    }
+
+    pub async fn delete_api_key(&self, user_id: &str, key_id: &str) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            let n = diesel::delete(
+                api_keys::table
+                    .filter(api_keys::user_id.eq(user_id))
+                    .filter(api_keys::id.eq(key_id)),
+            )
+            .execute(c)
+            .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+    }
+
+    /// Keys that may authenticate: not disabled, and their user not disabled. Expiry is checked at
+    /// request time, since it passes without any write.
+    pub async fn usable_api_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError> {
+        with_conn!(self, |c| Ok(api_keys::table
+            .inner_join(users::table.on(users::id.eq(api_keys::user_id)))
+            .filter(api_keys::disabled.eq(false))
+            .filter(users::disabled.eq(false))
+            .select(ApiKeyRow::as_select())
+            .load(c)
+            .await?))
+    }
+
+    pub async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
+        let row = (revoked_tokens::jti.eq(jti), revoked_tokens::expires_at.eq(expires_at));
+        let result = with_conn!(self, |c| {
+            diesel::insert_into(revoked_tokens::table)
+                .values(row)
+                .execute(c)
+                .await?;
+            // Forget revocations of tokens that have expired anyway.
+            diesel::delete(revoked_tokens::table.filter(revoked_tokens::expires_at.lt(super::now() - 60)))
+                .execute(c)
+                .await?;
+            Ok(())
+        });
+        match result {
+            Err(StoreError::Conflict) => Ok(()),
+            other => other,
+        }
+    }
+
+    pub async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        with_conn!(self, |c| {
+            let n: i64 = revoked_tokens::table
+                .filter(revoked_tokens::jti.eq(jti))
+                .count()
+                .get_result(c)
+                .await?;
+            Ok(n > 0)
+        })
+    }
+
+    /// The change marker: bumped by every admin write, polled by every replica.
+    pub async fn config_version(&self) -> Result<i64, StoreError> {
+        with_conn!(self, |c| Ok(config_version::table
+            .find(1)
+            .select(config_version::version)
+            .first(c)
+            .await?))
+    }
+
+    pub async fn bump_config_version(&self) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            diesel::update(config_version::table.find(1))
+                .set(config_version::version.eq(config_version::version + 1))
+                .execute(c)
+                .await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,236 @@
+//! Persistent state for the admin service: users, client API keys, providers (with encrypted keys
+//! and model metadata) and logical models, in SQLite or PostgreSQL through diesel-async.
+//!
+//! One `table!` schema serves both backends; each query is written once and expanded per backend by
+//! `with_conn!`, because diesel's async connections are concrete types. The request path never comes
+//! here: it reads the in-memory snapshot that `live` rebuilds from this store.
+
+mod identity;
+pub mod models;
+mod providers;
+mod routing;
+pub mod schema;
+
+use std::path::Path;
+use std::time::Duration;
+
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures_util::FutureExt;
+
+pub use providers::{ProviderBundle, ProviderWrite};
+pub use routing::LogicalBundle;
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+type SqliteConn = SyncConnectionWrapper<diesel::SqliteConnection>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DATABASE_URL: {0}")]
+    Url(String),
+    #[error("database connection: {0}")]
+    Pool(String),
+    #[error("migrations: {0}")]
+    Migration(String),
+    #[error("already exists")]
+    Conflict,
+    #[error("not found")]
+    NotFound,
+    #[error("query: {0}")]
+    Query(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => StoreError::Conflict,
+            Error::NotFound => StoreError::NotFound,
+            e => StoreError::Query(e),
+        }
+    }
+}
+
+impl From<diesel_async::pooled_connection::deadpool::PoolError> for StoreError {
+    fn from(e: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
+        StoreError::Pool(e.to_string())
+    }
+}
+
+#[derive(Clone)]
+enum Db {
+    Pg(Pool<AsyncPgConnection>),
+    Sqlite(Pool<SqliteConn>),
+}
+
+/// Runs `$body` with `$c` bound to a pooled connection of whichever backend is configured.
+macro_rules! with_conn {
+    ($store:expr, |$c:ident| $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Pg(pool) => {
+                let mut conn = pool.get().await?;
+                let $c = &mut *conn;
+                $body
+            }
+            $crate::store::Db::Sqlite(pool) => {
+                let mut conn = pool.get().await?;
+                let $c = &mut *conn;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_conn;
+
+/// Which backend a `DATABASE_URL` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Postgres(String),
+    /// A file path.
+    Sqlite(String),
+}
+
+impl DatabaseUrl {
+    pub const DEFAULT: &'static str = "sqlite://data/apiproxy.db";
+
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_string()));
+        }
+        match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            Some(path) if !path.is_empty() => Ok(Self::Sqlite(path.to_string())),
+            _ => Err(StoreError::Url(
+                "must start with sqlite:// (a file) or postgres:// (a server)".into(),
+            )),
+        }
+    }
+
+    /// The URL without a password, for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(p) => format!("sqlite://{p}"),
+            Self::Postgres(u) => match (u.find("://"), u.rfind('@')) {
+                (Some(s), Some(at)) if at > s => format!("{}://…@{}", &u[..s], &u[at + 1..]),
+                _ => u.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// Opens the pool (creating the SQLite file and its folder when needed) and applies the
+    /// embedded migrations. Call it on the runtime that will keep running: PostgreSQL connections
+    /// spawn their driver task on the current runtime.
+    pub async fn open(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        let db = match url {
+            DatabaseUrl::Postgres(u) => {
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(u.clone());
+                let pool = Pool::builder(manager)
+                    .max_size(8)
+                    .wait_timeout(Some(Duration::from_secs(5)))
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| StoreError::Pool(e.to_string()))?;
+                Db::Pg(pool)
+            }
+            DatabaseUrl::Sqlite(path) => {
+                if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| StoreError::Pool(format!("{}: {e}", dir.display())))?;
+                }
+                let mut config = ManagerConfig::<SqliteConn>::default();
+                config.custom_setup = Box::new(|url| {
+                    async move {
+                        let mut c = SqliteConn::establish(url).await?;
+                        // Per-connection settings: wait on a busy writer, enforce foreign keys.
+                        c.batch_execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await
+                        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                        Ok(c)
+                    }
+                    .boxed()
+                });
+                let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path.clone(), config);
+                let pool = Pool::builder(manager)
+                    .max_size(4)
+                    .wait_timeout(Some(Duration::from_secs(5)))
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| StoreError::Pool(e.to_string()))?;
+                Db::Sqlite(pool)
+            }
+        };
+        let store = Store { db };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// `AsyncMigrationHarness` blocks in place: this needs the multi-thread runtime Pingora gives
+    /// its services.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
+        match &self.db {
+            Db::Pg(pool) => {
+                let conn = pool.get().await?;
+                let mut h = AsyncMigrationHarness::new(conn);
+                h.run_pending_migrations(PG_MIGRATIONS).map_err(err)?;
+            }
+            Db::Sqlite(pool) => {
+                let conn = pool.get().await?;
+                let mut h = AsyncMigrationHarness::new(conn);
+                h.run_pending_migrations(SQLITE_MIGRATIONS).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self.db {
+            Db::Pg(_) => "postgres",
+            Db::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A fresh random id: 128 bits, hex.
+pub fn new_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/x.db").unwrap(),
+            DatabaseUrl::Sqlite("data/x.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(),
+            DatabaseUrl::Sqlite("/tmp/x.db".into())
+        );
+        assert!(DatabaseUrl::parse("mysql://x").is_err());
+        let pg = DatabaseUrl::parse("postgres://u:pw@127.0.0.1/db").unwrap();
+        assert_eq!(pg.redacted(), "postgres://…@127.0.0.1/db");
+    }
+}

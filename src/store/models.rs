@@ -1,0 +1,134 @@
+//! Rows as stored. Secret-bearing rows do not derive `Debug`, so they cannot end up in a log line.
+
+use diesel::prelude::*;
+
+use super::schema::*;
+
+#[derive(Queryable, Selectable, Insertable, Clone)]
+#[diesel(table_name = users)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub password_hash: String,
+    pub role: String,
+    pub disabled: bool,
+    pub token_version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(AsChangeset, Default)]
+#[diesel(table_name = users)]
+pub struct UserChanges {
+    pub email: Option<Option<String>>,
+    pub display_name: Option<Option<String>>,
+    pub password_hash: Option<String>,
+    pub role: Option<String>,
+    pub disabled: Option<bool>,
+    pub token_version: Option<i64>,
+    pub updated_at: Option<i64>,
+}
+
+#[derive(Queryable, Selectable, Insertable, Clone, Debug)]
+#[diesel(table_name = api_keys)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    /// HMAC-SHA256 of the key (hex); the key itself is never stored.
+    pub key_hash: String,
+    pub prefix: String,
+    pub expires_at: Option<i64>,
+    pub disabled: bool,
+    /// JSON array of provider ids; `None` allows every provider.
+    pub allowed_providers: Option<String>,
+    pub rate_limit_rps: Option<i32>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(AsChangeset, Default)]
+#[diesel(table_name = api_keys)]
+pub struct ApiKeyChanges {
+    pub name: Option<String>,
+    pub expires_at: Option<Option<i64>>,
+    pub disabled: Option<bool>,
+    pub allowed_providers: Option<Option<String>>,
+    pub rate_limit_rps: Option<Option<i32>>,
+    pub updated_at: Option<i64>,
+}
+
+#[derive(Queryable, Selectable, Insertable, Clone, Debug)]
+#[diesel(table_name = providers)]
+pub struct ProviderRow {
+    pub id: String,
+    pub base_url: String,
+    pub api_style: String,
+    pub provider_type: String,
+    pub weight: f64,
+    /// JSON: timeouts, retryable status codes, headers, paths, static models.
+    pub settings: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Queryable, Selectable, Insertable, Clone)]
+#[diesel(table_name = provider_api_keys)]
+pub struct ProviderKeyRow {
+    pub id: String,
+    pub provider_id: String,
+    /// base64(nonce ‖ AEAD ciphertext), bound to `id`.
+    pub encrypted_key: String,
+    /// A masked form for people (`sk-…abcd`), never the key.
+    pub hint: String,
+    pub qps_limit: Option<i32>,
+    pub disabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(AsChangeset, Default)]
+#[diesel(table_name = provider_api_keys)]
+pub struct ProviderKeyChanges {
+    pub encrypted_key: Option<String>,
+    pub hint: Option<String>,
+    pub qps_limit: Option<Option<i32>>,
+    pub disabled: Option<bool>,
+    pub updated_at: Option<i64>,
+}
+
+#[derive(Queryable, Selectable, Insertable, Clone, Debug)]
+#[diesel(table_name = provider_models)]
+pub struct ProviderModelRow {
+    pub id: String,
+    pub provider_id: String,
+    pub model: String,
+    pub alias: Option<String>,
+    pub disabled: bool,
+    /// JSON object of static metadata (context length, prices…), as given.
+    pub metadata: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Queryable, Selectable, Insertable, Clone, Debug)]
+#[diesel(table_name = logical_models)]
+pub struct LogicalModelRow {
+    pub id: String,
+    pub description: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Queryable, Selectable, Insertable, Clone, Debug)]
+#[diesel(table_name = logical_model_upstreams)]
+pub struct UpstreamRow {
+    pub id: String,
+    pub logical_model_id: String,
+    pub provider_id: String,
+    pub model: String,
+    pub weight: f64,
+    pub priority: i32,
+    pub position: i32,
+}

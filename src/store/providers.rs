@@ -1,0 +1,185 @@
+//! Providers with their encrypted keys and model metadata.
+
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+use super::models::*;
+use super::schema::*;
+use super::{with_conn, Store, StoreError};
+
+/// A provider row with everything that hangs off it.
+#[derive(Clone)]
+pub struct ProviderBundle {
+    pub row: ProviderRow,
+    pub keys: Vec<ProviderKeyRow>,
+    pub models: Vec<ProviderModelRow>,
+}
+
+/// A provider update: the new row, and the new model list when it changes.
+pub struct ProviderWrite<'a> {
+    pub row: &'a ProviderRow,
+    pub models: Option<&'a [ProviderModelRow]>,
+}
+
+impl Store {
+    pub async fn insert_provider(&self, b: &ProviderBundle) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            c.transaction::<_, StoreError, _>(async |c| {
+                diesel::insert_into(providers::table).values(&b.row).execute(c).await?;
+                for k in &b.keys {
+                    diesel::insert_into(provider_api_keys::table)
+                        .values(k)
+                        .execute(c)
+                        .await?;
+                }
+                for m in &b.models {
+                    diesel::insert_into(provider_models::table).values(m).execute(c).await?;
+                }
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    pub async fn update_provider(&self, w: ProviderWrite<'_>) -> Result<(), StoreError> {
+        let r = w.row;
+        with_conn!(self, |c| {
+            c.transaction::<_, StoreError, _>(async |c| {
+                let n = diesel::update(providers::table.find(&r.id))
+                    .set((
+                        providers::base_url.eq(&r.base_url),
+                        providers::api_style.eq(&r.api_style),
+                        providers::provider_type.eq(&r.provider_type),
+                        providers::weight.eq(r.weight),
+                        providers::settings.eq(&r.settings),
+                        providers::updated_at.eq(r.updated_at),
+                    ))
+                    .execute(c)
+                    .await?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                if let Some(models) = w.models {
+                    diesel::delete(provider_models::table.filter(provider_models::provider_id.eq(&r.id)))
+                        .execute(c)
+                        .await?;
+                    for m in models {
+                        diesel::insert_into(provider_models::table).values(m).execute(c).await?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    pub async fn delete_provider(&self, id: &str) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            c.transaction::<_, StoreError, _>(async |c| {
+                diesel::delete(provider_api_keys::table.filter(provider_api_keys::provider_id.eq(id)))
+                    .execute(c)
+                    .await?;
+                diesel::delete(provider_models::table.filter(provider_models::provider_id.eq(id)))
+                    .execute(c)
+                    .await?;
+                let n = diesel::delete(providers::table.find(id)).execute(c).await?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    pub async fn provider_bundles(&self) -> Result<Vec<ProviderBundle>, StoreError> {
+        let (rows, keys, models) = with_conn!(self, |c| {
+            let rows: Vec<ProviderRow> = providers::table
+                .order(providers::created_at.asc())
+                .select(ProviderRow::as_select())
+                .load(c)
+                .await?;
+            let keys: Vec<ProviderKeyRow> = provider_api_keys::table
+                .order(provider_api_keys::created_at.asc())
+                .select(ProviderKeyRow::as_select())
+                .load(c)
+                .await?;
+            let models: Vec<ProviderModelRow> = provider_models::table
+                .order(provider_models::model.asc())
+                .select(ProviderModelRow::as_select())
+                .load(c)
+                .await?;
+            (rows, keys, models)
+        });
+        let mut keys_by: HashMap<String, Vec<ProviderKeyRow>> = HashMap::new();
+        for k in keys {
+            keys_by.entry(k.provider_id.clone()).or_default().push(k);
+        }
+        let mut models_by: HashMap<String, Vec<ProviderModelRow>> = HashMap::new();
+        for m in models {
+            models_by.entry(m.provider_id.clone()).or_default().push(m);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| ProviderBundle {
+                keys: keys_by.remove(&row.id).unwrap_or_default(),
+                models: models_by.remove(&row.id).unwrap_or_default(),
+                row,
+            })
+            .collect())
+    }
+
+    pub async fn provider_bundle(&self, id: &str) -> Result<Option<ProviderBundle>, StoreError> {
+        Ok(self.provider_bundles().await?.into_iter().find(|b| b.row.id == id))
+    }
+
+    pub async fn insert_provider_key(&self, row: &ProviderKeyRow) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            diesel::insert_into(provider_api_keys::table)
+                .values(row)
+                .execute(c)
+                .await?;
+            Ok(())
+        })
+    }
+
+    pub async fn update_provider_key(
+        &self,
+        provider_id: &str,
+        key_id: &str,
+        changes: &ProviderKeyChanges,
+    ) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            let n = diesel::update(
+                provider_api_keys::table
+                    .filter(provider_api_keys::provider_id.eq(provider_id))
+                    .filter(provider_api_keys::id.eq(key_id)),
+            )
+            .set(changes)
+            .execute(c)
+            .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+    }
+
+    pub async fn delete_provider_key(&self, provider_id: &str, key_id: &str) -> Result<(), StoreError> {
+        with_conn!(self, |c| {
+            let n = diesel::delete(
+                provider_api_keys::table
+                    .filter(provider_api_keys::provider_id.eq(provider_id))
+                    .filter(provider_api_keys::id.eq(key_id)),
+            )
+            .execute(c)
+            .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+    }
+}
