@@ -116,11 +116,7 @@ impl Encode for AnthropicEncoder {
             return;
         }
         match event {
-            StreamEvent::Meta { id, .. } => {
-                if let Some(id) = id {
-                    self.id = id;
-                }
-            }
+            StreamEvent::Meta { id: Some(id), .. } => self.id = id,
             StreamEvent::Usage(u) => self.usage = Some(u),
             StreamEvent::Text(t) if !t.is_empty() => {
                 let i = self.open_block(Open::Text, json!({"type": "text", "text": ""}), out);

@@ -84,16 +84,12 @@ impl Encode for GeminiEncoder {
                 id,
                 name,
                 signature,
-            } => {
-                if index == self.calls.len() {
-                    self.calls.push(PendingCall {
-                        id,
-                        name,
-                        args: String::new(),
-                        signature,
-                    });
-                }
-            }
+            } if index == self.calls.len() => self.calls.push(PendingCall {
+                id,
+                name,
+                args: String::new(),
+                signature,
+            }),
             StreamEvent::ToolArgs { index, delta } => {
                 if let Some(c) = self.calls.get_mut(index) {
                     c.args.push_str(&delta);

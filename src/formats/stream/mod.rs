@@ -62,20 +62,11 @@ enum Framer {
     Array(JsonArrayParser),
 }
 
-impl Framer {
-    fn at_boundary(&self) -> bool {
-        match self {
-            Framer::Undetected => true,
-            Framer::Sse(p) => p.at_boundary(),
-            Framer::Array(p) => p.at_boundary(),
-        }
-    }
-}
-
 /// What happens to the client side.
 enum Output {
     Translate(Box<dyn Encode>),
-    /// Same format: bytes copied unchanged.
+    /// Same format: bytes copied unchanged, event by event, so a cut stream never leaves the client half an
+    /// event before the error event.
     Copy,
     /// OpenAI Chat passthrough minus the usage chunk the gateway forced.
     StripUsage,
@@ -134,7 +125,7 @@ impl StreamConverter {
         };
         let framer = match from {
             WireFormat::Gemini => Framer::Undetected,
-            _ => Framer::Sse(SseParser::new(max, matches!(output, Output::StripUsage))),
+            _ => Framer::Sse(SseParser::new(max, matches!(output, Output::StripUsage | Output::Copy))),
         };
         let opts = StreamOptions {
             max_event_bytes: max,
@@ -175,7 +166,8 @@ impl StreamConverter {
             self.framer = if upstream_array {
                 Framer::Array(JsonArrayParser::new(max))
             } else {
-                Framer::Sse(SseParser::new(max, false))
+                // Raw bytes are kept for the passthrough copy.
+                Framer::Sse(SseParser::new(max, self.opts.gemini_json_array == upstream_array))
             };
             if matches!(self.output, Output::GeminiPending) {
                 self.output = if upstream_array || self.opts.gemini_json_array {
@@ -187,9 +179,6 @@ impl StreamConverter {
                     Output::Copy
                 };
             }
-        }
-        if matches!(self.output, Output::Copy) {
-            out.extend_from_slice(chunk);
         }
         let limit = self.opts.max_event_bytes.saturating_mul(16);
         let Self {
@@ -229,6 +218,10 @@ impl StreamConverter {
                         }
                     }
                 }
+                Output::Copy => {
+                    out.extend_from_slice(frame.raw);
+                    events.clear();
+                }
                 Output::StripUsage => {
                     if !is_forced_usage_chunk(frame.data) {
                         out.extend_from_slice(frame.raw);
@@ -241,7 +234,7 @@ impl StreamConverter {
                     }
                     events.clear();
                 }
-                Output::Copy | Output::GeminiPending => events.clear(),
+                Output::GeminiPending => events.clear(),
             }
         };
         let result = match framer {
@@ -288,10 +281,8 @@ impl StreamConverter {
                 None => encoder.end(out),
             },
             Output::Copy | Output::StripUsage | Output::GeminiPending => {
+                // Only whole events were copied: the error event starts on a boundary.
                 if let Some((message, code)) = error {
-                    if !self.framer.at_boundary() {
-                        out.extend_from_slice(b"\n\n");
-                    }
                     out.extend_from_slice(&stream_error_event(self.to, message, code));
                 }
             }

@@ -37,11 +37,6 @@ impl SseParser {
         }
     }
 
-    /// True when no partial line or event is held: the bytes so far end on an event boundary.
-    pub fn at_boundary(&self) -> bool {
-        self.line.is_empty() && !self.has_data && self.event.is_empty()
-    }
-
     pub fn push(&mut self, mut chunk: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) -> Result<(), StreamError> {
         while !chunk.is_empty() {
             let (segment, rest, complete) = match chunk.iter().position(|b| *b == b'\n') {
@@ -141,10 +136,6 @@ impl JsonArrayParser {
             escaped: false,
             max,
         }
-    }
-
-    pub fn at_boundary(&self) -> bool {
-        self.depth == 0
     }
 
     pub fn push(&mut self, chunk: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) -> Result<(), StreamError> {
