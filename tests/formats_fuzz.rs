@@ -22,12 +22,49 @@ fn random_value(rng: &mut StdRng, depth: u32) -> Value {
         0 => Value::Null,
         1 => Value::Bool(rng.random()),
         2 => Value::from(rng.random_range(-5i64..100_000)),
-        3 => Value::from(["", "text", "tool_use", "function", "STOP", "user", "model", "{", "data:x;base64,"][rng.random_range(0..9)]),
+        3 => Value::from(
+            [
+                "",
+                "text",
+                "tool_use",
+                "function",
+                "STOP",
+                "user",
+                "model",
+                "{",
+                "data:x;base64,",
+            ][rng.random_range(0..9)],
+        ),
         4 => Value::from(rng.random::<f64>() * 3.0),
-        5 => Value::Array((0..rng.random_range(0..3)).map(|_| random_value(rng, depth + 1)).collect()),
+        5 => Value::Array(
+            (0..rng.random_range(0..3))
+                .map(|_| random_value(rng, depth + 1))
+                .collect(),
+        ),
         _ => {
-            let keys = ["type", "text", "content", "role", "parts", "id", "name", "input", "arguments", "index", "delta"];
-            Value::Object((0..rng.random_range(0..3)).map(|_| (keys[rng.random_range(0..keys.len())].to_string(), random_value(rng, depth + 1))).collect())
+            let keys = [
+                "type",
+                "text",
+                "content",
+                "role",
+                "parts",
+                "id",
+                "name",
+                "input",
+                "arguments",
+                "index",
+                "delta",
+            ];
+            Value::Object(
+                (0..rng.random_range(0..3))
+                    .map(|_| {
+                        (
+                            keys[rng.random_range(0..keys.len())].to_string(),
+                            random_value(rng, depth + 1),
+                        )
+                    })
+                    .collect(),
+            )
         }
     }
 }
@@ -60,7 +97,10 @@ fn mutate_bytes(rng: &mut StdRng, input: &[u8]) -> Vec<u8> {
         let i = rng.random_range(0..b.len());
         match rng.random_range(0..5) {
             0 => b[i] = rng.random(),
-            1 => b.insert(i, [b'{', b'}', b'"', b'\n', b'\r', b'[', b',', b':', b'\\'][rng.random_range(0..9)]),
+            1 => b.insert(
+                i,
+                [b'{', b'}', b'"', b'\n', b'\r', b'[', b',', b':', b'\\'][rng.random_range(0..9)],
+            ),
             2 => {
                 b.remove(i);
             }
@@ -178,7 +218,14 @@ fn streams_never_panic_and_stay_bounded() {
                 c.finish(&mut out);
                 let _ = (c.usage(), c.completed());
                 // Output is proportional to input: per event, a bounded envelope.
-                assert!(out.len() <= 40 * input.len() + 8192, "{} -> {}: {} bytes out of {}", from.label(), to.label(), out.len(), input.len());
+                assert!(
+                    out.len() <= 40 * input.len() + 8192,
+                    "{} -> {}: {} bytes out of {}",
+                    from.label(),
+                    to.label(),
+                    out.len(),
+                    input.len()
+                );
             }
         }
     }
@@ -195,7 +242,11 @@ fn an_event_larger_than_the_bound_is_refused_not_buffered() {
             };
             let mut c = StreamConverter::new(from, to, opts);
             let mut out = Vec::new();
-            let start: &[u8] = if from == WireFormat::Gemini { b"[{\"a\":\"" } else { b"data: {\"a\":\"" };
+            let start: &[u8] = if from == WireFormat::Gemini {
+                b"[{\"a\":\""
+            } else {
+                b"data: {\"a\":\""
+            };
             assert!(c.push(start, &mut out).is_ok());
             let mut refused = false;
             for _ in 0..100 {
@@ -207,7 +258,12 @@ fn an_event_larger_than_the_bound_is_refused_not_buffered() {
             assert!(refused, "{} -> {}", from.label(), to.label());
             c.abort("too large", &mut out);
             assert!(out.len() < 4096, "no partial event leaked");
-            assert!(String::from_utf8_lossy(&out).contains("too large"), "{} -> {}", from.label(), to.label());
+            assert!(
+                String::from_utf8_lossy(&out).contains("too large"),
+                "{} -> {}",
+                from.label(),
+                to.label()
+            );
         }
     }
 }
