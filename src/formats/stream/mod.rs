@@ -340,3 +340,30 @@ fn write_gemini_frame(out: &mut Vec<u8>, array: bool, frames: &mut usize, data: 
     }
     *frames += 1;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converter_is_send() {
+        fn send<T: Send>() {}
+        send::<StreamConverter>();
+    }
+
+    #[test]
+    fn whitespace_before_a_gemini_stream_is_ignored() {
+        let mut c = StreamConverter::new(WireFormat::Gemini, WireFormat::OpenAiChat, StreamOptions::default());
+        let mut out = Vec::new();
+        c.push(b"\r\n  ", &mut out).unwrap();
+        c.push(
+            b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"hi\"}]},\"finishReason\":\"STOP\"}]}\r\n\r\n",
+            &mut out,
+        )
+        .unwrap();
+        c.finish(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\"content\":\"hi\""));
+        assert!(text.ends_with("data: [DONE]\n\n"));
+    }
+}

@@ -12,7 +12,8 @@ pub(crate) struct Frame<'a> {
     pub raw: &'a [u8],
 }
 
-/// SSE parser. Lines are collected until the blank line that ends an event.
+/// SSE parser. Lines are collected until the blank line that ends an event. Lines end in `\n` or `\r\n`; a lone
+/// `\r` (allowed by the SSE spec, sent by no LLM API) is not treated as a line end.
 #[derive(Debug)]
 pub(crate) struct SseParser {
     line: Vec<u8>,
