@@ -1,9 +1,36 @@
 //! Wire formats: what the client sent, and how to speak back to it. Plain functions on bytes and
 //! values, free of Pingora types, so they can be tested and fuzzed alone.
+//!
+//! Translation between the four LLM wire formats (OpenAI Chat, OpenAI Responses, Anthropic Messages, Gemini)
+//! goes through one internal representation (`ir`, formats.md §0): each format's module parses into it and
+//! renders from it, for requests, whole responses and streams (`stream`). The public entry points are
+//! re-exported here.
 
+pub mod anthropic;
+pub mod convert;
+pub mod detect;
+pub mod error_map;
 pub mod errors;
+pub mod gemini;
+pub mod ir;
+pub(crate) mod json;
+pub mod openai_chat;
 pub mod request;
+pub mod responses_api;
 pub mod sse;
+pub mod stream;
+pub mod usage;
+pub mod wire;
+
+pub use convert::{
+    convert_request, convert_response, estimate_input_tokens, extract_usage, parse_response, ConvertError,
+    RequestOptions,
+};
+pub use detect::detect_chat_body;
+pub use error_map::{classify_error, convert_error, error_response, stream_error_event, ErrorKind};
+pub use stream::{StreamConverter, StreamError, StreamOptions, DEFAULT_MAX_EVENT_BYTES};
+pub use usage::Usage;
+pub use wire::WireFormat;
 
 /// The client-facing API a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,243 @@
+//! Stream events → Anthropic Messages events (formats.md §4.3): contiguous block indices from 0, every stop
+//! matching a start, message_delta held until usage is final.
+
+use serde_json::{json, Value};
+
+use super::stop_reason_str;
+use crate::formats::error_map::anthropic_error_type;
+use crate::formats::ir::{sanitize_tool_id, smuggle_signature, FinishReason, Vendor};
+use crate::formats::json::new_id;
+use crate::formats::stream::events::{write_event, Encode, StreamEvent};
+use crate::formats::usage::Usage;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Text,
+    Thinking,
+    Tool(usize),
+}
+
+pub struct AnthropicEncoder {
+    model: String,
+    id: String,
+    input_estimate: u64,
+    started: bool,
+    open: Option<(usize, Open)>,
+    next_index: usize,
+    /// Dense tool index → the block index it was given.
+    tool_blocks: Vec<usize>,
+    saw_tool_call: bool,
+    usage: Option<Usage>,
+    finish: Option<(FinishReason, Option<String>)>,
+    closed: bool,
+}
+
+impl AnthropicEncoder {
+    /// `input_estimate`: a local input-token estimate for message_start when the upstream reports usage only at
+    /// the end (OpenAI); never 0, since Claude Code reads it.
+    pub fn new(model: &str, input_estimate: u64) -> Self {
+        Self {
+            model: model.to_string(),
+            id: new_id("msg_"),
+            input_estimate: input_estimate.max(1),
+            started: false,
+            open: None,
+            next_index: 0,
+            tool_blocks: Vec::new(),
+            saw_tool_call: false,
+            usage: None,
+            finish: None,
+            closed: false,
+        }
+    }
+
+    fn ensure_started(&mut self, out: &mut Vec<u8>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let mut usage = self.usage.clone().unwrap_or_default();
+        if usage.input_tokens == 0 {
+            usage.input_tokens = self.input_estimate;
+        }
+        let mut u = usage.to_anthropic();
+        // The placeholder output count, as Anthropic sends it; the real one comes in message_delta.
+        u["output_tokens"] = 1.into();
+        write_event(
+            out,
+            "message_start",
+            &json!({"type": "message_start", "message": {"id": self.id, "type": "message", "role": "assistant",
+                "model": self.model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": u}}),
+        );
+    }
+
+    fn close_block(&mut self, out: &mut Vec<u8>) {
+        if let Some((index, _)) = self.open.take() {
+            write_event(
+                out,
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+            );
+        }
+    }
+
+    /// Opens a block of `kind` unless one is open already; returns its index.
+    fn open_block(&mut self, kind: Open, block: Value, out: &mut Vec<u8>) -> usize {
+        if let Some((index, k)) = self.open {
+            if k == kind {
+                return index;
+            }
+        }
+        self.ensure_started(out);
+        self.close_block(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        self.open = Some((index, kind));
+        write_event(
+            out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": block}),
+        );
+        index
+    }
+
+    fn delta(out: &mut Vec<u8>, index: usize, delta: Value) {
+        write_event(
+            out,
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+        );
+    }
+}
+
+impl Encode for AnthropicEncoder {
+    fn encode(&mut self, event: StreamEvent, out: &mut Vec<u8>) {
+        if self.closed {
+            return;
+        }
+        match event {
+            StreamEvent::Meta { id: Some(id), .. } => self.id = id,
+            StreamEvent::Usage(u) => self.usage = Some(u),
+            StreamEvent::Text(t) if !t.is_empty() => {
+                let i = self.open_block(Open::Text, json!({"type": "text", "text": ""}), out);
+                Self::delta(out, i, json!({"type": "text_delta", "text": t}));
+            }
+            StreamEvent::Thinking(t) if !t.is_empty() => {
+                let i = self.open_block(
+                    Open::Thinking,
+                    json!({"type": "thinking", "thinking": "", "signature": ""}),
+                    out,
+                );
+                Self::delta(out, i, json!({"type": "thinking_delta", "thinking": t}));
+            }
+            StreamEvent::Signature(sig) => {
+                // Only Claude's own signatures, and only into an open thinking block.
+                if let (Some((i, Open::Thinking)), Vendor::Anthropic) = (self.open, sig.vendor) {
+                    Self::delta(out, i, json!({"type": "signature_delta", "signature": sig.value}));
+                }
+            }
+            StreamEvent::RedactedThinking(data) => {
+                self.ensure_started(out);
+                self.close_block(out);
+                let index = self.next_index;
+                self.next_index += 1;
+                write_event(
+                    out,
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": index,
+                        "content_block": {"type": "redacted_thinking", "data": data}}),
+                );
+                write_event(
+                    out,
+                    "content_block_stop",
+                    &json!({"type": "content_block_stop", "index": index}),
+                );
+            }
+            StreamEvent::ToolStart {
+                index,
+                id,
+                name,
+                signature,
+            } => {
+                self.saw_tool_call = true;
+                self.ensure_started(out);
+                self.close_block(out);
+                let block = self.next_index;
+                self.next_index += 1;
+                self.open = Some((block, Open::Tool(index)));
+                if self.tool_blocks.len() == index {
+                    self.tool_blocks.push(block);
+                }
+                let id = sanitize_tool_id(&smuggle_signature(&id, &signature));
+                write_event(
+                    out,
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": block,
+                        "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+                );
+            }
+            StreamEvent::ToolArgs { index, delta } if !delta.is_empty() => {
+                // Args belong to the open tool block. An OpenAI-compatible upstream that interleaves parallel
+                // calls sends args for an earlier call: they go to that call's block index, which the SDK
+                // accumulator applies by index.
+                let block = match self.open {
+                    Some((b, Open::Tool(k))) if k == index => Some(b),
+                    _ => self.tool_blocks.get(index).copied(),
+                };
+                if let Some(b) = block {
+                    Self::delta(out, b, json!({"type": "input_json_delta", "partial_json": delta}));
+                }
+            }
+            StreamEvent::BlockStop => self.close_block(out),
+            StreamEvent::Finish { reason, stop_sequence } => {
+                self.ensure_started(out);
+                self.close_block(out);
+                // Held until the end: an OpenAI upstream sends usage after the finish chunk.
+                self.finish.get_or_insert((reason, stop_sequence));
+            }
+            StreamEvent::Error { message, code } => self.fail(&message, &code, out),
+            _ => {}
+        }
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) {
+        if self.closed {
+            return;
+        }
+        self.ensure_started(out);
+        self.close_block(out);
+        self.closed = true;
+        let (reason, stop_sequence) = self.finish.take().unwrap_or((FinishReason::Stop, None));
+        let reason = if self.saw_tool_call && reason == FinishReason::Stop {
+            FinishReason::ToolCalls
+        } else {
+            reason
+        };
+        let usage = self.usage.clone().unwrap_or_default().to_anthropic();
+        let stop_sequence = if reason == FinishReason::StopSequence {
+            stop_sequence.map_or(Value::Null, Value::from)
+        } else {
+            Value::Null
+        };
+        write_event(
+            out,
+            "message_delta",
+            &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason_str(reason), "stop_sequence": stop_sequence},
+                "usage": usage}),
+        );
+        write_event(out, "message_stop", &json!({"type": "message_stop"}));
+    }
+
+    fn fail(&mut self, message: &str, code: &str, out: &mut Vec<u8>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        // No message_stop: the SDK raises on `event: error` (a clean stop would look like success).
+        write_event(
+            out,
+            "error",
+            &json!({"type": "error", "error": {"type": anthropic_error_type(code), "message": message}}),
+        );
+    }
+}

@@ -1,0 +1,417 @@
+//! Anthropic Messages request ↔ IR (formats.md §2.1, §2.4).
+
+use serde_json::{json, Map, Value};
+
+use super::JSON_TOOL;
+use crate::formats::convert::{ConvertError, RequestOptions};
+use crate::formats::ir::*;
+use crate::formats::json::*;
+use crate::formats::openai_chat::request::{empty_schema, text_block};
+
+/// Messages request → IR.
+pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
+    let mut ir = IrRequest::default();
+    for key in ["mcp_servers", "container"] {
+        if v.get(key).is_some_and(|x| !x.is_null()) {
+            return Err(ConvertError::Unsupported(format!(
+                "`{key}` is an Anthropic server-side feature that this upstream does not have"
+            )));
+        }
+    }
+    match v.get("system") {
+        Some(Value::String(s)) => ir.system.push(TextPart {
+            text: s.clone(),
+            cache_control: None,
+        }),
+        Some(Value::Array(blocks)) => {
+            for b in blocks {
+                ir.system.push(TextPart {
+                    text: str_at(b, "text").unwrap_or_default().to_string(),
+                    cache_control: b.get("cache_control").cloned(),
+                });
+            }
+        }
+        _ => {}
+    }
+    let messages = v
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ConvertError::Invalid("messages: Field required".into()))?;
+    for m in messages {
+        let role = match str_at(m, "role") {
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            Some("system") => Role::System,
+            other => return Err(ConvertError::Invalid(format!("unknown message role {other:?}"))),
+        };
+        ir.messages.push(Message {
+            role,
+            content: parse_content(m.get("content"))?,
+        });
+    }
+    for t in arr_at(v, "tools") {
+        match str_at(t, "type") {
+            None | Some("custom") => {}
+            Some(other) => {
+                return Err(ConvertError::Unsupported(format!(
+                    "server tool `{other}` runs on Anthropic's side and cannot be translated"
+                )))
+            }
+        }
+        ir.tools.push(Tool {
+            name: str_at(t, "name")
+                .ok_or_else(|| ConvertError::Invalid("every tool needs a `name`".into()))?
+                .to_string(),
+            description: str_at(t, "description").map(str::to_string),
+            parameters: t.get("input_schema").cloned().unwrap_or_else(empty_schema),
+            strict: bool_at(t, "strict"),
+            cache_control: t.get("cache_control").cloned(),
+        });
+    }
+    if let Some(tc) = v.get("tool_choice").filter(|x| x.is_object()) {
+        ir.tool_choice = match str_at(tc, "type") {
+            Some("auto") => Some(ToolChoice::Auto),
+            Some("any") => Some(ToolChoice::Required),
+            Some("none") => Some(ToolChoice::None),
+            Some("tool") => Some(ToolChoice::Tool(str_at(tc, "name").unwrap_or_default().to_string())),
+            _ => return Err(ConvertError::Invalid("unknown tool_choice type".into())),
+        };
+        if bool_at(tc, "disable_parallel_tool_use") == Some(true) {
+            ir.parallel_tool_calls = Some(false);
+        }
+    }
+    ir.max_tokens = u64_at(v, "max_tokens");
+    ir.temperature = f64_at(v, "temperature");
+    ir.top_p = f64_at(v, "top_p");
+    ir.top_k = u64_at(v, "top_k");
+    ir.stop = arr_at(v, "stop_sequences")
+        .iter()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect();
+    ir.user = v.get("metadata").and_then(|m| str_at(m, "user_id")).map(str::to_string);
+    let output_config = v.get("output_config").unwrap_or(&Value::Null);
+    if let Some(f) = output_config
+        .get("format")
+        .filter(|f| str_at(f, "type") == Some("json_schema"))
+    {
+        ir.response_format = Some(ResponseFormat::JsonSchema {
+            name: "response".into(),
+            schema: f.get("schema").cloned().unwrap_or_else(empty_schema),
+            strict: Some(true),
+        });
+    }
+    let effort = str_at(output_config, "effort").and_then(Effort::parse);
+    if let Some(th) = v.get("thinking") {
+        match str_at(th, "type") {
+            Some("enabled") => {
+                let budget = u64_at(th, "budget_tokens");
+                ir.reasoning = Some(Reasoning {
+                    effort: effort.unwrap_or_else(|| Effort::from_budget(budget.unwrap_or(0))),
+                    budget_tokens: budget,
+                });
+            }
+            Some("adaptive") => {
+                ir.reasoning = Some(Reasoning {
+                    effort: effort.unwrap_or(Effort::Medium),
+                    budget_tokens: None,
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(ir)
+}
+
+fn parse_content(c: Option<&Value>) -> Result<Vec<Block>, ConvertError> {
+    match c {
+        Some(Value::String(s)) => Ok(vec![text_block(s)]),
+        Some(Value::Array(blocks)) => blocks.iter().map(parse_block).collect(),
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(_) => Err(ConvertError::Invalid(
+            "message content must be a string or a list of blocks".into(),
+        )),
+    }
+}
+
+fn parse_source(src: &Value) -> Result<Media, ConvertError> {
+    match str_at(src, "type") {
+        Some("base64") => Ok(Media::Base64 {
+            media_type: str_at(src, "media_type").unwrap_or("image/png").to_string(),
+            data: str_at(src, "data").unwrap_or_default().to_string(),
+        }),
+        Some("url") => Ok(Media::Url {
+            url: str_at(src, "url").unwrap_or_default().to_string(),
+            media_type: None,
+        }),
+        Some("text") => Ok(Media::Base64 {
+            media_type: "text/plain".into(),
+            data: base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                str_at(src, "data").unwrap_or_default(),
+            ),
+        }),
+        other => Err(ConvertError::Unsupported(format!(
+            "content source type {other:?} (e.g. Files API ids) cannot be translated"
+        ))),
+    }
+}
+
+fn parse_block(b: &Value) -> Result<Block, ConvertError> {
+    Ok(match str_at(b, "type") {
+        Some("text") => Block::Text(TextPart {
+            text: str_at(b, "text").unwrap_or_default().to_string(),
+            cache_control: b.get("cache_control").cloned(),
+        }),
+        Some("image") => Block::Image(parse_source(b.get("source").unwrap_or(&Value::Null))?),
+        Some("document") => Block::File(parse_source(b.get("source").unwrap_or(&Value::Null))?),
+        Some("tool_use") => Block::ToolCall(ToolCall {
+            id: str_at(b, "id").unwrap_or_default().to_string(),
+            name: str_at(b, "name").unwrap_or_default().to_string(),
+            arguments: b.get("input").map_or_else(|| "{}".to_string(), Value::to_string),
+            signature: None,
+        }),
+        Some("tool_result") => Block::ToolResult(ToolResult {
+            call_id: str_at(b, "tool_use_id").unwrap_or_default().to_string(),
+            content: parse_content(b.get("content"))?,
+            is_error: bool_at(b, "is_error").unwrap_or(false),
+        }),
+        Some("thinking") => Block::Thinking {
+            text: str_at(b, "thinking").unwrap_or_default().to_string(),
+            signature: str_at(b, "signature").map(|s| Signature {
+                vendor: Vendor::Anthropic,
+                value: s.to_string(),
+            }),
+        },
+        Some("redacted_thinking") => Block::RedactedThinking {
+            data: str_at(b, "data").unwrap_or_default().to_string(),
+        },
+        Some(other) => {
+            return Err(ConvertError::Unsupported(format!(
+                "content block type `{other}` cannot be translated to this upstream"
+            )))
+        }
+        None => return Err(ConvertError::Invalid("every content block needs a `type`".into())),
+    })
+}
+
+/// Thinking budgets per effort (LiteLLM's 1024/2048/4096).
+fn budget_for(r: &Reasoning) -> u64 {
+    r.budget_tokens.unwrap_or(match r.effort {
+        Effort::Minimal => 0,
+        Effort::Low => 1024,
+        Effort::Medium => 2048,
+        Effort::High => 4096,
+    })
+}
+
+/// IR → Messages request, applying Anthropic's validity rules (§2.4).
+pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertError> {
+    let mut out = Map::new();
+    out.insert("model".into(), opts.model.clone().into());
+    let max_tokens = ir.max_tokens.unwrap_or(u64::from(opts.default_max_tokens)).max(1);
+    out.insert("max_tokens".into(), max_tokens.into());
+
+    // Mid-conversation system turns join `system`: Anthropic has no system role in `messages` outside a beta.
+    let mut system: Vec<&TextPart> = ir.system.iter().collect();
+    for m in ir.messages.iter().filter(|m| m.role == Role::System) {
+        system.extend(m.content.iter().filter_map(|b| match b {
+            Block::Text(t) => Some(t),
+            _ => None,
+        }));
+    }
+    let system: Vec<Value> = system
+        .into_iter()
+        .filter(|t| !t.text.is_empty())
+        .map(|t| {
+            let mut b = json!({"type": "text", "text": t.text});
+            if let Some(cc) = &t.cache_control {
+                b["cache_control"] = cc.clone();
+            }
+            b
+        })
+        .collect();
+    if !system.is_empty() {
+        out.insert("system".into(), system.into());
+    }
+
+    let messages = render_messages(ir);
+    let has_tool_blocks = messages.iter().any(|m| {
+        arr_at(m, "content")
+            .iter()
+            .any(|b| matches!(str_at(b, "type"), Some("tool_use") | Some("tool_result")))
+    });
+    out.insert("messages".into(), messages.into());
+
+    let mut tools: Vec<Value> = ir.tools.iter().map(render_tool).collect();
+    let mut tool_choice = match &ir.tool_choice {
+        None => None,
+        Some(ToolChoice::Auto) => Some(json!({"type": "auto"})),
+        Some(ToolChoice::None) => Some(json!({"type": "none"})),
+        Some(ToolChoice::Required) => Some(json!({"type": "any"})),
+        Some(ToolChoice::Tool(n)) => Some(json!({"type": "tool", "name": n})),
+    };
+    let mut output_config = Map::new();
+    match &ir.response_format {
+        Some(ResponseFormat::JsonSchema { schema, .. }) => {
+            output_config.insert("format".into(), json!({"type": "json_schema", "schema": schema}));
+        }
+        Some(ResponseFormat::JsonObject) => {
+            // No schema-less JSON mode on Anthropic: a forced tool whose input is the answer.
+            tools.push(json!({"name": JSON_TOOL, "description": "Respond with a JSON object.",
+                "input_schema": {"type": "object", "additionalProperties": true}}));
+            tool_choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
+        }
+        Some(ResponseFormat::Text) | None => {}
+    }
+    if tools.is_empty() && has_tool_blocks {
+        // Anthropic 400s on tool blocks in history without `tools` (LiteLLM adds the same dummy).
+        tools.push(
+            json!({"name": "dummy_tool", "description": "Unused; keeps tool history valid.",
+            "input_schema": {"type": "object", "properties": {}}}),
+        );
+    }
+    if ir.parallel_tool_calls == Some(false) && !tools.is_empty() {
+        let tc = tool_choice.get_or_insert_with(|| json!({"type": "auto"}));
+        tc["disable_parallel_tool_use"] = true.into();
+    }
+
+    // Thinking: needs budget >= 1024 below max_tokens, temperature 1, no top_p/top_k, tool_choice auto/none.
+    let forced_tool = tool_choice
+        .as_ref()
+        .is_some_and(|tc| matches!(str_at(tc, "type"), Some("any") | Some("tool")));
+    let thinking_budget = ir
+        .reasoning
+        .as_ref()
+        .map(budget_for)
+        .map(|b| b.min(max_tokens.saturating_sub(1)))
+        // Too small a limit to think within, or a forced tool (which thinking forbids): no thinking; the hard
+        // constraint wins over the effort hint.
+        .filter(|b| *b >= 1024 && !forced_tool);
+    if let Some(budget) = thinking_budget {
+        out.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
+    } else {
+        // Anthropic temperature is 0–1; OpenAI's 0–2 is clamped.
+        put(&mut out, "temperature", ir.temperature.map(|t| t.clamp(0.0, 1.0)));
+        if ir.temperature.is_none() {
+            // Newer Claude models reject temperature and top_p together: temperature wins.
+            put(&mut out, "top_p", ir.top_p);
+        }
+        put(&mut out, "top_k", ir.top_k);
+    }
+    if !tools.is_empty() {
+        out.insert("tools".into(), tools.into());
+    }
+    put(&mut out, "tool_choice", tool_choice);
+    if !output_config.is_empty() {
+        out.insert("output_config".into(), output_config.into());
+    }
+    let stops: Vec<&String> = ir.stop.iter().filter(|s| !s.trim().is_empty()).collect();
+    if !stops.is_empty() {
+        out.insert("stop_sequences".into(), json!(stops));
+    }
+    if let Some(user) = ir.user.as_deref().filter(|u| is_opaque_id(u)) {
+        out.insert("metadata".into(), json!({"user_id": user}));
+    }
+    if opts.stream {
+        out.insert("stream".into(), true.into());
+    }
+    Ok(Value::Object(out))
+}
+
+/// Anthropic rejects emails and other PII as `metadata.user_id`: only opaque ids are forwarded.
+fn is_opaque_id(u: &str) -> bool {
+    !u.is_empty() && u.len() <= 256 && !u.contains('@') && !u.contains(char::is_whitespace)
+}
+
+fn render_tool(t: &Tool) -> Value {
+    let mut v = json!({"name": t.name, "input_schema": t.parameters});
+    if let Some(d) = &t.description {
+        v["description"] = d.clone().into();
+    }
+    if let Some(cc) = &t.cache_control {
+        v["cache_control"] = cc.clone();
+    }
+    v
+}
+
+fn render_source(m: &Media) -> Value {
+    match m {
+        Media::Base64 { media_type, data } => json!({"type": "base64", "media_type": media_type, "data": data}),
+        Media::Url { url, .. } => json!({"type": "url", "url": url}),
+    }
+}
+
+fn render_block(b: &Block) -> Option<Value> {
+    match b {
+        // "text content blocks must be non-empty": dropped, never replaced by placeholder text.
+        Block::Text(t) if t.text.is_empty() => None,
+        Block::Text(t) => {
+            let mut v = json!({"type": "text", "text": t.text});
+            if let Some(cc) = &t.cache_control {
+                v["cache_control"] = cc.clone();
+            }
+            Some(v)
+        }
+        Block::Image(m) => Some(json!({"type": "image", "source": render_source(m)})),
+        Block::File(m) => Some(json!({"type": "document", "source": render_source(m)})),
+        Block::ToolCall(tc) => Some(json!({
+            "type": "tool_use",
+            "id": sanitize_tool_id(&tc.id),
+            "name": tc.name,
+            "input": args_object(&tc.arguments),
+        })),
+        Block::ToolResult(r) => {
+            let content: Vec<Value> = r.content.iter().filter_map(render_block).collect();
+            let mut v = json!({"type": "tool_result", "tool_use_id": sanitize_tool_id(&r.call_id), "content": content});
+            if r.is_error {
+                v["is_error"] = true.into();
+            }
+            Some(v)
+        }
+        // Signed by Anthropic: replayed byte for byte. Unsigned or foreign thinking is never fabricated.
+        Block::Thinking { text, signature } => Signature::for_vendor(signature, Vendor::Anthropic)
+            .map(|sig| json!({"type": "thinking", "thinking": text, "signature": sig})),
+        Block::RedactedThinking { data } => Some(json!({"type": "redacted_thinking", "data": data})),
+    }
+}
+
+/// Messages with tool results first in their turn, same-role turns merged, a user turn first.
+fn render_messages(ir: &IrRequest) -> Vec<Value> {
+    let mut out: Vec<(Role, Vec<Value>)> = Vec::with_capacity(ir.messages.len());
+    for m in ir.messages.iter().filter(|m| m.role != Role::System) {
+        let mut blocks: Vec<Value> = Vec::with_capacity(m.content.len());
+        if m.role == Role::User {
+            // tool_result blocks must come first in the turn after tool_use.
+            let (results, rest): (Vec<&Block>, Vec<&Block>) =
+                m.content.iter().partition(|b| matches!(b, Block::ToolResult(_)));
+            blocks.extend(results.into_iter().chain(rest).filter_map(render_block));
+        } else {
+            // Thinking before tool_use, as Anthropic produced it.
+            let (thinking, rest): (Vec<&Block>, Vec<&Block>) = m
+                .content
+                .iter()
+                .partition(|b| matches!(b, Block::Thinking { .. } | Block::RedactedThinking { .. }));
+            blocks.extend(thinking.into_iter().chain(rest).filter_map(render_block));
+        }
+        if blocks.is_empty() {
+            continue;
+        }
+        match out.last_mut() {
+            Some((role, prev)) if *role == m.role => {
+                // A user turn after a merged tool-result turn: results stay first.
+                prev.extend(blocks);
+            }
+            _ => out.push((m.role, blocks)),
+        }
+    }
+    if out.first().is_some_and(|(r, _)| *r == Role::Assistant) {
+        // The first message must be a user turn (New-API's "..." convention).
+        out.insert(0, (Role::User, vec![json!({"type": "text", "text": "..."})]));
+    }
+    out.into_iter()
+        .map(|(role, content)| {
+            let role = if role == Role::User { "user" } else { "assistant" };
+            json!({"role": role, "content": content})
+        })
+        .collect()
+}

@@ -1,0 +1,92 @@
+//! Anthropic whole response ↔ IR (formats.md §3.3).
+
+use serde_json::{json, Value};
+
+use super::{parse_stop_reason, stop_reason_str, JSON_TOOL};
+use crate::formats::convert::ConvertError;
+use crate::formats::ir::*;
+use crate::formats::json::*;
+use crate::formats::openai_chat::request::text_block;
+use crate::formats::usage::Usage;
+
+pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
+    if str_at(v, "type") == Some("error") {
+        return Err(ConvertError::Invalid("the upstream returned an error body".into()));
+    }
+    let mut content = Vec::new();
+    let mut finish = parse_stop_reason(str_at(v, "stop_reason").unwrap_or("end_turn"));
+    for b in arr_at(v, "content") {
+        match str_at(b, "type") {
+            Some("text") => content.push(text_block(str_at(b, "text").unwrap_or_default())),
+            Some("thinking") => content.push(Block::Thinking {
+                text: str_at(b, "thinking").unwrap_or_default().to_string(),
+                signature: str_at(b, "signature").map(|s| Signature {
+                    vendor: Vendor::Anthropic,
+                    value: s.to_string(),
+                }),
+            }),
+            Some("redacted_thinking") => content.push(Block::RedactedThinking {
+                data: str_at(b, "data").unwrap_or_default().to_string(),
+            }),
+            Some("tool_use") if str_at(b, "name") == Some(JSON_TOOL) => {
+                // The forced JSON-mode tool: its input is the answer.
+                content.push(text_block(
+                    &b.get("input").map_or_else(|| "{}".into(), Value::to_string),
+                ));
+                if finish == FinishReason::ToolCalls {
+                    finish = FinishReason::Stop;
+                }
+            }
+            Some("tool_use") => content.push(Block::ToolCall(ToolCall {
+                id: str_at(b, "id").unwrap_or_default().to_string(),
+                name: str_at(b, "name").unwrap_or_default().to_string(),
+                arguments: b.get("input").map_or_else(|| "{}".into(), Value::to_string),
+                signature: None,
+            })),
+            _ => {}
+        }
+    }
+    Ok(IrResponse {
+        id: str_at(v, "id").map(str::to_string),
+        model: str_at(v, "model").map(str::to_string),
+        created: None,
+        content,
+        finish,
+        stop_sequence: str_at(v, "stop_sequence").map(str::to_string),
+        usage: v.get("usage").and_then(Usage::from_anthropic),
+    })
+}
+
+pub fn render(ir: &IrResponse, model: &str) -> Value {
+    let mut content = Vec::with_capacity(ir.content.len());
+    for b in &ir.content {
+        match b {
+            Block::Text(t) if !t.text.is_empty() => content.push(json!({"type": "text", "text": t.text})),
+            Block::Thinking { text, signature } => {
+                // Unsigned or foreign reasoning cannot be a Claude thinking block (it would fail on replay).
+                if let Some(sig) = Signature::for_vendor(signature, Vendor::Anthropic) {
+                    content.push(json!({"type": "thinking", "thinking": text, "signature": sig}));
+                }
+            }
+            Block::RedactedThinking { data } => content.push(json!({"type": "redacted_thinking", "data": data})),
+            Block::ToolCall(tc) => content.push(json!({
+                "type": "tool_use",
+                "id": sanitize_tool_id(&smuggle_signature(&tc.id, &tc.signature)),
+                "name": tc.name,
+                "input": args_object(&tc.arguments),
+            })),
+            _ => {}
+        }
+    }
+    let finish = ir.effective_finish();
+    json!({
+        "id": ir.id.clone().unwrap_or_else(|| new_id("msg_")),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason_str(finish),
+        "stop_sequence": if finish == FinishReason::StopSequence { ir.stop_sequence.clone().into() } else { Value::Null },
+        "usage": ir.usage.clone().unwrap_or_default().to_anthropic(),
+    })
+}

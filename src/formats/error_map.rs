@@ -1,0 +1,319 @@
+//! Errors in each client's format (formats.md §5): body shapes, status re-encoding (529 ↔ 503), the upstream's
+//! message kept, and the in-format mid-stream error event (§4.7).
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::json::{str_at, u64_at};
+use super::wire::WireFormat;
+
+/// What went wrong, format-neutral.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    InvalidRequest,
+    /// The prompt is longer than the model's context.
+    ContextLength,
+    Authentication,
+    /// Out of credit / spend limit (402, OpenAI `insufficient_quota`).
+    Billing,
+    PermissionDenied,
+    NotFound,
+    Conflict,
+    RequestTooLarge,
+    RateLimited,
+    Overloaded,
+    /// An upstream 5xx other than overload.
+    Upstream,
+    Timeout,
+}
+
+impl ErrorKind {
+    /// The kind an HTTP status means when nothing better is known.
+    pub fn from_status(status: u16) -> ErrorKind {
+        match status {
+            400 | 422 => ErrorKind::InvalidRequest,
+            401 => ErrorKind::Authentication,
+            402 => ErrorKind::Billing,
+            403 => ErrorKind::PermissionDenied,
+            404 => ErrorKind::NotFound,
+            408 | 504 => ErrorKind::Timeout,
+            409 => ErrorKind::Conflict,
+            413 => ErrorKind::RequestTooLarge,
+            429 => ErrorKind::RateLimited,
+            503 | 529 => ErrorKind::Overloaded,
+            _ => ErrorKind::Upstream,
+        }
+    }
+
+    fn openai(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            ErrorKind::InvalidRequest => ("invalid_request_error", None),
+            ErrorKind::ContextLength => ("invalid_request_error", Some("context_length_exceeded")),
+            ErrorKind::Authentication => ("invalid_request_error", Some("invalid_api_key")),
+            ErrorKind::Billing => ("insufficient_quota", Some("insufficient_quota")),
+            ErrorKind::PermissionDenied => ("permission_error", None),
+            ErrorKind::NotFound => ("invalid_request_error", Some("model_not_found")),
+            ErrorKind::Conflict => ("server_error", Some("conflict")),
+            ErrorKind::RequestTooLarge => ("invalid_request_error", Some("request_too_large")),
+            ErrorKind::RateLimited => ("requests", Some("rate_limit_exceeded")),
+            ErrorKind::Overloaded => ("service_unavailable_error", Some("server_is_overloaded")),
+            ErrorKind::Upstream => ("server_error", None),
+            ErrorKind::Timeout => ("timeout", Some("timeout")),
+        }
+    }
+
+    fn anthropic(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::ContextLength => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::Billing => "billing_error",
+            ErrorKind::PermissionDenied => "permission_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::Conflict => "conflict_error",
+            ErrorKind::RequestTooLarge => "request_too_large",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Overloaded => "overloaded_error",
+            ErrorKind::Upstream => "api_error",
+            ErrorKind::Timeout => "timeout_error",
+        }
+    }
+
+    fn gemini(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::ContextLength | ErrorKind::RequestTooLarge => "INVALID_ARGUMENT",
+            ErrorKind::Authentication => "UNAUTHENTICATED",
+            ErrorKind::Billing | ErrorKind::RateLimited => "RESOURCE_EXHAUSTED",
+            ErrorKind::PermissionDenied => "PERMISSION_DENIED",
+            ErrorKind::NotFound => "NOT_FOUND",
+            ErrorKind::Conflict => "ABORTED",
+            ErrorKind::Overloaded => "UNAVAILABLE",
+            ErrorKind::Upstream => "INTERNAL",
+            ErrorKind::Timeout => "DEADLINE_EXCEEDED",
+        }
+    }
+}
+
+/// The status a client of format `to` expects for `kind`: overload is 529 for Anthropic clients and 503 for
+/// the others; a stray 529 never reaches a non-Anthropic client.
+fn client_status(to: WireFormat, status: u16, kind: ErrorKind) -> u16 {
+    match (to, kind) {
+        (WireFormat::Anthropic, ErrorKind::Overloaded) => 529,
+        (_, ErrorKind::Overloaded) => 503,
+        (_, _) if status == 529 => 503,
+        (_, _) if !(400..=599).contains(&status) => 502,
+        _ => status,
+    }
+}
+
+/// Error body in the client's format (§5.1) and the status to send.
+pub fn error_response(to: WireFormat, status: u16, kind: ErrorKind, message: &str) -> (u16, Bytes) {
+    let status = client_status(to, status, kind);
+    let body = match to {
+        WireFormat::OpenAiChat | WireFormat::OpenAiResponses => {
+            let (t, code) = kind.openai();
+            json!({"error": {"message": message, "type": t, "param": null, "code": code}})
+        }
+        WireFormat::Anthropic => json!({"type": "error", "error": {"type": kind.anthropic(), "message": message},
+            "request_id": super::json::new_id("req_")}),
+        WireFormat::Gemini => json!({"error": {"code": status, "message": message, "status": kind.gemini()}}),
+    };
+    (status, Bytes::from(body.to_string()))
+}
+
+/// The kind and message of an upstream error body of format `from`.
+pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind, String) {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let e = v.get("error").unwrap_or(&Value::Null);
+    let message = str_at(e, "message")
+        .map(str::to_string)
+        .or_else(|| {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            (!text.is_empty() && v.is_null()).then(|| text.chars().take(1000).collect())
+        })
+        .unwrap_or_else(|| format!("upstream returned HTTP {status}"));
+    let by_status = ErrorKind::from_status(status);
+    let kind = match from {
+        WireFormat::OpenAiChat | WireFormat::OpenAiResponses => match (str_at(e, "code"), str_at(e, "type")) {
+            (Some("context_length_exceeded"), _) => ErrorKind::ContextLength,
+            (Some("invalid_api_key"), _) => ErrorKind::Authentication,
+            (Some("insufficient_quota"), _) | (_, Some("insufficient_quota")) => ErrorKind::Billing,
+            (Some("model_not_found"), _) => ErrorKind::NotFound,
+            _ => by_status,
+        },
+        WireFormat::Anthropic => match str_at(e, "type") {
+            Some("invalid_request_error") => ErrorKind::InvalidRequest,
+            Some("authentication_error") => ErrorKind::Authentication,
+            Some("billing_error") => ErrorKind::Billing,
+            Some("permission_error") => ErrorKind::PermissionDenied,
+            Some("not_found_error") => ErrorKind::NotFound,
+            Some("request_too_large") => ErrorKind::RequestTooLarge,
+            Some("rate_limit_error") => ErrorKind::RateLimited,
+            Some("overloaded_error") => ErrorKind::Overloaded,
+            Some("timeout_error") => ErrorKind::Timeout,
+            Some("api_error") => ErrorKind::Upstream,
+            _ => by_status,
+        },
+        WireFormat::Gemini => {
+            // Gemini says "bad key" with 400 INVALID_ARGUMENT + reason API_KEY_INVALID: classify by reason.
+            let key_invalid = super::json::arr_at(e, "details")
+                .iter()
+                .any(|d| str_at(d, "reason") == Some("API_KEY_INVALID"));
+            match str_at(e, "status") {
+                _ if key_invalid => ErrorKind::Authentication,
+                Some("UNAUTHENTICATED") => ErrorKind::Authentication,
+                Some("PERMISSION_DENIED") => ErrorKind::PermissionDenied,
+                Some("NOT_FOUND") => ErrorKind::NotFound,
+                Some("RESOURCE_EXHAUSTED") => ErrorKind::RateLimited,
+                Some("UNAVAILABLE") => ErrorKind::Overloaded,
+                Some("DEADLINE_EXCEEDED") => ErrorKind::Timeout,
+                Some("ABORTED") => ErrorKind::Conflict,
+                Some("INTERNAL") => ErrorKind::Upstream,
+                _ => by_status,
+            }
+        }
+    };
+    (kind, message)
+}
+
+/// Re-renders an upstream error body (format `from`, HTTP `status`) in the client's format, keeping the
+/// provider's message.
+pub fn convert_error(from: WireFormat, to: WireFormat, status: u16, body: &[u8]) -> (u16, Bytes) {
+    let (kind, message) = classify_error(from, status, body);
+    let status = if kind == ErrorKind::Authentication && status == 400 {
+        401
+    } else {
+        status
+    };
+    error_response(to, status, kind, &message)
+}
+
+/// Anthropic `error.type` for a stream error code.
+pub(crate) fn anthropic_error_type(code: &str) -> &'static str {
+    let c = code.to_ascii_lowercase();
+    if c.contains("overload") || c.contains("unavailable") {
+        "overloaded_error"
+    } else if c.contains("rate_limit") || c.contains("resource_exhausted") {
+        "rate_limit_error"
+    } else if c.contains("timeout") || c.contains("deadline") {
+        "timeout_error"
+    } else {
+        "api_error"
+    }
+}
+
+/// Gemini's in-stream error object (google-genai raises APIError on chunks starting with `{"error":`).
+pub(crate) fn gemini_stream_error(message: &str, code: &str) -> Value {
+    let c = code.to_ascii_lowercase();
+    let (status, name) = if c.contains("timeout") || c.contains("deadline") {
+        (504, "DEADLINE_EXCEEDED")
+    } else if c.contains("rate_limit") || c.contains("resource_exhausted") {
+        (429, "RESOURCE_EXHAUSTED")
+    } else {
+        (503, "UNAVAILABLE")
+    };
+    json!({"error": {"code": status, "message": message, "status": name}})
+}
+
+/// The in-format mid-stream error event (§4.7), for a stream this library is not translating. A Responses
+/// stream gets `response.failed` without a `sequence_number` (this function does not know the stream's count;
+/// `StreamConverter` emits it with the right one).
+pub fn stream_error_event(to: WireFormat, message: &str, code: &str) -> Bytes {
+    let mut out = Vec::with_capacity(128 + message.len());
+    match to {
+        WireFormat::OpenAiChat => super::stream::events::write_data(
+            &mut out,
+            &json!({"error": {"message": message, "type": "server_error", "param": null, "code": code}}),
+        ),
+        WireFormat::OpenAiResponses => super::stream::events::write_event(
+            &mut out,
+            "response.failed",
+            &json!({"type": "response.failed", "response": {"id": super::json::new_id("resp_"), "object": "response",
+                "status": "failed", "output": [], "error": {"code": code, "message": message}}}),
+        ),
+        WireFormat::Anthropic => super::stream::events::write_event(
+            &mut out,
+            "error",
+            &json!({"type": "error", "error": {"type": anthropic_error_type(code), "message": message}}),
+        ),
+        WireFormat::Gemini => {
+            out.extend_from_slice(b"data: ");
+            let _ = serde_json::to_writer(&mut out, &gemini_stream_error(message, code));
+            out.extend_from_slice(b"\r\n\r\n");
+        }
+    }
+    Bytes::from(out)
+}
+
+/// Retry hint of an upstream error body, when it carries one (Gemini `RetryInfo.retryDelay`, seconds).
+pub fn retry_after_secs(body: &[u8]) -> Option<u64> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let details = v.get("error")?.get("details")?.as_array()?;
+    details
+        .iter()
+        .find_map(|d| {
+            let delay = str_at(d, "retryDelay")?;
+            delay.trim_end_matches('s').split('.').next()?.parse().ok()
+        })
+        .or_else(|| u64_at(&v, "retry_after"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(b: &Bytes) -> Value {
+        serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn overload_statuses_are_re_encoded() {
+        let anth = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let (s, b) = convert_error(WireFormat::Anthropic, WireFormat::OpenAiChat, 529, anth);
+        assert_eq!(s, 503);
+        assert_eq!(body(&b)["error"]["message"], "Overloaded");
+        assert_eq!(body(&b)["error"]["type"], "service_unavailable_error");
+        let oa = br#"{"error":{"message":"busy","type":"server_error","param":null,"code":null}}"#;
+        let (s, b) = convert_error(WireFormat::OpenAiChat, WireFormat::Anthropic, 503, oa);
+        assert_eq!(s, 529);
+        assert_eq!(body(&b)["error"]["type"], "overloaded_error");
+        let (s, b) = convert_error(WireFormat::Anthropic, WireFormat::Gemini, 529, anth);
+        assert_eq!(s, 503);
+        assert_eq!(body(&b)["error"]["status"], "UNAVAILABLE");
+        assert_eq!(body(&b)["error"]["code"], 503);
+    }
+
+    #[test]
+    fn gemini_bad_key_is_authentication() {
+        let g = br#"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT",
+            "details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#;
+        let (s, b) = convert_error(WireFormat::Gemini, WireFormat::Anthropic, 400, g);
+        assert_eq!(s, 401);
+        assert_eq!(body(&b)["error"]["type"], "authentication_error");
+        assert_eq!(body(&b)["error"]["message"], "API key not valid.");
+    }
+
+    #[test]
+    fn rate_limits_keep_status_and_message() {
+        let a = br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#;
+        for to in WireFormat::ALL {
+            let (s, b) = convert_error(WireFormat::Anthropic, to, 429, a);
+            assert_eq!(s, 429);
+            assert!(String::from_utf8_lossy(&b).contains("slow down"));
+        }
+        let (_, b) = error_response(WireFormat::Gemini, 429, ErrorKind::RateLimited, "x");
+        assert_eq!(body(&b)["error"]["status"], "RESOURCE_EXHAUSTED");
+    }
+
+    #[test]
+    fn stream_error_shapes() {
+        let e = stream_error_event(WireFormat::Anthropic, "Overloaded", "overloaded_error");
+        assert!(e.starts_with(b"event: error\ndata: {"));
+        let e = stream_error_event(WireFormat::Gemini, "cut", "stream_interrupted");
+        assert!(e.starts_with(b"data: {\"error\":{"));
+        let e = stream_error_event(WireFormat::OpenAiResponses, "cut", "stream_interrupted");
+        assert!(e.starts_with(b"event: response.failed\n"));
+        let e = stream_error_event(WireFormat::OpenAiChat, "cut", "stream_interrupted");
+        assert!(e.starts_with(b"data: {\"error\":{"));
+    }
+}

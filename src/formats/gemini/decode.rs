@@ -1,0 +1,122 @@
+//! Gemini stream chunks (each a whole GenerateContentResponse) → stream events (formats.md §4.1, §4.6).
+
+use serde_json::Value;
+
+use super::parse_finish;
+use crate::formats::ir::{FinishReason, Signature, Vendor};
+use crate::formats::json::*;
+use crate::formats::stream::events::{Decode, StreamEvent};
+use crate::formats::usage::Usage;
+
+#[derive(Debug, Default)]
+pub struct GeminiDecoder {
+    started: bool,
+    /// Stream-level tool counter: never the part index of a chunk (LiteLLM #16188).
+    tools: usize,
+    usage: Option<Usage>,
+    finished: bool,
+    errored: bool,
+}
+
+impl GeminiDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Decode for GeminiDecoder {
+    fn decode(&mut self, _event: Option<&str>, data: &str, out: &mut Vec<StreamEvent>) {
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        if let Some(err) = v.get("error").filter(|e| e.is_object()) {
+            self.errored = true;
+            out.push(StreamEvent::Error {
+                message: str_at(err, "message").unwrap_or("upstream error").to_string(),
+                code: str_at(err, "status").unwrap_or("UNAVAILABLE").to_string(),
+            });
+            return;
+        }
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Meta {
+                id: get2(&v, "responseId", "response_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                model: get2(&v, "modelVersion", "model_version")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                created: None,
+            });
+        }
+        // Usage before content, so an Anthropic client's message_start can carry the real prompt count.
+        if let Some(u) = get2(&v, "usageMetadata", "usage_metadata").and_then(Usage::from_gemini) {
+            self.usage = Some(u.clone());
+            out.push(StreamEvent::Usage(u));
+        }
+        let Some(cand) = arr_at(&v, "candidates").first() else {
+            if v.get("promptFeedback").and_then(|f| f.get("blockReason")).is_some() {
+                self.finished = true;
+                out.push(StreamEvent::Finish {
+                    reason: FinishReason::ContentFilter,
+                    stop_sequence: None,
+                });
+            }
+            return;
+        };
+        // Every part: text and a functionCall may share a chunk.
+        for p in arr_at(cand.get("content").unwrap_or(&Value::Null), "parts") {
+            let signature = get2(p, "thoughtSignature", "thought_signature")
+                .and_then(Value::as_str)
+                .map(|s| Signature {
+                    vendor: Vendor::Gemini,
+                    value: s.to_string(),
+                });
+            if let Some(fc) = get2(p, "functionCall", "function_call") {
+                let k = self.tools;
+                self.tools += 1;
+                out.push(StreamEvent::ToolStart {
+                    index: k,
+                    id: str_at(fc, "id").map_or_else(|| new_id("call_"), str::to_string),
+                    name: str_at(fc, "name").unwrap_or_default().to_string(),
+                    signature,
+                });
+                out.push(StreamEvent::ToolArgs {
+                    index: k,
+                    delta: fc.get("args").map_or_else(|| "{}".into(), Value::to_string),
+                });
+                out.push(StreamEvent::BlockStop);
+            } else if let Some(t) = str_at(p, "text") {
+                // An empty `{text:""}` in the final chunk is not content.
+                if t.is_empty() {
+                    continue;
+                }
+                if p.get("thought").and_then(Value::as_bool) == Some(true) {
+                    out.push(StreamEvent::Thinking(t.to_string()));
+                } else {
+                    out.push(StreamEvent::Text(t.to_string()));
+                }
+            }
+        }
+        if let Some(fr) = get2(cand, "finishReason", "finish_reason").and_then(Value::as_str) {
+            self.finished = true;
+            out.push(StreamEvent::Finish {
+                reason: parse_finish(fr, self.tools > 0),
+                stop_sequence: None,
+            });
+        }
+    }
+
+    fn completed(&self) -> bool {
+        // Gemini has no terminator: the chunk with finishReason is the last.
+        self.finished
+    }
+
+    fn errored(&self) -> bool {
+        self.errored
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage.clone()
+    }
+}

@@ -1,0 +1,408 @@
+//! Gemini generateContent request ↔ IR (formats.md §2.2). Accepts camelCase and snake_case, emits camelCase.
+
+use serde_json::{json, Map, Value};
+
+use crate::formats::convert::{ConvertError, RequestOptions};
+use crate::formats::ir::*;
+use crate::formats::json::*;
+use crate::formats::openai_chat::request::{empty_schema, text_block};
+
+/// Gemini 3 rejects a replayed functionCall without a thought signature; for history that came from another
+/// vendor, Google documents this value to skip the check.
+const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
+
+/// generateContent request → IR. Tool calls without ids get `call_<turn>_<n>`, and function responses are
+/// paired with the previous model turn's calls by id, else by name in order.
+pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
+    let mut ir = IrRequest::default();
+    if get2(v, "cachedContent", "cached_content").is_some() {
+        return Err(ConvertError::Unsupported(
+            "`cachedContent` lives in Gemini's storage".into(),
+        ));
+    }
+    if let Some(si) = get2(v, "systemInstruction", "system_instruction") {
+        for p in arr_at(si, "parts") {
+            if let Some(t) = str_at(p, "text") {
+                ir.system.push(TextPart {
+                    text: t.to_string(),
+                    cache_control: None,
+                });
+            }
+        }
+    }
+    let contents = v
+        .get("contents")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ConvertError::Invalid("`contents` must be an array".into()))?;
+    let mut last_calls: Vec<(String, String)> = Vec::new();
+    for (turn, c) in contents.iter().enumerate() {
+        let role = match str_at(c, "role") {
+            Some("model") => Role::Assistant,
+            _ => Role::User,
+        };
+        let mut blocks = Vec::new();
+        let mut calls = Vec::new();
+        let mut used = vec![false; last_calls.len()];
+        for p in arr_at(c, "parts") {
+            let signature = get2(p, "thoughtSignature", "thought_signature")
+                .and_then(Value::as_str)
+                .map(|s| Signature {
+                    vendor: Vendor::Gemini,
+                    value: s.to_string(),
+                });
+            if let Some(t) = p.get("text").and_then(Value::as_str) {
+                if p.get("thought").and_then(Value::as_bool) == Some(true) {
+                    // Gemini's own thought summaries are not replayed to other vendors.
+                    continue;
+                }
+                blocks.push(text_block(t));
+            } else if let Some(d) = get2(p, "inlineData", "inline_data") {
+                let media = Media::Base64 {
+                    media_type: get2(d, "mimeType", "mime_type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("application/octet-stream")
+                        .to_string(),
+                    data: str_at(d, "data").unwrap_or_default().to_string(),
+                };
+                blocks.push(media_block(media));
+            } else if let Some(d) = get2(p, "fileData", "file_data") {
+                let media = Media::Url {
+                    url: get2(d, "fileUri", "file_uri")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    media_type: get2(d, "mimeType", "mime_type")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                };
+                blocks.push(media_block(media));
+            } else if let Some(fc) = get2(p, "functionCall", "function_call") {
+                let name = str_at(fc, "name").unwrap_or_default().to_string();
+                let id = str_at(fc, "id")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("call_{turn}_{}", calls.len()));
+                calls.push((id.clone(), name.clone()));
+                blocks.push(Block::ToolCall(ToolCall {
+                    id,
+                    name,
+                    arguments: fc.get("args").map_or_else(|| "{}".to_string(), Value::to_string),
+                    signature,
+                }));
+            } else if let Some(fr) = get2(p, "functionResponse", "function_response") {
+                let name = str_at(fr, "name").unwrap_or_default();
+                let by_id = str_at(fr, "id").and_then(|id| last_calls.iter().position(|(c, _)| c == id));
+                let by_name = || {
+                    last_calls
+                        .iter()
+                        .enumerate()
+                        .position(|(i, (_, n))| !used[i] && n == name)
+                };
+                let call_id = match by_id.or_else(by_name) {
+                    Some(i) => {
+                        used[i] = true;
+                        last_calls[i].0.clone()
+                    }
+                    None => str_at(fr, "id").unwrap_or(name).to_string(),
+                };
+                let response = fr.get("response").unwrap_or(&Value::Null);
+                blocks.push(Block::ToolResult(ToolResult {
+                    call_id,
+                    content: vec![text_block(&response_text(response))],
+                    is_error: response.get("error").is_some() && response.get("result").is_none(),
+                }));
+            } else if p.get("executableCode").is_some() || p.get("codeExecutionResult").is_some() {
+                return Err(ConvertError::Unsupported(
+                    "Gemini code execution parts cannot be translated".into(),
+                ));
+            }
+        }
+        if role == Role::Assistant {
+            last_calls = calls;
+        }
+        ir.messages.push(Message { role, content: blocks });
+    }
+    for t in arr_at(v, "tools") {
+        let decls = get2(t, "functionDeclarations", "function_declarations");
+        let Some(decls) = decls.and_then(Value::as_array) else {
+            let kind = t.as_object().and_then(|o| o.keys().next().cloned()).unwrap_or_default();
+            return Err(ConvertError::Unsupported(format!(
+                "Gemini built-in tool `{kind}` cannot be translated; only functionDeclarations do"
+            )));
+        };
+        for d in decls {
+            let params = get2(d, "parametersJsonSchema", "parameters_json_schema")
+                .or_else(|| d.get("parameters"))
+                .cloned()
+                .map(lower_openapi_types)
+                .unwrap_or_else(empty_schema);
+            ir.tools.push(Tool {
+                name: str_at(d, "name").unwrap_or_default().to_string(),
+                description: str_at(d, "description").map(str::to_string),
+                parameters: params,
+                strict: None,
+                cache_control: None,
+            });
+        }
+    }
+    if let Some(fcc) =
+        get2(v, "toolConfig", "tool_config").and_then(|tc| get2(tc, "functionCallingConfig", "function_calling_config"))
+    {
+        let allowed: Vec<&str> = get2(fcc, "allowedFunctionNames", "allowed_function_names")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        ir.tool_choice = match str_at(fcc, "mode") {
+            Some("AUTO") | Some("VALIDATED") => Some(ToolChoice::Auto),
+            Some("NONE") => Some(ToolChoice::None),
+            Some("ANY") if allowed.len() == 1 => Some(ToolChoice::Tool(allowed[0].to_string())),
+            Some("ANY") => Some(ToolChoice::Required),
+            _ => None,
+        };
+    }
+    if let Some(g) = get2(v, "generationConfig", "generation_config") {
+        parse_generation_config(g, &mut ir)?;
+    }
+    Ok(ir)
+}
+
+fn media_block(m: Media) -> Block {
+    if m.media_type().starts_with("image/") {
+        Block::Image(m)
+    } else {
+        Block::File(m)
+    }
+}
+
+/// A function response as tool-result text: `{"result": "…"}` unwrapped, anything else as JSON.
+fn response_text(r: &Value) -> String {
+    match r.as_object() {
+        Some(o) if o.len() == 1 => match o.get("result").or_else(|| o.get("output")) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => r.to_string(),
+        },
+        _ => r.to_string(),
+    }
+}
+
+/// Gemini's OpenAPI schemas use upper-case type names (`OBJECT`); JSON Schema wants lower case.
+fn lower_openapi_types(mut v: Value) -> Value {
+    fn walk(v: &mut Value, depth: usize) {
+        if depth > 64 {
+            return;
+        }
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(t)) = o.get_mut("type") {
+                    *t = t.to_ascii_lowercase();
+                }
+                for (_, x) in o.iter_mut() {
+                    walk(x, depth + 1);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, depth + 1)),
+            _ => {}
+        }
+    }
+    walk(&mut v, 0);
+    v
+}
+
+fn parse_generation_config(g: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
+    let num = |c: &str, s: &str| get2(g, c, s).and_then(Value::as_f64);
+    let int = |c: &str, s: &str| get2(g, c, s).and_then(Value::as_u64);
+    if int("candidateCount", "candidate_count").unwrap_or(1) > 1 {
+        return Err(ConvertError::Unsupported(
+            "candidateCount > 1 cannot be translated".into(),
+        ));
+    }
+    ir.temperature = num("temperature", "temperature");
+    ir.top_p = num("topP", "top_p");
+    ir.top_k = int("topK", "top_k");
+    ir.max_tokens = int("maxOutputTokens", "max_output_tokens");
+    ir.seed = get2(g, "seed", "seed").and_then(Value::as_i64);
+    ir.presence_penalty = num("presencePenalty", "presence_penalty");
+    ir.frequency_penalty = num("frequencyPenalty", "frequency_penalty");
+    ir.stop = get2(g, "stopSequences", "stop_sequences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let mime = get2(g, "responseMimeType", "response_mime_type").and_then(Value::as_str);
+    let schema = get2(g, "responseJsonSchema", "response_json_schema")
+        .or_else(|| get2(g, "responseSchema", "response_schema"))
+        .cloned();
+    if mime == Some("application/json") || schema.is_some() {
+        ir.response_format = Some(match schema {
+            Some(s) => ResponseFormat::JsonSchema {
+                name: "response".into(),
+                schema: lower_openapi_types(s),
+                strict: None,
+            },
+            None => ResponseFormat::JsonObject,
+        });
+    }
+    if let Some(tc) = get2(g, "thinkingConfig", "thinking_config") {
+        let budget = get2(tc, "thinkingBudget", "thinking_budget").and_then(Value::as_i64);
+        let level = get2(tc, "thinkingLevel", "thinking_level")
+            .and_then(Value::as_str)
+            .and_then(Effort::parse);
+        ir.reasoning = match (budget, level) {
+            (Some(0), _) => None,
+            (Some(b), _) if b > 0 => Some(Reasoning {
+                effort: level.unwrap_or_else(|| Effort::from_budget(b as u64)),
+                budget_tokens: Some(b as u64),
+            }),
+            (_, Some(effort)) => Some(Reasoning {
+                effort,
+                budget_tokens: None,
+            }),
+            // -1 (dynamic) or includeThoughts only.
+            _ => Some(Reasoning {
+                effort: Effort::Medium,
+                budget_tokens: None,
+            }),
+        };
+    }
+    Ok(())
+}
+
+/// IR → generateContent body. No `model` or stream flag: both are in the URL.
+pub fn render(ir: &IrRequest, _opts: &RequestOptions) -> Value {
+    let mut out = Map::new();
+    let mut system: Vec<Value> = ir
+        .system
+        .iter()
+        .filter(|t| !t.text.is_empty())
+        .map(|t| json!({"text": t.text}))
+        .collect();
+    for m in ir.messages.iter().filter(|m| m.role == Role::System) {
+        let t = join_text(&m.content);
+        if !t.is_empty() {
+            system.push(json!({"text": t}));
+        }
+    }
+    if !system.is_empty() {
+        out.insert("systemInstruction".into(), json!({"parts": system}));
+    }
+    out.insert("contents".into(), render_contents(ir).into());
+    if !ir.tools.is_empty() {
+        let decls: Vec<Value> = ir
+            .tools
+            .iter()
+            .map(|t| {
+                // Full JSON Schema in `parametersJsonSchema`: no lossy OpenAPI-subset rewrite.
+                let mut d = json!({"name": t.name, "parametersJsonSchema": t.parameters});
+                if let Some(desc) = &t.description {
+                    d["description"] = desc.clone().into();
+                }
+                d
+            })
+            .collect();
+        out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
+    }
+    if let Some(tc) = &ir.tool_choice {
+        let fcc = match tc {
+            ToolChoice::Auto => json!({"mode": "AUTO"}),
+            ToolChoice::None => json!({"mode": "NONE"}),
+            ToolChoice::Required => json!({"mode": "ANY"}),
+            ToolChoice::Tool(n) => json!({"mode": "ANY", "allowedFunctionNames": [n]}),
+        };
+        out.insert("toolConfig".into(), json!({"functionCallingConfig": fcc}));
+    }
+    let mut g = Map::new();
+    put(&mut g, "temperature", ir.temperature);
+    put(&mut g, "topP", ir.top_p);
+    put(&mut g, "topK", ir.top_k);
+    put(&mut g, "maxOutputTokens", ir.max_tokens);
+    put(&mut g, "seed", ir.seed);
+    put(&mut g, "presencePenalty", ir.presence_penalty);
+    put(&mut g, "frequencyPenalty", ir.frequency_penalty);
+    if !ir.stop.is_empty() {
+        let stops: Vec<&String> = ir.stop.iter().take(5).collect();
+        g.insert("stopSequences".into(), json!(stops));
+    }
+    match &ir.response_format {
+        Some(ResponseFormat::JsonObject) => {
+            g.insert("responseMimeType".into(), "application/json".into());
+        }
+        Some(ResponseFormat::JsonSchema { schema, .. }) => {
+            g.insert("responseMimeType".into(), "application/json".into());
+            g.insert("responseJsonSchema".into(), schema.clone());
+        }
+        _ => {}
+    }
+    if let Some(r) = &ir.reasoning {
+        let budget = r.budget_tokens.unwrap_or(match r.effort {
+            Effort::Minimal => 0,
+            Effort::Low => 1024,
+            Effort::Medium => 8192,
+            Effort::High => 24576,
+        });
+        g.insert(
+            "thinkingConfig".into(),
+            json!({"thinkingBudget": budget, "includeThoughts": budget > 0}),
+        );
+    }
+    if !g.is_empty() {
+        out.insert("generationConfig".into(), g.into());
+    }
+    Value::Object(out)
+}
+
+fn media_part(m: &Media) -> Value {
+    match m {
+        Media::Base64 { media_type, data } => json!({"inlineData": {"mimeType": media_type, "data": data}}),
+        // Gemini fetches gs://, Files API and (newer models) public https URIs itself; the gateway does not
+        // download on the request path.
+        Media::Url { url, .. } => json!({"fileData": {"mimeType": m.media_type(), "fileUri": url}}),
+    }
+}
+
+fn render_contents(ir: &IrRequest) -> Vec<Value> {
+    // call id → name, for functionResponse.name (looked up, never invented).
+    let mut names: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    let mut out: Vec<(Role, Vec<Value>)> = Vec::with_capacity(ir.messages.len());
+    for m in ir.messages.iter().filter(|m| m.role != Role::System) {
+        let mut parts = Vec::with_capacity(m.content.len());
+        let mut signed_first_call = false;
+        for b in &m.content {
+            match b {
+                Block::Text(t) if t.text.is_empty() => {}
+                Block::Text(t) => parts.push(json!({"text": t.text})),
+                Block::Image(media) | Block::File(media) => parts.push(media_part(media)),
+                Block::ToolCall(tc) => {
+                    names.insert(tc.id.as_str(), tc.name.as_str());
+                    let mut p =
+                        json!({"functionCall": {"name": tc.name, "args": args_object(&tc.arguments), "id": tc.id}});
+                    match Signature::for_vendor(&tc.signature, Vendor::Gemini) {
+                        Some(sig) => p["thoughtSignature"] = sig.into(),
+                        None if !signed_first_call => p["thoughtSignature"] = SKIP_SIGNATURE.into(),
+                        None => {}
+                    }
+                    signed_first_call = true;
+                    parts.push(p);
+                }
+                Block::ToolResult(r) => {
+                    let text = r.text();
+                    let result = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+                    let key = if r.is_error { "error" } else { "result" };
+                    let name = names.get(r.call_id.as_str()).copied().unwrap_or(r.call_id.as_str());
+                    parts.push(json!({"functionResponse": {"name": name, "id": r.call_id, "response": {key: result}}}));
+                }
+                // Gemini thoughts are not replayed as parts; their signatures ride on the functionCall parts.
+                Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
+            }
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        match out.last_mut() {
+            // Consecutive same-role turns merge: all functionResponses of one model turn in ONE user turn.
+            Some((role, prev)) if *role == m.role => prev.extend(parts),
+            _ => out.push((m.role, parts)),
+        }
+    }
+    out.into_iter()
+        .map(|(role, parts)| json!({"role": if role == Role::Assistant { "model" } else { "user" }, "parts": parts}))
+        .collect()
+}

@@ -1,0 +1,355 @@
+//! The internal representation every format is parsed into and rendered from (formats.md §0): a superset of
+//! OpenAI Chat with typed content blocks, so no pair of formats needs its own translation.
+
+use base64::Engine;
+use serde_json::Value;
+
+use super::usage::Usage;
+pub use super::wire::Vendor;
+
+/// A whole request, format-neutral.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IrRequest {
+    /// System/developer instructions that precede the conversation, in order.
+    pub system: Vec<TextPart>,
+    pub messages: Vec<Message>,
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
+    /// `Some(false)` when the client forbade parallel tool calls.
+    pub parallel_tool_calls: Option<bool>,
+    /// Output token limit (reasoning included).
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<u64>,
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub stop: Vec<String>,
+    pub response_format: Option<ResponseFormat>,
+    pub reasoning: Option<Reasoning>,
+    /// An opaque end-user id.
+    pub user: Option<String>,
+}
+
+/// A system text with its Anthropic prompt-cache marker, kept so caching survives a translation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextPart {
+    pub text: String,
+    pub cache_control: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+    /// A system/developer turn in the middle of the conversation (Claude Code sends these).
+    System,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    pub content: Vec<Block>,
+}
+
+/// One typed piece of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Block {
+    Text(TextPart),
+    Image(Media),
+    /// A non-image file (PDF, …).
+    File(Media),
+    ToolCall(ToolCall),
+    ToolResult(ToolResult),
+    /// Model reasoning. Unsigned thinking is never replayed to a vendor that wants signatures.
+    Thinking {
+        text: String,
+        signature: Option<Signature>,
+    },
+    /// Anthropic's encrypted thinking, opaque.
+    RedactedThinking {
+        data: String,
+    },
+}
+
+/// Where an image or file comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Media {
+    Base64 { media_type: String, data: String },
+    Url { url: String, media_type: Option<String> },
+}
+
+impl Media {
+    /// A `data:` URL is inline bytes; anything else is a reference.
+    pub fn from_url(url: &str) -> Media {
+        if let Some(rest) = url.strip_prefix("data:") {
+            if let Some((meta, data)) = rest.split_once(',') {
+                if let Some(media_type) = meta.strip_suffix(";base64") {
+                    return Media::Base64 {
+                        media_type: media_type.to_string(),
+                        data: data.to_string(),
+                    };
+                }
+            }
+        }
+        Media::Url {
+            url: url.to_string(),
+            media_type: None,
+        }
+    }
+
+    /// The OpenAI-style URL: a `data:` URL for inline bytes.
+    pub fn to_url(&self) -> String {
+        match self {
+            Media::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+            Media::Url { url, .. } => url.clone(),
+        }
+    }
+
+    /// Best-effort media type: declared, or guessed from the URL's extension.
+    pub fn media_type(&self) -> String {
+        match self {
+            Media::Base64 { media_type, .. } => media_type.clone(),
+            Media::Url {
+                media_type: Some(m), ..
+            } => m.clone(),
+            Media::Url { url, .. } => guess_media_type(url).to_string(),
+        }
+    }
+}
+
+fn guess_media_type(url: &str) -> &'static str {
+    let path = url.split(['?', '#']).next().unwrap_or(url).to_ascii_lowercase();
+    match path.rsplit('.').next() {
+        Some("png") => "image/png",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("pdf") => "application/pdf",
+        _ => "image/jpeg",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as JSON text, exactly as the model produced them.
+    pub arguments: String,
+    /// Gemini's `thoughtSignature` on the functionCall part.
+    pub signature: Option<Signature>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolResult {
+    pub call_id: String,
+    /// Text and image blocks.
+    pub content: Vec<Block>,
+    pub is_error: bool,
+}
+
+impl ToolResult {
+    /// The text of the result, blocks joined.
+    pub fn text(&self) -> String {
+        join_text(&self.content)
+    }
+}
+
+/// The text blocks of `blocks`, concatenated.
+pub fn join_text(blocks: &[Block]) -> String {
+    let mut out = String::new();
+    for b in blocks {
+        if let Block::Text(t) = b {
+            out.push_str(&t.text);
+        }
+    }
+    out
+}
+
+/// An opaque reasoning signature and who minted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub vendor: Vendor,
+    pub value: String,
+}
+
+impl Signature {
+    /// The signature when it may be replayed to `vendor`, never across vendors (formats.md §2.5).
+    pub fn for_vendor(sig: &Option<Signature>, vendor: Vendor) -> Option<&str> {
+        sig.as_ref().filter(|s| s.vendor == vendor).map(|s| s.value.as_str())
+    }
+}
+
+/// Separator of a Gemini thought signature smuggled in a tool-call id for clients that cannot carry it.
+const THOUGHT_MARK: &str = "__thought__";
+
+/// `id` with a Gemini signature appended as base64url without padding, so the id still matches Anthropic's
+/// `^[a-zA-Z0-9_-]+$` (formats.md §2.5). Other vendors' signatures are not smuggled.
+pub fn smuggle_signature(id: &str, sig: &Option<Signature>) -> String {
+    match Signature::for_vendor(sig, Vendor::Gemini) {
+        Some(value) => {
+            let engine = base64::engine::general_purpose::STANDARD;
+            let url = match engine.decode(value) {
+                Ok(bytes) => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+                // Not standard base64: carry the characters the id pattern allows, which loses nothing here.
+                Err(_) => value.replace('+', "-").replace('/', "_").replace('=', ""),
+            };
+            format!("{id}{THOUGHT_MARK}{url}")
+        }
+        None => id.to_string(),
+    }
+}
+
+/// Splits a smuggled signature off a client-supplied tool-call id.
+pub fn unsmuggle_signature(id: &str) -> (String, Option<Signature>) {
+    let Some((bare, encoded)) = id.split_once(THOUGHT_MARK) else {
+        return (id.to_string(), None);
+    };
+    let value = match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded) {
+        Ok(bytes) => base64::engine::general_purpose::STANDARD.encode(bytes),
+        Err(_) => return (id.to_string(), None),
+    };
+    (
+        bare.to_string(),
+        Some(Signature {
+            vendor: Vendor::Gemini,
+            value,
+        }),
+    )
+}
+
+/// Anthropic tool ids must match `^[a-zA-Z0-9_-]+$`: foreign ids (e.g. `functions.x:0`) are mapped the same
+/// way wherever they appear, so a call and its result still pair up.
+pub fn sanitize_tool_id(id: &str) -> String {
+    let s: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "toolu_empty".into()
+    } else {
+        s
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    pub name: String,
+    pub description: Option<String>,
+    /// JSON Schema of the arguments (an object schema).
+    pub parameters: Value,
+    pub strict: Option<bool>,
+    pub cache_control: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    Auto,
+    None,
+    /// Some tool must be called.
+    Required,
+    /// This tool must be called.
+    Tool(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema {
+        name: String,
+        schema: Value,
+        strict: Option<bool>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effort {
+    Minimal,
+    Low,
+    Medium,
+    High,
+}
+
+impl Effort {
+    pub fn parse(s: &str) -> Option<Effort> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" | "minimal" => Some(Effort::Minimal),
+            "low" => Some(Effort::Low),
+            "medium" => Some(Effort::Medium),
+            "high" | "xhigh" | "max" => Some(Effort::High),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effort::Minimal => "minimal",
+            Effort::Low => "low",
+            Effort::Medium => "medium",
+            Effort::High => "high",
+        }
+    }
+
+    /// Effort for an explicit token budget (Anthropic/Gemini clients → OpenAI upstreams).
+    pub fn from_budget(budget: u64) -> Effort {
+        match budget {
+            0 => Effort::Minimal,
+            1..=2047 => Effort::Low,
+            2048..=8191 => Effort::Medium,
+            _ => Effort::High,
+        }
+    }
+}
+
+/// What the client asked of the model's reasoning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reasoning {
+    pub effort: Effort,
+    /// An explicit budget, when the client gave one (Anthropic `budget_tokens`, Gemini `thinkingBudget`).
+    pub budget_tokens: Option<u64>,
+}
+
+/// Why generation ended (formats.md §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    /// A client stop sequence matched.
+    StopSequence,
+    Length,
+    ToolCalls,
+    ContentFilter,
+}
+
+/// A whole (non-streamed) response, format-neutral.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IrResponse {
+    pub id: Option<String>,
+    pub model: Option<String>,
+    pub created: Option<u64>,
+    pub content: Vec<Block>,
+    pub finish: FinishReason,
+    pub stop_sequence: Option<String>,
+    pub usage: Option<Usage>,
+}
+
+impl IrResponse {
+    pub fn has_tool_calls(&self) -> bool {
+        self.content.iter().any(|b| matches!(b, Block::ToolCall(_)))
+    }
+
+    /// The finish reason, corrected to `ToolCalls` when tool calls are present (OpenAI/Gemini quirk, §3.1).
+    pub fn effective_finish(&self) -> FinishReason {
+        if self.has_tool_calls() && matches!(self.finish, FinishReason::Stop) {
+            FinishReason::ToolCalls
+        } else {
+            self.finish
+        }
+    }
+}

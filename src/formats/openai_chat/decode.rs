@@ -1,0 +1,140 @@
+//! OpenAI Chat chunks → stream events (formats.md §4.6).
+
+use serde_json::Value;
+
+use super::parse_finish;
+use crate::formats::json::*;
+use crate::formats::stream::events::{Decode, StreamEvent};
+use crate::formats::usage::Usage;
+
+#[derive(Debug, Default)]
+pub struct ChatDecoder {
+    started: bool,
+    /// Upstream tool index and id → dense index. Some OpenAI-compatibles repeat index 0 with new ids.
+    tools: Vec<(u64, String)>,
+    current_tool: Option<usize>,
+    usage: Option<Usage>,
+    finished: bool,
+    done: bool,
+    errored: bool,
+}
+
+impl ChatDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn tool_index(&mut self, upstream: u64, id: Option<&str>, out: &mut Vec<StreamEvent>, name: Option<&str>) -> usize {
+        let known = self
+            .tools
+            .iter()
+            .rposition(|(i, known_id)| *i == upstream && id.is_none_or(|id| id == known_id || known_id.is_empty()));
+        if let Some(k) = known {
+            if let (Some(id), true) = (id, self.tools[k].1.is_empty()) {
+                self.tools[k].1 = id.to_string();
+            }
+            return k;
+        }
+        let k = self.tools.len();
+        let id = id.map_or_else(|| new_id("call_"), str::to_string);
+        self.tools.push((upstream, id.clone()));
+        out.push(StreamEvent::ToolStart {
+            index: k,
+            id,
+            name: name.unwrap_or_default().to_string(),
+            signature: None,
+        });
+        k
+    }
+}
+
+impl Decode for ChatDecoder {
+    fn decode(&mut self, _event: Option<&str>, data: &str, out: &mut Vec<StreamEvent>) {
+        let data = data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            self.errored = true;
+            out.push(StreamEvent::Error {
+                message: str_at(err, "message").unwrap_or("upstream error").to_string(),
+                code: str_at(err, "code")
+                    .or_else(|| str_at(err, "type"))
+                    .unwrap_or("upstream_error")
+                    .to_string(),
+            });
+            return;
+        }
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Meta {
+                id: str_at(&v, "id").map(str::to_string),
+                model: str_at(&v, "model").map(str::to_string),
+                created: u64_at(&v, "created"),
+            });
+        }
+        if let Some(choice) = arr_at(&v, "choices")
+            .iter()
+            .find(|c| u64_at(c, "index").unwrap_or(0) == 0)
+        {
+            let delta = choice.get("delta").unwrap_or(&Value::Null);
+            if let Some(r) = str_at(delta, "reasoning_content").or_else(|| str_at(delta, "reasoning")) {
+                if !r.is_empty() {
+                    out.push(StreamEvent::Thinking(r.to_string()));
+                }
+            }
+            if let Some(t) = str_at(delta, "content") {
+                if !t.is_empty() {
+                    out.push(StreamEvent::Text(t.to_string()));
+                }
+            }
+            for tc in arr_at(delta, "tool_calls") {
+                let f = tc.get("function").unwrap_or(&Value::Null);
+                let upstream = u64_at(tc, "index").unwrap_or(0);
+                let id = str_at(tc, "id").filter(|s| !s.is_empty());
+                let k = match (id, self.current_tool) {
+                    // A continuation chunk without an id belongs to the call with that upstream index.
+                    (None, Some(cur)) if self.tools[cur].0 == upstream => cur,
+                    _ => self.tool_index(upstream, id, out, str_at(f, "name")),
+                };
+                self.current_tool = Some(k);
+                let args = match f.get("arguments") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                if !args.is_empty() {
+                    out.push(StreamEvent::ToolArgs { index: k, delta: args });
+                }
+            }
+            if let Some(fr) = str_at(choice, "finish_reason") {
+                self.finished = true;
+                out.push(StreamEvent::Finish {
+                    reason: parse_finish(fr),
+                    stop_sequence: None,
+                });
+            }
+        }
+        if let Some(u) = v.get("usage").and_then(Usage::from_openai_chat) {
+            self.usage = Some(u.clone());
+            out.push(StreamEvent::Usage(u));
+        }
+    }
+
+    fn completed(&self) -> bool {
+        // [DONE], or a finish_reason: a stream cut between the finish chunk and [DONE] lost nothing but usage.
+        self.done || self.finished
+    }
+
+    fn errored(&self) -> bool {
+        self.errored
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage.clone()
+    }
+}

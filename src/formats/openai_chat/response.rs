@@ -1,0 +1,134 @@
+//! OpenAI Chat whole response ↔ IR (formats.md §3.3).
+
+use serde_json::{json, Value};
+
+use super::{finish_str, parse_finish};
+use crate::formats::convert::ConvertError;
+use crate::formats::ir::*;
+use crate::formats::json::*;
+use crate::formats::openai_chat::request::{arguments_text, non_empty_args, text_block};
+use crate::formats::usage::Usage;
+
+pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
+    let choice = arr_at(v, "choices")
+        .first()
+        .ok_or_else(|| ConvertError::Invalid("the upstream response has no choices".into()))?;
+    let msg = choice.get("message").unwrap_or(&Value::Null);
+    let mut content = Vec::new();
+    for tb in arr_at(msg, "thinking_blocks") {
+        match str_at(tb, "type") {
+            Some("thinking") => content.push(Block::Thinking {
+                text: str_at(tb, "thinking").unwrap_or_default().to_string(),
+                signature: str_at(tb, "signature").map(|s| Signature {
+                    vendor: Vendor::Anthropic,
+                    value: s.to_string(),
+                }),
+            }),
+            Some("redacted_thinking") => content.push(Block::RedactedThinking {
+                data: str_at(tb, "data").unwrap_or_default().to_string(),
+            }),
+            _ => {}
+        }
+    }
+    if content.is_empty() {
+        if let Some(r) = str_at(msg, "reasoning_content").or_else(|| str_at(msg, "reasoning")) {
+            content.push(Block::Thinking {
+                text: r.to_string(),
+                signature: None,
+            });
+        }
+    }
+    match msg.get("content") {
+        Some(Value::String(s)) if !s.is_empty() => content.push(text_block(s)),
+        Some(Value::Array(parts)) => {
+            for p in parts {
+                if let Some(t) = str_at(p, "text") {
+                    content.push(text_block(t));
+                }
+            }
+        }
+        _ => {}
+    }
+    if let Some(r) = str_at(msg, "refusal") {
+        content.push(text_block(r));
+    }
+    for tc in arr_at(msg, "tool_calls") {
+        let f = tc.get("function").unwrap_or(&Value::Null);
+        content.push(Block::ToolCall(ToolCall {
+            id: str_at(tc, "id").map_or_else(|| new_id("call_"), str::to_string),
+            name: str_at(f, "name").unwrap_or_default().to_string(),
+            arguments: arguments_text(f.get("arguments")),
+            signature: None,
+        }));
+    }
+    Ok(IrResponse {
+        id: str_at(v, "id").map(str::to_string),
+        model: str_at(v, "model").map(str::to_string),
+        created: u64_at(v, "created"),
+        content,
+        finish: parse_finish(str_at(choice, "finish_reason").unwrap_or("stop")),
+        stop_sequence: None,
+        usage: v.get("usage").and_then(Usage::from_openai_chat),
+    })
+}
+
+pub fn render(ir: &IrResponse, model: &str) -> Value {
+    let text: String = join_text(&ir.content);
+    let mut message = json!({
+        "role": "assistant",
+        "content": if text.is_empty() && ir.has_tool_calls() { Value::Null } else { text.into() },
+        "refusal": null,
+    });
+    let reasoning: String = ir
+        .content
+        .iter()
+        .filter_map(|b| match b {
+            Block::Thinking { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !reasoning.is_empty() {
+        // Non-standard but widespread (DeepSeek, LiteLLM).
+        message["reasoning_content"] = reasoning.into();
+    }
+    let thinking_blocks: Vec<Value> = ir
+        .content
+        .iter()
+        .filter_map(|b| match b {
+            Block::Thinking { text, signature } => Signature::for_vendor(signature, Vendor::Anthropic)
+                .map(|sig| json!({"type": "thinking", "thinking": text, "signature": sig})),
+            Block::RedactedThinking { data } => Some(json!({"type": "redacted_thinking", "data": data})),
+            _ => None,
+        })
+        .collect();
+    if !thinking_blocks.is_empty() {
+        // LiteLLM's convention, so the client can replay signed Claude thinking.
+        message["thinking_blocks"] = thinking_blocks.into();
+    }
+    let calls: Vec<Value> = ir
+        .content
+        .iter()
+        .filter_map(|b| match b {
+            Block::ToolCall(tc) => Some(json!({
+                "id": smuggle_signature(&tc.id, &tc.signature),
+                "type": "function",
+                "function": {"name": tc.name, "arguments": non_empty_args(&tc.arguments)},
+            })),
+            _ => None,
+        })
+        .collect();
+    if !calls.is_empty() {
+        message["tool_calls"] = calls.into();
+    }
+    let mut out = json!({
+        "id": ir.id.clone().unwrap_or_else(|| new_id("chatcmpl-")),
+        "object": "chat.completion",
+        "created": ir.created.unwrap_or_else(now_secs),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_str(ir.effective_finish()), "logprobs": null}],
+    });
+    if let Some(u) = &ir.usage {
+        out["usage"] = u.to_openai_chat();
+    }
+    out
+}

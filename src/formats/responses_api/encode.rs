@@ -1,0 +1,338 @@
+//! Stream events → OpenAI Responses events (formats.md §4.5): `sequence_number` strictly increasing from 0,
+//! items opened lazily and closed in order, `response.completed` carrying the full response.
+
+use serde_json::{json, Value};
+
+use super::response::{reasoning_item, status_of};
+use crate::formats::ir::{smuggle_signature, FinishReason, Signature};
+use crate::formats::json::{new_id, now_secs};
+use crate::formats::stream::events::{write_event, Encode, StreamEvent};
+use crate::formats::usage::Usage;
+
+/// The item in progress.
+enum OpenItem {
+    Message {
+        id: String,
+        output_index: usize,
+        text: String,
+    },
+    Reasoning {
+        id: String,
+        output_index: usize,
+        text: String,
+        signature: Option<Signature>,
+    },
+    Tool {
+        tool: usize,
+    },
+}
+
+struct ToolItem {
+    item_id: String,
+    output_index: usize,
+    call_id: String,
+    name: String,
+    arguments: String,
+}
+
+impl ToolItem {
+    fn item(&self, status: &str) -> Value {
+        json!({"type": "function_call", "id": self.item_id, "call_id": self.call_id, "name": self.name,
+            "arguments": self.arguments, "status": status})
+    }
+}
+
+pub struct ResponsesEncoder {
+    model: String,
+    id: String,
+    created: u64,
+    seq: u64,
+    started: bool,
+    /// Finished items, in output order (for `response.completed`).
+    output: Vec<Value>,
+    open: Option<OpenItem>,
+    tools: Vec<ToolItem>,
+    usage: Option<Usage>,
+    finish: Option<FinishReason>,
+    closed: bool,
+}
+
+impl ResponsesEncoder {
+    pub fn new(model: &str) -> Self {
+        Self {
+            model: model.to_string(),
+            id: new_id("resp_"),
+            created: now_secs(),
+            seq: 0,
+            started: false,
+            output: Vec::new(),
+            open: None,
+            tools: Vec::new(),
+            usage: None,
+            finish: None,
+            closed: false,
+        }
+    }
+
+    fn emit(&mut self, out: &mut Vec<u8>, name: &str, mut payload: Value) {
+        payload["type"] = name.into();
+        payload["sequence_number"] = self.seq.into();
+        self.seq += 1;
+        write_event(out, name, &payload);
+    }
+
+    fn response(&self, status: &str) -> Value {
+        json!({
+            "id": self.id, "object": "response", "created_at": self.created, "status": status, "error": null,
+            "incomplete_details": null, "model": self.model, "output": self.output, "parallel_tool_calls": true,
+            "tool_choice": "auto", "tools": [], "usage": self.usage.as_ref().map(Usage::to_responses),
+        })
+    }
+
+    fn ensure_started(&mut self, out: &mut Vec<u8>) {
+        if !self.started {
+            self.started = true;
+            let r = self.response("in_progress");
+            self.emit(out, "response.created", json!({"response": r}));
+            self.emit(out, "response.in_progress", json!({"response": r}));
+        }
+    }
+
+    fn next_output_index(&self) -> usize {
+        self.output.len() + usize::from(self.open.is_some())
+    }
+
+    fn close_item(&mut self, out: &mut Vec<u8>) {
+        match self.open.take() {
+            None => {}
+            Some(OpenItem::Message { id, output_index, text }) => {
+                let part = json!({"type": "output_text", "text": text, "annotations": []});
+                self.emit(
+                    out,
+                    "response.output_text.done",
+                    json!({"item_id": id, "output_index": output_index, "content_index": 0, "text": text, "logprobs": []}),
+                );
+                self.emit(
+                    out,
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": output_index, "content_index": 0, "part": part}),
+                );
+                let item =
+                    json!({"type": "message", "id": id, "status": "completed", "role": "assistant", "content": [part]});
+                self.emit(
+                    out,
+                    "response.output_item.done",
+                    json!({"output_index": output_index, "item": item}),
+                );
+                self.output.push(item);
+            }
+            Some(OpenItem::Reasoning {
+                id,
+                output_index,
+                text,
+                signature,
+            }) => {
+                let part = json!({"type": "summary_text", "text": text});
+                self.emit(
+                    out,
+                    "response.reasoning_summary_text.done",
+                    json!({"item_id": id, "output_index": output_index, "summary_index": 0, "text": text}),
+                );
+                self.emit(
+                    out,
+                    "response.reasoning_summary_part.done",
+                    json!({"item_id": id, "output_index": output_index, "summary_index": 0, "part": part}),
+                );
+                let item = reasoning_item(&id, &text, &signature);
+                self.emit(
+                    out,
+                    "response.output_item.done",
+                    json!({"output_index": output_index, "item": item}),
+                );
+                self.output.push(item);
+            }
+            Some(OpenItem::Tool { tool }) => {
+                let Some(t) = self.tools.get(tool) else { return };
+                let (item_id, output_index, arguments, item) = (
+                    t.item_id.clone(),
+                    t.output_index,
+                    t.arguments.clone(),
+                    t.item("completed"),
+                );
+                self.emit(
+                    out,
+                    "response.function_call_arguments.done",
+                    json!({"item_id": item_id, "output_index": output_index, "arguments": arguments}),
+                );
+                self.emit(
+                    out,
+                    "response.output_item.done",
+                    json!({"output_index": output_index, "item": item}),
+                );
+                self.output.push(item);
+            }
+        }
+    }
+}
+
+impl Encode for ResponsesEncoder {
+    fn encode(&mut self, event: StreamEvent, out: &mut Vec<u8>) {
+        if self.closed {
+            return;
+        }
+        match event {
+            StreamEvent::Meta { id, created, .. } => {
+                if let Some(id) = id {
+                    self.id = id;
+                }
+                if let Some(c) = created {
+                    self.created = c;
+                }
+                self.ensure_started(out);
+            }
+            StreamEvent::Usage(u) => self.usage = Some(u),
+            StreamEvent::Text(t) if !t.is_empty() => {
+                self.ensure_started(out);
+                if !matches!(self.open, Some(OpenItem::Message { .. })) {
+                    self.close_item(out);
+                    let id = new_id("msg_");
+                    let output_index = self.next_output_index();
+                    self.emit(
+                        out,
+                        "response.output_item.added",
+                        json!({"output_index": output_index, "item": {"type": "message", "id": id, "status": "in_progress",
+                            "role": "assistant", "content": []}}),
+                    );
+                    self.emit(
+                        out,
+                        "response.content_part.added",
+                        json!({"item_id": id, "output_index": output_index, "content_index": 0,
+                            "part": {"type": "output_text", "text": "", "annotations": []}}),
+                    );
+                    self.open = Some(OpenItem::Message {
+                        id,
+                        output_index,
+                        text: String::new(),
+                    });
+                }
+                if let Some(OpenItem::Message { id, output_index, text }) = &mut self.open {
+                    text.push_str(&t);
+                    let payload = json!({"item_id": id, "output_index": output_index, "content_index": 0, "delta": t, "logprobs": []});
+                    self.emit(out, "response.output_text.delta", payload);
+                }
+            }
+            StreamEvent::Thinking(t) if !t.is_empty() => {
+                self.ensure_started(out);
+                if !matches!(self.open, Some(OpenItem::Reasoning { .. })) {
+                    self.close_item(out);
+                    let id = new_id("rs_");
+                    let output_index = self.next_output_index();
+                    self.emit(
+                        out,
+                        "response.output_item.added",
+                        json!({"output_index": output_index, "item": {"type": "reasoning", "id": id, "summary": []}}),
+                    );
+                    self.emit(
+                        out,
+                        "response.reasoning_summary_part.added",
+                        json!({"item_id": id, "output_index": output_index, "summary_index": 0,
+                            "part": {"type": "summary_text", "text": ""}}),
+                    );
+                    self.open = Some(OpenItem::Reasoning {
+                        id,
+                        output_index,
+                        text: String::new(),
+                        signature: None,
+                    });
+                }
+                if let Some(OpenItem::Reasoning {
+                    id, output_index, text, ..
+                }) = &mut self.open
+                {
+                    text.push_str(&t);
+                    let payload = json!({"item_id": id, "output_index": output_index, "summary_index": 0, "delta": t});
+                    self.emit(out, "response.reasoning_summary_text.delta", payload);
+                }
+            }
+            StreamEvent::Signature(sig) => {
+                if let Some(OpenItem::Reasoning { signature, .. }) = &mut self.open {
+                    *signature = Some(sig);
+                }
+            }
+            StreamEvent::ToolStart {
+                index,
+                id,
+                name,
+                signature,
+            } => {
+                self.ensure_started(out);
+                self.close_item(out);
+                let output_index = self.next_output_index();
+                let tool = ToolItem {
+                    item_id: new_id("fc_"),
+                    output_index,
+                    call_id: smuggle_signature(&id, &signature),
+                    name,
+                    arguments: String::new(),
+                };
+                let item = tool.item("in_progress");
+                self.emit(
+                    out,
+                    "response.output_item.added",
+                    json!({"output_index": output_index, "item": item}),
+                );
+                if index == self.tools.len() {
+                    self.tools.push(tool);
+                }
+                self.open = Some(OpenItem::Tool {
+                    tool: self.tools.len().saturating_sub(1),
+                });
+            }
+            StreamEvent::ToolArgs { index, delta } if !delta.is_empty() => {
+                if let Some(t) = self.tools.get_mut(index) {
+                    t.arguments.push_str(&delta);
+                    let payload = json!({"item_id": t.item_id, "output_index": t.output_index, "delta": delta});
+                    self.emit(out, "response.function_call_arguments.delta", payload);
+                }
+            }
+            StreamEvent::BlockStop => self.close_item(out),
+            StreamEvent::Finish { reason, .. } => {
+                self.ensure_started(out);
+                self.close_item(out);
+                self.finish.get_or_insert(reason);
+            }
+            StreamEvent::Error { message, code } => self.fail(&message, &code, out),
+            // Redacted thinking has no Responses item.
+            _ => {}
+        }
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) {
+        if self.closed {
+            return;
+        }
+        self.ensure_started(out);
+        self.close_item(out);
+        self.closed = true;
+        let (status, incomplete) = status_of(self.finish.unwrap_or(FinishReason::Stop));
+        let mut r = self.response(status);
+        r["incomplete_details"] = incomplete;
+        let name = if status == "completed" {
+            "response.completed"
+        } else {
+            "response.incomplete"
+        };
+        self.emit(out, name, json!({ "response": r }));
+    }
+
+    fn fail(&mut self, message: &str, code: &str, out: &mut Vec<u8>) {
+        if self.closed {
+            return;
+        }
+        self.ensure_started(out);
+        self.closed = true;
+        let mut r = self.response("failed");
+        r["error"] = json!({"code": code, "message": message});
+        self.emit(out, "response.failed", json!({ "response": r }));
+    }
+}

@@ -1,0 +1,359 @@
+//! OpenAI Responses request ↔ IR (formats.md §2.3).
+
+use serde_json::{json, Map, Value};
+
+use super::ANTHROPIC_SIG_PREFIX;
+use crate::formats::convert::{ConvertError, RequestOptions};
+use crate::formats::ir::*;
+use crate::formats::json::*;
+use crate::formats::openai_chat::request::{
+    arguments_text, empty_schema, file_media, join_parts, non_empty_args, parse_tool_choice, text_block,
+};
+
+/// Responses request → IR.
+pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
+    for key in ["previous_response_id", "conversation", "prompt"] {
+        if v.get(key).is_some_and(|x| !x.is_null()) {
+            return Err(ConvertError::Unsupported(format!(
+                "`{key}` needs OpenAI's server-side state and cannot be translated to this upstream"
+            )));
+        }
+    }
+    if bool_at(v, "background") == Some(true) {
+        return Err(ConvertError::Unsupported(
+            "background responses cannot be translated".into(),
+        ));
+    }
+    let mut ir = IrRequest::default();
+    if let Some(i) = str_at(v, "instructions") {
+        ir.system.push(TextPart {
+            text: i.to_string(),
+            cache_control: None,
+        });
+    }
+    match v.get("input") {
+        Some(Value::String(s)) => ir.messages.push(Message {
+            role: Role::User,
+            content: vec![text_block(s)],
+        }),
+        Some(Value::Array(items)) => {
+            for item in items {
+                parse_item(item, &mut ir)?;
+            }
+        }
+        None | Some(Value::Null) => {}
+        Some(_) => return Err(ConvertError::Invalid("`input` must be a string or an array".into())),
+    }
+    for t in arr_at(v, "tools") {
+        match str_at(t, "type") {
+            Some("function") => ir.tools.push(Tool {
+                name: str_at(t, "name")
+                    .ok_or_else(|| ConvertError::Invalid("every tool needs a `name`".into()))?
+                    .to_string(),
+                description: str_at(t, "description").map(str::to_string),
+                parameters: t
+                    .get("parameters")
+                    .filter(|p| p.is_object())
+                    .cloned()
+                    .unwrap_or_else(empty_schema),
+                strict: bool_at(t, "strict"),
+                cache_control: t.get("cache_control").cloned(),
+            }),
+            other => {
+                return Err(ConvertError::Unsupported(format!(
+                    "built-in tool {other:?} runs on OpenAI's side and cannot be translated"
+                )))
+            }
+        }
+    }
+    ir.tool_choice = match v.get("tool_choice") {
+        None | Some(Value::Null) => None,
+        Some(c) => Some(parse_tool_choice(c)?),
+    };
+    ir.parallel_tool_calls = bool_at(v, "parallel_tool_calls");
+    ir.max_tokens = u64_at(v, "max_output_tokens");
+    ir.temperature = f64_at(v, "temperature");
+    ir.top_p = f64_at(v, "top_p");
+    ir.user = str_at(v, "user")
+        .or_else(|| str_at(v, "safety_identifier"))
+        .map(str::to_string);
+    if let Some(f) = v.get("text").and_then(|t| t.get("format")) {
+        ir.response_format = match str_at(f, "type") {
+            Some("json_object") => Some(ResponseFormat::JsonObject),
+            Some("json_schema") => Some(ResponseFormat::JsonSchema {
+                name: str_at(f, "name").unwrap_or("response").to_string(),
+                schema: f.get("schema").cloned().unwrap_or_else(empty_schema),
+                strict: bool_at(f, "strict"),
+            }),
+            _ => None,
+        };
+    }
+    ir.reasoning = v
+        .get("reasoning")
+        .and_then(|r| str_at(r, "effort"))
+        .and_then(Effort::parse)
+        .map(|effort| Reasoning {
+            effort,
+            budget_tokens: None,
+        });
+    Ok(ir)
+}
+
+fn push_block(ir: &mut IrRequest, role: Role, block: Block) {
+    match ir.messages.last_mut() {
+        // Consecutive function_call items (and a preceding assistant text) form ONE assistant turn; consecutive
+        // outputs one user turn.
+        Some(last) if last.role == role && role == Role::Assistant => last.content.push(block),
+        Some(last) if last.role == role && last.content.iter().all(|b| matches!(b, Block::ToolResult(_))) => {
+            last.content.push(block)
+        }
+        _ => ir.messages.push(Message {
+            role,
+            content: vec![block],
+        }),
+    }
+}
+
+fn parse_item(item: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
+    match str_at(item, "type") {
+        None | Some("message") => {
+            let role = match str_at(item, "role") {
+                Some("user") => Role::User,
+                Some("assistant") => Role::Assistant,
+                Some("system") | Some("developer") => Role::System,
+                other => return Err(ConvertError::Invalid(format!("unknown input role {other:?}"))),
+            };
+            let content = parse_content(item.get("content"))?;
+            if role == Role::System && ir.messages.is_empty() {
+                ir.system.extend(content.into_iter().filter_map(|b| match b {
+                    Block::Text(t) => Some(t),
+                    _ => None,
+                }));
+            } else if role == Role::Assistant {
+                for b in content {
+                    push_block(ir, role, b);
+                }
+            } else {
+                ir.messages.push(Message { role, content });
+            }
+        }
+        Some("function_call") => {
+            let (id, signature) = unsmuggle_signature(str_at(item, "call_id").unwrap_or_default());
+            push_block(
+                ir,
+                Role::Assistant,
+                Block::ToolCall(ToolCall {
+                    id,
+                    name: str_at(item, "name").unwrap_or_default().to_string(),
+                    arguments: arguments_text(item.get("arguments")),
+                    signature,
+                }),
+            );
+        }
+        Some("function_call_output") => {
+            let (call_id, _) = unsmuggle_signature(str_at(item, "call_id").unwrap_or_default());
+            let content = match item.get("output") {
+                Some(Value::String(s)) => vec![text_block(s)],
+                other => parse_content(other)?,
+            };
+            push_block(
+                ir,
+                Role::User,
+                Block::ToolResult(ToolResult {
+                    call_id,
+                    content,
+                    is_error: false,
+                }),
+            );
+        }
+        Some("reasoning") => {
+            // Only Claude thinking that this gateway wrapped can be replayed; OpenAI's encrypted reasoning is
+            // meaningless to other vendors and is dropped.
+            if let Some(sig) = str_at(item, "encrypted_content").and_then(|e| e.strip_prefix(ANTHROPIC_SIG_PREFIX)) {
+                let text: String = arr_at(item, "summary")
+                    .iter()
+                    .filter_map(|s| str_at(s, "text"))
+                    .collect::<Vec<_>>()
+                    .join("");
+                push_block(
+                    ir,
+                    Role::Assistant,
+                    Block::Thinking {
+                        text,
+                        signature: Some(Signature {
+                            vendor: Vendor::Anthropic,
+                            value: sig.to_string(),
+                        }),
+                    },
+                );
+            }
+        }
+        Some(other) => {
+            return Err(ConvertError::Unsupported(format!(
+                "input item type `{other}` needs OpenAI's server-side tools or state and cannot be translated"
+            )))
+        }
+    }
+    Ok(())
+}
+
+fn parse_content(c: Option<&Value>) -> Result<Vec<Block>, ConvertError> {
+    let parts = match c {
+        Some(Value::String(s)) => return Ok(vec![text_block(s)]),
+        Some(Value::Array(parts)) => parts,
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(_) => return Err(ConvertError::Invalid("`content` must be a string or an array".into())),
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        match str_at(p, "type") {
+            Some("input_text") | Some("output_text") | Some("text") => out.push(Block::Text(TextPart {
+                text: str_at(p, "text").unwrap_or_default().to_string(),
+                cache_control: p.get("cache_control").cloned(),
+            })),
+            Some("refusal") => out.push(text_block(str_at(p, "refusal").unwrap_or_default())),
+            Some("input_image") => match str_at(p, "image_url") {
+                Some(url) => out.push(Block::Image(Media::from_url(url))),
+                None => {
+                    return Err(ConvertError::Unsupported(
+                        "images by `file_id` live in OpenAI's storage and cannot be translated".into(),
+                    ))
+                }
+            },
+            Some("input_file") => match str_at(p, "file_data") {
+                Some(data) => out.push(Block::File(file_media(data, str_at(p, "filename")))),
+                None => {
+                    return Err(ConvertError::Unsupported(
+                        "files by `file_id`/`file_url` cannot be translated to this upstream".into(),
+                    ))
+                }
+            },
+            other => {
+                return Err(ConvertError::Unsupported(format!(
+                    "content part {other:?} cannot be translated"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// IR → Responses request.
+pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertError> {
+    if !ir.stop.is_empty() {
+        // The Responses API has no stop sequences; dropping them would silently change the output.
+        return Err(ConvertError::Unsupported(
+            "stop sequences cannot be sent to a Responses upstream".into(),
+        ));
+    }
+    let mut out = Map::new();
+    out.insert("model".into(), opts.model.clone().into());
+    if !ir.system.is_empty() {
+        out.insert("instructions".into(), join_parts(&ir.system).into());
+    }
+    let mut input = Vec::with_capacity(ir.messages.len());
+    for m in &ir.messages {
+        render_message(m, &mut input);
+    }
+    out.insert("input".into(), input.into());
+    if !ir.tools.is_empty() {
+        let tools: Vec<Value> = ir
+            .tools
+            .iter()
+            .map(|t| {
+                let mut v = Map::new();
+                v.insert("type".into(), "function".into());
+                v.insert("name".into(), t.name.clone().into());
+                v.insert("parameters".into(), t.parameters.clone());
+                put(&mut v, "description", t.description.clone());
+                put(&mut v, "strict", t.strict);
+                Value::Object(v)
+            })
+            .collect();
+        out.insert("tools".into(), tools.into());
+        put(&mut out, "parallel_tool_calls", ir.parallel_tool_calls);
+    }
+    put(
+        &mut out,
+        "tool_choice",
+        ir.tool_choice.as_ref().map(|c| match c {
+            ToolChoice::Auto => json!("auto"),
+            ToolChoice::None => json!("none"),
+            ToolChoice::Required => json!("required"),
+            ToolChoice::Tool(n) => json!({"type": "function", "name": n}),
+        }),
+    );
+    put(&mut out, "max_output_tokens", ir.max_tokens);
+    put(&mut out, "temperature", ir.temperature);
+    put(&mut out, "top_p", ir.top_p);
+    put(&mut out, "user", ir.user.clone());
+    match &ir.response_format {
+        Some(ResponseFormat::JsonObject) => {
+            out.insert("text".into(), json!({"format": {"type": "json_object"}}));
+        }
+        Some(ResponseFormat::JsonSchema { name, schema, strict }) => {
+            let mut f = json!({"type": "json_schema", "name": name, "schema": schema});
+            if let Some(s) = strict {
+                f["strict"] = (*s).into();
+            }
+            out.insert("text".into(), json!({ "format": f }));
+        }
+        _ => {}
+    }
+    put(
+        &mut out,
+        "reasoning",
+        ir.reasoning.map(|r| json!({"effort": r.effort.as_str()})),
+    );
+    if opts.stream {
+        out.insert("stream".into(), true.into());
+    }
+    Ok(Value::Object(out))
+}
+
+fn content_part(b: &Block, assistant: bool) -> Option<Value> {
+    match b {
+        Block::Text(t) if assistant => Some(json!({"type": "output_text", "text": t.text, "annotations": []})),
+        Block::Text(t) => Some(json!({"type": "input_text", "text": t.text})),
+        Block::Image(m) => Some(json!({"type": "input_image", "image_url": m.to_url(), "detail": "auto"})),
+        Block::File(m) => Some(json!({"type": "input_file", "file_data": m.to_url(), "filename": "file"})),
+        _ => None,
+    }
+}
+
+fn render_message(m: &Message, out: &mut Vec<Value>) {
+    let role = match m.role {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::System => "developer",
+    };
+    let assistant = m.role == Role::Assistant;
+    let mut parts = Vec::new();
+    let flush = |parts: &mut Vec<Value>, out: &mut Vec<Value>| {
+        if !parts.is_empty() {
+            out.push(json!({"type": "message", "role": role, "content": std::mem::take(parts)}));
+        }
+    };
+    for b in &m.content {
+        match b {
+            Block::ToolCall(tc) => {
+                flush(&mut parts, out);
+                out.push(json!({"type": "function_call", "call_id": tc.id, "name": tc.name,
+                    "arguments": non_empty_args(&tc.arguments)}));
+            }
+            Block::ToolResult(r) => {
+                flush(&mut parts, out);
+                let mut text = r.text();
+                if r.is_error {
+                    text = format!("Error: {text}");
+                }
+                out.push(json!({"type": "function_call_output", "call_id": r.call_id, "output": text}));
+            }
+            // Other vendors' reasoning cannot be replayed to OpenAI (§2.5).
+            Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
+            Block::Text(t) if t.text.is_empty() => {}
+            other => parts.extend(content_part(other, assistant)),
+        }
+    }
+    flush(&mut parts, out);
+}

@@ -1,0 +1,150 @@
+//! OpenAI Responses whole response ↔ IR (formats.md §2.3, §3.1).
+
+use serde_json::{json, Value};
+
+use super::ANTHROPIC_SIG_PREFIX;
+use crate::formats::convert::ConvertError;
+use crate::formats::ir::*;
+use crate::formats::json::*;
+use crate::formats::openai_chat::request::{arguments_text, non_empty_args, text_block};
+use crate::formats::usage::Usage;
+
+pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
+    if str_at(v, "status") == Some("failed") {
+        return Err(ConvertError::Invalid("the upstream response failed".into()));
+    }
+    let mut content = Vec::new();
+    for item in arr_at(v, "output") {
+        match str_at(item, "type") {
+            Some("message") => {
+                for p in arr_at(item, "content") {
+                    match str_at(p, "type") {
+                        Some("output_text") => content.push(text_block(str_at(p, "text").unwrap_or_default())),
+                        Some("refusal") => content.push(text_block(str_at(p, "refusal").unwrap_or_default())),
+                        _ => {}
+                    }
+                }
+            }
+            Some("function_call") => content.push(Block::ToolCall(ToolCall {
+                id: str_at(item, "call_id").map_or_else(|| new_id("call_"), str::to_string),
+                name: str_at(item, "name").unwrap_or_default().to_string(),
+                arguments: arguments_text(item.get("arguments")),
+                signature: None,
+            })),
+            Some("reasoning") => {
+                let text: String = arr_at(item, "summary")
+                    .iter()
+                    .filter_map(|s| str_at(s, "text"))
+                    .collect();
+                let signature = str_at(item, "encrypted_content").map(|e| match e.strip_prefix(ANTHROPIC_SIG_PREFIX) {
+                    Some(sig) => Signature {
+                        vendor: Vendor::Anthropic,
+                        value: sig.to_string(),
+                    },
+                    None => Signature {
+                        vendor: Vendor::OpenAi,
+                        value: e.to_string(),
+                    },
+                });
+                content.push(Block::Thinking { text, signature });
+            }
+            _ => {}
+        }
+    }
+    let reason = v.get("incomplete_details").and_then(|d| str_at(d, "reason"));
+    let finish = match (str_at(v, "status"), reason) {
+        (Some("incomplete"), Some("content_filter")) => FinishReason::ContentFilter,
+        (Some("incomplete"), _) => FinishReason::Length,
+        _ if content.iter().any(|b| matches!(b, Block::ToolCall(_))) => FinishReason::ToolCalls,
+        _ => FinishReason::Stop,
+    };
+    Ok(IrResponse {
+        id: str_at(v, "id").map(str::to_string),
+        model: str_at(v, "model").map(str::to_string),
+        created: u64_at(v, "created_at"),
+        content,
+        finish,
+        stop_sequence: None,
+        usage: v.get("usage").and_then(Usage::from_responses),
+    })
+}
+
+/// Output items of a response (shared with the stream encoder's `response.completed`).
+pub(crate) fn output_items(content: &[Block]) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut text_parts: Vec<Value> = Vec::new();
+    let flush = |parts: &mut Vec<Value>, out: &mut Vec<Value>| {
+        if !parts.is_empty() {
+            out.push(
+                json!({"type": "message", "id": new_id("msg_"), "status": "completed", "role": "assistant",
+                "content": std::mem::take(parts)}),
+            );
+        }
+    };
+    for b in content {
+        match b {
+            Block::Text(t) if !t.text.is_empty() => {
+                text_parts.push(json!({"type": "output_text", "text": t.text, "annotations": []}))
+            }
+            Block::Thinking { text, signature } => {
+                flush(&mut text_parts, &mut out);
+                out.push(reasoning_item(&new_id("rs_"), text, signature));
+            }
+            Block::ToolCall(tc) => {
+                flush(&mut text_parts, &mut out);
+                out.push(json!({"type": "function_call", "id": new_id("fc_"), "call_id": smuggle_signature(&tc.id, &tc.signature),
+                    "name": tc.name, "arguments": non_empty_args(&tc.arguments), "status": "completed"}));
+            }
+            _ => {}
+        }
+    }
+    flush(&mut text_parts, &mut out);
+    out
+}
+
+/// A reasoning item; Claude's signature travels in `encrypted_content` so it can be replayed.
+pub(crate) fn reasoning_item(id: &str, text: &str, signature: &Option<Signature>) -> Value {
+    let mut item = json!({"type": "reasoning", "id": id, "summary": [{"type": "summary_text", "text": text}]});
+    match signature {
+        Some(Signature {
+            vendor: Vendor::Anthropic,
+            value,
+        }) => item["encrypted_content"] = format!("{ANTHROPIC_SIG_PREFIX}{value}").into(),
+        Some(Signature {
+            vendor: Vendor::OpenAi,
+            value,
+        }) => item["encrypted_content"] = value.clone().into(),
+        _ => {}
+    }
+    item
+}
+
+/// `status` and `incomplete_details` for a finish reason.
+pub(crate) fn status_of(finish: FinishReason) -> (&'static str, Value) {
+    match finish {
+        FinishReason::Length => ("incomplete", json!({"reason": "max_output_tokens"})),
+        FinishReason::ContentFilter => ("incomplete", json!({"reason": "content_filter"})),
+        _ => ("completed", Value::Null),
+    }
+}
+
+pub fn render(ir: &IrResponse, model: &str) -> Value {
+    let (status, incomplete) = status_of(ir.effective_finish());
+    let mut out = json!({
+        "id": ir.id.clone().unwrap_or_else(|| new_id("resp_")),
+        "object": "response",
+        "created_at": ir.created.unwrap_or_else(now_secs),
+        "status": status,
+        "error": null,
+        "incomplete_details": incomplete,
+        "model": model,
+        "output": output_items(&ir.content),
+        "parallel_tool_calls": true,
+        "tool_choice": "auto",
+        "tools": [],
+    });
+    if let Some(u) = &ir.usage {
+        out["usage"] = u.to_responses();
+    }
+    out
+}

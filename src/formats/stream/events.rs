@@ -1,0 +1,80 @@
+//! The format-neutral stream events decoders produce and encoders consume (formats.md §0).
+
+use crate::formats::ir::{FinishReason, Signature};
+use crate::formats::usage::Usage;
+
+/// One step of a streamed response. Tool calls are identified by a dense 0-based `index` that counts only tool
+/// calls, assigned by the decoder (never a block index or output index: §4.2, §4.5).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// The upstream's envelope: its first event. Fields the upstream does not have are `None`.
+    Meta {
+        id: Option<String>,
+        model: Option<String>,
+        created: Option<u64>,
+    },
+    Text(String),
+    Thinking(String),
+    /// The signature of the thinking block in progress.
+    Signature(Signature),
+    RedactedThinking(String),
+    ToolStart {
+        index: usize,
+        id: String,
+        name: String,
+        /// Gemini's thoughtSignature on the call.
+        signature: Option<Signature>,
+    },
+    ToolArgs {
+        index: usize,
+        delta: String,
+    },
+    /// The upstream closed the block in progress (Anthropic `content_block_stop`, Responses `output_item.done`).
+    BlockStop,
+    /// The usage so far, complete (decoders merge partial reports).
+    Usage(Usage),
+    Finish {
+        reason: FinishReason,
+        stop_sequence: Option<String>,
+    },
+    /// An error the upstream reported in the stream.
+    Error {
+        message: String,
+        code: String,
+    },
+}
+
+/// Upstream stream → events. `event` is the SSE `event:` name when there was one; `data` the payload.
+pub(crate) trait Decode: Send {
+    fn decode(&mut self, event: Option<&str>, data: &str, out: &mut Vec<StreamEvent>);
+    /// The upstream's own terminator or finish was seen.
+    fn completed(&self) -> bool;
+    /// The upstream reported an error in the stream.
+    fn errored(&self) -> bool;
+    fn usage(&self) -> Option<Usage>;
+}
+
+/// Events → client stream bytes. Stateful per request.
+pub(crate) trait Encode: Send {
+    fn encode(&mut self, event: StreamEvent, out: &mut Vec<u8>);
+    /// The upstream finished cleanly: the client-format ending.
+    fn end(&mut self, out: &mut Vec<u8>);
+    /// The in-format error event; nothing is written after it.
+    fn fail(&mut self, message: &str, code: &str, out: &mut Vec<u8>);
+}
+
+/// Appends `data: <json>\n\n`.
+pub(crate) fn write_data(out: &mut Vec<u8>, json: &serde_json::Value) {
+    out.extend_from_slice(b"data: ");
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, json);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Appends `event: <name>\ndata: <json>\n\n` (Anthropic and Responses clients need the `event:` line).
+pub(crate) fn write_event(out: &mut Vec<u8>, name: &str, json: &serde_json::Value) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'\n');
+    write_data(out, json);
+}

@@ -1,0 +1,369 @@
+//! Stateful stream translation (formats.md §4): upstream bytes → frames → events → client bytes, one
+//! converter per request. With `from == to` it is a passthrough observer that copies bytes unchanged.
+
+pub mod events;
+pub(crate) mod sse_parser;
+
+use events::{Decode, Encode, StreamEvent};
+use sse_parser::{Frame, JsonArrayParser, SseParser};
+
+use super::error_map::stream_error_event;
+use super::usage::Usage;
+use super::wire::WireFormat;
+use super::{anthropic, gemini, openai_chat, responses_api};
+
+/// The default bound on one partial upstream event.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 << 20;
+
+/// Message of the error event for a stream that ended without its terminator.
+const CUT_MESSAGE: &str = "The upstream stream ended before it was complete";
+
+/// How to translate one stream.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// The model name the client asked for.
+    pub model: String,
+    /// The client asked for usage (OpenAI `stream_options.include_usage`).
+    pub include_usage: bool,
+    /// The gateway forced `include_usage` upstream although the client did not ask: strip that chunk.
+    pub strip_usage_chunk: bool,
+    /// Bound on a partial event; default 4 MiB.
+    pub max_event_bytes: usize,
+    /// Input-token estimate for an Anthropic client's `message_start` when the upstream reports usage only at
+    /// the end (see `estimate_input_tokens`); 0 means unknown (1 is sent: never 0).
+    pub input_tokens_estimate: u64,
+    /// A Gemini client called `:streamGenerateContent` without `alt=sse`: answer with a JSON array.
+    pub gemini_json_array: bool,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            model: String::new(),
+            include_usage: false,
+            strip_usage_chunk: false,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            input_tokens_estimate: 0,
+            gemini_json_array: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    #[error("an upstream stream event exceeded {limit} bytes")]
+    EventTooLarge { limit: usize },
+}
+
+/// Upstream framing, detected from the first bytes for Gemini (SSE, or a JSON array).
+enum Framer {
+    Undetected,
+    Sse(SseParser),
+    Array(JsonArrayParser),
+}
+
+/// What happens to the client side.
+enum Output {
+    Translate(Box<dyn Encode>),
+    /// Same format: bytes copied unchanged, event by event, so a cut stream never leaves the client half an
+    /// event before the error event.
+    Copy,
+    /// OpenAI Chat passthrough minus the usage chunk the gateway forced.
+    StripUsage,
+    /// Gemini passthrough, framing not known yet.
+    GeminiPending,
+    /// Gemini passthrough re-framed (SSE ↔ JSON array); event payloads unchanged.
+    Reframe {
+        array: bool,
+        frames: usize,
+    },
+}
+
+/// Stateful stream translation; also the passthrough observer when `from == to` (usage, terminator).
+pub struct StreamConverter {
+    from: WireFormat,
+    to: WireFormat,
+    opts: StreamOptions,
+    framer: Framer,
+    decoder: Box<dyn Decode>,
+    output: Output,
+    events: Vec<StreamEvent>,
+    /// Content bytes translated so far; encoders that must replay the whole response (Responses'
+    /// `response.completed`, Gemini's whole function calls) hold up to this much.
+    accumulated: usize,
+    ended: bool,
+    broken: bool,
+}
+
+impl StreamConverter {
+    pub fn new(from: WireFormat, to: WireFormat, opts: StreamOptions) -> Self {
+        let max = opts.max_event_bytes.max(1024);
+        let decoder: Box<dyn Decode> = match from {
+            WireFormat::OpenAiChat => Box::new(openai_chat::decode::ChatDecoder::new()),
+            WireFormat::OpenAiResponses => Box::new(responses_api::decode::ResponsesDecoder::new()),
+            WireFormat::Anthropic => Box::new(anthropic::decode::AnthropicDecoder::new()),
+            WireFormat::Gemini => Box::new(gemini::decode::GeminiDecoder::new()),
+        };
+        let output = if from == to {
+            match to {
+                WireFormat::OpenAiChat if opts.strip_usage_chunk => Output::StripUsage,
+                WireFormat::Gemini => Output::GeminiPending,
+                _ => Output::Copy,
+            }
+        } else {
+            Output::Translate(match to {
+                WireFormat::OpenAiChat => {
+                    Box::new(openai_chat::encode::ChatEncoder::new(&opts.model, opts.include_usage))
+                }
+                WireFormat::OpenAiResponses => Box::new(responses_api::encode::ResponsesEncoder::new(&opts.model)),
+                WireFormat::Anthropic => Box::new(anthropic::encode::AnthropicEncoder::new(
+                    &opts.model,
+                    opts.input_tokens_estimate,
+                )),
+                WireFormat::Gemini => Box::new(gemini::encode::GeminiEncoder::new(&opts.model, opts.gemini_json_array)),
+            })
+        };
+        let framer = match from {
+            WireFormat::Gemini => Framer::Undetected,
+            _ => Framer::Sse(SseParser::new(max, matches!(output, Output::StripUsage | Output::Copy))),
+        };
+        let opts = StreamOptions {
+            max_event_bytes: max,
+            ..opts
+        };
+        Self {
+            from,
+            to,
+            opts,
+            framer,
+            decoder,
+            output,
+            events: Vec::new(),
+            accumulated: 0,
+            ended: false,
+            broken: false,
+        }
+    }
+
+    /// Feeds upstream bytes and appends client bytes to `out`. Errs when an event exceeds `max_event_bytes`;
+    /// the stream is then broken (call `abort`).
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
+        if self.broken {
+            return Err(StreamError::EventTooLarge {
+                limit: self.opts.max_event_bytes,
+            });
+        }
+        if self.ended {
+            return Ok(());
+        }
+        if matches!(self.framer, Framer::Undetected) {
+            let Some(first) = chunk.iter().find(|b| !b.is_ascii_whitespace()) else {
+                // Whitespace before the first event means nothing in either framing.
+                return Ok(());
+            };
+            let max = self.opts.max_event_bytes;
+            let upstream_array = *first == b'[';
+            self.framer = if upstream_array {
+                Framer::Array(JsonArrayParser::new(max))
+            } else {
+                // Raw bytes are kept for the passthrough copy.
+                Framer::Sse(SseParser::new(max, self.opts.gemini_json_array == upstream_array))
+            };
+            if matches!(self.output, Output::GeminiPending) {
+                self.output = if upstream_array || self.opts.gemini_json_array {
+                    Output::Reframe {
+                        array: self.opts.gemini_json_array,
+                        frames: 0,
+                    }
+                } else {
+                    Output::Copy
+                };
+            }
+        }
+        let limit = self.opts.max_event_bytes.saturating_mul(16);
+        let Self {
+            framer,
+            decoder,
+            output,
+            events,
+            accumulated,
+            ended,
+            ..
+        } = self;
+        let mut on_frame = |frame: Frame<'_>| {
+            if *ended {
+                return;
+            }
+            if !frame.data.is_empty() {
+                decoder.decode(frame.event, frame.data, events);
+            }
+            match output {
+                Output::Translate(encoder) => {
+                    for ev in events.drain(..) {
+                        *accumulated += match &ev {
+                            StreamEvent::Text(t) | StreamEvent::Thinking(t) => t.len(),
+                            StreamEvent::ToolArgs { delta, .. } => delta.len(),
+                            _ => 0,
+                        };
+                        if *accumulated > limit {
+                            encoder.fail("The response is too large to translate", "response_too_large", out);
+                            *ended = true;
+                            return;
+                        }
+                        let is_error = matches!(ev, StreamEvent::Error { .. });
+                        encoder.encode(ev, out);
+                        if is_error {
+                            *ended = true;
+                            return;
+                        }
+                    }
+                }
+                Output::Copy => {
+                    out.extend_from_slice(frame.raw);
+                    events.clear();
+                }
+                Output::StripUsage => {
+                    if !is_forced_usage_chunk(frame.data) {
+                        out.extend_from_slice(frame.raw);
+                    }
+                    events.clear();
+                }
+                Output::Reframe { array, frames } => {
+                    if !frame.data.is_empty() {
+                        write_gemini_frame(out, *array, frames, frame.data.as_bytes());
+                    }
+                    events.clear();
+                }
+                Output::GeminiPending => events.clear(),
+            }
+        };
+        let result = match framer {
+            Framer::Sse(p) => p.push(chunk, &mut on_frame),
+            Framer::Array(p) => p.push(chunk, &mut on_frame),
+            Framer::Undetected => Ok(()),
+        };
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
+    /// The upstream ended. A complete stream gets the client-format ending; one cut before its terminator gets
+    /// an in-format error event, never a clean finish.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.decoder.completed() && !self.broken {
+            self.close(None, out);
+        } else {
+            self.close(Some((CUT_MESSAGE, "stream_interrupted")), out);
+        }
+    }
+
+    /// The upstream broke mid-stream: the in-format error event (§4.7). Idempotent with `finish`; a stream whose
+    /// terminator was already seen ends cleanly.
+    pub fn abort(&mut self, message: &str, out: &mut Vec<u8>) {
+        if self.decoder.completed() && !self.broken {
+            self.close(None, out);
+        } else {
+            self.close(Some((message, "upstream_error")), out);
+        }
+    }
+
+    fn close(&mut self, error: Option<(&str, &str)>, out: &mut Vec<u8>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        // The upstream's own error event already told the client.
+        let error = error.filter(|_| !self.decoder.errored());
+        match &mut self.output {
+            Output::Translate(encoder) => match error {
+                Some((message, code)) => encoder.fail(message, code, out),
+                None => encoder.end(out),
+            },
+            Output::Copy | Output::StripUsage | Output::GeminiPending => {
+                // Only whole events were copied: the error event starts on a boundary.
+                if let Some((message, code)) = error {
+                    out.extend_from_slice(&stream_error_event(self.to, message, code));
+                }
+            }
+            Output::Reframe { array, frames } => {
+                if let Some((message, code)) = error {
+                    let v = super::error_map::gemini_stream_error(message, code);
+                    let bytes = serde_json::to_vec(&v).unwrap_or_default();
+                    write_gemini_frame(out, *array, frames, &bytes);
+                }
+                if *array {
+                    out.extend_from_slice(if *frames == 0 { b"[]" } else { b"]" });
+                }
+            }
+        }
+    }
+
+    /// Usage seen so far (complete once the stream completed).
+    pub fn usage(&self) -> Option<Usage> {
+        self.decoder.usage()
+    }
+
+    /// True once the upstream's own terminator/finish was seen.
+    pub fn completed(&self) -> bool {
+        self.decoder.completed()
+    }
+
+    /// The formats this converter was built for.
+    pub fn formats(&self) -> (WireFormat, WireFormat) {
+        (self.from, self.to)
+    }
+}
+
+/// The usage-only chunk OpenAI sends last when `include_usage` is on: `choices: []` with a `usage` object.
+fn is_forced_usage_chunk(data: &str) -> bool {
+    if !data.contains("\"usage\"") {
+        return false;
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
+        return false;
+    };
+    v.get("usage").is_some_and(serde_json::Value::is_object)
+        && v.get("choices")
+            .and_then(serde_json::Value::as_array)
+            .is_none_or(Vec::is_empty)
+}
+
+fn write_gemini_frame(out: &mut Vec<u8>, array: bool, frames: &mut usize, data: &[u8]) {
+    if array {
+        out.extend_from_slice(if *frames == 0 { b"[" } else { b",\r\n" });
+        out.extend_from_slice(data);
+    } else {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n\r\n");
+    }
+    *frames += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converter_is_send() {
+        fn send<T: Send>() {}
+        send::<StreamConverter>();
+    }
+
+    #[test]
+    fn whitespace_before_a_gemini_stream_is_ignored() {
+        let mut c = StreamConverter::new(WireFormat::Gemini, WireFormat::OpenAiChat, StreamOptions::default());
+        let mut out = Vec::new();
+        c.push(b"\r\n  ", &mut out).unwrap();
+        c.push(
+            b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"hi\"}]},\"finishReason\":\"STOP\"}]}\r\n\r\n",
+            &mut out,
+        )
+        .unwrap();
+        c.finish(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\"content\":\"hi\""));
+        assert!(text.ends_with("data: [DONE]\n\n"));
+    }
+}

@@ -1,0 +1,225 @@
+//! Incremental framing of upstream streams: SSE (`\n` or `\r\n`, multi-line `data:`, comments) and Gemini's
+//! streamed JSON array. Events may split anywhere across chunks; a partial event is bounded by `max_event_bytes`.
+
+use super::StreamError;
+
+/// One framed event.
+#[derive(Debug, Default)]
+pub(crate) struct Frame<'a> {
+    pub event: Option<&'a str>,
+    pub data: &'a str,
+    /// The event's bytes as received, when the parser keeps them (for passthrough filtering).
+    pub raw: &'a [u8],
+}
+
+/// SSE parser. Lines are collected until the blank line that ends an event. Lines end in `\n` or `\r\n`; a lone
+/// `\r` (allowed by the SSE spec, sent by no LLM API) is not treated as a line end.
+#[derive(Debug)]
+pub(crate) struct SseParser {
+    line: Vec<u8>,
+    data: Vec<u8>,
+    event: String,
+    has_data: bool,
+    keep_raw: bool,
+    raw: Vec<u8>,
+    max: usize,
+}
+
+impl SseParser {
+    pub fn new(max: usize, keep_raw: bool) -> Self {
+        Self {
+            line: Vec::new(),
+            data: Vec::new(),
+            event: String::new(),
+            has_data: false,
+            keep_raw,
+            raw: Vec::new(),
+            max,
+        }
+    }
+
+    pub fn push(&mut self, mut chunk: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) -> Result<(), StreamError> {
+        while !chunk.is_empty() {
+            let (segment, rest, complete) = match chunk.iter().position(|b| *b == b'\n') {
+                Some(p) => (&chunk[..p], &chunk[p + 1..], true),
+                None => (chunk, &[][..], false),
+            };
+            let held = if self.keep_raw { self.raw.len() } else { self.data.len() };
+            if self.line.len() + segment.len() + held > self.max {
+                return Err(StreamError::EventTooLarge { limit: self.max });
+            }
+            self.line.extend_from_slice(segment);
+            if self.keep_raw {
+                self.raw.extend_from_slice(segment);
+                if complete {
+                    self.raw.push(b'\n');
+                }
+            }
+            chunk = rest;
+            if complete {
+                self.end_line(on_frame);
+            }
+        }
+        Ok(())
+    }
+
+    fn end_line(&mut self, on_frame: &mut dyn FnMut(Frame<'_>)) {
+        let mut line = std::mem::take(&mut self.line);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.is_empty() {
+            if self.has_data || !self.event.is_empty() {
+                // Invalid UTF-8 cannot be JSON: hand over an empty payload, which decoders ignore.
+                let data = std::str::from_utf8(&self.data).unwrap_or("");
+                let event = (!self.event.is_empty()).then_some(self.event.as_str());
+                on_frame(Frame {
+                    event,
+                    data,
+                    raw: &self.raw,
+                });
+            } else if self.keep_raw && !self.raw.is_empty() {
+                // Comments and stray blank lines pass through as they came.
+                on_frame(Frame {
+                    event: None,
+                    data: "",
+                    raw: &self.raw,
+                });
+            }
+            self.data.clear();
+            self.event.clear();
+            self.has_data = false;
+            self.raw.clear();
+        } else if line[0] != b':' {
+            let (field, value) = match line.iter().position(|b| *b == b':') {
+                Some(p) => {
+                    let v = &line[p + 1..];
+                    (&line[..p], v.strip_prefix(b" ").unwrap_or(v))
+                }
+                None => (&line[..], &[][..]),
+            };
+            match field {
+                b"data" => {
+                    if self.has_data {
+                        self.data.push(b'\n');
+                    }
+                    self.data.extend_from_slice(value);
+                    self.has_data = true;
+                }
+                b"event" => {
+                    self.event.clear();
+                    self.event.push_str(std::str::from_utf8(value).unwrap_or(""));
+                }
+                _ => {}
+            }
+        }
+        line.clear();
+        self.line = line;
+    }
+}
+
+/// Gemini's streamed JSON array `[{…},\r\n{…}]`: each top-level object is an event.
+#[derive(Debug)]
+pub(crate) struct JsonArrayParser {
+    obj: Vec<u8>,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    max: usize,
+}
+
+impl JsonArrayParser {
+    pub fn new(max: usize) -> Self {
+        Self {
+            obj: Vec::new(),
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            max,
+        }
+    }
+
+    pub fn push(&mut self, chunk: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) -> Result<(), StreamError> {
+        for &b in chunk {
+            if self.depth == 0 {
+                // Between objects: `[`, `,`, whitespace and `]` are framing.
+                if b == b'{' {
+                    self.depth = 1;
+                    self.obj.clear();
+                    self.obj.push(b);
+                }
+                continue;
+            }
+            if self.obj.len() >= self.max {
+                return Err(StreamError::EventTooLarge { limit: self.max });
+            }
+            self.obj.push(b);
+            if self.in_string {
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        let data = std::str::from_utf8(&self.obj).unwrap_or("");
+                        on_frame(Frame {
+                            event: None,
+                            data,
+                            raw: &self.obj,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(p: &mut SseParser, input: &[u8]) -> Vec<(Option<String>, String)> {
+        let mut out = Vec::new();
+        p.push(input, &mut |f| {
+            if !f.data.is_empty() || f.event.is_some() {
+                out.push((f.event.map(str::to_string), f.data.to_string()))
+            }
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn crlf_multiline_comments() {
+        let mut p = SseParser::new(1024, false);
+        let got = collect(&mut p, b": ping\r\nevent: a\r\ndata: x\r\ndata:y\r\n\r\ndata: z\n\n");
+        assert_eq!(got, vec![(Some("a".into()), "x\ny".into()), (None, "z".into())]);
+    }
+
+    #[test]
+    fn bounded() {
+        let mut p = SseParser::new(16, false);
+        assert!(p.push(b"data: 0123456789abcdefghij", &mut |_| {}).is_err());
+    }
+
+    #[test]
+    fn json_array_with_braces_in_strings() {
+        let mut p = JsonArrayParser::new(1024);
+        let mut got = Vec::new();
+        p.push(b"[{\"a\":\"}{\\\"\"},\r\n{\"b\":[1,{}]}]", &mut |f| {
+            got.push(f.data.to_string())
+        })
+        .unwrap();
+        assert_eq!(got, vec![r#"{"a":"}{\""}"#.to_string(), r#"{"b":[1,{}]}"#.to_string()]);
+    }
+}
