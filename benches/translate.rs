@@ -52,7 +52,15 @@ fn main() {
         let bytes = Bytes::from(body.clone());
         let baseline = rate(|| match apiproxy::formats::request::inspect(&bytes) {
             Ok(i) => {
-                black_box(apiproxy::formats::request::rewrite(&bytes, &i, "up-model", false));
+                black_box(apiproxy::formats::request::rewrite(
+                    &bytes,
+                    &i,
+                    &apiproxy::formats::request::Rewrite {
+                        model: "up-model",
+                        force_stream: false,
+                        ask_usage: false,
+                    },
+                ));
             }
             // Gemini bodies carry no model (it is in the URL): passthrough is a copy.
             Err(_) => {

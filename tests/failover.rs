@@ -396,7 +396,9 @@ async fn cut_or_stalled_streams_end_with_an_error_event() {
         )
         .await;
     let text = r.text().await.unwrap();
-    assert!(text.contains("event: error\ndata: {"), "{text}");
+    // formats.md §4.7: a Responses stream fails with `response.failed`, never `response.completed`.
+    assert!(text.contains("event: response.failed\ndata: {"), "{text}");
+    assert!(text.contains("stream_interrupted"), "{text}");
     assert!(!text.contains("response.completed"));
 }
 

@@ -151,6 +151,14 @@ pub struct ProviderConfig {
     pub paths: Paths,
     #[serde(default)]
     pub provider_type: ProviderType,
+    /// For `api_style: openai`: the upstream serves `/v1/responses` itself. Set false for a
+    /// Chat-only OpenAI-compatible server; Responses clients are then translated to Chat.
+    #[serde(default = "yes")]
+    pub responses_api: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> f64 {
@@ -189,6 +197,10 @@ pub struct Paths {
     pub chat: Option<String>,
     pub responses: Option<String>,
     pub models: Option<String>,
+    /// Anthropic Messages (`/v1/messages`).
+    pub messages: Option<String>,
+    /// Gemini API version prefix (`/v1beta`); the model and method follow it.
+    pub gemini: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -95,7 +95,8 @@ impl ErrorKind {
 
 /// The status a client of format `to` expects for `kind`: overload is 529 for Anthropic clients and 503 for
 /// the others; a stray 529 never reaches a non-Anthropic client.
-fn client_status(to: WireFormat, status: u16, kind: ErrorKind) -> u16 {
+/// The status a client of format `to` gets for an error of `kind` that arrived with `status`.
+pub fn client_status(to: WireFormat, status: u16, kind: ErrorKind) -> u16 {
     match (to, kind) {
         (WireFormat::Anthropic, ErrorKind::Overloaded) => 529,
         (_, ErrorKind::Overloaded) => 503,

@@ -17,7 +17,6 @@ pub(crate) mod json;
 pub mod openai_chat;
 pub mod request;
 pub mod responses_api;
-pub mod sse;
 pub mod stream;
 pub mod usage;
 pub mod wire;
@@ -31,20 +30,3 @@ pub use error_map::{classify_error, convert_error, error_response, stream_error_
 pub use stream::{StreamConverter, StreamError, StreamOptions, DEFAULT_MAX_EVENT_BYTES};
 pub use usage::Usage;
 pub use wire::WireFormat;
-
-/// The client-facing API a request arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientApi {
-    ChatCompletions,
-    Responses,
-}
-
-impl ClientApi {
-    /// Bounded metrics/log label.
-    pub fn label(self) -> &'static str {
-        match self {
-            ClientApi::ChatCompletions => "openai_chat",
-            ClientApi::Responses => "openai_responses",
-        }
-    }
-}

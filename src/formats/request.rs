@@ -29,6 +29,10 @@ pub struct Inspected {
     stream_span: Option<(usize, usize)>,
     /// Offset just after the opening `{`.
     object_start: usize,
+    /// The body carries `stream_options` (the client decided about usage chunks itself).
+    pub has_stream_options: bool,
+    /// `stream_options.include_usage: true`: the client wants the OpenAI usage chunk.
+    pub include_usage: bool,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +41,26 @@ struct Peek<'a> {
     model: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream_options: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptionsPeek {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// The edits a gateway makes to a same-format body: nothing else is touched.
+#[derive(Debug, Clone, Copy)]
+pub struct Rewrite<'a> {
+    /// The physical model name.
+    pub model: &'a str,
+    /// Set `"stream": true` (a client that asked for SSE with `Accept: text/event-stream` only).
+    pub force_stream: bool,
+    /// Add `"stream_options":{"include_usage":true}` when the body has no `stream_options`, so an
+    /// OpenAI stream reports usage (the extra chunk is stripped for the client).
+    pub ask_usage: bool,
 }
 
 /// Validates the body as JSON and finds `model` and `stream` at its top level.
@@ -58,25 +82,36 @@ pub fn inspect(body: &[u8]) -> Result<Inspected, BodyError> {
         (start, start + raw.get().len())
     };
     let object_start = body.iter().position(|b| *b == b'{').map_or(0, |p| p + 1);
+    let include_usage = peek
+        .stream_options
+        .and_then(|raw| serde_json::from_str::<StreamOptionsPeek>(raw.get()).ok())
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
     Ok(Inspected {
         model,
         model_span: span(raw),
         stream: peek.stream.is_some_and(|s| s.get() == "true"),
         stream_span: peek.stream.map(span),
         object_start,
+        has_stream_options: peek.stream_options.is_some(),
+        include_usage,
     })
 }
 
-/// The body with `model` replaced by `physical` and, with `force_stream`, `"stream": true` set
-/// (for clients that asked for SSE with `Accept: text/event-stream` only). Everything else stays
-/// byte for byte; the original bytes come back when nothing changes.
-pub fn rewrite(body: &Bytes, inspected: &Inspected, physical: &str, force_stream: bool) -> Bytes {
-    let mut edits: Vec<(usize, usize, String)> = Vec::with_capacity(2);
-    if inspected.model != physical {
-        let quoted = serde_json::to_string(physical).unwrap_or_else(|_| format!("\"{physical}\""));
+/// Whether `rewrite` with `ask_usage` adds `stream_options` to this body.
+pub fn injects_usage(inspected: &Inspected, edit: &Rewrite) -> bool {
+    edit.ask_usage && !inspected.has_stream_options
+}
+
+/// The body with the edits of `edit` spliced in. Everything else stays byte for byte; the original
+/// bytes come back when nothing changes.
+pub fn rewrite(body: &Bytes, inspected: &Inspected, edit: &Rewrite) -> Bytes {
+    let mut edits: Vec<(usize, usize, String)> = Vec::with_capacity(3);
+    if inspected.model != edit.model {
+        let quoted = serde_json::to_string(edit.model).unwrap_or_else(|_| format!("\"{}\"", edit.model));
         edits.push((inspected.model_span.0, inspected.model_span.1, quoted));
     }
-    if force_stream && !inspected.stream {
+    if edit.force_stream && !inspected.stream {
         match inspected.stream_span {
             Some((s, e)) => edits.push((s, e, "true".into())),
             None => {
@@ -84,6 +119,10 @@ pub fn rewrite(body: &Bytes, inspected: &Inspected, physical: &str, force_stream
                 edits.push((at, at, "\"stream\":true,".into()));
             }
         }
+    }
+    if injects_usage(inspected, edit) {
+        let at = inspected.object_start;
+        edits.push((at, at, "\"stream_options\":{\"include_usage\":true},".into()));
     }
     if edits.is_empty() {
         return body.clone();
@@ -105,13 +144,44 @@ pub fn rewrite(body: &Bytes, inspected: &Inspected, physical: &str, force_stream
 mod tests {
     use super::*;
 
+    fn edit(model: &str, force_stream: bool) -> Rewrite<'_> {
+        Rewrite {
+            model,
+            force_stream,
+            ask_usage: false,
+        }
+    }
+
+    #[test]
+    fn asks_for_usage_unless_the_client_decided() {
+        let body = Bytes::from_static(br#"{"model":"m","stream":true}"#);
+        let i = inspect(&body).unwrap();
+        let e = Rewrite {
+            model: "m",
+            force_stream: false,
+            ask_usage: true,
+        };
+        assert!(injects_usage(&i, &e));
+        let out = rewrite(&body, &i, &e);
+        assert_eq!(
+            &out[..],
+            br#"{"stream_options":{"include_usage":true},"model":"m","stream":true}"#
+        );
+        let i2 = inspect(&out).unwrap();
+        assert!(i2.include_usage && i2.has_stream_options);
+        let body = Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#);
+        let i = inspect(&body).unwrap();
+        assert!(!injects_usage(&i, &e) && !i.include_usage);
+        assert_eq!(rewrite(&body, &i, &e), body);
+    }
+
     #[test]
     fn finds_model_and_stream() {
         let body = br#" {"messages":[{"role":"user","content":"hi \"model\""}], "model" : "fast", "stream":true}"#;
         let i = inspect(body).unwrap();
         assert_eq!(i.model, "fast");
         assert!(i.stream);
-        let out = rewrite(&Bytes::from_static(body), &i, "gpt-4o-mini", false);
+        let out = rewrite(&Bytes::from_static(body), &i, &edit("gpt-4o-mini", false));
         assert_eq!(
             &out[..],
             &br#" {"messages":[{"role":"user","content":"hi \"model\""}], "model" : "gpt-4o-mini", "stream":true}"#[..]
@@ -125,10 +195,10 @@ mod tests {
         assert_eq!(i.model, "aA");
         assert!(!i.stream);
         assert_eq!(
-            &rewrite(&body, &i, "p/\"q", false)[..],
+            &rewrite(&body, &i, &edit("p/\"q", false))[..],
             &br#"{"z":1.50,"model":"p/\"q","x":{"model":"inner"}}"#[..]
         );
-        let same = rewrite(&body, &i, "aA", false);
+        let same = rewrite(&body, &i, &edit("aA", false));
         assert_eq!(same.as_ptr(), body.as_ptr(), "unchanged name: no copy");
     }
 
@@ -136,10 +206,13 @@ mod tests {
     fn forces_stream_when_asked() {
         let body = Bytes::from_static(br#"{"model":"m","stream":false}"#);
         let i = inspect(&body).unwrap();
-        assert_eq!(&rewrite(&body, &i, "m", true)[..], br#"{"model":"m","stream":true}"#);
+        assert_eq!(
+            &rewrite(&body, &i, &edit("m", true))[..],
+            br#"{"model":"m","stream":true}"#
+        );
         let body = Bytes::from_static(br#" { "model":"m"}"#);
         let i = inspect(&body).unwrap();
-        let out = rewrite(&body, &i, "x", true);
+        let out = rewrite(&body, &i, &edit("x", true));
         assert_eq!(&out[..], br#" {"stream":true, "model":"x"}"#);
         assert!(inspect(&out).unwrap().stream);
     }

@@ -4,14 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::error::GatewayError;
 use crate::app::Snapshot;
 use crate::auth::ClientIdentity;
 use crate::formats::request::Inspected;
-use crate::formats::sse::StreamWatch;
-use crate::formats::ClientApi;
+use crate::formats::{StreamConverter, Usage, WireFormat};
 use crate::routing::RoutePlan;
 use crate::upstream::KeyChoice;
 
@@ -31,8 +30,28 @@ pub struct Attempt {
     pub candidate: usize,
     pub key: Option<KeyChoice>,
     pub started: Instant,
-    /// The body sent upstream: the client's, with `model` rewritten.
+    /// The format the upstream is spoken to in.
+    pub format: WireFormat,
+    /// The body sent upstream: the client's with `model` rewritten, or translated.
     pub body: Bytes,
+    /// Path and query of the upstream call.
+    pub path: String,
+    /// The gateway added `stream_options.include_usage`: strip the usage chunk for the client.
+    pub injected_usage: bool,
+}
+
+/// How the response body travels to the client.
+pub enum ResponseMode {
+    /// Untouched (same format, or an error in the client's own format).
+    Pass,
+    /// Untouched, with a bounded copy kept to read usage at the end.
+    Observe(BytesMut),
+    /// A whole JSON answer, buffered and translated at the end.
+    Translate(BytesMut),
+    /// An upstream error body, buffered and re-rendered in the client's format.
+    Error { status: u16, body: BytesMut },
+    /// An SSE stream through a stateful converter (also same-format: it watches for the end and usage).
+    Stream(Box<StreamConverter>),
 }
 
 /// What the failover logic decided about the attempt that just failed.
@@ -49,14 +68,24 @@ pub enum Retry {
 pub struct RequestCtx {
     pub request_id: String,
     pub started: Instant,
-    pub api: Option<ClientApi>,
+    /// The format the client is answered in (`None` before the endpoint is known).
+    pub client_format: Option<WireFormat>,
+    /// The format of the request body (differs for Claude- or Gemini-style bodies on `/v1/chat/completions`).
+    pub request_format: WireFormat,
     pub client: Option<ClientIdentity>,
     pub snapshot: Option<Arc<Snapshot>>,
     /// The client's body as received.
     pub body: Bytes,
+    /// `model` and `stream` of bodies that carry them (not Gemini's).
     pub inspected: Option<Inspected>,
-    /// SSE was asked for, in the body or with `Accept: text/event-stream`.
+    /// The model the client asked for.
+    pub model: String,
+    /// SSE was asked for: in the body, with `Accept: text/event-stream`, or by the Gemini method.
     pub stream: bool,
+    /// A Gemini client asked for `alt=sse` (else a streamed JSON array).
+    pub gemini_sse: bool,
+    /// The client asked for the OpenAI usage chunk.
+    pub include_usage: bool,
     pub session_id: Option<String>,
     pub plan: Option<RoutePlan>,
     /// Candidates that are done for this request.
@@ -75,7 +104,11 @@ pub struct RequestCtx {
     pub upstream_retry_after: Option<u64>,
     /// The error to render in `fail_to_proxy`.
     pub failure: Option<GatewayError>,
-    pub watch: Option<StreamWatch>,
+    /// Why the last candidates could not take the request at all (e.g. untranslatable).
+    pub convert_error: Option<String>,
+    pub response: ResponseMode,
+    /// Tokens the serving upstream reported.
+    pub usage: Option<Usage>,
     /// Status sent to the client.
     pub status: Option<u16>,
     pub served_by: Option<Arc<str>>,
@@ -97,12 +130,16 @@ impl RequestCtx {
         Self {
             request_id: String::new(),
             started: Instant::now(),
-            api: None,
+            client_format: None,
+            request_format: WireFormat::OpenAiChat,
             client: None,
             snapshot: None,
             body: Bytes::new(),
             inspected: None,
+            model: String::new(),
             stream: false,
+            gemini_sse: false,
+            include_usage: false,
             session_id: None,
             plan: None,
             excluded: Vec::new(),
@@ -115,7 +152,9 @@ impl RequestCtx {
             status_retry: None,
             upstream_retry_after: None,
             failure: None,
-            watch: None,
+            convert_error: None,
+            response: ResponseMode::Pass,
+            usage: None,
             status: None,
             served_by: None,
             stream_cut: false,
@@ -127,8 +166,9 @@ impl RequestCtx {
         }
     }
 
-    pub fn api(&self) -> ClientApi {
-        self.api.unwrap_or(ClientApi::ChatCompletions)
+    /// The client's format; OpenAI Chat until the endpoint is known.
+    pub fn client_format(&self) -> WireFormat {
+        self.client_format.unwrap_or(WireFormat::OpenAiChat)
     }
 }
 

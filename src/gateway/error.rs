@@ -9,7 +9,7 @@ use super::ctx::AttemptRecord;
 use crate::auth::AuthError;
 use crate::formats::errors::openai_error;
 use crate::formats::request::BodyError;
-use crate::formats::ClientApi;
+use crate::formats::{error_response, ErrorKind, WireFormat};
 use crate::routing::RouteError;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,8 @@ pub enum GatewayError {
     ClientRead(String),
     #[error("Rate limit of this API key exceeded; retry after {} s", retry_after.as_secs_f64().ceil())]
     RateLimited { retry_after: Duration },
+    #[error("This request cannot be served faithfully by any upstream of its model: {0}")]
+    Untranslatable(String),
     #[error("Every upstream for `{model}` failed or is out of rotation")]
     Exhausted {
         model: String,
@@ -42,7 +44,7 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::Auth(_) => 401,
-            GatewayError::Body(_) | GatewayError::ClientRead(_) => 400,
+            GatewayError::Body(_) | GatewayError::ClientRead(_) | GatewayError::Untranslatable(_) => 400,
             GatewayError::Route(RouteError::UnknownModel(_)) | GatewayError::NotFound { .. } => 404,
             GatewayError::Route(RouteError::NotAllowed(_)) => 403,
             GatewayError::RateLimited { .. } => 429,
@@ -74,6 +76,7 @@ impl GatewayError {
             GatewayError::Auth(_) => ("invalid_request_error", Some("invalid_api_key")),
             GatewayError::Body(BodyError::MissingModel) => ("invalid_request_error", Some("missing_model")),
             GatewayError::Body(_) | GatewayError::ClientRead(_) => ("invalid_request_error", None),
+            GatewayError::Untranslatable(_) => ("invalid_request_error", Some("unsupported_for_upstream")),
             GatewayError::Route(RouteError::UnknownModel(_)) => ("invalid_request_error", Some("model_not_found")),
             GatewayError::Route(RouteError::NotAllowed(_)) => ("permission_error", Some("provider_not_allowed")),
             GatewayError::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
@@ -96,16 +99,47 @@ impl GatewayError {
         }
     }
 
-    /// The body, in the client's format.
-    pub fn body(&self, api: ClientApi) -> Bytes {
-        let (err_type, code) = self.kind();
-        let details = match self {
-            GatewayError::Exhausted { attempts, .. } => Some(json!({ "attempts": attempts })),
-            _ => None,
-        };
-        match api {
-            ClientApi::ChatCompletions | ClientApi::Responses => {
-                openai_error(&self.to_string(), err_type, code, details)
+    /// The error kind other formats render.
+    fn error_kind(&self) -> ErrorKind {
+        match self {
+            GatewayError::Auth(_) => ErrorKind::Authentication,
+            GatewayError::Route(RouteError::NotAllowed(_)) => ErrorKind::PermissionDenied,
+            GatewayError::Route(RouteError::UnknownModel(_)) | GatewayError::NotFound { .. } => ErrorKind::NotFound,
+            GatewayError::RateLimited { .. } => ErrorKind::RateLimited,
+            GatewayError::BodyTooLarge { .. } => ErrorKind::RequestTooLarge,
+            GatewayError::Exhausted { .. } if self.status() == 503 => ErrorKind::Overloaded,
+            GatewayError::Exhausted { .. } => ErrorKind::Upstream,
+            _ => ErrorKind::InvalidRequest,
+        }
+    }
+
+    /// The status and body in the client's format. OpenAI clients also get the attempt summary as a
+    /// field; the others get it in the message.
+    pub fn render(&self, client: WireFormat) -> (u16, Bytes) {
+        let status = self.status();
+        match client {
+            WireFormat::OpenAiChat | WireFormat::OpenAiResponses => {
+                let (err_type, code) = self.kind();
+                let details = match self {
+                    GatewayError::Exhausted { attempts, .. } => Some(json!({ "attempts": attempts })),
+                    _ => None,
+                };
+                (status, openai_error(&self.to_string(), err_type, code, details))
+            }
+            WireFormat::Anthropic | WireFormat::Gemini => {
+                let mut message = self.to_string();
+                if let GatewayError::Exhausted { attempts, .. } = self {
+                    let summary: Vec<String> = attempts
+                        .iter()
+                        .map(|a| match (&a.status, &a.error) {
+                            (Some(s), _) => format!("{}: status {s}", a.provider),
+                            (None, Some(e)) => format!("{}: {e}", a.provider),
+                            (None, None) => a.provider.to_string(),
+                        })
+                        .collect();
+                    message = format!("{message} ({})", summary.join("; "));
+                }
+                error_response(client, status, self.error_kind(), &message)
             }
         }
     }

@@ -4,15 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorType};
+
 use rand::Rng;
 
-use super::ctx::{Attempt, AttemptRecord, RequestCtx, Retry};
+use super::ctx::{Attempt, AttemptRecord, RequestCtx, ResponseMode, Retry};
 use super::error::GatewayError;
+use super::upstream_call;
 use crate::app::App;
-use crate::formats::request::rewrite;
 use crate::routing::{choose, Failure};
 
 fn ms(n: u64) -> Duration {
@@ -21,8 +22,12 @@ fn ms(n: u64) -> Duration {
 
 /// The error to show when nothing more can be tried.
 pub fn exhausted(ctx: &RequestCtx, retry_after: Option<Duration>) -> GatewayError {
+    // No upstream was even asked because none could take the request in its format: say why.
+    if let (Some(reason), 0) = (&ctx.convert_error, ctx.started_attempts) {
+        return GatewayError::Untranslatable(reason.clone());
+    }
     GatewayError::Exhausted {
-        model: ctx.inspected.as_ref().map(|i| i.model.clone()).unwrap_or_default(),
+        model: ctx.model.clone(),
         attempts: ctx.attempts.clone(),
         retry_after,
     }
@@ -73,10 +78,14 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             skip(ctx, idx, "host not resolved");
             continue;
         };
-        let Some(inspected) = ctx.inspected.as_ref() else {
-            return Err(exhausted(ctx, None));
+        let call = match upstream_call::build(ctx, provider, &candidate.model) {
+            Ok(call) => call,
+            Err(reason) => {
+                skip(ctx, idx, &reason);
+                ctx.convert_error = Some(reason);
+                continue;
+            }
         };
-        let body = rewrite(&ctx.body, inspected, &candidate.model, ctx.stream);
 
         let t = provider.timeouts;
         let mut peer = HttpPeer::new(addr, provider.endpoint.tls, provider.endpoint.host.clone());
@@ -98,10 +107,13 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             candidate: idx,
             key,
             started: Instant::now(),
-            body,
+            format: call.format,
+            body: call.body,
+            path: call.path,
+            injected_usage: call.injected_usage,
         });
         ctx.status_retry = None;
-        ctx.watch = None;
+        ctx.response = ResponseMode::Pass;
         return Ok(Box::new(peer));
     }
 }
@@ -120,41 +132,6 @@ fn record(ctx: &mut RequestCtx, idx: usize, status: Option<u16>, error: Option<S
             error,
         });
     }
-}
-
-/// Rewrites the request header for the chosen upstream: path, host, credentials, extra headers.
-pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pingora::Result<()> {
-    let (Some(attempt), Some(plan)) = (ctx.current.as_ref(), ctx.plan.as_ref()) else {
-        return Error::e_explain(ErrorType::InternalError, "no attempt in progress");
-    };
-    let provider = &plan.candidates[attempt.candidate].provider;
-    let uri: http::Uri = provider
-        .path_for(ctx.api())
-        .parse()
-        .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
-    req.set_uri(uri);
-    for name in [
-        "authorization",
-        "x-api-key",
-        "x-goog-api-key",
-        "cookie",
-        "transfer-encoding",
-        "accept-encoding",
-    ] {
-        req.remove_header(name);
-    }
-    req.insert_header(http::header::HOST, provider.authority.clone())?;
-    if let Some(key) = &attempt.key {
-        req.insert_header(provider.auth_header(), key.header.clone())?;
-    }
-    // Uncompressed, so streams can be watched for their terminator.
-    req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
-    for (name, value) in app.mask_headers.iter().chain(provider.extra_headers.iter()) {
-        req.insert_header(name.clone(), value.clone())?;
-    }
-    req.insert_header(http::header::CONTENT_LENGTH, attempt.body.len().to_string())?;
-    req.insert_header("x-request-id", ctx.request_id.as_str())?;
-    Ok(())
 }
 
 fn retry_after_secs(resp: &ResponseHeader) -> Option<u64> {

@@ -10,8 +10,8 @@ use pingora::proxy::Session;
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
 use crate::app::App;
-use crate::formats::request::inspect;
-use crate::formats::ClientApi;
+use crate::formats::request::{inspect, BodyError};
+use crate::formats::{detect_chat_body, WireFormat};
 
 /// Longest pause allowed between two pieces of a request body.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -19,25 +19,78 @@ const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60
 const MAX_PREALLOCATION: usize = 1024 * 1024;
 
 /// What the client asked for, by method and path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Health,
     Models,
-    Proxy(ClientApi),
+    Proxy(ClientCall),
 }
 
-pub fn classify(method: &Method, path: &str) -> Result<Endpoint, GatewayError> {
+/// A model call in one of the four client formats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCall {
+    pub format: WireFormat,
+    /// Gemini names the model and the streaming in the path.
+    pub gemini: Option<GeminiCall>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeminiCall {
+    pub model: String,
+    pub stream: bool,
+    /// `?alt=sse`: SSE; without it a stream is a JSON array.
+    pub sse: bool,
+}
+
+fn call(format: WireFormat) -> Endpoint {
+    Endpoint::Proxy(ClientCall { format, gemini: None })
+}
+
+/// `/{v1beta,v1}/models/{model}:{generateContent,streamGenerateContent}`.
+fn gemini_call(path: &str, query: Option<&str>) -> Option<GeminiCall> {
+    let rest = path
+        .strip_prefix("/v1beta/models/")
+        .or_else(|| path.strip_prefix("/v1/models/"))?;
+    let (model, method) = rest.rsplit_once(':')?;
+    let stream = match method {
+        "generateContent" => false,
+        "streamGenerateContent" => true,
+        _ => return None,
+    };
+    if model.is_empty() || model.contains('/') {
+        return None;
+    }
+    let sse = query.is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
+    Some(GeminiCall {
+        model: model.to_string(),
+        stream,
+        sse,
+    })
+}
+
+pub fn classify(method: &Method, uri: &http::Uri) -> Result<Endpoint, GatewayError> {
+    let path = uri.path();
     let path_only = path.trim_end_matches('/');
     let (endpoint, allowed) = match path_only {
         "/health" => (Endpoint::Health, Method::GET),
         "/models" | "/v1/models" => (Endpoint::Models, Method::GET),
-        "/v1/chat/completions" | "/chat/completions" => (Endpoint::Proxy(ClientApi::ChatCompletions), Method::POST),
-        "/v1/responses" | "/responses" => (Endpoint::Proxy(ClientApi::Responses), Method::POST),
-        _ => {
-            return Err(GatewayError::NotFound {
-                path: path.chars().take(200).collect(),
-            })
-        }
+        "/v1/chat/completions" | "/chat/completions" => (call(WireFormat::OpenAiChat), Method::POST),
+        "/v1/responses" | "/responses" => (call(WireFormat::OpenAiResponses), Method::POST),
+        "/v1/messages" | "/messages" => (call(WireFormat::Anthropic), Method::POST),
+        _ => match gemini_call(path_only, uri.query()) {
+            Some(g) => (
+                Endpoint::Proxy(ClientCall {
+                    format: WireFormat::Gemini,
+                    gemini: Some(g),
+                }),
+                Method::POST,
+            ),
+            None => {
+                return Err(GatewayError::NotFound {
+                    path: path.chars().take(200).collect(),
+                })
+            }
+        },
     };
     if *method != allowed && !(allowed == Method::GET && *method == Method::HEAD) {
         return Err(GatewayError::MethodNotAllowed {
@@ -60,7 +113,17 @@ pub fn request_id(session: &Session) -> String {
 pub async fn authenticate(session: &Session, app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
     let snapshot = ctx.snapshot.get_or_insert_with(|| app.snapshot()).clone();
     let auth = session.get_header(http::header::AUTHORIZATION).map(|v| v.as_bytes());
-    let key = session.get_header("x-api-key").map(|v| v.as_bytes());
+    // Anthropic clients send `x-api-key`, Gemini clients `x-goog-api-key` or `?key=`.
+    let query_key = session
+        .req_header()
+        .uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("key=")));
+    let key = session
+        .get_header("x-api-key")
+        .or_else(|| session.get_header("x-goog-api-key"))
+        .map(|v| v.as_bytes())
+        .or(query_key.map(str::as_bytes));
     let client = snapshot.clients.authenticate(auth, key)?;
     if let (Some(id), Some(rps)) = (&client.key_id, client.rate_limit_rps) {
         app.limiter
@@ -103,27 +166,64 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
 }
 
 /// Parses the body and resolves its model to a plan.
-pub fn route(session: &Session, app: &App, ctx: &mut RequestCtx, body: Bytes) -> Result<(), GatewayError> {
-    let inspected = inspect(&body)?;
+pub fn route(
+    session: &Session,
+    app: &App,
+    ctx: &mut RequestCtx,
+    call: &ClientCall,
+    body: Bytes,
+) -> Result<(), GatewayError> {
+    match &call.gemini {
+        Some(g) => {
+            require_object(&body)?;
+            ctx.model = g.model.clone();
+            ctx.stream = g.stream;
+            ctx.gemini_sse = g.sse;
+        }
+        None => {
+            let inspected = inspect(&body)?;
+            let wants_sse = session
+                .get_header(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/event-stream"));
+            ctx.model = inspected.model.clone();
+            ctx.stream = inspected.stream || wants_sse;
+            ctx.include_usage = inspected.include_usage;
+            ctx.inspected = Some(inspected);
+        }
+    }
+    // `/v1/chat/completions` also takes Claude-style and Gemini-style bodies; the answer stays OpenAI.
+    ctx.request_format = match call.format {
+        WireFormat::OpenAiChat => detect_chat_body(&body),
+        f => f,
+    };
     let snapshot: Arc<_> = ctx.snapshot.get_or_insert_with(|| app.snapshot()).clone();
-    let mut plan = snapshot.routes.plan(&inspected.model, &app.catalog, &app.health)?;
+    let mut plan = snapshot.routes.plan(&ctx.model, &app.catalog, &app.health)?;
     if let Some(allowed) = ctx.client.as_ref().and_then(|c| c.allowed_providers.as_ref()) {
         plan = plan.restricted_to(allowed)?;
     }
-    let wants_sse = session
-        .get_header(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
-    ctx.stream = inspected.stream || wants_sse;
-    ctx.session_id = session
-        .get_header("x-session-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty())
+    // Claude Code names its sessions itself: a natural stickiness key.
+    ctx.session_id = ["x-session-id", "x-claude-code-session-id"]
+        .iter()
+        .find_map(|h| {
+            session
+                .get_header(*h)
+                .and_then(|v| v.to_str().ok())
+                .filter(|s| !s.is_empty())
+        })
         .map(|s| app.sessions.hash_key(&s.chars().take(256).collect::<String>()));
     ctx.plan = Some(plan);
-    ctx.inspected = Some(inspected);
     ctx.body = body;
     Ok(())
+}
+
+/// A Gemini body has no model to read, but must still be a JSON object.
+fn require_object(body: &[u8]) -> Result<(), BodyError> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err(BodyError::NotAnObject),
+        Err(e) => Err(BodyError::InvalidJson(e.to_string())),
+    }
 }
 
 #[cfg(test)]
@@ -132,20 +232,52 @@ mod tests {
 
     #[test]
     fn classifies_paths() {
-        assert_eq!(classify(&Method::GET, "/health").unwrap(), Endpoint::Health);
-        assert_eq!(classify(&Method::GET, "/v1/models").unwrap(), Endpoint::Models);
+        let c = |m: &Method, p: &str| classify(m, &p.parse().unwrap());
+        assert_eq!(c(&Method::GET, "/health").unwrap(), Endpoint::Health);
+        assert_eq!(c(&Method::GET, "/v1/models").unwrap(), Endpoint::Models);
         assert_eq!(
-            classify(&Method::POST, "/v1/chat/completions").unwrap(),
-            Endpoint::Proxy(ClientApi::ChatCompletions)
+            c(&Method::POST, "/v1/chat/completions").unwrap(),
+            call(WireFormat::OpenAiChat)
         );
         assert_eq!(
-            classify(&Method::POST, "/v1/responses/").unwrap(),
-            Endpoint::Proxy(ClientApi::Responses)
+            c(&Method::POST, "/v1/responses/").unwrap(),
+            call(WireFormat::OpenAiResponses)
         );
         assert_eq!(
-            classify(&Method::GET, "/v1/chat/completions").unwrap_err().status(),
-            405
+            c(&Method::POST, "/v1/messages?beta=true").unwrap(),
+            call(WireFormat::Anthropic)
         );
-        assert_eq!(classify(&Method::GET, "/nope").unwrap_err().status(), 404);
+        let Endpoint::Proxy(g) = c(
+            &Method::POST,
+            "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            g.gemini,
+            Some(GeminiCall {
+                model: "gemini-2.0-flash".into(),
+                stream: true,
+                sse: true
+            })
+        );
+        let Endpoint::Proxy(g) = c(&Method::POST, "/v1/models/m:generateContent").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            g.gemini,
+            Some(GeminiCall {
+                model: "m".into(),
+                stream: false,
+                sse: false
+            })
+        );
+        assert_eq!(
+            c(&Method::POST, "/v1beta/models/m:countTokens").unwrap_err().status(),
+            404
+        );
+        assert_eq!(c(&Method::GET, "/v1/chat/completions").unwrap_err().status(), 405);
+        assert_eq!(c(&Method::GET, "/nope").unwrap_err().status(), 404);
     }
 }

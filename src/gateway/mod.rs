@@ -1,13 +1,16 @@
 //! The Pingora `ProxyHttp` implementation. Each hook is thin and hands its concern to the module that
 //! owns it: `intake` (endpoint, auth, body, route), `failover` (attempts, retries, health),
-//! `response` (headers, stream watching), `respond` (answers we write ourselves).
+//! `upstream_call` (what is sent upstream), `response` (headers, pass-through or translation of the
+//! body), `respond` (answers we write ourselves), `logging` (the log line and metrics).
 
 mod ctx;
 mod error;
 mod failover;
 mod intake;
+mod logging;
 mod respond;
 mod response;
+mod upstream_call;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +46,7 @@ impl Gateway {
     }
 
     async fn intake(&self, session: &mut Session, ctx: &mut RequestCtx) -> std::result::Result<bool, GatewayError> {
-        let endpoint = intake::classify(&session.req_header().method, session.req_header().uri.path())?;
+        let endpoint = intake::classify(&session.req_header().method, &session.req_header().uri)?;
         match endpoint {
             Endpoint::Health => {
                 let body = Bytes::from_static(br#"{"status":"ok"}"#);
@@ -60,11 +63,11 @@ impl Gateway {
                     .map_err(|e| GatewayError::ClientRead(e.to_string()))?;
                 Ok(true)
             }
-            Endpoint::Proxy(api) => {
-                ctx.api = Some(api);
+            Endpoint::Proxy(call) => {
+                ctx.client_format = Some(call.format);
                 intake::authenticate(session, &self.app, ctx).await?;
                 let body = intake::read_body(session, self.app.settings.max_body_bytes).await?;
-                intake::route(session, &self.app, ctx, body)?;
+                intake::route(session, &self.app, ctx, &call, body)?;
                 Ok(false)
             }
         }
@@ -119,7 +122,7 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        failover::shape_request(&self.app, ctx, req)
+        upstream_call::shape_request(&self.app, ctx, req)
     }
 
     async fn request_body_filter(
@@ -209,7 +212,7 @@ impl ProxyHttp for Gateway {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         if session.response_written().is_some() {
             // Mid-response: the status is out; end a stream with an error event the client can see.
-            if let Some(event) = response::cut_stream_event(ctx) {
+            if let Some(event) = response::abort_stream(ctx) {
                 let _ = session.write_response_body(Some(event), true).await;
             }
             return FailToProxy {
@@ -248,6 +251,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        response::log_request(&self.app, ctx, e);
+        logging::log_request(&self.app, ctx, e);
     }
 }

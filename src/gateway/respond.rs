@@ -29,12 +29,12 @@ pub async fn json(
 
 /// Writes `err` in the client's format.
 pub async fn error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayError) -> pingora::Result<()> {
-    let body = err.body(ctx.api());
+    let (status, body) = err.render(ctx.client_format());
     ctx.error_code = Some(err.code());
     let retry_after = err.retry_after(ctx.upstream_retry_after);
     if matches!(err, GatewayError::BodyTooLarge { .. } | GatewayError::ClientRead(_)) {
         // The rest of the body was not read: the connection cannot carry another request.
         session.set_keepalive(None);
     }
-    json(session, ctx, err.status(), body, retry_after).await
+    json(session, ctx, status, body, retry_after).await
 }

@@ -1,18 +1,30 @@
-//! The response side: headers every answer carries, watching streams so a cut one ends in an error
-//! event, and the one log line (and metrics) per request.
+//! The response on its way to the client: the headers every answer carries, and the body passed
+//! through, observed for usage, or translated into the client's format (streams through a stateful
+//! converter that also turns a cut stream into an in-format error event).
 
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
-use pingora::Error;
 
-use super::ctx::{AttemptRecord, RequestCtx};
+use super::ctx::{RequestCtx, ResponseMode};
 use crate::app::App;
-use crate::formats::errors::stream_error_event;
-use crate::formats::sse::StreamWatch;
-use crate::metrics::status_class;
-use crate::routing::RouteKind;
+use crate::formats::{
+    convert_error, convert_response, error_map, estimate_input_tokens, extract_usage, ErrorKind, StreamConverter,
+    StreamOptions, WireFormat,
+};
 
-/// Adds `x-request-id` and `x-apiproxy-provider`, and arms the stream watch for SSE answers.
+/// Most of a same-format answer kept to read its usage; beyond it usage is not counted.
+const OBSERVE_LIMIT: usize = 8 * 1024 * 1024;
+/// Most of a whole answer buffered for translation.
+const TRANSLATE_LIMIT: usize = 64 * 1024 * 1024;
+
+fn header_is(resp: &ResponseHeader, name: http::header::HeaderName, prefix: &str) -> bool {
+    resp.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(prefix))
+}
+
+/// Adds `x-request-id` and `x-apiproxy-provider`, and decides how the body travels.
 pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> pingora::Result<()> {
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     let provider = ctx
@@ -24,163 +36,160 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
         resp.insert_header("x-apiproxy-provider", &**id)?;
     }
     ctx.served_by = provider;
-    ctx.status = Some(resp.status.as_u16());
-    let is_sse = resp
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if resp.status.is_success() && is_sse {
+    let Some(attempt) = ctx.current.as_ref() else {
+        ctx.status = Some(resp.status.as_u16());
+        return Ok(());
+    };
+    let (upstream, client) = (attempt.format, ctx.client_format());
+    let status = resp.status.as_u16();
+    let is_sse = header_is(resp, http::header::CONTENT_TYPE, "text/event-stream");
+    ctx.response = if !resp.status.is_success() {
+        if upstream == client {
+            ResponseMode::Pass
+        } else {
+            // The provider's error, re-rendered in the client's format (e.g. 529 -> 503 for OpenAI).
+            let mapped = error_map::client_status(client, status, ErrorKind::from_status(status));
+            resp.set_status(mapped)?;
+            set_json(resp)?;
+            ResponseMode::Error {
+                status,
+                body: BytesMut::new(),
+            }
+        }
+    } else if is_sse {
+        let opts = StreamOptions {
+            model: ctx.model.clone(),
+            include_usage: ctx.include_usage,
+            strip_usage_chunk: upstream == WireFormat::OpenAiChat
+                && !ctx.include_usage
+                && (attempt.injected_usage || upstream != ctx.request_format),
+            input_tokens_estimate: estimate_input_tokens(&ctx.body),
+            gemini_json_array: client == WireFormat::Gemini && !ctx.gemini_sse,
+            ..StreamOptions::default()
+        };
         // Chunked, so each event is flushed as it arrives.
         resp.remove_header(&http::header::CONTENT_LENGTH);
-        ctx.watch = Some(StreamWatch::new(ctx.api()));
+        if upstream != client {
+            let content_type = if opts.gemini_json_array {
+                "application/json"
+            } else {
+                "text/event-stream"
+            };
+            resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
+            resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
+        }
         if !ctx.streaming_response {
             ctx.streaming_response = true;
             app.metrics.open_streams.inc();
         }
-    }
+        ResponseMode::Stream(Box::new(StreamConverter::new(upstream, client, opts)))
+    } else if upstream == client {
+        ResponseMode::Observe(BytesMut::new())
+    } else {
+        set_json(resp)?;
+        ResponseMode::Translate(BytesMut::new())
+    };
+    ctx.status = Some(resp.status.as_u16());
     Ok(())
 }
 
-/// Passes the body through untouched, watching streams; a stream that ends without its terminator
-/// gets an error event appended instead of looking finished.
+/// A body whose length changes: chunked JSON.
+fn set_json(resp: &mut ResponseHeader) -> pingora::Result<()> {
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    Ok(())
+}
+
+/// Appends `chunk` to `buf` while it stays under `limit`; false once it would not.
+fn keep(buf: &mut BytesMut, chunk: &Option<Bytes>, limit: usize) -> bool {
+    match chunk {
+        Some(b) if buf.len() + b.len() <= limit => {
+            buf.extend_from_slice(b);
+            true
+        }
+        Some(_) => false,
+        None => true,
+    }
+}
+
+/// Passes, observes or translates one piece of the body.
 pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bool) {
-    let Some(watch) = ctx.watch.as_mut() else {
+    let Some(upstream) = ctx.current.as_ref().map(|a| a.format) else {
         return;
     };
-    if let Some(b) = body.as_ref() {
-        watch.observe(b);
-        if ctx.first_token.is_none() && !b.is_empty() {
-            ctx.first_token = Some(ctx.started.elapsed());
+    let client = ctx.client_format();
+    match &mut ctx.response {
+        ResponseMode::Pass => {}
+        ResponseMode::Observe(buf) => {
+            keep(buf, body, OBSERVE_LIMIT);
+            if end_of_stream {
+                ctx.usage = extract_usage(upstream, buf);
+            }
         }
-    }
-    if end_of_stream && !watch.finished() {
-        if let Some(event) = cut_stream_event(ctx) {
-            *body = Some(match body.take() {
-                Some(b) if !b.is_empty() => {
-                    let mut joined = BytesMut::with_capacity(b.len() + event.len());
-                    joined.extend_from_slice(&b);
-                    joined.extend_from_slice(&event);
-                    joined.freeze()
+        ResponseMode::Translate(buf) => {
+            let fits = keep(buf, body, TRANSLATE_LIMIT);
+            *body = None;
+            if end_of_stream {
+                let out = if fits {
+                    match convert_response(upstream, client, buf, &ctx.model) {
+                        Ok((out, usage)) => {
+                            ctx.usage = usage;
+                            out
+                        }
+                        Err(e) => error_body(client, &format!("The upstream answer could not be translated: {e}")),
+                    }
+                } else {
+                    error_body(client, "The upstream answer is too large to translate")
+                };
+                *body = Some(out);
+            }
+        }
+        ResponseMode::Error { status, body: buf } => {
+            keep(buf, body, OBSERVE_LIMIT);
+            *body = None;
+            if end_of_stream {
+                *body = Some(convert_error(upstream, client, *status, buf).1);
+            }
+        }
+        ResponseMode::Stream(conv) => {
+            let mut out = Vec::new();
+            if let Some(b) = body.take() {
+                if ctx.first_token.is_none() && !b.is_empty() {
+                    ctx.first_token = Some(ctx.started.elapsed());
                 }
-                _ => event,
-            });
+                if conv.push(&b, &mut out).is_err() {
+                    conv.abort("The upstream sent an event larger than the gateway accepts", &mut out);
+                    ctx.stream_cut = true;
+                }
+            }
+            if end_of_stream {
+                if !conv.completed() {
+                    ctx.stream_cut = true;
+                }
+                // A complete stream gets its proper ending; one without its terminator an error event.
+                conv.finish(&mut out);
+                ctx.usage = conv.usage();
+            }
+            if !out.is_empty() {
+                *body = Some(Bytes::from(out));
+            }
         }
     }
 }
 
-/// The error event for a stream that did not finish; `None` when there is no unfinished stream.
-/// Ends the watch and marks the stream as cut, so the event is produced once.
-pub fn cut_stream_event(ctx: &mut RequestCtx) -> Option<Bytes> {
-    let api = ctx.api();
-    let watch = ctx.watch.take()?;
-    if watch.finished() {
+fn error_body(client: WireFormat, message: &str) -> Bytes {
+    crate::formats::error_response(client, 502, ErrorKind::Upstream, message).1
+}
+
+/// The upstream broke mid-stream: the in-format error event that ends the client's stream, once.
+pub fn abort_stream(ctx: &mut RequestCtx) -> Option<Bytes> {
+    let ResponseMode::Stream(conv) = &mut ctx.response else {
         return None;
-    }
-    let event = stream_error_event(
-        api,
-        "The upstream stream ended before it was complete",
-        "stream_interrupted",
-        watch.at_boundary(),
-    );
-    ctx.stream_cut = true;
-    Some(event)
-}
-
-/// The bounded `route` and `model` labels of a request.
-fn route_labels(ctx: &RequestCtx) -> (&'static str, String) {
-    match ctx.plan.as_ref() {
-        None => ("none", "none".into()),
-        Some(p) => match p.kind {
-            RouteKind::Logical => ("logical", p.label.to_string()),
-            RouteKind::ZeroConfig => ("zero_config", p.label.to_string()),
-            // The physical name after `provider/` is the client's to choose: not a label.
-            RouteKind::ProviderPrefixed => (
-                "provider_prefixed",
-                p.candidates
-                    .first()
-                    .map_or("none".into(), |c| format!("{}/*", c.provider.id)),
-            ),
-        },
-    }
-}
-
-/// Why an attempt that was followed by another failed, as a bounded label.
-fn failover_reason(a: &AttemptRecord) -> &'static str {
-    match (a.status, a.error.as_deref()) {
-        (Some(401 | 403), _) => "auth",
-        (Some(429), _) => "rate_limited",
-        (Some(s), _) if s >= 500 => "server_error",
-        (Some(_), _) => "status",
-        (None, Some(e)) if e.contains("Timedout") => "timeout",
-        (None, Some(e)) if e.starts_with("Connect") => "connect",
-        (None, Some("no usable API key")) => "no_key",
-        (None, _) => "transport",
-    }
-}
-
-pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
-    let m = &app.metrics;
-    m.active.dec();
-    if ctx.streaming_response {
-        m.open_streams.dec();
-    }
-    if let (Some(_), Some(attempt)) = (ctx.ttfb, ctx.current.as_ref()) {
-        ctx.upstream_wait += attempt.started.elapsed();
-    }
-    let api = ctx.api.map_or("none", |a| a.label());
-    let status = ctx.status.unwrap_or(0);
-    let outcome = match status {
-        _ if ctx.stream_cut => "stream_cut",
-        200..=399 => "ok",
-        400..=499 if ctx.served_by.is_some() => "upstream_client_error",
-        400..=499 => "rejected",
-        _ if ctx.attempts.is_empty() && ctx.served_by.is_none() => "error",
-        _ => "upstream_error",
     };
-    let elapsed = ctx.started.elapsed();
-    let provider = ctx.served_by.as_deref().unwrap_or("none");
-    let (route, model) = route_labels(ctx);
-    m.requests
-        .with_label_values(&[api, route, &model, provider, status_class(status), outcome])
-        .inc();
-    m.duration.with_label_values(&[api]).observe(elapsed.as_secs_f64());
-    m.overhead
-        .with_label_values(&[api])
-        .observe(elapsed.saturating_sub(ctx.upstream_wait).as_secs_f64());
-    if let Some(ttfb) = ctx.ttfb {
-        m.upstream_ttfb
-            .with_label_values(&[provider])
-            .observe(ttfb.as_secs_f64());
-    }
-    if let (Some(t), true) = (ctx.first_token, ctx.streaming_response) {
-        m.time_to_first_token
-            .with_label_values(&[provider])
-            .observe(t.as_secs_f64());
-    }
-    if let (Some(code), None) = (ctx.error_code, ctx.served_by.as_ref()) {
-        m.client_errors.with_label_values(&[code]).inc();
-    }
-    let last = ctx.attempts.len().saturating_sub(1);
-    for (i, a) in ctx.attempts.iter().enumerate() {
-        let result = a.status.map_or("transport_error", status_class);
-        m.attempts.with_label_values(&[&a.provider, result]).inc();
-        // Every attempt but the last was followed by another one.
-        if i < last {
-            m.failovers.with_label_values(&[failover_reason(a)]).inc();
-        }
-    }
-    tracing::info!(
-        request_id = %ctx.request_id,
-        client = ctx.client.as_ref().map_or("-", |c| &*c.name),
-        api,
-        model = ctx.inspected.as_ref().map_or("-", |i| i.model.as_str()),
-        provider = ctx.served_by.as_deref().unwrap_or("-"),
-        attempts = ctx.attempts.len(),
-        status,
-        outcome,
-        latency_ms = elapsed.as_millis() as u64,
-        error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
-        "request"
-    );
+    let mut out = Vec::new();
+    conv.abort("The upstream stream broke before it was complete", &mut out);
+    ctx.usage = conv.usage();
+    ctx.stream_cut = true;
+    ctx.response = ResponseMode::Pass;
+    (!out.is_empty()).then(|| Bytes::from(out))
 }

@@ -32,6 +32,8 @@ pub struct ProviderSettings {
     pub retryable_status_codes: Vec<u16>,
     pub headers: BTreeMap<String, String>,
     pub paths: Paths,
+    /// See `ProviderConfig::responses_api`.
+    pub responses_api: bool,
 }
 
 impl Default for ProviderSettings {
@@ -41,6 +43,7 @@ impl Default for ProviderSettings {
             retryable_status_codes: vec![429, 500, 502, 503, 504],
             headers: BTreeMap::new(),
             paths: Paths::default(),
+            responses_api: true,
         }
     }
 }
@@ -108,6 +111,7 @@ pub fn provider_from_db(b: &ProviderBundle, secrets: &Secrets) -> Result<(Provid
         headers: settings.headers,
         paths: settings.paths,
         provider_type: parse_type(&b.row.provider_type).ok_or("unknown provider_type")?,
+        responses_api: settings.responses_api,
     };
     Ok((config, extras))
 }

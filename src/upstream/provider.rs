@@ -12,6 +12,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::Endpoint;
 use crate::config::{ApiStyle, ProviderConfig, ProviderType, Timeouts};
+use crate::formats::WireFormat;
 use crate::limit::TokenBucket;
 
 /// What a provider stored in the database adds to its `ProviderConfig`.
@@ -65,6 +66,11 @@ pub struct Provider {
     pub chat_path: String,
     pub responses_path: String,
     pub models_path: String,
+    pub messages_path: String,
+    /// Gemini API version prefix, e.g. `/v1beta`.
+    pub gemini_prefix: String,
+    /// An `openai`-style upstream that serves `/v1/responses` natively.
+    pub responses_api: bool,
     /// `Host` header value.
     pub authority: HeaderValue,
     keys: Vec<ProviderKey>,
@@ -135,7 +141,17 @@ impl Provider {
             authority: HeaderValue::from_str(&endpoint.authority()).map_err(|e| e.to_string())?,
             chat_path: join(&c.paths.chat, "/v1/chat/completions"),
             responses_path: join(&c.paths.responses, "/v1/responses"),
-            models_path: join(&c.paths.models, "/v1/models"),
+            models_path: join(
+                &c.paths.models,
+                if c.api_style == ApiStyle::Gemini {
+                    "/v1beta/models"
+                } else {
+                    "/v1/models"
+                },
+            ),
+            messages_path: join(&c.paths.messages, "/v1/messages"),
+            gemini_prefix: join(&c.paths.gemini, "/v1beta"),
+            responses_api: c.responses_api,
             endpoint,
             weight: c.weight,
             static_models: c.models.clone(),
@@ -238,10 +254,34 @@ impl Provider {
         self.endpoint.literal_addr().is_none()
     }
 
-    pub fn path_for(&self, endpoint: crate::formats::ClientApi) -> &str {
-        match endpoint {
-            crate::formats::ClientApi::ChatCompletions => &self.chat_path,
-            crate::formats::ClientApi::Responses => &self.responses_path,
+    /// The format this provider is spoken to in, for a request that arrived in `request`.
+    pub fn upstream_format(&self, request: WireFormat) -> WireFormat {
+        match self.style {
+            ApiStyle::Openai if request == WireFormat::OpenAiResponses && self.responses_api => {
+                WireFormat::OpenAiResponses
+            }
+            ApiStyle::Openai => WireFormat::OpenAiChat,
+            ApiStyle::Responses => WireFormat::OpenAiResponses,
+            ApiStyle::Anthropic => WireFormat::Anthropic,
+            ApiStyle::Gemini => WireFormat::Gemini,
+        }
+    }
+
+    /// The request path (and query) for a call in `format`; Gemini puts the model and method in it.
+    pub fn path_for(&self, format: WireFormat, model: &str, stream: bool) -> String {
+        match format {
+            WireFormat::OpenAiChat => self.chat_path.clone(),
+            WireFormat::OpenAiResponses => self.responses_path.clone(),
+            WireFormat::Anthropic => self.messages_path.clone(),
+            WireFormat::Gemini => {
+                let model = model.strip_prefix("models/").unwrap_or(model);
+                let method = if stream {
+                    "streamGenerateContent?alt=sse"
+                } else {
+                    "generateContent"
+                };
+                format!("{}/models/{model}:{method}", self.gemini_prefix)
+            }
         }
     }
 }

@@ -45,7 +45,7 @@ pub enum StreamEvent {
 }
 
 /// Upstream stream → events. `event` is the SSE `event:` name when there was one; `data` the payload.
-pub(crate) trait Decode: Send {
+pub(crate) trait Decode: Send + Sync {
     fn decode(&mut self, event: Option<&str>, data: &str, out: &mut Vec<StreamEvent>);
     /// The upstream's own terminator or finish was seen.
     fn completed(&self) -> bool;
@@ -55,7 +55,7 @@ pub(crate) trait Decode: Send {
 }
 
 /// Events → client stream bytes. Stateful per request.
-pub(crate) trait Encode: Send {
+pub(crate) trait Encode: Send + Sync {
     fn encode(&mut self, event: StreamEvent, out: &mut Vec<u8>);
     /// The upstream finished cleanly: the client-format ending.
     fn end(&mut self, out: &mut Vec<u8>);

@@ -264,7 +264,7 @@ impl StreamConverter {
         if self.decoder.completed() && !self.broken {
             self.close(None, out);
         } else {
-            self.close(Some((message, "upstream_error")), out);
+            self.close(Some((message, "stream_interrupted")), out);
         }
     }
 

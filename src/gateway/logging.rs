@@ -1,0 +1,122 @@
+//! One log line and the metrics per request.
+
+use pingora::Error;
+
+use super::ctx::{AttemptRecord, RequestCtx};
+use crate::app::App;
+use crate::metrics::status_class;
+use crate::routing::RouteKind;
+
+/// The bounded `route` and `model` labels of a request.
+fn route_labels(ctx: &RequestCtx) -> (&'static str, String) {
+    match ctx.plan.as_ref() {
+        None => ("none", "none".into()),
+        Some(p) => match p.kind {
+            RouteKind::Logical => ("logical", p.label.to_string()),
+            RouteKind::ZeroConfig => ("zero_config", p.label.to_string()),
+            // The physical name after `provider/` is the client's to choose: not a label.
+            RouteKind::ProviderPrefixed => (
+                "provider_prefixed",
+                p.candidates
+                    .first()
+                    .map_or("none".into(), |c| format!("{}/*", c.provider.id)),
+            ),
+        },
+    }
+}
+
+/// Why an attempt that was followed by another failed, as a bounded label.
+fn failover_reason(a: &AttemptRecord) -> &'static str {
+    match (a.status, a.error.as_deref()) {
+        (Some(401 | 403), _) => "auth",
+        (Some(429), _) => "rate_limited",
+        (Some(s), _) if s >= 500 => "server_error",
+        (Some(_), _) => "status",
+        (None, Some(e)) if e.contains("Timedout") => "timeout",
+        (None, Some(e)) if e.starts_with("Connect") => "connect",
+        (None, Some("no usable API key")) => "no_key",
+        (None, _) => "transport",
+    }
+}
+
+pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
+    let m = &app.metrics;
+    m.active.dec();
+    if ctx.streaming_response {
+        m.open_streams.dec();
+    }
+    if let (Some(_), Some(attempt)) = (ctx.ttfb, ctx.current.as_ref()) {
+        ctx.upstream_wait += attempt.started.elapsed();
+    }
+    let api = ctx.client_format.map_or("none", |f| f.label());
+    let status = ctx.status.unwrap_or(0);
+    let outcome = match status {
+        _ if ctx.stream_cut => "stream_cut",
+        200..=399 => "ok",
+        400..=499 if ctx.served_by.is_some() => "upstream_client_error",
+        400..=499 => "rejected",
+        _ if ctx.attempts.is_empty() && ctx.served_by.is_none() => "error",
+        _ => "upstream_error",
+    };
+    let elapsed = ctx.started.elapsed();
+    let provider = ctx.served_by.as_deref().unwrap_or("none");
+    let (route, model) = route_labels(ctx);
+    m.requests
+        .with_label_values(&[api, route, &model, provider, status_class(status), outcome])
+        .inc();
+    m.duration.with_label_values(&[api]).observe(elapsed.as_secs_f64());
+    m.overhead
+        .with_label_values(&[api])
+        .observe(elapsed.saturating_sub(ctx.upstream_wait).as_secs_f64());
+    if let Some(ttfb) = ctx.ttfb {
+        m.upstream_ttfb
+            .with_label_values(&[provider])
+            .observe(ttfb.as_secs_f64());
+    }
+    if let (Some(t), true) = (ctx.first_token, ctx.streaming_response) {
+        m.time_to_first_token
+            .with_label_values(&[provider])
+            .observe(t.as_secs_f64());
+    }
+    if let Some(u) = &ctx.usage {
+        let client = ctx.client.as_ref().map_or("none", |c| &*c.name);
+        for (kind, n) in [
+            ("input", u.input_tokens),
+            ("output", u.output_tokens),
+            ("cached_input", u.cached_input_tokens),
+            ("cache_creation", u.cache_creation_input_tokens),
+            ("reasoning", u.reasoning_tokens),
+        ] {
+            if n > 0 {
+                m.tokens.with_label_values(&[&model, provider, client, kind]).inc_by(n);
+            }
+        }
+    }
+    if let (Some(code), None) = (ctx.error_code, ctx.served_by.as_ref()) {
+        m.client_errors.with_label_values(&[code]).inc();
+    }
+    let last = ctx.attempts.len().saturating_sub(1);
+    for (i, a) in ctx.attempts.iter().enumerate() {
+        let result = a.status.map_or("transport_error", status_class);
+        m.attempts.with_label_values(&[&a.provider, result]).inc();
+        // Every attempt but the last was followed by another one.
+        if i < last {
+            m.failovers.with_label_values(&[failover_reason(a)]).inc();
+        }
+    }
+    tracing::info!(
+        request_id = %ctx.request_id,
+        client = ctx.client.as_ref().map_or("-", |c| &*c.name),
+        api,
+        model = ctx.inspected.as_ref().map_or("-", |i| i.model.as_str()),
+        provider = ctx.served_by.as_deref().unwrap_or("-"),
+        attempts = ctx.attempts.len(),
+        tokens_in = ctx.usage.as_ref().map_or(0, |u| u.input_tokens),
+        tokens_out = ctx.usage.as_ref().map_or(0, |u| u.output_tokens),
+        status,
+        outcome,
+        latency_ms = elapsed.as_millis() as u64,
+        error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+        "request"
+    );
+}

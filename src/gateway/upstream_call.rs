@@ -1,0 +1,120 @@
+//! What goes to the upstream on one attempt: the format it is spoken to in, the body (the client's own
+//! bytes with the model rewritten in place, or a translation), the path, and the headers.
+
+use bytes::Bytes;
+use pingora::http::RequestHeader;
+use pingora::{Error, ErrorType};
+
+use super::ctx::RequestCtx;
+use crate::app::App;
+use crate::config::ApiStyle;
+use crate::formats::request::{injects_usage, rewrite, Rewrite};
+use crate::formats::{convert_request, RequestOptions, WireFormat};
+use crate::upstream::Provider;
+
+/// Anthropic requires a version header; this is the one the translation targets.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Anthropic requires `max_tokens`; used when the client did not say.
+const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// One attempt's request, ready to send.
+pub struct UpstreamCall {
+    pub format: WireFormat,
+    pub body: Bytes,
+    pub path: String,
+    pub injected_usage: bool,
+}
+
+/// Builds the call to `provider` for physical `model`. `Err` says why this upstream cannot take the
+/// request at all (it cannot be translated faithfully into the upstream's format).
+pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<UpstreamCall, String> {
+    let format = provider.upstream_format(ctx.request_format);
+    let path = provider.path_for(format, model, ctx.stream);
+    let same = format == ctx.request_format;
+    match (&ctx.inspected, same) {
+        // Same format: the client's bytes, with only the model (and stream flags) spliced in.
+        (Some(inspected), true) => {
+            let edit = Rewrite {
+                model,
+                force_stream: ctx.stream,
+                // An OpenAI stream reports usage only when asked; ask, and strip the chunk later.
+                ask_usage: ctx.stream && format == WireFormat::OpenAiChat,
+            };
+            Ok(UpstreamCall {
+                format,
+                body: rewrite(&ctx.body, inspected, &edit),
+                path,
+                injected_usage: injects_usage(inspected, &edit),
+            })
+        }
+        // Gemini to Gemini: the model lives in the path; the body passes untouched.
+        (None, true) => Ok(UpstreamCall {
+            format,
+            body: ctx.body.clone(),
+            path,
+            injected_usage: false,
+        }),
+        (_, false) => {
+            let opts = RequestOptions {
+                model: model.to_string(),
+                stream: ctx.stream,
+                default_max_tokens: DEFAULT_MAX_TOKENS,
+            };
+            let body = convert_request(ctx.request_format, format, &ctx.body, &opts).map_err(|e| e.to_string())?;
+            Ok(UpstreamCall {
+                format,
+                body,
+                path,
+                // The translation asks OpenAI upstreams for usage itself; the converter decides what the
+                // client sees from what the client asked.
+                injected_usage: false,
+            })
+        }
+    }
+}
+
+/// Rewrites the request header for the attempt: path, host, credentials, version and extra headers.
+pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pingora::Result<()> {
+    let (Some(attempt), Some(plan)) = (ctx.current.as_ref(), ctx.plan.as_ref()) else {
+        return Error::e_explain(ErrorType::InternalError, "no attempt in progress");
+    };
+    let provider = &plan.candidates[attempt.candidate].provider;
+    let uri: http::Uri = attempt
+        .path
+        .parse()
+        .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
+    req.set_uri(uri);
+    for name in [
+        "authorization",
+        "x-api-key",
+        "x-goog-api-key",
+        "cookie",
+        "transfer-encoding",
+        "accept-encoding",
+        "anthropic-version",
+    ] {
+        req.remove_header(name);
+    }
+    if provider.style != ApiStyle::Anthropic {
+        req.remove_header("anthropic-beta");
+    }
+    if attempt.format != ctx.request_format {
+        // The client's body was translated: its content type is ours now.
+        req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    }
+    req.insert_header(http::header::HOST, provider.authority.clone())?;
+    if let Some(key) = &attempt.key {
+        req.insert_header(provider.auth_header(), key.header.clone())?;
+    }
+    if provider.style == ApiStyle::Anthropic {
+        req.insert_header("anthropic-version", ANTHROPIC_VERSION)?;
+    }
+    // Uncompressed, so streams can be watched and translated.
+    req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+    for (name, value) in app.mask_headers.iter().chain(provider.extra_headers.iter()) {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    req.insert_header(http::header::CONTENT_LENGTH, attempt.body.len().to_string())?;
+    req.insert_header("x-request-id", ctx.request_id.as_str())?;
+    Ok(())
+}
