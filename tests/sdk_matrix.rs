@@ -31,7 +31,9 @@ async fn upstreams() -> Upstreams {
         let mock = Mock::start_style(name, &[], style).await;
         mock.set_strict(true);
         yaml.push_str(&provider_yaml_styled(name, &mock, ", models: [m]"));
-        logical.push_str(&format!("  - {{id: via-{name}, upstreams: [{{provider: {name}, model: m-{name}}}]}}\n"));
+        logical.push_str(&format!(
+            "  - {{id: via-{name}, upstreams: [{{provider: {name}, model: m-{name}}}]}}\n"
+        ));
         mocks.push((name, mock));
     }
     let gw = Gateway::start(&format!("{yaml}{logical}")).await;
@@ -63,12 +65,19 @@ fn two_calls() -> Vec<(String, Value)> {
 /// What the upstream received: the model it was asked for, in its own format and with its own auth.
 fn assert_upstream_saw(up: &Upstreams, name: &str) {
     let r = up.mock(name).last().unwrap_or_else(|| panic!("{name} got nothing"));
-    assert_eq!(r.model().as_deref(), Some(format!("m-{name}").as_str()), "{name}: {}", r.path);
+    assert_eq!(
+        r.model().as_deref(),
+        Some(format!("m-{name}").as_str()),
+        "{name}: {}",
+        r.path
+    );
     let key = provider_key(name);
     let auth = match name {
         "anthropic" => r.header("x-api-key").map(str::to_string),
         "gemini" => r.header("x-goog-api-key").map(str::to_string),
-        _ => r.header("authorization").map(|v| v.trim_start_matches("Bearer ").to_string()),
+        _ => r
+            .header("authorization")
+            .map(|v| v.trim_start_matches("Bearer ").to_string()),
     };
     assert_eq!(auth.as_deref(), Some(key.as_str()), "{name} credentials");
 }

@@ -53,7 +53,7 @@ impl GatewayError {
             GatewayError::Exhausted { attempts, .. } => {
                 // Capacity problems (rate limits, overload, nothing in rotation) are 503: come back
                 // later. Anything else means the upstreams are broken: 502.
-                let capacity = attempts.iter().all(|a| matches!(a.status, Some(429) | Some(503)));
+                let capacity = attempts.iter().all(|a| matches!(a.status, Some(429 | 503 | 529)));
                 if capacity {
                     503
                 } else {

@@ -1,0 +1,203 @@
+//! Format translation through the gateway, over raw HTTP: errors in the client's format with mapped
+//! statuses, untranslatable requests refused, auto-detected bodies, usage chunks asked for and
+//! stripped, cut translated streams, and token accounting in the metrics.
+
+mod common;
+
+use common::mock::Style;
+use common::*;
+use serde_json::{json, Value};
+
+async fn setup() -> (Mock, Mock, Gateway) {
+    let oa = Mock::start_style("oa", &["gpt-x"], Style::OpenAiChat).await;
+    let an = Mock::start_style("an", &["claude-x"], Style::Anthropic).await;
+    let yaml = format!(
+        "providers:\n{}{}",
+        provider_yaml_styled("oa", &oa, ", models: [gpt-x]"),
+        provider_yaml_styled("an", &an, ", models: [claude-x]")
+    );
+    (oa, an, Gateway::start(&yaml).await)
+}
+
+fn anthropic_body(model: &str, stream: bool) -> Value {
+    json!({"model": model, "max_tokens": 100, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_errors_reach_the_client_in_its_own_format() {
+    let (oa, an, gw) = setup().await;
+    // Anthropic 400 to an OpenAI client: OpenAI shape, provider's message kept, not retried.
+    an.script([Reply::Status {
+        status: 400,
+        retry_after: None,
+        body: r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 300000 tokens > 200000 maximum"}}"#.into(),
+    }]);
+    let r = gw.chat(chat_body("claude-x")).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("prompt is too long"),
+        "{v}"
+    );
+    assert_eq!(an.hits(), 1);
+
+    // OpenAI 400 to an Anthropic client: Anthropic shape.
+    oa.script([Reply::Status {
+        status: 400,
+        retry_after: None,
+        body: r#"{"error":{"message":"maximum context length exceeded","type":"invalid_request_error","param":null,"code":"context_length_exceeded"}}"#.into(),
+    }]);
+    let r = gw.post("/v1/messages", anthropic_body("gpt-x", false), &[]).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum context length"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overload_statuses_are_mapped_per_client() {
+    let (oa, an, gw) = setup().await;
+    // Anthropic 529 everywhere: an OpenAI client gets 503 (the last-resort error), never a 529.
+    an.set_default(Reply::overloaded());
+    let r = gw.chat(chat_body("claude-x")).await;
+    assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+    assert!(an.hits() >= 1);
+
+    // An OpenAI upstream at 503 gives an Anthropic client 529 overloaded_error.
+    oa.set_default(Reply::status_retry_after(503, 3));
+    let r = gw.post("/v1/messages", anthropic_body("gpt-x", false), &[]).await;
+    assert_eq!(r.status(), 529);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "overloaded_error", "{v}");
+
+    // A Gemini client gets Gemini's error shape.
+    let r = gw
+        .post(
+            "/v1beta/models/gpt-x:generateContent",
+            json!({"contents": [{"parts": [{"text": "hi"}]}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "UNAVAILABLE", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn untranslatable_requests_are_refused_with_a_reason() {
+    let (_oa, an, gw) = setup().await;
+    let r = gw
+        .chat(json!({"model": "claude-x", "n": 2, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unsupported_for_upstream", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains('n'), "{v}");
+    assert_eq!(an.hits(), 0, "nothing was sent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_style_bodies_on_chat_completions_are_detected() {
+    let (oa, an, gw) = setup().await;
+    let body = json!({"model": "gpt-x", "max_tokens": 50, "system": "be brief",
+                      "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]});
+    let r = gw.chat(body).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion", "answered in OpenAI format: {v}");
+    let sent = oa.last().unwrap().json();
+    assert_eq!(
+        sent["messages"][0]["role"], "system",
+        "the system prompt became a system message: {sent}"
+    );
+    assert_eq!(an.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_streams_report_usage_without_surprising_the_client() {
+    let (oa, _an, gw) = setup().await;
+    let r = gw.chat(json!({"model": "gpt-x", "stream": true, "messages": []})).await;
+    let text = r.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(
+        !text.contains("\"prompt_tokens\""),
+        "the client did not ask for usage: {text}"
+    );
+    assert_eq!(
+        oa.last().unwrap().json()["stream_options"]["include_usage"],
+        true,
+        "the gateway asked for it"
+    );
+
+    let r = gw
+        .chat(json!({"model": "gpt-x", "stream": true, "stream_options": {"include_usage": true}, "messages": []}))
+        .await;
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("\"prompt_tokens\":25"),
+        "the client asked for usage: {text}"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let metrics = gw
+        .client
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let input: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("apiproxy_tokens_total{") && l.contains("provider=\"oa\"") && l.contains("kind=\"input\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(input, 50.0, "both streams counted 25 input tokens: {metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn translated_streams_that_break_end_in_the_clients_error_event() {
+    let (oa, an, gw) = setup().await;
+    // OpenAI upstream cut mid-stream, Anthropic client: `event: error`, no message_stop.
+    oa.script([Reply::StreamCut { after: 2 }]);
+    let r = gw.post("/v1/messages", anthropic_body("gpt-x", true), &[]).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("event: message_start"), "{text}");
+    assert!(text.contains("event: error\ndata: {"), "{text}");
+    assert!(!text.contains("message_stop"), "{text}");
+
+    // Anthropic upstream reset mid-stream, OpenAI client: an error chunk, no [DONE].
+    an.script([Reply::StreamAbort { after: 3 }]);
+    let r = gw
+        .chat(json!({"model": "claude-x", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    let data = sse_data(r).await;
+    assert!(!data.iter().any(|d| d == "[DONE]"), "{data:?}");
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap_or(Value::Null);
+    assert_eq!(last["error"]["code"], "stream_interrupted", "{data:?}");
+
+    // Gemini client, Anthropic upstream cut: Gemini's in-stream error object.
+    an.script([Reply::StreamCut { after: 3 }]);
+    let r = gw
+        .post(
+            "/v1beta/models/claude-x:streamGenerateContent?alt=sse",
+            json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}]}),
+            &[],
+        )
+        .await;
+    let text = r.text().await.unwrap();
+    assert!(text.contains("data: {\"error\""), "{text}");
+}
