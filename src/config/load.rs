@@ -261,6 +261,8 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
             ("chat", &p.paths.chat),
             ("responses", &p.paths.responses),
             ("models", &p.paths.models),
+            ("messages", &p.paths.messages),
+            ("gemini", &p.paths.gemini),
         ] {
             if let Some(path) = path {
                 if !path.starts_with('/') {
