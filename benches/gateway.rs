@@ -27,6 +27,10 @@ fn json_reply() -> &'static [u8] {
     br#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}"#
 }
 
+fn anthropic_reply() -> &'static [u8] {
+    br#"{"id":"msg_bench","type":"message","role":"assistant","model":"c","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":9}}"#
+}
+
 fn stream_reply() -> Vec<u8> {
     let mut out = Vec::new();
     let mut chunk = |data: &str| out.extend_from_slice(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes());
@@ -62,7 +66,7 @@ async fn mock_conn(mut sock: TcpStream, stream_body: Arc<[u8]>) {
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         // Read one request: head, then Content-Length bytes of body.
-        let (head_len, body_len, mode) = loop {
+        let (head_len, body_len, mode, anthropic) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut req = httparse::Request::new(&mut headers);
             if let Ok(httparse::Status::Complete(n)) = req.parse(&buf) {
@@ -76,7 +80,8 @@ async fn mock_conn(mut sock: TcpStream, stream_body: Arc<[u8]>) {
                     .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<usize>().ok())
                     .unwrap_or(0);
                 let mode = header("x-mock").unwrap_or_default();
-                break (n, len, mode);
+                let anthropic = req.path.is_some_and(|p| p.starts_with("/v1/messages"));
+                break (n, len, mode, anthropic);
             }
             match sock.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
@@ -97,7 +102,7 @@ async fn mock_conn(mut sock: TcpStream, stream_body: Arc<[u8]>) {
             }
             b"slow-stream" => slow_stream(&mut sock).await,
             _ => {
-                let body = json_reply();
+                let body = if anthropic { anthropic_reply() } else { json_reply() };
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                     body.len()
@@ -410,7 +415,7 @@ async fn run() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(4.0);
     let upstream = mock_upstream().await;
-    let gw = start_gateway(upstream, None).await;
+    let gw = start_gateway(upstream, Some(upstream)).await;
     let nginx = start_nginx(upstream).await;
     println!(
         "APIProxy benchmark: {} cores, {secs} s per phase; mock upstream and load generator in this process",
@@ -440,8 +445,9 @@ async fn run() {
         "{:<34} {:>12} {:>12} {:>8} {:>12} {:>10} {:>12}",
         "case (throughput, 32 conns)", "direct r/s", "gateway r/s", "ratio", "CPU/req", "nginx r/s", "upstream conns"
     );
-    let cases: [(&str, usize, bool, &str); 4] = [
+    let cases: [(&str, usize, bool, &str); 5] = [
         ("non-stream, 1 KiB body", 1024, false, "json"),
+        ("translated, OpenAI -> Anthropic, 1 KiB", 1024, false, "translate"),
         ("non-stream, 64 KiB body", 64 * 1024, false, "json"),
         ("non-stream, 1 MiB body", 1024 * 1024, false, "json"),
         ("stream, 50 SSE events", 1024, true, "stream"),
@@ -450,16 +456,27 @@ async fn run() {
         if !name.contains(only.as_str()) {
             continue;
         }
+        let translated = mode == "translate";
         let body = chat_body(size, stream);
+        // The direct baseline of a translated route is the same upstream answering in its own format.
         let direct = Target {
             addr: upstream,
             path: "/v1/chat/completions",
             body: body.clone(),
             mode,
         };
-        let through = Target {
-            addr: gw.addr,
-            ..direct.clone()
+        let through = if translated {
+            let claude = String::from_utf8_lossy(&body).replacen("\"model\":\"m\"", "\"model\":\"c\"", 1);
+            Target {
+                addr: gw.addr,
+                body: Bytes::from(claude),
+                ..direct.clone()
+            }
+        } else {
+            Target {
+                addr: gw.addr,
+                ..direct.clone()
+            }
         };
         let (d, _) = saturate(&direct, 32, secs).await;
         let cpu0 = cpu_secs(gw.pid());
@@ -468,6 +485,7 @@ async fn run() {
         let upstream_conns = MOCK_ACCEPTS.load(Ordering::Relaxed) - accepts0;
         let cpu = (cpu_secs(gw.pid()) - cpu0) / (g * secs).max(1.0);
         let n = match &nginx {
+            Some(_) if translated => "-".into(),
             Some(n) => format!(
                 "{:.0}",
                 saturate(

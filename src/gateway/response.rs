@@ -68,7 +68,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
             ..StreamOptions::default()
         };
         // Chunked, so each event is flushed as it arrives.
-        resp.remove_header(&http::header::CONTENT_LENGTH);
+        set_chunked(resp)?;
         if upstream != client {
             let content_type = if opts.gemini_json_array {
                 "application/json"
@@ -95,8 +95,16 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
 
 /// A body whose length changes: chunked JSON.
 fn set_json(resp: &mut ResponseHeader) -> pingora::Result<()> {
-    resp.remove_header(&http::header::CONTENT_LENGTH);
+    set_chunked(resp)?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    Ok(())
+}
+
+/// Chunked framing: without a length and without this, an HTTP/1 client would get a close-delimited
+/// body and lose keep-alive (HTTP/2 framing drops the header itself).
+fn set_chunked(resp: &mut ResponseHeader) -> pingora::Result<()> {
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
     Ok(())
 }
 
