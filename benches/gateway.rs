@@ -175,8 +175,12 @@ async fn wait_listening(addr: SocketAddr) {
 
 async fn start_gateway(upstream: SocketAddr, anthropic_upstream: Option<SocketAddr>) -> Proc {
     let dir = tempfile::tempdir().expect("tempdir");
+    let threads: usize = std::env::var("BENCH_GATEWAY_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let mut yaml = format!(
-        "server: {{threads: 2, max_body_bytes: 8388608}}\nclients:\n  - {{name: bench, key: \"{CLIENT_KEY}\"}}\nproviders:\n  - {{id: mock, base_url: \"http://{upstream}\", models: [m], api_keys: [\"sk-bench\"]}}\n"
+        "server: {{threads: {threads}, max_body_bytes: 8388608}}\nclients:\n  - {{name: bench, key: \"{CLIENT_KEY}\"}}\nproviders:\n  - {{id: mock, base_url: \"http://{upstream}\", models: [m], api_keys: [\"sk-bench\"]}}\n"
     );
     if let Some(a) = anthropic_upstream {
         yaml.push_str(&format!(

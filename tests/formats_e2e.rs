@@ -205,12 +205,23 @@ async fn translated_streams_that_break_end_in_the_clients_error_event() {
 #[tokio::test(flavor = "multi_thread")]
 async fn translated_answers_keep_the_connection_alive() {
     let (_oa, _an, gw) = setup().await;
-    for body in [chat_body("claude-x"), json!({"model": "claude-x", "stream": true, "messages": []})] {
+    for body in [
+        chat_body("claude-x"),
+        json!({"model": "claude-x", "stream": true, "messages": []}),
+    ] {
         let r = gw.chat(body).await;
         assert_eq!(r.status(), 200);
         let framed = r.headers().get("transfer-encoding").is_some_and(|v| v == "chunked")
             || r.headers().contains_key("content-length");
-        assert!(framed, "a body without framing closes the connection: {:?}", r.headers());
-        assert!(r.headers().get("connection").is_none_or(|v| v != "close"), "{:?}", r.headers());
+        assert!(
+            framed,
+            "a body without framing closes the connection: {:?}",
+            r.headers()
+        );
+        assert!(
+            r.headers().get("connection").is_none_or(|v| v != "close"),
+            "{:?}",
+            r.headers()
+        );
     }
 }

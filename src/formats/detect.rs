@@ -1,46 +1,98 @@
 //! Which format a body sent to `/v1/chat/completions` is in: the original product accepted Claude-style and
 //! Gemini-style bodies there too.
 
-use serde_json::Value;
+use std::borrow::Cow;
 
-use super::json::{arr_at, str_at};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
 use super::wire::WireFormat;
+
+/// The top-level fields that tell the shapes apart, borrowed: every request to `/v1/chat/completions`
+/// goes through here, so nothing is copied into a JSON tree.
+#[derive(Deserialize)]
+struct Top<'a> {
+    #[serde(borrow, default)]
+    messages: Option<Vec<Message<'a>>>,
+    #[serde(borrow, default)]
+    contents: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    system: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stop_sequences: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    thinking: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tool_choice: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tools: Option<Vec<Tool<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Tool<'a> {
+    #[serde(borrow, default)]
+    input_schema: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Typed<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    source: Option<&'a RawValue>,
+}
+
+fn is_null(raw: &Option<&RawValue>) -> bool {
+    raw.is_none_or(|r| r.get() == "null")
+}
 
 /// Detects Claude-style bodies (top-level `system`, `stop_sequences`, `anthropic`-shaped tools/tool_choice,
 /// content blocks of type tool_use/tool_result/thinking/image-with-source) and Gemini-style bodies
 /// (`contents`); a body with `input` and no `messages` is Responses-shaped. Everything else, including bodies
 /// that are not JSON, is OpenAI Chat (whose parser then reports the problem).
 pub fn detect_chat_body(body: &[u8]) -> WireFormat {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+    let Ok(top) = serde_json::from_slice::<Top>(body) else {
         return WireFormat::OpenAiChat;
     };
-    if v.get("messages").is_none() {
-        if v.get("contents").is_some() {
+    let Some(messages) = top.messages else {
+        if !is_null(&top.contents) {
             return WireFormat::Gemini;
         }
-        if v.get("input").is_some() {
+        if !is_null(&top.input) {
             return WireFormat::OpenAiResponses;
         }
         return WireFormat::OpenAiChat;
-    }
-    let claude_top_level = v.get("system").is_some()
-        || v.get("stop_sequences").is_some()
-        || v.get("thinking").is_some()
-        || v.get("tool_choice")
-            .and_then(|c| str_at(c, "type"))
-            .is_some_and(|t| matches!(t, "auto" | "any" | "tool"))
-        || arr_at(&v, "tools").iter().any(|t| t.get("input_schema").is_some());
+    };
+    let anthropic_choice = top
+        .tool_choice
+        .and_then(|c| serde_json::from_str::<Typed>(c.get()).ok())
+        .and_then(|t| t.kind)
+        .is_some_and(|t| matches!(&*t, "auto" | "any" | "tool"));
+    let claude_top_level = !is_null(&top.system)
+        || !is_null(&top.stop_sequences)
+        || !is_null(&top.thinking)
+        || anthropic_choice
+        || top.tools.iter().flatten().any(|t| !is_null(&t.input_schema));
     if claude_top_level {
         return WireFormat::Anthropic;
     }
-    let claude_block = |b: &Value| match str_at(b, "type") {
+    let claude_block = |b: &Typed| match b.kind.as_deref() {
         Some("tool_use" | "tool_result" | "thinking" | "redacted_thinking" | "document") => true,
-        Some("image") => b.get("source").is_some(),
+        Some("image") => b.source.is_some(),
         _ => false,
     };
-    let claude_content = arr_at(&v, "messages")
-        .iter()
-        .any(|m| arr_at(m, "content").iter().any(claude_block));
+    let claude_content = messages.iter().filter_map(|m| m.content).any(|c| {
+        c.get().starts_with('[')
+            && serde_json::from_str::<Vec<Typed>>(c.get()).is_ok_and(|blocks| blocks.iter().any(claude_block))
+    });
     if claude_content {
         WireFormat::Anthropic
     } else {

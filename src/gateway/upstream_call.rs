@@ -92,6 +92,8 @@ pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pi
         "transfer-encoding",
         "accept-encoding",
         "anthropic-version",
+        // The whole body is sent at once: nothing to wait for.
+        "expect",
     ] {
         req.remove_header(name);
     }

@@ -145,10 +145,16 @@ impl HttpSession {
             _ => Error::because(WriteError, "while writing request headers", e),
         })?;
 
-        self.underlying_stream
-            .flush()
-            .await
-            .or_err(WriteError, "flushing request header")?;
+        // APIProxy patch: when a body of known length follows, the header stays in the write buffer
+        // and leaves together with the body (whose last write flushes): one write and one packet per
+        // request instead of two.
+        let body_follows = matches!(self.body_writer.body_mode, super::body::BodyMode::ContentLength(n, _) if n > 0);
+        if !body_follows {
+            self.underlying_stream
+                .flush()
+                .await
+                .or_err(WriteError, "flushing request header")?;
+        }
 
         // write was successful
         self.request_written = Some(req);
