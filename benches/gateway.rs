@@ -533,8 +533,26 @@ async fn run() {
     };
     let d = fixed_rate(&direct, 2000.0, secs).await;
     let g = fixed_rate(&through, 2000.0, secs).await;
+    let n = match &nginx {
+        Some(n) => {
+            fixed_rate(
+                &Target {
+                    addr: n.addr,
+                    ..direct.clone()
+                },
+                2000.0,
+                secs,
+            )
+            .await
+        }
+        None => Vec::new(),
+    };
     println!("{:<10} {:>10} {:>10} {:>10} {:>8}", "", "p50", "p99", "p99.9", "n");
-    for (label, v) in [("direct", &d), ("gateway", &g)] {
+    let mut rows = vec![("direct", &d), ("gateway", &g)];
+    if !n.is_empty() {
+        rows.push(("nginx", &n));
+    }
+    for (label, v) in rows {
         println!(
             "{label:<10} {:>10.3?} {:>10.3?} {:>10.3?} {:>8}",
             pct(v, 0.5),
@@ -550,6 +568,15 @@ async fn run() {
         pct(&g, 0.99).saturating_sub(pct(&d, 0.99)),
         pct(&g, 0.999).saturating_sub(pct(&d, 0.999))
     );
+    if !n.is_empty() {
+        println!(
+            "{:<10} {:>10.3?} {:>10.3?} {:>10.3?}",
+            "nginx adds",
+            pct(&n, 0.5).saturating_sub(pct(&d, 0.5)),
+            pct(&n, 0.99).saturating_sub(pct(&d, 0.99)),
+            pct(&n, 0.999).saturating_sub(pct(&d, 0.999))
+        );
+    }
 
     println!("\n1000 concurrent slow streams (10 events over 5 s each) through a freshly started gateway:");
     drop(gw);
