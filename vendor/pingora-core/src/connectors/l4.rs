@@ -229,6 +229,9 @@ where
         stream.set_keepalive(ka)?;
     }
     stream.set_nodelay()?;
+    // APIProxy patch: a small write buffer on upstream connections (they had none), so a request
+    // header and a body of known length leave in one write; see `write_request_header`.
+    stream.set_buffer(crate::protocols::l4::stream::L4BufferSettings::new(0, 16 * 1024));
 
     #[cfg(unix)]
     let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
