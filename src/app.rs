@@ -1,5 +1,6 @@
 //! What the services share: settings, the configuration snapshot the request path reads, live
-//! upstream health, the model catalog, metrics, and (for the admin service) secrets and the store.
+//! upstream health, the model catalog, metrics, shared state (in-process or Redis), and (for the
+//! admin service) secrets and the store.
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicI64;
@@ -12,10 +13,10 @@ use http::{HeaderName, HeaderValue};
 use crate::auth::jwt::{TokenTtl, Tokens};
 use crate::auth::ClientKeys;
 use crate::config::{Config, ServerSettings};
-use crate::limit::{LocalLimiter, RateLimiter};
 use crate::metrics::Metrics;
-use crate::routing::{HealthPolicy, HealthRegistry, RouteTable, SessionOverrides};
+use crate::routing::{HealthPolicy, HealthRegistry, RouteTable};
 use crate::secrets::Secrets;
+use crate::state::{State, StateSettings};
 use crate::store::Store;
 use crate::upstream::ModelCatalog;
 
@@ -50,8 +51,8 @@ pub struct App {
     pub metrics: Metrics,
     pub secrets: Arc<Secrets>,
     pub tokens: Tokens,
-    pub limiter: Arc<dyn RateLimiter>,
-    pub sessions: SessionOverrides,
+    /// Rate limits, session bindings and context, shared model lists and health exchange.
+    pub state: State,
     /// Set once the store service has connected and migrated.
     store: OnceLock<Store>,
     /// The `config_version` the current snapshot was built from.
@@ -66,7 +67,12 @@ const DEFAULT_BROWSER_UA: &str =
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
 impl App {
-    pub fn new(config: &Config, secrets: Arc<Secrets>, ttl: TokenTtl) -> Result<Arc<Self>, String> {
+    pub fn new(
+        config: &Config,
+        secrets: Arc<Secrets>,
+        ttl: TokenTtl,
+        state: StateSettings,
+    ) -> Result<Arc<Self>, String> {
         let s = &config.server;
         let health = HealthRegistry::new(HealthPolicy {
             default_cooldown: Duration::from_secs(s.default_cooldown_s),
@@ -93,6 +99,8 @@ impl App {
                 }
             }
         }
+        let metrics = Metrics::new();
+        let state = State::new(state, metrics.state_errors.clone());
         Ok(Arc::new(Self {
             settings: s.clone(),
             config: config.clone(),
@@ -104,11 +112,10 @@ impl App {
             }),
             health,
             catalog,
-            metrics: Metrics::new(),
+            metrics,
             tokens: Tokens::new(secrets.jwt_key(), ttl),
             secrets,
-            limiter: Arc::new(LocalLimiter::default()),
-            sessions: SessionOverrides::default(),
+            state,
             store: OnceLock::new(),
             loaded_version: AtomicI64::new(-1),
             reload_lock: tokio::sync::Mutex::new(()),

@@ -57,13 +57,16 @@ pub async fn reload(app: &App) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// After an admin write: tell every replica (the marker) and rebuild this one now.
+/// After an admin write: bump the marker (other replicas poll it), rebuild this replica now, and
+/// announce the change on Redis so the others rebuild without waiting for their poll.
 pub async fn commit(app: &App) -> Result<(), StoreError> {
     let store = app
         .store()
         .ok_or_else(|| StoreError::Pool("the store is not open yet".into()))?;
     store.bump_config_version().await?;
-    reload(app).await
+    reload(app).await?;
+    app.state.publish_change().await;
+    Ok(())
 }
 
 pub struct StoreService {
