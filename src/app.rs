@@ -57,6 +57,8 @@ pub struct App {
     store: OnceLock<Store>,
     /// The `config_version` the current snapshot was built from.
     pub loaded_version: AtomicI64,
+    /// A saved admin write whose change marker could not be bumped yet (the database went away).
+    pub unannounced: std::sync::atomic::AtomicBool,
     /// Serialises snapshot rebuilds.
     pub reload_lock: tokio::sync::Mutex<()>,
     /// Wakes discovery when providers change, so new ones are resolved and listed at once.
@@ -118,6 +120,7 @@ impl App {
             state,
             store: OnceLock::new(),
             loaded_version: AtomicI64::new(-1),
+            unannounced: std::sync::atomic::AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             topology_changed: tokio::sync::Notify::new(),
         }))

@@ -271,3 +271,39 @@ async fn redis_outage_is_survived_and_resynchronised() {
     .await;
     assert!(a.logs().contains("shared state (redis) is back"));
 }
+
+/// PostgreSQL stops: the proxy keeps serving from the in-memory snapshot (minted keys included),
+/// admin writes fail with 503 and a clear message and leave nothing behind; once it is back,
+/// writes work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_keeps_serving_and_refuses_writes() {
+    let (ma, mb) = (Mock::start("alpha", &["m"]).await, Mock::start("beta", &["m"]).await);
+    let y = yaml(&ma, &mb);
+    // B owns the per-test database; A reaches it through a relay the test can stop.
+    let b = Gateway::start_on(Backend::Postgres, &y, &[("SECRET_KEY", SECRET)]).await;
+    let relay = TcpRelay::start("127.0.0.1:5432".parse().unwrap()).await;
+    let url = b.database_url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
+    let a = Gateway::start_on(Backend::Postgres, &y, &[("SECRET_KEY", SECRET), ("DATABASE_URL", &url)]).await;
+    let key = mint(&a, None).await;
+    let tok = a.admin().await.token;
+    assert_eq!(call(&a, &key, None).await.0, 200);
+
+    relay.stop();
+    for _ in 0..5 {
+        assert_eq!(call(&a, &key, None).await.0, 200, "served from the snapshot");
+    }
+    let provider = json!({"id": "gamma", "base_url": "http://127.0.0.1:9"});
+    let t0 = Instant::now();
+    let (s, v) = admin(&a, &tok, Method::POST, "/providers", Some(provider.clone())).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("database is unavailable"), "{v}");
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    assert_eq!(call(&a, &key, None).await.0, 200);
+
+    relay.restore();
+    until("writes work again", Duration::from_secs(10), async || {
+        admin(&a, &tok, Method::GET, "/providers/gamma", None).await.0 == 404
+            && admin(&a, &tok, Method::POST, "/providers", Some(provider.clone())).await.0 == 201
+    })
+    .await;
+}

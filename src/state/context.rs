@@ -115,6 +115,12 @@ fn collect_text(v: &Value, out: &mut String, depth: usize) {
     }
     match v {
         Value::Object(map) => {
+            // Closing events repeat the whole text (Responses `*.done`, `response.completed`).
+            if let Some(t) = map.get("type").and_then(Value::as_str) {
+                if t.ends_with(".done") || t == "response.completed" {
+                    return;
+                }
+            }
             for (k, v) in map {
                 match (k.as_str(), v) {
                     ("content" | "text" | "delta" | "output_text", Value::String(s)) => out.push_str(s),

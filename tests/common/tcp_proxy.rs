@@ -14,6 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Default)]
 struct Control {
     cut: AtomicBool,
+    /// Connections are closed and refused, as when the server process is stopped.
+    refuse: AtomicBool,
     /// Bumped on every cut and restore: connections of an older generation close.
     generation: AtomicU64,
 }
@@ -44,9 +46,16 @@ impl TcpRelay {
         self.control.generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// The service is down: connections are closed, new ones refused.
+    pub fn stop(&self) {
+        self.control.refuse.store(true, Ordering::SeqCst);
+        self.control.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// The service is back: held connections are closed (clients reconnect), new ones forwarded.
     pub fn restore(&self) {
         self.control.cut.store(false, Ordering::SeqCst);
+        self.control.refuse.store(false, Ordering::SeqCst);
         self.control.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -60,6 +69,9 @@ impl Drop for TcpRelay {
 async fn relay(mut client: TcpStream, target: SocketAddr, c: Arc<Control>) {
     let generation = c.generation.load(Ordering::SeqCst);
     let current = || c.generation.load(Ordering::SeqCst) == generation;
+    if c.refuse.load(Ordering::SeqCst) {
+        return;
+    }
     if c.cut.load(Ordering::SeqCst) {
         // Hold the connection without a word until the next restore.
         while current() {
