@@ -111,7 +111,10 @@ async fn two_replicas_behave_as_one() {
 
     // A key minted on A works on B within a second (pub/sub; the 1 s poll is the safety net).
     let key = mint(&a, None).await;
-    let took = until("minted key on B", Duration::from_secs(1), async || call(&b, &key, None).await.0 == 200).await;
+    let took = until("minted key on B", Duration::from_secs(1), async || {
+        call(&b, &key, None).await.0 == 200
+    })
+    .await;
     println!("key minted on A accepted by B after {took:?}");
 
     // A session placed on A gets the same upstream on B.
@@ -124,11 +127,18 @@ async fn two_replicas_behave_as_one() {
     let (s, v) = admin(&b, &tok, Method::GET, "/routing/sessions/sess-b?model=lm", None).await;
     assert_eq!(s, 200, "{v}");
     let hashed = v["upstream"]["provider"].as_str().unwrap().to_string();
-    let (hashed_mock, other) = if hashed == "alpha" { (&ma, "beta") } else { (&mb, "alpha") };
+    let (hashed_mock, other) = if hashed == "alpha" {
+        (&ma, "beta")
+    } else {
+        (&mb, "alpha")
+    };
     hashed_mock.script([Reply::status(503)]);
     assert_eq!(call(&a, &key, Some("sess-b")).await, (200, Some(other.to_string())));
     let took = until("binding on B", Duration::from_secs(1), async || {
-        admin(&b, &tok, Method::GET, "/routing/sessions/sess-b?model=lm", None).await.1["binding"] == "stored"
+        admin(&b, &tok, Method::GET, "/routing/sessions/sess-b?model=lm", None)
+            .await
+            .1["binding"]
+            == "stored"
     })
     .await;
     println!("binding made on A visible on B after {took:?}");
@@ -136,14 +146,25 @@ async fn two_replicas_behave_as_one() {
         assert_eq!(call(&b, &key, Some("sess-b")).await.1.as_deref(), Some(other));
     }
     // The admin API on either replica drops it for both.
-    assert_eq!(admin(&b, &tok, Method::DELETE, "/routing/sessions/sess-b", None).await.1["deleted"], true);
-    assert_eq!(admin(&a, &tok, Method::GET, "/routing/sessions/sess-b", None).await.0, 404);
+    assert_eq!(
+        admin(&b, &tok, Method::DELETE, "/routing/sessions/sess-b", None)
+            .await
+            .1["deleted"],
+        true
+    );
+    assert_eq!(
+        admin(&a, &tok, Method::GET, "/routing/sessions/sess-b", None).await.0,
+        404
+    );
     assert_eq!(call(&a, &key, Some("sess-b")).await.1, Some(hashed.clone()));
 
     // A per-key limit of N per second holds across both replicas together.
     const N: u32 = 4;
     let limited = mint(&a, Some(N)).await;
-    until("limited key on B", Duration::from_secs(1), async || call(&b, &limited, None).await.0 == 200).await;
+    until("limited key on B", Duration::from_secs(1), async || {
+        call(&b, &limited, None).await.0 == 200
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let t0 = Instant::now();
     let calls = (0..24).map(|i| {
@@ -168,7 +189,10 @@ async fn two_replicas_behave_as_one() {
         tries += 1;
         assert!(tries < 40, "alpha's circuit never opened on A");
     }
-    let took = until("alpha down on B", Duration::from_secs(1), async || circuit(&b, &tok, "alpha").await == "open").await;
+    let took = until("alpha down on B", Duration::from_secs(1), async || {
+        circuit(&b, &tok, "alpha").await == "open"
+    })
+    .await;
     println!("circuit opened by A's traffic seen by B after {took:?}");
     let before = ma.hits();
     for _ in 0..10 {
@@ -183,8 +207,12 @@ async fn session_context_is_kept_per_key_and_shared() {
     let prefix = RedisPrefix::new();
     let (a, b) = pair(&yaml(&ma, &mb), &prefix).await;
     let (k1, k2) = (mint(&a, None).await, mint(&a, None).await);
-    until("keys on B", Duration::from_secs(1), async || call(&b, &k2, None).await.0 == 200).await;
-    let body = json!({"model": "lm", "messages": [{"role": "user", "content": "my key is sk-live-0123456789abcdefghij ok"}]});
+    until("keys on B", Duration::from_secs(1), async || {
+        call(&b, &k2, None).await.0 == 200
+    })
+    .await;
+    let body =
+        json!({"model": "lm", "messages": [{"role": "user", "content": "my key is sk-live-0123456789abcdefghij ok"}]});
     let r = a
         .client
         .post(a.url("/v1/chat/completions"))
@@ -217,7 +245,10 @@ async fn session_context_is_kept_per_key_and_shared() {
     // Nobody else: another key, no key.
     assert_eq!(get(&b, &k2).await.unwrap().status(), 404);
     assert_eq!(get(&a, &k2).await.unwrap().status(), 404);
-    assert_eq!(b.client.get(b.url("/context/conv-1")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        b.client.get(b.url("/context/conv-1")).send().await.unwrap().status(),
+        401
+    );
 }
 
 /// Redis stops answering mid-traffic (behind a relay the test controls; the real server stays up
@@ -253,7 +284,15 @@ async fn redis_outage_is_survived_and_resynchronised() {
     assert!(slowest < Duration::from_millis(1500), "slowest {slowest:?}");
     assert_eq!(circuit(&a, &ta, "alpha").await, "open");
     assert_eq!(circuit(&b, &tb, "alpha").await, "closed", "B cannot know yet");
-    let metrics = a.client.get(a.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = a
+        .client
+        .get(a.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let errors: f64 = metrics
         .lines()
         .find(|l| l.starts_with("apiproxy_state_backend_errors_total{backend=\"redis\"}"))
@@ -263,7 +302,10 @@ async fn redis_outage_is_survived_and_resynchronised() {
     assert!(a.logs().contains("shared state (redis) unavailable"));
 
     relay.restore();
-    let took = until("B learns what A saw", Duration::from_secs(5), async || circuit(&b, &tb, "alpha").await == "open").await;
+    let took = until("B learns what A saw", Duration::from_secs(5), async || {
+        circuit(&b, &tb, "alpha").await == "open"
+    })
+    .await;
     println!("after redis came back, B saw alpha's open circuit in {took:?}");
     until("bindings replayed", Duration::from_secs(2), async || {
         admin(&b, &tb, Method::GET, "/routing/sessions/during-0", None).await.0 == 200
@@ -282,7 +324,9 @@ async fn postgres_outage_keeps_serving_and_refuses_writes() {
     // B owns the per-test database; A reaches it through a relay the test can stop.
     let b = Gateway::start_on(Backend::Postgres, &y, &[("SECRET_KEY", SECRET)]).await;
     let relay = TcpRelay::start("127.0.0.1:5432".parse().unwrap()).await;
-    let url = b.database_url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
+    let url = b
+        .database_url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
     let a = Gateway::start_on(Backend::Postgres, &y, &[("SECRET_KEY", SECRET), ("DATABASE_URL", &url)]).await;
     let key = mint(&a, None).await;
     let tok = a.admin().await.token;
@@ -296,14 +340,23 @@ async fn postgres_outage_keeps_serving_and_refuses_writes() {
     let t0 = Instant::now();
     let (s, v) = admin(&a, &tok, Method::POST, "/providers", Some(provider.clone())).await;
     assert_eq!(s, 503, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("database is unavailable"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("database is unavailable"),
+        "{v}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
     assert_eq!(call(&a, &key, None).await.0, 200);
 
     relay.restore();
     until("writes work again", Duration::from_secs(10), async || {
         admin(&a, &tok, Method::GET, "/providers/gamma", None).await.0 == 404
-            && admin(&a, &tok, Method::POST, "/providers", Some(provider.clone())).await.0 == 201
+            && admin(&a, &tok, Method::POST, "/providers", Some(provider.clone()))
+                .await
+                .0
+                == 201
     })
     .await;
 }

@@ -78,7 +78,10 @@ pub fn classify(method: &Method, uri: &http::Uri) -> Result<Endpoint, GatewayErr
         "/models" | "/v1/models" => (Endpoint::Models, Method::GET),
         p if p.starts_with("/context/") && p.len() > "/context/".len() => {
             let id = &p["/context/".len()..];
-            (Endpoint::Context(id.chars().take(super::session::MAX_SESSION_ID).collect()), Method::GET)
+            (
+                Endpoint::Context(id.chars().take(super::session::MAX_SESSION_ID).collect()),
+                Method::GET,
+            )
         }
         "/v1/chat/completions" | "/chat/completions" => (call(WireFormat::OpenAiChat), Method::POST),
         "/v1/responses" | "/responses" => (call(WireFormat::OpenAiResponses), Method::POST),
@@ -280,7 +283,10 @@ mod tests {
         );
         assert_eq!(c(&Method::GET, "/v1/chat/completions").unwrap_err().status(), 405);
         assert_eq!(c(&Method::GET, "/nope").unwrap_err().status(), 404);
-        assert_eq!(c(&Method::GET, "/context/abc").unwrap(), Endpoint::Context("abc".into()));
+        assert_eq!(
+            c(&Method::GET, "/context/abc").unwrap(),
+            Endpoint::Context("abc".into())
+        );
         assert_eq!(c(&Method::GET, "/context/").unwrap_err().status(), 404);
         assert_eq!(c(&Method::POST, "/context/abc").unwrap_err().status(), 405);
     }

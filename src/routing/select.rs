@@ -79,7 +79,12 @@ pub struct Sticky<'a> {
 }
 
 /// Chooses the next candidate, or says when one may be back.
-pub fn choose(plan: &RoutePlan, excluded: &[usize], sticky: Option<Sticky<'_>>, now: Instant) -> Result<usize, Exhausted> {
+pub fn choose(
+    plan: &RoutePlan,
+    excluded: &[usize],
+    sticky: Option<Sticky<'_>>,
+    now: Instant,
+) -> Result<usize, Exhausted> {
     choose_inner(plan, excluded, sticky, now, true)
 }
 
@@ -268,11 +273,41 @@ logical_models:
         let mut spread = [0usize; 3];
         for s in 0..300 {
             let id = format!("session-{s}");
-            let first = choose(&p, &[], Some(Sticky { session: &id, binding: None }), now).unwrap();
+            let first = choose(
+                &p,
+                &[],
+                Some(Sticky {
+                    session: &id,
+                    binding: None,
+                }),
+                now,
+            )
+            .unwrap();
             for _ in 0..3 {
-                assert_eq!(choose(&p, &[], Some(Sticky { session: &id, binding: None }), now).unwrap(), first);
+                assert_eq!(
+                    choose(
+                        &p,
+                        &[],
+                        Some(Sticky {
+                            session: &id,
+                            binding: None
+                        }),
+                        now
+                    )
+                    .unwrap(),
+                    first
+                );
             }
-            let next = choose(&p, &[first], Some(Sticky { session: &id, binding: None }), now).unwrap();
+            let next = choose(
+                &p,
+                &[first],
+                Some(Sticky {
+                    session: &id,
+                    binding: None,
+                }),
+                now,
+            )
+            .unwrap();
             assert_ne!(next, first);
             spread[first] += 1;
         }
@@ -286,18 +321,36 @@ logical_models:
     fn a_binding_wins_over_the_hash_while_in_rotation() {
         let p = plan("[{provider: a, model: x}, {provider: b, model: x}, {provider: c, model: x, priority: 1}]");
         let now = Instant::now();
-        let hashed = choose(&p, &[], Some(Sticky { session: "s", binding: None }), now).unwrap();
+        let hashed = choose(
+            &p,
+            &[],
+            Some(Sticky {
+                session: "s",
+                binding: None,
+            }),
+            now,
+        )
+        .unwrap();
         let other = 1 - hashed;
         let name = format!("{}/x", p.candidates[other].provider.id);
-        let st = Sticky { session: "s", binding: Some(&name) };
+        let st = Sticky {
+            session: "s",
+            binding: Some(&name),
+        };
         assert_eq!(choose(&p, &[], Some(st), now).unwrap(), other);
         // Out of rotation (excluded): back to the hash among the rest.
         assert_eq!(choose(&p, &[other], Some(st), now).unwrap(), hashed);
         // A binding to a lower tier does not hold the session there once the upper tier is back.
-        let low = Sticky { session: "s", binding: Some("c/x") };
+        let low = Sticky {
+            session: "s",
+            binding: Some("c/x"),
+        };
         assert_eq!(choose(&p, &[], Some(low), now).unwrap(), hashed);
         // Unknown or malformed bindings are ignored.
-        let junk = Sticky { session: "s", binding: Some("nope") };
+        let junk = Sticky {
+            session: "s",
+            binding: Some("nope"),
+        };
         assert_eq!(choose(&p, &[], Some(junk), now).unwrap(), hashed);
     }
 

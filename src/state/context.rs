@@ -20,7 +20,20 @@ pub struct ContextEntry {
 
 /// Prefixes of provider and gateway keys.
 const KEY_PREFIXES: &[&str] = &[
-    "sk-", "sk_", "apx-", "AIza", "xai-", "gsk_", "ghp_", "gho_", "github_pat_", "hf_", "pk-", "rk-", "key-", "AKIA",
+    "sk-",
+    "sk_",
+    "apx-",
+    "AIza",
+    "xai-",
+    "gsk_",
+    "ghp_",
+    "gho_",
+    "github_pat_",
+    "hf_",
+    "pk-",
+    "rk-",
+    "key-",
+    "AKIA",
 ];
 
 fn looks_like_secret(token: &str) -> bool {
@@ -144,7 +157,9 @@ pub fn response_snippet(bytes: &[u8], max: usize) -> String {
     } else {
         let text = String::from_utf8_lossy(bytes);
         for line in text.lines() {
-            let Some(data) = line.strip_prefix("data:") else { continue };
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
             if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
                 collect_text(&v, &mut out, 0);
             }
@@ -181,9 +196,13 @@ mod tests {
         let gemini = br#"{"contents":[{"role":"user","parts":[{"text":"gem"}]}]}"#;
         assert_eq!(request_snippet(gemini, 100), "gem");
         assert_eq!(request_snippet(b"not json", 100), "");
-        assert_eq!(request_snippet(br#"{"messages":[{"role":"user","content":"abcdef"}]}"#, 3), "abc…");
+        assert_eq!(
+            request_snippet(br#"{"messages":[{"role":"user","content":"abcdef"}]}"#, 3),
+            "abc…"
+        );
 
-        let body = br#"{"choices":[{"message":{"role":"assistant","content":"Hi there"}}],"usage":{"prompt_tokens":1}}"#;
+        let body =
+            br#"{"choices":[{"message":{"role":"assistant","content":"Hi there"}}],"usage":{"prompt_tokens":1}}"#;
         assert_eq!(response_snippet(body, 100), "Hi there");
         let sse = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\ndata: [DONE]\n\n";
         assert_eq!(response_snippet(sse, 100), "Hello");

@@ -59,7 +59,8 @@ impl StateSettings {
         s.redis_url = var("REDIS_URL");
         if let Some(url) = &s.redis_url {
             // Caught at start-up; the message never repeats the URL (it may hold a password).
-            ::redis::Client::open(url.as_str()).map_err(|e| format!("REDIS_URL is not a valid Redis URL ({:?})", e.kind()))?;
+            ::redis::Client::open(url.as_str())
+                .map_err(|e| format!("REDIS_URL is not a valid Redis URL ({:?})", e.kind()))?;
         }
         if let Some(p) = var("REDIS_PREFIX") {
             s.prefix = p;
@@ -246,7 +247,10 @@ impl State {
             }
         }
         if !pending.is_empty() {
-            tracing::info!(count = pending.len(), "session bindings made during the outage written back");
+            tracing::info!(
+                count = pending.len(),
+                "session bindings made during the outage written back"
+            );
         }
     }
 
@@ -268,9 +272,7 @@ impl State {
         if !self.is_shared() {
             return Ok(local);
         }
-        let b = self
-            .shared()
-            .ok_or_else(|| StateError::Redis("unavailable".into()))?;
+        let b = self.shared().ok_or_else(|| StateError::Redis("unavailable".into()))?;
         let shared = self
             .bounded(b.unbind(session))
             .await
@@ -281,7 +283,11 @@ impl State {
     pub async fn push_context(&self, owner: &str, session: &str, entry: &str) {
         let limits = self.settings.context;
         if let Some(b) = self.shared() {
-            if self.bounded(b.push_context(owner, session, entry, limits)).await.is_some() {
+            if self
+                .bounded(b.push_context(owner, session, entry, limits))
+                .await
+                .is_some()
+            {
                 return;
             }
         }

@@ -21,11 +21,14 @@ struct Expiring<T> {
     until: Instant,
 }
 
+/// A session's context entries, by (client key, session).
+type Contexts = HashMap<(String, String), Expiring<VecDeque<String>>>;
+
 #[derive(Default)]
 pub struct LocalBackend {
     buckets: Mutex<HashMap<String, Arc<TokenBucket>>>,
     bindings: Mutex<HashMap<String, Expiring<HashMap<String, String>>>>,
-    contexts: Mutex<HashMap<(String, String), Expiring<VecDeque<String>>>>,
+    contexts: Mutex<Contexts>,
     models: Mutex<HashMap<String, Expiring<Vec<String>>>>,
     health: Mutex<HashMap<String, SharedHealth>>,
 }

@@ -77,8 +77,13 @@ pub trait StateBackend: Send + Sync {
     async fn unbind(&self, session: &str) -> Result<bool, StateError>;
 
     /// Appends a context entry (JSON) for this client key's session, keeping the newest `max_entries`.
-    async fn push_context(&self, owner: &str, session: &str, entry: &str, limits: ContextLimits)
-        -> Result<(), StateError>;
+    async fn push_context(
+        &self,
+        owner: &str,
+        session: &str,
+        entry: &str,
+        limits: ContextLimits,
+    ) -> Result<(), StateError>;
 
     /// The context entries (JSON, oldest first) this client key wrote for the session.
     async fn context(&self, owner: &str, session: &str) -> Result<Vec<String>, StateError>;

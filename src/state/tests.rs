@@ -120,7 +120,9 @@ async fn session_bindings(b: &dyn StateBackend) {
     assert!(!b.unbind("s1").await.unwrap());
     assert!(b.bindings("s1").await.unwrap().is_empty());
     // Bindings expire.
-    b.bind("s2", "fast", "alpha/gpt-a", Duration::from_millis(100)).await.unwrap();
+    b.bind("s2", "fast", "alpha/gpt-a", Duration::from_millis(100))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert!(b.bindings("s2").await.unwrap().is_empty());
 }
@@ -132,13 +134,18 @@ async fn session_context_is_bounded_and_per_owner(b: &dyn StateBackend) {
         ttl: Duration::from_secs(60),
     };
     for i in 0..5 {
-        b.push_context("k:one", "s", &format!("{{\"n\":{i}}}"), limits).await.unwrap();
+        b.push_context("k:one", "s", &format!("{{\"n\":{i}}}"), limits)
+            .await
+            .unwrap();
     }
     assert_eq!(
         b.context("k:one", "s").await.unwrap(),
         vec!["{\"n\":2}", "{\"n\":3}", "{\"n\":4}"]
     );
-    assert!(b.context("k:two", "s").await.unwrap().is_empty(), "another key sees nothing");
+    assert!(
+        b.context("k:two", "s").await.unwrap().is_empty(),
+        "another key sees nothing"
+    );
     let short = ContextLimits {
         max_entries: 3,
         ttl: Duration::from_millis(100),
@@ -220,16 +227,23 @@ async fn change_notifications_reach_subscribers() {
     let mut sub = r.backend.client().get_async_pubsub().await.unwrap();
     sub.subscribe(r.backend.changes_channel()).await.unwrap();
     r.backend.publish_change().await.unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(2), futures_util::StreamExt::next(&mut sub.on_message()))
-        .await
-        .expect("notified within 2 s");
+    let msg = tokio::time::timeout(
+        Duration::from_secs(2),
+        futures_util::StreamExt::next(&mut sub.on_message()),
+    )
+    .await
+    .expect("notified within 2 s");
     assert!(msg.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn facade_falls_back_when_redis_is_unreachable() {
     // Nothing listens on this port: every call fails fast and the local backend answers.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let settings = StateSettings {
         redis_url: Some(format!("redis://127.0.0.1:{port}/0")),
         timeout: Duration::from_millis(50),
@@ -246,10 +260,26 @@ async fn facade_falls_back_when_redis_is_unreachable() {
     };
     assert_eq!(state.admit(q).await.limited, None);
     assert!(!state.shared_up(), "marked down after the first failure");
-    assert!(state.admit(q).await.limited.is_some(), "the local bucket limits meanwhile");
+    assert!(
+        state.admit(q).await.limited.is_some(),
+        "the local bucket limits meanwhile"
+    );
     state.bind("s", "m", "p/m").await;
-    assert_eq!(state.admit(Admission { limit: None, session: Some(("s", "m")) }).await.binding.as_deref(), Some("p/m"));
+    assert_eq!(
+        state
+            .admit(Admission {
+                limit: None,
+                session: Some(("s", "m"))
+            })
+            .await
+            .binding
+            .as_deref(),
+        Some("p/m")
+    );
     assert!(t0.elapsed() < Duration::from_millis(600), "{:?}", t0.elapsed());
     assert!(errors.with_label_values(&["redis"]).get() >= 1);
-    assert!(state.unbind("s").await.is_err(), "an admin delete cannot be confirmed without redis");
+    assert!(
+        state.unbind("s").await.is_err(),
+        "an admin delete cannot be confirmed without redis"
+    );
 }

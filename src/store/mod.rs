@@ -52,9 +52,10 @@ impl From<diesel::result::Error> for StoreError {
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => StoreError::Conflict,
             Error::NotFound => StoreError::NotFound,
             // The server went away under a pooled connection: the database is down, not the query.
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, info) => {
-                StoreError::Pool(info.message().to_string())
-            }
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => StoreError::Pool(info.message().to_string()),
             e => StoreError::Query(e),
         }
     }

@@ -202,7 +202,9 @@ impl Provider {
                 let k = &self.keys[i];
                 !exclude.contains(&i)
                     && k.paused_until_ms.load(Ordering::Relaxed) <= now
-                    && k.qps.as_ref().is_none_or(|(rate, b)| b.take(share(*rate), instant).is_ok())
+                    && k.qps
+                        .as_ref()
+                        .is_none_or(|(rate, b)| b.take(share(*rate), instant).is_ok())
             })
             .map(|index| KeyChoice {
                 index,
@@ -338,7 +340,8 @@ mod tests {
 
     #[test]
     fn replicas_split_a_key_limit() {
-        let c: ProviderConfig = serde_yaml::from_str("{id: p, base_url: 'http://127.0.0.1:1', api_keys: [k1]}").unwrap();
+        let c: ProviderConfig =
+            serde_yaml::from_str("{id: p, base_url: 'http://127.0.0.1:1', api_keys: [k1]}").unwrap();
         let extras = ProviderExtras {
             key_qps: vec![Some(6)],
             ..Default::default()

@@ -249,9 +249,14 @@ impl RedisPrefix {
 
 impl Drop for RedisPrefix {
     fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(REDIS_URL) else { return };
+        let Ok(client) = redis::Client::open(REDIS_URL) else {
+            return;
+        };
         let Ok(mut c) = client.get_connection() else { return };
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.0)).query(&mut c).unwrap_or_default();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.0))
+            .query(&mut c)
+            .unwrap_or_default();
         if !keys.is_empty() {
             let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query(&mut c);
         }

@@ -79,7 +79,9 @@ async fn relay(mut client: TcpStream, target: SocketAddr, c: Arc<Control>) {
         }
         return;
     }
-    let Ok(mut server) = TcpStream::connect(target).await else { return };
+    let Ok(mut server) = TcpStream::connect(target).await else {
+        return;
+    };
     let (mut a, mut b) = ([0u8; 16384], [0u8; 16384]);
     loop {
         if !current() {

@@ -114,7 +114,11 @@ pub async fn session_get(app: &App, req: &Req) -> Result<Reply, ApiError> {
             let sticky = Sticky { session, binding };
             let chosen = choose_dry(&plan, Some(sticky), Instant::now()).ok();
             let honoured = chosen.is_some_and(|i| {
-                binding == Some(&*format!("{}/{}", plan.candidates[i].provider.id, plan.candidates[i].model))
+                binding
+                    == Some(&*format!(
+                        "{}/{}",
+                        plan.candidates[i].provider.id, plan.candidates[i].model
+                    ))
             });
             out["model"] = json!(model);
             out["binding"] = json!(if honoured { "stored" } else { "rendezvous_hash" });
