@@ -1,5 +1,6 @@
 //! What the services share: settings, the configuration snapshot the request path reads, live
-//! upstream health, the model catalog, metrics, and (for the admin service) secrets and the store.
+//! upstream health, the model catalog, metrics, shared state (in-process or Redis), and (for the
+//! admin service) secrets and the store.
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicI64;
@@ -12,10 +13,10 @@ use http::{HeaderName, HeaderValue};
 use crate::auth::jwt::{TokenTtl, Tokens};
 use crate::auth::ClientKeys;
 use crate::config::{Config, ServerSettings};
-use crate::limit::{LocalLimiter, RateLimiter};
 use crate::metrics::Metrics;
-use crate::routing::{HealthPolicy, HealthRegistry, RouteTable, SessionOverrides};
+use crate::routing::{HealthPolicy, HealthRegistry, RouteTable};
 use crate::secrets::Secrets;
+use crate::state::{State, StateSettings};
 use crate::store::Store;
 use crate::upstream::ModelCatalog;
 
@@ -50,12 +51,14 @@ pub struct App {
     pub metrics: Metrics,
     pub secrets: Arc<Secrets>,
     pub tokens: Tokens,
-    pub limiter: Arc<dyn RateLimiter>,
-    pub sessions: SessionOverrides,
+    /// Rate limits, session bindings and context, shared model lists and health exchange.
+    pub state: State,
     /// Set once the store service has connected and migrated.
     store: OnceLock<Store>,
     /// The `config_version` the current snapshot was built from.
     pub loaded_version: AtomicI64,
+    /// A saved admin write whose change marker could not be bumped yet (the database went away).
+    pub unannounced: std::sync::atomic::AtomicBool,
     /// Serialises snapshot rebuilds.
     pub reload_lock: tokio::sync::Mutex<()>,
     /// Wakes discovery when providers change, so new ones are resolved and listed at once.
@@ -66,7 +69,12 @@ const DEFAULT_BROWSER_UA: &str =
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
 impl App {
-    pub fn new(config: &Config, secrets: Arc<Secrets>, ttl: TokenTtl) -> Result<Arc<Self>, String> {
+    pub fn new(
+        config: &Config,
+        secrets: Arc<Secrets>,
+        ttl: TokenTtl,
+        state: StateSettings,
+    ) -> Result<Arc<Self>, String> {
         let s = &config.server;
         let health = HealthRegistry::new(HealthPolicy {
             default_cooldown: Duration::from_secs(s.default_cooldown_s),
@@ -93,6 +101,8 @@ impl App {
                 }
             }
         }
+        let metrics = Metrics::new();
+        let state = State::new(state, metrics.state_errors.clone());
         Ok(Arc::new(Self {
             settings: s.clone(),
             config: config.clone(),
@@ -104,13 +114,13 @@ impl App {
             }),
             health,
             catalog,
-            metrics: Metrics::new(),
+            metrics,
             tokens: Tokens::new(secrets.jwt_key(), ttl),
             secrets,
-            limiter: Arc::new(LocalLimiter::default()),
-            sessions: SessionOverrides::default(),
+            state,
             store: OnceLock::new(),
             loaded_version: AtomicI64::new(-1),
+            unannounced: std::sync::atomic::AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             topology_changed: tokio::sync::Notify::new(),
         }))

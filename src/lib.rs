@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod routing;
 pub mod secrets;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod upstream;

@@ -16,6 +16,7 @@ use crate::config::{Config, LogFormat, ServerSettings};
 use crate::gateway::Gateway;
 use crate::live::StoreService;
 use crate::secrets::{SecretOrigin, Secrets};
+use crate::state::{StateService, StateSettings};
 use crate::store::DatabaseUrl;
 use crate::upstream::Discovery;
 
@@ -96,7 +97,8 @@ pub fn run(config: Config) -> Result<(), String> {
             "SECRET_KEY is not set: generated one and kept it in the data folder (0600); set SECRET_KEY in production"
         ),
     }
-    let app = App::new(&config, Arc::new(secrets), env.ttl)?;
+    let state = StateSettings::from_env(&|k| std::env::var(k).ok())?;
+    let app = App::new(&config, Arc::new(secrets), env.ttl, state)?;
     let s = &config.server;
 
     let conf = ServerConf {
@@ -117,8 +119,11 @@ pub fn run(config: Config) -> Result<(), String> {
         "store",
         StoreService::new(app.clone(), env.database_url),
     ));
+    // Shared state (Redis) is opened inside Pingora's runtime; it never blocks start-up for long.
+    let state = server.add_service(background_service("state", StateService::new(app.clone())));
     let discovery = server.add_service(background_service("discovery", Discovery::new(app.clone())));
     discovery.add_dependency(&store);
+    discovery.add_dependency(&state);
 
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(app.clone()), "apiproxy");
@@ -136,6 +141,7 @@ pub fn run(config: Config) -> Result<(), String> {
         listen = %s.listen,
         admin = %s.admin_listen,
         providers = app.snapshot().routes.providers().len(),
+        state = app.state.backend_name(),
         "apiproxy starting"
     );
     server.run_forever()

@@ -765,9 +765,9 @@ async fn logical_models_and_routing(backend: Backend) {
     let (s, v) = send(&gw, Method::POST, "/routing/decide", Some(json!({}))).await;
     assert_eq!((s, field(&v)), (400, "model"));
 
-    // Sessions: the hash's pick matches the proxy's; a reset is recorded.
+    // Sessions: the hash's pick matches the proxy's; the binding is recorded, shown and dropped.
     let (s, v) = send(&gw, Method::GET, "/routing/sessions/sess-1?model=shared", None).await;
-    assert_eq!(s, 200, "{v}");
+    assert_eq!((s, &v["binding"]), (200, &json!("rendezvous_hash")), "{v}");
     let bound = v["upstream"]["provider"].as_str().unwrap().to_string();
     for _ in 0..3 {
         let r = gw
@@ -779,21 +779,26 @@ async fn logical_models_and_routing(backend: Backend) {
             .await;
         assert_eq!(r.headers()["x-apiproxy-provider"].to_str().unwrap(), bound);
     }
-    let (s, v) = send(&gw, Method::GET, "/routing/sessions/sess-1", None).await;
-    assert_eq!((s, field(&v)), (400, "model"));
-    let (s, v) = send(&gw, Method::DELETE, "/routing/sessions/sess-1", None).await;
-    assert_eq!((s, &v["reset"]), (200, &json!(true)));
+    // The binding is written after the answer, in the background.
+    let t0 = Instant::now();
+    let v = loop {
+        let (s, v) = send(&gw, Method::GET, "/routing/sessions/sess-1", None).await;
+        if s == 200 {
+            break v;
+        }
+        assert!(t0.elapsed() < DEADLINE, "binding never recorded: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(v["bindings"][0]["model"], "shared");
+    assert_eq!(v["bindings"][0]["upstream"]["provider"], json!(bound));
     let (_, v) = send(&gw, Method::GET, "/routing/sessions/sess-1?model=shared", None).await;
-    assert_eq!(v["reset"], true);
-    let rebound = v["upstream"]["provider"].as_str().unwrap().to_string();
-    let r = gw
-        .post(
-            "/v1/chat/completions",
-            chat_body("shared"),
-            &[("x-session-id", "sess-1")],
-        )
-        .await;
-    assert_eq!(r.headers()["x-apiproxy-provider"].to_str().unwrap(), rebound);
+    assert_eq!(v["binding"], "stored");
+    let (s, v) = send(&gw, Method::DELETE, "/routing/sessions/sess-1", None).await;
+    assert_eq!((s, &v["deleted"]), (200, &json!(true)));
+    let (s, _) = send(&gw, Method::GET, "/routing/sessions/sess-1", None).await;
+    assert_eq!(s, 404, "no binding left");
+    let (s, v) = send(&gw, Method::DELETE, "/routing/sessions/sess-1", None).await;
+    assert_eq!((s, &v["deleted"]), (200, &json!(false)));
 
     // Update and delete; the config file's model is read-only here.
     let (s, v) = send(

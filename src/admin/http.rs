@@ -162,7 +162,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("not found".into()),
             StoreError::Pool(m) => {
                 tracing::error!(error = %m, "database unavailable");
-                ApiError::Unavailable("the database is unavailable")
+                ApiError::Unavailable(
+                    "the database is unavailable: nothing was saved; the gateway keeps serving its current configuration; retry when the database is back",
+                )
             }
             e => {
                 tracing::error!(error = %e, "database error");

@@ -86,7 +86,12 @@ pub struct RequestCtx {
     pub gemini_sse: bool,
     /// The client asked for the OpenAI usage chunk.
     pub include_usage: bool,
+    /// `X-Session-Id` (or Claude Code's session header), at most 256 characters.
     pub session_id: Option<String>,
+    /// The upstream (`provider/model`) the session is bound to for this model, from shared state.
+    pub binding: Option<String>,
+    /// The first bytes of the answer, kept for the session context.
+    pub capture: Option<BytesMut>,
     pub plan: Option<RoutePlan>,
     /// Candidates that are done for this request.
     pub excluded: Vec<usize>,
@@ -141,6 +146,8 @@ impl RequestCtx {
             gemini_sse: false,
             include_usage: false,
             session_id: None,
+            binding: None,
+            capture: None,
             plan: None,
             excluded: Vec::new(),
             refused_keys: Vec::new(),

@@ -14,7 +14,7 @@ use super::ctx::{Attempt, AttemptRecord, RequestCtx, ResponseMode, Retry};
 use super::error::GatewayError;
 use super::upstream_call;
 use crate::app::App;
-use crate::routing::{choose, Failure};
+use crate::routing::{choose, Failure, Sticky};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -50,7 +50,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
                 ctx.upstream_wait += pause;
                 idx
             }
-            None => match choose(&plan, &ctx.excluded, ctx.session_id.as_deref(), Instant::now()) {
+            None => match choose(&plan, &ctx.excluded, sticky(ctx), Instant::now()) {
                 Ok(idx) => idx,
                 Err(e) => return Err(exhausted(ctx, e.retry_after)),
             },
@@ -64,7 +64,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
                 .filter(|(c, _)| *c == idx)
                 .map(|(_, k)| *k)
                 .collect();
-            match provider.pick_key(&refused) {
+            match provider.pick_key(&refused, app.state.replicas()) {
                 Some(k) => Some(k),
                 None => {
                     skip(ctx, idx, "no usable API key");
@@ -116,6 +116,13 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         ctx.response = ResponseMode::Pass;
         return Ok(Box::new(peer));
     }
+}
+
+fn sticky(ctx: &RequestCtx) -> Option<Sticky<'_>> {
+    ctx.session_id.as_deref().map(|session| Sticky {
+        session,
+        binding: ctx.binding.as_deref(),
+    })
 }
 
 fn skip(ctx: &mut RequestCtx, idx: usize, why: &str) {

@@ -23,6 +23,8 @@ const MAX_PREALLOCATION: usize = 1024 * 1024;
 pub enum Endpoint {
     Health,
     Models,
+    /// `GET /context/{session_id}`.
+    Context(String),
     Proxy(ClientCall),
 }
 
@@ -74,6 +76,13 @@ pub fn classify(method: &Method, uri: &http::Uri) -> Result<Endpoint, GatewayErr
     let (endpoint, allowed) = match path_only {
         "/health" => (Endpoint::Health, Method::GET),
         "/models" | "/v1/models" => (Endpoint::Models, Method::GET),
+        p if p.starts_with("/context/") && p.len() > "/context/".len() => {
+            let id = &p["/context/".len()..];
+            (
+                Endpoint::Context(id.chars().take(super::session::MAX_SESSION_ID).collect()),
+                Method::GET,
+            )
+        }
         "/v1/chat/completions" | "/chat/completions" => (call(WireFormat::OpenAiChat), Method::POST),
         "/v1/responses" | "/responses" => (call(WireFormat::OpenAiResponses), Method::POST),
         "/v1/messages" | "/messages" => (call(WireFormat::Anthropic), Method::POST),
@@ -109,8 +118,9 @@ pub fn request_id(session: &Session) -> String {
     }
 }
 
-/// Checks the client key against the snapshot, then the key's rate limit.
-pub async fn authenticate(session: &Session, app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+/// Checks the client key against the snapshot (its rate limit is taken in `session::admit`,
+/// together with the session's binding: one round trip to shared state).
+pub fn authenticate(session: &Session, app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
     let snapshot = ctx.snapshot.get_or_insert_with(|| app.snapshot()).clone();
     let auth = session.get_header(http::header::AUTHORIZATION).map(|v| v.as_bytes());
     // Anthropic clients send `x-api-key`, Gemini clients `x-goog-api-key` or `?key=`.
@@ -125,12 +135,6 @@ pub async fn authenticate(session: &Session, app: &App, ctx: &mut RequestCtx) ->
         .map(|v| v.as_bytes())
         .or(query_key.map(str::as_bytes));
     let client = snapshot.clients.authenticate(auth, key)?;
-    if let (Some(id), Some(rps)) = (&client.key_id, client.rate_limit_rps) {
-        app.limiter
-            .acquire(id, rps)
-            .await
-            .map_err(|retry_after| GatewayError::RateLimited { retry_after })?;
-    }
     ctx.client = Some(client);
     Ok(())
 }
@@ -211,7 +215,7 @@ pub fn route(
                 .and_then(|v| v.to_str().ok())
                 .filter(|s| !s.is_empty())
         })
-        .map(|s| app.sessions.hash_key(&s.chars().take(256).collect::<String>()));
+        .map(|s| s.chars().take(super::session::MAX_SESSION_ID).collect::<String>());
     ctx.plan = Some(plan);
     ctx.body = body;
     Ok(())
@@ -279,5 +283,11 @@ mod tests {
         );
         assert_eq!(c(&Method::GET, "/v1/chat/completions").unwrap_err().status(), 405);
         assert_eq!(c(&Method::GET, "/nope").unwrap_err().status(), 404);
+        assert_eq!(
+            c(&Method::GET, "/context/abc").unwrap(),
+            Endpoint::Context("abc".into())
+        );
+        assert_eq!(c(&Method::GET, "/context/").unwrap_err().status(), 404);
+        assert_eq!(c(&Method::POST, "/context/abc").unwrap_err().status(), 405);
     }
 }

@@ -1,7 +1,8 @@
 //! The Pingora `ProxyHttp` implementation. Each hook is thin and hands its concern to the module that
 //! owns it: `intake` (endpoint, auth, body, route), `failover` (attempts, retries, health),
 //! `upstream_call` (what is sent upstream), `response` (headers, pass-through or translation of the
-//! body), `respond` (answers we write ourselves), `logging` (the log line and metrics).
+//! body), `respond` (answers we write ourselves), `logging` (the log line and metrics), `session`
+//! (shared state: rate limit and binding pre-flight, session context).
 
 mod ctx;
 mod error;
@@ -10,6 +11,7 @@ mod intake;
 mod logging;
 mod respond;
 mod response;
+mod session;
 mod upstream_call;
 
 use std::sync::Arc;
@@ -56,18 +58,30 @@ impl Gateway {
                 Ok(true)
             }
             Endpoint::Models => {
-                intake::authenticate(session, &self.app, ctx).await?;
+                intake::authenticate(session, &self.app, ctx)?;
+                session::admit(&self.app, ctx).await?;
                 let body = self.app.catalog.listing();
                 respond::json(session, ctx, 200, body, None)
                     .await
                     .map_err(|e| GatewayError::ClientRead(e.to_string()))?;
                 Ok(true)
             }
+            Endpoint::Context(id) => {
+                intake::authenticate(session, &self.app, ctx)?;
+                session::admit(&self.app, ctx).await?;
+                let (status, body) = session::context(&self.app, ctx, &id).await;
+                respond::json(session, ctx, status, body, None)
+                    .await
+                    .map_err(|e| GatewayError::ClientRead(e.to_string()))?;
+                Ok(true)
+            }
             Endpoint::Proxy(call) => {
                 ctx.client_format = Some(call.format);
-                intake::authenticate(session, &self.app, ctx).await?;
+                intake::authenticate(session, &self.app, ctx)?;
                 let body = intake::read_body(session, self.app.settings.max_body_bytes).await?;
                 intake::route(session, &self.app, ctx, &call, body)?;
+                session::admit(&self.app, ctx).await?;
+                session::start_capture(ctx);
                 Ok(false)
             }
         }
@@ -185,6 +199,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
         response::on_body(ctx, body, end_of_stream);
+        session::capture(ctx, body);
         Ok(None)
     }
 
@@ -252,5 +267,6 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         logging::log_request(&self.app, ctx, e);
+        session::finish(&self.app, ctx);
     }
 }

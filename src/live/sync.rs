@@ -57,13 +57,25 @@ pub async fn reload(app: &App) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// After an admin write: tell every replica (the marker) and rebuild this one now.
+/// After an admin write: bump the marker (other replicas poll it), rebuild this replica now, and
+/// announce the change on Redis so the others rebuild without waiting for their poll. The write
+/// itself is already saved: if the database goes away right after it, the announcement is retried
+/// in the background until it answers, so the change is never left unseen.
 pub async fn commit(app: &App) -> Result<(), StoreError> {
     let store = app
         .store()
         .ok_or_else(|| StoreError::Pool("the store is not open yet".into()))?;
-    store.bump_config_version().await?;
-    reload(app).await
+    if let Err(e) = store.bump_config_version().await {
+        tracing::warn!(error = %e, "change saved but not announced (database went away); the store service retries");
+        app.unannounced.store(true, Ordering::Relaxed);
+        return Ok(());
+    }
+    // Saved and announced: a failed rebuild here is retried by the poll (the marker moved).
+    if let Err(e) = reload(app).await {
+        tracing::warn!(error = %e, "snapshot rebuild after a write failed; the poll retries");
+    }
+    app.state.publish_change().await;
+    Ok(())
 }
 
 pub struct StoreService {
@@ -85,6 +97,13 @@ impl StoreService {
 
     async fn poll(&self) {
         let Some(store) = self.app.store() else { return };
+        if self.app.unannounced.load(Ordering::Relaxed) {
+            if store.bump_config_version().await.is_err() {
+                return;
+            }
+            self.app.unannounced.store(false, Ordering::Relaxed);
+            self.app.state.publish_change().await;
+        }
         match store.config_version().await {
             Ok(v) if v != self.app.loaded_version.load(Ordering::Relaxed) => {
                 if let Err(e) = reload(&self.app).await {

@@ -1,6 +1,10 @@
 //! Live health of each upstream (a provider serving one model): latency and error-rate EWMAs that
 //! scale its share of traffic, 429 cool-downs, and a circuit breaker that takes a failing upstream
 //! out of rotation until a probe request succeeds.
+//!
+//! Local traffic updates the local state at once; what changed since the last sync is kept as a
+//! `HealthDelta` that the state service pushes to the shared backend, and the merged view of every
+//! replica comes back as `SharedHealth` (see `crate::state`). No request waits for that exchange.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,6 +55,73 @@ struct State {
     cooldown_until: Option<Instant>,
     consecutive_failures: u32,
     circuit: Circuit,
+    /// What local traffic observed since the last sync.
+    pending: Pending,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Pending {
+    successes: u32,
+    failures: u32,
+    latency_sum_ms: f64,
+}
+
+/// What one replica's traffic did to an upstream since its last sync, in wall-clock terms so other
+/// replicas can use it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HealthDelta {
+    pub successes: u32,
+    pub failures: u32,
+    /// Mean latency of the successes, ms.
+    pub latency_ms: f64,
+    /// Unix ms until which the upstream cools down after a 429; 0 for none.
+    pub cooldown_until_ms: u64,
+    /// Unix ms until which the circuit is open; 0 when it is not open.
+    pub open_until_ms: u64,
+    /// The circuit is closed after this traffic (a success closed it, or it never opened).
+    pub closed: bool,
+}
+
+impl HealthDelta {
+    /// Folds a later delta into this one (a failed push keeps its deltas for the next).
+    pub fn merge(&mut self, later: &HealthDelta) {
+        let n = self.successes + later.successes;
+        if n > 0 {
+            self.latency_ms = (self.latency_ms * f64::from(self.successes)
+                + later.latency_ms * f64::from(later.successes))
+                / f64::from(n);
+        }
+        self.successes = n;
+        self.failures = self.failures.saturating_add(later.failures);
+        self.cooldown_until_ms = self.cooldown_until_ms.max(later.cooldown_until_ms);
+        self.open_until_ms = later.open_until_ms;
+        self.closed = later.closed;
+    }
+}
+
+/// The merged health of an upstream over every replica's traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SharedHealth {
+    /// Latency EWMA, ms; negative when unknown.
+    pub latency_ms: f64,
+    pub error_rate: f64,
+    pub cooldown_until_ms: u64,
+    pub open_until_ms: u64,
+}
+
+/// Unix time in ms.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn to_unix_ms(t: Instant, now: Instant, now_ms: u64) -> u64 {
+    now_ms + t.saturating_duration_since(now).as_millis() as u64
+}
+
+fn to_instant(ms: u64, now: Instant, now_ms: u64) -> Instant {
+    now + Duration::from_millis(ms.saturating_sub(now_ms))
 }
 
 /// What the selector may do with an upstream right now.
@@ -89,6 +160,7 @@ impl UpstreamHealth {
                 cooldown_until: None,
                 consecutive_failures: 0,
                 circuit: Circuit::Closed,
+                pending: Pending::default(),
             }),
         }
     }
@@ -135,6 +207,8 @@ impl UpstreamHealth {
             None => ms,
         });
         s.error_ewma *= 1.0 - ALPHA;
+        s.pending.successes = s.pending.successes.saturating_add(1);
+        s.pending.latency_sum_ms += ms;
         s.consecutive_failures = 0;
         s.cooldown_until = None;
         s.circuit = Circuit::Closed;
@@ -143,6 +217,7 @@ impl UpstreamHealth {
     pub fn record_failure(&self, failure: Failure, now: Instant) {
         let mut s = self.state.lock();
         s.error_ewma += ALPHA * (1.0 - s.error_ewma);
+        s.pending.failures = s.pending.failures.saturating_add(1);
         match failure {
             Failure::RateLimited { retry_after } => {
                 let until = now + retry_after.unwrap_or(self.policy.default_cooldown);
@@ -171,6 +246,66 @@ impl UpstreamHealth {
                     Circuit::Closed => Circuit::Closed,
                 };
             }
+        }
+    }
+
+    /// What changed since the last call, or `None` when local traffic did not touch it.
+    pub fn take_delta(&self, now: Instant, now_ms: u64) -> Option<HealthDelta> {
+        let mut s = self.state.lock();
+        let p = std::mem::take(&mut s.pending);
+        if p.successes == 0 && p.failures == 0 {
+            return None;
+        }
+        Some(HealthDelta {
+            successes: p.successes,
+            failures: p.failures,
+            latency_ms: if p.successes > 0 {
+                p.latency_sum_ms / f64::from(p.successes)
+            } else {
+                0.0
+            },
+            cooldown_until_ms: s
+                .cooldown_until
+                .filter(|u| *u > now)
+                .map_or(0, |u| to_unix_ms(u, now, now_ms)),
+            open_until_ms: match s.circuit {
+                Circuit::Open { until, .. } => to_unix_ms(until, now, now_ms).max(now_ms + 1),
+                Circuit::HalfOpen { since, backoff } => to_unix_ms(since + backoff, now, now_ms).max(now_ms + 1),
+                Circuit::Closed => 0,
+            },
+            closed: s.circuit == Circuit::Closed,
+        })
+    }
+
+    /// Adopts the merged view of every replica: the EWMAs as they are, the later of the two
+    /// cool-downs, an open circuit another replica saw, and a close another replica's probe earned.
+    pub fn apply_shared(&self, shared: &SharedHealth, now: Instant, now_ms: u64) {
+        let mut s = self.state.lock();
+        if shared.latency_ms >= 0.0 {
+            s.latency_ewma_ms = Some(shared.latency_ms);
+        }
+        s.error_ewma = shared.error_rate.clamp(0.0, 1.0);
+        if shared.cooldown_until_ms > now_ms {
+            let until = to_instant(shared.cooldown_until_ms, now, now_ms);
+            s.cooldown_until = Some(s.cooldown_until.map_or(until, |u| u.max(until)));
+        }
+        let local_activity = s.pending.successes > 0 || s.pending.failures > 0;
+        if shared.open_until_ms > now_ms {
+            let until = to_instant(shared.open_until_ms, now, now_ms);
+            s.circuit = match s.circuit {
+                Circuit::Closed => Circuit::Open {
+                    until,
+                    backoff: self.policy.open_for,
+                },
+                Circuit::Open { until: u, backoff } => Circuit::Open {
+                    until: u.max(until),
+                    backoff,
+                },
+                half @ Circuit::HalfOpen { .. } => half,
+            };
+        } else if shared.open_until_ms == 0 && !local_activity && matches!(s.circuit, Circuit::Open { .. }) {
+            s.circuit = Circuit::Closed;
+            s.consecutive_failures = 0;
         }
     }
 
@@ -228,6 +363,24 @@ impl HealthRegistry {
             .iter()
             .map(|((p, m), h)| (p.clone(), m.clone(), h.view(now)))
             .collect()
+    }
+
+    /// Every upstream's delta since the last sync, keyed `provider/model`.
+    pub fn take_deltas(&self, now: Instant, now_ms: u64) -> Vec<(String, HealthDelta)> {
+        self.upstreams
+            .read()
+            .iter()
+            .filter_map(|((p, m), h)| Some((format!("{p}/{m}"), h.take_delta(now, now_ms)?)))
+            .collect()
+    }
+
+    /// Applies the shared view of `provider/model` upstreams (unknown ones are created: another
+    /// replica's traffic may reach this one's plans later).
+    pub fn apply_shared(&self, shared: &[(String, SharedHealth)], now: Instant, now_ms: u64) {
+        for (key, h) in shared {
+            let Some((p, m)) = key.split_once('/') else { continue };
+            self.get(&Arc::from(p), &Arc::from(m)).apply_shared(h, now, now_ms);
+        }
     }
 
     /// Every upstream of `provider` with its health.
@@ -318,5 +471,46 @@ mod tests {
             panic!()
         };
         assert!(low < 0.7 && high > 0.95, "{low} {high}");
+    }
+
+    #[test]
+    fn deltas_go_out_and_the_shared_view_comes_back() {
+        let a = UpstreamHealth::new(policy());
+        let b = UpstreamHealth::new(policy());
+        let (now, now_ms) = (Instant::now(), unix_ms());
+        assert_eq!(a.take_delta(now, now_ms), None, "no traffic, nothing to say");
+        for _ in 0..3 {
+            a.record_failure(Failure::Broken, now);
+        }
+        let d = a.take_delta(now, now_ms).unwrap();
+        assert_eq!(d.failures, 3);
+        assert!(d.open_until_ms >= now_ms + 9_000 && !d.closed, "{d:?}");
+        assert_eq!(a.take_delta(now, now_ms), None, "taken once");
+        // Replica B learns of the open circuit from the shared view.
+        let shared = crate::state::LocalBackend::default();
+        let view = futures_util::FutureExt::now_or_never(crate::state::StateBackend::sync_health(
+            &shared,
+            &[("p/m".to_string(), d)],
+        ))
+        .unwrap()
+        .unwrap();
+        b.apply_shared(&view[0].1, now, now_ms);
+        assert!(matches!(b.availability(now), Availability::Unavailable { .. }));
+        assert_eq!(b.view(now).circuit, "open");
+        // A successful probe on A closes it for B too.
+        let later = now + Duration::from_secs(11);
+        assert!(a.try_probe(later));
+        a.record_success(Duration::from_millis(20));
+        let d = a.take_delta(later, now_ms + 11_000).unwrap();
+        assert!(d.closed && d.open_until_ms == 0);
+        let view = futures_util::FutureExt::now_or_never(crate::state::StateBackend::sync_health(
+            &shared,
+            &[("p/m".to_string(), d)],
+        ))
+        .unwrap()
+        .unwrap();
+        b.apply_shared(&view[0].1, later, now_ms + 11_000);
+        assert_eq!(b.view(later).circuit, "closed");
+        assert_eq!(b.view(later).latency_ewma_ms, Some(20.0));
     }
 }

@@ -2,10 +2,8 @@
 
 pub mod health;
 pub mod select;
-pub mod sessions;
 pub mod table;
 
 pub use health::{Failure, HealthPolicy, HealthRegistry};
-pub use select::{choose, choose_dry, score, Exhausted, Scored};
-pub use sessions::SessionOverrides;
+pub use select::{choose, choose_dry, score, Exhausted, Scored, Sticky};
 pub use table::{Candidate, RouteError, RouteKind, RoutePlan, RouteTable};

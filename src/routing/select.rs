@@ -1,6 +1,7 @@
 //! Picking the next candidate of a plan: the first tier with anything in rotation, then weighted
-//! choice inside it (configured weight scaled by live health), or rendezvous hashing on the session id
-//! so that replicas agree on a session's upstream without sharing state.
+//! choice inside it (configured weight scaled by live health), or, for a session, its recorded
+//! binding (shared by every replica) and else rendezvous hashing on the session id, so that
+//! replicas agree on a new session's upstream before anything is recorded.
 
 use std::time::{Duration, Instant};
 
@@ -69,20 +70,41 @@ pub fn score(plan: &RoutePlan, excluded: &[usize], now: Instant) -> Vec<(Scored,
         .collect()
 }
 
+/// A session's stickiness: its id (hashed for new sessions) and the upstream it is bound to
+/// (`provider/model`), if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Sticky<'a> {
+    pub session: &'a str,
+    pub binding: Option<&'a str>,
+}
+
 /// Chooses the next candidate, or says when one may be back.
-pub fn choose(plan: &RoutePlan, excluded: &[usize], session: Option<&str>, now: Instant) -> Result<usize, Exhausted> {
-    choose_inner(plan, excluded, session, now, true)
+pub fn choose(
+    plan: &RoutePlan,
+    excluded: &[usize],
+    sticky: Option<Sticky<'_>>,
+    now: Instant,
+) -> Result<usize, Exhausted> {
+    choose_inner(plan, excluded, sticky, now, true)
 }
 
 /// What `choose` would pick, without claiming an open circuit's probe slot: for dry runs.
-pub fn choose_dry(plan: &RoutePlan, session: Option<&str>, now: Instant) -> Result<usize, Exhausted> {
-    choose_inner(plan, &[], session, now, false)
+pub fn choose_dry(plan: &RoutePlan, sticky: Option<Sticky<'_>>, now: Instant) -> Result<usize, Exhausted> {
+    choose_inner(plan, &[], sticky, now, false)
+}
+
+/// The candidate a binding names, by `provider/model`.
+fn bound(plan: &RoutePlan, live: &[&Scored], binding: &str) -> Option<usize> {
+    let (provider, model) = binding.split_once('/')?;
+    live.iter()
+        .map(|s| s.index)
+        .find(|&i| &*plan.candidates[i].provider.id == provider && &*plan.candidates[i].model == model)
 }
 
 fn choose_inner(
     plan: &RoutePlan,
     excluded: &[usize],
-    session: Option<&str>,
+    sticky: Option<Sticky<'_>>,
     now: Instant,
     claim_probe: bool,
 ) -> Result<usize, Exhausted> {
@@ -101,8 +123,12 @@ fn choose_inner(
         if live.is_empty() {
             continue;
         }
-        let pick = match session {
-            Some(id) => rendezvous(plan, &live, id),
+        // A bound session stays where it is while that upstream is in rotation in this tier.
+        let pick = match sticky {
+            Some(st) => st
+                .binding
+                .and_then(|b| bound(plan, &live, b))
+                .unwrap_or_else(|| rendezvous(plan, &live, st.session)),
             None => weighted_random(&live),
         };
         return Ok(pick);
@@ -247,11 +273,41 @@ logical_models:
         let mut spread = [0usize; 3];
         for s in 0..300 {
             let id = format!("session-{s}");
-            let first = choose(&p, &[], Some(&id), now).unwrap();
+            let first = choose(
+                &p,
+                &[],
+                Some(Sticky {
+                    session: &id,
+                    binding: None,
+                }),
+                now,
+            )
+            .unwrap();
             for _ in 0..3 {
-                assert_eq!(choose(&p, &[], Some(&id), now).unwrap(), first);
+                assert_eq!(
+                    choose(
+                        &p,
+                        &[],
+                        Some(Sticky {
+                            session: &id,
+                            binding: None
+                        }),
+                        now
+                    )
+                    .unwrap(),
+                    first
+                );
             }
-            let next = choose(&p, &[first], Some(&id), now).unwrap();
+            let next = choose(
+                &p,
+                &[first],
+                Some(Sticky {
+                    session: &id,
+                    binding: None,
+                }),
+                now,
+            )
+            .unwrap();
             assert_ne!(next, first);
             spread[first] += 1;
         }
@@ -259,6 +315,43 @@ logical_models:
             spread.iter().all(|&n| n > 60),
             "sessions spread over upstreams: {spread:?}"
         );
+    }
+
+    #[test]
+    fn a_binding_wins_over_the_hash_while_in_rotation() {
+        let p = plan("[{provider: a, model: x}, {provider: b, model: x}, {provider: c, model: x, priority: 1}]");
+        let now = Instant::now();
+        let hashed = choose(
+            &p,
+            &[],
+            Some(Sticky {
+                session: "s",
+                binding: None,
+            }),
+            now,
+        )
+        .unwrap();
+        let other = 1 - hashed;
+        let name = format!("{}/x", p.candidates[other].provider.id);
+        let st = Sticky {
+            session: "s",
+            binding: Some(&name),
+        };
+        assert_eq!(choose(&p, &[], Some(st), now).unwrap(), other);
+        // Out of rotation (excluded): back to the hash among the rest.
+        assert_eq!(choose(&p, &[other], Some(st), now).unwrap(), hashed);
+        // A binding to a lower tier does not hold the session there once the upper tier is back.
+        let low = Sticky {
+            session: "s",
+            binding: Some("c/x"),
+        };
+        assert_eq!(choose(&p, &[], Some(low), now).unwrap(), hashed);
+        // Unknown or malformed bindings are ignored.
+        let junk = Sticky {
+            session: "s",
+            binding: Some("nope"),
+        };
+        assert_eq!(choose(&p, &[], Some(junk), now).unwrap(), hashed);
     }
 
     #[test]

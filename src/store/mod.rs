@@ -51,6 +51,11 @@ impl From<diesel::result::Error> for StoreError {
         match e {
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => StoreError::Conflict,
             Error::NotFound => StoreError::NotFound,
+            // The server went away under a pooled connection: the database is down, not the query.
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => StoreError::Pool(info.message().to_string()),
             e => StoreError::Query(e),
         }
     }

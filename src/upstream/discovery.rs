@@ -41,10 +41,20 @@ impl Discovery {
     async fn refresh_models(&self, client: &reqwest::Client) {
         let snapshot = self.app.snapshot();
         let mut tasks = JoinSet::new();
+        let ttl = Duration::from_secs(self.app.settings.models_cache_ttl_s.max(1));
         for p in snapshot.routes.providers().iter().filter(|p| p.static_models.is_none()) {
-            let (p, client) = (p.clone(), client.clone());
+            // Another replica listed this provider within the TTL: use its list.
+            if let Some(models) = self.app.state.models(&p.id).await {
+                tracing::debug!(provider = %p.id, count = models.len(), "model list from shared state");
+                self.app.catalog.set_discovered(&p.id, models);
+                continue;
+            }
+            let (p, client, app) = (p.clone(), client.clone(), self.app.clone());
             tasks.spawn(async move {
                 let models = fetch_models(&client, &p).await;
+                if let Ok(list) = &models {
+                    app.state.put_models(&p.id, list, ttl).await;
+                }
                 (p, models)
             });
         }

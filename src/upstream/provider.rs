@@ -187,8 +187,11 @@ impl Provider {
     }
 
     /// Round-robin over the keys in rotation, skipping those in `exclude` and those at their QPS
-    /// limit. `None` when the provider has keys but none is usable.
-    pub fn pick_key(&self, exclude: &[usize]) -> Option<KeyChoice> {
+    /// limit. `None` when the provider has keys but none is usable. A key's QPS limit is shared by
+    /// the `replicas` using it: each takes an equal share, so together they stay within it without
+    /// a Redis round trip per request.
+    pub fn pick_key(&self, exclude: &[usize], replicas: u32) -> Option<KeyChoice> {
+        let share = |rate: u32| rate.div_ceil(replicas.max(1)).max(1);
         let n = self.keys.len();
         let now = now_ms();
         let instant = Instant::now();
@@ -199,7 +202,9 @@ impl Provider {
                 let k = &self.keys[i];
                 !exclude.contains(&i)
                     && k.paused_until_ms.load(Ordering::Relaxed) <= now
-                    && k.qps.as_ref().is_none_or(|(rate, b)| b.take(*rate, instant).is_ok())
+                    && k.qps
+                        .as_ref()
+                        .is_none_or(|(rate, b)| b.take(share(*rate), instant).is_ok())
             })
             .map(|index| KeyChoice {
                 index,
@@ -226,7 +231,7 @@ impl Provider {
 
     /// The first usable key's header, for background calls (model lists, probes).
     pub fn any_key(&self) -> Option<HeaderValue> {
-        self.pick_key(&[]).map(|k| k.header)
+        self.pick_key(&[], 1).map(|k| k.header)
     }
 
     /// One of the resolved addresses, rotating; `None` before the first successful resolution.
@@ -308,16 +313,16 @@ mod tests {
     #[test]
     fn keys_rotate_and_pause() {
         let p = provider(&["k1", "k2"]);
-        let a = p.pick_key(&[]).unwrap().index;
-        let b = p.pick_key(&[]).unwrap().index;
+        let a = p.pick_key(&[], 1).unwrap().index;
+        let b = p.pick_key(&[], 1).unwrap().index;
         assert_ne!(a, b);
         p.pause_key(0);
         for _ in 0..4 {
-            assert_eq!(p.pick_key(&[]).unwrap().index, 1);
+            assert_eq!(p.pick_key(&[], 1).unwrap().index, 1);
         }
-        assert!(p.pick_key(&[1]).is_none());
+        assert!(p.pick_key(&[1], 1).is_none());
         assert_eq!(p.usable_keys(), 1);
-        assert_eq!(p.pick_key(&[]).unwrap().header, "Bearer k2");
+        assert_eq!(p.pick_key(&[], 1).unwrap().header, "Bearer k2");
     }
 
     #[test]
@@ -329,8 +334,22 @@ mod tests {
             ..Default::default()
         };
         let p = Provider::build(&c, &extras).unwrap();
-        let picked: Vec<usize> = (0..6).filter_map(|_| p.pick_key(&[]).map(|k| k.index)).collect();
+        let picked: Vec<usize> = (0..6).filter_map(|_| p.pick_key(&[], 1).map(|k| k.index)).collect();
         assert_eq!(picked.iter().filter(|i| **i == 0).count(), 1, "{picked:?}");
+    }
+
+    #[test]
+    fn replicas_split_a_key_limit() {
+        let c: ProviderConfig =
+            serde_yaml::from_str("{id: p, base_url: 'http://127.0.0.1:1', api_keys: [k1]}").unwrap();
+        let extras = ProviderExtras {
+            key_qps: vec![Some(6)],
+            ..Default::default()
+        };
+        let p = Provider::build(&c, &extras).unwrap();
+        // Three replicas: this one may send 2 of the key's 6 per second.
+        let n = (0..10).filter(|_| p.pick_key(&[], 3).is_some()).count();
+        assert_eq!(n, 2);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod mock;
 pub mod sdk;
+pub mod tcp_proxy;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -231,6 +232,33 @@ impl Drop for Gateway {
                 }
             })
             .join();
+        }
+    }
+}
+
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+/// A key prefix of the real Redis at 127.0.0.1:6379 for one test; its keys are deleted on drop.
+pub struct RedisPrefix(pub String);
+
+impl RedisPrefix {
+    pub fn new() -> Self {
+        Self(format!("apxt:{:016x}:", rand::random::<u64>()))
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(REDIS_URL) else {
+            return;
+        };
+        let Ok(mut c) = client.get_connection() else { return };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.0))
+            .query(&mut c)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query(&mut c);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Routing dry runs and session stickiness.
+//! Routing dry runs and session stickiness (bindings live in shared state: every replica's
+//! admin API shows and drops the same ones).
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -8,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::admin::http::{ApiError, Reply, Req};
 use crate::app::App;
-use crate::routing::{choose_dry, score, RouteError, RoutePlan};
+use crate::routing::{choose_dry, score, RouteError, RoutePlan, Sticky};
 
 fn plan_for(app: &App, model: &str) -> Result<RoutePlan, ApiError> {
     app.snapshot()
@@ -48,8 +49,15 @@ pub async fn decide(app: &App, req: &Req) -> Result<Reply, ApiError> {
         })?;
     }
     let now = Instant::now();
-    let session = body.session_id.as_deref().map(|s| app.sessions.hash_key(s));
-    let chosen = choose_dry(&plan, session.as_deref(), now);
+    let binding = match &body.session_id {
+        Some(s) => binding_for(app, s, &body.model).await?,
+        None => None,
+    };
+    let sticky = body.session_id.as_deref().map(|session| Sticky {
+        session,
+        binding: binding.as_deref(),
+    });
+    let chosen = choose_dry(&plan, sticky, now);
     let candidates: Vec<Value> = score(&plan, &[], now)
         .into_iter()
         .map(|(s, _)| {
@@ -71,40 +79,64 @@ pub async fn decide(app: &App, req: &Req) -> Result<Reply, ApiError> {
     })))
 }
 
-fn model_param(req: &Req) -> Result<&str, ApiError> {
-    req.query
-        .get("model")
-        .map(String::as_str)
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::bad("model", "query parameter `model` is required: stickiness is per model"))
+fn unavailable(e: crate::state::StateError) -> ApiError {
+    tracing::warn!(error = %e, "session bindings unavailable");
+    ApiError::Unavailable("shared state (redis) is unavailable; session bindings cannot be read or changed now")
 }
 
-/// Sessions are bound by rendezvous hashing, not stored: this reports the upstream the hash picks
-/// for the session and model right now (the one its next request would try first).
+async fn binding_for(app: &App, session: &str, model: &str) -> Result<Option<String>, ApiError> {
+    let all = app.state.bindings(session).await.map_err(unavailable)?;
+    Ok(all.into_iter().find(|(m, _)| m == model).map(|(_, u)| u))
+}
+
+fn split_upstream(u: &str) -> Value {
+    match u.split_once('/') {
+        Some((p, m)) => json!({"provider": p, "model": m}),
+        None => json!({"provider": u, "model": null}),
+    }
+}
+
+/// A session's bindings (model → upstream, as stored in shared state). With `?model=`, also the
+/// upstream its next request for that model would try first: the binding while it is in
+/// rotation, else the rendezvous hash's pick.
 pub async fn session_get(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let session = req.param("session_id");
-    let model = model_param(req)?;
-    let plan = plan_for(app, model)?;
-    let key = app.sessions.hash_key(session);
-    let chosen = choose_dry(&plan, Some(&key), Instant::now());
-    Ok(Reply::ok(json!({
-        "session_id": session,
-        "model": model,
-        "binding": "rendezvous_hash",
-        "reset": app.sessions.is_overridden(session),
-        "upstream": chosen.ok().map(|i| upstream(&plan, i)),
-    })))
+    let all = app.state.bindings(session).await.map_err(unavailable)?;
+    let bindings: Vec<Value> = all
+        .iter()
+        .map(|(m, u)| json!({"model": m, "upstream": split_upstream(u)}))
+        .collect();
+    let mut out = json!({"session_id": session, "bindings": bindings});
+    match req.query.get("model").filter(|m| !m.is_empty()) {
+        Some(model) => {
+            let plan = plan_for(app, model)?;
+            let binding = all.iter().find(|(m, _)| m == model).map(|(_, u)| u.as_str());
+            let sticky = Sticky { session, binding };
+            let chosen = choose_dry(&plan, Some(sticky), Instant::now()).ok();
+            let honoured = chosen.is_some_and(|i| {
+                binding
+                    == Some(&*format!(
+                        "{}/{}",
+                        plan.candidates[i].provider.id, plan.candidates[i].model
+                    ))
+            });
+            out["model"] = json!(model);
+            out["binding"] = json!(if honoured { "stored" } else { "rendezvous_hash" });
+            out["upstream"] = json!(chosen.map(|i| upstream(&plan, i)));
+        }
+        None if all.is_empty() => return Err(ApiError::NotFound(format!("session `{session}` has no binding"))),
+        None => {}
+    }
+    Ok(Reply::ok(out))
 }
 
-/// Drops the binding by re-salting the session's hash: its next request is placed afresh and sticks
-/// there. Held by this replica only.
+/// Drops every binding of the session on every replica: its next request is placed by the hash
+/// again and bound there.
 pub async fn session_delete(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let session = req.param("session_id");
     if session.is_empty() {
         return Err(ApiError::bad("session_id", "must not be empty"));
     }
-    let before = app.sessions.reset(session);
-    Ok(Reply::ok(
-        json!({"session_id": session, "reset": true, "was_reset_before": before}),
-    ))
+    let deleted = app.state.unbind(session).await.map_err(unavailable)?;
+    Ok(Reply::ok(json!({"session_id": session, "deleted": deleted})))
 }

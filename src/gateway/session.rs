@@ -1,0 +1,123 @@
+//! Shared state on the request path: the one pre-flight round trip (client rate limit and the
+//! session's binding), recording where a session was served and what was said (session context)
+//! after the answer, and serving `GET /context/{session_id}`.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use serde_json::{json, Value};
+
+use super::ctx::RequestCtx;
+use super::error::GatewayError;
+use crate::app::App;
+use crate::routing::health::unix_ms;
+use crate::state::{context_owner, request_snippet, response_snippet, Admission, ContextEntry};
+
+/// Most response bytes kept to make a session-context snippet from.
+const CAPTURE_LIMIT: usize = 16 * 1024;
+/// Longest session id honoured (longer ones are cut).
+pub const MAX_SESSION_ID: usize = 256;
+
+/// The pre-flight: takes a token from the client key's bucket and reads the session's binding for
+/// the requested model, in one round trip (none when neither applies).
+pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+    let limit = ctx
+        .client
+        .as_ref()
+        .and_then(|c| Some((c.key_id.clone()?, c.rate_limit_rps?)));
+    let q = Admission {
+        limit: limit.as_ref().map(|(id, rps)| (&**id, *rps)),
+        session: ctx
+            .session_id
+            .as_deref()
+            .filter(|_| ctx.plan.is_some())
+            .map(|s| (s, ctx.model.as_str())),
+    };
+    let admitted = app.state.admit(q).await;
+    if let Some(retry_after) = admitted.limited {
+        return Err(GatewayError::RateLimited { retry_after });
+    }
+    ctx.binding = admitted.binding;
+    Ok(())
+}
+
+/// Keeps the first bytes of the answer for the session context.
+pub fn capture(ctx: &mut RequestCtx, body: &Option<Bytes>) {
+    let (Some(buf), Some(chunk)) = (ctx.capture.as_mut(), body.as_ref()) else {
+        return;
+    };
+    let room = CAPTURE_LIMIT.saturating_sub(buf.len());
+    buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+}
+
+/// Starts capturing when the request belongs to a session.
+pub fn start_capture(ctx: &mut RequestCtx) {
+    if ctx.session_id.is_some() && ctx.capture.is_none() {
+        ctx.capture = Some(BytesMut::new());
+    }
+}
+
+/// After the answer: binds the session to the upstream that served it (so every replica sends
+/// its next request there, failover included) and appends the exchange to its context. Runs in
+/// the background: the client never waits for it.
+pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
+    let Some(session) = ctx.session_id.clone() else { return };
+    let status = ctx.status.unwrap_or(0);
+    let served = ctx
+        .current
+        .as_ref()
+        .zip(ctx.plan.as_ref())
+        .and_then(|(a, p)| p.candidates.get(a.candidate))
+        .filter(|_| ctx.served_by.is_some() && (200..300).contains(&status))
+        .map(|c| format!("{}/{}", c.provider.id, c.model));
+    let snippets = app.state.settings.snippet_chars;
+    let entry = ctx.client.as_ref().filter(|_| ctx.served_by.is_some()).map(|client| {
+        let captured = ctx.capture.take().unwrap_or_default();
+        let entry = ContextEntry {
+            at_ms: unix_ms(),
+            request_id: ctx.request_id.clone(),
+            model: ctx.model.clone(),
+            provider: ctx.served_by.as_deref().map(str::to_string),
+            status,
+            request: request_snippet(&ctx.body, snippets),
+            response: response_snippet(&captured, snippets),
+        };
+        (context_owner(client), serde_json::to_string(&entry).unwrap_or_default())
+    });
+    if served.is_none() && entry.is_none() {
+        return;
+    }
+    let model = ctx.model.clone();
+    let app = app.clone();
+    tokio::spawn(async move {
+        if let Some(upstream) = served {
+            app.state.bind(&session, &model, &upstream).await;
+        }
+        if let Some((owner, entry)) = entry {
+            app.state.push_context(&owner, &session, &entry).await;
+        }
+    });
+}
+
+/// `GET /context/{session_id}`: the exchanges this client key had in the session, oldest first.
+/// Another key's sessions answer 404, exactly as unknown ones do.
+pub async fn context(app: &App, ctx: &RequestCtx, session: &str) -> (u16, Bytes) {
+    let Some(client) = ctx.client.as_ref() else {
+        return (401, Bytes::new());
+    };
+    let entries: Vec<Value> = app
+        .state
+        .context(&context_owner(client), session)
+        .await
+        .iter()
+        .filter_map(|e| serde_json::from_str(e).ok())
+        .collect();
+    if entries.is_empty() {
+        let body = json!({"error": {
+            "message": "No context stored for this session and API key",
+            "type": "invalid_request_error", "param": null, "code": "session_not_found"}});
+        return (404, Bytes::from(body.to_string()));
+    }
+    let body = json!({"object": "session.context", "session_id": session, "entries": entries});
+    (200, Bytes::from(body.to_string()))
+}

@@ -1,0 +1,210 @@
+//! Session context: short request and response snippets kept per client key and session, as a
+//! reminder of the conversation (`GET /context/{session_id}`). Bounded in size, and anything that
+//! looks like a credential is replaced before it is stored.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// One exchange of a session, as stored and served.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContextEntry {
+    pub at_ms: u64,
+    pub request_id: String,
+    pub model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    pub status: u16,
+    pub request: String,
+    pub response: String,
+}
+
+/// Prefixes of provider and gateway keys.
+const KEY_PREFIXES: &[&str] = &[
+    "sk-",
+    "sk_",
+    "apx-",
+    "AIza",
+    "xai-",
+    "gsk_",
+    "ghp_",
+    "gho_",
+    "github_pat_",
+    "hf_",
+    "pk-",
+    "rk-",
+    "key-",
+    "AKIA",
+];
+
+fn looks_like_secret(token: &str) -> bool {
+    let t = token.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if t.len() >= 12 && KEY_PREFIXES.iter().any(|p| t.starts_with(p)) {
+        return true;
+    }
+    // Long random-looking strings: tokens, JWTs, base64 keys.
+    t.len() >= 32
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '=' | '.'))
+        && t.chars().any(|c| c.is_ascii_digit())
+        && t.chars().any(|c| c.is_ascii_alphabetic())
+}
+
+/// Replaces credential-looking words (and whatever follows `Bearer`) with `[REDACTED]`.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut after_bearer = false;
+    for (i, word) in text.split_inclusive(char::is_whitespace).enumerate() {
+        let bare = word.trim_end();
+        let trailing = &word[bare.len()..];
+        if (after_bearer && !bare.is_empty()) || looks_like_secret(bare) {
+            out.push_str("[REDACTED]");
+            out.push_str(trailing);
+            after_bearer = false;
+            continue;
+        }
+        after_bearer = bare.eq_ignore_ascii_case("bearer") || (i > 0 && bare.eq_ignore_ascii_case("bearer:"));
+        out.push_str(word);
+    }
+    out
+}
+
+/// At most `max` characters, with an ellipsis when cut.
+fn clip(text: &str, max: usize) -> String {
+    let mut it = text.char_indices();
+    match it.nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// Text of a content value: a string, or the `text` of its parts.
+fn content_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => {
+            let texts: Vec<&str> = parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str).or_else(|| p.as_str()))
+                .collect();
+            (!texts.is_empty()).then(|| texts.join(" "))
+        }
+        _ => None,
+    }
+}
+
+/// The last user turn of a request in any of the four formats (Chat, Responses, Anthropic,
+/// Gemini), redacted and clipped.
+pub fn request_snippet(body: &[u8], max: usize) -> String {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return String::new();
+    };
+    let from_turns = |turns: &Value, parts_key: &str| {
+        turns.as_array().and_then(|turns| {
+            turns.iter().rev().find_map(|t| {
+                let role = t.get("role").and_then(Value::as_str).unwrap_or("user");
+                if role != "user" {
+                    return None;
+                }
+                t.get(parts_key).and_then(content_text)
+            })
+        })
+    };
+    let text = from_turns(&v["messages"], "content")
+        .or_else(|| match &v["input"] {
+            Value::String(s) => Some(s.clone()),
+            turns @ Value::Array(_) => from_turns(turns, "content"),
+            _ => None,
+        })
+        .or_else(|| from_turns(&v["contents"], "parts"))
+        .unwrap_or_default();
+    clip(&redact(&text), max)
+}
+
+/// Collects the generated text of a response or a stream: `content`/`text`/`delta` strings of
+/// any format, in order.
+fn collect_text(v: &Value, out: &mut String, depth: usize) {
+    if depth > 8 {
+        return;
+    }
+    match v {
+        Value::Object(map) => {
+            // Closing events repeat the whole text (Responses `*.done`, `response.completed`).
+            if let Some(t) = map.get("type").and_then(Value::as_str) {
+                if t.ends_with(".done") || t == "response.completed" {
+                    return;
+                }
+            }
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("content" | "text" | "delta" | "output_text", Value::String(s)) => out.push_str(s),
+                    // Never echo what the request said, or usage numbers.
+                    ("usage" | "usageMetadata" | "input" | "messages", _) => {}
+                    _ => collect_text(v, out, depth + 1),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_text(i, out, depth + 1)),
+        _ => {}
+    }
+}
+
+/// The answer's text from the first bytes sent to the client (a JSON body or SSE events),
+/// redacted and clipped.
+pub fn response_snippet(bytes: &[u8], max: usize) -> String {
+    let mut out = String::new();
+    if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+        collect_text(&v, &mut out, 0);
+    } else {
+        let text = String::from_utf8_lossy(bytes);
+        for line in text.lines() {
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
+                collect_text(&v, &mut out, 0);
+            }
+            if out.len() > max * 4 {
+                break;
+            }
+        }
+    }
+    clip(&redact(&out), max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_keys_and_bearer_tokens() {
+        let r = redact("my key is sk-proj-abcdefghijklmnop and Bearer abc.def please");
+        assert_eq!(r, "my key is [REDACTED] and Bearer [REDACTED] please");
+        let r = redact("token: 9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c, ok");
+        assert!(!r.contains("9f8e7d6c5b4a"), "{r}");
+        assert_eq!(redact("plain words stay as they are"), "plain words stay as they are");
+        assert!(redact("\"apx-0123456789abcdef\"").contains("[REDACTED]"));
+    }
+
+    #[test]
+    fn snippets_from_every_format() {
+        let chat = br#"{"model":"m","messages":[{"role":"user","content":"first"},{"role":"assistant","content":"x"},{"role":"user","content":"hello sk-abcdefghijklmnopqrstuv"}]}"#;
+        assert_eq!(request_snippet(chat, 100), "hello [REDACTED]");
+        let responses = br#"{"model":"m","input":"just text"}"#;
+        assert_eq!(request_snippet(responses, 100), "just text");
+        let anthropic = br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"parts"}]}]}"#;
+        assert_eq!(request_snippet(anthropic, 100), "parts");
+        let gemini = br#"{"contents":[{"role":"user","parts":[{"text":"gem"}]}]}"#;
+        assert_eq!(request_snippet(gemini, 100), "gem");
+        assert_eq!(request_snippet(b"not json", 100), "");
+        assert_eq!(
+            request_snippet(br#"{"messages":[{"role":"user","content":"abcdef"}]}"#, 3),
+            "abc…"
+        );
+
+        let body =
+            br#"{"choices":[{"message":{"role":"assistant","content":"Hi there"}}],"usage":{"prompt_tokens":1}}"#;
+        assert_eq!(response_snippet(body, 100), "Hi there");
+        let sse = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\ndata: [DONE]\n\n";
+        assert_eq!(response_snippet(sse, 100), "Hello");
+    }
+}

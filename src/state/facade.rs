@@ -1,0 +1,353 @@
+//! `State`: the gateway's one entry point to shared state. It uses Redis when configured and
+//! reachable, the in-process backend otherwise; every Redis call is bounded, and after an error
+//! the request path stops asking Redis until the state service has seen it answer again.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus::IntCounterVec;
+
+use super::{Admission, Admitted, ContextLimits, LocalBackend, StateBackend, StateError};
+use crate::routing::health::{HealthDelta, SharedHealth};
+
+/// Bindings recorded while Redis was down, replayed when it is back (at most this many).
+const MAX_PENDING_BINDINGS: usize = 10_000;
+
+/// Shared-state settings, from the environment.
+#[derive(Debug, Clone)]
+pub struct StateSettings {
+    /// `REDIS_URL`; none: in-process state.
+    pub redis_url: Option<String>,
+    /// `REDIS_PREFIX`: every key and channel starts with it (default `apiproxy:`).
+    pub prefix: String,
+    /// `REDIS_TIMEOUT_MS`: the longest any call waits for Redis (default 100 ms).
+    pub timeout: Duration,
+    /// `SESSION_TTL`: how long a session binding lives after the session's last request.
+    pub session_ttl: Duration,
+    /// `SESSION_CONTEXT_MAX_ENTRIES`, `SESSION_CONTEXT_TTL`.
+    pub context: ContextLimits,
+    /// `SESSION_CONTEXT_SNIPPET_CHARS`: longest request or response snippet kept.
+    pub snippet_chars: usize,
+    /// `HEALTH_SYNC_MS`: how often health is exchanged with the other replicas.
+    pub health_sync: Duration,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            prefix: "apiproxy:".into(),
+            timeout: Duration::from_millis(100),
+            session_ttl: Duration::from_secs(3600),
+            context: ContextLimits {
+                max_entries: 20,
+                ttl: Duration::from_secs(86_400),
+            },
+            snippet_chars: 1000,
+            health_sync: Duration::from_millis(250),
+        }
+    }
+}
+
+impl StateSettings {
+    /// Reads the settings through `var` (the environment in production).
+    pub fn from_env(var: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let mut s = Self::default();
+        let var = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+        s.redis_url = var("REDIS_URL");
+        if let Some(url) = &s.redis_url {
+            // Caught at start-up; the message never repeats the URL (it may hold a password).
+            ::redis::Client::open(url.as_str())
+                .map_err(|e| format!("REDIS_URL is not a valid Redis URL ({:?})", e.kind()))?;
+        }
+        if let Some(p) = var("REDIS_PREFIX") {
+            s.prefix = p;
+        }
+        let num = |k: &str, min: u64, max: u64| -> Result<Option<u64>, String> {
+            var(k)
+                .map(|v| {
+                    v.trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| (min..=max).contains(n))
+                        .ok_or_else(|| format!("{k}: `{v}` is not a number between {min} and {max}"))
+                })
+                .transpose()
+        };
+        if let Some(n) = num("REDIS_TIMEOUT_MS", 5, 10_000)? {
+            s.timeout = Duration::from_millis(n);
+        }
+        if let Some(n) = num("SESSION_TTL", 1, 30 * 86_400)? {
+            s.session_ttl = Duration::from_secs(n);
+        }
+        if let Some(n) = num("SESSION_CONTEXT_TTL", 1, 30 * 86_400)? {
+            s.context.ttl = Duration::from_secs(n);
+        }
+        if let Some(n) = num("SESSION_CONTEXT_MAX_ENTRIES", 1, 1000)? {
+            s.context.max_entries = n as usize;
+        }
+        if let Some(n) = num("SESSION_CONTEXT_SNIPPET_CHARS", 16, 100_000)? {
+            s.snippet_chars = n as usize;
+        }
+        if let Some(n) = num("HEALTH_SYNC_MS", 20, 60_000)? {
+            s.health_sync = Duration::from_millis(n);
+        }
+        Ok(s)
+    }
+}
+
+pub struct State {
+    pub settings: StateSettings,
+    local: Arc<LocalBackend>,
+    /// Redis, once the state service has opened it.
+    shared: OnceLock<Arc<dyn StateBackend>>,
+    /// Set on a Redis error; only the state service clears it, after Redis answered again.
+    down: AtomicBool,
+    errors: IntCounterVec,
+    replicas: AtomicU32,
+    pending_bindings: Mutex<Vec<(String, String, String)>>,
+    /// This process's id among the replicas.
+    pub replica_id: String,
+}
+
+impl State {
+    pub fn new(settings: StateSettings, errors: IntCounterVec) -> Self {
+        Self {
+            settings,
+            local: Arc::new(LocalBackend::default()),
+            shared: OnceLock::new(),
+            down: AtomicBool::new(false),
+            errors,
+            replicas: AtomicU32::new(1),
+            pending_bindings: Mutex::new(Vec::new()),
+            replica_id: format!("{:016x}", rand::random::<u64>()),
+        }
+    }
+
+    /// Installs the shared backend (the state service does, inside its runtime).
+    pub fn set_shared(&self, backend: Arc<dyn StateBackend>) {
+        let _ = self.shared.set(backend);
+    }
+
+    /// `redis` when configured, else `local`.
+    pub fn backend_name(&self) -> &'static str {
+        if self.settings.redis_url.is_some() {
+            "redis"
+        } else {
+            "local"
+        }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.settings.redis_url.is_some()
+    }
+
+    /// Redis is configured and was answering at last contact.
+    pub fn shared_up(&self) -> bool {
+        self.shared.get().is_some() && !self.down.load(Ordering::Relaxed)
+    }
+
+    /// The shared backend when it is usable right now.
+    fn shared(&self) -> Option<&Arc<dyn StateBackend>> {
+        self.shared.get().filter(|_| !self.down.load(Ordering::Relaxed))
+    }
+
+    /// The shared backend even while marked down: for the state service's probes and resync.
+    pub(super) fn shared_any(&self) -> Option<&Arc<dyn StateBackend>> {
+        self.shared.get()
+    }
+
+    /// Runs a Redis call within the timeout; on failure, counts it and marks Redis down.
+    async fn bounded<T>(&self, fut: impl std::future::Future<Output = Result<T, StateError>>) -> Option<T> {
+        let result = match tokio::time::timeout(self.settings.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(StateError::Timeout(self.settings.timeout)),
+        };
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.failed(&e);
+                None
+            }
+        }
+    }
+
+    pub(super) fn failed(&self, e: &StateError) {
+        self.errors.with_label_values(&["redis"]).inc();
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %e, "shared state (redis) unavailable: serving from local state until it answers again");
+        } else {
+            tracing::debug!(error = %e, "shared state (redis) still unavailable");
+        }
+    }
+
+    /// Called by the state service when Redis answered; true when it had been down.
+    pub(super) fn answered(&self) -> bool {
+        let was_down = self.down.swap(false, Ordering::Relaxed);
+        if was_down {
+            tracing::info!("shared state (redis) is back: resynchronising");
+        }
+        was_down
+    }
+
+    /// Live replicas sharing this state (1 without Redis or while it is down).
+    pub fn replicas(&self) -> u32 {
+        if self.shared_up() {
+            self.replicas.load(Ordering::Relaxed).max(1)
+        } else {
+            1
+        }
+    }
+
+    pub(super) fn set_replicas(&self, n: u32) {
+        self.replicas.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// The request path's one round trip: rate limit and session binding together.
+    pub async fn admit(&self, q: Admission<'_>) -> Admitted {
+        if q.limit.is_none() && q.session.is_none() {
+            return Admitted::default();
+        }
+        if let Some(b) = self.shared() {
+            if let Some(a) = self.bounded(b.admit(q)).await {
+                return a;
+            }
+        }
+        self.local.admit(q).await.unwrap_or_default()
+    }
+
+    /// Records that the session's requests for `model` go to `upstream` (kept locally too, so a
+    /// Redis outage does not lose it).
+    pub async fn bind(&self, session: &str, model: &str, upstream: &str) {
+        let ttl = self.settings.session_ttl;
+        let _ = self.local.bind(session, model, upstream, ttl).await;
+        if let Some(b) = self.shared() {
+            if self.bounded(b.bind(session, model, upstream, ttl)).await.is_some() {
+                return;
+            }
+        }
+        if self.is_shared() {
+            let mut pending = self.pending_bindings.lock();
+            if pending.len() < MAX_PENDING_BINDINGS {
+                pending.push((session.into(), model.into(), upstream.into()));
+            }
+        }
+    }
+
+    /// Replays the bindings recorded while Redis was down.
+    pub(super) async fn replay_bindings(&self) {
+        let Some(b) = self.shared_any() else { return };
+        let pending = std::mem::take(&mut *self.pending_bindings.lock());
+        let ttl = self.settings.session_ttl;
+        for (s, m, u) in &pending {
+            if self.bounded(b.bind(s, m, u, ttl)).await.is_none() {
+                return;
+            }
+        }
+        if !pending.is_empty() {
+            tracing::info!(
+                count = pending.len(),
+                "session bindings made during the outage written back"
+            );
+        }
+    }
+
+    /// Every binding of a session; `Err` when Redis cannot be asked.
+    pub async fn bindings(&self, session: &str) -> Result<Vec<(String, String)>, StateError> {
+        if !self.is_shared() {
+            return self.local.bindings(session).await;
+        }
+        let b = self.shared().ok_or_else(|| StateError::Redis("unavailable".into()))?;
+        self.bounded(b.bindings(session))
+            .await
+            .ok_or(StateError::Timeout(self.settings.timeout))
+    }
+
+    /// Drops a session's bindings everywhere; `Err` when Redis cannot be asked.
+    pub async fn unbind(&self, session: &str) -> Result<bool, StateError> {
+        let local = self.local.unbind(session).await.unwrap_or(false);
+        self.pending_bindings.lock().retain(|(s, _, _)| s != session);
+        if !self.is_shared() {
+            return Ok(local);
+        }
+        let b = self.shared().ok_or_else(|| StateError::Redis("unavailable".into()))?;
+        let shared = self
+            .bounded(b.unbind(session))
+            .await
+            .ok_or(StateError::Timeout(self.settings.timeout))?;
+        Ok(shared || local)
+    }
+
+    pub async fn push_context(&self, owner: &str, session: &str, entry: &str) {
+        let limits = self.settings.context;
+        if let Some(b) = self.shared() {
+            if self
+                .bounded(b.push_context(owner, session, entry, limits))
+                .await
+                .is_some()
+            {
+                return;
+            }
+        }
+        let _ = self.local.push_context(owner, session, entry, limits).await;
+    }
+
+    /// The session context this client key wrote (Redis's, or the local one when Redis is out).
+    pub async fn context(&self, owner: &str, session: &str) -> Vec<String> {
+        if let Some(b) = self.shared() {
+            if let Some(v) = self.bounded(b.context(owner, session)).await {
+                return v;
+            }
+        }
+        self.local.context(owner, session).await.unwrap_or_default()
+    }
+
+    /// A provider's model list cached by any replica (only with a shared backend: alone, the
+    /// catalog itself is the cache).
+    pub async fn models(&self, provider: &str) -> Option<Vec<String>> {
+        let b = self.shared()?;
+        self.bounded(b.models(provider)).await.flatten()
+    }
+
+    pub async fn put_models(&self, provider: &str, models: &[String], ttl: Duration) {
+        if let Some(b) = self.shared() {
+            let _ = self.bounded(b.put_models(provider, models, ttl)).await;
+        }
+    }
+
+    /// Exchanges health with the other replicas; `None` when Redis is not available.
+    pub(super) async fn sync_health(&self, deltas: &[(String, HealthDelta)]) -> Option<Vec<(String, SharedHealth)>> {
+        let b = self.shared()?;
+        self.bounded(b.sync_health(deltas)).await
+    }
+
+    pub(super) async fn heartbeat(&self) -> Option<u32> {
+        let b = self.shared()?;
+        self.bounded(b.heartbeat(&self.replica_id)).await
+    }
+
+    /// Tells the other replicas the configuration changed (they also poll, as a safety net).
+    pub async fn publish_change(&self) {
+        if let Some(b) = self.shared() {
+            let _ = self.bounded(b.publish_change()).await;
+        }
+    }
+
+    /// Asks Redis for a PING (even while marked down).
+    pub(super) async fn probe(&self) -> bool {
+        let Some(b) = self.shared_any() else { return false };
+        match tokio::time::timeout(self.settings.timeout.max(Duration::from_millis(200)), b.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                self.failed(&e);
+                false
+            }
+            Err(_) => {
+                self.failed(&StateError::Timeout(self.settings.timeout));
+                false
+            }
+        }
+    }
+}

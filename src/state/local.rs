@@ -1,0 +1,213 @@
+//! The in-process backend: the same behaviour as Redis for one replica, with bounded maps. It is
+//! also the fallback every replica uses while Redis is unreachable.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use super::{Admission, Admitted, ContextLimits, StateBackend, StateError};
+use crate::limit::TokenBucket;
+use crate::routing::health::{HealthDelta, SharedHealth};
+
+/// Most sessions (bindings or contexts) kept; beyond it expired ones go, then the oldest.
+const MAX_SESSIONS: usize = 100_000;
+const ALPHA: f64 = 0.25;
+
+struct Expiring<T> {
+    value: T,
+    until: Instant,
+}
+
+/// A session's context entries, by (client key, session).
+type Contexts = HashMap<(String, String), Expiring<VecDeque<String>>>;
+
+#[derive(Default)]
+pub struct LocalBackend {
+    buckets: Mutex<HashMap<String, Arc<TokenBucket>>>,
+    bindings: Mutex<HashMap<String, Expiring<HashMap<String, String>>>>,
+    contexts: Mutex<Contexts>,
+    models: Mutex<HashMap<String, Expiring<Vec<String>>>>,
+    health: Mutex<HashMap<String, SharedHealth>>,
+}
+
+/// Keeps a map under `MAX_SESSIONS`: expired entries first, then the ones expiring soonest.
+fn bound<K: Clone + Eq + std::hash::Hash, T>(map: &mut HashMap<K, Expiring<T>>, now: Instant) {
+    if map.len() < MAX_SESSIONS {
+        return;
+    }
+    map.retain(|_, e| e.until > now);
+    if map.len() >= MAX_SESSIONS {
+        let mut untils: Vec<Instant> = map.values().map(|e| e.until).collect();
+        untils.sort_unstable();
+        let cutoff = untils[untils.len() / 2];
+        map.retain(|_, e| e.until > cutoff);
+    }
+}
+
+impl LocalBackend {
+    /// Takes one token from a bucket refilled at `per_second` (burst: one second's worth).
+    pub fn take(&self, bucket: &str, per_second: u32) -> Result<(), Duration> {
+        let b = {
+            let mut map = self.buckets.lock();
+            map.entry(bucket.to_string())
+                .or_insert_with(|| Arc::new(TokenBucket::new(per_second)))
+                .clone()
+        };
+        b.take(per_second, Instant::now())
+    }
+
+    fn binding(&self, session: &str, model: &str) -> Option<String> {
+        let map = self.bindings.lock();
+        let e = map.get(session).filter(|e| e.until > Instant::now())?;
+        e.value.get(model).cloned()
+    }
+}
+
+/// The shared-health arithmetic, the same as the Redis script's.
+pub fn fold_health(cur: Option<SharedHealth>, d: &HealthDelta) -> SharedHealth {
+    let mut s = cur.unwrap_or(SharedHealth {
+        latency_ms: -1.0,
+        ..SharedHealth::default()
+    });
+    let keep = 1.0 - ALPHA;
+    s.error_rate = 1.0 - (1.0 - s.error_rate) * keep.powi(d.failures.min(64) as i32);
+    s.error_rate *= keep.powi(d.successes.min(64) as i32);
+    if d.successes > 0 {
+        s.latency_ms = if s.latency_ms < 0.0 {
+            d.latency_ms
+        } else {
+            s.latency_ms + (1.0 - keep.powi(d.successes.min(64) as i32)) * (d.latency_ms - s.latency_ms)
+        };
+    }
+    s.cooldown_until_ms = s.cooldown_until_ms.max(d.cooldown_until_ms);
+    if d.open_until_ms > 0 {
+        s.open_until_ms = s.open_until_ms.max(d.open_until_ms);
+    } else if d.closed {
+        s.open_until_ms = 0;
+    }
+    s
+}
+
+#[async_trait]
+impl StateBackend for LocalBackend {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn admit(&self, q: Admission<'_>) -> Result<Admitted, StateError> {
+        let limited = q.limit.and_then(|(bucket, rps)| self.take(bucket, rps).err());
+        let binding = q.session.and_then(|(s, m)| self.binding(s, m));
+        Ok(Admitted { limited, binding })
+    }
+
+    async fn bind(&self, session: &str, model: &str, upstream: &str, ttl: Duration) -> Result<(), StateError> {
+        let now = Instant::now();
+        let mut map = self.bindings.lock();
+        bound(&mut map, now);
+        let e = map.entry(session.to_string()).or_insert_with(|| Expiring {
+            value: HashMap::new(),
+            until: now,
+        });
+        if e.until <= now {
+            e.value.clear();
+        }
+        e.value.insert(model.to_string(), upstream.to_string());
+        e.until = now + ttl;
+        Ok(())
+    }
+
+    async fn bindings(&self, session: &str) -> Result<Vec<(String, String)>, StateError> {
+        let map = self.bindings.lock();
+        let mut out: Vec<(String, String)> = map
+            .get(session)
+            .filter(|e| e.until > Instant::now())
+            .map(|e| e.value.iter().map(|(m, u)| (m.clone(), u.clone())).collect())
+            .unwrap_or_default();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn unbind(&self, session: &str) -> Result<bool, StateError> {
+        let removed = self.bindings.lock().remove(session);
+        Ok(removed.is_some_and(|e| e.until > Instant::now() && !e.value.is_empty()))
+    }
+
+    async fn push_context(
+        &self,
+        owner: &str,
+        session: &str,
+        entry: &str,
+        limits: ContextLimits,
+    ) -> Result<(), StateError> {
+        let now = Instant::now();
+        let mut map = self.contexts.lock();
+        bound(&mut map, now);
+        let e = map
+            .entry((owner.to_string(), session.to_string()))
+            .or_insert_with(|| Expiring {
+                value: VecDeque::new(),
+                until: now,
+            });
+        if e.until <= now {
+            e.value.clear();
+        }
+        e.value.push_back(entry.to_string());
+        while e.value.len() > limits.max_entries {
+            e.value.pop_front();
+        }
+        e.until = now + limits.ttl;
+        Ok(())
+    }
+
+    async fn context(&self, owner: &str, session: &str) -> Result<Vec<String>, StateError> {
+        let map = self.contexts.lock();
+        Ok(map
+            .get(&(owner.to_string(), session.to_string()))
+            .filter(|e| e.until > Instant::now())
+            .map(|e| e.value.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn put_models(&self, provider: &str, models: &[String], ttl: Duration) -> Result<(), StateError> {
+        self.models.lock().insert(
+            provider.to_string(),
+            Expiring {
+                value: models.to_vec(),
+                until: Instant::now() + ttl,
+            },
+        );
+        Ok(())
+    }
+
+    async fn models(&self, provider: &str) -> Result<Option<Vec<String>>, StateError> {
+        let map = self.models.lock();
+        Ok(map
+            .get(provider)
+            .filter(|e| e.until > Instant::now())
+            .map(|e| e.value.clone()))
+    }
+
+    async fn sync_health(&self, deltas: &[(String, HealthDelta)]) -> Result<Vec<(String, SharedHealth)>, StateError> {
+        let mut map = self.health.lock();
+        for (k, d) in deltas {
+            let next = fold_health(map.get(k).copied(), d);
+            map.insert(k.clone(), next);
+        }
+        Ok(map.iter().map(|(k, v)| (k.clone(), *v)).collect())
+    }
+
+    async fn heartbeat(&self, _replica: &str) -> Result<u32, StateError> {
+        Ok(1)
+    }
+
+    async fn publish_change(&self) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StateError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! The gateway's shared state behind one interface, `StateBackend`, with two implementations:
+//! in-process (`LocalBackend`, the default: one replica, no server) and Redis (`RedisBackend`, when
+//! `REDIS_URL` is set: every replica sees the same state). `State` is what the rest of the gateway
+//! calls: it bounds every Redis call, falls back to the local backend while Redis is down or slow,
+//! and counts those errors; the `StateService` keeps health, replicas and the snapshot in step.
+
+mod context;
+mod facade;
+mod local;
+mod redis;
+mod scripts;
+mod service;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use context::{redact, request_snippet, response_snippet, ContextEntry};
+pub use facade::{State, StateSettings};
+pub use local::LocalBackend;
+pub use redis::RedisBackend;
+pub use service::StateService;
+
+use crate::routing::health::{HealthDelta, SharedHealth};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Redis answered with an error, or the connection failed. Never carries a URL or password.
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("unexpected reply from the state backend: {0}")]
+    Reply(String),
+}
+
+/// What the request path asks the shared state before choosing an upstream: one round trip.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Admission<'a> {
+    /// A client key's rate-limit bucket and its allowance per second.
+    pub limit: Option<(&'a str, u32)>,
+    /// The session id and the requested model, to read the session's binding.
+    pub session: Option<(&'a str, &'a str)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Admitted {
+    /// `Some(wait)` when the rate limit refused the request.
+    pub limited: Option<Duration>,
+    /// The upstream (`provider/model`) the session is bound to for this model.
+    pub binding: Option<String>,
+}
+
+/// Bounds on session context kept per (client key, session).
+#[derive(Debug, Clone, Copy)]
+pub struct ContextLimits {
+    pub max_entries: usize,
+    pub ttl: Duration,
+}
+
+/// One interface for everything replicas share. Every method is one round trip to the backend.
+#[async_trait]
+pub trait StateBackend: Send + Sync {
+    /// `local` or `redis`: the metric label.
+    fn name(&self) -> &'static str;
+
+    /// Takes a token from the client key's bucket (atomically) and reads the session's binding.
+    async fn admit(&self, q: Admission<'_>) -> Result<Admitted, StateError>;
+
+    /// Binds `session` to `upstream` for `model`; the session's bindings live `ttl` after the last.
+    async fn bind(&self, session: &str, model: &str, upstream: &str, ttl: Duration) -> Result<(), StateError>;
+
+    /// Every binding of the session: (model, upstream), sorted by model.
+    async fn bindings(&self, session: &str) -> Result<Vec<(String, String)>, StateError>;
+
+    /// Drops every binding of the session; says whether there was one.
+    async fn unbind(&self, session: &str) -> Result<bool, StateError>;
+
+    /// Appends a context entry (JSON) for this client key's session, keeping the newest `max_entries`.
+    async fn push_context(
+        &self,
+        owner: &str,
+        session: &str,
+        entry: &str,
+        limits: ContextLimits,
+    ) -> Result<(), StateError>;
+
+    /// The context entries (JSON, oldest first) this client key wrote for the session.
+    async fn context(&self, owner: &str, session: &str) -> Result<Vec<String>, StateError>;
+
+    /// Caches a provider's discovered model list for `ttl`.
+    async fn put_models(&self, provider: &str, models: &[String], ttl: Duration) -> Result<(), StateError>;
+
+    /// A provider's cached model list, if still fresh.
+    async fn models(&self, provider: &str) -> Result<Option<Vec<String>>, StateError>;
+
+    /// Folds this replica's health deltas into the shared view (atomically) and returns the view
+    /// of every upstream.
+    async fn sync_health(&self, deltas: &[(String, HealthDelta)]) -> Result<Vec<(String, SharedHealth)>, StateError>;
+
+    /// Says this replica is alive; returns how many replicas are.
+    async fn heartbeat(&self, replica: &str) -> Result<u32, StateError>;
+
+    /// Tells every replica that the configuration changed.
+    async fn publish_change(&self) -> Result<(), StateError>;
+
+    /// A cheap liveness check.
+    async fn ping(&self) -> Result<(), StateError>;
+}
+
+/// The key a session context is filed under for a client: the stored key's id, or the name of a
+/// key from the config file.
+pub fn context_owner(client: &crate::auth::ClientIdentity) -> String {
+    match &client.key_id {
+        Some(id) => format!("k:{id}"),
+        None => format!("c:{}", client.name),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,78 @@
+//! Lua scripts run atomically by Redis: each is one round trip and no read-then-write race.
+
+/// Token bucket (KEYS[1]; ARGV[1] = rate per second, 0 for none) plus the session binding
+/// (HGET KEYS[2] ARGV[2], when ARGV[2] is not empty). Redis's own clock, so replicas' clocks do not
+/// matter. Returns {allowed 0/1, wait ms, binding or nil}.
+pub const ADMIT: &str = r#"
+local rate = tonumber(ARGV[1])
+local allowed, wait = 1, 0
+if rate > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+  local tokens = tonumber(b[1]) or rate
+  local ts = tonumber(b[2]) or now
+  tokens = math.min(rate, tokens + math.max(0, now - ts) * rate / 1000)
+  if tokens >= 1 then
+    tokens = tokens - 1
+  else
+    allowed = 0
+    wait = math.ceil((1 - tokens) * 1000 / rate)
+  end
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[1], 2000)
+end
+local binding = false
+if ARGV[2] ~= '' then
+  binding = redis.call('HGET', KEYS[2], ARGV[2])
+end
+return {allowed, wait, binding}
+"#;
+
+/// Appends a context entry to the list KEYS[1], keeps the newest ARGV[2], expires after ARGV[3] ms.
+pub const PUSH_CONTEXT: &str = r#"
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"#;
+
+/// Folds a batch of health deltas (ARGV[1], JSON: [[upstream, delta], ...]) into the hash KEYS[1]
+/// with the same arithmetic as `local::fold_health`, and returns the whole hash.
+pub const SYNC_HEALTH: &str = r#"
+local batch = cjson.decode(ARGV[1])
+local keep = 1 - tonumber(ARGV[2])
+for _, item in ipairs(batch) do
+  local u, d = item[1], item[2]
+  local cur = redis.call('HGET', KEYS[1], u)
+  local s
+  if cur then s = cjson.decode(cur) else s = {latency_ms = -1, error_rate = 0, cooldown_until_ms = 0, open_until_ms = 0} end
+  local f, n = math.min(d.failures, 64), math.min(d.successes, 64)
+  s.error_rate = 1 - (1 - s.error_rate) * keep ^ f
+  s.error_rate = s.error_rate * keep ^ n
+  if d.successes > 0 then
+    if s.latency_ms < 0 then s.latency_ms = d.latency_ms
+    else s.latency_ms = s.latency_ms + (1 - keep ^ n) * (d.latency_ms - s.latency_ms) end
+  end
+  if d.cooldown_until_ms > s.cooldown_until_ms then s.cooldown_until_ms = d.cooldown_until_ms end
+  if d.open_until_ms > 0 then
+    if d.open_until_ms > s.open_until_ms then s.open_until_ms = d.open_until_ms end
+  elseif d.closed then
+    s.open_until_ms = 0
+  end
+  redis.call('HSET', KEYS[1], u, cjson.encode(s))
+end
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return redis.call('HGETALL', KEYS[1])
+"#;
+
+/// Registers replica ARGV[1] in the sorted set KEYS[1], forgets replicas silent for ARGV[2] ms,
+/// returns how many are alive.
+pub const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], 60000)
+return redis.call('ZCARD', KEYS[1])
+"#;

@@ -1,0 +1,285 @@
+//! The same suite against the in-process backend and the real Redis at 127.0.0.1:6379 (each Redis
+//! test under its own key prefix, deleted afterwards).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::routing::health::{unix_ms, HealthDelta};
+
+const REDIS: &str = "redis://127.0.0.1:6379/0";
+
+/// A Redis backend under a fresh prefix; its keys are removed on drop.
+struct TestRedis {
+    backend: Arc<RedisBackend>,
+    prefix: String,
+}
+
+impl TestRedis {
+    fn new() -> Self {
+        let prefix = format!("apxtest:{:016x}:", rand::random::<u64>());
+        let backend = RedisBackend::open(REDIS, &prefix, Duration::from_millis(500)).expect("redis url");
+        Self {
+            backend: Arc::new(backend),
+            prefix,
+        }
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Ok(client) = ::redis::Client::open(REDIS) {
+            if let Ok(mut c) = client.get_connection() {
+                let keys: Vec<String> = ::redis::cmd("KEYS")
+                    .arg(format!("{}*", self.prefix))
+                    .query(&mut c)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: Result<i64, _> = ::redis::cmd("DEL").arg(keys).query(&mut c);
+                }
+            }
+        }
+    }
+}
+
+/// Runs a suite against both backends.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn local() {
+                super::$name(&super::LocalBackend::default()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                let r = super::TestRedis::new();
+                super::$name(&*r.backend).await;
+            }
+        }
+    };
+}
+
+async fn rate_limit_is_a_token_bucket(b: &dyn StateBackend) {
+    let q = Admission {
+        limit: Some(("key-1", 3)),
+        session: None,
+    };
+    for _ in 0..3 {
+        assert_eq!(b.admit(q).await.unwrap().limited, None);
+    }
+    let wait = b.admit(q).await.unwrap().limited.expect("fourth request refused");
+    assert!(wait > Duration::ZERO && wait <= Duration::from_millis(400), "{wait:?}");
+    // Another key has its own bucket.
+    let other = Admission {
+        limit: Some(("key-2", 3)),
+        session: None,
+    };
+    assert_eq!(b.admit(other).await.unwrap().limited, None);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(b.admit(q).await.unwrap().limited, None, "refilled");
+}
+both!(rate_limit_is_a_token_bucket);
+
+async fn concurrent_admissions_never_exceed_the_limit(b: &dyn StateBackend) {
+    let q = Admission {
+        limit: Some(("burst", 10)),
+        session: None,
+    };
+    let results = futures_util::future::join_all((0..40).map(|_| b.admit(q))).await;
+    let allowed = results.iter().filter(|r| r.as_ref().unwrap().limited.is_none()).count();
+    assert!((10..=11).contains(&allowed), "allowed {allowed} of 40 at 10/s");
+}
+both!(concurrent_admissions_never_exceed_the_limit);
+
+async fn session_bindings(b: &dyn StateBackend) {
+    let ttl = Duration::from_secs(60);
+    let q = Admission {
+        limit: None,
+        session: Some(("s1", "fast")),
+    };
+    assert_eq!(b.admit(q).await.unwrap().binding, None);
+    b.bind("s1", "fast", "alpha/gpt-a", ttl).await.unwrap();
+    b.bind("s1", "smart", "beta/gpt-b", ttl).await.unwrap();
+    assert_eq!(b.admit(q).await.unwrap().binding.as_deref(), Some("alpha/gpt-a"));
+    // Failover moved it on.
+    b.bind("s1", "fast", "beta/gpt-b", ttl).await.unwrap();
+    let both = Admission {
+        limit: Some(("k", 5)),
+        session: Some(("s1", "fast")),
+    };
+    let a = b.admit(both).await.unwrap();
+    assert_eq!((a.limited, a.binding.as_deref()), (None, Some("beta/gpt-b")));
+    assert_eq!(
+        b.bindings("s1").await.unwrap(),
+        vec![
+            ("fast".to_string(), "beta/gpt-b".to_string()),
+            ("smart".to_string(), "beta/gpt-b".to_string())
+        ]
+    );
+    assert!(b.unbind("s1").await.unwrap());
+    assert!(!b.unbind("s1").await.unwrap());
+    assert!(b.bindings("s1").await.unwrap().is_empty());
+    // Bindings expire.
+    b.bind("s2", "fast", "alpha/gpt-a", Duration::from_millis(100))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(b.bindings("s2").await.unwrap().is_empty());
+}
+both!(session_bindings);
+
+async fn session_context_is_bounded_and_per_owner(b: &dyn StateBackend) {
+    let limits = ContextLimits {
+        max_entries: 3,
+        ttl: Duration::from_secs(60),
+    };
+    for i in 0..5 {
+        b.push_context("k:one", "s", &format!("{{\"n\":{i}}}"), limits)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        b.context("k:one", "s").await.unwrap(),
+        vec!["{\"n\":2}", "{\"n\":3}", "{\"n\":4}"]
+    );
+    assert!(
+        b.context("k:two", "s").await.unwrap().is_empty(),
+        "another key sees nothing"
+    );
+    let short = ContextLimits {
+        max_entries: 3,
+        ttl: Duration::from_millis(100),
+    };
+    b.push_context("k:one", "t", "{}", short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(b.context("k:one", "t").await.unwrap().is_empty(), "expired");
+}
+both!(session_context_is_bounded_and_per_owner);
+
+async fn model_lists_expire(b: &dyn StateBackend) {
+    assert_eq!(b.models("p").await.unwrap(), None);
+    let list = vec!["a".to_string(), "b".to_string()];
+    b.put_models("p", &list, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(b.models("p").await.unwrap(), Some(list));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.models("p").await.unwrap(), None);
+}
+both!(model_lists_expire);
+
+async fn health_merges_every_replicas_deltas(b: &dyn StateBackend) {
+    let now = unix_ms();
+    // Replica A: two failures opened the circuit and a 429 cooled it down.
+    let a = HealthDelta {
+        failures: 2,
+        cooldown_until_ms: now + 5_000,
+        open_until_ms: now + 10_000,
+        ..HealthDelta::default()
+    };
+    // Replica B: one success on another upstream.
+    let b_delta = HealthDelta {
+        successes: 1,
+        latency_ms: 40.0,
+        closed: true,
+        ..HealthDelta::default()
+    };
+    b.sync_health(&[("p/m".into(), a)]).await.unwrap();
+    let view = b.sync_health(&[("q/m".into(), b_delta)]).await.unwrap();
+    let get = |k: &str| view.iter().find(|(u, _)| u == k).map(|(_, h)| *h).unwrap();
+    let p = get("p/m");
+    assert!((p.error_rate - 0.4375).abs() < 1e-9, "{p:?}");
+    assert_eq!((p.cooldown_until_ms, p.open_until_ms), (now + 5_000, now + 10_000));
+    assert!(p.latency_ms < 0.0, "no latency known yet");
+    let q = get("q/m");
+    assert_eq!((q.latency_ms, q.error_rate, q.open_until_ms), (40.0, 0.0, 0));
+    // A probe's success elsewhere closes the circuit for everyone.
+    let closed = HealthDelta {
+        successes: 1,
+        latency_ms: 100.0,
+        closed: true,
+        ..HealthDelta::default()
+    };
+    let view = b.sync_health(&[("p/m".into(), closed)]).await.unwrap();
+    let p = view.iter().find(|(u, _)| u == "p/m").unwrap().1;
+    assert_eq!(p.open_until_ms, 0);
+    assert_eq!(p.latency_ms, 100.0);
+    assert!(p.error_rate < 0.4375);
+}
+both!(health_merges_every_replicas_deltas);
+
+async fn heartbeat_and_changes(b: &dyn StateBackend) {
+    assert!(b.heartbeat("r1").await.unwrap() >= 1);
+    b.publish_change().await.unwrap();
+    b.ping().await.unwrap();
+}
+both!(heartbeat_and_changes);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_are_counted_in_redis() {
+    let r = TestRedis::new();
+    assert_eq!(r.backend.heartbeat("a").await.unwrap(), 1);
+    assert_eq!(r.backend.heartbeat("b").await.unwrap(), 2);
+    assert_eq!(r.backend.heartbeat("a").await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_notifications_reach_subscribers() {
+    let r = TestRedis::new();
+    let mut sub = r.backend.client().get_async_pubsub().await.unwrap();
+    sub.subscribe(r.backend.changes_channel()).await.unwrap();
+    r.backend.publish_change().await.unwrap();
+    let msg = tokio::time::timeout(
+        Duration::from_secs(2),
+        futures_util::StreamExt::next(&mut sub.on_message()),
+    )
+    .await
+    .expect("notified within 2 s");
+    assert!(msg.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn facade_falls_back_when_redis_is_unreachable() {
+    // Nothing listens on this port: every call fails fast and the local backend answers.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings = StateSettings {
+        redis_url: Some(format!("redis://127.0.0.1:{port}/0")),
+        timeout: Duration::from_millis(50),
+        ..StateSettings::default()
+    };
+    let errors = prometheus::IntCounterVec::new(prometheus::Opts::new("e", "e"), &["backend"]).unwrap();
+    let state = State::new(settings.clone(), errors.clone());
+    let backend = RedisBackend::open(settings.redis_url.as_deref().unwrap(), "x:", settings.timeout).unwrap();
+    state.set_shared(Arc::new(backend));
+    let t0 = std::time::Instant::now();
+    let q = Admission {
+        limit: Some(("k", 1)),
+        session: Some(("s", "m")),
+    };
+    assert_eq!(state.admit(q).await.limited, None);
+    assert!(!state.shared_up(), "marked down after the first failure");
+    assert!(
+        state.admit(q).await.limited.is_some(),
+        "the local bucket limits meanwhile"
+    );
+    state.bind("s", "m", "p/m").await;
+    assert_eq!(
+        state
+            .admit(Admission {
+                limit: None,
+                session: Some(("s", "m"))
+            })
+            .await
+            .binding
+            .as_deref(),
+        Some("p/m")
+    );
+    assert!(t0.elapsed() < Duration::from_millis(600), "{:?}", t0.elapsed());
+    assert!(errors.with_label_values(&["redis"]).get() >= 1);
+    assert!(
+        state.unbind("s").await.is_err(),
+        "an admin delete cannot be confirmed without redis"
+    );
+}

@@ -1,0 +1,362 @@
+//! Several replicas working as one: two gateway processes on one PostgreSQL database (fresh per
+//! test) and one Redis (a fresh key prefix per test), and what happens when Redis goes away.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::tcp_proxy::TcpRelay;
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const SECRET: &str = "replica-test-secret-0123456789abcdef-shared";
+
+fn yaml(a: &Mock, b: &Mock) -> String {
+    format!(
+        "server:\n  circuit_failure_threshold: 2\n  circuit_open_s: 30\nproviders:\n{}{}logical_models:\n  - id: lm\n    upstreams:\n      - {{provider: alpha, model: m}}\n      - {{provider: beta, model: m}}\n",
+        provider_yaml("alpha", a, ", models: [m]"),
+        provider_yaml("beta", b, ", models: [m]"),
+    )
+}
+
+fn env<'a>(prefix: &'a str, redis_url: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("REDIS_URL", redis_url),
+        ("REDIS_PREFIX", prefix),
+        ("SECRET_KEY", SECRET),
+        ("HEALTH_SYNC_MS", "100"),
+    ]
+}
+
+/// Replica A on a fresh PostgreSQL database, replica B on the same database and Redis prefix.
+async fn pair(yaml: &str, prefix: &RedisPrefix) -> (Gateway, Gateway) {
+    let a = Gateway::start_on(Backend::Postgres, yaml, &env(&prefix.0, REDIS_URL)).await;
+    let mut e = env(&prefix.0, REDIS_URL);
+    e.push(("DATABASE_URL", &a.database_url));
+    let b = Gateway::start_on(Backend::Postgres, yaml, &e).await;
+    (a, b)
+}
+
+/// An admin request with `tok` (replicas sharing a database and `SECRET_KEY` accept each other's).
+async fn admin(gw: &Gateway, tok: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut r = gw.client.request(method, gw.admin_url(path)).bearer_auth(tok);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A minted key (on `gw`), optionally rate-limited.
+async fn mint(gw: &Gateway, rps: Option<u32>) -> String {
+    let me = gw.admin().await;
+    let (s, v) = admin(
+        gw,
+        &me.token,
+        Method::POST,
+        &format!("/users/{}/api-keys", me.user_id),
+        Some(json!({"name": "app", "rate_limit_rps": rps})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    v["key"].as_str().unwrap().to_string()
+}
+
+async fn call(gw: &Gateway, key: &str, session: Option<&str>) -> (u16, Option<String>) {
+    let mut r = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&chat_body("lm"));
+    if let Some(s) = session {
+        r = r.header("x-session-id", s);
+    }
+    let resp = r.send().await.unwrap();
+    let provider = resp
+        .headers()
+        .get("x-apiproxy-provider")
+        .map(|v| v.to_str().unwrap().to_string());
+    (resp.status().as_u16(), provider)
+}
+
+async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if check().await {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn circuit(gw: &Gateway, tok: &str, provider: &str) -> String {
+    let (_, v) = admin(gw, tok, Method::GET, &format!("/providers/{provider}/metrics"), None).await;
+    v["upstreams"]
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["model"] == "m"))
+        .and_then(|u| u["health"]["circuit"].as_str())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_behave_as_one() {
+    let (ma, mb) = (Mock::start("alpha", &["m"]).await, Mock::start("beta", &["m"]).await);
+    let prefix = RedisPrefix::new();
+    let (a, b) = pair(&yaml(&ma, &mb), &prefix).await;
+    let tok = a.admin().await.token;
+
+    // A key minted on A works on B within a second (pub/sub; the 1 s poll is the safety net).
+    let key = mint(&a, None).await;
+    let took = until("minted key on B", Duration::from_secs(1), async || {
+        call(&b, &key, None).await.0 == 200
+    })
+    .await;
+    println!("key minted on A accepted by B after {took:?}");
+
+    // A session placed on A gets the same upstream on B.
+    let (s, first) = call(&a, &key, Some("sess-a")).await;
+    assert_eq!(s, 200);
+    for gw in [&b, &a, &b] {
+        assert_eq!(call(gw, &key, Some("sess-a")).await.1, first);
+    }
+    // Failover on A moves the session on; B follows the binding, not its own hash.
+    let (s, v) = admin(&b, &tok, Method::GET, "/routing/sessions/sess-b?model=lm", None).await;
+    assert_eq!(s, 200, "{v}");
+    let hashed = v["upstream"]["provider"].as_str().unwrap().to_string();
+    let (hashed_mock, other) = if hashed == "alpha" {
+        (&ma, "beta")
+    } else {
+        (&mb, "alpha")
+    };
+    hashed_mock.script([Reply::status(503)]);
+    assert_eq!(call(&a, &key, Some("sess-b")).await, (200, Some(other.to_string())));
+    let took = until("binding on B", Duration::from_secs(1), async || {
+        admin(&b, &tok, Method::GET, "/routing/sessions/sess-b?model=lm", None)
+            .await
+            .1["binding"]
+            == "stored"
+    })
+    .await;
+    println!("binding made on A visible on B after {took:?}");
+    for _ in 0..3 {
+        assert_eq!(call(&b, &key, Some("sess-b")).await.1.as_deref(), Some(other));
+    }
+    // The admin API on either replica drops it for both.
+    assert_eq!(
+        admin(&b, &tok, Method::DELETE, "/routing/sessions/sess-b", None)
+            .await
+            .1["deleted"],
+        true
+    );
+    assert_eq!(
+        admin(&a, &tok, Method::GET, "/routing/sessions/sess-b", None).await.0,
+        404
+    );
+    assert_eq!(call(&a, &key, Some("sess-b")).await.1, Some(hashed.clone()));
+
+    // A per-key limit of N per second holds across both replicas together.
+    const N: u32 = 4;
+    let limited = mint(&a, Some(N)).await;
+    until("limited key on B", Duration::from_secs(1), async || {
+        call(&b, &limited, None).await.0 == 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let t0 = Instant::now();
+    let calls = (0..24).map(|i| {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let k = limited.clone();
+        async move { call(gw, &k, None).await.0 }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let ok = statuses.iter().filter(|s| **s == 200).count() as f64;
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    println!("rate limit {N}/s: {ok} of 24 allowed across both replicas in {elapsed:.3} s, {refused} refused");
+    assert_eq!(ok as usize + refused, 24, "{statuses:?}");
+    let ceiling = f64::from(N) + (f64::from(N) * elapsed).ceil();
+    assert!(ok >= f64::from(N) && ok <= ceiling, "{ok} allowed; at most {ceiling}");
+
+    // A provider marked down by A's traffic is avoided by B.
+    ma.set_default(Reply::status(500));
+    let mut tries = 0;
+    while circuit(&a, &tok, "alpha").await != "open" {
+        call(&a, &key, None).await;
+        tries += 1;
+        assert!(tries < 40, "alpha's circuit never opened on A");
+    }
+    let took = until("alpha down on B", Duration::from_secs(1), async || {
+        circuit(&b, &tok, "alpha").await == "open"
+    })
+    .await;
+    println!("circuit opened by A's traffic seen by B after {took:?}");
+    let before = ma.hits();
+    for _ in 0..10 {
+        assert_eq!(call(&b, &key, None).await, (200, Some("beta".into())));
+    }
+    assert_eq!(ma.hits(), before, "B sent nothing to alpha");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_context_is_kept_per_key_and_shared() {
+    let (ma, mb) = (Mock::start("alpha", &["m"]).await, Mock::start("beta", &["m"]).await);
+    let prefix = RedisPrefix::new();
+    let (a, b) = pair(&yaml(&ma, &mb), &prefix).await;
+    let (k1, k2) = (mint(&a, None).await, mint(&a, None).await);
+    until("keys on B", Duration::from_secs(1), async || {
+        call(&b, &k2, None).await.0 == 200
+    })
+    .await;
+    let body =
+        json!({"model": "lm", "messages": [{"role": "user", "content": "my key is sk-live-0123456789abcdefghij ok"}]});
+    let r = a
+        .client
+        .post(a.url("/v1/chat/completions"))
+        .bearer_auth(&k1)
+        .header("x-session-id", "conv-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Served by B to the key that wrote it, with the secret redacted.
+    let get = |gw: &Gateway, key: &str| {
+        gw.client
+            .get(gw.url("/context/conv-1"))
+            .bearer_auth(key.to_string())
+            .send()
+    };
+    let mut v = Value::Null;
+    until("context on B", Duration::from_secs(1), async || {
+        let r = get(&b, &k1).await.unwrap();
+        let ok = r.status() == 200;
+        v = r.json().await.unwrap_or(Value::Null);
+        ok
+    })
+    .await;
+    let e = &v["entries"][0];
+    assert_eq!(e["request"], "my key is [REDACTED] ok", "{v}");
+    assert!(e["response"].as_str().unwrap().contains("hello from"), "{v}");
+    assert!(!v.to_string().contains("sk-live-0123456789"));
+    // Nobody else: another key, no key.
+    assert_eq!(get(&b, &k2).await.unwrap().status(), 404);
+    assert_eq!(get(&a, &k2).await.unwrap().status(), 404);
+    assert_eq!(
+        b.client.get(b.url("/context/conv-1")).send().await.unwrap().status(),
+        401
+    );
+}
+
+/// Redis stops answering mid-traffic (behind a relay the test controls; the real server stays up
+/// for the other tests): requests keep succeeding fast, the outage is logged and counted, and state
+/// made meanwhile reaches the other replica once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_is_survived_and_resynchronised() {
+    let (ma, mb) = (Mock::start("alpha", &["m"]).await, Mock::start("beta", &["m"]).await);
+    let prefix = RedisPrefix::new();
+    let relay = TcpRelay::start("127.0.0.1:6379".parse().unwrap()).await;
+    let via_relay = format!("redis://127.0.0.1:{}/0", relay.port);
+    let y = yaml(&ma, &mb);
+    let a = Gateway::start_on(Backend::Sqlite, &y, &env(&prefix.0, &via_relay)).await;
+    let b = Gateway::start_on(Backend::Sqlite, &y, &env(&prefix.0, REDIS_URL)).await;
+    let key = mint(&a, Some(1000)).await;
+    let (ta, tb) = (a.admin().await.token, b.admin().await.token);
+    assert_eq!(call(&a, &key, Some("before")).await.0, 200);
+
+    relay.cut();
+    ma.set_default(Reply::status(500));
+    let t0 = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..30 {
+        let t = Instant::now();
+        let (s, _) = call(&a, &key, Some(&format!("during-{}", i % 3))).await;
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(s, 200, "request {i} during the outage");
+    }
+    println!(
+        "30 requests during the redis outage: all 200 in {:?}, slowest {slowest:?}",
+        t0.elapsed()
+    );
+    assert!(slowest < Duration::from_millis(1500), "slowest {slowest:?}");
+    assert_eq!(circuit(&a, &ta, "alpha").await, "open");
+    assert_eq!(circuit(&b, &tb, "alpha").await, "closed", "B cannot know yet");
+    let metrics = a
+        .client
+        .get(a.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let errors: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("apiproxy_state_backend_errors_total{backend=\"redis\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(errors >= 1.0, "errors counted: {errors}");
+    assert!(a.logs().contains("shared state (redis) unavailable"));
+
+    relay.restore();
+    let took = until("B learns what A saw", Duration::from_secs(5), async || {
+        circuit(&b, &tb, "alpha").await == "open"
+    })
+    .await;
+    println!("after redis came back, B saw alpha's open circuit in {took:?}");
+    until("bindings replayed", Duration::from_secs(2), async || {
+        admin(&b, &tb, Method::GET, "/routing/sessions/during-0", None).await.0 == 200
+    })
+    .await;
+    assert!(a.logs().contains("shared state (redis) is back"));
+}
+
+/// PostgreSQL stops: the proxy keeps serving from the in-memory snapshot (minted keys included),
+/// admin writes fail with 503 and a clear message and leave nothing behind; once it is back,
+/// writes work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_keeps_serving_and_refuses_writes() {
+    let (ma, mb) = (Mock::start("alpha", &["m"]).await, Mock::start("beta", &["m"]).await);
+    let y = yaml(&ma, &mb);
+    // B owns the per-test database; A reaches it through a relay the test can stop.
+    let b = Gateway::start_on(Backend::Postgres, &y, &[("SECRET_KEY", SECRET)]).await;
+    let relay = TcpRelay::start("127.0.0.1:5432".parse().unwrap()).await;
+    let url = b
+        .database_url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
+    let a = Gateway::start_on(Backend::Postgres, &y, &[("SECRET_KEY", SECRET), ("DATABASE_URL", &url)]).await;
+    let key = mint(&a, None).await;
+    let tok = a.admin().await.token;
+    assert_eq!(call(&a, &key, None).await.0, 200);
+
+    relay.stop();
+    for _ in 0..5 {
+        assert_eq!(call(&a, &key, None).await.0, 200, "served from the snapshot");
+    }
+    let provider = json!({"id": "gamma", "base_url": "http://127.0.0.1:9"});
+    let t0 = Instant::now();
+    let (s, v) = admin(&a, &tok, Method::POST, "/providers", Some(provider.clone())).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("database is unavailable"),
+        "{v}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    assert_eq!(call(&a, &key, None).await.0, 200);
+
+    relay.restore();
+    until("writes work again", Duration::from_secs(10), async || {
+        admin(&a, &tok, Method::GET, "/providers/gamma", None).await.0 == 404
+            && admin(&a, &tok, Method::POST, "/providers", Some(provider.clone()))
+                .await
+                .0
+                == 201
+    })
+    .await;
+}
