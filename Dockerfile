@@ -5,6 +5,8 @@ COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY vendor ./vendor
 COPY src ./src
 COPY migrations ./migrations
+# Declared bench targets must exist for cargo to read the manifest.
+COPY benches ./benches
 RUN cargo build --release --locked --bin apiproxy
 
 FROM debian:bookworm-slim
