@@ -79,6 +79,31 @@ enum Output {
     },
 }
 
+/// Whether a passed-through event can carry what the observer needs: a finish, usage, an error or the
+/// end. A cheap substring check; a false positive only costs a decode.
+fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
+    let has = |needle: &str| data.contains(needle);
+    match from {
+        WireFormat::OpenAiChat => {
+            data.starts_with("[DONE]")
+                || has("\"finish_reason\":\"")
+                || has("\"finish_reason\": \"")
+                || has("\"usage\":{")
+                || has("\"usage\": {")
+                || has("\"error\"")
+        }
+        WireFormat::Anthropic => match event {
+            Some(e) => matches!(e, "message_start" | "message_delta" | "message_stop" | "error"),
+            None => has("\"message_") || has("\"error\""),
+        },
+        WireFormat::OpenAiResponses => match event {
+            Some(e) => !e.ends_with(".delta"),
+            None => !has(".delta\""),
+        },
+        WireFormat::Gemini => has("finishReason") || has("usageMetadata") || has("\"error\""),
+    }
+}
+
 /// Stateful stream translation; also the passthrough observer when `from == to` (usage, terminator).
 pub struct StreamConverter {
     from: WireFormat,
@@ -181,6 +206,7 @@ impl StreamConverter {
             }
         }
         let limit = self.opts.max_event_bytes.saturating_mul(16);
+        let from = self.from;
         let Self {
             framer,
             decoder,
@@ -194,7 +220,10 @@ impl StreamConverter {
             if *ended {
                 return;
             }
-            if !frame.data.is_empty() {
+            // A copied stream is only watched for its end and its usage: decoding every event into
+            // JSON was most of the cost of passing a stream through.
+            let watching = matches!(output, Output::Copy | Output::StripUsage);
+            if !frame.data.is_empty() && (!watching || worth_decoding(from, frame.event, frame.data)) {
                 decoder.decode(frame.event, frame.data, events);
             }
             match output {
