@@ -148,22 +148,12 @@ async fn openai_streams_report_usage_without_surprising_the_client() {
     );
 
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let metrics = gw
-        .client
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let input: f64 = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("apiproxy_tokens_total{") && l.contains("provider=\"oa\"") && l.contains("kind=\"input\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let metrics = gw.metrics().await;
+    let input = metric(
+        &metrics,
+        "apiproxy_tokens_total",
+        &[("provider", "oa"), ("kind", "input")],
+    );
     assert_eq!(input, 50.0, "both streams counted 25 input tokens: {metrics}");
 }
 

@@ -8,16 +8,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-/// The value of a metric line `name{labels...}` whose labels contain every `want` pair.
-fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| want.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_follow_real_traffic() {
     let a = Mock::start("alpha", &["m"]).await;
@@ -48,15 +38,7 @@ async fn metrics_follow_real_traffic() {
     assert_eq!(gw.chat(chat_body("alpha/random-physical-name-123")).await.status(), 200);
 
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let text = gw
-        .client
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics().await;
     let ok = [
         ("api", "openai_chat"),
         ("route", "logical"),

@@ -284,20 +284,8 @@ async fn redis_outage_is_survived_and_resynchronised() {
     assert!(slowest < Duration::from_millis(1500), "slowest {slowest:?}");
     assert_eq!(circuit(&a, &ta, "alpha").await, "open");
     assert_eq!(circuit(&b, &tb, "alpha").await, "closed", "B cannot know yet");
-    let metrics = a
-        .client
-        .get(a.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let errors: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("apiproxy_state_backend_errors_total{backend=\"redis\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0);
+    let metrics = a.metrics().await;
+    let errors = metric(&metrics, "apiproxy_state_backend_errors_total", &[("backend", "redis")]);
     assert!(errors >= 1.0, "errors counted: {errors}");
     assert!(a.logs().contains("shared state (redis) unavailable"));
 

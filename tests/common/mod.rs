@@ -303,3 +303,26 @@ pub fn provider_yaml_styled(id: &str, mock: &Mock, extra: &str) -> String {
 pub fn provider_key(id: &str) -> String {
     format!("sk-{id}-secret-key")
 }
+
+/// The sum of the values of metric `name` whose labels contain every `want` pair.
+pub fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| want.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl Gateway {
+    /// The Prometheus text of the admin port.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("admin answers");
+        r.text().await.unwrap_or_default()
+    }
+}
