@@ -145,6 +145,7 @@ impl App {
             }
         }
         self.snapshot.store(Arc::new(next));
+        self.metrics.config_reloads.inc();
         self.rebuild_catalog();
         self.topology_changed.notify_one();
     }

@@ -537,6 +537,7 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     .await;
     assert_eq!(s, 409, "config provider ids are taken");
 
+    let reloads_before = metric(&gw.metrics().await, "apiproxy_config_reloads_total", &[]);
     let (s, v) = send(
         &gw,
         Method::POST,
@@ -553,6 +554,11 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     assert!(!v.to_string().contains(secret));
     assert_eq!(v["keys"][0]["hint"], "sk-…6789");
     assert_eq!(v["active"], true);
+    let reloads = metric(&gw.metrics().await, "apiproxy_config_reloads_total", &[]);
+    assert!(
+        reloads > reloads_before,
+        "the write swapped the snapshot: {reloads_before} -> {reloads}"
+    );
     assert_eq!(
         send(
             &gw,
