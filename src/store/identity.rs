@@ -3,6 +3,7 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use super::found;
 use super::models::*;
 use super::schema::*;
 use super::{with_conn, Store, StoreError};
@@ -70,10 +71,7 @@ impl Store {
     pub async fn update_user(&self, id: &str, changes: &UserChanges) -> Result<(), StoreError> {
         with_conn!(self, |c| {
             let n = diesel::update(users::table.find(id)).set(changes).execute(c).await?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(())
+            found(n)
         })
     }
 
@@ -113,10 +111,7 @@ impl Store {
             .set(changes)
             .execute(c)
             .await?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(())
+            found(n)
         })
     }
 
@@ -129,10 +124,7 @@ impl Store {
             )
             .execute(c)
             .await?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(())
+            found(n)
         })
     }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use super::found;
 use super::models::*;
 use super::schema::*;
 use super::{with_conn, Store, StoreError};
@@ -85,10 +86,7 @@ impl Store {
                     .execute(c)
                     .await?;
                 let n = diesel::delete(providers::table.find(id)).execute(c).await?;
-                if n == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                found(n)
             })
             .await
         })
@@ -160,10 +158,7 @@ impl Store {
             .set(changes)
             .execute(c)
             .await?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(())
+            found(n)
         })
     }
 
@@ -176,10 +171,7 @@ impl Store {
             )
             .execute(c)
             .await?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(())
+            found(n)
         })
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use super::found;
 use super::models::*;
 use super::schema::*;
 use super::{with_conn, Store, StoreError};
@@ -74,10 +75,7 @@ impl Store {
                     .execute(c)
                     .await?;
                 let n = diesel::delete(logical_models::table.find(id)).execute(c).await?;
-                if n == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                Ok(())
+                found(n)
             })
             .await
         })
