@@ -215,3 +215,31 @@ async fn translated_answers_keep_the_connection_alive() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_clients_are_translated_for_chat_only_upstreams() {
+    let chat_only = Mock::start_style("co", &["gpt-c"], Style::ChatOnly).await;
+    let native = Mock::start_style("na", &["gpt-n"], Style::OpenAiChat).await;
+    let yaml = format!(
+        "providers:\n{}{}",
+        provider_yaml_styled("co", &chat_only, ", models: [gpt-c], responses_api: false"),
+        provider_yaml_styled("na", &native, ", models: [gpt-n]")
+    );
+    let gw = Gateway::start(&yaml).await;
+    let r = gw
+        .post("/v1/responses", json!({"model": "gpt-c", "input": "hi"}), &[])
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "response", "{v}");
+    assert_eq!(
+        chat_only.last().unwrap().path,
+        "/v1/chat/completions",
+        "translated to Chat"
+    );
+    let r = gw
+        .post("/v1/responses", json!({"model": "gpt-n", "input": "hi"}), &[])
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(native.last().unwrap().path, "/v1/responses", "native where supported");
+}

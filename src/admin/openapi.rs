@@ -45,7 +45,9 @@ fn provider_body(required: &[&str]) -> Value {
             "timeouts": obj(&[], json!({"connect_ms": s("integer"), "first_byte_ms": s("integer"), "idle_ms": s("integer")})),
             "retryable_status_codes": {"type": "array", "items": s("integer")},
             "headers": {"type": "object", "additionalProperties": s("string")},
-            "paths": obj(&[], json!({"chat": s("string"), "responses": s("string"), "models": s("string")})),
+            "paths": obj(&[], json!({"chat": s("string"), "responses": s("string"), "models": s("string"),
+                                     "messages": s("string"), "gemini": s("string")})),
+            "responses_api": s("boolean"),
         }),
     )
 }

@@ -166,6 +166,8 @@ struct CreateBody {
     headers: Option<BTreeMap<String, String>>,
     #[serde(default)]
     paths: Option<Paths>,
+    #[serde(default)]
+    responses_api: Option<bool>,
 }
 
 fn one() -> f64 {
@@ -193,6 +195,37 @@ struct UpdateBody {
     headers: Option<BTreeMap<String, String>>,
     #[serde(default)]
     paths: Option<Paths>,
+    #[serde(default)]
+    responses_api: Option<bool>,
+}
+
+/// The settings a create or update body may override; absent fields keep what `settings` had.
+struct SettingsPatch {
+    timeouts: Option<Timeouts>,
+    retryable_status_codes: Option<Vec<u16>>,
+    headers: Option<BTreeMap<String, String>>,
+    paths: Option<Paths>,
+    responses_api: Option<bool>,
+}
+
+impl SettingsPatch {
+    fn apply(self, settings: &mut ProviderSettings) {
+        if let Some(t) = self.timeouts {
+            settings.timeouts = t;
+        }
+        if let Some(r) = self.retryable_status_codes {
+            settings.retryable_status_codes = r;
+        }
+        if let Some(h) = self.headers {
+            settings.headers = h;
+        }
+        if let Some(p) = self.paths {
+            settings.paths = p;
+        }
+        if let Some(r) = self.responses_api {
+            settings.responses_api = r;
+        }
+    }
 }
 
 fn check_settings(base_url: &str, weight: f64, s: &ProviderSettings) -> Result<(), ApiError> {
@@ -213,6 +246,8 @@ fn check_settings(base_url: &str, weight: f64, s: &ProviderSettings) -> Result<(
         ("chat", &s.paths.chat),
         ("responses", &s.paths.responses),
         ("models", &s.paths.models),
+        ("messages", &s.paths.messages),
+        ("gemini", &s.paths.gemini),
     ] {
         if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
             return Err(ApiError::bad(format!("paths.{field}"), "must start with `/`"));
@@ -305,18 +340,14 @@ pub async fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
         )));
     }
     let mut settings = ProviderSettings::default();
-    if let Some(t) = body.timeouts {
-        settings.timeouts = t;
+    SettingsPatch {
+        timeouts: body.timeouts,
+        retryable_status_codes: body.retryable_status_codes,
+        headers: body.headers,
+        paths: body.paths,
+        responses_api: body.responses_api,
     }
-    if let Some(r) = body.retryable_status_codes {
-        settings.retryable_status_codes = r;
-    }
-    if let Some(h) = body.headers {
-        settings.headers = h;
-    }
-    if let Some(p) = body.paths {
-        settings.paths = p;
-    }
+    .apply(&mut settings);
     check_settings(&body.base_url, body.weight, &settings)?;
     let t = now();
     let mut keys = Vec::new();
@@ -369,18 +400,14 @@ pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no provider `{id}`")))?;
     let mut settings: ProviderSettings = serde_json::from_str(&b.row.settings).unwrap_or_default();
-    if let Some(t) = body.timeouts {
-        settings.timeouts = t;
+    SettingsPatch {
+        timeouts: body.timeouts,
+        retryable_status_codes: body.retryable_status_codes,
+        headers: body.headers,
+        paths: body.paths,
+        responses_api: body.responses_api,
     }
-    if let Some(r) = body.retryable_status_codes {
-        settings.retryable_status_codes = r;
-    }
-    if let Some(h) = body.headers {
-        settings.headers = h;
-    }
-    if let Some(p) = body.paths {
-        settings.paths = p;
-    }
+    .apply(&mut settings);
     if let Some(u) = body.base_url {
         b.row.base_url = u;
     }
