@@ -243,3 +243,44 @@ async fn responses_clients_are_translated_for_chat_only_upstreams() {
     assert_eq!(r.status(), 200);
     assert_eq!(native.last().unwrap().path, "/v1/responses", "native where supported");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gemini_streams_without_alt_sse_are_a_json_array() {
+    let (_oa, _an, gw) = setup().await;
+    let r = gw
+        .client
+        .post(gw.url("/v1beta/models/gpt-x:streamGenerateContent"))
+        .header("x-goog-api-key", CLIENT_KEY)
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let v: Value = r.json().await.expect("a whole JSON array");
+    let chunks = v.as_array().expect("array");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["candidates"][0]["content"]["parts"][0]["text"].as_str())
+        .collect();
+    assert_eq!(text, "tok0 tok1 tok2 tok3 tok4 ", "{v}");
+    assert_eq!(chunks.last().unwrap()["candidates"][0]["finishReason"], "STOP", "{v}");
+
+    // `?key=` authenticates Gemini clients too.
+    let r = gw
+        .client
+        .post(gw.url(&format!("/v1beta/models/gpt-x:generateContent?key={CLIENT_KEY}")))
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["candidates"][0]["content"]["parts"][0]["text"], "hello from oa",
+        "{v}"
+    );
+}
