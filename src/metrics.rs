@@ -19,8 +19,10 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Upstream attempts: `provider`, `outcome` (status class or `transport_error`).
     pub attempts: IntCounterVec,
-    /// Attempts that were followed by another one: `reason`.
+    /// Attempts followed by an attempt on another upstream: `reason`.
     pub failovers: IntCounterVec,
+    /// Attempts followed by another attempt on the same upstream (transient error, other key): `reason`.
+    pub retries: IntCounterVec,
     /// Requests the gateway refused itself: `type` (the error code).
     pub client_errors: IntCounterVec,
     pub duration: HistogramVec,
@@ -94,7 +96,13 @@ impl Metrics {
             failovers: counter(
                 &r,
                 "apiproxy_failovers_total",
-                "Attempts followed by another attempt",
+                "Attempts followed by an attempt on another upstream",
+                &["reason"],
+            ),
+            retries: counter(
+                &r,
+                "apiproxy_retries_total",
+                "Attempts followed by another attempt on the same upstream",
                 &["reason"],
             ),
             client_errors: counter(

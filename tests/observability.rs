@@ -36,6 +36,9 @@ async fn metrics_follow_real_traffic() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(gw.chat(chat_body("alpha/random-physical-name-123")).await.status(), 200);
+    // A transient 500 is retried once on the same upstream: a retry, not a failover.
+    a.script([Reply::status(500)]);
+    assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "alpha");
 
     tokio::time::sleep(Duration::from_millis(100)).await;
     let text = gw.metrics().await;
@@ -46,7 +49,7 @@ async fn metrics_follow_real_traffic() {
         ("status_class", "2xx"),
         ("outcome", "ok"),
     ];
-    assert_eq!(metric(&text, "apiproxy_requests_total", &ok), 3.0, "{text}");
+    assert_eq!(metric(&text, "apiproxy_requests_total", &ok), 4.0, "{text}");
     assert_eq!(
         metric(
             &text,
@@ -60,12 +63,16 @@ async fn metrics_follow_real_traffic() {
         1.0
     );
     assert_eq!(
+        metric(&text, "apiproxy_retries_total", &[("reason", "server_error")]),
+        1.0
+    );
+    assert_eq!(
         metric(
             &text,
             "apiproxy_upstream_attempts_total",
             &[("provider", "alpha"), ("outcome", "5xx")]
         ),
-        1.0
+        2.0
     );
     assert_eq!(
         metric(&text, "apiproxy_client_errors_total", &[("type", "model_not_found")]),
@@ -81,7 +88,7 @@ async fn metrics_follow_real_traffic() {
             "apiproxy_request_duration_seconds_count",
             &[("api", "openai_chat")]
         ),
-        6.0
+        7.0
     );
     assert_eq!(
         metric(
@@ -89,7 +96,7 @@ async fn metrics_follow_real_traffic() {
             "apiproxy_gateway_overhead_seconds_count",
             &[("api", "openai_chat")]
         ),
-        6.0
+        7.0
     );
     assert!(metric(&text, "apiproxy_upstream_ttfb_seconds_count", &[("provider", "alpha")]) >= 2.0);
     assert_eq!(

@@ -99,9 +99,16 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     for (i, a) in ctx.attempts.iter().enumerate() {
         let result = a.status.map_or("transport_error", status_class);
         m.attempts.with_label_values(&[&a.provider, result]).inc();
-        // Every attempt but the last was followed by another one.
+        // Every attempt but the last was followed by another one: on the same upstream (a retry) or
+        // on another (a failover).
         if i < last {
-            m.failovers.with_label_values(&[failover_reason(a)]).inc();
+            let next = &ctx.attempts[i + 1];
+            let counter = if next.provider == a.provider && next.model == a.model {
+                &m.retries
+            } else {
+                &m.failovers
+            };
+            counter.with_label_values(&[failover_reason(a)]).inc();
         }
     }
     tracing::info!(
