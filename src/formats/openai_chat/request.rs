@@ -91,21 +91,7 @@ fn parse_message(m: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
         "assistant" => {
             let mut content = Vec::new();
             // Signed thinking first: it must precede tool_use when replayed (§2.1).
-            for tb in arr_at(m, "thinking_blocks") {
-                match str_at(tb, "type") {
-                    Some("thinking") => content.push(Block::Thinking {
-                        text: str_at(tb, "thinking").unwrap_or_default().to_string(),
-                        signature: str_at(tb, "signature").map(|s| Signature {
-                            vendor: Vendor::Anthropic,
-                            value: s.to_string(),
-                        }),
-                    }),
-                    Some("redacted_thinking") => content.push(Block::RedactedThinking {
-                        data: str_at(tb, "data").unwrap_or_default().to_string(),
-                    }),
-                    _ => {}
-                }
-            }
+            push_thinking_blocks(m, &mut content);
             content.extend(content_blocks(m.get("content"))?);
             if let Some(r) = str_at(m, "refusal") {
                 content.push(text_block(r));
@@ -485,6 +471,26 @@ fn render_response_format(rf: &ResponseFormat) -> Value {
                 js["strict"] = (*s).into();
             }
             json!({"type": "json_schema", "json_schema": js})
+        }
+    }
+}
+
+/// The non-standard `thinking_blocks` of an assistant message (LiteLLM's convention for carrying
+/// Claude's signed thinking through OpenAI clients), as IR blocks.
+pub(crate) fn push_thinking_blocks(msg: &Value, content: &mut Vec<Block>) {
+    for tb in arr_at(msg, "thinking_blocks") {
+        match str_at(tb, "type") {
+            Some("thinking") => content.push(Block::Thinking {
+                text: str_at(tb, "thinking").unwrap_or_default().to_string(),
+                signature: str_at(tb, "signature").map(|s| Signature {
+                    vendor: Vendor::Anthropic,
+                    value: s.to_string(),
+                }),
+            }),
+            Some("redacted_thinking") => content.push(Block::RedactedThinking {
+                data: str_at(tb, "data").unwrap_or_default().to_string(),
+            }),
+            _ => {}
         }
     }
 }

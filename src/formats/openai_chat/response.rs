@@ -6,7 +6,7 @@ use super::{finish_str, parse_finish};
 use crate::formats::convert::ConvertError;
 use crate::formats::ir::*;
 use crate::formats::json::*;
-use crate::formats::openai_chat::request::{arguments_text, non_empty_args, text_block};
+use crate::formats::openai_chat::request::{arguments_text, non_empty_args, push_thinking_blocks, text_block};
 use crate::formats::usage::Usage;
 
 pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
@@ -15,21 +15,7 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
         .ok_or_else(|| ConvertError::Invalid("the upstream response has no choices".into()))?;
     let msg = choice.get("message").unwrap_or(&Value::Null);
     let mut content = Vec::new();
-    for tb in arr_at(msg, "thinking_blocks") {
-        match str_at(tb, "type") {
-            Some("thinking") => content.push(Block::Thinking {
-                text: str_at(tb, "thinking").unwrap_or_default().to_string(),
-                signature: str_at(tb, "signature").map(|s| Signature {
-                    vendor: Vendor::Anthropic,
-                    value: s.to_string(),
-                }),
-            }),
-            Some("redacted_thinking") => content.push(Block::RedactedThinking {
-                data: str_at(tb, "data").unwrap_or_default().to_string(),
-            }),
-            _ => {}
-        }
-    }
+    push_thinking_blocks(msg, &mut content);
     if content.is_empty() {
         if let Some(r) = str_at(msg, "reasoning_content").or_else(|| str_at(msg, "reasoning")) {
             content.push(Block::Thinking {
