@@ -138,16 +138,7 @@ async fn secrets_never_reach_logs_or_error_bodies() {
             .await
             .unwrap(),
     );
-    bodies.push_str(
-        &gw.client
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    bodies.push_str(&gw.metrics().await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = gw.logs();
     assert!(logs.contains("request"), "the gateway logged requests: {logs}");
