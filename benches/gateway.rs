@@ -17,6 +17,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The gateway's allocator, so the Pingora floor (this binary re-executed) is compared like for like.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CLIENT_KEY: &str = "bench-client-key-0123456789";
 
 // ---------------------------------------------------------------- mock upstream
@@ -205,6 +209,61 @@ async fn start_gateway(upstream: SocketAddr, anthropic_upstream: Option<SocketAd
     p
 }
 
+/// The floor: this same binary re-executed as the thinnest Pingora proxy (one peer, no body reading, no
+/// routing, no metrics) on the same patched Pingora, so the figures show what Pingora itself costs
+/// and what the gateway adds on top of it.
+async fn start_pingora_floor(upstream: SocketAddr) -> Proc {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let child = Command::new(std::env::current_exe().expect("bench exe"))
+        .env(FLOOR_ROLE, format!("{addr} {upstream}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pingora floor");
+    let p = Proc { child, addr, _dir: dir };
+    wait_listening(addr).await;
+    p
+}
+
+const FLOOR_ROLE: &str = "APIPROXY_BENCH_PINGORA_FLOOR";
+
+mod floor {
+    use std::net::SocketAddr;
+
+    use async_trait::async_trait;
+    use pingora::prelude::*;
+    use pingora::server::configuration::ServerConf;
+
+    struct Floor(SocketAddr);
+
+    #[async_trait]
+    impl ProxyHttp for Floor {
+        type CTX = ();
+        fn new_ctx(&self) {}
+        async fn upstream_peer(&self, _: &mut Session, _: &mut ()) -> Result<Box<HttpPeer>> {
+            Ok(Box::new(HttpPeer::new(self.0, false, String::new())))
+        }
+    }
+
+    /// Runs the floor proxy until killed: `listen upstream` in the role variable.
+    pub fn run(spec: &str) -> ! {
+        let mut parts = spec.split(' ').map(|s| s.parse::<SocketAddr>().expect("floor address"));
+        let (listen, upstream) = (parts.next().expect("listen"), parts.next().expect("upstream"));
+        let conf = ServerConf {
+            threads: 2,
+            upstream_keepalive_pool_size: 256,
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+        let mut proxy = http_proxy_service(&server.configuration, Floor(upstream));
+        proxy.add_tcp(&listen.to_string());
+        server.add_service(proxy);
+        server.run_forever()
+    }
+}
+
 /// nginx as a reference reverse proxy, when installed.
 async fn start_nginx(upstream: SocketAddr) -> Option<Proc> {
     let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
@@ -311,6 +370,26 @@ async fn saturate(t: &Target, conns: usize, secs: f64) -> (f64, u64) {
     )
 }
 
+#[derive(Clone, Copy)]
+struct Measured {
+    rps: f64,
+    cpu_per_req: f64,
+    errors: u64,
+}
+
+/// Saturates `t` and charges the CPU time of process `pid` and its children (nginx's workers) to
+/// the requests it served.
+async fn measured(t: &Target, pid: u32, secs: f64) -> Measured {
+    let cpu0 = cpu_secs_tree(pid);
+    let (rps, errors) = saturate(t, 32, secs).await;
+    let cpu = cpu_secs_tree(pid) - cpu0;
+    Measured {
+        rps,
+        cpu_per_req: cpu / (rps * secs).max(1.0),
+        errors,
+    }
+}
+
 /// Open loop at `rate` requests/s over a pool of connections; latency is measured from each
 /// request's scheduled time, so a stall is not hidden (no coordinated omission).
 async fn fixed_rate(t: &Target, rate: f64, secs: f64) -> Vec<Duration> {
@@ -382,6 +461,22 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// CPU seconds of a process and its direct children.
+fn cpu_secs_tree(pid: u32) -> f64 {
+    let children = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit(')').next().and_then(|s| s.split_whitespace().nth(1));
+            ppid == Some(pid.to_string().as_str())
+        })
+        .collect::<Vec<_>>();
+    cpu_secs(pid) + children.into_iter().map(cpu_secs).sum::<f64>()
+}
+
 /// Resident memory of a process, current and peak, in MiB.
 fn rss_mib(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -405,6 +500,9 @@ fn chat_body(size: usize, stream: bool) -> Bytes {
 // ---------------------------------------------------------------- main
 
 fn main() {
+    if let Ok(spec) = std::env::var(FLOOR_ROLE) {
+        floor::run(&spec);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -421,6 +519,7 @@ async fn run() {
     let upstream = mock_upstream().await;
     let gw = start_gateway(upstream, Some(upstream)).await;
     let nginx = start_nginx(upstream).await;
+    let floor = start_pingora_floor(upstream).await;
     println!(
         "APIProxy benchmark: {} cores, {secs} s per phase; mock upstream and load generator in this process",
         num_cpus()
@@ -446,8 +545,18 @@ async fn run() {
 
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     println!(
-        "{:<34} {:>12} {:>12} {:>8} {:>12} {:>10} {:>12}",
-        "case (throughput, 32 conns)", "direct r/s", "gateway r/s", "ratio", "CPU/req", "nginx r/s", "upstream conns"
+        "{:<40} {:>8} {:>8} {:>7} {:>8} {:>7} {:>8} {:>7} {:>9} {:>10} {:>6}",
+        "case (throughput r/s, 32 conns)",
+        "direct",
+        "gateway",
+        "CPU/req",
+        "pingora",
+        "CPU/req",
+        "nginx",
+        "CPU/req",
+        "gw/nginx",
+        "gw/pingora",
+        "conns"
     );
     let cases: [(&str, usize, bool, &str); 5] = [
         ("non-stream, 1 KiB body", 1024, false, "json"),
@@ -483,37 +592,41 @@ async fn run() {
             }
         };
         let (d, _) = saturate(&direct, 32, secs).await;
-        let cpu0 = cpu_secs(gw.pid());
         let accepts0 = MOCK_ACCEPTS.load(Ordering::Relaxed);
-        let (g, errors) = saturate(&through, 32, secs).await;
+        let g = measured(&through, gw.pid(), secs).await;
         let upstream_conns = MOCK_ACCEPTS.load(Ordering::Relaxed) - accepts0;
-        let cpu = (cpu_secs(gw.pid()) - cpu0) / (g * secs).max(1.0);
+        // Same-format cases only: the floor and nginx pass bytes through and cannot translate.
+        let same_format = |p: &Proc| Target {
+            addr: p.addr,
+            ..direct.clone()
+        };
+        let f = match translated {
+            true => None,
+            false => Some(measured(&same_format(&floor), floor.pid(), secs).await),
+        };
         let n = match &nginx {
-            Some(_) if translated => "-".into(),
-            Some(n) => format!(
-                "{:.0}",
-                saturate(
-                    &Target {
-                        addr: n.addr,
-                        ..direct.clone()
-                    },
-                    32,
-                    secs
-                )
-                .await
-                .0
-            ),
+            Some(n) if !translated => Some(measured(&same_format(n), n.pid(), secs).await),
+            _ => None,
+        };
+        let cell = |m: &Option<Measured>| match m {
+            Some(m) => format!("{:>8.0} {:>5.0}µs", m.rps, m.cpu_per_req * 1e6),
+            None => format!("{:>8} {:>7}", "-", "-"),
+        };
+        let ratio = |m: &Option<Measured>| match m {
+            Some(m) => format!("{:.0}%", 100.0 * g.rps / m.rps),
             None => "-".into(),
         };
-        let errs = if errors > 0 {
-            format!(" ({errors} errors)")
-        } else {
-            String::new()
+        let errs = match g.errors {
+            0 => String::new(),
+            e => format!(" ({e} errors)"),
         };
         println!(
-            "{name:<34} {d:>12.0} {g:>12.0} {:>7.0}% {:>10.0}µs {n:>10} {upstream_conns:>12}{errs}",
-            100.0 * g / d,
-            cpu * 1e6
+            "{name:<40} {d:>8.0} {} {} {} {:>9} {:>10} {upstream_conns:>6}{errs}",
+            cell(&Some(g)),
+            cell(&f),
+            cell(&n),
+            ratio(&n),
+            ratio(&f),
         );
     }
     // BENCH_ONLY picks throughput cases by name, or `latency` / `streams` for those phases alone.

@@ -273,3 +273,105 @@ async fn accept_event_stream_asks_for_a_stream() {
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
     assert_eq!(a.requests()[0].json()["stream"], true);
 }
+
+/// An upstream that answers every request with the same chunked SSE stream, written in slices of
+/// `slice` bytes (0: all at once) with a pause between them, so chunk heads, payloads and CRLFs are
+/// cut at every place a reader can meet them, or many chunks arrive in one read.
+async fn sliced_sse_upstream(events: usize, slice: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut body = Vec::new();
+    for i in 0..events {
+        let data = format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i} \"}},\"finish_reason\":null}}]}}\n\n"
+        );
+        body.extend_from_slice(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes());
+    }
+    let done = "data: [DONE]\n\n";
+    body.extend_from_slice(format!("{:x}\r\n{done}\r\n0\r\n\r\n", done.len()).as_bytes());
+    let mut answer =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    answer.extend_from_slice(&body);
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let _ = sock.set_nodelay(true);
+                let mut buf = Vec::new();
+                loop {
+                    // One request: its head, then content-length bytes.
+                    let mut chunk = [0u8; 65536];
+                    let complete = |buf: &[u8]| {
+                        let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        (buf.len() >= head_end + len).then_some(head_end + len)
+                    };
+                    let used = loop {
+                        if let Some(n) = complete(&buf) {
+                            break n;
+                        }
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    buf.drain(..used);
+                    let step = if slice == 0 { answer.len() } else { slice };
+                    for piece in answer.chunks(step) {
+                        if sock.write_all(piece).await.is_err() {
+                            return;
+                        }
+                        if slice != 0 {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_streams_survive_any_split() {
+    // (slice size, events): byte-sized slices on a short stream keep the test quick.
+    let cases = [(0, 40), (1, 3), (2, 4), (5, 10), (13, 40), (64, 40), (700, 40)];
+    let mut yaml = "providers:\n".to_string();
+    for (i, (slice, events)) in cases.iter().enumerate() {
+        let url = sliced_sse_upstream(*events, *slice).await;
+        yaml.push_str(&provider_yaml_api(
+            &format!("raw{i}"),
+            &url,
+            "openai",
+            &format!(", models: [m{i}]"),
+        ));
+    }
+    let gw = Gateway::start(&yaml).await;
+    for (i, (slice, events)) in cases.iter().enumerate() {
+        // Twice: the second rides the pooled upstream connection.
+        for _ in 0..2 {
+            let resp = gw
+                .chat(
+                    json!({"model": format!("m{i}"), "stream": true, "stream_options": {"include_usage": true},
+                    "messages": [{"role": "user", "content": "hi"}]}),
+                )
+                .await;
+            assert_eq!(resp.status(), 200, "slice {slice}");
+            let data = sse_data(resp).await;
+            let text: String = data
+                .iter()
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+                .collect();
+            let want: String = (0..*events).map(|i| format!("t{i} ")).collect();
+            assert_eq!(text, want, "slice {slice}");
+            assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "slice {slice}");
+        }
+    }
+}

@@ -101,12 +101,25 @@ pub fn convert_response(
 
 /// Usage from a whole response body of any format.
 pub fn extract_usage(format: WireFormat, body: &[u8]) -> Option<Usage> {
-    let v: Value = serde_json::from_slice(body).ok()?;
+    /// Only the usage object is built; the rest of the answer is skipped without allocating.
+    #[derive(serde::Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow, default)]
+        usage: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow, default, rename = "usageMetadata", alias = "usage_metadata")]
+        usage_metadata: Option<&'a serde_json::value::RawValue>,
+    }
+    let top: Top = serde_json::from_slice(body).ok()?;
+    let raw = match format {
+        WireFormat::Gemini => top.usage_metadata?,
+        _ => top.usage?,
+    };
+    let v: Value = serde_json::from_str(raw.get()).ok()?;
     match format {
-        WireFormat::OpenAiChat => Usage::from_openai_chat(v.get("usage")?),
-        WireFormat::OpenAiResponses => Usage::from_responses(v.get("usage")?),
-        WireFormat::Anthropic => Usage::from_anthropic(v.get("usage")?),
-        WireFormat::Gemini => Usage::from_gemini(super::json::get2(&v, "usageMetadata", "usage_metadata")?),
+        WireFormat::OpenAiChat => Usage::from_openai_chat(&v),
+        WireFormat::OpenAiResponses => Usage::from_responses(&v),
+        WireFormat::Anthropic => Usage::from_anthropic(&v),
+        WireFormat::Gemini => Usage::from_gemini(&v),
     }
 }
 

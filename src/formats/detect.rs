@@ -9,9 +9,16 @@ use serde_json::value::RawValue;
 use super::wire::WireFormat;
 
 /// The top-level fields that tell the shapes apart, borrowed: every request to `/v1/chat/completions`
-/// goes through here, so nothing is copied into a JSON tree.
+/// goes through here, so nothing is copied into a JSON tree. It also carries what routing reads
+/// (`model`, `stream`, `stream_options`), so such a body is parsed once ([super::request::inspect_chat]).
 #[derive(Deserialize)]
-struct Top<'a> {
+pub(super) struct Top<'a> {
+    #[serde(borrow, default)]
+    pub(super) model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub(super) stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub(super) stream_options: Option<&'a RawValue>,
     #[serde(borrow, default)]
     messages: Option<Vec<Message<'a>>>,
     #[serde(borrow, default)]
@@ -59,10 +66,15 @@ fn is_null(raw: &Option<&RawValue>) -> bool {
 /// (`contents`); a body with `input` and no `messages` is Responses-shaped. Everything else, including bodies
 /// that are not JSON, is OpenAI Chat (whose parser then reports the problem).
 pub fn detect_chat_body(body: &[u8]) -> WireFormat {
-    let Ok(top) = serde_json::from_slice::<Top>(body) else {
-        return WireFormat::OpenAiChat;
-    };
-    let Some(messages) = top.messages else {
+    match serde_json::from_slice::<Top>(body) {
+        Ok(top) => classify(&top),
+        Err(_) => WireFormat::OpenAiChat,
+    }
+}
+
+/// [detect_chat_body] on a parsed body.
+pub(super) fn classify(top: &Top) -> WireFormat {
+    let Some(messages) = &top.messages else {
         if !is_null(&top.contents) {
             return WireFormat::Gemini;
         }

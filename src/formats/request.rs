@@ -5,6 +5,9 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::detect::{classify, Top};
+use super::wire::WireFormat;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BodyError {
     #[error("We could not parse the JSON body of your request: {0}")]
@@ -65,14 +68,45 @@ pub struct Rewrite<'a> {
 
 /// Validates the body as JSON and finds `model` and `stream` at its top level.
 pub fn inspect(body: &[u8]) -> Result<Inspected, BodyError> {
+    let peek: Peek = parse_object(body)?;
+    inspected(body, peek.model, peek.stream, peek.stream_options)
+}
+
+/// [inspect] and [detect_chat_body](super::detect_chat_body) in one pass over the body: what
+/// `/v1/chat/completions` needs, whose bodies may also be Claude- or Gemini-shaped.
+pub fn inspect_chat(body: &[u8]) -> Result<(Inspected, WireFormat), BodyError> {
+    match parse_object::<Top>(body) {
+        Ok(top) => Ok((
+            inspected(body, top.model, top.stream, top.stream_options)?,
+            classify(&top),
+        )),
+        // Valid JSON the shape detector cannot read (e.g. `messages` is not a list) is OpenAI Chat,
+        // whose own parser reports the problem; the routing fields are read on their own.
+        Err(BodyError::InvalidJson(_)) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+            Ok((inspect(body)?, WireFormat::OpenAiChat))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Parses the top level of a body that must be a JSON object.
+fn parse_object<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, BodyError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first.is_some_and(|b| *b != b'{') {
         // Still report invalid JSON as such.
         serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
         return Err(BodyError::NotAnObject);
     }
-    let peek: Peek = serde_json::from_slice(body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
-    let raw = peek.model.ok_or(BodyError::MissingModel)?;
+    serde_json::from_slice(body).map_err(|e| BodyError::InvalidJson(e.to_string()))
+}
+
+fn inspected(
+    body: &[u8],
+    model: Option<&RawValue>,
+    stream: Option<&RawValue>,
+    stream_options: Option<&RawValue>,
+) -> Result<Inspected, BodyError> {
+    let raw = model.ok_or(BodyError::MissingModel)?;
     let model: String = serde_json::from_str(raw.get()).map_err(|_| BodyError::BadModel)?;
     if model.is_empty() {
         return Err(BodyError::BadModel);
@@ -82,18 +116,17 @@ pub fn inspect(body: &[u8]) -> Result<Inspected, BodyError> {
         (start, start + raw.get().len())
     };
     let object_start = body.iter().position(|b| *b == b'{').map_or(0, |p| p + 1);
-    let include_usage = peek
-        .stream_options
+    let include_usage = stream_options
         .and_then(|raw| serde_json::from_str::<StreamOptionsPeek>(raw.get()).ok())
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
     Ok(Inspected {
         model,
         model_span: span(raw),
-        stream: peek.stream.is_some_and(|s| s.get() == "true"),
-        stream_span: peek.stream.map(span),
+        stream: stream.is_some_and(|s| s.get() == "true"),
+        stream_span: stream.map(span),
         object_start,
-        has_stream_options: peek.stream_options.is_some(),
+        has_stream_options: stream_options.is_some(),
         include_usage,
     })
 }

@@ -45,13 +45,62 @@ pub enum ResponseMode {
     /// Untouched (same format, or an error in the client's own format).
     Pass,
     /// Untouched, with a bounded copy kept to read usage at the end.
-    Observe(BytesMut),
+    Observe(BodyBuf),
     /// A whole JSON answer, buffered and translated at the end.
-    Translate(BytesMut),
+    Translate(BodyBuf),
     /// An upstream error body, buffered and re-rendered in the client's format.
-    Error { status: u16, body: BytesMut },
+    Error { status: u16, body: BodyBuf },
     /// An SSE stream through a stateful converter (also same-format: it watches for the end and usage).
     Stream(Box<StreamConverter>),
+}
+
+/// A bounded copy of a response body. An answer that arrives in one piece (the usual case for a
+/// small JSON answer) is kept by reference, not copied.
+#[derive(Debug, Default)]
+pub struct BodyBuf {
+    first: Option<Bytes>,
+    rest: BytesMut,
+    overflowed: bool,
+}
+
+impl BodyBuf {
+    /// Keeps `chunk` while the whole stays within `limit`; once it would not, the body is marked
+    /// incomplete and nothing more is kept.
+    pub fn keep(&mut self, chunk: &Option<Bytes>, limit: usize) {
+        let Some(chunk) = chunk.as_ref().filter(|c| !c.is_empty()) else {
+            return;
+        };
+        if self.overflowed || self.len() + chunk.len() > limit {
+            self.overflowed = true;
+            return;
+        }
+        match self.first.take() {
+            None if self.rest.is_empty() => self.first = Some(chunk.clone()),
+            first => {
+                if let Some(first) = first {
+                    self.rest.extend_from_slice(&first);
+                }
+                self.rest.extend_from_slice(chunk);
+            }
+        }
+    }
+
+    /// Whether every chunk was kept.
+    pub fn complete(&self) -> bool {
+        !self.overflowed
+    }
+
+    pub fn len(&self) -> usize {
+        self.first.as_ref().map_or(self.rest.len(), Bytes::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        self.first.as_deref().unwrap_or(&self.rest)
+    }
 }
 
 /// What the failover logic decided about the attempt that just failed.
@@ -182,5 +231,28 @@ impl RequestCtx {
 impl Default for RequestCtx {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_buf_keeps_one_piece_by_reference_and_stops_at_the_limit() {
+        let one = Bytes::from_static(b"{\"a\":1}");
+        let mut buf = BodyBuf::default();
+        buf.keep(&Some(one.clone()), 64);
+        assert_eq!(buf.as_slice().as_ptr(), one.as_ptr(), "a single piece is not copied");
+
+        buf.keep(&Some(Bytes::from_static(b"more")), 64);
+        assert_eq!(buf.as_slice(), b"{\"a\":1}more");
+        assert!(buf.complete());
+
+        // Over the limit: marked incomplete, and a later piece that would fit is not appended.
+        buf.keep(&Some(Bytes::from(vec![b'x'; 60])), 64);
+        buf.keep(&Some(Bytes::from_static(b"!")), 64);
+        assert!(!buf.complete());
+        assert_eq!(buf.as_slice(), b"{\"a\":1}more");
     }
 }

@@ -10,8 +10,8 @@ use pingora::proxy::Session;
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
 use crate::app::App;
-use crate::formats::request::{inspect, BodyError};
-use crate::formats::{detect_chat_body, WireFormat};
+use crate::formats::request::{inspect, inspect_chat, BodyError};
+use crate::formats::WireFormat;
 
 /// Longest pause allowed between two pieces of a request body.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -180,12 +180,18 @@ pub fn route(
     match &call.gemini {
         Some(g) => {
             require_object(&body)?;
+            ctx.request_format = call.format;
             ctx.model = g.model.clone();
             ctx.stream = g.stream;
             ctx.gemini_sse = g.sse;
         }
         None => {
-            let inspected = inspect(&body)?;
+            // `/v1/chat/completions` also takes Claude-style and Gemini-style bodies; the answer stays OpenAI.
+            let (inspected, format) = match call.format {
+                WireFormat::OpenAiChat => inspect_chat(&body)?,
+                f => (inspect(&body)?, f),
+            };
+            ctx.request_format = format;
             let wants_sse = session
                 .get_header(http::header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
@@ -196,11 +202,6 @@ pub fn route(
             ctx.inspected = Some(inspected);
         }
     }
-    // `/v1/chat/completions` also takes Claude-style and Gemini-style bodies; the answer stays OpenAI.
-    ctx.request_format = match call.format {
-        WireFormat::OpenAiChat => detect_chat_body(&body),
-        f => f,
-    };
     let snapshot: Arc<_> = ctx.snapshot.get_or_insert_with(|| app.snapshot()).clone();
     let mut plan = snapshot.routes.plan(&ctx.model, &app.catalog, &app.health)?;
     if let Some(allowed) = ctx.client.as_ref().and_then(|c| c.allowed_providers.as_ref()) {

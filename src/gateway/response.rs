@@ -2,10 +2,10 @@
 //! through, observed for usage, or translated into the client's format (streams through a stateful
 //! converter that also turns a cut stream into an in-format error event).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::http::ResponseHeader;
 
-use super::ctx::{RequestCtx, ResponseMode};
+use super::ctx::{BodyBuf, RequestCtx, ResponseMode};
 use crate::app::App;
 use crate::formats::{
     convert_error, convert_response, error_map, estimate_input_tokens, extract_usage, ErrorKind, StreamConverter,
@@ -53,7 +53,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
             set_json(resp)?;
             ResponseMode::Error {
                 status,
-                body: BytesMut::new(),
+                body: BodyBuf::default(),
             }
         }
     } else if is_sse {
@@ -84,10 +84,10 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
         }
         ResponseMode::Stream(Box::new(StreamConverter::new(upstream, client, opts)))
     } else if upstream == client {
-        ResponseMode::Observe(BytesMut::new())
+        ResponseMode::Observe(BodyBuf::default())
     } else {
         set_json(resp)?;
-        ResponseMode::Translate(BytesMut::new())
+        ResponseMode::Translate(BodyBuf::default())
     };
     ctx.status = Some(resp.status.as_u16());
     Ok(())
@@ -108,18 +108,6 @@ fn set_chunked(resp: &mut ResponseHeader) -> pingora::Result<()> {
     Ok(())
 }
 
-/// Appends `chunk` to `buf` while it stays under `limit`; false once it would not.
-fn keep(buf: &mut BytesMut, chunk: &Option<Bytes>, limit: usize) -> bool {
-    match chunk {
-        Some(b) if buf.len() + b.len() <= limit => {
-            buf.extend_from_slice(b);
-            true
-        }
-        Some(_) => false,
-        None => true,
-    }
-}
-
 /// Passes, observes or translates one piece of the body.
 pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bool) {
     let Some(upstream) = ctx.current.as_ref().map(|a| a.format) else {
@@ -129,17 +117,17 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
     match &mut ctx.response {
         ResponseMode::Pass => {}
         ResponseMode::Observe(buf) => {
-            keep(buf, body, OBSERVE_LIMIT);
-            if end_of_stream {
-                ctx.usage = extract_usage(upstream, buf);
+            buf.keep(body, OBSERVE_LIMIT);
+            if end_of_stream && buf.complete() {
+                ctx.usage = extract_usage(upstream, buf.as_slice());
             }
         }
         ResponseMode::Translate(buf) => {
-            let fits = keep(buf, body, TRANSLATE_LIMIT);
+            buf.keep(body, TRANSLATE_LIMIT);
             *body = None;
             if end_of_stream {
-                let out = if fits {
-                    match convert_response(upstream, client, buf, &ctx.model) {
+                let out = if buf.complete() {
+                    match convert_response(upstream, client, buf.as_slice(), &ctx.model) {
                         Ok((out, usage)) => {
                             ctx.usage = usage;
                             out
@@ -153,10 +141,10 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
             }
         }
         ResponseMode::Error { status, body: buf } => {
-            keep(buf, body, OBSERVE_LIMIT);
+            buf.keep(body, OBSERVE_LIMIT);
             *body = None;
             if end_of_stream {
-                *body = Some(convert_error(upstream, client, *status, buf).1);
+                *body = Some(convert_error(upstream, client, *status, buf.as_slice()).1);
             }
         }
         ResponseMode::Stream(conv) => {

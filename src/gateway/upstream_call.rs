@@ -2,6 +2,7 @@
 //! bytes with the model rewritten in place, or a translation), the path, and the headers.
 
 use bytes::Bytes;
+use http::HeaderName;
 use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType};
 
@@ -14,6 +15,21 @@ use crate::upstream::Provider;
 
 /// Anthropic requires a version header; this is the one the translation targets.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
+const ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+/// What the client sent that never goes upstream: its credentials for the gateway, framing the
+/// gateway redoes, and `expect` (the whole body is sent at once: nothing to wait for).
+static CLIENT_ONLY_HEADERS: [HeaderName; 8] = [
+    http::header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+    http::header::COOKIE,
+    http::header::TRANSFER_ENCODING,
+    http::header::ACCEPT_ENCODING,
+    ANTHROPIC_VERSION_HEADER,
+    http::header::EXPECT,
+];
 /// Anthropic requires `max_tokens`; used when the client did not say.
 const DEFAULT_MAX_TOKENS: u32 = 4096;
 
@@ -84,21 +100,15 @@ pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pi
         .parse()
         .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
     req.set_uri(uri);
-    for name in [
-        "authorization",
-        "x-api-key",
-        "x-goog-api-key",
-        "cookie",
-        "transfer-encoding",
-        "accept-encoding",
-        "anthropic-version",
-        // The whole body is sent at once: nothing to wait for.
-        "expect",
-    ] {
-        req.remove_header(name);
-    }
-    if provider.style != ApiStyle::Anthropic {
-        req.remove_header("anthropic-beta");
+    let beta = ANTHROPIC_BETA;
+    for name in CLIENT_ONLY_HEADERS.iter().chain(match provider.style {
+        ApiStyle::Anthropic => None,
+        _ => Some(&beta),
+    }) {
+        // Most are absent: a lookup is cheaper than a removal from both of Pingora's header maps.
+        if req.headers.contains_key(name) {
+            req.remove_header(name);
+        }
     }
     if attempt.format != ctx.request_format {
         // The client's body was translated: its content type is ours now.
@@ -109,7 +119,7 @@ pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pi
         req.insert_header(provider.auth_header(), key.header.clone())?;
     }
     if provider.style == ApiStyle::Anthropic {
-        req.insert_header("anthropic-version", ANTHROPIC_VERSION)?;
+        req.insert_header(ANTHROPIC_VERSION_HEADER, ANTHROPIC_VERSION)?;
     }
     // Uncompressed, so streams can be watched and translated.
     req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
@@ -117,6 +127,6 @@ pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pi
         req.insert_header(name.clone(), value.clone())?;
     }
     req.insert_header(http::header::CONTENT_LENGTH, attempt.body.len().to_string())?;
-    req.insert_header("x-request-id", ctx.request_id.as_str())?;
+    req.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
     Ok(())
 }

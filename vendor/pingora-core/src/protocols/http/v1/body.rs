@@ -361,6 +361,12 @@ impl BodyReader {
         matches!(self.body_state, PS::Complete(_) | PS::Done(_))
     }
 
+    /// APIProxy patch: whether the next chunk of a chunked body is already in the buffer, so that
+    /// reading it does no I/O.
+    pub fn has_buffered_chunk(&self) -> bool {
+        matches!(self.body_state, PS::Chunked(_, start, end, 0) if start != 0 && start < end)
+    }
+
     /// Whether the message body reached its framing-defined end without an error.
     pub fn body_complete(&self) -> bool {
         matches!(self.body_state, PS::Complete(_))

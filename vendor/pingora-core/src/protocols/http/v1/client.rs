@@ -506,6 +506,29 @@ impl HttpSession {
         Ok(read.map(Bytes::copy_from_slice))
     }
 
+    /// APIProxy patch: [Self::read_body_bytes], joined with the chunks of a chunked body that are
+    /// already buffered. A server that writes many small chunks at once (an SSE stream) is then
+    /// passed on with one downstream write per upstream read instead of one per chunk.
+    async fn read_buffered_chunks(&mut self) -> Result<Option<Bytes>> {
+        let Some(first) = self.read_body_bytes().await? else {
+            return Ok(None);
+        };
+        if self.upgraded || !self.body_reader.has_buffered_chunk() {
+            return Ok(Some(first));
+        }
+        let mut joined = BytesMut::from(first);
+        while self.body_reader.has_buffered_chunk() {
+            // No I/O (the chunk is buffered), so no read timeout either.
+            let Some(body_ref) = self.do_read_body().await? else {
+                break;
+            };
+            let slice = self.body_reader.get_body(&body_ref);
+            self.body_recv = self.body_recv.saturating_add(slice.len());
+            joined.extend_from_slice(slice);
+        }
+        Ok(Some(joined.freeze()))
+    }
+
     /// Upstream response body bytes received (payload only; excludes headers/framing).
     pub fn body_bytes_received(&self) -> usize {
         self.body_recv
@@ -830,7 +853,8 @@ impl HttpSession {
             Ok(HttpTask::Done)
         } else {
             /* need to read body */
-            let body = self.read_body_bytes().await?;
+            // APIProxy patch: buffered chunks leave together.
+            let body = self.read_buffered_chunks().await?;
             let end_of_body = self.is_body_done();
             debug!(
                 "Response body: {} bytes, end: {end_of_body}",
