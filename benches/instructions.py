@@ -7,7 +7,8 @@ machine noise, unlike requests/s on a shared 2-core machine. Use it to compare a
     python3 benches/instructions.py floor     # the bare Pingora proxy of benches/gateway.rs
 
 Each run starts the proxy under valgrind in front of a small mock (this script), warms it up, then
-counts N (default 500) keep-alive 1 KiB chat requests. Needs valgrind (callgrind_control).
+counts N (default 500) keep-alive 1 KiB chat requests (STREAM=1: streamed, 50 SSE events per answer).
+Needs valgrind (callgrind_control).
 """
 
 import glob
@@ -30,13 +31,32 @@ REPLY = json.dumps({
                  "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18},
 }).encode()
+STREAM = os.environ.get("STREAM") == "1"
+
+
+def stream_reply():
+    chunks = []
+    for i in range(50):
+        data = "data: %s\n\n" % json.dumps({
+            "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "tok%d " % i}, "finish_reason": None}]})
+        chunks.append("%x\r\n%s\r\n" % (len(data), data))
+    chunks.append("%x\r\n%s\r\n0\r\n\r\n" % (len("data: [DONE]\n\n"), "data: [DONE]\n\n"))
+    return ("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            + "".join(chunks)).encode()
+
+
+STREAM_REPLY = stream_reply()
 
 
 class Mock(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        if b'"stream": true' in body or b'"stream":true' in body:
+            self.wfile.write(STREAM_REPLY)
+            return
         self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
                          % (len(REPLY), REPLY))
 
@@ -76,7 +96,7 @@ def start(which, upstream, port, workdir):
 
 class Client:
     def __init__(self, port):
-        body = json.dumps({"model": "m", "stream": False, "messages": [{"role": "user", "content": "x" * 900}]})
+        body = json.dumps({"model": "m", "stream": STREAM, "messages": [{"role": "user", "content": "x" * 900}]})
         self.raw = ("POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
                     "authorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s" % (KEY, len(body), body)).encode()
         deadline = time.time() + 120

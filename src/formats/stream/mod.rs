@@ -81,16 +81,32 @@ enum Output {
 
 /// Whether a passed-through event can carry what the observer needs: a finish, usage, an error or the
 /// end. A cheap substring check; a false positive only costs a decode.
+/// `"usage"`, looked for in every event of an OpenAI stream passed through.
+static USAGE_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new("\"usage\""));
+
 fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
-    let has = |needle: &str| data.contains(needle);
+    use std::sync::LazyLock;
+
+    use memchr::memmem::Finder;
+    static FINISH_REASON: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"finish_reason\""));
+    static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"error\""));
+    let has = |needle: &str| memchr::memmem::find(data.as_bytes(), needle.as_bytes()).is_some();
     match from {
         WireFormat::OpenAiChat => {
+            let bytes = data.as_bytes();
+            // Where `key` appears, whether its value opens with `open`: a finish reason that is a
+            // string, usage that is an object (not `null`).
+            let value_opens = |key: &Finder, open: u8| {
+                key.find_iter(bytes).any(|at| {
+                    let after = bytes[at + key.needle().len()..].trim_ascii_start();
+                    after.strip_prefix(b":").unwrap_or(after).trim_ascii_start().first() == Some(&open)
+                })
+            };
             data.starts_with("[DONE]")
-                || has("\"finish_reason\":\"")
-                || has("\"finish_reason\": \"")
-                || has("\"usage\":{")
-                || has("\"usage\": {")
-                || has("\"error\"")
+                || value_opens(&FINISH_REASON, b'"')
+                || value_opens(&USAGE_KEY, b'{')
+                || ERROR.find(bytes).is_some()
         }
         WireFormat::Anthropic => match event {
             Some(e) => matches!(e, "message_start" | "message_delta" | "message_stop" | "error"),
@@ -223,7 +239,8 @@ impl StreamConverter {
             // A copied stream is only watched for its end and its usage: decoding every event into
             // JSON was most of the cost of passing a stream through.
             let watching = matches!(output, Output::Copy | Output::StripUsage);
-            if !frame.data.is_empty() && (!watching || worth_decoding(from, frame.event, frame.data)) {
+            let worth = !frame.data.is_empty() && (!watching || worth_decoding(from, frame.event, frame.data));
+            if worth {
                 decoder.decode(frame.event, frame.data, events);
             }
             match output {
@@ -252,7 +269,8 @@ impl StreamConverter {
                     events.clear();
                 }
                 Output::StripUsage => {
-                    if !is_forced_usage_chunk(frame.data) {
+                    // A usage chunk is always worth decoding: no second look at the others.
+                    if !(worth && is_forced_usage_chunk(frame.data)) {
                         out.extend_from_slice(frame.raw);
                     }
                     events.clear();
@@ -346,7 +364,7 @@ impl StreamConverter {
 
 /// The usage-only chunk OpenAI sends last when `include_usage` is on: `choices: []` with a `usage` object.
 fn is_forced_usage_chunk(data: &str) -> bool {
-    if !data.contains("\"usage\"") {
+    if USAGE_KEY.find(data.as_bytes()).is_none() {
         return false;
     }
     let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
@@ -394,5 +412,46 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("\"content\":\"hi\""));
         assert!(text.ends_with("data: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn passthrough_decodes_only_events_that_can_end_or_count() {
+        let chat = |d: &str| worth_decoding(WireFormat::OpenAiChat, None, d);
+        assert!(!chat(
+            r#"{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#
+        ));
+        assert!(!chat(
+            r#"{"choices":[{"delta":{"content":"say \"finish_reason\": \"x\""}}],"usage":null}"#
+        ));
+        assert!(chat(r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#));
+        assert!(chat(r#"{"choices":[{"delta":{},"finish_reason" :  "length"}]}"#));
+        assert!(chat(r#"{"choices":[],"usage": {"prompt_tokens":1}}"#));
+        assert!(chat(r#"{"error":{"message":"overloaded"}}"#));
+        assert!(chat("[DONE]"));
+        let gemini = |d: &str| worth_decoding(WireFormat::Gemini, None, d);
+        assert!(!gemini(r#"{"candidates":[{"content":{"parts":[{"text":"hi"}]}}]}"#));
+        assert!(gemini(r#"{"candidates":[{"finishReason":"STOP"}]}"#));
+        assert!(gemini(r#"{"usageMetadata":{"promptTokenCount":1}}"#));
+        assert!(worth_decoding(WireFormat::Anthropic, Some("message_delta"), "{}"));
+        assert!(!worth_decoding(
+            WireFormat::Anthropic,
+            Some("content_block_delta"),
+            "{}"
+        ));
+        assert!(worth_decoding(
+            WireFormat::Anthropic,
+            None,
+            r#"{"type":"message_stop"}"#
+        ));
+        assert!(!worth_decoding(
+            WireFormat::OpenAiResponses,
+            Some("response.output_text.delta"),
+            "{}"
+        ));
+        assert!(worth_decoding(
+            WireFormat::OpenAiResponses,
+            None,
+            r#"{"type":"response.completed"}"#
+        ));
     }
 }

@@ -40,7 +40,7 @@ impl SseParser {
 
     pub fn push(&mut self, mut chunk: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) -> Result<(), StreamError> {
         while !chunk.is_empty() {
-            let (segment, rest, complete) = match chunk.iter().position(|b| *b == b'\n') {
+            let (segment, rest, complete) = match memchr::memchr(b'\n', chunk) {
                 Some(p) => (&chunk[..p], &chunk[p + 1..], true),
                 None => (chunk, &[][..], false),
             };
@@ -48,7 +48,6 @@ impl SseParser {
             if self.line.len() + segment.len() + held > self.max {
                 return Err(StreamError::EventTooLarge { limit: self.max });
             }
-            self.line.extend_from_slice(segment);
             if self.keep_raw {
                 self.raw.extend_from_slice(segment);
                 if complete {
@@ -56,18 +55,24 @@ impl SseParser {
                 }
             }
             chunk = rest;
-            if complete {
-                self.end_line(on_frame);
+            if !complete {
+                self.line.extend_from_slice(segment);
+            } else if self.line.is_empty() {
+                // The usual case: the whole line is in this chunk and is read where it lies.
+                self.end_line(segment, on_frame);
+            } else {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(segment);
+                self.end_line(&line, on_frame);
+                line.clear();
+                self.line = line;
             }
         }
         Ok(())
     }
 
-    fn end_line(&mut self, on_frame: &mut dyn FnMut(Frame<'_>)) {
-        let mut line = std::mem::take(&mut self.line);
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
+    fn end_line(&mut self, line: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             if self.has_data || !self.event.is_empty() {
                 // Invalid UTF-8 cannot be JSON: hand over an empty payload, which decoders ignore.
@@ -96,7 +101,7 @@ impl SseParser {
                     let v = &line[p + 1..];
                     (&line[..p], v.strip_prefix(b" ").unwrap_or(v))
                 }
-                None => (&line[..], &[][..]),
+                None => (line, &[][..]),
             };
             match field {
                 b"data" => {
@@ -113,8 +118,6 @@ impl SseParser {
                 _ => {}
             }
         }
-        line.clear();
-        self.line = line;
     }
 }
 
