@@ -7,7 +7,8 @@ machine noise, unlike requests/s on a shared 2-core machine. Use it to compare a
     python3 benches/instructions.py floor     # the bare Pingora proxy of benches/gateway.rs
 
 Each run starts the proxy under valgrind in front of a small mock (this script), warms it up, then
-counts N (default 500) keep-alive 1 KiB chat requests (STREAM=1: streamed, 50 SSE events per answer).
+counts N (default 500) keep-alive 1 KiB chat requests (STREAM=1: streamed, 50 SSE events per answer;
+BODY_KIB=64: a larger prompt).
 Needs valgrind (callgrind_control).
 """
 
@@ -96,7 +97,7 @@ def start(which, upstream, port, workdir):
 
 class Client:
     def __init__(self, port):
-        body = json.dumps({"model": "m", "stream": STREAM, "messages": [{"role": "user", "content": "x" * 900}]})
+        body = json.dumps({"model": "m", "stream": STREAM, "messages": [{"role": "user", "content": "x" * (int(os.environ.get("BODY_KIB", "1")) * 1024 - 124)}]})
         self.raw = ("POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
                     "authorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s" % (KEY, len(body), body)).encode()
         deadline = time.time() + 120
