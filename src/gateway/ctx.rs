@@ -61,9 +61,20 @@ pub struct BodyBuf {
     first: Option<Bytes>,
     rest: BytesMut,
     overflowed: bool,
+    /// Room to reserve once a second piece arrives (a declared length).
+    expected: usize,
 }
 
 impl BodyBuf {
+    /// A buffer for a body announced as `expected` bytes long; memory is reserved only once the
+    /// body turns out to come in more than one piece.
+    pub fn expecting(expected: usize) -> Self {
+        BodyBuf {
+            expected,
+            ..BodyBuf::default()
+        }
+    }
+
     /// Keeps `chunk` while the whole stays within `limit`; once it would not, the body is marked
     /// incomplete and nothing more is kept.
     pub fn keep(&mut self, chunk: &Option<Bytes>, limit: usize) {
@@ -78,6 +89,7 @@ impl BodyBuf {
             None if self.rest.is_empty() => self.first = Some(chunk.clone()),
             first => {
                 if let Some(first) = first {
+                    self.rest.reserve(self.expected.max(first.len() + chunk.len()));
                     self.rest.extend_from_slice(&first);
                 }
                 self.rest.extend_from_slice(chunk);
@@ -100,6 +112,10 @@ impl BodyBuf {
 
     pub fn as_slice(&self) -> &[u8] {
         self.first.as_deref().unwrap_or(&self.rest)
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.rest.freeze())
     }
 }
 

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::Method;
 use pingora::proxy::Session;
 
-use super::ctx::RequestCtx;
+use super::ctx::{BodyBuf, RequestCtx};
 use super::error::GatewayError;
 use crate::app::App;
 use crate::formats::request::{inspect, inspect_chat, BodyError};
@@ -152,21 +152,22 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     session.enable_retry_buffering();
     // A client that stops sending mid-body must not hold the request open forever.
     session.set_read_timeout(Some(BODY_READ_TIMEOUT));
-    // Grow with what arrives: a declared length alone does not reserve memory.
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(MAX_PREALLOCATION));
+    // A body that arrives in one piece is kept as it came; a declared length alone reserves at most
+    // MAX_PREALLOCATION, and only once a second piece arrives.
+    let mut buf = BodyBuf::expecting(declared.unwrap_or(0).min(MAX_PREALLOCATION));
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if buf.len() + chunk.len() > limit {
+                buf.keep(&Some(chunk), limit);
+                if !buf.complete() {
                     return Err(GatewayError::BodyTooLarge { limit });
                 }
-                buf.extend_from_slice(&chunk);
             }
             Ok(None) => break,
             Err(e) => return Err(GatewayError::ClientRead(e.etype().as_str().to_string())),
         }
     }
-    Ok(buf.freeze())
+    Ok(buf.into_bytes())
 }
 
 /// Parses the body and resolves its model to a plan.

@@ -16,8 +16,12 @@ use bytes::{Bytes, BytesMut};
 
 /// A buffer with size limit. When the total amount of data written to the buffer is below the limit
 /// all the data will be held in the buffer. Otherwise, the buffer will report to be truncated.
+///
+/// APIProxy patch: the pieces are kept as the `Bytes` they arrived in (a reference count, no copy);
+/// a body that came in one piece is handed back without a copy, one in several is joined once.
 pub struct FixedBuffer {
-    buffer: BytesMut,
+    pieces: Vec<Bytes>,
+    len: usize,
     capacity: usize,
     truncated: bool,
 }
@@ -25,43 +29,52 @@ pub struct FixedBuffer {
 impl FixedBuffer {
     pub fn new(capacity: usize) -> Self {
         FixedBuffer {
-            buffer: BytesMut::new(),
+            pieces: Vec::new(),
+            len: 0,
             capacity,
             truncated: false,
         }
     }
 
-    // TODO: maybe store a Vec of Bytes for zero-copy
     pub fn write_to_buffer(&mut self, data: &Bytes) {
-        if self.truncated {
+        if self.truncated || data.is_empty() {
             return;
         }
 
-        if self.buffer.len() + data.len() <= self.capacity {
-            self.buffer.extend_from_slice(data);
+        if self.len + data.len() <= self.capacity {
+            self.pieces.push(data.clone());
+            self.len += data.len();
         } else {
             // Buffered data is no longer usable for a retry, so release its allocation.
-            self.buffer = BytesMut::new();
+            self.pieces = Vec::new();
+            self.len = 0;
             self.truncated = true;
         }
     }
 
     pub fn clear(&mut self) {
         self.truncated = false;
-        self.buffer.clear();
+        self.pieces.clear();
+        self.len = 0;
     }
     pub fn is_empty(&self) -> bool {
-        self.buffer.len() == 0
+        self.len == 0
     }
     pub fn is_truncated(&self) -> bool {
         self.truncated
     }
     pub fn get_buffer(&self) -> Option<Bytes> {
         // TODO: return None if truncated?
-        if !self.is_empty() {
-            Some(self.buffer.clone().freeze())
-        } else {
-            None
+        match self.pieces.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            pieces => {
+                let mut joined = BytesMut::with_capacity(self.len);
+                for piece in pieces {
+                    joined.extend_from_slice(piece);
+                }
+                Some(joined.freeze())
+            }
         }
     }
 }
@@ -74,12 +87,12 @@ mod tests {
     fn releases_storage_when_truncated() {
         let mut buffer = FixedBuffer::new(4);
         buffer.write_to_buffer(&Bytes::from_static(b"1234"));
-        assert!(buffer.buffer.capacity() >= 4);
+        assert_eq!(buffer.get_buffer().as_deref(), Some(&b"1234"[..]));
 
         buffer.write_to_buffer(&Bytes::from_static(b"5"));
 
         assert!(buffer.is_truncated());
-        assert_eq!(buffer.buffer.capacity(), 0);
+        assert!(buffer.pieces.is_empty());
         assert!(buffer.get_buffer().is_none());
     }
 }
