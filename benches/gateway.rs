@@ -149,10 +149,24 @@ struct Proc {
     child: Child,
     addr: SocketAddr,
     _dir: tempfile::TempDir,
+    /// Asked to stop with SIGQUIT first: nginx's workers outlive a killed master.
+    quit_first: bool,
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.quit_first {
+            let _ = Command::new("kill")
+                .args(["-s", "QUIT", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -204,7 +218,12 @@ async fn start_gateway(upstream: SocketAddr, anthropic_upstream: Option<SocketAd
         .stderr(Stdio::null())
         .spawn()
         .expect("start apiproxy");
-    let p = Proc { child, addr, _dir: dir };
+    let p = Proc {
+        child,
+        addr,
+        _dir: dir,
+        quit_first: false,
+    };
     wait_listening(addr).await;
     p
 }
@@ -221,7 +240,12 @@ async fn start_pingora_floor(upstream: SocketAddr) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("start pingora floor");
-    let p = Proc { child, addr, _dir: dir };
+    let p = Proc {
+        child,
+        addr,
+        _dir: dir,
+        quit_first: false,
+    };
     wait_listening(addr).await;
     p
 }
@@ -291,7 +315,12 @@ async fn start_nginx(upstream: SocketAddr) -> Option<Proc> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    let p = Proc { child, addr, _dir: dir };
+    let p = Proc {
+        child,
+        addr,
+        _dir: dir,
+        quit_first: true,
+    };
     wait_listening(addr).await;
     Some(p)
 }
