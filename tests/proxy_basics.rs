@@ -375,3 +375,78 @@ async fn chunked_streams_survive_any_split() {
         }
     }
 }
+
+/// An upstream that answers one request per connection and then, after `linger`, closes the
+/// connection without having said so (no `connection: close`): pooled connections go stale.
+async fn closing_upstream(linger: Duration) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                // Read one whole request (head + content-length body).
+                loop {
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let body = format!(
+                    "{{\"id\":\"c{n}\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"answer {n}\"}},\"finish_reason\":\"stop\"}}]}}"
+                );
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+                tokio::time::sleep(linger).await;
+                // Dropping the socket closes it: the gateway's pooled copy is now stale.
+            });
+        }
+    });
+    (format!("http://{addr}"), requests)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_pooled_upstream_connections_are_not_used() {
+    let (url, requests) = closing_upstream(Duration::from_millis(20)).await;
+    let yaml = format!(
+        "providers:\n{}",
+        provider_yaml_api("closer", &url, "openai", ", models: [m]")
+    );
+    let gw = Gateway::start(&yaml).await;
+    for i in 0..5 {
+        let resp = gw.chat(chat_body("m")).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            format!("answer {i}"),
+            "request {i}"
+        );
+        // Longer than the upstream keeps an idle connection: the pooled one is closed by now.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Each request reached the upstream exactly once: no stale connection swallowed one, and none
+    // was sent twice.
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 5);
+}
