@@ -173,6 +173,24 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` (output discarded) and waits until something listens on `addr`. `dir` holds the
+    /// process's files and lives as long as it does.
+    async fn start(mut cmd: Command, addr: SocketAddr, dir: tempfile::TempDir, quit_first: bool) -> Proc {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()));
+        let p = Proc {
+            child,
+            addr,
+            _dir: dir,
+            quit_first,
+        };
+        wait_listening(addr).await;
+        p
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -208,24 +226,13 @@ async fn start_gateway(upstream: SocketAddr, anthropic_upstream: Option<SocketAd
     let config = dir.path().join("bench.yaml");
     std::fs::write(&config, yaml).expect("write config");
     let addr = free_addr();
-    let child = Command::new(env!("CARGO_BIN_EXE_apiproxy"))
-        .arg("--config")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_apiproxy"));
+    cmd.arg("--config")
         .arg(&config)
         .env("APIPROXY_LISTEN", addr.to_string())
         .env("APIPROXY_ADMIN_LISTEN", free_addr().to_string())
-        .env("LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start apiproxy");
-    let p = Proc {
-        child,
-        addr,
-        _dir: dir,
-        quit_first: false,
-    };
-    wait_listening(addr).await;
-    p
+        .env("LOG_LEVEL", "warn");
+    Proc::start(cmd, addr, dir, false).await
 }
 
 /// The floor: this same binary re-executed as the thinnest Pingora proxy (one peer, no body reading, no
@@ -234,20 +241,9 @@ async fn start_gateway(upstream: SocketAddr, anthropic_upstream: Option<SocketAd
 async fn start_pingora_floor(upstream: SocketAddr) -> Proc {
     let dir = tempfile::tempdir().expect("tempdir");
     let addr = free_addr();
-    let child = Command::new(std::env::current_exe().expect("bench exe"))
-        .env(FLOOR_ROLE, format!("{addr} {upstream}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pingora floor");
-    let p = Proc {
-        child,
-        addr,
-        _dir: dir,
-        quit_first: false,
-    };
-    wait_listening(addr).await;
-    p
+    let mut cmd = Command::new(std::env::current_exe().expect("bench exe"));
+    cmd.env(FLOOR_ROLE, format!("{addr} {upstream}"));
+    Proc::start(cmd, addr, dir, false).await
 }
 
 const FLOOR_ROLE: &str = "APIPROXY_BENCH_PINGORA_FLOOR";
@@ -306,23 +302,9 @@ async fn start_nginx(upstream: SocketAddr) -> Option<Proc> {
     );
     let path = dir.path().join("nginx.conf");
     std::fs::write(&path, conf).ok()?;
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&path)
-        .arg("-p")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let p = Proc {
-        child,
-        addr,
-        _dir: dir,
-        quit_first: true,
-    };
-    wait_listening(addr).await;
-    Some(p)
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c").arg(&path).arg("-p").arg(dir.path());
+    Some(Proc::start(cmd, addr, dir, true).await)
 }
 
 // ---------------------------------------------------------------- load generation

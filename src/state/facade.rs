@@ -241,8 +241,12 @@ impl State {
         let Some(b) = self.shared_any() else { return };
         let pending = std::mem::take(&mut *self.pending_bindings.lock());
         let ttl = self.settings.session_ttl;
-        for (s, m, u) in &pending {
+        for (i, (s, m, u)) in pending.iter().enumerate() {
             if self.bounded(b.bind(s, m, u, ttl)).await.is_none() {
+                // Redis went away again: keep what was not written for the next resync.
+                let mut left = self.pending_bindings.lock();
+                left.splice(0..0, pending[i..].iter().cloned());
+                left.truncate(MAX_PENDING_BINDINGS);
                 return;
             }
         }
