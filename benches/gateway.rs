@@ -151,6 +151,8 @@ struct Proc {
     _dir: tempfile::TempDir,
     /// Asked to stop with SIGQUIT first: nginx's workers outlive a killed master.
     quit_first: bool,
+    /// The gateway's admin port (`/metrics`).
+    admin: Option<SocketAddr>,
 }
 
 impl Drop for Proc {
@@ -186,6 +188,7 @@ impl Proc {
             addr,
             _dir: dir,
             quit_first,
+            admin: None,
         };
         wait_listening(addr).await;
         p
@@ -225,14 +228,16 @@ async fn start_gateway(upstream: SocketAddr, anthropic_upstream: Option<SocketAd
     }
     let config = dir.path().join("bench.yaml");
     std::fs::write(&config, yaml).expect("write config");
-    let addr = free_addr();
+    let (addr, admin) = (free_addr(), free_addr());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_apiproxy"));
     cmd.arg("--config")
         .arg(&config)
         .env("APIPROXY_LISTEN", addr.to_string())
-        .env("APIPROXY_ADMIN_LISTEN", free_addr().to_string())
+        .env("APIPROXY_ADMIN_LISTEN", admin.to_string())
         .env("LOG_LEVEL", "warn");
-    Proc::start(cmd, addr, dir, false).await
+    let mut p = Proc::start(cmd, addr, dir, false).await;
+    p.admin = Some(admin);
+    p
 }
 
 /// The floor: this same binary re-executed as the thinnest Pingora proxy (one peer, no body reading, no
@@ -401,58 +406,45 @@ async fn measured(t: &Target, pid: u32, secs: f64) -> Measured {
     }
 }
 
-/// Open loop at `rate` requests/s over a pool of connections; latency is measured from each
-/// request's scheduled time, so a stall is not hidden (no coordinated omission).
+/// Open loop at `rate` requests/s. Each of 64 connections owns every 64th slot of one schedule, so
+/// no lock or channel sits between the clock and the send. A request counts from its scheduled time
+/// when its connection was still busy with the previous answer (a stall of the proxy is not hidden:
+/// no coordinated omission), and from the moment its timer fired otherwise, so the timer wheel's
+/// 1 ms granularity is not charged to the proxy.
 async fn fixed_rate(t: &Target, rate: f64, secs: f64) -> Vec<Duration> {
+    const CONNS: usize = 64;
     let n = (rate * secs) as usize;
-    let conns = 64;
-    let (tx, rx) = async_channel();
-    let results = Arc::new(parking_lot::Mutex::new(Vec::with_capacity(n)));
-    let mut workers = Vec::new();
-    for _ in 0..conns {
-        let (t, rx, results) = (t.clone(), rx.clone(), results.clone());
-        workers.push(tokio::spawn(async move {
-            let mut send = connect(t.addr).await;
-            while let Ok(scheduled) = rx.recv().await {
-                if !one(&mut send, &t).await {
-                    send = connect(t.addr).await;
-                    continue;
-                }
-                results.lock().push(Instant::now() - scheduled);
-            }
-        }));
-    }
-    let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate);
-    for i in 0..n {
-        let at = start + interval * i as u32;
-        tokio::time::sleep_until(at.into()).await;
-        if tx.send(at).await.is_err() {
-            break;
-        }
-    }
-    drop(tx);
+    let start = Instant::now() + Duration::from_millis(100);
+    let workers: Vec<_> = (0..CONNS)
+        .map(|k| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                let mut send = connect(t.addr).await;
+                let mut out = Vec::with_capacity(n / CONNS + 1);
+                let mut idle_since = Instant::now();
+                for i in (k..n).step_by(CONNS) {
+                    let at = start + interval * i as u32;
+                    tokio::time::sleep_until(at.into()).await;
+                    let from = if idle_since > at { at } else { Instant::now() };
+                    if !one(&mut send, &t).await {
+                        send = connect(t.addr).await;
+                        idle_since = Instant::now();
+                        continue;
+                    }
+                    idle_since = Instant::now();
+                    out.push(idle_since - from);
+                }
+                out
+            })
+        })
+        .collect();
+    let mut v = Vec::with_capacity(n);
     for w in workers {
-        let _ = w.await;
+        v.extend(w.await.unwrap_or_default());
     }
-    let mut v = std::mem::take(&mut *results.lock());
     v.sort();
     v
-}
-
-/// A multi-consumer channel from tokio primitives: a shared receiver behind a mutex.
-fn async_channel() -> (tokio::sync::mpsc::Sender<Instant>, SharedRx) {
-    let (tx, rx) = tokio::sync::mpsc::channel(100_000);
-    (tx, SharedRx(Arc::new(tokio::sync::Mutex::new(rx))))
-}
-
-#[derive(Clone)]
-struct SharedRx(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Instant>>>);
-
-impl SharedRx {
-    async fn recv(&self) -> Result<Instant, ()> {
-        self.0.lock().await.recv().await.ok_or(())
-    }
 }
 
 fn pct(v: &[Duration], p: f64) -> Duration {
@@ -653,39 +645,50 @@ async fn run() {
 }
 
 async fn latency(gw: &Proc, upstream: SocketAddr, nginx: Option<&Proc>, secs: f64) {
-    println!("\nlatency at a fixed 2000 req/s (1 KiB non-stream), measured from the scheduled send time:");
+    const RATE: f64 = 2000.0;
+    const SLICE_SECS: f64 = 1.0;
+    println!(
+        "\nlatency at a fixed {RATE:.0} req/s (1 KiB non-stream), direct / gateway / nginx alternating in {SLICE_SECS} s slices:"
+    );
     let direct = Target {
         addr: upstream,
         path: "/v1/chat/completions",
         body: chat_body(1024, false),
         mode: "json",
     };
-    let through = Target {
-        addr: gw.addr,
-        ..direct.clone()
-    };
-    let d = fixed_rate(&direct, 2000.0, secs).await;
-    let g = fixed_rate(&through, 2000.0, secs).await;
-    let n = match nginx {
-        Some(n) => {
-            fixed_rate(
-                &Target {
-                    addr: n.addr,
-                    ..direct.clone()
-                },
-                2000.0,
-                secs,
-            )
-            .await
-        }
-        None => Vec::new(),
-    };
-    println!("{:<10} {:>10} {:>10} {:>10} {:>8}", "", "p50", "p99", "p99.9", "n");
-    let mut rows = vec![("direct", &d), ("gateway", &g)];
-    if !n.is_empty() {
-        rows.push(("nginx", &n));
+    let mut targets = vec![
+        ("direct", direct.clone()),
+        (
+            "gateway",
+            Target {
+                addr: gw.addr,
+                ..direct.clone()
+            },
+        ),
+    ];
+    if let Some(n) = nginx {
+        targets.push((
+            "nginx",
+            Target {
+                addr: n.addr,
+                ..direct.clone()
+            },
+        ));
     }
-    for (label, v) in rows {
+    let admin = gw.admin.expect("gateway admin address");
+    let before = overhead_histogram(admin).await;
+    // Alternating slices expose every target to the same machine: on two shared cores the speed
+    // moves by tens of percent within a minute.
+    let mut samples = vec![Vec::new(); targets.len()];
+    for _ in 0..(secs / SLICE_SECS).ceil().max(1.0) as usize {
+        for (i, (_, t)) in targets.iter().enumerate() {
+            samples[i].extend(fixed_rate(t, RATE, SLICE_SECS).await);
+        }
+    }
+    let overhead = overhead_histogram(admin).await.minus(&before);
+    println!("{:<10} {:>10} {:>10} {:>10} {:>8}", "", "p50", "p99", "p99.9", "n");
+    for ((label, _), v) in targets.iter().zip(samples.iter_mut()) {
+        v.sort();
         println!(
             "{label:<10} {:>10.3?} {:>10.3?} {:>10.3?} {:>8}",
             pct(v, 0.5),
@@ -694,22 +697,86 @@ async fn latency(gw: &Proc, upstream: SocketAddr, nginx: Option<&Proc>, secs: f6
             v.len()
         );
     }
-    println!(
-        "{:<10} {:>10.3?} {:>10.3?} {:>10.3?}",
-        "added",
-        pct(&g, 0.5).saturating_sub(pct(&d, 0.5)),
-        pct(&g, 0.99).saturating_sub(pct(&d, 0.99)),
-        pct(&g, 0.999).saturating_sub(pct(&d, 0.999))
-    );
-    if !n.is_empty() {
+    let d = &samples[0];
+    let added = |v: &[Duration], label: &str| {
         println!(
-            "{:<10} {:>10.3?} {:>10.3?} {:>10.3?}",
-            "nginx adds",
-            pct(&n, 0.5).saturating_sub(pct(&d, 0.5)),
-            pct(&n, 0.99).saturating_sub(pct(&d, 0.99)),
-            pct(&n, 0.999).saturating_sub(pct(&d, 0.999))
+            "{label:<10} {:>10.3?} {:>10.3?} {:>10.3?}",
+            pct(v, 0.5).saturating_sub(pct(d, 0.5)),
+            pct(v, 0.99).saturating_sub(pct(d, 0.99)),
+            pct(v, 0.999).saturating_sub(pct(d, 0.999))
         );
+    };
+    added(&samples[1], "added");
+    if let Some(n) = samples.get(2) {
+        added(n, "nginx adds");
     }
+    // The gateway's own account of the same requests: total minus the wait on the upstream.
+    println!(
+        "{:<10} {:>10} {:>10} {:>10} {:>8}   (apiproxy_gateway_overhead_seconds over the gateway slices; bucket upper bounds)",
+        "overhead",
+        overhead.quantile_bound(0.5),
+        overhead.quantile_bound(0.99),
+        overhead.quantile_bound(0.999),
+        overhead.count()
+    );
+}
+
+/// Cumulative bucket counts of `apiproxy_gateway_overhead_seconds`, summed over its labels.
+#[derive(Default)]
+struct Buckets(Vec<(f64, f64)>);
+
+impl Buckets {
+    fn minus(&self, before: &Buckets) -> Buckets {
+        Buckets(
+            self.0
+                .iter()
+                .map(|&(le, n)| (le, n - before.0.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1)))
+                .collect(),
+        )
+    }
+
+    fn count(&self) -> f64 {
+        self.0.last().map_or(0.0, |b| b.1)
+    }
+
+    /// The upper bound of the bucket holding quantile `q`: the quantile is at most this.
+    fn quantile_bound(&self, q: f64) -> String {
+        let rank = q * self.count();
+        match self.0.iter().find(|b| b.1 >= rank && b.1 > 0.0) {
+            Some(&(le, _)) if le.is_finite() => format!("≤{:.3}ms", le * 1e3),
+            Some(_) => "above".into(),
+            None => "-".into(),
+        }
+    }
+}
+
+async fn overhead_histogram(admin: SocketAddr) -> Buckets {
+    let mut sock = TcpStream::connect(admin).await.expect("connect admin");
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("ask metrics");
+    let mut text = String::new();
+    let _ = sock.read_to_string(&mut text).await;
+    let mut b: Vec<(f64, f64)> = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiproxy_gateway_overhead_seconds_bucket{"))
+    {
+        let le = line.split("le=\"").nth(1).and_then(|r| r.split('"').next());
+        let n = line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok());
+        let (Some(le), Some(n)) = (le, n) else { continue };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::NAN)
+        };
+        match b.iter_mut().find(|x| x.0 == le) {
+            Some(x) => x.1 += n,
+            None => b.push((le, n)),
+        }
+    }
+    b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    Buckets(b)
 }
 
 async fn streams(gw: Proc, upstream: SocketAddr) {

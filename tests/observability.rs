@@ -134,6 +134,32 @@ async fn metrics_follow_real_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn overhead_excludes_time_waiting_on_upstreams() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    // 400 ms before the answer's header, then a stream whose five events come 60 ms apart.
+    a.script([Reply::Delay(Duration::from_millis(400), Box::new(Reply::Ok))]);
+    assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
+    a.set_event_gap(Duration::from_millis(60));
+    let r = gw.chat(json!({"model": "m", "stream": true, "messages": []})).await;
+    assert!(r.text().await.unwrap().contains("[DONE]"));
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = gw.metrics().await;
+    let api = [("api", "openai_chat")];
+    let total = metric(&text, "apiproxy_request_duration_seconds_sum", &api);
+    let overhead = metric(&text, "apiproxy_gateway_overhead_seconds_sum", &api);
+    assert_eq!(metric(&text, "apiproxy_gateway_overhead_seconds_count", &api), 2.0);
+    assert!(
+        total >= 0.6,
+        "two requests that waited ≥0.4 s and ≥0.24 s took {total} s"
+    );
+    // What remains is the gateway's own work (debug build, shared machine): far below the waits.
+    assert!(overhead < 0.1, "overhead {overhead} s of {total} s total");
+    assert!(overhead > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn json_logs_with_timezone_one_line_per_request() {
     let a = Mock::start("alpha", &["m"]).await;
     let gw = Gateway::start_with_env(

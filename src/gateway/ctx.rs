@@ -189,6 +189,9 @@ pub struct RequestCtx {
     pub upstream_wait: Duration,
     /// Upstream time to response header of the serving attempt.
     pub ttfb: Option<Duration>,
+    /// When the serving upstream's last response byte reached the gateway: what follows (the last
+    /// filtering, the final write to the client) is the gateway's own time again.
+    pub upstream_done: Option<Instant>,
     /// Time from the request's start to the first stream bytes sent to the client.
     pub first_token: Option<Duration>,
     /// The code of an error the gateway answered itself.
@@ -233,6 +236,7 @@ impl RequestCtx {
             streaming_response: false,
             upstream_wait: Duration::ZERO,
             ttfb: None,
+            upstream_done: None,
             first_token: None,
             error_code: None,
         }

@@ -1,5 +1,7 @@
 //! One log line and the metrics per request.
 
+use std::time::Instant;
+
 use pingora::Error;
 
 use super::ctx::{AttemptRecord, RequestCtx};
@@ -46,7 +48,8 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
         m.open_streams.dec();
     }
     if let (Some(_), Some(attempt)) = (ctx.ttfb, ctx.current.as_ref()) {
-        ctx.upstream_wait += attempt.started.elapsed();
+        let waited_until = ctx.upstream_done.unwrap_or_else(Instant::now);
+        ctx.upstream_wait += waited_until.saturating_duration_since(attempt.started);
     }
     let api = ctx.client_format.map_or("none", |f| f.label());
     let status = ctx.status.unwrap_or(0);

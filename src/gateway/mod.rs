@@ -15,7 +15,7 @@ mod session;
 mod upstream_call;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -198,6 +198,9 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        if end_of_stream && ctx.upstream_done.is_none() {
+            ctx.upstream_done = Some(Instant::now());
+        }
         response::on_body(ctx, body, end_of_stream);
         session::capture(ctx, body);
         Ok(None)
