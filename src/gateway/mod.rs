@@ -60,7 +60,15 @@ impl Gateway {
             Endpoint::Models => {
                 intake::authenticate(session, &self.app, ctx)?;
                 session::admit(&self.app, ctx).await?;
-                let body = self.app.catalog.listing();
+                let body = match ctx.client.as_ref().and_then(|c| c.allowed_providers.as_ref()) {
+                    None => self.app.catalog.listing(),
+                    Some(allowed) => {
+                        self.app
+                            .snapshot()
+                            .routes
+                            .listing_for(allowed, &self.app.catalog, &self.app.health)
+                    }
+                };
                 respond::json(session, ctx, 200, body, None)
                     .await
                     .map_err(|e| GatewayError::ClientRead(e.to_string()))?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::health::{HealthRegistry, UpstreamHealth};
 use crate::config::Config;
 use crate::upstream::{ModelCatalog, Provider, ProviderExtras};
+use bytes::Bytes;
 
 /// One way to serve a request: a provider and the model name it knows.
 #[derive(Clone)]
@@ -168,6 +169,16 @@ impl RouteTable {
     /// A logical model's (or alias's) plan.
     pub fn logical(&self, id: &str) -> Option<&RoutePlan> {
         self.logical.get(id)
+    }
+
+    /// The `/models` body a key limited to `allowed` providers sees: the listed models it could
+    /// route somewhere, decided by the same plan a request for each would get.
+    pub fn listing_for(&self, allowed: &HashSet<String>, catalog: &ModelCatalog, health: &HealthRegistry) -> Bytes {
+        catalog.listing_where(|id| {
+            self.plan(id, catalog, health)
+                .and_then(|plan| plan.restricted_to(allowed))
+                .is_ok()
+        })
     }
 
     /// Resolves `model`: a logical model first, then `provider/model`, then zero-config.

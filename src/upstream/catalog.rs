@@ -14,6 +14,8 @@ use super::Provider;
 struct Index {
     /// model id -> ids of the providers that list it.
     providers_by_model: HashMap<String, Vec<Arc<str>>>,
+    /// Every listed id with its owner, sorted by id.
+    listed: Vec<(String, String)>,
     /// The `/models` response body, ready to send.
     listing: Bytes,
 }
@@ -46,6 +48,11 @@ impl ModelCatalog {
     /// The aggregated `/models` body.
     pub fn listing(&self) -> Bytes {
         self.index.load().listing.clone()
+    }
+
+    /// The `/models` body with only the ids `keep` accepts (for a key limited to some providers).
+    pub fn listing_where(&self, keep: impl Fn(&str) -> bool) -> Bytes {
+        listing_body(self.index.load().listed.iter().filter(|(id, _)| keep(id)))
     }
 
     /// The models a provider offers: its static list, else the discovered one.
@@ -95,16 +102,22 @@ impl ModelCatalog {
         for id in logical_models {
             listed.insert(id.to_string(), "apiproxy".to_string());
         }
-        let data: Vec<_> = listed
-            .iter()
-            .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
-            .collect();
-        let listing = Bytes::from(json!({"object": "list", "data": data}).to_string());
+        let listed: Vec<(String, String)> = listed.into_iter().collect();
+        let listing = listing_body(listed.iter());
         self.index.store(Arc::new(Index {
             providers_by_model,
+            listed,
             listing,
         }));
     }
+}
+
+/// An OpenAI-style `/models` body of `(id, owner)` entries.
+fn listing_body<'a>(entries: impl Iterator<Item = &'a (String, String)>) -> Bytes {
+    let data: Vec<_> = entries
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    Bytes::from(json!({"object": "list", "data": data}).to_string())
 }
 
 /// Parses a provider's model list: OpenAI (`data[].id`), Anthropic (`data[].id`) and Gemini
