@@ -229,7 +229,9 @@ async fn start_gateway(upstream: SocketAddr, anthropic_upstream: Option<SocketAd
     let config = dir.path().join("bench.yaml");
     std::fs::write(&config, yaml).expect("write config");
     let (addr, admin) = (free_addr(), free_addr());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_apiproxy"));
+    // BENCH_GATEWAY_BIN runs another build of the gateway (an A/B of a change) in the same harness.
+    let bin = std::env::var("BENCH_GATEWAY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_apiproxy").into());
+    let mut cmd = Command::new(bin);
     cmd.arg("--config")
         .arg(&config)
         .env("APIPROXY_LISTEN", addr.to_string())

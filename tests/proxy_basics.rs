@@ -450,3 +450,40 @@ async fn stale_pooled_upstream_connections_are_not_used() {
     // was sent twice.
     assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_goes_away_ends_its_request_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    a.script([Reply::Delay(Duration::from_secs(4), Box::new(Reply::Ok))]);
+    let body = chat_body("m").to_string();
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while a.hits() == 0 {
+        assert!(Instant::now() < deadline, "the request never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The client hangs up while the upstream is still thinking: the gateway notices at once instead
+    // of holding the request (and the upstream connection) until the answer comes.
+    drop(sock);
+    let gone = Instant::now();
+    loop {
+        let text = gw.metrics().await;
+        if metric(&text, "apiproxy_active_requests", &[]) == 0.0 {
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_millis(1500),
+            "request still active {:?} after the client left",
+            gone.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
