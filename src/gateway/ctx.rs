@@ -61,20 +61,9 @@ pub struct BodyBuf {
     first: Option<Bytes>,
     rest: BytesMut,
     overflowed: bool,
-    /// Room to reserve once a second piece arrives (a declared length).
-    expected: usize,
 }
 
 impl BodyBuf {
-    /// A buffer for a body announced as `expected` bytes long; memory is reserved only once the
-    /// body turns out to come in more than one piece.
-    pub fn expecting(expected: usize) -> Self {
-        BodyBuf {
-            expected,
-            ..BodyBuf::default()
-        }
-    }
-
     /// Keeps `chunk` while the whole stays within `limit`; once it would not, the body is marked
     /// incomplete and nothing more is kept.
     pub fn keep(&mut self, chunk: &Option<Bytes>, limit: usize) {
@@ -89,7 +78,7 @@ impl BodyBuf {
             None if self.rest.is_empty() => self.first = Some(chunk.clone()),
             first => {
                 if let Some(first) = first {
-                    self.rest.reserve(self.expected.max(first.len() + chunk.len()));
+                    self.rest.reserve(first.len() + chunk.len());
                     self.rest.extend_from_slice(&first);
                 }
                 self.rest.extend_from_slice(chunk);

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::Method;
 use pingora::proxy::Session;
 
-use super::ctx::{BodyBuf, RequestCtx};
+use super::ctx::RequestCtx;
 use super::error::GatewayError;
 use crate::app::App;
 use crate::formats::request::{inspect, inspect_chat, BodyError};
@@ -15,8 +15,6 @@ use crate::formats::WireFormat;
 
 /// Longest pause allowed between two pieces of a request body.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-/// Most memory reserved up front for a body, whatever its declared length.
-const MAX_PREALLOCATION: usize = 1024 * 1024;
 
 /// What the client asked for, by method and path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,22 +150,28 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     session.enable_retry_buffering();
     // A client that stops sending mid-body must not hold the request open forever.
     session.set_read_timeout(Some(BODY_READ_TIMEOUT));
-    // A body that arrives in one piece is kept as it came; a declared length alone reserves at most
-    // MAX_PREALLOCATION, and only once a second piece arrives.
-    let mut buf = BodyBuf::expecting(declared.unwrap_or(0).min(MAX_PREALLOCATION));
+    // The pieces are only counted and held (reference counts): Pingora's retry buffer keeps them too,
+    // and joins a body of several pieces once for every upstream attempt; routing reads that same copy.
+    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                buf.keep(&Some(chunk), limit);
-                if !buf.complete() {
+                len += chunk.len();
+                if len > limit {
                     return Err(GatewayError::BodyTooLarge { limit });
                 }
+                pieces.push(chunk);
             }
             Ok(None) => break,
             Err(e) => return Err(GatewayError::ClientRead(e.etype().as_str().to_string())),
         }
     }
-    Ok(buf.into_bytes())
+    Ok(match (session.get_retry_buffer(), pieces.len()) {
+        (Some(body), _) if body.len() == len => body,
+        (_, 1) => pieces.swap_remove(0),
+        _ => pieces.concat().into(),
+    })
 }
 
 /// Parses the body and resolves its model to a plan.

@@ -144,15 +144,21 @@ where
 
         // APIProxy patch: a request whose body is already read whole (or that has none) needs no
         // duplex pump: send the body, then relay the answer, in one task without channels.
-        if !upgrade_req
+        let read_whole = !upgrade_req
             && downstream_custom_message_writer.is_none()
             && downstream_custom_message_reader.is_none()
             && !session.cache.enabled()
             && !session.was_upgraded()
-            && session.as_mut().is_body_done()
-            && (session.as_mut().is_body_empty() || session.as_ref().get_retry_buffer().is_some())
-        {
-            return match self.proxy_1to1_sequential(session, client_session, ctx).await {
+            && session.as_mut().is_body_done();
+        let body = match read_whole {
+            true => session.as_ref().get_retry_buffer(),
+            false => None,
+        };
+        if read_whole && (body.is_some() || session.as_mut().is_body_empty()) {
+            return match self
+                .proxy_1to1_sequential(session, client_session, body, ctx)
+                .await
+            {
                 Ok((downstream_can_reuse, upstream_can_reuse)) => {
                     (downstream_can_reuse, upstream_can_reuse, None)
                 }
@@ -274,6 +280,7 @@ where
         &self,
         session: &mut Session,
         client_session: &mut HttpSessionV1,
+        mut body: Option<Bytes>,
         ctx: &mut SV::CTX,
     ) -> Result<(bool, bool)>
     where
@@ -281,7 +288,6 @@ where
         SV::CTX: Send + Sync,
     {
         // The request body, as `send_body_to_pipe` and `send_body_to1` would send it.
-        let mut body = session.as_ref().get_retry_buffer();
         session
             .downstream_modules_ctx
             .request_body_filter(&mut body, true)

@@ -12,15 +12,19 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
+use std::sync::OnceLock;
+
 use bytes::{Bytes, BytesMut};
 
 /// A buffer with size limit. When the total amount of data written to the buffer is below the limit
 /// all the data will be held in the buffer. Otherwise, the buffer will report to be truncated.
 ///
 /// APIProxy patch: the pieces are kept as the `Bytes` they arrived in (a reference count, no copy);
-/// a body that came in one piece is handed back without a copy, one in several is joined once.
+/// a body that came in one piece is handed back without a copy, one in several is joined once and
+/// the joined copy is kept for every later call (each upstream attempt asks for it again).
 pub struct FixedBuffer {
     pieces: Vec<Bytes>,
+    joined: OnceLock<Bytes>,
     len: usize,
     capacity: usize,
     truncated: bool,
@@ -30,6 +34,7 @@ impl FixedBuffer {
     pub fn new(capacity: usize) -> Self {
         FixedBuffer {
             pieces: Vec::new(),
+            joined: OnceLock::new(),
             len: 0,
             capacity,
             truncated: false,
@@ -40,6 +45,7 @@ impl FixedBuffer {
         if self.truncated || data.is_empty() {
             return;
         }
+        self.joined = OnceLock::new();
 
         if self.len + data.len() <= self.capacity {
             self.pieces.push(data.clone());
@@ -53,6 +59,7 @@ impl FixedBuffer {
     }
 
     pub fn clear(&mut self) {
+        self.joined = OnceLock::new();
         self.truncated = false;
         self.pieces.clear();
         self.len = 0;
@@ -68,13 +75,17 @@ impl FixedBuffer {
         match self.pieces.as_slice() {
             [] => None,
             [one] => Some(one.clone()),
-            pieces => {
-                let mut joined = BytesMut::with_capacity(self.len);
-                for piece in pieces {
-                    joined.extend_from_slice(piece);
-                }
-                Some(joined.freeze())
-            }
+            pieces => Some(
+                self.joined
+                    .get_or_init(|| {
+                        let mut joined = BytesMut::with_capacity(self.len);
+                        for piece in pieces {
+                            joined.extend_from_slice(piece);
+                        }
+                        joined.freeze()
+                    })
+                    .clone(),
+            ),
         }
     }
 }
