@@ -4,10 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::health::{HealthRegistry, UpstreamHealth};
 use crate::config::Config;
 use crate::upstream::{ModelCatalog, Provider, ProviderExtras};
-use bytes::Bytes;
 
 /// One way to serve a request: a provider and the model name it knows.
 #[derive(Clone)]
