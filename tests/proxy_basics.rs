@@ -487,3 +487,49 @@ async fn a_client_that_goes_away_ends_its_request_at_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_sent_in_pieces_is_routed_and_replayed_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let yaml = format!(
+        "providers:\n{}{}logical_models:\n  - id: lm\n    upstreams: [{{provider: alpha, model: m}}, {{provider: beta, model: m, priority: 1}}]\n",
+        provider_yaml("alpha", &a, ""),
+        provider_yaml("beta", &b, "")
+    );
+    let gw = Gateway::start(&yaml).await;
+    a.script([Reply::status(503)]);
+    // A chunked body in three pieces, some time apart: routing reads the pieces joined, and the
+    // failover to beta sends the same whole body again.
+    let content = "piece ".repeat(5000);
+    let body = json!({"model": "lm", "messages": [{"role": "user", "content": content}]}).to_string();
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    for piece in body.as_bytes().chunks(body.len() / 3 + 1) {
+        sock.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+            .await
+            .unwrap();
+        sock.write_all(piece).await.unwrap();
+        sock.write_all(b"\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    sock.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_string(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 200"), "{answer}");
+    assert!(lower.contains("x-apiproxy-provider: beta"), "{answer}");
+    for mock in [&a, &b] {
+        let sent = mock.last().expect("the upstream got the request");
+        assert_eq!(sent.json()["messages"][0]["content"], content.as_str());
+        assert_eq!(sent.json()["model"], "m");
+    }
+}
