@@ -570,6 +570,7 @@ async fn run() {
         ("non-stream, 1 MiB body", 1024 * 1024, false, "json"),
         ("stream, 50 SSE events", 1024, true, "stream"),
     ];
+    let mut verdict = Verdict::default();
     for (name, size, stream, mode) in cases {
         if !name.contains(only.as_str()) {
             continue;
@@ -633,20 +634,77 @@ async fn run() {
             ratio(&n),
             ratio(&f),
         );
+        match (mode, size) {
+            ("json", 1024) => {
+                verdict.same_format_rps = Some(g.rps);
+                verdict.vs_nginx = n.as_ref().map(|n| g.rps / n.rps);
+            }
+            ("translate", _) => verdict.translated_rps = Some(g.rps),
+            _ => {}
+        }
     }
     // BENCH_ONLY picks throughput cases by name, or `latency` / `streams` for those phases alone.
     if !only.is_empty() && only != "latency" && only != "streams" {
+        verdict.print();
         return;
     }
     if only != "streams" {
-        latency(&gw, upstream, nginx.as_ref(), secs).await;
+        verdict.added_p99 = Some(latency(&gw, upstream, nginx.as_ref(), secs).await);
     }
     if only != "latency" {
-        streams(gw, upstream).await;
+        verdict.streams = Some(streams(gw, upstream).await);
+    }
+    verdict.print();
+}
+
+/// What this run says about the targets of the benchmark (on the 2-core machine it was set for).
+#[derive(Default)]
+struct Verdict {
+    same_format_rps: Option<f64>,
+    /// Same-format 1 KiB throughput over nginx's.
+    vs_nginx: Option<f64>,
+    translated_rps: Option<f64>,
+    added_p99: Option<Duration>,
+    /// Streams completed of 1,000, and the gateway's peak RSS in MiB.
+    streams: Option<(u64, f64)>,
+}
+
+impl Verdict {
+    fn print(&self) {
+        let met = |ok: bool| if ok { "met" } else { "NOT met" };
+        println!("\ntargets, this run:");
+        if let Some(r) = self.vs_nginx {
+            println!(
+                "  same-format 1 KiB throughput >= 90% of nginx      {:>9.0}%   {}",
+                r * 100.0,
+                met(r >= 0.9)
+            );
+        }
+        if let Some(d) = self.added_p99 {
+            println!(
+                "  added p99 at 2,000 req/s < 1 ms                   {:>7.2} ms   {}",
+                d.as_secs_f64() * 1e3,
+                met(d < Duration::from_millis(1))
+            );
+        }
+        if let (Some(t), Some(s)) = (self.translated_rps, self.same_format_rps) {
+            println!(
+                "  translated >= 60% of same-format throughput       {:>9.0}%   {}",
+                100.0 * t / s,
+                met(t >= 0.6 * s)
+            );
+        }
+        if let Some((done, peak)) = self.streams {
+            println!(
+                "  1,000 concurrent streams in < 100 MiB RSS         {peak:>6.1} MiB   {} ({done}/1000 completed)",
+                met(done == 1000 && peak < 100.0)
+            );
+        }
     }
 }
 
-async fn latency(gw: &Proc, upstream: SocketAddr, nginx: Option<&Proc>, secs: f64) {
+/// Prints the latency phase; returns the p99 the gateway adds over direct.
+async fn latency(gw: &Proc, upstream: SocketAddr, nginx: Option<&Proc>, secs: f64) -> Duration {
     const RATE: f64 = 2000.0;
     const SLICE_SECS: f64 = 1.0;
     println!(
@@ -709,6 +767,7 @@ async fn latency(gw: &Proc, upstream: SocketAddr, nginx: Option<&Proc>, secs: f6
         );
     };
     added(&samples[1], "added");
+    let added_p99 = pct(&samples[1], 0.99).saturating_sub(pct(d, 0.99));
     if let Some(n) = samples.get(2) {
         added(n, "nginx adds");
     }
@@ -721,6 +780,7 @@ async fn latency(gw: &Proc, upstream: SocketAddr, nginx: Option<&Proc>, secs: f6
         overhead.quantile_bound(0.999),
         overhead.count()
     );
+    added_p99
 }
 
 /// Cumulative bucket counts of `apiproxy_gateway_overhead_seconds`, summed over its labels.
@@ -781,7 +841,8 @@ async fn overhead_histogram(admin: SocketAddr) -> Buckets {
     Buckets(b)
 }
 
-async fn streams(gw: Proc, upstream: SocketAddr) {
+/// Prints the streams phase; returns how many of the 1,000 completed and the peak RSS in MiB.
+async fn streams(gw: Proc, upstream: SocketAddr) -> (u64, f64) {
     println!("\n1000 concurrent slow streams (10 events over 5 s each) through a freshly started gateway:");
     drop(gw);
     let gw = start_gateway(upstream, None).await;
@@ -838,6 +899,8 @@ async fn streams(gw: Proc, upstream: SocketAddr) {
         *peak.lock(),
         hwm
     );
+    let peak = *peak.lock();
+    (ok.load(Ordering::Relaxed), peak.max(hwm))
 }
 
 fn num_cpus() -> usize {
