@@ -284,3 +284,99 @@ async fn gemini_streams_without_alt_sse_are_a_json_array() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_names_an_upstream_would_refuse_are_renamed_and_given_back() {
+    let (oa, _an, gw) = setup().await;
+    // Valid for Anthropic clients, refused by OpenAI: a dot, and more than 64 characters.
+    let dotted = "filesystem.read_file";
+    let long = format!("mcp__{}", "server_with_a_long_name__".repeat(3));
+    let body = |stream: bool| {
+        json!({"model": "gpt-x", "max_tokens": 100, "stream": stream,
+            "tools": [{"name": dotted, "input_schema": {"type": "object"}},
+                      {"name": long, "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "read it"},
+                         {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": dotted, "input": {}}]},
+                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}]})
+    };
+    assert_eq!(gw.post("/v1/messages", body(false), &[]).await.status(), 200);
+    let sent = oa.last().unwrap().json();
+    let names: Vec<String> = sent["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap().to_string())
+        .collect();
+    for n in &names {
+        assert!(
+            n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "{n}"
+        );
+    }
+    let (up_dotted, up_long) = (names[0].clone(), names[1].clone());
+    // The conversation's earlier call goes up under the same name.
+    assert_eq!(
+        sent["messages"][1]["tool_calls"][0]["function"]["name"],
+        up_dotted.as_str(),
+        "{sent}"
+    );
+
+    // The upstream calls both tools by the names it was given; the client sees its own names.
+    let calls = json!([
+        {"id": "call_a", "type": "function", "function": {"name": up_dotted, "arguments": "{}"}},
+        {"id": "call_b", "type": "function", "function": {"name": up_long, "arguments": "{}"}}]);
+    oa.script([Reply::Status {
+        status: 200,
+        retry_after: None,
+        body: json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-x",
+            "choices": [{"index": 0, "finish_reason": "tool_calls",
+                         "message": {"role": "assistant", "content": null, "tool_calls": calls}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}})
+        .to_string(),
+    }]);
+    let v: Value = gw.post("/v1/messages", body(false), &[]).await.json().await.unwrap();
+    let used: Vec<&str> = v["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["type"] == "tool_use")
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(used, [dotted, long.as_str()], "{v}");
+
+    // Streamed the same way.
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
+    };
+    oa.script([Reply::Sse(vec![
+        chunk(
+            json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+            "function": {"name": up_dotted, "arguments": ""}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 1, "id": "call_b", "type": "function",
+            "function": {"name": up_long, "arguments": "{}"}}]}),
+            Value::Null,
+        ),
+        chunk(json!({}), json!("tool_calls")),
+        "data: [DONE]\n\n".to_string(),
+    ])]);
+    let text = gw.post("/v1/messages", body(true), &[]).await.text().await.unwrap();
+    let starts: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|e| e["type"] == "content_block_start" && e["content_block"]["type"] == "tool_use")
+        .map(|e| e["content_block"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(starts, [dotted.to_string(), long.clone()], "{text}");
+}

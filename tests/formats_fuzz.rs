@@ -199,6 +199,7 @@ fn streams_never_panic_and_stay_bounded() {
                     max_event_bytes,
                     input_tokens_estimate: 0,
                     gemini_json_array: rng.random(),
+                    tool_names: None,
                 };
                 let mut c = StreamConverter::new(from, to, opts);
                 let mut out = Vec::new();

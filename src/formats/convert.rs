@@ -4,6 +4,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::ir::IrResponse;
+use super::tool_names::ToolNames;
 use super::usage::Usage;
 use super::wire::WireFormat;
 use super::{anthropic, gemini, openai_chat, responses_api};
@@ -38,8 +39,19 @@ pub fn convert_request(
     body: &[u8],
     opts: &RequestOptions,
 ) -> Result<Bytes, ConvertError> {
+    convert_request_named(from, to, body, opts).map(|(body, _)| body)
+}
+
+/// As `convert_request`, and the tool names renamed for the upstream (see `tool_names`): hand them to
+/// `convert_response_named` or `StreamOptions::tool_names` so the client gets its own names back.
+pub fn convert_request_named(
+    from: WireFormat,
+    to: WireFormat,
+    body: &[u8],
+    opts: &RequestOptions,
+) -> Result<(Bytes, Option<ToolNames>), ConvertError> {
     let obj = super::json::parse_object(body)?;
-    let ir = match from {
+    let mut ir = match from {
         WireFormat::OpenAiChat => openai_chat::request::parse(&obj)?,
         WireFormat::OpenAiResponses => responses_api::request::parse(&obj)?,
         WireFormat::Anthropic => anthropic::request::parse(&obj)?,
@@ -53,15 +65,15 @@ pub fn convert_request(
             to.label()
         )));
     }
+    let names = ToolNames::for_request(to, &mut ir);
     let out = match to {
         WireFormat::OpenAiChat => openai_chat::request::render(&ir, opts),
         WireFormat::OpenAiResponses => responses_api::request::render(&ir, opts)?,
         WireFormat::Anthropic => anthropic::request::render(&ir, opts)?,
         WireFormat::Gemini => gemini::request::render(&ir, opts),
     };
-    serde_json::to_vec(&out)
-        .map(Bytes::from)
-        .map_err(|e| ConvertError::Invalid(e.to_string()))
+    let body = serde_json::to_vec(&out).map_err(|e| ConvertError::Invalid(e.to_string()))?;
+    Ok((Bytes::from(body), names))
 }
 
 /// Parses a whole upstream response into the IR.
@@ -88,7 +100,21 @@ pub fn convert_response(
     body: &[u8],
     model: &str,
 ) -> Result<(Bytes, Option<Usage>), ConvertError> {
-    let ir = parse_response(from, body)?;
+    convert_response_named(from, to, body, model, None)
+}
+
+/// As `convert_response`, giving tool calls back the client's names the request was renamed from.
+pub fn convert_response_named(
+    from: WireFormat,
+    to: WireFormat,
+    body: &[u8],
+    model: &str,
+    names: Option<&ToolNames>,
+) -> Result<(Bytes, Option<Usage>), ConvertError> {
+    let mut ir = parse_response(from, body)?;
+    if let Some(names) = names {
+        names.restore(&mut ir);
+    }
     let out = match to {
         WireFormat::OpenAiChat => openai_chat::response::render(&ir, model),
         WireFormat::OpenAiResponses => responses_api::response::render(&ir, model),

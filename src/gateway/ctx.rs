@@ -10,7 +10,7 @@ use super::error::GatewayError;
 use crate::app::Snapshot;
 use crate::auth::ClientIdentity;
 use crate::formats::request::Inspected;
-use crate::formats::{StreamConverter, Usage, WireFormat};
+use crate::formats::{StreamConverter, ToolNames, Usage, WireFormat};
 use crate::routing::RoutePlan;
 use crate::upstream::KeyChoice;
 
@@ -38,6 +38,8 @@ pub struct Attempt {
     pub path: String,
     /// The gateway added `stream_options.include_usage`: strip the usage chunk for the client.
     pub injected_usage: bool,
+    /// Tool names renamed for this upstream, to give back in its answer.
+    pub tool_names: Option<Arc<ToolNames>>,
 }
 
 /// How the response body travels to the client.

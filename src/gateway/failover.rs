@@ -111,6 +111,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             body: call.body,
             path: call.path,
             injected_usage: call.injected_usage,
+            tool_names: call.tool_names,
         });
         ctx.status_retry = None;
         ctx.response = ResponseMode::Pass;

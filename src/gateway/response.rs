@@ -8,7 +8,7 @@ use pingora::http::ResponseHeader;
 use super::ctx::{BodyBuf, RequestCtx, ResponseMode};
 use crate::app::App;
 use crate::formats::{
-    convert_error, convert_response, error_map, estimate_input_tokens, extract_usage, ErrorKind, StreamConverter,
+    convert_error, convert_response_named, error_map, estimate_input_tokens, extract_usage, ErrorKind, StreamConverter,
     StreamOptions, WireFormat,
 };
 
@@ -65,6 +65,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
                 && (attempt.injected_usage || upstream != ctx.request_format),
             input_tokens_estimate: estimate_input_tokens(&ctx.body),
             gemini_json_array: client == WireFormat::Gemini && !ctx.gemini_sse,
+            tool_names: attempt.tool_names.clone(),
             ..StreamOptions::default()
         };
         // Chunked, so each event is flushed as it arrives.
@@ -127,7 +128,8 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
             *body = None;
             if end_of_stream {
                 let out = if buf.complete() {
-                    match convert_response(upstream, client, buf.as_slice(), &ctx.model) {
+                    let names = ctx.current.as_ref().and_then(|a| a.tool_names.as_deref());
+                    match convert_response_named(upstream, client, buf.as_slice(), &ctx.model, names) {
                         Ok((out, usage)) => {
                             ctx.usage = usage;
                             out

@@ -1,6 +1,8 @@
 //! What goes to the upstream on one attempt: the format it is spoken to in, the body (the client's own
 //! bytes with the model rewritten in place, or a translation), the path, and the headers.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::HeaderName;
 use pingora::http::RequestHeader;
@@ -10,7 +12,7 @@ use super::ctx::RequestCtx;
 use crate::app::App;
 use crate::config::ApiStyle;
 use crate::formats::request::{injects_usage, rewrite, Rewrite};
-use crate::formats::{convert_request, RequestOptions, WireFormat};
+use crate::formats::{convert_request_named, RequestOptions, ToolNames, WireFormat};
 use crate::upstream::Provider;
 
 /// Anthropic requires a version header; this is the one the translation targets.
@@ -39,6 +41,8 @@ pub struct UpstreamCall {
     pub body: Bytes,
     pub path: String,
     pub injected_usage: bool,
+    /// Tool names renamed because the upstream would refuse them (translated requests only).
+    pub tool_names: Option<Arc<ToolNames>>,
 }
 
 /// Builds the call to `provider` for physical `model`. `Err` says why this upstream cannot take the
@@ -61,6 +65,7 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                 body: rewrite(&ctx.body, inspected, &edit),
                 path,
                 injected_usage: injects_usage(inspected, &edit),
+                tool_names: None,
             })
         }
         // Gemini to Gemini: the model lives in the path; the body passes untouched.
@@ -69,6 +74,7 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
             body: ctx.body.clone(),
             path,
             injected_usage: false,
+            tool_names: None,
         }),
         (_, false) => {
             let opts = RequestOptions {
@@ -76,7 +82,8 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                 stream: ctx.stream,
                 default_max_tokens: DEFAULT_MAX_TOKENS,
             };
-            let body = convert_request(ctx.request_format, format, &ctx.body, &opts).map_err(|e| e.to_string())?;
+            let (body, tool_names) =
+                convert_request_named(ctx.request_format, format, &ctx.body, &opts).map_err(|e| e.to_string())?;
             Ok(UpstreamCall {
                 format,
                 body,
@@ -84,6 +91,7 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                 // The translation asks OpenAI upstreams for usage itself; the converter decides what the
                 // client sees from what the client asked.
                 injected_usage: false,
+                tool_names: tool_names.map(Arc::new),
             })
         }
     }

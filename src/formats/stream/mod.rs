@@ -4,10 +4,13 @@
 pub mod events;
 pub(crate) mod sse_parser;
 
+use std::sync::Arc;
+
 use events::{Decode, Encode, StreamEvent};
 use sse_parser::{Frame, JsonArrayParser, SseParser};
 
 use super::error_map::stream_error_event;
+use super::tool_names::ToolNames;
 use super::usage::Usage;
 use super::wire::WireFormat;
 use super::{anthropic, gemini, openai_chat, responses_api};
@@ -34,6 +37,8 @@ pub struct StreamOptions {
     pub input_tokens_estimate: u64,
     /// A Gemini client called `:streamGenerateContent` without `alt=sse`: answer with a JSON array.
     pub gemini_json_array: bool,
+    /// Tool names the request was renamed from for the upstream (`convert_request_named`).
+    pub tool_names: Option<Arc<ToolNames>>,
 }
 
 impl Default for StreamOptions {
@@ -45,6 +50,7 @@ impl Default for StreamOptions {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             input_tokens_estimate: 0,
             gemini_json_array: false,
+            tool_names: None,
         }
     }
 }
@@ -224,6 +230,7 @@ impl StreamConverter {
         let limit = self.opts.max_event_bytes.saturating_mul(16);
         let from = self.from;
         let Self {
+            opts,
             framer,
             decoder,
             output,
@@ -232,6 +239,7 @@ impl StreamConverter {
             ended,
             ..
         } = self;
+        let tool_names = opts.tool_names.as_deref();
         let mut on_frame = |frame: Frame<'_>| {
             if *ended {
                 return;
@@ -245,7 +253,10 @@ impl StreamConverter {
             }
             match output {
                 Output::Translate(encoder) => {
-                    for ev in events.drain(..) {
+                    for mut ev in events.drain(..) {
+                        if let (Some(names), StreamEvent::ToolStart { name, .. }) = (tool_names, &mut ev) {
+                            names.restore_name(name);
+                        }
                         *accumulated += match &ev {
                             StreamEvent::Text(t) | StreamEvent::Thinking(t) => t.len(),
                             StreamEvent::ToolArgs { delta, .. } => delta.len(),
