@@ -10,14 +10,7 @@ use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_follow_real_traffic() {
-    let a = Mock::start("alpha", &["m"]).await;
-    let b = Mock::start("beta", &["m"]).await;
-    let yaml = format!(
-        "providers:\n{}{}logical_models:\n  - id: lm\n    upstreams: [{{provider: alpha, model: m}}, {{provider: beta, model: m, priority: 1}}]\n",
-        provider_yaml("alpha", &a, ""),
-        provider_yaml("beta", &b, "")
-    );
-    let gw = Gateway::start(&yaml).await;
+    let (a, _b, gw) = failover_pair().await;
     // One plain success, one failover, one stream, one unknown model, one client with a bad key,
     // and one arbitrary provider/model name.
     assert_eq!(gw.chat(chat_body("lm")).await.status(), 200);

@@ -491,14 +491,7 @@ async fn a_client_that_goes_away_ends_its_request_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_sent_in_pieces_is_routed_and_replayed_whole() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let a = Mock::start("alpha", &["m"]).await;
-    let b = Mock::start("beta", &["m"]).await;
-    let yaml = format!(
-        "providers:\n{}{}logical_models:\n  - id: lm\n    upstreams: [{{provider: alpha, model: m}}, {{provider: beta, model: m, priority: 1}}]\n",
-        provider_yaml("alpha", &a, ""),
-        provider_yaml("beta", &b, "")
-    );
-    let gw = Gateway::start(&yaml).await;
+    let (a, b, gw) = failover_pair().await;
     a.script([Reply::status(503)]);
     // A chunked body in three pieces, some time apart: routing reads the pieces joined, and the
     // failover to beta sends the same whole body again.

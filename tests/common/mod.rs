@@ -280,6 +280,20 @@ pub async fn sse_data(resp: reqwest::Response) -> Vec<String> {
         .collect()
 }
 
+/// Mocks `alpha` and `beta` serving `m`, behind the logical model `lm` that prefers alpha and fails
+/// over to beta (a lower tier).
+pub async fn failover_pair() -> (Mock, Mock, Gateway) {
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let yaml = format!(
+        "providers:\n{}{}logical_models:\n  - id: lm\n    upstreams: [{{provider: alpha, model: m}}, {{provider: beta, model: m, priority: 1}}]\n",
+        provider_yaml("alpha", &a, ""),
+        provider_yaml("beta", &b, "")
+    );
+    let gw = Gateway::start(&yaml).await;
+    (a, b, gw)
+}
+
 /// The YAML of one provider pointing at a mock.
 pub fn provider_yaml(id: &str, mock: &Mock, extra: &str) -> String {
     format!(
