@@ -127,6 +127,27 @@ async fn metrics_follow_real_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn upstream_health_gauges_follow_a_cooldown() {
+    let (a, _b, gw) = failover_pair().await;
+    // alpha is rate limited for 30 s: the request fails over to beta, and alpha leaves the rotation.
+    a.script([Reply::status_retry_after(429, 30)]);
+    assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "beta");
+    let text = gw.metrics().await;
+    let up = |p: &'static str| [("provider", p), ("model", "m")];
+    let cooldown = metric(&text, "apiproxy_upstream_cooldown_seconds", &up("alpha"));
+    assert!(
+        cooldown > 20.0 && cooldown <= 30.0,
+        "alpha cool-down {cooldown} s\n{text}"
+    );
+    assert_eq!(metric(&text, "apiproxy_upstream_weight", &up("alpha")), 0.0);
+    assert!(metric(&text, "apiproxy_upstream_weight", &up("beta")) > 0.0);
+    assert_eq!(metric(&text, "apiproxy_upstream_cooldown_seconds", &up("beta")), 0.0);
+    for p in ["alpha", "beta"] {
+        assert_eq!(metric(&text, "apiproxy_upstream_circuit_open", &up(p)), 0.0, "{p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn overhead_excludes_time_waiting_on_upstreams() {
     let a = Mock::start("alpha", &["m"]).await;
     let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;

@@ -278,7 +278,7 @@ async fn accept_event_stream_asks_for_a_stream() {
 /// `slice` bytes (0: all at once) with a pause between them, so chunk heads, payloads and CRLFs are
 /// cut at every place a reader can meet them, or many chunks arrive in one read.
 async fn sliced_sse_upstream(events: usize, slice: usize) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut body = Vec::new();
@@ -299,29 +299,7 @@ async fn sliced_sse_upstream(events: usize, slice: usize) -> String {
             tokio::spawn(async move {
                 let _ = sock.set_nodelay(true);
                 let mut buf = Vec::new();
-                loop {
-                    // One request: its head, then content-length bytes.
-                    let mut chunk = [0u8; 65536];
-                    let complete = |buf: &[u8]| {
-                        let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-                        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        (buf.len() >= head_end + len).then_some(head_end + len)
-                    };
-                    let used = loop {
-                        if let Some(n) = complete(&buf) {
-                            break n;
-                        }
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    buf.drain(..used);
+                while common::mock::read_request(&mut sock, &mut buf).await.is_some() {
                     let step = if slice == 0 { answer.len() } else { slice };
                     for piece in answer.chunks(step) {
                         if sock.write_all(piece).await.is_err() {
@@ -380,7 +358,7 @@ async fn chunked_streams_survive_any_split() {
 /// connection without having said so (no `connection: close`): pooled connections go stale.
 async fn closing_upstream(linger: Duration) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = std::sync::Arc::new(AtomicUsize::new(0));
@@ -389,25 +367,8 @@ async fn closing_upstream(linger: Duration) -> (String, std::sync::Arc<std::sync
         while let Ok((mut sock, _)) = listener.accept().await {
             let seen = seen.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 65536];
-                // Read one whole request (head + content-length body).
-                loop {
-                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+                if common::mock::read_request(&mut sock, &mut Vec::new()).await.is_none() {
+                    return;
                 }
                 let n = seen.fetch_add(1, Ordering::SeqCst);
                 let body = format!(

@@ -93,20 +93,12 @@ impl BodyBuf {
         !self.overflowed
     }
 
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.first.as_ref().map_or(self.rest.len(), Bytes::len)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     pub fn as_slice(&self) -> &[u8] {
         self.first.as_deref().unwrap_or(&self.rest)
-    }
-
-    pub fn into_bytes(self) -> Bytes {
-        self.first.unwrap_or_else(|| self.rest.freeze())
     }
 }
 

@@ -137,6 +137,16 @@ pub fn authenticate(session: &Session, app: &App, ctx: &mut RequestCtx) -> Resul
     Ok(())
 }
 
+/// The `/models` body for the authenticated client: everything, or for a key limited to some
+/// providers, the models it can route to (the snapshot it was authenticated against decides).
+pub fn model_listing(app: &App, ctx: &mut RequestCtx) -> Bytes {
+    let Some(allowed) = ctx.client.as_ref().and_then(|c| c.allowed_providers.clone()) else {
+        return app.catalog.listing();
+    };
+    let snapshot = ctx.snapshot.get_or_insert_with(|| app.snapshot());
+    snapshot.routes.listing_for(&allowed, &app.catalog, &app.health)
+}
+
 /// Reads the whole body (it is needed to route on `model`, and is replayed on failover).
 pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
     let declared = session

@@ -15,7 +15,7 @@ mod session;
 mod upstream_call;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -61,15 +61,7 @@ impl Gateway {
             Endpoint::Models => {
                 intake::authenticate(session, &self.app, ctx)?;
                 session::admit(&self.app, ctx).await?;
-                let body = match ctx.client.as_ref().and_then(|c| c.allowed_providers.as_ref()) {
-                    None => self.app.catalog.listing(),
-                    Some(allowed) => {
-                        self.app
-                            .snapshot()
-                            .routes
-                            .listing_for(allowed, &self.app.catalog, &self.app.health)
-                    }
-                };
+                let body = intake::model_listing(&self.app, ctx);
                 respond::json(session, ctx, 200, body, None)
                     .await
                     .map_err(|e| GatewayError::ClientRead(e.to_string()))?;
@@ -212,9 +204,6 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if end_of_stream && ctx.upstream_done.is_none() {
-            ctx.upstream_done = Some(Instant::now());
-        }
         response::on_body(ctx, body, end_of_stream);
         session::capture(ctx, body);
         Ok(None)

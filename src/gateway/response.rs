@@ -114,6 +114,10 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
     let Some(upstream) = ctx.current.as_ref().map(|a| a.format) else {
         return;
     };
+    if end_of_stream && ctx.upstream_done.is_none() {
+        // The upstream's part is over; what follows is the gateway's own time (overhead metric).
+        ctx.upstream_done = Some(std::time::Instant::now());
+    }
     let client = ctx.client_format();
     match &mut ctx.response {
         ResponseMode::Pass => {}

@@ -308,7 +308,9 @@ async fn serve_conn(mut sock: TcpStream, st: Arc<MockState>) {
     }
 }
 
-async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorded> {
+/// Reads one whole request (head, then `content-length` bytes of body) from `sock`; `buf` keeps what
+/// arrived beyond it. `None` once the peer closes.
+pub async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorded> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Request::new(&mut headers);

@@ -4,9 +4,10 @@
 pub mod events;
 pub(crate) mod sse_parser;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use events::{Decode, Encode, StreamEvent};
+use memchr::memmem::Finder;
 use sse_parser::{Frame, JsonArrayParser, SseParser};
 
 use super::error_map::stream_error_event;
@@ -85,18 +86,14 @@ enum Output {
     },
 }
 
+/// Keys looked for in every event of an OpenAI stream passed through, built once.
+static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"usage\""));
+static FINISH_REASON_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"finish_reason\""));
+static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"error\""));
+
 /// Whether a passed-through event can carry what the observer needs: a finish, usage, an error or the
 /// end. A cheap substring check; a false positive only costs a decode.
-/// `"usage"`, looked for in every event of an OpenAI stream passed through.
-static USAGE_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new("\"usage\""));
-
 fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
-    use std::sync::LazyLock;
-
-    use memchr::memmem::Finder;
-    static FINISH_REASON: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"finish_reason\""));
-    static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"error\""));
     let has = |needle: &str| memchr::memmem::find(data.as_bytes(), needle.as_bytes()).is_some();
     match from {
         WireFormat::OpenAiChat => {
@@ -110,9 +107,9 @@ fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
                 })
             };
             data.starts_with("[DONE]")
-                || value_opens(&FINISH_REASON, b'"')
+                || value_opens(&FINISH_REASON_KEY, b'"')
                 || value_opens(&USAGE_KEY, b'{')
-                || ERROR.find(bytes).is_some()
+                || ERROR_KEY.find(bytes).is_some()
         }
         WireFormat::Anthropic => match event {
             Some(e) => matches!(e, "message_start" | "message_delta" | "message_stop" | "error"),
