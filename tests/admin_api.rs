@@ -503,30 +503,16 @@ async fn key_limits_rate_and_providers(backend: Backend) {
     assert_eq!(v["error"]["code"], "provider_not_allowed");
     assert_eq!(proxy_status(&gw, &a_only, "beta/gpt-b").await.0, 403);
     // Its model list shows what it may call and nothing else; an unlimited key sees everything.
-    let ids = model_ids(&gw, &a_only).await;
+    let ids = gw.model_ids("/v1/models", &a_only).await;
     for id in ["gpt-a", "shared", "file-model"] {
         assert!(ids.iter().any(|m| m == id), "{id} missing from {ids:?}");
     }
     assert!(!ids.iter().any(|m| m == "gpt-b"), "{ids:?}");
-    assert!(model_ids(&gw, CLIENT_KEY).await.iter().any(|m| m == "gpt-b"));
-}
-
-async fn model_ids(gw: &Gateway, key: &str) -> Vec<String> {
-    let r = gw
-        .client
-        .get(gw.url("/v1/models"))
-        .bearer_auth(key)
-        .send()
+    assert!(gw
+        .model_ids("/v1/models", CLIENT_KEY)
         .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    v["data"]
-        .as_array()
-        .unwrap()
         .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
-        .collect()
+        .any(|m| m == "gpt-b"));
 }
 
 async fn providers_crud_and_live_routing(backend: Backend) {

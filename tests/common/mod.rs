@@ -339,4 +339,19 @@ impl Gateway {
             .expect("admin answers");
         r.text().await.unwrap_or_default()
     }
+
+    /// The ids `path` (`/models` or `/v1/models`) lists for client key `key`, checked to be an
+    /// OpenAI-style list answered with 200.
+    pub async fn model_ids(&self, path: &str, key: &str) -> Vec<String> {
+        let r = self.client.get(self.url(path)).bearer_auth(key).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["object"], "list");
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    }
 }
