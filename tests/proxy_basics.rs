@@ -398,6 +398,72 @@ async fn stale_pooled_upstream_connections_are_not_used() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn one_keep_alive_connection_is_judged_by_each_request_s_own_key() {
+    use http_body_util::{BodyExt, Full};
+    const SECOND_KEY: &str = "second-client-key-9876543210";
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!(
+        "  - {{name: second, key: \"{SECOND_KEY}\"}}\nproviders:\n{}",
+        provider_yaml("alpha", &a, "")
+    ))
+    .await;
+    let connect = || async {
+        let sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(sock))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        send
+    };
+    let mut send = connect().await;
+    let body = chat_body("m").to_string();
+    // The gateway remembers the key a connection was accepted with; a request with another key, a
+    // wrong one or none on the same connection must still be judged by its own. (A refused request
+    // ends its connection: its body was never read.)
+    let steps: [(Option<&str>, u16); 6] = [
+        (Some(CLIENT_KEY), 200),
+        (Some(SECOND_KEY), 200),
+        (Some(CLIENT_KEY), 200),
+        (Some("wrong-key-123"), 401),
+        (Some(CLIENT_KEY), 200),
+        (None, 401),
+    ];
+    for (i, (key, want)) in steps.into_iter().enumerate() {
+        let mut req = hyper::Request::post("/v1/chat/completions")
+            .header("host", "gw")
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        send.ready().await.expect("the connection stays open");
+        let resp = send
+            .send_request(req.body(Full::new(bytes::Bytes::from(body.clone()))).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want, "step {i}");
+        resp.into_body().collect().await.unwrap();
+        if want != 200 {
+            send = connect().await;
+        }
+    }
+    assert_eq!(a.hits(), 4);
+    // Tokens are counted for the key each request carried (the last request's count may land just
+    // after its answer).
+    let prompt = common::mock::usage::PROMPT as f64;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let text = gw.metrics().await;
+        let input = |client: &str| metric(&text, "apiproxy_tokens_total", &[("client", client), ("kind", "input")]);
+        let (tester, second) = (input("tester"), input("second"));
+        if tester == 3.0 * prompt || Instant::now() > deadline {
+            assert_eq!((tester, second), (3.0 * prompt, prompt));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_goes_away_ends_its_request_at_once() {
     use tokio::io::AsyncWriteExt;
     let a = Mock::start("alpha", &["m"]).await;

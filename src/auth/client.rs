@@ -6,10 +6,12 @@
 //! which an attacker cannot relate to any real key without the HMAC key.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use base64::Engine;
 use ring::hmac;
+use subtle::ConstantTimeEq;
 
 use crate::config::ClientConfig;
 
@@ -54,8 +56,24 @@ struct Entry {
 }
 
 pub struct ClientKeys {
+    /// Tells key sets apart, so a key accepted by an earlier one is checked afresh.
+    id: u64,
     mac: hmac::Key,
     by_tag: HashMap<Vec<u8>, Entry>,
+}
+
+static NEXT_KEYS_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A key a keep-alive connection presented and had accepted, kept for its next request: a client
+/// sending the same key again is not hashed again (the HMAC is most of authentication's cost). It
+/// holds only for the key set that accepted it (any configuration change checks the key afresh)
+/// and until the key expires. The key stays in the connection's memory, never logged (no `Debug`).
+#[derive(Clone)]
+pub struct AcceptedKey {
+    keys: u64,
+    presented: Box<[u8]>,
+    identity: ClientIdentity,
+    expires_at: Option<i64>,
 }
 
 impl ClientKeys {
@@ -100,7 +118,11 @@ impl ClientKeys {
                 expires_at: k.expires_at,
             });
         }
-        Self { mac, by_tag }
+        Self {
+            id: NEXT_KEYS_ID.fetch_add(1, Ordering::Relaxed),
+            mac,
+            by_tag,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -117,22 +139,49 @@ impl ClientKeys {
         authorization: Option<&[u8]>,
         x_api_key: Option<&[u8]>,
     ) -> Result<ClientIdentity, AuthError> {
+        self.authenticate_remembering(authorization, x_api_key, &mut None)
+    }
+
+    /// As `authenticate`, answered from `accepted` when it holds the same key, accepted by this key
+    /// set; `accepted` is left holding the key of a success and emptied by a failure.
+    pub fn authenticate_remembering(
+        &self,
+        authorization: Option<&[u8]>,
+        x_api_key: Option<&[u8]>,
+        accepted: &mut Option<Arc<AcceptedKey>>,
+    ) -> Result<ClientIdentity, AuthError> {
         let presented = x_api_key
             .or_else(|| authorization.and_then(bearer_token))
-            .filter(|k| !k.is_empty())
-            .ok_or(AuthError::Missing)?;
-        let entry = self.lookup(presented).or_else(|| {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(presented)
-                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(presented))
-                .ok()?;
-            self.lookup(&decoded)
-        });
-        let entry = entry.ok_or(AuthError::Invalid)?;
-        if entry.expires_at.is_some_and(|t| t <= crate::store::now()) {
+            .filter(|k| !k.is_empty());
+        let known = accepted
+            .take()
+            .filter(|a| a.keys == self.id && presented.is_some_and(|p| bool::from(a.presented.as_ref().ct_eq(p))));
+        let presented = presented.ok_or(AuthError::Missing)?;
+        let known = match known {
+            Some(a) => a,
+            None => {
+                let entry = self.lookup(presented).or_else(|| {
+                    let decoded = base64::engine::general_purpose::STANDARD
+                        .decode(presented)
+                        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(presented))
+                        .ok()?;
+                    self.lookup(&decoded)
+                });
+                let entry = entry.ok_or(AuthError::Invalid)?;
+                Arc::new(AcceptedKey {
+                    keys: self.id,
+                    presented: presented.into(),
+                    identity: entry.identity.clone(),
+                    expires_at: entry.expires_at,
+                })
+            }
+        };
+        if known.expires_at.is_some_and(|t| t <= crate::store::now()) {
             return Err(AuthError::Expired);
         }
-        Ok(entry.identity.clone())
+        let identity = known.identity.clone();
+        *accepted = Some(known);
+        Ok(identity)
     }
 
     fn lookup(&self, presented: &[u8]) -> Option<&Entry> {
@@ -206,6 +255,27 @@ mod tests {
             AuthError::Invalid
         );
         assert_eq!(k.authenticate(Some(b"Bearer "), None).unwrap_err(), AuthError::Missing);
+    }
+
+    #[test]
+    fn a_remembered_key_holds_only_for_the_same_key_and_key_set() {
+        let k = keys();
+        let mut memory = None;
+        let id = k.authenticate_remembering(Some(b"Bearer secret-key-1"), None, &mut memory);
+        assert_eq!(&*id.unwrap().name, "dev");
+        assert!(memory.is_some());
+        let again = k.authenticate_remembering(None, Some(b"secret-key-1"), &mut memory);
+        assert_eq!(&*again.unwrap().name, "dev");
+        // Another key on the same connection is checked, and a refusal forgets the accepted key.
+        let wrong = k.authenticate_remembering(Some(b"Bearer secret-key-2"), None, &mut memory);
+        assert_eq!(wrong.unwrap_err(), AuthError::Invalid);
+        assert!(memory.is_none());
+        // A new key set (the configuration changed: here, the key is gone) checks afresh.
+        k.authenticate_remembering(Some(b"Bearer secret-key-1"), None, &mut memory)
+            .unwrap();
+        let without = ClientKeys::new(k.mac.clone(), &[]);
+        let refused = without.authenticate_remembering(Some(b"Bearer secret-key-1"), None, &mut memory);
+        assert_eq!(refused.unwrap_err(), AuthError::Invalid);
     }
 
     #[test]

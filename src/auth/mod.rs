@@ -6,4 +6,4 @@ pub mod jwt;
 pub mod keys;
 pub mod password;
 
-pub use client::{AuthError, ClientIdentity, ClientKeys, StoredClientKey};
+pub use client::{AcceptedKey, AuthError, ClientIdentity, ClientKeys, StoredClientKey};

@@ -1,6 +1,9 @@
 //! The whole-body entry points: request and response translation through the IR, and usage extraction.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
+use memchr::memmem::FinderRev;
 use serde_json::Value;
 
 use super::ir::IrResponse;
@@ -127,18 +130,9 @@ pub fn convert_response_named(
 
 /// Usage from a whole response body of any format.
 pub fn extract_usage(format: WireFormat, body: &[u8]) -> Option<Usage> {
-    /// Only the usage object is built; the rest of the answer is skipped without allocating.
-    #[derive(serde::Deserialize)]
-    struct Top<'a> {
-        #[serde(borrow, default)]
-        usage: Option<&'a serde_json::value::RawValue>,
-        #[serde(borrow, default, rename = "usageMetadata", alias = "usage_metadata")]
-        usage_metadata: Option<&'a serde_json::value::RawValue>,
-    }
-    let top: Top = serde_json::from_slice(body).ok()?;
-    let raw = match format {
-        WireFormat::Gemini => top.usage_metadata?,
-        _ => top.usage?,
+    let raw = match usage_at_tail(format, body) {
+        Some(raw) => raw,
+        None => usage_by_parsing(format, body)?,
     };
     let v: Value = serde_json::from_str(raw.get()).ok()?;
     match format {
@@ -149,8 +143,103 @@ pub fn extract_usage(format: WireFormat, body: &[u8]) -> Option<Usage> {
     }
 }
 
+static USAGE_KEYS: LazyLock<[FinderRev<'static>; 1]> = LazyLock::new(|| [FinderRev::new("\"usage\"")]);
+static GEMINI_USAGE_KEYS: LazyLock<[FinderRev<'static>; 2]> = LazyLock::new(|| {
+    [
+        FinderRev::new("\"usageMetadata\""),
+        FinderRev::new("\"usage_metadata\""),
+    ]
+});
+
+/// The usage member found without reading the whole answer: providers put it last or nearly last,
+/// so the last `"usage":` key is read, and taken only when the members after it close the object
+/// that ends the document — then it is a member of the top-level object, not of a nested one
+/// (inside a JSON string the key's quotes would be escaped). Anything else: `None`.
+fn usage_at_tail(format: WireFormat, body: &[u8]) -> Option<&serde_json::value::RawValue> {
+    let keys: &[FinderRev<'static>] = match format {
+        WireFormat::Gemini => &GEMINI_USAGE_KEYS[..],
+        _ => &USAGE_KEYS[..],
+    };
+    let (at, key) = keys
+        .iter()
+        .filter_map(|k| k.rfind(body).map(|at| (at, k.needle().len())))
+        .max()?;
+    let rest = body[at + key..].trim_ascii_start().strip_prefix(b":")?;
+    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<&serde_json::value::RawValue>();
+    let raw = values.next()?.ok()?;
+    let after = rest[values.byte_offset()..].trim_ascii();
+    let closes_document = match after.strip_prefix(b",") {
+        // The members after it, as an object of their own, must end exactly at the document's end.
+        Some(members) => {
+            let mut object = Vec::with_capacity(members.len() + 1);
+            object.push(b'{');
+            object.extend_from_slice(members);
+            serde_json::from_slice::<serde::de::IgnoredAny>(&object).is_ok()
+        }
+        None => after == b"}",
+    };
+    closes_document.then_some(raw)
+}
+
+/// The usage member of the top-level object, the whole answer parsed (only the usage is built).
+fn usage_by_parsing(format: WireFormat, body: &[u8]) -> Option<&serde_json::value::RawValue> {
+    #[derive(serde::Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow, default)]
+        usage: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow, default, rename = "usageMetadata", alias = "usage_metadata")]
+        usage_metadata: Option<&'a serde_json::value::RawValue>,
+    }
+    let top: Top = serde_json::from_slice(body).ok()?;
+    match format {
+        WireFormat::Gemini => top.usage_metadata,
+        _ => top.usage,
+    }
+}
+
 /// A rough input-token estimate for a request body (≈4 bytes a token), never 0. Anthropic clients need a
 /// non-zero `message_start.usage.input_tokens` before an OpenAI upstream reports the real count (§4.3).
 pub fn estimate_input_tokens(body: &[u8]) -> u64 {
     (body.len() as u64 / 4).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPENAI: &[u8] = br#"{"id":"c1","choices":[{"index":0,"message":{"role":"assistant","content":"a \"usage\": {\"prompt_tokens\": 99} b"}}],
+        "usage" : {"prompt_tokens":9,"completion_tokens":4,"total_tokens":13},
+        "service_tier":"default","system_fingerprint":"fp_1"}"#;
+
+    #[test]
+    fn usage_is_read_at_the_tail_when_it_belongs_to_the_top_level_object() {
+        let raw = usage_at_tail(WireFormat::OpenAiChat, OPENAI).expect("read at the tail");
+        assert!(raw.get().contains("\"prompt_tokens\":9"));
+        let u = extract_usage(WireFormat::OpenAiChat, OPENAI).unwrap();
+        assert_eq!((u.input_tokens, u.output_tokens), (9, 4));
+        let gemini = br#"{"candidates":[],"usage_metadata":{"prompt_token_count":3,"candidates_token_count":2},"modelVersion":"g"}"#;
+        assert!(usage_at_tail(WireFormat::Gemini, gemini).is_some());
+        assert_eq!(extract_usage(WireFormat::Gemini, gemini).unwrap().output_tokens, 2);
+    }
+
+    #[test]
+    fn a_nested_usage_is_never_taken_for_the_answer_s_own() {
+        // The last `"usage":` belongs to a nested object: the whole answer is parsed instead.
+        let nested_last = br#"{"usage":{"prompt_tokens":5,"completion_tokens":1},
+            "choices":[{"message":{"usage":{"prompt_tokens":77}},"x":1}],"tail":{"usage":{"prompt_tokens":88}}}"#;
+        assert!(usage_at_tail(WireFormat::OpenAiChat, nested_last).is_none());
+        assert_eq!(
+            extract_usage(WireFormat::OpenAiChat, nested_last).unwrap().input_tokens,
+            5
+        );
+        let only_nested = br#"{"choices":[{"usage":{"prompt_tokens":77}}]}"#;
+        assert!(usage_at_tail(WireFormat::OpenAiChat, only_nested).is_none());
+        assert_eq!(extract_usage(WireFormat::OpenAiChat, only_nested), None);
+        let nested_with_members = br#"{"a":{"usage":{"prompt_tokens":77},"b":{"c":1}},"d":2}"#;
+        assert!(usage_at_tail(WireFormat::OpenAiChat, nested_with_members).is_none());
+        // "usage" as a value, not a key.
+        let value = br#"{"usage":{"prompt_tokens":6},"kind":"usage"}"#;
+        assert_eq!(extract_usage(WireFormat::OpenAiChat, value).unwrap().input_tokens, 6);
+        assert_eq!(extract_usage(WireFormat::OpenAiChat, br#"{"usage":null}"#), None);
+    }
 }

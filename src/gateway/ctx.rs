@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::GatewayError;
 use crate::app::Snapshot;
-use crate::auth::ClientIdentity;
+use crate::auth::{AcceptedKey, ClientIdentity};
 use crate::formats::request::Inspected;
 use crate::formats::{StreamConverter, ToolNames, Usage, WireFormat};
 use crate::routing::RoutePlan;
@@ -121,6 +121,8 @@ pub struct RequestCtx {
     /// The format of the request body (differs for Claude- or Gemini-style bodies on `/v1/chat/completions`).
     pub request_format: WireFormat,
     pub client: Option<ClientIdentity>,
+    /// The key this keep-alive connection had accepted on its previous request.
+    pub accepted_key: Option<Arc<AcceptedKey>>,
     pub snapshot: Option<Arc<Snapshot>>,
     /// The client's body as received.
     pub body: Bytes,
@@ -189,6 +191,7 @@ impl RequestCtx {
             client_format: None,
             request_format: WireFormat::OpenAiChat,
             client: None,
+            accepted_key: None,
             snapshot: None,
             body: Bytes::new(),
             inspected: None,

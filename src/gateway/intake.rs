@@ -1,6 +1,7 @@
 //! The request side of `request_filter`: which endpoint, who is calling, the body, and the route.
 //! Everything here happens before any upstream is contacted.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use pingora::proxy::Session;
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
 use crate::app::App;
+use crate::auth::AcceptedKey;
 use crate::formats::request::{inspect, inspect_chat, BodyError};
 use crate::formats::WireFormat;
 
@@ -132,9 +134,24 @@ pub fn authenticate(session: &Session, app: &App, ctx: &mut RequestCtx) -> Resul
         .or_else(|| session.get_header("x-goog-api-key"))
         .map(|v| v.as_bytes())
         .or(query_key.map(str::as_bytes));
-    let client = snapshot.clients.authenticate(auth, key)?;
+    let client = snapshot
+        .clients
+        .authenticate_remembering(auth, key, &mut ctx.accepted_key)?;
     ctx.client = Some(client);
     Ok(())
+}
+
+/// What a keep-alive connection carries to its next request: the key it had accepted.
+pub fn connection_memory(ctx: &RequestCtx) -> Option<Box<dyn Any + Send + Sync>> {
+    let key = ctx.accepted_key.clone()?;
+    Some(Box::new(key))
+}
+
+/// Takes back what the connection's previous request left (see `connection_memory`).
+pub fn recall_connection(ctx: &mut RequestCtx, memory: Box<dyn Any + Send + Sync>) {
+    if let Ok(key) = memory.downcast::<Arc<AcceptedKey>>() {
+        ctx.accepted_key = Some(*key);
+    }
 }
 
 /// The `/models` body for the authenticated client: everything, or for a key limited to some

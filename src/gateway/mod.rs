@@ -7,6 +7,7 @@
 mod ctx;
 mod error;
 mod failover;
+mod headers;
 mod intake;
 mod logging;
 mod respond;
@@ -14,6 +15,7 @@ mod response;
 mod session;
 mod upstream_call;
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +103,15 @@ impl ProxyHttp for Gateway {
     /// still costs an allocation and four calls per request; the gateway never compresses answers
     /// (it asks upstreams for uncompressed ones and passes bodies through or re-encodes them).
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    /// A keep-alive connection remembers the key it was accepted with (see `auth::AcceptedKey`).
+    fn persist_connection_context(&self, _session: &Session, ctx: &RequestCtx) -> Option<Box<dyn Any + Send + Sync>> {
+        intake::connection_memory(ctx)
+    }
+
+    fn on_connection_reuse(&self, _session: &mut Session, ctx: &mut RequestCtx, prev: Box<dyn Any + Send + Sync>) {
+        intake::recall_connection(ctx, prev);
+    }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.app.metrics.active.inc();

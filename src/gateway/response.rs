@@ -3,6 +3,7 @@
 //! converter that also turns a cut stream into an in-format error event).
 
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 
 use super::ctx::{BodyBuf, RequestCtx, ResponseMode};
@@ -26,6 +27,7 @@ fn header_is(resp: &ResponseHeader, name: http::header::HeaderName, prefix: &str
 
 /// Adds `x-request-id` and `x-apiproxy-provider`, and decides how the body travels.
 pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> pingora::Result<()> {
+    super::headers::drop_response_name_case(resp);
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     let provider = ctx
         .current
@@ -76,8 +78,8 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
             } else {
                 "text/event-stream"
             };
-            resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
-            resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
+            resp.insert_header("content-type", HeaderValue::from_static(content_type))?;
+            resp.insert_header("cache-control", HeaderValue::from_static("no-cache"))?;
         }
         if !ctx.streaming_response {
             ctx.streaming_response = true;
@@ -97,7 +99,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
 /// A body whose length changes: chunked JSON.
 fn set_json(resp: &mut ResponseHeader) -> pingora::Result<()> {
     set_chunked(resp)?;
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header("content-type", HeaderValue::from_static("application/json"))?;
     Ok(())
 }
 
@@ -105,7 +107,7 @@ fn set_json(resp: &mut ResponseHeader) -> pingora::Result<()> {
 /// body and lose keep-alive (HTTP/2 framing drops the header itself).
 fn set_chunked(resp: &mut ResponseHeader) -> pingora::Result<()> {
     resp.remove_header(&http::header::CONTENT_LENGTH);
-    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    resp.insert_header("transfer-encoding", HeaderValue::from_static("chunked"))?;
     Ok(())
 }
 

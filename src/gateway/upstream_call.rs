@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType};
 
@@ -19,7 +19,6 @@ use crate::upstream::Provider;
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 const ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
 const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
-const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// What the client sent that never goes upstream: its credentials for the gateway, framing the
 /// gateway redoes, and `expect` (the whole body is sent at once: nothing to wait for).
 static CLIENT_ONLY_HEADERS: [HeaderName; 8] = [
@@ -107,34 +106,35 @@ pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pi
         .path
         .parse()
         .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
+    super::headers::drop_name_case(req);
     req.set_uri(uri);
     let beta = ANTHROPIC_BETA;
     for name in CLIENT_ONLY_HEADERS.iter().chain(match provider.style {
         ApiStyle::Anthropic => None,
         _ => Some(&beta),
     }) {
-        // Most are absent: a lookup is cheaper than a removal from both of Pingora's header maps.
+        // Most are absent: a lookup is cheaper than a removal.
         if req.headers.contains_key(name) {
             req.remove_header(name);
         }
     }
     if attempt.format != ctx.request_format {
         // The client's body was translated: its content type is ours now.
-        req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        req.insert_header("content-type", HeaderValue::from_static("application/json"))?;
     }
-    req.insert_header(http::header::HOST, provider.authority.clone())?;
+    req.insert_header("host", provider.authority.clone())?;
     if let Some(key) = &attempt.key {
         req.insert_header(provider.auth_header(), key.header.clone())?;
     }
     if provider.style == ApiStyle::Anthropic {
-        req.insert_header(ANTHROPIC_VERSION_HEADER, ANTHROPIC_VERSION)?;
+        req.insert_header("anthropic-version", HeaderValue::from_static(ANTHROPIC_VERSION))?;
     }
     // Uncompressed, so streams can be watched and translated.
-    req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+    req.insert_header("accept-encoding", HeaderValue::from_static("identity"))?;
     for (name, value) in app.mask_headers.iter().chain(provider.extra_headers.iter()) {
         req.insert_header(name.clone(), value.clone())?;
     }
-    req.insert_header(http::header::CONTENT_LENGTH, attempt.body.len().to_string())?;
-    req.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+    req.insert_header("content-length", HeaderValue::from(attempt.body.len()))?;
+    req.insert_header("x-request-id", ctx.request_id.as_str())?;
     Ok(())
 }
