@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod limit;
 pub mod live;
 pub mod metrics;
+pub mod rotate;
 pub mod routing;
 pub mod secrets;
 pub mod server;

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// glibc malloc showed up at ~10% of the gateway's CPU under load and fragments with many
 /// concurrent streams; mimalloc is faster and returns memory.
@@ -18,6 +18,15 @@ struct Cli {
     /// Validate the configuration and exit (0 when valid).
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Move the stored provider keys from SECRET_KEY_PREVIOUS onto SECRET_KEY (run with the
+    /// environment the gateway runs with after the change; see README "Rotating SECRET_KEY").
+    RotateSecret,
 }
 
 /// mimalloc's `arena_eager_commit` (its index in `mi_option_e` of the bundled mimalloc).
@@ -46,6 +55,18 @@ static LAZY_ARENA_COMMIT: extern "C" fn() = lazy_arena_commit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Cmd::RotateSecret) = cli.command {
+        return match apiproxy::rotate::rotate_secret() {
+            Ok(rotation) => {
+                println!("{rotation}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("apiproxy rotate-secret: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let path = cli.config.or_else(|| {
         let default = PathBuf::from("conf/apiproxy.yaml");
         default.exists().then_some(default)

@@ -38,9 +38,25 @@ pub enum SecretOrigin {
 /// The derived keys. Holds no copy of the root secret.
 pub struct Secrets {
     client_mac: hmac::Key,
+    /// The keys of the secret before a rotation (`SECRET_KEY_PREVIOUS`): provider keys sealed and
+    /// client keys tagged under it stay readable and valid while it is given.
+    previous: Option<Box<Previous>>,
     provider_aead: LessSafeKey,
     jwt: [u8; 32],
     rng: SystemRandom,
+}
+
+struct Previous {
+    client_mac: hmac::Key,
+    provider_aead: LessSafeKey,
+}
+
+/// Which secret opened a stored value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    Current,
+    /// Sealed under `SECRET_KEY_PREVIOUS`: `apiproxy rotate-secret` seals it again.
+    Previous,
 }
 
 struct Len(usize);
@@ -60,22 +76,16 @@ pub fn generate_secret() -> Result<String, SecretError> {
 
 impl Secrets {
     pub fn from_root(root: &[u8]) -> Self {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"apiproxy/secret-key/v1").extract(root);
-        // `expand` only fails for lengths above 255 hash blocks; ours are 32 bytes.
-        let client_mac = hmac::Key::from(
-            prk.expand(&[b"client-api-key-hmac"], hmac::HMAC_SHA256)
-                .expect("HKDF length is valid"),
-        );
-        let provider_aead = LessSafeKey::new(UnboundKey::from(
-            prk.expand(&[b"provider-api-key-aead"], &AES_256_GCM)
-                .expect("HKDF length is valid"),
-        ));
+        let prk = root_prk(root);
+        let client_mac = client_mac(&prk);
+        let provider_aead = provider_aead(&prk);
         let mut jwt = [0u8; 32];
         prk.expand(&[b"admin-jwt-signing"], Len(32))
             .and_then(|okm| okm.fill(&mut jwt))
             .expect("HKDF length is valid");
         Self {
             client_mac,
+            previous: None,
             provider_aead,
             jwt,
             rng: SystemRandom::new(),
@@ -117,9 +127,25 @@ impl Secrets {
         }
     }
 
+    /// Also opens provider keys sealed, and accepts client keys tagged, under `previous`: the root
+    /// secret before a rotation.
+    pub fn with_previous(mut self, previous: &[u8]) -> Self {
+        let prk = root_prk(previous);
+        self.previous = Some(Box::new(Previous {
+            client_mac: client_mac(&prk),
+            provider_aead: provider_aead(&prk),
+        }));
+        self
+    }
+
     /// The key that turns client API keys into stored tags.
     pub fn client_mac(&self) -> &hmac::Key {
         &self.client_mac
+    }
+
+    /// The client-key HMAC of the secret before a rotation, when it is given.
+    pub fn previous_client_mac(&self) -> Option<&hmac::Key> {
+        self.previous.as_ref().map(|p| &p.client_mac)
     }
 
     pub fn jwt_key(&self) -> &[u8] {
@@ -149,21 +175,20 @@ impl Secrets {
     }
 
     pub fn decrypt(&self, sealed: &str, context: &str) -> Result<String, SecretError> {
-        let mut bytes = STANDARD.decode(sealed).map_err(|_| SecretError::Decrypt)?;
-        if bytes.len() < NONCE_LEN + aead::AES_256_GCM.tag_len() {
-            return Err(SecretError::Decrypt);
+        self.open(sealed, context).map(|(plain, _)| plain)
+    }
+
+    /// Decrypts with the current secret, else with the previous one, and says which opened it.
+    pub fn open(&self, sealed: &str, context: &str) -> Result<(String, Opened), SecretError> {
+        let bytes = STANDARD.decode(sealed).map_err(|_| SecretError::Decrypt)?;
+        if let Some(plain) = open_with(&self.provider_aead, bytes.clone(), context) {
+            return Ok((plain, Opened::Current));
         }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&bytes[..NONCE_LEN]);
-        let plain = self
-            .provider_aead
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(context.as_bytes()),
-                &mut bytes[NONCE_LEN..],
-            )
-            .map_err(|_| SecretError::Decrypt)?;
-        String::from_utf8(plain.to_vec()).map_err(|_| SecretError::Decrypt)
+        self.previous
+            .as_ref()
+            .and_then(|p| open_with(&p.provider_aead, bytes, context))
+            .map(|plain| (plain, Opened::Previous))
+            .ok_or(SecretError::Decrypt)
     }
 
     /// Random bytes for keys, passwords and salts.
@@ -171,6 +196,50 @@ impl Secrets {
         let mut b = [0u8; N];
         self.rng.fill(&mut b).map_err(|_| SecretError::Random)?;
         Ok(b)
+    }
+}
+
+fn root_prk(root: &[u8]) -> hkdf::Prk {
+    hkdf::Salt::new(hkdf::HKDF_SHA256, b"apiproxy/secret-key/v1").extract(root)
+}
+
+/// `nonce ‖ ciphertext ‖ tag` opened with `key`, bound to `context`.
+fn open_with(key: &LessSafeKey, mut bytes: Vec<u8>, context: &str) -> Option<String> {
+    if bytes.len() < NONCE_LEN + aead::AES_256_GCM.tag_len() {
+        return None;
+    }
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&bytes[..NONCE_LEN]);
+    let plain = key
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(context.as_bytes()),
+            &mut bytes[NONCE_LEN..],
+        )
+        .ok()?;
+    String::from_utf8(plain.to_vec()).ok()
+}
+
+fn provider_aead(prk: &hkdf::Prk) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::from(
+        prk.expand(&[b"provider-api-key-aead"], &AES_256_GCM)
+            .expect("HKDF length is valid"),
+    ))
+}
+
+fn client_mac(prk: &hkdf::Prk) -> hmac::Key {
+    // `expand` only fails for lengths above 255 hash blocks; ours are 32 bytes.
+    hmac::Key::from(
+        prk.expand(&[b"client-api-key-hmac"], hmac::HMAC_SHA256)
+            .expect("HKDF length is valid"),
+    )
+}
+
+/// Checks a root secret's length (`SECRET_KEY_PREVIOUS`, or a value about to be used).
+pub fn check_secret(value: &str) -> Result<(), SecretError> {
+    match value.len() < MIN_SECRET_LEN {
+        true => Err(SecretError::TooShort),
+        false => Ok(()),
     }
 }
 
@@ -232,6 +301,32 @@ mod tests {
         assert!(s.decrypt(&sealed, "row-2").is_err());
         let other = Secrets::from_root(b"another-secret-another-secret-xx");
         assert!(other.decrypt(&sealed, "row-1").is_err());
+    }
+
+    #[test]
+    fn the_previous_secret_opens_what_it_sealed_and_tags_what_it_tagged() {
+        let old = Secrets::from_root(b"old-secret-old-secret-old-secret");
+        let sealed = old.encrypt("sk-value", "row-1").unwrap();
+        let new = Secrets::from_root(b"new-secret-new-secret-new-secret");
+        assert!(new.decrypt(&sealed, "row-1").is_err());
+        assert!(new.previous_client_mac().is_none());
+        let rolled =
+            Secrets::from_root(b"new-secret-new-secret-new-secret").with_previous(b"old-secret-old-secret-old-secret");
+        assert_eq!(
+            rolled.open(&sealed, "row-1").unwrap(),
+            ("sk-value".into(), Opened::Previous)
+        );
+        let resealed = rolled.encrypt("sk-value", "row-1").unwrap();
+        assert_eq!(
+            new.open(&resealed, "row-1").unwrap(),
+            ("sk-value".into(), Opened::Current)
+        );
+        assert!(rolled.decrypt(&sealed, "row-2").is_err(), "still bound to its row");
+        let tag = |mac: &hmac::Key| hex(hmac::sign(mac, b"apx-key").as_ref());
+        assert_eq!(
+            tag(rolled.previous_client_mac().unwrap()),
+            old.client_key_tag(b"apx-key")
+        );
     }
 
     #[test]

@@ -15,20 +15,22 @@ use crate::auth::jwt::TokenTtl;
 use crate::config::{Config, LogFormat, ServerSettings};
 use crate::gateway::Gateway;
 use crate::live::StoreService;
-use crate::secrets::{SecretOrigin, Secrets};
+use crate::secrets::{check_secret, SecretOrigin, Secrets};
 use crate::state::{StateService, StateSettings};
 use crate::store::DatabaseUrl;
 use crate::upstream::Discovery;
 
 /// Storage and secret settings, from the environment only (they never belong in a config file).
-struct StorageEnv {
-    database_url: DatabaseUrl,
-    data_dir: PathBuf,
-    secret_key: Option<String>,
-    ttl: TokenTtl,
+pub(crate) struct StorageEnv {
+    pub database_url: DatabaseUrl,
+    pub data_dir: PathBuf,
+    pub secret_key: Option<String>,
+    /// The secret before a rotation (see `rotate`).
+    pub previous_secret_key: Option<String>,
+    pub ttl: TokenTtl,
 }
 
-fn storage_env() -> Result<StorageEnv, String> {
+pub(crate) fn storage_env() -> Result<StorageEnv, String> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let url = var("DATABASE_URL").unwrap_or_else(|| DatabaseUrl::DEFAULT.to_string());
     let database_url = DatabaseUrl::parse(&url).map_err(|e| e.to_string())?;
@@ -49,6 +51,7 @@ fn storage_env() -> Result<StorageEnv, String> {
         database_url,
         data_dir: PathBuf::from(var("APIPROXY_DATA_DIR").unwrap_or_else(|| "data".into())),
         secret_key: var("SECRET_KEY"),
+        previous_secret_key: var("SECRET_KEY_PREVIOUS"),
         ttl,
     })
 }
@@ -84,8 +87,12 @@ fn init_tracing(s: &ServerSettings) {
 pub fn run(config: Config) -> Result<(), String> {
     init_tracing(&config.server);
     let env = storage_env()?;
-    let (secrets, origin) =
+    let (mut secrets, origin) =
         Secrets::load(env.secret_key.as_deref(), &env.data_dir).map_err(|e| format!("SECRET_KEY: {e}"))?;
+    if let Some(previous) = &env.previous_secret_key {
+        check_secret(previous).map_err(|e| format!("SECRET_KEY_PREVIOUS: {e}"))?;
+        secrets = secrets.with_previous(previous.as_bytes());
+    }
     match origin {
         SecretOrigin::Environment => {}
         SecretOrigin::File => tracing::warn!(

@@ -950,6 +950,108 @@ async fn replicas_converge_through_the_database(backend: Backend) {
     );
 }
 
+/// `apiproxy rotate-secret` with the given secrets against `gw`'s database: (success, output).
+fn rotate_secret(gw: &Gateway, current: &str, previous: Option<&str>) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_apiproxy"));
+    cmd.arg("rotate-secret")
+        .env("DATABASE_URL", &gw.database_url)
+        .env("SECRET_KEY", current)
+        .env_remove("SECRET_KEY_PREVIOUS");
+    if let Some(p) = previous {
+        cmd.env("SECRET_KEY_PREVIOUS", p);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn rotating_the_secret_keeps_every_stored_key(backend: Backend) {
+    const OLD: &str = "old-secret-old-secret-old-secret-0001";
+    const NEW: &str = "new-secret-new-secret-new-secret-0002";
+    let provider_secret = "sk-gamma-stored-key-0123456789";
+    let c = Mock::start("gamma", &["gpt-c"]).await;
+    let old = Gateway::start_on(backend, "", &[("SECRET_KEY", OLD)]).await;
+    let (s, v) = send(
+        &old,
+        Method::POST,
+        "/providers",
+        Some(json!({"id": "gamma", "base_url": c.url(), "api_keys": [{"key": provider_secret}]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let admin = old.admin().await;
+    let (_, v) = send(
+        &old,
+        Method::POST,
+        &format!("/users/{}/api-keys", admin.user_id),
+        Some(json!({"name": "before-rotation"})),
+    )
+    .await;
+    let minted = v["key"].as_str().unwrap().to_string();
+    until_status(&old, &minted, "gpt-c", 200).await;
+    let on = |gw: &Gateway, secrets: &[(&'static str, &'static str)]| {
+        let mut env = vec![("DATABASE_URL", gw.database_url.clone())];
+        env.extend(secrets.iter().map(|(k, v)| (*k, v.to_string())));
+        env
+    };
+    let start = |env: Vec<(&'static str, String)>| async move {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Gateway::start_on(backend, "", &env).await
+    };
+    let used_key = |c: &Mock| c.last().and_then(|r| r.header("authorization").map(str::to_string));
+
+    // Refused without the previous secret, or when neither secret opens the stored key.
+    let (ok, text) = rotate_secret(&old, NEW, None);
+    assert!(!ok && text.contains("SECRET_KEY_PREVIOUS is not set"), "{text}");
+    let (ok, text) = rotate_secret(&old, NEW, Some("wrong-secret-wrong-secret-wrong-0003"));
+    assert!(!ok && text.contains("opens with neither"), "{text}");
+    assert!(
+        text.contains("nothing was changed") && !text.contains(provider_secret),
+        "{text}"
+    );
+
+    // A replica rolled onto the new secret with the old one as previous serves everything.
+    let rolled = start(on(&old, &[("SECRET_KEY", NEW), ("SECRET_KEY_PREVIOUS", OLD)])).await;
+    until_status(&rolled, &minted, "gpt-c", 200).await;
+    assert_eq!(
+        used_key(&c).as_deref(),
+        Some(format!("Bearer {provider_secret}").as_str())
+    );
+
+    let (ok, text) = rotate_secret(&old, NEW, Some(OLD));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("sealed again under SECRET_KEY: 1, already under it: 0"),
+        "{text}"
+    );
+    assert!(text.contains("Minted client keys: 1"), "{text}");
+    let (ok, text) = rotate_secret(&old, NEW, Some(OLD));
+    assert!(
+        ok && text.contains("sealed again under SECRET_KEY: 0, already under it: 1"),
+        "{text}"
+    );
+
+    // On the new secret alone: the provider key opens; keys minted before are refused.
+    let new_only = start(on(&old, &[("SECRET_KEY", NEW)])).await;
+    until_status(&new_only, CLIENT_KEY, "gpt-c", 200).await;
+    assert_eq!(
+        used_key(&c).as_deref(),
+        Some(format!("Bearer {provider_secret}").as_str())
+    );
+    until_status(&new_only, &minted, "gpt-c", 401).await;
+    // The rolled replica still takes them, and its snapshot (rebuilt after the rotation) still has
+    // the provider key.
+    until_status(&rolled, &minted, "gpt-c", 200).await;
+    assert_eq!(
+        used_key(&c).as_deref(),
+        Some(format!("Bearer {provider_secret}").as_str())
+    );
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -974,4 +1076,5 @@ both_backends!(
     logical_models_and_routing,
     secrets_never_leak,
     replicas_converge_through_the_database,
+    rotating_the_secret_keeps_every_stored_key,
 );

@@ -59,6 +59,8 @@ pub struct ClientKeys {
     /// Tells key sets apart, so a key accepted by an earlier one is checked afresh.
     id: u64,
     mac: hmac::Key,
+    /// The HMAC key before a `SECRET_KEY` rotation: stored keys may still be tagged with it.
+    previous_mac: Option<hmac::Key>,
     by_tag: HashMap<Vec<u8>, Entry>,
 }
 
@@ -121,8 +123,16 @@ impl ClientKeys {
         Self {
             id: NEXT_KEYS_ID.fetch_add(1, Ordering::Relaxed),
             mac,
+            previous_mac: None,
             by_tag,
         }
+    }
+
+    /// Also finds stored keys by their tag under `previous`, the HMAC key of the secret before a
+    /// rotation (a presented key is hashed a second time only when the first tag is unknown).
+    pub fn accepting_previous(mut self, previous: Option<hmac::Key>) -> Self {
+        self.previous_mac = previous;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -185,7 +195,10 @@ impl ClientKeys {
     }
 
     fn lookup(&self, presented: &[u8]) -> Option<&Entry> {
-        self.by_tag.get(hmac::sign(&self.mac, presented).as_ref())
+        let tag = |mac: &hmac::Key| hmac::sign(mac, presented);
+        self.by_tag
+            .get(tag(&self.mac).as_ref())
+            .or_else(|| self.by_tag.get(tag(self.previous_mac.as_ref()?).as_ref()))
     }
 }
 

@@ -41,7 +41,8 @@ pub async fn reload(app: &App) -> Result<(), StoreError> {
             return Ok(());
         }
     };
-    let clients = ClientKeys::with_stored(app.secrets.client_mac().clone(), &app.config.clients, &merged.keys);
+    let clients = ClientKeys::with_stored(app.secrets.client_mac().clone(), &app.config.clients, &merged.keys)
+        .accepting_previous(app.secrets.previous_client_mac().cloned());
     tracing::debug!(
         version,
         providers = routes.providers().len(),

@@ -75,6 +75,10 @@ impl Store {
         })
     }
 
+    pub async fn count_api_keys(&self) -> Result<i64, StoreError> {
+        with_conn!(self, |c| Ok(api_keys::table.count().get_result(c).await?))
+    }
+
     pub async fn insert_api_key(&self, row: &ApiKeyRow) -> Result<(), StoreError> {
         with_conn!(self, |c| {
             diesel::insert_into(api_keys::table).values(row).execute(c).await?;

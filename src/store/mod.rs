@@ -43,6 +43,9 @@ pub enum StoreError {
     NotFound,
     #[error("query: {0}")]
     Query(diesel::result::Error),
+    /// A multi-row change stopped by its caller; nothing was written.
+    #[error("{0}; nothing was changed")]
+    Aborted(String),
 }
 
 impl From<diesel::result::Error> for StoreError {

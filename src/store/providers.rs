@@ -133,6 +133,41 @@ impl Store {
         Ok(self.provider_bundles().await?.into_iter().find(|b| b.row.id == id))
     }
 
+    /// Rewrites every stored provider key's sealed value, in one transaction: `reseal` gives the new
+    /// value, `None` to leave a key as it is, or an error that aborts the whole change. Returns how
+    /// many keys were rewritten and how many left.
+    pub async fn reseal_provider_keys(
+        &self,
+        reseal: impl Fn(&ProviderKeyRow) -> Result<Option<String>, String> + Sync,
+    ) -> Result<(usize, usize), StoreError> {
+        let reseal = &reseal;
+        with_conn!(self, |c| {
+            c.transaction::<_, StoreError, _>(async |c| {
+                let rows: Vec<ProviderKeyRow> = provider_api_keys::table
+                    .select(ProviderKeyRow::as_select())
+                    .load(c)
+                    .await?;
+                let (mut rewritten, mut left) = (0, 0);
+                for row in &rows {
+                    let Some(sealed) = reseal(row).map_err(StoreError::Aborted)? else {
+                        left += 1;
+                        continue;
+                    };
+                    diesel::update(provider_api_keys::table.find(&row.id))
+                        .set((
+                            provider_api_keys::encrypted_key.eq(sealed),
+                            provider_api_keys::updated_at.eq(super::now()),
+                        ))
+                        .execute(c)
+                        .await?;
+                    rewritten += 1;
+                }
+                Ok((rewritten, left))
+            })
+            .await
+        })
+    }
+
     pub async fn insert_provider_key(&self, row: &ProviderKeyRow) -> Result<(), StoreError> {
         with_conn!(self, |c| {
             diesel::insert_into(provider_api_keys::table)

@@ -67,6 +67,6 @@ pub async fn secret_generate(_app: &App, _req: &Req) -> Result<Reply, ApiError> 
     let secret = crate::secrets::generate_secret()?;
     Ok(Reply::ok(json!({
         "secret_key": secret,
-        "note": "Not applied. Set it as SECRET_KEY and restart; changing it invalidates stored provider keys, client keys and tokens.",
+        "note": "Not applied. To move to it, set it as SECRET_KEY with the current one as SECRET_KEY_PREVIOUS, restart, and run `apiproxy rotate-secret` (README: Rotating SECRET_KEY); changing SECRET_KEY without that invalidates stored provider keys, client keys and tokens.",
     })))
 }
