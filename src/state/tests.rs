@@ -283,3 +283,109 @@ async fn facade_falls_back_when_redis_is_unreachable() {
         "an admin delete cannot be confirmed without redis"
     );
 }
+
+/// A shared backend that takes only as many binds as it is allowed, then fails them: a Redis that
+/// goes away in the middle of a resync. Everything else is the in-process backend.
+#[derive(Default)]
+struct FlakyBinds {
+    inner: LocalBackend,
+    binds_allowed: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl StateBackend for FlakyBinds {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+    async fn admit(&self, q: Admission<'_>) -> Result<Admitted, StateError> {
+        self.inner.admit(q).await
+    }
+    async fn bind(&self, session: &str, model: &str, upstream: &str, ttl: Duration) -> Result<(), StateError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let allowed = self.binds_allowed.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+        match allowed {
+            Ok(_) => self.inner.bind(session, model, upstream, ttl).await,
+            Err(_) => Err(StateError::Redis("connection reset".into())),
+        }
+    }
+    async fn bindings(&self, session: &str) -> Result<Vec<(String, String)>, StateError> {
+        self.inner.bindings(session).await
+    }
+    async fn unbind(&self, session: &str) -> Result<bool, StateError> {
+        self.inner.unbind(session).await
+    }
+    async fn push_context(
+        &self,
+        owner: &str,
+        session: &str,
+        entry: &str,
+        limits: ContextLimits,
+    ) -> Result<(), StateError> {
+        self.inner.push_context(owner, session, entry, limits).await
+    }
+    async fn context(&self, owner: &str, session: &str) -> Result<Vec<String>, StateError> {
+        self.inner.context(owner, session).await
+    }
+    async fn put_models(&self, provider: &str, models: &[String], ttl: Duration) -> Result<(), StateError> {
+        self.inner.put_models(provider, models, ttl).await
+    }
+    async fn models(&self, provider: &str) -> Result<Option<Vec<String>>, StateError> {
+        self.inner.models(provider).await
+    }
+    async fn sync_health(&self, deltas: &[(String, HealthDelta)]) -> Result<Vec<(String, SharedHealth)>, StateError> {
+        self.inner.sync_health(deltas).await
+    }
+    async fn heartbeat(&self, replica: &str) -> Result<u32, StateError> {
+        self.inner.heartbeat(replica).await
+    }
+    async fn publish_change(&self) -> Result<(), StateError> {
+        self.inner.publish_change().await
+    }
+    async fn ping(&self) -> Result<(), StateError> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_made_during_an_outage_survive_a_second_outage_mid_resync() {
+    let settings = StateSettings {
+        redis_url: Some("redis://127.0.0.1:1/0".into()),
+        timeout: Duration::from_millis(200),
+        ..StateSettings::default()
+    };
+    let errors = prometheus::IntCounterVec::new(prometheus::Opts::new("e", "e"), &["backend"]).unwrap();
+    let state = State::new(settings, errors);
+    let shared = Arc::new(FlakyBinds::default());
+    state.set_shared(shared.clone());
+    let sessions = ["s1", "s2", "s3", "s4"];
+    // Redis is down: the bindings are kept locally and queued for it.
+    for s in sessions {
+        state.bind(s, "m", &format!("p/{s}")).await;
+    }
+    assert!(!state.shared_up());
+    let written = |s: &'static str| {
+        let shared = shared.clone();
+        async move { shared.inner.bindings(s).await.unwrap() }
+    };
+    // Back, but gone again after two writes of the resync: the rest stays queued.
+    shared.binds_allowed.store(2, std::sync::atomic::Ordering::SeqCst);
+    assert!(state.answered());
+    state.replay_bindings().await;
+    for s in &sessions[..2] {
+        assert_eq!(written(s).await, [("m".to_string(), format!("p/{s}"))], "{s}");
+    }
+    for s in &sessions[2..] {
+        assert!(written(s).await.is_empty(), "{s} written after the failure");
+    }
+    // Back for good: the next resync writes what was left, and only that.
+    shared.binds_allowed.store(2, std::sync::atomic::Ordering::SeqCst);
+    assert!(state.answered());
+    state.replay_bindings().await;
+    for s in sessions {
+        assert_eq!(written(s).await, [("m".to_string(), format!("p/{s}"))], "{s}");
+    }
+    // A later resync finds nothing left to write.
+    shared.binds_allowed.store(10, std::sync::atomic::Ordering::SeqCst);
+    state.replay_bindings().await;
+    assert_eq!(shared.binds_allowed.load(std::sync::atomic::Ordering::SeqCst), 10);
+}
