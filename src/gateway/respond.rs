@@ -1,5 +1,7 @@
 //! Answers the gateway writes itself: local endpoints and errors.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -35,6 +37,27 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayErr
     if matches!(err, GatewayError::BodyTooLarge { .. } | GatewayError::ClientRead(_)) {
         // The rest of the body was not read: the connection cannot carry another request.
         session.set_keepalive(None);
+    } else {
+        drain_small_body(session).await;
     }
     json(session, ctx, status, body, retry_after).await
+}
+
+/// Largest unread request body read and dropped before an error answer, so that the keep-alive
+/// connection can carry the client's next request (Pingora closes a connection whose request body
+/// was not read to the end); a larger, chunked or slow one ends the connection instead.
+const DRAIN_LIMIT: usize = 64 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn drain_small_body(session: &mut Session) {
+    if session.is_body_done() {
+        return;
+    }
+    let small = session
+        .get_header(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n <= DRAIN_LIMIT);
+    if small {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, session.drain_request_body()).await;
+    }
 }
