@@ -41,6 +41,7 @@ fn main() {
         model: "up-model".into(),
         stream: true,
         default_max_tokens: 4096,
+        fetched_media: None,
     };
     println!("translation throughput, one core (release: `cargo bench --bench translate`)\n");
     println!(

@@ -18,7 +18,7 @@ use crate::routing::{HealthPolicy, HealthRegistry, RouteTable};
 use crate::secrets::Secrets;
 use crate::state::{State, StateSettings};
 use crate::store::Store;
-use crate::upstream::ModelCatalog;
+use crate::upstream::{MediaFetcher, ModelCatalog};
 
 /// Where the items of a snapshot came from, for the admin API.
 #[derive(Debug, Default, Clone)]
@@ -63,6 +63,8 @@ pub struct App {
     pub reload_lock: tokio::sync::Mutex<()>,
     /// Wakes discovery when providers change, so new ones are resolved and listed at once.
     pub topology_changed: tokio::sync::Notify,
+    /// Fetches the images a Gemini upstream cannot fetch itself.
+    pub media: MediaFetcher,
 }
 
 const DEFAULT_BROWSER_UA: &str =
@@ -123,6 +125,7 @@ impl App {
             unannounced: std::sync::atomic::AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             topology_changed: tokio::sync::Notify::new(),
+            media: MediaFetcher::new(config.server.fetch_private_media),
         }))
     }
 

@@ -380,3 +380,98 @@ async fn tool_names_an_upstream_would_refuse_are_renamed_and_given_back() {
         .collect();
     assert_eq!(starts, [dotted.to_string(), long.clone()], "{text}");
 }
+
+/// Serves `body` as `content_type` to every request; returns its base URL and how many it served.
+async fn file_server(
+    content_type: &'static str,
+    body: &'static [u8],
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while common::mock::read_request(&mut sock, &mut buf).await.is_some() {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if sock.write_all(head.as_bytes()).await.is_err() || sock.write_all(body).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), served)
+}
+
+fn image_chat(model: &str, url: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": url}}
+    ]}]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_urls_are_fetched_and_sent_inline_to_gemini_upstreams() {
+    use base64::Engine;
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n fake image bytes";
+    let (files, served) = file_server("image/png", PNG).await;
+    let (html, _) = file_server("text/html", b"<html></html>").await;
+    let gm = Mock::start_style("gm", &["gemini-x"], Style::Gemini).await;
+    let yaml = |extra: &str| {
+        format!(
+            "{extra}providers:\n{}",
+            provider_yaml_styled("gm", &gm, ", models: [gemini-x]")
+        )
+    };
+    let gw = Gateway::start(&yaml("server: {fetch_private_media: true}\n")).await;
+
+    let url = format!("{files}/cat.png");
+    let r = gw.chat(image_chat("gemini-x", &url)).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let sent = gm.last().unwrap().json();
+    let parts = &sent["contents"][0]["parts"];
+    let inline = parts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|p| p.get("inlineData"))
+        .unwrap_or_else(|| panic!("no inline image in {sent}"));
+    assert_eq!(inline["mimeType"], "image/png");
+    assert_eq!(inline["data"], base64::engine::general_purpose::STANDARD.encode(PNG));
+    assert!(!sent.to_string().contains(&url), "the URL itself is not sent: {sent}");
+
+    // Not an image: the client gets a 400 naming the URL, and the upstream is not called.
+    let hits = gm.hits();
+    let r = gw.chat(image_chat("gemini-x", &format!("{html}/page"))).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("not an image"), "{v}");
+    assert_eq!(gm.hits(), hits);
+
+    // By default a URL may not make the gateway reach a non-public address.
+    let strict = Gateway::start(&yaml("")).await;
+    let r = strict.chat(image_chat("gemini-x", &url)).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("not public"), "{v}");
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "nothing was fetched"
+    );
+    let local_name = url.replace("127.0.0.1", "localhost");
+    let r = strict.chat(image_chat("gemini-x", &local_name)).await;
+    assert_eq!(r.status(), 400, "a name that resolves to loopback is refused too");
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -141,6 +141,7 @@ fn requests_and_responses_never_panic() {
         model: "m".into(),
         stream: true,
         default_max_tokens: 4096,
+        fetched_media: None,
     };
     for _ in 0..1500 {
         let body = mutated(&mut rng, &requests);

@@ -21,6 +21,7 @@ fn opts(stream: bool) -> RequestOptions {
         model: "up-model".into(),
         stream,
         default_max_tokens: 4096,
+        fetched_media: None,
     }
 }
 

@@ -52,6 +52,9 @@ pub struct ServerSettings {
     pub circuit_open_s: u64,
     /// PEM bundle of CAs trusted for upstream TLS instead of the system's roots.
     pub ca_file: Option<String>,
+    /// Lets image URLs the gateway fetches for an upstream (Gemini) reach addresses that are not
+    /// public (loopback, private networks); off, a client cannot make the gateway reach inside.
+    pub fetch_private_media: bool,
 }
 
 impl Default for ServerSettings {
@@ -70,6 +73,7 @@ impl Default for ServerSettings {
             circuit_failure_threshold: 5,
             circuit_open_s: 10,
             ca_file: None,
+            fetch_private_media: false,
         }
     }
 }

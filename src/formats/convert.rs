@@ -6,7 +6,7 @@ use bytes::Bytes;
 use memchr::memmem::FinderRev;
 use serde_json::Value;
 
-use super::ir::IrResponse;
+use super::ir::{FetchedMedia, IrResponse};
 use super::tool_names::ToolNames;
 use super::usage::Usage;
 use super::wire::WireFormat;
@@ -31,6 +31,8 @@ pub struct RequestOptions {
     pub stream: bool,
     /// Anthropic requires `max_tokens`; used when the client gave none (e.g. 4096).
     pub default_max_tokens: u32,
+    /// Images and files the gateway fetched (see `media_to_fetch`), sent inline instead of by URL.
+    pub fetched_media: Option<std::sync::Arc<FetchedMedia>>,
 }
 
 /// Client body (format `from`) → upstream body (format `to`), `model` set to `opts.model`. Never called with
@@ -68,6 +70,9 @@ pub fn convert_request_named(
             to.label()
         )));
     }
+    if let Some(fetched) = &opts.fetched_media {
+        ir.inline_media(fetched);
+    }
     let names = ToolNames::for_request(to, &mut ir);
     let out = match to {
         WireFormat::OpenAiChat => openai_chat::request::render(&ir, opts),
@@ -77,6 +82,30 @@ pub fn convert_request_named(
     };
     let body = serde_json::to_vec(&out).map_err(|e| ConvertError::Invalid(e.to_string()))?;
     Ok((Bytes::from(body), names))
+}
+
+/// The URLs of images and files a `to` upstream cannot fetch itself, which the gateway must fetch
+/// and send inline (formats.md: Gemini takes `fileData` only for `gs://` and Files-API URIs). Empty
+/// for every other pair, and for bodies that name no media by URL.
+pub fn media_to_fetch(from: WireFormat, to: WireFormat, body: &[u8]) -> Result<Vec<String>, ConvertError> {
+    const GEMINI_FETCHES: [&str; 2] = ["gs://", "https://generativelanguage.googleapis.com/"];
+    if to != WireFormat::Gemini || from == to || memchr::memmem::find(body, b"://").is_none() {
+        return Ok(Vec::new());
+    }
+    let obj = super::json::parse_object(body)?;
+    let ir = match from {
+        WireFormat::OpenAiChat => openai_chat::request::parse(&obj)?,
+        WireFormat::OpenAiResponses => responses_api::request::parse(&obj)?,
+        WireFormat::Anthropic => anthropic::request::parse(&obj)?,
+        WireFormat::Gemini => return Ok(Vec::new()),
+    };
+    let mut urls: Vec<String> = Vec::new();
+    for url in ir.media_urls() {
+        if !GEMINI_FETCHES.iter().any(|p| url.starts_with(p)) && !urls.iter().any(|u| u == url) {
+            urls.push(url.to_string());
+        }
+    }
+    Ok(urls)
 }
 
 /// Parses a whole upstream response into the IR.
@@ -220,6 +249,29 @@ mod tests {
         let gemini = br#"{"candidates":[],"usage_metadata":{"prompt_token_count":3,"candidates_token_count":2},"modelVersion":"g"}"#;
         assert!(usage_at_tail(WireFormat::Gemini, gemini).is_some());
         assert_eq!(extract_usage(WireFormat::Gemini, gemini).unwrap().output_tokens, 2);
+    }
+
+    #[test]
+    fn only_media_a_gemini_upstream_cannot_fetch_is_fetched() {
+        let image = |url: &str| serde_json::json!({"type": "image_url", "image_url": {"url": url}});
+        let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [
+            image("https://example.com/a.png"),
+            image("gs://bucket/b.png"),
+            image("https://generativelanguage.googleapis.com/v1beta/files/abc"),
+            image("data:image/png;base64,AAAA"),
+            image("https://example.com/a.png"),
+        ]}]})
+        .to_string();
+        let urls = media_to_fetch(WireFormat::OpenAiChat, WireFormat::Gemini, body.as_bytes()).unwrap();
+        assert_eq!(urls, ["https://example.com/a.png"]);
+        for to in [
+            WireFormat::Anthropic,
+            WireFormat::OpenAiResponses,
+            WireFormat::OpenAiChat,
+        ] {
+            let none = media_to_fetch(WireFormat::OpenAiChat, to, body.as_bytes()).unwrap();
+            assert!(none.is_empty(), "{to:?} fetches URLs itself");
+        }
     }
 
     #[test]

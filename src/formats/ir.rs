@@ -119,6 +119,53 @@ impl Media {
     }
 }
 
+/// Media fetched by the gateway for an upstream that cannot fetch it itself: URL → inline bytes.
+pub type FetchedMedia = std::collections::HashMap<String, Media>;
+
+impl IrRequest {
+    /// Every image or file given by URL, in order.
+    pub fn media_urls(&self) -> Vec<&str> {
+        let mut urls = Vec::new();
+        for b in self.messages.iter().flat_map(|m| &m.content) {
+            visit_media(b, &mut |m| {
+                if let Media::Url { url, .. } = m {
+                    urls.push(url.as_str());
+                }
+            });
+        }
+        urls
+    }
+
+    /// Replaces each URL found in `fetched` with the bytes fetched for it.
+    pub fn inline_media(&mut self, fetched: &FetchedMedia) {
+        for b in self.messages.iter_mut().flat_map(|m| &mut m.content) {
+            visit_media_mut(b, &mut |m| {
+                if let Media::Url { url, .. } = m {
+                    if let Some(inline) = fetched.get(url.as_str()) {
+                        *m = inline.clone();
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn visit_media<'a>(b: &'a Block, f: &mut impl FnMut(&'a Media)) {
+    match b {
+        Block::Image(m) | Block::File(m) => f(m),
+        Block::ToolResult(r) => r.content.iter().for_each(|b| visit_media(b, f)),
+        _ => {}
+    }
+}
+
+fn visit_media_mut(b: &mut Block, f: &mut impl FnMut(&mut Media)) {
+    match b {
+        Block::Image(m) | Block::File(m) => f(m),
+        Block::ToolResult(r) => r.content.iter_mut().for_each(|b| visit_media_mut(b, f)),
+        _ => {}
+    }
+}
+
 fn guess_media_type(url: &str) -> &'static str {
     let path = url.split(['?', '#']).next().unwrap_or(url).to_ascii_lowercase();
     match path.rsplit('.').next() {

@@ -24,10 +24,11 @@ pub mod wire;
 
 pub use convert::{
     convert_request, convert_request_named, convert_response, convert_response_named, estimate_input_tokens,
-    extract_usage, parse_response, ConvertError, RequestOptions,
+    extract_usage, media_to_fetch, parse_response, ConvertError, RequestOptions,
 };
 pub use detect::detect_chat_body;
 pub use error_map::{classify_error, convert_error, error_response, stream_error_event, ErrorKind};
+pub use ir::{FetchedMedia, Media};
 pub use stream::{StreamConverter, StreamError, StreamOptions, DEFAULT_MAX_EVENT_BYTES};
 pub use tool_names::ToolNames;
 pub use usage::Usage;

@@ -10,7 +10,7 @@ use super::error::GatewayError;
 use crate::app::Snapshot;
 use crate::auth::{AcceptedKey, ClientIdentity};
 use crate::formats::request::Inspected;
-use crate::formats::{StreamConverter, ToolNames, Usage, WireFormat};
+use crate::formats::{FetchedMedia, StreamConverter, ToolNames, Usage, WireFormat};
 use crate::routing::RoutePlan;
 use crate::upstream::KeyChoice;
 
@@ -161,6 +161,8 @@ pub struct RequestCtx {
     pub failure: Option<GatewayError>,
     /// Why the last candidates could not take the request at all (e.g. untranslatable).
     pub convert_error: Option<String>,
+    /// The images fetched for a Gemini upstream, or why they could not be (once per request).
+    pub fetched_media: Option<Result<Arc<FetchedMedia>, String>>,
     pub response: ResponseMode,
     /// Tokens the serving upstream reported.
     pub usage: Option<Usage>,
@@ -214,6 +216,7 @@ impl RequestCtx {
             upstream_retry_after: None,
             failure: None,
             convert_error: None,
+            fetched_media: None,
             response: ResponseMode::Pass,
             usage: None,
             status: None,

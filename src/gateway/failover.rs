@@ -78,6 +78,11 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             skip(ctx, idx, "host not resolved");
             continue;
         };
+        if let Err(reason) = upstream_call::fetch_media(app, ctx, provider).await {
+            skip(ctx, idx, &reason);
+            ctx.convert_error = Some(reason);
+            continue;
+        }
         let call = match upstream_call::build(ctx, provider, &candidate.model) {
             Ok(call) => call,
             Err(reason) => {

@@ -12,7 +12,7 @@ use super::ctx::RequestCtx;
 use crate::app::App;
 use crate::config::ApiStyle;
 use crate::formats::request::{injects_usage, rewrite, Rewrite};
-use crate::formats::{convert_request_named, RequestOptions, ToolNames, WireFormat};
+use crate::formats::{convert_request_named, media_to_fetch, RequestOptions, ToolNames, WireFormat};
 use crate::upstream::Provider;
 
 /// Anthropic requires a version header; this is the one the translation targets.
@@ -80,6 +80,10 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                 model: model.to_string(),
                 stream: ctx.stream,
                 default_max_tokens: DEFAULT_MAX_TOKENS,
+                fetched_media: match (&ctx.fetched_media, format) {
+                    (Some(Ok(media)), WireFormat::Gemini) => Some(media.clone()),
+                    _ => None,
+                },
             };
             let (body, tool_names) =
                 convert_request_named(ctx.request_format, format, &ctx.body, &opts).map_err(|e| e.to_string())?;
@@ -93,6 +97,31 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                 tool_names: tool_names.map(Arc::new),
             })
         }
+    }
+}
+
+/// Fetches, once per request, the images and files named by URL that `provider` cannot fetch itself
+/// (a Gemini upstream), so that `build` sends them inline. `Err` says why this upstream cannot take
+/// the request. The time spent counts as waiting on upstreams, not as the gateway's overhead.
+pub async fn fetch_media(app: &App, ctx: &mut RequestCtx, provider: &Provider) -> Result<(), String> {
+    let format = provider.upstream_format(ctx.request_format);
+    if ctx.fetched_media.is_none() {
+        let urls = media_to_fetch(ctx.request_format, format, &ctx.body).map_err(|e| e.to_string())?;
+        if urls.is_empty() {
+            if format == WireFormat::Gemini {
+                // The body was read for URLs once; later Gemini attempts need not read it again.
+                ctx.fetched_media = Some(Ok(Arc::default()));
+            }
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let fetched = app.media.fetch_all(&urls).await;
+        ctx.upstream_wait += started.elapsed();
+        ctx.fetched_media = Some(fetched.map(Arc::new).map_err(|e| e.to_string()));
+    }
+    match (&ctx.fetched_media, format) {
+        (Some(Err(reason)), WireFormat::Gemini) => Err(reason.clone()),
+        _ => Ok(()),
     }
 }
 

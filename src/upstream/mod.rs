@@ -4,9 +4,11 @@
 pub mod catalog;
 mod discovery;
 mod endpoint;
+mod media;
 mod provider;
 
 pub use catalog::ModelCatalog;
 pub use discovery::{fetch_raw_models, Discovery};
 pub use endpoint::Endpoint;
+pub use media::{FetchError, MediaFetcher};
 pub use provider::{KeyChoice, Provider, ProviderExtras, ProviderKey};

@@ -352,8 +352,8 @@ pub fn render(ir: &IrRequest, _opts: &RequestOptions) -> Value {
 fn media_part(m: &Media) -> Value {
     match m {
         Media::Base64 { media_type, data } => json!({"inlineData": {"mimeType": media_type, "data": data}}),
-        // Gemini fetches gs://, Files API and (newer models) public https URIs itself; the gateway does not
-        // download on the request path.
+        // Only gs:// and Files-API URIs are left here: the gateway fetched the others and they arrive
+        // inline (`media_to_fetch`, `upstream::media`).
         Media::Url { url, .. } => json!({"fileData": {"mimeType": m.media_type(), "fileUri": url}}),
     }
 }

@@ -1,0 +1,198 @@
+//! Images and files an upstream cannot fetch itself (Gemini reads `fileData` only from `gs://` and
+//! its Files API), fetched by the gateway and sent inline. A client names the URL, so the fetch is
+//! bounded in time and size, follows few redirects, takes only images and PDFs, and by default
+//! refuses every address that is not public (loopback, private, link-local…): a request must not
+//! make the gateway reach into its own network.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use futures_util::future::try_join_all;
+
+use crate::formats::{FetchedMedia, Media};
+
+/// Most bytes of one fetched image or file (Gemini takes 20 MB of inline data per request).
+const MAX_BYTES: usize = 15 * 1024 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_REDIRECTS: usize = 3;
+
+/// Why a client's media URL could not be sent inline. The message names the URL, never more.
+#[derive(Debug, thiserror::Error)]
+#[error("the media at `{url}` could not be fetched for this upstream: {reason}")]
+pub struct FetchError {
+    url: String,
+    reason: String,
+}
+
+pub struct MediaFetcher {
+    client: reqwest::Client,
+    allow_private: bool,
+}
+
+impl MediaFetcher {
+    /// `allow_private` lets URLs reach non-public addresses (`server.fetch_private_media`).
+    pub fn new(allow_private: bool) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    attempt.error("too many redirects")
+                } else if !allow_private && attempt.url().host().is_some_and(|h| literal_is_private(&h)) {
+                    attempt.error("redirected to an address that is not public")
+                } else {
+                    attempt.follow()
+                }
+            }))
+            .dns_resolver(Arc::new(PublicResolver { allow_private }))
+            .build()
+            .unwrap_or_default();
+        Self { client, allow_private }
+    }
+
+    /// Fetches every URL (concurrently); the first failure fails them all.
+    pub async fn fetch_all(&self, urls: &[String]) -> Result<FetchedMedia, FetchError> {
+        let fetched = try_join_all(urls.iter().map(|u| self.fetch(u))).await?;
+        Ok(urls.iter().cloned().zip(fetched).collect())
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Media, FetchError> {
+        let fail = |reason: &str| FetchError {
+            url: url.chars().take(200).collect(),
+            reason: reason.to_string(),
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|_| fail("not a valid URL"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(fail("only http and https URLs are fetched"));
+        }
+        if !self.allow_private && parsed.host().is_some_and(|h| literal_is_private(&h)) {
+            return Err(fail("the address is not public"));
+        }
+        let mut resp = self.client.get(parsed).send().await.map_err(|e| {
+            // Not `e.to_string()`: it would repeat the URL; say what kind of failure it was.
+            fail(if e.is_timeout() {
+                "timed out"
+            } else if e.is_redirect() {
+                "too many redirects, or a redirect to an address that is not public"
+            } else if e.is_connect() {
+                "could not connect (or the host has no public address)"
+            } else {
+                "the request failed"
+            })
+        })?;
+        if !resp.status().is_success() {
+            return Err(fail(&format!("the server answered {}", resp.status().as_u16())));
+        }
+        let media_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if !(media_type.starts_with("image/") || media_type == "application/pdf") {
+            return Err(fail("it is not an image or a PDF"));
+        }
+        if resp.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
+            return Err(fail("larger than 15 MiB"));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|_| fail("the download was cut"))? {
+            if bytes.len() + chunk.len() > MAX_BYTES {
+                return Err(fail("larger than 15 MiB"));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Media::Base64 {
+            media_type,
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        })
+    }
+}
+
+/// Resolves names to their public addresses only (all of them, when private ones are allowed).
+struct PublicResolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for PublicResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await?
+                .filter(|a| allow_private || is_public(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err("the host has no public address".into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// An IP-literal host that is not public (names are checked when resolved).
+fn literal_is_private(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Ipv4(ip) => !is_public(IpAddr::V4(*ip)),
+        url::Host::Ipv6(ip) => !is_public(IpAddr::V6(*ip)),
+        url::Host::Domain(_) => false,
+    }
+}
+
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                // Shared address space (carrier-grade NAT) and benchmarking networks.
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || (first & 0xfe00) == 0xfc00 // unique local
+                    || (first & 0xffc0) == 0xfe80 // link-local
+                    || v6.is_multicast())
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+}
