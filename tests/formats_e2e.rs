@@ -459,6 +459,15 @@ async fn image_urls_are_fetched_and_sent_inline_to_gemini_upstreams() {
     assert!(message.contains("not an image"), "{v}");
     assert_eq!(gm.hits(), hits);
 
+    // Too large: refused with the limit named.
+    let big: &'static [u8] = Box::leak(vec![0u8; 15 * 1024 * 1024].into_boxed_slice());
+    let (huge, _) = file_server("image/png", big).await;
+    let r = gw.chat(image_chat("gemini-x", &format!("{huge}/huge.png"))).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("14 MiB"), "{v}");
+    assert_eq!(gm.hits(), hits);
+
     // By default a URL may not make the gateway reach a non-public address.
     let strict = Gateway::start(&yaml("")).await;
     let r = strict.chat(image_chat("gemini-x", &url)).await;

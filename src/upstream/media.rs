@@ -5,6 +5,7 @@
 //! make the gateway reach into its own network.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +14,11 @@ use futures_util::future::try_join_all;
 
 use crate::formats::{FetchedMedia, Media};
 
-/// Most bytes of one fetched image or file (Gemini takes 20 MB of inline data per request).
-const MAX_BYTES: usize = 15 * 1024 * 1024;
+/// Most bytes fetched for one request, all URLs together (Gemini takes 20 MB of inline data per
+/// request, base64 included).
+const MAX_BYTES: usize = 14 * 1024 * 1024;
+/// Most URLs fetched for one request.
+const MAX_URLS: usize = 16;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REDIRECTS: usize = 3;
 
@@ -46,18 +50,27 @@ impl MediaFetcher {
                 }
             }))
             .dns_resolver(Arc::new(PublicResolver { allow_private }))
+            // A proxy from the environment would resolve names itself, past the address check.
+            .no_proxy()
             .build()
             .unwrap_or_default();
         Self { client, allow_private }
     }
 
-    /// Fetches every URL (concurrently); the first failure fails them all.
+    /// Fetches every URL (concurrently, within one byte budget); the first failure fails them all.
     pub async fn fetch_all(&self, urls: &[String]) -> Result<FetchedMedia, FetchError> {
-        let fetched = try_join_all(urls.iter().map(|u| self.fetch(u))).await?;
+        if let Some(extra) = urls.get(MAX_URLS) {
+            return Err(FetchError {
+                url: extra.chars().take(200).collect(),
+                reason: format!("a request may name at most {MAX_URLS} media URLs"),
+            });
+        }
+        let budget = AtomicUsize::new(MAX_BYTES);
+        let fetched = try_join_all(urls.iter().map(|u| self.fetch(u, &budget))).await?;
         Ok(urls.iter().cloned().zip(fetched).collect())
     }
 
-    async fn fetch(&self, url: &str) -> Result<Media, FetchError> {
+    async fn fetch(&self, url: &str, budget: &AtomicUsize) -> Result<Media, FetchError> {
         let fail = |reason: &str| FetchError {
             url: url.chars().take(200).collect(),
             reason: reason.to_string(),
@@ -93,14 +106,17 @@ impl MediaFetcher {
         if !(media_type.starts_with("image/") || media_type == "application/pdf") {
             return Err(fail("it is not an image or a PDF"));
         }
+        let too_large = || fail("the request's media add up to more than 14 MiB");
         if resp.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
-            return Err(fail("larger than 15 MiB"));
+            return Err(too_large());
         }
         let mut bytes = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|_| fail("the download was cut"))? {
-            if bytes.len() + chunk.len() > MAX_BYTES {
-                return Err(fail("larger than 15 MiB"));
-            }
+            budget
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(chunk.len())
+                })
+                .map_err(|_| too_large())?;
             bytes.extend_from_slice(&chunk);
         }
         Ok(Media::Base64 {
