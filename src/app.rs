@@ -117,7 +117,7 @@ impl App {
             health,
             catalog,
             metrics,
-            tokens: Tokens::new(secrets.jwt_key(), ttl),
+            tokens: Tokens::new(secrets.jwt_key(), ttl).accepting_previous(secrets.previous_jwt_key()),
             secrets,
             state,
             store: OnceLock::new(),

@@ -25,7 +25,7 @@ impl std::fmt::Display for Rotation {
             f,
             "provider keys sealed again under SECRET_KEY: {}, already under it: {}.\n\
              Minted client keys: {}. Those minted before the rotation are accepted while \
-             SECRET_KEY_PREVIOUS is set; mint new ones, then remove it. Admins sign in again.",
+             SECRET_KEY_PREVIOUS is set; mint new ones, then remove it.",
             self.resealed, self.already_current, self.client_keys
         )
     }

@@ -38,8 +38,8 @@ pub enum SecretOrigin {
 /// The derived keys. Holds no copy of the root secret.
 pub struct Secrets {
     client_mac: hmac::Key,
-    /// The keys of the secret before a rotation (`SECRET_KEY_PREVIOUS`): provider keys sealed and
-    /// client keys tagged under it stay readable and valid while it is given.
+    /// The keys of the secret before a rotation (`SECRET_KEY_PREVIOUS`): provider keys sealed, client
+    /// keys tagged and admin tokens signed under it stay readable and valid while it is given.
     previous: Option<Box<Previous>>,
     provider_aead: LessSafeKey,
     jwt: [u8; 32],
@@ -49,6 +49,7 @@ pub struct Secrets {
 struct Previous {
     client_mac: hmac::Key,
     provider_aead: LessSafeKey,
+    jwt: [u8; 32],
 }
 
 /// Which secret opened a stored value.
@@ -79,10 +80,7 @@ impl Secrets {
         let prk = root_prk(root);
         let client_mac = client_mac(&prk);
         let provider_aead = provider_aead(&prk);
-        let mut jwt = [0u8; 32];
-        prk.expand(&[b"admin-jwt-signing"], Len(32))
-            .and_then(|okm| okm.fill(&mut jwt))
-            .expect("HKDF length is valid");
+        let jwt = jwt_key(&prk);
         Self {
             client_mac,
             previous: None,
@@ -134,6 +132,7 @@ impl Secrets {
         self.previous = Some(Box::new(Previous {
             client_mac: client_mac(&prk),
             provider_aead: provider_aead(&prk),
+            jwt: jwt_key(&prk),
         }));
         self
     }
@@ -150,6 +149,12 @@ impl Secrets {
 
     pub fn jwt_key(&self) -> &[u8] {
         &self.jwt
+    }
+
+    /// The token-signing key of the secret before a rotation: tokens it signed stay valid (until
+    /// they expire) while it is given.
+    pub fn previous_jwt_key(&self) -> Option<&[u8]> {
+        self.previous.as_ref().map(|p| p.jwt.as_slice())
     }
 
     /// Hex HMAC-SHA256 tag of a client key, as stored.
@@ -218,6 +223,14 @@ fn open_with(key: &LessSafeKey, mut bytes: Vec<u8>, context: &str) -> Option<Str
         )
         .ok()?;
     String::from_utf8(plain.to_vec()).ok()
+}
+
+fn jwt_key(prk: &hkdf::Prk) -> [u8; 32] {
+    let mut jwt = [0u8; 32];
+    prk.expand(&[b"admin-jwt-signing"], Len(32))
+        .and_then(|okm| okm.fill(&mut jwt))
+        .expect("HKDF length is valid");
+    jwt
 }
 
 fn provider_aead(prk: &hkdf::Prk) -> LessSafeKey {

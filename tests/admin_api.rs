@@ -993,6 +993,10 @@ async fn rotating_the_secret_keeps_every_stored_key(backend: Backend) {
     .await;
     let minted = v["key"].as_str().unwrap().to_string();
     until_status(&old, &minted, "gpt-c", 200).await;
+    let admin_status = |gw: &Gateway| {
+        let req = gw.client.get(gw.admin_url("/users")).bearer_auth(&admin.token);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
     let on = |gw: &Gateway, secrets: &[(&'static str, &'static str)]| {
         let mut env = vec![("DATABASE_URL", gw.database_url.clone())];
         env.extend(secrets.iter().map(|(k, v)| (*k, v.to_string())));
@@ -1017,6 +1021,7 @@ async fn rotating_the_secret_keeps_every_stored_key(backend: Backend) {
     // A replica rolled onto the new secret with the old one as previous serves everything.
     let rolled = start(on(&old, &[("SECRET_KEY", NEW), ("SECRET_KEY_PREVIOUS", OLD)])).await;
     until_status(&rolled, &minted, "gpt-c", 200).await;
+    assert_eq!(admin_status(&rolled).await, 200, "an admin token of the old secret");
     assert_eq!(
         used_key(&c).as_deref(),
         Some(format!("Bearer {provider_secret}").as_str())
@@ -1043,6 +1048,7 @@ async fn rotating_the_secret_keeps_every_stored_key(backend: Backend) {
         Some(format!("Bearer {provider_secret}").as_str())
     );
     until_status(&new_only, &minted, "gpt-c", 401).await;
+    assert_eq!(admin_status(&new_only).await, 401);
     // The rolled replica still takes them, and its snapshot (rebuilt after the rotation) still has
     // the provider key.
     until_status(&rolled, &minted, "gpt-c", 200).await;

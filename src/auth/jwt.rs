@@ -51,6 +51,8 @@ impl Default for TokenTtl {
 pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// The key before a `SECRET_KEY` rotation: tokens it signed are still accepted.
+    previous_decoding: Option<DecodingKey>,
     pub ttl: TokenTtl,
 }
 
@@ -68,8 +70,15 @@ impl Tokens {
         Self {
             encoding: EncodingKey::from_secret(key),
             decoding: DecodingKey::from_secret(key),
+            previous_decoding: None,
             ttl,
         }
+    }
+
+    /// Also accepts tokens signed with `previous`, the key before a rotation.
+    pub fn accepting_previous(mut self, previous: Option<&[u8]>) -> Self {
+        self.previous_decoding = previous.map(DecodingKey::from_secret);
+        self
     }
 
     fn sign(&self, sub: &str, role: &str, ver: i64, typ: TokenKind, now: i64) -> Result<String, TokenError> {
@@ -105,6 +114,12 @@ impl Tokens {
         v.leeway = 0;
         v.set_required_spec_claims(&["exp", "sub"]);
         let claims = decode::<Claims>(token, &self.decoding, &v)
+            .or_else(|e| match (&self.previous_decoding, e.kind()) {
+                (Some(previous), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
+                    decode::<Claims>(token, previous, &v)
+                }
+                _ => Err(e),
+            })
             .map_err(|_| TokenError::Invalid)?
             .claims;
         if claims.typ != kind {
@@ -139,5 +154,26 @@ mod tests {
         tampered[sig_start] = if tampered[sig_start] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
         assert!(t.verify(&tampered, TokenKind::Access).is_err());
+    }
+
+    #[test]
+    fn tokens_of_the_previous_key_stay_valid_only_while_it_is_given() {
+        let (old_key, new_key) = (b"o".repeat(32), b"n".repeat(32));
+        let old = Tokens::new(&old_key, TokenTtl::default());
+        let now = crate::store::now();
+        let pair = old.issue("u1", "admin", 0, now).unwrap();
+        let rolled = Tokens::new(&new_key, TokenTtl::default()).accepting_previous(Some(&old_key));
+        assert_eq!(rolled.verify(&pair.access_token, TokenKind::Access).unwrap().sub, "u1");
+        let expired = old.issue("u1", "admin", 0, now - 10_000).unwrap();
+        assert!(
+            rolled.verify(&expired.access_token, TokenKind::Access).is_err(),
+            "expired"
+        );
+        let new_only = Tokens::new(&new_key, TokenTtl::default());
+        assert!(new_only.verify(&pair.access_token, TokenKind::Access).is_err());
+        // New tokens are signed with the new key only.
+        let fresh = rolled.issue("u1", "admin", 0, now).unwrap();
+        assert!(new_only.verify(&fresh.access_token, TokenKind::Access).is_ok());
+        assert!(old.verify(&fresh.access_token, TokenKind::Access).is_err());
     }
 }
