@@ -125,7 +125,7 @@ impl App {
             unannounced: std::sync::atomic::AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             topology_changed: tokio::sync::Notify::new(),
-            media: MediaFetcher::new(config.server.fetch_private_media),
+            media: MediaFetcher::new(config.server.fetch_private_media)?,
         }))
     }
 

@@ -36,8 +36,9 @@ pub struct MediaFetcher {
 }
 
 impl MediaFetcher {
-    /// `allow_private` lets URLs reach non-public addresses (`server.fetch_private_media`).
-    pub fn new(allow_private: bool) -> Self {
+    /// `allow_private` lets URLs reach non-public addresses (`server.fetch_private_media`). Fails
+    /// only when no HTTP client can be built; never falls back to one without the address check.
+    pub fn new(allow_private: bool) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
@@ -53,8 +54,8 @@ impl MediaFetcher {
             // A proxy from the environment would resolve names itself, past the address check.
             .no_proxy()
             .build()
-            .unwrap_or_default();
-        Self { client, allow_private }
+            .map_err(|e| format!("media fetcher: {e}"))?;
+        Ok(Self { client, allow_private })
     }
 
     /// Fetches every URL (concurrently, within one byte budget); the first failure fails them all.
