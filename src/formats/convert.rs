@@ -6,7 +6,7 @@ use bytes::Bytes;
 use memchr::memmem::FinderRev;
 use serde_json::Value;
 
-use super::ir::{FetchedMedia, IrResponse};
+use super::ir::{FetchedMedia, IrRequest, IrResponse};
 use super::tool_names::ToolNames;
 use super::usage::Usage;
 use super::wire::WireFormat;
@@ -56,12 +56,7 @@ pub fn convert_request_named(
     opts: &RequestOptions,
 ) -> Result<(Bytes, Option<ToolNames>), ConvertError> {
     let obj = super::json::parse_object(body)?;
-    let mut ir = match from {
-        WireFormat::OpenAiChat => openai_chat::request::parse(&obj)?,
-        WireFormat::OpenAiResponses => responses_api::request::parse(&obj)?,
-        WireFormat::Anthropic => anthropic::request::parse(&obj)?,
-        WireFormat::Gemini => gemini::request::parse(&obj)?,
-    };
+    let mut ir = parse_request(from, &obj)?;
     let n = obj.get("n").and_then(Value::as_u64).unwrap_or(1);
     if n > 1 && from != to {
         // Every encoder streams choice 0 only, and Anthropic/Responses have no `n`.
@@ -92,13 +87,7 @@ pub fn media_to_fetch(from: WireFormat, to: WireFormat, body: &[u8]) -> Result<V
     if to != WireFormat::Gemini || from == to || memchr::memmem::find(body, b"://").is_none() {
         return Ok(Vec::new());
     }
-    let obj = super::json::parse_object(body)?;
-    let ir = match from {
-        WireFormat::OpenAiChat => openai_chat::request::parse(&obj)?,
-        WireFormat::OpenAiResponses => responses_api::request::parse(&obj)?,
-        WireFormat::Anthropic => anthropic::request::parse(&obj)?,
-        WireFormat::Gemini => return Ok(Vec::new()),
-    };
+    let ir = parse_request(from, &super::json::parse_object(body)?)?;
     let mut urls: Vec<String> = Vec::new();
     for url in ir.media_urls() {
         if !GEMINI_FETCHES.iter().any(|p| url.starts_with(p)) && !urls.iter().any(|u| u == url) {
@@ -106,6 +95,16 @@ pub fn media_to_fetch(from: WireFormat, to: WireFormat, body: &[u8]) -> Result<V
         }
     }
     Ok(urls)
+}
+
+/// A client body (an object) of format `from` in the IR.
+fn parse_request(from: WireFormat, obj: &Value) -> Result<IrRequest, ConvertError> {
+    match from {
+        WireFormat::OpenAiChat => openai_chat::request::parse(obj),
+        WireFormat::OpenAiResponses => responses_api::request::parse(obj),
+        WireFormat::Anthropic => anthropic::request::parse(obj),
+        WireFormat::Gemini => gemini::request::parse(obj),
+    }
 }
 
 /// Parses a whole upstream response into the IR.
