@@ -429,3 +429,126 @@ async fn slow_upstream_gets_less_traffic() {
     }
     assert!(a.hits() > 2 * b.hits(), "fast {} vs slow {}", a.hits(), b.hits());
 }
+
+/// An alpha of `style` and an OpenAI-style beta behind one logical model, alpha first.
+async fn styled_pair(style: Style, alpha_keys: &[&str]) -> (Mock, Mock, Gateway) {
+    let a = Mock::start_style("alpha", &["m"], style).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let keys: Vec<String> = alpha_keys.iter().map(|k| format!("\"{k}\"")).collect();
+    let yaml = format!(
+        "providers:\n  - {{id: alpha, base_url: \"{}\", api_style: {}, api_keys: [{}]}}\n{}{}",
+        a.url(),
+        style.api_style(),
+        keys.join(", "),
+        provider_yaml("beta", &b, ""),
+        logical(&[("alpha", ""), ("beta", ", priority: 1")])
+    );
+    (a, b, Gateway::start(&yaml).await)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_opens_with_an_error_fails_over() {
+    // Anthropic answers 200 and then `event: error` overloaded_error as the very first event.
+    let (a, b, gw) = styled_pair(Style::Anthropic, &["sk-alpha-secret-key"]).await;
+    a.script([Reply::StreamError { after: 0 }]);
+    let r = gw
+        .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert_eq!(r.headers()["x-accel-buffering"], "no");
+    let data = sse_data(r).await;
+    assert!(data.iter().all(|d| !d.contains("error")), "{data:?}");
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+    let metrics = gw.metrics().await;
+    assert!(
+        metric(&metrics, "apiproxy_upstream_attempts_total", &[("provider", "alpha")]) >= 1.0,
+        "the failed attempt is counted"
+    );
+
+    // The same error after the stream has begun cannot be failed over: the client sees it in its
+    // own format, and beta is not asked.
+    a.script([Reply::StreamError { after: 2 }]);
+    let r = gw
+        .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
+    let data = sse_data(r).await;
+    assert!(data.last().is_some_and(|d| d.contains("\"error\"")), "{data:?}");
+    assert_eq!(b.hits(), 1);
+
+    // A stream that opens with content is released as it comes.
+    a.script([Reply::Ok]);
+    let r = gw
+        .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
+    assert_eq!(sse_data(r).await.last().map(String::as_str), Some("[DONE]"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_same_format_stream_opening_with_a_rate_limit_error_fails_over() {
+    let (a, b, gw) = pair("", "").await;
+    a.script([Reply::Sse(vec![format!(
+        "data: {}\n\n",
+        json!({"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})
+    )])]);
+    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    let data = sse_data(r).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+    // Rate-limited: alpha rests (default cool-down) and the next request goes straight to beta.
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert_eq!(a.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gemini_bad_key_and_billing_errors_take_the_key_out_of_rotation() {
+    // Gemini says "bad key" with a 400: judged by its reason, like a 401.
+    let (a, b, gw) = styled_pair(Style::Gemini, &["gm-first-secret", "gm-second-secret"]).await;
+    a.script([Reply::gemini_bad_key()]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-apiproxy-provider"],
+        "alpha",
+        "the other key of alpha is tried"
+    );
+    let key = |r: &Recorded| r.header("x-goog-api-key").unwrap_or_default().to_string();
+    let reqs = a.requests();
+    let (bad, good) = (key(&reqs[0]), key(&reqs[1]));
+    assert_ne!(bad, good);
+    for _ in 0..4 {
+        assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "alpha");
+    }
+    assert!(
+        a.requests()[2..].iter().all(|r| key(r) == good),
+        "the refused key is not used again"
+    );
+    assert_eq!(b.hits(), 0);
+    // A plain 400 (the client's mistake) is still not retried.
+    a.script([Reply::status(400)]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(b.hits(), 0);
+
+    // Anthropic's 402 billing_error: not the client's mistake, fail over.
+    let (a, b, gw) = styled_pair(Style::Anthropic, &["sk-alpha-secret-key"]).await;
+    a.script([Reply::Status {
+        status: 402,
+        retry_after: None,
+        body: json!({"type": "error", "error": {"type": "billing_error", "message": "Your credit balance is too low"}})
+            .to_string(),
+    }]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+    // Its only key is out of rotation: alpha is skipped without being asked.
+    assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "beta");
+    assert_eq!(a.hits(), 1);
+    assert!(!gw.logs().contains("secret"), "no key in the logs");
+}

@@ -749,6 +749,79 @@ fn request_thinking_replay_same_vendor_only() {
 }
 
 #[test]
+fn thinking_budget_comes_on_top_of_the_default_limit_and_below_the_client_s() {
+    let default = u64::from(opts(false).default_max_tokens);
+    // No limit from the client: the answer keeps the default room, the budget is added to it.
+    let body = serde_json::to_vec(&json!({"model": "m", "reasoning_effort": "high",
+        "messages": [{"role": "user", "content": "hi"}]}))
+    .unwrap();
+    let v = request_json(WireFormat::OpenAiChat, WireFormat::Anthropic, &body, false);
+    assert_eq!(v["thinking"], json!({"type": "enabled", "budget_tokens": 4096}));
+    assert_eq!(v["max_tokens"], default + 4096);
+    // The Responses API (Codex) without max_output_tokens, medium effort.
+    let body = serde_json::to_vec(&json!({"model": "m", "reasoning": {"effort": "medium"}, "input": "hi"})).unwrap();
+    let v = request_json(WireFormat::OpenAiResponses, WireFormat::Anthropic, &body, false);
+    assert_eq!(v["max_tokens"], default + 2048);
+    // The client's own limit holds: the budget fits below it.
+    let body = serde_json::to_vec(&json!({"model": "m", "reasoning_effort": "high", "max_tokens": 3000,
+        "messages": [{"role": "user", "content": "hi"}]}))
+    .unwrap();
+    let v = request_json(WireFormat::OpenAiChat, WireFormat::Anthropic, &body, false);
+    assert_eq!(v["max_tokens"], 3000);
+    assert_eq!(v["thinking"]["budget_tokens"], 2999);
+    // No thinking asked: the default alone.
+    let v = request_json(
+        WireFormat::OpenAiChat,
+        WireFormat::Anthropic,
+        br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        false,
+    );
+    assert_eq!(v["max_tokens"], default);
+    assert!(v.get("thinking").is_none());
+}
+
+#[test]
+fn a_gemini_signature_carried_in_a_tool_id_goes_back_to_gemini_from_every_client() {
+    let id = "call_1__thought__c2lnLWE-Lw";
+    let bodies = [
+        (
+            WireFormat::OpenAiChat,
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function",
+                    "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": id, "content": "ok"}]}),
+        ),
+        (
+            WireFormat::Anthropic,
+            json!({"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": id, "name": "f", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "ok"}]}]}),
+        ),
+        (
+            WireFormat::OpenAiResponses,
+            json!({"model": "m", "input": [{"role": "user", "content": "hi"},
+                {"type": "function_call", "call_id": id, "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": id, "output": "ok"}]}),
+        ),
+    ];
+    for (from, body) in bodies {
+        let g = request_json(from, WireFormat::Gemini, &serde_json::to_vec(&body).unwrap(), false);
+        let call = &g["contents"][1]["parts"][0];
+        assert_eq!(call["thoughtSignature"], "c2lnLWE+Lw==", "{}: {g}", from.label());
+        assert!(!g.to_string().contains("__thought__"), "{}: {g}", from.label());
+        // Sent to a non-Gemini upstream, the id is the bare one on both sides of the call.
+        let o = request_json(from, WireFormat::OpenAiChat, &serde_json::to_vec(&body).unwrap(), false);
+        assert_eq!(
+            o["messages"][1]["tool_calls"][0]["id"],
+            "call_1",
+            "{}: {o}",
+            from.label()
+        );
+        assert_eq!(o["messages"][2]["tool_call_id"], "call_1", "{}: {o}", from.label());
+    }
+}
+
+#[test]
 fn request_json_modes_on_each_upstream() {
     let schema = json!({"type": "object", "properties": {"a": {"type": "string"}}});
     let body = serde_json::to_vec(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],

@@ -140,6 +140,12 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
             (Some("invalid_api_key"), _) => ErrorKind::Authentication,
             (Some("insufficient_quota"), _) | (_, Some("insufficient_quota")) => ErrorKind::Billing,
             (Some("model_not_found"), _) => ErrorKind::NotFound,
+            (Some("rate_limit_exceeded"), _) | (_, Some("rate_limit_error" | "requests" | "tokens")) => {
+                ErrorKind::RateLimited
+            }
+            (Some("server_is_overloaded"), _) | (_, Some("service_unavailable_error")) => ErrorKind::Overloaded,
+            // An error event inside a 200 stream has no status to go by (see `first_event`).
+            (_, Some("invalid_request_error")) if by_status == ErrorKind::Upstream => ErrorKind::InvalidRequest,
             _ => by_status,
         },
         WireFormat::Anthropic => match str_at(e, "type") {

@@ -10,7 +10,7 @@ use super::error::GatewayError;
 use crate::app::Snapshot;
 use crate::auth::{AcceptedKey, ClientIdentity};
 use crate::formats::request::Inspected;
-use crate::formats::{FetchedMedia, StreamConverter, ToolNames, Usage, WireFormat};
+use crate::formats::{ErrorKind, FetchedMedia, StreamConverter, ToolNames, Usage, WireFormat};
 use crate::routing::RoutePlan;
 use crate::upstream::KeyChoice;
 
@@ -113,6 +113,33 @@ pub enum Retry {
     No,
 }
 
+/// What the body of an answer said before its header went on: an error kind its status did not
+/// tell (Gemini's bad key is a 400, a stream can open with an error event under a 200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldVerdict {
+    pub kind: ErrorKind,
+    /// The error came as the first event of a 200 stream.
+    pub first_event: bool,
+    /// A retry delay the body carried (Gemini `RetryInfo`), seconds.
+    pub retry_after: Option<u64>,
+}
+
+impl HeldVerdict {
+    /// The status the failover logic judges the answer by.
+    pub fn status(&self, actual: u16) -> u16 {
+        match self.kind {
+            ErrorKind::Authentication => 401,
+            ErrorKind::Billing => 402,
+            ErrorKind::PermissionDenied => 403,
+            ErrorKind::RateLimited => 429,
+            ErrorKind::Overloaded if self.first_event => 529,
+            ErrorKind::Timeout if self.first_event => 504,
+            ErrorKind::Upstream if self.first_event => 500,
+            _ => actual,
+        }
+    }
+}
+
 pub struct RequestCtx {
     pub request_id: String,
     pub started: Instant,
@@ -157,6 +184,8 @@ pub struct RequestCtx {
     pub status_retry: Option<Retry>,
     /// Latest `Retry-After` an upstream sent, seconds.
     pub upstream_retry_after: Option<u64>,
+    /// What the held beginning of the current answer said (see `failover::judge_held`).
+    pub held_verdict: Option<HeldVerdict>,
     /// The error to render in `fail_to_proxy`.
     pub failure: Option<GatewayError>,
     /// Why the last candidates could not take the request at all (e.g. untranslatable).
@@ -214,6 +243,7 @@ impl RequestCtx {
             same_retry_used: false,
             status_retry: None,
             upstream_retry_after: None,
+            held_verdict: None,
             failure: None,
             convert_error: None,
             fetched_media: None,

@@ -6,14 +6,16 @@ use std::time::{Duration, Instant};
 
 use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
+use pingora::proxy::HeldResponse;
 use pingora::{Error, ErrorType};
 
 use rand::Rng;
 
-use super::ctx::{Attempt, AttemptRecord, RequestCtx, ResponseMode, Retry};
+use super::ctx::{Attempt, AttemptRecord, HeldVerdict, RequestCtx, ResponseMode, Retry};
 use super::error::GatewayError;
 use super::upstream_call;
 use crate::app::App;
+use crate::formats::{classify_error, error_map, first_event, FirstEvent};
 use crate::routing::{choose, Failure, Sticky};
 
 fn ms(n: u64) -> Duration {
@@ -119,6 +121,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             tool_names: call.tool_names,
         });
         ctx.status_retry = None;
+        ctx.held_verdict = None;
         ctx.response = ResponseMode::Pass;
         return Ok(Box::new(peer));
     }
@@ -157,7 +160,56 @@ fn retry_after_secs(resp: &ResponseHeader) -> Option<u64> {
         .map(|s| s.ceil() as u64)
 }
 
-/// Judges the upstream's response status and records health; says whether to try again.
+/// Most of an answer's body held back from the client while it is judged.
+const HOLD_LIMIT: usize = 64 * 1024;
+
+/// Whether to read the beginning of this answer before it goes on (see `judge_held`): error
+/// statuses whose meaning is in the body, and streams, which can open with an error event.
+pub fn hold_for_body(ctx: &RequestCtx, resp: &ResponseHeader) -> bool {
+    ctx.current.is_some()
+        && match resp.status.as_u16() {
+            400 | 402 | 429 => true,
+            s => (200..300).contains(&s) && is_event_stream(resp),
+        }
+}
+
+fn is_event_stream(resp: &ResponseHeader) -> bool {
+    resp.headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// Reads the held beginning of an answer: a stream's first event, or a whole error body (up to
+/// `HOLD_LIMIT`). What it says is kept for `on_response`, which runs as the answer is released.
+pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end: bool) -> HeldResponse {
+    let Some(format) = ctx.current.as_ref().map(|a| a.format) else {
+        return HeldResponse::Release;
+    };
+    let complete = end || body.len() >= HOLD_LIMIT;
+    ctx.held_verdict = if resp.status.is_success() {
+        match first_event(format, body, complete) {
+            FirstEvent::Pending => return HeldResponse::More,
+            FirstEvent::Content => None,
+            FirstEvent::Error(kind) => Some(HeldVerdict {
+                kind,
+                first_event: true,
+                retry_after: None,
+            }),
+        }
+    } else if complete {
+        Some(HeldVerdict {
+            kind: classify_error(format, resp.status.as_u16(), body).0,
+            first_event: false,
+            retry_after: error_map::retry_after_secs(body),
+        })
+    } else {
+        return HeldResponse::More;
+    };
+    HeldResponse::Release
+}
+
+/// Judges the upstream's response status (and what its held body said) and records health; says
+/// whether to try again.
 pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
     let (Some(attempt), Some(plan)) = (ctx.current.as_ref(), ctx.plan.clone()) else {
         return Retry::No;
@@ -167,15 +219,17 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
     let latency = attempt.started.elapsed();
     let candidate = &plan.candidates[idx];
     let provider = &candidate.provider;
-    let status = resp.status.as_u16();
+    let held = ctx.held_verdict.take();
+    let status = held.map_or(resp.status.as_u16(), |v| v.status(resp.status.as_u16()));
     let now = Instant::now();
-    let retry_after = retry_after_secs(resp);
+    let retry_after = retry_after_secs(resp).or(held.and_then(|v| v.retry_after));
     if retry_after.is_some() {
         ctx.upstream_retry_after = retry_after;
     }
     let decision = match status {
-        401 | 403 => {
-            // Our provider key is bad: out of rotation, and try the next key or candidate.
+        401..=403 => {
+            // Our provider key is bad or out of credit: out of rotation, and try the next key or
+            // candidate.
             match key {
                 Some(k) => {
                     provider.pause_key(k.index);
@@ -216,7 +270,10 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
             Retry::No
         }
     };
-    record(ctx, idx, Some(status), None);
+    let note = held
+        .filter(|v| v.first_event)
+        .map(|v| format!("{:?} error as the first stream event", v.kind));
+    record(ctx, idx, Some(status), note);
     if decision == Retry::No {
         ctx.ttfb = Some(latency);
     } else {

@@ -30,7 +30,7 @@ fn route_labels(ctx: &RequestCtx) -> (&'static str, String) {
 /// Why an attempt that was followed by another failed, as a bounded label.
 fn failover_reason(a: &AttemptRecord) -> &'static str {
     match (a.status, a.error.as_deref()) {
-        (Some(401 | 403), _) => "auth",
+        (Some(401..=403), _) => "auth",
         (Some(429), _) => "rate_limited",
         (Some(s), _) if s >= 500 => "server_error",
         (Some(_), _) => "status",

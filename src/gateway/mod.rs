@@ -24,7 +24,7 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, HeldResponse, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 pub use ctx::RequestCtx;
@@ -174,6 +174,20 @@ impl ProxyHttp for Gateway {
             *body = Some(Bytes::new());
         }
         Ok(())
+    }
+
+    fn hold_upstream_response(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) -> bool {
+        failover::hold_for_body(ctx, resp)
+    }
+
+    fn upstream_response_held(
+        &self,
+        resp: &ResponseHeader,
+        body: &[u8],
+        end: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<HeldResponse> {
+        Ok(failover::judge_held(ctx, resp, body, end))
     }
 
     async fn upstream_response_filter(

@@ -70,8 +70,10 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
             tool_names: attempt.tool_names.clone(),
             ..StreamOptions::default()
         };
-        // Chunked, so each event is flushed as it arrives.
+        // Chunked, so each event is flushed as it arrives; and no buffering by a proxy in front
+        // of the gateway (nginx honours this header).
         set_chunked(resp)?;
+        resp.insert_header("x-accel-buffering", HeaderValue::from_static("no"))?;
         if upstream != client {
             let content_type = if opts.gemini_json_array {
                 "application/json"

@@ -164,14 +164,18 @@ fn parse_block(b: &Value) -> Result<Block, ConvertError> {
         }),
         Some("image") => Block::Image(parse_source(b.get("source").unwrap_or(&Value::Null))?),
         Some("document") => Block::File(parse_source(b.get("source").unwrap_or(&Value::Null))?),
-        Some("tool_use") => Block::ToolCall(ToolCall {
-            id: str_at(b, "id").unwrap_or_default().to_string(),
-            name: str_at(b, "name").unwrap_or_default().to_string(),
-            arguments: b.get("input").map_or_else(|| "{}".to_string(), Value::to_string),
-            signature: None,
-        }),
+        Some("tool_use") => {
+            // A Gemini thought signature this gateway carried in the id goes back to Gemini.
+            let (id, signature) = unsmuggle_signature(str_at(b, "id").unwrap_or_default());
+            Block::ToolCall(ToolCall {
+                id,
+                name: str_at(b, "name").unwrap_or_default().to_string(),
+                arguments: b.get("input").map_or_else(|| "{}".to_string(), Value::to_string),
+                signature,
+            })
+        }
         Some("tool_result") => Block::ToolResult(ToolResult {
-            call_id: str_at(b, "tool_use_id").unwrap_or_default().to_string(),
+            call_id: unsmuggle_signature(str_at(b, "tool_use_id").unwrap_or_default()).0,
             content: parse_content(b.get("content"))?,
             is_error: bool_at(b, "is_error").unwrap_or(false),
         }),
@@ -283,11 +287,19 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
         .reasoning
         .as_ref()
         .map(budget_for)
-        .map(|b| b.min(max_tokens.saturating_sub(1)))
+        // A client's own limit holds: the budget fits below it. Without one, the budget comes on
+        // top of the default, so thinking does not eat the answer's room.
+        .map(|b| match ir.max_tokens {
+            Some(_) => b.min(max_tokens.saturating_sub(1)),
+            None => b,
+        })
         // Too small a limit to think within, or a forced tool (which thinking forbids): no thinking; the hard
         // constraint wins over the effort hint.
         .filter(|b| *b >= 1024 && !forced_tool);
     if let Some(budget) = thinking_budget {
+        if ir.max_tokens.is_none() {
+            out.insert("max_tokens".into(), (max_tokens + budget).into());
+        }
         out.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
     } else {
         // Anthropic temperature is 0–1; OpenAI's 0–2 is clamped.

@@ -2,9 +2,12 @@
 //! converter per request. With `from == to` it is a passthrough observer that copies bytes unchanged.
 
 pub mod events;
+mod first_event;
 pub(crate) mod sse_parser;
 
 use std::sync::{Arc, LazyLock};
+
+pub use first_event::{first_event, FirstEvent};
 
 use events::{Decode, Encode, StreamEvent};
 use memchr::memmem::Finder;

@@ -316,6 +316,7 @@ where
         let mut serve_from_cache = proxy_cache::ServeFromCache::new();
         let mut range_body_filter = proxy_cache::range_filter::RangeBodyFilter::new();
         let mut response_state = ResponseStateMachine::new();
+        let mut held: Option<HeldTasks> = None;
         loop {
             let task = tokio::select! {
                 biased;
@@ -331,24 +332,62 @@ where
                     });
                 }
             };
-            let failed = matches!(task, HttpTask::Failed(_));
-            let done = self
-                .process_upstream_tasks(
-                    session,
-                    ctx,
-                    task,
-                    None,
-                    &mut serve_from_cache,
-                    &mut range_body_filter,
-                    &mut response_state,
-                )
-                .await?;
-            if failed {
-                // `process_upstream_tasks` surfaces the failure; reaching here means a filter
-                // swallowed it, and the upstream connection is not reusable either way.
-                return Ok((false, false));
+            // APIProxy patch: a response the service asked to hold waits here, header and body
+            // pieces, until the service releases it; an error it returns instead ends the attempt
+            // with nothing written to the client, so it can be retried.
+            if let HttpTask::Header(header, _) = &task {
+                if held.is_none()
+                    && !header.status.is_informational()
+                    && self.inner.hold_upstream_response(header, ctx)
+                {
+                    held = Some(HeldTasks::default());
+                }
             }
-            if done.unwrap_or(false) {
+            let tasks = match held.as_mut() {
+                None => vec![task],
+                Some(h) => {
+                    let (end, failed) = (task.is_end(), matches!(task, HttpTask::Failed(_)));
+                    if let HttpTask::Body(Some(b), _) = &task {
+                        h.body.extend_from_slice(b);
+                    }
+                    h.tasks.push(task);
+                    let verdict = match &h.tasks[0] {
+                        HttpTask::Header(header, _) if !failed => {
+                            self.inner.upstream_response_held(header, &h.body, end, ctx)?
+                        }
+                        _ => HeldResponse::Release,
+                    };
+                    if verdict == HeldResponse::More && !end {
+                        continue;
+                    }
+                    held.take().map(|h| h.tasks).unwrap_or_default()
+                }
+            };
+            let mut done = false;
+            for task in tasks {
+                let failed = matches!(task, HttpTask::Failed(_));
+                done = self
+                    .process_upstream_tasks(
+                        session,
+                        ctx,
+                        task,
+                        None,
+                        &mut serve_from_cache,
+                        &mut range_body_filter,
+                        &mut response_state,
+                    )
+                    .await?
+                    .unwrap_or(false);
+                if failed {
+                    // `process_upstream_tasks` surfaces the failure; reaching here means a filter
+                    // swallowed it, and the upstream connection is not reusable either way.
+                    return Ok((false, false));
+                }
+                if done {
+                    break;
+                }
+            }
+            if done {
                 break;
             }
         }
@@ -1274,6 +1313,14 @@ pub(crate) async fn send_body_to1(
     } else {
         Ok(false)
     }
+}
+
+/// APIProxy patch: an upstream response held back from the client (see
+/// `ProxyHttp::hold_upstream_response`): its tasks in order, and its body so far.
+#[derive(Default)]
+struct HeldTasks {
+    tasks: Vec<HttpTask>,
+    body: Vec<u8>,
 }
 
 #[cfg(test)]

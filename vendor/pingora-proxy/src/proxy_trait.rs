@@ -364,6 +364,28 @@ pub trait ProxyHttp {
         Ok(())
     }
 
+    /// APIProxy patch: whether to hold this upstream response back from the client until
+    /// [`Self::upstream_response_held`] releases it, so that a decision (such as failing over)
+    /// can depend on the beginning of its body. Only requests proxied to an HTTP/1 upstream with
+    /// their body already read whole are held; others go on as they come.
+    fn hold_upstream_response(&self, _upstream_response: &ResponseHeader, _ctx: &mut Self::CTX) -> bool {
+        false
+    }
+
+    /// APIProxy patch: a held response: its header and the body read so far (`end`: all of it).
+    /// [`HeldResponse::More`] waits for more, [`HeldResponse::Release`] lets it go on to the usual
+    /// filters, and an error ends the attempt with nothing sent to the client (so it can be
+    /// retried like an error from [`Self::upstream_response_filter`]).
+    fn upstream_response_held(
+        &self,
+        _upstream_response: &ResponseHeader,
+        _body: &[u8],
+        _end: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<HeldResponse> {
+        Ok(HeldResponse::Release)
+    }
+
     /// Modify the response header from the upstream
     ///
     /// The modification is before caching, so any change here will be stored in the cache if enabled.
@@ -754,4 +776,14 @@ pub trait ProxyHttp {
 pub struct FailToProxy {
     pub error_code: u16,
     pub can_reuse_downstream: bool,
+}
+
+/// APIProxy patch: what to do with a held upstream response (see
+/// [`ProxyHttp::upstream_response_held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldResponse {
+    /// Keep holding until more of the body has arrived (released anyway at its end).
+    More,
+    /// Send it on.
+    Release,
 }

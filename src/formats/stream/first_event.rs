@@ -1,0 +1,100 @@
+//! The first event of an upstream stream, read before anything reaches the client: a stream that
+//! opens with an error (Anthropic `event: error`, OpenAI or Gemini `data: {"error": …}`, sent with
+//! HTTP 200) can still fail over to another upstream (formats.md §4.7).
+
+use serde_json::Value;
+
+use super::sse_parser::{Frame, SseParser};
+use crate::formats::error_map::{classify_error, ErrorKind};
+use crate::formats::wire::WireFormat;
+
+/// What the beginning of a stream says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstEvent {
+    /// No complete event yet: read more.
+    Pending,
+    /// The stream opens with content (or held no event at all).
+    Content,
+    /// The stream opens with an error of this kind.
+    Error(ErrorKind),
+}
+
+/// Judges the first event of `body`, the beginning of an SSE stream from a `from` upstream.
+/// `complete`: nothing more will be read, so no event at all means `Content`. Keep-alive `ping`
+/// events and comments are skipped.
+pub fn first_event(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent {
+    let mut parser = SseParser::new(body.len() + 1, false);
+    let mut first = None;
+    let _ = parser.push(body, &mut |frame: Frame<'_>| {
+        if first.is_none() && frame.event != Some("ping") && !frame.data.trim().is_empty() {
+            first = Some(judge(from, &frame));
+        }
+    });
+    first.unwrap_or(if complete {
+        FirstEvent::Content
+    } else {
+        FirstEvent::Pending
+    })
+}
+
+fn judge(from: WireFormat, frame: &Frame<'_>) -> FirstEvent {
+    // Only an event that says `error` is parsed; content events pass on a substring check.
+    let named_error = frame.event == Some("error");
+    let error_object = || {
+        frame.data.contains("\"error\"")
+            && serde_json::from_str::<Value>(frame.data).is_ok_and(|v| v.get("error").is_some_and(Value::is_object))
+    };
+    if !named_error && !error_object() {
+        return FirstEvent::Content;
+    }
+    // An error event without a recognisable type counts as the upstream's own failure (500).
+    FirstEvent::Error(classify_error(from, 500, frame.data.as_bytes()).0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_as_first_event_is_found_in_each_format() {
+        let anthropic = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        assert_eq!(
+            first_event(WireFormat::Anthropic, anthropic, false),
+            FirstEvent::Error(ErrorKind::Overloaded)
+        );
+        let openai = b"data: {\"error\":{\"message\":\"slow down\",\"type\":\"rate_limit_error\",\"code\":\"rate_limit_exceeded\"}}\r\n\r\n";
+        assert_eq!(
+            first_event(WireFormat::OpenAiChat, openai, false),
+            FirstEvent::Error(ErrorKind::RateLimited)
+        );
+        let gemini = b"data: {\"error\":{\"code\":503,\"message\":\"busy\",\"status\":\"UNAVAILABLE\"}}\n\n";
+        assert_eq!(
+            first_event(WireFormat::Gemini, gemini, false),
+            FirstEvent::Error(ErrorKind::Overloaded)
+        );
+        // An error event of no known type is the upstream's failure.
+        assert_eq!(
+            first_event(WireFormat::OpenAiChat, b"event: error\ndata: oops\n\n", false),
+            FirstEvent::Error(ErrorKind::Upstream)
+        );
+    }
+
+    #[test]
+    fn content_pings_and_partial_events_are_not_errors() {
+        let content = b"data: {\"choices\":[{\"delta\":{\"content\":\"an \\\"error\\\" word\"}}]}\n\n";
+        assert_eq!(first_event(WireFormat::OpenAiChat, content, false), FirstEvent::Content);
+        // A ping first, then the error: the error is what counts.
+        let pinged = b": keep-alive\n\nevent: ping\ndata: {\"type\":\"ping\"}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"x\"}}\n\n";
+        assert_eq!(
+            first_event(WireFormat::Anthropic, pinged, false),
+            FirstEvent::Error(ErrorKind::Upstream)
+        );
+        let partial = b"event: message_start\ndata: {\"type\":\"message_st";
+        assert_eq!(first_event(WireFormat::Anthropic, partial, false), FirstEvent::Pending);
+        assert_eq!(first_event(WireFormat::Anthropic, partial, true), FirstEvent::Content);
+        assert_eq!(first_event(WireFormat::Anthropic, b"", true), FirstEvent::Content);
+        // A later error is a mid-stream error, not a first event.
+        let later = b"data: {\"choices\":[]}\n\ndata: {\"error\":{\"message\":\"x\"}}\n\n";
+        assert_eq!(first_event(WireFormat::OpenAiChat, later, false), FirstEvent::Content);
+    }
+}
