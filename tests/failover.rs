@@ -552,3 +552,35 @@ async fn gemini_bad_key_and_billing_errors_take_the_key_out_of_rotation() {
     assert_eq!(a.hits(), 1);
     assert!(!gw.logs().contains("secret"), "no key in the logs");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_out_of_quota_key_leaves_rotation_instead_of_resting_the_provider() {
+    // OpenAI says "out of credit" with a 429 whose code is insufficient_quota: the key is spent,
+    // the provider is not rate-limited, so its other key is used at once.
+    let (a, b, gw) = styled_pair(Style::OpenAiChat, &["sk-first-secret", "sk-second-secret"]).await;
+    a.script([Reply::Status {
+        status: 429,
+        retry_after: None,
+        body: json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
+            "param": null, "code": "insufficient_quota"}})
+        .to_string(),
+    }]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
+    let auth = |r: &Recorded| r.header("authorization").unwrap_or_default().to_string();
+    let reqs = a.requests();
+    let (spent, good) = (auth(&reqs[0]), auth(&reqs[1]));
+    assert_ne!(spent, good);
+    for _ in 0..4 {
+        assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "alpha");
+    }
+    assert!(a.requests()[2..].iter().all(|r| auth(r) == good));
+    assert_eq!(b.hits(), 0);
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(&metrics, "apiproxy_retries_total", &[("reason", "auth")]),
+        1.0,
+        "{metrics}"
+    );
+}
