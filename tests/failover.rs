@@ -490,10 +490,14 @@ async fn a_stream_that_opens_with_an_error_fails_over() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_same_format_stream_opening_with_a_rate_limit_error_fails_over() {
     let (a, b, gw) = pair("", "").await;
-    a.script([Reply::Sse(vec![format!(
+    // The error event arrives in two pieces, 30 ms apart: the answer stays held until it is whole.
+    let event = format!(
         "data: {}\n\n",
         json!({"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})
-    )])]);
+    );
+    let (head, tail) = event.split_at(20);
+    a.set_event_gap(Duration::from_millis(30));
+    a.script([Reply::Sse(vec![head.to_string(), tail.to_string()])]);
     let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
     assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
     let data = sse_data(r).await;

@@ -23,17 +23,34 @@ pub enum FirstEvent {
 /// `complete`: nothing more will be read, so no event at all means `Content`. Keep-alive `ping`
 /// events and comments are skipped.
 pub fn first_event(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent {
-    let mut parser = SseParser::new(body.len() + 1, false);
-    let mut first = None;
-    let _ = parser.push(body, &mut |frame: Frame<'_>| {
-        if first.is_none() && frame.event != Some("ping") && !frame.data.trim().is_empty() {
-            first = Some(judge(from, &frame));
+    // Event by event (each up to its blank line), so a long stream read in one piece is not parsed
+    // past its first event.
+    let mut rest = body;
+    while let Some(end) = event_end(rest) {
+        let mut first = None;
+        let _ = SseParser::new(end + 1, false).push(&rest[..end], &mut |frame: Frame<'_>| {
+            if first.is_none() && frame.event != Some("ping") && !frame.data.trim().is_empty() {
+                first = Some(judge(from, &frame));
+            }
+        });
+        if let Some(first) = first {
+            return first;
         }
-    });
-    first.unwrap_or(if complete {
+        rest = &rest[end..];
+    }
+    if complete {
         FirstEvent::Content
     } else {
         FirstEvent::Pending
+    }
+}
+
+/// Where the first event of `body` ends: just past its blank line (`\n\n` or `\n\r\n`).
+fn event_end(body: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', body).find_map(|p| match &body[p + 1..] {
+        [b'\n', ..] => Some(p + 2),
+        [b'\r', b'\n', ..] => Some(p + 3),
+        _ => None,
     })
 }
 

@@ -347,13 +347,10 @@ where
                 None => vec![task],
                 Some(h) => {
                     let (end, failed) = (task.is_end(), matches!(task, HttpTask::Failed(_)));
-                    if let HttpTask::Body(Some(b), _) = &task {
-                        h.body.extend_from_slice(b);
-                    }
-                    h.tasks.push(task);
+                    h.push(task);
                     let verdict = match &h.tasks[0] {
                         HttpTask::Header(header, _) if !failed => {
-                            self.inner.upstream_response_held(header, &h.body, end, ctx)?
+                            self.inner.upstream_response_held(header, h.body(), end, ctx)?
                         }
                         _ => HeldResponse::Release,
                     };
@@ -1316,11 +1313,47 @@ pub(crate) async fn send_body_to1(
 }
 
 /// APIProxy patch: an upstream response held back from the client (see
-/// `ProxyHttp::hold_upstream_response`): its tasks in order, and its body so far.
+/// `ProxyHttp::hold_upstream_response`): its tasks in order. The body so far is the one piece as
+/// it came, or, once a second piece arrives, the pieces joined.
 #[derive(Default)]
 struct HeldTasks {
     tasks: Vec<HttpTask>,
-    body: Vec<u8>,
+    pieces: usize,
+    joined: Vec<u8>,
+}
+
+impl HeldTasks {
+    fn push(&mut self, task: HttpTask) {
+        if let HttpTask::Body(Some(b), _) = &task {
+            if !b.is_empty() {
+                self.pieces += 1;
+                if self.pieces == 2 {
+                    self.joined = self.first_piece().to_vec();
+                }
+                if self.pieces >= 2 {
+                    self.joined.extend_from_slice(b);
+                }
+            }
+        }
+        self.tasks.push(task);
+    }
+
+    fn first_piece(&self) -> &[u8] {
+        self.tasks
+            .iter()
+            .find_map(|t| match t {
+                HttpTask::Body(Some(b), _) if !b.is_empty() => Some(&b[..]),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    fn body(&self) -> &[u8] {
+        match self.pieces {
+            0 | 1 => self.first_piece(),
+            _ => &self.joined,
+        }
+    }
 }
 
 #[cfg(test)]
