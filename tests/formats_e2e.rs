@@ -484,3 +484,40 @@ async fn image_urls_are_fetched_and_sent_inline_to_gemini_upstreams() {
     assert_eq!(r.status(), 400, "a name that resolves to loopback is refused too");
     assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reasoning_from_another_vendor_replayed_to_anthropic_loses_only_the_unsigned_blocks() {
+    let (oa, an, gw) = setup().await;
+    // An Anthropic client streams from an OpenAI-compatible upstream that reasons
+    // (`reasoning_content`): the thinking it sees has no Claude signature.
+    oa.script([Reply::Thinking]);
+    let text = gw
+        .post("/v1/messages", anthropic_body("gpt-x", true), &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("\"thinking_delta\""), "{text}");
+    assert!(!text.contains("signature_delta"), "{text}");
+    // The next turn replays that block (as Claude Code does) and goes to Claude.
+    let unsigned = json!({"type": "thinking", "thinking": "Let me think.", "signature": ""});
+    let signed = json!({"type": "thinking", "thinking": "Mine.", "signature": "EqQBsig"});
+    let body = json!({"model": "claude-x", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [unsigned, {"type": "text", "text": "Let me check."}]},
+        {"role": "user", "content": "and?"},
+        {"role": "assistant", "content": [signed, {"type": "text", "text": "ok"}]},
+        {"role": "user", "content": "go on"}]});
+    let r = gw.post("/v1/messages", body.clone(), &[]).await;
+    assert_eq!(r.status(), 200);
+    let sent = an.last().unwrap().json();
+    assert_eq!(
+        sent["messages"][1]["content"],
+        json!([{"type": "text", "text": "Let me check."}])
+    );
+    assert_eq!(
+        sent["messages"][3], body["messages"][3],
+        "Claude's own signed thinking goes byte-exact"
+    );
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 5);
+}

@@ -314,6 +314,105 @@ fn stream_thinking_and_signatures() {
     }
 }
 
+/// An OpenAI-compatible stream that interleaves the arguments of two parallel calls.
+fn interleaved_tool_calls() -> Vec<u8> {
+    let call = |index: u64, id: Option<&str>, name: Option<&str>, args: &str| {
+        let mut c = json!({"index": index, "function": {"arguments": args}});
+        if let (Some(id), Some(name)) = (id, name) {
+            c = json!({"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": args}});
+        }
+        let chunk = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"tool_calls": [c]}, "finish_reason": null}]});
+        format!("data: {chunk}\n\n")
+    };
+    let mut s = String::new();
+    s += &call(0, Some("call_a"), Some("get_weather"), "");
+    s += &call(1, Some("call_b"), Some("get_time"), "");
+    s += &call(0, None, None, "{\"city\":");
+    s += &call(1, None, None, "{\"tz\":");
+    s += &call(0, None, None, "\"Paris\"}");
+    s += &call(1, None, None, "\"CET\"}");
+    let fin = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]});
+    s += &format!("data: {fin}\n\ndata: [DONE]\n\n");
+    s.into_bytes()
+}
+
+#[test]
+fn interleaved_parallel_arguments_stay_inside_their_blocks() {
+    let input = interleaved_tool_calls();
+    let want = vec![
+        ("get_weather".to_string(), weather("Paris")),
+        ("get_time".to_string(), json!({"tz": "CET"})),
+    ];
+    for to in [
+        WireFormat::Anthropic,
+        WireFormat::OpenAiResponses,
+        WireFormat::OpenAiChat,
+    ] {
+        let (out, _) = run(WireFormat::OpenAiChat, to, &input, stream_opts(to, false), &[97]);
+        let f = read_client(to, &out, false, false);
+        assert_eq!(tool_args(&f), want, "{}", to.label());
+    }
+    // Anthropic: a delta only ever goes to the block that is open, and each tool block's input is
+    // whole when the block stops (consumers parse it there).
+    let (out, _) = run(
+        WireFormat::OpenAiChat,
+        WireFormat::Anthropic,
+        &input,
+        stream_opts(WireFormat::Anthropic, false),
+        &[97],
+    );
+    let (mut open, mut args) = (None, String::new());
+    let mut whole = Vec::new();
+    for (name, data) in client::sse_events(&out) {
+        let v: Value = serde_json::from_str(&data).unwrap();
+        match name.as_deref() {
+            Some("content_block_start") => (open, args) = (v["index"].as_u64(), String::new()),
+            Some("content_block_delta") => {
+                assert_eq!(v["index"].as_u64(), open, "delta outside the open block: {v}");
+                args += v["delta"]["partial_json"].as_str().unwrap_or_default();
+            }
+            Some("content_block_stop") => {
+                assert_eq!(v["index"].as_u64(), open);
+                whole.push(serde_json::from_str::<Value>(&args).expect("tool input whole at its stop"));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(whole, vec![weather("Paris"), json!({"tz": "CET"})]);
+    // Responses: no argument delta after its item is done, and the completed response carries
+    // the whole arguments.
+    let (out, _) = run(
+        WireFormat::OpenAiChat,
+        WireFormat::OpenAiResponses,
+        &input,
+        stream_opts(WireFormat::OpenAiResponses, false),
+        &[97],
+    );
+    let mut done_items = Vec::new();
+    let mut completed = Value::Null;
+    for (_, data) in client::sse_events(&out) {
+        let v: Value = serde_json::from_str(&data).unwrap();
+        match v["type"].as_str() {
+            Some("response.output_item.done") => done_items.push(v["item"]["id"].clone()),
+            Some("response.function_call_arguments.delta") => {
+                assert!(!done_items.contains(&v["item_id"]), "delta after its item is done: {v}")
+            }
+            Some("response.completed") => completed = v,
+            _ => {}
+        }
+    }
+    let args: Vec<Value> = completed["response"]["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| serde_json::from_str(i["arguments"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(args, vec![weather("Paris"), json!({"tz": "CET"})]);
+}
+
 #[test]
 fn stream_anthropic_client_from_openai_holds_message_delta_for_usage() {
     let input = fixture("streams/tools.openai_chat.sse").unwrap();

@@ -11,6 +11,7 @@ use pingora::{Error, ErrorType};
 use super::ctx::RequestCtx;
 use crate::app::App;
 use crate::config::ApiStyle;
+use crate::formats::anthropic;
 use crate::formats::request::{injects_usage, rewrite, Rewrite};
 use crate::formats::{convert_request_named, media_to_fetch, RequestOptions, ToolNames, WireFormat};
 use crate::upstream::Provider;
@@ -59,9 +60,16 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                 // An OpenAI stream reports usage only when asked; ask, and strip the chunk later.
                 ask_usage: ctx.stream && format == WireFormat::OpenAiChat,
             };
+            let mut body = rewrite(&ctx.body, inspected, &edit);
+            if format == WireFormat::Anthropic {
+                // Reasoning another vendor streamed to this client, replayed without a signature.
+                if let Some(cleaned) = anthropic::request::without_unsigned_thinking(&body) {
+                    body = Bytes::from(cleaned);
+                }
+            }
             Ok(UpstreamCall {
                 format,
-                body: rewrite(&ctx.body, inspected, &edit),
+                body,
                 path,
                 injected_usage: injects_usage(inspected, &edit),
                 tool_names: None,

@@ -17,6 +17,13 @@ enum Open {
     Tool(usize),
 }
 
+struct HeldTool {
+    index: usize,
+    id: String,
+    name: String,
+    arguments: String,
+}
+
 pub struct AnthropicEncoder {
     model: String,
     id: String,
@@ -26,6 +33,10 @@ pub struct AnthropicEncoder {
     next_index: usize,
     /// Dense tool index → the block index it was given.
     tool_blocks: Vec<usize>,
+    /// Tool calls that started while another one was streaming: held whole (their arguments
+    /// gathered) until the tool calls are over, because an OpenAI-compatible upstream may still
+    /// interleave arguments of the streaming one (formats.md §4.3).
+    held_tools: Vec<HeldTool>,
     saw_tool_call: bool,
     usage: Option<Usage>,
     finish: Option<(FinishReason, Option<String>)>,
@@ -44,6 +55,7 @@ impl AnthropicEncoder {
             open: None,
             next_index: 0,
             tool_blocks: Vec::new(),
+            held_tools: Vec::new(),
             saw_tool_call: false,
             usage: None,
             finish: None,
@@ -81,6 +93,42 @@ impl AnthropicEncoder {
         }
     }
 
+    /// The tool calls are over: the streaming one is closed and each held one sent whole, as one
+    /// block with its arguments in one delta.
+    fn settle_tools(&mut self, out: &mut Vec<u8>) {
+        if self.held_tools.is_empty() {
+            return;
+        }
+        self.close_block(out);
+        for t in std::mem::take(&mut self.held_tools) {
+            let block = self.start_tool_block(t.index, &t.id, &t.name, out);
+            if !t.arguments.is_empty() {
+                Self::delta(
+                    out,
+                    block,
+                    json!({"type": "input_json_delta", "partial_json": t.arguments}),
+                );
+            }
+            self.close_block(out);
+        }
+    }
+
+    fn start_tool_block(&mut self, index: usize, id: &str, name: &str, out: &mut Vec<u8>) -> usize {
+        let block = self.next_index;
+        self.next_index += 1;
+        self.open = Some((block, Open::Tool(index)));
+        if self.tool_blocks.len() == index {
+            self.tool_blocks.push(block);
+        }
+        write_event(
+            out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": block,
+                "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+        );
+        block
+    }
+
     /// Opens a block of `kind` unless one is open already; returns its index.
     fn open_block(&mut self, kind: Open, block: Value, out: &mut Vec<u8>) -> usize {
         if let Some((index, k)) = self.open {
@@ -89,6 +137,7 @@ impl AnthropicEncoder {
             }
         }
         self.ensure_started(out);
+        self.settle_tools(out);
         self.close_block(out);
         let index = self.next_index;
         self.next_index += 1;
@@ -138,6 +187,7 @@ impl Encode for AnthropicEncoder {
             }
             StreamEvent::RedactedThinking(data) => {
                 self.ensure_started(out);
+                self.settle_tools(out);
                 self.close_block(out);
                 let index = self.next_index;
                 self.next_index += 1;
@@ -161,25 +211,27 @@ impl Encode for AnthropicEncoder {
             } => {
                 self.saw_tool_call = true;
                 self.ensure_started(out);
-                self.close_block(out);
-                let block = self.next_index;
-                self.next_index += 1;
-                self.open = Some((block, Open::Tool(index)));
-                if self.tool_blocks.len() == index {
-                    self.tool_blocks.push(block);
-                }
                 let id = sanitize_tool_id(&smuggle_signature(&id, &signature));
-                write_event(
-                    out,
-                    "content_block_start",
-                    &json!({"type": "content_block_start", "index": block,
-                        "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
-                );
+                if matches!(self.open, Some((_, Open::Tool(_)))) {
+                    // Another call is streaming and may still get arguments: this one waits whole.
+                    self.held_tools.push(HeldTool {
+                        index,
+                        id,
+                        name,
+                        arguments: String::new(),
+                    });
+                } else {
+                    self.close_block(out);
+                    self.start_tool_block(index, &id, &name, out);
+                }
             }
             StreamEvent::ToolArgs { index, delta } if !delta.is_empty() => {
-                // Args belong to the open tool block. An OpenAI-compatible upstream that interleaves parallel
-                // calls sends args for an earlier call: they go to that call's block index, which the SDK
-                // accumulator applies by index.
+                if let Some(t) = self.held_tools.iter_mut().find(|t| t.index == index) {
+                    t.arguments.push_str(&delta);
+                    return;
+                }
+                // Args belong to the open tool block; a call already closed (only a whole Gemini
+                // call is, which gets no more) keeps its block index, as the SDK accumulates by index.
                 let block = match self.open {
                     Some((b, Open::Tool(k))) if k == index => Some(b),
                     _ => self.tool_blocks.get(index).copied(),
@@ -188,9 +240,13 @@ impl Encode for AnthropicEncoder {
                     Self::delta(out, b, json!({"type": "input_json_delta", "partial_json": delta}));
                 }
             }
-            StreamEvent::BlockStop => self.close_block(out),
+            StreamEvent::BlockStop => {
+                self.settle_tools(out);
+                self.close_block(out);
+            }
             StreamEvent::Finish { reason, stop_sequence } => {
                 self.ensure_started(out);
+                self.settle_tools(out);
                 self.close_block(out);
                 // Held until the end: an OpenAI upstream sends usage after the finish chunk.
                 self.finish.get_or_insert((reason, stop_sequence));
@@ -205,6 +261,7 @@ impl Encode for AnthropicEncoder {
             return;
         }
         self.ensure_started(out);
+        self.settle_tools(out);
         self.close_block(out);
         self.closed = true;
         let (reason, stop_sequence) = self.finish.take().unwrap_or((FinishReason::Stop, None));

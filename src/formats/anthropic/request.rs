@@ -427,3 +427,60 @@ fn render_messages(ir: &IrRequest) -> Vec<Value> {
         })
         .collect()
 }
+
+/// An Anthropic request without the thinking blocks that carry no signature, when it has any
+/// (`None`: nothing to remove, send the body as it is). Anthropic refuses such blocks, and a client
+/// gets them from a stream translated from another vendor's reasoning (which has no Claude
+/// signature), then replays them; the text of the reasoning has no other use upstream.
+pub fn without_unsigned_thinking(body: &[u8]) -> Option<Vec<u8>> {
+    let maybe = memchr::memmem::find(body, b"\"signature\":\"\"").is_some()
+        || memchr::memmem::find(body, b"\"signature\": \"\"").is_some();
+    if !maybe {
+        return None;
+    }
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let unsigned =
+        |b: &Value| str_at(b, "type") == Some("thinking") && str_at(b, "signature").is_none_or(str::is_empty);
+    let mut removed = false;
+    for m in v.get_mut("messages")?.as_array_mut()? {
+        let Some(blocks) = m.get_mut("content").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        // A message left with nothing would be refused too: it keeps what it had.
+        if blocks.iter().any(unsigned) && !blocks.iter().all(unsigned) {
+            blocks.retain(|b| !unsigned(b));
+            removed = true;
+        }
+    }
+    removed.then(|| v.to_string().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsigned_thinking_is_removed_and_signed_thinking_kept() {
+        let body = json!({"model": "m", "max_tokens": 10, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "from another vendor", "signature": ""},
+                {"type": "text", "text": "hello"}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Claude's own", "signature": "EqQB"},
+                {"type": "text", "text": "again"}]},
+            {"role": "user", "content": "go on"}]});
+        let out: Value =
+            serde_json::from_slice(&without_unsigned_thinking(body.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            out["messages"][1]["content"],
+            json!([{"type": "text", "text": "hello"}])
+        );
+        assert_eq!(out["messages"][2], body["messages"][2]);
+        assert_eq!(out["model"], "m");
+        // Nothing to remove: the body goes as it is.
+        let signed = json!({"messages": [body["messages"][2].clone()]}).to_string();
+        assert!(without_unsigned_thinking(signed.as_bytes()).is_none());
+        assert!(without_unsigned_thinking(br#"{"messages":[{"role":"user","content":"say \"thinking\""}]}"#).is_none());
+    }
+}

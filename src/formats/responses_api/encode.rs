@@ -52,6 +52,10 @@ pub struct ResponsesEncoder {
     output: Vec<Value>,
     open: Option<OpenItem>,
     tools: Vec<ToolItem>,
+    /// Function calls that started while another was streaming (positions in `tools`): announced
+    /// whole once it closes, because an OpenAI-compatible upstream may still interleave arguments
+    /// of the streaming one (formats.md §4.3).
+    held_tools: Vec<usize>,
     usage: Option<Usage>,
     finish: Option<FinishReason>,
     closed: bool,
@@ -68,6 +72,7 @@ impl ResponsesEncoder {
             output: Vec::new(),
             open: None,
             tools: Vec::new(),
+            held_tools: Vec::new(),
             usage: None,
             finish: None,
             closed: false,
@@ -102,7 +107,31 @@ impl ResponsesEncoder {
         self.output.len() + usize::from(self.open.is_some())
     }
 
+    /// Closes the item in progress; after a function call, the calls held behind it follow whole.
     fn close_item(&mut self, out: &mut Vec<u8>) {
+        self.close_open_item(out);
+        for tool in std::mem::take(&mut self.held_tools) {
+            let output_index = self.next_output_index();
+            let Some(t) = self.tools.get_mut(tool) else { continue };
+            t.output_index = output_index;
+            let mut added = t.item("in_progress");
+            added["arguments"] = "".into();
+            let (item_id, arguments) = (t.item_id.clone(), t.arguments.clone());
+            self.emit(
+                out,
+                "response.output_item.added",
+                json!({"output_index": output_index, "item": added}),
+            );
+            if !arguments.is_empty() {
+                let payload = json!({"item_id": item_id, "output_index": output_index, "delta": arguments});
+                self.emit(out, "response.function_call_arguments.delta", payload);
+            }
+            self.open = Some(OpenItem::Tool { tool });
+            self.close_open_item(out);
+        }
+    }
+
+    fn close_open_item(&mut self, out: &mut Vec<u8>) {
         match self.open.take() {
             None => {}
             Some(OpenItem::Message { id, output_index, text }) => {
@@ -266,6 +295,18 @@ impl Encode for ResponsesEncoder {
                 signature,
             } => {
                 self.ensure_started(out);
+                if matches!(self.open, Some(OpenItem::Tool { .. })) && index == self.tools.len() {
+                    // Another call is streaming and may still get arguments: this one waits whole.
+                    self.tools.push(ToolItem {
+                        item_id: new_id("fc_"),
+                        output_index: 0,
+                        call_id: smuggle_signature(&id, &signature),
+                        name,
+                        arguments: String::new(),
+                    });
+                    self.held_tools.push(index);
+                    return;
+                }
                 self.close_item(out);
                 let output_index = self.next_output_index();
                 let tool = ToolItem {
@@ -289,8 +330,12 @@ impl Encode for ResponsesEncoder {
                 });
             }
             StreamEvent::ToolArgs { index, delta } if !delta.is_empty() => {
+                let held = self.held_tools.contains(&index);
                 if let Some(t) = self.tools.get_mut(index) {
                     t.arguments.push_str(&delta);
+                    if held {
+                        return;
+                    }
                     let payload = json!({"item_id": t.item_id, "output_index": t.output_index, "delta": delta});
                     self.emit(out, "response.function_call_arguments.delta", payload);
                 }
