@@ -298,7 +298,10 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // APIProxy patch: the connect future (TCP, TLS) is ~9 KB and lives inline in every
+            // proxied request's future, which Pingora boxes per request; boxed here, only a new
+            // connection pays for it.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }
