@@ -34,6 +34,7 @@ async fn upstream_errors_reach_the_client_in_its_own_format() {
     }]);
     let r = gw.chat(chat_body("claude-x")).await;
     assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["x-gateway-upstream-status"], "400");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
     assert!(
@@ -520,4 +521,29 @@ async fn reasoning_from_another_vendor_replayed_to_anthropic_loses_only_the_unsi
         "Claude's own signed thinking goes byte-exact"
     );
     assert_eq!(sent["messages"].as_array().unwrap().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gemini_s_retry_delay_in_the_body_is_honoured() {
+    // Gemini says when to come back in the body (RetryInfo), not in a Retry-After header.
+    let g = Mock::start_style("gm", &["gem-x"], Style::Gemini).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}",
+        provider_yaml_styled("gm", &g, ", models: [gem-x]")
+    ))
+    .await;
+    g.script([Reply::Status {
+        status: 429,
+        retry_after: None,
+        body: json!({"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}]}})
+        .to_string(),
+    }]);
+    let r = gw.chat(chat_body("gem-x")).await;
+    assert_eq!(r.status(), 503);
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((6..=7).contains(&wait), "Retry-After {wait}");
+    // The provider rests that long: the next request is not sent to it.
+    assert_eq!(gw.chat(chat_body("gem-x")).await.status(), 503);
+    assert_eq!(g.hits(), 1);
 }

@@ -46,6 +46,8 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
     let status = resp.status.as_u16();
     let is_sse = header_is(resp, http::header::CONTENT_TYPE, "text/event-stream");
     ctx.response = if !resp.status.is_success() {
+        // The provider's own status, whatever the client's format maps it to (formats.md §5.2).
+        resp.insert_header("x-gateway-upstream-status", status)?;
         if upstream == client {
             ResponseMode::Pass
         } else {
