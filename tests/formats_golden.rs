@@ -314,6 +314,39 @@ fn stream_thinking_and_signatures() {
     }
 }
 
+#[test]
+fn upstream_pings_reach_clients_as_their_own_keepalive() {
+    let input = fixture("streams/tools.anthropic.sse").unwrap();
+    for to in WireFormat::ALL {
+        let (out, _) = run(
+            WireFormat::Anthropic,
+            to,
+            &input,
+            stream_opts(to, false),
+            &[input.len()],
+        );
+        let text = String::from_utf8(out.clone()).unwrap();
+        match to {
+            // Same format: the ping itself, as it came.
+            WireFormat::Anthropic => assert!(text.contains("event: ping\n"), "{text}"),
+            WireFormat::OpenAiChat | WireFormat::OpenAiResponses => assert!(text.contains("\n\n: ping\n\n"), "{text}"),
+            // Gemini clients read every line as data: nothing.
+            WireFormat::Gemini => assert!(!text.contains("ping"), "{text}"),
+        }
+        // And the stream still reads as before.
+        let f = read_client(to, &out, false, false);
+        assert_eq!(
+            tool_args(&f),
+            vec![
+                ("get_weather".into(), weather("Paris")),
+                ("get_weather".into(), weather("Rome"))
+            ],
+            "{}",
+            to.label()
+        );
+    }
+}
+
 /// An OpenAI-compatible stream that interleaves the arguments of two parallel calls.
 fn interleaved_tool_calls() -> Vec<u8> {
     let call = |index: u64, id: Option<&str>, name: Option<&str>, args: &str| {

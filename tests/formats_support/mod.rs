@@ -43,7 +43,10 @@ pub fn sse_events(bytes: &[u8]) -> Vec<(Option<String>, String)> {
                 panic!("bad SSE line {line:?} (the `data: ` prefix needs its space)");
             }
         }
-        out.push((event, data.join("\n")));
+        // A block of comments only (a keep-alive) dispatches nothing, as in every SSE client.
+        if event.is_some() || !data.is_empty() {
+            out.push((event, data.join("\n")));
+        }
     }
     out
 }

@@ -285,6 +285,13 @@ impl Encode for AnthropicEncoder {
         write_event(out, "message_stop", &json!({"type": "message_stop"}));
     }
 
+    fn keepalive(&mut self, out: &mut Vec<u8>) {
+        // As Anthropic sends it: after message_start, never after the end.
+        if self.started && !self.closed {
+            write_event(out, "ping", &json!({"type": "ping"}));
+        }
+    }
+
     fn fail(&mut self, message: &str, code: &str, out: &mut Vec<u8>) {
         if self.closed {
             return;

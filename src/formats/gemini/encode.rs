@@ -70,6 +70,10 @@ impl GeminiEncoder {
 }
 
 impl Encode for GeminiEncoder {
+    /// Gemini's clients read every line of the stream as data (and a JSON array has no room for
+    /// comments): nothing is sent.
+    fn keepalive(&mut self, _out: &mut Vec<u8>) {}
+
     fn encode(&mut self, event: StreamEvent, out: &mut Vec<u8>) {
         if self.closed {
             return;

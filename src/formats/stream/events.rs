@@ -61,6 +61,12 @@ pub(crate) trait Encode: Send + Sync {
     fn end(&mut self, out: &mut Vec<u8>);
     /// The in-format error event; nothing is written after it.
     fn fail(&mut self, message: &str, code: &str, out: &mut Vec<u8>);
+    /// The upstream sent a keep-alive (Anthropic `ping`): one the client's format ignores, so idle
+    /// connections between the client and the gateway stay open (formats.md §4.8). An SSE comment
+    /// unless the format has its own.
+    fn keepalive(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b": ping\n\n");
+    }
 }
 
 /// Appends `data: <json>\n\n`.

@@ -253,6 +253,9 @@ impl StreamConverter {
             }
             match output {
                 Output::Translate(encoder) => {
+                    if frame.event == Some("ping") {
+                        encoder.keepalive(out);
+                    }
                     for mut ev in events.drain(..) {
                         if let (Some(names), StreamEvent::ToolStart { name, .. }) = (tool_names, &mut ev) {
                             names.restore_name(name);
