@@ -588,3 +588,22 @@ async fn an_out_of_quota_key_leaves_rotation_instead_of_resting_the_provider() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_breaks_before_its_first_event_fails_over() {
+    // 200 and the stream's header, then the connection drops before any event: nothing has
+    // reached the client, so the request is tried again (once on alpha, then on beta).
+    let (a, b, gw) = pair("", "").await;
+    a.set_default(Reply::StreamAbort { after: 0 });
+    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    let data = sse_data(r).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    assert!(data.iter().all(|d| !d.contains("error")), "{data:?}");
+    assert_eq!(
+        (a.hits(), b.hits()),
+        (2, 1),
+        "a reset is retried once on the same upstream"
+    );
+}

@@ -901,6 +901,13 @@ fn thinking_budget_comes_on_top_of_the_default_limit_and_below_the_client_s() {
     let v = request_json(WireFormat::OpenAiChat, WireFormat::Anthropic, &body, false);
     assert_eq!(v["max_tokens"], 3000);
     assert_eq!(v["thinking"]["budget_tokens"], 2999);
+    // A large budget without a limit stays within what every thinking Claude takes (32,000).
+    let body = serde_json::to_vec(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "generationConfig": {"thinkingConfig": {"thinkingBudget": 32768}}}))
+    .unwrap();
+    let v = request_json(WireFormat::Gemini, WireFormat::Anthropic, &body, false);
+    assert_eq!(v["max_tokens"], 32_000);
+    assert_eq!(v["thinking"]["budget_tokens"], 32_000 - default);
     // No thinking asked: the default alone.
     let v = request_json(
         WireFormat::OpenAiChat,

@@ -149,6 +149,8 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
             _ => by_status,
         },
         WireFormat::Anthropic => match str_at(e, "type") {
+            // Anthropic says "out of credit" as a 400 invalid_request_error.
+            Some("invalid_request_error") if message.contains("credit balance") => ErrorKind::Billing,
             Some("invalid_request_error") => ErrorKind::InvalidRequest,
             Some("authentication_error") => ErrorKind::Authentication,
             Some("billing_error") => ErrorKind::Billing,

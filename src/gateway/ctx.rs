@@ -186,6 +186,8 @@ pub struct RequestCtx {
     pub upstream_retry_after: Option<u64>,
     /// What the held beginning of the current answer said (see `failover::judge_held`).
     pub held_verdict: Option<HeldVerdict>,
+    /// The current answer is held (see `failover::hold_for_body`).
+    pub hold: Option<super::failover::Hold>,
     /// The error to render in `fail_to_proxy`.
     pub failure: Option<GatewayError>,
     /// Why the last candidates could not take the request at all (e.g. untranslatable).
@@ -244,6 +246,7 @@ impl RequestCtx {
             status_retry: None,
             upstream_retry_after: None,
             held_verdict: None,
+            hold: None,
             failure: None,
             convert_error: None,
             fetched_media: None,

@@ -162,15 +162,35 @@ fn retry_after_secs(resp: &ResponseHeader) -> Option<u64> {
 
 /// Most of an answer's body held back from the client while it is judged.
 const HOLD_LIMIT: usize = 64 * 1024;
+/// Longest an answer is held: a stream that sends only keep-alives (some OpenAI-compatible
+/// servers send comments for a long time before the first chunk) goes on after this, with its
+/// first piece that arrives later.
+const HOLD_WAIT: Duration = Duration::from_secs(5);
+/// Most pieces of body an answer is held for (each is judged from the start of the body).
+const HOLD_PIECES: u32 = 256;
 
 /// Whether to read the beginning of this answer before it goes on (see `judge_held`): error
 /// statuses whose meaning is in the body, and streams, which can open with an error event.
-pub fn hold_for_body(ctx: &RequestCtx, resp: &ResponseHeader) -> bool {
-    ctx.current.is_some()
+pub fn hold_for_body(ctx: &mut RequestCtx, resp: &ResponseHeader) -> bool {
+    let hold = ctx.current.is_some()
         && match resp.status.as_u16() {
             400 | 402 | 429 => true,
             s => (200..300).contains(&s) && is_event_stream(resp),
-        }
+        };
+    if hold {
+        ctx.hold = Some(Hold {
+            since: Instant::now(),
+            pieces: 0,
+        });
+    }
+    hold
+}
+
+/// An answer being held: since when, and how many times it has been judged.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    since: Instant,
+    pieces: u32,
 }
 
 fn is_event_stream(resp: &ResponseHeader) -> bool {
@@ -185,7 +205,12 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
     let Some(format) = ctx.current.as_ref().map(|a| a.format) else {
         return HeldResponse::Release;
     };
-    let complete = end || body.len() >= HOLD_LIMIT;
+    let complete = end
+        || body.len() >= HOLD_LIMIT
+        || ctx.hold.as_mut().is_none_or(|h| {
+            h.pieces += 1;
+            h.pieces >= HOLD_PIECES || h.since.elapsed() >= HOLD_WAIT
+        });
     ctx.held_verdict = if resp.status.is_success() {
         match first_event(format, body, complete) {
             FirstEvent::Pending => return HeldResponse::More,

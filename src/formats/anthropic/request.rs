@@ -1,5 +1,8 @@
 //! Anthropic Messages request ↔ IR (formats.md §2.1, §2.4).
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use serde_json::{json, Map, Value};
 
 use super::JSON_TOOL;
@@ -199,6 +202,10 @@ fn parse_block(b: &Value) -> Result<Block, ConvertError> {
 }
 
 /// Thinking budgets per effort (LiteLLM's 1024/2048/4096).
+/// The largest `max_tokens` every current Claude model with thinking takes (Opus 4: 32,000): a
+/// budget added to the default never goes past it.
+const MAX_OUTPUT_TOKENS: u64 = 32_000;
+
 fn budget_for(r: &Reasoning) -> u64 {
     r.budget_tokens.unwrap_or(match r.effort {
         Effort::Minimal => 0,
@@ -291,14 +298,14 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
         // top of the default, so thinking does not eat the answer's room.
         .map(|b| match ir.max_tokens {
             Some(_) => b.min(max_tokens.saturating_sub(1)),
-            None => b,
+            None => b.min(MAX_OUTPUT_TOKENS.saturating_sub(max_tokens)),
         })
         // Too small a limit to think within, or a forced tool (which thinking forbids): no thinking; the hard
         // constraint wins over the effort hint.
         .filter(|b| *b >= 1024 && !forced_tool);
     if let Some(budget) = thinking_budget {
         if ir.max_tokens.is_none() {
-            out.insert("max_tokens".into(), (max_tokens + budget).into());
+            out.insert("max_tokens".into(), max_tokens.saturating_add(budget).into());
         }
         out.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
     } else {
@@ -431,28 +438,64 @@ fn render_messages(ir: &IrRequest) -> Vec<Value> {
 /// An Anthropic request without the thinking blocks that carry no signature, when it has any
 /// (`None`: nothing to remove, send the body as it is). Anthropic refuses such blocks, and a client
 /// gets them from a stream translated from another vendor's reasoning (which has no Claude
-/// signature), then replays them; the text of the reasoning has no other use upstream.
+/// signature), then replays them; the text of the reasoning has no other use upstream. Only the
+/// `content` arrays that lose a block are rewritten, from the blocks as they were sent; every other
+/// byte of the body stays as it came.
 pub fn without_unsigned_thinking(body: &[u8]) -> Option<Vec<u8>> {
-    let maybe = memchr::memmem::find(body, b"\"signature\":\"\"").is_some()
-        || memchr::memmem::find(body, b"\"signature\": \"\"").is_some();
-    if !maybe {
+    use serde_json::value::RawValue;
+    static EMPTY_SIGNATURE: LazyLock<[Finder<'static>; 2]> =
+        LazyLock::new(|| [Finder::new(b"\"signature\":\"\""), Finder::new(b"\"signature\": \"\"")]);
+    if EMPTY_SIGNATURE.iter().all(|f| f.find(body).is_none()) {
         return None;
     }
-    let mut v: Value = serde_json::from_slice(body).ok()?;
-    let unsigned =
-        |b: &Value| str_at(b, "type") == Some("thinking") && str_at(b, "signature").is_none_or(str::is_empty);
-    let mut removed = false;
-    for m in v.get_mut("messages")?.as_array_mut()? {
-        let Some(blocks) = m.get_mut("content").and_then(Value::as_array_mut) else {
+    #[derive(serde::Deserialize)]
+    struct Req<'a> {
+        #[serde(borrow)]
+        messages: Vec<Msg<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Msg<'a> {
+        #[serde(borrow, default)]
+        content: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Block<'a> {
+        #[serde(rename = "type", borrow, default)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        signature: Option<std::borrow::Cow<'a, str>>,
+    }
+    let unsigned = |raw: &RawValue| {
+        serde_json::from_str::<Block<'_>>(raw.get())
+            .is_ok_and(|b| b.kind.as_deref() == Some("thinking") && b.signature.as_deref().is_none_or(str::is_empty))
+    };
+    let req: Req<'_> = serde_json::from_slice(body).ok()?;
+    // (start, end, replacement) of each content array that changes, in body order.
+    let mut edits = Vec::new();
+    for content in req.messages.iter().filter_map(|m| m.content) {
+        let Ok(blocks) = serde_json::from_str::<Vec<&RawValue>>(content.get()) else {
             continue;
         };
+        let kept: Vec<&str> = blocks.iter().filter(|b| !unsigned(b)).map(|b| b.get()).collect();
         // A message left with nothing would be refused too: it keeps what it had.
-        if blocks.iter().any(unsigned) && !blocks.iter().all(unsigned) {
-            blocks.retain(|b| !unsigned(b));
-            removed = true;
+        if kept.len() == blocks.len() || kept.is_empty() {
+            continue;
         }
+        let start = content.get().as_ptr() as usize - body.as_ptr() as usize;
+        edits.push((start, start + content.get().len(), format!("[{}]", kept.join(","))));
     }
-    removed.then(|| v.to_string().into_bytes())
+    if edits.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut at = 0;
+    for (start, end, replacement) in edits {
+        out.extend_from_slice(&body[at..start]);
+        out.extend_from_slice(replacement.as_bytes());
+        at = end;
+    }
+    out.extend_from_slice(&body[at..]);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -478,6 +521,13 @@ mod tests {
         );
         assert_eq!(out["messages"][2], body["messages"][2]);
         assert_eq!(out["model"], "m");
+        // Everything but the changed array is byte for byte as sent (key order included).
+        let sent = r#"{"z":1,"messages":[{"role":"assistant","content":[{"type":"thinking","thinking":"x","signature":""}, {"type":"text","text":"t"}]}],"a":{"y":2,"b":3}}"#;
+        let cleaned = String::from_utf8(without_unsigned_thinking(sent.as_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            cleaned,
+            r#"{"z":1,"messages":[{"role":"assistant","content":[{"type":"text","text":"t"}]}],"a":{"y":2,"b":3}}"#
+        );
         // Nothing to remove: the body goes as it is.
         let signed = json!({"messages": [body["messages"][2].clone()]}).to_string();
         assert!(without_unsigned_thinking(signed.as_bytes()).is_none());

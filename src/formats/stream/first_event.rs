@@ -59,7 +59,7 @@ fn judge(from: WireFormat, frame: &Frame<'_>) -> FirstEvent {
     let named_error = frame.event == Some("error");
     let error_object = || {
         frame.data.contains("\"error\"")
-            && serde_json::from_str::<Value>(frame.data).is_ok_and(|v| v.get("error").is_some_and(Value::is_object))
+            && serde_json::from_str::<Value>(frame.data).is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()))
     };
     if !named_error && !error_object() {
         return FirstEvent::Content;
@@ -88,6 +88,15 @@ mod tests {
         assert_eq!(
             first_event(WireFormat::Gemini, gemini, false),
             FirstEvent::Error(ErrorKind::Overloaded)
+        );
+        // An error as a plain string (as TGI sends it) counts too, as the stream decoder reads it.
+        assert_eq!(
+            first_event(
+                WireFormat::OpenAiChat,
+                b"data: {\"error\":\"Input validation error\"}\n\n",
+                false
+            ),
+            FirstEvent::Error(ErrorKind::Upstream)
         );
         // An error event of no known type is the upstream's failure.
         assert_eq!(

@@ -99,6 +99,7 @@ use subrequest::{BodyMode, Ctx as SubrequestCtx};
 
 pub use proxy_cache::range_filter::{range_header_filter, MultiRangeInfo, RangeType};
 pub use proxy_purge::PurgeStatus;
+// APIProxy patch: `HeldResponse` exported (see `ProxyHttp::upstream_response_held`).
 pub use proxy_trait::{FailToProxy, HeldResponse, ProxyHttp, ProxyWarnLogContext};
 
 pub mod prelude {

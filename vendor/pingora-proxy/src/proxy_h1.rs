@@ -343,13 +343,21 @@ where
                     held = Some(HeldTasks::default());
                 }
             }
-            let tasks = match held.as_mut() {
-                None => vec![task],
+            let (single, released) = match held.as_mut() {
+                None => (Some(task), Vec::new()),
                 Some(h) => {
-                    let (end, failed) = (task.is_end(), matches!(task, HttpTask::Failed(_)));
+                    let held_success = matches!(&h.tasks.first(), Some(HttpTask::Header(hd, _)) if hd.status.is_success());
+                    let task = match task {
+                        // Nothing of this answer has reached the client: the attempt fails whole,
+                        // and `error_while_proxy` may retry it. (An error status is released with
+                        // its failure instead, to be judged by its status.)
+                        HttpTask::Failed(e) if held_success => return Err(e),
+                        task => task,
+                    };
+                    let end = task.is_end();
                     h.push(task);
                     let verdict = match &h.tasks[0] {
-                        HttpTask::Header(header, _) if !failed => {
+                        HttpTask::Header(header, _) if !matches!(h.tasks.last(), Some(HttpTask::Failed(_))) => {
                             self.inner.upstream_response_held(header, h.body(), end, ctx)?
                         }
                         _ => HeldResponse::Release,
@@ -357,11 +365,11 @@ where
                     if verdict == HeldResponse::More && !end {
                         continue;
                     }
-                    held.take().map(|h| h.tasks).unwrap_or_default()
+                    (None, held.take().map(|h| h.tasks).unwrap_or_default())
                 }
             };
             let mut done = false;
-            for task in tasks {
+            for task in single.into_iter().chain(released) {
                 let failed = matches!(task, HttpTask::Failed(_));
                 done = self
                     .process_upstream_tasks(

@@ -128,6 +128,7 @@ where
                     return Ok((HttpSession::H1(h1), true));
                 }
             }
+            // APIProxy patch: boxed, like every path that connects.
             let session = Box::pin(self.h2.new_http_session(peer)).await?;
             Ok((session, false))
         }
