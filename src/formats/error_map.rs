@@ -124,8 +124,14 @@ pub fn error_response(to: WireFormat, status: u16, kind: ErrorKind, message: &st
 /// The kind and message of an upstream error body of format `from`.
 pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind, String) {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let e = v.get("error").unwrap_or(&Value::Null);
+    // The error object; a Responses stream's `error` event is one itself (`code` at the top level).
+    let e = match v.get("error") {
+        Some(e) => e,
+        None if str_at(&v, "type") == Some("error") => &v,
+        None => &Value::Null,
+    };
     let message = str_at(e, "message")
+        .or_else(|| e.as_str())
         .map(str::to_string)
         .or_else(|| {
             let text = String::from_utf8_lossy(body);

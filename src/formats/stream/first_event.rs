@@ -98,6 +98,12 @@ mod tests {
             ),
             FirstEvent::Error(ErrorKind::Upstream)
         );
+        // A Responses stream's error event carries its code at the top level.
+        let responses = b"event: error\ndata: {\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":\"slow down\",\"param\":null,\"sequence_number\":0}\n\n";
+        assert_eq!(
+            first_event(WireFormat::OpenAiResponses, responses, false),
+            FirstEvent::Error(ErrorKind::RateLimited)
+        );
         // An error event of no known type is the upstream's failure.
         assert_eq!(
             first_event(WireFormat::OpenAiChat, b"event: error\ndata: oops\n\n", false),
