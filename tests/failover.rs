@@ -430,6 +430,22 @@ async fn slow_upstream_gets_less_traffic() {
     assert!(a.hits() > 2 * b.hits(), "fast {} vs slow {}", a.hits(), b.hits());
 }
 
+/// Alpha's first two requests went with different keys (`header`), and the next four, all served
+/// by alpha, with the second: the first key is out of rotation.
+async fn the_first_key_left_rotation(a: &Mock, gw: &Gateway, header: &str) {
+    let key = |r: &Recorded| r.header(header).unwrap_or_default().to_string();
+    let reqs = a.requests();
+    let (refused, good) = (key(&reqs[0]), key(&reqs[1]));
+    assert_ne!(refused, good);
+    for _ in 0..4 {
+        assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "alpha");
+    }
+    assert!(
+        a.requests()[2..].iter().all(|r| key(r) == good),
+        "the refused key is not used again"
+    );
+}
+
 /// An alpha of `style` and an OpenAI-style beta behind one logical model, alpha first.
 async fn styled_pair(style: Style, alpha_keys: &[&str]) -> (Mock, Mock, Gateway) {
     let a = Mock::start_style("alpha", &["m"], style).await;
@@ -462,9 +478,14 @@ async fn a_stream_that_opens_with_an_error_fails_over() {
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
     assert_eq!((a.hits(), b.hits()), (1, 1));
     let metrics = gw.metrics().await;
-    assert!(
-        metric(&metrics, "apiproxy_upstream_attempts_total", &[("provider", "alpha")]) >= 1.0,
-        "the failed attempt is counted"
+    assert_eq!(
+        metric(
+            &metrics,
+            "apiproxy_upstream_attempts_total",
+            &[("provider", "alpha"), ("outcome", "5xx")]
+        ),
+        1.0,
+        "the attempt is counted as the overload it was, not as its 200: {metrics}"
     );
 
     // The same error after the stream has begun cannot be failed over: the client sees it in its
@@ -521,17 +542,7 @@ async fn gemini_bad_key_and_billing_errors_take_the_key_out_of_rotation() {
         "alpha",
         "the other key of alpha is tried"
     );
-    let key = |r: &Recorded| r.header("x-goog-api-key").unwrap_or_default().to_string();
-    let reqs = a.requests();
-    let (bad, good) = (key(&reqs[0]), key(&reqs[1]));
-    assert_ne!(bad, good);
-    for _ in 0..4 {
-        assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "alpha");
-    }
-    assert!(
-        a.requests()[2..].iter().all(|r| key(r) == good),
-        "the refused key is not used again"
-    );
+    the_first_key_left_rotation(&a, &gw, "x-goog-api-key").await;
     assert_eq!(b.hits(), 0);
     // A plain 400 (the client's mistake) is still not retried.
     a.script([Reply::status(400)]);
@@ -572,14 +583,7 @@ async fn an_out_of_quota_key_leaves_rotation_instead_of_resting_the_provider() {
     let r = gw.chat(chat_body("lm")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
-    let auth = |r: &Recorded| r.header("authorization").unwrap_or_default().to_string();
-    let reqs = a.requests();
-    let (spent, good) = (auth(&reqs[0]), auth(&reqs[1]));
-    assert_ne!(spent, good);
-    for _ in 0..4 {
-        assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "alpha");
-    }
-    assert!(a.requests()[2..].iter().all(|r| auth(r) == good));
+    the_first_key_left_rotation(&a, &gw, "authorization").await;
     assert_eq!(b.hits(), 0);
     let metrics = gw.metrics().await;
     assert_eq!(
@@ -605,5 +609,32 @@ async fn a_stream_that_breaks_before_its_first_event_fails_over() {
         (a.hits(), b.hits()),
         (2, 1),
         "a reset is retried once on the same upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_of_keep_alives_is_held_at_most_five_seconds() {
+    // Some OpenAI-compatible servers send comments for a long time before the first chunk: the
+    // answer is held for its first event only so long, then goes on with what comes.
+    let (a, _b, gw) = pair("", "").await;
+    let mut events = vec![": keep-alive\n\n".to_string(); 8];
+    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]});
+    events.push(format!("data: {chunk}\n\ndata: [DONE]\n\n"));
+    a.set_event_gap(Duration::from_secs(1));
+    a.script([Reply::Sse(events)]);
+    let asked = Instant::now();
+    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    let header_after = asked.elapsed();
+    assert_eq!(r.status(), 200);
+    assert!(
+        header_after < Duration::from_millis(7000),
+        "the header waited {header_after:?}, for the content at ~8 s"
+    );
+    let data = sse_data(r).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    assert!(
+        asked.elapsed() >= Duration::from_secs(7),
+        "the content came at its own time"
     );
 }

@@ -175,7 +175,7 @@ pub fn hold_for_body(ctx: &mut RequestCtx, resp: &ResponseHeader) -> bool {
     let hold = ctx.current.is_some()
         && match resp.status.as_u16() {
             400 | 402 | 429 => true,
-            s => (200..300).contains(&s) && is_event_stream(resp),
+            s => (200..300).contains(&s) && super::response::is_event_stream(resp),
         };
     if hold {
         ctx.hold = Some(Hold {
@@ -191,12 +191,6 @@ pub fn hold_for_body(ctx: &mut RequestCtx, resp: &ResponseHeader) -> bool {
 pub struct Hold {
     since: Instant,
     pieces: u32,
-}
-
-fn is_event_stream(resp: &ResponseHeader) -> bool {
-    resp.headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 /// Reads the held beginning of an answer: a stream's first event, or a whole error body (up to

@@ -18,11 +18,11 @@ const OBSERVE_LIMIT: usize = 8 * 1024 * 1024;
 /// Most of a whole answer buffered for translation.
 const TRANSLATE_LIMIT: usize = 64 * 1024 * 1024;
 
-fn header_is(resp: &ResponseHeader, name: http::header::HeaderName, prefix: &str) -> bool {
+/// An SSE answer (by its `content-type`).
+pub(super) fn is_event_stream(resp: &ResponseHeader) -> bool {
     resp.headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(prefix))
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 /// Adds `x-request-id` and `x-apiproxy-provider`, and decides how the body travels.
@@ -44,7 +44,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
     };
     let (upstream, client) = (attempt.format, ctx.client_format());
     let status = resp.status.as_u16();
-    let is_sse = header_is(resp, http::header::CONTENT_TYPE, "text/event-stream");
+    let is_sse = is_event_stream(resp);
     ctx.response = if !resp.status.is_success() {
         // The provider's own status, whatever the client's format maps it to (formats.md §5.2).
         resp.insert_header("x-gateway-upstream-status", status)?;

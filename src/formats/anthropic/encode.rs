@@ -83,23 +83,10 @@ impl AnthropicEncoder {
         );
     }
 
-    fn close_block(&mut self, out: &mut Vec<u8>) {
-        if let Some((index, _)) = self.open.take() {
-            write_event(
-                out,
-                "content_block_stop",
-                &json!({"type": "content_block_stop", "index": index}),
-            );
-        }
-    }
-
-    /// The tool calls are over: the streaming one is closed and each held one sent whole, as one
+    /// Closes the open block; after a tool call, the calls held behind it follow, each whole: one
     /// block with its arguments in one delta.
-    fn settle_tools(&mut self, out: &mut Vec<u8>) {
-        if self.held_tools.is_empty() {
-            return;
-        }
-        self.close_block(out);
+    fn close_block(&mut self, out: &mut Vec<u8>) {
+        self.stop_open_block(out);
         for t in std::mem::take(&mut self.held_tools) {
             let block = self.start_tool_block(t.index, &t.id, &t.name, out);
             if !t.arguments.is_empty() {
@@ -109,7 +96,17 @@ impl AnthropicEncoder {
                     json!({"type": "input_json_delta", "partial_json": t.arguments}),
                 );
             }
-            self.close_block(out);
+            self.stop_open_block(out);
+        }
+    }
+
+    fn stop_open_block(&mut self, out: &mut Vec<u8>) {
+        if let Some((index, _)) = self.open.take() {
+            write_event(
+                out,
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+            );
         }
     }
 
@@ -137,7 +134,6 @@ impl AnthropicEncoder {
             }
         }
         self.ensure_started(out);
-        self.settle_tools(out);
         self.close_block(out);
         let index = self.next_index;
         self.next_index += 1;
@@ -187,7 +183,6 @@ impl Encode for AnthropicEncoder {
             }
             StreamEvent::RedactedThinking(data) => {
                 self.ensure_started(out);
-                self.settle_tools(out);
                 self.close_block(out);
                 let index = self.next_index;
                 self.next_index += 1;
@@ -240,13 +235,9 @@ impl Encode for AnthropicEncoder {
                     Self::delta(out, b, json!({"type": "input_json_delta", "partial_json": delta}));
                 }
             }
-            StreamEvent::BlockStop => {
-                self.settle_tools(out);
-                self.close_block(out);
-            }
+            StreamEvent::BlockStop => self.close_block(out),
             StreamEvent::Finish { reason, stop_sequence } => {
                 self.ensure_started(out);
-                self.settle_tools(out);
                 self.close_block(out);
                 // Held until the end: an OpenAI upstream sends usage after the finish chunk.
                 self.finish.get_or_insert((reason, stop_sequence));
@@ -261,7 +252,6 @@ impl Encode for AnthropicEncoder {
             return;
         }
         self.ensure_started(out);
-        self.settle_tools(out);
         self.close_block(out);
         self.closed = true;
         let (reason, stop_sequence) = self.finish.take().unwrap_or((FinishReason::Stop, None));
@@ -283,13 +273,6 @@ impl Encode for AnthropicEncoder {
                 "usage": usage}),
         );
         write_event(out, "message_stop", &json!({"type": "message_stop"}));
-    }
-
-    fn keepalive(&mut self, out: &mut Vec<u8>) {
-        // As Anthropic sends it: after message_start, never after the end.
-        if self.started && !self.closed {
-            write_event(out, "ping", &json!({"type": "ping"}));
-        }
     }
 
     fn fail(&mut self, message: &str, code: &str, out: &mut Vec<u8>) {

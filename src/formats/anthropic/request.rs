@@ -443,9 +443,13 @@ fn render_messages(ir: &IrRequest) -> Vec<Value> {
 /// byte of the body stays as it came.
 pub fn without_unsigned_thinking(body: &[u8]) -> Option<Vec<u8>> {
     use serde_json::value::RawValue;
-    static EMPTY_SIGNATURE: LazyLock<[Finder<'static>; 2]> =
-        LazyLock::new(|| [Finder::new(b"\"signature\":\"\""), Finder::new(b"\"signature\": \"\"")]);
-    if EMPTY_SIGNATURE.iter().all(|f| f.find(body).is_none()) {
+    // One pass over the body: is any `"signature":` followed by an empty string?
+    static SIGNATURE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"signature\":"));
+    let empty_signature = SIGNATURE.find_iter(body).any(|at| {
+        let rest = &body[at + SIGNATURE.needle().len()..];
+        rest.trim_ascii_start().starts_with(b"\"\"")
+    });
+    if !empty_signature {
         return None;
     }
     #[derive(serde::Deserialize)]
