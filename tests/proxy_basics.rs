@@ -239,6 +239,66 @@ async fn streams_arrive_event_by_event() {
     );
 }
 
+/// Reads a whole streamed answer; says which parts were keep-alive comments and which events.
+async fn stream_parts(r: reqwest::Response) -> (usize, Vec<String>) {
+    assert_eq!(r.status(), 200);
+    // Gemini's events end with CRLF pairs.
+    let text = r.text().await.unwrap().replace("\r\n", "\n");
+    let blocks: Vec<&str> = text.split("\n\n").filter(|b| !b.is_empty()).collect();
+    let pings = blocks.iter().filter(|b| **b == ": ping").count();
+    // Every other block is a whole event: a keep-alive never lands inside one.
+    let events = blocks
+        .iter()
+        .filter(|b| **b != ": ping")
+        .map(|b| {
+            assert!(
+                b.lines().all(|l| l.starts_with("data: ") || l.starts_with("event: ")),
+                "{text}"
+            );
+            b.to_string()
+        })
+        .collect();
+    (pings, events)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_upstream_stream_gets_keep_alives_between_whole_events() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!(
+        "server: {{stream_keepalive_ms: 200}}\nproviders:\n{}",
+        provider_yaml("alpha", &a, "")
+    ))
+    .await;
+
+    // Events 600 ms apart: the client hears from the gateway every 200 ms or so in each gap.
+    a.set_event_gap(Duration::from_millis(600));
+    let (pings, events) = stream_parts(gw.chat(json!({"model": "m", "stream": true, "messages": []})).await).await;
+    assert_eq!(events.len(), 7, "{events:?}");
+    assert_eq!(events.last().map(String::as_str), Some("data: [DONE]"));
+    assert!((6..=24).contains(&pings), "{pings} keep-alives over six 600 ms gaps");
+
+    // Translated (Anthropic client, OpenAI upstream): the same comment, between whole events.
+    let body = json!({"model": "m", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let (pings, events) = stream_parts(gw.post("/v1/messages", body, &[]).await).await;
+    assert!(events.last().unwrap().starts_with("event: message_stop"), "{events:?}");
+    assert!(pings >= 6, "{pings} keep-alives to the Anthropic client");
+
+    // Gemini clients get none: their SDK reads every line of a stream as a JSON event.
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}]});
+    let (pings, events) = stream_parts(
+        gw.post("/v1beta/models/m:streamGenerateContent?alt=sse", body, &[])
+            .await,
+    )
+    .await;
+    assert_eq!(pings, 0);
+    assert!(!events.is_empty());
+
+    // An upstream that keeps talking leaves no room for one.
+    a.set_event_gap(Duration::from_millis(5));
+    let (pings, events) = stream_parts(gw.chat(json!({"model": "m", "stream": true, "messages": []})).await).await;
+    assert_eq!((pings, events.len()), (0, 7));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn accept_event_stream_asks_for_a_stream() {
     let a = Mock::start("alpha", &["m"]).await;

@@ -55,6 +55,9 @@ pub struct ServerSettings {
     /// Lets image URLs the gateway fetches for an upstream (Gemini) reach addresses that are not
     /// public (loopback, private networks); off, a client cannot make the gateway reach inside.
     pub fetch_private_media: bool,
+    /// Milliseconds a streamed answer may leave the client without bytes before the gateway sends
+    /// a keep-alive in the client's format (an SSE comment); 0 sends none.
+    pub stream_keepalive_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -74,6 +77,7 @@ impl Default for ServerSettings {
             circuit_open_s: 10,
             ca_file: None,
             fetch_private_media: false,
+            stream_keepalive_ms: 15_000,
         }
     }
 }

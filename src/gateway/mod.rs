@@ -190,6 +190,14 @@ impl ProxyHttp for Gateway {
         Ok(failover::judge_held(ctx, resp, body, end))
     }
 
+    fn downstream_keepalive_interval(&self, ctx: &mut RequestCtx) -> Option<Duration> {
+        response::keepalive_interval(&self.app, ctx)
+    }
+
+    fn downstream_keepalive(&self, ctx: &mut RequestCtx) -> Option<Bytes> {
+        response::keepalive(ctx)
+    }
+
     async fn upstream_response_filter(
         &self,
         session: &mut Session,

@@ -2,6 +2,8 @@
 //! through, observed for usage, or translated into the client's format (streams through a stateful
 //! converter that also turns a cut stream into an in-format error event).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
@@ -183,6 +185,23 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
             }
         }
     }
+}
+
+/// How long a streamed answer may leave the client without bytes (formats.md §4.8); other answers
+/// get no keep-alives.
+pub fn keepalive_interval(app: &App, ctx: &RequestCtx) -> Option<Duration> {
+    let every = app.settings.stream_keepalive_ms;
+    (every > 0 && matches!(ctx.response, ResponseMode::Stream(_))).then(|| Duration::from_millis(every))
+}
+
+/// A keep-alive in the client's format, when its stream stands between two events.
+pub fn keepalive(ctx: &mut RequestCtx) -> Option<Bytes> {
+    let ResponseMode::Stream(conv) = &mut ctx.response else {
+        return None;
+    };
+    let mut out = Vec::new();
+    conv.keepalive(&mut out);
+    (!out.is_empty()).then(|| Bytes::from(out))
 }
 
 fn error_body(client: WireFormat, message: &str) -> Bytes {

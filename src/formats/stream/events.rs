@@ -65,9 +65,12 @@ pub(crate) trait Encode: Send + Sync {
     /// connections between the client and the gateway stay open (formats.md §4.8). An SSE comment
     /// unless the format has its own.
     fn keepalive(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b": ping\n\n");
+        out.extend_from_slice(KEEPALIVE);
     }
 }
+
+/// An SSE comment: every SSE client skips it.
+pub(crate) const KEEPALIVE: &[u8] = b": ping\n\n";
 
 /// Appends `data: <json>\n\n`.
 pub(crate) fn write_data(out: &mut Vec<u8>, json: &serde_json::Value) {

@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock};
 
 pub use first_event::{first_event, FirstEvent};
 
-use events::{Decode, Encode, StreamEvent};
+use events::{Decode, Encode, StreamEvent, KEEPALIVE};
 use memchr::memmem::Finder;
 use sse_parser::{Frame, JsonArrayParser, SseParser};
 
@@ -357,6 +357,20 @@ impl StreamConverter {
                     out.extend_from_slice(if *frames == 0 { b"[]" } else { b"]" });
                 }
             }
+        }
+    }
+
+    /// The client has had nothing for a while (the upstream is silent): a keep-alive its format
+    /// ignores (formats.md §4.8). Only whole events have been written, so it starts on a boundary.
+    /// Gemini clients get none: their SDK reads every line of a stream as an event.
+    pub fn keepalive(&mut self, out: &mut Vec<u8>) {
+        if self.ended {
+            return;
+        }
+        match &mut self.output {
+            Output::Translate(encoder) => encoder.keepalive(out),
+            Output::Copy | Output::StripUsage if self.to != WireFormat::Gemini => out.extend_from_slice(KEEPALIVE),
+            _ => {}
         }
     }
 

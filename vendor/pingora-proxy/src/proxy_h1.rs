@@ -14,6 +14,8 @@
 
 use futures::future::OptionFuture;
 use futures::StreamExt;
+use std::pin::Pin;
+use std::time::Instant;
 
 use super::*;
 use crate::proxy_cache::{range_filter::RangeBodyFilter, ServeFromCache};
@@ -317,6 +319,9 @@ where
         let mut range_body_filter = proxy_cache::range_filter::RangeBodyFilter::new();
         let mut response_state = ResponseStateMachine::new();
         let mut held: Option<HeldTasks> = None;
+        // APIProxy patch: keep-alives for the client while the upstream is silent, armed once the
+        // response header has reached the client and the service asks for them.
+        let mut keepalive = DownstreamKeepalive::Unasked;
         loop {
             let task = tokio::select! {
                 biased;
@@ -330,6 +335,15 @@ where
                         Err(e) => e.into_down(),
                         Ok(_) => Error::explain(ConnectionClosed, "client sent data after its request body").into_down(),
                     });
+                }
+                Some(()) = keepalive.tick() => {
+                    if keepalive.due() {
+                        if let Some(bytes) = self.inner.downstream_keepalive(ctx) {
+                            session.write_response_body(Some(bytes), false).await?;
+                        }
+                        keepalive.sent();
+                    }
+                    continue;
                 }
             };
             // APIProxy patch: a response the service asked to hold waits here, header and body
@@ -371,6 +385,7 @@ where
             let mut done = false;
             for task in single.into_iter().chain(released) {
                 let failed = matches!(task, HttpTask::Failed(_));
+                let header = matches!(&task, HttpTask::Header(h, _) if !h.status.is_informational());
                 done = self
                     .process_upstream_tasks(
                         session,
@@ -390,6 +405,11 @@ where
                 }
                 if done {
                     break;
+                }
+                if header {
+                    keepalive.arm(self.inner.downstream_keepalive_interval(ctx));
+                } else {
+                    keepalive.sent();
                 }
             }
             if done {
@@ -1317,6 +1337,68 @@ pub(crate) async fn send_body_to1(
         }
     } else {
         Ok(false)
+    }
+}
+
+/// APIProxy patch: keep-alives written to the client while an upstream answer is silent (see
+/// `ProxyHttp::downstream_keepalive_interval`). One timer per request, moved only when it fires:
+/// the body pieces in between just note the time.
+enum DownstreamKeepalive {
+    /// The response header has not reached the client yet.
+    Unasked,
+    /// The service wants none for this response.
+    Off,
+    Armed {
+        every: Duration,
+        last: Instant,
+        timer: Pin<Box<tokio::time::Sleep>>,
+    },
+}
+
+impl DownstreamKeepalive {
+    fn arm(&mut self, every: Option<Duration>) {
+        *self = match every {
+            Some(every) if !every.is_zero() => Self::Armed {
+                every,
+                last: Instant::now(),
+                timer: Box::pin(tokio::time::sleep(every)),
+            },
+            _ => Self::Off,
+        };
+    }
+
+    /// Something reached the client.
+    fn sent(&mut self) {
+        if let Self::Armed { last, .. } = self {
+            *last = Instant::now();
+        }
+    }
+
+    /// Resolves when the timer fires (never when not armed); `due` then says whether the client
+    /// has really been idle that long, and moves the timer to the next moment it could be.
+    fn tick(&mut self) -> impl std::future::Future<Output = Option<()>> + '_ {
+        async move {
+            match self {
+                Self::Armed { timer, .. } => {
+                    timer.as_mut().await;
+                    Some(())
+                }
+                _ => std::future::pending().await,
+            }
+        }
+    }
+
+    fn due(&mut self) -> bool {
+        let Self::Armed { every, last, timer } = self else {
+            return false;
+        };
+        let now = Instant::now();
+        let next = *last + *every;
+        let due = now >= next;
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(if due { now + *every } else { next }));
+        due
     }
 }
 

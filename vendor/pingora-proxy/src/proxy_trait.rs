@@ -386,6 +386,22 @@ pub trait ProxyHttp {
         Ok(HeldResponse::Release)
     }
 
+    /// APIProxy patch: how long the client may go without bytes of this response before
+    /// [`Self::downstream_keepalive`] is asked for some, so that a silent upstream (a model that
+    /// thinks before it answers) does not let an idle timeout between the client and the proxy cut
+    /// the connection. Asked once, after the response header reached the client; `None` for no
+    /// keep-alives. Only responses proxied in one loop (see [`Self::hold_upstream_response`]) get them.
+    fn downstream_keepalive_interval(&self, _ctx: &mut Self::CTX) -> Option<Duration> {
+        None
+    }
+
+    /// APIProxy patch: bytes to write to the client after it went idle for the interval, written
+    /// as they are, between two body pieces of the response (so they must fit wherever the body
+    /// stands); `None` writes nothing this time.
+    fn downstream_keepalive(&self, _ctx: &mut Self::CTX) -> Option<Bytes> {
+        None
+    }
+
     /// Modify the response header from the upstream
     ///
     /// The modification is before caching, so any change here will be stored in the cache if enabled.
