@@ -63,6 +63,39 @@ async fn transient_500_is_retried_once_on_the_same_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_upstream_s_x_should_retry_is_obeyed() {
+    let (a, b, gw) = pair("", "").await;
+    // A 500 the provider says not to repeat: straight to the next candidate.
+    a.script([Reply::ShouldRetry(false, Box::new(Reply::status(500)))]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+
+    // A 409 (a lock) is the client's to see, unless the provider says another try can help.
+    a.clear();
+    b.clear();
+    a.script([Reply::ShouldRetry(true, Box::new(Reply::status(409)))]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
+    assert_eq!((a.hits(), b.hits()), (2, 0), "once more on the same upstream");
+    a.clear();
+    a.script([
+        Reply::ShouldRetry(true, Box::new(Reply::status(409))),
+        Reply::ShouldRetry(true, Box::new(Reply::status(409))),
+    ]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert_eq!((a.hits(), b.hits()), (2, 1), "then the next candidate");
+    a.clear();
+    b.clear();
+    a.script([Reply::status(409)]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!((a.hits(), b.hits()), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn client_errors_pass_through_and_are_not_retried() {
     let (a, b, gw) = pair("", "").await;
     let msg = r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#;

@@ -160,6 +160,17 @@ fn retry_after_secs(resp: &ResponseHeader) -> Option<u64> {
         .map(|s| s.ceil() as u64)
 }
 
+/// Anthropic's and OpenAI's `x-should-retry`: the provider's own word on whether asking it again
+/// can help. `false` spares the same upstream a second try (other candidates are still tried);
+/// `true` makes an error worth one, whatever its status.
+fn should_retry(resp: &ResponseHeader) -> Option<bool> {
+    match resp.headers.get("x-should-retry")?.as_bytes() {
+        b"true" => Some(true),
+        b"false" => Some(false),
+        _ => None,
+    }
+}
+
 /// Most of an answer's body held back from the client while it is judged.
 const HOLD_LIMIT: usize = 64 * 1024;
 /// Longest an answer is held: a stream that sends only keep-alives (some OpenAI-compatible
@@ -242,6 +253,7 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
     let status = held.map_or(resp.status.as_u16(), |v| v.status(resp.status.as_u16()));
     let now = Instant::now();
     let retry_after = retry_after_secs(resp).or(held.and_then(|v| v.retry_after));
+    let should_retry = should_retry(resp);
     if retry_after.is_some() {
         ctx.upstream_retry_after = retry_after;
     }
@@ -270,7 +282,19 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
         }
         s if provider.is_retryable(s) => {
             candidate.health.record_failure(Failure::Broken, now);
-            if s == 500 && !ctx.same_retry_used {
+            if s == 500 && !ctx.same_retry_used && should_retry != Some(false) {
+                ctx.same_retry_used = true;
+                ctx.retry_same = Some(idx);
+                Retry::Same
+            } else {
+                ctx.excluded.push(idx);
+                Retry::Next
+            }
+        }
+        // The upstream says this error is worth another try (a 409 lock, a 408…): once more on
+        // the same upstream, then the next candidate.
+        s if s >= 400 && should_retry == Some(true) => {
+            if !ctx.same_retry_used {
                 ctx.same_retry_used = true;
                 ctx.retry_same = Some(idx);
                 Retry::Same

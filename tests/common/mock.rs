@@ -77,6 +77,8 @@ pub enum Reply {
         retry_after: Option<u64>,
         body: String,
     },
+    /// This reply (a `Status`) with Anthropic's and OpenAI's `x-should-retry` header.
+    ShouldRetry(bool, Box<Reply>),
     /// Close the connection without answering.
     Reset,
     /// Wait, then answer.
@@ -1179,10 +1181,20 @@ fn reset(sock: &TcpStream) {
 async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Route, reply: Reply) -> bool {
     let model = req.model().unwrap_or_else(|| "none".to_string());
     let mut reply = reply;
-    while let Reply::Delay(d, inner) = reply {
-        tokio::time::sleep(d).await;
-        reply = *inner;
-    }
+    let mut should_retry = None;
+    let reply = loop {
+        reply = match reply {
+            Reply::Delay(d, inner) => {
+                tokio::time::sleep(d).await;
+                *inner
+            }
+            Reply::ShouldRetry(v, inner) => {
+                should_retry = Some(v);
+                *inner
+            }
+            r => break r,
+        };
+    };
     // Anthropic answers carry a request id, errors included.
     let request_id = if st.style == Style::Anthropic {
         "request-id: req_mock\r\n"
@@ -1195,7 +1207,7 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
         _ => false,
     };
     match reply {
-        Reply::Delay(..) => unreachable!(),
+        Reply::Delay(..) | Reply::ShouldRetry(..) => unreachable!(),
         Reply::Reset => {
             reset(sock);
             false
@@ -1207,6 +1219,9 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
         } => {
             let mut extra = retry_after.map(|s| format!("retry-after: {s}\r\n")).unwrap_or_default();
             extra.push_str(request_id);
+            if let Some(v) = should_retry {
+                extra.push_str(&format!("x-should-retry: {v}\r\n"));
+            }
             let body = if body.is_empty() {
                 error_body(st.style, status, &format!("mock status {status}"))
             } else {
