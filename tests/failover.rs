@@ -244,7 +244,7 @@ async fn all_failed_gives_a_summary_without_secrets() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn everyone_rate_limited_is_503_with_retry_after() {
+async fn everyone_rate_limited_is_429_with_retry_after() {
     let (a, b, gw) = pair("", "").await;
     a.set_default(Reply::Status {
         status: 429,
@@ -257,13 +257,33 @@ async fn everyone_rate_limited_is_503_with_retry_after() {
         body: "{}".into(),
     });
     let r = gw.chat(chat_body("lm")).await;
-    assert_eq!(r.status(), 503);
+    assert_eq!(r.status(), 429);
     let ra: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((6..=7).contains(&ra), "earliest comeback is alpha's 7 s: {ra}");
-    // While both rest, nobody is asked.
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
+    assert_eq!(v["error"]["code"], "all_upstreams_failed", "{v}");
+    // While both rest, nobody is asked, and the client hears the same (Anthropic: its own type).
     let r = gw.chat(chat_body("lm")).await;
-    assert_eq!(r.status(), 503);
+    assert_eq!(r.status(), 429);
+    let body = json!({"model": "lm", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+    let r = gw.post("/v1/messages", body, &[]).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
     assert_eq!((a.hits(), b.hits()), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_beside_a_broken_upstream_is_503() {
+    let (a, b, gw) = pair("", "").await;
+    a.set_default(Reply::status_retry_after(429, 7));
+    b.set_default(Reply::status(503));
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 503, "not only rate limits: come back later, but not a 429");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "all_upstreams_failed", "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -540,10 +540,10 @@ async fn gemini_s_retry_delay_in_the_body_is_honoured() {
         .to_string(),
     }]);
     let r = gw.chat(chat_body("gem-x")).await;
-    assert_eq!(r.status(), 503);
+    assert_eq!(r.status(), 429);
     let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((6..=7).contains(&wait), "Retry-After {wait}");
     // The provider rests that long: the next request is not sent to it.
-    assert_eq!(gw.chat(chat_body("gem-x")).await.status(), 503);
+    assert_eq!(gw.chat(chat_body("gem-x")).await.status(), 429);
     assert_eq!(g.hits(), 1);
 }

@@ -32,11 +32,17 @@ pub enum GatewayError {
     RateLimited { retry_after: Duration },
     #[error("This request cannot be served faithfully by any upstream of its model: {0}")]
     Untranslatable(String),
-    #[error("Every upstream for `{model}` failed or is out of rotation")]
+    #[error("{}", if *rate_limited {
+        format!("Every upstream for `{model}` is rate-limited")
+    } else {
+        format!("Every upstream for `{model}` failed or is out of rotation")
+    })]
     Exhausted {
         model: String,
         attempts: Vec<AttemptRecord>,
         retry_after: Option<Duration>,
+        /// Nothing but rate limits stood in the way (formats.md §5.2: the client sees a 429).
+        rate_limited: bool,
     },
 }
 
@@ -50,9 +56,10 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => 429,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::Exhausted { rate_limited: true, .. } => 429,
             GatewayError::Exhausted { attempts, .. } => {
-                // Capacity problems (rate limits, overload, nothing in rotation) are 503: come back
-                // later. Anything else means the upstreams are broken: 502.
+                // Capacity problems (overload, some rate limits, nothing in rotation) are 503: come
+                // back later. Anything else means the upstreams are broken: 502.
                 let capacity = attempts.iter().all(|a| matches!(a.status, Some(429 | 503 | 529)));
                 if capacity {
                     503
@@ -83,6 +90,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             GatewayError::NotFound { .. } => ("invalid_request_error", Some("unknown_url")),
             GatewayError::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
+            GatewayError::Exhausted { rate_limited: true, .. } => ("rate_limit_error", Some("all_upstreams_failed")),
             GatewayError::Exhausted { .. } => ("upstream_error", Some("all_upstreams_failed")),
         }
     }
@@ -105,7 +113,9 @@ impl GatewayError {
             GatewayError::Auth(_) => ErrorKind::Authentication,
             GatewayError::Route(RouteError::NotAllowed(_)) => ErrorKind::PermissionDenied,
             GatewayError::Route(RouteError::UnknownModel(_)) | GatewayError::NotFound { .. } => ErrorKind::NotFound,
-            GatewayError::RateLimited { .. } => ErrorKind::RateLimited,
+            GatewayError::RateLimited { .. } | GatewayError::Exhausted { rate_limited: true, .. } => {
+                ErrorKind::RateLimited
+            }
             GatewayError::BodyTooLarge { .. } => ErrorKind::RequestTooLarge,
             GatewayError::Exhausted { .. } if self.status() == 503 => ErrorKind::Overloaded,
             GatewayError::Exhausted { .. } => ErrorKind::Upstream,

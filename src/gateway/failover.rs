@@ -16,22 +16,27 @@ use super::error::GatewayError;
 use super::upstream_call;
 use crate::app::App;
 use crate::formats::{classify_error, error_map, first_event, FirstEvent};
-use crate::routing::{choose, Failure, Sticky};
+use crate::routing::{choose, Exhausted, Failure, Sticky};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// The error to show when nothing more can be tried.
-pub fn exhausted(ctx: &RequestCtx, retry_after: Option<Duration>) -> GatewayError {
+/// The error to show when nothing more can be tried; `resting` when the selector found every
+/// candidate out of rotation.
+pub fn exhausted(ctx: &RequestCtx, resting: Option<Exhausted>) -> GatewayError {
     // No upstream was even asked because none could take the request in its format: say why.
     if let (Some(reason), 0) = (&ctx.convert_error, ctx.started_attempts) {
         return GatewayError::Untranslatable(reason.clone());
     }
+    // Rate limits only: every candidate rests after one, or every answer this request got was one.
+    let rate_limited = resting.is_some_and(|r| r.rate_limited)
+        || (!ctx.attempts.is_empty() && ctx.attempts.iter().all(|a| a.status == Some(429)));
     GatewayError::Exhausted {
         model: ctx.model.clone(),
         attempts: ctx.attempts.clone(),
-        retry_after,
+        retry_after: resting.and_then(|r| r.retry_after),
+        rate_limited,
     }
 }
 
@@ -54,7 +59,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             }
             None => match choose(&plan, &ctx.excluded, sticky(ctx), Instant::now()) {
                 Ok(idx) => idx,
-                Err(e) => return Err(exhausted(ctx, e.retry_after)),
+                Err(e) => return Err(exhausted(ctx, Some(e))),
             },
         };
         let candidate = &plan.candidates[idx];

@@ -131,7 +131,9 @@ pub enum Availability {
     Available { error_factor: f64, latency_ms: Option<f64> },
     /// Circuit open and its wait is over: one request may probe it.
     Probe,
-    /// Cooling down after a 429, or circuit open.
+    /// Resting after a 429 (here or on another replica) until its `Retry-After`.
+    RateLimited { until: Instant },
+    /// Circuit open (or its one probe in flight).
     Unavailable { until: Option<Instant> },
 }
 
@@ -178,7 +180,7 @@ impl UpstreamHealth {
             Circuit::Closed => {}
         }
         if let Some(until) = s.cooldown_until.filter(|u| *u > now) {
-            return Availability::Unavailable { until: Some(until) };
+            return Availability::RateLimited { until };
         }
         Availability::Available {
             error_factor: (1.0 - 0.9 * s.error_ewma).max(0.05),
@@ -421,7 +423,7 @@ mod tests {
         );
         assert!(matches!(
             h.availability(t0 + Duration::from_secs(1)),
-            Availability::Unavailable { .. }
+            Availability::RateLimited { .. }
         ));
         assert!(matches!(
             h.availability(t0 + Duration::from_secs(3)),

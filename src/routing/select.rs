@@ -24,6 +24,8 @@ pub struct Scored {
 pub struct Exhausted {
     /// When the earliest cooled-down candidate comes back, if any.
     pub retry_after: Option<Duration>,
+    /// Every candidate is resting after a rate limit (none is broken): the client is told so.
+    pub rate_limited: bool,
 }
 
 /// Scores every candidate not in `excluded`.
@@ -134,15 +136,21 @@ fn choose_inner(
         return Ok(pick);
     }
     // Excluded candidates count too: the client wants to know when anything may answer again.
-    let retry_after = plan
-        .candidates
+    let avail: Vec<Availability> = plan.candidates.iter().map(|c| c.health.availability(now)).collect();
+    let retry_after = avail
         .iter()
-        .filter_map(|c| match c.health.availability(now) {
-            Availability::Unavailable { until: Some(u) } => Some(u.saturating_duration_since(now)),
+        .filter_map(|a| match *a {
+            Availability::Unavailable { until: Some(u) } | Availability::RateLimited { until: u } => {
+                Some(u.saturating_duration_since(now))
+            }
             _ => None,
         })
         .min();
-    Err(Exhausted { retry_after })
+    let rate_limited = !avail.is_empty() && avail.iter().all(|a| matches!(a, Availability::RateLimited { .. }));
+    Err(Exhausted {
+        retry_after,
+        rate_limited,
+    })
 }
 
 fn weighted_random(live: &[&Scored]) -> usize {
