@@ -387,6 +387,15 @@ async fn file_server(
     content_type: &'static str,
     body: &'static [u8],
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    file_server_with(content_type, "", body).await
+}
+
+/// `file_server` with extra header lines (each ending in CRLF).
+async fn file_server_with(
+    content_type: &'static str,
+    extra: &'static str,
+    body: &'static [u8],
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -400,7 +409,7 @@ async fn file_server(
                 while common::mock::read_request(&mut sock, &mut buf).await.is_some() {
                     count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
+                        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n{extra}content-length: {}\r\n\r\n",
                         body.len()
                     );
                     if sock.write_all(head.as_bytes()).await.is_err() || sock.write_all(body).await.is_err() {
@@ -450,6 +459,19 @@ async fn image_urls_are_fetched_and_sent_inline_to_gemini_upstreams() {
     assert_eq!(inline["mimeType"], "image/png");
     assert_eq!(inline["data"], base64::engine::general_purpose::STANDARD.encode(PNG));
     assert!(!sent.to_string().contains(&url), "the URL itself is not sent: {sent}");
+
+    // The next turn of the conversation sends the same image again: it is not downloaded again.
+    let r = gw.chat(image_chat("gemini-x", &url)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1, "fetched once");
+    assert_eq!(gm.last().unwrap().json(), sent, "the same inline image");
+    // Unless its server says it must not be kept.
+    let (private, private_served) = file_server_with("image/png", "cache-control: private\r\n", PNG).await;
+    for _ in 0..2 {
+        let r = gw.chat(image_chat("gemini-x", &format!("{private}/me.png"))).await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(private_served.load(std::sync::atomic::Ordering::SeqCst), 2);
 
     // Not an image: the client gets a 400 naming the URL, and the upstream is not called.
     let hits = gm.hits();

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use futures_util::future::try_join_all;
@@ -21,6 +21,10 @@ const MAX_BYTES: usize = 14 * 1024 * 1024;
 const MAX_URLS: usize = 16;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REDIRECTS: usize = 3;
+/// Most memory the media fetched lately may hold (base64, as sent).
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest a fetched media is reused (less when its `Cache-Control: max-age` says so).
+const CACHE_TTL: Duration = Duration::from_secs(600);
 
 /// Why a client's media URL could not be sent inline. The message names the URL, never more.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,30 @@ pub struct FetchError {
 pub struct MediaFetcher {
     client: reqwest::Client,
     allow_private: bool,
+    /// Media fetched lately, by URL: a conversation sends its images again with every turn, and
+    /// each would otherwise be downloaded again. Fetched under the same address policy.
+    recent: quick_cache::sync::Cache<String, Arc<Fetched>, ByEncodedSize>,
+}
+
+/// A fetched media, as sent inline, and until when it may be reused.
+struct Fetched {
+    media: Media,
+    /// Bytes before base64, as counted against a request's budget.
+    size: usize,
+    expires: Instant,
+}
+
+#[derive(Clone)]
+struct ByEncodedSize;
+
+impl quick_cache::Weighter<String, Arc<Fetched>> for ByEncodedSize {
+    fn weight(&self, url: &String, f: &Arc<Fetched>) -> u64 {
+        let data = match &f.media {
+            Media::Base64 { data, .. } => data.len(),
+            Media::Url { .. } => 0,
+        };
+        (url.len() + data).max(1) as u64
+    }
 }
 
 impl MediaFetcher {
@@ -55,7 +83,11 @@ impl MediaFetcher {
             .no_proxy()
             .build()
             .map_err(|e| format!("media fetcher: {e}"))?;
-        Ok(Self { client, allow_private })
+        Ok(Self {
+            client,
+            allow_private,
+            recent: quick_cache::sync::Cache::with_weighter(256, CACHE_BYTES, ByEncodedSize),
+        })
     }
 
     /// Fetches every URL (concurrently, within one byte budget); the first failure fails them all.
@@ -76,6 +108,16 @@ impl MediaFetcher {
             url: url.chars().take(200).collect(),
             reason: reason.to_string(),
         };
+        let too_large = || fail("the request's media add up to more than 14 MiB");
+        let take = |n: usize| {
+            budget
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n))
+                .map(|_| ())
+        };
+        if let Some(f) = self.recent.get(url).filter(|f| f.expires > Instant::now()) {
+            take(f.size).map_err(|_| too_large())?;
+            return Ok(f.media.clone());
+        }
         let parsed = reqwest::Url::parse(url).map_err(|_| fail("not a valid URL"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(fail("only http and https URLs are fetched"));
@@ -107,24 +149,53 @@ impl MediaFetcher {
         if !(media_type.starts_with("image/") || media_type == "application/pdf") {
             return Err(fail("it is not an image or a PDF"));
         }
-        let too_large = || fail("the request's media add up to more than 14 MiB");
         if resp.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
             return Err(too_large());
         }
+        let ttl = reuse_for(resp.headers());
         let mut bytes = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|_| fail("the download was cut"))? {
-            budget
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                    left.checked_sub(chunk.len())
-                })
-                .map_err(|_| too_large())?;
+            take(chunk.len()).map_err(|_| too_large())?;
             bytes.extend_from_slice(&chunk);
         }
-        Ok(Media::Base64 {
+        let media = Media::Base64 {
             media_type,
-            data: base64::engine::general_purpose::STANDARD.encode(bytes),
-        })
+            data: base64::engine::general_purpose::STANDARD.encode(&bytes),
+        };
+        if let Some(ttl) = ttl {
+            let fetched = Fetched {
+                media: media.clone(),
+                size: bytes.len(),
+                expires: Instant::now() + ttl,
+            };
+            self.recent.insert(url.to_string(), Arc::new(fetched));
+        }
+        Ok(media)
     }
+}
+
+/// How long an answer may be reused for other requests, by its `Cache-Control`: not at all when
+/// it is `no-store`, `no-cache` or `private` (one user's), at most its `max-age`, else `CACHE_TTL`.
+fn reuse_for(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let mut ttl = CACHE_TTL;
+    for directive in headers
+        .get_all(reqwest::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let d = directive.trim().to_ascii_lowercase();
+        if matches!(d.as_str(), "no-store" | "no-cache" | "private") {
+            return None;
+        }
+        if let Some(secs) = d
+            .strip_prefix("max-age=")
+            .and_then(|n| n.trim_matches('"').parse::<u64>().ok())
+        {
+            ttl = ttl.min(Duration::from_secs(secs));
+        }
+    }
+    (!ttl.is_zero()).then_some(ttl)
 }
 
 /// Resolves names to their public addresses only (all of them, when private ones are allowed).
@@ -190,6 +261,21 @@ fn is_public(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_control_bounds_reuse() {
+        let ttl = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::CACHE_CONTROL, v.parse().unwrap());
+            reuse_for(&h)
+        };
+        assert_eq!(reuse_for(&reqwest::header::HeaderMap::new()), Some(CACHE_TTL));
+        assert_eq!(ttl("public, max-age=60"), Some(Duration::from_secs(60)));
+        assert_eq!(ttl("max-age=86400"), Some(CACHE_TTL));
+        for never in ["no-store", "private, max-age=600", "No-Cache", "max-age=0"] {
+            assert_eq!(ttl(never), None, "{never}");
+        }
+    }
 
     #[test]
     fn only_public_addresses_are_public() {
