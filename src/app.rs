@@ -105,6 +105,7 @@ impl App {
         }
         let metrics = Metrics::new();
         let state = State::new(state, metrics.state_errors.clone());
+        let media = MediaFetcher::new(config.server.fetch_private_media, metrics.media.clone())?;
         Ok(Arc::new(Self {
             settings: s.clone(),
             config: config.clone(),
@@ -125,7 +126,7 @@ impl App {
             unannounced: std::sync::atomic::AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             topology_changed: tokio::sync::Notify::new(),
-            media: MediaFetcher::new(config.server.fetch_private_media)?,
+            media,
         }))
     }
 

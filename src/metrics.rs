@@ -42,6 +42,8 @@ pub struct Metrics {
     pub config_reloads: IntCounter,
     /// Errors talking to a shared-state backend: `backend`.
     pub state_errors: IntCounterVec,
+    /// Media URLs sent inline for an upstream: `result` (fetched, reused, refused).
+    pub media: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -193,6 +195,12 @@ impl Metrics {
                 "apiproxy_state_backend_errors_total",
                 "Errors from a shared-state backend",
                 &["backend"],
+            ),
+            media: counter(
+                &r,
+                "apiproxy_media_fetches_total",
+                "Media URLs the gateway fetched for an upstream, reused from an earlier fetch, or refused",
+                &["result"],
             ),
             registry: r,
         }

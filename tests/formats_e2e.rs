@@ -465,6 +465,12 @@ async fn image_urls_are_fetched_and_sent_inline_to_gemini_upstreams() {
     assert_eq!(r.status(), 200);
     assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1, "fetched once");
     assert_eq!(gm.last().unwrap().json(), sent, "the same inline image");
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "apiproxy_media_fetches_total", &[("result", "fetched")]),
+        1.0
+    );
+    assert_eq!(metric(&m, "apiproxy_media_fetches_total", &[("result", "reused")]), 1.0);
     // Unless its server says it must not be kept.
     let (private, private_served) = file_server_with("image/png", "cache-control: private\r\n", PNG).await;
     for _ in 0..2 {

@@ -251,10 +251,16 @@ async fn stream_parts(r: reqwest::Response) -> (usize, Vec<String>) {
         .iter()
         .filter(|b| **b != ": ping")
         .map(|b| {
-            assert!(
-                b.lines().all(|l| l.starts_with("data: ") || l.starts_with("event: ")),
-                "{text}"
-            );
+            for line in b.lines() {
+                if let Some(data) = line.strip_prefix("data: ").filter(|d| *d != "[DONE]") {
+                    assert!(
+                        serde_json::from_str::<Value>(data).is_ok(),
+                        "not a whole event: {line}\n{text}"
+                    );
+                } else {
+                    assert!(line.starts_with("event: ") || line == "data: [DONE]", "{line}\n{text}");
+                }
+            }
             b.to_string()
         })
         .collect();
@@ -266,16 +272,35 @@ async fn a_silent_upstream_stream_gets_keep_alives_between_whole_events() {
     let a = Mock::start("alpha", &["m"]).await;
     let gw = Gateway::start(&format!(
         "server: {{stream_keepalive_ms: 200}}\nproviders:\n{}",
-        provider_yaml("alpha", &a, "")
+        provider_yaml("alpha", &a, ", timeouts: {idle_ms: 1500}")
     ))
     .await;
 
-    // Events 600 ms apart: the client hears from the gateway every 200 ms or so in each gap.
+    // Events 600 ms apart: the client hears from the gateway at least once in each gap.
     a.set_event_gap(Duration::from_millis(600));
     let (pings, events) = stream_parts(gw.chat(json!({"model": "m", "stream": true, "messages": []})).await).await;
     assert_eq!(events.len(), 7, "{events:?}");
     assert_eq!(events.last().map(String::as_str), Some("data: [DONE]"));
     assert!((6..=24).contains(&pings), "{pings} keep-alives over six 600 ms gaps");
+
+    // An event that pauses half-way: the client keeps hearing keep-alives, never half an event.
+    let chunk = |content: &str| {
+        format!(
+            r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}]}}"#
+        )
+    };
+    let whole = format!("data: {}\n\n", chunk("hello"));
+    let (head, tail) = whole.split_at(whole.len() / 2);
+    a.script([Reply::Sse(vec![
+        format!("data: {}\n\n", chunk("")),
+        head.to_string(),
+        tail.to_string(),
+        r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#.to_string() + "\n\n",
+        "data: [DONE]\n\n".to_string(),
+    ])]);
+    let (pings, events) = stream_parts(gw.chat(json!({"model": "m", "stream": true, "messages": []})).await).await;
+    assert_eq!(events[1], whole.trim_end());
+    assert!(pings >= 3, "{pings} keep-alives, the half-way pause included");
 
     // Translated (Anthropic client, OpenAI upstream): the same comment, between whole events.
     let body = json!({"model": "m", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
@@ -293,10 +318,23 @@ async fn a_silent_upstream_stream_gets_keep_alives_between_whole_events() {
     assert_eq!(pings, 0);
     assert!(!events.is_empty());
 
-    // An upstream that keeps talking leaves no room for one.
+    // An upstream that keeps talking leaves no room for one (one, on a stalled machine).
     a.set_event_gap(Duration::from_millis(5));
     let (pings, events) = stream_parts(gw.chat(json!({"model": "m", "stream": true, "messages": []})).await).await;
-    assert_eq!((pings, events.len()), (0, 7));
+    assert!(pings <= 1 && events.len() == 7, "{pings} {events:?}");
+
+    // Keep-alives to the client do not keep a stalled upstream alive: its idle_ms still ends it.
+    a.script([Reply::StreamStall { after: 2 }]);
+    let started = Instant::now();
+    let r = gw.chat(json!({"model": "m", "stream": true, "messages": []})).await;
+    let text = r.text().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "cut after {:?}",
+        started.elapsed()
+    );
+    assert!(text.contains(": ping"), "{text}");
+    assert!(text.contains("stream_interrupted"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -30,8 +30,9 @@ pub fn exhausted(ctx: &RequestCtx, resting: Option<Exhausted>) -> GatewayError {
         return GatewayError::Untranslatable(reason.clone());
     }
     // Rate limits only: every candidate rests after one, or every answer this request got was one.
-    let rate_limited = resting.is_some_and(|r| r.rate_limited)
-        || (!ctx.attempts.is_empty() && ctx.attempts.iter().all(|a| a.status == Some(429)));
+    let all_429 = !ctx.attempts.is_empty() && ctx.attempts.iter().all(|a| a.status == Some(429));
+    // The selector knows every candidate; without it (the attempt limit came first), the answers.
+    let rate_limited = resting.map_or(all_429, |r| r.rate_limited);
     GatewayError::Exhausted {
         model: ctx.model.clone(),
         attempts: ctx.attempts.clone(),
@@ -167,7 +168,7 @@ fn retry_after_secs(resp: &ResponseHeader) -> Option<u64> {
 
 /// Anthropic's and OpenAI's `x-should-retry`: the provider's own word on whether asking it again
 /// can help. `false` spares the same upstream a second try (other candidates are still tried);
-/// `true` makes an error worth one, whatever its status.
+/// `true` makes a client error it would otherwise hand back (4xx) worth one.
 fn should_retry(resp: &ResponseHeader) -> Option<bool> {
     match resp.headers.get("x-should-retry")?.as_bytes() {
         b"true" => Some(true),
@@ -296,17 +297,12 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
                 Retry::Next
             }
         }
-        // The upstream says this error is worth another try (a 409 lock, a 408…): once more on
-        // the same upstream, then the next candidate.
-        s if s >= 400 && should_retry == Some(true) => {
-            if !ctx.same_retry_used {
-                ctx.same_retry_used = true;
-                ctx.retry_same = Some(idx);
-                Retry::Same
-            } else {
-                ctx.excluded.push(idx);
-                Retry::Next
-            }
+        // The upstream says an error it would otherwise hand back (a 409 lock, a 408…) is worth
+        // another try: once more on the same upstream, then the error goes to the client.
+        s if (400..500).contains(&s) && should_retry == Some(true) && !ctx.same_retry_used => {
+            ctx.same_retry_used = true;
+            ctx.retry_same = Some(idx);
+            Retry::Same
         }
         s if s >= 500 => {
             candidate.health.record_failure(Failure::Broken, now);

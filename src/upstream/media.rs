@@ -40,6 +40,8 @@ pub struct MediaFetcher {
     /// Media fetched lately, by URL: a conversation sends its images again with every turn, and
     /// each would otherwise be downloaded again. Fetched under the same address policy.
     recent: quick_cache::sync::Cache<String, Arc<Fetched>, ByEncodedSize>,
+    /// `apiproxy_media_fetches_total`, by `result`.
+    outcomes: prometheus::IntCounterVec,
 }
 
 /// A fetched media, as sent inline, and until when it may be reused.
@@ -66,7 +68,7 @@ impl quick_cache::Weighter<String, Arc<Fetched>> for ByEncodedSize {
 impl MediaFetcher {
     /// `allow_private` lets URLs reach non-public addresses (`server.fetch_private_media`). Fails
     /// only when no HTTP client can be built; never falls back to one without the address check.
-    pub fn new(allow_private: bool) -> Result<Self, String> {
+    pub fn new(allow_private: bool, outcomes: prometheus::IntCounterVec) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
@@ -86,7 +88,20 @@ impl MediaFetcher {
         Ok(Self {
             client,
             allow_private,
-            recent: quick_cache::sync::Cache::with_weighter(256, CACHE_BYTES, ByEncodedSize),
+            recent: quick_cache::sync::Cache::with_options(
+                // One shard: each shard holds its share of the capacity, and a large image must
+                // fit in one.
+                quick_cache::OptionsBuilder::new()
+                    .shards(1)
+                    .estimated_items_capacity(256)
+                    .weight_capacity(CACHE_BYTES)
+                    .build()
+                    .map_err(|e| format!("media cache: {e}"))?,
+                ByEncodedSize,
+                Default::default(),
+                Default::default(),
+            ),
+            outcomes,
         })
     }
 
@@ -99,11 +114,23 @@ impl MediaFetcher {
             });
         }
         let budget = AtomicUsize::new(MAX_BYTES);
-        let fetched = try_join_all(urls.iter().map(|u| self.fetch(u, &budget))).await?;
+        let fetched = try_join_all(urls.iter().map(|u| self.fetch_counted(u, &budget))).await?;
         Ok(urls.iter().cloned().zip(fetched).collect())
     }
 
-    async fn fetch(&self, url: &str, budget: &AtomicUsize) -> Result<Media, FetchError> {
+    async fn fetch_counted(&self, url: &str, budget: &AtomicUsize) -> Result<Media, FetchError> {
+        let result = self.fetch(url, budget).await;
+        let outcome = match &result {
+            Ok((_, true)) => "reused",
+            Ok((_, false)) => "fetched",
+            Err(_) => "refused",
+        };
+        self.outcomes.with_label_values(&[outcome]).inc();
+        result.map(|(media, _)| media)
+    }
+
+    /// The media at `url`, and whether it was reused from an earlier fetch.
+    async fn fetch(&self, url: &str, budget: &AtomicUsize) -> Result<(Media, bool), FetchError> {
         let fail = |reason: &str| FetchError {
             url: url.chars().take(200).collect(),
             reason: reason.to_string(),
@@ -116,7 +143,7 @@ impl MediaFetcher {
         };
         if let Some(f) = self.recent.get(url).filter(|f| f.expires > Instant::now()) {
             take(f.size).map_err(|_| too_large())?;
-            return Ok(f.media.clone());
+            return Ok((f.media.clone(), true));
         }
         let parsed = reqwest::Url::parse(url).map_err(|_| fail("not a valid URL"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -170,7 +197,7 @@ impl MediaFetcher {
             };
             self.recent.insert(url.to_string(), Arc::new(fetched));
         }
-        Ok(media)
+        Ok((media, false))
     }
 }
 

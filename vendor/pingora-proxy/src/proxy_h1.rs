@@ -15,7 +15,6 @@
 use futures::future::OptionFuture;
 use futures::StreamExt;
 use std::pin::Pin;
-use std::time::Instant;
 
 use super::*;
 use crate::proxy_cache::{range_filter::RangeBodyFilter, ServeFromCache};
@@ -323,27 +322,34 @@ where
         // response header has reached the client and the service asks for them.
         let mut keepalive = DownstreamKeepalive::Unasked;
         loop {
-            let task = tokio::select! {
-                biased;
-                res = client_session.read_response_task() => match res {
-                    Ok(task) => task,
-                    Err(e) => HttpTask::Failed(send_error.take().unwrap_or(e).into_up()),
-                },
-                // With the body read, this only returns when the client went away.
-                res = session.downstream_session.read_body_or_idle(true) => {
-                    return Err(match res {
-                        Err(e) => e.into_down(),
-                        Ok(_) => Error::explain(ConnectionClosed, "client sent data after its request body").into_down(),
-                    });
-                }
-                Some(()) = keepalive.tick() => {
-                    if keepalive.due() {
-                        if let Some(bytes) = self.inner.downstream_keepalive(ctx) {
-                            session.write_response_body(Some(bytes), false).await?;
-                        }
-                        keepalive.sent();
+            // One read per task, kept across keep-alives: the upstream's read timeout runs on.
+            let read = client_session.read_response_task();
+            tokio::pin!(read);
+            let task = loop {
+                tokio::select! {
+                    biased;
+                    res = &mut read => break match res {
+                        Ok(task) => task,
+                        Err(e) => HttpTask::Failed(send_error.take().unwrap_or(e).into_up()),
+                    },
+                    // With the body read, this only returns when the client went away.
+                    res = session.downstream_session.read_body_or_idle(true) => {
+                        return Err(match res {
+                            Err(e) => e.into_down(),
+                            Ok(_) => Error::explain(ConnectionClosed, "client sent data after its request body").into_down(),
+                        });
                     }
-                    continue;
+                    Some(()) = keepalive.tick() => {
+                        if keepalive.due(session.body_bytes_sent()) {
+                            if let Some(bytes) = self.inner.downstream_keepalive(ctx) {
+                                session
+                                    .write_response_body(Some(bytes), false)
+                                    .await
+                                    .map_err(|e| e.into_down())?;
+                                keepalive.wrote(session.body_bytes_sent());
+                            }
+                        }
+                    }
                 }
             };
             // APIProxy patch: a response the service asked to hold waits here, header and body
@@ -407,9 +413,8 @@ where
                     break;
                 }
                 if header {
-                    keepalive.arm(self.inner.downstream_keepalive_interval(ctx));
-                } else {
-                    keepalive.sent();
+                    let every = self.inner.downstream_keepalive_interval(ctx);
+                    keepalive.arm(every, session.body_bytes_sent());
                 }
             }
             if done {
@@ -1341,8 +1346,9 @@ pub(crate) async fn send_body_to1(
 }
 
 /// APIProxy patch: keep-alives written to the client while an upstream answer is silent (see
-/// `ProxyHttp::downstream_keepalive_interval`). One timer per request, moved only when it fires:
-/// the body pieces in between just note the time.
+/// `ProxyHttp::downstream_keepalive_interval`). One timer per response, moved only when it fires;
+/// it then compares the body bytes the client has had with those it had at the last tick, so body
+/// pieces cost nothing and pieces that gave the client nothing (a partial event) do not count.
 enum DownstreamKeepalive {
     /// The response header has not reached the client yet.
     Unasked,
@@ -1350,32 +1356,27 @@ enum DownstreamKeepalive {
     Off,
     Armed {
         every: Duration,
-        last: Instant,
+        /// Body bytes sent to the client when they last changed (or a keep-alive went out), and when.
+        sent: usize,
+        since: tokio::time::Instant,
         timer: Pin<Box<tokio::time::Sleep>>,
     },
 }
 
 impl DownstreamKeepalive {
-    fn arm(&mut self, every: Option<Duration>) {
+    fn arm(&mut self, every: Option<Duration>, sent: usize) {
         *self = match every {
             Some(every) if !every.is_zero() => Self::Armed {
                 every,
-                last: Instant::now(),
+                sent,
+                since: tokio::time::Instant::now(),
                 timer: Box::pin(tokio::time::sleep(every)),
             },
             _ => Self::Off,
         };
     }
 
-    /// Something reached the client.
-    fn sent(&mut self) {
-        if let Self::Armed { last, .. } = self {
-            *last = Instant::now();
-        }
-    }
-
-    /// Resolves when the timer fires (never when not armed); `due` then says whether the client
-    /// has really been idle that long, and moves the timer to the next moment it could be.
+    /// Resolves when the timer fires (never when not armed); `due` then says whether to send one.
     fn tick(&mut self) -> impl std::future::Future<Output = Option<()>> + '_ {
         async move {
             match self {
@@ -1388,17 +1389,35 @@ impl DownstreamKeepalive {
         }
     }
 
-    fn due(&mut self) -> bool {
-        let Self::Armed { every, last, timer } = self else {
+    /// Whether the client, which has had `sent_now` body bytes, has had none for the whole
+    /// interval; moves the timer to the next moment it could have been idle that long.
+    fn due(&mut self, sent_now: usize) -> bool {
+        let Self::Armed {
+            every,
+            sent,
+            since,
+            timer,
+        } = self
+        else {
             return false;
         };
-        let now = Instant::now();
-        let next = *last + *every;
-        let due = now >= next;
-        timer
-            .as_mut()
-            .reset(tokio::time::Instant::from_std(if due { now + *every } else { next }));
+        let now = tokio::time::Instant::now();
+        let due = sent_now == *sent && now >= *since + *every;
+        if due || sent_now != *sent {
+            // A keep-alive goes out now, or the client had bytes since the last look: count
+            // from now.
+            *sent = sent_now;
+            *since = now;
+        }
+        timer.as_mut().reset(*since + *every);
         due
+    }
+
+    /// A keep-alive was written: its bytes are not news at the next look.
+    fn wrote(&mut self, sent_now: usize) {
+        if let Self::Armed { sent, .. } = self {
+            *sent = sent_now;
+        }
     }
 }
 
