@@ -258,8 +258,13 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
     let held = ctx.held_verdict.take();
     let status = held.map_or(resp.status.as_u16(), |v| v.status(resp.status.as_u16()));
     let now = Instant::now();
-    let retry_after = retry_after_secs(resp).or(held.and_then(|v| v.retry_after));
-    let should_retry = should_retry(resp);
+    // Only errors carry advice on retrying (and a success need not pay for the lookups).
+    let error = status >= 400;
+    let retry_after = error
+        .then(|| retry_after_secs(resp))
+        .flatten()
+        .or(held.and_then(|v| v.retry_after));
+    let should_retry = error.then(|| should_retry(resp)).flatten();
     if retry_after.is_some() {
         ctx.upstream_retry_after = retry_after;
     }
