@@ -273,6 +273,10 @@ async fn everyone_rate_limited_is_429_with_retry_after() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
     assert_eq!((a.hits(), b.hits()), (1, 1));
+    // The upstreams' doing, not a refusal of the client's request.
+    let m = gw.metrics().await;
+    let requests = |outcome: &str| metric(&m, "apiproxy_requests_total", &[("outcome", outcome)]);
+    assert_eq!((requests("upstream_error"), requests("rejected")), (3.0, 0.0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

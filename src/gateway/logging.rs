@@ -57,6 +57,8 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
         _ if ctx.stream_cut => "stream_cut",
         200..=399 => "ok",
         400..=499 if ctx.served_by.is_some() => "upstream_client_error",
+        // Every upstream rate-limited: the upstreams' doing, not a refusal of the client's request.
+        429 if ctx.error_code == Some("all_upstreams_failed") => "upstream_error",
         400..=499 => "rejected",
         _ if ctx.attempts.is_empty() && ctx.served_by.is_none() => "error",
         _ => "upstream_error",
