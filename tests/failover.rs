@@ -96,6 +96,34 @@ async fn the_upstream_s_x_should_retry_is_obeyed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_without_the_model_hands_over_to_another_candidate() {
+    let (a, b, gw) = pair("", "").await;
+    let missing = json!({"error": {"message": "The model `m` does not exist", "type": "invalid_request_error",
+        "param": null, "code": "model_not_found"}})
+    .to_string();
+    a.script([Reply::Status {
+        status: 404,
+        retry_after: None,
+        body: missing.clone(),
+    }]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+    // Not a health failure: alpha stays first.
+    assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "alpha");
+    // Alone on its route, the 404 reaches the client as the provider said it.
+    a.script([Reply::Status {
+        status: 404,
+        retry_after: None,
+        body: missing.clone(),
+    }]);
+    let r = gw.chat(chat_body("alpha/m")).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.unwrap(), missing);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn client_errors_pass_through_and_are_not_retried() {
     let (a, b, gw) = pair("", "").await;
     let msg = r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
@@ -648,6 +676,21 @@ async fn an_out_of_quota_key_leaves_rotation_instead_of_resting_the_provider() {
         1.0,
         "{metrics}"
     );
+
+    // Anthropic says "spend limit reached" with a 429 rate_limit_error and a code in its details.
+    let (a, b, gw) = styled_pair(Style::Anthropic, &["sk-first-secret", "sk-second-secret"]).await;
+    a.script([Reply::Status {
+        status: 429,
+        retry_after: None,
+        body: json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Spend limit reached",
+            "details": {"error_code": "enforced_spend_limit_reached"}}})
+        .to_string(),
+    }]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
+    the_first_key_left_rotation(&a, &gw, "x-api-key").await;
+    assert_eq!(b.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -163,6 +163,12 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
             Some("permission_error") => ErrorKind::PermissionDenied,
             Some("not_found_error") => ErrorKind::NotFound,
             Some("request_too_large") => ErrorKind::RequestTooLarge,
+            // A spend limit reached is said as a 429 rate limit: the key is out of credit.
+            Some("rate_limit_error")
+                if e.get("details").and_then(|d| str_at(d, "error_code")) == Some("enforced_spend_limit_reached") =>
+            {
+                ErrorKind::Billing
+            }
             Some("rate_limit_error") => ErrorKind::RateLimited,
             Some("overloaded_error") => ErrorKind::Overloaded,
             Some("timeout_error") => ErrorKind::Timeout,

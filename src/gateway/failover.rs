@@ -16,7 +16,7 @@ use super::error::GatewayError;
 use super::upstream_call;
 use crate::app::App;
 use crate::formats::{classify_error, error_map, first_event, FirstEvent};
-use crate::routing::{choose, Exhausted, Failure, Sticky};
+use crate::routing::{choose, choose_dry, Exhausted, Failure, Sticky};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -279,6 +279,17 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
                 }
                 None => ctx.excluded.push(idx),
             }
+            Retry::Next
+        }
+        // This upstream does not serve the model (any more), or not at this path; another
+        // candidate of the route may. The upstream is not unhealthy for it.
+        404 if {
+            let mut others = ctx.excluded.clone();
+            others.push(idx);
+            choose_dry(&plan, &others, None, now).is_ok()
+        } =>
+        {
+            ctx.excluded.push(idx);
             Retry::Next
         }
         429 => {

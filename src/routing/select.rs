@@ -91,8 +91,13 @@ pub fn choose(
 }
 
 /// What `choose` would pick, without claiming an open circuit's probe slot: for dry runs.
-pub fn choose_dry(plan: &RoutePlan, sticky: Option<Sticky<'_>>, now: Instant) -> Result<usize, Exhausted> {
-    choose_inner(plan, &[], sticky, now, false)
+pub fn choose_dry(
+    plan: &RoutePlan,
+    excluded: &[usize],
+    sticky: Option<Sticky<'_>>,
+    now: Instant,
+) -> Result<usize, Exhausted> {
+    choose_inner(plan, excluded, sticky, now, false)
 }
 
 /// The candidate a binding names, by `provider/model`.

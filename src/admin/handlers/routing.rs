@@ -57,7 +57,7 @@ pub async fn decide(app: &App, req: &Req) -> Result<Reply, ApiError> {
         session,
         binding: binding.as_deref(),
     });
-    let chosen = choose_dry(&plan, sticky, now);
+    let chosen = choose_dry(&plan, &[], sticky, now);
     let candidates: Vec<Value> = score(&plan, &[], now)
         .into_iter()
         .map(|(s, _)| {
@@ -112,7 +112,7 @@ pub async fn session_get(app: &App, req: &Req) -> Result<Reply, ApiError> {
             let plan = plan_for(app, model)?;
             let binding = all.iter().find(|(m, _)| m == model).map(|(_, u)| u.as_str());
             let sticky = Sticky { session, binding };
-            let chosen = choose_dry(&plan, Some(sticky), Instant::now()).ok();
+            let chosen = choose_dry(&plan, &[], Some(sticky), Instant::now()).ok();
             let honoured = chosen.is_some_and(|i| {
                 binding
                     == Some(&*format!(
