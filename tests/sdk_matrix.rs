@@ -6,6 +6,8 @@ mod common;
 
 use common::mock::{usage, Style};
 use common::*;
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 const TOK: &str = "tok0 tok1 tok2 tok3 tok4 ";
@@ -30,13 +32,16 @@ async fn upstreams() -> Upstreams {
     for (name, style) in STYLES {
         let mock = Mock::start_style(name, &[], style).await;
         mock.set_strict(true);
+        // Events far enough apart for the gateway's keep-alive comments to fall between them: every
+        // streamed case below is also a test that the SDKs skip them.
+        mock.set_event_gap(Duration::from_millis(60));
         yaml.push_str(&provider_yaml_styled(name, &mock, ", models: [m]"));
         logical.push_str(&format!(
             "  - {{id: via-{name}, upstreams: [{{provider: {name}, model: m-{name}}}]}}\n"
         ));
         mocks.push((name, mock));
     }
-    let gw = Gateway::start(&format!("{yaml}{logical}")).await;
+    let gw = Gateway::start(&format!("server: {{stream_keepalive_ms: 25}}\n{yaml}{logical}")).await;
     Upstreams { mocks, gw }
 }
 
@@ -85,6 +90,16 @@ fn assert_upstream_saw(up: &Upstreams, name: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_chat_clients_reach_every_upstream() {
     let up = upstreams().await;
+    // The streams the SDKs read carry keep-alives.
+    let raw = up
+        .gw
+        .chat(json!({"model": "via-anthropic", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    let raw = raw.text().await.unwrap();
+    assert!(
+        raw.contains("\n: ping\n\n") && raw.ends_with("data: [DONE]\n\n"),
+        "{raw}"
+    );
     let base = up.gw.url("/v1");
     for (name, _) in STYLES {
         let model = format!("via-{name}");
