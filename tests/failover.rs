@@ -101,11 +101,7 @@ async fn an_upstream_without_the_model_hands_over_to_another_candidate() {
     let missing = json!({"error": {"message": "The model `m` does not exist", "type": "invalid_request_error",
         "param": null, "code": "model_not_found"}})
     .to_string();
-    a.script([Reply::Status {
-        status: 404,
-        retry_after: None,
-        body: missing.clone(),
-    }]);
+    a.script([Reply::status_body(404, missing.clone())]);
     let r = gw.chat(chat_body("lm")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
@@ -113,11 +109,7 @@ async fn an_upstream_without_the_model_hands_over_to_another_candidate() {
     // Not a health failure: alpha stays first.
     assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "alpha");
     // Alone on its route, the 404 reaches the client as the provider said it.
-    a.script([Reply::Status {
-        status: 404,
-        retry_after: None,
-        body: missing.clone(),
-    }]);
+    a.script([Reply::status_body(404, missing.clone())]);
     let r = gw.chat(chat_body("alpha/m")).await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.text().await.unwrap(), missing);
@@ -127,11 +119,7 @@ async fn an_upstream_without_the_model_hands_over_to_another_candidate() {
 async fn client_errors_pass_through_and_are_not_retried() {
     let (a, b, gw) = pair("", "").await;
     let msg = r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
-    a.script([Reply::Status {
-        status: 400,
-        retry_after: None,
-        body: msg.into(),
-    }]);
+    a.script([Reply::status_body(400, msg)]);
     let r = gw.chat(chat_body("lm")).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
@@ -637,12 +625,11 @@ async fn gemini_bad_key_and_billing_errors_take_the_key_out_of_rotation() {
 
     // Anthropic's 402 billing_error: not the client's mistake, fail over.
     let (a, b, gw) = styled_pair(Style::Anthropic, &["sk-alpha-secret-key"]).await;
-    a.script([Reply::Status {
-        status: 402,
-        retry_after: None,
-        body: json!({"type": "error", "error": {"type": "billing_error", "message": "Your credit balance is too low"}})
+    a.script([Reply::status_body(
+        402,
+        json!({"type": "error", "error": {"type": "billing_error", "message": "Your credit balance is too low"}})
             .to_string(),
-    }]);
+    )]);
     let r = gw.chat(chat_body("lm")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
@@ -658,13 +645,12 @@ async fn an_out_of_quota_key_leaves_rotation_instead_of_resting_the_provider() {
     // OpenAI says "out of credit" with a 429 whose code is insufficient_quota: the key is spent,
     // the provider is not rate-limited, so its other key is used at once.
     let (a, b, gw) = styled_pair(Style::OpenAiChat, &["sk-first-secret", "sk-second-secret"]).await;
-    a.script([Reply::Status {
-        status: 429,
-        retry_after: None,
-        body: json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
+    a.script([Reply::status_body(
+        429,
+        json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
             "param": null, "code": "insufficient_quota"}})
         .to_string(),
-    }]);
+    )]);
     let r = gw.chat(chat_body("lm")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
@@ -679,13 +665,12 @@ async fn an_out_of_quota_key_leaves_rotation_instead_of_resting_the_provider() {
 
     // Anthropic says "spend limit reached" with a 429 rate_limit_error and a code in its details.
     let (a, b, gw) = styled_pair(Style::Anthropic, &["sk-first-secret", "sk-second-secret"]).await;
-    a.script([Reply::Status {
-        status: 429,
-        retry_after: None,
-        body: json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Spend limit reached",
+    a.script([Reply::status_body(
+        429,
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Spend limit reached",
             "details": {"error_code": "enforced_spend_limit_reached"}}})
         .to_string(),
-    }]);
+    )]);
     let r = gw.chat(chat_body("lm")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");

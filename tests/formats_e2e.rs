@@ -27,11 +27,7 @@ fn anthropic_body(model: &str, stream: bool) -> Value {
 async fn upstream_errors_reach_the_client_in_its_own_format() {
     let (oa, an, gw) = setup().await;
     // Anthropic 400 to an OpenAI client: OpenAI shape, provider's message kept, not retried.
-    an.script([Reply::Status {
-        status: 400,
-        retry_after: None,
-        body: r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 300000 tokens > 200000 maximum"}}"#.into(),
-    }]);
+    an.script([Reply::status_body(400, r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 300000 tokens > 200000 maximum"}}"#)]);
     let r = gw.chat(chat_body("claude-x")).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["x-gateway-upstream-status"], "400");
@@ -44,11 +40,7 @@ async fn upstream_errors_reach_the_client_in_its_own_format() {
     assert_eq!(an.hits(), 1);
 
     // OpenAI 400 to an Anthropic client: Anthropic shape.
-    oa.script([Reply::Status {
-        status: 400,
-        retry_after: None,
-        body: r#"{"error":{"message":"maximum context length exceeded","type":"invalid_request_error","param":null,"code":"context_length_exceeded"}}"#.into(),
-    }]);
+    oa.script([Reply::status_body(400, r#"{"error":{"message":"maximum context length exceeded","type":"invalid_request_error","param":null,"code":"context_length_exceeded"}}"#)]);
     let r = gw.post("/v1/messages", anthropic_body("gpt-x", false), &[]).await;
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
@@ -326,15 +318,14 @@ async fn tool_names_an_upstream_would_refuse_are_renamed_and_given_back() {
     let calls = json!([
         {"id": "call_a", "type": "function", "function": {"name": up_dotted, "arguments": "{}"}},
         {"id": "call_b", "type": "function", "function": {"name": up_long, "arguments": "{}"}}]);
-    oa.script([Reply::Status {
-        status: 200,
-        retry_after: None,
-        body: json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-x",
+    oa.script([Reply::status_body(
+        200,
+        json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-x",
             "choices": [{"index": 0, "finish_reason": "tool_calls",
                          "message": {"role": "assistant", "content": null, "tool_calls": calls}}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}})
         .to_string(),
-    }]);
+    )]);
     let v: Value = gw.post("/v1/messages", body(false), &[]).await.json().await.unwrap();
     let used: Vec<&str> = v["content"]
         .as_array()
@@ -560,13 +551,12 @@ async fn gemini_s_retry_delay_in_the_body_is_honoured() {
         provider_yaml_styled("gm", &g, ", models: [gem-x]")
     ))
     .await;
-    g.script([Reply::Status {
-        status: 429,
-        retry_after: None,
-        body: json!({"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED",
+    g.script([Reply::status_body(
+        429,
+        json!({"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED",
             "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}]}})
         .to_string(),
-    }]);
+    )]);
     let r = gw.chat(chat_body("gem-x")).await;
     assert_eq!(r.status(), 429);
     let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();

@@ -246,6 +246,8 @@ async fn stream_parts(r: reqwest::Response) -> (usize, Vec<String>) {
     let text = r.text().await.unwrap().replace("\r\n", "\n");
     let blocks: Vec<&str> = text.split("\n\n").filter(|b| !b.is_empty()).collect();
     let pings = blocks.iter().filter(|b| **b == ": ping").count();
+    // The upstream lingers after its last event: nothing follows the end of the stream.
+    assert_ne!(blocks.last(), Some(&": ping"), "a keep-alive after the end: {text}");
     // Every other block is a whole event: a keep-alive never lands inside one.
     let events = blocks
         .iter()

@@ -44,12 +44,26 @@ pub struct MediaFetcher {
     outcomes: prometheus::IntCounterVec,
 }
 
-/// A fetched media, as sent inline, and until when it may be reused.
+/// A fetched media, as sent inline (base64), and until when it may be reused.
 struct Fetched {
-    media: Media,
-    /// Bytes before base64, as counted against a request's budget.
-    size: usize,
+    media_type: String,
+    data: String,
     expires: Instant,
+}
+
+impl Fetched {
+    fn media(&self) -> Media {
+        Media::Base64 {
+            media_type: self.media_type.clone(),
+            data: self.data.clone(),
+        }
+    }
+
+    /// Bytes before base64, as counted against a request's budget.
+    fn size(&self) -> usize {
+        let padding = self.data.bytes().rev().take_while(|b| *b == b'=').count();
+        (self.data.len() / 4 * 3).saturating_sub(padding)
+    }
 }
 
 #[derive(Clone)]
@@ -57,11 +71,7 @@ struct ByEncodedSize;
 
 impl quick_cache::Weighter<String, Arc<Fetched>> for ByEncodedSize {
     fn weight(&self, url: &String, f: &Arc<Fetched>) -> u64 {
-        let data = match &f.media {
-            Media::Base64 { data, .. } => data.len(),
-            Media::Url { .. } => 0,
-        };
-        (url.len() + data).max(1) as u64
+        (url.len() + f.data.len()).max(1) as u64
     }
 }
 
@@ -142,8 +152,8 @@ impl MediaFetcher {
                 .map(|_| ())
         };
         if let Some(f) = self.recent.get(url).filter(|f| f.expires > Instant::now()) {
-            take(f.size).map_err(|_| too_large())?;
-            return Ok((f.media.clone(), true));
+            take(f.size()).map_err(|_| too_large())?;
+            return Ok((f.media(), true));
         }
         let parsed = reqwest::Url::parse(url).map_err(|_| fail("not a valid URL"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -185,18 +195,17 @@ impl MediaFetcher {
             take(chunk.len()).map_err(|_| too_large())?;
             bytes.extend_from_slice(&chunk);
         }
-        let media = Media::Base64 {
-            media_type,
-            data: base64::engine::general_purpose::STANDARD.encode(&bytes),
+        let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let Some(ttl) = ttl else {
+            return Ok((Media::Base64 { media_type, data }, false));
         };
-        if let Some(ttl) = ttl {
-            let fetched = Fetched {
-                media: media.clone(),
-                size: bytes.len(),
-                expires: Instant::now() + ttl,
-            };
-            self.recent.insert(url.to_string(), Arc::new(fetched));
-        }
+        let fetched = Fetched {
+            media_type,
+            data,
+            expires: Instant::now() + ttl,
+        };
+        let media = fetched.media();
+        self.recent.insert(url.to_string(), Arc::new(fetched));
         Ok((media, false))
     }
 }

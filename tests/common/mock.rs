@@ -109,6 +109,15 @@ impl Reply {
         }
     }
 
+    /// An error status with this body.
+    pub fn status_body(status: u16, body: impl Into<String>) -> Self {
+        Reply::Status {
+            status,
+            retry_after: None,
+            body: body.into(),
+        }
+    }
+
     /// An error status with a `retry-after` header, the body in the mock's own style.
     pub fn status_retry_after(status: u16, secs: u64) -> Self {
         Reply::Status {

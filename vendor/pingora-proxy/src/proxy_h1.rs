@@ -320,7 +320,7 @@ where
         let mut held: Option<HeldTasks> = None;
         // APIProxy patch: keep-alives for the client while the upstream is silent, armed once the
         // response header has reached the client and the service asks for them.
-        let mut keepalive = DownstreamKeepalive::Unasked;
+        let mut keepalive = DownstreamKeepalive::Off;
         loop {
             // One read per task, kept across keep-alives: the upstream's read timeout runs on.
             let read = client_session.read_response_task();
@@ -1350,15 +1350,12 @@ pub(crate) async fn send_body_to1(
 /// it then compares the body bytes the client has had with those it had at the last tick, so body
 /// pieces cost nothing and pieces that gave the client nothing (a partial event) do not count.
 enum DownstreamKeepalive {
-    /// The response header has not reached the client yet.
-    Unasked,
-    /// The service wants none for this response.
+    /// Not asked for (yet): the response header has not reached the client, or the service wants none.
     Off,
     Armed {
         every: Duration,
-        /// Body bytes sent to the client when they last changed (or a keep-alive went out), and when.
+        /// Body bytes the client had at the last tick (or after the last keep-alive).
         sent: usize,
-        since: tokio::time::Instant,
         timer: Pin<Box<tokio::time::Sleep>>,
     },
 }
@@ -1369,7 +1366,6 @@ impl DownstreamKeepalive {
             Some(every) if !every.is_zero() => Self::Armed {
                 every,
                 sent,
-                since: tokio::time::Instant::now(),
                 timer: Box::pin(tokio::time::sleep(every)),
             },
             _ => Self::Off,
@@ -1384,33 +1380,21 @@ impl DownstreamKeepalive {
                     timer.as_mut().await;
                     Some(())
                 }
-                _ => std::future::pending().await,
+                Self::Off => std::future::pending().await,
             }
         }
     }
 
-    /// Whether the client, which has had `sent_now` body bytes, has had none for the whole
-    /// interval; moves the timer to the next moment it could have been idle that long.
+    /// After the timer fired: whether the client, which has had `sent_now` body bytes, has had
+    /// none for the whole interval. The next look is one interval from now either way.
     fn due(&mut self, sent_now: usize) -> bool {
-        let Self::Armed {
-            every,
-            sent,
-            since,
-            timer,
-        } = self
-        else {
+        let Self::Armed { every, sent, timer } = self else {
             return false;
         };
-        let now = tokio::time::Instant::now();
-        let due = sent_now == *sent && now >= *since + *every;
-        if due || sent_now != *sent {
-            // A keep-alive goes out now, or the client had bytes since the last look: count
-            // from now.
-            *sent = sent_now;
-            *since = now;
-        }
-        timer.as_mut().reset(*since + *every);
-        due
+        let idle = sent_now == *sent;
+        *sent = sent_now;
+        timer.as_mut().reset(tokio::time::Instant::now() + *every);
+        idle
     }
 
     /// A keep-alive was written: its bytes are not news at the next look.
