@@ -8,7 +8,8 @@ machine noise, unlike requests/s on a shared 2-core machine. Use it to compare a
 
 Each run starts the proxy under valgrind in front of a small mock (this script), warms it up, then
 counts N (default 500) keep-alive 1 KiB chat requests (STREAM=1: streamed, 50 SSE events per answer;
-BODY_KIB=64: a larger prompt).
+BODY_KIB=64: a larger prompt; TRANSLATED=1: an OpenAI client routed to an Anthropic-style upstream,
+gateway only).
 Needs valgrind (callgrind_control).
 """
 
@@ -32,7 +33,13 @@ REPLY = json.dumps({
                  "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18},
 }).encode()
+ANTHROPIC_REPLY = json.dumps({
+    "id": "msg_bench", "type": "message", "role": "assistant", "model": "m",
+    "content": [{"type": "text", "text": "Hello! How can I help you today?"}],
+    "stop_reason": "end_turn", "stop_sequence": None, "usage": {"input_tokens": 9, "output_tokens": 9},
+}).encode()
 STREAM = os.environ.get("STREAM") == "1"
+TRANSLATED = os.environ.get("TRANSLATED") == "1"
 
 
 def stream_reply():
@@ -58,8 +65,9 @@ class Mock(BaseHTTPRequestHandler):
         if b'"stream": true' in body or b'"stream":true' in body:
             self.wfile.write(STREAM_REPLY)
             return
+        reply = ANTHROPIC_REPLY if self.path.startswith("/v1/messages") else REPLY
         self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                         % (len(REPLY), REPLY))
+                         % (len(reply), reply))
 
     def log_message(self, *_):
         pass
@@ -79,8 +87,8 @@ def start(which, upstream, port, workdir):
         config = os.path.join(workdir, "bench.yaml")
         with open(config, "w") as f:
             f.write('server: {threads: 2}\nclients:\n  - {name: bench, key: "%s"}\n'
-                    'providers:\n  - {id: mock, base_url: "http://%s", models: [m], api_keys: ["sk-bench"]}\n'
-                    % (KEY, upstream))
+                    'providers:\n  - {id: mock, base_url: "http://%s", models: [m], api_keys: ["sk-bench"]%s}\n'
+                    % (KEY, upstream, ", api_style: anthropic" if TRANSLATED else ""))
         env.update(APIPROXY_LISTEN="127.0.0.1:%d" % port, APIPROXY_ADMIN_LISTEN="127.0.0.1:%d" % free_port(),
                    APIPROXY_DATA_DIR=workdir)
         cmd = [os.path.join(ROOT, "target/release/apiproxy"), "--config", config]

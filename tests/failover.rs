@@ -116,6 +116,68 @@ async fn an_upstream_without_the_model_hands_over_to_another_candidate() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_web_page_under_200_is_no_answer() {
+    let (a, b, gw) = pair("", "").await;
+    // A base_url that points at a website, a captive portal, a proxy's login page: the next
+    // candidate answers, for a whole answer and for a stream.
+    for stream in [false, true] {
+        a.script([Reply::WebPage]);
+        let r = gw
+            .chat(json!({"model": "lm", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(r.status(), 200, "stream={stream}");
+        assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+        let body = r.text().await.unwrap();
+        assert!(
+            !body.contains("<html") && (body.contains("hello from beta") || body.contains("[DONE]")),
+            "{body}"
+        );
+    }
+    assert_eq!((a.hits(), b.hits()), (2, 2));
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "apiproxy_upstream_attempts_total",
+            &[("provider", "alpha"), ("outcome", "5xx")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(&m, "apiproxy_failovers_total", &[("reason", "server_error")]),
+        2.0
+    );
+    // Alone on its route: a bad gateway in the client's own format that says what came back, never
+    // the page under a 200.
+    a.script([Reply::WebPage]);
+    let r = gw.chat(chat_body("alpha/m")).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "all_upstreams_failed", "{v}");
+    assert_eq!(v["error"]["attempts"][0]["status"], 502, "{v}");
+    assert_eq!(
+        v["error"]["attempts"][0]["error"], "answered 200 with a web page (text/html)",
+        "{v}"
+    );
+    a.script([Reply::WebPage]);
+    let r = gw
+        .post(
+            "/v1/messages",
+            json!({"model": "alpha/m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}),
+            &[("anthropic-version", "2023-06-01")],
+        )
+        .await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("alpha: status 502, answered 200 with a web page (text/html)"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn client_errors_pass_through_and_are_not_retried() {
     let (a, b, gw) = pair("", "").await;
     let msg = r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#;

@@ -142,7 +142,8 @@ impl GatewayError {
                     let summary: Vec<String> = attempts
                         .iter()
                         .map(|a| match (&a.status, &a.error) {
-                            (Some(s), _) => format!("{}: status {s}", a.provider),
+                            (Some(s), None) => format!("{}: status {s}", a.provider),
+                            (Some(s), Some(e)) => format!("{}: status {s}, {e}", a.provider),
                             (None, Some(e)) => format!("{}: {e}", a.provider),
                             (None, None) => a.provider.to_string(),
                         })

@@ -256,7 +256,14 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
     let candidate = &plan.candidates[idx];
     let provider = &candidate.provider;
     let held = ctx.held_verdict.take();
-    let status = held.map_or(resp.status.as_u16(), |v| v.status(resp.status.as_u16()));
+    // A success that is a web page (a `base_url` that points at a website, a captive portal, the
+    // login page of a proxy in between) answers nothing: a bad gateway, never relayed.
+    let web_page = resp.status.is_success() && super::response::is_web_page(resp);
+    let status = match held {
+        _ if web_page => 502,
+        Some(v) => v.status(resp.status.as_u16()),
+        None => resp.status.as_u16(),
+    };
     let now = Instant::now();
     // Only errors carry advice on retrying (and a success need not pay for the lookups).
     let error = status >= 400;
@@ -269,6 +276,11 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
         ctx.upstream_retry_after = retry_after;
     }
     let decision = match status {
+        _ if web_page => {
+            candidate.health.record_failure(Failure::Broken, now);
+            ctx.excluded.push(idx);
+            Retry::Next
+        }
         401..=403 => {
             // Our provider key is bad or out of credit: out of rotation, and try the next key or
             // candidate.
@@ -330,9 +342,11 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
             Retry::No
         }
     };
-    let note = held
-        .filter(|v| v.first_event)
-        .map(|v| format!("{:?} error as the first stream event", v.kind));
+    let note = match held {
+        _ if web_page => Some(format!("answered {} with a web page (text/html)", resp.status.as_u16())),
+        Some(v) if v.first_event => Some(format!("{:?} error as the first stream event", v.kind)),
+        _ => None,
+    };
     record(ctx, idx, Some(status), note);
     if decision == Retry::No {
         ctx.ttfb = Some(latency);

@@ -27,6 +27,16 @@ pub(super) fn is_event_stream(resp: &ResponseHeader) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
+/// A web page (by its `content-type`): what a website, a captive portal or the login page of a
+/// proxy in between answers, never an LLM API.
+pub(super) fn is_web_page(resp: &ResponseHeader) -> bool {
+    resp.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .get(..9)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"text/html"))
+    })
+}
+
 /// Adds `x-request-id` and `x-apiproxy-provider`, and decides how the body travels.
 pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> pingora::Result<()> {
     super::headers::drop_response_name_case(resp);

@@ -97,6 +97,8 @@ pub enum Reply {
     /// A 200 SSE body of exactly these events (each written as one chunk, verbatim: include the
     /// blank line).
     Sse(Vec<String>),
+    /// A 200 HTML page, as a website, a captive portal or a proxy's login page answers.
+    WebPage,
 }
 
 impl Reply {
@@ -1246,6 +1248,11 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
             write_json(sock, 200, &body.to_string(), request_id).await
         }
         Reply::Sse(events) => write_stream(sock, st, "text/event-stream", &events, events.len(), "done").await,
+        Reply::WebPage => {
+            let page = "<!doctype html><html><head><title>Sign in</title></head><body>Welcome</body></html>";
+            write_head(sock, 200, "text/html; charset=utf-8", Some(page.len()), request_id).await
+                && sock.write_all(page.as_bytes()).await.is_ok()
+        }
         ref r @ (Reply::Ok | Reply::ToolCalls | Reply::ToolCallsOnly | Reply::MaxTokens | Reply::Thinking)
             if !stream =>
         {
