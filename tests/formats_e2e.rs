@@ -3,6 +3,7 @@
 //! stripped, cut translated streams, and token accounting in the metrics.
 
 mod common;
+mod formats_support;
 
 use common::mock::Style;
 use common::*;
@@ -564,4 +565,94 @@ async fn gemini_s_retry_delay_in_the_body_is_honoured() {
     // The provider rests that long: the next request is not sent to it.
     assert_eq!(gw.chat(chat_body("gem-x")).await.status(), 429);
     assert_eq!(g.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_answer_to_a_stream_request_reaches_the_client_as_its_stream() {
+    let (oa, an, gw) = setup().await;
+    let stream_bytes = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 200);
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+        (content_type, r.bytes().await.unwrap().to_vec())
+    };
+    let tools = |f: &formats_support::Final| -> Vec<(String, Value)> {
+        f.tools
+            .iter()
+            .map(|(_, name, args)| (name.clone(), args.clone()))
+            .collect()
+    };
+    let expected_tools = vec![
+        ("get_weather".to_string(), json!({"city": "Paris"})),
+        ("get_time".to_string(), json!({"tz": "CET"})),
+    ];
+
+    // Same format: an OpenAI server that ignores `stream: true` (the SDK would read nothing from JSON).
+    oa.script([Reply::Whole(Box::new(Reply::ToolCalls))]);
+    let r = gw
+        .chat(
+            json!({"model": "gpt-x", "stream": true, "stream_options": {"include_usage": true},
+                     "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    let (content_type, bytes) = stream_bytes(r).await;
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    let f = formats_support::openai_chat(&bytes, true);
+    assert_eq!(f.text, "Let me check.", "{f:?}");
+    assert_eq!(tools(&f), expected_tools, "{f:?}");
+    assert_eq!(f.finish.as_deref(), Some("tool_calls"), "{f:?}");
+    assert!(f.usage.is_some() && f.clean_end && f.error.is_none(), "{f:?}");
+
+    // Translated: an Anthropic client of an OpenAI upstream, a Responses client of an Anthropic one.
+    oa.script([Reply::Whole(Box::new(Reply::Ok))]);
+    let r = gw.post("/v1/messages", anthropic_body("gpt-x", true), &[]).await;
+    let (content_type, bytes) = stream_bytes(r).await;
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    let f = formats_support::anthropic(&bytes);
+    assert_eq!(f.text, "hello from oa", "{f:?}");
+    assert_eq!(f.finish.as_deref(), Some("stop"), "{f:?}");
+    assert!(f.clean_end && f.error.is_none(), "{f:?}");
+
+    an.script([Reply::Whole(Box::new(Reply::ToolCalls))]);
+    let r = gw
+        .post(
+            "/v1/responses",
+            json!({"model": "claude-x", "input": "hi", "stream": true}),
+            &[],
+        )
+        .await;
+    let (_, bytes) = stream_bytes(r).await;
+    let f = formats_support::responses(&bytes);
+    assert_eq!(f.text, "Let me check.", "{f:?}");
+    assert_eq!(tools(&f), expected_tools, "{f:?}");
+    assert!(f.clean_end && f.error.is_none(), "{f:?}");
+
+    // Gemini clients, as SSE and as the JSON array of a stream without `alt=sse`.
+    for (query, array) in [("?alt=sse", false), ("", true)] {
+        an.script([Reply::Whole(Box::new(Reply::Ok))]);
+        let r = gw
+            .client
+            .post(gw.url(&format!("/v1beta/models/claude-x:streamGenerateContent{query}")))
+            .header("x-goog-api-key", CLIENT_KEY)
+            .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+            .send()
+            .await
+            .unwrap();
+        let (content_type, bytes) = stream_bytes(r).await;
+        let want = if array { "application/json" } else { "text/event-stream" };
+        assert!(content_type.starts_with(want), "{content_type}");
+        let f = formats_support::gemini(&bytes, array);
+        assert_eq!(f.text, "hello from an", "array={array} {f:?}");
+        assert_eq!(f.finish.as_deref(), Some("stop"), "{f:?}");
+    }
+
+    // A whole answer that is not one: the client's stream ends with its error event, not a clean end.
+    oa.script([Reply::Whole(Box::new(Reply::status_body(200, "not json")))]);
+    let r = gw
+        .chat(json!({"model": "gpt-x", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    let (_, bytes) = stream_bytes(r).await;
+    let f = formats_support::openai_chat(&bytes, false);
+    assert!(!f.clean_end && f.error.is_some(), "{f:?}");
+    let m = gw.metrics().await;
+    assert_eq!(metric(&m, "apiproxy_open_streams", &[]), 0.0, "every stream was closed");
 }

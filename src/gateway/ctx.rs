@@ -10,7 +10,7 @@ use super::error::GatewayError;
 use crate::app::Snapshot;
 use crate::auth::{AcceptedKey, ClientIdentity};
 use crate::formats::request::Inspected;
-use crate::formats::{ErrorKind, FetchedMedia, StreamConverter, ToolNames, Usage, WireFormat};
+use crate::formats::{ErrorKind, FetchedMedia, StreamConverter, StreamOptions, ToolNames, Usage, WireFormat};
 use crate::routing::RoutePlan;
 use crate::upstream::KeyChoice;
 
@@ -54,6 +54,9 @@ pub enum ResponseMode {
     Error { status: u16, body: BodyBuf },
     /// An SSE stream through a stateful converter (also same-format: it watches for the end and usage).
     Stream(Box<StreamConverter>),
+    /// A whole answer to a client that asked for a stream (the upstream ignored `stream: true`),
+    /// buffered and replayed as the client's stream at the end.
+    Restream(Box<StreamOptions>, BodyBuf),
 }
 
 /// A bounded copy of a response body. An answer that arrives in one piece (the usual case for a

@@ -10,9 +10,10 @@ use pingora::http::ResponseHeader;
 
 use super::ctx::{BodyBuf, RequestCtx, ResponseMode};
 use crate::app::App;
+use crate::formats::stream::events::KEEPALIVE;
 use crate::formats::{
-    convert_error, convert_response_named, error_map, estimate_input_tokens, extract_usage, ErrorKind, StreamConverter,
-    StreamOptions, WireFormat,
+    answer_as_stream, convert_error, convert_response_named, error_map, estimate_input_tokens, extract_usage,
+    ErrorKind, StreamConverter, StreamOptions, WireFormat,
 };
 
 /// Most of a same-format answer kept to read its usage; beyond it usage is not counted.
@@ -72,7 +73,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
                 body: BodyBuf::default(),
             }
         }
-    } else if is_sse {
+    } else if is_sse || ctx.stream {
         let opts = StreamOptions {
             model: ctx.model.clone(),
             include_usage: ctx.include_usage,
@@ -88,7 +89,8 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
         // of the gateway (nginx honours this header).
         set_chunked(resp)?;
         resp.insert_header("x-accel-buffering", HeaderValue::from_static("no"))?;
-        if upstream != client {
+        // A translated stream, or a whole answer the client gets as the stream it asked for.
+        if !is_sse || upstream != client {
             let content_type = if opts.gemini_json_array {
                 "application/json"
             } else {
@@ -101,7 +103,12 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
             ctx.streaming_response = true;
             app.metrics.open_streams.inc();
         }
-        ResponseMode::Stream(Box::new(StreamConverter::new(upstream, client, opts)))
+        // A Gemini stream may come as a JSON array, which the converter reads as it arrives.
+        if is_sse || upstream == WireFormat::Gemini {
+            ResponseMode::Stream(Box::new(StreamConverter::new(upstream, client, opts)))
+        } else {
+            ResponseMode::Restream(Box::new(opts), BodyBuf::default())
+        }
     } else if upstream == client {
         ResponseMode::Observe(BodyBuf::default())
     } else {
@@ -171,6 +178,20 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                 *body = Some(convert_error(upstream, client, *status, buf.as_slice()).1);
             }
         }
+        ResponseMode::Restream(opts, buf) => {
+            buf.keep(body, TRANSLATE_LIMIT);
+            *body = None;
+            if end_of_stream {
+                ctx.first_token = Some(ctx.started.elapsed());
+                let answer = match buf.complete() {
+                    true => Ok(buf.as_slice()),
+                    false => Err("The upstream answer is too large to translate"),
+                };
+                let (out, usage) = answer_as_stream(upstream, client, answer, opts);
+                ctx.usage = usage;
+                *body = Some(Bytes::from(out));
+            }
+        }
         ResponseMode::Stream(conv) => {
             let mut out = Vec::new();
             if let Some(b) = body.take() {
@@ -201,17 +222,23 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
 /// get no keep-alives.
 pub fn keepalive_interval(app: &App, ctx: &RequestCtx) -> Option<Duration> {
     let every = app.settings.stream_keepalive_ms;
-    (every > 0 && matches!(ctx.response, ResponseMode::Stream(_))).then(|| Duration::from_millis(every))
+    (every > 0 && matches!(ctx.response, ResponseMode::Stream(_) | ResponseMode::Restream(..)))
+        .then(|| Duration::from_millis(every))
 }
 
 /// A keep-alive in the client's format, when its stream stands between two events.
 pub fn keepalive(ctx: &mut RequestCtx) -> Option<Bytes> {
-    let ResponseMode::Stream(conv) = &mut ctx.response else {
-        return None;
-    };
-    let mut out = Vec::new();
-    conv.keepalive(&mut out);
-    (!out.is_empty()).then(|| Bytes::from(out))
+    let client = ctx.client_format();
+    match &mut ctx.response {
+        ResponseMode::Stream(conv) => {
+            let mut out = Vec::new();
+            conv.keepalive(&mut out);
+            (!out.is_empty()).then(|| Bytes::from(out))
+        }
+        // Nothing of the stream is out yet; Gemini clients read every line as an event.
+        ResponseMode::Restream(..) if client != WireFormat::Gemini => Some(Bytes::from_static(KEEPALIVE)),
+        _ => None,
+    }
 }
 
 fn error_body(client: WireFormat, message: &str) -> Bytes {
@@ -220,12 +247,20 @@ fn error_body(client: WireFormat, message: &str) -> Bytes {
 
 /// The upstream broke mid-stream: the in-format error event that ends the client's stream, once.
 pub fn abort_stream(ctx: &mut RequestCtx) -> Option<Bytes> {
-    let ResponseMode::Stream(conv) = &mut ctx.response else {
-        return None;
-    };
+    let client = ctx.client_format();
+    let upstream = ctx.current.as_ref().map_or(client, |a| a.format);
     let mut out = Vec::new();
-    conv.abort("The upstream stream broke before it was complete", &mut out);
-    ctx.usage = conv.usage();
+    match &mut ctx.response {
+        ResponseMode::Stream(conv) => {
+            conv.abort("The upstream stream broke before it was complete", &mut out);
+            ctx.usage = conv.usage();
+        }
+        ResponseMode::Restream(opts, _) => {
+            let cut = Err("The upstream answer broke before it was complete");
+            out = answer_as_stream(upstream, client, cut, opts).0;
+        }
+        _ => return None,
+    }
     ctx.stream_cut = true;
     ctx.response = ResponseMode::Pass;
     (!out.is_empty()).then(|| Bytes::from(out))

@@ -99,6 +99,9 @@ pub enum Reply {
     Sse(Vec<String>),
     /// A 200 HTML page, as a website, a captive portal or a proxy's login page answers.
     WebPage,
+    /// This reply as a whole answer even when a stream was asked for (servers that ignore
+    /// `stream: true`).
+    Whole(Box<Reply>),
 }
 
 impl Reply {
@@ -1193,6 +1196,7 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
     let model = req.model().unwrap_or_else(|| "none".to_string());
     let mut reply = reply;
     let mut should_retry = None;
+    let mut whole = false;
     let reply = loop {
         reply = match reply {
             Reply::Delay(d, inner) => {
@@ -1201,6 +1205,10 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
             }
             Reply::ShouldRetry(v, inner) => {
                 should_retry = Some(v);
+                *inner
+            }
+            Reply::Whole(inner) => {
+                whole = true;
                 *inner
             }
             r => break r,
@@ -1212,13 +1220,14 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
     } else {
         ""
     };
-    let stream = match route {
-        Route::Chat { stream, .. } | Route::Responses { stream } | Route::Messages { stream } => *stream,
-        Route::Gemini { stream, .. } => *stream,
-        _ => false,
-    };
+    let stream = !whole
+        && match route {
+            Route::Chat { stream, .. } | Route::Responses { stream } | Route::Messages { stream } => *stream,
+            Route::Gemini { stream, .. } => *stream,
+            _ => false,
+        };
     match reply {
-        Reply::Delay(..) | Reply::ShouldRetry(..) => unreachable!(),
+        Reply::Delay(..) | Reply::ShouldRetry(..) | Reply::Whole(..) => unreachable!(),
         Reply::Reset => {
             reset(sock);
             false

@@ -4,10 +4,12 @@
 pub mod events;
 mod first_event;
 pub(crate) mod sse_parser;
+mod whole;
 
 use std::sync::{Arc, LazyLock};
 
 pub use first_event::{first_event, FirstEvent};
+pub use whole::answer_as_stream;
 
 use events::{Decode, Encode, StreamEvent, KEEPALIVE};
 use memchr::memmem::Finder;
@@ -126,6 +128,19 @@ fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
     }
 }
 
+/// The encoder of a client's stream.
+fn encoder(to: WireFormat, opts: &StreamOptions) -> Box<dyn Encode> {
+    match to {
+        WireFormat::OpenAiChat => Box::new(openai_chat::encode::ChatEncoder::new(&opts.model, opts.include_usage)),
+        WireFormat::OpenAiResponses => Box::new(responses_api::encode::ResponsesEncoder::new(&opts.model)),
+        WireFormat::Anthropic => Box::new(anthropic::encode::AnthropicEncoder::new(
+            &opts.model,
+            opts.input_tokens_estimate,
+        )),
+        WireFormat::Gemini => Box::new(gemini::encode::GeminiEncoder::new(&opts.model, opts.gemini_json_array)),
+    }
+}
+
 /// Stateful stream translation; also the passthrough observer when `from == to` (usage, terminator).
 pub struct StreamConverter {
     from: WireFormat,
@@ -158,17 +173,7 @@ impl StreamConverter {
                 _ => Output::Copy,
             }
         } else {
-            Output::Translate(match to {
-                WireFormat::OpenAiChat => {
-                    Box::new(openai_chat::encode::ChatEncoder::new(&opts.model, opts.include_usage))
-                }
-                WireFormat::OpenAiResponses => Box::new(responses_api::encode::ResponsesEncoder::new(&opts.model)),
-                WireFormat::Anthropic => Box::new(anthropic::encode::AnthropicEncoder::new(
-                    &opts.model,
-                    opts.input_tokens_estimate,
-                )),
-                WireFormat::Gemini => Box::new(gemini::encode::GeminiEncoder::new(&opts.model, opts.gemini_json_array)),
-            })
+            Output::Translate(encoder(to, &opts))
         };
         let framer = match from {
             WireFormat::Gemini => Framer::Undetected,
