@@ -178,6 +178,46 @@ async fn a_web_page_under_200_is_no_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_error_object_under_200_is_judged_as_the_error_it_is() {
+    let (a, b, gw) = pair("", "").await;
+    // An overload said under a 200: the next candidate answers.
+    let overloaded = r#"{"error":{"message":"The server is overloaded","type":"service_unavailable_error"}}"#;
+    a.script([Reply::status_body(200, overloaded)]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert!(r.text().await.unwrap().contains("hello from beta"));
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+    // The client's own mistake under a 200, alone on its route: the client gets it as the 400 it is,
+    // not retried.
+    let too_long = r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
+    a.script([Reply::status_body(200, too_long)]);
+    let r = gw.chat(chat_body("alpha/m")).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.text().await.unwrap(), too_long);
+    assert_eq!(a.hits(), 2);
+    // A provider error under a 200 (as OpenRouter sends one), for an Anthropic client: tried again
+    // like a 500, then a bad gateway in the client's format that says what came back.
+    let provider = r#"{"error":{"message":"Provider returned error","code":502}}"#;
+    a.script([Reply::status_body(200, provider), Reply::status_body(200, provider)]);
+    let r = gw
+        .post(
+            "/v1/messages",
+            json!({"model": "alpha/m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}),
+            &[("anthropic-version", "2023-06-01")],
+        )
+        .await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("alpha: status 500, Upstream error as a 200 answer"),
+        "{v}"
+    );
+    assert_eq!(a.hits(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn client_errors_pass_through_and_are_not_retried() {
     let (a, b, gw) = pair("", "").await;
     let msg = r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#;

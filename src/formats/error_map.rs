@@ -28,6 +28,23 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The status that stands for this kind (Anthropic's 529 for an overload).
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::ContextLength => 400,
+            ErrorKind::Authentication => 401,
+            ErrorKind::Billing => 402,
+            ErrorKind::PermissionDenied => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
+            ErrorKind::RequestTooLarge => 413,
+            ErrorKind::RateLimited => 429,
+            ErrorKind::Overloaded => 529,
+            ErrorKind::Upstream => 500,
+            ErrorKind::Timeout => 504,
+        }
+    }
+
     /// The kind an HTTP status means when nothing better is known.
     pub fn from_status(status: u16) -> ErrorKind {
         match status {

@@ -30,7 +30,8 @@ pub use detect::detect_chat_body;
 pub use error_map::{classify_error, convert_error, error_response, stream_error_event, ErrorKind};
 pub use ir::{FetchedMedia, Media};
 pub use stream::{
-    answer_as_stream, first_event, FirstEvent, StreamConverter, StreamError, StreamOptions, DEFAULT_MAX_EVENT_BYTES,
+    answer_as_stream, answer_error, first_event, FirstEvent, StreamConverter, StreamError, StreamOptions,
+    DEFAULT_MAX_EVENT_BYTES,
 };
 pub use tool_names::ToolNames;
 pub use usage::Usage;

@@ -117,27 +117,39 @@ pub enum Retry {
 }
 
 /// What the body of an answer said before its header went on: an error kind its status did not
-/// tell (Gemini's bad key is a 400, a stream can open with an error event under a 200).
+/// tell (Gemini's bad key is a 400, a stream can open with an error event under a 200, some servers
+/// answer an error object under a 200).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldVerdict {
     pub kind: ErrorKind,
-    /// The error came as the first event of a 200 stream.
-    pub first_event: bool,
+    pub source: HeldSource,
     /// A retry delay the body carried (Gemini `RetryInfo`), seconds.
     pub retry_after: Option<u64>,
+}
+
+/// Where a held answer's error was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldSource {
+    /// The body of an error status.
+    ErrorBody,
+    /// The first event of a 2xx stream.
+    FirstEvent,
+    /// A whole 2xx answer that is an error object.
+    Answer,
 }
 
 impl HeldVerdict {
     /// The status the failover logic judges the answer by.
     pub fn status(&self, actual: u16) -> u16 {
-        match self.kind {
-            ErrorKind::Authentication => 401,
-            ErrorKind::Billing => 402,
-            ErrorKind::PermissionDenied => 403,
-            ErrorKind::RateLimited => 429,
-            ErrorKind::Overloaded if self.first_event => 529,
-            ErrorKind::Timeout if self.first_event => 504,
-            ErrorKind::Upstream if self.first_event => 500,
+        match (self.source, self.kind) {
+            (HeldSource::Answer, kind) => kind.status(),
+            (_, ErrorKind::Authentication) => 401,
+            (_, ErrorKind::Billing) => 402,
+            (_, ErrorKind::PermissionDenied) => 403,
+            (_, ErrorKind::RateLimited) => 429,
+            (HeldSource::FirstEvent, ErrorKind::Overloaded) => 529,
+            (HeldSource::FirstEvent, ErrorKind::Timeout) => 504,
+            (HeldSource::FirstEvent, ErrorKind::Upstream) => 500,
             _ => actual,
         }
     }

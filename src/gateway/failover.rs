@@ -11,11 +11,11 @@ use pingora::{Error, ErrorType};
 
 use rand::Rng;
 
-use super::ctx::{Attempt, AttemptRecord, HeldVerdict, RequestCtx, ResponseMode, Retry};
+use super::ctx::{Attempt, AttemptRecord, HeldSource, HeldVerdict, RequestCtx, ResponseMode, Retry};
 use super::error::GatewayError;
 use super::upstream_call;
 use crate::app::App;
-use crate::formats::{classify_error, error_map, first_event, FirstEvent};
+use crate::formats::{answer_error, classify_error, error_map, first_event, FirstEvent};
 use crate::routing::{choose, choose_dry, Exhausted, Failure, Sticky};
 
 fn ms(n: u64) -> Duration {
@@ -183,17 +183,16 @@ const HOLD_LIMIT: usize = 64 * 1024;
 /// servers send comments for a long time before the first chunk) goes on after this, with its
 /// first piece that arrives later.
 const HOLD_WAIT: Duration = Duration::from_secs(5);
+/// How much of a whole answer is read to see whether it is an error object.
+const ANSWER_HEAD: usize = 256;
 /// Most pieces of body an answer is held for (each is judged from the start of the body).
 const HOLD_PIECES: u32 = 256;
 
 /// Whether to read the beginning of this answer before it goes on (see `judge_held`): error
-/// statuses whose meaning is in the body, and streams, which can open with an error event.
+/// statuses whose meaning is in the body, and successes, which can be an error object or open a
+/// stream with an error event.
 pub fn hold_for_body(ctx: &mut RequestCtx, resp: &ResponseHeader) -> bool {
-    let hold = ctx.current.is_some()
-        && match resp.status.as_u16() {
-            400 | 402 | 429 => true,
-            s => (200..300).contains(&s) && super::response::is_event_stream(resp),
-        };
+    let hold = ctx.current.is_some() && matches!(resp.status.as_u16(), 200..=299 | 400 | 402 | 429);
     if hold {
         ctx.hold = Some(Hold {
             since: Instant::now(),
@@ -222,20 +221,33 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             h.pieces += 1;
             h.pieces >= HOLD_PIECES || h.since.elapsed() >= HOLD_WAIT
         });
-    ctx.held_verdict = if resp.status.is_success() {
+    let verdict = |kind, source| {
+        Some(HeldVerdict {
+            kind,
+            source,
+            retry_after: None,
+        })
+    };
+    ctx.held_verdict = if resp.status.is_success() && super::response::is_event_stream(resp) {
         match first_event(format, body, complete) {
             FirstEvent::Pending => return HeldResponse::More,
             FirstEvent::Content => None,
-            FirstEvent::Error(kind) => Some(HeldVerdict {
-                kind,
-                first_event: true,
-                retry_after: None,
-            }),
+            FirstEvent::Error(kind) => verdict(kind, HeldSource::FirstEvent),
+        }
+    } else if resp.status.is_success() {
+        // A whole answer: an error object says so in its first bytes (`{"error"`, Anthropic's
+        // `{"type":"error"`, a Responses object's `"status":"failed","error"`), so an answer whose
+        // beginning names no error goes on at once; one that may be an error is read whole.
+        match answer_error(format, body, complete) {
+            _ if body.len() < ANSWER_HEAD && !complete => return HeldResponse::More,
+            FirstEvent::Pending => return HeldResponse::More,
+            FirstEvent::Content => None,
+            FirstEvent::Error(kind) => verdict(kind, HeldSource::Answer),
         }
     } else if complete {
         Some(HeldVerdict {
             kind: classify_error(format, resp.status.as_u16(), body).0,
-            first_event: false,
+            source: HeldSource::ErrorBody,
             retry_after: error_map::retry_after_secs(body),
         })
     } else {
@@ -246,11 +258,12 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
 
 /// Judges the upstream's response status (and what its held body said) and records health; says
 /// whether to try again.
-pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
+pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
     let (Some(attempt), Some(plan)) = (ctx.current.as_ref(), ctx.plan.clone()) else {
         return Retry::No;
     };
     let idx = attempt.candidate;
+    let attempt_format = attempt.format;
     let key = attempt.key.clone();
     let latency = attempt.started.elapsed();
     let candidate = &plan.candidates[idx];
@@ -344,10 +357,17 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Retry {
     };
     let note = match held {
         _ if web_page => Some(format!("answered {} with a web page (text/html)", resp.status.as_u16())),
-        Some(v) if v.first_event => Some(format!("{:?} error as the first stream event", v.kind)),
+        Some(v) if v.source == HeldSource::FirstEvent => Some(format!("{:?} error as the first stream event", v.kind)),
+        Some(v) if v.source == HeldSource::Answer => {
+            Some(format!("{:?} error as a {} answer", v.kind, resp.status.as_u16()))
+        }
         _ => None,
     };
     record(ctx, idx, Some(status), note);
+    if let Some(v) = held.filter(|v| decision == Retry::No && v.source == HeldSource::Answer) {
+        // An error object under a 2xx goes to the client as the error it is, with its status.
+        let _ = resp.set_status(error_map::client_status(attempt_format, status, v.kind));
+    }
     if decision == Retry::No {
         ctx.ttfb = Some(latency);
     } else {

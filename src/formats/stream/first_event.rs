@@ -2,6 +2,9 @@
 //! opens with an error (Anthropic `event: error`, OpenAI or Gemini `data: {"error": …}`, sent with
 //! HTTP 200) can still fail over to another upstream (formats.md §4.7).
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use serde_json::Value;
 
 use super::sse_parser::{Frame, SseParser};
@@ -68,9 +71,89 @@ fn judge(from: WireFormat, frame: &Frame<'_>) -> FirstEvent {
     FirstEvent::Error(classify_error(from, 500, frame.data.as_bytes()).0)
 }
 
+/// How far into a whole answer an error object names itself (a Responses object's `"error"` comes
+/// after its id, times and status).
+const ANSWER_ERROR_WITHIN: usize = 512;
+
+static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"error\""));
+
+/// Judges the beginning of a whole (non-stream) answer under a 2xx, which some OpenAI-compatible
+/// servers make an error object (`{"error": …}`, Anthropic's `{"type": "error", …}`, a Responses
+/// object that `failed`). Only an answer whose beginning may hold an `"error"` member that is not
+/// `null` is read whole (`Pending` until `complete`) and parsed; any other is `Content` at once.
+pub fn answer_error(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent {
+    if !may_hold_error(&body[..body.len().min(ANSWER_ERROR_WITHIN)]) {
+        return FirstEvent::Content;
+    }
+    if !complete {
+        return FirstEvent::Pending;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return FirstEvent::Content;
+    };
+    let is_error =
+        v.get("error").is_some_and(|e| !e.is_null()) || v.get("type").and_then(Value::as_str) == Some("error");
+    match is_error {
+        true => FirstEvent::Error(classify_error(from, 500, body).0),
+        false => FirstEvent::Content,
+    }
+}
+
+/// Whether `body` has an `"error"` key (not inside a string, where its quotes are escaped) whose
+/// value is not `null`; or, for Anthropic, `"type":"error"`.
+fn may_hold_error(body: &[u8]) -> bool {
+    ERROR_KEY.find_iter(body).any(|at| {
+        if at > 0 && body[at - 1] == b'\\' {
+            return false;
+        }
+        let after = body[at + 7..].trim_ascii_start();
+        match after.strip_prefix(b":") {
+            Some(value) => !value.trim_ascii_start().starts_with(b"null"),
+            // A value: Anthropic's `"type": "error"`.
+            None => body[..at].trim_ascii_end().ends_with(b":"),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_objects_under_a_success_are_found_and_answers_are_not() {
+        let judge = |from, body: &[u8]| answer_error(from, body, true);
+        let error = |kind| FirstEvent::Error(kind);
+        let openrouter = br#"{"error":{"message":"Provider returned error","code":502}}"#;
+        assert_eq!(judge(WireFormat::OpenAiChat, openrouter), error(ErrorKind::Upstream));
+        // Read whole before it is judged.
+        assert_eq!(
+            answer_error(WireFormat::OpenAiChat, &openrouter[..20], false),
+            FirstEvent::Pending
+        );
+        let context = br#"{"error": {"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded"}}"#;
+        assert_eq!(judge(WireFormat::OpenAiChat, context), error(ErrorKind::ContextLength));
+        let anthropic = br#"{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}"#;
+        assert_eq!(judge(WireFormat::Anthropic, anthropic), error(ErrorKind::Overloaded));
+        let failed = br#"{"id":"resp_1","object":"response","status":"failed","error":{"code":"rate_limit_exceeded","message":"slow down"}}"#;
+        assert_eq!(
+            judge(WireFormat::OpenAiResponses, failed),
+            error(ErrorKind::RateLimited)
+        );
+        // Answers: no error member, a `null` one, the word inside the text; none waits.
+        let answer = br#"{"choices":[{"message":{"content":"an \"error\": it happens"}}],"usage":{}}"#;
+        assert_eq!(answer_error(WireFormat::OpenAiChat, answer, false), FirstEvent::Content);
+        let completed = br#"{"id":"resp_1","object":"response","status":"completed","error": null,"output":[]}"#;
+        assert_eq!(
+            answer_error(WireFormat::OpenAiResponses, completed, false),
+            FirstEvent::Content
+        );
+        let message = br#"{"type":"message","content":[{"type":"text","text":"error"}]}"#;
+        assert_eq!(judge(WireFormat::Anthropic, message), FirstEvent::Content);
+        assert_eq!(
+            judge(WireFormat::OpenAiChat, b"not json \"error\": 1"),
+            FirstEvent::Content
+        );
+    }
 
     #[test]
     fn an_error_as_first_event_is_found_in_each_format() {
