@@ -194,6 +194,11 @@ async fn an_error_object_under_200_is_judged_as_the_error_it_is() {
     a.script([Reply::status_body(200, too_long)]);
     let r = gw.chat(chat_body("alpha/m")).await;
     assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.headers()["x-gateway-upstream-status"],
+        "200",
+        "what the provider sent"
+    );
     assert_eq!(r.text().await.unwrap(), too_long);
     assert_eq!(a.hits(), 2);
     // A provider error under a 200 (as OpenRouter sends one), for an Anthropic client: tried again

@@ -15,6 +15,7 @@ use super::ctx::{Attempt, AttemptRecord, HeldSource, HeldVerdict, RequestCtx, Re
 use super::error::GatewayError;
 use super::upstream_call;
 use crate::app::App;
+use crate::formats::stream::ANSWER_ERROR_WITHIN;
 use crate::formats::{answer_error, classify_error, error_map, first_event, FirstEvent};
 use crate::routing::{choose, choose_dry, Exhausted, Failure, Sticky};
 
@@ -183,8 +184,6 @@ const HOLD_LIMIT: usize = 64 * 1024;
 /// servers send comments for a long time before the first chunk) goes on after this, with its
 /// first piece that arrives later.
 const HOLD_WAIT: Duration = Duration::from_secs(5);
-/// How much of a whole answer is read to see whether it is an error object.
-const ANSWER_HEAD: usize = 256;
 /// Most pieces of body an answer is held for (each is judged from the start of the body).
 const HOLD_PIECES: u32 = 256;
 
@@ -239,7 +238,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
         // `{"type":"error"`, a Responses object's `"status":"failed","error"`), so an answer whose
         // beginning names no error goes on at once; one that may be an error is read whole.
         match answer_error(format, body, complete) {
-            _ if body.len() < ANSWER_HEAD && !complete => return HeldResponse::More,
+            _ if body.len() < ANSWER_ERROR_WITHIN && !complete => return HeldResponse::More,
             FirstEvent::Pending => return HeldResponse::More,
             FirstEvent::Content => None,
             FirstEvent::Error(kind) => verdict(kind, HeldSource::Answer),
@@ -366,7 +365,9 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
     record(ctx, idx, Some(status), note);
     if let Some(v) = held.filter(|v| decision == Retry::No && v.source == HeldSource::Answer) {
         // An error object under a 2xx goes to the client as the error it is, with its status.
+        let sent = resp.status.as_u16();
         let _ = resp.set_status(error_map::client_status(attempt_format, status, v.kind));
+        let _ = resp.insert_header("x-gateway-upstream-status", sent);
     }
     if decision == Retry::No {
         ctx.ttfb = Some(latency);

@@ -28,6 +28,15 @@ pub(super) fn is_event_stream(resp: &ResponseHeader) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
+/// A JSON answer (by its `content-type`).
+fn is_json(resp: &ResponseHeader) -> bool {
+    resp.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .get(..16)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"application/json"))
+    })
+}
+
 /// A web page (by its `content-type`): what a website, a captive portal or the login page of a
 /// proxy in between answers, never an LLM API.
 pub(super) fn is_web_page(resp: &ResponseHeader) -> bool {
@@ -58,9 +67,22 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
     let (upstream, client) = (attempt.format, ctx.client_format());
     let status = resp.status.as_u16();
     let is_sse = is_event_stream(resp);
+    // A whole JSON answer to a stream request: the upstream ignored `stream: true` (a Gemini
+    // stream may be a JSON array, which the converter reads; an empty answer has nothing to replay).
+    let restream = ctx.stream
+        && !is_sse
+        && upstream != WireFormat::Gemini
+        && is_json(resp)
+        && resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_none_or(|n| n.as_bytes() != b"0");
     ctx.response = if !resp.status.is_success() {
         // The provider's own status, whatever the client's format maps it to (formats.md §5.2).
-        resp.insert_header("x-gateway-upstream-status", status)?;
+        // (Already there when the failover logic re-labelled an error object sent under a 200.)
+        if !resp.headers.contains_key("x-gateway-upstream-status") {
+            resp.insert_header("x-gateway-upstream-status", status)?;
+        }
         if upstream == client {
             ResponseMode::Pass
         } else {
@@ -73,7 +95,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
                 body: BodyBuf::default(),
             }
         }
-    } else if is_sse || ctx.stream {
+    } else if is_sse || restream {
         let opts = StreamOptions {
             model: ctx.model.clone(),
             include_usage: ctx.include_usage,
@@ -103,11 +125,10 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
             ctx.streaming_response = true;
             app.metrics.open_streams.inc();
         }
-        // A Gemini stream may come as a JSON array, which the converter reads as it arrives.
-        if is_sse || upstream == WireFormat::Gemini {
-            ResponseMode::Stream(Box::new(StreamConverter::new(upstream, client, opts)))
-        } else {
+        if restream {
             ResponseMode::Restream(Box::new(opts), BodyBuf::default())
+        } else {
+            ResponseMode::Stream(Box::new(StreamConverter::new(upstream, client, opts)))
         }
     } else if upstream == client {
         ResponseMode::Observe(BodyBuf::default())

@@ -72,8 +72,8 @@ fn judge(from: WireFormat, frame: &Frame<'_>) -> FirstEvent {
 }
 
 /// How far into a whole answer an error object names itself (a Responses object's `"error"` comes
-/// after its id, times and status).
-const ANSWER_ERROR_WITHIN: usize = 512;
+/// after its id, times and status): all `answer_error` reads before it decides.
+pub const ANSWER_ERROR_WITHIN: usize = 512;
 
 static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"error\""));
 

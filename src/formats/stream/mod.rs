@@ -8,7 +8,7 @@ mod whole;
 
 use std::sync::{Arc, LazyLock};
 
-pub use first_event::{answer_error, first_event, FirstEvent};
+pub use first_event::{answer_error, first_event, FirstEvent, ANSWER_ERROR_WITHIN};
 pub use whole::answer_as_stream;
 
 use events::{Decode, Encode, StreamEvent, KEEPALIVE};
