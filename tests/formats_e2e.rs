@@ -645,6 +645,18 @@ async fn a_whole_answer_to_a_stream_request_reaches_the_client_as_its_stream() {
         assert_eq!(f.finish.as_deref(), Some("stop"), "{f:?}");
     }
 
+    // A stream the server labels `text/plain` is still a stream: passed on as it came, not buffered.
+    let events = [
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"plain\"},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: [DONE]\n\n",
+    ];
+    oa.script([Reply::SsePlain(events.iter().map(|e| e.to_string()).collect())]);
+    let r = gw
+        .chat(json!({"model": "gpt-x", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    let (_, bytes) = stream_bytes(r).await;
+    assert_eq!(String::from_utf8_lossy(&bytes), events.concat());
+
     // A whole answer that is not one: the client's stream ends with its error event, not a clean end.
     oa.script([Reply::Whole(Box::new(Reply::status_body(200, "not json")))]);
     let r = gw

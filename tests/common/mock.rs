@@ -99,6 +99,8 @@ pub enum Reply {
     Sse(Vec<String>),
     /// A 200 HTML page, as a website, a captive portal or a proxy's login page answers.
     WebPage,
+    /// As `Sse`, labelled `text/plain` (servers that get the content type of a stream wrong).
+    SsePlain(Vec<String>),
     /// This reply as a whole answer even when a stream was asked for (servers that ignore
     /// `stream: true`).
     Whole(Box<Reply>),
@@ -1257,6 +1259,7 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
             write_json(sock, 200, &body.to_string(), request_id).await
         }
         Reply::Sse(events) => write_stream(sock, st, "text/event-stream", &events, events.len(), "done").await,
+        Reply::SsePlain(events) => write_stream(sock, st, "text/plain", &events, events.len(), "done").await,
         Reply::WebPage => {
             let page = "<!doctype html><html><head><title>Sign in</title></head><body>Welcome</body></html>";
             write_head(sock, 200, "text/html; charset=utf-8", Some(page.len()), request_id).await
