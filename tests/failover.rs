@@ -115,6 +115,16 @@ async fn an_upstream_without_the_model_hands_over_to_another_candidate() {
     assert_eq!(r.text().await.unwrap(), missing);
 }
 
+/// An Anthropic client's request for `model` that must end in a 502: its error body.
+async fn anthropic_bad_gateway(gw: &Gateway, model: &str) -> Value {
+    let body = json!({"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw
+        .post("/v1/messages", body, &[("anthropic-version", "2023-06-01")])
+        .await;
+    assert_eq!(r.status(), 502);
+    r.json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_web_page_under_200_is_no_answer() {
     let (a, b, gw) = pair("", "").await;
@@ -160,15 +170,7 @@ async fn a_web_page_under_200_is_no_answer() {
         "{v}"
     );
     a.script([Reply::WebPage]);
-    let r = gw
-        .post(
-            "/v1/messages",
-            json!({"model": "alpha/m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}),
-            &[("anthropic-version", "2023-06-01")],
-        )
-        .await;
-    assert_eq!(r.status(), 502);
-    let v: Value = r.json().await.unwrap();
+    let v = anthropic_bad_gateway(&gw, "alpha/m").await;
     assert_eq!(v["type"], "error", "{v}");
     let message = v["error"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -205,15 +207,7 @@ async fn an_error_object_under_200_is_judged_as_the_error_it_is() {
     // like a 500, then a bad gateway in the client's format that says what came back.
     let provider = r#"{"error":{"message":"Provider returned error","code":502}}"#;
     a.script([Reply::status_body(200, provider), Reply::status_body(200, provider)]);
-    let r = gw
-        .post(
-            "/v1/messages",
-            json!({"model": "alpha/m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}),
-            &[("anthropic-version", "2023-06-01")],
-        )
-        .await;
-    assert_eq!(r.status(), 502);
-    let v: Value = r.json().await.unwrap();
+    let v = anthropic_bad_gateway(&gw, "alpha/m").await;
     let message = v["error"]["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("alpha: status 500, Upstream error as a 200 answer"),

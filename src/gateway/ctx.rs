@@ -141,15 +141,12 @@ pub enum HeldSource {
 impl HeldVerdict {
     /// The status the failover logic judges the answer by.
     pub fn status(&self, actual: u16) -> u16 {
+        use ErrorKind::*;
         match (self.source, self.kind) {
-            (HeldSource::Answer, kind) => kind.status(),
-            (_, ErrorKind::Authentication) => 401,
-            (_, ErrorKind::Billing) => 402,
-            (_, ErrorKind::PermissionDenied) => 403,
-            (_, ErrorKind::RateLimited) => 429,
-            (HeldSource::FirstEvent, ErrorKind::Overloaded) => 529,
-            (HeldSource::FirstEvent, ErrorKind::Timeout) => 504,
-            (HeldSource::FirstEvent, ErrorKind::Upstream) => 500,
+            // A whole answer under a 2xx has no status of its own worth keeping.
+            (HeldSource::Answer, kind)
+            | (_, kind @ (Authentication | Billing | PermissionDenied | RateLimited))
+            | (HeldSource::FirstEvent, kind @ (Overloaded | Timeout | Upstream)) => kind.status(),
             _ => actual,
         }
     }

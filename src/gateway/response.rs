@@ -21,30 +21,30 @@ const OBSERVE_LIMIT: usize = 8 * 1024 * 1024;
 /// Most of a whole answer buffered for translation.
 const TRANSLATE_LIMIT: usize = 64 * 1024 * 1024;
 
-/// An SSE answer (by its `content-type`).
+/// Whether the answer's `content-type` is of this media type (compared without regard to case,
+/// as media types are).
+fn content_type_is(resp: &ResponseHeader, media_type: &str) -> bool {
+    resp.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .get(..media_type.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(media_type.as_bytes()))
+    })
+}
+
+/// An SSE answer.
 pub(super) fn is_event_stream(resp: &ResponseHeader) -> bool {
-    resp.headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+    content_type_is(resp, "text/event-stream")
 }
 
-/// A JSON answer (by its `content-type`).
+/// A JSON answer.
 fn is_json(resp: &ResponseHeader) -> bool {
-    resp.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes()
-            .get(..16)
-            .is_some_and(|t| t.eq_ignore_ascii_case(b"application/json"))
-    })
+    content_type_is(resp, "application/json")
 }
 
-/// A web page (by its `content-type`): what a website, a captive portal or the login page of a
-/// proxy in between answers, never an LLM API.
+/// A web page: what a website, a captive portal or the login page of a proxy in between answers,
+/// never an LLM API.
 pub(super) fn is_web_page(resp: &ResponseHeader) -> bool {
-    resp.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes()
-            .get(..9)
-            .is_some_and(|t| t.eq_ignore_ascii_case(b"text/html"))
-    })
+    content_type_is(resp, "text/html")
 }
 
 /// Adds `x-request-id` and `x-apiproxy-provider`, and decides how the body travels.
