@@ -9,7 +9,7 @@ machine noise, unlike requests/s on a shared 2-core machine. Use it to compare a
 Each run starts the proxy under valgrind in front of a small mock (this script), warms it up, then
 counts N (default 500) keep-alive 1 KiB chat requests (STREAM=1: streamed, 50 SSE events per answer;
 BODY_KIB=64: a larger prompt; TRANSLATED=1: an OpenAI client routed to an Anthropic-style upstream,
-gateway only).
+gateway only; BUILD=<profile>: the binaries of another cargo profile, under target/<profile>/).
 Needs valgrind (callgrind_control).
 """
 
@@ -26,6 +26,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.path.join(ROOT, "target", os.environ.get("BUILD", "release"))
 KEY = "bench-client-key-0123456789"
 REPLY = json.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "m",
@@ -91,9 +92,9 @@ def start(which, upstream, port, workdir):
                     % (KEY, upstream, ", api_style: anthropic" if TRANSLATED else ""))
         env.update(APIPROXY_LISTEN="127.0.0.1:%d" % port, APIPROXY_ADMIN_LISTEN="127.0.0.1:%d" % free_port(),
                    APIPROXY_DATA_DIR=workdir)
-        cmd = [os.path.join(ROOT, "target/release/apiproxy"), "--config", config]
+        cmd = [os.path.join(TARGET, "apiproxy"), "--config", config]
     else:
-        benches = [p for p in glob.glob(os.path.join(ROOT, "target/release/deps/gateway-*"))
+        benches = [p for p in glob.glob(os.path.join(TARGET, "deps/gateway-*"))
                    if not p.endswith(".d")]
         env["APIPROXY_BENCH_PINGORA_FLOOR"] = "127.0.0.1:%d %s" % (port, upstream)
         cmd = [max(benches, key=os.path.getmtime)]
