@@ -595,6 +595,110 @@ async fn a_client_that_goes_away_ends_its_request_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_before_its_answer_is_not_retried_for() {
+    use tokio::io::AsyncWriteExt;
+    let (a, b, gw) = failover_pair().await;
+    a.script([Reply::Delay(Duration::from_secs(2), Box::new(Reply::Ok))]);
+    let body = chat_body("lm").to_string();
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while a.hits() == 0 {
+        assert!(Instant::now() < deadline, "the request never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The client hangs up while alpha is thinking. Nobody is left to answer: the request is not sent
+    // again, to alpha or to beta (each try would be a completion paid for), and alpha's health does
+    // not take the blame.
+    drop(sock);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!((a.hits(), b.hits()), (1, 0));
+    let text = gw.metrics().await;
+    assert_eq!(metric(&text, "apiproxy_active_requests", &[]), 0.0);
+    let chat = [("api", "openai_chat"), ("outcome", "client_closed")];
+    assert_eq!(metric(&text, "apiproxy_requests_total", &chat), 1.0, "{text}");
+    assert_eq!(
+        metric(&text, "apiproxy_upstream_error_rate", &[("provider", "alpha")]),
+        0.0
+    );
+    assert_eq!(metric(&text, "apiproxy_failovers_total", &[]), 0.0);
+    assert_eq!(metric(&text, "apiproxy_retries_total", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_a_silent_stream_ends_it_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!(
+        "server: {{stream_keepalive_ms: 100}}\nproviders:\n{}",
+        provider_yaml("alpha", &a, ", timeouts: {idle_ms: 20000}")
+    ))
+    .await;
+    // Seven events 3 s apart: the client gets the first, then keep-alives while the upstream is silent.
+    a.set_event_gap(Duration::from_secs(3));
+    let body = json!({"model": "m", "stream": true, "messages": []}).to_string();
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&seen).contains(": ping") {
+        assert!(
+            Instant::now() < deadline,
+            "no keep-alive: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
+            .await
+            .expect("bytes within 5 s")
+            .unwrap();
+        assert!(n > 0, "the gateway closed the stream");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = gw.metrics().await;
+    assert_eq!(metric(&text, "apiproxy_open_streams", &[]), 1.0);
+
+    // The client hangs up between keep-alives: the stream, and the upstream request behind it, end
+    // at once instead of when the upstream's remaining 15 s of events are done.
+    drop(sock);
+    let gone = Instant::now();
+    loop {
+        let text = gw.metrics().await;
+        if metric(&text, "apiproxy_active_requests", &[]) == 0.0 {
+            assert_eq!(metric(&text, "apiproxy_open_streams", &[]), 0.0);
+            let chat = [("api", "openai_chat"), ("outcome", "client_closed")];
+            assert_eq!(metric(&text, "apiproxy_requests_total", &chat), 1.0, "{text}");
+            // Leaving is the client's doing: the upstream that was streaming keeps a clean record.
+            assert_eq!(
+                metric(&text, "apiproxy_upstream_error_rate", &[("provider", "alpha")]),
+                0.0
+            );
+            assert_eq!(
+                metric(&text, "apiproxy_attempts_total", &[("outcome", "transport_error")]),
+                0.0
+            );
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_millis(1500),
+            "stream still open {:?} after the client left",
+            gone.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_body_sent_in_pieces_is_routed_and_replayed_whole() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (a, b, gw) = failover_pair().await;

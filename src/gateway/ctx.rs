@@ -213,6 +213,8 @@ pub struct RequestCtx {
     pub status: Option<u16>,
     pub served_by: Option<Arc<str>>,
     pub stream_cut: bool,
+    /// The client went away before its answer was complete (nginx's 499).
+    pub client_closed: bool,
     /// The answer is an SSE stream (counted in the open-streams gauge).
     pub streaming_response: bool,
     /// Time spent waiting on upstreams (failed attempts, backoff, and the serving attempt).
@@ -267,6 +269,7 @@ impl RequestCtx {
             status: None,
             served_by: None,
             stream_cut: false,
+            client_closed: false,
             streaming_response: false,
             upstream_wait: Duration::ZERO,
             ttfb: None,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::HeldResponse;
-use pingora::{Error, ErrorType};
+use pingora::{Error, ErrorSource, ErrorType};
 
 use rand::Rng;
 
@@ -385,6 +385,16 @@ pub enum Phase {
     Proxy {
         reused: bool,
     },
+}
+
+/// Whether the error is the client's connection failing or closing: nobody is left to answer, so
+/// nothing is retried, and no upstream is blamed.
+pub fn client_gone(e: &Error) -> bool {
+    *e.esource() == ErrorSource::Downstream
+        && matches!(
+            e.etype(),
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+        )
 }
 
 /// Judges a transport error (connect, timeout, reset) and records health; says whether to try again.

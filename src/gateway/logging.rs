@@ -54,6 +54,7 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     let api = ctx.client_format.map_or("none", |f| f.label());
     let status = ctx.status.unwrap_or(0);
     let outcome = match status {
+        _ if ctx.client_closed => "client_closed",
         _ if ctx.stream_cut => "stream_cut",
         200..=399 => "ok",
         400..=499 if ctx.served_by.is_some() => "upstream_client_error",

@@ -25,7 +25,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, HeldResponse, ProxyHttp, Session};
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorType, Result};
 
 pub use ctx::RequestCtx;
 pub use error::GatewayError;
@@ -250,6 +250,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        if ctx.status_retry.is_none() && failover::client_gone(&e) {
+            ctx.client_closed = true;
+            e.set_retry(false);
+            return e;
+        }
         let written = session.response_written().is_some();
         let decision = match ctx.status_retry.take() {
             Some(d) => d,
@@ -274,12 +279,7 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
-        let client_gone = *e.esource() == ErrorSource::Downstream
-            && matches!(
-                e.etype(),
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
-            );
-        if client_gone {
+        if failover::client_gone(e) {
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
