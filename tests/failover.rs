@@ -126,6 +126,32 @@ async fn anthropic_bad_gateway(gw: &Gateway, model: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_whole_answer_cut_short_is_retried_not_relayed() {
+    let (a, b, gw) = failover_pair().await;
+    // Alpha announces 4 KiB and drops the connection after 2: the client must not get half a JSON
+    // document under a 200. Nothing has reached it yet, so the request is tried again like any
+    // reset: once more on alpha, which answers whole.
+    a.script([Reply::CutShort]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("a whole JSON answer");
+    assert_eq!(v["choices"][0]["message"]["content"], "hello from alpha");
+    assert_eq!((a.hits(), b.hits()), (2, 0));
+
+    // Cut short twice: beta answers.
+    a.script([Reply::CutShort, Reply::CutShort]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("a whole JSON answer");
+    assert_eq!(v["choices"][0]["message"]["content"], "hello from beta");
+    assert_eq!((a.hits(), b.hits()), (4, 1));
+    let text = gw.metrics().await;
+    let cut = [("provider", "alpha"), ("outcome", "transport_error")];
+    assert_eq!(metric(&text, "apiproxy_upstream_attempts_total", &cut), 3.0, "{text}");
+    assert_eq!(metric(&text, "apiproxy_failovers_total", &[]), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_web_page_under_200_is_no_answer() {
     let (a, b, gw) = pair("", "").await;
     // A base_url that points at a website, a captive portal, a proxy's login page: the next

@@ -684,7 +684,11 @@ async fn a_client_that_leaves_a_silent_stream_ends_it_at_once() {
                 0.0
             );
             assert_eq!(
-                metric(&text, "apiproxy_attempts_total", &[("outcome", "transport_error")]),
+                metric(
+                    &text,
+                    "apiproxy_upstream_attempts_total",
+                    &[("outcome", "transport_error")]
+                ),
                 0.0
             );
             break;

@@ -233,10 +233,22 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             FirstEvent::Content => None,
             FirstEvent::Error(kind) => verdict(kind, HeldSource::FirstEvent),
         }
+    } else if resp.status.is_success() && super::response::is_json(resp) {
+        // A whole JSON answer is held until its end (within the hold's limits): one that breaks
+        // off half-way fails its attempt with nothing sent, so it is retried instead of reaching
+        // the client as half a document; and an error object under the 200 is judged whole.
+        if !complete {
+            return HeldResponse::More;
+        }
+        match answer_error(format, body, true) {
+            FirstEvent::Error(kind) => verdict(kind, HeldSource::Answer),
+            _ => None,
+        }
     } else if resp.status.is_success() {
-        // A whole answer: an error object says so in its first bytes (`{"error"`, Anthropic's
-        // `{"type":"error"`, a Responses object's `"status":"failed","error"`), so an answer whose
-        // beginning names no error goes on at once; one that may be an error is read whole.
+        // Any other whole answer: an error object says so in its first bytes (`{"error"`,
+        // Anthropic's `{"type":"error"`, a Responses object's `"status":"failed","error"`), so an
+        // answer whose beginning names no error goes on at once; one that may be an error is read
+        // whole.
         match answer_error(format, body, complete) {
             _ if body.len() < ANSWER_ERROR_WITHIN && !complete => return HeldResponse::More,
             FirstEvent::Pending => return HeldResponse::More,

@@ -37,7 +37,7 @@ pub(super) fn is_event_stream(resp: &ResponseHeader) -> bool {
 }
 
 /// A JSON answer.
-fn is_json(resp: &ResponseHeader) -> bool {
+pub(super) fn is_json(resp: &ResponseHeader) -> bool {
     content_type_is(resp, "application/json")
 }
 

@@ -99,6 +99,9 @@ pub enum Reply {
     Sse(Vec<String>),
     /// A 200 HTML page, as a website, a captive portal or a proxy's login page answers.
     WebPage,
+    /// A long whole text answer (never a stream, 4 KiB) announced with its full `content-length`,
+    /// but the socket drops half-way through the body.
+    CutShort,
     /// As `Sse`, labelled `text/plain` (servers that get the content type of a stream wrong).
     SsePlain(Vec<String>),
     /// This reply as a whole answer even when a stream was asked for (servers that ignore
@@ -1260,6 +1263,19 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
         }
         Reply::Sse(events) => write_stream(sock, st, "text/event-stream", &events, events.len(), "done").await,
         Reply::SsePlain(events) => write_stream(sock, st, "text/plain", &events, events.len(), "done").await,
+        Reply::CutShort => {
+            let a = Answer::of(st, &Reply::Ok, false);
+            let mut v = chat_completion(&a, &model);
+            v["choices"][0]["message"]["content"] = "a long answer ".repeat(300).into();
+            let body = v.to_string();
+            let half = &body.as_bytes()[..body.len() / 2];
+            let _ = write_head(sock, 200, "application/json", Some(body.len()), request_id).await
+                && sock.write_all(half).await.is_ok()
+                && sock.flush().await.is_ok();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            reset(sock);
+            false
+        }
         Reply::WebPage => {
             let page = "<!doctype html><html><head><title>Sign in</title></head><body>Welcome</body></html>";
             write_head(sock, 200, "text/html; charset=utf-8", Some(page.len()), request_id).await
