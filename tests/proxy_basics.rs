@@ -559,19 +559,12 @@ async fn one_keep_alive_connection_is_judged_by_each_request_s_own_key() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_goes_away_ends_its_request_at_once() {
-    use tokio::io::AsyncWriteExt;
     let a = Mock::start("alpha", &["m"]).await;
     let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
     a.script([Reply::Delay(Duration::from_secs(4), Box::new(Reply::Ok))]);
     let body = chat_body("m").to_string();
-    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
-    let req = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    sock.write_all(req.as_bytes()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let sock = send_raw_chat(&gw, &body).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
     while a.hits() == 0 {
         assert!(Instant::now() < deadline, "the request never reached the upstream");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -596,18 +589,11 @@ async fn a_client_that_goes_away_ends_its_request_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_leaves_before_its_answer_is_not_retried_for() {
-    use tokio::io::AsyncWriteExt;
     let (a, b, gw) = failover_pair().await;
     a.script([Reply::Delay(Duration::from_secs(2), Box::new(Reply::Ok))]);
     let body = chat_body("lm").to_string();
-    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
-    let req = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    sock.write_all(req.as_bytes()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let sock = send_raw_chat(&gw, &body).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
     while a.hits() == 0 {
         assert!(Instant::now() < deadline, "the request never reached the upstream");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -628,11 +614,15 @@ async fn a_client_that_leaves_before_its_answer_is_not_retried_for() {
     );
     assert_eq!(metric(&text, "apiproxy_failovers_total", &[]), 0.0);
     assert_eq!(metric(&text, "apiproxy_retries_total", &[]), 0.0);
+    // The one attempt is counted, as the client's doing.
+    let cut = [("provider", "alpha"), ("outcome", "client_closed")];
+    assert_eq!(metric(&text, "apiproxy_upstream_attempts_total", &cut), 1.0, "{text}");
+    assert_eq!(metric(&text, "apiproxy_upstream_attempts_total", &[]), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_leaves_a_silent_stream_ends_it_at_once() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let a = Mock::start("alpha", &["m"]).await;
     let gw = Gateway::start(&format!(
         "server: {{stream_keepalive_ms: 100}}\nproviders:\n{}",
@@ -642,13 +632,7 @@ async fn a_client_that_leaves_a_silent_stream_ends_it_at_once() {
     // Seven events 3 s apart: the client gets the first, then keep-alives while the upstream is silent.
     a.set_event_gap(Duration::from_secs(3));
     let body = json!({"model": "m", "stream": true, "messages": []}).to_string();
-    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
-    let req = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut sock = send_raw_chat(&gw, &body).await;
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !String::from_utf8_lossy(&seen).contains(": ping") {
@@ -691,6 +675,9 @@ async fn a_client_that_leaves_a_silent_stream_ends_it_at_once() {
                 ),
                 0.0
             );
+            // The stream's one attempt stays counted as the success it was.
+            let ok = [("provider", "alpha"), ("outcome", "2xx")];
+            assert_eq!(metric(&text, "apiproxy_upstream_attempts_total", &ok), 1.0, "{text}");
             break;
         }
         assert!(
@@ -739,4 +726,18 @@ async fn a_body_sent_in_pieces_is_routed_and_replayed_whole() {
         assert_eq!(sent.json()["messages"][0]["content"], content.as_str());
         assert_eq!(sent.json()["model"], "m");
     }
+}
+
+/// Sends a chat request with `body` on a raw socket (so a test can hang up whenever it likes) and
+/// returns the socket.
+async fn send_raw_chat(gw: &Gateway, body: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    sock
 }

@@ -181,15 +181,15 @@ fn should_retry(resp: &ResponseHeader) -> Option<bool> {
 /// Most of an answer's body held back from the client while it is judged.
 const HOLD_LIMIT: usize = 64 * 1024;
 /// Longest an answer is held: a stream that sends only keep-alives (some OpenAI-compatible
-/// servers send comments for a long time before the first chunk) goes on after this, with its
-/// first piece that arrives later.
+/// servers send comments for a long time before the first chunk), or a whole answer that trickles,
+/// goes on after this, with its first piece that arrives later.
 const HOLD_WAIT: Duration = Duration::from_secs(5);
 /// Most pieces of body an answer is held for (each is judged from the start of the body).
 const HOLD_PIECES: u32 = 256;
 
 /// Whether to read the beginning of this answer before it goes on (see `judge_held`): error
-/// statuses whose meaning is in the body, and successes, which can be an error object or open a
-/// stream with an error event.
+/// statuses whose meaning is in the body, and successes, which can be an error object, open a
+/// stream with an error event, or break off before their end.
 pub fn hold_for_body(ctx: &mut RequestCtx, resp: &ResponseHeader) -> bool {
     let hold = ctx.current.is_some() && matches!(resp.status.as_u16(), 200..=299 | 400 | 402 | 429);
     if hold {
@@ -201,15 +201,22 @@ pub fn hold_for_body(ctx: &mut RequestCtx, resp: &ResponseHeader) -> bool {
     hold
 }
 
-/// An answer being held: since when, and how many times it has been judged.
+/// A stream asked of a Gemini upstream may come as a JSON array (`application/json`), which is
+/// streamed on as it comes, not held whole.
+fn gemini_stream(ctx: &RequestCtx, upstream: crate::formats::WireFormat) -> bool {
+    ctx.stream && upstream == crate::formats::WireFormat::Gemini
+}
+
+/// An answer being held: since when (its header's arrival), and how many times it has been judged.
 #[derive(Debug, Clone, Copy)]
 pub struct Hold {
     since: Instant,
     pieces: u32,
 }
 
-/// Reads the held beginning of an answer: a stream's first event, or a whole error body (up to
-/// `HOLD_LIMIT`). What it says is kept for `on_response`, which runs as the answer is released.
+/// Reads what is held of an answer: a stream's first event, a whole JSON success or error body,
+/// the beginning of another whole success (all up to `HOLD_LIMIT`). What it says is kept for
+/// `on_response`, which runs as the answer is released.
 pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end: bool) -> HeldResponse {
     let Some(format) = ctx.current.as_ref().map(|a| a.format) else {
         return HeldResponse::Release;
@@ -233,7 +240,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             FirstEvent::Content => None,
             FirstEvent::Error(kind) => verdict(kind, HeldSource::FirstEvent),
         }
-    } else if resp.status.is_success() && super::response::is_json(resp) {
+    } else if resp.status.is_success() && super::response::is_json(resp) && !gemini_stream(ctx, format) {
         // A whole JSON answer is held until its end (within the hold's limits): one that breaks
         // off half-way fails its attempt with nothing sent, so it is retried instead of reaching
         // the client as half a document; and an error object under the 200 is judged whole.
@@ -276,7 +283,11 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
     let idx = attempt.candidate;
     let attempt_format = attempt.format;
     let key = attempt.key.clone();
-    let latency = attempt.started.elapsed();
+    // Time to the header: a held answer's header came when its hold began.
+    let latency = match ctx.hold.take() {
+        Some(h) => h.since.saturating_duration_since(attempt.started),
+        None => attempt.started.elapsed(),
+    };
     let candidate = &plan.candidates[idx];
     let provider = &candidate.provider;
     let held = ctx.held_verdict.take();
@@ -397,6 +408,23 @@ pub enum Phase {
     Proxy {
         reused: bool,
     },
+}
+
+/// What an attempt cut short by its client records (outcome `client_closed`).
+pub const CLIENT_CLOSED: &str = "client closed";
+
+/// The client went away (see `client_gone`) while an attempt was in flight: the attempt is recorded
+/// as the client's doing, its wait as upstream time; no health record, nothing to retry.
+pub fn on_client_gone(ctx: &mut RequestCtx, response_started: bool) {
+    ctx.client_closed = true;
+    let Some(attempt) = ctx.current.as_ref() else {
+        return;
+    };
+    if !response_started {
+        ctx.upstream_wait += attempt.started.elapsed();
+        let idx = attempt.candidate;
+        record(ctx, idx, None, Some(CLIENT_CLOSED.to_string()));
+    }
 }
 
 /// Whether the error is the client's connection failing or closing: nobody is left to answer, so

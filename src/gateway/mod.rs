@@ -250,12 +250,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        if ctx.status_retry.is_none() && failover::client_gone(&e) {
-            ctx.client_closed = true;
+        let written = session.response_written().is_some();
+        if failover::client_gone(&e) {
+            failover::on_client_gone(ctx, written);
             e.set_retry(false);
             return e;
         }
-        let written = session.response_written().is_some();
         let decision = match ctx.status_retry.take() {
             Some(d) => d,
             None => failover::on_transport_error(ctx, &e, Phase::Proxy { reused: client_reused }, written),

@@ -99,8 +99,8 @@ pub enum Reply {
     Sse(Vec<String>),
     /// A 200 HTML page, as a website, a captive portal or a proxy's login page answers.
     WebPage,
-    /// A long whole text answer (never a stream, 4 KiB) announced with its full `content-length`,
-    /// but the socket drops half-way through the body.
+    /// An OpenAI Chat completion (whatever the mock's style, never a stream) with ~4 KB of text,
+    /// announced with its full `content-length`; the socket drops half-way through the body.
     CutShort,
     /// As `Sse`, labelled `text/plain` (servers that get the content type of a stream wrong).
     SsePlain(Vec<String>),
