@@ -564,11 +564,7 @@ async fn a_client_that_goes_away_ends_its_request_at_once() {
     a.script([Reply::Delay(Duration::from_secs(4), Box::new(Reply::Ok))]);
     let body = chat_body("m").to_string();
     let sock = send_raw_chat(&gw, &body).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while a.hits() == 0 {
-        assert!(Instant::now() < deadline, "the request never reached the upstream");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_it_reaches(&a).await;
     // The client hangs up while the upstream is still thinking: the gateway notices at once instead
     // of holding the request (and the upstream connection) until the answer comes.
     drop(sock);
@@ -593,11 +589,7 @@ async fn a_client_that_leaves_before_its_answer_is_not_retried_for() {
     a.script([Reply::Delay(Duration::from_secs(2), Box::new(Reply::Ok))]);
     let body = chat_body("lm").to_string();
     let sock = send_raw_chat(&gw, &body).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while a.hits() == 0 {
-        assert!(Instant::now() < deadline, "the request never reached the upstream");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_it_reaches(&a).await;
     // The client hangs up while alpha is thinking. Nobody is left to answer: the request is not sent
     // again, to alpha or to beta (each try would be a completion paid for), and alpha's health does
     // not take the blame.
@@ -740,4 +732,13 @@ async fn send_raw_chat(gw: &Gateway, body: &str) -> tokio::net::TcpStream {
     );
     sock.write_all(req.as_bytes()).await.unwrap();
     sock
+}
+
+/// Waits until `mock` has received a request.
+async fn until_it_reaches(mock: &Mock) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mock.hits() == 0 {
+        assert!(Instant::now() < deadline, "the request never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
