@@ -427,13 +427,18 @@ pub fn on_client_gone(ctx: &mut RequestCtx, response_started: bool) {
     }
 }
 
-/// Whether the error is the client's connection failing or closing: nobody is left to answer, so
-/// nothing is retried, and no upstream is blamed.
+/// Whether the error is the client's connection failing, closing or stalling (a client that stops
+/// reading times out the gateway's writes): nobody is left to answer, so nothing is retried, and
+/// no upstream is blamed.
 pub fn client_gone(e: &Error) -> bool {
     *e.esource() == ErrorSource::Downstream
         && matches!(
             e.etype(),
-            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+            ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::ConnectionClosed
+                | ErrorType::ReadTimedout
+                | ErrorType::WriteTimedout
         )
 }
 
@@ -479,4 +484,32 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
     }
     ctx.excluded.push(idx);
     Retry::Next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_client_s_own_connection_errors_mean_it_is_gone() {
+        for etype in [
+            ErrorType::ReadError,
+            ErrorType::WriteError,
+            ErrorType::ConnectionClosed,
+            ErrorType::ReadTimedout,
+            ErrorType::WriteTimedout,
+        ] {
+            assert!(
+                client_gone(&Error::new_down(etype.clone())),
+                "{etype:?} from the client"
+            );
+            // The same errors on the upstream's side are the upstream's.
+            assert!(
+                !client_gone(&Error::new_up(etype.clone())),
+                "{etype:?} from the upstream"
+            );
+        }
+        assert!(!client_gone(&Error::new_down(ErrorType::HTTPStatus(502))));
+        assert!(!client_gone(&Error::new_down(ErrorType::ConnectTimedout)));
+    }
 }
