@@ -201,12 +201,6 @@ pub fn hold_for_body(ctx: &mut RequestCtx, resp: &ResponseHeader) -> bool {
     hold
 }
 
-/// A stream asked of a Gemini upstream may come as a JSON array (`application/json`), which is
-/// streamed on as it comes, not held whole.
-fn gemini_stream(ctx: &RequestCtx, upstream: crate::formats::WireFormat) -> bool {
-    ctx.stream && upstream == crate::formats::WireFormat::Gemini
-}
-
 /// An answer being held: since when (its header's arrival), and how many times it has been judged.
 #[derive(Debug, Clone, Copy)]
 pub struct Hold {
@@ -240,7 +234,8 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             FirstEvent::Content => None,
             FirstEvent::Error(kind) => verdict(kind, HeldSource::FirstEvent),
         }
-    } else if resp.status.is_success() && super::response::is_json(resp) && !gemini_stream(ctx, format) {
+    } else if resp.status.is_success() && super::response::is_json(resp) && !super::response::gemini_stream(ctx, format)
+    {
         // A whole JSON answer is held until its end (within the hold's limits): one that breaks
         // off half-way fails its attempt with nothing sent, so it is retried instead of reaching
         // the client as half a document; and an error object under the 200 is judged whole.

@@ -41,6 +41,12 @@ pub(super) fn is_json(resp: &ResponseHeader) -> bool {
     content_type_is(resp, "application/json")
 }
 
+/// A stream asked of a Gemini upstream, which may come as a JSON array (`application/json`): not
+/// held to its end, nor replayed as a whole answer.
+pub(super) fn gemini_stream(ctx: &RequestCtx, upstream: WireFormat) -> bool {
+    ctx.stream && upstream == WireFormat::Gemini
+}
+
 /// A web page: what a website, a captive portal or the login page of a proxy in between answers,
 /// never an LLM API.
 pub(super) fn is_web_page(resp: &ResponseHeader) -> bool {
@@ -67,11 +73,11 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
     let (upstream, client) = (attempt.format, ctx.client_format());
     let status = resp.status.as_u16();
     let is_sse = is_event_stream(resp);
-    // A whole JSON answer to a stream request: the upstream ignored `stream: true` (a Gemini
-    // stream may be a JSON array, which the converter reads; an empty answer has nothing to replay).
+    // A whole JSON answer to a stream request: the upstream ignored `stream: true` (an empty
+    // answer has nothing to replay).
     let restream = ctx.stream
         && !is_sse
-        && upstream != WireFormat::Gemini
+        && !gemini_stream(ctx, upstream)
         && is_json(resp)
         && resp
             .headers
