@@ -668,3 +668,72 @@ async fn a_whole_answer_to_a_stream_request_reaches_the_client_as_its_stream() {
     let m = gw.metrics().await;
     assert_eq!(metric(&m, "apiproxy_open_streams", &[]), 0.0, "every stream was closed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gemini_upstream_s_json_answer_to_a_stream_request_reaches_the_client_as_its_stream() {
+    // Gemini-compatible servers that ignore `alt=sse` answer a stream as a JSON array; some ignore
+    // the stream altogether and answer with the whole object. Either is read as the stream it is.
+    let g = Mock::start_style("gm", &["gem-x"], Style::Gemini).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}",
+        provider_yaml_styled("gm", &g, ", models: [gem-x]")
+    ))
+    .await;
+    let stream_bytes = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 200);
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+        (content_type, r.bytes().await.unwrap().to_vec())
+    };
+    let openai_stream = || json!({"model": "gem-x", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+
+    for (reply, text) in [
+        (Reply::JsonArray(Box::new(Reply::Ok)), "tok0 tok1 tok2 tok3 tok4 "),
+        (Reply::Whole(Box::new(Reply::Ok)), "hello from gm"),
+    ] {
+        g.script([reply]);
+        let (content_type, bytes) = stream_bytes(gw.chat(openai_stream()).await).await;
+        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        let f = formats_support::openai_chat(&bytes, false);
+        assert_eq!(f.text, text, "{f:?}");
+        assert_eq!(f.finish.as_deref(), Some("stop"), "{f:?}");
+        assert!(f.clean_end && f.error.is_none(), "{f:?}");
+
+        g.script([Reply::Whole(Box::new(Reply::Ok))]);
+        let r = gw.post("/v1/messages", anthropic_body("gem-x", true), &[]).await;
+        let (content_type, bytes) = stream_bytes(r).await;
+        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        let f = formats_support::anthropic(&bytes);
+        assert_eq!(f.text, "hello from gm", "{f:?}");
+        assert!(f.clean_end && f.error.is_none(), "{f:?}");
+    }
+
+    // A Gemini client of the same server: the SSE it asked for, or the JSON array.
+    for (query, array) in [("?alt=sse", false), ("", true)] {
+        for reply in [Reply::JsonArray(Box::new(Reply::Ok)), Reply::Whole(Box::new(Reply::Ok))] {
+            g.script([reply]);
+            let r = gw
+                .client
+                .post(gw.url(&format!("/v1beta/models/gem-x:streamGenerateContent{query}")))
+                .header("x-goog-api-key", CLIENT_KEY)
+                .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+                .send()
+                .await
+                .unwrap();
+            let (content_type, bytes) = stream_bytes(r).await;
+            let want = if array { "application/json" } else { "text/event-stream" };
+            assert!(content_type.starts_with(want), "{content_type}");
+            let f = formats_support::gemini(&bytes, array);
+            assert!(
+                f.text.starts_with("tok0") || f.text == "hello from gm",
+                "array={array} {f:?}"
+            );
+            assert_eq!(f.finish.as_deref(), Some("stop"), "{f:?}");
+        }
+    }
+    let m = gw.metrics().await;
+    assert_eq!(metric(&m, "apiproxy_open_streams", &[]), 0.0, "every stream was closed");
+    assert!(
+        metric(&m, "apiproxy_tokens_total", &[("provider", "gm"), ("kind", "output")]) > 0.0,
+        "usage was read from the answers"
+    );
+}

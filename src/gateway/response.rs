@@ -41,8 +41,9 @@ pub(super) fn is_json(resp: &ResponseHeader) -> bool {
     content_type_is(resp, "application/json")
 }
 
-/// A stream asked of a Gemini upstream, which may come as a JSON array (`application/json`): not
-/// held to its end, nor replayed as a whole answer.
+/// A stream asked of a Gemini upstream: not held to its end, nor replayed as a whole answer; the
+/// stream converter reads it as it comes, as SSE, a JSON array (`application/json`) or one whole
+/// object.
 pub(super) fn gemini_stream(ctx: &RequestCtx, upstream: WireFormat) -> bool {
     ctx.stream && upstream == WireFormat::Gemini
 }
@@ -101,7 +102,9 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
                 body: BodyBuf::default(),
             }
         }
-    } else if is_sse || restream {
+    } else if is_sse || restream || gemini_stream(ctx, upstream) {
+        // (A Gemini stream read as one whatever its label: SSE, a JSON array, or a whole object
+        // — the converter tells them apart by their first byte.)
         let opts = StreamOptions {
             model: ctx.model.clone(),
             include_usage: ctx.include_usage,

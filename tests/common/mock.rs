@@ -107,6 +107,9 @@ pub enum Reply {
     /// This reply as a whole answer even when a stream was asked for (servers that ignore
     /// `stream: true`).
     Whole(Box<Reply>),
+    /// This reply's stream as Gemini's JSON array (`application/json`) even when `?alt=sse` was
+    /// asked (Gemini-compatible servers that ignore `alt`).
+    JsonArray(Box<Reply>),
 }
 
 impl Reply {
@@ -1202,6 +1205,7 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
     let mut reply = reply;
     let mut should_retry = None;
     let mut whole = false;
+    let mut json_array = false;
     let reply = loop {
         reply = match reply {
             Reply::Delay(d, inner) => {
@@ -1214,6 +1218,10 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
             }
             Reply::Whole(inner) => {
                 whole = true;
+                *inner
+            }
+            Reply::JsonArray(inner) => {
+                json_array = true;
                 *inner
             }
             r => break r,
@@ -1232,7 +1240,7 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
             _ => false,
         };
     match reply {
-        Reply::Delay(..) | Reply::ShouldRetry(..) | Reply::Whole(..) => unreachable!(),
+        Reply::Delay(..) | Reply::ShouldRetry(..) | Reply::Whole(..) | Reply::JsonArray(..) => unreachable!(),
         Reply::Reset => {
             reset(sock);
             false
@@ -1298,7 +1306,7 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
             let (mut events, content_type) = match route {
                 Route::Responses { .. } => (responses_stream(&a, &model), "text/event-stream"),
                 Route::Messages { .. } => (anthropic_stream(&a, &model), "text/event-stream"),
-                Route::Gemini { sse: false, .. } => {
+                Route::Gemini { sse, .. } if !sse || json_array => {
                     (gemini_array(gemini_stream_chunks(&a, &model)), "application/json")
                 }
                 Route::Gemini { .. } => (gemini_sse(gemini_stream_chunks(&a, &model)), "text/event-stream"),

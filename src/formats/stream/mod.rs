@@ -67,7 +67,8 @@ pub enum StreamError {
     EventTooLarge { limit: usize },
 }
 
-/// Upstream framing, detected from the first bytes for Gemini (SSE, or a JSON array).
+/// Upstream framing, detected from the first bytes for Gemini (SSE, or JSON: an array or one whole
+/// object).
 enum Framer {
     Undetected,
     Sse(SseParser),
@@ -214,7 +215,9 @@ impl StreamConverter {
                 return Ok(());
             };
             let max = self.opts.max_event_bytes;
-            let upstream_array = *first == b'[';
+            // A JSON array, or one whole object (a server that answered a stream request with
+            // the whole answer): read alike, object by object.
+            let upstream_array = matches!(*first, b'[' | b'{');
             self.framer = if upstream_array {
                 Framer::Array(JsonArrayParser::new(max))
             } else {
@@ -446,6 +449,32 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("\"content\":\"hi\""));
         assert!(text.ends_with("data: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn a_whole_gemini_answer_to_a_stream_request_is_read_as_its_one_event() {
+        let whole = br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"hi {there}"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2}}"#;
+        // Translated, and passed to a Gemini client as SSE; split mid-object as a socket may.
+        let mut c = StreamConverter::new(WireFormat::Gemini, WireFormat::OpenAiChat, StreamOptions::default());
+        let mut out = Vec::new();
+        let (a, b) = whole.split_at(40);
+        c.push(a, &mut out).unwrap();
+        c.push(b, &mut out).unwrap();
+        assert!(c.completed());
+        c.finish(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\"content\":\"hi {there}\""), "{text}");
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        assert_eq!(c.usage().map(|u| (u.input_tokens, u.output_tokens)), Some((3, 2)));
+
+        let mut c = StreamConverter::new(WireFormat::Gemini, WireFormat::Gemini, StreamOptions::default());
+        let mut out = Vec::new();
+        c.push(whole, &mut out).unwrap();
+        c.finish(&mut out);
+        let mut expected = b"data: ".to_vec();
+        expected.extend_from_slice(whole);
+        expected.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(out, expected);
     }
 
     #[test]
