@@ -613,6 +613,28 @@ async fn a_client_that_leaves_before_its_answer_is_not_retried_for() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_during_the_pause_before_a_retry_gets_no_more_attempts() {
+    let (a, b, gw) = failover_pair().await;
+    // A reset is retried on the same upstream after a 50-150 ms pause; the client hangs up in it.
+    a.script([Reply::Reset, Reply::Ok]);
+    let body = chat_body("lm").to_string();
+    let sock = send_raw_chat(&gw, &body).await;
+    until_it_reaches(&a).await;
+    drop(sock);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!((a.hits(), b.hits()), (1, 0), "no attempt after the client left");
+    let text = gw.metrics().await;
+    assert_eq!(metric(&text, "apiproxy_active_requests", &[]), 0.0);
+    let chat = [("api", "openai_chat"), ("outcome", "client_closed")];
+    assert_eq!(metric(&text, "apiproxy_requests_total", &chat), 1.0, "{text}");
+    assert_eq!(
+        metric(&text, "apiproxy_upstream_attempts_total", &[("provider", "alpha")]),
+        1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_leaves_a_silent_stream_ends_it_at_once() {
     use tokio::io::AsyncReadExt;
     let a = Mock::start("alpha", &["m"]).await;
@@ -739,6 +761,6 @@ async fn until_it_reaches(mock: &Mock) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while mock.hits() == 0 {
         assert!(Instant::now() < deadline, "the request never reached the upstream");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

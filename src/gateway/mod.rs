@@ -122,8 +122,23 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        match failover::next_peer(&self.app, ctx).await {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let chosen = if ctx.started_attempts == 0 {
+            failover::next_peer(&self.app, ctx).await
+        } else {
+            // Between attempts (the pause before a retry, the next choice) the client is watched as
+            // it is during one: no further attempt is made for a client that has left.
+            match unless_client_leaves(session, failover::next_peer(&self.app, ctx)).await {
+                Some(chosen) => chosen,
+                None => {
+                    ctx.client_closed = true;
+                    return Err(
+                        Error::explain(ErrorType::ConnectionClosed, "the client left between attempts").into_down(),
+                    );
+                }
+            }
+        };
+        match chosen {
             Ok(peer) => Ok(peer),
             Err(err) => {
                 ctx.failure = Some(err);
@@ -307,5 +322,15 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         logging::log_request(&self.app, ctx, e);
         session::finish(&self.app, ctx);
+    }
+}
+
+/// `work`'s output, or `None` if the client leaves first. Its request body has been read whole, so
+/// its connection only stirs when it closes (or sends what no request of this one expects).
+async fn unless_client_leaves<T>(session: &mut Session, work: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        out = work => Some(out),
+        _ = session.downstream_session.read_body_or_idle(true) => None,
     }
 }
