@@ -23,6 +23,9 @@ pub struct AttemptRecord {
     pub status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Ended by its client leaving, not by the upstream (attempt outcome `client_closed`).
+    #[serde(skip)]
+    pub cut_by_client: bool,
 }
 
 /// The attempt in flight.

@@ -153,6 +153,7 @@ fn record(ctx: &mut RequestCtx, idx: usize, status: Option<u16>, error: Option<S
             model: c.model.clone(),
             status,
             error,
+            cut_by_client: false,
         });
     }
 }
@@ -405,9 +406,6 @@ pub enum Phase {
     },
 }
 
-/// What an attempt cut short by its client records (outcome `client_closed`).
-pub const CLIENT_CLOSED: &str = "client closed";
-
 /// The client went away (see `client_gone`) while an attempt was in flight: the attempt is recorded
 /// as the client's doing, its wait as upstream time; no health record, nothing to retry.
 pub fn on_client_gone(ctx: &mut RequestCtx, response_started: bool) {
@@ -418,7 +416,10 @@ pub fn on_client_gone(ctx: &mut RequestCtx, response_started: bool) {
     if !response_started {
         ctx.upstream_wait += attempt.started.elapsed();
         let idx = attempt.candidate;
-        record(ctx, idx, None, Some(CLIENT_CLOSED.to_string()));
+        record(ctx, idx, None, Some("client closed".to_string()));
+        if let Some(last) = ctx.attempts.last_mut() {
+            last.cut_by_client = true;
+        }
     }
 }
 

@@ -103,10 +103,10 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     }
     let last = ctx.attempts.len().saturating_sub(1);
     for (i, a) in ctx.attempts.iter().enumerate() {
-        let result = match (a.status, a.error.as_deref()) {
-            (Some(status), _) => status_class(status),
-            (None, Some(super::failover::CLIENT_CLOSED)) => "client_closed",
-            (None, _) => "transport_error",
+        let result = match a.status {
+            Some(status) => status_class(status),
+            None if a.cut_by_client => "client_closed",
+            None => "transport_error",
         };
         m.attempts.with_label_values(&[&a.provider, result]).inc();
         // Every attempt but the last was followed by another one: on the same upstream (a retry) or
