@@ -152,6 +152,55 @@ async fn a_whole_answer_cut_short_is_retried_not_relayed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_held_answer_is_timed_from_its_header_not_its_release() {
+    let (a, b, gw) = failover_pair().await;
+    // Alpha sends its header and half the body at once, the rest 600 ms later. The answer is held
+    // to its end, but its time to first byte (and alpha's health latency) is the header's arrival;
+    // the slow body counts as upstream time, not the gateway's overhead.
+    a.script([Reply::SlowBody(Duration::from_millis(600))]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("a whole JSON answer");
+    assert_eq!(v["choices"][0]["message"]["content"].as_str().map(str::len), Some(4096));
+    assert_eq!((a.hits(), b.hits()), (1, 0));
+    let text = gw.metrics().await;
+    let alpha = [("provider", "alpha")];
+    assert_eq!(
+        metric(&text, "apiproxy_upstream_ttfb_seconds_count", &alpha),
+        1.0,
+        "{text}"
+    );
+    let ttfb = metric(&text, "apiproxy_upstream_ttfb_seconds_sum", &alpha);
+    assert!(ttfb < 0.3, "time to first byte {ttfb} s");
+    let ewma = metric(&text, "apiproxy_upstream_latency_ewma_seconds", &alpha);
+    assert!(ewma > 0.0 && ewma < 0.3, "health latency {ewma} s");
+    let total = metric(&text, "apiproxy_request_duration_seconds_sum", &[]);
+    assert!(total >= 0.6, "request duration {total} s");
+    let overhead = metric(&text, "apiproxy_gateway_overhead_seconds_sum", &[]);
+    assert!(overhead < 0.3, "overhead {overhead} s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_answer_larger_than_the_hold_is_relayed_whole() {
+    let (a, b, gw) = failover_pair().await;
+    // Past the hold's 64 KiB the answer goes on as it comes; the client still gets all of it.
+    a.script([Reply::Large(300 * 1024)]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("a whole JSON answer");
+    assert_eq!(
+        v["choices"][0]["message"]["content"].as_str().map(str::len),
+        Some(300 * 1024)
+    );
+    assert_eq!((a.hits(), b.hits()), (1, 0));
+    let text = gw.metrics().await;
+    assert!(
+        metric(&text, "apiproxy_tokens_total", &[("provider", "alpha")]) > 0.0,
+        "usage read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_web_page_under_200_is_no_answer() {
     let (a, b, gw) = pair("", "").await;
     // A base_url that points at a website, a captive portal, a proxy's login page: the next

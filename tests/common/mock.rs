@@ -102,6 +102,12 @@ pub enum Reply {
     /// An OpenAI Chat completion (whatever the mock's style, never a stream) with ~4 KB of text,
     /// announced with its full `content-length`; the socket drops half-way through the body.
     CutShort,
+    /// As `CutShort`, but whole: the header and the first half of the body, then the rest after this
+    /// pause (an upstream that is slow to finish an answer it has begun).
+    SlowBody(Duration),
+    /// An OpenAI Chat completion (whatever the mock's style, never a stream) whose text is this
+    /// many bytes of "a long answer …".
+    Large(usize),
     /// As `Sse`, labelled `text/plain` (servers that get the content type of a stream wrong).
     SsePlain(Vec<String>),
     /// This reply as a whole answer even when a stream was asked for (servers that ignore
@@ -1193,6 +1199,15 @@ async fn write_json(sock: &mut TcpStream, status: u16, body: &str, extra: &str) 
         && sock.write_all(body.as_bytes()).await.is_ok()
 }
 
+/// An OpenAI Chat completion whose text is `len` bytes of "a long answer …".
+fn long_completion(st: &MockState, model: &str, len: usize) -> String {
+    let a = Answer::of(st, &Reply::Ok, false);
+    let mut v = chat_completion(&a, model);
+    let text: String = "a long answer ".chars().cycle().take(len).collect();
+    v["choices"][0]["message"]["content"] = text.into();
+    v.to_string()
+}
+
 /// Makes the coming close an RST instead of a FIN.
 #[allow(deprecated)] // SO_LINGER 0 does not block on drop; it is exactly the reset we want.
 fn reset(sock: &TcpStream) {
@@ -1272,10 +1287,7 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
         Reply::Sse(events) => write_stream(sock, st, "text/event-stream", &events, events.len(), "done").await,
         Reply::SsePlain(events) => write_stream(sock, st, "text/plain", &events, events.len(), "done").await,
         Reply::CutShort => {
-            let a = Answer::of(st, &Reply::Ok, false);
-            let mut v = chat_completion(&a, &model);
-            v["choices"][0]["message"]["content"] = "a long answer ".repeat(300).into();
-            let body = v.to_string();
+            let body = long_completion(st, &model, 4200);
             let half = &body.as_bytes()[..body.len() / 2];
             let _ = write_head(sock, 200, "application/json", Some(body.len()), request_id).await
                 && sock.write_all(half).await.is_ok()
@@ -1284,6 +1296,18 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
             reset(sock);
             false
         }
+        Reply::SlowBody(pause) => {
+            let body = long_completion(st, &model, 4096);
+            let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+            write_head(sock, 200, "application/json", Some(body.len()), request_id).await
+                && sock.write_all(first).await.is_ok()
+                && sock.flush().await.is_ok()
+                && {
+                    tokio::time::sleep(pause).await;
+                    sock.write_all(rest).await.is_ok()
+                }
+        }
+        Reply::Large(len) => write_json(sock, 200, &long_completion(st, &model, len), request_id).await,
         Reply::WebPage => {
             let page = "<!doctype html><html><head><title>Sign in</title></head><body>Welcome</body></html>";
             write_head(sock, 200, "text/html; charset=utf-8", Some(page.len()), request_id).await
