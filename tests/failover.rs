@@ -255,6 +255,36 @@ async fn a_web_page_under_200_is_no_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_empty_answer_under_200_is_no_answer() {
+    let (a, b, gw) = pair("", "").await;
+    // Every call the gateway proxies asks for content: an empty 200 is a bad gateway, and the next
+    // candidate answers, for a whole answer and for a stream.
+    for stream in [false, true] {
+        a.script([Reply::Empty]);
+        let r = gw
+            .chat(json!({"model": "lm", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(r.status(), 200, "stream={stream}");
+        assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("hello from beta") || body.contains("tok0"), "{body}");
+    }
+    assert_eq!((a.hits(), b.hits()), (2, 2));
+    let m = gw.metrics().await;
+    let alpha_5xx = [("provider", "alpha"), ("outcome", "5xx")];
+    assert_eq!(metric(&m, "apiproxy_upstream_attempts_total", &alpha_5xx), 2.0, "{m}");
+    // Alone on its route: a 502 that says what came back.
+    a.script([Reply::Empty]);
+    let r = gw.chat(chat_body("alpha/m")).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["error"]["attempts"][0]["error"], "answered 200 with an empty body",
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_error_object_under_200_is_judged_as_the_error_it_is() {
     let (a, b, gw) = pair("", "").await;
     // An overload said under a 200: the next candidate answers.

@@ -55,8 +55,9 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             Some(idx) => {
                 // A transient error: one more try on the same upstream after a short, jittered pause.
                 let pause = ms(rand::rng().random_range(50..150));
-                tokio::time::sleep(pause).await;
+                // Counted first: a client that leaves during it ends the request here.
                 ctx.upstream_wait += pause;
+                tokio::time::sleep(pause).await;
                 idx
             }
             None => match choose(&plan, &ctx.excluded, sticky(ctx), Instant::now()) {
@@ -142,18 +143,18 @@ fn sticky(ctx: &RequestCtx) -> Option<Sticky<'_>> {
 }
 
 fn skip(ctx: &mut RequestCtx, idx: usize, why: &str) {
-    record(ctx, idx, None, Some(why.to_string()));
+    record(ctx, idx, None, Some(why.to_string()), false);
     ctx.excluded.push(idx);
 }
 
-fn record(ctx: &mut RequestCtx, idx: usize, status: Option<u16>, error: Option<String>) {
+fn record(ctx: &mut RequestCtx, idx: usize, status: Option<u16>, error: Option<String>, cut_by_client: bool) {
     if let Some(c) = ctx.plan.as_ref().and_then(|p| p.candidates.get(idx)) {
         ctx.attempts.push(AttemptRecord {
             provider: c.provider.id.clone(),
             model: c.model.clone(),
             status,
             error,
-            cut_by_client: false,
+            cut_by_client,
         });
     }
 }
@@ -287,11 +288,11 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
     let candidate = &plan.candidates[idx];
     let provider = &candidate.provider;
     let held = ctx.held_verdict.take();
-    // A success that is a web page (a `base_url` that points at a website, a captive portal, the
-    // login page of a proxy in between) answers nothing: a bad gateway, never relayed.
-    let web_page = resp.status.is_success() && super::response::is_web_page(resp);
+    // A success that answers nothing: a web page (a `base_url` that points at a website, a captive
+    // portal, the login page of a proxy in between) or an empty body. A bad gateway, never relayed.
+    let no_answer = super::response::no_answer(resp);
     let status = match held {
-        _ if web_page => 502,
+        _ if no_answer.is_some() => 502,
         Some(v) => v.status(resp.status.as_u16()),
         None => resp.status.as_u16(),
     };
@@ -307,7 +308,7 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
         ctx.upstream_retry_after = retry_after;
     }
     let decision = match status {
-        _ if web_page => {
+        _ if no_answer.is_some() => {
             candidate.health.record_failure(Failure::Broken, now);
             ctx.excluded.push(idx);
             Retry::Next
@@ -374,14 +375,14 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
         }
     };
     let note = match held {
-        _ if web_page => Some(format!("answered {} with a web page (text/html)", resp.status.as_u16())),
+        _ if no_answer.is_some() => no_answer.map(|what| format!("answered {} with {what}", resp.status.as_u16())),
         Some(v) if v.source == HeldSource::FirstEvent => Some(format!("{:?} error as the first stream event", v.kind)),
         Some(v) if v.source == HeldSource::Answer => {
             Some(format!("{:?} error as a {} answer", v.kind, resp.status.as_u16()))
         }
         _ => None,
     };
-    record(ctx, idx, Some(status), note);
+    record(ctx, idx, Some(status), note, false);
     if let Some(v) = held.filter(|v| decision == Retry::No && v.source == HeldSource::Answer) {
         // An error object under a 2xx goes to the client as the error it is, with its status.
         let sent = resp.status.as_u16();
@@ -416,16 +417,15 @@ pub fn on_client_gone(ctx: &mut RequestCtx, response_started: bool) {
     if !response_started {
         ctx.upstream_wait += attempt.started.elapsed();
         let idx = attempt.candidate;
-        record(ctx, idx, None, Some("client closed".to_string()));
-        if let Some(last) = ctx.attempts.last_mut() {
-            last.cut_by_client = true;
-        }
+        record(ctx, idx, None, Some("client closed".to_string()), true);
     }
 }
 
 /// Whether the error is the client's connection failing, closing or stalling (a client that stops
-/// reading times out the gateway's writes): nobody is left to answer, so nothing is retried, and
-/// no upstream is blamed.
+/// reading times out the gateway's writes), or the client sending bytes after its request body
+/// (Pingora's `ConnectError` "sent data after end of body": the connection cannot carry this answer
+/// as HTTP/1 without pipelining): nobody is left to take the answer, so nothing is retried, and no
+/// upstream is blamed.
 pub fn client_gone(e: &Error) -> bool {
     *e.esource() == ErrorSource::Downstream
         && matches!(
@@ -435,6 +435,7 @@ pub fn client_gone(e: &Error) -> bool {
                 | ErrorType::ConnectionClosed
                 | ErrorType::ReadTimedout
                 | ErrorType::WriteTimedout
+                | ErrorType::ConnectError
         )
 }
 
@@ -456,7 +457,7 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
     if response_started {
         // Bytes already reached the client: nothing can be retried. The stream is reported as cut.
         health.record_failure(Failure::Broken, now);
-        record(ctx, idx, None, Some(format!("{} mid-response", etype.as_str())));
+        record(ctx, idx, None, Some(format!("{} mid-response", etype.as_str())), false);
         ctx.stream_cut = true;
         return Retry::No;
     }
@@ -468,7 +469,7 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
         }
     }
     health.record_failure(Failure::Broken, now);
-    record(ctx, idx, None, Some(etype.as_str().to_string()));
+    record(ctx, idx, None, Some(etype.as_str().to_string()), false);
     let reset = matches!(
         etype,
         ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
@@ -494,6 +495,7 @@ mod tests {
             ErrorType::ConnectionClosed,
             ErrorType::ReadTimedout,
             ErrorType::WriteTimedout,
+            ErrorType::ConnectError,
         ] {
             assert!(
                 client_gone(&Error::new_down(etype.clone())),

@@ -43,10 +43,6 @@ fn failover_reason(a: &AttemptRecord) -> &'static str {
 
 pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     let m = &app.metrics;
-    m.active.dec();
-    if ctx.streaming_response {
-        m.open_streams.dec();
-    }
     if let (Some(_), Some(attempt)) = (ctx.ttfb, ctx.current.as_ref()) {
         let waited_until = ctx.upstream_done.unwrap_or_else(Instant::now);
         ctx.upstream_wait += waited_until.saturating_duration_since(attempt.started);
@@ -120,6 +116,11 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
             };
             counter.with_label_values(&[failover_reason(a)]).inc();
         }
+    }
+    // Last: once the gauges say the request is over, everything it counts has been counted.
+    m.active.dec();
+    if ctx.streaming_response {
+        m.open_streams.dec();
     }
     tracing::info!(
         request_id = %ctx.request_id,

@@ -123,19 +123,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let chosen = if ctx.started_attempts == 0 {
-            failover::next_peer(&self.app, ctx).await
-        } else {
-            // Between attempts (the pause before a retry, the next choice) the client is watched as
-            // it is during one: no further attempt is made for a client that has left.
-            match unless_client_leaves(session, failover::next_peer(&self.app, ctx)).await {
-                Some(chosen) => chosen,
-                None => {
-                    ctx.client_closed = true;
-                    return Err(
-                        Error::explain(ErrorType::ConnectionClosed, "the client left between attempts").into_down(),
-                    );
-                }
+        // While the next attempt is prepared (a pause before a retry, image URLs fetched for a
+        // Gemini upstream) the client is watched as it is during one: nothing more is done for a
+        // client that has left.
+        let chosen = match unless_client_leaves(session, failover::next_peer(&self.app, ctx)).await {
+            Ok(chosen) => chosen,
+            Err(gone) => {
+                ctx.client_closed = true;
+                return Err(gone);
             }
         };
         match chosen {
@@ -325,12 +320,17 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// `work`'s output, or `None` if the client leaves first. Its request body has been read whole, so
-/// its connection only stirs when it closes (or sends what no request of this one expects).
-async fn unless_client_leaves<T>(session: &mut Session, work: impl std::future::Future<Output = T>) -> Option<T> {
+/// `work`'s output, or the error that ends the client's side first. Its request body has been read
+/// whole, so its connection only stirs when it closes or sends what no request expects (as the
+/// watch during an attempt in `pingora-proxy`'s loop reads it). Costs nothing when `work` is done
+/// at its first poll.
+async fn unless_client_leaves<T>(session: &mut Session, work: impl std::future::Future<Output = T>) -> Result<T> {
     tokio::select! {
         biased;
-        out = work => Some(out),
-        _ = session.downstream_session.read_body_or_idle(true) => None,
+        out = work => Ok(out),
+        res = session.downstream_session.read_body_or_idle(true) => Err(match res {
+            Err(e) => e.into_down(),
+            Ok(_) => Error::explain(ErrorType::ConnectionClosed, "client sent data after its request body").into_down(),
+        }),
     }
 }

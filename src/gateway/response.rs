@@ -19,7 +19,7 @@ use crate::formats::{
 /// Most of a same-format answer kept to read its usage; beyond it usage is not counted.
 const OBSERVE_LIMIT: usize = 8 * 1024 * 1024;
 /// Most of a whole answer buffered for translation.
-const TRANSLATE_LIMIT: usize = 64 * 1024 * 1024;
+const TRANSLATE_LIMIT: usize = crate::formats::stream::WHOLE_ANSWER_LIMIT;
 
 /// Whether the answer's `content-type` is of this media type (compared without regard to case,
 /// as media types are).
@@ -48,10 +48,24 @@ pub(super) fn gemini_stream(ctx: &RequestCtx, upstream: WireFormat) -> bool {
     ctx.stream && upstream == WireFormat::Gemini
 }
 
-/// A web page: what a website, a captive portal or the login page of a proxy in between answers,
-/// never an LLM API.
-pub(super) fn is_web_page(resp: &ResponseHeader) -> bool {
-    content_type_is(resp, "text/html")
+/// What a success that answers nothing is: a web page (what a website, a captive portal or the
+/// login page of a proxy in between answers, never an LLM API), or an empty body (every call the
+/// gateway proxies asks for content).
+pub(super) fn no_answer(resp: &ResponseHeader) -> Option<&'static str> {
+    if !resp.status.is_success() {
+        None
+    } else if content_type_is(resp, "text/html") {
+        Some("a web page (text/html)")
+    } else if resp.status == http::StatusCode::NO_CONTENT
+        || resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|n| n.as_bytes() == b"0")
+    {
+        Some("an empty body")
+    } else {
+        None
+    }
 }
 
 /// Adds `x-request-id` and `x-apiproxy-provider`, and decides how the body travels.
@@ -74,16 +88,10 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
     let (upstream, client) = (attempt.format, ctx.client_format());
     let status = resp.status.as_u16();
     let is_sse = is_event_stream(resp);
-    // A whole JSON answer to a stream request: the upstream ignored `stream: true` (an empty
-    // answer has nothing to replay).
-    let restream = ctx.stream
-        && !is_sse
-        && !gemini_stream(ctx, upstream)
-        && is_json(resp)
-        && resp
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_none_or(|n| n.as_bytes() != b"0");
+    // Read as a stream whatever its framing: SSE, a JSON array, or one whole object.
+    let gemini_stream = gemini_stream(ctx, upstream);
+    // A whole JSON answer to a stream request: the upstream ignored `stream: true`.
+    let restream = ctx.stream && !is_sse && !gemini_stream && is_json(resp);
     ctx.response = if !resp.status.is_success() {
         // The provider's own status, whatever the client's format maps it to (formats.md §5.2).
         // (Already there when the failover logic re-labelled an error object sent under a 200.)
@@ -102,9 +110,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
                 body: BodyBuf::default(),
             }
         }
-    } else if is_sse || restream || gemini_stream(ctx, upstream) {
-        // (A Gemini stream read as one whatever its label: SSE, a JSON array, or a whole object
-        // — the converter tells them apart by their first byte.)
+    } else if is_sse || restream || gemini_stream {
         let opts = StreamOptions {
             model: ctx.model.clone(),
             include_usage: ctx.include_usage,

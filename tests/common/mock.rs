@@ -99,6 +99,8 @@ pub enum Reply {
     Sse(Vec<String>),
     /// A 200 HTML page, as a website, a captive portal or a proxy's login page answers.
     WebPage,
+    /// A 200 JSON answer with nothing in it (`content-length: 0`), stream asked for or not.
+    Empty,
     /// An OpenAI Chat completion (whatever the mock's style, never a stream) with ~4 KB of text,
     /// announced with its full `content-length`; the socket drops half-way through the body.
     CutShort,
@@ -1307,6 +1309,7 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
                     sock.write_all(rest).await.is_ok()
                 }
         }
+        Reply::Empty => write_json(sock, 200, "", request_id).await,
         Reply::Large(len) => write_json(sock, 200, &long_completion(st, &model, len), request_id).await,
         Reply::WebPage => {
             let page = "<!doctype html><html><head><title>Sign in</title></head><body>Welcome</body></html>";

@@ -61,6 +61,9 @@ impl Default for StreamOptions {
     }
 }
 
+/// Most of a whole answer buffered to translate it or replay it as a stream.
+pub const WHOLE_ANSWER_LIMIT: usize = 64 * 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StreamError {
     #[error("an upstream stream event exceeded {limit} bytes")]
@@ -216,9 +219,15 @@ impl StreamConverter {
             };
             let max = self.opts.max_event_bytes;
             // A JSON array, or one whole object (a server that answered a stream request with
-            // the whole answer): read alike, object by object.
+            // the whole answer): read alike, object by object; a whole answer may be as large as
+            // any whole answer the gateway translates.
             let upstream_array = matches!(*first, b'[' | b'{');
             self.framer = if upstream_array {
+                let max = if *first == b'{' {
+                    WHOLE_ANSWER_LIMIT.max(max)
+                } else {
+                    max
+                };
                 Framer::Array(JsonArrayParser::new(max))
             } else {
                 // Raw bytes are kept for the passthrough copy.
