@@ -391,7 +391,8 @@ async fn saturate(t: &Target, conns: usize, secs: f64) -> (f64, u64) {
 #[derive(Clone, Copy)]
 struct Measured {
     rps: f64,
-    cpu_per_req: f64,
+    /// CPU seconds per request, user space and kernel.
+    cpu_per_req: Cpu,
     errors: u64,
 }
 
@@ -401,9 +402,13 @@ async fn measured(t: &Target, pid: u32, secs: f64) -> Measured {
     let cpu0 = cpu_secs_tree(pid);
     let (rps, errors) = saturate(t, 32, secs).await;
     let cpu = cpu_secs_tree(pid) - cpu0;
+    let n = (rps * secs).max(1.0);
     Measured {
         rps,
-        cpu_per_req: cpu / (rps * secs).max(1.0),
+        cpu_per_req: Cpu {
+            user: cpu.user / n,
+            kernel: cpu.kernel / n,
+        },
         errors,
     }
 }
@@ -456,18 +461,47 @@ fn pct(v: &[Duration], p: f64) -> Duration {
     v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
 }
 
-/// CPU seconds (user + system) a process has used.
-fn cpu_secs(pid: u32) -> f64 {
+/// CPU seconds a process has used, in user space and in the kernel (its system calls, and the
+/// network stack's work done on its behalf).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    user: f64,
+    kernel: f64,
+}
+
+impl std::ops::Add for Cpu {
+    type Output = Cpu;
+    fn add(self, o: Cpu) -> Cpu {
+        Cpu {
+            user: self.user + o.user,
+            kernel: self.kernel + o.kernel,
+        }
+    }
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, o: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - o.user,
+            kernel: self.kernel - o.kernel,
+        }
+    }
+}
+
+fn cpu_secs(pid: u32) -> Cpu {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
+    let ticks = |i: usize| fields.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    Cpu {
+        user: ticks(11),
+        kernel: ticks(12),
+    }
 }
 
 /// CPU seconds of a process and its direct children.
-fn cpu_secs_tree(pid: u32) -> f64 {
+fn cpu_secs_tree(pid: u32) -> Cpu {
     let children = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -479,7 +513,7 @@ fn cpu_secs_tree(pid: u32) -> f64 {
             ppid == Some(pid.to_string().as_str())
         })
         .collect::<Vec<_>>();
-    cpu_secs(pid) + children.into_iter().map(cpu_secs).sum::<f64>()
+    children.into_iter().map(cpu_secs).fold(cpu_secs(pid), |a, b| a + b)
 }
 
 /// Resident memory of a process, current and peak, in MiB.
@@ -554,11 +588,11 @@ async fn run() {
         "case (throughput r/s, 32 conns)",
         "direct",
         "gateway",
-        "CPU/req",
+        "usr+krn",
         "pingora",
-        "CPU/req",
+        "usr+krn",
         "nginx",
-        "CPU/req",
+        "usr+krn",
         "gw/nginx",
         "gw/pingora",
         "conns"
@@ -615,7 +649,12 @@ async fn run() {
             _ => None,
         };
         let cell = |m: &Option<Measured>| match m {
-            Some(m) => format!("{:>8.0} {:>5.0}µs", m.rps, m.cpu_per_req * 1e6),
+            Some(m) => format!(
+                "{:>8.0} {:>3.0}+{:<3.0}",
+                m.rps,
+                m.cpu_per_req.user * 1e6,
+                m.cpu_per_req.kernel * 1e6
+            ),
             None => format!("{:>8} {:>7}", "-", "-"),
         };
         let ratio = |m: &Option<Measured>| match m {
