@@ -255,6 +255,41 @@ async fn a_web_page_under_200_is_no_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_candidate_skipped_without_sending_is_counted_as_skipped() {
+    let (a, b, gw) = pair("", "").await;
+    // Alpha refuses its only key: the key rests, so the next request passes alpha by without
+    // sending anything. That is not a transport error of alpha's.
+    a.script([Reply::status(401)]);
+    for _ in 0..2 {
+        let r = gw.chat(chat_body("lm")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    }
+    assert_eq!((a.hits(), b.hits()), (1, 2));
+    let m = gw.metrics().await;
+    let alpha = |outcome| {
+        metric(
+            &m,
+            "apiproxy_upstream_attempts_total",
+            &[("provider", "alpha"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        (alpha("4xx"), alpha("skipped"), alpha("transport_error")),
+        (1.0, 2.0, 0.0),
+        "{m}"
+    );
+    // The first request: alpha's 401, alpha again with its next key (none left: skipped), beta.
+    // The second: alpha skipped, beta.
+    assert_eq!(metric(&m, "apiproxy_retries_total", &[("reason", "auth")]), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "apiproxy_failovers_total", &[("reason", "no_key")]),
+        2.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_empty_answer_under_200_is_no_answer() {
     let (a, b, gw) = pair("", "").await;
     // Every call the gateway proxies asks for content: an empty 200 is a bad gateway, and the next

@@ -570,7 +570,7 @@ async fn a_client_that_goes_away_ends_its_request_at_once() {
     drop(sock);
     let gone = Instant::now();
     loop {
-        let text = gw.metrics().await;
+        let text = gw.metrics_now().await;
         if metric(&text, "apiproxy_active_requests", &[]) == 0.0 {
             break;
         }
@@ -664,7 +664,7 @@ async fn a_client_that_leaves_a_silent_stream_ends_it_at_once() {
         assert!(n > 0, "the gateway closed the stream");
         seen.extend_from_slice(&buf[..n]);
     }
-    let text = gw.metrics().await;
+    let text = gw.metrics_now().await;
     assert_eq!(metric(&text, "apiproxy_open_streams", &[]), 1.0);
 
     // The client hangs up between keep-alives: the stream, and the upstream request behind it, end
@@ -672,7 +672,7 @@ async fn a_client_that_leaves_a_silent_stream_ends_it_at_once() {
     drop(sock);
     let gone = Instant::now();
     loop {
-        let text = gw.metrics().await;
+        let text = gw.metrics_now().await;
         if metric(&text, "apiproxy_active_requests", &[]) == 0.0 {
             assert_eq!(metric(&text, "apiproxy_open_streams", &[]), 0.0);
             let chat = [("api", "openai_chat"), ("outcome", "client_closed")];

@@ -15,17 +15,74 @@ use crate::routing::RoutePlan;
 use crate::upstream::KeyChoice;
 
 /// What one upstream attempt came to, for the client's error summary and the logs. No secrets.
-#[derive(Debug, Clone, serde::Serialize)]
+/// Serialised as `{provider, model, status?, error?}`.
+#[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub provider: Arc<str>,
     pub model: Arc<str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Ended by its client leaving, not by the upstream (attempt outcome `client_closed`).
-    #[serde(skip)]
-    pub cut_by_client: bool,
+    pub end: AttemptEnd,
+    /// What happened, in words (a transport error's type, a status's judgement, why it was skipped).
+    pub note: Option<String>,
+}
+
+impl AttemptRecord {
+    /// The upstream's status, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self.end {
+            AttemptEnd::Answered(status) => Some(status),
+            _ => None,
+        }
+    }
+}
+
+impl serde::Serialize for AttemptRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("provider", &*self.provider)?;
+        map.serialize_entry("model", &*self.model)?;
+        if let Some(status) = self.status() {
+            map.serialize_entry("status", &status)?;
+        }
+        if let Some(note) = &self.note {
+            map.serialize_entry("error", note)?;
+        }
+        map.end()
+    }
+}
+
+/// How an attempt ended, as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptEnd {
+    /// The upstream answered with this status (or the one its body stood for).
+    Answered(u16),
+    /// Not sent: no usable API key for the candidate.
+    NoKey,
+    /// Not sent: the candidate could not take the request (host not resolved, no faithful
+    /// translation, media not fetched).
+    NotSent,
+    /// Opening the connection failed.
+    Connect,
+    /// Connecting, reading or writing timed out.
+    Timeout,
+    /// The connection failed otherwise (reset, closed, broken mid-answer).
+    Transport,
+    /// The client left while the attempt was in flight.
+    ClientClosed,
+}
+
+impl AttemptEnd {
+    /// A transport error's kind, from Pingora's error type.
+    pub fn of_transport(etype: &pingora::ErrorType) -> Self {
+        use pingora::ErrorType::*;
+        match etype {
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => AttemptEnd::Timeout,
+            ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure | TLSHandshakeFailure => {
+                AttemptEnd::Connect
+            }
+            _ => AttemptEnd::Transport,
+        }
+    }
 }
 
 /// The attempt in flight.

@@ -60,7 +60,7 @@ impl GatewayError {
             GatewayError::Exhausted { attempts, .. } => {
                 // Capacity problems (overload, some rate limits, nothing in rotation) are 503: come
                 // back later. Anything else means the upstreams are broken: 502.
-                let capacity = attempts.iter().all(|a| matches!(a.status, Some(429 | 503 | 529)));
+                let capacity = attempts.iter().all(|a| matches!(a.status(), Some(429 | 503 | 529)));
                 if capacity {
                     503
                 } else {
@@ -141,7 +141,7 @@ impl GatewayError {
                 if let GatewayError::Exhausted { attempts, .. } = self {
                     let summary: Vec<String> = attempts
                         .iter()
-                        .map(|a| match (&a.status, &a.error) {
+                        .map(|a| match (a.status(), &a.note) {
                             (Some(s), None) => format!("{}: status {s}", a.provider),
                             (Some(s), Some(e)) => format!("{}: status {s}, {e}", a.provider),
                             (None, Some(e)) => format!("{}: {e}", a.provider),

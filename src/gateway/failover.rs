@@ -11,7 +11,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use rand::Rng;
 
-use super::ctx::{Attempt, AttemptRecord, HeldSource, HeldVerdict, RequestCtx, ResponseMode, Retry};
+use super::ctx::{Attempt, AttemptEnd, AttemptRecord, HeldSource, HeldVerdict, RequestCtx, ResponseMode, Retry};
 use super::error::GatewayError;
 use super::upstream_call;
 use crate::app::App;
@@ -31,7 +31,7 @@ pub fn exhausted(ctx: &RequestCtx, resting: Option<Exhausted>) -> GatewayError {
         return GatewayError::Untranslatable(reason.clone());
     }
     // Rate limits only: every candidate rests after one, or every answer this request got was one.
-    let all_429 = !ctx.attempts.is_empty() && ctx.attempts.iter().all(|a| a.status == Some(429));
+    let all_429 = !ctx.attempts.is_empty() && ctx.attempts.iter().all(|a| a.status() == Some(429));
     // The selector knows every candidate; without it (the attempt limit came first), the answers.
     let rate_limited = resting.map_or(all_429, |r| r.rate_limited);
     GatewayError::Exhausted {
@@ -77,7 +77,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             match provider.pick_key(&refused, app.state.replicas()) {
                 Some(k) => Some(k),
                 None => {
-                    skip(ctx, idx, "no usable API key");
+                    skip(ctx, idx, AttemptEnd::NoKey, "no usable API key");
                     continue;
                 }
             }
@@ -85,18 +85,18 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             None
         };
         let Some(addr) = provider.addr() else {
-            skip(ctx, idx, "host not resolved");
+            skip(ctx, idx, AttemptEnd::NotSent, "host not resolved");
             continue;
         };
         if let Err(reason) = upstream_call::fetch_media(app, ctx, provider).await {
-            skip(ctx, idx, &reason);
+            skip(ctx, idx, AttemptEnd::NotSent, &reason);
             ctx.convert_error = Some(reason);
             continue;
         }
         let call = match upstream_call::build(ctx, provider, &candidate.model) {
             Ok(call) => call,
             Err(reason) => {
-                skip(ctx, idx, &reason);
+                skip(ctx, idx, AttemptEnd::NotSent, &reason);
                 ctx.convert_error = Some(reason);
                 continue;
             }
@@ -142,19 +142,18 @@ fn sticky(ctx: &RequestCtx) -> Option<Sticky<'_>> {
     })
 }
 
-fn skip(ctx: &mut RequestCtx, idx: usize, why: &str) {
-    record(ctx, idx, None, Some(why.to_string()), false);
+fn skip(ctx: &mut RequestCtx, idx: usize, end: AttemptEnd, why: &str) {
+    record(ctx, idx, end, Some(why.to_string()));
     ctx.excluded.push(idx);
 }
 
-fn record(ctx: &mut RequestCtx, idx: usize, status: Option<u16>, error: Option<String>, cut_by_client: bool) {
+fn record(ctx: &mut RequestCtx, idx: usize, end: AttemptEnd, note: Option<String>) {
     if let Some(c) = ctx.plan.as_ref().and_then(|p| p.candidates.get(idx)) {
         ctx.attempts.push(AttemptRecord {
             provider: c.provider.id.clone(),
             model: c.model.clone(),
-            status,
-            error,
-            cut_by_client,
+            end,
+            note,
         });
     }
 }
@@ -382,7 +381,7 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
         }
         _ => None,
     };
-    record(ctx, idx, Some(status), note, false);
+    record(ctx, idx, AttemptEnd::Answered(status), note);
     if let Some(v) = held.filter(|v| decision == Retry::No && v.source == HeldSource::Answer) {
         // An error object under a 2xx goes to the client as the error it is, with its status.
         let sent = resp.status.as_u16();
@@ -417,7 +416,7 @@ pub fn on_client_gone(ctx: &mut RequestCtx, response_started: bool) {
     if !response_started {
         ctx.upstream_wait += attempt.started.elapsed();
         let idx = attempt.candidate;
-        record(ctx, idx, None, Some("client closed".to_string()), true);
+        record(ctx, idx, AttemptEnd::ClientClosed, Some("client closed".to_string()));
     }
 }
 
@@ -457,7 +456,12 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
     if response_started {
         // Bytes already reached the client: nothing can be retried. The stream is reported as cut.
         health.record_failure(Failure::Broken, now);
-        record(ctx, idx, None, Some(format!("{} mid-response", etype.as_str())), false);
+        record(
+            ctx,
+            idx,
+            AttemptEnd::of_transport(&etype),
+            Some(format!("{} mid-response", etype.as_str())),
+        );
         ctx.stream_cut = true;
         return Retry::No;
     }
@@ -469,7 +473,12 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
         }
     }
     health.record_failure(Failure::Broken, now);
-    record(ctx, idx, None, Some(etype.as_str().to_string()), false);
+    record(
+        ctx,
+        idx,
+        AttemptEnd::of_transport(&etype),
+        Some(etype.as_str().to_string()),
+    );
     let reset = matches!(
         etype,
         ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError

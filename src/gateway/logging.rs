@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use pingora::Error;
 
-use super::ctx::{AttemptRecord, RequestCtx};
+use super::ctx::{AttemptEnd, AttemptRecord, RequestCtx};
 use crate::app::App;
 use crate::metrics::status_class;
 use crate::routing::RouteKind;
@@ -29,15 +29,16 @@ fn route_labels(ctx: &RequestCtx) -> (&'static str, String) {
 
 /// Why an attempt that was followed by another failed, as a bounded label.
 fn failover_reason(a: &AttemptRecord) -> &'static str {
-    match (a.status, a.error.as_deref()) {
-        (Some(401..=403), _) => "auth",
-        (Some(429), _) => "rate_limited",
-        (Some(s), _) if s >= 500 => "server_error",
-        (Some(_), _) => "status",
-        (None, Some(e)) if e.contains("Timedout") => "timeout",
-        (None, Some(e)) if e.starts_with("Connect") => "connect",
-        (None, Some("no usable API key")) => "no_key",
-        (None, _) => "transport",
+    match a.end {
+        AttemptEnd::Answered(401..=403) => "auth",
+        AttemptEnd::Answered(429) => "rate_limited",
+        AttemptEnd::Answered(s) if s >= 500 => "server_error",
+        AttemptEnd::Answered(_) => "status",
+        AttemptEnd::Timeout => "timeout",
+        AttemptEnd::Connect => "connect",
+        AttemptEnd::NoKey => "no_key",
+        AttemptEnd::NotSent => "not_sent",
+        AttemptEnd::Transport | AttemptEnd::ClientClosed => "transport",
     }
 }
 
@@ -99,10 +100,11 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     }
     let last = ctx.attempts.len().saturating_sub(1);
     for (i, a) in ctx.attempts.iter().enumerate() {
-        let result = match a.status {
-            Some(status) => status_class(status),
-            None if a.cut_by_client => "client_closed",
-            None => "transport_error",
+        let result = match a.end {
+            AttemptEnd::Answered(status) => status_class(status),
+            AttemptEnd::ClientClosed => "client_closed",
+            AttemptEnd::NoKey | AttemptEnd::NotSent => "skipped",
+            AttemptEnd::Connect | AttemptEnd::Timeout | AttemptEnd::Transport => "transport_error",
         };
         m.attempts.with_label_values(&[&a.provider, result]).inc();
         // Every attempt but the last was followed by another one: on the same upstream (a retry) or

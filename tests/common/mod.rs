@@ -330,7 +330,21 @@ pub fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
 
 impl Gateway {
     /// The Prometheus text of the admin port.
+    /// Read once no request is in flight (within 2 s): a request's metrics are counted when it is
+    /// logged, just after its last byte reached the client.
     pub async fn metrics(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let text = self.metrics_now().await;
+            if metric(&text, "apiproxy_active_requests", &[]) == 0.0 || Instant::now() >= deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The Prometheus text of the admin port as it is now, requests in flight or not.
+    pub async fn metrics_now(&self) -> String {
         let r = self
             .client
             .get(self.admin_url("/metrics"))
