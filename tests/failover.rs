@@ -200,19 +200,28 @@ async fn a_whole_answer_larger_than_the_hold_is_relayed_whole() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_web_page_under_200_is_no_answer() {
-    let (a, b, gw) = pair("", "").await;
-    // A base_url that points at a website, a captive portal, a proxy's login page: the next
-    // candidate answers, for a whole answer and for a stream.
+/// Alpha answers `reply` to a whole request and then to a stream; each time beta answers instead.
+/// The bodies the client got.
+async fn beta_answers_after(a: &Mock, gw: &Gateway, reply: Reply) -> Vec<String> {
+    let mut bodies = Vec::new();
     for stream in [false, true] {
-        a.script([Reply::WebPage]);
+        a.script([reply.clone()]);
         let r = gw
             .chat(json!({"model": "lm", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
             .await;
         assert_eq!(r.status(), 200, "stream={stream}");
         assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
-        let body = r.text().await.unwrap();
+        bodies.push(r.text().await.unwrap());
+    }
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_web_page_under_200_is_no_answer() {
+    let (a, b, gw) = pair("", "").await;
+    // A base_url that points at a website, a captive portal, a proxy's login page: the next
+    // candidate answers, for a whole answer and for a stream.
+    for body in beta_answers_after(&a, &gw, Reply::WebPage).await {
         assert!(
             !body.contains("<html") && (body.contains("hello from beta") || body.contains("[DONE]")),
             "{body}"
@@ -294,14 +303,7 @@ async fn an_empty_answer_under_200_is_no_answer() {
     let (a, b, gw) = pair("", "").await;
     // Every call the gateway proxies asks for content: an empty 200 is a bad gateway, and the next
     // candidate answers, for a whole answer and for a stream.
-    for stream in [false, true] {
-        a.script([Reply::Empty]);
-        let r = gw
-            .chat(json!({"model": "lm", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
-            .await;
-        assert_eq!(r.status(), 200, "stream={stream}");
-        assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
-        let body = r.text().await.unwrap();
+    for body in beta_answers_after(&a, &gw, Reply::Empty).await {
         assert!(body.contains("hello from beta") || body.contains("tok0"), "{body}");
     }
     assert_eq!((a.hits(), b.hits()), (2, 2));

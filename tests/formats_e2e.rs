@@ -20,6 +20,43 @@ async fn setup() -> (Mock, Mock, Gateway) {
     (oa, an, Gateway::start(&yaml).await)
 }
 
+/// A Gemini client's stream from `model`: SSE (`?alt=sse`), or without it (`array`) the JSON
+/// array; checked to come as 200 with the content type asked for, and read.
+async fn gemini_client_stream(gw: &Gateway, model: &str, array: bool) -> formats_support::Final {
+    let query = if array { "" } else { "?alt=sse" };
+    let r = gw
+        .client
+        .post(gw.url(&format!("/v1beta/models/{model}:streamGenerateContent{query}")))
+        .header("x-goog-api-key", CLIENT_KEY)
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+    let want = if array { "application/json" } else { "text/event-stream" };
+    assert!(content_type.starts_with(want), "{content_type}");
+    formats_support::gemini(&r.bytes().await.unwrap(), array)
+}
+
+/// A Gemini-style mock serving `gem-x`, and a gateway in front of it.
+async fn gemini_setup() -> (Mock, Gateway) {
+    let g = Mock::start_style("gm", &["gem-x"], Style::Gemini).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}",
+        provider_yaml_styled("gm", &g, ", models: [gem-x]")
+    ))
+    .await;
+    (g, gw)
+}
+
+/// A 200 answer's content type and body.
+async fn stream_bytes(r: reqwest::Response) -> (String, Vec<u8>) {
+    assert_eq!(r.status(), 200);
+    let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+    (content_type, r.bytes().await.unwrap().to_vec())
+}
+
 fn anthropic_body(model: &str, stream: bool) -> Value {
     json!({"model": model, "max_tokens": 100, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
 }
@@ -546,12 +583,7 @@ async fn reasoning_from_another_vendor_replayed_to_anthropic_loses_only_the_unsi
 #[tokio::test(flavor = "multi_thread")]
 async fn gemini_s_retry_delay_in_the_body_is_honoured() {
     // Gemini says when to come back in the body (RetryInfo), not in a Retry-After header.
-    let g = Mock::start_style("gm", &["gem-x"], Style::Gemini).await;
-    let gw = Gateway::start(&format!(
-        "providers:\n{}",
-        provider_yaml_styled("gm", &g, ", models: [gem-x]")
-    ))
-    .await;
+    let (g, gw) = gemini_setup().await;
     g.script([Reply::status_body(
         429,
         json!({"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED",
@@ -570,11 +602,6 @@ async fn gemini_s_retry_delay_in_the_body_is_honoured() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_whole_answer_to_a_stream_request_reaches_the_client_as_its_stream() {
     let (oa, an, gw) = setup().await;
-    let stream_bytes = |r: reqwest::Response| async move {
-        assert_eq!(r.status(), 200);
-        let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
-        (content_type, r.bytes().await.unwrap().to_vec())
-    };
     let tools = |f: &formats_support::Final| -> Vec<(String, Value)> {
         f.tools
             .iter()
@@ -627,20 +654,9 @@ async fn a_whole_answer_to_a_stream_request_reaches_the_client_as_its_stream() {
     assert!(f.clean_end && f.error.is_none(), "{f:?}");
 
     // Gemini clients, as SSE and as the JSON array of a stream without `alt=sse`.
-    for (query, array) in [("?alt=sse", false), ("", true)] {
+    for array in [false, true] {
         an.script([Reply::Whole(Box::new(Reply::Ok))]);
-        let r = gw
-            .client
-            .post(gw.url(&format!("/v1beta/models/claude-x:streamGenerateContent{query}")))
-            .header("x-goog-api-key", CLIENT_KEY)
-            .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
-            .send()
-            .await
-            .unwrap();
-        let (content_type, bytes) = stream_bytes(r).await;
-        let want = if array { "application/json" } else { "text/event-stream" };
-        assert!(content_type.starts_with(want), "{content_type}");
-        let f = formats_support::gemini(&bytes, array);
+        let f = gemini_client_stream(&gw, "claude-x", array).await;
         assert_eq!(f.text, "hello from an", "array={array} {f:?}");
         assert_eq!(f.finish.as_deref(), Some("stop"), "{f:?}");
     }
@@ -673,17 +689,7 @@ async fn a_whole_answer_to_a_stream_request_reaches_the_client_as_its_stream() {
 async fn a_gemini_upstream_s_json_answer_to_a_stream_request_reaches_the_client_as_its_stream() {
     // Gemini-compatible servers that ignore `alt=sse` answer a stream as a JSON array; some ignore
     // the stream altogether and answer with the whole object. Either is read as the stream it is.
-    let g = Mock::start_style("gm", &["gem-x"], Style::Gemini).await;
-    let gw = Gateway::start(&format!(
-        "providers:\n{}",
-        provider_yaml_styled("gm", &g, ", models: [gem-x]")
-    ))
-    .await;
-    let stream_bytes = |r: reqwest::Response| async move {
-        assert_eq!(r.status(), 200);
-        let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
-        (content_type, r.bytes().await.unwrap().to_vec())
-    };
+    let (g, gw) = gemini_setup().await;
     let openai_stream = || json!({"model": "gem-x", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
 
     // Each reply with the text it carries: the stream's five tokens, or the whole answer's text.
@@ -710,21 +716,10 @@ async fn a_gemini_upstream_s_json_answer_to_a_stream_request_reaches_the_client_
     }
 
     // A Gemini client of the same server: the SSE it asked for, or the JSON array.
-    for (query, array) in [("?alt=sse", false), ("", true)] {
+    for array in [false, true] {
         for (reply, text) in &replies {
             g.script([reply.clone()]);
-            let r = gw
-                .client
-                .post(gw.url(&format!("/v1beta/models/gem-x:streamGenerateContent{query}")))
-                .header("x-goog-api-key", CLIENT_KEY)
-                .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
-                .send()
-                .await
-                .unwrap();
-            let (content_type, bytes) = stream_bytes(r).await;
-            let want = if array { "application/json" } else { "text/event-stream" };
-            assert!(content_type.starts_with(want), "{content_type}");
-            let f = formats_support::gemini(&bytes, array);
+            let f = gemini_client_stream(&gw, "gem-x", array).await;
             assert_eq!(f.text, *text, "array={array} {f:?}");
             assert_eq!(f.finish.as_deref(), Some("stop"), "{f:?}");
             assert!(f.error.is_none(), "{f:?}");
