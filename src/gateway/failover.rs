@@ -67,23 +67,6 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         };
         let candidate = &plan.candidates[idx];
         let provider = &candidate.provider;
-        let key = if provider.has_keys() {
-            let refused: Vec<usize> = ctx
-                .refused_keys
-                .iter()
-                .filter(|(c, _)| *c == idx)
-                .map(|(_, k)| *k)
-                .collect();
-            match provider.pick_key(&refused, app.state.replicas()) {
-                Some(k) => Some(k),
-                None => {
-                    skip(ctx, idx, AttemptEnd::NoKey, "no usable API key");
-                    continue;
-                }
-            }
-        } else {
-            None
-        };
         let Some(addr) = provider.addr() else {
             skip(ctx, idx, AttemptEnd::NotSent, "host not resolved");
             continue;
@@ -100,6 +83,25 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
                 ctx.convert_error = Some(reason);
                 continue;
             }
+        };
+        // Taken last (after a media fetch that may take seconds, and the checks that may pass this
+        // candidate by): a key's rate budget is spent only on a request about to be sent.
+        let key = if provider.has_keys() {
+            let refused: Vec<usize> = ctx
+                .refused_keys
+                .iter()
+                .filter(|(c, _)| *c == idx)
+                .map(|(_, k)| *k)
+                .collect();
+            match provider.pick_key(&refused, app.state.replicas()) {
+                Some(k) => Some(k),
+                None => {
+                    skip(ctx, idx, AttemptEnd::NoKey, "no usable API key");
+                    continue;
+                }
+            }
+        } else {
+            None
         };
 
         let t = provider.timeouts;
