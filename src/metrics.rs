@@ -17,7 +17,8 @@ pub struct Metrics {
     registry: Registry,
     /// Client requests: `api`, `route`, `model`, `provider`, `status_class`, `outcome`.
     pub requests: IntCounterVec,
-    /// Upstream attempts: `provider`, `outcome` (status class or `transport_error`).
+    /// Upstream attempts: `provider`, `outcome` (status class, `transport_error`, `client_closed`,
+    /// or `skipped` for a candidate passed by without sending).
     pub attempts: IntCounterVec,
     /// Attempts followed by an attempt on another upstream: `reason`.
     pub failovers: IntCounterVec,

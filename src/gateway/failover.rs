@@ -67,6 +67,16 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         };
         let candidate = &plan.candidates[idx];
         let provider = &candidate.provider;
+        let refused: Vec<usize> = ctx
+            .refused_keys
+            .iter()
+            .filter(|(c, _)| *c == idx)
+            .map(|(_, k)| *k)
+            .collect();
+        if provider.has_keys() && !provider.has_key_in_rotation(&refused) {
+            skip(ctx, idx, AttemptEnd::NoKey, "no usable API key");
+            continue;
+        }
         let Some(addr) = provider.addr() else {
             skip(ctx, idx, AttemptEnd::NotSent, "host not resolved");
             continue;
@@ -85,14 +95,9 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             }
         };
         // Taken last (after a media fetch that may take seconds, and the checks that may pass this
-        // candidate by): a key's rate budget is spent only on a request about to be sent.
+        // candidate by): a key's rate budget is spent only on a request about to be sent. (One
+        // with no key in rotation was passed by above, before the fetch.)
         let key = if provider.has_keys() {
-            let refused: Vec<usize> = ctx
-                .refused_keys
-                .iter()
-                .filter(|(c, _)| *c == idx)
-                .map(|(_, k)| *k)
-                .collect();
             match provider.pick_key(&refused, app.state.replicas()) {
                 Some(k) => Some(k),
                 None => {

@@ -140,3 +140,50 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
         "request"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pingora::ErrorType;
+
+    use super::*;
+
+    fn reason(end: AttemptEnd) -> &'static str {
+        failover_reason(&AttemptRecord {
+            provider: Arc::from("p"),
+            model: Arc::from("m"),
+            end,
+            note: None,
+        })
+    }
+
+    #[test]
+    fn transport_errors_and_skips_get_their_own_reasons() {
+        let of = |t: ErrorType| reason(AttemptEnd::of_transport(&t));
+        for t in [
+            ErrorType::ConnectTimedout,
+            ErrorType::ReadTimedout,
+            ErrorType::WriteTimedout,
+        ] {
+            assert_eq!(of(t.clone()), "timeout", "{t:?}");
+        }
+        for t in [
+            ErrorType::ConnectRefused,
+            ErrorType::ConnectError,
+            ErrorType::TLSHandshakeFailure,
+        ] {
+            assert_eq!(of(t.clone()), "connect", "{t:?}");
+        }
+        // A connection closed under a request is a broken connection, not a failed connect.
+        for t in [ErrorType::ConnectionClosed, ErrorType::ReadError, ErrorType::WriteError] {
+            assert_eq!(of(t.clone()), "transport", "{t:?}");
+        }
+        assert_eq!(reason(AttemptEnd::NoKey), "no_key");
+        assert_eq!(reason(AttemptEnd::NotSent), "not_sent");
+        assert_eq!(reason(AttemptEnd::Answered(429)), "rate_limited");
+        assert_eq!(reason(AttemptEnd::Answered(402)), "auth");
+        assert_eq!(reason(AttemptEnd::Answered(529)), "server_error");
+        assert_eq!(reason(AttemptEnd::Answered(404)), "status");
+    }
+}

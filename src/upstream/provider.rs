@@ -212,6 +212,15 @@ impl Provider {
             })
     }
 
+    /// Whether a key outside `exclude` is in rotation (its rate budget aside, and left untouched).
+    pub fn has_key_in_rotation(&self, exclude: &[usize]) -> bool {
+        let now = now_ms();
+        self.keys
+            .iter()
+            .enumerate()
+            .any(|(i, k)| !exclude.contains(&i) && k.paused_until_ms.load(Ordering::Relaxed) <= now)
+    }
+
     /// Takes a key the provider refused out of rotation.
     pub fn pause_key(&self, index: usize) {
         if let Some(k) = self.keys.get(index) {
