@@ -20,18 +20,21 @@ async fn setup() -> (Mock, Mock, Gateway) {
     (oa, an, Gateway::start(&yaml).await)
 }
 
-/// A Gemini client's stream from `model`: SSE (`?alt=sse`), or without it (`array`) the JSON
-/// array; checked to come as 200 with the content type asked for, and read.
-async fn gemini_client_stream(gw: &Gateway, model: &str, array: bool) -> formats_support::Final {
-    let query = if array { "" } else { "?alt=sse" };
-    let r = gw
-        .client
+/// A Gemini client's `streamGenerateContent` call for `model`, with `query` (`?alt=sse` or none).
+async fn gemini_stream_call(gw: &Gateway, model: &str, query: &str) -> reqwest::Response {
+    gw.client
         .post(gw.url(&format!("/v1beta/models/{model}:streamGenerateContent{query}")))
         .header("x-goog-api-key", CLIENT_KEY)
         .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A Gemini client's stream from `model`: SSE (`?alt=sse`), or without it (`array`) the JSON
+/// array; checked to come as 200 with the content type asked for, and read.
+async fn gemini_client_stream(gw: &Gateway, model: &str, array: bool) -> formats_support::Final {
+    let r = gemini_stream_call(gw, model, if array { "" } else { "?alt=sse" }).await;
     assert_eq!(r.status(), 200);
     let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
     let want = if array { "application/json" } else { "text/event-stream" };
@@ -278,14 +281,7 @@ async fn responses_clients_are_translated_for_chat_only_upstreams() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gemini_streams_without_alt_sse_are_a_json_array() {
     let (_oa, _an, gw) = setup().await;
-    let r = gw
-        .client
-        .post(gw.url("/v1beta/models/gpt-x:streamGenerateContent"))
-        .header("x-goog-api-key", CLIENT_KEY)
-        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
-        .send()
-        .await
-        .unwrap();
+    let r = gemini_stream_call(&gw, "gpt-x", "").await;
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]
         .to_str()

@@ -271,12 +271,7 @@ async fn stream_parts(r: reqwest::Response) -> (usize, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_upstream_stream_gets_keep_alives_between_whole_events() {
-    let a = Mock::start("alpha", &["m"]).await;
-    let gw = Gateway::start(&format!(
-        "server: {{stream_keepalive_ms: 200}}\nproviders:\n{}",
-        provider_yaml("alpha", &a, ", timeouts: {idle_ms: 1500}")
-    ))
-    .await;
+    let (a, gw) = keepalive_gateway(200, 1500).await;
 
     // Events 600 ms apart: the client hears from the gateway at least once in each gap.
     a.set_event_gap(Duration::from_millis(600));
@@ -638,12 +633,7 @@ async fn a_client_that_leaves_during_the_pause_before_a_retry_gets_no_more_attem
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_leaves_a_silent_stream_ends_it_at_once() {
     use tokio::io::AsyncReadExt;
-    let a = Mock::start("alpha", &["m"]).await;
-    let gw = Gateway::start(&format!(
-        "server: {{stream_keepalive_ms: 100}}\nproviders:\n{}",
-        provider_yaml("alpha", &a, ", timeouts: {idle_ms: 20000}")
-    ))
-    .await;
+    let (a, gw) = keepalive_gateway(100, 20000).await;
     // Seven events 3 s apart: the client gets the first, then keep-alives while the upstream is silent.
     a.set_event_gap(Duration::from_secs(3));
     let body = json!({"model": "m", "stream": true, "messages": []}).to_string();
@@ -755,6 +745,18 @@ async fn send_raw_chat(gw: &Gateway, body: &str) -> tokio::net::TcpStream {
     );
     sock.write_all(req.as_bytes()).await.unwrap();
     sock
+}
+
+/// A gateway that sends stream keep-alives after `keepalive_ms` of silence, in front of one mock
+/// whose streams may be silent for `idle_ms`.
+async fn keepalive_gateway(keepalive_ms: u64, idle_ms: u64) -> (Mock, Gateway) {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!(
+        "server: {{stream_keepalive_ms: {keepalive_ms}}}\nproviders:\n{}",
+        provider_yaml("alpha", &a, &format!(", timeouts: {{idle_ms: {idle_ms}}}"))
+    ))
+    .await;
+    (a, gw)
 }
 
 /// Waits until `mock` has received a request.

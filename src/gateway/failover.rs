@@ -381,7 +381,7 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
         }
     };
     let note = match held {
-        _ if no_answer.is_some() => no_answer.map(|what| format!("answered {} with {what}", resp.status.as_u16())),
+        _ if let Some(what) = no_answer => Some(format!("answered {} with {what}", resp.status.as_u16())),
         Some(v) if v.source == HeldSource::FirstEvent => Some(format!("{:?} error as the first stream event", v.kind)),
         Some(v) if v.source == HeldSource::Answer => {
             Some(format!("{:?} error as a {} answer", v.kind, resp.status.as_u16()))

@@ -38,6 +38,13 @@ pub struct ProviderKey {
     qps: Option<(u32, TokenBucket)>,
 }
 
+impl ProviderKey {
+    /// Not paused at `now_ms` (a refused key rests for a while).
+    fn in_rotation(&self, now_ms: u64) -> bool {
+        self.paused_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+}
+
 impl std::fmt::Debug for ProviderKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ProviderKey(<redacted>)")
@@ -201,7 +208,7 @@ impl Provider {
             .find(|&i| {
                 let k = &self.keys[i];
                 !exclude.contains(&i)
-                    && k.paused_until_ms.load(Ordering::Relaxed) <= now
+                    && k.in_rotation(now)
                     && k.qps
                         .as_ref()
                         .is_none_or(|(rate, b)| b.take(share(*rate), instant).is_ok())
@@ -218,7 +225,7 @@ impl Provider {
         self.keys
             .iter()
             .enumerate()
-            .any(|(i, k)| !exclude.contains(&i) && k.paused_until_ms.load(Ordering::Relaxed) <= now)
+            .any(|(i, k)| !exclude.contains(&i) && k.in_rotation(now))
     }
 
     /// Takes a key the provider refused out of rotation.
@@ -232,10 +239,7 @@ impl Provider {
     /// Keys currently in rotation.
     pub fn usable_keys(&self) -> usize {
         let now = now_ms();
-        self.keys
-            .iter()
-            .filter(|k| k.paused_until_ms.load(Ordering::Relaxed) <= now)
-            .count()
+        self.keys.iter().filter(|k| k.in_rotation(now)).count()
     }
 
     /// The first usable key's header, for background calls (model lists, probes).
