@@ -393,15 +393,22 @@ struct Measured {
     rps: f64,
     /// CPU seconds per request, user space and kernel.
     cpu_per_req: Cpu,
+    /// Where the machine's CPU time went per request: this process (load generator and mock), and
+    /// idle. With the proxy's own share they add up to `cores / rps`.
+    harness_per_req: f64,
+    idle_per_req: f64,
     errors: u64,
 }
 
 /// Saturates `t` and charges the CPU time of process `pid` and its children (nginx's workers) to
-/// the requests it served.
+/// the requests it served. `BENCH_CONNS` sets the connections (default 32).
 async fn measured(t: &Target, pid: u32, secs: f64) -> Measured {
-    let cpu0 = cpu_secs_tree(pid);
-    let (rps, errors) = saturate(t, 32, secs).await;
+    let conns = saturation_conns();
+    let (cpu0, harness0, idle0) = (cpu_secs_tree(pid), cpu_secs(std::process::id()), idle_secs());
+    let (rps, errors) = saturate(t, conns, secs).await;
     let cpu = cpu_secs_tree(pid) - cpu0;
+    let harness = cpu_secs(std::process::id()) - harness0;
+    let idle = idle_secs() - idle0;
     let n = (rps * secs).max(1.0);
     Measured {
         rps,
@@ -409,8 +416,27 @@ async fn measured(t: &Target, pid: u32, secs: f64) -> Measured {
             user: cpu.user / n,
             kernel: cpu.kernel / n,
         },
+        harness_per_req: (harness.user + harness.kernel) / n,
+        idle_per_req: idle / n,
         errors,
     }
+}
+
+/// Connections of the closed loop that saturates a target: 32, or `BENCH_CONNS` (to check that a
+/// proxy is saturated: more connections should not raise its requests/s).
+fn saturation_conns() -> usize {
+    std::env::var("BENCH_CONNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32)
+}
+
+/// Seconds all cores together spent idle since boot (`/proc/stat`: idle and iowait).
+fn idle_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or("");
+    let ticks: Vec<f64> = cpu.split_whitespace().skip(1).filter_map(|s| s.parse().ok()).collect();
+    (ticks.get(3).unwrap_or(&0.0) + ticks.get(4).unwrap_or(&0.0)) / 100.0
 }
 
 /// Open loop at `rate` requests/s. Each of 64 connections owns every 64th slot of one schedule, so
@@ -585,7 +611,7 @@ async fn run() {
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     println!(
         "{:<40} {:>8} {:>8} {:>7} {:>8} {:>7} {:>8} {:>7} {:>9} {:>10} {:>6}",
-        "case (throughput r/s, 32 conns)",
+        format!("case (throughput r/s, {} conns)", saturation_conns()),
         "direct",
         "gateway",
         "usr+krn",
@@ -631,7 +657,7 @@ async fn run() {
                 ..direct.clone()
             }
         };
-        let (d, _) = saturate(&direct, 32, secs).await;
+        let (d, _) = saturate(&direct, saturation_conns(), secs).await;
         let accepts0 = MOCK_ACCEPTS.load(Ordering::Relaxed);
         let g = measured(&through, gw.pid(), secs).await;
         let upstream_conns = MOCK_ACCEPTS.load(Ordering::Relaxed) - accepts0;
@@ -673,10 +699,33 @@ async fn run() {
             ratio(&n),
             ratio(&f),
         );
+        // Where both cores went, per request: what a proxy leaves to the load generator, the mock
+        // and idle decides its requests/s as much as its own share does.
+        let split = |label: &str, m: &Option<Measured>| match m {
+            Some(m) => format!(
+                "{label} {:.0} + {:.0} + {:.0}",
+                (m.cpu_per_req.user + m.cpu_per_req.kernel) * 1e6,
+                m.harness_per_req * 1e6,
+                m.idle_per_req * 1e6
+            ),
+            None => String::new(),
+        };
+        let splits = [split("gateway", &Some(g)), split("pingora", &f), split("nginx", &n)];
+        println!(
+            "  {:<38} {}",
+            "µs/req: proxy + load gen & mock + idle",
+            splits
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
         match (mode, size) {
             ("json", 1024) => {
                 verdict.same_format_rps = Some(g.rps);
                 verdict.vs_nginx = n.as_ref().map(|n| g.rps / n.rps);
+                verdict.floor_vs_nginx = f.as_ref().zip(n.as_ref()).map(|(f, n)| f.rps / n.rps);
             }
             ("translate", _) => verdict.translated_rps = Some(g.rps),
             _ => {}
@@ -702,6 +751,8 @@ struct Verdict {
     same_format_rps: Option<f64>,
     /// Same-format 1 KiB throughput over nginx's.
     vs_nginx: Option<f64>,
+    /// The bare Pingora proxy's 1 KiB throughput over nginx's: how far any Pingora proxy gets.
+    floor_vs_nginx: Option<f64>,
     translated_rps: Option<f64>,
     added_p99: Option<Duration>,
     /// Streams completed of 1,000, and the gateway's peak RSS in MiB.
@@ -718,6 +769,9 @@ impl Verdict {
                 r * 100.0,
                 met(r >= 0.9)
             );
+            if let Some(f) = self.floor_vs_nginx {
+                println!("    (the bare Pingora proxy, same run: {:.0}% of nginx)", f * 100.0);
+            }
         }
         if let Some(d) = self.added_p99 {
             println!(
