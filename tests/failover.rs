@@ -322,6 +322,82 @@ async fn an_empty_answer_under_200_is_no_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_is_no_answer() {
+    let (a, b, gw) = pair("", "").await;
+    // A captive portal, a login proxy, an http `base_url` sent to https: never an LLM API's answer.
+    let redirect =
+        Reply::Raw("HTTP/1.1 302 Found\r\nlocation: https://portal.example/login\r\ncontent-length: 0\r\n\r\n".into());
+    for body in beta_answers_after(&a, &gw, redirect.clone()).await {
+        assert!(body.contains("hello from beta") || body.contains("tok0"), "{body}");
+    }
+    assert_eq!((a.hits(), b.hits()), (2, 2));
+    // Alone on its route: a 502 that says what came back, without the redirect's `location`.
+    a.script([redirect]);
+    let r = gw.chat(chat_body("alpha/m")).await;
+    assert_eq!(r.status(), 502);
+    assert!(r.headers().get("location").is_none());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["error"]["attempts"][0]["error"], "answered 302 with a redirect (3xx)",
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_answer_whose_end_only_the_close_marks_is_judged_whole() {
+    let (a, b, gw) = pair("", "").await;
+    // Neither a length nor chunks: the connection's close ends the body, so a cut looks like the
+    // end. Half a document, or nothing, is no answer; the next candidate answers.
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+    for body in ["", "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"choi"] {
+        a.script([Reply::Raw(format!("{head}{body}"))]);
+        let r = gw.chat(chat_body("lm")).await;
+        assert_eq!(r.status(), 200, "{body:?}");
+        assert_eq!(r.headers()["x-apiproxy-provider"], "beta", "{body:?}");
+    }
+    assert_eq!((a.hits(), b.hits()), (2, 2));
+    // A whole document framed the same way is an answer.
+    let whole = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"closed at the end"},"finish_reason":"stop"}]}"#;
+    a.script([Reply::Raw(format!("{head}{whole}"))]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "closed at the end");
+    a.script([Reply::Raw(format!("{head}{{\"id\":\"x\",\"cho"))]);
+    let v: Value = gw.chat(chat_body("alpha/m")).await.json().await.unwrap();
+    assert_eq!(
+        v["error"]["attempts"][0]["error"],
+        "answered 200 with a JSON body cut short (no length; the connection closed)",
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absurd_retry_after_is_bounded() {
+    let (a, b, gw) = pair("", "").await;
+    // Larger than any clock: the upstream cools down for the longest allowed wait, the request
+    // goes on to the next candidate, and the gateway goes on serving.
+    let limited = |after: &str| {
+        Reply::Raw(format!(
+            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: {after}\r\ncontent-length: 2\r\n\r\n{{}}"
+        ))
+    };
+    a.script([limited("99999999999999999999")]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta", "alpha cools down");
+    assert_eq!((a.hits(), b.hits()), (1, 2));
+    // Alone on a route, the client is told to come back within the bound, not in 3 billion years.
+    let (a, _b, gw) = pair("", "").await;
+    a.script([limited("1e19")]);
+    let r = gw.chat(chat_body("alpha/m")).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "3600");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_error_object_under_200_is_judged_as_the_error_it_is() {
     let (a, b, gw) = pair("", "").await;
     // An overload said under a 200: the next candidate answers.

@@ -196,6 +196,8 @@ pub enum HeldSource {
     FirstEvent,
     /// A whole 2xx answer that is an error object.
     Answer,
+    /// A whole 2xx answer that answers nothing (what it is): judged as `response::no_answer`.
+    NoAnswer(&'static str),
 }
 
 impl HeldVerdict {

@@ -16,7 +16,8 @@ use super::error::GatewayError;
 use super::upstream_call;
 use crate::app::App;
 use crate::formats::stream::ANSWER_ERROR_WITHIN;
-use crate::formats::{answer_error, classify_error, error_map, first_event, FirstEvent};
+use crate::formats::{answer_error, classify_error, error_map, first_event, ErrorKind, FirstEvent};
+use crate::routing::health::MAX_RETRY_AFTER_SECS;
 use crate::routing::{choose, choose_dry, Exhausted, Failure, Sticky};
 
 fn ms(n: u64) -> Duration {
@@ -136,6 +137,8 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             tool_names: call.tool_names,
         });
         ctx.status_retry = None;
+        // A hold left by an attempt that broke while held would date this attempt's header.
+        ctx.hold = None;
         ctx.held_verdict = None;
         ctx.response = ResponseMode::Pass;
         return Ok(Box::new(peer));
@@ -165,14 +168,21 @@ fn record(ctx: &mut RequestCtx, idx: usize, end: AttemptEnd, note: Option<String
     }
 }
 
+/// `Retry-After` in seconds from now: delay-seconds (fractions rounded up) or an HTTP date, at most
+/// [MAX_RETRY_AFTER_SECS]; garbage is treated as absent.
 fn retry_after_secs(resp: &ResponseHeader) -> Option<u64> {
-    let v = resp.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
-    // Delay-seconds only; an HTTP date is rare from LLM providers and treated as absent.
-    v.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| s.ceil() as u64)
+    let v = resp.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let secs = match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => s.ceil().min(MAX_RETRY_AFTER_SECS as f64) as u64,
+        Ok(_) => return None,
+        Err(_) => {
+            let at = httpdate::parse_http_date(v).ok()?;
+            let wait = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            // A date's second is whole: round up what is left of it.
+            (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).min(MAX_RETRY_AFTER_SECS)
+        }
+    };
+    Some(secs)
 }
 
 /// Anthropic's and OpenAI's `x-should-retry`: the provider's own word on whether asking it again
@@ -252,6 +262,8 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
         }
         match answer_error(format, body, true) {
             FirstEvent::Error(kind) => verdict(kind, HeldSource::Answer),
+            _ if end => whole_json_answered_nothing(resp, body)
+                .and_then(|what| verdict(ErrorKind::Upstream, HeldSource::NoAnswer(what))),
             _ => None,
         }
     } else if resp.status.is_success() {
@@ -277,6 +289,19 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
     HeldResponse::Release
 }
 
+/// What a whole JSON success, read to its end, is when it answers nothing: empty (a body without
+/// `content-length` that ended at once), or cut short where only the connection's close marks its end
+/// (neither a length nor chunks: a cut looks like the end, so the document itself must be whole).
+fn whole_json_answered_nothing(resp: &ResponseHeader, body: &[u8]) -> Option<&'static str> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Some("an empty body");
+    }
+    let framed = resp.headers.contains_key(http::header::CONTENT_LENGTH)
+        || resp.headers.contains_key(http::header::TRANSFER_ENCODING);
+    (!framed && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err())
+        .then_some("a JSON body cut short (no length; the connection closed)")
+}
+
 /// Judges the upstream's response status (and what its held body said) and records health; says
 /// whether to try again.
 pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
@@ -296,7 +321,13 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
     let held = ctx.held_verdict.take();
     // A success that answers nothing: a web page (a `base_url` that points at a website, a captive
     // portal, the login page of a proxy in between) or an empty body. A bad gateway, never relayed.
-    let no_answer = super::response::no_answer(resp);
+    let no_answer = super::response::no_answer(resp).or(match held {
+        Some(HeldVerdict {
+            source: HeldSource::NoAnswer(what),
+            ..
+        }) => Some(what),
+        _ => None,
+    });
     let status = match held {
         _ if no_answer.is_some() => 502,
         Some(v) => v.status(resp.status.as_u16()),
@@ -308,7 +339,8 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
     let retry_after = error
         .then(|| retry_after_secs(resp))
         .flatten()
-        .or(held.and_then(|v| v.retry_after));
+        .or(held.and_then(|v| v.retry_after))
+        .map(|s| s.min(MAX_RETRY_AFTER_SECS));
     let should_retry = error.then(|| should_retry(resp)).flatten();
     if retry_after.is_some() {
         ctx.upstream_retry_after = retry_after;
@@ -525,5 +557,26 @@ mod tests {
         }
         assert!(!client_gone(&Error::new_down(ErrorType::HTTPStatus(502))));
         assert!(!client_gone(&Error::new_down(ErrorType::ConnectTimedout)));
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_a_date_and_bounded() {
+        let of = |v: &str| {
+            let mut resp = ResponseHeader::build(429, None).unwrap();
+            resp.insert_header("retry-after", v.to_string()).unwrap();
+            retry_after_secs(&resp)
+        };
+        assert_eq!(of("7"), Some(7));
+        assert_eq!(of(" 1.2 "), Some(2));
+        assert_eq!(of("0"), Some(0));
+        // Absurd values would keep the upstream out for ever (or overflow the clock).
+        assert_eq!(of("1e19"), Some(MAX_RETRY_AFTER_SECS));
+        assert_eq!(of("99999999999999999999"), Some(MAX_RETRY_AFTER_SECS));
+        let in_a_minute = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+        assert!(matches!(of(&in_a_minute), Some(59..=60)), "{:?}", of(&in_a_minute));
+        assert_eq!(of("Wed, 21 Oct 2015 07:28:00 GMT"), Some(0), "a date passed: now");
+        for garbage in ["-3", "NaN", "inf", "soon", ""] {
+            assert_eq!(of(garbage), None, "{garbage:?}");
+        }
     }
 }

@@ -50,9 +50,12 @@ pub(super) fn gemini_stream(ctx: &RequestCtx, upstream: WireFormat) -> bool {
 
 /// What a success that answers nothing is: a web page (what a website, a captive portal or the
 /// login page of a proxy in between answers, never an LLM API), or an empty body (every call the
-/// gateway proxies asks for content).
+/// gateway proxies asks for content). A redirect is none either: no LLM API redirects a call, and
+/// relaying one would point the client at the provider (or a portal) itself.
 pub(super) fn no_answer(resp: &ResponseHeader) -> Option<&'static str> {
-    if !resp.status.is_success() {
+    if resp.status.is_redirection() {
+        Some("a redirect (3xx)")
+    } else if !resp.status.is_success() {
         None
     } else if content_type_is(resp, "text/html") {
         Some("a web page (text/html)")

@@ -16,6 +16,10 @@ use parking_lot::{Mutex, RwLock};
 const ALPHA: f64 = 0.25;
 /// Longest an open circuit waits between probes.
 const MAX_OPEN: Duration = Duration::from_secs(300);
+/// Longest cool-down an upstream's `Retry-After` (or its body's retry hint) can ask for: a larger
+/// or absurd value would otherwise keep the upstream out of rotation, on every replica, for as long
+/// as it says (or overflow the clock).
+pub const MAX_RETRY_AFTER_SECS: u64 = 3600;
 
 /// Thresholds from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -222,7 +226,10 @@ impl UpstreamHealth {
         s.pending.failures = s.pending.failures.saturating_add(1);
         match failure {
             Failure::RateLimited { retry_after } => {
-                let until = now + retry_after.unwrap_or(self.policy.default_cooldown);
+                let wait = retry_after
+                    .unwrap_or(self.policy.default_cooldown)
+                    .min(Duration::from_secs(MAX_RETRY_AFTER_SECS));
+                let until = now + wait;
                 s.cooldown_until = Some(s.cooldown_until.map_or(until, |u| u.max(until)));
                 if let Circuit::HalfOpen { backoff, .. } = s.circuit {
                     s.circuit = Circuit::Open { until, backoff };
@@ -231,7 +238,11 @@ impl UpstreamHealth {
             Failure::Broken => {
                 s.consecutive_failures = s.consecutive_failures.saturating_add(1);
                 s.circuit = match s.circuit {
-                    Circuit::HalfOpen { backoff, .. } | Circuit::Open { backoff, .. } => {
+                    // Requests sent before the circuit opened go on failing for a while: the wait
+                    // is the one the opening set, not doubled by each of them.
+                    open @ Circuit::Open { .. } => open,
+                    // The probe failed: wait twice as long for the next one.
+                    Circuit::HalfOpen { backoff, .. } => {
                         let backoff = (backoff * 2).min(MAX_OPEN);
                         Circuit::Open {
                             until: now + backoff,
@@ -455,6 +466,48 @@ mod tests {
         h.record_success(Duration::from_millis(10));
         assert!(matches!(h.availability(much_later), Availability::Available { .. }));
         assert_eq!(h.view(much_later).circuit, "closed");
+    }
+
+    #[test]
+    fn failures_of_requests_sent_before_the_circuit_opened_do_not_stretch_its_wait() {
+        let h = UpstreamHealth::new(policy());
+        let t0 = Instant::now();
+        // Ten requests in flight when the upstream broke: the third failure opens the circuit,
+        // the other seven come back while it is open.
+        for _ in 0..10 {
+            h.record_failure(Failure::Broken, t0);
+        }
+        let after_open_for = t0 + Duration::from_secs(11);
+        assert_eq!(h.availability(after_open_for), Availability::Probe);
+        // Only a failed probe doubles it.
+        assert!(h.try_probe(after_open_for));
+        h.record_failure(Failure::Broken, after_open_for);
+        assert!(matches!(
+            h.availability(after_open_for + Duration::from_secs(19)),
+            Availability::Unavailable { .. }
+        ));
+        assert_eq!(
+            h.availability(after_open_for + Duration::from_secs(21)),
+            Availability::Probe
+        );
+    }
+
+    #[test]
+    fn a_cool_down_is_bounded_whatever_retry_after_says() {
+        let h = UpstreamHealth::new(policy());
+        let t0 = Instant::now();
+        h.record_failure(
+            Failure::RateLimited {
+                retry_after: Some(Duration::from_secs(u64::MAX)),
+            },
+            t0,
+        );
+        let bound = Duration::from_secs(MAX_RETRY_AFTER_SECS);
+        assert!(matches!(
+            h.availability(t0 + bound - Duration::from_secs(1)),
+            Availability::RateLimited { .. }
+        ));
+        assert!(matches!(h.availability(t0 + bound), Availability::Available { .. }));
     }
 
     #[test]

@@ -118,6 +118,9 @@ pub enum Reply {
     /// This reply's stream as Gemini's JSON array (`application/json`) even when `?alt=sse` was
     /// asked (Gemini-compatible servers that ignore `alt`).
     JsonArray(Box<Reply>),
+    /// These bytes verbatim (status line, headers, body), then the connection closes: a redirect,
+    /// a header no well-behaved server sends, a body whose end only the close marks.
+    Raw(String),
 }
 
 impl Reply {
@@ -1260,6 +1263,11 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
         Reply::Delay(..) | Reply::ShouldRetry(..) | Reply::Whole(..) | Reply::JsonArray(..) => unreachable!(),
         Reply::Reset => {
             reset(sock);
+            false
+        }
+        Reply::Raw(bytes) => {
+            let _ = sock.write_all(bytes.as_bytes()).await;
+            let _ = sock.shutdown().await;
             false
         }
         Reply::Status {
