@@ -89,6 +89,10 @@ impl Decode for AnthropicDecoder {
                     }
                     Some("tool_use") if str_at(b, "name") == Some(JSON_TOOL) => {
                         self.json_mode = true;
+                        // As for any tool: an input sent whole here, not as deltas, is the answer.
+                        if let Some(input) = b.get("input").filter(|i| i.as_object().is_some_and(|o| !o.is_empty())) {
+                            out.push(StreamEvent::Text(input.to_string()));
+                        }
                         BlockKind::JsonText
                     }
                     Some("tool_use") => {

@@ -25,14 +25,14 @@ impl ChatDecoder {
     }
 
     fn tool_index(&mut self, upstream: u64, id: Option<&str>, out: &mut Vec<StreamEvent>, name: Option<&str>) -> usize {
+        // A new call always carries its name: a chunk without one continues the last call with its
+        // upstream index, even when it brings an id that call did not have or a different one (some
+        // servers send an id on every chunk, and change it).
         let known = self
             .tools
             .iter()
-            .rposition(|(i, known_id)| *i == upstream && id.is_none_or(|id| id == known_id || known_id.is_empty()));
+            .rposition(|(i, known_id)| *i == upstream && (name.is_none() || id.is_none_or(|id| id == known_id)));
         if let Some(k) = known {
-            if let (Some(id), true) = (id, self.tools[k].1.is_empty()) {
-                self.tools[k].1 = id.to_string();
-            }
             return k;
         }
         let k = self.tools.len();
@@ -87,8 +87,9 @@ impl Decode for ChatDecoder {
                     out.push(StreamEvent::Thinking(r.to_string()));
                 }
             }
-            if let Some(t) = str_at(delta, "content") {
-                if !t.is_empty() {
+            // A refusal (structured outputs) is the answer's text, as in a whole answer.
+            for key in ["content", "refusal"] {
+                if let Some(t) = str_at(delta, key).filter(|t| !t.is_empty()) {
                     out.push(StreamEvent::Text(t.to_string()));
                 }
             }
@@ -96,10 +97,11 @@ impl Decode for ChatDecoder {
                 let f = tc.get("function").unwrap_or(&Value::Null);
                 let upstream = u64_at(tc, "index").unwrap_or(0);
                 let id = str_at(tc, "id").filter(|s| !s.is_empty());
+                let name = str_at(f, "name").filter(|s| !s.is_empty());
                 let k = match (id, self.current_tool) {
                     // A continuation chunk without an id belongs to the call with that upstream index.
                     (None, Some(cur)) if self.tools[cur].0 == upstream => cur,
-                    _ => self.tool_index(upstream, id, out, str_at(f, "name")),
+                    _ => self.tool_index(upstream, id, out, name),
                 };
                 self.current_tool = Some(k);
                 let args = match f.get("arguments") {
@@ -111,7 +113,8 @@ impl Decode for ChatDecoder {
                     out.push(StreamEvent::ToolArgs { index: k, delta: args });
                 }
             }
-            if let Some(fr) = str_at(choice, "finish_reason") {
+            // Some servers (Ollama, SGLang) send `""` for "not finished" on every chunk.
+            if let Some(fr) = str_at(choice, "finish_reason").filter(|fr| !fr.is_empty()) {
                 self.finished = true;
                 out.push(StreamEvent::Finish {
                     reason: parse_finish(fr),

@@ -28,7 +28,7 @@ pub enum FirstEvent {
 pub fn first_event(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent {
     // Event by event (each up to its blank line), so a long stream read in one piece is not parsed
     // past its first event.
-    let mut rest = body;
+    let mut rest = super::sse_parser::strip_bom(body);
     while let Some(end) = event_end(rest) {
         let mut first = None;
         let _ = SseParser::new(end + 1, false).push(&rest[..end], &mut |frame: Frame<'_>| {

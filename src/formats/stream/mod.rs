@@ -159,6 +159,8 @@ pub struct StreamConverter {
     accumulated: usize,
     ended: bool,
     broken: bool,
+    /// Upstream bytes seen: a byte-order mark can only open the stream.
+    began: bool,
 }
 
 impl StreamConverter {
@@ -198,12 +200,17 @@ impl StreamConverter {
             accumulated: 0,
             ended: false,
             broken: false,
+            began: false,
         }
     }
 
     /// Feeds upstream bytes and appends client bytes to `out`. Errs when an event exceeds `max_event_bytes`;
     /// the stream is then broken (call `abort`).
-    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
+    pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
+        if !self.began && !chunk.is_empty() {
+            self.began = true;
+            chunk = sse_parser::strip_bom(chunk);
+        }
         if self.broken {
             return Err(StreamError::EventTooLarge {
                 limit: self.opts.max_event_bytes,
@@ -484,6 +491,164 @@ mod tests {
         expected.extend_from_slice(whole);
         expected.extend_from_slice(b"\r\n\r\n");
         assert_eq!(out, expected);
+    }
+
+    /// The client bytes of `chunks` from `from`, translated to `to`, and whether the converter saw
+    /// the stream complete.
+    fn convert(from: WireFormat, to: WireFormat, chunks: &[&[u8]]) -> (String, bool) {
+        let mut c = StreamConverter::new(from, to, StreamOptions::default());
+        let mut out = Vec::new();
+        for chunk in chunks {
+            c.push(chunk, &mut out).unwrap();
+        }
+        let completed = c.completed();
+        c.finish(&mut out);
+        (String::from_utf8(out).unwrap(), completed)
+    }
+
+    fn chat_chunk(delta: &str, finish: &str) -> Vec<u8> {
+        format!("data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n").into_bytes()
+    }
+
+    #[test]
+    fn an_empty_finish_reason_is_no_finish() {
+        // Ollama and SGLang send `""` on every chunk until the real one.
+        let chunks = [
+            chat_chunk(r#"{"content":"Hel"}"#, r#""""#),
+            chat_chunk(r#"{"content":"lo"}"#, r#""""#),
+            chat_chunk("{}", r#""length""#),
+            b"data: [DONE]\n\n".to_vec(),
+        ];
+        let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let (text, completed) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &all);
+        assert!(completed);
+        assert_eq!(
+            text.matches(r#""type":"content_block_start""#).count(),
+            1,
+            "one text block: {text}"
+        );
+        assert!(text.contains(r#""stop_reason":"max_tokens""#), "{text}");
+        // Cut before its real finish, the stream is not complete, whatever the empty ones said.
+        let (text, completed) = convert(WireFormat::OpenAiChat, WireFormat::OpenAiResponses, &all[..2]);
+        assert!(!completed, "{text}");
+        // Passed through, too.
+        let (_, completed) = convert(WireFormat::OpenAiChat, WireFormat::OpenAiChat, &all[..2]);
+        assert!(!completed);
+    }
+
+    #[test]
+    fn a_streamed_refusal_is_the_answer_s_text() {
+        let chunks = [
+            chat_chunk(r#"{"role":"assistant","content":null,"refusal":""}"#, "null"),
+            chat_chunk(r#"{"refusal":"I can't help with that."}"#, "null"),
+            chat_chunk("{}", r#""stop""#),
+        ];
+        let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &all);
+        assert!(text.contains(r#""text":"I can't help with that.""#), "{text}");
+    }
+
+    #[test]
+    fn a_tool_call_whose_id_changes_mid_call_stays_one_call() {
+        // The first chunk names the call; later ones bring another id (or the first had none).
+        for first_id in [r#""id":"A","#, ""] {
+            let chunks = [
+                chat_chunk(
+                    &format!(
+                        r#"{{"tool_calls":[{{"index":0,{first_id}"type":"function","function":{{"name":"f","arguments":""}}}}]}}"#
+                    ),
+                    "null",
+                ),
+                chat_chunk(
+                    r#"{"tool_calls":[{"index":0,"id":"B","function":{"arguments":"{\"x\":"}}]}"#,
+                    "null",
+                ),
+                chat_chunk(
+                    r#"{"tool_calls":[{"index":0,"id":"C","function":{"arguments":"1}"}}]}"#,
+                    "null",
+                ),
+                chat_chunk("{}", r#""tool_calls""#),
+            ];
+            let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+            let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &all);
+            assert_eq!(text.matches(r#""type":"tool_use""#).count(), 1, "{text}");
+            assert!(
+                text.contains(r#""partial_json":"{\"x\":""#) && text.contains(r#""partial_json":"1}""#),
+                "{text}"
+            );
+        }
+        // Parallel calls on new indexes, or a new call named on the same index, are still new calls.
+        let chunks = [
+            chat_chunk(
+                r#"{"tool_calls":[{"index":0,"id":"A","function":{"name":"f","arguments":"{}"}}]}"#,
+                "null",
+            ),
+            chat_chunk(
+                r#"{"tool_calls":[{"index":0,"id":"B","function":{"name":"g","arguments":"{}"}}]}"#,
+                "null",
+            ),
+            chat_chunk(
+                r#"{"tool_calls":[{"index":1,"id":"C","function":{"name":"h","arguments":"{}"}}]}"#,
+                "null",
+            ),
+            chat_chunk("{}", r#""tool_calls""#),
+        ];
+        let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &all);
+        assert_eq!(text.matches(r#""type":"tool_use""#).count(), 3, "{text}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_stream_is_dropped() {
+        let gemini = b"\xEF\xBB\xBFdata: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]},\"finishReason\":\"STOP\"}]}\r\n\r\n";
+        let (text, completed) = convert(WireFormat::Gemini, WireFormat::OpenAiChat, &[gemini]);
+        assert!(completed && text.contains(r#""content":"Hi""#), "{text}");
+        let (text, completed) = convert(WireFormat::Gemini, WireFormat::Gemini, &[gemini]);
+        assert!(completed && text.starts_with("data: {"), "{text}");
+        let array =
+            b"\xEF\xBB\xBF[{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]},\"finishReason\":\"STOP\"}]}]";
+        let (text, completed) = convert(WireFormat::Gemini, WireFormat::Anthropic, &[array]);
+        assert!(completed && text.contains(r#""text":"Hi""#), "{text}");
+        let chat = [
+            b"\xEF\xBB\xBF".as_slice(),
+            &chat_chunk(r#"{"content":"Hi"}"#, r#""stop""#),
+        ]
+        .concat();
+        let (text, completed) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &[&chat]);
+        assert!(completed && text.contains(r#""text":"Hi""#), "{text}");
+        // An error as the first event is still seen, for failover.
+        let error = b"\xEF\xBB\xBFdata: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n";
+        assert!(matches!(
+            first_event(WireFormat::OpenAiChat, error, false),
+            FirstEvent::Error(_)
+        ));
+    }
+
+    #[test]
+    fn an_anthropic_json_mode_input_sent_whole_is_the_answer() {
+        let events = [
+            br#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_1","model":"c","usage":{"input_tokens":3,"output_tokens":0}}}
+
+"#
+            .as_slice(),
+            br#"event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"json_tool_call","input":{"a":1}}}
+
+"#,
+            br#"event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+"#,
+            br#"event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":5}}
+
+"#,
+            b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        ];
+        let (text, completed) = convert(WireFormat::Anthropic, WireFormat::OpenAiChat, &events);
+        assert!(completed);
+        assert!(text.contains(r#""content":"{\"a\":1}""#), "{text}");
     }
 
     #[test]

@@ -3,6 +3,12 @@
 
 use super::StreamError;
 
+/// A stream that opens with a UTF-8 byte-order mark: the SSE standard drops it, or the first field's
+/// name would be `\u{feff}data` and the first event lost.
+pub(crate) fn strip_bom(stream_start: &[u8]) -> &[u8] {
+    stream_start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(stream_start)
+}
+
 /// One framed event.
 #[derive(Debug, Default)]
 pub(crate) struct Frame<'a> {
