@@ -18,6 +18,14 @@ impl TokenBucket {
         }
     }
 
+    /// How long until a token is there (zero when one is), without taking it.
+    pub fn wait(&self, rate: u32, now: Instant) -> Duration {
+        let rate = f64::from(rate.max(1));
+        let s = self.state.lock();
+        let tokens = (s.0 + now.saturating_duration_since(s.1).as_secs_f64() * rate).min(rate);
+        Duration::from_secs_f64(((1.0 - tokens) / rate).max(0.0))
+    }
+
     /// Takes a token, or says how long until one is there.
     pub fn take(&self, rate: u32, now: Instant) -> Result<(), Duration> {
         let rate = f64::from(rate.max(1));
@@ -47,5 +55,19 @@ mod tests {
         let wait = b.take(2, t0).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}");
         assert!(b.take(2, t0 + Duration::from_millis(600)).is_ok());
+    }
+
+    #[test]
+    fn waiting_is_told_without_spending() {
+        let b = TokenBucket::new(1);
+        let t0 = Instant::now();
+        assert_eq!(b.wait(1, t0), Duration::ZERO);
+        assert_eq!(b.wait(1, t0), Duration::ZERO, "asking took nothing");
+        assert!(b.take(1, t0).is_ok());
+        let wait = b.wait(1, t0 + Duration::from_millis(400));
+        assert!(
+            wait > Duration::from_millis(550) && wait <= Duration::from_millis(600),
+            "{wait:?}"
+        );
     }
 }

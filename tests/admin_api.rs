@@ -515,6 +515,58 @@ async fn key_limits_rate_and_providers(backend: Backend) {
         .any(|m| m == "gpt-b"));
 }
 
+async fn a_provider_key_at_its_rate_limit_is_a_rate_limit(backend: Backend) {
+    let (_a, _b, gw) = setup(backend).await;
+    let d = Mock::start("delta", &["gpt-d"]).await;
+    let (s, v) = send(
+        &gw,
+        Method::POST,
+        "/providers",
+        Some(
+            json!({"id": "delta", "base_url": d.url(), "api_keys": [{"key": "sk-delta-0123456789", "qps_limit": 1}],
+                    "models": [{"model": "gpt-d"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    until_status(&gw, CLIENT_KEY, "gpt-d", 200).await;
+    // Its one key has spent its budget for this second: the client is told to come back (429,
+    // Retry-After), as for an upstream's own rate limit, not handed a bad gateway.
+    let r = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(CLIENT_KEY)
+        .json(&chat_body("gpt-d"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(after, 1);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
+    assert_eq!(
+        v["error"]["attempts"][0]["error"], "every API key at its rate limit",
+        "{v}"
+    );
+    assert_eq!(d.hits(), 1, "nothing sent over the limit");
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "apiproxy_upstream_attempts_total",
+            &[("provider", "delta"), ("outcome", "skipped")]
+        ),
+        1.0,
+        "{m}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        proxy_status(&gw, CLIENT_KEY, "gpt-d").await,
+        (200, Some("delta".into()))
+    );
+}
+
 async fn providers_crud_and_live_routing(backend: Backend) {
     let (_a, _b, gw) = setup(backend).await;
     let c = Mock::start("gamma", &["gpt-c", "raw-listed"]).await;
@@ -1078,6 +1130,7 @@ both_backends!(
     users_crud_and_disable,
     api_keys_are_live_within_a_second,
     key_limits_rate_and_providers,
+    a_provider_key_at_its_rate_limit_is_a_rate_limit,
     providers_crud_and_live_routing,
     logical_models_and_routing,
     secrets_never_leak,

@@ -33,6 +33,11 @@ impl AttemptRecord {
             _ => None,
         }
     }
+
+    /// A rate limit stopped it: the upstream's 429, or the gateway's budget for its keys.
+    pub fn rate_limited(&self) -> bool {
+        matches!(self.end, AttemptEnd::Answered(429) | AttemptEnd::KeysAtLimit(_))
+    }
 }
 
 impl serde::Serialize for AttemptRecord {
@@ -58,6 +63,9 @@ pub enum AttemptEnd {
     Answered(u16),
     /// Not sent: no usable API key for the candidate.
     NoKey,
+    /// Not sent: every key of the candidate in rotation is at its QPS limit; the first has budget
+    /// again after this long.
+    KeysAtLimit(Duration),
     /// Not sent: the candidate could not take the request (host not resolved, no faithful
     /// translation, media not fetched).
     NotSent,

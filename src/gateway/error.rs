@@ -60,7 +60,9 @@ impl GatewayError {
             GatewayError::Exhausted { attempts, .. } => {
                 // Capacity problems (overload, some rate limits, nothing in rotation) are 503: come
                 // back later. Anything else means the upstreams are broken: 502.
-                let capacity = attempts.iter().all(|a| matches!(a.status(), Some(429 | 503 | 529)));
+                let capacity = attempts
+                    .iter()
+                    .all(|a| a.rate_limited() || matches!(a.status(), Some(503 | 529)));
                 if capacity {
                     503
                 } else {

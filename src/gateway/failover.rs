@@ -17,8 +17,8 @@ use super::upstream_call;
 use crate::app::App;
 use crate::formats::stream::ANSWER_ERROR_WITHIN;
 use crate::formats::{answer_error, classify_error, error_map, first_event, ErrorKind, FirstEvent};
-use crate::routing::health::MAX_RETRY_AFTER_SECS;
-use crate::routing::{choose, choose_dry, Exhausted, Failure, Sticky};
+use crate::routing::health::{Availability, MAX_RETRY_AFTER_SECS};
+use crate::routing::{choose, choose_dry, Exhausted, Failure, RoutePlan, Sticky};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -31,16 +31,48 @@ pub fn exhausted(ctx: &RequestCtx, resting: Option<Exhausted>) -> GatewayError {
     if let (Some(reason), 0) = (&ctx.convert_error, ctx.started_attempts) {
         return GatewayError::Untranslatable(reason.clone());
     }
-    // Rate limits only: every candidate rests after one, or every answer this request got was one.
-    let all_429 = !ctx.attempts.is_empty() && ctx.attempts.iter().all(|a| a.status() == Some(429));
+    // Rate limits only: every candidate rests after one, or every answer this request got was one
+    // (an upstream's 429, or the gateway's own budget for the candidate's keys).
+    let all_limited = !ctx.attempts.is_empty() && ctx.attempts.iter().all(AttemptRecord::rate_limited);
+    let keys_wait = ctx
+        .attempts
+        .iter()
+        .filter_map(|a| match a.end {
+            AttemptEnd::KeysAtLimit(wait) => Some(wait),
+            _ => None,
+        })
+        .min();
     // The selector knows every candidate; without it (the attempt limit came first), the answers.
-    let rate_limited = resting.map_or(all_429, |r| r.rate_limited);
+    // It counts a candidate whose keys are at their limit as available: such a candidate rests too.
+    let rate_limited = match resting {
+        None => all_limited,
+        Some(r) => {
+            r.rate_limited
+                || (keys_wait.is_some() && ctx.plan.as_ref().is_some_and(|plan| every_candidate_rests(ctx, plan)))
+        }
+    };
+    let retry_after = match (resting.and_then(|r| r.retry_after), keys_wait) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     GatewayError::Exhausted {
         model: ctx.model.clone(),
         attempts: ctx.attempts.clone(),
-        retry_after: resting.and_then(|r| r.retry_after),
+        retry_after,
         rate_limited,
     }
+}
+
+/// Whether every candidate of `plan` is cooling down after a 429 or had its keys at their rate
+/// limit in this request.
+fn every_candidate_rests(ctx: &RequestCtx, plan: &RoutePlan) -> bool {
+    let now = Instant::now();
+    plan.candidates.iter().all(|c| {
+        matches!(c.health.availability(now), Availability::RateLimited { .. })
+            || ctx.attempts.iter().any(|a| {
+                matches!(a.end, AttemptEnd::KeysAtLimit(_)) && a.provider == c.provider.id && a.model == c.model
+            })
+    })
 }
 
 /// Picks the next upstream and builds its peer; `Err` when every candidate is spent.
@@ -102,7 +134,15 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             match provider.pick_key(&refused, app.state.replicas()) {
                 Some(k) => Some(k),
                 None => {
-                    skip(ctx, idx, AttemptEnd::NoKey, "no usable API key");
+                    match provider.key_budget_wait(&refused, app.state.replicas()) {
+                        Some(wait) => skip(
+                            ctx,
+                            idx,
+                            AttemptEnd::KeysAtLimit(wait),
+                            "every API key at its rate limit",
+                        ),
+                        None => skip(ctx, idx, AttemptEnd::NoKey, "no usable API key"),
+                    }
                     continue;
                 }
             }

@@ -219,6 +219,19 @@ impl Provider {
             })
     }
 
+    /// When `pick_key` found none though a key outside `exclude` is in rotation: how long until the
+    /// first such key has budget again (its share of the key's QPS limit). Spends nothing.
+    pub fn key_budget_wait(&self, exclude: &[usize], replicas: u32) -> Option<Duration> {
+        let share = |rate: u32| rate.div_ceil(replicas.max(1)).max(1);
+        let (now, instant) = (now_ms(), Instant::now());
+        self.keys
+            .iter()
+            .enumerate()
+            .filter(|(i, k)| !exclude.contains(i) && k.in_rotation(now))
+            .filter_map(|(_, k)| k.qps.as_ref().map(|(rate, b)| b.wait(share(*rate), instant)))
+            .min()
+    }
+
     /// Whether a key outside `exclude` is in rotation (its rate budget aside, and left untouched).
     pub fn has_key_in_rotation(&self, exclude: &[usize]) -> bool {
         let now = now_ms();
