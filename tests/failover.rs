@@ -46,6 +46,38 @@ async fn retryable_status_fails_over_and_tiers_hold() {
         "hello from beta"
     );
     assert_eq!(b.hits(), 1);
+    // An upstream's 408 (it gave up waiting for the request) is worth another upstream's try.
+    a.script([Reply::status(408)]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(
+        (r.status().as_u16(), &r.headers()["x-apiproxy-provider"]),
+        (200, &"beta".parse().unwrap())
+    );
+    assert_eq!(b.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_upstream_timing_out_is_a_gateway_timeout() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let yaml = format!(
+        "providers:\n{}{}{}",
+        provider_yaml("alpha", &a, ", timeouts: {first_byte_ms: 200}"),
+        provider_yaml("beta", &b, ", timeouts: {first_byte_ms: 200}"),
+        logical(&[("alpha", ""), ("beta", "")])
+    );
+    let gw = Gateway::start(&yaml).await;
+    for m in [&a, &b] {
+        m.set_default(Reply::Delay(Duration::from_secs(2), Box::new(Reply::Ok)));
+    }
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 504);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "all_upstreams_failed", "{v}");
+    assert_eq!(v["error"]["attempts"].as_array().map(Vec::len), Some(2), "{v}");
+    // Anthropic clients get their own timeout shape.
+    let v = anthropic_error(&gw, "lm", 504).await;
+    assert_eq!(v["error"]["type"], "timeout_error", "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,11 +149,16 @@ async fn an_upstream_without_the_model_hands_over_to_another_candidate() {
 
 /// An Anthropic client's request for `model` that must end in a 502: its error body.
 async fn anthropic_bad_gateway(gw: &Gateway, model: &str) -> Value {
+    anthropic_error(gw, model, 502).await
+}
+
+/// An Anthropic client's request for `model`, answered with the error `status`: its body.
+async fn anthropic_error(gw: &Gateway, model: &str, status: u16) -> Value {
     let body = json!({"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
     let r = gw
         .post("/v1/messages", body, &[("anthropic-version", "2023-06-01")])
         .await;
-    assert_eq!(r.status(), 502);
+    assert_eq!(r.status(), status);
     r.json().await.unwrap()
 }
 

@@ -174,7 +174,7 @@ fn one() -> f64 {
 }
 
 fn default_retryable() -> Vec<u16> {
-    vec![429, 500, 502, 503, 504, 529]
+    vec![408, 429, 500, 502, 503, 504, 529]
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]

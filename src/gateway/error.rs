@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::json;
 
-use super::ctx::AttemptRecord;
+use super::ctx::{AttemptEnd, AttemptRecord};
 use crate::auth::AuthError;
 use crate::formats::errors::openai_error;
 use crate::formats::request::BodyError;
@@ -57,6 +57,15 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::Exhausted { rate_limited: true, .. } => 429,
+            // Every upstream timed out: a gateway timeout, as a reverse proxy says it.
+            GatewayError::Exhausted { attempts, .. }
+                if !attempts.is_empty()
+                    && attempts
+                        .iter()
+                        .all(|a| a.end == AttemptEnd::Timeout || matches!(a.status(), Some(408 | 504))) =>
+            {
+                504
+            }
             GatewayError::Exhausted { attempts, .. } => {
                 // Capacity problems (overload, some rate limits, nothing in rotation) are 503: come
                 // back later. Anything else means the upstreams are broken: 502.
@@ -120,6 +129,7 @@ impl GatewayError {
             }
             GatewayError::BodyTooLarge { .. } => ErrorKind::RequestTooLarge,
             GatewayError::Exhausted { .. } if self.status() == 503 => ErrorKind::Overloaded,
+            GatewayError::Exhausted { .. } if self.status() == 504 => ErrorKind::Timeout,
             GatewayError::Exhausted { .. } => ErrorKind::Upstream,
             _ => ErrorKind::InvalidRequest,
         }

@@ -40,7 +40,7 @@ impl Default for ProviderSettings {
     fn default() -> Self {
         Self {
             timeouts: Timeouts::default(),
-            retryable_status_codes: vec![429, 500, 502, 503, 504, 529],
+            retryable_status_codes: vec![408, 429, 500, 502, 503, 504, 529],
             headers: BTreeMap::new(),
             paths: Paths::default(),
             responses_api: true,
