@@ -192,7 +192,11 @@ fn sticky(ctx: &RequestCtx) -> Option<Sticky<'_>> {
     })
 }
 
+/// Passes a candidate by without sending anything; a probe slot it held is given back.
 fn skip(ctx: &mut RequestCtx, idx: usize, end: AttemptEnd, why: &str) {
+    if let Some(c) = ctx.plan.as_ref().and_then(|p| p.candidates.get(idx)) {
+        c.health.release_probe(Instant::now());
+    }
     record(ctx, idx, end, Some(why.to_string()));
     ctx.excluded.push(idx);
 }

@@ -204,6 +204,16 @@ impl UpstreamHealth {
         true
     }
 
+    /// Gives back a probe slot claimed by a request that then sent nothing (no usable key, the host
+    /// not resolved, the request not translatable): the next request may probe at once, instead of
+    /// the upstream staying out for a whole wait without having been asked.
+    pub fn release_probe(&self, now: Instant) {
+        let mut s = self.state.lock();
+        if let Circuit::HalfOpen { backoff, .. } = s.circuit {
+            s.circuit = Circuit::Open { until: now, backoff };
+        }
+    }
+
     /// A response header arrived with a non-failure status after `latency`.
     pub fn record_success(&self, latency: Duration) {
         let mut s = self.state.lock();
@@ -466,6 +476,26 @@ mod tests {
         h.record_success(Duration::from_millis(10));
         assert!(matches!(h.availability(much_later), Availability::Available { .. }));
         assert_eq!(h.view(much_later).circuit, "closed");
+    }
+
+    #[test]
+    fn a_probe_that_sent_nothing_gives_its_slot_back() {
+        let h = UpstreamHealth::new(policy());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            h.record_failure(Failure::Broken, t0);
+        }
+        let later = t0 + Duration::from_secs(11);
+        assert!(h.try_probe(later));
+        h.release_probe(later);
+        assert_eq!(h.availability(later), Availability::Probe);
+        assert!(h.try_probe(later), "the next request probes");
+        // A failed probe still doubles the wait it was given.
+        h.record_failure(Failure::Broken, later);
+        assert!(matches!(
+            h.availability(later + Duration::from_secs(19)),
+            Availability::Unavailable { .. }
+        ));
     }
 
     #[test]
