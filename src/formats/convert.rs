@@ -250,6 +250,142 @@ mod tests {
         assert_eq!(extract_usage(WireFormat::Gemini, gemini).unwrap().output_tokens, 2);
     }
 
+    /// `body` (format `from`) as sent to a `to` upstream.
+    fn upstream_body(from: WireFormat, to: WireFormat, body: serde_json::Value) -> serde_json::Value {
+        let opts = RequestOptions {
+            model: "m".into(),
+            stream: false,
+            default_max_tokens: 4096,
+            fetched_media: None,
+        };
+        let out = convert_request(from, to, body.to_string().as_bytes(), &opts).expect("translated");
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn thinking_is_left_out_of_a_tool_loop_whose_turn_has_no_claude_thinking() {
+        use serde_json::json;
+        let weather = json!({"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+        let loop_body = json!({"model": "claude", "reasoning_effort": "medium", "tools": [weather],
+            "messages": [{"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "toolu_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"}]});
+        let out = upstream_body(WireFormat::OpenAiChat, WireFormat::Anthropic, loop_body);
+        assert!(out.get("thinking").is_none(), "{out}");
+        // The first step of the loop (no tool turn yet) thinks.
+        let first = json!({"model": "claude", "reasoning_effort": "medium", "tools": [weather],
+            "messages": [{"role": "user", "content": "Weather in Paris?"}]});
+        let out = upstream_body(WireFormat::OpenAiChat, WireFormat::Anthropic, first);
+        assert_eq!(out["thinking"]["type"], "enabled", "{out}");
+    }
+
+    #[test]
+    fn tool_schemas_without_a_type_are_objects_for_anthropic() {
+        use serde_json::json;
+        let tool =
+            |params: serde_json::Value| json!({"type": "function", "function": {"name": "now", "parameters": params}});
+        let body = json!({"model": "c", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [tool(json!({})), tool(json!({"properties": {"tz": {"type": "string"}}}))]});
+        let out = upstream_body(WireFormat::OpenAiChat, WireFormat::Anthropic, body);
+        assert_eq!(out["tools"][0]["input_schema"]["type"], "object", "{out}");
+        assert_eq!(out["tools"][1]["input_schema"]["type"], "object", "{out}");
+        assert_eq!(out["tools"][1]["input_schema"]["properties"]["tz"]["type"], "string");
+    }
+
+    #[test]
+    fn an_openai_effort_reaches_an_openai_upstream_as_sent() {
+        use serde_json::json;
+        for effort in ["none", "minimal", "low", "high", "xhigh"] {
+            let body = json!({"model": "g", "input": "hi", "reasoning": {"effort": effort}});
+            let out = upstream_body(WireFormat::OpenAiResponses, WireFormat::OpenAiChat, body);
+            assert_eq!(out["reasoning_effort"], effort);
+            let body =
+                json!({"model": "g", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": effort});
+            let out = upstream_body(WireFormat::OpenAiChat, WireFormat::OpenAiResponses, body);
+            assert_eq!(out["reasoning"]["effort"], effort);
+        }
+    }
+
+    #[test]
+    fn an_image_a_tool_returned_reaches_gemini_and_responses_upstreams() {
+        use serde_json::json;
+        let body = json!({"model": "c", "max_tokens": 100, "messages": [
+            {"role": "user", "content": "Read the chart"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "read", "input": {"path": "a.png"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+                {"type": "text", "text": "a.png"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}]}]}]});
+        let out = upstream_body(WireFormat::Anthropic, WireFormat::Gemini, body.clone());
+        let parts = &out["contents"][2]["parts"];
+        assert!(parts[0].get("functionResponse").is_some(), "{out}");
+        assert_eq!(
+            parts[1]["inlineData"],
+            json!({"mimeType": "image/png", "data": "iVBOR"}),
+            "{out}"
+        );
+        let out = upstream_body(WireFormat::Anthropic, WireFormat::OpenAiResponses, body);
+        let output = out["input"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["type"] == "function_call_output"))
+            .map(|i| i["output"].clone())
+            .unwrap_or_default();
+        assert_eq!(output[0], json!({"type": "input_text", "text": "a.png"}), "{out}");
+        assert_eq!(output[1]["type"], "input_image", "{out}");
+        assert_eq!(output[1]["image_url"], "data:image/png;base64,iVBOR", "{out}");
+    }
+
+    #[test]
+    fn json_mode_leaves_the_client_s_tools_callable_on_anthropic() {
+        use serde_json::json;
+        let weather =
+            json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}});
+        let body = json!({"model": "c", "messages": [{"role": "user", "content": "Weather in Paris as JSON"}],
+            "tools": [weather], "tool_choice": "auto", "response_format": {"type": "json_object"}});
+        let out = upstream_body(WireFormat::OpenAiChat, WireFormat::Anthropic, body);
+        assert_eq!(out["tool_choice"]["type"], "auto", "{out}");
+        assert!(out["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "json_tool_call"));
+        // Without tools of its own, the JSON tool is forced: it is the answer.
+        let body = json!({"model": "c", "messages": [{"role": "user", "content": "JSON please"}],
+            "response_format": {"type": "json_object"}});
+        let out = upstream_body(WireFormat::OpenAiChat, WireFormat::Anthropic, body);
+        assert_eq!(out["tool_choice"], json!({"type": "tool", "name": "json_tool_call"}));
+    }
+
+    #[test]
+    fn no_tool_choice_stays_plain_without_parallel_calls() {
+        use serde_json::json;
+        let body = json!({"model": "c", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "tool_choice": "none", "parallel_tool_calls": false});
+        let out = upstream_body(WireFormat::OpenAiChat, WireFormat::Anthropic, body);
+        assert_eq!(out["tool_choice"], json!({"type": "none"}));
+        let body = json!({"model": "c", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "parallel_tool_calls": false});
+        let out = upstream_body(WireFormat::OpenAiChat, WireFormat::Anthropic, body);
+        assert_eq!(
+            out["tool_choice"],
+            json!({"type": "auto", "disable_parallel_tool_use": true})
+        );
+    }
+
+    #[test]
+    fn a_jpg_data_url_is_image_jpeg() {
+        let body = serde_json::json!({"model": "c", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/jpg;base64,/9j/4A"}}]}]});
+        let out = upstream_body(WireFormat::OpenAiChat, WireFormat::Anthropic, body);
+        assert_eq!(
+            out["messages"][0]["content"][0]["source"]["media_type"], "image/jpeg",
+            "{out}"
+        );
+    }
+
     #[test]
     fn only_media_a_gemini_upstream_cannot_fetch_is_fetched() {
         let image = |url: &str| serde_json::json!({"type": "image_url", "image_url": {"url": url}});

@@ -86,6 +86,12 @@ impl Media {
         if let Some(rest) = url.strip_prefix("data:") {
             if let Some((meta, data)) = rest.split_once(',') {
                 if let Some(media_type) = meta.strip_suffix(";base64") {
+                    // `image/jpg` is common in clients and refused by Anthropic and Gemini.
+                    let media_type = if media_type.eq_ignore_ascii_case("image/jpg") {
+                        "image/jpeg"
+                    } else {
+                        media_type
+                    };
                     return Media::Base64 {
                         media_type: media_type.to_string(),
                         data: data.to_string(),
@@ -316,31 +322,41 @@ pub enum ResponseFormat {
     },
 }
 
+/// OpenAI's reasoning efforts. `none` and `minimal` stay apart, as do `high` and `xhigh`: each
+/// OpenAI model takes only some of them (gpt-5.1 refuses `minimal`, gpt-5 `none`), so an OpenAI
+/// client's value reaches an OpenAI upstream as it was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effort {
+    None,
     Minimal,
     Low,
     Medium,
     High,
+    /// `xhigh` (Anthropic's `max`).
+    XHigh,
 }
 
 impl Effort {
     pub fn parse(s: &str) -> Option<Effort> {
         match s.to_ascii_lowercase().as_str() {
-            "none" | "minimal" => Some(Effort::Minimal),
+            "none" => Some(Effort::None),
+            "minimal" => Some(Effort::Minimal),
             "low" => Some(Effort::Low),
             "medium" => Some(Effort::Medium),
-            "high" | "xhigh" | "max" => Some(Effort::High),
+            "high" => Some(Effort::High),
+            "xhigh" | "max" => Some(Effort::XHigh),
             _ => None,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Effort::None => "none",
             Effort::Minimal => "minimal",
             Effort::Low => "low",
             Effort::Medium => "medium",
             Effort::High => "high",
+            Effort::XHigh => "xhigh",
         }
     }
 

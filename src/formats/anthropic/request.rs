@@ -208,10 +208,11 @@ const MAX_OUTPUT_TOKENS: u64 = 32_000;
 
 fn budget_for(r: &Reasoning) -> u64 {
     r.budget_tokens.unwrap_or(match r.effort {
-        Effort::Minimal => 0,
+        Effort::None | Effort::Minimal => 0,
         Effort::Low => 1024,
         Effort::Medium => 2048,
         Effort::High => 4096,
+        Effort::XHigh => 8192,
     })
 }
 
@@ -267,10 +268,14 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
             output_config.insert("format".into(), json!({"type": "json_schema", "schema": schema}));
         }
         Some(ResponseFormat::JsonObject) => {
-            // No schema-less JSON mode on Anthropic: a forced tool whose input is the answer.
+            // No schema-less JSON mode on Anthropic: a tool whose input is the answer, forced when
+            // the client has no tools of its own (JSON mode shapes the text; it must not keep the
+            // model from calling the client's tools).
             tools.push(json!({"name": JSON_TOOL, "description": "Respond with a JSON object.",
                 "input_schema": {"type": "object", "additionalProperties": true}}));
-            tool_choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
+            if ir.tools.is_empty() {
+                tool_choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
+            }
         }
         Some(ResponseFormat::Text) | None => {}
     }
@@ -283,7 +288,10 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     }
     if ir.parallel_tool_calls == Some(false) && !tools.is_empty() {
         let tc = tool_choice.get_or_insert_with(|| json!({"type": "auto"}));
-        tc["disable_parallel_tool_use"] = true.into();
+        // `none` has no such field (and calls no tool at all).
+        if str_at(tc, "type") != Some("none") {
+            tc["disable_parallel_tool_use"] = true.into();
+        }
     }
 
     // Thinking: needs budget >= 1024 below max_tokens, temperature 1, no top_p/top_k, tool_choice auto/none.
@@ -300,9 +308,10 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
             Some(_) => b.min(max_tokens.saturating_sub(1)),
             None => b.min(MAX_OUTPUT_TOKENS.saturating_sub(max_tokens)),
         })
-        // Too small a limit to think within, or a forced tool (which thinking forbids): no thinking; the hard
-        // constraint wins over the effort hint.
-        .filter(|b| *b >= 1024 && !forced_tool);
+        // Too small a limit to think within, a forced tool (which thinking forbids), or a tool loop
+        // whose assistant turn has no thinking Anthropic signed (thinking would require the turn
+        // to open with it): no thinking; the hard constraint wins over the effort hint.
+        .filter(|b| *b >= 1024 && !forced_tool && !unsigned_tool_turn(ir));
     if let Some(budget) = thinking_budget {
         if ir.max_tokens.is_none() {
             out.insert("max_tokens".into(), max_tokens.saturating_add(budget).into());
@@ -337,13 +346,39 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     Ok(Value::Object(out))
 }
 
+/// Whether the last assistant turn called tools without thinking Anthropic can take back (signed
+/// by it, or redacted): with thinking on, Anthropic refuses such a turn ("a final assistant message
+/// must start with a thinking block"). Clients that do not keep Claude's thinking (Gemini and most
+/// OpenAI clients) send exactly that on the second step of every tool loop.
+fn unsigned_tool_turn(ir: &IrRequest) -> bool {
+    let Some(last) = ir.messages.iter().rev().find(|m| m.role == Role::Assistant) else {
+        return false;
+    };
+    let calls_tools = last.content.iter().any(|b| matches!(b, Block::ToolCall(_)));
+    let thinking_kept = last.content.iter().any(|b| match b {
+        Block::Thinking { signature, .. } => Signature::for_vendor(signature, Vendor::Anthropic).is_some(),
+        Block::RedactedThinking { .. } => true,
+        _ => false,
+    });
+    calls_tools && !thinking_kept
+}
+
 /// Anthropic rejects emails and other PII as `metadata.user_id`: only opaque ids are forwarded.
 fn is_opaque_id(u: &str) -> bool {
     !u.is_empty() && u.len() <= 256 && !u.contains('@') && !u.contains(char::is_whitespace)
 }
 
 fn render_tool(t: &Tool) -> Value {
-    let mut v = json!({"name": t.name, "input_schema": t.parameters});
+    // Anthropic requires `"type": "object"` at the top of every schema; clients send `{}` or
+    // `{"properties": …}` for tools without arguments.
+    let mut schema = t.parameters.clone();
+    match schema.as_object_mut() {
+        Some(o) => {
+            o.entry("type").or_insert_with(|| "object".into());
+        }
+        None => schema = empty_schema(),
+    }
+    let mut v = json!({"name": t.name, "input_schema": schema});
     if let Some(d) = &t.description {
         v["description"] = d.clone().into();
     }

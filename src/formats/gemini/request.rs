@@ -333,10 +333,11 @@ pub fn render(ir: &IrRequest, _opts: &RequestOptions) -> Value {
     }
     if let Some(r) = &ir.reasoning {
         let budget = r.budget_tokens.unwrap_or(match r.effort {
-            Effort::Minimal => 0,
+            Effort::None | Effort::Minimal => 0,
             Effort::Low => 1024,
             Effort::Medium => 8192,
-            Effort::High => 24576,
+            // The most every thinking Gemini model takes (2.5 Flash: 24,576).
+            Effort::High | Effort::XHigh => 24576,
         });
         g.insert(
             "thinkingConfig".into(),
@@ -388,6 +389,13 @@ fn render_contents(ir: &IrRequest) -> Vec<Value> {
                     let key = if r.is_error { "error" } else { "result" };
                     let name = names.get(r.call_id.as_str()).copied().unwrap_or(r.call_id.as_str());
                     parts.push(json!({"functionResponse": {"name": name, "id": r.call_id, "response": {key: result}}}));
+                    // An image or file the tool returned (a screenshot, a file read) follows its
+                    // response in the same turn: the response itself carries only JSON.
+                    for b in &r.content {
+                        if let Block::Image(media) | Block::File(media) = b {
+                            parts.push(media_part(media));
+                        }
+                    }
                 }
                 // Gemini thoughts are not replayed as parts; their signatures ride on the functionCall parts.
                 Block::Thinking { .. } | Block::RedactedThinking { .. } => {}

@@ -347,7 +347,20 @@ fn render_message(m: &Message, out: &mut Vec<Value>) {
                 if r.is_error {
                     text = format!("Error: {text}");
                 }
-                out.push(json!({"type": "function_call_output", "call_id": r.call_id, "output": text}));
+                // With an image or file, the output is a list of input parts (text first).
+                let media: Vec<Value> = r
+                    .content
+                    .iter()
+                    .filter(|b| matches!(b, Block::Image(_) | Block::File(_)))
+                    .filter_map(|b| content_part(b, false))
+                    .collect();
+                let output = if media.is_empty() {
+                    Value::String(text)
+                } else {
+                    let text_part = (!text.is_empty()).then(|| json!({"type": "input_text", "text": text}));
+                    Value::Array(text_part.into_iter().chain(media).collect())
+                };
+                out.push(json!({"type": "function_call_output", "call_id": r.call_id, "output": output}));
             }
             // Other vendors' reasoning cannot be replayed to OpenAI (§2.5).
             Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
