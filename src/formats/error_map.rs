@@ -145,6 +145,8 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
     let e = match v.get("error") {
         Some(e) => e,
         None if str_at(&v, "type") == Some("error") => &v,
+        // vLLM's and other OpenAI-compatible servers' flat error (`"object": "error"`).
+        None if str_at(&v, "object") == Some("error") => &v,
         None => &Value::Null,
     };
     let message = str_at(e, "message")
@@ -167,6 +169,8 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
                 ErrorKind::RateLimited
             }
             (Some("server_is_overloaded"), _) | (_, Some("service_unavailable_error")) => ErrorKind::Overloaded,
+            // OpenAI-compatible servers (vLLM, llama.cpp) say it in words only.
+            _ if by_status == ErrorKind::InvalidRequest && says_context_too_long(&message) => ErrorKind::ContextLength,
             // An error event inside a 200 stream has no status to go by (see `first_event`).
             (_, Some("invalid_request_error")) if by_status == ErrorKind::Upstream => ErrorKind::InvalidRequest,
             _ => by_status,
@@ -174,6 +178,7 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
         WireFormat::Anthropic => match str_at(e, "type") {
             // Anthropic says "out of credit" as a 400 invalid_request_error.
             Some("invalid_request_error") if message.contains("credit balance") => ErrorKind::Billing,
+            Some("invalid_request_error") if says_context_too_long(&message) => ErrorKind::ContextLength,
             Some("invalid_request_error") => ErrorKind::InvalidRequest,
             Some("authentication_error") => ErrorKind::Authentication,
             Some("billing_error") => ErrorKind::Billing,
@@ -199,6 +204,7 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
                 .any(|d| str_at(d, "reason") == Some("API_KEY_INVALID"));
             match str_at(e, "status") {
                 _ if key_invalid => ErrorKind::Authentication,
+                Some("INVALID_ARGUMENT") if says_context_too_long(&message) => ErrorKind::ContextLength,
                 Some("UNAUTHENTICATED") => ErrorKind::Authentication,
                 Some("PERMISSION_DENIED") => ErrorKind::PermissionDenied,
                 Some("NOT_FOUND") => ErrorKind::NotFound,
@@ -212,6 +218,22 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
         }
     };
     (kind, message)
+}
+
+/// Whether an error's message says the prompt does not fit the model's context: Anthropic's
+/// "prompt is too long", Gemini's "input token count … exceeds the maximum number of tokens",
+/// vLLM's "maximum context length". Clients act on the kind (OpenAI's `context_length_exceeded`:
+/// trim and retry), so it is read from the words where no code says it.
+fn says_context_too_long(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "prompt is too long",
+        "maximum context length",
+        "exceeds the maximum number of tokens",
+        "context window",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
 }
 
 /// Re-renders an upstream error body (format `from`, HTTP `status`) in the client's format, keeping the
@@ -299,6 +321,48 @@ pub fn retry_after_secs(body: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prompt_too_long_for_the_context_is_said_so_in_every_format() {
+        let cases: [(WireFormat, u16, &str); 4] = [
+            (
+                WireFormat::Anthropic,
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 208310 tokens > 200000 maximum"}}"#,
+            ),
+            (
+                WireFormat::Gemini,
+                400,
+                r#"{"error":{"code":400,"status":"INVALID_ARGUMENT","message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."}}"#,
+            ),
+            (
+                WireFormat::OpenAiChat,
+                400,
+                r#"{"object":"error","type":"BadRequestError","message":"This model's maximum context length is 32768 tokens. However, you requested 40000 tokens."}"#,
+            ),
+            (
+                WireFormat::OpenAiChat,
+                400,
+                r#"{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+            ),
+        ];
+        for (from, status, sent) in cases {
+            assert_eq!(
+                classify_error(from, status, sent.as_bytes()).0,
+                ErrorKind::ContextLength,
+                "{sent}"
+            );
+            let (status, out) = convert_error(from, WireFormat::OpenAiChat, status, sent.as_bytes());
+            assert_eq!(status, 400);
+            assert_eq!(body(&out)["error"]["code"], "context_length_exceeded", "{sent}");
+        }
+        // Other invalid requests stay what they are.
+        let other = r#"{"type":"error","error":{"type":"invalid_request_error","message":"messages: field required"}}"#;
+        assert_eq!(
+            classify_error(WireFormat::Anthropic, 400, other.as_bytes()).0,
+            ErrorKind::InvalidRequest
+        );
+    }
 
     fn body(b: &Bytes) -> Value {
         serde_json::from_slice(b).unwrap()

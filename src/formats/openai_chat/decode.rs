@@ -61,7 +61,11 @@ impl Decode for ChatDecoder {
         if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
             self.errored = true;
             out.push(StreamEvent::Error {
-                message: str_at(err, "message").unwrap_or("upstream error").to_string(),
+                // TGI sends the message as the error itself.
+                message: str_at(err, "message")
+                    .or_else(|| err.as_str())
+                    .unwrap_or("upstream error")
+                    .to_string(),
                 code: str_at(err, "code")
                     .or_else(|| str_at(err, "type"))
                     .unwrap_or("upstream_error")

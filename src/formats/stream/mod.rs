@@ -537,6 +537,17 @@ mod tests {
     }
 
     #[test]
+    fn an_error_that_is_only_a_message_keeps_it() {
+        // TGI sends the message as the error itself.
+        let (text, _) = convert(
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            &[b"data: {\"error\":\"Input validation error: inputs too long\"}\n\n"],
+        );
+        assert!(text.contains("Input validation error: inputs too long"), "{text}");
+    }
+
+    #[test]
     fn a_streamed_refusal_is_the_answer_s_text() {
         let chunks = [
             chat_chunk(r#"{"role":"assistant","content":null,"refusal":""}"#, "null"),
