@@ -1054,6 +1054,27 @@ async fn a_stream_that_breaks_before_its_first_event_fails_over() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_after_one_that_broke_while_held_is_timed_from_its_own_header() {
+    // Alpha's stream breaks while held (before its first event); the retry on alpha answers a 422
+    // after 300 ms, which is not held. Its time to first byte, and alpha's health latency, are
+    // that answer's own, not measured from the broken attempt's hold.
+    let (a, _b, gw) = pair("", "").await;
+    a.script([
+        Reply::StreamAbort { after: 0 },
+        Reply::Delay(Duration::from_millis(300), Box::new(Reply::status(422))),
+    ]);
+    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(a.hits(), 2);
+    let text = gw.metrics().await;
+    let alpha = [("provider", "alpha")];
+    let ttfb = metric(&text, "apiproxy_upstream_ttfb_seconds_sum", &alpha);
+    assert!(ttfb >= 0.3, "time to first byte {ttfb} s");
+    let ewma = metric(&text, "apiproxy_upstream_latency_ewma_seconds", &alpha);
+    assert!(ewma >= 0.3, "health latency {ewma} s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_stream_of_keep_alives_is_held_at_most_five_seconds() {
     // Some OpenAI-compatible servers send comments for a long time before the first chunk: the
     // answer is held for its first event only so long, then goes on with what comes.
