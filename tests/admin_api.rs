@@ -77,6 +77,68 @@ fn field(v: &Value) -> &str {
     v["error"]["field"].as_str().unwrap_or("")
 }
 
+async fn racing_inits_create_one_admin(backend: Backend) {
+    let (_a, _b, gw) = setup(backend).await;
+    // Eight first-admin inits at once, each with its own name: one admin, the others refused.
+    let tries = (0..8).map(|i| {
+        gw.client
+            .post(gw.admin_url("/system/admin/init"))
+            .json(&json!({"username": format!("admin{i}")}))
+            .send()
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| [201, 409].contains(s)), "{statuses:?}");
+}
+
+async fn cross_site_changes_are_refused(backend: Backend) {
+    let (_a, _b, gw) = setup(backend).await;
+    let init = gw.admin_url("/system/admin/init");
+    // What a web page in the operator's browser can send without asking: a form, a text/plain
+    // fetch, or JSON from another origin. None creates the first admin.
+    for (ct, body) in [
+        ("application/x-www-form-urlencoded", "username=mallory"),
+        ("text/plain", r#"{"username":"mallory"}"#),
+        ("multipart/form-data; boundary=x", "--x--"),
+    ] {
+        let r = gw
+            .client
+            .post(&init)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{ct}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(field(&v), "content-type", "{ct}");
+    }
+    let r = gw
+        .client
+        .post(&init)
+        .header("origin", "http://evil.example")
+        .json(&json!({"username": "mallory"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The admin service's own origin (a page it served) may.
+    let own = init.split("/system").next().unwrap().to_string();
+    let r = gw
+        .client
+        .post(&init)
+        .header("origin", own)
+        .json(&json!({"username": "operator"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
 async fn bootstrap_login_refresh_logout(backend: Backend) {
     let (_a, _b, gw) = setup(backend).await;
     let admin = gw.admin().await;
@@ -177,6 +239,31 @@ async fn bootstrap_login_refresh_logout(backend: Backend) {
     assert_eq!(r.status(), 401);
     // Other sessions of the same user are untouched.
     assert_eq!(as_token(&gw, &access, Method::GET, "/users", None).await.0, 200);
+    // A refresh token used by several requests at once gives one new pair, however they interleave.
+    let login: Value = gw
+        .client
+        .post(gw.admin_url("/auth/login"))
+        .json(&json!({"username": "admin", "password": admin.password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let racing = login["refresh_token"].as_str().unwrap().to_string();
+    let tries = (0..8).map(|_| {
+        gw.client
+            .post(gw.admin_url("/auth/refresh"))
+            .json(&json!({"refresh_token": racing}))
+            .send()
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| [200, 401].contains(s)), "{statuses:?}");
     // A new secret-key value is generated, not applied.
     let (s, v) = send(&gw, Method::POST, "/system/secret-key/generate", None).await;
     assert_eq!(s, 200);
@@ -1124,6 +1211,8 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    racing_inits_create_one_admin,
+    cross_site_changes_are_refused,
     bootstrap_login_refresh_logout,
     every_endpoint_needs_a_valid_token,
     expired_token_is_refused,

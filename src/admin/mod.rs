@@ -147,6 +147,9 @@ impl AdminApp {
             Resolved::WrongMethod => return ApiError::MethodNotAllowed.reply(),
             Resolved::NotFound => return ApiError::NotFound(format!("no admin endpoint at {path}")).reply(),
         };
+        if let Err(e) = not_cross_site(&method, header) {
+            return e.reply();
+        }
         let mut body = BytesMut::new();
         loop {
             match session.read_request_body().await {
@@ -173,6 +176,37 @@ impl AdminApp {
             Err(e) => e.reply(),
         }
     }
+}
+
+/// Refuses a change a web page could make in an operator's browser (a form or a `no-cors` fetch
+/// to the admin port on localhost, say, to create the first admin before the operator does): the
+/// admin API takes JSON only, and a browser's `Origin` must be the admin service's own.
+fn not_cross_site(method: &::http::Method, header: &pingora::http::RequestHeader) -> Result<(), ApiError> {
+    if matches!(
+        *method,
+        ::http::Method::GET | ::http::Method::HEAD | ::http::Method::OPTIONS
+    ) {
+        return Ok(());
+    }
+    let text = |name: ::http::header::HeaderName| header.headers.get(name).map(|v| v.to_str().unwrap_or("?"));
+    if let Some(ct) = text(::http::header::CONTENT_TYPE) {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::bad("content-type", "must be application/json"));
+        }
+    }
+    if let Some(origin) = text(::http::header::ORIGIN) {
+        let own = text(::http::header::HOST).is_some_and(|host| {
+            origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                .is_some_and(|o| o.eq_ignore_ascii_case(host))
+        });
+        if !own {
+            return Err(ApiError::Forbidden("cross-site requests to the admin API are refused"));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]

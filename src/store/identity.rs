@@ -21,11 +21,18 @@ impl Store {
     }
 
     /// Creates the first user only while there is none; `false` when a user already exists.
-    /// The check and the insert share a transaction so two racing inits cannot both succeed.
+    /// The check and the insert share a transaction that first locks the configuration version's
+    /// row, so racing inits (replicas, or an attacker racing the operator) take turns: under
+    /// PostgreSQL's default isolation two transactions would otherwise both count no user and both
+    /// insert theirs.
     pub async fn insert_first_user(&self, row: &UserRow) -> Result<bool, StoreError> {
         let result = with_conn!(self, |c| {
             use diesel_async::AsyncConnection;
             c.transaction::<_, StoreError, _>(async |c| {
+                diesel::update(config_version::table.find(1))
+                    .set(config_version::version.eq(config_version::version + 1))
+                    .execute(c)
+                    .await?;
                 let n: i64 = users::table.count().get_result(c).await?;
                 if n > 0 {
                     return Ok(false);
@@ -144,22 +151,30 @@ impl Store {
             .await?))
     }
 
-    pub async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
+    /// Revokes a token; false when it already was. The insert is the claim: of requests racing
+    /// to revoke (and use) the same refresh token, exactly one gets true.
+    pub async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
         let row = (revoked_tokens::jti.eq(jti), revoked_tokens::expires_at.eq(expires_at));
-        let result = with_conn!(self, |c| {
-            diesel::insert_into(revoked_tokens::table)
-                .values(row)
-                .execute(c)
-                .await?;
-            // Forget revocations of tokens that have expired anyway.
-            diesel::delete(revoked_tokens::table.filter(revoked_tokens::expires_at.lt(super::now() - 60)))
-                .execute(c)
-                .await?;
-            Ok(())
+        // In a block of its own: a `?` in `with_conn!`'s body returns from the function, past the
+        // match below.
+        let result: Result<(), StoreError> = with_conn!(self, |c| {
+            async {
+                diesel::insert_into(revoked_tokens::table)
+                    .values(row)
+                    .execute(c)
+                    .await?;
+                // Forget revocations of tokens that have expired anyway.
+                diesel::delete(revoked_tokens::table.filter(revoked_tokens::expires_at.lt(super::now() - 60)))
+                    .execute(c)
+                    .await?;
+                Ok(())
+            }
+            .await
         });
         match result {
-            Err(StoreError::Conflict) => Ok(()),
-            other => other,
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

@@ -65,7 +65,10 @@ pub async fn refresh(app: &App, req: &Req) -> Result<Reply, ApiError> {
         .await?
         .filter(|u| !u.disabled && u.token_version == claims.ver)
         .ok_or(ApiError::Unauthorized("refresh token has been revoked"))?;
-    store.revoke_token(&claims.jti, claims.exp).await?;
+    // Used by a request racing this one: only the one that revoked it gets a new pair.
+    if !store.revoke_token(&claims.jti, claims.exp).await? {
+        return Err(ApiError::Unauthorized("refresh token has been revoked"));
+    }
     let pair = app
         .tokens
         .issue(&user.id, &user.role, user.token_version, now())
@@ -88,6 +91,7 @@ struct LogoutBody {
 pub async fn logout(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiError> {
     let body: LogoutBody = req.json()?;
     let store = store(app)?;
+    // Already revoked (a second logout racing this one) is still logged out.
     store.revoke_token(&caller.jti, caller.exp).await?;
     if let Some(rt) = body.refresh_token {
         let claims = app

@@ -45,7 +45,18 @@ pub fn check_id(field: &str, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Runs slow, blocking work (password hashing) off the async workers.
+/// Password checks and hashes run at once at most: each takes ~19 MiB and a core for tens of
+/// milliseconds (argon2), in the process that also serves the proxy, and logins need no token; a
+/// flood of them must not take the proxy's memory and cores.
+static PASSWORD_WORK: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// How long a request waits for its turn before it is told to come back.
+const PASSWORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs slow, blocking work (password hashing) off the async workers, a bounded number at once.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    let _turn = tokio::time::timeout(PASSWORD_WAIT, PASSWORD_WORK.acquire())
+        .await
+        .map_err(|_| ApiError::Unavailable("too many password checks at once; try again shortly"))?
+        .map_err(|_| ApiError::Internal)?;
     tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::Internal)
 }
