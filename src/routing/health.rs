@@ -68,6 +68,8 @@ struct Pending {
     successes: u32,
     failures: u32,
     latency_sum_ms: f64,
+    /// A success closed an open (or probing) circuit.
+    closed_circuit: bool,
 }
 
 /// What one replica's traffic did to an upstream since its last sync, in wall-clock terms so other
@@ -82,7 +84,9 @@ pub struct HealthDelta {
     pub cooldown_until_ms: u64,
     /// Unix ms until which the circuit is open; 0 when it is not open.
     pub open_until_ms: u64,
-    /// The circuit is closed after this traffic (a success closed it, or it never opened).
+    /// This traffic closed the circuit: a success after it had opened (a probe's, usually). Not
+    /// merely "closed": another replica's ordinary traffic, under the failure threshold, must not
+    /// erase an open circuit this replica has not heard of yet.
     pub closed: bool,
 }
 
@@ -99,7 +103,7 @@ impl HealthDelta {
         self.failures = self.failures.saturating_add(later.failures);
         self.cooldown_until_ms = self.cooldown_until_ms.max(later.cooldown_until_ms);
         self.open_until_ms = later.open_until_ms;
-        self.closed = later.closed;
+        self.closed = later.open_until_ms == 0 && (self.closed || later.closed);
     }
 }
 
@@ -227,6 +231,9 @@ impl UpstreamHealth {
         s.pending.latency_sum_ms += ms;
         s.consecutive_failures = 0;
         s.cooldown_until = None;
+        if s.circuit != Circuit::Closed {
+            s.pending.closed_circuit = true;
+        }
         s.circuit = Circuit::Closed;
     }
 
@@ -296,7 +303,7 @@ impl UpstreamHealth {
                 Circuit::HalfOpen { since, backoff } => to_unix_ms(since + backoff, now, now_ms).max(now_ms + 1),
                 Circuit::Closed => 0,
             },
-            closed: s.circuit == Circuit::Closed,
+            closed: p.closed_circuit && s.circuit == Circuit::Closed,
         })
     }
 
@@ -597,5 +604,35 @@ mod tests {
         b.apply_shared(&view[0].1, later, now_ms + 11_000);
         assert_eq!(b.view(later).circuit, "closed");
         assert_eq!(b.view(later).latency_ewma_ms, Some(20.0));
+    }
+
+    #[test]
+    fn another_replica_s_ordinary_traffic_does_not_erase_an_open_circuit() {
+        let a = UpstreamHealth::new(policy());
+        let b = UpstreamHealth::new(policy());
+        let (now, now_ms) = (Instant::now(), unix_ms());
+        // A sees the upstream break and opens its circuit; B, in the same sync period, had a
+        // failure and a success of its own there, under the threshold: its circuit never opened.
+        for _ in 0..3 {
+            a.record_failure(Failure::Broken, now);
+        }
+        b.record_failure(Failure::Broken, now);
+        b.record_success(Duration::from_millis(30));
+        let shared = crate::state::LocalBackend::default();
+        let sync = |u: &UpstreamHealth| {
+            let d = u.take_delta(now, now_ms).unwrap();
+            futures_util::FutureExt::now_or_never(crate::state::StateBackend::sync_health(
+                &shared,
+                &[("p/m".to_string(), d)],
+            ))
+            .unwrap()
+            .unwrap()
+        };
+        sync(&a);
+        let view = sync(&b);
+        assert!(view[0].1.open_until_ms > now_ms, "{view:?}");
+        // And A keeps its circuit open when it reads the shared view back.
+        a.apply_shared(&view[0].1, now, now_ms);
+        assert!(matches!(a.availability(now), Availability::Unavailable { .. }));
     }
 }
