@@ -204,6 +204,23 @@ async fn json_logs_with_timezone_one_line_per_request() {
     assert_eq!(f["attempts"], 1);
     assert!(f["latency_ms"].is_u64());
     assert!(line["timestamp"].as_str().unwrap().ends_with("+05:30"), "{line}");
+    // A Gemini request names its model in the path: the line has it too.
+    let r = gw
+        .post(
+            "/v1beta/models/m:generateContent",
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+            &[("x-request-id", "trace-gemini-7")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["request_id"] == "trace-gemini-7")
+        .unwrap_or_else(|| panic!("no JSON request line in:\n{logs}"));
+    assert_eq!(line["fields"]["model"], "m", "{line}");
     assert!(!logs.contains("\"content\":\"hi\""), "no prompt bodies in logs");
     assert!(!logs.contains("sk-alpha-secret-key"));
 }

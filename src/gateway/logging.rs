@@ -129,7 +129,13 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
         request_id = %ctx.request_id,
         client = ctx.client.as_ref().map_or("-", |c| &*c.name),
         api,
-        model = ctx.inspected.as_ref().map_or("-", |i| i.model.as_str()),
+        // The client's model: read from the body, or from the path (Gemini).
+        model = ctx
+            .inspected
+            .as_ref()
+            .map(|i| i.model.as_str())
+            .or(Some(ctx.model.as_str()).filter(|m| !m.is_empty()))
+            .unwrap_or("-"),
         provider = ctx.served_by.as_deref().unwrap_or("-"),
         attempts = ctx.attempts.len(),
         tokens_in = ctx.usage.as_ref().map_or(0, |u| u.input_tokens),

@@ -31,15 +31,20 @@ pub struct Exhausted {
 /// Scores every candidate not in `excluded`.
 pub fn score(plan: &RoutePlan, excluded: &[usize], now: Instant) -> Vec<(Scored, Availability)> {
     let avail: Vec<_> = plan.candidates.iter().map(|c| c.health.availability(now)).collect();
-    let best_latency = avail
-        .iter()
-        .filter_map(|a| match a {
-            Availability::Available {
-                latency_ms: Some(l), ..
-            } => Some(*l),
-            _ => None,
-        })
-        .fold(f64::INFINITY, f64::min);
+    // Latency is weighed against the fastest candidate that competes: same tier, still eligible.
+    let best_latency = |priority: u32| {
+        avail
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| plan.candidates[*i].priority == priority && !excluded.contains(i))
+            .filter_map(|(_, a)| match a {
+                Availability::Available {
+                    latency_ms: Some(l), ..
+                } => Some(*l),
+                _ => None,
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
     plan.candidates
         .iter()
         .enumerate()
@@ -51,10 +56,9 @@ pub fn score(plan: &RoutePlan, excluded: &[usize], now: Instant) -> Vec<(Scored,
                     error_factor,
                     latency_ms,
                 } => {
+                    let best = best_latency(c.priority);
                     let latency_factor = match latency_ms {
-                        Some(l) if l > 0.0 && best_latency.is_finite() => {
-                            (best_latency.max(1.0) / l.max(1.0)).clamp(0.1, 1.0)
-                        }
+                        Some(l) if l > 0.0 && best.is_finite() => (best.max(1.0) / l.max(1.0)).clamp(0.1, 1.0),
                         _ => 1.0,
                     };
                     c.weight * error_factor * latency_factor
@@ -258,6 +262,24 @@ logical_models:
         }
         let a = (0..4000).filter(|_| choose(&p, &[], None, now).unwrap() == 0).count();
         assert!(a > 1800, "a got {a} of 4000 after recovering");
+    }
+
+    #[test]
+    fn latency_is_weighed_within_the_tier() {
+        // A 800 ms and B 1600 ms in tier 0; C, much faster, in tier 1: A:B is 2:1, as if C were
+        // not there (it does not compete with them).
+        let p = plan("[{provider: a, model: x}, {provider: b, model: x}, {provider: c, model: x, priority: 1}]");
+        for (i, ms) in [(0, 800), (1, 1600), (2, 10)] {
+            p.candidates[i].health.record_success(Duration::from_millis(ms));
+        }
+        let scored = score(&p, &[], Instant::now());
+        let w = |i: usize| scored[i].0.effective_weight;
+        assert!((w(0) / w(1) - 2.0).abs() < 0.01, "{} / {}", w(0), w(1));
+        assert!(
+            (w(0) - 1.0).abs() < 0.01,
+            "the tier's fastest has its full weight: {}",
+            w(0)
+        );
     }
 
     #[test]
