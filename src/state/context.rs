@@ -56,16 +56,38 @@ pub fn redact(text: &str) -> String {
     for (i, word) in text.split_inclusive(char::is_whitespace).enumerate() {
         let bare = word.trim_end();
         let trailing = &word[bare.len()..];
-        if (after_bearer && !bare.is_empty()) || looks_like_secret(bare) {
+        if after_bearer && !bare.is_empty() {
             out.push_str("[REDACTED]");
             out.push_str(trailing);
             after_bearer = false;
             continue;
         }
         after_bearer = bare.eq_ignore_ascii_case("bearer") || (i > 0 && bare.eq_ignore_ascii_case("bearer:"));
-        out.push_str(word);
+        redact_runs(bare, &mut out);
+        out.push_str(trailing);
     }
     out
+}
+
+/// A word's key-like runs redacted, its punctuation kept: keys are pasted glued to quotes, `=`,
+/// `:` and brackets (`api_key="sk-…"`, `{"key":"sk-…"}`, `OPENAI_API_KEY='sk-…'`).
+fn redact_runs(word: &str, out: &mut String) {
+    let key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '=' | '.');
+    let mut rest = word;
+    while !rest.is_empty() {
+        let end = rest.find(|c: char| !key_char(c)).unwrap_or(rest.len());
+        let (run, after) = rest.split_at(end);
+        // `=` also separates a name from its value (`KEY=sk-…`): try the part after the last one.
+        let (name, value) = match run.rfind('=') {
+            Some(at) if looks_like_secret(&run[at + 1..]) => run.split_at(at + 1),
+            _ => ("", run),
+        };
+        out.push_str(name);
+        out.push_str(if looks_like_secret(value) { "[REDACTED]" } else { value });
+        let skip = after.chars().next().map_or(0, char::len_utf8);
+        out.push_str(&after[..skip]);
+        rest = &after[skip..];
+    }
 }
 
 /// At most `max` characters, with an ellipsis when cut.
@@ -183,6 +205,31 @@ mod tests {
         assert!(!r.contains("9f8e7d6c5b4a"), "{r}");
         assert_eq!(redact("plain words stay as they are"), "plain words stay as they are");
         assert!(redact("\"apx-0123456789abcdef\"").contains("[REDACTED]"));
+    }
+
+    #[test]
+    fn keys_glued_to_punctuation_are_redacted_and_the_punctuation_kept() {
+        for (text, want) in [
+            (
+                r#"client = OpenAI(api_key="sk-proj-abcdefghijklmnop")"#,
+                r#"client = OpenAI(api_key="[REDACTED]")"#,
+            ),
+            (
+                r#"{"api_key":"sk-abcdefghijklmnopqrst"}"#,
+                r#"{"api_key":"[REDACTED]"}"#,
+            ),
+            (
+                "OPENAI_API_KEY='sk-abcdefghijklmnopqrst'",
+                "OPENAI_API_KEY='[REDACTED]'",
+            ),
+            ("export KEY=sk-abcdefghijklmnopqrst", "export KEY=[REDACTED]"),
+            ("see (AIzaSyA1234567890abcdefghij).", "see ([REDACTED])."),
+        ] {
+            assert_eq!(redact(text), want, "{text}");
+        }
+        for plain in ["f(x) = x*2, y=3", "https://example.com/docs?a=1", "émigré: «ok»"] {
+            assert_eq!(redact(plain), plain);
+        }
     }
 
     #[test]
