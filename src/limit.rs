@@ -5,33 +5,37 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-/// A token bucket refilled continuously at `rate` per second, holding at most `rate` tokens.
+/// The slowest refill a bucket takes (one token an hour): a rate of zero would never refill.
+const MIN_RATE: f64 = 1.0 / 3600.0;
+
+/// A token bucket refilled continuously at `rate` per second (a fraction too: a replica's share of
+/// a small limit), holding at most `rate` tokens and never less than one.
 #[derive(Debug)]
 pub struct TokenBucket {
     state: Mutex<(f64, Instant)>,
 }
 
 impl TokenBucket {
-    pub fn new(rate: u32) -> Self {
+    pub fn new(rate: f64) -> Self {
         Self {
-            state: Mutex::new((f64::from(rate.max(1)), Instant::now())),
+            state: Mutex::new((rate.max(1.0), Instant::now())),
         }
     }
 
     /// How long until a token is there (zero when one is), without taking it.
-    pub fn wait(&self, rate: u32, now: Instant) -> Duration {
-        let rate = f64::from(rate.max(1));
+    pub fn wait(&self, rate: f64, now: Instant) -> Duration {
+        let rate = rate.max(MIN_RATE);
         let s = self.state.lock();
-        let tokens = (s.0 + now.saturating_duration_since(s.1).as_secs_f64() * rate).min(rate);
+        let tokens = (s.0 + now.saturating_duration_since(s.1).as_secs_f64() * rate).min(rate.max(1.0));
         Duration::from_secs_f64(((1.0 - tokens) / rate).max(0.0))
     }
 
     /// Takes a token, or says how long until one is there.
-    pub fn take(&self, rate: u32, now: Instant) -> Result<(), Duration> {
-        let rate = f64::from(rate.max(1));
+    pub fn take(&self, rate: f64, now: Instant) -> Result<(), Duration> {
+        let rate = rate.max(MIN_RATE);
         let mut s = self.state.lock();
         let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
-        s.0 = (s.0 + elapsed * rate).min(rate);
+        s.0 = (s.0 + elapsed * rate).min(rate.max(1.0));
         s.1 = now;
         if s.0 >= 1.0 {
             s.0 -= 1.0;
@@ -48,23 +52,23 @@ mod tests {
 
     #[test]
     fn bucket_allows_rate_then_refills() {
-        let b = TokenBucket::new(2);
+        let b = TokenBucket::new(2.0);
         let t0 = Instant::now();
-        assert!(b.take(2, t0).is_ok());
-        assert!(b.take(2, t0).is_ok());
-        let wait = b.take(2, t0).unwrap_err();
+        assert!(b.take(2.0, t0).is_ok());
+        assert!(b.take(2.0, t0).is_ok());
+        let wait = b.take(2.0, t0).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}");
-        assert!(b.take(2, t0 + Duration::from_millis(600)).is_ok());
+        assert!(b.take(2.0, t0 + Duration::from_millis(600)).is_ok());
     }
 
     #[test]
     fn waiting_is_told_without_spending() {
-        let b = TokenBucket::new(1);
+        let b = TokenBucket::new(1.0);
         let t0 = Instant::now();
-        assert_eq!(b.wait(1, t0), Duration::ZERO);
-        assert_eq!(b.wait(1, t0), Duration::ZERO, "asking took nothing");
-        assert!(b.take(1, t0).is_ok());
-        let wait = b.wait(1, t0 + Duration::from_millis(400));
+        assert_eq!(b.wait(1.0, t0), Duration::ZERO);
+        assert_eq!(b.wait(1.0, t0), Duration::ZERO, "asking took nothing");
+        assert!(b.take(1.0, t0).is_ok());
+        let wait = b.wait(1.0, t0 + Duration::from_millis(400));
         assert!(
             wait > Duration::from_millis(550) && wait <= Duration::from_millis(600),
             "{wait:?}"

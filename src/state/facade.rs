@@ -192,13 +192,11 @@ impl State {
         was_down
     }
 
-    /// Live replicas sharing this state (1 without Redis or while it is down).
+    /// Live replicas sharing this state (1 without Redis). While Redis is down, the count last
+    /// seen: the replicas are still there, and each taking a whole key's limit for itself would
+    /// multiply it.
     pub fn replicas(&self) -> u32 {
-        if self.shared_up() {
-            self.replicas.load(Ordering::Relaxed).max(1)
-        } else {
-            1
-        }
+        self.replicas.load(Ordering::Relaxed).max(1)
     }
 
     pub(super) fn set_replicas(&self, n: u32) {

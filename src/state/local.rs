@@ -53,10 +53,10 @@ impl LocalBackend {
         let b = {
             let mut map = self.buckets.lock();
             map.entry(bucket.to_string())
-                .or_insert_with(|| Arc::new(TokenBucket::new(per_second)))
+                .or_insert_with(|| Arc::new(TokenBucket::new(f64::from(per_second))))
                 .clone()
         };
-        b.take(per_second, Instant::now())
+        b.take(f64::from(per_second), Instant::now())
     }
 
     fn binding(&self, session: &str, model: &str) -> Option<String> {

@@ -253,6 +253,8 @@ async fn facade_falls_back_when_redis_is_unreachable() {
     let state = State::new(settings.clone(), errors.clone());
     let backend = RedisBackend::open(settings.redis_url.as_deref().unwrap(), "x:", settings.timeout).unwrap();
     state.set_shared(Arc::new(backend));
+    // Three replicas were alive when Redis was last heard from.
+    state.set_replicas(3);
     let t0 = std::time::Instant::now();
     let q = Admission {
         limit: Some(("k", 1)),
@@ -260,6 +262,11 @@ async fn facade_falls_back_when_redis_is_unreachable() {
     };
     assert_eq!(state.admit(q).await.limited, None);
     assert!(!state.shared_up(), "marked down after the first failure");
+    assert_eq!(
+        state.replicas(),
+        3,
+        "the replicas are still there: key limits stay split"
+    );
     assert!(
         state.admit(q).await.limited.is_some(),
         "the local bucket limits meanwhile"

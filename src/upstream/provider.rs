@@ -92,6 +92,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// One replica's share of a key's QPS limit: an exact fraction, so that together the replicas
+/// stay within the limit (rounded up, 5/s over two replicas was 6/s, and 1/s over three 3/s).
+fn key_share(rate: u32, replicas: u32) -> f64 {
+    f64::from(rate) / f64::from(replicas.max(1))
+}
+
 impl Provider {
     /// Builds the run-time provider; the config was validated, so parse failures are impossible here
     /// and reported as strings only for completeness.
@@ -123,7 +129,7 @@ impl Provider {
                     .get(i)
                     .copied()
                     .flatten()
-                    .map(|r| (r, TokenBucket::new(r)));
+                    .map(|r| (r, TokenBucket::new(f64::from(r))));
                 Ok(ProviderKey {
                     header,
                     paused_until_ms: AtomicU64::new(0),
@@ -198,7 +204,7 @@ impl Provider {
     /// the `replicas` using it: each takes an equal share, so together they stay within it without
     /// a Redis round trip per request.
     pub fn pick_key(&self, exclude: &[usize], replicas: u32) -> Option<KeyChoice> {
-        let share = |rate: u32| rate.div_ceil(replicas.max(1)).max(1);
+        let share = |rate: u32| key_share(rate, replicas);
         let n = self.keys.len();
         let now = now_ms();
         let instant = Instant::now();
@@ -222,7 +228,7 @@ impl Provider {
     /// When `pick_key` found none though a key outside `exclude` is in rotation: how long until the
     /// first such key has budget again (its share of the key's QPS limit). Spends nothing.
     pub fn key_budget_wait(&self, exclude: &[usize], replicas: u32) -> Option<Duration> {
-        let share = |rate: u32| rate.div_ceil(replicas.max(1)).max(1);
+        let share = |rate: u32| key_share(rate, replicas);
         let (now, instant) = (now_ms(), Instant::now());
         self.keys
             .iter()
