@@ -136,11 +136,13 @@ impl App {
     }
 
     /// Installs a new snapshot. Resolved provider addresses carry over, so a provider whose
-    /// endpoint did not change keeps serving without waiting for DNS.
+    /// endpoint did not change keeps serving without waiting for DNS; so does its keys' state
+    /// (refused keys resting, rate budgets spent).
     pub fn swap(&self, next: Snapshot) {
         let prev = self.snapshot();
         for p in next.routes.providers() {
             if let Some(old) = prev.routes.provider(&p.id) {
+                p.carry_key_state(old);
                 if old.endpoint.host == p.endpoint.host && old.endpoint.port == p.endpoint.port {
                     if let Some(addrs) = old.addrs() {
                         p.set_addrs(addrs);

@@ -22,6 +22,11 @@ impl TokenBucket {
         }
     }
 
+    /// Continues where `other` is (its tokens and their time): the same limit, rebuilt.
+    pub fn take_over(&self, other: &TokenBucket) {
+        *self.state.lock() = *other.state.lock();
+    }
+
     /// How long until a token is there (zero when one is), without taking it.
     pub fn wait(&self, rate: f64, now: Instant) -> Duration {
         let rate = rate.max(MIN_RATE);

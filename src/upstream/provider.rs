@@ -92,6 +92,29 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+impl Provider {
+    /// Carries over from the provider this one replaces (a configuration reload) what its keys
+    /// have learnt: which rest after being refused, what their rate budgets have spent, where the
+    /// round-robin is. Otherwise every admin write would put a refused key back in rotation on
+    /// every replica and refill every budget.
+    pub fn carry_key_state(&self, old: &Provider) {
+        for key in &self.keys {
+            let Some(before) = old.keys.iter().find(|k| k.header == key.header) else {
+                continue;
+            };
+            key.paused_until_ms
+                .store(before.paused_until_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+            if let (Some((rate, bucket)), Some((old_rate, old_bucket))) = (&key.qps, &before.qps) {
+                if rate == old_rate {
+                    bucket.take_over(old_bucket);
+                }
+            }
+        }
+        self.next_key
+            .store(old.next_key.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
 /// One replica's share of a key's QPS limit: an exact fraction, so that together the replicas
 /// stay within the limit (rounded up, 5/s over two replicas was 6/s, and 1/s over three 3/s).
 fn key_share(rate: u32, replicas: u32) -> f64 {
@@ -368,6 +391,26 @@ mod tests {
         let p = Provider::build(&c, &extras).unwrap();
         let picked: Vec<usize> = (0..6).filter_map(|_| p.pick_key(&[], 1).map(|k| k.index)).collect();
         assert_eq!(picked.iter().filter(|i| **i == 0).count(), 1, "{picked:?}");
+    }
+
+    #[test]
+    fn a_reload_keeps_what_the_keys_learnt() {
+        let c: ProviderConfig =
+            serde_yaml::from_str("{id: p, base_url: 'http://127.0.0.1:1', api_keys: [k1, k2]}").unwrap();
+        let extras = ProviderExtras {
+            key_qps: vec![None, Some(1)],
+            ..Default::default()
+        };
+        let before = Provider::build(&c, &extras).unwrap();
+        before.pause_key(0);
+        assert_eq!(before.pick_key(&[], 1).map(|k| k.index), Some(1), "k2 spends its 1/s");
+        // The same provider rebuilt (an admin wrote something): k1 still rests, k2's second is spent.
+        let after = Provider::build(&c, &extras).unwrap();
+        after.carry_key_state(&before);
+        assert!(after.pick_key(&[], 1).is_none());
+        // A rebuilt provider that is not told keeps nothing (what the reload did before).
+        let fresh = Provider::build(&c, &extras).unwrap();
+        assert!(fresh.pick_key(&[], 1).is_some());
     }
 
     #[test]
