@@ -990,6 +990,16 @@ fn request_json_modes_on_each_upstream() {
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "{\"a\":\"b\"}");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    // Beside a call of the client's own tool (JSON mode with tools is not forced), the answer
+    // still asks for that call.
+    let resp = br#"{"id":"msg_1","type":"message","role":"assistant","model":"c","content":[{"type":"tool_use","id":"toolu_1","name":"json_tool_call","input":{"a":"b"}},{"type":"tool_use","id":"toolu_2","name":"get_weather","input":{"city":"Paris"}}],"stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":1}}"#;
+    let (out, _) = convert_response(WireFormat::Anthropic, WireFormat::OpenAiChat, resp, "m").unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
 }
 
 #[test]

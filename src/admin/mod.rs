@@ -179,8 +179,9 @@ impl AdminApp {
 }
 
 /// Refuses a change a web page could make in an operator's browser (a form or a `no-cors` fetch
-/// to the admin port on localhost, say, to create the first admin before the operator does): the
-/// admin API takes JSON only, and a browser's `Origin` must be the admin service's own.
+/// to the admin port on localhost, say, to create the first admin before the operator does): a
+/// browser names the page's origin (`Origin`, `Sec-Fetch-Site`) on such a request, and it must be
+/// the admin service's own. Clients that are not browsers (curl, SDKs) send neither.
 fn not_cross_site(method: &::http::Method, header: &pingora::http::RequestHeader) -> Result<(), ApiError> {
     if matches!(
         *method,
@@ -188,22 +189,22 @@ fn not_cross_site(method: &::http::Method, header: &pingora::http::RequestHeader
     ) {
         return Ok(());
     }
-    let text = |name: ::http::header::HeaderName| header.headers.get(name).map(|v| v.to_str().unwrap_or("?"));
-    if let Some(ct) = text(::http::header::CONTENT_TYPE) {
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(ApiError::bad("content-type", "must be application/json"));
-        }
+    let refused = Err(ApiError::Forbidden("cross-site requests to the admin API are refused"));
+    let text = |name: &str| header.headers.get(name).map(|v| v.to_str().unwrap_or("?"));
+    if text("sec-fetch-site")
+        .is_some_and(|s| s.eq_ignore_ascii_case("cross-site") || s.eq_ignore_ascii_case("same-site"))
+    {
+        return refused;
     }
-    if let Some(origin) = text(::http::header::ORIGIN) {
-        let own = text(::http::header::HOST).is_some_and(|host| {
+    if let Some(origin) = text("origin") {
+        let own = text("host").is_some_and(|host| {
             origin
                 .strip_prefix("http://")
                 .or_else(|| origin.strip_prefix("https://"))
                 .is_some_and(|o| o.eq_ignore_ascii_case(host))
         });
         if !own {
-            return Err(ApiError::Forbidden("cross-site requests to the admin API are refused"));
+            return refused;
         }
     }
     Ok(())

@@ -282,6 +282,14 @@ mod tests {
     }
 
     #[test]
+    fn anthropic_s_max_effort_is_high_for_openai() {
+        let body = serde_json::json!({"model": "c", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}],
+            "thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}});
+        let out = upstream_body(WireFormat::Anthropic, WireFormat::OpenAiChat, body);
+        assert_eq!(out["reasoning_effort"], "high", "{out}");
+    }
+
+    #[test]
     fn tool_schemas_without_a_type_are_objects_for_anthropic() {
         use serde_json::json;
         let tool =

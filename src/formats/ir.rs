@@ -332,7 +332,7 @@ pub enum Effort {
     Low,
     Medium,
     High,
-    /// `xhigh` (Anthropic's `max`).
+    /// `xhigh` (only OpenAI clients ask it: Anthropic's `max` is `High`).
     XHigh,
 }
 
@@ -344,7 +344,9 @@ impl Effort {
             "low" => Some(Effort::Low),
             "medium" => Some(Effort::Medium),
             "high" => Some(Effort::High),
-            "xhigh" | "max" => Some(Effort::XHigh),
+            "xhigh" => Some(Effort::XHigh),
+            // Anthropic's top effort: `high` for OpenAI models, most of which refuse `xhigh`.
+            "max" => Some(Effort::High),
             _ => None,
         }
     }

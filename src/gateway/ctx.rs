@@ -261,6 +261,9 @@ pub struct RequestCtx {
     pub current: Option<Attempt>,
     /// Set when the next attempt goes to the same candidate after a transient error.
     pub retry_same: Option<usize>,
+    /// The candidate whose open circuit this request claimed the probe of (and must give back if
+    /// it sends nothing).
+    pub claimed_probe: Option<usize>,
     pub same_retry_used: bool,
     /// The retry decision `upstream_response_filter` made for `error_while_proxy` to apply.
     pub status_retry: Option<Retry>,
@@ -326,6 +329,7 @@ impl RequestCtx {
             started_attempts: 0,
             current: None,
             retry_same: None,
+            claimed_probe: None,
             same_retry_used: false,
             status_retry: None,
             upstream_retry_after: None,

@@ -93,10 +93,16 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
                 tokio::time::sleep(pause).await;
                 idx
             }
-            None => match choose(&plan, &ctx.excluded, sticky(ctx), Instant::now()) {
-                Ok(idx) => idx,
-                Err(e) => return Err(exhausted(ctx, Some(e))),
-            },
+            None => {
+                let now = Instant::now();
+                match choose(&plan, &ctx.excluded, sticky(ctx), now) {
+                    Ok(idx) => {
+                        ctx.claimed_probe = plan.candidates[idx].health.probe_claimed_at(now).then_some(idx);
+                        idx
+                    }
+                    Err(e) => return Err(exhausted(ctx, Some(e))),
+                }
+            }
         };
         let candidate = &plan.candidates[idx];
         let provider = &candidate.provider;
@@ -192,10 +198,14 @@ fn sticky(ctx: &RequestCtx) -> Option<Sticky<'_>> {
     })
 }
 
-/// Passes a candidate by without sending anything; a probe slot it held is given back.
+/// Passes a candidate by without sending anything; a probe slot this request claimed for it is
+/// given back (one another request holds is not).
 fn skip(ctx: &mut RequestCtx, idx: usize, end: AttemptEnd, why: &str) {
-    if let Some(c) = ctx.plan.as_ref().and_then(|p| p.candidates.get(idx)) {
-        c.health.release_probe(Instant::now());
+    if ctx.claimed_probe == Some(idx) {
+        ctx.claimed_probe = None;
+        if let Some(c) = ctx.plan.as_ref().and_then(|p| p.candidates.get(idx)) {
+            c.health.release_probe(Instant::now());
+        }
     }
     record(ctx, idx, end, Some(why.to_string()));
     ctx.excluded.push(idx);
@@ -221,7 +231,8 @@ fn retry_after_secs(resp: &ResponseHeader) -> Option<u64> {
         Ok(_) => return None,
         Err(_) => {
             let at = httpdate::parse_http_date(v).ok()?;
-            let wait = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            // A date already past (a skewed upstream clock) says nothing: the default cool-down.
+            let wait = at.duration_since(std::time::SystemTime::now()).ok()?;
             // A date's second is whole: round up what is left of it.
             (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).min(MAX_RETRY_AFTER_SECS)
         }
@@ -618,7 +629,7 @@ mod tests {
         assert_eq!(of("99999999999999999999"), Some(MAX_RETRY_AFTER_SECS));
         let in_a_minute = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
         assert!(matches!(of(&in_a_minute), Some(59..=60)), "{:?}", of(&in_a_minute));
-        assert_eq!(of("Wed, 21 Oct 2015 07:28:00 GMT"), Some(0), "a date passed: now");
+        assert_eq!(of("Wed, 21 Oct 2015 07:28:00 GMT"), None, "a date passed says nothing");
         for garbage in ["-3", "NaN", "inf", "soon", ""] {
             assert_eq!(of(garbage), None, "{garbage:?}");
         }

@@ -208,6 +208,11 @@ impl UpstreamHealth {
         true
     }
 
+    /// Whether the probe slot is held by the claim made at `at` (the instant given to `try_probe`).
+    pub fn probe_claimed_at(&self, at: Instant) -> bool {
+        matches!(self.state.lock().circuit, Circuit::HalfOpen { since, .. } if since == at)
+    }
+
     /// Gives back a probe slot claimed by a request that then sent nothing (no usable key, the host
     /// not resolved, the request not translatable): the next request may probe at once, instead of
     /// the upstream staying out for a whole wait without having been asked.
@@ -494,6 +499,11 @@ mod tests {
         }
         let later = t0 + Duration::from_secs(11);
         assert!(h.try_probe(later));
+        assert!(h.probe_claimed_at(later));
+        assert!(
+            !h.probe_claimed_at(later + Duration::from_millis(1)),
+            "another request's claim"
+        );
         h.release_probe(later);
         assert_eq!(h.availability(later), Availability::Probe);
         assert!(h.try_probe(later), "the next request probes");

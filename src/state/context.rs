@@ -36,12 +36,15 @@ const KEY_PREFIXES: &[&str] = &[
     "AKIA",
 ];
 
-fn looks_like_secret(token: &str) -> bool {
+/// Starts like a provider's or the gateway's key.
+fn has_key_prefix(token: &str) -> bool {
     let t = token.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-    if t.len() >= 12 && KEY_PREFIXES.iter().any(|p| t.starts_with(p)) {
-        return true;
-    }
-    // Long random-looking strings: tokens, JWTs, base64 keys.
+    t.len() >= 12 && KEY_PREFIXES.iter().any(|p| t.starts_with(p))
+}
+
+/// Long random-looking strings: tokens, JWTs, base64 keys.
+fn looks_random(token: &str) -> bool {
+    let t = token.trim_matches(|c: char| !c.is_ascii_alphanumeric());
     t.len() >= 32
         && t.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '=' | '.'))
@@ -56,7 +59,8 @@ pub fn redact(text: &str) -> String {
     for (i, word) in text.split_inclusive(char::is_whitespace).enumerate() {
         let bare = word.trim_end();
         let trailing = &word[bare.len()..];
-        if after_bearer && !bare.is_empty() {
+        // A whole word that looks random goes whole (a URL or path has `:` or quotes, so is not one).
+        if (after_bearer && !bare.is_empty()) || looks_random(bare) {
             out.push_str("[REDACTED]");
             out.push_str(trailing);
             after_bearer = false;
@@ -69,8 +73,9 @@ pub fn redact(text: &str) -> String {
     out
 }
 
-/// A word's key-like runs redacted, its punctuation kept: keys are pasted glued to quotes, `=`,
-/// `:` and brackets (`api_key="sk-…"`, `{"key":"sk-…"}`, `OPENAI_API_KEY='sk-…'`).
+/// A word's runs that start like a key redacted, its punctuation kept: keys are pasted glued to
+/// quotes, `=`, `:` and brackets (`api_key="sk-…"`, `{"key":"sk-…"}`, `OPENAI_API_KEY='sk-…'`). Only
+/// the prefixes count here: parts of URLs, paths and ids look random too.
 fn redact_runs(word: &str, out: &mut String) {
     let key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '=' | '.');
     let mut rest = word;
@@ -79,11 +84,11 @@ fn redact_runs(word: &str, out: &mut String) {
         let (run, after) = rest.split_at(end);
         // `=` also separates a name from its value (`KEY=sk-…`): try the part after the last one.
         let (name, value) = match run.rfind('=') {
-            Some(at) if looks_like_secret(&run[at + 1..]) => run.split_at(at + 1),
+            Some(at) if has_key_prefix(&run[at + 1..]) => run.split_at(at + 1),
             _ => ("", run),
         };
         out.push_str(name);
-        out.push_str(if looks_like_secret(value) { "[REDACTED]" } else { value });
+        out.push_str(if has_key_prefix(value) { "[REDACTED]" } else { value });
         let skip = after.chars().next().map_or(0, char::len_utf8);
         out.push_str(&after[..skip]);
         rest = &after[skip..];
@@ -227,7 +232,13 @@ mod tests {
         ] {
             assert_eq!(redact(text), want, "{text}");
         }
-        for plain in ["f(x) = x*2, y=3", "https://example.com/docs?a=1", "émigré: «ok»"] {
+        for plain in [
+            "f(x) = x*2, y=3",
+            "https://docs.python.org/3/library/asyncio-task.html",
+            r#"{"path":"/home/u/project2/src/components/Button.tsx"}"#,
+            r#"{"id":"chatcmpl-0123456789abcdef0123456789abcdef"}"#,
+            "émigré: «ok»",
+        ] {
             assert_eq!(redact(plain), plain);
         }
     }

@@ -97,7 +97,26 @@ impl Provider {
     /// have learnt: which rest after being refused, what their rate budgets have spent, where the
     /// round-robin is. Otherwise every admin write would put a refused key back in rotation on
     /// every replica and refill every budget.
+    /// Nothing carries over when where or how the provider is asked changed (a fixed `base_url`,
+    /// header or path is why its keys were refused).
     pub fn carry_key_state(&self, old: &Provider) {
+        let same_calls = self.endpoint == old.endpoint
+            && self.extra_headers == old.extra_headers
+            && self.style == old.style
+            && [
+                &self.chat_path,
+                &self.responses_path,
+                &self.messages_path,
+                &self.gemini_prefix,
+            ] == [
+                &old.chat_path,
+                &old.responses_path,
+                &old.messages_path,
+                &old.gemini_prefix,
+            ];
+        if !same_calls {
+            return;
+        }
         for key in &self.keys {
             let Some(before) = old.keys.iter().find(|k| k.header == key.header) else {
                 continue;
@@ -411,6 +430,13 @@ mod tests {
         // A rebuilt provider that is not told keeps nothing (what the reload did before).
         let fresh = Provider::build(&c, &extras).unwrap();
         assert!(fresh.pick_key(&[], 1).is_some());
+        // Nor does one whose base_url changed: a wrong URL may be why its keys were refused.
+        let moved: ProviderConfig =
+            serde_yaml::from_str("{id: p, base_url: 'http://127.0.0.1:2', api_keys: [k1, k2]}").unwrap();
+        let fixed = Provider::build(&moved, &extras).unwrap();
+        fixed.carry_key_state(&before);
+        assert!(fixed.pick_key(&[], 1).is_some());
+        assert!(fixed.has_key_in_rotation(&[1]), "k1 back in rotation");
     }
 
     #[test]

@@ -171,7 +171,9 @@ impl Decode for AnthropicDecoder {
                 if let Some(sr) = str_at(d, "stop_reason") {
                     self.finished = true;
                     let mut reason = parse_stop_reason(sr);
-                    if self.json_mode && reason == FinishReason::ToolCalls {
+                    // The JSON-mode tool's call is the answer; a call of the client's own tools
+                    // beside it keeps the finish a tool call.
+                    if self.json_mode && self.tools == 0 && reason == FinishReason::ToolCalls {
                         reason = FinishReason::Stop;
                     }
                     out.push(StreamEvent::Finish {

@@ -15,6 +15,7 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
     }
     let mut content = Vec::new();
     let mut finish = parse_stop_reason(str_at(v, "stop_reason").unwrap_or("end_turn"));
+    let mut json_answer = false;
     for b in arr_at(v, "content") {
         match str_at(b, "type") {
             Some("text") => content.push(text_block(str_at(b, "text").unwrap_or_default())),
@@ -33,9 +34,7 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
                 content.push(text_block(
                     &b.get("input").map_or_else(|| "{}".into(), Value::to_string),
                 ));
-                if finish == FinishReason::ToolCalls {
-                    finish = FinishReason::Stop;
-                }
+                json_answer = true;
             }
             Some("tool_use") => content.push(Block::ToolCall(ToolCall {
                 id: str_at(b, "id").unwrap_or_default().to_string(),
@@ -45,6 +44,11 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
             })),
             _ => {}
         }
+    }
+    // The JSON-mode tool's call is the answer, not a call for the client to make: the answer
+    // stopped, unless the model also called one of the client's own tools.
+    if json_answer && finish == FinishReason::ToolCalls && !content.iter().any(|b| matches!(b, Block::ToolCall(_))) {
+        finish = FinishReason::Stop;
     }
     Ok(IrResponse {
         id: str_at(v, "id").map(str::to_string),
