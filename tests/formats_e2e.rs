@@ -455,6 +455,30 @@ fn image_chat(model: &str, url: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_model_name_that_is_no_url_segment_never_reaches_a_gemini_upstream() {
+    let gm = Mock::start_style("gm", &["gemini-x"], Style::Gemini).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml_styled("gm", &gm, ""))).await;
+    // The model goes in a Gemini URL: a space, or a `:method?` of the client's choosing, would
+    // change what is called (with the gateway's key). It names no model: 404, nothing sent.
+    for model in ["gm/x y", "gm/gemini-x:countTokens?", "gm/../files", "gm/模型"] {
+        let r = gw
+            .chat(json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(r.status(), 404, "{model}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "model_not_found", "{model}: {v}");
+    }
+    assert_eq!(gm.hits(), 0);
+    // A name that fits is sent, the `models/` prefix included.
+    for model in ["gm/gemini-x", "gm/models/gemini-2.0-flash-001"] {
+        let r = gw
+            .chat(json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(r.status(), 200, "{model}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn image_urls_are_fetched_and_sent_inline_to_gemini_upstreams() {
     use base64::Engine;
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n fake image bytes";

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::health::{HealthRegistry, UpstreamHealth};
-use crate::config::Config;
+use crate::config::{ApiStyle, Config};
 use crate::upstream::{ModelCatalog, Provider, ProviderExtras};
 
 /// One way to serve a request: a provider and the model name it knows.
@@ -190,6 +190,11 @@ impl RouteTable {
         if let Some((provider_id, physical)) = model.split_once('/') {
             if let Some(provider) = self.by_id.get(provider_id) {
                 if !physical.is_empty() {
+                    // A Gemini upstream takes the model in its URL: a name that is no path segment
+                    // (`x y`, `m:countTokens?`) would change what is called, so it names no model.
+                    if provider.style == ApiStyle::Gemini && !fits_a_gemini_path(physical) {
+                        return Err(RouteError::UnknownModel(model.to_string()));
+                    }
                     // Models the provider does not list share one health entry, so arbitrary client
                     // strings cannot grow the registry (or the metrics) without bound.
                     let listed = catalog.providers_for(physical).contains(&provider.id);
@@ -246,6 +251,15 @@ impl RouteTable {
             .into(),
         }
     }
+}
+
+/// A model name that can stand in a Gemini URL as it is (`models/` prefix allowed).
+fn fits_a_gemini_path(name: &str) -> bool {
+    let name = name.strip_prefix("models/").unwrap_or(name);
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
 }
 
 #[cfg(test)]
