@@ -28,6 +28,8 @@ pub enum GatewayError {
     MethodNotAllowed { method: String, path: String },
     #[error("Could not read the request body: {0}")]
     ClientRead(String),
+    #[error("The request body did not arrive within {} s", .0.as_secs())]
+    BodyTimeout(Duration),
     #[error("Rate limit of this API key exceeded; retry after {} s", retry_after.as_secs_f64().ceil())]
     RateLimited { retry_after: Duration },
     #[error("This request cannot be served faithfully by any upstream of its model: {0}")]
@@ -51,6 +53,7 @@ impl GatewayError {
         match self {
             GatewayError::Auth(_) => 401,
             GatewayError::Body(_) | GatewayError::ClientRead(_) | GatewayError::Untranslatable(_) => 400,
+            GatewayError::BodyTimeout(_) => 408,
             GatewayError::Route(RouteError::UnknownModel(_)) | GatewayError::NotFound { .. } => 404,
             GatewayError::Route(RouteError::NotAllowed(_)) => 403,
             GatewayError::RateLimited { .. } => 429,
@@ -94,6 +97,7 @@ impl GatewayError {
             GatewayError::Auth(_) => ("invalid_request_error", Some("invalid_api_key")),
             GatewayError::Body(BodyError::MissingModel) => ("invalid_request_error", Some("missing_model")),
             GatewayError::Body(_) | GatewayError::ClientRead(_) => ("invalid_request_error", None),
+            GatewayError::BodyTimeout(_) => ("invalid_request_error", Some("request_timeout")),
             GatewayError::Untranslatable(_) => ("invalid_request_error", Some("unsupported_for_upstream")),
             GatewayError::Route(RouteError::UnknownModel(_)) => ("invalid_request_error", Some("model_not_found")),
             GatewayError::Route(RouteError::NotAllowed(_)) => ("permission_error", Some("provider_not_allowed")),

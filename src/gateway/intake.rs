@@ -17,6 +17,9 @@ use crate::formats::WireFormat;
 
 /// Longest pause allowed between two pieces of a request body.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest a whole request body may take: a client trickling a byte a minute would otherwise
+/// hold its connection and task for ever.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What the client asked for, by method and path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +176,17 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::BodyTooLarge { limit });
     }
+    // A client that asked whether to send its body (curl does for large ones) is told to.
+    let expects_continue = session
+        .get_header(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .downstream_session
+            .write_continue_response()
+            .await
+            .map_err(|e| GatewayError::ClientRead(e.etype().as_str().to_string()))?;
+    }
     // Pingora replays the buffered body to every upstream attempt (see vendor/pingora-core).
     session.enable_retry_buffering();
     // A client that stops sending mid-body must not hold the request open forever.
@@ -181,8 +195,10 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     // and joins a body of several pieces once for every upstream attempt; routing reads that same copy.
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
+    let deadline = tokio::time::Instant::now() + BODY_DEADLINE;
     loop {
-        match session.read_request_body().await {
+        let read = tokio::time::timeout_at(deadline, session.read_request_body()).await;
+        match read.map_err(|_| GatewayError::BodyTimeout(BODY_DEADLINE))? {
             Ok(Some(chunk)) => {
                 len += chunk.len();
                 if len > limit {
@@ -191,6 +207,10 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
                 pieces.push(chunk);
             }
             Ok(None) => break,
+            // A client silent for the whole read timeout is a timeout too.
+            Err(e) if matches!(e.etype(), pingora::ErrorType::ReadTimedout) => {
+                return Err(GatewayError::BodyTimeout(BODY_READ_TIMEOUT))
+            }
             Err(e) => return Err(GatewayError::ClientRead(e.etype().as_str().to_string())),
         }
     }

@@ -34,7 +34,10 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayErr
     let (status, body) = err.render(ctx.client_format());
     ctx.error_code = Some(err.code());
     let retry_after = err.retry_after(ctx.upstream_retry_after);
-    if matches!(err, GatewayError::BodyTooLarge { .. } | GatewayError::ClientRead(_)) {
+    if matches!(
+        err,
+        GatewayError::BodyTooLarge { .. } | GatewayError::ClientRead(_) | GatewayError::BodyTimeout(_)
+    ) {
         // The rest of the body was not read: the connection cannot carry another request.
         session.set_keepalive(None);
     } else {
