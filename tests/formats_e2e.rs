@@ -455,6 +455,23 @@ fn image_chat(model: &str, url: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_gemini_body_on_chat_completions_reaches_gemini_without_openai_fields() {
+    let gm = Mock::start_style("gm", &["gemini-x"], Style::Gemini).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml_styled("gm", &gm, ""))).await;
+    for stream in [true, false] {
+        let body = json!({"model": "gemini-x", "stream": stream,
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
+        let r = gw.chat(body).await;
+        assert_eq!(r.status(), 200, "stream={stream}");
+        let _ = r.text().await;
+        // Gemini refuses unknown fields: model and stream go in the path only.
+        let sent = gm.last().unwrap().json();
+        assert!(sent.get("stream").is_none() && sent.get("model").is_none(), "{sent}");
+        assert_eq!(sent["contents"][0]["parts"][0]["text"], "hi");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_model_name_that_is_no_url_segment_never_reaches_a_gemini_upstream() {
     let gm = Mock::start_style("gm", &["gemini-x"], Style::Gemini).await;
     let gw = Gateway::start(&format!("providers:\n{}", provider_yaml_styled("gm", &gm, ""))).await;

@@ -11,8 +11,8 @@ use pingora::{Error, ErrorType};
 use super::ctx::RequestCtx;
 use crate::app::App;
 use crate::config::ApiStyle;
-use crate::formats::anthropic;
 use crate::formats::request::{injects_usage, rewrite, Rewrite};
+use crate::formats::{anthropic, gemini};
 use crate::formats::{convert_request_named, media_to_fetch, RequestOptions, ToolNames, WireFormat};
 use crate::upstream::Provider;
 
@@ -61,6 +61,12 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                 ask_usage: ctx.stream && format == WireFormat::OpenAiChat,
             };
             let mut body = rewrite(&ctx.body, inspected, &edit);
+            if format == WireFormat::Gemini {
+                // A Gemini-shaped body on `/v1/chat/completions`: model and stream go in the path.
+                if let Some(cleaned) = gemini::request::without_openai_fields(&ctx.body) {
+                    body = Bytes::from(cleaned);
+                }
+            }
             if format == WireFormat::Anthropic {
                 // Reasoning another vendor streamed to this client, replayed without a signature.
                 if let Some(cleaned) = anthropic::request::without_unsigned_thinking(&body) {

@@ -414,3 +414,14 @@ fn render_contents(ir: &IrRequest) -> Vec<Value> {
         .map(|(role, parts)| json!({"role": if role == Role::Assistant { "model" } else { "user" }, "parts": parts}))
         .collect()
 }
+/// A Gemini-shaped body sent to `/v1/chat/completions` as it must reach Gemini: without the
+/// OpenAI fields the gateway read from it (`model`, `stream`, `stream_options`), which Gemini
+/// refuses as unknown ("Invalid JSON payload received. Unknown name"). `None` when it has none.
+pub fn without_openai_fields(body: &[u8]) -> Option<Vec<u8>> {
+    let mut top: serde_json::Map<String, Value> = serde_json::from_slice(body).ok()?;
+    let removed = ["model", "stream", "stream_options"]
+        .iter()
+        .filter(|k| top.remove(**k).is_some())
+        .count();
+    (removed > 0).then(|| serde_json::to_vec(&top).ok()).flatten()
+}
