@@ -114,6 +114,27 @@ async fn bad_requests_get_openai_errors() {
         .unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.json::<Value>().await.unwrap()["error"].is_object());
+    // Errors about a path of another API are said in that API's shape.
+    let r = gw
+        .client
+        .get(gw.url("/v1/messages"))
+        .bearer_auth(CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "Anthropic's shape: {v}");
+    let r = gw
+        .client
+        .post(gw.url("/v1beta/models/m:countTokens"))
+        .bearer_auth(CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "NOT_FOUND", "Gemini's shape: {v}");
 
     assert_eq!(a.hits() + b.hits(), 0, "nothing invalid reached an upstream");
 }

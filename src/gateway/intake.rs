@@ -73,6 +73,20 @@ fn gemini_call(path: &str, query: Option<&str>) -> Option<GeminiCall> {
     })
 }
 
+/// The API a path belongs to, by its prefix, for errors about the path itself; `None` (OpenAI's
+/// shape) for paths of no API.
+pub fn format_of_path(path: &str) -> Option<WireFormat> {
+    if path.starts_with("/v1/messages") {
+        Some(WireFormat::Anthropic)
+    } else if path.starts_with("/v1beta/") || (path.starts_with("/v1/models/") && path.contains(':')) {
+        Some(WireFormat::Gemini)
+    } else if path.starts_with("/v1/responses") {
+        Some(WireFormat::OpenAiResponses)
+    } else {
+        None
+    }
+}
+
 pub fn classify(method: &Method, uri: &http::Uri) -> Result<Endpoint, GatewayError> {
     let path = uri.path();
     let path_only = path.trim_end_matches('/');

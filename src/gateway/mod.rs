@@ -51,6 +51,9 @@ impl Gateway {
     }
 
     async fn intake(&self, session: &mut Session, ctx: &mut RequestCtx) -> std::result::Result<bool, GatewayError> {
+        // An error about the path itself (a wrong method, an unknown Gemini method) is said in the
+        // format the path belongs to.
+        ctx.client_format = intake::format_of_path(session.req_header().uri.path());
         let endpoint = intake::classify(&session.req_header().method, &session.req_header().uri)?;
         match endpoint {
             Endpoint::Health => {
