@@ -57,6 +57,20 @@ struct Typed<'a> {
     source: Option<&'a RawValue>,
 }
 
+/// Claude's `thinking` (a budget, or `adaptive`); OpenAI-compatible servers (GLM, Ark) take a
+/// `thinking: {"type": "enabled"}` of their own in Chat bodies, which says nothing of the shape.
+fn claude_thinking(raw: &RawValue) -> bool {
+    #[derive(Deserialize)]
+    struct Thinking<'a> {
+        #[serde(borrow, default, rename = "type")]
+        kind: Option<Cow<'a, str>>,
+        #[serde(default)]
+        budget_tokens: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_str::<Thinking>(raw.get())
+        .is_ok_and(|t| t.budget_tokens.is_some() || t.kind.as_deref() == Some("adaptive"))
+}
+
 fn is_null(raw: &Option<&RawValue>) -> bool {
     raw.is_none_or(|r| r.get() == "null")
 }
@@ -90,7 +104,7 @@ pub(super) fn classify(top: &Top) -> WireFormat {
         .is_some_and(|t| matches!(&*t, "auto" | "any" | "tool"));
     let claude_top_level = !is_null(&top.system)
         || !is_null(&top.stop_sequences)
-        || !is_null(&top.thinking)
+        || top.thinking.is_some_and(claude_thinking)
         || anthropic_choice
         || top.tools.iter().flatten().any(|t| !is_null(&t.input_schema));
     if claude_top_level {
@@ -129,5 +143,12 @@ mod tests {
         let input = br#"{"model":"m","input":"hi"}"#;
         assert_eq!(detect_chat_body(input), WireFormat::OpenAiResponses);
         assert_eq!(detect_chat_body(b"nope"), WireFormat::OpenAiChat);
+        // Claude's thinking marks a Claude body; GLM's and Ark's own `thinking` in a Chat body does not.
+        let claude_thinking = br#"{"model":"m","max_tokens":5000,"thinking":{"type":"enabled","budget_tokens":2048},"messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(detect_chat_body(claude_thinking), WireFormat::Anthropic);
+        let adaptive = br#"{"model":"m","max_tokens":5000,"thinking":{"type":"adaptive"},"messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(detect_chat_body(adaptive), WireFormat::Anthropic);
+        let glm = br#"{"model":"glm-4.6","thinking":{"type":"enabled"},"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}"#;
+        assert_eq!(detect_chat_body(glm), WireFormat::OpenAiChat);
     }
 }
