@@ -73,6 +73,30 @@ async fn until_status(gw: &Gateway, key: &str, model: &str, want: u16) -> Durati
     }
 }
 
+/// A successful login's token pair.
+async fn log_in(gw: &Gateway, username: &str, password: &str) -> Value {
+    let r = gw
+        .client
+        .post(gw.admin_url("/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// The statuses of requests sent all at once.
+async fn statuses_of(
+    tries: impl Iterator<Item = impl std::future::Future<Output = reqwest::Result<reqwest::Response>>>,
+) -> Vec<u16> {
+    futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect()
+}
+
 fn field(v: &Value) -> &str {
     v["error"]["field"].as_str().unwrap_or("")
 }
@@ -86,11 +110,7 @@ async fn racing_inits_create_one_admin(backend: Backend) {
             .json(&json!({"username": format!("admin{i}")}))
             .send()
     });
-    let statuses: Vec<u16> = futures_util::future::join_all(tries)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
-        .collect();
+    let statuses = statuses_of(tries).await;
     assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
     assert!(statuses.iter().all(|s| [201, 409].contains(s)), "{statuses:?}");
 }
@@ -173,16 +193,7 @@ async fn bootstrap_login_refresh_logout(backend: Backend) {
     let v: Value = r.json().await.unwrap();
     assert_eq!(field(&v), "password");
 
-    let login: Value = gw
-        .client
-        .post(gw.admin_url("/auth/login"))
-        .json(&json!({"username": "admin", "password": admin.password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = log_in(&gw, "admin", &admin.password).await;
     let access = login["access_token"].as_str().unwrap().to_string();
     let refresh = login["refresh_token"].as_str().unwrap().to_string();
     assert_eq!(as_token(&gw, &access, Method::GET, "/users", None).await.0, 200);
@@ -239,16 +250,7 @@ async fn bootstrap_login_refresh_logout(backend: Backend) {
     // Other sessions of the same user are untouched.
     assert_eq!(as_token(&gw, &access, Method::GET, "/users", None).await.0, 200);
     // A refresh token used by several requests at once gives one new pair, however they interleave.
-    let login: Value = gw
-        .client
-        .post(gw.admin_url("/auth/login"))
-        .json(&json!({"username": "admin", "password": admin.password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = log_in(&gw, "admin", &admin.password).await;
     let racing = login["refresh_token"].as_str().unwrap().to_string();
     let tries = (0..8).map(|_| {
         gw.client
@@ -256,11 +258,7 @@ async fn bootstrap_login_refresh_logout(backend: Backend) {
             .json(&json!({"refresh_token": racing}))
             .send()
     });
-    let statuses: Vec<u16> = futures_util::future::join_all(tries)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
-        .collect();
+    let statuses = statuses_of(tries).await;
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
     assert!(statuses.iter().all(|s| [200, 401].contains(s)), "{statuses:?}");
     // A new secret-key value is generated, not applied.

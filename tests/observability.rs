@@ -191,11 +191,7 @@ async fn json_logs_with_timezone_one_line_per_request() {
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = gw.logs();
-    let line = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["fields"]["request_id"] == "trace-me-42")
-        .unwrap_or_else(|| panic!("no JSON request line in:\n{logs}"));
+    let line = request_line(&logs, "trace-me-42");
     let f = &line["fields"];
     assert_eq!(f["client"], "tester");
     assert_eq!(f["model"], "m");
@@ -215,14 +211,18 @@ async fn json_logs_with_timezone_one_line_per_request() {
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = gw.logs();
-    let line = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["fields"]["request_id"] == "trace-gemini-7")
-        .unwrap_or_else(|| panic!("no JSON request line in:\n{logs}"));
+    let line = request_line(&logs, "trace-gemini-7");
     assert_eq!(line["fields"]["model"], "m", "{line}");
     assert!(!logs.contains("\"content\":\"hi\""), "no prompt bodies in logs");
     assert!(!logs.contains("sk-alpha-secret-key"));
+}
+
+/// The JSON log line of the request with this id.
+fn request_line(logs: &str, id: &str) -> Value {
+    logs.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["request_id"] == id)
+        .unwrap_or_else(|| panic!("no JSON request line for {id} in:\n{logs}"))
 }
 
 #[test]
