@@ -160,9 +160,10 @@ impl ClientKeys {
         x_api_key: Option<&[u8]>,
         accepted: &mut Option<Arc<AcceptedKey>>,
     ) -> Result<ClientIdentity, AuthError> {
+        // An empty header (an SDK that sets `x-api-key: ` by default) does not hide the other.
         let presented = x_api_key
-            .or_else(|| authorization.and_then(bearer_token))
-            .filter(|k| !k.is_empty());
+            .filter(|k| !k.is_empty())
+            .or_else(|| authorization.and_then(bearer_token).filter(|k| !k.is_empty()));
         let known = accepted
             .take()
             .filter(|a| a.keys == self.id && presented.is_some_and(|p| bool::from(a.presented.as_ref().ct_eq(p))));
@@ -246,6 +247,11 @@ mod tests {
             "dev"
         );
         assert_eq!(&*k.authenticate(None, Some(b"secret-key-1")).unwrap().name, "dev");
+        // An empty x-api-key does not hide the bearer token.
+        assert_eq!(
+            &*k.authenticate(Some(b"Bearer secret-key-1"), Some(b"")).unwrap().name,
+            "dev"
+        );
         let b64 = base64::engine::general_purpose::STANDARD.encode("secret-key-1");
         assert_eq!(
             &*k.authenticate(Some(format!("Bearer {b64}").as_bytes()), None)
