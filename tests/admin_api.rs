@@ -350,7 +350,13 @@ async fn every_endpoint_needs_a_valid_token(backend: Backend) {
     let _ = admin;
     // Unknown path and method.
     assert_eq!(send(&gw, Method::GET, "/nope", None).await.0, 404);
-    assert_eq!(send(&gw, Method::PATCH, "/users", None).await.0, 405);
+    let resp = gw.admin_req(Method::PATCH, "/users").await.send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(
+        resp.headers()["allow"],
+        "GET, POST, HEAD",
+        "a 405 names the path's methods"
+    );
 }
 
 async fn expired_token_is_refused(backend: Backend) {
@@ -1223,3 +1229,71 @@ both_backends!(
     replicas_converge_through_the_database,
     rotating_the_secret_keeps_every_stored_key,
 );
+
+/// A provider key an admin changes while `rotate-secret` is resealing is resealed in its new
+/// form, not overwritten with its old one (PostgreSQL's default isolation allows the lost update).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_changed_during_a_reseal_keeps_its_change() {
+    use apiproxy::store::models::{ProviderKeyChanges, ProviderKeyRow, ProviderRow};
+    use apiproxy::store::{DatabaseUrl, ProviderBundle, Store};
+
+    let (name, url) = fresh_pg_database().await;
+    let db_url = DatabaseUrl::parse(&url).unwrap();
+    let store = Store::open(&db_url).await.unwrap();
+    let row = ProviderRow {
+        id: "p".into(),
+        base_url: "http://127.0.0.1:9".into(),
+        api_style: "openai".into(),
+        provider_type: "openai".into(),
+        weight: 1.0,
+        settings: "{}".into(),
+        created_at: 0,
+        updated_at: 0,
+    };
+    let key = ProviderKeyRow {
+        id: "k".into(),
+        provider_id: "p".into(),
+        encrypted_key: "sealed-before".into(),
+        hint: "sk-…".into(),
+        qps_limit: None,
+        disabled: false,
+        created_at: 0,
+        updated_at: 0,
+    };
+    store
+        .insert_provider(&ProviderBundle {
+            row,
+            keys: vec![key],
+            models: vec![],
+        })
+        .await
+        .unwrap();
+
+    // The reseal reads the key, then an admin's change commits (from another connection, as
+    // another replica's would), then the reseal writes.
+    let other = Store::open(&db_url).await.unwrap();
+    let admin_changed = std::sync::atomic::AtomicBool::new(false);
+    let (rewritten, left) = store
+        .reseal_provider_keys(|row| {
+            if !admin_changed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let change = ProviderKeyChanges {
+                    encrypted_key: Some("sealed-by-the-admin".into()),
+                    ..Default::default()
+                };
+                tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(other.update_provider_key("p", "k", &change))
+                })
+                .unwrap();
+            }
+            Ok(Some(format!("resealed({})", row.encrypted_key)))
+        })
+        .await
+        .unwrap();
+    assert_eq!((rewritten, left), (1, 0));
+    let stored = store.provider_bundle("p").await.unwrap().unwrap().keys[0]
+        .encrypted_key
+        .clone();
+    assert_eq!(stored, "resealed(sealed-by-the-admin)", "the admin's change was lost");
+    drop((store, other));
+    drop_pg_database(&name).await;
+}

@@ -280,7 +280,7 @@ async fn responses_clients_are_translated_for_chat_only_upstreams() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gemini_streams_without_alt_sse_are_a_json_array() {
-    let (_oa, _an, gw) = setup().await;
+    let (_oa, an, gw) = setup().await;
     let r = gemini_stream_call(&gw, "gpt-x", "").await;
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]
@@ -310,6 +310,25 @@ async fn gemini_streams_without_alt_sse_are_a_json_array() {
         v["candidates"][0]["content"]["parts"][0]["text"], "hello from oa",
         "{v}"
     );
+
+    // `provider/model` routing from a Gemini client: the slash as a path separator or escaped.
+    for model in ["an/claude-x", "an%2Fclaude-x"] {
+        let before = an.hits();
+        let r = gw
+            .post(
+                &format!("/v1beta/models/{model}:generateContent"),
+                json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status(), 200, "{model}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["candidates"][0]["content"]["parts"][0]["text"].is_string(),
+            "{model}: {v}"
+        );
+        assert_eq!(an.hits(), before + 1, "{model} went to the provider it names");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

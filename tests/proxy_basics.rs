@@ -123,6 +123,7 @@ async fn bad_requests_get_openai_errors() {
         .await
         .unwrap();
     assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST", "a 405 names the path's methods");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["type"], "error", "Anthropic's shape: {v}");
     let r = gw

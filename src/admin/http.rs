@@ -62,6 +62,8 @@ pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// The `Allow` header of a 405.
+    pub allow: Option<String>,
 }
 
 impl Reply {
@@ -70,6 +72,7 @@ impl Reply {
             status,
             content_type: "application/json",
             body: v.to_string().into_bytes(),
+            allow: None,
         }
     }
 
@@ -86,6 +89,7 @@ impl Reply {
             status: 204,
             content_type: "application/json",
             body: Vec::new(),
+            allow: None,
         }
     }
 }
@@ -100,8 +104,9 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(String),
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// `allow` lists the methods the path takes, for the `Allow` header a 405 must carry.
+    #[error("method not allowed; this path takes {allow}")]
+    MethodNotAllowed { allow: String },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -127,7 +132,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => 401,
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
-            ApiError::MethodNotAllowed => 405,
+            ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Conflict(_) => 409,
             ApiError::Internal => 500,
             ApiError::Upstream(_) => 502,
@@ -141,7 +146,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal => "internal",
@@ -151,7 +156,11 @@ impl ApiError {
         if let ApiError::BadRequest { field, .. } = self {
             err["field"] = json!(field);
         }
-        Reply::json(self.status(), json!({ "error": err }))
+        let mut reply = Reply::json(self.status(), json!({ "error": err }));
+        if let ApiError::MethodNotAllowed { allow } = self {
+            reply.allow = Some(allow.clone());
+        }
+        reply
     }
 }
 

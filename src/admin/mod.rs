@@ -84,12 +84,14 @@ impl AdminApp {
                     status: 200,
                     content_type: "text/plain; version=0.0.4",
                     body: app.metrics.render(),
+                    allow: None,
                 })
             }
             Op::OpenApi => Ok(Reply {
                 status: 200,
                 content_type: "application/json",
                 body: self.openapi.clone(),
+                allow: None,
             }),
             Op::AdminInit => h::system::admin_init(app, req).await,
             Op::SecretGenerate => h::system::secret_generate(app, req).await,
@@ -144,7 +146,7 @@ impl AdminApp {
             });
         let (spec, params) = match self.router.resolve(&method, &path) {
             Resolved::Found(spec, params) => (spec, params),
-            Resolved::WrongMethod => return ApiError::MethodNotAllowed.reply(),
+            Resolved::WrongMethod { allow } => return ApiError::MethodNotAllowed { allow }.reply(),
             Resolved::NotFound => return ApiError::NotFound(format!("no admin endpoint at {path}")).reply(),
         };
         if let Err(e) = not_cross_site(&method, header) {
@@ -226,9 +228,11 @@ impl ServeHttp for AdminApp {
                 "admin request"
             );
         }
-        ::http::Response::builder()
-            .status(reply.status)
-            .header(::http::header::CONTENT_TYPE, reply.content_type)
+        let mut resp = ::http::Response::builder().status(reply.status);
+        if let Some(allow) = &reply.allow {
+            resp = resp.header(::http::header::ALLOW, allow.as_str());
+        }
+        resp.header(::http::header::CONTENT_TYPE, reply.content_type)
             .header(::http::header::CONTENT_LENGTH, reply.body.len())
             .header(::http::header::CACHE_CONTROL, "no-store")
             .body(reply.body)

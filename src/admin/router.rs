@@ -124,7 +124,10 @@ routes! {
 /// What the router found for a request.
 pub enum Resolved<'a> {
     Found(&'a RouteSpec, Vec<(String, String)>),
-    WrongMethod,
+    /// The path exists; `allow` lists its methods (HEAD with GET).
+    WrongMethod {
+        allow: String,
+    },
     NotFound,
 }
 
@@ -174,7 +177,13 @@ impl Router {
                 return Resolved::Found(s, params);
             }
         }
-        Resolved::WrongMethod
+        let mut allow: Vec<&str> = m.value.iter().map(|&i| self.specs[i].method.as_str()).collect();
+        if allow.contains(&"GET") {
+            allow.push("HEAD");
+        }
+        Resolved::WrongMethod {
+            allow: allow.join(", "),
+        }
     }
 }
 
@@ -198,7 +207,10 @@ mod tests {
             }
             _ => panic!("not found"),
         }
-        assert!(matches!(r.resolve(&Method::PATCH, "/users"), Resolved::WrongMethod));
+        match r.resolve(&Method::PATCH, "/users") {
+            Resolved::WrongMethod { allow } => assert_eq!(allow, "GET, POST, HEAD"),
+            _ => panic!("PATCH /users must be a wrong method"),
+        }
         assert!(matches!(r.resolve(&Method::GET, "/nope"), Resolved::NotFound));
         assert!(matches!(r.resolve(&Method::GET, "/providers/"), Resolved::Found(..)));
     }

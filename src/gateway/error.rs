@@ -25,7 +25,12 @@ pub enum GatewayError {
     #[error("Unknown path {path}")]
     NotFound { path: String },
     #[error("Method {method} is not allowed on {path}")]
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        /// The path's methods, for the `Allow` header a 405 must carry.
+        allow: &'static str,
+    },
     #[error("Could not read the request body: {0}")]
     ClientRead(String),
     #[error("The request body did not arrive within {} s", .0.as_secs())]

@@ -62,7 +62,9 @@ fn gemini_call(path: &str, query: Option<&str>) -> Option<GeminiCall> {
         "streamGenerateContent" => true,
         _ => return None,
     };
-    if model.is_empty() || model.contains('/') {
+    // `provider/model` arrives as two segments or with its slash escaped (`openai%2Fgpt-4o`).
+    let model = percent_encoding::percent_decode_str(model).decode_utf8().ok()?;
+    if model.is_empty() {
         return None;
     }
     let sse = query.is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
@@ -122,6 +124,7 @@ pub fn classify(method: &Method, uri: &http::Uri) -> Result<Endpoint, GatewayErr
         return Err(GatewayError::MethodNotAllowed {
             method: method.to_string(),
             path: path_only.to_string(),
+            allow: if allowed == Method::GET { "GET, HEAD" } else { "POST" },
         });
     }
     Ok(endpoint)
@@ -343,6 +346,22 @@ mod tests {
                 stream: false,
                 sse: false
             })
+        );
+        // `provider/model`, as two segments or escaped.
+        for path in [
+            "/v1beta/models/openai/gpt-4o:generateContent",
+            "/v1beta/models/openai%2Fgpt-4o:generateContent",
+        ] {
+            let Endpoint::Proxy(g) = c(&Method::POST, path).unwrap() else {
+                panic!("{path}")
+            };
+            assert_eq!(g.gemini.unwrap().model, "openai/gpt-4o", "{path}");
+        }
+        assert_eq!(
+            c(&Method::POST, "/v1beta/models/%FF:generateContent")
+                .unwrap_err()
+                .status(),
+            404
         );
         assert_eq!(
             c(&Method::POST, "/v1beta/models/m:countTokens").unwrap_err().status(),

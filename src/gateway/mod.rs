@@ -58,7 +58,7 @@ impl Gateway {
         match endpoint {
             Endpoint::Health => {
                 let body = Bytes::from_static(br#"{"status":"ok"}"#);
-                respond::json(session, ctx, 200, body, None)
+                respond::json(session, ctx, 200, body, &[])
                     .await
                     .map_err(|e| GatewayError::ClientRead(e.to_string()))?;
                 Ok(true)
@@ -67,7 +67,7 @@ impl Gateway {
                 intake::authenticate(session, &self.app, ctx)?;
                 session::admit(&self.app, ctx).await?;
                 let body = intake::model_listing(&self.app, ctx);
-                respond::json(session, ctx, 200, body, None)
+                respond::json(session, ctx, 200, body, &[])
                     .await
                     .map_err(|e| GatewayError::ClientRead(e.to_string()))?;
                 Ok(true)
@@ -76,7 +76,7 @@ impl Gateway {
                 intake::authenticate(session, &self.app, ctx)?;
                 session::admit(&self.app, ctx).await?;
                 let (status, body) = session::context(&self.app, ctx, &id).await;
-                respond::json(session, ctx, status, body, None)
+                respond::json(session, ctx, status, body, &[])
                     .await
                     .map_err(|e| GatewayError::ClientRead(e.to_string()))?;
                 Ok(true)

@@ -9,20 +9,20 @@ use pingora::proxy::Session;
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
 
-/// Writes a complete JSON response with the request id.
+/// Writes a complete JSON response with the request id and the `extra` headers.
 pub async fn json(
     session: &mut Session,
     ctx: &mut RequestCtx,
     status: u16,
     body: Bytes,
-    retry_after: Option<u64>,
+    extra: &[(&'static str, String)],
 ) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-    if let Some(secs) = retry_after {
-        resp.insert_header("retry-after", secs.to_string())?;
+    for (name, value) in extra {
+        resp.insert_header(*name, value.as_str())?;
     }
     ctx.status = Some(status);
     session.write_response_header(Box::new(resp), false).await?;
@@ -33,7 +33,13 @@ pub async fn json(
 pub async fn error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayError) -> pingora::Result<()> {
     let (status, body) = err.render(ctx.client_format());
     ctx.error_code = Some(err.code());
-    let retry_after = err.retry_after(ctx.upstream_retry_after);
+    let mut extra = Vec::new();
+    if let Some(secs) = err.retry_after(ctx.upstream_retry_after) {
+        extra.push(("retry-after", secs.to_string()));
+    }
+    if let GatewayError::MethodNotAllowed { allow, .. } = err {
+        extra.push(("allow", allow.to_string()));
+    }
     if matches!(
         err,
         GatewayError::BodyTooLarge { .. } | GatewayError::ClientRead(_) | GatewayError::BodyTimeout(_)
@@ -43,7 +49,7 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayErr
     } else {
         drain_small_body(session).await;
     }
-    json(session, ctx, status, body, retry_after).await
+    json(session, ctx, status, body, &extra).await
 }
 
 /// Largest unread request body read and dropped before an error answer, so that the keep-alive

@@ -136,10 +136,15 @@ impl Store {
     /// Rewrites every stored provider key's sealed value, in one transaction: `reseal` gives the new
     /// value, `None` to leave a key as it is, or an error that aborts the whole change. Returns how
     /// many keys were rewritten and how many left.
+    /// Rewrites every provider key `reseal` gives a new sealed form for (`None`: leave it), in one
+    /// transaction. Each write is a compare-and-swap on the sealed value that was read: a key an
+    /// admin changes meanwhile is read and resealed again, never overwritten with its old value.
     pub async fn reseal_provider_keys(
         &self,
         reseal: impl Fn(&ProviderKeyRow) -> Result<Option<String>, String> + Sync,
     ) -> Result<(usize, usize), StoreError> {
+        /// Tries per key before giving up on one that keeps changing.
+        const TRIES: usize = 5;
         let reseal = &reseal;
         with_conn!(self, |c| {
             c.transaction::<_, StoreError, _>(async |c| {
@@ -148,19 +153,45 @@ impl Store {
                     .load(c)
                     .await?;
                 let (mut rewritten, mut left) = (0, 0);
-                for row in &rows {
-                    let Some(sealed) = reseal(row).map_err(StoreError::Aborted)? else {
-                        left += 1;
-                        continue;
-                    };
-                    diesel::update(provider_api_keys::table.find(&row.id))
+                for row in rows {
+                    let mut row = Some(row);
+                    for _ in 0..TRIES {
+                        let Some(current) = row.take() else { break };
+                        let Some(sealed) = reseal(&current).map_err(StoreError::Aborted)? else {
+                            left += 1;
+                            break;
+                        };
+                        let n = diesel::update(
+                            provider_api_keys::table
+                                .find(&current.id)
+                                .filter(provider_api_keys::encrypted_key.eq(&current.encrypted_key)),
+                        )
                         .set((
                             provider_api_keys::encrypted_key.eq(sealed),
                             provider_api_keys::updated_at.eq(super::now()),
                         ))
                         .execute(c)
                         .await?;
-                    rewritten += 1;
+                        if n == 1 {
+                            rewritten += 1;
+                            break;
+                        }
+                        // Changed (or deleted) since it was read: read it again.
+                        row = provider_api_keys::table
+                            .find(&current.id)
+                            .select(ProviderKeyRow::as_select())
+                            .first(c)
+                            .await
+                            .optional()?;
+                        if row.is_none() {
+                            break;
+                        }
+                    }
+                    if row.is_some() {
+                        return Err(StoreError::Aborted(
+                            "a provider key kept changing while it was resealed; run rotate-secret again".into(),
+                        ));
+                    }
                 }
                 Ok((rewritten, left))
             })

@@ -39,6 +39,19 @@ async fn pg_exec(sql: String) {
     let _ = task.await;
 }
 
+/// A new, empty database on the local PostgreSQL: (name, URL). Drop it with `drop_pg_database`.
+pub async fn fresh_pg_database() -> (String, String) {
+    let name = format!("apiproxy_t_{:016x}", rand::random::<u64>());
+    pg_exec(format!("CREATE DATABASE {name}")).await;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    (name, url)
+}
+
+/// Drops a database `fresh_pg_database` made.
+pub async fn drop_pg_database(name: &str) {
+    pg_exec(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+}
+
 /// The admin credentials a test bootstrapped.
 #[derive(Clone)]
 pub struct AdminCreds {
@@ -82,9 +95,7 @@ impl Gateway {
             None => match backend {
                 Backend::Sqlite => format!("sqlite://{}", dir.path().join("apiproxy.db").display()),
                 Backend::Postgres => {
-                    let name = format!("apiproxy_t_{:016x}", rand::random::<u64>());
-                    pg_exec(format!("CREATE DATABASE {name}")).await;
-                    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+                    let (name, url) = fresh_pg_database().await;
                     pg_db = Some(name);
                     url
                 }
@@ -228,7 +239,7 @@ impl Drop for Gateway {
             // Drop runs outside any runtime we may block: use a thread with its own.
             let _ = std::thread::spawn(move || {
                 if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    rt.block_on(pg_exec(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+                    rt.block_on(drop_pg_database(&name));
                 }
             })
             .join();

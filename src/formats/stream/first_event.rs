@@ -48,12 +48,26 @@ pub fn first_event(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent 
     }
 }
 
-/// Where the first event of `body` ends: just past its blank line (`\n\n` or `\n\r\n`).
+/// Where the first event of `body` ends: just past its blank line, two line ends in a row (each
+/// `\n`, `\r\n` or a lone `\r`, as the SSE standard allows).
 fn event_end(body: &[u8]) -> Option<usize> {
-    memchr::memchr_iter(b'\n', body).find_map(|p| match &body[p + 1..] {
-        [b'\n', ..] => Some(p + 2),
-        [b'\r', b'\n', ..] => Some(p + 3),
+    // The length of the line end at `at`, if one starts there.
+    let line_end = |at: usize| match body.get(at..)? {
+        [b'\r', b'\n', ..] => Some(2),
+        [b'\r' | b'\n', ..] => Some(1),
         _ => None,
+    };
+    memchr::memchr2_iter(b'\n', b'\r', body).find_map(|p| {
+        // A `\n` right after a `\r` belongs to the `\r`'s line end, already looked at.
+        if body[p] == b'\n' && p > 0 && body[p - 1] == b'\r' {
+            return None;
+        }
+        // A `\r` that ends the buffer may still be followed by its `\n`: wait for it.
+        if body[p] == b'\r' && p + 1 == body.len() {
+            return None;
+        }
+        let next = p + line_end(p)?;
+        line_end(next).map(|n| next + n)
     })
 }
 
@@ -186,6 +200,16 @@ mod tests {
         assert_eq!(
             first_event(WireFormat::OpenAiResponses, responses, false),
             FirstEvent::Error(ErrorKind::RateLimited)
+        );
+        // Lines that end in a lone `\r` (the SSE standard allows it), a ping first.
+        let lone_cr = b"event: ping\rdata: {}\r\revent: error\rdata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}\r\r";
+        assert_eq!(
+            first_event(WireFormat::Anthropic, lone_cr, false),
+            FirstEvent::Error(ErrorKind::Overloaded)
+        );
+        assert_eq!(
+            first_event(WireFormat::Anthropic, &lone_cr[..lone_cr.len() - 1], false),
+            FirstEvent::Pending
         );
         // An error event of no known type is the upstream's failure.
         assert_eq!(

@@ -159,8 +159,9 @@ pub struct StreamConverter {
     accumulated: usize,
     ended: bool,
     broken: bool,
-    /// Upstream bytes seen: a byte-order mark can only open the stream.
-    began: bool,
+    /// How many bytes of a leading byte-order mark were read, while the stream's first bytes could
+    /// still be one (it may arrive split across chunks); `None` once they cannot.
+    bom_read: Option<usize>,
 }
 
 impl StreamConverter {
@@ -200,16 +201,29 @@ impl StreamConverter {
             accumulated: 0,
             ended: false,
             broken: false,
-            began: false,
+            bom_read: Some(0),
         }
     }
 
     /// Feeds upstream bytes and appends client bytes to `out`. Errs when an event exceeds `max_event_bytes`;
     /// the stream is then broken (call `abort`).
     pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
-        if !self.began && !chunk.is_empty() {
-            self.began = true;
-            chunk = sse_parser::strip_bom(chunk);
+        if let Some(read) = self.bom_read {
+            let rest_of_bom = &sse_parser::BOM[read..];
+            let same = chunk.iter().zip(rest_of_bom).take_while(|(a, b)| a == b).count();
+            if same == rest_of_bom.len() {
+                self.bom_read = None;
+                chunk = &chunk[same..];
+            } else if same == chunk.len() {
+                self.bom_read = Some(read + same);
+                return Ok(());
+            } else {
+                // Not a byte-order mark after all: what was held back is the stream's beginning.
+                self.bom_read = None;
+                if read > 0 {
+                    self.push(&sse_parser::BOM[..read], out)?;
+                }
+            }
         }
         if self.broken {
             return Err(StreamError::EventTooLarge {
@@ -626,6 +640,13 @@ mod tests {
         ]
         .concat();
         let (text, completed) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &[&chat]);
+        assert!(completed && text.contains(r#""text":"Hi""#), "{text}");
+        // A mark split across chunks, even one byte per chunk.
+        let (text, completed) = convert(
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            &[&chat[..1], &chat[1..2], &chat[2..5], &chat[5..]],
+        );
         assert!(completed && text.contains(r#""text":"Hi""#), "{text}");
         // An error as the first event is still seen, for failover.
         let error = b"\xEF\xBB\xBFdata: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n";

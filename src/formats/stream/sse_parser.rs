@@ -6,8 +6,11 @@ use super::StreamError;
 /// A stream that opens with a UTF-8 byte-order mark: the SSE standard drops it, or the first field's
 /// name would be `\u{feff}data` and the first event lost.
 pub(crate) fn strip_bom(stream_start: &[u8]) -> &[u8] {
-    stream_start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(stream_start)
+    stream_start.strip_prefix(BOM).unwrap_or(stream_start)
 }
+
+/// UTF-8's byte-order mark.
+pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// One framed event.
 #[derive(Debug, Default)]
@@ -18,8 +21,8 @@ pub(crate) struct Frame<'a> {
     pub raw: &'a [u8],
 }
 
-/// SSE parser. Lines are collected until the blank line that ends an event. Lines end in `\n` or `\r\n`; a lone
-/// `\r` (allowed by the SSE spec, sent by no LLM API) is not treated as a line end.
+/// SSE parser. Lines are collected until the blank line that ends an event. Lines end in `\n`, `\r\n` or a
+/// lone `\r`, as the SSE standard allows.
 #[derive(Debug)]
 pub(crate) struct SseParser {
     line: Vec<u8>,
@@ -29,6 +32,8 @@ pub(crate) struct SseParser {
     keep_raw: bool,
     raw: Vec<u8>,
     max: usize,
+    /// The last chunk ended in `\r`: a `\n` that opens the next one belongs to that line end.
+    after_cr: bool,
 }
 
 impl SseParser {
@@ -41,27 +46,53 @@ impl SseParser {
             keep_raw,
             raw: Vec::new(),
             max,
+            after_cr: false,
         }
     }
 
     pub fn push(&mut self, mut chunk: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) -> Result<(), StreamError> {
+        if std::mem::take(&mut self.after_cr) {
+            if let Some(rest) = chunk.strip_prefix(b"\n") {
+                chunk = rest;
+                if self.keep_raw {
+                    let closed_an_event = self.raw.is_empty();
+                    self.raw.push(b'\n');
+                    if closed_an_event {
+                        // The line end closed an event already handed over: pass its last byte on.
+                        on_frame(Frame {
+                            event: None,
+                            data: "",
+                            raw: &self.raw,
+                        });
+                        self.raw.clear();
+                    }
+                }
+            }
+        }
         while !chunk.is_empty() {
-            let (segment, rest, complete) = match memchr::memchr(b'\n', chunk) {
-                Some(p) => (&chunk[..p], &chunk[p + 1..], true),
-                None => (chunk, &[][..], false),
+            // (line length, line end length); no line end yet: the line continues in the next chunk.
+            let (len, end) = match memchr::memchr2(b'\n', b'\r', chunk) {
+                Some(p) if chunk[p] == b'\r' => match chunk.get(p + 1) {
+                    Some(b'\n') => (p, 2),
+                    Some(_) => (p, 1),
+                    None => {
+                        self.after_cr = true;
+                        (p, 1)
+                    }
+                },
+                Some(p) => (p, 1),
+                None => (chunk.len(), 0),
             };
+            let segment = &chunk[..len];
             let held = if self.keep_raw { self.raw.len() } else { self.data.len() };
             if self.line.len() + segment.len() + held > self.max {
                 return Err(StreamError::EventTooLarge { limit: self.max });
             }
             if self.keep_raw {
-                self.raw.extend_from_slice(segment);
-                if complete {
-                    self.raw.push(b'\n');
-                }
+                self.raw.extend_from_slice(&chunk[..len + end]);
             }
-            chunk = rest;
-            if !complete {
+            chunk = &chunk[len + end..];
+            if end == 0 {
                 self.line.extend_from_slice(segment);
             } else if self.line.is_empty() {
                 // The usual case: the whole line is in this chunk and is read where it lies.
@@ -78,7 +109,6 @@ impl SseParser {
     }
 
     fn end_line(&mut self, line: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             if self.has_data || !self.event.is_empty() {
                 // Invalid UTF-8 cannot be JSON: hand over an empty payload, which decoders ignore.
@@ -213,6 +243,39 @@ mod tests {
         let mut p = SseParser::new(1024, false);
         let got = collect(&mut p, b": ping\r\nevent: a\r\ndata: x\r\ndata:y\r\n\r\ndata: z\n\n");
         assert_eq!(got, vec![(Some("a".into()), "x\ny".into()), (None, "z".into())]);
+    }
+
+    #[test]
+    fn lone_cr_ends_lines_also_across_chunks() {
+        let input: &[u8] = b"event: a\rdata: x\r\rdata: y\r\n\r\ndata: z\n\n";
+        for split in 0..=input.len() {
+            let mut p = SseParser::new(1024, false);
+            let mut got = collect(&mut p, &input[..split]);
+            got.extend(collect(&mut p, &input[split..]));
+            let want = vec![(Some("a".into()), "x".into()), (None, "y".into()), (None, "z".into())];
+            assert_eq!(got, want, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn raw_bytes_pass_through_whole_wherever_a_crlf_splits() {
+        let input: &[u8] = b": hi\r\ndata: x\r\n\r\ndata: y\r\n\r\n";
+        for split in 0..=input.len() {
+            let mut p = SseParser::new(1024, true);
+            let mut raw = Vec::new();
+            let mut data = Vec::new();
+            for part in [&input[..split], &input[split..]] {
+                p.push(part, &mut |f| {
+                    raw.extend_from_slice(f.raw);
+                    if !f.data.is_empty() {
+                        data.push(f.data.to_string());
+                    }
+                })
+                .unwrap();
+            }
+            assert_eq!(raw, input, "split at {split}");
+            assert_eq!(data, vec!["x", "y"], "split at {split}");
+        }
     }
 
     #[test]
