@@ -275,6 +275,17 @@ pub(crate) fn gemini_stream_error(message: &str, code: &str) -> Value {
     json!({"error": {"code": status, "message": message, "status": name}})
 }
 
+/// A Responses stream's `response.failed` event payload; `sequence` when the stream's count is known.
+pub fn responses_failed(message: &str, code: &str, sequence: Option<u64>) -> serde_json::Value {
+    let mut v = json!({"type": "response.failed", "response": {"id": super::json::new_id("resp_"), "object": "response",
+        "created_at": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "status": "failed", "output": [], "error": {"code": code, "message": message}}});
+    if let Some(n) = sequence {
+        v["sequence_number"] = json!(n);
+    }
+    v
+}
+
 /// The in-format mid-stream error event (§4.7), for a stream this library is not translating. A Responses
 /// stream gets `response.failed` without a `sequence_number` (this function does not know the stream's count;
 /// `StreamConverter` emits it with the right one).
@@ -285,12 +296,9 @@ pub fn stream_error_event(to: WireFormat, message: &str, code: &str) -> Bytes {
             &mut out,
             &json!({"error": {"message": message, "type": "server_error", "param": null, "code": code}}),
         ),
-        WireFormat::OpenAiResponses => super::stream::events::write_event(
-            &mut out,
-            "response.failed",
-            &json!({"type": "response.failed", "response": {"id": super::json::new_id("resp_"), "object": "response",
-                "status": "failed", "output": [], "error": {"code": code, "message": message}}}),
-        ),
+        WireFormat::OpenAiResponses => {
+            super::stream::events::write_event(&mut out, "response.failed", &responses_failed(message, code, None))
+        }
         WireFormat::Anthropic => super::stream::events::write_event(
             &mut out,
             "error",

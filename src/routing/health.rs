@@ -592,6 +592,7 @@ mod tests {
         let shared = crate::state::LocalBackend::default();
         let view = futures_util::FutureExt::now_or_never(crate::state::StateBackend::sync_health(
             &shared,
+            &rand::random::<u64>().to_string(),
             &[("p/m".to_string(), d)],
         ))
         .unwrap()
@@ -607,6 +608,7 @@ mod tests {
         assert!(d.closed && d.open_until_ms == 0);
         let view = futures_util::FutureExt::now_or_never(crate::state::StateBackend::sync_health(
             &shared,
+            &rand::random::<u64>().to_string(),
             &[("p/m".to_string(), d)],
         ))
         .unwrap()
@@ -633,6 +635,7 @@ mod tests {
             let d = u.take_delta(now, now_ms).unwrap();
             futures_util::FutureExt::now_or_never(crate::state::StateBackend::sync_health(
                 &shared,
+                &rand::random::<u64>().to_string(),
                 &[("p/m".to_string(), d)],
             ))
             .unwrap()

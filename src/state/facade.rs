@@ -320,9 +320,13 @@ impl State {
     }
 
     /// Exchanges health with the other replicas; `None` when Redis is not available.
-    pub(super) async fn sync_health(&self, deltas: &[(String, HealthDelta)]) -> Option<Vec<(String, SharedHealth)>> {
+    pub(super) async fn sync_health(
+        &self,
+        batch_id: &str,
+        deltas: &[(String, HealthDelta)],
+    ) -> Option<Vec<(String, SharedHealth)>> {
         let b = self.shared()?;
-        self.bounded(b.sync_health(deltas)).await
+        self.bounded(b.sync_health(batch_id, deltas)).await
     }
 
     pub(super) async fn heartbeat(&self) -> Option<u32> {

@@ -31,7 +31,12 @@ pub struct LocalBackend {
     contexts: Mutex<Contexts>,
     models: Mutex<HashMap<String, Expiring<Vec<String>>>>,
     health: Mutex<HashMap<String, SharedHealth>>,
+    /// The last health batches folded in, so one sent again is not folded twice.
+    health_batches: Mutex<std::collections::VecDeque<String>>,
 }
+
+/// Health batch ids remembered (a replica resends only its latest).
+const HEALTH_BATCHES_KEPT: usize = 256;
 
 /// Keeps a map under `MAX_SESSIONS`: expired entries first, then the ones expiring soonest.
 fn bound<K: Clone + Eq + std::hash::Hash, T>(map: &mut HashMap<K, Expiring<T>>, now: Instant) {
@@ -190,11 +195,22 @@ impl StateBackend for LocalBackend {
             .map(|e| e.value.clone()))
     }
 
-    async fn sync_health(&self, deltas: &[(String, HealthDelta)]) -> Result<Vec<(String, SharedHealth)>, StateError> {
+    async fn sync_health(
+        &self,
+        batch_id: &str,
+        deltas: &[(String, HealthDelta)],
+    ) -> Result<Vec<(String, SharedHealth)>, StateError> {
         let mut map = self.health.lock();
-        for (k, d) in deltas {
-            let next = fold_health(map.get(k).copied(), d);
-            map.insert(k.clone(), next);
+        let mut batches = self.health_batches.lock();
+        if !batches.iter().any(|b| b == batch_id) {
+            if batches.len() == HEALTH_BATCHES_KEPT {
+                batches.pop_front();
+            }
+            batches.push_back(batch_id.to_string());
+            for (k, d) in deltas {
+                let next = fold_health(map.get(k).copied(), d);
+                map.insert(k.clone(), next);
+            }
         }
         Ok(map.iter().map(|(k, v)| (k.clone(), *v)).collect())
     }

@@ -95,8 +95,13 @@ pub trait StateBackend: Send + Sync {
     async fn models(&self, provider: &str) -> Result<Option<Vec<String>>, StateError>;
 
     /// Folds this replica's health deltas into the shared view (atomically) and returns the view
-    /// of every upstream.
-    async fn sync_health(&self, deltas: &[(String, HealthDelta)]) -> Result<Vec<(String, SharedHealth)>, StateError>;
+    /// of every upstream. A batch is folded in once: sent again under the same `batch_id` (after
+    /// a call that timed out but may have been applied), it only returns the view.
+    async fn sync_health(
+        &self,
+        batch_id: &str,
+        deltas: &[(String, HealthDelta)],
+    ) -> Result<Vec<(String, SharedHealth)>, StateError>;
 
     /// Says this replica is alive; returns how many replicas are.
     async fn heartbeat(&self, replica: &str) -> Result<u32, StateError>;

@@ -176,12 +176,17 @@ impl StateBackend for RedisBackend {
             .transpose()
     }
 
-    async fn sync_health(&self, deltas: &[(String, HealthDelta)]) -> Result<Vec<(String, SharedHealth)>, StateError> {
+    async fn sync_health(
+        &self,
+        batch_id: &str,
+        deltas: &[(String, HealthDelta)],
+    ) -> Result<Vec<(String, SharedHealth)>, StateError> {
         let batch = serde_json::to_string(deltas).map_err(|e| StateError::Reply(e.to_string()))?;
         let mut conn = self.conn.clone();
         let flat: Vec<String> = self
             .sync_health
             .key(self.key(&["health"]))
+            .key(self.key(&["health_batch", batch_id]))
             .arg(batch)
             .arg(0.25)
             .invoke_async(&mut conn)

@@ -42,6 +42,7 @@ return 1
 pub const SYNC_HEALTH: &str = r#"
 local batch = cjson.decode(ARGV[1])
 local keep = 1 - tonumber(ARGV[2])
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', 600000) then batch = {} end
 for _, item in ipairs(batch) do
   local u, d = item[1], item[2]
   local cur = redis.call('HGET', KEYS[1], u)

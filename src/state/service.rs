@@ -31,16 +31,13 @@ impl StateService {
         Self { app }
     }
 
-    /// Pushes this replica's health deltas (with those a failed push left over) and adopts the
-    /// merged view. Local traffic never waits for this.
-    async fn sync_health(&self, carry: &mut HashMap<String, HealthDelta>) {
-        let state = &self.app.state;
-        for (k, d) in self.app.health.take_deltas(Instant::now(), unix_ms()) {
-            carry.entry(k).or_default().merge(&d);
-        }
-        let deltas: Vec<(String, HealthDelta)> = carry.iter().map(|(k, d)| (k.clone(), *d)).collect();
-        if let Some(shared) = state.sync_health(&deltas).await {
-            carry.clear();
+    /// Pushes this replica's health deltas and adopts the merged view. Local traffic never waits
+    /// for this.
+    async fn sync_health(&self, outbox: &mut HealthOutbox) {
+        outbox.add(self.app.health.take_deltas(Instant::now(), unix_ms()));
+        let (id, deltas) = outbox.batch();
+        if let Some(shared) = self.app.state.sync_health(id, deltas).await {
+            outbox.acknowledged();
             self.app.health.apply_shared(&shared, Instant::now(), unix_ms());
         }
     }
@@ -54,6 +51,37 @@ impl StateService {
                 tracing::warn!(error = %e, "snapshot rebuild after the redis outage failed; the poll will retry");
             }
         }
+    }
+}
+
+/// Health deltas on their way to shared state: one batch at a time, sent again under the same id
+/// until it is acknowledged, so a call that timed out after Redis applied it is not counted twice.
+/// Deltas taken meanwhile wait, merged, for the next batch.
+#[derive(Default)]
+struct HealthOutbox {
+    unacknowledged: Option<(String, Vec<(String, HealthDelta)>)>,
+    waiting: HashMap<String, HealthDelta>,
+}
+
+impl HealthOutbox {
+    fn add(&mut self, deltas: impl IntoIterator<Item = (String, HealthDelta)>) {
+        for (k, d) in deltas {
+            self.waiting.entry(k).or_default().merge(&d);
+        }
+    }
+
+    /// The batch to send: the unacknowledged one, else the waiting deltas under a new id (an
+    /// empty batch still fetches the view).
+    fn batch(&mut self) -> (&str, &[(String, HealthDelta)]) {
+        let waiting = &mut self.waiting;
+        let (id, deltas) = self
+            .unacknowledged
+            .get_or_insert_with(|| (format!("{:032x}", rand::random::<u128>()), waiting.drain().collect()));
+        (id, deltas)
+    }
+
+    fn acknowledged(&mut self) {
+        self.unacknowledged = None;
     }
 }
 
@@ -141,7 +169,7 @@ impl BackgroundService for StateService {
         }
         ready.notify_ready();
 
-        let mut carry = HashMap::new();
+        let mut outbox = HealthOutbox::default();
         let mut tick = tokio::time::interval(state.settings.health_sync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_beat = Instant::now() - HEARTBEAT;
@@ -155,7 +183,7 @@ impl BackgroundService for StateService {
                         }
                         self.resync().await;
                     }
-                    self.sync_health(&mut carry).await;
+                    self.sync_health(&mut outbox).await;
                     if last_beat.elapsed() >= HEARTBEAT {
                         last_beat = Instant::now();
                         if let Some(n) = state.heartbeat().await {
@@ -166,5 +194,36 @@ impl BackgroundService for StateService {
             }
         }
         subscriber.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failures(n: u32) -> HealthDelta {
+        HealthDelta {
+            failures: n,
+            ..HealthDelta::default()
+        }
+    }
+
+    #[test]
+    fn an_unacknowledged_batch_is_sent_again_as_it_was() {
+        let mut outbox = HealthOutbox::default();
+        outbox.add([("p/m".to_string(), failures(2))]);
+        let (first_id, first) = outbox.batch();
+        let (first_id, first) = (first_id.to_string(), first.to_vec());
+        assert_eq!(first.len(), 1);
+        // Not acknowledged (the call timed out): new deltas wait; the same batch goes again.
+        outbox.add([("p/m".to_string(), failures(1))]);
+        let (id, again) = outbox.batch();
+        assert_eq!((id, again[0].1.failures), (first_id.as_str(), 2));
+        outbox.acknowledged();
+        let (id, next) = outbox.batch();
+        assert_ne!(id, first_id);
+        assert_eq!(next[0].1.failures, 1, "what waited goes next, once");
+        outbox.acknowledged();
+        assert!(outbox.batch().1.is_empty());
     }
 }

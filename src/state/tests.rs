@@ -182,8 +182,14 @@ async fn health_merges_every_replicas_deltas(b: &dyn StateBackend) {
         closed: true,
         ..HealthDelta::default()
     };
-    b.sync_health(&[("p/m".into(), a)]).await.unwrap();
-    let view = b.sync_health(&[("q/m".into(), b_delta)]).await.unwrap();
+    let batch = format!("{:016x}", rand::random::<u64>());
+    b.sync_health(&batch, &[("p/m".into(), a)]).await.unwrap();
+    // The same batch sent again (its first call timed out after Redis applied it) counts once.
+    b.sync_health(&batch, &[("p/m".into(), a)]).await.unwrap();
+    let view = b
+        .sync_health(&format!("{batch}b"), &[("q/m".into(), b_delta)])
+        .await
+        .unwrap();
     let get = |k: &str| view.iter().find(|(u, _)| u == k).map(|(_, h)| *h).unwrap();
     let p = get("p/m");
     assert!((p.error_rate - 0.4375).abs() < 1e-9, "{p:?}");
@@ -198,7 +204,10 @@ async fn health_merges_every_replicas_deltas(b: &dyn StateBackend) {
         closed: true,
         ..HealthDelta::default()
     };
-    let view = b.sync_health(&[("p/m".into(), closed)]).await.unwrap();
+    let view = b
+        .sync_health(&format!("{batch}c"), &[("p/m".into(), closed)])
+        .await
+        .unwrap();
     let p = view.iter().find(|(u, _)| u == "p/m").unwrap().1;
     assert_eq!(p.open_until_ms, 0);
     assert_eq!(p.latency_ms, 100.0);
@@ -339,8 +348,12 @@ impl StateBackend for FlakyBinds {
     async fn models(&self, provider: &str) -> Result<Option<Vec<String>>, StateError> {
         self.inner.models(provider).await
     }
-    async fn sync_health(&self, deltas: &[(String, HealthDelta)]) -> Result<Vec<(String, SharedHealth)>, StateError> {
-        self.inner.sync_health(deltas).await
+    async fn sync_health(
+        &self,
+        batch_id: &str,
+        deltas: &[(String, HealthDelta)],
+    ) -> Result<Vec<(String, SharedHealth)>, StateError> {
+        self.inner.sync_health(batch_id, deltas).await
     }
     async fn heartbeat(&self, replica: &str) -> Result<u32, StateError> {
         self.inner.heartbeat(replica).await

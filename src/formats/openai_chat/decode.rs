@@ -75,10 +75,12 @@ impl Decode for ChatDecoder {
         }
         if !self.started {
             self.started = true;
+            // Azure opens with a content-filter chunk whose id and model are "" and created 0:
+            // placeholders, not values (the encoders make their own).
             out.push(StreamEvent::Meta {
-                id: str_at(&v, "id").map(str::to_string),
-                model: str_at(&v, "model").map(str::to_string),
-                created: u64_at(&v, "created"),
+                id: str_at(&v, "id").filter(|s| !s.is_empty()).map(str::to_string),
+                model: str_at(&v, "model").filter(|s| !s.is_empty()).map(str::to_string),
+                created: u64_at(&v, "created").filter(|c| *c > 0),
             });
         }
         if let Some(choice) = arr_at(&v, "choices")

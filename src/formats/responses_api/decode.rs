@@ -72,6 +72,11 @@ impl Decode for ResponsesDecoder {
                     out.push(StreamEvent::Text(d.to_string()));
                 }
             }
+            // A summary of several parts: a paragraph break between them, as a whole answer's parts
+            // are joined.
+            "response.reasoning_summary_part.added" if u64_at(&v, "summary_index").is_some_and(|i| i > 0) => {
+                out.push(StreamEvent::Thinking("\n\n".into()));
+            }
             "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
                 if let Some(d) = str_at(&v, "delta").filter(|d| !d.is_empty()) {
                     out.push(StreamEvent::Thinking(d.to_string()));

@@ -32,10 +32,11 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
                 signature: None,
             })),
             Some("reasoning") => {
-                let text: String = arr_at(item, "summary")
+                let text = arr_at(item, "summary")
                     .iter()
                     .filter_map(|s| str_at(s, "text"))
-                    .collect();
+                    .collect::<Vec<_>>()
+                    .join("\n\n");
                 let signature = str_at(item, "encrypted_content").map(|e| match e.strip_prefix(ANTHROPIC_SIG_PREFIX) {
                     Some(sig) => Signature {
                         vendor: Vendor::Anthropic,

@@ -11,7 +11,7 @@ use std::sync::{Arc, LazyLock};
 pub use first_event::{answer_error, first_event, FirstEvent, ANSWER_ERROR_WITHIN};
 pub use whole::answer_as_stream;
 
-use events::{Decode, Encode, StreamEvent, KEEPALIVE};
+use events::{write_event, Decode, Encode, StreamEvent, KEEPALIVE};
 use memchr::memmem::Finder;
 use sse_parser::{Frame, JsonArrayParser, SseParser};
 
@@ -82,8 +82,11 @@ enum Framer {
 enum Output {
     Translate(Box<dyn Encode>),
     /// Same format: bytes copied unchanged, event by event, so a cut stream never leaves the client half an
-    /// event before the error event.
-    Copy,
+    /// event before the error event. `events` counts the events copied: a Responses stream's closing
+    /// `response.failed` takes the next `sequence_number`.
+    Copy {
+        events: u64,
+    },
     /// OpenAI Chat passthrough minus the usage chunk the gateway forced.
     StripUsage,
     /// Gemini passthrough, framing not known yet.
@@ -177,14 +180,17 @@ impl StreamConverter {
             match to {
                 WireFormat::OpenAiChat if opts.strip_usage_chunk => Output::StripUsage,
                 WireFormat::Gemini => Output::GeminiPending,
-                _ => Output::Copy,
+                _ => Output::Copy { events: 0 },
             }
         } else {
             Output::Translate(encoder(to, &opts))
         };
         let framer = match from {
             WireFormat::Gemini => Framer::Undetected,
-            _ => Framer::Sse(SseParser::new(max, matches!(output, Output::StripUsage | Output::Copy))),
+            _ => Framer::Sse(SseParser::new(
+                max,
+                matches!(output, Output::StripUsage | Output::Copy { .. }),
+            )),
         };
         let opts = StreamOptions {
             max_event_bytes: max,
@@ -261,7 +267,7 @@ impl StreamConverter {
                         frames: 0,
                     }
                 } else {
-                    Output::Copy
+                    Output::Copy { events: 0 }
                 };
             }
         }
@@ -284,7 +290,7 @@ impl StreamConverter {
             }
             // A copied stream is only watched for its end and its usage: decoding every event into
             // JSON was most of the cost of passing a stream through.
-            let watching = matches!(output, Output::Copy | Output::StripUsage);
+            let watching = matches!(output, Output::Copy { .. } | Output::StripUsage);
             let worth = !frame.data.is_empty() && (!watching || worth_decoding(from, frame.event, frame.data));
             if worth {
                 decoder.decode(frame.event, frame.data, events);
@@ -316,8 +322,9 @@ impl StreamConverter {
                         }
                     }
                 }
-                Output::Copy => {
+                Output::Copy { events: copied } => {
                     out.extend_from_slice(frame.raw);
+                    *copied += u64::from(!frame.data.is_empty());
                     events.clear();
                 }
                 Output::StripUsage => {
@@ -379,7 +386,14 @@ impl StreamConverter {
                 Some((message, code)) => encoder.fail(message, code, out),
                 None => encoder.end(out),
             },
-            Output::Copy | Output::StripUsage | Output::GeminiPending => {
+            Output::Copy { events } if self.to == WireFormat::OpenAiResponses => {
+                if let Some((message, code)) = error {
+                    // Responses events are numbered from 0: this one comes next.
+                    let failed = super::error_map::responses_failed(message, code, Some(*events));
+                    write_event(out, "response.failed", &failed);
+                }
+            }
+            Output::Copy { .. } | Output::StripUsage | Output::GeminiPending => {
                 // Only whole events were copied: the error event starts on a boundary.
                 if let Some((message, code)) = error {
                     out.extend_from_slice(&stream_error_event(self.to, message, code));
@@ -408,7 +422,9 @@ impl StreamConverter {
         }
         match &mut self.output {
             Output::Translate(encoder) => encoder.keepalive(out),
-            Output::Copy | Output::StripUsage if self.to != WireFormat::Gemini => out.extend_from_slice(KEEPALIVE),
+            Output::Copy { .. } | Output::StripUsage if self.to != WireFormat::Gemini => {
+                out.extend_from_slice(KEEPALIVE)
+            }
             _ => {}
         }
     }
@@ -522,6 +538,56 @@ mod tests {
 
     fn chat_chunk(delta: &str, finish: &str) -> Vec<u8> {
         format!("data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n").into_bytes()
+    }
+
+    #[test]
+    fn a_cut_responses_passthrough_fails_with_the_next_sequence_number() {
+        let events: &[u8] = b"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\"}}\n\n\
+            event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"Hi\"}\n\n";
+        let (text, completed) = convert(WireFormat::OpenAiResponses, WireFormat::OpenAiResponses, &[events]);
+        assert!(!completed);
+        let failed = text.rsplit("data: ").next().unwrap().trim();
+        let v: serde_json::Value = serde_json::from_str(failed).unwrap();
+        assert_eq!(v["type"], "response.failed", "{text}");
+        assert_eq!(v["sequence_number"], 2, "{text}");
+    }
+
+    #[test]
+    fn reasoning_summary_parts_are_separated() {
+        let ev = |json: &str| format!("data: {json}\n\n").into_bytes();
+        let chunks = [
+            ev(r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1"}}"#),
+            ev(r#"{"type":"response.reasoning_summary_part.added","summary_index":0}"#),
+            ev(r#"{"type":"response.reasoning_summary_text.delta","summary_index":0,"delta":"First."}"#),
+            ev(r#"{"type":"response.reasoning_summary_part.added","summary_index":1}"#),
+            ev(r#"{"type":"response.reasoning_summary_text.delta","summary_index":1,"delta":"Next."}"#),
+        ];
+        let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let (text, _) = convert(WireFormat::OpenAiResponses, WireFormat::OpenAiChat, &all);
+        let thinking: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["reasoning_content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        assert_eq!(thinking, "First.\n\nNext.", "{text}");
+    }
+
+    #[test]
+    fn azure_s_placeholder_first_chunk_gives_no_empty_ids() {
+        let azure = b"data: {\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\",\"prompt_filter_results\":[]}\n\n";
+        let hi = chat_chunk(r#"{"content":"Hi"}"#, r#""stop""#);
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &[azure, &hi]);
+        assert!(text.contains(r#""id":"msg_"#) && !text.contains(r#""id":"""#), "{text}");
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::OpenAiResponses, &[azure, &hi]);
+        assert!(
+            !text.contains(r#""id":"""#) && !text.contains(r#""created_at":0"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -84,8 +84,13 @@ impl SseParser {
                 None => (chunk.len(), 0),
             };
             let segment = &chunk[..len];
-            let held = if self.keep_raw { self.raw.len() } else { self.data.len() };
-            if self.line.len() + segment.len() + held > self.max {
+            // Kept raw bytes already hold the partial line; otherwise it is held apart from the data.
+            let held = if self.keep_raw {
+                self.raw.len()
+            } else {
+                self.line.len() + self.data.len()
+            };
+            if held + segment.len() > self.max {
                 return Err(StreamError::EventTooLarge { limit: self.max });
             }
             if self.keep_raw {
@@ -282,6 +287,18 @@ mod tests {
     fn bounded() {
         let mut p = SseParser::new(16, false);
         assert!(p.push(b"data: 0123456789abcdefghij", &mut |_| {}).is_err());
+        // An event just under the bound passes, in one piece or many, its raw bytes kept or not.
+        let event = b"data: 0123456\n\n";
+        for keep_raw in [false, true] {
+            for piece in [1, 3, event.len()] {
+                let mut p = SseParser::new(event.len(), keep_raw);
+                let mut seen = 0;
+                for part in event.chunks(piece) {
+                    p.push(part, &mut |f| seen += usize::from(f.data == "0123456")).unwrap();
+                }
+                assert_eq!(seen, 1, "keep_raw {keep_raw}, pieces of {piece}");
+            }
+        }
     }
 
     #[test]
