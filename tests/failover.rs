@@ -735,6 +735,67 @@ async fn failing_provider_is_taken_out_and_let_back_after_a_probe() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_request_pingora_will_not_forward_is_the_client_s_fault() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = "server: {circuit_failure_threshold: 3, circuit_open_s: 30}\n";
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("{server}providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let body = chat_body("m").to_string();
+    for _ in 0..6 {
+        // A Connection header that nominates a header a proxy must keep.
+        let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+             connection: close, x-forwarded-for\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        sock.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), sock.read_to_string(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("unforwardable_request"), "{answer}");
+    }
+    assert_eq!(a.hits(), 0, "nothing reached the upstream");
+    // The upstream was not blamed: no circuit opened, it serves the next request.
+    let r = gw.chat(chat_body("m")).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_without_a_verdict_gives_its_slot_back() {
+    let server = "server: {circuit_failure_threshold: 3, circuit_open_s: 3}\n";
+    let a = Mock::start("alpha", &["m"]).await;
+    let yaml = format!("{server}providers:\n{}", provider_yaml("alpha", &a, ""));
+    let gw = Gateway::start(&yaml).await;
+    a.set_default(Reply::status(503));
+    for _ in 0..3 {
+        assert_ne!(gw.chat(chat_body("m")).await.status(), 200);
+    }
+    assert_eq!(gw.chat(chat_body("m")).await.status(), 503, "circuit open");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // The probe's client leaves before the upstream answers: no verdict on the upstream.
+    a.set_default(Reply::Delay(Duration::from_secs(2), Box::new(Reply::Ok)));
+    let left = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(CLIENT_KEY)
+        .json(&chat_body("m"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(left.is_err(), "the client gave up");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The next request probes at once instead of waiting out another 3 s.
+    a.set_default(Reply::Ok);
+    let r = gw.chat(chat_body("m")).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sessions_stick_and_move_on_failover() {
     let mocks = [
         Mock::start("p0", &["m"]).await,

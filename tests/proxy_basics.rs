@@ -755,8 +755,6 @@ async fn a_body_sent_in_pieces_is_routed_and_replayed_whole() {
     }
 }
 
-/// Sends a chat request with `body` on a raw socket (so a test can hang up whenever it likes) and
-/// returns the socket.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_expects_100_continue_is_told_to_send_its_body() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -794,6 +792,8 @@ async fn a_client_that_expects_100_continue_is_told_to_send_its_body() {
     assert!(String::from_utf8_lossy(&answer).contains(" 200 "));
 }
 
+/// Sends a chat request with `body` on a raw socket (so a test can hang up whenever it likes) and
+/// returns the socket.
 async fn send_raw_chat(gw: &Gateway, body: &str) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();

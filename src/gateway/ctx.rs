@@ -261,9 +261,9 @@ pub struct RequestCtx {
     pub current: Option<Attempt>,
     /// Set when the next attempt goes to the same candidate after a transient error.
     pub retry_same: Option<usize>,
-    /// The candidate whose open circuit this request claimed the probe of (and must give back if
-    /// it sends nothing).
-    pub claimed_probe: Option<usize>,
+    /// The candidate whose open circuit this request claimed the probe of, and when (it gives the
+    /// slot back if it ends, or moves on, without a verdict on that upstream).
+    pub claimed_probe: Option<(usize, std::time::Instant)>,
     pub same_retry_used: bool,
     /// The retry decision `upstream_response_filter` made for `error_while_proxy` to apply.
     pub status_retry: Option<Retry>,

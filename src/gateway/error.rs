@@ -33,6 +33,10 @@ pub enum GatewayError {
     },
     #[error("Could not read the request body: {0}")]
     ClientRead(String),
+    /// Found once an upstream was chosen: a request header Pingora refuses to forward (e.g. a
+    /// `Connection` header that nominates `Host`), or a malformed body.
+    #[error("The request cannot be forwarded: {0}")]
+    Unforwardable(String),
     #[error("The request body did not arrive within {} s", .0.as_secs())]
     BodyTimeout(Duration),
     #[error("Rate limit of this API key exceeded; retry after {} s", retry_after.as_secs_f64().ceil())]
@@ -57,7 +61,10 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::Auth(_) => 401,
-            GatewayError::Body(_) | GatewayError::ClientRead(_) | GatewayError::Untranslatable(_) => 400,
+            GatewayError::Body(_)
+            | GatewayError::ClientRead(_)
+            | GatewayError::Unforwardable(_)
+            | GatewayError::Untranslatable(_) => 400,
             GatewayError::BodyTimeout(_) => 408,
             GatewayError::Route(RouteError::UnknownModel(_)) | GatewayError::NotFound { .. } => 404,
             GatewayError::Route(RouteError::NotAllowed(_)) => 403,
@@ -102,6 +109,7 @@ impl GatewayError {
             GatewayError::Auth(_) => ("invalid_request_error", Some("invalid_api_key")),
             GatewayError::Body(BodyError::MissingModel) => ("invalid_request_error", Some("missing_model")),
             GatewayError::Body(_) | GatewayError::ClientRead(_) => ("invalid_request_error", None),
+            GatewayError::Unforwardable(_) => ("invalid_request_error", Some("unforwardable_request")),
             GatewayError::BodyTimeout(_) => ("invalid_request_error", Some("request_timeout")),
             GatewayError::Untranslatable(_) => ("invalid_request_error", Some("unsupported_for_upstream")),
             GatewayError::Route(RouteError::UnknownModel(_)) => ("invalid_request_error", Some("model_not_found")),

@@ -95,9 +95,10 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             }
             None => {
                 let now = Instant::now();
+                give_back_probe(ctx);
                 match choose(&plan, &ctx.excluded, sticky(ctx), now) {
                     Ok(idx) => {
-                        ctx.claimed_probe = plan.candidates[idx].health.probe_claimed_at(now).then_some(idx);
+                        ctx.claimed_probe = plan.candidates[idx].health.probe_claimed_at(now).then_some((idx, now));
                         idx
                     }
                     Err(e) => return Err(exhausted(ctx, Some(e))),
@@ -199,14 +200,9 @@ fn sticky(ctx: &RequestCtx) -> Option<Sticky<'_>> {
 }
 
 /// Passes a candidate by without sending anything; a probe slot this request claimed for it is
-/// given back (one another request holds is not).
+/// given back.
 fn skip(ctx: &mut RequestCtx, idx: usize, end: AttemptEnd, why: &str) {
-    if ctx.claimed_probe == Some(idx) {
-        ctx.claimed_probe = None;
-        if let Some(c) = ctx.plan.as_ref().and_then(|p| p.candidates.get(idx)) {
-            c.health.release_probe(Instant::now());
-        }
-    }
+    give_back_probe(ctx);
     record(ctx, idx, end, Some(why.to_string()));
     ctx.excluded.push(idx);
 }
@@ -500,6 +496,19 @@ pub enum Phase {
     },
 }
 
+/// Gives back the probe slot this request claimed, unless a verdict on that upstream (a success
+/// or a failure) was recorded meanwhile. Called when the request moves to another candidate and
+/// when it ends: a probe that was answered with, say, a 401, or whose client left, must not keep the
+/// upstream out of rotation for another whole wait.
+pub fn give_back_probe(ctx: &mut RequestCtx) {
+    let Some((idx, claimed_at)) = ctx.claimed_probe.take() else {
+        return;
+    };
+    if let Some(c) = ctx.plan.as_ref().and_then(|p| p.candidates.get(idx)) {
+        c.health.release_probe(claimed_at, Instant::now());
+    }
+}
+
 /// The client went away (see `client_gone`) while an attempt was in flight: the attempt is recorded
 /// as the client's doing, its wait as upstream time; no health record, nothing to retry.
 pub fn on_client_gone(ctx: &mut RequestCtx, response_started: bool) {
@@ -530,6 +539,27 @@ pub fn client_gone(e: &Error) -> bool {
                 | ErrorType::WriteTimedout
                 | ErrorType::ConnectError
         )
+}
+
+/// Whether the error is the client's request itself, found only once an upstream was chosen (a
+/// header Pingora refuses to forward, a malformed body): no upstream is blamed, nothing is retried,
+/// and the client is told (see `on_client_fault`).
+pub fn client_fault(e: &Error) -> bool {
+    *e.esource() == ErrorSource::Downstream && !client_gone(e)
+}
+
+/// The attempt ends as the client's doing: no health record (which a client could otherwise
+/// use to open every circuit of a model), the probe slot given back, a 400 for the client.
+pub fn on_client_fault(ctx: &mut RequestCtx, e: &Error) {
+    if let Some(attempt) = ctx.current.as_ref() {
+        ctx.upstream_wait += attempt.started.elapsed();
+    }
+    give_back_probe(ctx);
+    let what = e
+        .context
+        .as_ref()
+        .map_or_else(|| e.etype().as_str().to_string(), |c| c.to_string());
+    ctx.failure = Some(GatewayError::Unforwardable(what));
 }
 
 /// Judges a transport error (connect, timeout, reset) and records health; says whether to try again.

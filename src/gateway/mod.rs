@@ -269,6 +269,11 @@ impl ProxyHttp for Gateway {
             e.set_retry(false);
             return e;
         }
+        if failover::client_fault(&e) {
+            failover::on_client_fault(ctx, &e);
+            e.set_retry(false);
+            return e;
+        }
         let decision = match ctx.status_retry.take() {
             Some(d) => d,
             None => failover::on_transport_error(ctx, &e, Phase::Proxy { reused: client_reused }, written),
@@ -318,6 +323,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        failover::give_back_probe(ctx);
         logging::log_request(&self.app, ctx, e);
         session::finish(&self.app, ctx);
     }

@@ -213,13 +213,17 @@ impl UpstreamHealth {
         matches!(self.state.lock().circuit, Circuit::HalfOpen { since, .. } if since == at)
     }
 
-    /// Gives back a probe slot claimed by a request that then sent nothing (no usable key, the host
-    /// not resolved, the request not translatable): the next request may probe at once, instead of
-    /// the upstream staying out for a whole wait without having been asked.
-    pub fn release_probe(&self, now: Instant) {
+    /// Gives back the probe slot claimed at `claimed_at` by a request that got no verdict from it
+    /// (it sent nothing, the client left, the upstream answered with neither a success nor a
+    /// failure): the next request may probe at once, instead of the upstream staying out for a
+    /// whole wait without having been judged. A slot another claim holds, or a verdict already
+    /// recorded, is left alone.
+    pub fn release_probe(&self, claimed_at: Instant, now: Instant) {
         let mut s = self.state.lock();
-        if let Circuit::HalfOpen { backoff, .. } = s.circuit {
-            s.circuit = Circuit::Open { until: now, backoff };
+        if let Circuit::HalfOpen { since, backoff } = s.circuit {
+            if since == claimed_at {
+                s.circuit = Circuit::Open { until: now, backoff };
+            }
         }
     }
 
@@ -504,7 +508,12 @@ mod tests {
             !h.probe_claimed_at(later + Duration::from_millis(1)),
             "another request's claim"
         );
-        h.release_probe(later);
+        h.release_probe(later + Duration::from_millis(1), later);
+        assert!(
+            matches!(h.availability(later), Availability::Unavailable { .. }),
+            "another claim's release leaves this one"
+        );
+        h.release_probe(later, later);
         assert_eq!(h.availability(later), Availability::Probe);
         assert!(h.try_probe(later), "the next request probes");
         // A failed probe still doubles the wait it was given.
