@@ -792,6 +792,46 @@ async fn a_client_that_expects_100_continue_is_told_to_send_its_body() {
     assert!(String::from_utf8_lossy(&answer).contains(" 200 "));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_ends_its_request() {
+    use tokio::io::AsyncReadExt;
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!(
+        "server: {{client_write_timeout_ms: 500}}\nproviders:\n{}",
+        provider_yaml("alpha", &a, "")
+    ))
+    .await;
+    // A long stream: about 19 MiB, far more than the sockets between here and the client hold.
+    let big = "x".repeat(64 * 1024);
+    let events: Vec<String> = (0..300)
+        .map(|i| {
+            format!("data: {{\"id\":\"c{i}\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{big}\"}},\"finish_reason\":null}}]}}\n\n")
+        })
+        .collect();
+    a.script([Reply::Sse(events)]);
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let mut sock = send_raw_chat(&gw, &body.to_string()).await;
+    let mut buf = vec![0u8; 4096];
+    let n = sock.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // The client stops reading, its socket open. Once the write to it has waited 500 ms the
+    // request ends: the stream is no longer counted open.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = gw.metrics_now().await;
+        if metric(&text, "apiproxy_open_streams", &[]) == 0.0 && metric(&text, "apiproxy_active_requests", &[]) == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stalled client still holds its request");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(sock);
+}
+
 /// Sends a chat request with `body` on a raw socket (so a test can hang up whenever it likes) and
 /// returns the socket.
 async fn send_raw_chat(gw: &Gateway, body: &str) -> tokio::net::TcpStream {

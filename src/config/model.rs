@@ -58,6 +58,10 @@ pub struct ServerSettings {
     /// Milliseconds a streamed answer may leave the client without bytes before the gateway sends
     /// a keep-alive in the client's format (an SSE comment); 0 sends none.
     pub stream_keepalive_ms: u64,
+    /// Milliseconds one write to the client may wait for it to take bytes; a client that stops
+    /// reading (but keeps its socket open) then ends its request instead of holding the upstream
+    /// connection and its buffers forever. 0: no limit.
+    pub client_write_timeout_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -78,6 +82,7 @@ impl Default for ServerSettings {
             ca_file: None,
             fetch_private_media: false,
             stream_keepalive_ms: 15_000,
+            client_write_timeout_ms: 60_000,
         }
     }
 }

@@ -85,6 +85,8 @@ impl Gateway {
                 ctx.client_format = Some(call.format);
                 intake::authenticate(session, &self.app, ctx)?;
                 let body = intake::read_body(session, self.app.settings.max_body_bytes).await?;
+                let write_timeout = self.app.settings.client_write_timeout_ms;
+                session.set_write_timeout((write_timeout > 0).then(|| Duration::from_millis(write_timeout)));
                 intake::route(session, &self.app, ctx, &call, body)?;
                 session::admit(&self.app, ctx).await?;
                 session::start_capture(ctx);
