@@ -189,6 +189,35 @@ async fn a_whole_answer_cut_short_is_retried_not_relayed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_translated_answer_past_the_hold_that_breaks_is_retried_not_cut() {
+    let (a, b, gw) = failover_pair().await;
+    // An Anthropic client on OpenAI upstreams: the answer is translated, so the gateway reads all
+    // of it before the client gets a byte. Alpha announces 200 KiB and drops after 100: past the
+    // 64 KiB an untranslated answer is held for, yet nothing has reached the client, so the request
+    // goes on (alpha again, then beta) instead of ending in a 200 with a broken body.
+    a.script([Reply::LargeCutShort(200_000), Reply::LargeCutShort(200_000)]);
+    let body = json!({"model": "lm", "max_tokens": 50, "messages": [{"role": "user", "content": "x"}]});
+    let r = gw.post("/v1/messages", body.clone(), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    let v: Value = r.json().await.expect("a whole JSON answer");
+    assert_eq!(v["content"][0]["text"], "hello from beta", "{v}");
+    assert_eq!((a.hits(), b.hits()), (2, 1));
+
+    // A whole translated answer that large still arrives whole.
+    a.script([Reply::Large(200_000)]);
+    let r = gw.post("/v1/messages", body, &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
+    let v: Value = r.json().await.expect("a whole JSON answer");
+    assert_eq!(
+        v["content"][0]["text"].as_str().map(str::len),
+        Some(200_000),
+        "the whole text"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_held_answer_is_timed_from_its_header_not_its_release() {
     let (a, b, gw) = failover_pair().await;
     // Alpha sends its header and half the body at once, the rest 600 ms later. The answer is held
@@ -660,6 +689,47 @@ async fn a_rate_limit_beside_a_broken_upstream_is_503() {
     assert_eq!(r.status(), 503, "not only rate limits: come back later, but not a 429");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "all_upstreams_failed", "{v}");
+}
+
+/// The answer when the one upstream that could take the request rests after a rate limit.
+async fn expect_429(r: reqwest::Response, when: &str) {
+    assert_eq!(r.status(), 429, "{when}: the one upstream that could answer rests");
+    let ra: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=7).contains(&ra), "{when}: {ra}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "all_upstreams_failed", "{when}: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_candidate_that_cannot_take_the_request_does_not_hide_a_rate_limit() {
+    // Alpha (OpenAI) can take `n: 2`; beta (Anthropic, tier 1) has no faithful translation of it.
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start_style("beta", &["m"], Style::Anthropic).await;
+    let yaml = format!(
+        "providers:\n{}{}{}",
+        provider_yaml("alpha", &a, ""),
+        provider_yaml_styled("beta", &b, ""),
+        logical(&[("alpha", ""), ("beta", ", priority: 1")])
+    );
+    let gw = Gateway::start(&yaml).await;
+    a.set_default(Reply::status_retry_after(429, 7));
+    let body = json!({"model": "lm", "n": 2, "messages": [{"role": "user", "content": "hi"}]});
+    // Alpha's 429, then beta passed by: a rate limit, not an outage.
+    expect_429(gw.chat(body.clone()).await, "first request").await;
+    // Alpha rests, beta passed by without anything sent: still the rate limit, not a 400.
+    expect_429(gw.chat(body.clone()).await, "while alpha rests").await;
+    assert_eq!((a.hits(), b.hits()), (1, 0));
+
+    // A request no candidate can take is the client's: a 400 that says why.
+    let only_beta = format!(
+        "providers:\n{}logical_models:\n  - {{id: lm, upstreams: [{{provider: beta, model: m}}]}}\n",
+        provider_yaml_styled("beta", &b, "")
+    );
+    let gw = Gateway::start(&only_beta).await;
+    let r = gw.chat(body).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unsupported_for_upstream", "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -277,6 +277,9 @@ pub struct RequestCtx {
     pub failure: Option<GatewayError>,
     /// Why the last candidates could not take the request at all (e.g. untranslatable).
     pub convert_error: Option<String>,
+    /// The candidates that could not take the request at all (no faithful translation, media not
+    /// fetched): a 400 is the answer only when every candidate is one of them.
+    pub cannot_take: Vec<usize>,
     /// The images fetched for a Gemini upstream, or why they could not be (once per request).
     pub fetched_media: Option<Result<Arc<FetchedMedia>, String>>,
     pub response: ResponseMode,
@@ -337,6 +340,7 @@ impl RequestCtx {
             hold: None,
             failure: None,
             convert_error: None,
+            cannot_take: Vec::new(),
             fetched_media: None,
             response: ResponseMode::Pass,
             usage: None,

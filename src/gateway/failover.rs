@@ -15,7 +15,7 @@ use super::ctx::{Attempt, AttemptEnd, AttemptRecord, HeldSource, HeldVerdict, Re
 use super::error::GatewayError;
 use super::upstream_call;
 use crate::app::App;
-use crate::formats::stream::ANSWER_ERROR_WITHIN;
+use crate::formats::stream::{ANSWER_ERROR_WITHIN, WHOLE_ANSWER_LIMIT as TRANSLATE_LIMIT};
 use crate::formats::{answer_error, classify_error, error_map, first_event, ErrorKind, FirstEvent};
 use crate::routing::health::{Availability, MAX_RETRY_AFTER_SECS};
 use crate::routing::{choose, choose_dry, Exhausted, Failure, RoutePlan, Sticky};
@@ -27,9 +27,13 @@ fn ms(n: u64) -> Duration {
 /// The error to show when nothing more can be tried; `resting` when the selector found every
 /// candidate out of rotation.
 pub fn exhausted(ctx: &RequestCtx, resting: Option<Exhausted>) -> GatewayError {
-    // No upstream was even asked because none could take the request in its format: say why.
+    // No upstream was asked because none could take the request in its format: say why. Not when
+    // one that could was passed by (resting, no key, not resolved): that is an outage, not a 400.
+    let candidates = ctx.plan.as_ref().map_or(0, |p| p.candidates.len());
     if let (Some(reason), 0) = (&ctx.convert_error, ctx.started_attempts) {
-        return GatewayError::Untranslatable(reason.clone());
+        if ctx.cannot_take.len() >= candidates {
+            return GatewayError::Untranslatable(reason.clone());
+        }
     }
     // Rate limits only: every candidate rests after one, or every answer this request got was one
     // (an upstream's 429, or the gateway's own budget for the candidate's keys).
@@ -48,7 +52,8 @@ pub fn exhausted(ctx: &RequestCtx, resting: Option<Exhausted>) -> GatewayError {
         None => all_limited,
         Some(r) => {
             r.rate_limited
-                || (keys_wait.is_some() && ctx.plan.as_ref().is_some_and(|plan| every_candidate_rests(ctx, plan)))
+                || ((keys_wait.is_some() || !ctx.cannot_take.is_empty())
+                    && ctx.plan.as_ref().is_some_and(|plan| every_candidate_rests(ctx, plan)))
         }
     };
     let retry_after = match (resting.and_then(|r| r.retry_after), keys_wait) {
@@ -63,16 +68,24 @@ pub fn exhausted(ctx: &RequestCtx, resting: Option<Exhausted>) -> GatewayError {
     }
 }
 
-/// Whether every candidate of `plan` is cooling down after a 429 or had its keys at their rate
-/// limit in this request.
+/// Whether every candidate of `plan` that could take the request is cooling down after a 429 or
+/// had its keys at their rate limit in this request (and there is one).
 fn every_candidate_rests(ctx: &RequestCtx, plan: &RoutePlan) -> bool {
     let now = Instant::now();
-    plan.candidates.iter().all(|c| {
-        matches!(c.health.availability(now), Availability::RateLimited { .. })
-            || ctx.attempts.iter().any(|a| {
-                matches!(a.end, AttemptEnd::KeysAtLimit(_)) && a.provider == c.provider.id && a.model == c.model
-            })
-    })
+    let mut could_take = plan
+        .candidates
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !ctx.cannot_take.contains(i))
+        .map(|(_, c)| c)
+        .peekable();
+    could_take.peek().is_some()
+        && could_take.all(|c| {
+            matches!(c.health.availability(now), Availability::RateLimited { .. })
+                || ctx.attempts.iter().any(|a| {
+                    matches!(a.end, AttemptEnd::KeysAtLimit(_)) && a.provider == c.provider.id && a.model == c.model
+                })
+        })
 }
 
 /// Picks the next upstream and builds its peer; `Err` when every candidate is spent.
@@ -122,15 +135,13 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             continue;
         };
         if let Err(reason) = upstream_call::fetch_media(app, ctx, provider).await {
-            skip(ctx, idx, AttemptEnd::NotSent, &reason);
-            ctx.convert_error = Some(reason);
+            cannot_take(ctx, idx, reason);
             continue;
         }
         let call = match upstream_call::build(ctx, provider, &candidate.model) {
             Ok(call) => call,
             Err(reason) => {
-                skip(ctx, idx, AttemptEnd::NotSent, &reason);
-                ctx.convert_error = Some(reason);
+                cannot_take(ctx, idx, reason);
                 continue;
             }
         };
@@ -205,6 +216,14 @@ fn skip(ctx: &mut RequestCtx, idx: usize, end: AttemptEnd, why: &str) {
     give_back_probe(ctx);
     record(ctx, idx, end, Some(why.to_string()));
     ctx.excluded.push(idx);
+}
+
+/// Passes by a candidate that cannot take this request at all (no faithful translation, media
+/// not fetched), keeping the reason for the client.
+fn cannot_take(ctx: &mut RequestCtx, idx: usize, reason: String) {
+    skip(ctx, idx, AttemptEnd::NotSent, &reason);
+    ctx.cannot_take.push(idx);
+    ctx.convert_error = Some(reason);
 }
 
 fn record(ctx: &mut RequestCtx, idx: usize, end: AttemptEnd, note: Option<String>) {
@@ -284,12 +303,16 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
     let Some(format) = ctx.current.as_ref().map(|a| a.format) else {
         return HeldResponse::Release;
     };
+    // A whole answer the client gets translated reaches it only once read to its end: held to its
+    // end, one that breaks off is retried, never relayed as a 200 with a broken body.
+    let translated = super::response::translated_whole(ctx, format, resp);
     let complete = end
-        || body.len() >= HOLD_LIMIT
-        || ctx.hold.as_mut().is_none_or(|h| {
-            h.pieces += 1;
-            h.pieces >= HOLD_PIECES || h.since.elapsed() >= HOLD_WAIT
-        });
+        || body.len() >= if translated { TRANSLATE_LIMIT } else { HOLD_LIMIT }
+        || (!translated
+            && ctx.hold.as_mut().is_none_or(|h| {
+                h.pieces += 1;
+                h.pieces >= HOLD_PIECES || h.since.elapsed() >= HOLD_WAIT
+            }));
     let verdict = |kind, source| {
         Some(HeldVerdict {
             kind,
@@ -303,7 +326,8 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             FirstEvent::Content => None,
             FirstEvent::Error(kind) => verdict(kind, HeldSource::FirstEvent),
         }
-    } else if resp.status.is_success() && super::response::is_json(resp) && !super::response::gemini_stream(ctx, format)
+    } else if resp.status.is_success()
+        && (translated || super::response::is_json(resp) && !super::response::gemini_stream(ctx, format))
     {
         // A whole JSON answer is held until its end (within the hold's limits): one that breaks
         // off half-way fails its attempt with nothing sent, so it is retried instead of reaching

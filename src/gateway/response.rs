@@ -71,6 +71,16 @@ pub(super) fn no_answer(resp: &ResponseHeader) -> Option<&'static str> {
     }
 }
 
+/// Whether `on_header` will translate this answer whole (`ResponseMode::Translate`): a success
+/// that is no stream, to a client of another format that asked for none (or got no JSON).
+pub fn translated_whole(ctx: &RequestCtx, upstream: WireFormat, resp: &ResponseHeader) -> bool {
+    resp.status.is_success()
+        && upstream != ctx.client_format()
+        && !is_event_stream(resp)
+        && !gemini_stream(ctx, upstream)
+        && !(ctx.stream && is_json(resp))
+}
+
 /// Adds `x-request-id` and `x-apiproxy-provider`, and decides how the body travels.
 pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> pingora::Result<()> {
     super::headers::drop_response_name_case(resp);

@@ -104,6 +104,8 @@ pub enum Reply {
     /// An OpenAI Chat completion (whatever the mock's style, never a stream) with ~4 KB of text,
     /// announced with its full `content-length`; the socket drops half-way through the body.
     CutShort,
+    /// As `CutShort`, with this many bytes of text (past the gateway's 64 KiB hold, say).
+    LargeCutShort(usize),
     /// As `CutShort`, but whole: the header and the first half of the body, then the rest after this
     /// pause (an upstream that is slow to finish an answer it has begun).
     SlowBody(Duration),
@@ -1296,8 +1298,12 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
         }
         Reply::Sse(events) => write_stream(sock, st, "text/event-stream", &events, events.len(), "done").await,
         Reply::SsePlain(events) => write_stream(sock, st, "text/plain", &events, events.len(), "done").await,
-        Reply::CutShort => {
-            let body = long_completion(st, &model, 4200);
+        r @ (Reply::CutShort | Reply::LargeCutShort(_)) => {
+            let len = match r {
+                Reply::LargeCutShort(len) => len,
+                _ => 4200,
+            };
+            let body = long_completion(st, &model, len);
             let half = &body.as_bytes()[..body.len() / 2];
             let _ = write_head(sock, 200, "application/json", Some(body.len()), request_id).await
                 && sock.write_all(half).await.is_ok()
