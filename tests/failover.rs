@@ -720,6 +720,12 @@ async fn a_candidate_that_cannot_take_the_request_does_not_hide_a_rate_limit() {
     expect_429(gw.chat(body.clone()).await, "while alpha rests").await;
     assert_eq!((a.hits(), b.hits()), (1, 0));
 
+    // Alpha overloaded: the client hears of the overload (come back later), not of beta's format.
+    a.set_default(Reply::status(503));
+    let gw = Gateway::start(&yaml).await;
+    let r = gw.chat(body.clone()).await;
+    assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+
     // A request no candidate can take is the client's: a 400 that says why.
     let only_beta = format!(
         "providers:\n{}logical_models:\n  - {{id: lm, upstreams: [{{provider: beta, model: m}}]}}\n",

@@ -61,7 +61,7 @@ pub fn convert_request_named(
     if n > 1 && from != to {
         // Every encoder streams choice 0 only, and Anthropic/Responses have no `n`.
         return Err(ConvertError::Unsupported(format!(
-            "`n` > 1 cannot be translated for a {} upstream; send one request per choice",
+            "`n` > 1 cannot be translated for an upstream of format {}; send one request per choice",
             to.label()
         )));
     }

@@ -66,9 +66,11 @@ pub enum AttemptEnd {
     /// Not sent: every key of the candidate in rotation is at its QPS limit; the first has budget
     /// again after this long.
     KeysAtLimit(Duration),
-    /// Not sent: the candidate could not take the request (host not resolved, no faithful
-    /// translation, media not fetched).
+    /// Not sent: the candidate's host did not resolve.
     NotSent,
+    /// Not sent: the candidate cannot take this request at all (no faithful translation, media
+    /// not fetched); it says nothing of the candidate's health or capacity.
+    CannotTake,
     /// Opening the connection failed.
     Connect,
     /// Connecting, reading or writing timed out.

@@ -57,6 +57,12 @@ pub enum GatewayError {
     },
 }
 
+/// The attempts that say something of the upstreams' state: not the candidates passed by because
+/// they cannot take this request at all.
+fn telling(attempts: &[AttemptRecord]) -> impl Iterator<Item = &AttemptRecord> {
+    attempts.iter().filter(|a| a.end != AttemptEnd::CannotTake)
+}
+
 impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
@@ -74,9 +80,8 @@ impl GatewayError {
             GatewayError::Exhausted { rate_limited: true, .. } => 429,
             // Every upstream timed out: a gateway timeout, as a reverse proxy says it.
             GatewayError::Exhausted { attempts, .. }
-                if !attempts.is_empty()
-                    && attempts
-                        .iter()
+                if telling(attempts).next().is_some()
+                    && telling(attempts)
                         .all(|a| a.end == AttemptEnd::Timeout || matches!(a.status(), Some(408 | 504))) =>
             {
                 504
@@ -84,9 +89,7 @@ impl GatewayError {
             GatewayError::Exhausted { attempts, .. } => {
                 // Capacity problems (overload, some rate limits, nothing in rotation) are 503: come
                 // back later. Anything else means the upstreams are broken: 502.
-                let capacity = attempts
-                    .iter()
-                    .all(|a| a.rate_limited() || matches!(a.status(), Some(503 | 529)));
+                let capacity = telling(attempts).all(|a| a.rate_limited() || matches!(a.status(), Some(503 | 529)));
                 if capacity {
                     503
                 } else {

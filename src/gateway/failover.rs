@@ -221,7 +221,7 @@ fn skip(ctx: &mut RequestCtx, idx: usize, end: AttemptEnd, why: &str) {
 /// Passes by a candidate that cannot take this request at all (no faithful translation, media
 /// not fetched), keeping the reason for the client.
 fn cannot_take(ctx: &mut RequestCtx, idx: usize, reason: String) {
-    skip(ctx, idx, AttemptEnd::NotSent, &reason);
+    skip(ctx, idx, AttemptEnd::CannotTake, &reason);
     ctx.cannot_take.push(idx);
     ctx.convert_error = Some(reason);
 }

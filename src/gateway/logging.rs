@@ -38,7 +38,7 @@ fn failover_reason(a: &AttemptRecord) -> &'static str {
         AttemptEnd::Connect => "connect",
         AttemptEnd::NoKey => "no_key",
         AttemptEnd::KeysAtLimit(_) => "key_rate_limit",
-        AttemptEnd::NotSent => "not_sent",
+        AttemptEnd::NotSent | AttemptEnd::CannotTake => "not_sent",
         AttemptEnd::Transport | AttemptEnd::ClientClosed => "transport",
     }
 }
@@ -104,7 +104,7 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
         let result = match a.end {
             AttemptEnd::Answered(status) => status_class(status),
             AttemptEnd::ClientClosed => "client_closed",
-            AttemptEnd::NoKey | AttemptEnd::KeysAtLimit(_) | AttemptEnd::NotSent => "skipped",
+            AttemptEnd::NoKey | AttemptEnd::KeysAtLimit(_) | AttemptEnd::NotSent | AttemptEnd::CannotTake => "skipped",
             AttemptEnd::Connect | AttemptEnd::Timeout | AttemptEnd::Transport => "transport_error",
         };
         m.attempts.with_label_values(&[&a.provider, result]).inc();
