@@ -788,3 +788,40 @@ async fn a_gemini_upstream_s_json_answer_to_a_stream_request_reaches_the_client_
         "usage was read from the answers"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_whose_last_event_lacks_its_blank_line_ends_cleanly() {
+    let (oa, _an, gw) = setup().await;
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-3", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
+    };
+    // `[DONE]` with one line end, then the body ends: a whole stream, not a cut one.
+    let events = || {
+        Reply::Sse(vec![
+            chunk(json!({"role": "assistant", "content": "hi"}), Value::Null),
+            chunk(json!({}), json!("stop")),
+            "data: [DONE]\n".to_string(),
+        ])
+    };
+    oa.script([events()]);
+    let r = gw
+        .chat(json!({"model": "gpt-x", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    let text = r.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text:?}");
+    assert!(!text.contains("stream_interrupted"), "{text}");
+
+    oa.script([events()]);
+    let text = gw
+        .post("/v1/messages", anthropic_body("gpt-x", true), &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("event: message_stop"), "{text}");
+    assert!(!text.contains("event: error"), "{text}");
+}

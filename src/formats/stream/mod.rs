@@ -271,6 +271,12 @@ impl StreamConverter {
                 };
             }
         }
+        self.frame(Some(chunk), out)
+    }
+
+    /// Frames `chunk` into events and converts them; `None`: the upstream's body has ended, and
+    /// an event left without its closing blank line is handed over if it is whole.
+    fn frame(&mut self, chunk: Option<&[u8]>, out: &mut Vec<u8>) -> Result<(), StreamError> {
         let limit = self.opts.max_event_bytes.saturating_mul(16);
         let from = self.from;
         let Self {
@@ -343,10 +349,14 @@ impl StreamConverter {
                 Output::GeminiPending => events.clear(),
             }
         };
-        let result = match framer {
-            Framer::Sse(p) => p.push(chunk, &mut on_frame),
-            Framer::Array(p) => p.push(chunk, &mut on_frame),
-            Framer::Undetected => Ok(()),
+        let result = match (framer, chunk) {
+            (Framer::Sse(p), Some(chunk)) => p.push(chunk, &mut on_frame),
+            (Framer::Sse(p), None) => {
+                p.finish(&mut on_frame);
+                Ok(())
+            }
+            (Framer::Array(p), Some(chunk)) => p.push(chunk, &mut on_frame),
+            (Framer::Array(_), None) | (Framer::Undetected, _) => Ok(()),
         };
         if result.is_err() {
             self.broken = true;
@@ -357,6 +367,9 @@ impl StreamConverter {
     /// The upstream ended. A complete stream gets the client-format ending; one cut before its terminator gets
     /// an in-format error event, never a clean finish.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.ended && !self.broken {
+            let _ = self.frame(None, out);
+        }
         if self.decoder.completed() && !self.broken {
             self.close(None, out);
         } else {
@@ -538,6 +551,49 @@ mod tests {
 
     fn chat_chunk(delta: &str, finish: &str) -> Vec<u8> {
         format!("data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n").into_bytes()
+    }
+
+    #[test]
+    fn a_last_event_without_its_blank_line_still_counts_when_whole() {
+        let gemini_last: &[u8] =
+            b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"!\"}]},\"finishReason\":\"STOP\"}]}";
+        let first = b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"hi\"}]}}]}\r\n\r\n";
+        // Gemini's final event (its finishReason) with no line end at all, or one line end.
+        for last in [gemini_last.to_vec(), [gemini_last, b"\r\n"].concat()] {
+            let (text, _) = convert(WireFormat::Gemini, WireFormat::OpenAiChat, &[first, &last]);
+            assert!(text.contains("\"finish_reason\":\"stop\""), "{text}");
+            assert!(text.ends_with("data: [DONE]\n\n") && !text.contains("error"), "{text}");
+            // Passed through: the client gets the event closed.
+            let (text, _) = convert(WireFormat::Gemini, WireFormat::Gemini, &[first, &last]);
+            assert!(
+                text.ends_with("\"finishReason\":\"STOP\"}]}\n\n") || text.ends_with("}]}\r\n\n"),
+                "{text:?}"
+            );
+        }
+        // An OpenAI stream whose `[DONE]` has one line end: complete, in passthrough and translated.
+        let chunk = chat_chunk(r#"{"content":"hi"}"#, r#""stop""#);
+        let (text, _) = convert(
+            WireFormat::OpenAiChat,
+            WireFormat::OpenAiChat,
+            &[&chunk, b"data: [DONE]\n"],
+        );
+        assert!(
+            text.ends_with("data: [DONE]\n\n") && !text.contains("error"),
+            "{text:?}"
+        );
+        let (text, _) = convert(
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            &[&chunk, b"data: [DONE]"],
+        );
+        assert!(
+            text.contains("message_stop") && !text.contains("event: error"),
+            "{text}"
+        );
+        // A cut last event is no event: the stream ends in an error, and no half event reaches the client.
+        let (text, _) = convert(WireFormat::Gemini, WireFormat::Gemini, &[first, &gemini_last[..60]]);
+        assert!(!text.contains("\"text\":\"!\""), "{text}");
+        assert!(text.contains("\"error\""), "{text}");
     }
 
     #[test]

@@ -113,6 +113,36 @@ impl SseParser {
         Ok(())
     }
 
+    /// The stream has ended. Its last event may lack the blank line that closes it (`data:
+    /// [DONE]\n`, then the end; servers that leave it out are common): handed over, with the line
+    /// ends it lacked, when its data is whole (`[DONE]` or a JSON value). A cut one is dropped, as the
+    /// SSE standard drops every unclosed event.
+    pub fn finish(&mut self, on_frame: &mut dyn FnMut(Frame<'_>)) {
+        self.after_cr = false;
+        let line = std::mem::take(&mut self.line);
+        if !line.is_empty() {
+            // A field line (a blank one would have no bytes): it never hands an event over.
+            self.end_line(&line, on_frame);
+            if self.keep_raw {
+                self.raw.push(b'\n');
+            }
+        }
+        let whole = self.has_data
+            && std::str::from_utf8(&self.data).is_ok_and(|data| {
+                data.trim() == "[DONE]" || serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok()
+            });
+        if whole {
+            if self.keep_raw {
+                self.raw.push(b'\n');
+            }
+            self.end_line(&[], on_frame);
+        }
+        self.data.clear();
+        self.event.clear();
+        self.has_data = false;
+        self.raw.clear();
+    }
+
     fn end_line(&mut self, line: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) {
         if line.is_empty() {
             if self.has_data || !self.event.is_empty() {
