@@ -10,8 +10,8 @@ use crate::formats::usage::Usage;
 #[derive(Debug, Default)]
 pub struct ChatDecoder {
     started: bool,
-    /// Upstream tool index and id → dense index. Some OpenAI-compatibles repeat index 0 with new ids.
-    tools: Vec<(u64, String)>,
+    /// The calls so far, by dense index. Some OpenAI-compatibles repeat index 0 with new ids.
+    tools: Vec<ToolCall>,
     current_tool: Option<usize>,
     usage: Option<Usage>,
     finished: bool,
@@ -28,16 +28,24 @@ impl ChatDecoder {
         // A new call always carries its name: a chunk without one continues the last call with its
         // upstream index, even when it brings an id that call did not have or a different one (some
         // servers send an id on every chunk, and change it).
-        let known = self
-            .tools
-            .iter()
-            .rposition(|(i, known_id)| *i == upstream && (name.is_none() || id.is_none_or(|id| id == known_id)));
-        if let Some(k) = known {
-            return k;
+        let known = self.tools.iter().rposition(|t| {
+            t.upstream == upstream && (name.is_none() || id.is_none_or(|id| id == t.id)) && !t.ended_by(id, name)
+        });
+        match known {
+            Some(k) => k,
+            None => self.start_tool(upstream, id, out, name),
         }
+    }
+
+    fn start_tool(&mut self, upstream: u64, id: Option<&str>, out: &mut Vec<StreamEvent>, name: Option<&str>) -> usize {
         let k = self.tools.len();
         let id = id.map_or_else(|| new_id("call_"), str::to_string);
-        self.tools.push((upstream, id.clone()));
+        self.tools.push(ToolCall {
+            upstream,
+            id: id.clone(),
+            name: name.unwrap_or_default().to_string(),
+            args: String::new(),
+        });
         out.push(StreamEvent::ToolStart {
             index: k,
             id,
@@ -45,6 +53,32 @@ impl ChatDecoder {
             signature: None,
         });
         k
+    }
+}
+
+/// A tool call being streamed.
+#[derive(Debug)]
+struct ToolCall {
+    /// Its index upstream.
+    upstream: u64,
+    id: String,
+    name: String,
+    /// Its arguments so far.
+    args: String,
+}
+
+impl ToolCall {
+    /// Whether a chunk at this call's index without an id that names a function starts another
+    /// call (servers that send each call whole at index 0, without ids): it names another function,
+    /// or this call's arguments are already whole. The same name again before then continues it
+    /// (servers that repeat the name on every chunk).
+    fn ended_by(&self, id: Option<&str>, name: Option<&str>) -> bool {
+        id.is_none()
+            && name.is_some_and(|name| {
+                (name != self.name && !self.name.is_empty())
+                    || (!self.args.trim().is_empty()
+                        && serde_json::from_str::<serde::de::IgnoredAny>(&self.args).is_ok())
+            })
     }
 }
 
@@ -106,7 +140,13 @@ impl Decode for ChatDecoder {
                 let name = str_at(f, "name").filter(|s| !s.is_empty());
                 let k = match (id, self.current_tool) {
                     // A continuation chunk without an id belongs to the call with that upstream index.
-                    (None, Some(cur)) if self.tools[cur].0 == upstream => cur,
+                    (None, Some(cur)) if self.tools[cur].upstream == upstream => {
+                        if self.tools[cur].ended_by(id, name) {
+                            self.start_tool(upstream, id, out, name)
+                        } else {
+                            cur
+                        }
+                    }
                     _ => self.tool_index(upstream, id, out, name),
                 };
                 self.current_tool = Some(k);
@@ -116,6 +156,7 @@ impl Decode for ChatDecoder {
                     Some(other) => other.to_string(),
                 };
                 if !args.is_empty() {
+                    self.tools[k].args.push_str(&args);
                     out.push(StreamEvent::ToolArgs { index: k, delta: args });
                 }
             }

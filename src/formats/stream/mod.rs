@@ -746,6 +746,32 @@ mod tests {
     }
 
     #[test]
+    fn whole_tool_calls_without_ids_on_one_index_stay_apart() {
+        // Servers that send each call whole at index 0 and no id: another name, or the same name
+        // once the arguments are whole, is another call; the same name repeated mid-arguments is not.
+        let call = |name: &str, args: &str| {
+            chat_chunk(
+                &format!(r#"{{"tool_calls":[{{"index":0,"function":{{"name":"{name}","arguments":"{args}"}}}}]}}"#),
+                "null",
+            )
+        };
+        let chunks = [
+            call("f", r#"{\"x\":1}"#),
+            call("f", r#"{\"x\":2}"#),
+            call("g", r#"{\"y\":"#),
+            call("g", "3}"),
+            chat_chunk("{}", r#""tool_calls""#),
+        ];
+        let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &all);
+        assert_eq!(text.matches(r#""type":"tool_use""#).count(), 3, "{text}");
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Gemini, &all);
+        for args in [r#""args":{"x":1}"#, r#""args":{"x":2}"#, r#""args":{"y":3}"#] {
+            assert!(text.contains(args), "{args} in {text}");
+        }
+    }
+
+    #[test]
     fn a_byte_order_mark_before_the_stream_is_dropped() {
         let gemini = b"\xEF\xBB\xBFdata: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]},\"finishReason\":\"STOP\"}]}\r\n\r\n";
         let (text, completed) = convert(WireFormat::Gemini, WireFormat::OpenAiChat, &[gemini]);
