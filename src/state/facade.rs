@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use prometheus::IntCounterVec;
 
 use super::{Admission, Admitted, ContextLimits, LocalBackend, StateBackend, StateError};
-use crate::routing::health::{HealthDelta, SharedHealth};
+use crate::routing::health::{unix_ms, HealthDelta, SharedHealth};
 
 /// Bindings recorded while Redis was down, replayed when it is back (at most this many).
 const MAX_PENDING_BINDINGS: usize = 10_000;
@@ -98,6 +98,16 @@ impl StateSettings {
     }
 }
 
+/// A session binding Redis has not heard of yet.
+#[derive(Debug, Clone)]
+struct PendingBinding {
+    session: Box<str>,
+    model: Box<str>,
+    upstream: Box<str>,
+    /// When it was decided (Unix ms).
+    at: u64,
+}
+
 pub struct State {
     pub settings: StateSettings,
     local: Arc<LocalBackend>,
@@ -107,7 +117,8 @@ pub struct State {
     down: AtomicBool,
     errors: IntCounterVec,
     replicas: AtomicU32,
-    pending_bindings: Mutex<Vec<(String, String, String)>>,
+    /// Bindings made while Redis was down, to write back when it answers.
+    pending_bindings: Mutex<Vec<PendingBinding>>,
     /// This process's id among the replicas.
     pub replica_id: String,
 }
@@ -220,27 +231,38 @@ impl State {
     /// Redis outage does not lose it).
     pub async fn bind(&self, session: &str, model: &str, upstream: &str) {
         let ttl = self.settings.session_ttl;
-        let _ = self.local.bind(session, model, upstream, ttl).await;
+        let at = unix_ms();
+        let _ = self.local.bind(session, model, upstream, at, ttl).await;
         if let Some(b) = self.shared() {
-            if self.bounded(b.bind(session, model, upstream, ttl)).await.is_some() {
+            if self.bounded(b.bind(session, model, upstream, at, ttl)).await.is_some() {
                 return;
             }
         }
         if self.is_shared() {
             let mut pending = self.pending_bindings.lock();
             if pending.len() < MAX_PENDING_BINDINGS {
-                pending.push((session.into(), model.into(), upstream.into()));
+                pending.push(PendingBinding {
+                    session: session.into(),
+                    model: model.into(),
+                    upstream: upstream.into(),
+                    at,
+                });
             }
         }
     }
 
-    /// Replays the bindings recorded while Redis was down.
+    /// Replays the bindings recorded while Redis was down, each as of when it was decided: one that
+    /// another replica replaced meanwhile stays replaced.
     pub(super) async fn replay_bindings(&self) {
         let Some(b) = self.shared_any() else { return };
         let pending = std::mem::take(&mut *self.pending_bindings.lock());
         let ttl = self.settings.session_ttl;
-        for (i, (s, m, u)) in pending.iter().enumerate() {
-            if self.bounded(b.bind(s, m, u, ttl)).await.is_none() {
+        for (i, p) in pending.iter().enumerate() {
+            if self
+                .bounded(b.bind(&p.session, &p.model, &p.upstream, p.at, ttl))
+                .await
+                .is_none()
+            {
                 // Redis went away again: keep what was not written for the next resync.
                 let mut left = self.pending_bindings.lock();
                 left.splice(0..0, pending[i..].iter().cloned());
@@ -270,7 +292,7 @@ impl State {
     /// Drops a session's bindings everywhere; `Err` when Redis cannot be asked.
     pub async fn unbind(&self, session: &str) -> Result<bool, StateError> {
         let local = self.local.unbind(session).await.unwrap_or(false);
-        self.pending_bindings.lock().retain(|(s, _, _)| s != session);
+        self.pending_bindings.lock().retain(|p| &*p.session != session);
         if !self.is_shared() {
             return Ok(local);
         }

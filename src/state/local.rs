@@ -27,7 +27,8 @@ type Contexts = HashMap<(String, String), Expiring<VecDeque<String>>>;
 #[derive(Default)]
 pub struct LocalBackend {
     buckets: Mutex<HashMap<String, Arc<TokenBucket>>>,
-    bindings: Mutex<HashMap<String, Expiring<HashMap<String, String>>>>,
+    /// Session → model → (upstream, when it was decided, Unix ms).
+    bindings: Mutex<HashMap<String, Expiring<HashMap<String, (String, u64)>>>>,
     contexts: Mutex<Contexts>,
     models: Mutex<HashMap<String, Expiring<Vec<String>>>>,
     health: Mutex<HashMap<String, SharedHealth>>,
@@ -67,7 +68,7 @@ impl LocalBackend {
     fn binding(&self, session: &str, model: &str) -> Option<String> {
         let map = self.bindings.lock();
         let e = map.get(session).filter(|e| e.until > Instant::now())?;
-        e.value.get(model).cloned()
+        e.value.get(model).map(|(upstream, _)| upstream.clone())
     }
 }
 
@@ -108,7 +109,14 @@ impl StateBackend for LocalBackend {
         Ok(Admitted { limited, binding })
     }
 
-    async fn bind(&self, session: &str, model: &str, upstream: &str, ttl: Duration) -> Result<(), StateError> {
+    async fn bind(
+        &self,
+        session: &str,
+        model: &str,
+        upstream: &str,
+        at_ms: u64,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
         let now = Instant::now();
         let mut map = self.bindings.lock();
         bound(&mut map, now);
@@ -119,7 +127,10 @@ impl StateBackend for LocalBackend {
         if e.until <= now {
             e.value.clear();
         }
-        e.value.insert(model.to_string(), upstream.to_string());
+        if e.value.get(model).is_some_and(|(_, at)| *at > at_ms) {
+            return Ok(());
+        }
+        e.value.insert(model.to_string(), (upstream.to_string(), at_ms));
         e.until = now + ttl;
         Ok(())
     }
@@ -129,7 +140,7 @@ impl StateBackend for LocalBackend {
         let mut out: Vec<(String, String)> = map
             .get(session)
             .filter(|e| e.until > Instant::now())
-            .map(|e| e.value.iter().map(|(m, u)| (m.clone(), u.clone())).collect())
+            .map(|e| e.value.iter().map(|(m, (u, _))| (m.clone(), u.clone())).collect())
             .unwrap_or_default();
         out.sort();
         Ok(out)

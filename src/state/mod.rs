@@ -67,8 +67,17 @@ pub trait StateBackend: Send + Sync {
     /// Takes a token from the client key's bucket (atomically) and reads the session's binding.
     async fn admit(&self, q: Admission<'_>) -> Result<Admitted, StateError>;
 
-    /// Binds `session` to `upstream` for `model`; the session's bindings live `ttl` after the last.
-    async fn bind(&self, session: &str, model: &str, upstream: &str, ttl: Duration) -> Result<(), StateError>;
+    /// Binds `session` to `upstream` for `model`, as decided at `at_ms` (Unix ms): a binding
+    /// decided later is never replaced by it (one written back after an outage may be older than
+    /// what another replica wrote meanwhile). The session's bindings live `ttl` after the last.
+    async fn bind(
+        &self,
+        session: &str,
+        model: &str,
+        upstream: &str,
+        at_ms: u64,
+        ttl: Duration,
+    ) -> Result<(), StateError>;
 
     /// Every binding of the session: (model, upstream), sorted by model.
     async fn bindings(&self, session: &str) -> Result<Vec<(String, String)>, StateError>;

@@ -27,6 +27,7 @@ pub struct RedisBackend {
     client: redis::Client,
     prefix: String,
     admit: Script,
+    bind: Script,
     push_context: Script,
     sync_health: Script,
     heartbeat: Script,
@@ -58,6 +59,7 @@ impl RedisBackend {
             client,
             prefix: prefix.to_string(),
             admit: Script::new(scripts::ADMIT),
+            bind: Script::new(scripts::BIND),
             push_context: Script::new(scripts::PUSH_CONTEXT),
             sync_health: Script::new(scripts::SYNC_HEALTH),
             heartbeat: Script::new(scripts::HEARTBEAT),
@@ -110,16 +112,23 @@ impl StateBackend for RedisBackend {
         })
     }
 
-    async fn bind(&self, session: &str, model: &str, upstream: &str, ttl: Duration) -> Result<(), StateError> {
-        let key = self.key(&["sess", session]);
+    async fn bind(
+        &self,
+        session: &str,
+        model: &str,
+        upstream: &str,
+        at_ms: u64,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .hset(&key, model, upstream)
-            .ignore()
-            .pexpire(&key, ttl.as_millis() as i64)
-            .ignore()
-            .query_async::<()>(&mut conn)
+        self.bind
+            .key(self.key(&["sess", session]))
+            .key(self.key(&["sess_at", session]))
+            .arg(model)
+            .arg(upstream)
+            .arg(at_ms)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async::<i64>(&mut conn)
             .await?;
         Ok(())
     }
@@ -132,7 +141,11 @@ impl StateBackend for RedisBackend {
 
     async fn unbind(&self, session: &str) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();
-        let n: i64 = conn.del(self.key(&["sess", session])).await?;
+        let (n, _): (i64, i64) = redis::pipe()
+            .del(self.key(&["sess", session]))
+            .del(self.key(&["sess_at", session]))
+            .query_async(&mut conn)
+            .await?;
         Ok(n > 0)
     }
 

@@ -1,5 +1,21 @@
 //! Lua scripts run atomically by Redis: each is one round trip and no read-then-write race.
 
+/// A session binding (HSET KEYS[1] ARGV[1] ARGV[2]) decided at ARGV[3] (Unix ms), unless the one
+/// there was decided later (KEYS[2] keeps when each was); both keys live ARGV[4] ms more. Returns
+/// 1 when written. (Replicas' clocks matter here, within the skew NTP leaves: this only keeps a
+/// binding written back after an outage from replacing a newer one.)
+pub const BIND: &str = r#"
+local at = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if at > tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"#;
+
 /// Token bucket (KEYS[1]; ARGV[1] = rate per second, 0 for none) plus the session binding
 /// (HGET KEYS[2] ARGV[2], when ARGV[2] is not empty). Redis's own clock, so replicas' clocks do not
 /// matter. Returns {allowed 0/1, wait ms, binding or nil}.

@@ -98,11 +98,11 @@ async fn session_bindings(b: &dyn StateBackend) {
         session: Some(("s1", "fast")),
     };
     assert_eq!(b.admit(q).await.unwrap().binding, None);
-    b.bind("s1", "fast", "alpha/gpt-a", ttl).await.unwrap();
-    b.bind("s1", "smart", "beta/gpt-b", ttl).await.unwrap();
+    b.bind("s1", "fast", "alpha/gpt-a", 1_000, ttl).await.unwrap();
+    b.bind("s1", "smart", "beta/gpt-b", 1_000, ttl).await.unwrap();
     assert_eq!(b.admit(q).await.unwrap().binding.as_deref(), Some("alpha/gpt-a"));
     // Failover moved it on.
-    b.bind("s1", "fast", "beta/gpt-b", ttl).await.unwrap();
+    b.bind("s1", "fast", "beta/gpt-b", 2_000, ttl).await.unwrap();
     let both = Admission {
         limit: Some(("k", 5)),
         session: Some(("s1", "fast")),
@@ -120,13 +120,41 @@ async fn session_bindings(b: &dyn StateBackend) {
     assert!(!b.unbind("s1").await.unwrap());
     assert!(b.bindings("s1").await.unwrap().is_empty());
     // Bindings expire.
-    b.bind("s2", "fast", "alpha/gpt-a", Duration::from_millis(100))
+    b.bind("s2", "fast", "alpha/gpt-a", 1_000, Duration::from_millis(100))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert!(b.bindings("s2").await.unwrap().is_empty());
 }
 both!(session_bindings);
+
+async fn an_older_binding_never_replaces_a_newer_one(b: &dyn StateBackend) {
+    let ttl = Duration::from_secs(60);
+    let fast = Admission {
+        limit: None,
+        session: Some(("s1", "fast")),
+    };
+    // Another replica moved the session on at t=2000; this one writes back, after an outage,
+    // what it decided at t=1000.
+    b.bind("s1", "fast", "beta/gpt-b", 2_000, ttl).await.unwrap();
+    b.bind("s1", "fast", "alpha/gpt-a", 1_000, ttl).await.unwrap();
+    assert_eq!(b.admit(fast).await.unwrap().binding.as_deref(), Some("beta/gpt-b"));
+    // Other models of the session are not held back by it; a later decision wins.
+    b.bind("s1", "smart", "alpha/gpt-a", 1_500, ttl).await.unwrap();
+    b.bind("s1", "fast", "gamma/gpt-c", 3_000, ttl).await.unwrap();
+    assert_eq!(
+        b.bindings("s1").await.unwrap(),
+        vec![
+            ("fast".to_string(), "gamma/gpt-c".to_string()),
+            ("smart".to_string(), "alpha/gpt-a".to_string())
+        ]
+    );
+    // Unbound, the session starts afresh: any decision is taken.
+    assert!(b.unbind("s1").await.unwrap());
+    b.bind("s1", "fast", "alpha/gpt-a", 1_000, ttl).await.unwrap();
+    assert_eq!(b.admit(fast).await.unwrap().binding.as_deref(), Some("alpha/gpt-a"));
+}
+both!(an_older_binding_never_replaces_a_newer_one);
 
 async fn session_context_is_bounded_and_per_owner(b: &dyn StateBackend) {
     let limits = ContextLimits {
@@ -316,11 +344,18 @@ impl StateBackend for FlakyBinds {
     async fn admit(&self, q: Admission<'_>) -> Result<Admitted, StateError> {
         self.inner.admit(q).await
     }
-    async fn bind(&self, session: &str, model: &str, upstream: &str, ttl: Duration) -> Result<(), StateError> {
+    async fn bind(
+        &self,
+        session: &str,
+        model: &str,
+        upstream: &str,
+        at_ms: u64,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
         use std::sync::atomic::Ordering::SeqCst;
         let allowed = self.binds_allowed.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
         match allowed {
-            Ok(_) => self.inner.bind(session, model, upstream, ttl).await,
+            Ok(_) => self.inner.bind(session, model, upstream, at_ms, ttl).await,
             Err(_) => Err(StateError::Redis("connection reset".into())),
         }
     }
@@ -408,4 +443,39 @@ async fn bindings_made_during_an_outage_survive_a_second_outage_mid_resync() {
     shared.binds_allowed.store(10, std::sync::atomic::Ordering::SeqCst);
     state.replay_bindings().await;
     assert_eq!(shared.binds_allowed.load(std::sync::atomic::Ordering::SeqCst), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_written_back_after_an_outage_does_not_replace_a_newer_one() {
+    let settings = StateSettings {
+        redis_url: Some("redis://127.0.0.1:1/0".into()),
+        timeout: Duration::from_millis(200),
+        ..StateSettings::default()
+    };
+    let errors = prometheus::IntCounterVec::new(prometheus::Opts::new("e", "e"), &["backend"]).unwrap();
+    let state = State::new(settings, errors);
+    let shared = Arc::new(FlakyBinds::default());
+    state.set_shared(shared.clone());
+    // Redis is down: this replica binds s1 and s2; queued.
+    state.bind("s1", "m", "p/old").await;
+    state.bind("s2", "m", "p/mine").await;
+    assert!(!state.shared_up());
+    // Meanwhile another replica, which still reached Redis, moved s1 on.
+    let later = unix_ms() + 1_000;
+    shared
+        .inner
+        .bind("s1", "m", "p/new", later, Duration::from_secs(60))
+        .await
+        .unwrap();
+    shared.binds_allowed.store(10, std::sync::atomic::Ordering::SeqCst);
+    assert!(state.answered());
+    state.replay_bindings().await;
+    assert_eq!(
+        shared.inner.bindings("s1").await.unwrap(),
+        [("m".to_string(), "p/new".to_string())]
+    );
+    assert_eq!(
+        shared.inner.bindings("s2").await.unwrap(),
+        [("m".to_string(), "p/mine".to_string())]
+    );
 }
