@@ -24,11 +24,13 @@ struct Expiring<T> {
 /// A session's context entries, by (client key, session).
 type Contexts = HashMap<(String, String), Expiring<VecDeque<String>>>;
 
+/// A session's bindings: model → (upstream, when it was decided, Unix ms).
+type SessionBindings = HashMap<String, (String, u64)>;
+
 #[derive(Default)]
 pub struct LocalBackend {
     buckets: Mutex<HashMap<String, Arc<TokenBucket>>>,
-    /// Session → model → (upstream, when it was decided, Unix ms).
-    bindings: Mutex<HashMap<String, Expiring<HashMap<String, (String, u64)>>>>,
+    bindings: Mutex<HashMap<String, Expiring<SessionBindings>>>,
     contexts: Mutex<Contexts>,
     models: Mutex<HashMap<String, Expiring<Vec<String>>>>,
     health: Mutex<HashMap<String, SharedHealth>>,
