@@ -605,6 +605,95 @@ async fn key_limits_rate_and_providers(backend: Backend) {
         .any(|m| m == "gpt-b"));
 }
 
+async fn a_user_s_key_limits_bind_every_key_the_user_makes(backend: Backend) {
+    let (_a, _b, gw) = setup(backend).await;
+    // The admin limits a user's keys to alpha at 1 request/s.
+    let (s, v) = send(
+        &gw,
+        Method::POST,
+        "/users",
+        Some(
+            json!({"username": "carol", "password": "carol-password-1", "key_allowed_providers": ["alpha"],
+                    "key_rate_limit_rps": 1}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["user"]["key_allowed_providers"], json!(["alpha"]), "{v}");
+    let user = v["user"]["id"].as_str().unwrap().to_string();
+    let token = gw.login("carol", "carol-password-1").await;
+    let keys = format!("/users/{user}/api-keys");
+    // Carol makes a key with no limits of its own, and one that asks for beta and 100/s: both stay
+    // within her limits.
+    let mut minted = Vec::new();
+    for body in [
+        json!({"name": "free"}),
+        json!({"name": "wide", "allowed_providers": ["alpha", "beta"], "rate_limit_rps": 100}),
+    ] {
+        let (s, v) = as_token(&gw, &token, Method::POST, &keys, Some(body)).await;
+        assert_eq!(s, 201, "{v}");
+        minted.push((
+            v["id"].as_str().unwrap().to_string(),
+            v["key"].as_str().unwrap().to_string(),
+        ));
+    }
+    for (_, key) in &minted {
+        until_status(&gw, key, "gpt-a", 200).await;
+        assert_eq!(
+            proxy_status(&gw, key, "gpt-b").await.0,
+            403,
+            "beta is not hers to reach"
+        );
+        assert_eq!(proxy_status(&gw, key, "gpt-a").await.0, 429, "1 request/s");
+    }
+    // Lifting a key's own limits does not lift hers.
+    let (id, key) = &minted[1];
+    let (s, v) = as_token(
+        &gw,
+        &token,
+        Method::PUT,
+        &format!("{keys}/{id}"),
+        Some(json!({"allowed_providers": null, "rate_limit_rps": null})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(proxy_status(&gw, key, "gpt-b").await.0, 403);
+    // Nor may she change her own user (admins only).
+    let (s, _) = as_token(
+        &gw,
+        &token,
+        Method::PUT,
+        &format!("/users/{user}"),
+        Some(json!({"key_allowed_providers": null})),
+    )
+    .await;
+    assert_eq!(s, 403);
+    // The admin lifts the limits: her keys reach beta (the snapshot is refreshed).
+    let (s, v) = send(
+        &gw,
+        Method::PUT,
+        &format!("/users/{user}"),
+        Some(json!({"key_allowed_providers": null, "key_rate_limit_rps": null})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["key_allowed_providers"], Value::Null, "{v}");
+    until_status(&gw, key, "gpt-b", 200).await;
+    // The first key is still its own: no limits of its own, none of hers.
+    assert_eq!(proxy_status(&gw, &minted[0].1, "gpt-b").await.0, 200);
+    // A list naming a provider that does not exist is refused, by its field.
+    let (s, v) = send(
+        &gw,
+        Method::PUT,
+        &format!("/users/{user}"),
+        Some(json!({"key_allowed_providers": ["ghost"]})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().contains("key_allowed_providers[0]"), "{v}");
+}
+
 async fn a_provider_key_at_its_rate_limit_is_a_rate_limit(backend: Backend) {
     let (_a, _b, gw) = setup(backend).await;
     let d = Mock::start("delta", &["gpt-d"]).await;
@@ -1222,6 +1311,7 @@ both_backends!(
     users_crud_and_disable,
     api_keys_are_live_within_a_second,
     key_limits_rate_and_providers,
+    a_user_s_key_limits_bind_every_key_the_user_makes,
     a_provider_key_at_its_rate_limit_is_a_rate_limit,
     providers_crud_and_live_routing,
     logical_models_and_routing,

@@ -81,12 +81,16 @@ fn body_schema(op: Op) -> Option<Value> {
         Op::UserCreate => obj(
             &["username"],
             json!({"username": s("string"), "password": s("string"), "role": {"type": "string", "enum": ["admin", "user"]},
-                   "email": nullable("string"), "display_name": nullable("string")}),
+                   "email": nullable("string"), "display_name": nullable("string"),
+                   "key_allowed_providers": {"type": ["array", "null"], "items": {"type": "string"}},
+                   "key_rate_limit_rps": {"type": ["integer", "null"], "minimum": 1}}),
         ),
         Op::UserUpdate => obj(
             &[],
             json!({"password": s("string"), "role": {"type": "string", "enum": ["admin", "user"]},
-                   "email": nullable("string"), "display_name": nullable("string"), "disabled": s("boolean")}),
+                   "email": nullable("string"), "display_name": nullable("string"), "disabled": s("boolean"),
+                   "key_allowed_providers": {"type": ["array", "null"], "items": {"type": "string"}},
+                   "key_rate_limit_rps": {"type": ["integer", "null"], "minimum": 1}}),
         ),
         Op::KeyCreate => key_body(&["name"]),
         Op::KeyUpdate => key_body(&[]),

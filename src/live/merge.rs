@@ -12,14 +12,15 @@ use crate::config::{
     ApiStyle, Config, LogicalModelConfig, Paths, ProviderConfig, ProviderType, Timeouts, UpstreamConfig,
 };
 use crate::secrets::Secrets;
-use crate::store::models::ApiKeyRow;
+use crate::store::models::{ApiKeyRow, UserKeyLimits};
 use crate::store::{LogicalBundle, ProviderBundle};
 use crate::upstream::{Provider, ProviderExtras};
 
 /// What the database holds that the snapshot needs.
 #[derive(Default)]
 pub struct DbState {
-    pub keys: Vec<ApiKeyRow>,
+    /// Usable client keys, each with its user's limits.
+    pub keys: Vec<(ApiKeyRow, UserKeyLimits)>,
     pub providers: Vec<ProviderBundle>,
     pub logical: Vec<LogicalBundle>,
 }
@@ -116,21 +117,29 @@ pub fn provider_from_db(b: &ProviderBundle, secrets: &Secrets) -> Result<(Provid
     Ok((config, extras))
 }
 
-pub fn stored_key(row: &ApiKeyRow) -> StoredClientKey {
+/// A stored key as the proxy enforces it: its own limits within its user's (the narrower of each).
+pub fn stored_key((row, user): &(ApiKeyRow, UserKeyLimits)) -> StoredClientKey {
+    // An unreadable list allows nothing: fail closed.
+    let list = |j: &Option<String>| {
+        j.as_deref()
+            .map(|j| serde_json::from_str::<Vec<String>>(j).unwrap_or_default())
+    };
+    let allowed_providers = match (list(&row.allowed_providers), list(&user.key_allowed_providers)) {
+        (Some(own), Some(users)) => Some(own.into_iter().filter(|p| users.contains(p)).collect()),
+        (own, users) => own.or(users),
+    };
+    let rps = |r: Option<i32>| r.and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0);
+    let rate_limit_rps = match (rps(row.rate_limit_rps), rps(user.key_rate_limit_rps)) {
+        (Some(own), Some(users)) => Some(own.min(users)),
+        (own, users) => own.or(users),
+    };
     StoredClientKey {
         id: row.id.clone(),
         name: row.name.clone(),
         tag_hex: row.key_hash.clone(),
         expires_at: row.expires_at,
-        // An unreadable list allows nothing: fail closed.
-        allowed_providers: row
-            .allowed_providers
-            .as_deref()
-            .map(|j| serde_json::from_str(j).unwrap_or_default()),
-        rate_limit_rps: row
-            .rate_limit_rps
-            .and_then(|r| u32::try_from(r).ok())
-            .filter(|r| *r > 0),
+        allowed_providers,
+        rate_limit_rps,
     }
 }
 

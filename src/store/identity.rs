@@ -141,12 +141,12 @@ impl Store {
 
     /// Keys that may authenticate: not disabled, and their user not disabled. Expiry is checked at
     /// request time, since it passes without any write.
-    pub async fn usable_api_keys(&self) -> Result<Vec<ApiKeyRow>, StoreError> {
+    pub async fn usable_api_keys(&self) -> Result<Vec<(ApiKeyRow, UserKeyLimits)>, StoreError> {
         with_conn!(self, |c| Ok(api_keys::table
             .inner_join(users::table.on(users::id.eq(api_keys::user_id)))
             .filter(api_keys::disabled.eq(false))
             .filter(users::disabled.eq(false))
-            .select(ApiKeyRow::as_select())
+            .select((ApiKeyRow::as_select(), UserKeyLimits::as_select()))
             .load(c)
             .await?))
     }

@@ -17,6 +17,18 @@ pub struct UserRow {
     pub token_version: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Providers every API key of this user is limited to (JSON list; `None`: no user limit).
+    pub key_allowed_providers: Option<String>,
+    /// Requests per second every API key of this user is limited to.
+    pub key_rate_limit_rps: Option<i32>,
+}
+
+/// The limits a user's every API key obeys (see `UserRow`).
+#[derive(Queryable, Selectable, Clone, Debug, Default)]
+#[diesel(table_name = users)]
+pub struct UserKeyLimits {
+    pub key_allowed_providers: Option<String>,
+    pub key_rate_limit_rps: Option<i32>,
 }
 
 #[derive(AsChangeset, Default)]
@@ -29,6 +41,8 @@ pub struct UserChanges {
     pub disabled: Option<bool>,
     pub token_version: Option<i64>,
     pub updated_at: Option<i64>,
+    pub key_allowed_providers: Option<Option<String>>,
+    pub key_rate_limit_rps: Option<Option<i32>>,
 }
 
 #[derive(Queryable, Selectable, Insertable, Clone, Debug)]

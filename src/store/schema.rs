@@ -12,6 +12,8 @@ diesel::table! {
         token_version -> BigInt,
         created_at -> BigInt,
         updated_at -> BigInt,
+        key_allowed_providers -> Nullable<Text>,
+        key_rate_limit_rps -> Nullable<Integer>,
     }
 }
 

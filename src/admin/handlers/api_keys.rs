@@ -14,11 +14,13 @@ use crate::store::{new_id, now};
 
 const MAX_RPS: u32 = 1_000_000;
 
+/// A stored JSON list of provider ids as the API shows it.
+pub(super) fn json_list(stored: Option<&str>) -> Option<Vec<String>> {
+    stored.map(|j| serde_json::from_str(j).unwrap_or_default())
+}
+
 fn view(k: &ApiKeyRow) -> Value {
-    let allowed: Option<Vec<String>> = k
-        .allowed_providers
-        .as_deref()
-        .map(|j| serde_json::from_str(j).unwrap_or_default());
+    let allowed = json_list(k.allowed_providers.as_deref());
     json!({
         "id": k.id, "user_id": k.user_id, "name": k.name, "prefix": k.prefix,
         "expires_at": k.expires_at, "expired": k.expires_at.is_some_and(|t| t <= now()),
@@ -47,25 +49,22 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_rps(rps: Option<u32>) -> Result<Option<i32>, ApiError> {
+pub(super) fn check_rps(field: &str, rps: Option<u32>) -> Result<Option<i32>, ApiError> {
     match rps {
-        Some(r) if r == 0 || r > MAX_RPS => Err(ApiError::bad(
-            "rate_limit_rps",
-            format!("must be between 1 and {MAX_RPS}"),
-        )),
+        Some(r) if r == 0 || r > MAX_RPS => Err(ApiError::bad(field, format!("must be between 1 and {MAX_RPS}"))),
         Some(r) => Ok(Some(r as i32)),
         None => Ok(None),
     }
 }
 
 /// Every listed provider must exist now (from the file or the database).
-fn check_allowed(app: &App, list: &Option<Vec<String>>) -> Result<Option<String>, ApiError> {
+pub(super) fn check_allowed(app: &App, field: &str, list: &Option<Vec<String>>) -> Result<Option<String>, ApiError> {
     let Some(list) = list else { return Ok(None) };
     let snap = app.snapshot();
     for (i, p) in list.iter().enumerate() {
         if snap.routes.provider(p).is_none() {
             return Err(ApiError::bad(
-                format!("allowed_providers[{i}]"),
+                format!("{field}[{i}]"),
                 format!("no provider has id `{p}`"),
             ));
         }
@@ -93,8 +92,8 @@ pub async fn create(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiE
     let user_id = target(app, req, caller).await?;
     let body: CreateBody = req.json()?;
     check_name(&body.name)?;
-    let rps = check_rps(body.rate_limit_rps)?;
-    let allowed = check_allowed(app, &body.allowed_providers)?;
+    let rps = check_rps("rate_limit_rps", body.rate_limit_rps)?;
+    let allowed = check_allowed(app, "allowed_providers", &body.allowed_providers)?;
     let minted = mint(&app.secrets)?;
     let t = now();
     let row = ApiKeyRow {
@@ -152,11 +151,11 @@ pub async fn update(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiE
         expires_at: body.expires.map(|e| e.from(t)),
         disabled: body.disabled,
         allowed_providers: match &body.allowed_providers {
-            Some(list) => Some(check_allowed(app, list)?),
+            Some(list) => Some(check_allowed(app, "allowed_providers", list)?),
             None => None,
         },
         rate_limit_rps: match body.rate_limit_rps {
-            Some(r) => Some(check_rps(r)?),
+            Some(r) => Some(check_rps("rate_limit_rps", r)?),
             None => None,
         },
         updated_at: Some(t),

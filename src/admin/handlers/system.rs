@@ -54,6 +54,8 @@ pub async fn admin_init(app: &App, req: &Req) -> Result<Reply, ApiError> {
         token_version: 0,
         created_at: t,
         updated_at: t,
+        key_allowed_providers: None,
+        key_rate_limit_rps: None,
     };
     if !store.insert_first_user(&row).await? {
         return Err(ApiError::Conflict("the system is already initialised".into()));

@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::api_keys::{check_allowed, check_rps, json_list};
 use super::{blocking, commit, nullable, store};
 use crate::admin::guard::{Caller, ROLE_ADMIN, ROLE_USER};
 use crate::admin::http::{ApiError, Reply, Req};
@@ -16,6 +17,8 @@ pub fn user_view(u: &UserRow) -> Value {
     json!({
         "id": u.id, "username": u.username, "email": u.email, "display_name": u.display_name,
         "role": u.role, "disabled": u.disabled, "created_at": u.created_at, "updated_at": u.updated_at,
+        "key_allowed_providers": json_list(u.key_allowed_providers.as_deref()),
+        "key_rate_limit_rps": u.key_rate_limit_rps,
     })
 }
 
@@ -68,6 +71,10 @@ struct CreateBody {
     email: Option<String>,
     #[serde(default)]
     display_name: Option<String>,
+    #[serde(default)]
+    key_allowed_providers: Option<Vec<String>>,
+    #[serde(default)]
+    key_rate_limit_rps: Option<u32>,
 }
 
 pub async fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
@@ -94,6 +101,8 @@ pub async fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
         token_version: 0,
         created_at: t,
         updated_at: t,
+        key_allowed_providers: check_allowed(app, "key_allowed_providers", &body.key_allowed_providers)?,
+        key_rate_limit_rps: check_rps("key_rate_limit_rps", body.key_rate_limit_rps)?,
     };
     store(app)?.insert_user(&row).await.map_err(|e| match e {
         crate::store::StoreError::Conflict => ApiError::Conflict("this username is taken".into()),
@@ -134,6 +143,10 @@ struct UpdateBody {
     display_name: Option<Option<String>>,
     #[serde(default)]
     disabled: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    key_allowed_providers: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    key_rate_limit_rps: Option<Option<u32>>,
 }
 
 async fn apply(app: &App, caller: &Caller, id: &str, body: UpdateBody) -> Result<Reply, ApiError> {
@@ -157,7 +170,10 @@ async fn apply(app: &App, caller: &Caller, id: &str, body: UpdateBody) -> Result
     // A new password, a role change or disabling revokes every token the user holds.
     let revoke =
         body.password.is_some() || body.role.as_ref().is_some_and(|r| *r != user.role) || body.disabled == Some(true);
-    let disabled_changed = body.disabled.is_some_and(|d| d != user.disabled);
+    // The user's API keys start or stop working on the proxy, or their limits change.
+    let keys_changed = body.disabled.is_some_and(|d| d != user.disabled)
+        || body.key_allowed_providers.is_some()
+        || body.key_rate_limit_rps.is_some();
     let changes = UserChanges {
         email: body.email,
         display_name: body.display_name,
@@ -169,10 +185,17 @@ async fn apply(app: &App, caller: &Caller, id: &str, body: UpdateBody) -> Result
         disabled: body.disabled,
         token_version: revoke.then_some(user.token_version + 1),
         updated_at: Some(now()),
+        key_allowed_providers: match &body.key_allowed_providers {
+            Some(list) => Some(check_allowed(app, "key_allowed_providers", list)?),
+            None => None,
+        },
+        key_rate_limit_rps: match body.key_rate_limit_rps {
+            Some(r) => Some(check_rps("key_rate_limit_rps", r)?),
+            None => None,
+        },
     };
     store.update_user(id, &changes).await?;
-    if disabled_changed {
-        // The user's API keys start or stop working on the proxy.
+    if keys_changed {
         commit(app).await?;
     }
     let u = store
