@@ -632,6 +632,12 @@ async fn a_user_s_key_limits_bind_every_key_the_user_makes(backend: Backend) {
     ] {
         let (s, v) = as_token(&gw, &token, Method::POST, &keys, Some(body)).await;
         assert_eq!(s, 201, "{v}");
+        // Its answer says what is enforced: hers, within its own.
+        assert_eq!(
+            v["effective"],
+            json!({"allowed_providers": ["alpha"], "rate_limit_rps": 1}),
+            "{v}"
+        );
         minted.push((
             v["id"].as_str().unwrap().to_string(),
             v["key"].as_str().unwrap().to_string(),

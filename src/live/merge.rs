@@ -117,29 +117,16 @@ pub fn provider_from_db(b: &ProviderBundle, secrets: &Secrets) -> Result<(Provid
     Ok((config, extras))
 }
 
-/// A stored key as the proxy enforces it: its own limits within its user's (the narrower of each).
+/// A stored key as the proxy enforces it: its own limits within its user's.
 pub fn stored_key((row, user): &(ApiKeyRow, UserKeyLimits)) -> StoredClientKey {
-    // An unreadable list allows nothing: fail closed.
-    let list = |j: &Option<String>| {
-        j.as_deref()
-            .map(|j| serde_json::from_str::<Vec<String>>(j).unwrap_or_default())
-    };
-    let allowed_providers = match (list(&row.allowed_providers), list(&user.key_allowed_providers)) {
-        (Some(own), Some(users)) => Some(own.into_iter().filter(|p| users.contains(p)).collect()),
-        (own, users) => own.or(users),
-    };
-    let rps = |r: Option<i32>| r.and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0);
-    let rate_limit_rps = match (rps(row.rate_limit_rps), rps(user.key_rate_limit_rps)) {
-        (Some(own), Some(users)) => Some(own.min(users)),
-        (own, users) => own.or(users),
-    };
+    let limits = row.effective_limits(user);
     StoredClientKey {
         id: row.id.clone(),
         name: row.name.clone(),
         tag_hex: row.key_hash.clone(),
         expires_at: row.expires_at,
-        allowed_providers,
-        rate_limit_rps,
+        allowed_providers: limits.allowed_providers,
+        rate_limit_rps: limits.rate_limit_rps,
     }
 }
 

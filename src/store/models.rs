@@ -146,3 +146,46 @@ pub struct UpstreamRow {
     pub priority: i32,
     pub position: i32,
 }
+
+impl UserRow {
+    /// The limits every API key of this user obeys.
+    pub fn key_limits(&self) -> UserKeyLimits {
+        UserKeyLimits {
+            key_allowed_providers: self.key_allowed_providers.clone(),
+            key_rate_limit_rps: self.key_rate_limit_rps,
+        }
+    }
+}
+
+/// What a client key may do, as the proxy enforces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveLimits {
+    /// Providers it may reach; `None`: all.
+    pub allowed_providers: Option<Vec<String>>,
+    /// Requests per second; `None`: no limit.
+    pub rate_limit_rps: Option<u32>,
+}
+
+impl ApiKeyRow {
+    /// The key's own limits within its user's: the providers in both lists, the lower rate.
+    pub fn effective_limits(&self, user: &UserKeyLimits) -> EffectiveLimits {
+        // An unreadable list allows nothing: fail closed.
+        let list = |j: &Option<String>| {
+            j.as_deref()
+                .map(|j| serde_json::from_str::<Vec<String>>(j).unwrap_or_default())
+        };
+        let allowed_providers = match (list(&self.allowed_providers), list(&user.key_allowed_providers)) {
+            (Some(own), Some(users)) => Some(own.into_iter().filter(|p| users.contains(p)).collect()),
+            (own, users) => own.or(users),
+        };
+        let rps = |r: Option<i32>| r.and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0);
+        let rate_limit_rps = match (rps(self.rate_limit_rps), rps(user.key_rate_limit_rps)) {
+            (Some(own), Some(users)) => Some(own.min(users)),
+            (own, users) => own.or(users),
+        };
+        EffectiveLimits {
+            allowed_providers,
+            rate_limit_rps,
+        }
+    }
+}

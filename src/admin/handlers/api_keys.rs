@@ -9,7 +9,7 @@ use crate::admin::guard::Caller;
 use crate::admin::http::{ApiError, Reply, Req};
 use crate::app::App;
 use crate::auth::keys::{mint, Expiry};
-use crate::store::models::{ApiKeyChanges, ApiKeyRow};
+use crate::store::models::{ApiKeyChanges, ApiKeyRow, UserKeyLimits, UserRow};
 use crate::store::{new_id, now};
 
 const MAX_RPS: u32 = 1_000_000;
@@ -19,18 +19,21 @@ pub(super) fn json_list(stored: Option<&str>) -> Option<Vec<String>> {
     stored.map(|j| serde_json::from_str(j).unwrap_or_default())
 }
 
-fn view(k: &ApiKeyRow) -> Value {
+/// A key as the API shows it: its own limits, and what is enforced within its user's.
+fn view(k: &ApiKeyRow, user: &UserKeyLimits) -> Value {
     let allowed = json_list(k.allowed_providers.as_deref());
+    let effective = k.effective_limits(user);
     json!({
         "id": k.id, "user_id": k.user_id, "name": k.name, "prefix": k.prefix,
         "expires_at": k.expires_at, "expired": k.expires_at.is_some_and(|t| t <= now()),
         "disabled": k.disabled, "allowed_providers": allowed, "rate_limit_rps": k.rate_limit_rps,
         "created_at": k.created_at, "updated_at": k.updated_at,
+        "effective": {"allowed_providers": effective.allowed_providers, "rate_limit_rps": effective.rate_limit_rps},
     })
 }
 
 /// The target user, if the caller may act for them; 404 otherwise.
-async fn target(app: &App, req: &Req, caller: &Caller) -> Result<String, ApiError> {
+async fn target(app: &App, req: &Req, caller: &Caller) -> Result<UserRow, ApiError> {
     let id = req.param("id");
     if !caller.may_act_for(id) {
         return Err(ApiError::NotFound("no such user".into()));
@@ -38,8 +41,7 @@ async fn target(app: &App, req: &Req, caller: &Caller) -> Result<String, ApiErro
     store(app)?
         .get_user(id)
         .await?
-        .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
-    Ok(id.to_string())
+        .ok_or_else(|| ApiError::NotFound("no such user".into()))
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -89,7 +91,8 @@ fn never() -> Expiry {
 }
 
 pub async fn create(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiError> {
-    let user_id = target(app, req, caller).await?;
+    let user = target(app, req, caller).await?;
+    let user_id = user.id.clone();
     let body: CreateBody = req.json()?;
     check_name(&body.name)?;
     let rps = check_rps("rate_limit_rps", body.rate_limit_rps)?;
@@ -111,16 +114,17 @@ pub async fn create(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiE
     };
     store(app)?.insert_api_key(&row).await?;
     commit(app).await?;
-    let mut v = view(&row);
+    let mut v = view(&row, &user.key_limits());
     v["key"] = json!(minted.secret);
     Ok(Reply::created(v))
 }
 
 pub async fn list(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiError> {
-    let user_id = target(app, req, caller).await?;
+    let user = target(app, req, caller).await?;
+    let user_id = user.id.clone();
     let keys = store(app)?.list_api_keys(&user_id).await?;
     Ok(Reply::ok(
-        json!({ "api_keys": keys.iter().map(view).collect::<Vec<_>>() }),
+        json!({ "api_keys": keys.iter().map(|k| view(k, &user.key_limits())).collect::<Vec<_>>() }),
     ))
 }
 
@@ -140,7 +144,8 @@ struct UpdateBody {
 }
 
 pub async fn update(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiError> {
-    let user_id = target(app, req, caller).await?;
+    let user = target(app, req, caller).await?;
+    let user_id = user.id.clone();
     let body: UpdateBody = req.json()?;
     if let Some(n) = &body.name {
         check_name(n)?;
@@ -171,11 +176,12 @@ pub async fn update(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiE
         .get_api_key(&user_id, key_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such API key".into()))?;
-    Ok(Reply::ok(view(&row)))
+    Ok(Reply::ok(view(&row, &user.key_limits())))
 }
 
 pub async fn delete(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiError> {
-    let user_id = target(app, req, caller).await?;
+    let user = target(app, req, caller).await?;
+    let user_id = user.id.clone();
     store(app)?
         .delete_api_key(&user_id, req.param("key_id"))
         .await
