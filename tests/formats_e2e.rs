@@ -390,29 +390,22 @@ async fn tool_names_an_upstream_would_refuse_are_renamed_and_given_back() {
     assert_eq!(used, [dotted, long.as_str()], "{v}");
 
     // Streamed the same way.
-    let chunk = |delta: Value, finish: Value| {
-        format!(
-            "data: {}\n\n",
-            json!({"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-        )
-    };
     oa.script([Reply::Sse(vec![
-        chunk(
+        chat_sse_chunk(
             json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_a", "type": "function",
             "function": {"name": up_dotted, "arguments": ""}}]}),
             Value::Null,
         ),
-        chunk(
+        chat_sse_chunk(
             json!({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
             Value::Null,
         ),
-        chunk(
+        chat_sse_chunk(
             json!({"tool_calls": [{"index": 1, "id": "call_b", "type": "function",
             "function": {"name": up_long, "arguments": "{}"}}]}),
             Value::Null,
         ),
-        chunk(json!({}), json!("tool_calls")),
+        chat_sse_chunk(json!({}), json!("tool_calls")),
         "data: [DONE]\n\n".to_string(),
     ])]);
     let text = gw.post("/v1/messages", body(true), &[]).await.text().await.unwrap();
@@ -726,8 +719,17 @@ async fn a_whole_answer_to_a_stream_request_reaches_the_client_as_its_stream() {
     let r = gw
         .chat(json!({"model": "gpt-x", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
         .await;
-    let (_, bytes) = stream_bytes(r).await;
+    let (content_type, bytes) = stream_bytes(r).await;
     assert_eq!(String::from_utf8_lossy(&bytes), events.concat());
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    // And translated as it comes for a client of another format, not read as a whole answer.
+    oa.script([Reply::SsePlain(events.iter().map(|e| e.to_string()).collect())]);
+    let r = gw.post("/v1/messages", anthropic_body("gpt-x", true), &[]).await;
+    let (content_type, bytes) = stream_bytes(r).await;
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    let f = formats_support::anthropic(&bytes);
+    assert_eq!(f.text, "plain", "{f:?}");
+    assert!(f.clean_end && f.error.is_none(), "{f:?}");
 
     // A whole answer that is not one: the client's stream ends with its error event, not a clean end.
     oa.script([Reply::Whole(Box::new(Reply::status_body(200, "not json")))]);
@@ -750,6 +752,7 @@ async fn a_gemini_upstream_s_json_answer_to_a_stream_request_reaches_the_client_
 
     // Each reply with the text it carries: the stream's five tokens, or the whole answer's text.
     let replies = [
+        (Reply::Ok, "tok0 tok1 tok2 tok3 tok4 "),
         (Reply::JsonArray(Box::new(Reply::Ok)), "tok0 tok1 tok2 tok3 tok4 "),
         (Reply::Whole(Box::new(Reply::Ok)), "hello from gm"),
     ];
@@ -792,18 +795,11 @@ async fn a_gemini_upstream_s_json_answer_to_a_stream_request_reaches_the_client_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_whose_last_event_lacks_its_blank_line_ends_cleanly() {
     let (oa, _an, gw) = setup().await;
-    let chunk = |delta: Value, finish: Value| {
-        format!(
-            "data: {}\n\n",
-            json!({"id": "chatcmpl-3", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-        )
-    };
     // `[DONE]` with one line end, then the body ends: a whole stream, not a cut one.
     let events = || {
         Reply::Sse(vec![
-            chunk(json!({"role": "assistant", "content": "hi"}), Value::Null),
-            chunk(json!({}), json!("stop")),
+            chat_sse_chunk(json!({"role": "assistant", "content": "hi"}), Value::Null),
+            chat_sse_chunk(json!({}), json!("stop")),
             "data: [DONE]\n".to_string(),
         ])
     };
@@ -824,4 +820,13 @@ async fn a_stream_whose_last_event_lacks_its_blank_line_ends_cleanly() {
         .unwrap();
     assert!(text.contains("event: message_stop"), "{text}");
     assert!(!text.contains("event: error"), "{text}");
+}
+
+/// One OpenAI Chat stream chunk as an SSE event.
+fn chat_sse_chunk(delta: Value, finish: Value) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    )
 }

@@ -447,6 +447,38 @@ fn interleaved_parallel_arguments_stay_inside_their_blocks() {
 }
 
 #[test]
+fn stream_anthropic_client_from_openai_without_usage_never_reports_zero_tokens() {
+    // An OpenAI-compatible upstream that ignores `stream_options.include_usage` (or is cut after
+    // its finish chunk): no usage chunk. The SDK lets message_delta's usage replace message_start's.
+    let input = fixture("streams/tools.openai_chat.sse").unwrap();
+    let input: Vec<u8> = String::from_utf8(input)
+        .unwrap()
+        .split("\n\n")
+        .filter(|e| !e.contains("\"choices\":[]"))
+        .flat_map(|e| [e, "\n\n"])
+        .collect::<String>()
+        .into_bytes();
+    let (out, _) = run(
+        WireFormat::OpenAiChat,
+        WireFormat::Anthropic,
+        &input,
+        stream_opts(WireFormat::Anthropic, false),
+        &[64],
+    );
+    let events = client::sse_events(&out);
+    assert_eq!(events[events.len() - 1].0.as_deref(), Some("message_stop"));
+    let delta: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
+    assert_eq!(delta["type"], "message_delta");
+    let usage = delta["usage"].as_object().unwrap();
+    assert!(
+        !usage.contains_key("input_tokens") && !usage.contains_key("cache_read_input_tokens"),
+        "unknown counts are left out, so message_start's estimate stands: {delta}"
+    );
+    // ≈4 bytes a token of the 44 bytes of text and arguments sent.
+    assert_eq!(usage["output_tokens"], 11, "{delta}");
+}
+
+#[test]
 fn stream_anthropic_client_from_openai_holds_message_delta_for_usage() {
     let input = fixture("streams/tools.openai_chat.sse").unwrap();
     let (out, _) = run(

@@ -320,7 +320,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             retry_after: None,
         })
     };
-    ctx.held_verdict = if resp.status.is_success() && super::response::is_event_stream(resp) {
+    ctx.held_verdict = if resp.status.is_success() && super::response::reads_as_sse(ctx, resp) {
         match first_event(format, body, complete) {
             FirstEvent::Pending => return HeldResponse::More,
             FirstEvent::Content => None,

@@ -41,6 +41,12 @@ pub(super) fn is_json(resp: &ResponseHeader) -> bool {
     content_type_is(resp, "application/json")
 }
 
+/// An answer read as SSE: labelled so, or a successful answer to a stream request whose label says
+/// neither SSE nor JSON (`text/plain`, none), as some OpenAI-compatible servers send their SSE.
+pub(super) fn reads_as_sse(ctx: &RequestCtx, resp: &ResponseHeader) -> bool {
+    is_event_stream(resp) || (ctx.stream && resp.status.is_success() && !is_json(resp))
+}
+
 /// A stream asked of a Gemini upstream: not held to its end, nor replayed as a whole answer; the
 /// stream converter reads it as it comes, as SSE, a JSON array (`application/json`) or one whole
 /// object.
@@ -76,7 +82,7 @@ pub(super) fn no_answer(resp: &ResponseHeader) -> Option<&'static str> {
 pub fn translated_whole(ctx: &RequestCtx, upstream: WireFormat, resp: &ResponseHeader) -> bool {
     resp.status.is_success()
         && upstream != ctx.client_format()
-        && !is_event_stream(resp)
+        && !reads_as_sse(ctx, resp)
         && !gemini_stream(ctx, upstream)
         && !(ctx.stream && is_json(resp))
 }
@@ -100,7 +106,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
     };
     let (upstream, client) = (attempt.format, ctx.client_format());
     let status = resp.status.as_u16();
-    let is_sse = is_event_stream(resp);
+    let is_sse = reads_as_sse(ctx, resp);
     // Read as a stream whatever its framing: SSE, a JSON array, or one whole object.
     let gemini_stream = gemini_stream(ctx, upstream);
     // A whole JSON answer to a stream request: the upstream ignored `stream: true`.
@@ -139,8 +145,9 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
         // of the gateway (nginx honours this header).
         set_chunked(resp)?;
         resp.insert_header("x-accel-buffering", HeaderValue::from_static("no"))?;
-        // A translated stream, or a whole answer the client gets as the stream it asked for.
-        if !is_sse || upstream != client {
+        // A translated stream, a whole answer the client gets as the stream it asked for, a
+        // stream under another label, or SSE reframed as the JSON array a Gemini client asked for.
+        if !is_event_stream(resp) || upstream != client || opts.gemini_json_array {
             let content_type = if opts.gemini_json_array {
                 "application/json"
             } else {

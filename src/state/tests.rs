@@ -401,8 +401,8 @@ impl StateBackend for FlakyBinds {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bindings_made_during_an_outage_survive_a_second_outage_mid_resync() {
+/// Shared state whose Redis is a `FlakyBinds` (binds allowed: none yet).
+fn state_over_flaky_binds() -> (State, Arc<FlakyBinds>) {
     let settings = StateSettings {
         redis_url: Some("redis://127.0.0.1:1/0".into()),
         timeout: Duration::from_millis(200),
@@ -412,6 +412,12 @@ async fn bindings_made_during_an_outage_survive_a_second_outage_mid_resync() {
     let state = State::new(settings, errors);
     let shared = Arc::new(FlakyBinds::default());
     state.set_shared(shared.clone());
+    (state, shared)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_made_during_an_outage_survive_a_second_outage_mid_resync() {
+    let (state, shared) = state_over_flaky_binds();
     let sessions = ["s1", "s2", "s3", "s4"];
     // Redis is down: the bindings are kept locally and queued for it.
     for s in sessions {
@@ -447,15 +453,7 @@ async fn bindings_made_during_an_outage_survive_a_second_outage_mid_resync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binding_written_back_after_an_outage_does_not_replace_a_newer_one() {
-    let settings = StateSettings {
-        redis_url: Some("redis://127.0.0.1:1/0".into()),
-        timeout: Duration::from_millis(200),
-        ..StateSettings::default()
-    };
-    let errors = prometheus::IntCounterVec::new(prometheus::Opts::new("e", "e"), &["backend"]).unwrap();
-    let state = State::new(settings, errors);
-    let shared = Arc::new(FlakyBinds::default());
-    state.set_shared(shared.clone());
+    let (state, shared) = state_over_flaky_binds();
     // Redis is down: this replica binds s1 and s2; queued.
     state.bind("s1", "m", "p/old").await;
     state.bind("s2", "m", "p/mine").await;

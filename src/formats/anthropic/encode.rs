@@ -39,6 +39,9 @@ pub struct AnthropicEncoder {
     held_tools: Vec<HeldTool>,
     saw_tool_call: bool,
     usage: Option<Usage>,
+    /// Bytes of text, thinking and tool arguments sent: an output estimate when the upstream
+    /// reports no usage.
+    output_bytes: u64,
     finish: Option<(FinishReason, Option<String>)>,
     closed: bool,
 }
@@ -58,6 +61,7 @@ impl AnthropicEncoder {
             held_tools: Vec::new(),
             saw_tool_call: false,
             usage: None,
+            output_bytes: 0,
             finish: None,
             closed: false,
         }
@@ -146,6 +150,22 @@ impl AnthropicEncoder {
         index
     }
 
+    /// The usage of `message_delta`. The SDK lets each field it carries replace the one of
+    /// `message_start`, so a count the upstream did not report is never sent as 0: the input
+    /// keeps its estimate, and without any usage the output is estimated from what was sent.
+    fn final_usage(&self) -> Value {
+        match &self.usage {
+            Some(u) => {
+                let mut v = u.to_anthropic();
+                if u.input_tokens == 0 {
+                    v["input_tokens"] = self.input_estimate.into();
+                }
+                v
+            }
+            None => json!({"output_tokens": (self.output_bytes / 4).max(1)}),
+        }
+    }
+
     fn delta(out: &mut Vec<u8>, index: usize, delta: Value) {
         write_event(
             out,
@@ -164,10 +184,12 @@ impl Encode for AnthropicEncoder {
             StreamEvent::Meta { id: Some(id), .. } => self.id = id,
             StreamEvent::Usage(u) => self.usage = Some(u),
             StreamEvent::Text(t) if !t.is_empty() => {
+                self.output_bytes += t.len() as u64;
                 let i = self.open_block(Open::Text, json!({"type": "text", "text": ""}), out);
                 Self::delta(out, i, json!({"type": "text_delta", "text": t}));
             }
             StreamEvent::Thinking(t) if !t.is_empty() => {
+                self.output_bytes += t.len() as u64;
                 let i = self.open_block(
                     Open::Thinking,
                     json!({"type": "thinking", "thinking": "", "signature": ""}),
@@ -221,6 +243,7 @@ impl Encode for AnthropicEncoder {
                 }
             }
             StreamEvent::ToolArgs { index, delta } if !delta.is_empty() => {
+                self.output_bytes += delta.len() as u64;
                 if let Some(t) = self.held_tools.iter_mut().find(|t| t.index == index) {
                     t.arguments.push_str(&delta);
                     return;
@@ -260,7 +283,7 @@ impl Encode for AnthropicEncoder {
         } else {
             reason
         };
-        let usage = self.usage.clone().unwrap_or_default().to_anthropic();
+        let usage = self.final_usage();
         let stop_sequence = if reason == FinishReason::StopSequence {
             stop_sequence.map_or(Value::Null, Value::from)
         } else {
