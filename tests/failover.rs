@@ -764,6 +764,41 @@ async fn refused_provider_key_rotates_out() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_key_forbidden_one_request_stays_in_rotation_for_the_others() {
+    let a = Mock::start("alpha", &["m", "gated"]).await;
+    let yaml = format!(
+        "providers:\n  - {{id: alpha, base_url: \"{}\", models: [m, gated], api_keys: [\"sk-first-secret\", \"sk-second-secret\"]}}\n",
+        a.url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    // A model the provider's project may not use: both keys are refused it (403), and the client
+    // is told; a client can name any model, so this must not take the keys out for everyone.
+    let forbidden = r#"{"error":{"message":"Project does not have access to model gated","type":"invalid_request_error","code":"model_not_found"}}"#;
+    a.script([Reply::status_body(403, forbidden), Reply::status_body(403, forbidden)]);
+    let r = gw.chat(chat_body("gated")).await;
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    // Our keys' problem, not the client's: a gateway error naming what each attempt got.
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains(r#""status":403"#), "{text}");
+    let refused: Vec<String> = a
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap().to_string())
+        .collect();
+    assert_eq!(refused.len(), 2, "each key tried once: {refused:?}");
+    assert_ne!(refused[0], refused[1]);
+    for _ in 0..4 {
+        assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
+    }
+    let used: std::collections::HashSet<String> = a.requests()[2..]
+        .iter()
+        .map(|r| r.header("authorization").unwrap().to_string())
+        .collect();
+    assert_eq!(used.len(), 2, "both keys still serve other requests: {used:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn failing_provider_is_taken_out_and_let_back_after_a_probe() {
     let server = "server: {circuit_failure_threshold: 3, circuit_open_s: 1}\n";
     let a = Mock::start("alpha", &["m"]).await;

@@ -217,6 +217,33 @@ async fn json_logs_with_timezone_one_line_per_request() {
     assert!(!logs.contains("sk-alpha-secret-key"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_key_in_the_query_stays_out_of_the_logs_when_a_request_fails_over() {
+    // A Gemini client may send its key as `?key=`; an attempt that fails (here a refused
+    // connection) is retried, and Pingora logs the retry with a summary of the request.
+    let a = Mock::start("alpha", &["m"]).await;
+    let dead_port = free_port();
+    let gw = Gateway::start(&format!(
+        "providers:\n  - {{id: dead, base_url: \"http://127.0.0.1:{dead_port}\", api_keys: [\"sk-dead-secret-key\"], models: [m]}}\n{}\
+         logical_models:\n  - id: lm\n    upstreams: [{{provider: dead, model: m}}, {{provider: alpha, model: m, priority: 1}}]\n",
+        provider_yaml("alpha", &a, "")
+    ))
+    .await;
+    let r = gw
+        .client
+        .post(gw.url(&format!("/v1beta/models/lm:generateContent?key={CLIENT_KEY}")))
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(a.hits(), 1, "served by the second upstream");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = gw.logs();
+    assert!(logs.contains("generateContent"), "the retry was logged:\n{logs}");
+    assert!(!logs.contains(CLIENT_KEY), "the client's key reached the logs:\n{logs}");
+}
+
 /// The JSON log line of the request with this id.
 fn request_line(logs: &str, id: &str) -> Value {
     logs.lines()

@@ -168,6 +168,10 @@ async fn routes_and_rewrites_only_the_model() {
         .post(gw.url("/v1/chat/completions"))
         .bearer_auth(CLIENT_KEY)
         .header("x-request-id", "client-chosen-id")
+        // Set by the OpenAI SDK from OPENAI_ORG_ID / OPENAI_PROJECT_ID: they name the client's own
+        // account, which the provider's key does not belong to (it would answer 401).
+        .header("openai-organization", "org-client")
+        .header("openai-project", "proj_client")
         .body(raw)
         .send()
         .await
@@ -182,6 +186,8 @@ async fn routes_and_rewrites_only_the_model() {
     assert_eq!(sent.path, "/v1/chat/completions");
     assert_eq!(sent.header("authorization"), Some("Bearer sk-alpha-secret-key"));
     assert_eq!(sent.header("x-request-id"), Some("client-chosen-id"));
+    assert_eq!(sent.header("openai-organization"), None);
+    assert_eq!(sent.header("openai-project"), None);
 
     // provider/model goes to that provider only, with the bare model name.
     let r = gw.chat(chat_body("beta/anything-new")).await;

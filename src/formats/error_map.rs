@@ -313,15 +313,17 @@ pub fn stream_error_event(to: WireFormat, message: &str, code: &str) -> Bytes {
     Bytes::from(out)
 }
 
-/// Retry hint of an upstream error body, when it carries one (Gemini `RetryInfo.retryDelay`, seconds).
+/// Retry hint of an upstream error body, when it carries one (Gemini `RetryInfo.retryDelay`, a
+/// protobuf duration such as `"7s"` or `"0.5s"`), in whole seconds rounded up as `Retry-After`'s
+/// are: half a second is a second to wait, not none.
 pub fn retry_after_secs(body: &[u8]) -> Option<u64> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let details = v.get("error")?.get("details")?.as_array()?;
     details
         .iter()
         .find_map(|d| {
-            let delay = str_at(d, "retryDelay")?;
-            delay.trim_end_matches('s').split('.').next()?.parse().ok()
+            let secs: f64 = str_at(d, "retryDelay")?.strip_suffix('s')?.parse().ok()?;
+            (secs.is_finite() && secs >= 0.0).then(|| secs.ceil().min(u32::MAX as f64) as u64)
         })
         .or_else(|| u64_at(&v, "retry_after"))
 }
@@ -329,6 +331,22 @@ pub fn retry_after_secs(body: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gemini_s_retry_delay_is_rounded_up_to_whole_seconds() {
+        let body = |delay: &str| {
+            format!(
+                r#"{{"error":{{"code":429,"status":"RESOURCE_EXHAUSTED","details":[{{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"{delay}"}}]}}}}"#
+            )
+        };
+        let of = |delay: &str| retry_after_secs(body(delay).as_bytes());
+        assert_eq!(of("7s"), Some(7));
+        assert_eq!(of("0.5s"), Some(1));
+        assert_eq!(of("1.9s"), Some(2));
+        assert_eq!(of("12.000000001s"), Some(13));
+        assert_eq!(of("soon"), None);
+        assert_eq!(of("-3s"), None);
+    }
 
     #[test]
     fn a_prompt_too_long_for_the_context_is_said_so_in_every_format() {

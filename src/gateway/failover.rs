@@ -427,11 +427,15 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
             Retry::Next
         }
         401..=403 => {
-            // Our provider key is bad or out of credit: out of rotation, and try the next key or
-            // candidate.
+            // Our provider key is bad or out of credit (401, 402): out of rotation; or it may not
+            // do this request (403: a model, a region or a feature its project lacks, which any
+            // client can ask for, so it benches no key for others): refused for this request
+            // only. Either way the next key or candidate is tried.
             match key {
                 Some(k) => {
-                    provider.pause_key(k.index);
+                    if status != 403 {
+                        provider.pause_key(k.index);
+                    }
                     ctx.refused_keys.push((idx, k.index));
                 }
                 None => ctx.excluded.push(idx),

@@ -319,6 +319,13 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// How Pingora's own log lines (a retried attempt's warning) name the request. Its default
+    /// is the request line with its query, where a Gemini client may put its key (`?key=`).
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!("{} {}, request_id: {}", req.method, req.uri.path(), ctx.request_id)
+    }
+
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
         // `logging` writes one line per request with everything that matters.
         true

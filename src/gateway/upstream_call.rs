@@ -20,12 +20,17 @@ use crate::upstream::Provider;
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 const ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
 const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
-/// What the client sent that never goes upstream: its credentials for the gateway, framing the
-/// gateway redoes, and `expect` (the whole body is sent at once: nothing to wait for).
-static CLIENT_ONLY_HEADERS: [HeaderName; 8] = [
+/// What the client sent that never goes upstream: its credentials for the gateway and the account
+/// they name (an OpenAI organization or project, a Google billing project: the provider's key
+/// belongs to another, and the provider would refuse the key), framing the gateway redoes, and
+/// `expect` (the whole body is sent at once: nothing to wait for).
+static CLIENT_ONLY_HEADERS: [HeaderName; 11] = [
     http::header::AUTHORIZATION,
     HeaderName::from_static("x-api-key"),
     HeaderName::from_static("x-goog-api-key"),
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
+    HeaderName::from_static("x-goog-user-project"),
     http::header::COOKIE,
     http::header::TRANSFER_ENCODING,
     http::header::ACCEPT_ENCODING,
