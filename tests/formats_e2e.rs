@@ -297,13 +297,7 @@ async fn gemini_streams_without_alt_sse_are_a_json_array() {
     assert_eq!(chunks.last().unwrap()["candidates"][0]["finishReason"], "STOP", "{v}");
 
     // `?key=` authenticates Gemini clients too.
-    let r = gw
-        .client
-        .post(gw.url(&format!("/v1beta/models/gpt-x:generateContent?key={CLIENT_KEY}")))
-        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.gemini_with_query_key("gpt-x").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(

@@ -446,6 +446,18 @@ fn interleaved_parallel_arguments_stay_inside_their_blocks() {
     assert_eq!(args, vec![weather("Paris"), json!({"tz": "CET"})]);
 }
 
+/// The events an Anthropic client gets from an OpenAI Chat stream read in 64-byte pieces.
+fn anthropic_events_from_openai(input: &[u8]) -> Vec<(Option<String>, String)> {
+    let (out, _) = run(
+        WireFormat::OpenAiChat,
+        WireFormat::Anthropic,
+        input,
+        stream_opts(WireFormat::Anthropic, false),
+        &[64],
+    );
+    client::sse_events(&out)
+}
+
 #[test]
 fn stream_anthropic_client_from_openai_without_usage_never_reports_zero_tokens() {
     // An OpenAI-compatible upstream that ignores `stream_options.include_usage` (or is cut after
@@ -458,14 +470,7 @@ fn stream_anthropic_client_from_openai_without_usage_never_reports_zero_tokens()
         .flat_map(|e| [e, "\n\n"])
         .collect::<String>()
         .into_bytes();
-    let (out, _) = run(
-        WireFormat::OpenAiChat,
-        WireFormat::Anthropic,
-        &input,
-        stream_opts(WireFormat::Anthropic, false),
-        &[64],
-    );
-    let events = client::sse_events(&out);
+    let events = anthropic_events_from_openai(&input);
     assert_eq!(events[events.len() - 1].0.as_deref(), Some("message_stop"));
     let delta: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
     assert_eq!(delta["type"], "message_delta");
@@ -481,14 +486,7 @@ fn stream_anthropic_client_from_openai_without_usage_never_reports_zero_tokens()
 #[test]
 fn stream_anthropic_client_from_openai_holds_message_delta_for_usage() {
     let input = fixture("streams/tools.openai_chat.sse").unwrap();
-    let (out, _) = run(
-        WireFormat::OpenAiChat,
-        WireFormat::Anthropic,
-        &input,
-        stream_opts(WireFormat::Anthropic, false),
-        &[64],
-    );
-    let events = client::sse_events(&out);
+    let events = anthropic_events_from_openai(&input);
     let names: Vec<&str> = events.iter().map(|(e, _)| e.as_deref().unwrap()).collect();
     assert_eq!(names.first(), Some(&"message_start"));
     assert_eq!(&names[names.len() - 2..], &["message_delta", "message_stop"]);

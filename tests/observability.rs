@@ -229,13 +229,7 @@ async fn a_client_key_in_the_query_stays_out_of_the_logs_when_a_request_fails_ov
         provider_yaml("alpha", &a, "")
     ))
     .await;
-    let r = gw
-        .client
-        .post(gw.url(&format!("/v1beta/models/lm:generateContent?key={CLIENT_KEY}")))
-        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.gemini_with_query_key("lm").await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(a.hits(), 1, "served by the second upstream");
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -313,6 +313,12 @@ pub fn stream_error_event(to: WireFormat, message: &str, code: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// A retry hint in seconds as whole seconds, rounded up (half a second is a second to wait, not
+/// none); a negative or non-finite one says nothing.
+pub fn whole_secs_up(secs: f64) -> Option<u64> {
+    (secs.is_finite() && secs >= 0.0).then(|| secs.ceil().min(u32::MAX as f64) as u64)
+}
+
 /// Retry hint of an upstream error body, when it carries one (Gemini `RetryInfo.retryDelay`, a
 /// protobuf duration such as `"7s"` or `"0.5s"`), in whole seconds rounded up as `Retry-After`'s
 /// are: half a second is a second to wait, not none.
@@ -321,10 +327,7 @@ pub fn retry_after_secs(body: &[u8]) -> Option<u64> {
     let details = v.get("error")?.get("details")?.as_array()?;
     details
         .iter()
-        .find_map(|d| {
-            let secs: f64 = str_at(d, "retryDelay")?.strip_suffix('s')?.parse().ok()?;
-            (secs.is_finite() && secs >= 0.0).then(|| secs.ceil().min(u32::MAX as f64) as u64)
-        })
+        .find_map(|d| whole_secs_up(str_at(d, "retryDelay")?.strip_suffix('s')?.parse().ok()?))
         .or_else(|| u64_at(&v, "retry_after"))
 }
 

@@ -242,8 +242,7 @@ fn record(ctx: &mut RequestCtx, idx: usize, end: AttemptEnd, note: Option<String
 fn retry_after_secs(resp: &ResponseHeader) -> Option<u64> {
     let v = resp.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
     let secs = match v.parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 => s.ceil().min(MAX_RETRY_AFTER_SECS as f64) as u64,
-        Ok(_) => return None,
+        Ok(s) => error_map::whole_secs_up(s)?.min(MAX_RETRY_AFTER_SECS),
         Err(_) => {
             let at = httpdate::parse_http_date(v).ok()?;
             // A date already past (a skewed upstream clock) says nothing: the default cool-down.

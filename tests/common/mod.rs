@@ -175,6 +175,16 @@ impl Gateway {
         self.post("/v1/chat/completions", body, &[]).await
     }
 
+    /// A Gemini client's `generateContent` call for `model`, its key in the query (`?key=`).
+    pub async fn gemini_with_query_key(&self, model: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1beta/models/{model}:generateContent?key={CLIENT_KEY}")))
+            .json(&serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
         let mut req = self.client.post(self.url(path)).bearer_auth(CLIENT_KEY).json(&body);
         for (k, v) in headers {
