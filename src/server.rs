@@ -6,8 +6,10 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::net::TcpSocket;
 
 use crate::admin::AdminApp;
 use crate::app::App;
@@ -83,6 +85,31 @@ fn init_tracing(s: &ServerSettings) {
     };
 }
 
+/// Pingora binds each service's port inside that service and, while the port stays taken, retries
+/// for 30 s and then ends only that service: the process would run on without its admin port (no
+/// metrics, no health) or without the proxy. A port in use ends the start instead, naming it.
+fn check_free(place: &str, addr: &str) -> Result<(), String> {
+    let at: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{place}: `{addr}` is not an address like 0.0.0.0:8000"))?;
+    let socket = if at.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    };
+    // The same options as Pingora's own listener, so this bind succeeds exactly when that one will.
+    let bound = socket
+        .and_then(|s| s.set_reuseaddr(true).map(|()| s))
+        .and_then(|s| s.bind(at));
+    match bound {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "{place}: {addr} is already in use (another apiproxy, or another program, listens there)"
+        )),
+        Err(e) => Err(format!("{place}: cannot listen on {addr}: {e}")),
+    }
+}
+
 /// Runs the gateway until the process is told to stop. Returns only on a start-up error.
 pub fn run(config: Config) -> Result<(), String> {
     init_tracing(&config.server);
@@ -105,8 +132,10 @@ pub fn run(config: Config) -> Result<(), String> {
         ),
     }
     let state = StateSettings::from_env(&|k| std::env::var(k).ok())?;
-    let app = App::new(&config, Arc::new(secrets), env.ttl, state)?;
     let s = &config.server;
+    check_free("server.listen", &s.listen)?;
+    check_free("server.admin_listen", &s.admin_listen)?;
+    let app = App::new(&config, Arc::new(secrets), env.ttl, state)?;
 
     let conf = ServerConf {
         threads: s.threads,

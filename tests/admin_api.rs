@@ -1285,7 +1285,7 @@ async fn rotating_the_secret_keeps_every_stored_key(backend: Backend) {
         Some(format!("Bearer {provider_secret}").as_str())
     );
     until_status(&new_only, &minted, "gpt-c", 401).await;
-    assert_eq!(admin_status(&new_only).await, 401);
+    assert_eq!(admin_status(&new_only).await, 401, "log:\n{}", new_only.logs());
     // The rolled replica still takes them, and its snapshot (rebuilt after the rotation) still has
     // the provider key.
     until_status(&rolled, &minted, "gpt-c", 200).await;

@@ -90,6 +90,46 @@ fn a_bad_config_never_starts() {
     );
 }
 
+/// Pingora alone would retry for 30 s and then run on without the service whose port is taken.
+#[test]
+fn a_port_in_use_ends_the_start_and_names_the_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_at = taken.local_addr().unwrap().to_string();
+    let free_at = format!("127.0.0.1:{}", free_port());
+    for (listen, admin, place) in [
+        (&free_at, &taken_at, "server.admin_listen"),
+        (&taken_at, &free_at, "server.listen"),
+    ] {
+        let mut child = apiproxy()
+            .arg("--config")
+            .arg(write(&dir, ""))
+            .env("APIPROXY_LISTEN", listen)
+            .env("APIPROXY_ADMIN_LISTEN", admin)
+            .env("APIPROXY_DATA_DIR", dir.path().join("data"))
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("a.db").display()),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let still_running = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!still_running, "still running with {place} taken: {err}");
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(&format!("{place}: {taken_at} is already in use")), "{err}");
+    }
+    drop(taken);
+}
+
 #[test]
 fn environment_overrides_are_validated() {
     let out = apiproxy()

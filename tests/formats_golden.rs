@@ -484,6 +484,38 @@ fn stream_anthropic_client_from_openai_without_usage_never_reports_zero_tokens()
 }
 
 #[test]
+fn stream_openai_client_asking_for_usage_gets_no_zeros_when_the_upstream_sent_none() {
+    let with_usage = fixture("streams/length.gemini.sse").unwrap();
+    let without: Vec<u8> = String::from_utf8(with_usage.clone())
+        .unwrap()
+        .split("\r\n\r\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let mut v: Value = serde_json::from_str(e.trim_start_matches("data: ")).unwrap();
+            v.as_object_mut().unwrap().remove("usageMetadata");
+            format!("data: {v}\r\n\r\n")
+        })
+        .collect::<String>()
+        .into_bytes();
+    let usage_chunks = |input: &[u8]| {
+        let opts = stream_opts(WireFormat::OpenAiChat, true);
+        let (out, _) = run(WireFormat::Gemini, WireFormat::OpenAiChat, input, opts, &[64]);
+        let events = client::sse_events(&out);
+        assert_eq!(events.last().map(|e| e.1.as_str()), Some("[DONE]"));
+        events
+            .iter()
+            .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+            .filter(|v| v["usage"].is_object())
+            .map(|v| v["usage"].clone())
+            .collect::<Vec<_>>()
+    };
+    let reported = usage_chunks(&with_usage);
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert!(reported[0]["completion_tokens"].as_u64() > Some(0), "{reported:?}");
+    assert_eq!(usage_chunks(&without), Vec::<Value>::new());
+}
+
+#[test]
 fn stream_anthropic_client_from_openai_holds_message_delta_for_usage() {
     let input = fixture("streams/tools.openai_chat.sse").unwrap();
     let events = anthropic_events_from_openai(&input);

@@ -193,9 +193,22 @@ fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>
 
 fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
     let s = &config.server;
+    let mut addrs = Vec::with_capacity(2);
     for (place, addr) in [("server.listen", &s.listen), ("server.admin_listen", &s.admin_listen)] {
-        addr.parse::<SocketAddr>()
-            .map_err(|_| origin.err(place, format!("`{addr}` is not an address like 0.0.0.0:8000")))?;
+        addrs.push(
+            addr.parse::<SocketAddr>()
+                .map_err(|_| origin.err(place, format!("`{addr}` is not an address like 0.0.0.0:8000")))?,
+        );
+    }
+    let (proxy, admin) = (addrs[0], addrs[1]);
+    let overlap = proxy.ip() == admin.ip() || proxy.ip().is_unspecified() || admin.ip().is_unspecified();
+    if proxy.port() == admin.port() && overlap {
+        return Err(origin.err(
+            "server.admin_listen",
+            format!(
+                "`{admin}` is where the proxy listens (server.listen `{proxy}`); give the admin service its own port"
+            ),
+        ));
     }
     if let Some(ca) = &s.ca_file {
         if !Path::new(ca).is_file() {
@@ -377,6 +390,17 @@ mod tests {
             e.contains("logical_models[0].upstreams[0].provider: no provider has id `ghost`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_admin_service_needs_its_own_port() {
+        for (proxy, admin) in [("0.0.0.0:8000", "127.0.0.1:8000"), ("127.0.0.1:8000", "127.0.0.1:8000")] {
+            let yaml = format!("server: {{listen: '{proxy}', admin_listen: '{admin}'}}\n");
+            let e = load_text(&yaml, &env_of(&[])).unwrap_err().to_string();
+            assert!(e.contains("server.admin_listen") && e.contains("its own port"), "{e}");
+        }
+        let yaml = "server: {listen: '127.0.0.1:8000', admin_listen: '127.0.0.2:8000'}\n";
+        assert!(load_text(yaml, &env_of(&[])).is_ok());
     }
 
     #[test]

@@ -60,8 +60,19 @@ pub struct AdminCreds {
     pub token: String,
 }
 
+/// A port nothing listens on now, never handed out before in this test process: tests run in
+/// parallel, and two gateways given the same free port would race for it, the loser's requests
+/// answered by the winner.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 pub struct Gateway {
@@ -121,7 +132,7 @@ impl Gateway {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start apiproxy");
-        let gw = Gateway {
+        let mut gw = Gateway {
             child,
             port,
             admin_port,
@@ -135,10 +146,14 @@ impl Gateway {
         gw
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         for url in [self.url("/health"), self.admin_url("/health")] {
             loop {
+                // Another process answering on a port this one could not take must not pass for it.
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!("gateway exited ({status}); log:\n{}", self.logs());
+                }
                 if let Ok(r) = self.client.get(&url).send().await {
                     if r.status() == 200 {
                         break;
@@ -151,6 +166,9 @@ impl Gateway {
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("gateway exited ({status}); log:\n{}", self.logs());
         }
     }
 

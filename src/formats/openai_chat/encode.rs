@@ -164,8 +164,9 @@ impl Encode for ChatEncoder {
             );
         }
         self.closed = true;
-        if self.include_usage {
-            let usage = self.usage.clone().unwrap_or_default();
+        // Without usage from the upstream there is no usage chunk: zeros would read as a free answer,
+        // and OpenAI's SDKs already leave `usage` unset when the chunk does not come.
+        if let (true, Some(usage)) = (self.include_usage, &self.usage) {
             write_data(
                 out,
                 &json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,

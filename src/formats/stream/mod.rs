@@ -131,7 +131,15 @@ fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
             Some(e) => !e.ends_with(".delta"),
             None => !has(".delta\""),
         },
-        WireFormat::Gemini => has("finishReason") || has("usageMetadata") || has("\"error\""),
+        // The decoder takes both spellings (proto-JSON's snake_case comes from some Gemini-compatible
+        // servers), so the check must too, or a finish goes unseen and the stream reads as cut.
+        WireFormat::Gemini => {
+            has("finishReason")
+                || has("finish_reason")
+                || has("usageMetadata")
+                || has("usage_metadata")
+                || has("\"error\"")
+        }
     }
 }
 
@@ -772,6 +780,25 @@ mod tests {
     }
 
     #[test]
+    fn a_snake_case_gemini_stream_passes_through_whole() {
+        let first = b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]}}]}\r\n\r\n";
+        let last = b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"!\"}]},\"finish_reason\":\"STOP\"}],\"usage_metadata\":{\"prompt_token_count\":4,\"candidates_token_count\":2}}\r\n\r\n";
+        let mut c = StreamConverter::new(WireFormat::Gemini, WireFormat::Gemini, StreamOptions::default());
+        let mut out = Vec::new();
+        c.push(first, &mut out).unwrap();
+        c.push(last, &mut out).unwrap();
+        assert!(c.completed());
+        c.finish(&mut out);
+        assert_eq!(
+            out,
+            [first.as_slice(), last].concat(),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        assert_eq!(c.usage().map(|u| (u.input_tokens, u.output_tokens)), Some((4, 2)));
+    }
+
+    #[test]
     fn a_byte_order_mark_before_the_stream_is_dropped() {
         let gemini = b"\xEF\xBB\xBFdata: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]},\"finishReason\":\"STOP\"}]}\r\n\r\n";
         let (text, completed) = convert(WireFormat::Gemini, WireFormat::OpenAiChat, &[gemini]);
@@ -849,6 +876,8 @@ data: {"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"outpu
         assert!(!gemini(r#"{"candidates":[{"content":{"parts":[{"text":"hi"}]}}]}"#));
         assert!(gemini(r#"{"candidates":[{"finishReason":"STOP"}]}"#));
         assert!(gemini(r#"{"usageMetadata":{"promptTokenCount":1}}"#));
+        assert!(gemini(r#"{"candidates":[{"finish_reason":"STOP"}]}"#));
+        assert!(gemini(r#"{"usage_metadata":{"prompt_token_count":1}}"#));
         assert!(worth_decoding(WireFormat::Anthropic, Some("message_delta"), "{}"));
         assert!(!worth_decoding(
             WireFormat::Anthropic,
