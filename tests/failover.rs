@@ -957,6 +957,42 @@ async fn sessions_stick_and_move_on_failover() {
     }
 }
 
+/// A stream the upstream broke mid-answer must not pin the conversation to that upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_cut_mid_answer_binds_no_session() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let token = gw.admin().await.token;
+    let bound = |sid: &str| {
+        let req = gw
+            .client
+            .get(gw.admin_url(&format!("/routing/sessions/{sid}")))
+            .bearer_auth(&token);
+        async move { req.send().await.unwrap().status() == 200 }
+    };
+    let stream = json!({"model": "m", "stream": true, "messages": []});
+    a.script([Reply::StreamCut { after: 2 }]);
+    let cut = gw
+        .post("/v1/chat/completions", stream.clone(), &[("x-session-id", "cut")])
+        .await;
+    assert!(!cut.text().await.unwrap().contains("[DONE]"));
+    let whole = gw
+        .post("/v1/chat/completions", stream, &[("x-session-id", "whole")])
+        .await;
+    assert!(whole.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    // Bindings are written in the background after the answer, the cut one's first.
+    let t0 = Instant::now();
+    while !bound("whole").await {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the whole stream's session never bound"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!bound("cut").await, "a cut stream bound its session");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cut_or_stalled_streams_end_with_an_error_event() {
     let a = Mock::start("alpha", &["m"]).await;

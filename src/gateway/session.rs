@@ -58,7 +58,8 @@ pub fn start_capture(ctx: &mut RequestCtx) {
 }
 
 /// After the answer: binds the session to the upstream that served it (so every replica sends
-/// its next request there, failover included) and appends the exchange to its context. Runs in
+/// its next request there, failover included) and appends the exchange to its context. An answer
+/// the upstream broke off binds nothing: the session's next request is placed as before. Runs in
 /// the background: the client never waits for it.
 pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
     let Some(session) = ctx.session_id.clone() else { return };
@@ -68,7 +69,7 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
         .as_ref()
         .zip(ctx.plan.as_ref())
         .and_then(|(a, p)| p.candidates.get(a.candidate))
-        .filter(|_| ctx.served_by.is_some() && (200..300).contains(&status))
+        .filter(|_| ctx.served_by.is_some() && (200..300).contains(&status) && !ctx.stream_cut)
         .map(|c| format!("{}/{}", c.provider.id, c.model));
     let snippets = app.state.settings.snippet_chars;
     let entry = ctx.client.as_ref().filter(|_| ctx.served_by.is_some()).map(|client| {
