@@ -402,6 +402,13 @@ impl StreamConverter {
         self.ended = true;
         // The upstream's own error event already told the client.
         let error = error.filter(|_| !self.decoder.errored());
+        if matches!(self.output, Output::GeminiPending) {
+            // Nothing came to tell the upstream's framing by: the error goes out in the client's.
+            self.output = Output::Reframe {
+                array: self.opts.gemini_json_array,
+                frames: 0,
+            };
+        }
         match &mut self.output {
             Output::Translate(encoder) => match error {
                 Some((message, code)) => encoder.fail(message, code, out),
@@ -415,6 +422,7 @@ impl StreamConverter {
                 }
             }
             Output::Copy { .. } | Output::StripUsage | Output::GeminiPending => {
+                // (GeminiPending was replaced above.)
                 // Only whole events were copied: the error event starts on a boundary.
                 if let Some((message, code)) = error {
                     out.extend_from_slice(&stream_error_event(self.to, message, code));
@@ -776,6 +784,30 @@ mod tests {
         let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Gemini, &all);
         for args in [r#""args":{"x":1}"#, r#""args":{"x":2}"#, r#""args":{"y":3}"#] {
             assert!(text.contains(args), "{args} in {text}");
+        }
+    }
+
+    #[test]
+    fn a_gemini_stream_that_ends_before_its_first_byte_fails_in_the_clients_framing() {
+        for array in [true, false] {
+            let opts = StreamOptions {
+                gemini_json_array: array,
+                ..StreamOptions::default()
+            };
+            let mut c = StreamConverter::new(WireFormat::Gemini, WireFormat::Gemini, opts);
+            let mut out = Vec::new();
+            c.finish(&mut out);
+            let text = String::from_utf8(out).unwrap();
+            let body = if array {
+                text.as_str()
+            } else {
+                text.strip_prefix("data: ")
+                    .and_then(|t| t.strip_suffix("\r\n\r\n"))
+                    .unwrap_or("")
+            };
+            let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            let error = if array { &v[0]["error"] } else { &v["error"] };
+            assert!(error["message"].is_string(), "array={array}: {text}");
         }
     }
 
