@@ -144,6 +144,19 @@ async fn cross_site_changes_are_refused(backend: Backend) {
         let r = r.send().await.unwrap();
         assert_eq!(r.status(), 403, "{headers:?}");
     }
+    // DNS rebinding: the attacker's name now points at this port, so the page is same-origin.
+    let rebound = format!("rebind.example:{}", gw.admin_port);
+    let r = gw
+        .client
+        .post(&init)
+        .header("host", &rebound)
+        .header("origin", format!("http://{rebound}"))
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({"username": "mallory"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a rebound name");
     // The admin service's own origin (a page it served) may, as may a client that is no browser.
     let own = init.split("/system").next().unwrap().to_string();
     let r = gw
@@ -698,6 +711,73 @@ async fn a_user_s_key_limits_bind_every_key_the_user_makes(backend: Backend) {
     .await;
     assert_eq!(s, 400, "{v}");
     assert!(v.to_string().contains("key_allowed_providers[0]"), "{v}");
+
+    // A key the admin stopped stays stopped: she may narrow her keys, never undo a stop.
+    let free = format!("{keys}/{}", minted[0].0);
+    let wide = format!("{keys}/{}", minted[1].0);
+    assert_eq!(
+        send(&gw, Method::PUT, &free, Some(json!({"disabled": true}))).await.0,
+        200
+    );
+    let (s, v) = as_token(&gw, &token, Method::PUT, &free, Some(json!({"disabled": false}))).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = as_token(&gw, &token, Method::PUT, &wide, Some(json!({"expires": "week"}))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = as_token(&gw, &token, Method::PUT, &wide, Some(json!({"expires": "never"}))).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = as_token(&gw, &token, Method::PUT, &wide, Some(json!({"disabled": true}))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        send(&gw, Method::PUT, &free, Some(json!({"disabled": false}))).await.0,
+        200
+    );
+    until_status(&gw, &minted[0].1, "gpt-b", 200).await;
+}
+
+/// Text the database cannot keep is a 400 on every backend; ids are read as the client wrote them.
+async fn odd_text_is_refused_or_read_as_meant(backend: Backend) {
+    let (a, _b, gw) = setup(backend).await;
+    gw.admin().await;
+    let r = gw
+        .client
+        .post(gw.admin_url("/auth/login"))
+        .header("content-type", "application/json")
+        .body(r#"{"username":"\u0000","password":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "PostgreSQL refuses NUL in text");
+    let (s, v) = send(
+        &gw,
+        Method::POST,
+        "/providers",
+        Some(json!({"id": "nul\u{0}", "base_url": a.url()})),
+    )
+    .await;
+    assert_eq!((s, field(&v)), (400, "body"), "{v}");
+
+    let (s, v) = send(
+        &gw,
+        Method::POST,
+        "/providers",
+        Some(json!({"id": "café", "base_url": a.url()})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = send(&gw, Method::GET, "/providers/caf%C3%A9", None).await;
+    assert_eq!((s, &v["id"]), (200, &json!("café")), "{v}");
+    assert_eq!(send(&gw, Method::DELETE, "/providers/caf%C3%A9", None).await.0, 204);
+    // A session id with a space and a slash, as a client may send it.
+    let sid = "conv 1/a";
+    let r = gw
+        .post("/v1/chat/completions", chat_body("gpt-a"), &[("x-session-id", sid)])
+        .await;
+    assert_eq!(r.status(), 200);
+    let t0 = Instant::now();
+    while send(&gw, Method::GET, "/routing/sessions/conv%201%2Fa", None).await.0 != 200 {
+        assert!(t0.elapsed() < DEADLINE, "the binding of `{sid}` is never found");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn a_provider_key_at_its_rate_limit_is_a_rate_limit(backend: Backend) {
@@ -1324,6 +1404,7 @@ both_backends!(
     secrets_never_leak,
     replicas_converge_through_the_database,
     rotating_the_secret_keeps_every_stored_key,
+    odd_text_is_refused_or_read_as_meant,
 );
 
 /// A provider key an admin changes while `rotate-secret` is resealing is resealed in its new

@@ -28,26 +28,35 @@ impl Req {
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         let body: &[u8] = if self.body.is_empty() { b"{}" } else { &self.body };
         let de = &mut serde_json::Deserializer::from_slice(body);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let message = inner.to_string();
-            // A missing field is named only in the message; the path is its parent. (For an
-            // unknown field the path already ends with it.)
-            let missing = message
-                .starts_with("missing field")
-                .then(|| between_ticks(&message))
-                .flatten()
-                .map(|f| {
-                    if path == "." {
-                        f.to_string()
-                    } else {
-                        format!("{path}.{f}")
-                    }
-                });
-            let field = missing.unwrap_or(if path == "." { "body".into() } else { path });
-            ApiError::BadRequest { field, message }
-        })
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let message = inner.to_string();
+                // A missing field is named only in the message; the path is its parent. (For an
+                // unknown field the path already ends with it.)
+                let missing = message
+                    .starts_with("missing field")
+                    .then(|| between_ticks(&message))
+                    .flatten()
+                    .map(|f| {
+                        if path == "." {
+                            f.to_string()
+                        } else {
+                            format!("{path}.{f}")
+                        }
+                    });
+                let field = missing.unwrap_or(if path == "." { "body".into() } else { path });
+                ApiError::BadRequest { field, message }
+            })
+            .and_then(|v| match has_nul_escape(body) {
+                // PostgreSQL refuses NUL in text (a 500 there, accepted by SQLite): refused alike.
+                true => Err(ApiError::bad(
+                    "body",
+                    "text must not contain the NUL character (\\u0000)",
+                )),
+                false => Ok(v),
+            })
     }
 }
 
@@ -192,36 +201,23 @@ impl From<crate::secrets::SecretError> for ApiError {
 
 /// Parses a query string (`a=1&b=x`), percent-decoding values.
 pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.insert(percent_decode(k), percent_decode(v));
-    }
-    out
+    url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A path segment as the client meant it (`conv%201` is `conv 1`).
+pub fn decode_segment(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// Whether a JSON text holds the escape `\u0000` (a backslash before it escaping the backslash
+/// does not count). Raw control characters are already invalid JSON.
+fn has_nul_escape(json: &[u8]) -> bool {
+    memchr::memmem::find_iter(json, b"u0000").any(|at| {
+        let backslashes = json[..at].iter().rev().take_while(|b| **b == b'\\').count();
+        backslashes % 2 == 1
+    })
 }
 
 #[cfg(test)]
@@ -263,5 +259,19 @@ mod tests {
         assert_eq!(field(req(r#"{"name":"x","n":"y"}"#).json()), "n");
         assert_eq!(field(req(r#"{"name":"x","bogus":1}"#).json()), "bogus");
         assert_eq!(field(req("not json").json()), "body");
+        assert_eq!(field(req(r#"{"name":"a\u0000b"}"#).json()), "body");
+        assert!(
+            req(r#"{"name":"a\\u0000b"}"#).json::<B>().is_ok(),
+            "an escaped backslash, then text"
+        );
+        assert!(req(r#"{"name":"a\\\u0000b"}"#).json::<B>().is_err());
+    }
+
+    #[test]
+    fn path_segments_decode() {
+        assert_eq!(decode_segment("conv%201"), "conv 1");
+        assert_eq!(decode_segment("a%2Fb"), "a/b");
+        assert_eq!(decode_segment("caf%C3%A9"), "café");
+        assert_eq!(decode_segment("100%"), "100%");
     }
 }

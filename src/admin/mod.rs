@@ -205,11 +205,27 @@ fn not_cross_site(method: &::http::Method, header: &pingora::http::RequestHeader
                 .or_else(|| origin.strip_prefix("https://"))
                 .is_some_and(|o| o.eq_ignore_ascii_case(host))
         });
-        if !own {
+        // A page whose name an attacker re-points at this port (DNS rebinding) is its own origin:
+        // a browser's change counts only when it names the port by address or as localhost.
+        if !own || !text("host").is_some_and(host_is_address) {
             return refused;
         }
     }
     Ok(())
+}
+
+/// Whether a `Host` header names an IP address or localhost (with or without a port).
+fn host_is_address(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 #[async_trait]

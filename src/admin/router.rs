@@ -169,7 +169,11 @@ impl Router {
         let Ok(m) = self.paths.at(path) else {
             return Resolved::NotFound;
         };
-        let params: Vec<(String, String)> = m.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let params: Vec<(String, String)> = m
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), super::http::decode_segment(v)))
+            .collect();
         let head_as_get = *method == Method::HEAD;
         for &i in m.value {
             let s = &self.specs[i];

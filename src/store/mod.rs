@@ -122,10 +122,35 @@ impl DatabaseUrl {
     pub fn redacted(&self) -> String {
         match self {
             Self::Sqlite(p) => format!("sqlite://{p}"),
-            Self::Postgres(u) => match (u.find("://"), u.rfind('@')) {
-                (Some(s), Some(at)) if at > s => format!("{}://…@{}", &u[..s], &u[at + 1..]),
-                _ => u.clone(),
-            },
+            Self::Postgres(u) => {
+                let Ok(mut url) = url::Url::parse(u) else {
+                    return "postgres://(unreadable URL, not shown)".into();
+                };
+                let userinfo = !url.username().is_empty() || url.password().is_some();
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                // libpq-style URLs may carry the password as a parameter too.
+                if url.query().is_some() {
+                    let pairs: Vec<(String, String)> = url
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let v = if k == "password" {
+                                "redacted".into()
+                            } else {
+                                v.into_owned()
+                            };
+                            (k.into_owned(), v)
+                        })
+                        .collect();
+                    url.query_pairs_mut().clear().extend_pairs(pairs);
+                }
+                let shown = url.to_string();
+                if userinfo {
+                    shown.replacen("://", "://…@", 1)
+                } else {
+                    shown
+                }
+            }
         }
     }
 }
@@ -249,5 +274,10 @@ mod tests {
         assert!(DatabaseUrl::parse("mysql://x").is_err());
         let pg = DatabaseUrl::parse("postgres://u:pw@127.0.0.1/db").unwrap();
         assert_eq!(pg.redacted(), "postgres://…@127.0.0.1/db");
+        let pg = DatabaseUrl::parse("postgres://127.0.0.1/db?user=u&password=s3cret&sslmode=require").unwrap();
+        assert_eq!(
+            pg.redacted(),
+            "postgres://127.0.0.1/db?user=u&password=redacted&sslmode=require"
+        );
     }
 }

@@ -167,6 +167,13 @@ pub async fn update(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiE
     };
     let key_id = req.param("key_id");
     let store = store(app)?;
+    if !caller.is_admin() {
+        let current = store
+            .get_api_key(&user_id, key_id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("no such API key".into()))?;
+        only_narrows(&current, &changes)?;
+    }
     store
         .update_api_key(&user_id, key_id, &changes)
         .await
@@ -177,6 +184,23 @@ pub async fn update(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiE
         .await?
         .ok_or_else(|| ApiError::NotFound("no such API key".into()))?;
     Ok(Reply::ok(view(&row, &user.key_limits())))
+}
+
+/// A user may disable their own key or bring its expiry closer, but not undo either: a key an admin
+/// stopped (a leaked one, say) stays stopped until an admin says otherwise.
+fn only_narrows(current: &ApiKeyRow, changes: &ApiKeyChanges) -> Result<(), ApiError> {
+    if current.disabled && changes.disabled == Some(false) {
+        return Err(ApiError::Forbidden("only an admin re-enables a disabled key"));
+    }
+    let later = match (changes.expires_at, current.expires_at) {
+        (Some(None), Some(_)) => true,
+        (Some(Some(new)), Some(old)) => new > old,
+        _ => false,
+    };
+    if later {
+        return Err(ApiError::Forbidden("only an admin moves a key's expiry later"));
+    }
+    Ok(())
 }
 
 pub async fn delete(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiError> {
