@@ -324,9 +324,10 @@ pub fn whole_secs_up(secs: f64) -> Option<u64> {
 /// are: half a second is a second to wait, not none.
 pub fn retry_after_secs(body: &[u8]) -> Option<u64> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    let details = v.get("error")?.get("details")?.as_array()?;
+    let details = v.get("error").and_then(|e| e.get("details")).and_then(Value::as_array);
     details
-        .iter()
+        .into_iter()
+        .flatten()
         .find_map(|d| whole_secs_up(str_at(d, "retryDelay")?.strip_suffix('s')?.parse().ok()?))
         .or_else(|| u64_at(&v, "retry_after"))
 }
@@ -334,6 +335,16 @@ pub fn retry_after_secs(body: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_top_level_retry_after_counts_without_error_details() {
+        assert_eq!(
+            retry_after_secs(br#"{"error":{"message":"slow down"},"retry_after":7}"#),
+            Some(7)
+        );
+        assert_eq!(retry_after_secs(br#"{"retry_after":3}"#), Some(3));
+        assert_eq!(retry_after_secs(br#"{"error":{"message":"x"}}"#), None);
+    }
 
     #[test]
     fn gemini_s_retry_delay_is_rounded_up_to_whole_seconds() {

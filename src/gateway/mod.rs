@@ -223,7 +223,7 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         let decision = failover::on_response(ctx, resp);
-        if decision == Retry::No || session.response_written().is_some() {
+        if decision == Retry::No || answer_started(session) {
             return Ok(());
         }
         let status = resp.status.as_u16();
@@ -265,7 +265,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        let written = session.response_written().is_some();
+        let written = answer_started(session);
         if failover::client_gone(&e) {
             failover::on_client_gone(ctx, written);
             e.set_retry(false);
@@ -289,7 +289,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        if session.response_written().is_some() {
+        if answer_started(session) {
             // Mid-response: the status is out; end a stream with an error event the client can see.
             if let Some(event) = response::abort_stream(ctx) {
                 let _ = session.write_response_body(Some(event), true).await;
@@ -336,6 +336,13 @@ impl ProxyHttp for Gateway {
         logging::log_request(&self.app, ctx, e);
         session::finish(&self.app, ctx);
     }
+}
+
+/// Whether the client has the answer's status: from then on nothing can be retried or replaced.
+/// A `100 Continue` sent to a client that asked for one (curl with a large body) is not the
+/// answer, though Pingora records it as the response written.
+fn answer_started(session: &Session) -> bool {
+    session.response_written().is_some_and(|h| !h.status.is_informational())
 }
 
 /// `work`'s output, or the error that ends the client's side first. Its request body has been read
