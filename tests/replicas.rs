@@ -202,6 +202,41 @@ async fn two_replicas_behave_as_one() {
     assert_eq!(ma.hits(), before, "B sent nothing to alpha");
 }
 
+/// Each replica takes its share of a provider key's `qps_limit`, counting the replicas every
+/// second whatever `HEALTH_SYNC_MS` is (a replica that counted only at each sync saw itself alone).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_key_s_limit_is_shared_out_whatever_the_sync_period() {
+    let m = Mock::start("gamma", &["m"]).await;
+    let prefix = RedisPrefix::new();
+    let mut e = env(&prefix.0, REDIS_URL);
+    e.retain(|(k, _)| *k != "HEALTH_SYNC_MS");
+    e.push(("HEALTH_SYNC_MS", "10000"));
+    let a = Gateway::start_on(Backend::Postgres, "", &e).await;
+    e.push(("DATABASE_URL", &a.database_url));
+    let b = Gateway::start_on(Backend::Postgres, "", &e).await;
+    let tok = a.admin().await.token;
+    let (s, v) = admin(
+        &a,
+        &tok,
+        Method::POST,
+        "/providers",
+        Some(json!({"id": "gamma", "base_url": m.url(), "models": [{"model": "m"}],
+                    "api_keys": [{"key": "sk-gamma-0123456789", "qps_limit": 4}]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    until("the provider on B", Duration::from_secs(5), async || {
+        b.chat(chat_body("m")).await.status() == 200
+    })
+    .await;
+    // Both replicas have counted each other by now (each says it is alive every second).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // At once, so that the bucket has no time to refill between them.
+    let answers = futures_util::future::join_all((0..4).map(|_| a.chat(chat_body("m")))).await;
+    let answered = answers.iter().filter(|r| r.status() == 200).count();
+    assert_eq!(answered, 2, "A's share of 4/s between two replicas");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_context_is_kept_per_key_and_shared() {
     let (ma, mb) = (Mock::start("alpha", &["m"]).await, Mock::start("beta", &["m"]).await);

@@ -172,7 +172,10 @@ impl BackgroundService for StateService {
         let mut outbox = HealthOutbox::default();
         let mut tick = tokio::time::interval(state.settings.health_sync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_beat = Instant::now() - HEARTBEAT;
+        // Its own clock, not the health sync's: `HEALTH_SYNC_MS` may be longer than the silence
+        // after which a replica is no longer counted, and each would then count itself alone.
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -184,11 +187,13 @@ impl BackgroundService for StateService {
                         self.resync().await;
                     }
                     self.sync_health(&mut outbox).await;
-                    if last_beat.elapsed() >= HEARTBEAT {
-                        last_beat = Instant::now();
-                        if let Some(n) = state.heartbeat().await {
-                            state.set_replicas(n);
-                        }
+                }
+                _ = beat.tick() => {
+                    if !state.shared_up() {
+                        continue;
+                    }
+                    if let Some(n) = state.heartbeat().await {
+                        state.set_replicas(n);
                     }
                 }
             }
