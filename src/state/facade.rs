@@ -12,8 +12,9 @@ use prometheus::IntCounterVec;
 use super::{Admission, Admitted, ContextLimits, LocalBackend, StateBackend, StateError};
 use crate::routing::health::{unix_ms, HealthDelta, SharedHealth};
 
-/// Bindings recorded while Redis was down, replayed when it is back (at most this many).
-const MAX_PENDING_BINDINGS: usize = 10_000;
+/// Bindings and context entries recorded while Redis was down, replayed when it is back (at most
+/// this many of each).
+const MAX_PENDING: usize = 10_000;
 
 /// Shared-state settings, from the environment.
 #[derive(Debug, Clone)]
@@ -98,6 +99,14 @@ impl StateSettings {
     }
 }
 
+/// A session context entry Redis has not heard of yet.
+#[derive(Debug, Clone)]
+struct PendingContext {
+    owner: Box<str>,
+    session: Box<str>,
+    entry: Box<str>,
+}
+
 /// A session binding Redis has not heard of yet.
 #[derive(Debug, Clone)]
 struct PendingBinding {
@@ -119,6 +128,8 @@ pub struct State {
     replicas: AtomicU32,
     /// Bindings made while Redis was down, to write back when it answers.
     pending_bindings: Mutex<Vec<PendingBinding>>,
+    /// Context entries written while Redis was down, likewise.
+    pending_contexts: Mutex<Vec<PendingContext>>,
     /// This process's id among the replicas.
     pub replica_id: String,
 }
@@ -133,6 +144,7 @@ impl State {
             errors,
             replicas: AtomicU32::new(1),
             pending_bindings: Mutex::new(Vec::new()),
+            pending_contexts: Mutex::new(Vec::new()),
             replica_id: format!("{:016x}", rand::random::<u64>()),
         }
     }
@@ -240,7 +252,7 @@ impl State {
         }
         if self.is_shared() {
             let mut pending = self.pending_bindings.lock();
-            if pending.len() < MAX_PENDING_BINDINGS {
+            if pending.len() < MAX_PENDING {
                 pending.push(PendingBinding {
                     session: session.into(),
                     model: model.into(),
@@ -251,30 +263,55 @@ impl State {
         }
     }
 
-    /// Replays the bindings recorded while Redis was down, each as of when it was decided: one that
-    /// another replica replaced meanwhile stays replaced.
-    pub(super) async fn replay_bindings(&self) {
+    /// Writes back what was recorded while Redis was down: bindings each as of when it was
+    /// decided (one another replica replaced meanwhile stays replaced), then context entries.
+    pub(super) async fn replay(&self) {
         let Some(b) = self.shared_any() else { return };
-        let pending = std::mem::take(&mut *self.pending_bindings.lock());
         let ttl = self.settings.session_ttl;
+        self.write_back(&self.pending_bindings, "session bindings", |p: PendingBinding| {
+            let b = b.clone();
+            async move {
+                self.bounded(b.bind(&p.session, &p.model, &p.upstream, p.at, ttl))
+                    .await
+                    .is_some()
+            }
+        })
+        .await;
+        let limits = self.settings.context;
+        self.write_back(
+            &self.pending_contexts,
+            "session context entries",
+            |p: PendingContext| {
+                let b = b.clone();
+                async move {
+                    self.bounded(b.push_context(&p.owner, &p.session, &p.entry, limits))
+                        .await
+                        .is_some()
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Writes `queue` back in order; if Redis goes away again, what was not written stays queued
+    /// for the next resync.
+    async fn write_back<T: Clone, W: std::future::Future<Output = bool>>(
+        &self,
+        queue: &Mutex<Vec<T>>,
+        what: &'static str,
+        write: impl Fn(T) -> W,
+    ) {
+        let pending = std::mem::take(&mut *queue.lock());
         for (i, p) in pending.iter().enumerate() {
-            if self
-                .bounded(b.bind(&p.session, &p.model, &p.upstream, p.at, ttl))
-                .await
-                .is_none()
-            {
-                // Redis went away again: keep what was not written for the next resync.
-                let mut left = self.pending_bindings.lock();
+            if !write(p.clone()).await {
+                let mut left = queue.lock();
                 left.splice(0..0, pending[i..].iter().cloned());
-                left.truncate(MAX_PENDING_BINDINGS);
+                left.truncate(MAX_PENDING);
                 return;
             }
         }
         if !pending.is_empty() {
-            tracing::info!(
-                count = pending.len(),
-                "session bindings made during the outage written back"
-            );
+            tracing::info!(count = pending.len(), what, "recorded during the outage, written back");
         }
     }
 
@@ -316,6 +353,16 @@ impl State {
             }
         }
         let _ = self.local.push_context(owner, session, entry, limits).await;
+        if self.is_shared() {
+            let mut pending = self.pending_contexts.lock();
+            if pending.len() < MAX_PENDING {
+                pending.push(PendingContext {
+                    owner: owner.into(),
+                    session: session.into(),
+                    entry: entry.into(),
+                });
+            }
+        }
     }
 
     /// The session context this client key wrote (Redis's, or the local one when Redis is out).

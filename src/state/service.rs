@@ -45,7 +45,7 @@ impl StateService {
     /// After an outage: bindings made meanwhile go back to Redis, and the snapshot is rebuilt in
     /// case a change notification was missed. Health deltas were kept and go with the next sync.
     async fn resync(&self) {
-        self.app.state.replay_bindings().await;
+        self.app.state.replay().await;
         if self.app.store().is_some() {
             if let Err(e) = crate::live::reload(&self.app).await {
                 tracing::warn!(error = %e, "snapshot rebuild after the redis outage failed; the poll will retry");

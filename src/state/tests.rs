@@ -328,16 +328,17 @@ async fn facade_falls_back_when_redis_is_unreachable() {
     );
 }
 
-/// A shared backend that takes only as many binds as it is allowed, then fails them: a Redis that
-/// goes away in the middle of a resync. Everything else is the in-process backend.
+/// A shared backend that takes only as many writes (binds, context entries) as it is allowed, then
+/// fails them: a Redis that goes away in the middle of a resync. Everything else is the in-process
+/// backend.
 #[derive(Default)]
-struct FlakyBinds {
+struct FlakyWrites {
     inner: LocalBackend,
-    binds_allowed: std::sync::atomic::AtomicUsize,
+    writes_allowed: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
-impl StateBackend for FlakyBinds {
+impl StateBackend for FlakyWrites {
     fn name(&self) -> &'static str {
         "redis"
     }
@@ -353,7 +354,7 @@ impl StateBackend for FlakyBinds {
         ttl: Duration,
     ) -> Result<(), StateError> {
         use std::sync::atomic::Ordering::SeqCst;
-        let allowed = self.binds_allowed.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+        let allowed = self.writes_allowed.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
         match allowed {
             Ok(_) => self.inner.bind(session, model, upstream, at_ms, ttl).await,
             Err(_) => Err(StateError::Redis("connection reset".into())),
@@ -372,7 +373,11 @@ impl StateBackend for FlakyBinds {
         entry: &str,
         limits: ContextLimits,
     ) -> Result<(), StateError> {
-        self.inner.push_context(owner, session, entry, limits).await
+        use std::sync::atomic::Ordering::SeqCst;
+        match self.writes_allowed.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)) {
+            Ok(_) => self.inner.push_context(owner, session, entry, limits).await,
+            Err(_) => Err(StateError::Redis("connection reset".into())),
+        }
     }
     async fn context(&self, owner: &str, session: &str) -> Result<Vec<String>, StateError> {
         self.inner.context(owner, session).await
@@ -401,8 +406,8 @@ impl StateBackend for FlakyBinds {
     }
 }
 
-/// Shared state whose Redis is a `FlakyBinds` (binds allowed: none yet).
-fn state_over_flaky_binds() -> (State, Arc<FlakyBinds>) {
+/// Shared state whose Redis is a `FlakyWrites` (binds allowed: none yet).
+fn state_over_flaky_writes() -> (State, Arc<FlakyWrites>) {
     let settings = StateSettings {
         redis_url: Some("redis://127.0.0.1:1/0".into()),
         timeout: Duration::from_millis(200),
@@ -410,14 +415,14 @@ fn state_over_flaky_binds() -> (State, Arc<FlakyBinds>) {
     };
     let errors = prometheus::IntCounterVec::new(prometheus::Opts::new("e", "e"), &["backend"]).unwrap();
     let state = State::new(settings, errors);
-    let shared = Arc::new(FlakyBinds::default());
+    let shared = Arc::new(FlakyWrites::default());
     state.set_shared(shared.clone());
     (state, shared)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bindings_made_during_an_outage_survive_a_second_outage_mid_resync() {
-    let (state, shared) = state_over_flaky_binds();
+    let (state, shared) = state_over_flaky_writes();
     let sessions = ["s1", "s2", "s3", "s4"];
     // Redis is down: the bindings are kept locally and queued for it.
     for s in sessions {
@@ -429,9 +434,9 @@ async fn bindings_made_during_an_outage_survive_a_second_outage_mid_resync() {
         async move { shared.inner.bindings(s).await.unwrap() }
     };
     // Back, but gone again after two writes of the resync: the rest stays queued.
-    shared.binds_allowed.store(2, std::sync::atomic::Ordering::SeqCst);
+    shared.writes_allowed.store(2, std::sync::atomic::Ordering::SeqCst);
     assert!(state.answered());
-    state.replay_bindings().await;
+    state.replay().await;
     for s in &sessions[..2] {
         assert_eq!(written(s).await, [("m".to_string(), format!("p/{s}"))], "{s}");
     }
@@ -439,21 +444,21 @@ async fn bindings_made_during_an_outage_survive_a_second_outage_mid_resync() {
         assert!(written(s).await.is_empty(), "{s} written after the failure");
     }
     // Back for good: the next resync writes what was left, and only that.
-    shared.binds_allowed.store(2, std::sync::atomic::Ordering::SeqCst);
+    shared.writes_allowed.store(2, std::sync::atomic::Ordering::SeqCst);
     assert!(state.answered());
-    state.replay_bindings().await;
+    state.replay().await;
     for s in sessions {
         assert_eq!(written(s).await, [("m".to_string(), format!("p/{s}"))], "{s}");
     }
     // A later resync finds nothing left to write.
-    shared.binds_allowed.store(10, std::sync::atomic::Ordering::SeqCst);
-    state.replay_bindings().await;
-    assert_eq!(shared.binds_allowed.load(std::sync::atomic::Ordering::SeqCst), 10);
+    shared.writes_allowed.store(10, std::sync::atomic::Ordering::SeqCst);
+    state.replay().await;
+    assert_eq!(shared.writes_allowed.load(std::sync::atomic::Ordering::SeqCst), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binding_written_back_after_an_outage_does_not_replace_a_newer_one() {
-    let (state, shared) = state_over_flaky_binds();
+    let (state, shared) = state_over_flaky_writes();
     // Redis is down: this replica binds s1 and s2; queued.
     state.bind("s1", "m", "p/old").await;
     state.bind("s2", "m", "p/mine").await;
@@ -465,9 +470,9 @@ async fn a_binding_written_back_after_an_outage_does_not_replace_a_newer_one() {
         .bind("s1", "m", "p/new", later, Duration::from_secs(60))
         .await
         .unwrap();
-    shared.binds_allowed.store(10, std::sync::atomic::Ordering::SeqCst);
+    shared.writes_allowed.store(10, std::sync::atomic::Ordering::SeqCst);
     assert!(state.answered());
-    state.replay_bindings().await;
+    state.replay().await;
     assert_eq!(
         shared.inner.bindings("s1").await.unwrap(),
         [("m".to_string(), "p/new".to_string())]
@@ -476,4 +481,22 @@ async fn a_binding_written_back_after_an_outage_does_not_replace_a_newer_one() {
         shared.inner.bindings("s2").await.unwrap(),
         [("m".to_string(), "p/mine".to_string())]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_written_during_an_outage_is_written_back() {
+    let (state, shared) = state_over_flaky_writes();
+    state.push_context("key", "s", r#"{"n":1}"#).await;
+    state.push_context("key", "s", r#"{"n":2}"#).await;
+    assert!(!state.shared_up());
+    assert_eq!(state.context("key", "s").await.len(), 2, "kept locally meanwhile");
+    shared.writes_allowed.store(10, std::sync::atomic::Ordering::SeqCst);
+    assert!(state.answered());
+    state.replay().await;
+    assert_eq!(
+        shared.inner.context("key", "s").await.unwrap(),
+        [r#"{"n":1}"#, r#"{"n":2}"#],
+        "every replica reads them from Redis now"
+    );
+    assert_eq!(state.context("key", "s").await.len(), 2);
 }
