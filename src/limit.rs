@@ -35,6 +35,12 @@ impl TokenBucket {
         Duration::from_secs_f64(((1.0 - tokens) / rate).max(0.0))
     }
 
+    /// Returns a token taken for a request that did not go on after all.
+    pub fn give_back(&self, rate: f64) {
+        let mut s = self.state.lock();
+        s.0 = (s.0 + 1.0).min(rate.max(MIN_RATE).max(1.0));
+    }
+
     /// Takes a token, or says how long until one is there.
     pub fn take(&self, rate: f64, now: Instant) -> Result<(), Duration> {
         let rate = rate.max(MIN_RATE);

@@ -665,6 +665,13 @@ async fn a_user_s_key_limits_bind_every_key_the_user_makes(backend: Backend) {
         );
         assert_eq!(proxy_status(&gw, key, "gpt-a").await.0, 429, "1 request/s");
     }
+    // Her 1 request/s is hers, whichever key: a second key buys no second request.
+    until_status(&gw, &minted[0].1, "gpt-a", 200).await;
+    assert_eq!(
+        proxy_status(&gw, &minted[1].1, "gpt-a").await.0,
+        429,
+        "shared by her keys"
+    );
     // Lifting a key's own limits does not lift hers.
     let (id, key) = &minted[1];
     let (s, v) = as_token(

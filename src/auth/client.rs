@@ -25,6 +25,9 @@ pub struct ClientIdentity {
     pub allowed_providers: Option<Arc<HashSet<String>>>,
     /// Requests per second this key may make; `None` for no limit.
     pub rate_limit_rps: Option<u32>,
+    /// The bucket all of its user's keys share and the user's requests per second, when an
+    /// admin limited the user: minting more keys does not buy more requests.
+    pub user_limit: Option<(Arc<str>, u32)>,
 }
 
 /// A key minted through the admin API, as the snapshot needs it.
@@ -38,6 +41,8 @@ pub struct StoredClientKey {
     pub expires_at: Option<i64>,
     pub allowed_providers: Option<Vec<String>>,
     pub rate_limit_rps: Option<u32>,
+    /// The owner's id and the owner's own limit (`key_rate_limit_rps`), shared by all its keys.
+    pub user_limit: Option<(String, u32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +100,7 @@ impl ClientKeys {
                 key_id: None,
                 allowed_providers: None,
                 rate_limit_rps: None,
+                user_limit: None,
             };
             by_tag.insert(
                 tag,
@@ -114,6 +120,10 @@ impl ClientKeys {
                     .as_ref()
                     .map(|l| Arc::new(l.iter().cloned().collect())),
                 rate_limit_rps: k.rate_limit_rps,
+                user_limit: k
+                    .user_limit
+                    .as_ref()
+                    .map(|(user, rps)| (Arc::from(format!("user:{user}")), *rps)),
             };
             by_tag.entry(tag).or_insert(Entry {
                 identity,
@@ -307,6 +317,7 @@ mod tests {
             expires_at,
             allowed_providers: Some(vec!["a".into()]),
             rate_limit_rps: Some(3),
+            user_limit: None,
         };
         let k = ClientKeys::with_stored(
             secrets.client_mac().clone(),

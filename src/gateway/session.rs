@@ -25,8 +25,10 @@ pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> 
         .client
         .as_ref()
         .and_then(|c| Some((c.key_id.clone()?, c.rate_limit_rps?)));
+    let user_limit = ctx.client.as_ref().and_then(|c| c.user_limit.clone());
     let q = Admission {
         limit: limit.as_ref().map(|(id, rps)| (&**id, *rps)),
+        user_limit: user_limit.as_ref().map(|(bucket, rps)| (&**bucket, *rps)),
         session: ctx
             .session_id
             .as_deref()

@@ -127,6 +127,7 @@ pub fn stored_key((row, user): &(ApiKeyRow, UserKeyLimits)) -> StoredClientKey {
         expires_at: row.expires_at,
         allowed_providers: limits.allowed_providers,
         rate_limit_rps: limits.rate_limit_rps,
+        user_limit: user.rate_limit_rps().map(|rps| (row.user_id.clone(), rps)),
     }
 }
 

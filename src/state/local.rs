@@ -67,6 +67,21 @@ impl LocalBackend {
         b.take(f64::from(per_second), Instant::now())
     }
 
+    /// Takes a token from each bucket given, or from none: one refused gives back the other's.
+    fn take_both(&self, key: Option<(&str, u32)>, user: Option<(&str, u32)>) -> Result<(), Duration> {
+        if let Some((bucket, rps)) = key {
+            self.take(bucket, rps)?;
+        }
+        let Some((bucket, rps)) = user else { return Ok(()) };
+        self.take(bucket, rps).inspect_err(|_| {
+            if let Some((bucket, rps)) = key {
+                if let Some(b) = self.buckets.lock().get(bucket) {
+                    b.give_back(f64::from(rps));
+                }
+            }
+        })
+    }
+
     fn binding(&self, session: &str, model: &str) -> Option<String> {
         let map = self.bindings.lock();
         let e = map.get(session).filter(|e| e.until > Instant::now())?;
@@ -106,7 +121,7 @@ impl StateBackend for LocalBackend {
     }
 
     async fn admit(&self, q: Admission<'_>) -> Result<Admitted, StateError> {
-        let limited = q.limit.and_then(|(bucket, rps)| self.take(bucket, rps).err());
+        let limited = self.take_both(q.limit, q.user_limit).err();
         let binding = q.session.and_then(|(s, m)| self.binding(s, m));
         Ok(Admitted { limited, binding })
     }

@@ -39,6 +39,9 @@ pub enum StateError {
 pub struct Admission<'a> {
     /// A client key's rate-limit bucket and its allowance per second.
     pub limit: Option<(&'a str, u32)>,
+    /// Its user's bucket, shared by all of the user's keys, and the user's allowance. A request
+    /// goes on only when both buckets have a token, and a refused one spends neither.
+    pub user_limit: Option<(&'a str, u32)>,
     /// The session id and the requested model, to read the session's binding.
     pub session: Option<(&'a str, &'a str)>,
 }

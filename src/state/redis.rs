@@ -96,14 +96,17 @@ impl StateBackend for RedisBackend {
 
     async fn admit(&self, q: Admission<'_>) -> Result<Admitted, StateError> {
         let (bucket, rate) = q.limit.unwrap_or(("", 0));
+        let (user_bucket, user_rate) = q.user_limit.unwrap_or(("", 0));
         let (session, model) = q.session.unwrap_or(("", ""));
         let mut conn = self.conn.clone();
         let (allowed, wait_ms, binding): (i64, i64, Option<String>) = self
             .admit
             .key(self.key(&["rl", bucket]))
             .key(self.key(&["sess", session]))
+            .key(self.key(&["rl", user_bucket]))
             .arg(rate)
             .arg(model)
+            .arg(user_rate)
             .invoke_async(&mut conn)
             .await?;
         Ok(Admitted {

@@ -16,27 +16,34 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 "#;
 
-/// Token bucket (KEYS[1]; ARGV[1] = rate per second, 0 for none) plus the session binding
-/// (HGET KEYS[2] ARGV[2], when ARGV[2] is not empty). Redis's own clock, so replicas' clocks do not
-/// matter. Returns {allowed 0/1, wait ms, binding or nil}.
+/// Token buckets (KEYS[1] at ARGV[1] per second, KEYS[3] at ARGV[3]; a rate of 0 is no bucket)
+/// plus the session binding (HGET KEYS[2] ARGV[2], when ARGV[2] is not empty). A token is taken
+/// from every bucket, or, when one has none, from no bucket. Redis's own clock, so replicas'
+/// clocks do not matter. Returns {allowed 0/1, wait ms, binding or nil}.
 pub const ADMIT: &str = r#"
-local rate = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local buckets = {}
 local allowed, wait = 1, 0
-if rate > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-  local tokens = tonumber(b[1]) or rate
-  local ts = tonumber(b[2]) or now
-  tokens = math.min(rate, tokens + math.max(0, now - ts) * rate / 1000)
-  if tokens >= 1 then
-    tokens = tokens - 1
-  else
-    allowed = 0
-    wait = math.ceil((1 - tokens) * 1000 / rate)
+for _, i in ipairs({1, 3}) do
+  local rate = tonumber(ARGV[i])
+  if rate > 0 then
+    local b = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+    local tokens = tonumber(b[1]) or rate
+    local ts = tonumber(b[2]) or now
+    tokens = math.min(rate, tokens + math.max(0, now - ts) * rate / 1000)
+    if tokens < 1 then
+      allowed = 0
+      wait = math.max(wait, math.ceil((1 - tokens) * 1000 / rate))
+    end
+    table.insert(buckets, {KEYS[i], tokens})
   end
-  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-  redis.call('PEXPIRE', KEYS[1], 2000)
+end
+for _, b in ipairs(buckets) do
+  local tokens = b[2]
+  if allowed == 1 then tokens = tokens - 1 end
+  redis.call('HSET', b[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', b[1], 2000)
 end
 local binding = false
 if ARGV[2] ~= '' then

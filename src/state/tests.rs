@@ -61,6 +61,7 @@ macro_rules! both {
 
 async fn rate_limit_is_a_token_bucket(b: &dyn StateBackend) {
     let q = Admission {
+        user_limit: None,
         limit: Some(("key-1", 3)),
         session: None,
     };
@@ -71,6 +72,7 @@ async fn rate_limit_is_a_token_bucket(b: &dyn StateBackend) {
     assert!(wait > Duration::ZERO && wait <= Duration::from_millis(400), "{wait:?}");
     // Another key has its own bucket.
     let other = Admission {
+        user_limit: None,
         limit: Some(("key-2", 3)),
         session: None,
     };
@@ -80,8 +82,36 @@ async fn rate_limit_is_a_token_bucket(b: &dyn StateBackend) {
 }
 both!(rate_limit_is_a_token_bucket);
 
+async fn a_user_s_bucket_is_shared_by_the_user_s_keys(b: &dyn StateBackend) {
+    let of_user = |key| Admission {
+        limit: Some((key, 5)),
+        user_limit: Some(("user:u", 2)),
+        session: None,
+    };
+    assert_eq!(b.admit(of_user("k1")).await.unwrap().limited, None);
+    assert_eq!(b.admit(of_user("k2")).await.unwrap().limited, None);
+    assert!(
+        b.admit(of_user("k3")).await.unwrap().limited.is_some(),
+        "the user's 2/s, whichever key"
+    );
+    // Refused by the user's bucket, a request spends nothing from its key's.
+    let k4 = |user_limit| Admission {
+        limit: Some(("k4", 1)),
+        user_limit,
+        session: None,
+    };
+    assert!(b.admit(k4(Some(("user:u", 2)))).await.unwrap().limited.is_some());
+    assert_eq!(
+        b.admit(k4(None)).await.unwrap().limited,
+        None,
+        "k4's token is still there"
+    );
+}
+both!(a_user_s_bucket_is_shared_by_the_user_s_keys);
+
 async fn concurrent_admissions_never_exceed_the_limit(b: &dyn StateBackend) {
     let q = Admission {
+        user_limit: None,
         limit: Some(("burst", 10)),
         session: None,
     };
@@ -94,6 +124,7 @@ both!(concurrent_admissions_never_exceed_the_limit);
 async fn session_bindings(b: &dyn StateBackend) {
     let ttl = Duration::from_secs(60);
     let q = Admission {
+        user_limit: None,
         limit: None,
         session: Some(("s1", "fast")),
     };
@@ -104,6 +135,7 @@ async fn session_bindings(b: &dyn StateBackend) {
     // Failover moved it on.
     b.bind("s1", "fast", "beta/gpt-b", 2_000, ttl).await.unwrap();
     let both = Admission {
+        user_limit: None,
         limit: Some(("k", 5)),
         session: Some(("s1", "fast")),
     };
@@ -131,6 +163,7 @@ both!(session_bindings);
 async fn an_older_binding_never_replaces_a_newer_one(b: &dyn StateBackend) {
     let ttl = Duration::from_secs(60);
     let fast = Admission {
+        user_limit: None,
         limit: None,
         session: Some(("s1", "fast")),
     };
@@ -294,6 +327,7 @@ async fn facade_falls_back_when_redis_is_unreachable() {
     state.set_replicas(3);
     let t0 = std::time::Instant::now();
     let q = Admission {
+        user_limit: None,
         limit: Some(("k", 1)),
         session: Some(("s", "m")),
     };
@@ -312,6 +346,7 @@ async fn facade_falls_back_when_redis_is_unreachable() {
     assert_eq!(
         state
             .admit(Admission {
+                user_limit: None,
                 limit: None,
                 session: Some(("s", "m"))
             })

@@ -31,6 +31,18 @@ pub struct UserKeyLimits {
     pub key_rate_limit_rps: Option<i32>,
 }
 
+impl UserKeyLimits {
+    /// The user's requests per second, across all of the user's keys.
+    pub fn rate_limit_rps(&self) -> Option<u32> {
+        positive_rps(self.key_rate_limit_rps)
+    }
+}
+
+/// A stored limit as requests per second; none, zero or negative is no limit.
+fn positive_rps(stored: Option<i32>) -> Option<u32> {
+    stored.and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0)
+}
+
 #[derive(AsChangeset, Default)]
 #[diesel(table_name = users)]
 pub struct UserChanges {
@@ -178,8 +190,7 @@ impl ApiKeyRow {
             (Some(own), Some(users)) => Some(own.into_iter().filter(|p| users.contains(p)).collect()),
             (own, users) => own.or(users),
         };
-        let rps = |r: Option<i32>| r.and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0);
-        let rate_limit_rps = match (rps(self.rate_limit_rps), rps(user.key_rate_limit_rps)) {
+        let rate_limit_rps = match (positive_rps(self.rate_limit_rps), user.rate_limit_rps()) {
             (Some(own), Some(users)) => Some(own.min(users)),
             (own, users) => own.or(users),
         };
