@@ -2,6 +2,7 @@
 //! each failure whether to try again, where, and what health to record. Pingora's hooks
 //! (`upstream_peer`, `fail_to_connect`, `error_while_proxy`, `upstream_response_filter`) call these.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora::http::ResponseHeader;
@@ -378,7 +379,7 @@ fn whole_json_answered_nothing(resp: &ResponseHeader, body: &[u8]) -> Option<&'s
 
 /// Judges the upstream's response status (and what its held body said) and records health; says
 /// whether to try again.
-pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
+pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
     let (Some(attempt), Some(plan)) = (ctx.current.as_ref(), ctx.plan.clone()) else {
         return Retry::No;
     };
@@ -434,6 +435,13 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
                 Some(k) => {
                     if status != 403 {
                         provider.pause_key(k.index);
+                        // A reload since the request began installed the provider anew.
+                        let current = app.snapshot();
+                        if let Some(now) = current.routes.provider(&provider.id) {
+                            if !Arc::ptr_eq(now, provider) {
+                                now.pause_key_of(provider, k.index);
+                            }
+                        }
                     }
                     ctx.refused_keys.push((idx, k.index));
                 }

@@ -222,7 +222,7 @@ impl ProxyHttp for Gateway {
         if resp.status.is_informational() {
             return Ok(());
         }
-        let decision = failover::on_response(ctx, resp);
+        let decision = failover::on_response(&self.app, ctx, resp);
         if decision == Retry::No || answer_started(session) {
             return Ok(());
         }

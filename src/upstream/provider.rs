@@ -100,21 +100,7 @@ impl Provider {
     /// Nothing carries over when where or how the provider is asked changed (a fixed `base_url`,
     /// header or path is why its keys were refused).
     pub fn carry_key_state(&self, old: &Provider) {
-        let same_calls = self.endpoint == old.endpoint
-            && self.extra_headers == old.extra_headers
-            && self.style == old.style
-            && [
-                &self.chat_path,
-                &self.responses_path,
-                &self.messages_path,
-                &self.gemini_prefix,
-            ] == [
-                &old.chat_path,
-                &old.responses_path,
-                &old.messages_path,
-                &old.gemini_prefix,
-            ];
-        if !same_calls {
+        if !self.asked_as(old) {
             return;
         }
         for key in &self.keys {
@@ -131,6 +117,35 @@ impl Provider {
         }
         self.next_key
             .store(old.next_key.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Pauses here the key `old` was refused with: a request that began before a reload learnt it
+    /// on the provider this one replaced, after its state was carried over.
+    pub fn pause_key_of(&self, old: &Provider, index: usize) {
+        let Some(refused) = old.keys.get(index) else { return };
+        if let Some(i) = self.keys.iter().position(|k| k.header == refused.header) {
+            if self.asked_as(old) {
+                self.pause_key(i);
+            }
+        }
+    }
+
+    /// Whether this provider is asked where and as `old` was, so what its keys learnt holds here.
+    fn asked_as(&self, old: &Provider) -> bool {
+        self.endpoint == old.endpoint
+            && self.extra_headers == old.extra_headers
+            && self.style == old.style
+            && [
+                &self.chat_path,
+                &self.responses_path,
+                &self.messages_path,
+                &self.gemini_prefix,
+            ] == [
+                &old.chat_path,
+                &old.responses_path,
+                &old.messages_path,
+                &old.gemini_prefix,
+            ]
     }
 }
 
@@ -437,6 +452,26 @@ mod tests {
         fixed.carry_key_state(&before);
         assert!(fixed.pick_key(&[], 1).is_some());
         assert!(fixed.has_key_in_rotation(&[1]), "k1 back in rotation");
+    }
+
+    #[test]
+    fn a_key_refused_after_a_reload_rests_in_the_new_provider_too() {
+        let c: ProviderConfig =
+            serde_yaml::from_str("{id: p, base_url: 'http://127.0.0.1:1', api_keys: [k1, k2]}").unwrap();
+        let extras = ProviderExtras::default();
+        let before = Provider::build(&c, &extras).unwrap();
+        let after = Provider::build(&c, &extras).unwrap();
+        after.carry_key_state(&before);
+        // A request that began before the reload is refused k2 on the old provider.
+        before.pause_key(1);
+        after.pause_key_of(&before, 1);
+        assert!(!after.has_key_in_rotation(&[0]), "k2 rests in the new one too");
+        // Not where the provider is now asked elsewhere.
+        let moved: ProviderConfig =
+            serde_yaml::from_str("{id: p, base_url: 'http://127.0.0.1:2', api_keys: [k1, k2]}").unwrap();
+        let elsewhere = Provider::build(&moved, &extras).unwrap();
+        elsewhere.pause_key_of(&before, 1);
+        assert!(elsewhere.has_key_in_rotation(&[0]));
     }
 
     #[test]
