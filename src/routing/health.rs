@@ -332,6 +332,9 @@ impl UpstreamHealth {
         if shared.open_until_ms > now_ms {
             let until = to_instant(shared.open_until_ms, now, now_ms);
             s.circuit = match s.circuit {
+                // A probe here closed it after the view was asked for: the news goes out with the
+                // next delta, and the view that predates it must not undo it.
+                Circuit::Closed if s.pending.closed_circuit => Circuit::Closed,
                 Circuit::Closed => Circuit::Open {
                     until,
                     backoff: self.policy.open_for,
@@ -656,5 +659,30 @@ mod tests {
         // And A keeps its circuit open when it reads the shared view back.
         a.apply_shared(&view[0].1, now, now_ms);
         assert!(matches!(a.availability(now), Availability::Unavailable { .. }));
+    }
+
+    #[test]
+    fn a_probe_that_closes_during_a_sync_stays_closed() {
+        let h = UpstreamHealth::new(policy());
+        let (t0, t0_ms) = (Instant::now(), unix_ms());
+        for _ in 0..3 {
+            h.record_failure(Failure::Broken, t0);
+        }
+        let (later, later_ms) = (t0 + Duration::from_secs(11), t0_ms + 11_000);
+        assert!(h.try_probe(later));
+        // A sync takes the half-open state's delta; the probe succeeds before the view comes back.
+        let sent = h.take_delta(later, later_ms).unwrap();
+        h.record_success(Duration::from_millis(10));
+        let view = SharedHealth {
+            latency_ms: 10.0,
+            error_rate: 0.5,
+            cooldown_until_ms: 0,
+            open_until_ms: sent.open_until_ms,
+        };
+        h.apply_shared(&view, later, later_ms);
+        assert_eq!(h.view(later).circuit, "closed");
+        // And the next delta says so, so the other replicas close it too.
+        let next = h.take_delta(later, later_ms).unwrap();
+        assert!(next.closed && next.open_until_ms == 0, "{next:?}");
     }
 }
