@@ -741,6 +741,48 @@ async fn a_user_s_key_limits_bind_every_key_the_user_makes(backend: Backend) {
     until_status(&gw, &minted[0].1, "gpt-b", 200).await;
 }
 
+/// A provider that authenticates with a header of its own keeps the secret there: it is never shown,
+/// and settings read, edited and written back keep it.
+async fn a_header_secret_is_never_shown(backend: Backend) {
+    let (_a, _b, gw) = setup(backend).await;
+    let h = Mock::start("hdr", &["gpt-h"]).await;
+    let secret = "azure-secret-0123456789";
+    let (s, v) = send(
+        &gw,
+        Method::POST,
+        "/providers",
+        Some(
+            json!({"id": "hdr", "base_url": h.url(), "headers": {"api-key": secret, "x-team": "ml"},
+                    "models": [{"model": "gpt-h"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(!v.to_string().contains(secret), "{v}");
+    let (_, v) = send(&gw, Method::GET, "/providers/hdr", None).await;
+    let shown = v["settings"]["headers"].clone();
+    assert_eq!(shown, json!({"api-key": "azu…6789", "x-team": "…"}), "{v}");
+    let (_, list) = send(&gw, Method::GET, "/providers", None).await;
+    assert!(!list.to_string().contains(secret));
+    // Written back as shown, with one value changed: the secret stays, the change lands.
+    let mut edited = shown.clone();
+    edited["x-team"] = json!("research");
+    let (s, v) = send(&gw, Method::PUT, "/providers/hdr", Some(json!({"headers": edited}))).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!v.to_string().contains(secret), "{v}");
+    let t0 = Instant::now();
+    loop {
+        assert_eq!(proxy_status(&gw, CLIENT_KEY, "hdr/gpt-h").await.0, 200);
+        let last = h.last().unwrap();
+        if last.header("x-team") == Some("research") {
+            assert_eq!(last.header("api-key"), Some(secret));
+            break;
+        }
+        assert!(t0.elapsed() < DEADLINE, "the edit never reached the proxy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Text the database cannot keep is a 400 on every backend; ids are read as the client wrote them.
 async fn odd_text_is_refused_or_read_as_meant(backend: Backend) {
     let (a, _b, gw) = setup(backend).await;
@@ -1412,6 +1454,7 @@ both_backends!(
     replicas_converge_through_the_database,
     rotating_the_secret_keeps_every_stored_key,
     odd_text_is_refused_or_read_as_meant,
+    a_header_secret_is_never_shown,
 );
 
 /// A provider key an admin changes while `rotate-secret` is resealing is resealed in its new

@@ -83,10 +83,33 @@ fn stored_view(b: &ProviderBundle, shadowed: bool) -> Value {
         "api_style": b.row.api_style,
         "provider_type": b.row.provider_type,
         "weight": b.row.weight,
-        "settings": settings,
+        "settings": settings_view(&settings),
         "keys": b.keys.iter().map(key_view).collect::<Vec<_>>(),
         "stored_models": b.models.iter().map(model_view).collect::<Vec<_>>(),
     })
+}
+
+/// Settings as shown: header values masked as keys are, since a provider that authenticates with a header of
+/// its own (`api-key`, a proxy's token) carries its secret there.
+fn settings_view(settings: &ProviderSettings) -> Value {
+    let mut v = json!(settings);
+    if let Some(headers) = v.get_mut("headers").and_then(Value::as_object_mut) {
+        for value in headers.values_mut() {
+            *value = json!(mask(value.as_str().unwrap_or_default()));
+        }
+    }
+    v
+}
+
+/// Header values sent back as they were shown (masked) keep the stored value, so a settings object
+/// read, edited and written back does not replace a secret with its mask.
+fn unmask(sent: BTreeMap<String, String>, stored: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    sent.into_iter()
+        .map(|(name, value)| match stored.get(&name) {
+            Some(kept) if mask(kept) == value => (name, kept.clone()),
+            _ => (name, value),
+        })
+        .collect()
 }
 
 pub async fn list(app: &App) -> Result<Reply, ApiError> {
@@ -113,7 +136,7 @@ pub async fn get(app: &App, req: &Req) -> Result<Reply, ApiError> {
     };
     if let (Some(b), "database") = (&stored, source_of(app, id)) {
         let settings: ProviderSettings = serde_json::from_str(&b.row.settings).unwrap_or_default();
-        v["settings"] = json!(settings);
+        v["settings"] = settings_view(&settings);
         v["keys"] = json!(b.keys.iter().map(key_view).collect::<Vec<_>>());
         v["stored_models"] = json!(b.models.iter().map(model_view).collect::<Vec<_>>());
     }
@@ -403,7 +426,7 @@ pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
     SettingsPatch {
         timeouts: body.timeouts,
         retryable_status_codes: body.retryable_status_codes,
-        headers: body.headers,
+        headers: body.headers.map(|h| unmask(h, &settings.headers)),
         paths: body.paths,
         responses_api: body.responses_api,
     }
