@@ -741,6 +741,50 @@ async fn a_user_s_key_limits_bind_every_key_the_user_makes(backend: Backend) {
     until_status(&gw, &minted[0].1, "gpt-b", 200).await;
 }
 
+/// Each change rebuilds the snapshot on every replica: a user who is not an admin makes at most 5 a
+/// second and has at most 200 keys.
+async fn a_user_s_changes_and_keys_are_bounded(backend: Backend) {
+    let (_a, _b, gw) = setup(backend).await;
+    let (s, v) = send(
+        &gw,
+        Method::POST,
+        "/users",
+        Some(json!({"username": "dave", "password": "dave-password-1"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let user = v["user"]["id"].as_str().unwrap().to_string();
+    let keys = format!("/users/{user}/api-keys");
+    let token = gw.login("dave", "dave-password-1").await;
+    let mint_as = |token: String, n: usize| {
+        let req = gw
+            .client
+            .post(gw.admin_url(&keys))
+            .bearer_auth(token)
+            .json(&json!({"name": format!("k{n}")}));
+        async move { req.send().await.unwrap() }
+    };
+    let answers = futures_util::future::join_all((0..10).map(|n| mint_as(token.clone(), n))).await;
+    let limited: Vec<_> = answers.iter().filter(|r| r.status() == 429).collect();
+    assert!(
+        !limited.is_empty() && limited.len() <= 5,
+        "{:?}",
+        answers.iter().map(|r| r.status()).collect::<Vec<_>>()
+    );
+    assert_eq!(limited[0].headers()["retry-after"], "1");
+    assert!(answers.iter().all(|r| [201, 429].contains(&r.status().as_u16())));
+    // An admin is not held to it: the rest of the 200 keys, then no more.
+    let admin = gw.admin().await.token;
+    let have = answers.iter().filter(|r| r.status() == 201).count();
+    for n in have..200 {
+        assert_eq!(mint_as(admin.clone(), n).await.status(), 201, "key {n}");
+    }
+    let r = mint_as(admin.clone(), 200).await;
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("at most 200"), "{v}");
+}
+
 /// A provider that authenticates with a header of its own keeps the secret there: it is never shown,
 /// and settings read, edited and written back keep it.
 async fn a_header_secret_is_never_shown(backend: Backend) {
@@ -1455,6 +1499,7 @@ both_backends!(
     rotating_the_secret_keeps_every_stored_key,
     odd_text_is_refused_or_read_as_meant,
     a_header_secret_is_never_shown,
+    a_user_s_changes_and_keys_are_bounded,
 );
 
 /// A provider key an admin changes while `rotate-secret` is resealing is resealed in its new

@@ -73,6 +73,8 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// The `Allow` header of a 405.
     pub allow: Option<String>,
+    /// The `Retry-After` header of a 429, in seconds.
+    pub retry_after: Option<u64>,
 }
 
 impl Reply {
@@ -82,6 +84,7 @@ impl Reply {
             content_type: "application/json",
             body: v.to_string().into_bytes(),
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -99,6 +102,7 @@ impl Reply {
             content_type: "application/json",
             body: Vec::new(),
             allow: None,
+            retry_after: None,
         }
     }
 }
@@ -118,6 +122,9 @@ pub enum ApiError {
     MethodNotAllowed { allow: String },
     #[error("{0}")]
     Conflict(String),
+    /// A user who is not an admin changed things faster than the admin API allows.
+    #[error("too many changes; try again in {retry_after} s")]
+    TooManyChanges { retry_after: u64 },
     #[error("{0}")]
     Unavailable(&'static str),
     /// A provider did not answer as expected (never carries a key or a URL).
@@ -143,6 +150,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Conflict(_) => 409,
+            ApiError::TooManyChanges { .. } => 429,
             ApiError::Internal => 500,
             ApiError::Upstream(_) => 502,
             ApiError::Unavailable(_) => 503,
@@ -157,6 +165,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::TooManyChanges { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal => "internal",
             ApiError::Upstream(_) => "upstream",
@@ -168,6 +177,9 @@ impl ApiError {
         let mut reply = Reply::json(self.status(), json!({ "error": err }));
         if let ApiError::MethodNotAllowed { allow } = self {
             reply.allow = Some(allow.clone());
+        }
+        if let ApiError::TooManyChanges { retry_after } = self {
+            reply.retry_after = Some(*retry_after);
         }
         reply
     }

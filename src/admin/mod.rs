@@ -10,6 +10,7 @@ pub mod handlers;
 pub mod http;
 pub mod openapi;
 pub mod router;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct AdminState {
     pub http: reqwest::Client,
     /// Raw model lists by provider, with when they were fetched.
     pub raw_models: Mutex<HashMap<String, (Instant, Value)>>,
+    /// What users who are not admins may still change this second.
+    pub changes: throttle::ChangeBudget,
 }
 
 pub struct AdminApp {
@@ -59,6 +62,7 @@ impl AdminApp {
                 app,
                 http,
                 raw_models: Mutex::new(HashMap::new()),
+                changes: throttle::ChangeBudget::default(),
             },
             router,
             openapi,
@@ -74,6 +78,14 @@ impl AdminApp {
         if spec.access == Access::Admin && !caller.as_ref().is_some_and(|c| c.is_admin()) {
             return Err(ApiError::Forbidden("this endpoint needs the admin role"));
         }
+        if let Some(user) = caller.as_ref().filter(|c| !c.is_admin() && is_change(&req.method)) {
+            self.state
+                .changes
+                .take(&user.user_id)
+                .map_err(|wait| ApiError::TooManyChanges {
+                    retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+                })?;
+        }
         // Routes marked User or Admin always have a caller here.
         let who = || caller.as_ref().ok_or(ApiError::Unauthorized("missing bearer token"));
         match spec.op {
@@ -85,6 +97,7 @@ impl AdminApp {
                     content_type: "text/plain; version=0.0.4",
                     body: app.metrics.render(),
                     allow: None,
+                    retry_after: None,
                 })
             }
             Op::OpenApi => Ok(Reply {
@@ -92,6 +105,7 @@ impl AdminApp {
                 content_type: "application/json",
                 body: self.openapi.clone(),
                 allow: None,
+                retry_after: None,
             }),
             Op::AdminInit => h::system::admin_init(app, req).await,
             Op::SecretGenerate => h::system::secret_generate(app, req).await,
@@ -180,15 +194,20 @@ impl AdminApp {
     }
 }
 
+/// A request that changes something (every method but the reading ones).
+fn is_change(method: &::http::Method) -> bool {
+    !matches!(
+        *method,
+        ::http::Method::GET | ::http::Method::HEAD | ::http::Method::OPTIONS
+    )
+}
+
 /// Refuses a change a web page could make in an operator's browser (a form or a `no-cors` fetch
 /// to the admin port on localhost, say, to create the first admin before the operator does): a
 /// browser names the page's origin (`Origin`, `Sec-Fetch-Site`) on such a request, and it must be
 /// the admin service's own. Clients that are not browsers (curl, SDKs) send neither.
 fn not_cross_site(method: &::http::Method, header: &pingora::http::RequestHeader) -> Result<(), ApiError> {
-    if matches!(
-        *method,
-        ::http::Method::GET | ::http::Method::HEAD | ::http::Method::OPTIONS
-    ) {
+    if !is_change(method) {
         return Ok(());
     }
     let refused = Err(ApiError::Forbidden("cross-site requests to the admin API are refused"));
@@ -247,6 +266,9 @@ impl ServeHttp for AdminApp {
         let mut resp = ::http::Response::builder().status(reply.status);
         if let Some(allow) = &reply.allow {
             resp = resp.header(::http::header::ALLOW, allow.as_str());
+        }
+        if let Some(secs) = reply.retry_after {
+            resp = resp.header(::http::header::RETRY_AFTER, secs);
         }
         resp.header(::http::header::CONTENT_TYPE, reply.content_type)
             .header(::http::header::CONTENT_LENGTH, reply.body.len())

@@ -144,6 +144,10 @@ fn operation(spec: &RouteSpec) -> Value {
     if spec.access == Access::Admin {
         responses["403"] = json!({"$ref": "#/components/responses/Error"});
     }
+    // A user who is not an admin changes things at a bounded rate (`throttle`).
+    if spec.access == Access::User && spec.method != http::Method::GET {
+        responses["429"] = json!({"$ref": "#/components/responses/Error"});
+    }
     let mut op = json!({
         "operationId": format!("{:?}", spec.op),
         "summary": spec.summary,

@@ -90,6 +90,9 @@ fn never() -> Expiry {
     Expiry::Never
 }
 
+/// Most API keys one user may have (disabled and expired ones count until deleted).
+pub const MAX_KEYS_PER_USER: usize = 200;
+
 pub async fn create(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiError> {
     let user = target(app, req, caller).await?;
     let user_id = user.id.clone();
@@ -97,6 +100,12 @@ pub async fn create(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiE
     check_name(&body.name)?;
     let rps = check_rps("rate_limit_rps", body.rate_limit_rps)?;
     let allowed = check_allowed(app, "allowed_providers", &body.allowed_providers)?;
+    // Every key is in every replica's snapshot: a user's keys are bounded.
+    if store(app)?.list_api_keys(&user.id).await?.len() >= MAX_KEYS_PER_USER {
+        return Err(ApiError::Conflict(format!(
+            "a user has at most {MAX_KEYS_PER_USER} API keys; delete ones no longer used"
+        )));
+    }
     let minted = mint(&app.secrets)?;
     let t = now();
     let row = ApiKeyRow {
