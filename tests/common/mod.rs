@@ -32,7 +32,10 @@ const PG_ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 async fn pg_exec(sql: String) {
     let (client, conn) = tokio_postgres::connect(PG_ADMIN_URL, tokio_postgres::NoTls)
         .await
-        .expect("PostgreSQL at 127.0.0.1:5432 (user postgres) is needed for these tests");
+        .expect(
+            "PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth, database test) is needed for \
+             these tests: `.ci/services` (as root, Debian/Ubuntu) installs and starts it, with Redis",
+        );
     let task = tokio::spawn(conn);
     client.batch_execute(&sql).await.expect(&sql);
     drop(client);
