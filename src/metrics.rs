@@ -208,6 +208,19 @@ impl Metrics {
     }
 
     /// Sets the per-upstream gauges from the live health (called at scrape time).
+    /// Forgets every upstream series, before the current upstreams are set again.
+    pub fn clear_upstreams(&self) {
+        for gauge in [
+            &self.upstream_latency,
+            &self.upstream_error_rate,
+            &self.upstream_circuit_open,
+            &self.upstream_cooldown,
+            &self.upstream_weight,
+        ] {
+            gauge.reset();
+        }
+    }
+
     pub fn set_upstream(&self, provider: &str, model: &str, weight: f64, h: &HealthView) {
         let labels = [provider, model];
         self.upstream_latency

@@ -1111,6 +1111,30 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     let took = until_status(&gw, CLIENT_KEY, "gamma/gpt-c", 404).await;
     assert!(took < DEADLINE, "deleted provider still routed after {took:?}");
     assert_eq!(send(&gw, Method::GET, "/providers/gamma", None).await.0, 404);
+    // Nor does its state linger in the upstream gauges (a dashboard would show it healthy); its
+    // counters keep what it did.
+    let m = gw.metrics().await;
+    let gauges = [
+        "latency_ewma_seconds",
+        "error_rate",
+        "circuit_open",
+        "cooldown_seconds",
+        "weight",
+    ];
+    let lingering: Vec<&str> = m
+        .lines()
+        .filter(|l| {
+            gauges
+                .iter()
+                .any(|g| l.starts_with(&format!("apiproxy_upstream_{g}{{")))
+        })
+        .filter(|l| l.contains("provider=\"gamma\""))
+        .collect();
+    assert!(lingering.is_empty(), "{lingering:?}");
+    assert!(
+        m.contains("apiproxy_upstream_weight{model=\"gpt-a\",provider=\"alpha\"}"),
+        "{m}"
+    );
 }
 
 async fn logical_models_and_routing(backend: Backend) {

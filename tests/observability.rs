@@ -173,6 +173,81 @@ async fn overhead_excludes_time_waiting_on_upstreams() {
     assert!(overhead > 0.0);
 }
 
+/// Nor the client's: a body that takes its time to arrive; nor an answer held while it was judged
+/// and then failed over.
+#[tokio::test(flavor = "multi_thread")]
+async fn overhead_excludes_a_slow_body_and_a_held_answer_tried_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, b, gw) = failover_pair().await;
+    // A stream that opens with a keep-alive, then 300 ms later its error: held, then tried again.
+    a.set_event_gap(Duration::from_millis(300));
+    a.script([Reply::Sse(vec![
+        ": keep-alive\n\n".into(),
+        "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n".into(),
+    ])]);
+    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    assert!(r.text().await.unwrap().contains("[DONE]"));
+    assert_eq!(a.hits() + b.hits(), 2, "retried (on alpha or beta) after the error");
+    // A client that sends its body 300 ms after its head.
+    let body = chat_body("lm").to_string();
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         content-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sock.write_all(body.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    sock.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = gw.metrics().await;
+    let api = [("api", "openai_chat")];
+    let total = metric(&text, "apiproxy_request_duration_seconds_sum", &api);
+    let overhead = metric(&text, "apiproxy_gateway_overhead_seconds_sum", &api);
+    assert_eq!(metric(&text, "apiproxy_gateway_overhead_seconds_count", &api), 2.0);
+    assert!(total >= 0.6, "two requests that waited ≥0.3 s each took {total} s");
+    assert!(overhead < 0.1, "overhead {overhead} s of {total} s total");
+}
+
+/// A stream the upstream breaks after its header is one attempt that failed, not an answered
+/// attempt plus a failed one (nor a retry).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_broken_mid_way_is_one_failed_attempt() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    a.script([Reply::StreamAbort { after: 2 }]);
+    let r = gw.chat(json!({"model": "m", "stream": true, "messages": []})).await;
+    assert_eq!(r.status(), 200);
+    assert!(!r.text().await.unwrap_or_default().contains("[DONE]"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = gw.metrics().await;
+    let alpha = |outcome| [("provider", "alpha"), ("outcome", outcome)];
+    assert_eq!(
+        metric(&text, "apiproxy_upstream_attempts_total", &alpha("transport_error")),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "apiproxy_upstream_attempts_total", &alpha("2xx")),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "apiproxy_retries_total", &[]), 0.0, "{text}");
+    assert_eq!(
+        metric(&text, "apiproxy_requests_total", &[("outcome", "stream_cut")]),
+        1.0,
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_with_timezone_one_line_per_request() {
     let a = Mock::start("alpha", &["m"]).await;

@@ -281,8 +281,11 @@ impl ServeHttp for AdminApp {
 /// Upstream health lives in the health registry; copy it into the gauges at scrape time.
 fn refresh_upstream_gauges(app: &App) {
     let snap = app.snapshot();
+    // A provider deleted or renamed since the last scrape leaves no series behind.
+    app.metrics.clear_upstreams();
     for (provider, model, view) in app.health.all(std::time::Instant::now()) {
-        let weight = snap.routes.provider(&provider).map_or(1.0, |p| p.weight);
-        app.metrics.set_upstream(&provider, &model, weight, &view);
+        if let Some(p) = snap.routes.provider(&provider) {
+            app.metrics.set_upstream(&provider, &model, p.weight, &view);
+        }
     }
 }

@@ -297,6 +297,8 @@ pub struct RequestCtx {
     pub streaming_response: bool,
     /// Time spent waiting on upstreams (failed attempts, backoff, and the serving attempt).
     pub upstream_wait: Duration,
+    /// Time spent waiting on the client: its request body arriving.
+    pub client_wait: Duration,
     /// Upstream time to response header of the serving attempt.
     pub ttfb: Option<Duration>,
     /// When the serving upstream's last response byte reached the gateway: what follows (the last
@@ -352,6 +354,7 @@ impl RequestCtx {
             client_closed: false,
             streaming_response: false,
             upstream_wait: Duration::ZERO,
+            client_wait: Duration::ZERO,
             ttfb: None,
             upstream_done: None,
             first_token: None,

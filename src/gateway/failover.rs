@@ -391,6 +391,8 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         Some(h) => h.since.saturating_duration_since(attempt.started),
         None => attempt.started.elapsed(),
     };
+    // All of it the upstream's: its header, and the body held to be judged.
+    let attempt_time = attempt.started.elapsed();
     let candidate = &plan.candidates[idx];
     let provider = &candidate.provider;
     let held = ctx.held_verdict.take();
@@ -516,7 +518,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
     if decision == Retry::No {
         ctx.ttfb = Some(latency);
     } else {
-        ctx.upstream_wait += latency;
+        ctx.upstream_wait += attempt_time;
     }
     decision
 }
@@ -615,12 +617,14 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
     if response_started {
         // Bytes already reached the client: nothing can be retried. The stream is reported as cut.
         health.record_failure(Failure::Broken, now);
-        record(
-            ctx,
-            idx,
-            AttemptEnd::of_transport(&etype),
-            Some(format!("{} mid-response", etype.as_str())),
-        );
+        let end = AttemptEnd::of_transport(&etype);
+        let note = Some(format!("{} mid-response", etype.as_str()));
+        // The attempt was recorded as answered when its header came: it is the same attempt, cut,
+        // not a second one.
+        match ctx.attempts.last_mut().filter(|r| r.status().is_some()) {
+            Some(answered) => (answered.end, answered.note) = (end, note),
+            None => record(ctx, idx, end, note),
+        }
         ctx.stream_cut = true;
         return Retry::No;
     }

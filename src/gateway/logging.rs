@@ -69,9 +69,11 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
         .with_label_values(&[api, route, &model, provider, status_class(status), outcome])
         .inc();
     m.duration.with_label_values(&[api]).observe(elapsed.as_secs_f64());
-    m.overhead
-        .with_label_values(&[api])
-        .observe(elapsed.saturating_sub(ctx.upstream_wait).as_secs_f64());
+    m.overhead.with_label_values(&[api]).observe(
+        elapsed
+            .saturating_sub(ctx.upstream_wait + ctx.client_wait)
+            .as_secs_f64(),
+    );
     if let Some(ttfb) = ctx.ttfb {
         m.upstream_ttfb
             .with_label_values(&[provider])

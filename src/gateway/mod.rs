@@ -17,7 +17,7 @@ mod upstream_call;
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -84,7 +84,10 @@ impl Gateway {
             Endpoint::Proxy(call) => {
                 ctx.client_format = Some(call.format);
                 intake::authenticate(session, &self.app, ctx)?;
-                let body = intake::read_body(session, self.app.settings.max_body_bytes).await?;
+                let reading = Instant::now();
+                let body = intake::read_body(session, self.app.settings.max_body_bytes).await;
+                ctx.client_wait += reading.elapsed();
+                let body = body?;
                 let write_timeout = self.app.settings.client_write_timeout_ms;
                 session.set_write_timeout((write_timeout > 0).then(|| Duration::from_millis(write_timeout)));
                 intake::route(session, &self.app, ctx, &call, body)?;
