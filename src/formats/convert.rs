@@ -68,6 +68,11 @@ pub fn convert_request_named(
     if let Some(fetched) = &opts.fetched_media {
         ir.inline_media(fetched);
     }
+    if to == WireFormat::OpenAiChat && from != to && ir.has_file_by_url() {
+        return Err(ConvertError::Unsupported(
+            "an OpenAI Chat upstream takes files inline (base64) only, not by URL; send the file's bytes".into(),
+        ));
+    }
     let names = ToolNames::for_request(to, &mut ir);
     let out = match to {
         WireFormat::OpenAiChat => openai_chat::request::render(&ir, opts),
@@ -260,6 +265,63 @@ mod tests {
         };
         let out = convert_request(from, to, body.to_string().as_bytes(), &opts).expect("translated");
         serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn a_file_by_url_goes_to_responses_by_url_and_is_refused_for_chat() {
+        use serde_json::json;
+        let doc = json!({"model": "c", "max_tokens": 100, "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "url", "url": "https://x.example/a.pdf"}},
+            {"type": "text", "text": "summarise"}]}]});
+        let v = upstream_body(WireFormat::Anthropic, WireFormat::OpenAiResponses, doc.clone());
+        let part = &v["input"][0]["content"][0];
+        assert_eq!(
+            (&part["type"], &part["file_url"]),
+            (&json!("input_file"), &json!("https://x.example/a.pdf")),
+            "{v}"
+        );
+        assert!(part.get("file_data").is_none(), "{v}");
+        let opts = RequestOptions {
+            model: "m".into(),
+            stream: false,
+            default_max_tokens: 4096,
+            fetched_media: None,
+        };
+        let refused = convert_request(
+            WireFormat::Anthropic,
+            WireFormat::OpenAiChat,
+            doc.to_string().as_bytes(),
+            &opts,
+        );
+        assert!(matches!(refused, Err(ConvertError::Unsupported(_))), "{refused:?}");
+        // And back: a Responses client's file by URL reaches Anthropic by URL.
+        let responses = json!({"model": "m", "input": [{"role": "user", "content": [
+            {"type": "input_file", "file_url": "https://x.example/a.pdf"}]}]});
+        let v = upstream_body(WireFormat::OpenAiResponses, WireFormat::Anthropic, responses);
+        assert_eq!(
+            v["messages"][0]["content"][0]["source"]["url"], "https://x.example/a.pdf",
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn a_responses_upstream_gets_non_strict_tools_and_at_least_16_output_tokens() {
+        use serde_json::json;
+        let body = json!({"model": "c", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"name": "read", "input_schema": {"type": "object",
+                "properties": {"path": {"type": "string"}, "limit": {"type": "integer"}}, "required": ["path"]}}]});
+        let v = upstream_body(WireFormat::Anthropic, WireFormat::OpenAiResponses, body);
+        assert_eq!(v["tools"][0]["strict"], false, "{v}");
+        assert_eq!(v["max_output_tokens"], 16, "{v}");
+        let chat = json!({"model": "m", "max_tokens": 500, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f", "strict": true,
+                "parameters": {"type": "object", "properties": {}}}}]});
+        let v = upstream_body(WireFormat::OpenAiChat, WireFormat::OpenAiResponses, chat);
+        assert_eq!(
+            (&v["tools"][0]["strict"], &v["max_output_tokens"]),
+            (&json!(true), &json!(500)),
+            "{v}"
+        );
     }
 
     #[test]

@@ -35,10 +35,16 @@ pub(super) struct Top<'a> {
     tool_choice: Option<&'a RawValue>,
     #[serde(borrow, default)]
     tools: Option<Vec<Tool<'a>>>,
+    #[serde(borrow, default)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    response_format: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct Message<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     content: Option<&'a RawValue>,
 }
@@ -47,6 +53,8 @@ struct Message<'a> {
 struct Tool<'a> {
     #[serde(borrow, default)]
     input_schema: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    function: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +105,17 @@ pub(super) fn classify(top: &Top) -> WireFormat {
         }
         return WireFormat::OpenAiChat;
     };
+    // What only an OpenAI Chat body has: it stays one whatever else it carries (LiteLLM documents a
+    // Claude-style `thinking` for Chat bodies, for one).
+    let openai_only = !is_null(&top.max_completion_tokens)
+        || !is_null(&top.response_format)
+        || top.tools.iter().flatten().any(|t| !is_null(&t.function))
+        || messages
+            .iter()
+            .any(|m| matches!(m.role.as_deref(), Some("tool" | "function" | "developer")));
+    if openai_only {
+        return WireFormat::OpenAiChat;
+    }
     let anthropic_choice = top
         .tool_choice
         .and_then(|c| serde_json::from_str::<Typed>(c.get()).ok())
@@ -150,5 +169,10 @@ mod tests {
         assert_eq!(detect_chat_body(adaptive), WireFormat::Anthropic);
         let glm = br#"{"model":"glm-4.6","thinking":{"type":"enabled"},"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}"#;
         assert_eq!(detect_chat_body(glm), WireFormat::OpenAiChat);
+        // What only Chat bodies have wins over a Claude-style `thinking` (LiteLLM's, in Chat bodies).
+        let litellm = br#"{"model":"m","thinking":{"type":"enabled","budget_tokens":2048},"tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":"hi"},{"role":"tool","tool_call_id":"a","content":"x"}]}"#;
+        assert_eq!(detect_chat_body(litellm), WireFormat::OpenAiChat);
+        let tool_turn = br#"{"model":"m","system":"s","thinking":{"type":"enabled","budget_tokens":2048},"messages":[{"role":"tool","tool_call_id":"a","content":"x"}]}"#;
+        assert_eq!(detect_chat_body(tool_turn), WireFormat::OpenAiChat);
     }
 }

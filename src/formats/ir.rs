@@ -142,6 +142,18 @@ impl IrRequest {
         urls
     }
 
+    /// Whether a file (a document, not an image) is named by URL rather than sent inline.
+    pub fn has_file_by_url(&self) -> bool {
+        fn by_url(b: &Block) -> bool {
+            match b {
+                Block::File(Media::Url { .. }) => true,
+                Block::ToolResult(r) => r.content.iter().any(by_url),
+                _ => false,
+            }
+        }
+        self.messages.iter().flat_map(|m| &m.content).any(by_url)
+    }
+
     /// Replaces each URL found in `fetched` with the bytes fetched for it.
     pub fn inline_media(&mut self, fetched: &FetchedMedia) {
         for b in self.messages.iter_mut().flat_map(|m| &mut m.content) {

@@ -10,6 +10,9 @@ use crate::formats::openai_chat::request::{
     arguments_text, empty_schema, file_media, join_parts, non_empty_args, parse_tool_choice, text_block,
 };
 
+/// The fewest output tokens a Responses request may ask for.
+const MIN_OUTPUT_TOKENS: u64 = 16;
+
 /// Responses request → IR.
 pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
     for key in ["previous_response_id", "conversation", "prompt"] {
@@ -220,11 +223,15 @@ fn parse_content(c: Option<&Value>) -> Result<Vec<Block>, ConvertError> {
                     ))
                 }
             },
-            Some("input_file") => match str_at(p, "file_data") {
-                Some(data) => out.push(Block::File(file_media(data, str_at(p, "filename")))),
-                None => {
+            Some("input_file") => match (str_at(p, "file_data"), str_at(p, "file_url")) {
+                (Some(data), _) => out.push(Block::File(file_media(data, str_at(p, "filename")))),
+                (None, Some(url)) => out.push(Block::File(Media::Url {
+                    url: url.to_string(),
+                    media_type: None,
+                })),
+                (None, None) => {
                     return Err(ConvertError::Unsupported(
-                        "files by `file_id`/`file_url` cannot be translated to this upstream".into(),
+                        "files by `file_id` live in OpenAI's storage and cannot be translated".into(),
                     ))
                 }
             },
@@ -266,7 +273,9 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
                 v.insert("name".into(), t.name.clone().into());
                 v.insert("parameters".into(), t.parameters.clone());
                 put(&mut v, "description", t.description.clone());
-                put(&mut v, "strict", t.strict);
+                // Responses takes an absent `strict` as true (every parameter required, no others
+                // allowed): a tool from a format without the notion keeps its optional parameters.
+                v.insert("strict".into(), t.strict.unwrap_or(false).into());
                 Value::Object(v)
             })
             .collect();
@@ -283,7 +292,12 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
             ToolChoice::Tool(n) => json!({"type": "function", "name": n}),
         }),
     );
-    put(&mut out, "max_output_tokens", ir.max_tokens);
+    // Responses refuses fewer than 16 (Claude Code probes with `max_tokens: 1`).
+    put(
+        &mut out,
+        "max_output_tokens",
+        ir.max_tokens.map(|n| n.max(MIN_OUTPUT_TOKENS)),
+    );
     put(&mut out, "temperature", ir.temperature);
     put(&mut out, "top_p", ir.top_p);
     put(&mut out, "user", ir.user.clone());
@@ -316,7 +330,10 @@ fn content_part(b: &Block, assistant: bool) -> Option<Value> {
         Block::Text(t) if assistant => Some(json!({"type": "output_text", "text": t.text, "annotations": []})),
         Block::Text(t) => Some(json!({"type": "input_text", "text": t.text})),
         Block::Image(m) => Some(json!({"type": "input_image", "image_url": m.to_url(), "detail": "auto"})),
-        Block::File(m) => Some(json!({"type": "input_file", "file_data": m.to_url(), "filename": "file"})),
+        Block::File(m @ Media::Base64 { .. }) => {
+            Some(json!({"type": "input_file", "file_data": m.to_url(), "filename": "file"}))
+        }
+        Block::File(Media::Url { url, .. }) => Some(json!({"type": "input_file", "file_url": url})),
         _ => None,
     }
 }
