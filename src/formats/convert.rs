@@ -305,6 +305,19 @@ mod tests {
     }
 
     #[test]
+    fn a_gemini_upstream_gets_a_thinking_budget_every_model_takes() {
+        use serde_json::json;
+        let claude_code = json!({"model": "c", "max_tokens": 32000, "messages": [{"role": "user", "content": "hi"}],
+            "thinking": {"type": "enabled", "budget_tokens": 31999}});
+        let v = upstream_body(WireFormat::Anthropic, WireFormat::Gemini, claude_code);
+        assert_eq!(v["generationConfig"]["thinkingConfig"]["thinkingBudget"], 24576, "{v}");
+        let minimal =
+            json!({"model": "m", "reasoning_effort": "minimal", "messages": [{"role": "user", "content": "hi"}]});
+        let v = upstream_body(WireFormat::OpenAiChat, WireFormat::Gemini, minimal);
+        assert_eq!(v["generationConfig"]["thinkingConfig"]["thinkingBudget"], 512, "{v}");
+    }
+
+    #[test]
     fn a_responses_upstream_gets_non_strict_tools_and_at_least_16_output_tokens() {
         use serde_json::json;
         let body = json!({"model": "c", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}],

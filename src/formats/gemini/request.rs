@@ -332,13 +332,19 @@ pub fn render(ir: &IrRequest, _opts: &RequestOptions) -> Value {
         _ => {}
     }
     if let Some(r) = &ir.reasoning {
-        let budget = r.budget_tokens.unwrap_or(match r.effort {
-            Effort::None | Effort::Minimal => 0,
-            Effort::Low => 1024,
-            Effort::Medium => 8192,
-            // The most every thinking Gemini model takes (2.5 Flash: 24,576).
-            Effort::High | Effort::XHigh => 24576,
-        });
+        // Budgets every thinking Gemini model takes: at most 2.5 Flash's 24,576, and when thinking
+        // at all at least Flash-Lite's 512 (2.5 Pro's floor is 128). Claude Code asks for 31,999.
+        let budget = match r.budget_tokens {
+            Some(0) => 0,
+            Some(n) => n.clamp(512, MAX_THINKING_BUDGET),
+            None => match r.effort {
+                Effort::None => 0,
+                Effort::Minimal => 512,
+                Effort::Low => 1024,
+                Effort::Medium => 8192,
+                Effort::High | Effort::XHigh => MAX_THINKING_BUDGET,
+            },
+        };
         g.insert(
             "thinkingConfig".into(),
             json!({"thinkingBudget": budget, "includeThoughts": budget > 0}),
@@ -349,6 +355,9 @@ pub fn render(ir: &IrRequest, _opts: &RequestOptions) -> Value {
     }
     Value::Object(out)
 }
+
+/// The largest thinking budget every thinking Gemini model takes (2.5 Flash's).
+const MAX_THINKING_BUDGET: u64 = 24_576;
 
 fn media_part(m: &Media) -> Value {
     match m {
