@@ -435,6 +435,32 @@ async fn an_empty_answer_under_200_is_no_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_compressed_answer_the_gateway_did_not_ask_for_is_no_answer() {
+    let (a, b, gw) = pair("", "").await;
+    // A server (or a proxy in between) that compresses though `accept-encoding: identity` was sent:
+    // the gateway could read neither usage, nor an error, nor translate it.
+    let gzip = Reply::Raw(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\ncontent-length: 4\r\n\r\n\u{1f}\u{8b}\u{8}\u{0}".into(),
+    );
+    for body in beta_answers_after(&a, &gw, gzip.clone()).await {
+        assert!(body.contains("hello from beta") || body.contains("tok0"), "{body}");
+    }
+    assert_eq!((a.hits(), b.hits()), (2, 2));
+    a.script([gzip]);
+    let r = gw.chat(chat_body("alpha/m")).await;
+    assert_eq!(r.status(), 502);
+    assert!(r.headers().get("content-encoding").is_none());
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("compressed"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_redirect_is_no_answer() {
     let (a, b, gw) = pair("", "").await;
     // A captive portal, a login proxy, an http `base_url` sent to https: never an LLM API's answer.

@@ -872,3 +872,91 @@ async fn until_it_reaches(mock: &Mock) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// What the provider says of its account and site stays with the gateway: organisation, project,
+/// rate limits of the operator's key, cookies, CORS, HTTP/3 hints.
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_account_headers_never_reach_the_client() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let body = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         openai-organization: operator-org\r\nopenai-project: proj_secret\r\n\
+         anthropic-organization-id: 0000-org\r\nx-ratelimit-remaining-requests: 4999\r\n\
+         anthropic-ratelimit-tokens-remaining: 10\r\nset-cookie: __cf_bm=abc; path=/\r\n\
+         alt-svc: h3=\":443\"\r\ncf-ray: 123-AMS\r\naccess-control-allow-origin: *\r\n\
+         keep-alive: timeout=5\r\nopenai-processing-ms: 12\r\n\r\n",
+        body.len()
+    );
+    // The same for an OpenAI client (passed through) and an Anthropic client (translated).
+    for path in ["/v1/chat/completions", "/v1/messages"] {
+        a.script([Reply::Raw(format!("{head}{body}"))]);
+        let req = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+        let r = gw.post(path, req, &[]).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let names: Vec<&str> = r.headers().keys().map(|k| k.as_str()).collect();
+        for leaked in [
+            "openai-organization",
+            "openai-project",
+            "anthropic-organization-id",
+            "x-ratelimit-remaining-requests",
+            "anthropic-ratelimit-tokens-remaining",
+            "set-cookie",
+            "alt-svc",
+            "cf-ray",
+            "access-control-allow-origin",
+            "keep-alive",
+        ] {
+            assert!(!names.contains(&leaked), "{path}: {leaked} in {names:?}");
+        }
+        assert!(
+            names.contains(&"x-request-id") && names.contains(&"content-type"),
+            "{names:?}"
+        );
+    }
+}
+
+/// An upstream's `103 Early Hints` before its answer is no answer: a translated call still gets
+/// the answer that follows, not a 502.
+#[tokio::test(flavor = "multi_thread")]
+async fn early_hints_from_the_upstream_are_not_the_answer() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let body = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"after the hints"},"finish_reason":"stop"}]}"#;
+    a.script([Reply::Raw(format!(
+        "HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n\
+         HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    ))]);
+    let req = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw.post("/v1/messages", req, &[]).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["content"][0]["text"], "after the hints", "{v}");
+}
+
+/// A client waiting for `100 Continue` that is refused before its body is told at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_awaiting_continue_is_refused_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer wrong-key-123456\r\n\
+                content-type: application/json\r\nexpect: 100-continue\r\ncontent-length: 5000\r\n\r\n";
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -62,6 +62,16 @@ async fn drain_small_body(session: &mut Session) {
     if session.is_body_done() {
         return;
     }
+    // A client waiting for `100 Continue` before it sends its body (curl) would not send it: the
+    // answer goes at once, and the connection ends with it.
+    let awaits_continue = session.response_written().is_none()
+        && session
+            .get_header(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if awaits_continue {
+        session.set_keepalive(None);
+        return;
+    }
     let small = session
         .get_header(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())

@@ -55,8 +55,8 @@ pub(super) fn gemini_stream(ctx: &RequestCtx, upstream: WireFormat) -> bool {
 }
 
 /// What a success that answers nothing is: a web page (what a website, a captive portal or the
-/// login page of a proxy in between answers, never an LLM API), or an empty body (every call the
-/// gateway proxies asks for content). A redirect is none either: no LLM API redirects a call, and
+/// login page of a proxy in between answers, never an LLM API), an empty body (every call the
+/// gateway proxies asks for content), or a compressed one the gateway cannot read. A redirect is none either: no LLM API redirects a call, and
 /// relaying one would point the client at the provider (or a portal) itself.
 pub(super) fn no_answer(resp: &ResponseHeader) -> Option<&'static str> {
     if resp.status.is_redirection() {
@@ -65,6 +65,13 @@ pub(super) fn no_answer(resp: &ResponseHeader) -> Option<&'static str> {
         None
     } else if content_type_is(resp, "text/html") {
         Some("a web page (text/html)")
+    } else if resp
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        // The gateway asks for `identity`: it reads every answer (usage, errors, translation).
+        Some("a compressed body (content-encoding) though none was asked for")
     } else if resp.status == http::StatusCode::NO_CONTENT
         || resp
             .headers
@@ -89,7 +96,11 @@ pub fn translated_whole(ctx: &RequestCtx, upstream: WireFormat, resp: &ResponseH
 
 /// Adds `x-request-id` and `x-apiproxy-provider`, and decides how the body travels.
 pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> pingora::Result<()> {
-    super::headers::drop_response_name_case(resp);
+    // An upstream's `103 Early Hints` or unasked-for `100` is no answer: the real one follows.
+    if resp.status.is_informational() {
+        return Ok(());
+    }
+    super::headers::upstream_head_for_client(resp);
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     let provider = ctx
         .current
