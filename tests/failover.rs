@@ -29,49 +29,18 @@ async fn pair(extra_a: &str, server: &str) -> (Mock, Mock, Gateway) {
     (a, b, Gateway::start(&yaml).await)
 }
 
-/// One request sent as curl sends a large body: `Expect: 100-continue`, the body only after the
-/// gateway's `100 Continue`. The whole raw answer that follows.
-async fn post_expecting_continue(gw: &Gateway, body: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
-    let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
-         content-type: application/json\r\nexpect: 100-continue\r\nconnection: close\r\n\
-         content-length: {}\r\n\r\n",
-        body.len()
-    );
-    sock.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 100"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
-    sock.write_all(body.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut answer))
-        .await
-        .expect("the answer ends")
-        .unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 /// The `100 Continue` is not the answer: failover and error statuses work as for any client.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_expecting_100_continue_still_gets_failover_and_error_statuses() {
     let (a, b, gw) = pair("", "").await;
     let body = chat_body("lm").to_string();
     a.script([Reply::status(503)]);
-    let answer = post_expecting_continue(&gw, &body).await;
+    let answer = gw.post_expecting_continue(&body).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("x-apiproxy-provider: beta"), "{answer}");
     a.script([Reply::status(503)]);
     b.script([Reply::status(503)]);
-    let answer = post_expecting_continue(&gw, &body).await;
+    let answer = gw.post_expecting_continue(&body).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("all_upstreams_failed"), "{answer}");
 }

@@ -159,11 +159,7 @@ async fn overhead_excludes_time_waiting_on_upstreams() {
     assert!(r.text().await.unwrap().contains("[DONE]"));
 
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let text = gw.metrics().await;
-    let api = [("api", "openai_chat")];
-    let total = metric(&text, "apiproxy_request_duration_seconds_sum", &api);
-    let overhead = metric(&text, "apiproxy_gateway_overhead_seconds_sum", &api);
-    assert_eq!(metric(&text, "apiproxy_gateway_overhead_seconds_count", &api), 2.0);
+    let (total, overhead) = chat_total_and_overhead(&gw, 2).await;
     assert!(
         total >= 0.6,
         "two requests that waited ≥0.4 s and ≥0.24 s took {total} s"
@@ -208,11 +204,7 @@ async fn overhead_excludes_a_slow_body_and_a_held_answer_tried_again() {
     );
 
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let text = gw.metrics().await;
-    let api = [("api", "openai_chat")];
-    let total = metric(&text, "apiproxy_request_duration_seconds_sum", &api);
-    let overhead = metric(&text, "apiproxy_gateway_overhead_seconds_sum", &api);
-    assert_eq!(metric(&text, "apiproxy_gateway_overhead_seconds_count", &api), 2.0);
+    let (total, overhead) = chat_total_and_overhead(&gw, 2).await;
     assert!(total >= 0.6, "two requests that waited ≥0.3 s each took {total} s");
     assert!(overhead < 0.1, "overhead {overhead} s of {total} s total");
 }
@@ -346,4 +338,17 @@ fn dashboard_only_uses_metrics_the_gateway_exports() {
         }
     }
     assert!(used > 15);
+}
+
+/// The OpenAI Chat requests' total time and the gateway's overhead, summed, in seconds, once the
+/// overhead histogram has counted `requests`.
+async fn chat_total_and_overhead(gw: &Gateway, requests: usize) -> (f64, f64) {
+    let text = gw.metrics().await;
+    let api = [("api", "openai_chat")];
+    let count = metric(&text, "apiproxy_gateway_overhead_seconds_count", &api);
+    assert_eq!(count, requests as f64, "{text}");
+    (
+        metric(&text, "apiproxy_request_duration_seconds_sum", &api),
+        metric(&text, "apiproxy_gateway_overhead_seconds_sum", &api),
+    )
 }

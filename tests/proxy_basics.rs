@@ -763,39 +763,11 @@ async fn a_body_sent_in_pieces_is_routed_and_replayed_whole() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_expects_100_continue_is_told_to_send_its_body() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = Mock::start("alpha", &["m"]).await;
     let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
-    let body = chat_body("m").to_string();
-    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
-    let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
-         content-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    sock.write_all(head.as_bytes()).await.unwrap();
-    // The body waits for the go-ahead, as the client asked.
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf))
-        .await
-        .expect("a 100 Continue, not silence")
-        .unwrap();
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 100"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
-    sock.write_all(body.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    while !String::from_utf8_lossy(&answer).contains("hello from alpha") {
-        let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
-        answer.extend_from_slice(&buf[..n]);
-    }
-    assert!(String::from_utf8_lossy(&answer).contains(" 200 "));
+    let answer = gw.post_expecting_continue(&chat_body("m").to_string()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("hello from alpha"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -255,15 +255,20 @@ mod tests {
         assert_eq!(extract_usage(WireFormat::Gemini, gemini).unwrap().output_tokens, 2);
     }
 
-    /// `body` (format `from`) as sent to a `to` upstream.
-    fn upstream_body(from: WireFormat, to: WireFormat, body: serde_json::Value) -> serde_json::Value {
+    /// `body` (format `from`) translated for a `to` upstream, or why it cannot be.
+    fn translated(from: WireFormat, to: WireFormat, body: &serde_json::Value) -> Result<Bytes, ConvertError> {
         let opts = RequestOptions {
             model: "m".into(),
             stream: false,
             default_max_tokens: 4096,
             fetched_media: None,
         };
-        let out = convert_request(from, to, body.to_string().as_bytes(), &opts).expect("translated");
+        convert_request(from, to, body.to_string().as_bytes(), &opts)
+    }
+
+    /// `body` (format `from`) as sent to a `to` upstream.
+    fn upstream_body(from: WireFormat, to: WireFormat, body: serde_json::Value) -> serde_json::Value {
+        let out = translated(from, to, &body).expect("translated");
         serde_json::from_slice(&out).unwrap()
     }
 
@@ -281,18 +286,7 @@ mod tests {
             "{v}"
         );
         assert!(part.get("file_data").is_none(), "{v}");
-        let opts = RequestOptions {
-            model: "m".into(),
-            stream: false,
-            default_max_tokens: 4096,
-            fetched_media: None,
-        };
-        let refused = convert_request(
-            WireFormat::Anthropic,
-            WireFormat::OpenAiChat,
-            doc.to_string().as_bytes(),
-            &opts,
-        );
+        let refused = translated(WireFormat::Anthropic, WireFormat::OpenAiChat, &doc);
         assert!(matches!(refused, Err(ConvertError::Unsupported(_))), "{refused:?}");
         // And back: a Responses client's file by URL reaches Anthropic by URL.
         let responses = json!({"model": "m", "input": [{"role": "user", "content": [

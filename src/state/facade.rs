@@ -250,17 +250,15 @@ impl State {
                 return;
             }
         }
-        if self.is_shared() {
-            let mut pending = self.pending_bindings.lock();
-            if pending.len() < MAX_PENDING {
-                pending.push(PendingBinding {
-                    session: session.into(),
-                    model: model.into(),
-                    upstream: upstream.into(),
-                    at,
-                });
-            }
-        }
+        self.hold_back(
+            &self.pending_bindings,
+            PendingBinding {
+                session: session.into(),
+                model: model.into(),
+                upstream: upstream.into(),
+                at,
+            },
+        );
     }
 
     /// Writes back what was recorded while Redis was down: bindings each as of when it was
@@ -291,6 +289,16 @@ impl State {
             },
         )
         .await;
+    }
+
+    /// Queues what Redis missed, to write back when it answers (nothing to queue without Redis).
+    fn hold_back<T>(&self, queue: &Mutex<Vec<T>>, item: T) {
+        if self.is_shared() {
+            let mut pending = queue.lock();
+            if pending.len() < MAX_PENDING {
+                pending.push(item);
+            }
+        }
     }
 
     /// Writes `queue` back in order; if Redis goes away again, what was not written stays queued
@@ -353,16 +361,14 @@ impl State {
             }
         }
         let _ = self.local.push_context(owner, session, entry, limits).await;
-        if self.is_shared() {
-            let mut pending = self.pending_contexts.lock();
-            if pending.len() < MAX_PENDING {
-                pending.push(PendingContext {
-                    owner: owner.into(),
-                    session: session.into(),
-                    entry: entry.into(),
-                });
-            }
-        }
+        self.hold_back(
+            &self.pending_contexts,
+            PendingContext {
+                owner: owner.into(),
+                session: session.into(),
+                entry: entry.into(),
+            },
+        );
     }
 
     /// The session context this client key wrote (Redis's, or the local one when Redis is out).

@@ -191,6 +191,38 @@ impl Gateway {
         self.dir.path().join("gateway.log")
     }
 
+    /// One chat completion sent as curl sends a large body: `Expect: 100-continue`, the body only
+    /// after the gateway's `100 Continue` (asserted). The whole raw answer that follows.
+    pub async fn post_expecting_continue(&self, body: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+             content-type: application/json\r\nexpect: 100-continue\r\nconnection: close\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        // The body waits for the go-ahead, as the client asked.
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf))
+            .await
+            .expect("a 100 Continue, not silence")
+            .unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 100"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        sock.write_all(body.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut answer))
+            .await
+            .expect("the answer ends")
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
     /// POST a chat completion with the test key.
     pub async fn chat(&self, body: Value) -> reqwest::Response {
         self.post("/v1/chat/completions", body, &[]).await
