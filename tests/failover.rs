@@ -842,7 +842,8 @@ async fn a_key_forbidden_one_request_stays_in_rotation_for_the_others() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_provider_is_taken_out_and_let_back_after_a_probe() {
-    let server = "server: {circuit_failure_threshold: 3, circuit_open_s: 1}\n";
+    // Open long enough that the 20 requests below finish inside it on a loaded machine.
+    let server = "server: {circuit_failure_threshold: 3, circuit_open_s: 3}\n";
     let a = Mock::start("alpha", &["m"]).await;
     let b = Mock::start("beta", &["m"]).await;
     let yaml = format!(
@@ -863,7 +864,7 @@ async fn failing_provider_is_taken_out_and_let_back_after_a_probe() {
     );
     // Healthy again; after the open period one probe goes through and closes the circuit.
     a.set_default(Reply::Ok);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let mut alpha = 0;
     for _ in 0..20 {
         if gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"] == "alpha" {
@@ -1349,4 +1350,43 @@ async fn a_stream_of_keep_alives_is_held_at_most_five_seconds() {
         asked.elapsed() >= Duration::from_secs(7),
         "the content came at its own time"
     );
+}
+
+/// Each attempt may be a paid completion: `server.max_attempts` bounds them, whatever the route has.
+#[tokio::test(flavor = "multi_thread")]
+async fn attempts_are_bounded_by_max_attempts() {
+    let mut mocks = Vec::new();
+    let mut yaml = "server: {max_attempts: 3}\nproviders:\n".to_string();
+    let mut upstreams = Vec::new();
+    for i in 0..6 {
+        let m = Mock::start(&format!("p{i}"), &["m"]).await;
+        m.set_default(Reply::status(503));
+        yaml.push_str(&provider_yaml(&format!("p{i}"), &m, ""));
+        mocks.push(m);
+        upstreams.push(format!("p{i}"));
+    }
+    let list: Vec<(&str, &str)> = upstreams.iter().map(|p| (p.as_str(), "")).collect();
+    yaml.push_str(&logical(&list));
+    let gw = Gateway::start(&yaml).await;
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["attempts"].as_array().map(Vec::len), Some(3), "{v}");
+    assert_eq!(mocks.iter().map(Mock::hits).sum::<usize>(), 3);
+}
+
+/// A 5xx outside `retryable_status_codes` is the upstream's answer; a provider's own list decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn retryable_status_codes_decide_what_fails_over() {
+    let (a, b, gw) = pair("", "").await;
+    a.script([Reply::status(501)]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 501);
+    assert_eq!((a.hits(), b.hits()), (1, 0), "passed through, never retried");
+    let (a, b, gw) = pair(", retryable_status_codes: [501]", "").await;
+    a.script([Reply::status(501)]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert_eq!((a.hits(), b.hits()), (1, 1));
 }

@@ -164,8 +164,8 @@ async fn overhead_excludes_time_waiting_on_upstreams() {
         total >= 0.6,
         "two requests that waited ≥0.4 s and ≥0.24 s took {total} s"
     );
-    // What remains is the gateway's own work (debug build, shared machine): far below the waits.
-    assert!(overhead < 0.1, "overhead {overhead} s of {total} s total");
+    // What remains is the gateway's own work (debug build, shared machine): below the shorter wait.
+    assert!(overhead < 0.2, "overhead {overhead} s of {total} s total");
     assert!(overhead > 0.0);
 }
 
@@ -206,7 +206,8 @@ async fn overhead_excludes_a_slow_body_and_a_held_answer_tried_again() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (total, overhead) = chat_total_and_overhead(&gw, 2).await;
     assert!(total >= 0.6, "two requests that waited ≥0.3 s each took {total} s");
-    assert!(overhead < 0.1, "overhead {overhead} s of {total} s total");
+    // Below either 0.3 s wait, which is what leaving one in would add.
+    assert!(overhead < 0.25, "overhead {overhead} s of {total} s total");
 }
 
 /// A stream the upstream breaks after its header is one attempt that failed, not an answered
