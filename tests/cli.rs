@@ -74,7 +74,7 @@ fn a_bad_config_never_starts() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(&dir, "providers:\n  - {id: a, base_url: \"http://h\", weight: -1}\n");
     let port = free_port();
-    let mut child = apiproxy()
+    let child = apiproxy()
         .arg("--config")
         .arg(&p)
         .env("APIPROXY_LISTEN", format!("127.0.0.1:{port}"))
