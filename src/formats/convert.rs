@@ -257,8 +257,18 @@ mod tests {
 
     /// `body` (format `from`) translated for a `to` upstream, or why it cannot be.
     fn translated(from: WireFormat, to: WireFormat, body: &serde_json::Value) -> Result<Bytes, ConvertError> {
+        translated_for("m", from, to, body)
+    }
+
+    /// As `translated`, for an upstream model of this name.
+    fn translated_for(
+        model: &str,
+        from: WireFormat,
+        to: WireFormat,
+        body: &serde_json::Value,
+    ) -> Result<Bytes, ConvertError> {
         let opts = RequestOptions {
-            model: "m".into(),
+            model: model.into(),
             stream: false,
             default_max_tokens: 4096,
             fetched_media: None,
@@ -309,6 +319,15 @@ mod tests {
             json!({"model": "m", "reasoning_effort": "minimal", "messages": [{"role": "user", "content": "hi"}]});
         let v = upstream_body(WireFormat::OpenAiChat, WireFormat::Gemini, minimal);
         assert_eq!(v["generationConfig"]["thinkingConfig"]["thinkingBudget"], 512, "{v}");
+        // `none`: off where the model can stop thinking, its least where it cannot (2.5 Pro).
+        let none = json!({"model": "m", "reasoning_effort": "none", "messages": [{"role": "user", "content": "hi"}]});
+        let for_model = |model: &str| {
+            let out = translated_for(model, WireFormat::OpenAiChat, WireFormat::Gemini, &none).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            v["generationConfig"]["thinkingConfig"]["thinkingBudget"].clone()
+        };
+        assert_eq!(for_model("gemini-2.5-flash"), 0);
+        assert_eq!(for_model("gemini-2.5-pro"), 128);
     }
 
     #[test]

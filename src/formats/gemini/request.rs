@@ -267,7 +267,7 @@ fn parse_generation_config(g: &Value, ir: &mut IrRequest) -> Result<(), ConvertE
 }
 
 /// IR → generateContent body. No `model` or stream flag: both are in the URL.
-pub fn render(ir: &IrRequest, _opts: &RequestOptions) -> Value {
+pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Value {
     let mut out = Map::new();
     let mut system: Vec<Value> = ir
         .system
@@ -338,6 +338,8 @@ pub fn render(ir: &IrRequest, _opts: &RequestOptions) -> Value {
             Some(0) => 0,
             Some(n) => n.clamp(512, MAX_THINKING_BUDGET),
             None => match r.effort {
+                // Gemini's Pro models cannot stop thinking (0 is refused): as little as they take.
+                Effort::None if opts.model.contains("-pro") => 128,
                 Effort::None => 0,
                 Effort::Minimal => 512,
                 Effort::Low => 1024,
