@@ -187,6 +187,19 @@ impl Gateway {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
 
+    /// The log once `ready` holds for it (lines are written as requests end, off the client's
+    /// path): polled for up to 10 s, then returned as it is.
+    pub async fn logs_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if ready(&logs) || Instant::now() > deadline {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("gateway.log")
     }
