@@ -945,7 +945,10 @@ async fn a_probe_without_a_verdict_gives_its_slot_back() {
     // Its request has ended on the gateway's side (the probe slot is given back as it ends).
     let t0 = Instant::now();
     while metric(&gw.metrics().await, "apiproxy_active_requests", &[]) > 0.0 {
-        assert!(t0.elapsed() < Duration::from_secs(5), "the abandoned request never ended");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the abandoned request never ended"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The next request probes at once instead of waiting out another 3 s.

@@ -115,9 +115,15 @@ async fn concurrent_admissions_never_exceed_the_limit(b: &dyn StateBackend) {
         limit: Some(("burst", 10)),
         session: None,
     };
+    let started = std::time::Instant::now();
     let results = futures_util::future::join_all((0..40).map(|_| b.admit(q))).await;
     let allowed = results.iter().filter(|r| r.as_ref().unwrap().limited.is_none()).count();
-    assert!((10..=11).contains(&allowed), "allowed {allowed} of 40 at 10/s");
+    // The burst, plus what refilled while they ran (a loaded machine may spread them out).
+    let refilled = (10.0 * started.elapsed().as_secs_f64()).ceil() as usize;
+    assert!(
+        (10..=10 + refilled.max(1)).contains(&allowed),
+        "allowed {allowed} of 40 at 10/s"
+    );
 }
 both!(concurrent_admissions_never_exceed_the_limit);
 
