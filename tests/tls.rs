@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
@@ -43,8 +44,15 @@ fn pki(names: &[&str]) -> Pki {
     }
 }
 
+/// What an HTTPS upstream saw: connections opened (a handshake attempted) and requests answered.
+#[derive(Default)]
+struct Seen {
+    connections: AtomicUsize,
+    answered: AtomicUsize,
+}
+
 /// An HTTPS upstream answering every request with a chat completion.
-async fn tls_upstream(pki: &Pki) -> SocketAddr {
+async fn tls_upstream(pki: &Pki) -> (SocketAddr, Arc<Seen>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
@@ -53,9 +61,13 @@ async fn tls_upstream(pki: &Pki) -> SocketAddr {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let counts = seen.clone();
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
+            counts.connections.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
+            let counts = counts.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(sock).await else {
                     return;
@@ -86,12 +98,31 @@ async fn tls_upstream(pki: &Pki) -> SocketAddr {
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
+                counts.answered.fetch_add(1, Ordering::SeqCst);
                 let _ = tls.write_all(resp.as_bytes()).await;
                 let _ = tls.shutdown().await;
             });
         }
     });
-    addr
+    (addr, seen)
+}
+
+/// A refused upstream certificate: the gateway reached the upstream and tried a handshake, sent
+/// no request, and says so.
+async fn assert_refused_at_handshake(gw: &Gateway, seen: &Seen) {
+    let r = gw.chat(chat_body("m")).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    let error = v["error"]["attempts"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.to_ascii_lowercase().contains("tls"), "{v}");
+    assert!(
+        seen.connections.load(Ordering::SeqCst) >= 1,
+        "no handshake was attempted"
+    );
+    assert_eq!(seen.answered.load(Ordering::SeqCst), 0, "a request went through");
 }
 
 async fn gateway(addr: SocketAddr, ca_file: Option<&std::path::Path>) -> Gateway {
@@ -106,7 +137,7 @@ async fn gateway(addr: SocketAddr, ca_file: Option<&std::path::Path>) -> Gateway
 #[tokio::test(flavor = "multi_thread")]
 async fn verified_tls_upstream_works() {
     let pki = pki(&["localhost"]);
-    let addr = tls_upstream(&pki).await;
+    let (addr, seen) = tls_upstream(&pki).await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
@@ -117,28 +148,26 @@ async fn verified_tls_upstream_works() {
         r.json::<Value>().await.unwrap()["choices"][0]["message"]["content"],
         "hello over tls"
     );
+    assert_eq!(seen.answered.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn untrusted_certificate_is_refused() {
     let pki = pki(&["localhost"]);
-    let addr = tls_upstream(&pki).await;
+    let (addr, seen) = tls_upstream(&pki).await;
     // The system roots do not include the test CA.
     let gw = gateway(addr, None).await;
-    let r = gw.chat(chat_body("m")).await;
-    assert_eq!(r.status(), 502);
-    let v: Value = r.json().await.unwrap();
-    assert!(v["error"]["attempts"][0]["error"].is_string(), "{v}");
+    assert_refused_at_handshake(&gw, &seen).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_host_name_is_refused() {
     // A certificate from the trusted CA, but for another name.
     let pki = pki(&["api.example.test"]);
-    let addr = tls_upstream(&pki).await;
+    let (addr, seen) = tls_upstream(&pki).await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     let gw = gateway(addr, Some(&ca)).await;
-    assert_eq!(gw.chat(chat_body("m")).await.status(), 502);
+    assert_refused_at_handshake(&gw, &seen).await;
 }
