@@ -558,7 +558,8 @@ async fn client_errors_pass_through_and_are_not_retried() {
 async fn connect_errors_reset_and_slow_first_byte_fail_over() {
     let b = Mock::start("beta", &["m"]).await;
     let slow = Mock::start("slow", &["m"]).await;
-    let dead_port = free_port();
+    let dead = DeadPort::new();
+    let dead_port = dead.port;
     let yaml = format!(
         "providers:\n  - {{id: dead, base_url: \"http://127.0.0.1:{dead_port}\", models: [m], timeouts: {{connect_ms: 500}}}}\n{}{}{}",
         provider_yaml("slow", &slow, ", timeouts: {first_byte_ms: 300}"),

@@ -288,7 +288,8 @@ async fn a_client_key_in_the_query_stays_out_of_the_logs_when_a_request_fails_ov
     // A Gemini client may send its key as `?key=`; an attempt that fails (here a refused
     // connection) is retried, and Pingora logs the retry with a summary of the request.
     let a = Mock::start("alpha", &["m"]).await;
-    let dead_port = free_port();
+    let dead = DeadPort::new();
+    let dead_port = dead.port;
     let gw = Gateway::start(&format!(
         "providers:\n  - {{id: dead, base_url: \"http://127.0.0.1:{dead_port}\", api_keys: [\"sk-dead-secret-key\"], models: [m]}}\n{}\
          logical_models:\n  - id: lm\n    upstreams: [{{provider: dead, model: m}}, {{provider: alpha, model: m, priority: 1}}]\n",

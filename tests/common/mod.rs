@@ -78,6 +78,23 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A port that refuses connections for as long as this lives: bound, never listening, so the kernel
+/// answers a connect with a reset and hands the port to no one else (a released "free" port could
+/// go to the next mock).
+pub struct DeadPort {
+    _held: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+impl DeadPort {
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        Self { _held: socket, port }
+    }
+}
+
 pub struct Gateway {
     child: Child,
     pub port: u16,
