@@ -1,6 +1,8 @@
 //! The token bucket behind every request-rate limit kept in process: client keys without Redis
 //! (`state::LocalBackend`) and provider keys (each replica takes its share of the key's limit).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -54,6 +56,47 @@ impl TokenBucket {
         } else {
             Err(Duration::from_secs_f64((1.0 - s.0) / rate))
         }
+    }
+}
+
+/// Names remembered by [Buckets]; past it the map starts afresh (each bucket full again).
+const MAX_NAMED_BUCKETS: usize = 100_000;
+
+/// Token buckets by name (a client key, a user), each made full on first use.
+#[derive(Default)]
+pub struct Buckets {
+    map: Mutex<HashMap<String, Arc<TokenBucket>>>,
+}
+
+impl Buckets {
+    fn bucket(&self, name: &str, rate: f64) -> Arc<TokenBucket> {
+        let mut map = self.map.lock();
+        if map.len() >= MAX_NAMED_BUCKETS && !map.contains_key(name) {
+            map.clear();
+        }
+        map.entry(name.to_string())
+            .or_insert_with(|| Arc::new(TokenBucket::new(rate)))
+            .clone()
+    }
+
+    /// Takes a token from the bucket `name` refilled at `rate` per second, or says how long until
+    /// one is there.
+    pub fn take(&self, name: &str, rate: f64) -> Result<(), Duration> {
+        self.bucket(name, rate).take(rate, Instant::now())
+    }
+
+    /// Takes a token from every bucket named, or from none: one that refuses gives back what the
+    /// ones before it gave (nothing is allocated: this is on the request path).
+    pub fn take_all<'a>(&self, named: impl Iterator<Item = (&'a str, f64)> + Clone) -> Result<(), Duration> {
+        for (i, (name, rate)) in named.clone().enumerate() {
+            if let Err(wait) = self.take(name, rate) {
+                for (name, rate) in named.take(i) {
+                    self.bucket(name, rate).give_back(rate);
+                }
+                return Err(wait);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -944,14 +944,10 @@ async fn a_probe_without_a_verdict_gives_its_slot_back() {
         .await;
     assert!(left.is_err(), "the client gave up");
     // Its request has ended on the gateway's side (the probe slot is given back as it ends).
-    let t0 = Instant::now();
-    while metric(&gw.metrics().await, "apiproxy_active_requests", &[]) > 0.0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "the abandoned request never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("the abandoned request's end", Duration::from_secs(5), async || {
+        metric(&gw.metrics().await, "apiproxy_active_requests", &[]) == 0.0
+    })
+    .await;
     // The next request probes at once instead of waiting out another 3 s.
     a.set_default(Reply::Ok);
     let r = gw.chat(chat_body("m")).await;
@@ -1033,14 +1029,10 @@ async fn a_stream_cut_mid_answer_binds_no_session() {
         .await;
     assert!(whole.text().await.unwrap().ends_with("data: [DONE]\n\n"));
     // Bindings are written in the background after the answer, the cut one's first.
-    let t0 = Instant::now();
-    while !bound("whole").await {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "the whole stream's session never bound"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("the whole stream's binding", Duration::from_secs(5), async || {
+        bound("whole").await
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!bound("cut").await, "a cut stream bound its session");
 }

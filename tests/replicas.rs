@@ -81,17 +81,6 @@ async fn call(gw: &Gateway, key: &str, session: Option<&str>) -> (u16, Option<St
     (resp.status().as_u16(), provider)
 }
 
-async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if check().await {
-            return t0.elapsed();
-        }
-        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn circuit(gw: &Gateway, tok: &str, provider: &str) -> String {
     let (_, v) = admin(gw, tok, Method::GET, &format!("/providers/{provider}/metrics"), None).await;
     v["upstreams"]

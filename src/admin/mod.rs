@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use self::http::{parse_query, ApiError, Reply, Req};
 use self::router::{Access, Op, Resolved, RouteSpec, Router};
 use crate::app::App;
+use crate::formats::error_map::whole_secs_up;
 use handlers as h;
 
 /// Admin request bodies are small JSON documents.
@@ -83,7 +84,7 @@ impl AdminApp {
                 .changes
                 .take(&user.user_id)
                 .map_err(|wait| ApiError::TooManyChanges {
-                    retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+                    retry_after: whole_secs_up(wait.as_secs_f64()).unwrap_or(1).max(1),
                 })?;
         }
         // Routes marked User or Admin always have a caller here.

@@ -2,34 +2,21 @@
 //! (a key minted, renamed, disabled…) rebuilds the configuration snapshot on every replica, so
 //! an unbounded stream of them from one account would keep every replica busy rebuilding.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::Mutex;
-
-use crate::limit::TokenBucket;
+use crate::limit::Buckets;
 
 /// Changes per second a user who is not an admin may make (and at most this many at once).
 pub const CHANGES_PER_SECOND: f64 = 5.0;
-/// Users whose budgets are remembered; beyond it the map starts afresh (a full budget each).
-const MAX_USERS: usize = 10_000;
 
+/// Each user's budget of changes.
 #[derive(Default)]
-pub struct ChangeBudget {
-    buckets: Mutex<HashMap<String, TokenBucket>>,
-}
+pub struct ChangeBudget(Buckets);
 
 impl ChangeBudget {
     /// Takes one change from the user's budget, or says how long until one is there.
     pub fn take(&self, user_id: &str) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock();
-        if buckets.len() >= MAX_USERS && !buckets.contains_key(user_id) {
-            buckets.clear();
-        }
-        buckets
-            .entry(user_id.to_string())
-            .or_insert_with(|| TokenBucket::new(CHANGES_PER_SECOND))
-            .take(CHANGES_PER_SECOND, Instant::now())
+        self.0.take(user_id, CHANGES_PER_SECOND)
     }
 }
 

@@ -68,14 +68,9 @@ pub fn convert_request_named(
     if let Some(fetched) = &opts.fetched_media {
         ir.inline_media(fetched);
     }
-    if to == WireFormat::OpenAiChat && from != to && ir.has_file_by_url() {
-        return Err(ConvertError::Unsupported(
-            "an OpenAI Chat upstream takes files inline (base64) only, not by URL; send the file's bytes".into(),
-        ));
-    }
     let names = ToolNames::for_request(to, &mut ir);
     let out = match to {
-        WireFormat::OpenAiChat => openai_chat::request::render(&ir, opts),
+        WireFormat::OpenAiChat => openai_chat::request::render(&ir, opts)?,
         WireFormat::OpenAiResponses => responses_api::request::render(&ir, opts)?,
         WireFormat::Anthropic => anthropic::request::render(&ir, opts)?,
         WireFormat::Gemini => gemini::request::render(&ir, opts),

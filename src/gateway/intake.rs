@@ -184,6 +184,13 @@ pub fn model_listing(app: &App, ctx: &mut RequestCtx) -> Bytes {
     snapshot.routes.listing_for(&allowed, &app.catalog, &app.health)
 }
 
+/// Whether the client asked to be told to send its body (`Expect: 100-continue`).
+pub fn expects_continue(session: &Session) -> bool {
+    session
+        .get_header(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// Reads the whole body (it is needed to route on `model`, and is replayed on failover).
 pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
     let declared = session
@@ -194,10 +201,7 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
         return Err(GatewayError::BodyTooLarge { limit });
     }
     // A client that asked whether to send its body (curl does for large ones) is told to.
-    let expects_continue = session
-        .get_header(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue {
+    if expects_continue(session) {
         session
             .downstream_session
             .write_continue_response()

@@ -64,11 +64,7 @@ async fn drain_small_body(session: &mut Session) {
     }
     // A client waiting for `100 Continue` before it sends its body (curl) would not send it: the
     // answer goes at once, and the connection ends with it.
-    let awaits_continue = session.response_written().is_none()
-        && session
-            .get_header(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if awaits_continue {
+    if session.response_written().is_none() && super::intake::expects_continue(session) {
         session.set_keepalive(None);
         return;
     }

@@ -2,14 +2,13 @@
 //! also the fallback every replica uses while Redis is unreachable.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{Admission, Admitted, ContextLimits, StateBackend, StateError};
-use crate::limit::TokenBucket;
+use crate::limit::Buckets;
 use crate::routing::health::{HealthDelta, SharedHealth};
 
 /// Most sessions (bindings or contexts) kept; beyond it expired ones go, then the oldest.
@@ -29,7 +28,7 @@ type SessionBindings = HashMap<String, (String, u64)>;
 
 #[derive(Default)]
 pub struct LocalBackend {
-    buckets: Mutex<HashMap<String, Arc<TokenBucket>>>,
+    buckets: Buckets,
     bindings: Mutex<HashMap<String, Expiring<SessionBindings>>>,
     contexts: Mutex<Contexts>,
     models: Mutex<HashMap<String, Expiring<Vec<String>>>>,
@@ -58,28 +57,7 @@ fn bound<K: Clone + Eq + std::hash::Hash, T>(map: &mut HashMap<K, Expiring<T>>, 
 impl LocalBackend {
     /// Takes one token from a bucket refilled at `per_second` (burst: one second's worth).
     pub fn take(&self, bucket: &str, per_second: u32) -> Result<(), Duration> {
-        let b = {
-            let mut map = self.buckets.lock();
-            map.entry(bucket.to_string())
-                .or_insert_with(|| Arc::new(TokenBucket::new(f64::from(per_second))))
-                .clone()
-        };
-        b.take(f64::from(per_second), Instant::now())
-    }
-
-    /// Takes a token from each bucket given, or from none: one refused gives back the other's.
-    fn take_both(&self, key: Option<(&str, u32)>, user: Option<(&str, u32)>) -> Result<(), Duration> {
-        if let Some((bucket, rps)) = key {
-            self.take(bucket, rps)?;
-        }
-        let Some((bucket, rps)) = user else { return Ok(()) };
-        self.take(bucket, rps).inspect_err(|_| {
-            if let Some((bucket, rps)) = key {
-                if let Some(b) = self.buckets.lock().get(bucket) {
-                    b.give_back(f64::from(rps));
-                }
-            }
-        })
+        self.buckets.take(bucket, f64::from(per_second))
     }
 
     fn binding(&self, session: &str, model: &str) -> Option<String> {
@@ -121,7 +99,11 @@ impl StateBackend for LocalBackend {
     }
 
     async fn admit(&self, q: Admission<'_>) -> Result<Admitted, StateError> {
-        let limited = self.take_both(q.limit, q.user_limit).err();
+        let named = [q.limit, q.user_limit].into_iter().flatten();
+        let limited = self
+            .buckets
+            .take_all(named.map(|(name, rps)| (name, f64::from(rps))))
+            .err();
         let binding = q.session.and_then(|(s, m)| self.binding(s, m));
         Ok(Admitted { limited, binding })
     }

@@ -78,6 +78,19 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Polls `check` until it holds, every 10 ms; fails the test naming `what` after `limit`. How long
+/// it took.
+pub async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if check().await {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A port that refuses connections for as long as this lives: bound, never listening, so the kernel
 /// answers a connect with a reset and hands the port to no one else (a released "free" port could
 /// go to the next mock).

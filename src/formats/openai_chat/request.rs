@@ -314,8 +314,13 @@ fn parse_response_format(rf: &Value) -> Result<Option<ResponseFormat>, ConvertEr
     }
 }
 
-/// IR → Chat request.
-pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Value {
+/// IR → Chat request; `Unsupported` for what Chat cannot carry.
+pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertError> {
+    if ir.has_file_by_url() {
+        return Err(ConvertError::Unsupported(
+            "an OpenAI Chat upstream takes files inline (base64) only, not by URL; send the file's bytes".into(),
+        ));
+    }
     let mut messages = Vec::with_capacity(ir.messages.len() + 1);
     if !ir.system.is_empty() {
         messages.push(json!({"role": "system", "content": join_parts(&ir.system)}));
@@ -355,7 +360,7 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Value {
         out.insert("stream".into(), true.into());
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    Value::Object(out)
+    Ok(Value::Object(out))
 }
 
 pub(crate) fn join_parts(parts: &[TextPart]) -> String {
