@@ -3,6 +3,7 @@
 //! secret, `SECRET_KEY_PREVIOUS` the old one — so replicas can be rolled onto that pair first
 //! (they read keys sealed under either) and the command run once afterwards.
 
+use crate::live::ProviderSettings;
 use crate::secrets::{check_secret, Opened, Secrets};
 use crate::server::storage_env;
 use crate::store::Store;
@@ -14,6 +15,8 @@ pub struct Rotation {
     pub resealed: usize,
     /// Provider keys already under `SECRET_KEY` (a rotation run twice changes nothing).
     pub already_current: usize,
+    /// Providers whose header values were sealed again under `SECRET_KEY`.
+    pub settings_resealed: usize,
     /// Minted client keys: stored only as tags under the secret they were minted with, they stay
     /// valid while `SECRET_KEY_PREVIOUS` is given.
     pub client_keys: i64,
@@ -24,9 +27,10 @@ impl std::fmt::Display for Rotation {
         write!(
             f,
             "provider keys sealed again under SECRET_KEY: {}, already under it: {}.\n\
+             Providers whose header values were sealed again: {}.\n\
              Minted client keys: {}. Those minted before the rotation are accepted while \
              SECRET_KEY_PREVIOUS is set; mint new ones, then remove it.",
-            self.resealed, self.already_current, self.client_keys
+            self.resealed, self.already_current, self.settings_resealed, self.client_keys
         )
     }
 }
@@ -45,7 +49,7 @@ pub enum RotateError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Seals every stored provider key under `SECRET_KEY`, in one transaction (a key that opens with
+/// Seals every stored provider key and header value under `SECRET_KEY`, in one transaction (a key that opens with
 /// neither secret stops it with nothing changed), and announces the change to running replicas.
 pub fn rotate_secret() -> Result<Rotation, RotateError> {
     let env = storage_env().map_err(RotateError::Environment)?;
@@ -70,20 +74,29 @@ pub fn rotate_secret() -> Result<Rotation, RotateError> {
         .map_err(|e| RotateError::Environment(e.to_string()))?;
     runtime.block_on(async {
         let store = Store::open(&env.database_url).await?;
-        let (resealed, already_current) = store
-            .reseal_provider_keys(|row| match secrets.open(&row.encrypted_key, &row.id) {
-                Ok((_, Opened::Current)) => Ok(None),
-                Ok((plain, Opened::Previous)) => secrets.encrypt(&plain, &row.id).map(Some).map_err(|e| e.to_string()),
-                Err(_) => Err(format!(
-                    "provider key {} of provider {} opens with neither SECRET_KEY nor SECRET_KEY_PREVIOUS",
-                    row.id, row.provider_id
-                )),
-            })
+        let done = store
+            .reseal_providers(
+                |key| match secrets.open(&key.encrypted_key, &key.id) {
+                    Ok((_, Opened::Current)) => Ok(None),
+                    Ok((plain, Opened::Previous)) => {
+                        secrets.encrypt(&plain, &key.id).map(Some).map_err(|e| e.to_string())
+                    }
+                    Err(_) => Err(format!(
+                        "provider key {} of provider {} opens with neither SECRET_KEY nor SECRET_KEY_PREVIOUS",
+                        key.id, key.provider_id
+                    )),
+                },
+                |provider| {
+                    ProviderSettings::reseal(&provider.settings, &provider.id, &secrets)
+                        .map_err(|e| format!("provider {}: {e}", provider.id))
+                },
+            )
             .await?;
         store.bump_config_version().await?;
         Ok(Rotation {
-            resealed,
-            already_current,
+            resealed: done.keys,
+            already_current: done.keys_left,
+            settings_resealed: done.settings,
             client_keys: store.count_api_keys().await?,
         })
     })

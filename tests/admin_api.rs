@@ -1278,13 +1278,18 @@ async fn secrets_never_leak(backend: Backend) {
     let (a, _b, gw) = setup(backend).await;
     let c = Mock::start("gamma", &["gpt-c"]).await;
     let provider_secret = "sk-never-shown-provider-key-42";
+    // A provider that authenticates with a header of its own carries a secret there too.
+    let header_secret = "hdr-never-shown-secret-value-43";
     let admin = gw.admin().await;
     let mut seen = String::new();
     let (_, v) = send(
         &gw,
         Method::POST,
         "/providers",
-        Some(json!({"id": "gamma", "base_url": c.url(), "api_keys": [{"key": provider_secret}]})),
+        Some(
+            json!({"id": "gamma", "base_url": c.url(), "api_keys": [{"key": provider_secret}],
+                    "headers": {"api-key": header_secret}}),
+        ),
     )
     .await;
     seen.push_str(&v.to_string());
@@ -1334,12 +1339,12 @@ async fn secrets_never_leak(backend: Backend) {
             .unwrap(),
     ));
     let logs = gw.logs_when(|l| l.contains("admin request")).await;
-    for secret in [provider_secret, client_key.as_str()] {
+    for secret in [provider_secret, header_secret, client_key.as_str()] {
         assert!(!seen.contains(secret), "{secret} in an answer");
         assert!(!logs.contains(secret), "{secret} in the logs");
     }
     assert!(logs.contains("admin request"), "admin requests are logged");
-    // At rest: the database holds neither secret in clear (the SQLite file; every row of every
+    // At rest: the database holds no secret in clear (the SQLite file; every row of every
     // PostgreSQL table, as text).
     let stored = match gw.database_url.strip_prefix("sqlite://") {
         // The file and its write-ahead log, where recent rows are until a checkpoint.
@@ -1354,7 +1359,9 @@ async fn secrets_never_leak(backend: Backend) {
         stored.contains("gamma") || stored.contains("admin"),
         "the rows were read"
     );
-    assert!(!stored.contains(provider_secret) && !stored.contains(&client_key));
+    for secret in [provider_secret, header_secret, client_key.as_str()] {
+        assert!(!stored.contains(secret), "{secret} at rest");
+    }
 }
 
 /// Every row of every table of a PostgreSQL database, as text.
@@ -1438,13 +1445,17 @@ async fn rotating_the_secret_keeps_every_stored_key(backend: Backend) {
     const OLD: &str = "old-secret-old-secret-old-secret-0001";
     const NEW: &str = "new-secret-new-secret-new-secret-0002";
     let provider_secret = "sk-gamma-stored-key-0123456789";
+    let header_secret = "hdr-gamma-stored-value-0123456789";
     let c = Mock::start("gamma", &["gpt-c"]).await;
     let old = Gateway::start_on(backend, "", &[("SECRET_KEY", OLD)]).await;
     let (s, v) = send(
         &old,
         Method::POST,
         "/providers",
-        Some(json!({"id": "gamma", "base_url": c.url(), "api_keys": [{"key": provider_secret}]})),
+        Some(
+            json!({"id": "gamma", "base_url": c.url(), "api_keys": [{"key": provider_secret}],
+                    "headers": {"x-gateway-token": header_secret}}),
+        ),
     )
     .await;
     assert_eq!(s, 201, "{v}");
@@ -1472,6 +1483,7 @@ async fn rotating_the_secret_keeps_every_stored_key(backend: Backend) {
         Gateway::start_on(backend, "", &env).await
     };
     let used_key = |c: &Mock| c.last().and_then(|r| r.header("authorization").map(str::to_string));
+    let used_header = |c: &Mock| c.last().and_then(|r| r.header("x-gateway-token").map(str::to_string));
 
     // Refused without the previous secret, or when neither secret opens the stored key.
     let (ok, text) = rotate_secret(&old, NEW, None);
@@ -1498,12 +1510,14 @@ async fn rotating_the_secret_keeps_every_stored_key(backend: Backend) {
         text.contains("sealed again under SECRET_KEY: 1, already under it: 0"),
         "{text}"
     );
+    assert!(text.contains("header values were sealed again: 1"), "{text}");
     assert!(text.contains("Minted client keys: 1"), "{text}");
     let (ok, text) = rotate_secret(&old, NEW, Some(OLD));
     assert!(
         ok && text.contains("sealed again under SECRET_KEY: 0, already under it: 1"),
         "{text}"
     );
+    assert!(text.contains("header values were sealed again: 0"), "{text}");
 
     // On the new secret alone: the provider key opens; keys minted before are refused.
     let new_only = start(on(&old, &[("SECRET_KEY", NEW)])).await;
@@ -1512,6 +1526,7 @@ async fn rotating_the_secret_keeps_every_stored_key(backend: Backend) {
         used_key(&c).as_deref(),
         Some(format!("Bearer {provider_secret}").as_str())
     );
+    assert_eq!(used_header(&c).as_deref(), Some(header_secret));
     until_status(&new_only, &minted, "gpt-c", 401).await;
     assert_eq!(admin_status(&new_only).await, 401, "log:\n{}", new_only.logs());
     // The rolled replica still takes them, and its snapshot (rebuilt after the rotation) still has
@@ -1557,12 +1572,14 @@ both_backends!(
     a_user_s_changes_and_keys_are_bounded,
 );
 
-/// A provider key an admin changes while `rotate-secret` is resealing is resealed in its new
-/// form, not overwritten with its old one (PostgreSQL's default isolation allows the lost update).
+/// A provider key or settings an admin changes while `rotate-secret` is resealing are resealed in
+/// their new form, not overwritten with the old (PostgreSQL's default isolation allows the lost
+/// update).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_changed_during_a_reseal_keeps_its_change() {
     use apiproxy::store::models::{ProviderKeyChanges, ProviderKeyRow, ProviderRow};
-    use apiproxy::store::{DatabaseUrl, ProviderBundle, Store};
+    use apiproxy::store::{DatabaseUrl, ProviderBundle, ProviderWrite, Store};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
     let (name, url) = fresh_pg_database().await;
     let db_url = DatabaseUrl::parse(&url).unwrap();
@@ -1596,31 +1613,50 @@ async fn a_key_changed_during_a_reseal_keeps_its_change() {
         .await
         .unwrap();
 
-    // The reseal reads the key, then an admin's change commits (from another connection, as
-    // another replica's would), then the reseal writes.
+    // The reseal reads the settings and the key, then an admin's change to each commits (from
+    // another connection, as another replica's would), then the reseal writes.
     let other = Store::open(&db_url).await.unwrap();
-    let admin_changed = std::sync::atomic::AtomicBool::new(false);
-    let (rewritten, left) = store
-        .reseal_provider_keys(|row| {
-            if !admin_changed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                let change = ProviderKeyChanges {
-                    encrypted_key: Some("sealed-by-the-admin".into()),
-                    ..Default::default()
-                };
-                tokio::task::block_in_place(|| {
-                    tokio::runtime::Handle::current().block_on(other.update_provider_key("p", "k", &change))
-                })
-                .unwrap();
-            }
-            Ok(Some(format!("resealed({})", row.encrypted_key)))
-        })
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+    }
+    let (settings_changed, key_changed) = (AtomicBool::new(false), AtomicBool::new(false));
+    let done = store
+        .reseal_providers(
+            |key| {
+                if !key_changed.swap(true, SeqCst) {
+                    let change = ProviderKeyChanges {
+                        encrypted_key: Some("sealed-by-the-admin".into()),
+                        ..Default::default()
+                    };
+                    block_on(other.update_provider_key("p", "k", &change)).unwrap();
+                }
+                Ok(Some(format!("resealed({})", key.encrypted_key)))
+            },
+            |provider| {
+                if !settings_changed.swap(true, SeqCst) {
+                    let mut edited = provider.clone();
+                    edited.settings = "by-the-admin".into();
+                    let write = ProviderWrite {
+                        row: &edited,
+                        models: None,
+                    };
+                    block_on(other.update_provider(write)).unwrap();
+                }
+                Ok(Some(format!("resealed({})", provider.settings)))
+            },
+        )
         .await
         .unwrap();
-    assert_eq!((rewritten, left), (1, 0));
-    let stored = store.provider_bundle("p").await.unwrap().unwrap().keys[0]
-        .encrypted_key
-        .clone();
-    assert_eq!(stored, "resealed(sealed-by-the-admin)", "the admin's change was lost");
+    assert_eq!((done.keys, done.keys_left, done.settings), (1, 0, 1));
+    let bundle = store.provider_bundle("p").await.unwrap().unwrap();
+    assert_eq!(
+        bundle.row.settings, "resealed(by-the-admin)",
+        "the admin's change was lost"
+    );
+    assert_eq!(
+        bundle.keys[0].encrypted_key, "resealed(sealed-by-the-admin)",
+        "the admin's change was lost"
+    );
     drop((store, other));
     drop_pg_database(&name).await;
 }

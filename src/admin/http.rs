@@ -211,6 +211,20 @@ impl From<crate::secrets::SecretError> for ApiError {
     }
 }
 
+impl From<crate::live::SettingsError> for ApiError {
+    fn from(e: crate::live::SettingsError) -> Self {
+        use crate::live::SettingsError;
+        match e {
+            SettingsError::Sealed(_) => ApiError::Conflict(format!("the stored settings cannot be read: {e}")),
+            SettingsError::Secret(e) => e.into(),
+            SettingsError::Json(e) => {
+                tracing::error!(error = %e, "stored provider settings unreadable");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
 /// Parses a query string (`a=1&b=x`), percent-decoding values.
 pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
     url::form_urlencoded::parse(q.unwrap_or("").as_bytes())

@@ -2,15 +2,12 @@
 //! deployed, reviewed source, and the admin API refuses to create clashing items anyway; a database
 //! item shadowed by a later file edit is reported as `shadowed`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
-
+use super::settings::ProviderSettings;
 use crate::app::Sources;
 use crate::auth::StoredClientKey;
-use crate::config::{
-    ApiStyle, Config, LogicalModelConfig, Paths, ProviderConfig, ProviderType, Timeouts, UpstreamConfig,
-};
+use crate::config::{ApiStyle, Config, LogicalModelConfig, ProviderConfig, ProviderType, UpstreamConfig};
 use crate::secrets::Secrets;
 use crate::store::models::{ApiKeyRow, UserKeyLimits};
 use crate::store::{LogicalBundle, ProviderBundle};
@@ -23,30 +20,6 @@ pub struct DbState {
     pub keys: Vec<(ApiKeyRow, UserKeyLimits)>,
     pub providers: Vec<ProviderBundle>,
     pub logical: Vec<LogicalBundle>,
-}
-
-/// A stored provider's settings beyond its own columns (the `settings` JSON).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ProviderSettings {
-    pub timeouts: Timeouts,
-    pub retryable_status_codes: Vec<u16>,
-    pub headers: BTreeMap<String, String>,
-    pub paths: Paths,
-    /// See `ProviderConfig::responses_api`.
-    pub responses_api: bool,
-}
-
-impl Default for ProviderSettings {
-    fn default() -> Self {
-        Self {
-            timeouts: Timeouts::default(),
-            retryable_status_codes: vec![408, 429, 500, 502, 503, 504, 529],
-            headers: BTreeMap::new(),
-            paths: Paths::default(),
-            responses_api: true,
-        }
-    }
 }
 
 pub struct Merged {
@@ -66,7 +39,7 @@ pub fn parse_type(s: &str) -> Option<ProviderType> {
 
 /// A stored provider as a `ProviderConfig` with its keys decrypted, plus its extras.
 pub fn provider_from_db(b: &ProviderBundle, secrets: &Secrets) -> Result<(ProviderConfig, ProviderExtras), String> {
-    let settings: ProviderSettings = serde_json::from_str(&b.row.settings).map_err(|e| format!("settings: {e}"))?;
+    let settings = ProviderSettings::open(&b.row.settings, &b.row.id, secrets).map_err(|e| e.to_string())?;
     let mut api_keys = Vec::new();
     let mut key_qps = Vec::new();
     for k in b.keys.iter().filter(|k| !k.disabled) {

@@ -3,7 +3,9 @@
 //! changed something (`sync`).
 
 pub mod merge;
+pub mod settings;
 pub mod sync;
 
-pub use merge::{DbState, ProviderSettings};
+pub use merge::DbState;
+pub use settings::{ProviderSettings, SettingsError};
 pub use sync::{commit, reload, StoreService};

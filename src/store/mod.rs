@@ -21,7 +21,7 @@ use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, Si
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
 
-pub use providers::{ProviderBundle, ProviderWrite};
+pub use providers::{ProviderBundle, ProviderWrite, Resealed};
 pub use routing::LogicalBundle;
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");

@@ -18,6 +18,17 @@ pub struct ProviderBundle {
     pub models: Vec<ProviderModelRow>,
 }
 
+/// What `Store::reseal_providers` rewrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resealed {
+    /// Provider keys sealed again.
+    pub keys: usize,
+    /// Provider keys left as they were.
+    pub keys_left: usize,
+    /// Providers whose settings were sealed again.
+    pub settings: usize,
+}
+
 /// A provider update: the new row, and the new model list when it changes.
 pub struct ProviderWrite<'a> {
     pub row: &'a ProviderRow,
@@ -133,38 +144,72 @@ impl Store {
         Ok(self.provider_bundles().await?.into_iter().find(|b| b.row.id == id))
     }
 
-    /// Rewrites every stored provider key's sealed value, in one transaction: `reseal` gives the new
-    /// value, `None` to leave a key as it is, or an error that aborts the whole change. Returns how
-    /// many keys were rewritten and how many left.
-    /// Rewrites every provider key `reseal` gives a new sealed form for (`None`: leave it), in one
-    /// transaction. Each write is a compare-and-swap on the sealed value that was read: a key an
-    /// admin changes meanwhile is read and resealed again, never overwritten with its old value.
-    pub async fn reseal_provider_keys(
+    /// Seals every provider key and every provider's `settings` again, in one transaction:
+    /// `reseal_key` and `reseal_settings` give the new form, `None` to leave one as it is, or an
+    /// error that aborts the whole change. Each write is a compare-and-swap on the value that was
+    /// read: one an admin changes meanwhile is read and resealed again, never overwritten with its
+    /// old value.
+    pub async fn reseal_providers(
         &self,
-        reseal: impl Fn(&ProviderKeyRow) -> Result<Option<String>, String> + Sync,
-    ) -> Result<(usize, usize), StoreError> {
-        /// Tries per key before giving up on one that keeps changing.
+        reseal_key: impl Fn(&ProviderKeyRow) -> Result<Option<String>, String> + Sync,
+        reseal_settings: impl Fn(&ProviderRow) -> Result<Option<String>, String> + Sync,
+    ) -> Result<Resealed, StoreError> {
+        /// Tries per item before giving up on one that keeps changing.
         const TRIES: usize = 5;
-        let reseal = &reseal;
+        const CHANGING: &str = "kept changing while it was resealed; run rotate-secret again";
+        let (reseal_key, reseal_settings) = (&reseal_key, &reseal_settings);
         with_conn!(self, |c| {
             c.transaction::<_, StoreError, _>(async |c| {
-                let rows: Vec<ProviderKeyRow> = provider_api_keys::table
+                let mut done = Resealed::default();
+                let rows: Vec<ProviderRow> = providers::table.select(ProviderRow::as_select()).load(c).await?;
+                'providers: for mut row in rows {
+                    for _ in 0..TRIES {
+                        let Some(settings) = reseal_settings(&row).map_err(StoreError::Aborted)? else {
+                            continue 'providers;
+                        };
+                        let n = diesel::update(
+                            providers::table
+                                .find(&row.id)
+                                .filter(providers::settings.eq(&row.settings)),
+                        )
+                        .set((providers::settings.eq(settings), providers::updated_at.eq(super::now())))
+                        .execute(c)
+                        .await?;
+                        if n == 1 {
+                            done.settings += 1;
+                            continue 'providers;
+                        }
+                        // Changed (or deleted) since it was read: read it again.
+                        match providers::table
+                            .find(&row.id)
+                            .select(ProviderRow::as_select())
+                            .first(c)
+                            .await
+                            .optional()?
+                        {
+                            Some(again) => row = again,
+                            None => continue 'providers,
+                        }
+                    }
+                    return Err(StoreError::Aborted(format!(
+                        "the settings of provider {} {CHANGING}",
+                        row.id
+                    )));
+                }
+                let keys: Vec<ProviderKeyRow> = provider_api_keys::table
                     .select(ProviderKeyRow::as_select())
                     .load(c)
                     .await?;
-                let (mut rewritten, mut left) = (0, 0);
-                for row in rows {
-                    let mut row = Some(row);
+                'keys: for mut key in keys {
                     for _ in 0..TRIES {
-                        let Some(current) = row.take() else { break };
-                        let Some(sealed) = reseal(&current).map_err(StoreError::Aborted)? else {
-                            left += 1;
-                            break;
+                        let Some(sealed) = reseal_key(&key).map_err(StoreError::Aborted)? else {
+                            done.keys_left += 1;
+                            continue 'keys;
                         };
                         let n = diesel::update(
                             provider_api_keys::table
-                                .find(&current.id)
-                                .filter(provider_api_keys::encrypted_key.eq(&current.encrypted_key)),
+                                .find(&key.id)
+                                .filter(provider_api_keys::encrypted_key.eq(&key.encrypted_key)),
                         )
                         .set((
                             provider_api_keys::encrypted_key.eq(sealed),
@@ -173,27 +218,23 @@ impl Store {
                         .execute(c)
                         .await?;
                         if n == 1 {
-                            rewritten += 1;
-                            break;
+                            done.keys += 1;
+                            continue 'keys;
                         }
-                        // Changed (or deleted) since it was read: read it again.
-                        row = provider_api_keys::table
-                            .find(&current.id)
+                        match provider_api_keys::table
+                            .find(&key.id)
                             .select(ProviderKeyRow::as_select())
                             .first(c)
                             .await
-                            .optional()?;
-                        if row.is_none() {
-                            break;
+                            .optional()?
+                        {
+                            Some(again) => key = again,
+                            None => continue 'keys,
                         }
                     }
-                    if row.is_some() {
-                        return Err(StoreError::Aborted(
-                            "a provider key kept changing while it was resealed; run rotate-secret again".into(),
-                        ));
-                    }
+                    return Err(StoreError::Aborted(format!("provider key {} {CHANGING}", key.id)));
                 }
-                Ok((rewritten, left))
+                Ok(done)
             })
             .await
         })

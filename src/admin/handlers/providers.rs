@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::config::{ApiStyle, Paths, ProviderConfig, ProviderType, Timeouts};
 use crate::live::merge::provider_from_db;
 use crate::live::ProviderSettings;
-use crate::secrets::mask;
+use crate::secrets::{mask, Secrets};
 use crate::store::models::{ProviderKeyRow, ProviderModelRow, ProviderRow};
 use crate::store::{new_id, now, ProviderBundle, ProviderWrite};
 use crate::upstream::{fetch_raw_models, Endpoint, Provider, ProviderExtras};
@@ -72,8 +72,7 @@ fn live_view(app: &App, p: &Provider) -> Value {
     })
 }
 
-fn stored_view(b: &ProviderBundle, shadowed: bool) -> Value {
-    let settings: ProviderSettings = serde_json::from_str(&b.row.settings).unwrap_or_default();
+fn stored_view(secrets: &Secrets, b: &ProviderBundle, shadowed: bool) -> Value {
     json!({
         "id": b.row.id,
         "source": "database",
@@ -83,10 +82,18 @@ fn stored_view(b: &ProviderBundle, shadowed: bool) -> Value {
         "api_style": b.row.api_style,
         "provider_type": b.row.provider_type,
         "weight": b.row.weight,
-        "settings": settings_view(&settings),
+        "settings": stored_settings_view(secrets, b),
         "keys": b.keys.iter().map(key_view).collect::<Vec<_>>(),
         "stored_models": b.models.iter().map(model_view).collect::<Vec<_>>(),
     })
+}
+
+/// Stored settings as shown, or why they cannot be read (a header sealed under another secret).
+fn stored_settings_view(secrets: &Secrets, b: &ProviderBundle) -> Value {
+    match ProviderSettings::open(&b.row.settings, &b.row.id, secrets) {
+        Ok(settings) => settings_view(&settings),
+        Err(e) => json!({ "unreadable": e.to_string() }),
+    }
 }
 
 /// Settings as shown: header values masked as keys are, since a provider that authenticates with a header of
@@ -119,7 +126,11 @@ pub async fn list(app: &App) -> Result<Reply, ApiError> {
     // Stored providers not in the snapshot: shadowed by the file, or unusable (reported, not hidden).
     for b in store(app)?.provider_bundles().await? {
         if !live.contains(b.row.id.as_str()) || snap.sources.shadowed_providers.contains(&b.row.id) {
-            out.push(stored_view(&b, snap.sources.shadowed_providers.contains(&b.row.id)));
+            out.push(stored_view(
+                &app.secrets,
+                &b,
+                snap.sources.shadowed_providers.contains(&b.row.id),
+            ));
         }
     }
     Ok(Reply::ok(json!({ "providers": out })))
@@ -131,12 +142,11 @@ pub async fn get(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let stored = store(app)?.provider_bundle(id).await?;
     let mut v = match (snap.routes.provider(id), &stored) {
         (Some(p), _) => live_view(app, p),
-        (None, Some(b)) => stored_view(b, false),
+        (None, Some(b)) => stored_view(&app.secrets, b, false),
         (None, None) => return Err(ApiError::NotFound(format!("no provider `{id}`"))),
     };
     if let (Some(b), "database") = (&stored, source_of(app, id)) {
-        let settings: ProviderSettings = serde_json::from_str(&b.row.settings).unwrap_or_default();
-        v["settings"] = settings_view(&settings);
+        v["settings"] = stored_settings_view(&app.secrets, b);
         v["keys"] = json!(b.keys.iter().map(key_view).collect::<Vec<_>>());
         v["stored_models"] = json!(b.models.iter().map(model_view).collect::<Vec<_>>());
     }
@@ -395,7 +405,7 @@ pub async fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
             api_style: style_str(body.api_style),
             provider_type: type_str(body.provider_type),
             weight: body.weight,
-            settings: serde_json::to_string(&settings).map_err(|_| ApiError::Internal)?,
+            settings: settings.seal(&body.id, &app.secrets)?,
             created_at: t,
             updated_at: t,
         },
@@ -408,7 +418,7 @@ pub async fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
         e => e.into(),
     })?;
     commit(app).await?;
-    let mut v = stored_view(&bundle, false);
+    let mut v = stored_view(&app.secrets, &bundle, false);
     v["active"] = json!(app.snapshot().routes.provider(&body.id).is_some());
     Ok(Reply::created(v))
 }
@@ -422,7 +432,7 @@ pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
         .provider_bundle(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no provider `{id}`")))?;
-    let mut settings: ProviderSettings = serde_json::from_str(&b.row.settings).unwrap_or_default();
+    let mut settings = ProviderSettings::open(&b.row.settings, id, &app.secrets)?;
     SettingsPatch {
         timeouts: body.timeouts,
         retryable_status_codes: body.retryable_status_codes,
@@ -445,7 +455,7 @@ pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
     }
     check_settings(&b.row.base_url, b.row.weight, &settings)?;
     let t = now();
-    b.row.settings = serde_json::to_string(&settings).map_err(|_| ApiError::Internal)?;
+    b.row.settings = settings.seal(id, &app.secrets)?;
     b.row.updated_at = t;
     let models = match body.models {
         Some(list) => Some(model_rows(id, list.unwrap_or_default(), t)?),
@@ -463,7 +473,7 @@ pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
         .await
         .map_err(|e| not_found(e, "no such provider"))?;
     commit(app).await?;
-    let mut v = stored_view(&b, false);
+    let mut v = stored_view(&app.secrets, &b, false);
     v["active"] = json!(app.snapshot().routes.provider(id).is_some());
     Ok(Reply::ok(v))
 }
