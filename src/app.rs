@@ -150,8 +150,9 @@ impl App {
                 }
             }
         }
+        self.metrics.retain_clients(&next.clients.names());
         self.snapshot.store(Arc::new(next));
-        self.metrics.config_reloads.inc();
+        self.metrics.config_reloads.with_label_values(&["applied"]).inc();
         self.rebuild_catalog();
         self.topology_changed.notify_one();
     }

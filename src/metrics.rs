@@ -1,16 +1,19 @@
 //! Prometheus metrics, served on the admin port. Label values come from the configuration, the model
 //! catalog or fixed sets, never from raw client input, so label sets stay bounded.
 
+use std::collections::HashSet;
+
+use prometheus::core::Collector;
 use prometheus::{
-    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::routing::health::HealthView;
 
-/// Latency buckets from 0.1 ms to ~100 s.
+/// Latency buckets from 0.1 ms to ~580 s (long streams and reasoning calls run for minutes).
 fn latency_buckets() -> Vec<f64> {
-    exponential_buckets(0.0001, 2.5, 16).unwrap_or_default()
+    exponential_buckets(0.0001, 2.5, 18).unwrap_or_default()
 }
 
 pub struct Metrics {
@@ -40,7 +43,8 @@ pub struct Metrics {
     pub upstream_circuit_open: GaugeVec,
     pub upstream_cooldown: GaugeVec,
     pub upstream_weight: GaugeVec,
-    pub config_reloads: IntCounter,
+    /// Configuration rebuilds: `result` (`applied`, or `rejected` when the previous one was kept).
+    pub config_reloads: IntCounterVec,
     /// Errors talking to a shared-state backend: `backend`.
     pub state_errors: IntCounterVec,
     /// Media URLs sent inline for an upstream: `result` (fetched, reused, refused).
@@ -89,13 +93,9 @@ impl Metrics {
         let r = Registry::new();
         let active = IntGauge::new("apiproxy_active_requests", "Requests in flight").expect("valid metric");
         let open_streams = IntGauge::new("apiproxy_open_streams", "SSE streams in flight").expect("valid metric");
-        let config_reloads = IntCounter::new("apiproxy_config_reloads_total", "Configuration snapshots swapped in")
-            .expect("valid metric");
         for g in [Box::new(active.clone()), Box::new(open_streams.clone())] {
             r.register(g).expect("metric registered once");
         }
-        r.register(Box::new(config_reloads.clone()))
-            .expect("metric registered once");
         Self {
             requests: counter(
                 &r,
@@ -190,7 +190,12 @@ impl Metrics {
                 "Configured weight × health factor per upstream",
                 &["provider", "model"],
             ),
-            config_reloads,
+            config_reloads: counter(
+                &r,
+                "apiproxy_config_reloads_total",
+                "Configuration rebuilds, applied or rejected (the previous configuration kept)",
+                &["result"],
+            ),
             state_errors: counter(
                 &r,
                 "apiproxy_state_backend_errors_total",
@@ -239,6 +244,27 @@ impl Metrics {
             0.0
         };
         self.upstream_weight.with_label_values(&labels).set(weight * factor);
+    }
+
+    /// Forgets the token series of clients no key is known by any more (deleted or renamed keys),
+    /// so the `client` label stays bounded by the keys that exist.
+    pub fn retain_clients(&self, known: &HashSet<&str>) {
+        for family in self.tokens.collect() {
+            for metric in family.get_metric() {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map_or("", |l| l.value())
+                };
+                let client = label("client");
+                if client != "none" && !known.contains(client) {
+                    let values = [label("model"), label("provider"), client, label("kind")];
+                    let _ = self.tokens.remove_label_values(&values);
+                }
+            }
+        }
     }
 
     /// The Prometheus text exposition of every metric.

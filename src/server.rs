@@ -6,6 +6,7 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tokio::net::TcpSocket;
 use crate::admin::AdminApp;
 use crate::app::App;
 use crate::auth::jwt::TokenTtl;
-use crate::config::{Config, LogFormat, ServerSettings};
+use crate::config::{log_filter, Config, LogFormat, ServerSettings};
 use crate::gateway::Gateway;
 use crate::live::StoreService;
 use crate::secrets::{check_secret, SecretOrigin, Secrets};
@@ -73,11 +74,15 @@ impl tracing_subscriber::fmt::time::FormatTime for Timestamp {
 
 /// `LOG_LEVEL` picks the filter, `LOG_FORMAT` text or JSON lines, `LOG_TIMEZONE` the clock.
 fn init_tracing(s: &ServerSettings) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&s.log_level).unwrap_or_else(|_| "info".into());
+    let filter = log_filter(&s.log_level)
+        .ok()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| "info".into());
     let timer = Timestamp(s.log_timezone.as_deref().and_then(|tz| tz.parse().ok()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .with_timer(timer);
     let _ = match s.log_format {
         LogFormat::Json => builder.json().try_init(),

@@ -952,7 +952,11 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     .await;
     assert_eq!(s, 409, "config provider ids are taken");
 
-    let reloads_before = metric(&gw.metrics().await, "apiproxy_config_reloads_total", &[]);
+    let reloads_before = metric(
+        &gw.metrics().await,
+        "apiproxy_config_reloads_total",
+        &[("result", "applied")],
+    );
     let (s, v) = send(
         &gw,
         Method::POST,
@@ -969,7 +973,11 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     assert!(!v.to_string().contains(secret));
     assert_eq!(v["keys"][0]["hint"], "sk-…6789");
     assert_eq!(v["active"], true);
-    let reloads = metric(&gw.metrics().await, "apiproxy_config_reloads_total", &[]);
+    let reloads = metric(
+        &gw.metrics().await,
+        "apiproxy_config_reloads_total",
+        &[("result", "applied")],
+    );
     assert!(
         reloads > reloads_before,
         "the write swapped the snapshot: {reloads_before} -> {reloads}"
@@ -1571,6 +1579,47 @@ both_backends!(
     a_header_secret_is_never_shown,
     a_user_s_changes_and_keys_are_bounded,
 );
+
+/// The token counter's `client` label holds the names of keys that exist: a deleted or renamed
+/// key's series goes at the next configuration swap, so key churn cannot grow the label set.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_series_of_deleted_and_renamed_keys_are_forgotten() {
+    let (_a, _b, gw) = setup(Backend::Sqlite).await;
+    let admin = gw.admin().await;
+    let keys = format!("/users/{}/api-keys", admin.user_id);
+    let mut minted = Vec::new();
+    for name in ["churn-deleted", "churn-renamed", "churn-kept"] {
+        let (s, v) = send(&gw, Method::POST, &keys, Some(json!({"name": name}))).await;
+        assert_eq!(s, 201, "{v}");
+        let key = v["key"].as_str().unwrap().to_string();
+        until_status(&gw, &key, "gpt-a", 200).await;
+        minted.push((v["id"].as_str().unwrap().to_string(), key));
+    }
+    let tokens = |text: &str, client: &str| metric(text, "apiproxy_tokens_total", &[("client", client)]);
+    let text = gw.metrics().await;
+    for name in ["churn-deleted", "churn-renamed", "churn-kept"] {
+        assert!(tokens(&text, name) > 0.0, "{name}: {text}");
+    }
+    let (s, _) = send(&gw, Method::DELETE, &format!("{keys}/{}", minted[0].0), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = send(
+        &gw,
+        Method::PUT,
+        &format!("{keys}/{}", minted[1].0),
+        Some(json!({"name": "churn-new-name"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let text = gw.metrics().await;
+    assert_eq!(tokens(&text, "churn-deleted"), 0.0, "{text}");
+    assert!(
+        !text.contains("churn-deleted") && !text.contains("churn-renamed"),
+        "{text}"
+    );
+    assert!(tokens(&text, "churn-kept") > 0.0, "a key that exists keeps its series");
+    until_status(&gw, &minted[1].1, "gpt-a", 200).await;
+    assert!(tokens(&gw.metrics().await, "churn-new-name") > 0.0);
+}
 
 /// A provider key or settings an admin changes while `rotate-secret` is resealing are resealed in
 /// their new form, not overwritten with the old (PostgreSQL's default isolation allows the lost

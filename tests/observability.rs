@@ -241,6 +241,48 @@ async fn a_stream_broken_mid_way_is_one_failed_attempt() {
     );
 }
 
+/// Only clients' requests are counted as such: a load balancer's `/health` is neither counted nor
+/// logged, and a client that hangs up while it sends its body left (`client_closed`), it was not
+/// refused (no client error).
+#[tokio::test(flavor = "multi_thread")]
+async fn health_probes_and_clients_gone_mid_body_are_not_refusals() {
+    use tokio::io::AsyncWriteExt;
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    for _ in 0..3 {
+        assert_eq!(gw.client.get(gw.url("/health")).send().await.unwrap().status(), 200);
+    }
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"model\":"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(sock);
+    until("the hang-up counted", Duration::from_secs(5), async || {
+        metric(&gw.metrics().await, "apiproxy_requests_total", &[]) == 1.0
+    })
+    .await;
+    let text = gw.metrics().await;
+    let closed = [("outcome", "client_closed")];
+    assert_eq!(metric(&text, "apiproxy_requests_total", &closed), 1.0, "{text}");
+    assert_eq!(metric(&text, "apiproxy_client_errors_total", &[]), 0.0, "{text}");
+    assert_eq!(
+        metric(&text, "apiproxy_request_duration_seconds_count", &[]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "apiproxy_active_requests", &[]), 0.0, "{text}");
+    let logs = gw.logs_when(|l| l.contains("client_closed")).await;
+    assert!(!logs.contains("/health"), "{logs}");
+    assert_eq!(
+        logs.lines().filter(|l| l.contains("outcome=")).count(),
+        1,
+        "one request line: {logs}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_with_timezone_one_line_per_request() {
     let a = Mock::start("alpha", &["m"]).await;

@@ -149,6 +149,11 @@ impl ClientKeys {
         self.by_tag.len()
     }
 
+    /// The names keys are known by (the `client` label of the token counter).
+    pub fn names(&self) -> HashSet<&str> {
+        self.by_tag.values().map(|e| &*e.identity.name).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_tag.is_empty()
     }

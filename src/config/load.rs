@@ -148,7 +148,7 @@ fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>
     if let Some(v) = env("APIPROXY_ADMIN_LISTEN") {
         s.admin_listen = v;
     }
-    if let Some(v) = env("LOG_LEVEL") {
+    if let Some(v) = env("LOG_LEVEL").filter(|v| !v.trim().is_empty()) {
         s.log_level = v;
     }
     if let Some(v) = env("LOG_FORMAT") {
@@ -235,8 +235,8 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
             ));
         }
     }
-    if tracing_subscriber::EnvFilter::try_new(&s.log_level).is_err() {
-        return Err(origin.err("server.log_level", format!("`{}` is not a log level", s.log_level)));
+    if let Err(why) = super::log_filter(&s.log_level) {
+        return Err(origin.err("server.log_level", why));
     }
 
     let mut client_names = HashSet::new();

@@ -2,7 +2,9 @@
 //! overrides for the process-level settings. Everything is validated before anything starts.
 
 mod load;
+mod log_filter;
 mod model;
 
 pub use load::{load, ConfigError};
+pub use log_filter::log_filter;
 pub use model::*;

@@ -110,6 +110,8 @@ pub struct Attempt {
     pub injected_usage: bool,
     /// Tool names renamed for this upstream, to give back in its answer.
     pub tool_names: Option<Arc<ToolNames>>,
+    /// Its end is in `RequestCtx::attempts` already.
+    pub recorded: bool,
 }
 
 /// How the response body travels to the client.
@@ -293,6 +295,8 @@ pub struct RequestCtx {
     pub stream_cut: bool,
     /// The client went away before its answer was complete (nginx's 499).
     pub client_closed: bool,
+    /// A load balancer's `GET /health`: neither logged nor counted, as on the admin port.
+    pub health_probe: bool,
     /// The answer is an SSE stream (counted in the open-streams gauge).
     pub streaming_response: bool,
     /// Time spent waiting on upstreams (failed attempts, backoff, and the serving attempt).
@@ -352,6 +356,7 @@ impl RequestCtx {
             served_by: None,
             stream_cut: false,
             client_closed: false,
+            health_probe: false,
             streaming_response: false,
             upstream_wait: Duration::ZERO,
             client_wait: Duration::ZERO,

@@ -194,6 +194,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             path: call.path,
             injected_usage: call.injected_usage,
             tool_names: call.tool_names,
+            recorded: false,
         });
         ctx.status_retry = None;
         // A hold left by an attempt that broke while held would date this attempt's header.
@@ -235,6 +236,9 @@ fn record(ctx: &mut RequestCtx, idx: usize, end: AttemptEnd, note: Option<String
             end,
             note,
         });
+    }
+    if let Some(current) = ctx.current.as_mut().filter(|a| a.candidate == idx) {
+        current.recorded = true;
     }
 }
 
@@ -547,13 +551,15 @@ pub fn give_back_probe(ctx: &mut RequestCtx) {
 }
 
 /// The client went away (see `client_gone`) while an attempt was in flight: the attempt is recorded
-/// as the client's doing, its wait as upstream time; no health record, nothing to retry.
+/// as the client's doing, its wait as upstream time; no health record, nothing to retry. An attempt
+/// already recorded (its answer came, then writing it to the client failed; or the client left in
+/// the pause before a retry) is not counted twice.
 pub fn on_client_gone(ctx: &mut RequestCtx, response_started: bool) {
     ctx.client_closed = true;
     let Some(attempt) = ctx.current.as_ref() else {
         return;
     };
-    if !response_started {
+    if !response_started && !attempt.recorded {
         ctx.upstream_wait += attempt.started.elapsed();
         let idx = attempt.candidate;
         record(ctx, idx, AttemptEnd::ClientClosed, Some("client closed".to_string()));
@@ -681,6 +687,34 @@ mod tests {
         }
         assert!(!client_gone(&Error::new_down(ErrorType::HTTPStatus(502))));
         assert!(!client_gone(&Error::new_down(ErrorType::ConnectTimedout)));
+    }
+
+    #[test]
+    fn an_attempt_already_recorded_is_not_counted_again_when_the_client_leaves() {
+        let attempt = |recorded| Attempt {
+            candidate: 0,
+            key: None,
+            started: Instant::now() - Duration::from_secs(1),
+            format: crate::formats::WireFormat::OpenAiChat,
+            body: bytes::Bytes::new(),
+            path: String::new(),
+            injected_usage: false,
+            tool_names: None,
+            recorded,
+        };
+        let mut ctx = RequestCtx::new();
+        ctx.current = Some(attempt(true));
+        on_client_gone(&mut ctx, false);
+        assert!(ctx.client_closed);
+        assert_eq!(
+            ctx.upstream_wait,
+            Duration::ZERO,
+            "its wait was counted when it was recorded"
+        );
+        let mut ctx = RequestCtx::new();
+        ctx.current = Some(attempt(false));
+        on_client_gone(&mut ctx, false);
+        assert!(ctx.upstream_wait >= Duration::from_secs(1));
     }
 
     #[test]

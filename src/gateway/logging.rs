@@ -45,6 +45,10 @@ fn failover_reason(a: &AttemptRecord) -> &'static str {
 
 pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     let m = &app.metrics;
+    if ctx.health_probe {
+        m.active.dec();
+        return;
+    }
     if let (Some(_), Some(attempt)) = (ctx.ttfb, ctx.current.as_ref()) {
         let waited_until = ctx.upstream_done.unwrap_or_else(Instant::now);
         ctx.upstream_wait += waited_until.saturating_duration_since(attempt.started);
@@ -56,8 +60,9 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
         _ if ctx.stream_cut => "stream_cut",
         200..=399 => "ok",
         400..=499 if ctx.served_by.is_some() => "upstream_client_error",
-        // Every upstream rate-limited: the upstreams' doing, not a refusal of the client's request.
-        429 if ctx.error_code == Some("all_upstreams_failed") => "upstream_error",
+        // Every upstream failed, rate-limited, or resting with its circuit open (nothing tried):
+        // the upstreams' doing, not a refusal of the client's request.
+        _ if ctx.error_code == Some("all_upstreams_failed") => "upstream_error",
         400..=499 => "rejected",
         _ if ctx.attempts.is_empty() && ctx.served_by.is_none() => "error",
         _ => "upstream_error",
@@ -98,7 +103,7 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
             }
         }
     }
-    if let (Some(code), None) = (ctx.error_code, ctx.served_by.as_ref()) {
+    if let (Some(code), None, false) = (ctx.error_code, ctx.served_by.as_ref(), ctx.client_closed) {
         m.client_errors.with_label_values(&[code]).inc();
     }
     let last = ctx.attempts.len().saturating_sub(1);

@@ -46,7 +46,13 @@ impl Gateway {
 
     /// Writes a gateway error and tells Pingora the request is answered.
     async fn reject(&self, session: &mut Session, ctx: &mut RequestCtx, err: GatewayError) -> Result<bool> {
-        respond::error(session, ctx, &err).await?;
+        // A client whose connection failed while it sent its request has left: its request is
+        // counted as closed by the client, not as one the gateway refused.
+        ctx.client_closed |= matches!(err, GatewayError::ClientRead(_));
+        if let Err(e) = respond::error(session, ctx, &err).await {
+            ctx.client_closed = true;
+            return Err(e);
+        }
         Ok(true)
     }
 
@@ -57,6 +63,7 @@ impl Gateway {
         let endpoint = intake::classify(&session.req_header().method, &session.req_header().uri)?;
         match endpoint {
             Endpoint::Health => {
+                ctx.health_probe = true;
                 let body = Bytes::from_static(br#"{"status":"ok"}"#);
                 respond::json(session, ctx, 200, body, &[])
                     .await

@@ -37,6 +37,7 @@ pub async fn reload(app: &App) -> Result<(), StoreError> {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "configuration from the database rejected; keeping the previous one");
+            app.metrics.config_reloads.with_label_values(&["rejected"]).inc();
             app.loaded_version.store(version, Ordering::Relaxed);
             return Ok(());
         }
