@@ -297,6 +297,45 @@ async fn stream_parts(r: reqwest::Response) -> (usize, Vec<String>) {
     (pings, events)
 }
 
+/// A stream whose upstream sends its header and then thinks for a long time before its first event
+/// is held (its first event could be an error to fail over) only for the hold's 5 s: then the
+/// client gets the header and keep-alives, not silence an idle timeout in between would cut.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_silent_before_its_first_event_gets_its_header_and_keep_alives() {
+    use tokio::io::AsyncReadExt;
+    let (a, gw) = keepalive_gateway(200, 20000).await;
+    a.set_first_event_delay(Duration::from_secs(7));
+    let body = json!({"model": "m", "stream": true, "messages": []}).to_string();
+    let sent = Instant::now();
+    let mut sock = send_raw_chat(&gw, &body).await;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(": ping") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
+            .await
+            .expect("bytes within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let heard = sent.elapsed();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!text.contains("data:"), "before the first event: {text}");
+    assert!(heard < Duration::from_secs(6), "first keep-alive after {heard:?}");
+    // The stream then goes on whole.
+    while !String::from_utf8_lossy(&seen).contains("[DONE]") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
+            .await
+            .expect("the stream within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("tok4"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_upstream_stream_gets_keep_alives_between_whole_events() {
     let (a, gw) = keepalive_gateway(200, 1500).await;

@@ -205,6 +205,10 @@ impl ProxyHttp for Gateway {
         failover::hold_for_body(ctx, resp)
     }
 
+    fn upstream_hold_limit(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) -> Option<std::time::Duration> {
+        failover::hold_limit(ctx, resp)
+    }
+
     fn upstream_response_held(
         &self,
         resp: &ResponseHeader,

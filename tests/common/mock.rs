@@ -224,6 +224,8 @@ pub struct MockState {
     models: Vec<String>,
     /// Pause between stream events.
     pub event_gap: Mutex<Duration>,
+    /// Silence between a stream's header and its first event (a model that thinks first).
+    pub first_event_delay: Mutex<Duration>,
     /// Text deltas of a streamed text answer.
     pub events: usize,
     strict: AtomicBool,
@@ -251,6 +253,7 @@ impl Mock {
             requests: Mutex::new(Vec::new()),
             models: models.iter().map(|m| m.to_string()).collect(),
             event_gap: Mutex::new(Duration::from_millis(5)),
+            first_event_delay: Mutex::new(Duration::ZERO),
             events: 5,
             strict: AtomicBool::new(false),
         });
@@ -282,6 +285,11 @@ impl Mock {
 
     pub fn set_event_gap(&self, gap: Duration) {
         *self.state.event_gap.lock() = gap;
+    }
+
+    /// Streams answer their header at once and their first event after `delay`.
+    pub fn set_first_event_delay(&self, delay: Duration) {
+        *self.state.first_event_delay.lock() = delay;
     }
 
     /// When strict, requests without the style's credentials get the style's 401 (Gemini: 403), and
@@ -1387,6 +1395,9 @@ async fn write_stream(
         return false;
     }
     let gap = *st.event_gap.lock();
+    let _ = sock.flush().await;
+    let first_delay = *st.first_event_delay.lock();
+    tokio::time::sleep(first_delay).await;
     for ev in events.iter().take(limit) {
         if !write_chunk(sock, ev).await {
             return false;

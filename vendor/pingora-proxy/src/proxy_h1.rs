@@ -321,6 +321,8 @@ where
         // APIProxy patch: keep-alives for the client while the upstream is silent, armed once the
         // response header has reached the client and the service asks for them.
         let mut keepalive = DownstreamKeepalive::Off;
+        // APIProxy patch: when a held response is released even without a decision.
+        let mut hold_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             // One read per task, kept across keep-alives: the upstream's read timeout runs on.
             let read = client_session.read_response_task();
@@ -338,6 +340,28 @@ where
                             Err(e) => e.into_down(),
                             Ok(_) => Error::explain(ConnectionClosed, "client sent data after its request body").into_down(),
                         });
+                    }
+                    Some(()) = hold_expired(&mut hold_timer) => {
+                        // The upstream has sent nothing more for as long as the hold may last:
+                        // what is held goes on, and keep-alives can begin.
+                        hold_timer = None;
+                        for task in held.take().map(|h| h.tasks).unwrap_or_default() {
+                            let header = matches!(&task, HttpTask::Header(h, _) if !h.status.is_informational());
+                            self.process_upstream_tasks(
+                                session,
+                                ctx,
+                                task,
+                                None,
+                                &mut serve_from_cache,
+                                &mut range_body_filter,
+                                &mut response_state,
+                            )
+                            .await?;
+                            if header {
+                                let every = self.inner.downstream_keepalive_interval(ctx);
+                                keepalive.arm(every, session.body_bytes_sent());
+                            }
+                        }
                     }
                     Some(()) = keepalive.tick() => {
                         if keepalive.due(session.body_bytes_sent()) {
@@ -361,6 +385,10 @@ where
                     && self.inner.hold_upstream_response(header, ctx)
                 {
                     held = Some(HeldTasks::default());
+                    hold_timer = self
+                        .inner
+                        .upstream_hold_limit(header, ctx)
+                        .map(|limit| Box::pin(tokio::time::sleep(limit)));
                 }
             }
             let (single, released) = match held.as_mut() {
@@ -385,6 +413,7 @@ where
                     if verdict == HeldResponse::More && !end {
                         continue;
                     }
+                    hold_timer = None;
                     (None, held.take().map(|h| h.tasks).unwrap_or_default())
                 }
             };
@@ -1406,6 +1435,13 @@ impl DownstreamKeepalive {
 }
 
 /// APIProxy patch: an upstream response held back from the client (see
+/// APIProxy patch: resolves when the hold's time is up; `None` at once when nothing is held with a
+/// limit (which leaves the `select!` branch out).
+async fn hold_expired(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) -> Option<()> {
+    timer.as_mut()?.as_mut().await;
+    Some(())
+}
+
 /// `ProxyHttp::hold_upstream_response`): its tasks in order. The body so far is the one piece as
 /// it came, or, once a second piece arrives, the pieces joined.
 #[derive(Default)]

@@ -372,6 +372,14 @@ pub trait ProxyHttp {
         false
     }
 
+    /// APIProxy patch: how long a response held since its header came may wait for the body it is
+    /// held for: after this long it is released as it stands, so that a silent upstream (a model
+    /// that thinks before its first event) leaves the client with its header and keep-alives rather
+    /// than with nothing. Asked once, when the hold begins; `None` holds until a decision or the end.
+    fn upstream_hold_limit(&self, _upstream_response: &ResponseHeader, _ctx: &mut Self::CTX) -> Option<Duration> {
+        None
+    }
+
     /// APIProxy patch: a held response: its header and the body read so far (`end`: all of it).
     /// [`HeldResponse::More`] waits for more, [`HeldResponse::Release`] lets it go on to the usual
     /// filters, and an error ends the attempt with nothing sent to the client (so it can be
