@@ -297,6 +297,58 @@ async fn stream_parts(r: reqwest::Response) -> (usize, Vec<String>) {
     (pings, events)
 }
 
+/// An HTTP/1.0 client knows no chunked framing: a stream (or any answer without a length) reaches
+/// it close-delimited, whole, and the connection ends with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_1_0_client_gets_its_stream_unchunked() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let body = json!({"model": "m", "stream": true, "messages": []}).to_string();
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.0\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         connection: keep-alive\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut answer))
+        .await
+        .expect("the gateway closes the connection at the end of the answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(body.starts_with("data: {"), "no chunk sizes: {body}");
+    assert!(body.trim_end().ends_with("data: [done]"), "{body}");
+}
+
+/// An upstream that answers with an `HTTP/1.0` status line: the client still gets an HTTP/1.1
+/// answer, which may be chunked (a translated one is), never an HTTP/1.0 one with chunked framing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_1_0_upstream_s_answer_reaches_the_client_as_http_1_1() {
+    let a = Mock::start_style("anth", &["claude-x"], Style::Anthropic).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml_styled("anth", &a, ""))).await;
+    let message = json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+        "content": [{"type": "text", "text": "hello over 1.0"}],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": 3, "output_tokens": 4}
+    })
+    .to_string();
+    a.script([Reply::Raw(format!(
+        "HTTP/1.0 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{message}",
+        message.len()
+    ))]);
+    let r = gw.chat(chat_body("claude-x")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "hello over 1.0", "{v}");
+}
+
 /// A stream whose upstream sends its header and then thinks for a long time before its first event
 /// is held (its first event could be an error to fail over) only for the hold's 5 s: then the
 /// client gets the header and keep-alives, not silence an idle timeout in between would cut.

@@ -252,11 +252,13 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        response::on_header(&self.app, ctx, resp)
+        response::on_header(&self.app, ctx, resp)?;
+        response::fit_framing(session, resp);
+        Ok(())
     }
 
     fn response_body_filter(

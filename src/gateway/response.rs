@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
 
 use super::ctx::{BodyBuf, RequestCtx, ResponseMode};
 use crate::app::App;
@@ -199,6 +200,23 @@ fn set_chunked(resp: &mut ResponseHeader) -> pingora::Result<()> {
     resp.remove_header(&http::header::CONTENT_LENGTH);
     resp.insert_header("transfer-encoding", HeaderValue::from_static("chunked"))?;
     Ok(())
+}
+
+/// The answer as the client's HTTP version can read it. The gateway speaks HTTP/1.1 whatever the
+/// upstream's status line said (an HTTP/1.0 upstream's answer would otherwise reach the client as
+/// `HTTP/1.0` with chunked framing, which HTTP/1.1 clients refuse). An HTTP/1.0 client knows no
+/// chunked framing: its answer without a length ends when the connection closes.
+pub fn fit_framing(session: &mut Session, resp: &mut ResponseHeader) {
+    if resp.status.is_informational() || session.is_http2() {
+        return;
+    }
+    resp.set_version(http::Version::HTTP_11);
+    let http10_client = session.req_header().version == http::Version::HTTP_10;
+    if http10_client && resp.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        session.set_keepalive(None);
+    }
 }
 
 /// Passes, observes or translates one piece of the body.
