@@ -96,6 +96,32 @@ async fn upstream_errors_reach_the_client_in_its_own_format() {
     );
 }
 
+/// An upstream error with an empty body, or a compressed one, still reaches a client of another
+/// format as a readable error in that format (its status kept), never an empty or mislabelled body.
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_and_compressed_upstream_errors_reach_the_client_readable() {
+    let (oa, _an, gw) = setup().await;
+    oa.script([Reply::Raw("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".into())]);
+    let r = gw.post("/v1/messages", anthropic_body("gpt-x", false), &[]).await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+
+    // A body the gateway cannot read (compressed, though it asked for none).
+    let compressed = "\u{7}\u{3}compressed-bytes";
+    oa.script([Reply::Raw(format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-encoding: br\r\n\
+         content-length: {}\r\n\r\n{compressed}",
+        compressed.len()
+    ))]);
+    let r = gw.post("/v1/messages", anthropic_body("gpt-x", false), &[]).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("content-encoding").is_none(), "{:?}", r.headers());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn overload_statuses_are_mapped_per_client() {
     let (oa, an, gw) = setup().await;

@@ -187,9 +187,11 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
     Ok(())
 }
 
-/// A body whose length changes: chunked JSON.
+/// A body the gateway writes itself: chunked JSON, uncompressed (an upstream's compressed error
+/// is unreadable to it, and replaced).
 fn set_json(resp: &mut ResponseHeader) -> pingora::Result<()> {
     set_chunked(resp)?;
+    resp.remove_header(&http::header::CONTENT_ENCODING);
     resp.insert_header("content-type", HeaderValue::from_static("application/json"))?;
     Ok(())
 }

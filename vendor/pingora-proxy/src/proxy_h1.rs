@@ -418,7 +418,7 @@ where
                 }
             };
             let mut done = false;
-            for task in single.into_iter().chain(released) {
+            for task in single.into_iter().chain(released).flat_map(with_body_end) {
                 let failed = matches!(task, HttpTask::Failed(_));
                 let header = matches!(&task, HttpTask::Header(h, _) if !h.status.is_informational());
                 done = self
@@ -1435,6 +1435,17 @@ impl DownstreamKeepalive {
 }
 
 /// APIProxy patch: an upstream response held back from the client (see
+/// APIProxy patch: a header that ends the response (an empty body) is followed by an explicit end
+/// of its body, so the body filters see the end: one that writes a body of its own (an upstream's
+/// empty error rendered in the client's format) gets to.
+fn with_body_end(task: HttpTask) -> impl Iterator<Item = HttpTask> {
+    let (task, end) = match task {
+        HttpTask::Header(header, true) => (HttpTask::Header(header, false), Some(HttpTask::Body(None, true))),
+        task => (task, None),
+    };
+    std::iter::once(task).chain(end)
+}
+
 /// APIProxy patch: resolves when the hold's time is up; `None` at once when nothing is held with a
 /// limit (which leaves the `select!` branch out).
 async fn hold_expired(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) -> Option<()> {
