@@ -1023,3 +1023,50 @@ async fn a_client_awaiting_continue_is_refused_at_once() {
         started.elapsed()
     );
 }
+
+/// A client refused before its large body was read (a bad key, a body over the limit) gets its
+/// answer, not a reset: the rest of its body is read and dropped for a while after the answer, as
+/// closing a socket with unread bytes resets it and can take the answer with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_client_still_sending_its_body_gets_the_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!(
+        "server: {{max_body_bytes: 1048576}}\nproviders:\n{}",
+        provider_yaml("alpha", &a, "")
+    ))
+    .await;
+    for (key, len, want) in [
+        ("wrong-key-123456", 900_000, "HTTP/1.1 401"),
+        (CLIENT_KEY, 4_000_000, "HTTP/1.1 413"),
+    ] {
+        let sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        let (mut rd, mut wr) = sock.into_split();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+             content-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+        );
+        // The client sends its whole body, as an SDK does, then reads the answer.
+        let writer = tokio::spawn(async move {
+            wr.write_all(head.as_bytes()).await.unwrap();
+            let piece = vec![b' '; 16 * 1024];
+            let mut sent = 0;
+            while sent < len {
+                let n = piece.len().min(len - sent);
+                if wr.write_all(&piece[..n]).await.is_err() {
+                    return false;
+                }
+                sent += n;
+            }
+            true
+        });
+        let wrote_all = writer.await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut answer))
+            .await
+            .expect("the answer ends");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(read.is_ok() && text.starts_with(want), "{read:?} {text}");
+        assert!(wrote_all, "the body was refused mid-way: {text}");
+    }
+}

@@ -40,16 +40,39 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayErr
     if let GatewayError::MethodNotAllowed { allow, .. } = err {
         extra.push(("allow", allow.to_string()));
     }
-    if matches!(
-        err,
-        GatewayError::BodyTooLarge { .. } | GatewayError::ClientRead(_) | GatewayError::BodyTimeout(_)
-    ) {
+    // A client told to go ahead with its body (or that sent it unasked) may still be sending it.
+    let body_coming =
+        !session.is_body_done() && (session.response_written().is_some() || !super::intake::expects_continue(session));
+    let client_failed = matches!(err, GatewayError::ClientRead(_) | GatewayError::BodyTimeout(_));
+    if client_failed || matches!(err, GatewayError::BodyTooLarge { .. }) {
         // The rest of the body was not read: the connection cannot carry another request.
         session.set_keepalive(None);
     } else {
         drain_small_body(session).await;
     }
-    json(session, ctx, status, body, &extra).await
+    json(session, ctx, status, body, &extra).await?;
+    if body_coming && !client_failed {
+        let started = std::time::Instant::now();
+        linger(session).await;
+        ctx.client_wait += started.elapsed();
+    }
+    Ok(())
+}
+
+/// Longest the rest of a refused request's body is read and dropped after the answer.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Closing a connection with request bytes unread makes the kernel reset it, which can discard the
+/// answer on its way and fails the client's upload: a client still sending a body its answer did
+/// not wait for (a bad key, a body over the limit) would see "connection reset" instead of the
+/// error, and an SDK would send the whole body again. Its rest is read and dropped first, for a
+/// while (as nginx's lingering close), and the connection then ends.
+async fn linger(session: &mut Session) {
+    if session.is_body_done() {
+        return;
+    }
+    session.set_keepalive(None);
+    let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;
 }
 
 /// Largest unread request body read and dropped before an error answer, so that the keep-alive
