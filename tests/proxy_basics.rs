@@ -1070,3 +1070,82 @@ async fn a_refused_client_still_sending_its_body_gets_the_answer() {
         assert!(wrote_all, "the body was refused mid-way: {text}");
     }
 }
+
+/// Browsers: with `server.cors_origins`, a page of an allowed origin gets its preflight answered
+/// without a key and can read every answer (success, stream, error); other origins get no CORS
+/// headers (the browser refuses), and without the setting nothing changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn allowed_web_origins_can_call_the_proxy_from_a_browser() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!(
+        "server: {{cors_origins: [\"https://app.example.com\"]}}\nproviders:\n{}",
+        provider_yaml("alpha", &a, "")
+    ))
+    .await;
+    let preflight = |origin: &'static str| {
+        gw.client
+            .request(reqwest::Method::OPTIONS, gw.url("/v1/chat/completions"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type, x-stainless-os",
+            )
+            .send()
+    };
+    let r = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(r.status(), 204);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert_eq!(
+        h["access-control-allow-headers"],
+        "authorization, content-type, x-stainless-os"
+    );
+    assert_eq!(h["vary"], "origin");
+    let r = preflight("https://evil.example.net").await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    let from_page = |body: serde_json::Value, key: &'static str| {
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .header("origin", "https://app.example.com")
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    for (body, key, status) in [
+        (chat_body("m"), CLIENT_KEY, 200),
+        (json!({"model": "m", "stream": true, "messages": []}), CLIENT_KEY, 200),
+        (chat_body("m"), "wrong-key-123456", 401),
+    ] {
+        let r = from_page(body, key).await.unwrap();
+        assert_eq!(r.status(), status);
+        assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
+        assert!(r.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-request-id"));
+        r.bytes().await.unwrap();
+    }
+    let text = gw.metrics().await;
+    assert_eq!(
+        metric(&text, "apiproxy_requests_total", &[]),
+        3.0,
+        "preflights are not counted: {text}"
+    );
+
+    // Without the setting: no preflight answer, no CORS headers.
+    let plain = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let r = plain
+        .client
+        .request(reqwest::Method::OPTIONS, plain.url("/v1/chat/completions"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}

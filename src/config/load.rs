@@ -171,6 +171,14 @@ fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>
             .parse()
             .map_err(|_| origin.err("MODELS_CACHE_TTL", format!("`{v}` is not a number of seconds")))?;
     }
+    if let Some(v) = env("APIPROXY_CORS_ORIGINS") {
+        s.cors_origins = v
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(String::from)
+            .collect();
+    }
     let m = &mut config.mask;
     if let Some(v) = env("MASK_AS_BROWSER") {
         m.as_browser = match v.to_ascii_lowercase().as_str() {
@@ -223,6 +231,14 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
             "server.max_body_bytes",
             format!("must be between 1 and {MAX_BODY_LIMIT}"),
         ));
+    }
+    for (i, o) in s.cors_origins.iter().enumerate() {
+        if !crate::gateway::cors::is_origin(o) {
+            return Err(origin.err(
+                format!("server.cors_origins[{i}]"),
+                format!("`{o}` is not `*` or an origin like https://app.example.com (scheme, host, port; no path)"),
+            ));
+        }
     }
     if s.max_attempts == 0 || s.max_attempts > 16 {
         return Err(origin.err("server.max_attempts", "must be between 1 and 16"));
@@ -401,6 +417,17 @@ mod tests {
         }
         let yaml = "server: {listen: '127.0.0.1:8000', admin_listen: '127.0.0.2:8000'}\n";
         assert!(load_text(yaml, &env_of(&[])).is_ok());
+    }
+
+    #[test]
+    fn cors_origins_are_origins() {
+        let e = load_text("server: {cors_origins: ['https://a.example/app']}\n", &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.cors_origins[0]"), "{e}");
+        let env = env_of(&[("APIPROXY_CORS_ORIGINS", "https://a.example, http://localhost:3000")]);
+        let c = load_text("", &env).unwrap();
+        assert_eq!(c.server.cors_origins, ["https://a.example", "http://localhost:3000"]);
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct ServerSettings {
     /// reading (but keeps its socket open) then ends its request instead of holding the upstream
     /// connection and its buffers forever. 0: no limit.
     pub client_write_timeout_ms: u64,
+    /// Web origins (`https://app.example.com`, or `*` for any) whose pages may call the proxy
+    /// port from a browser (CORS); empty: none (`APIPROXY_CORS_ORIGINS`, comma-separated).
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -83,6 +86,7 @@ impl Default for ServerSettings {
             fetch_private_media: false,
             stream_keepalive_ms: 15_000,
             client_write_timeout_ms: 60_000,
+            cors_origins: Vec::new(),
         }
     }
 }

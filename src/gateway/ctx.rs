@@ -295,8 +295,10 @@ pub struct RequestCtx {
     pub stream_cut: bool,
     /// The client went away before its answer was complete (nginx's 499).
     pub client_closed: bool,
-    /// A load balancer's `GET /health`: neither logged nor counted, as on the admin port.
-    pub health_probe: bool,
+    /// A load balancer's `GET /health` or a browser's CORS preflight: neither logged nor counted.
+    pub uncounted: bool,
+    /// The page origin a browser request came from, when CORS allows it (named in the answer).
+    pub cors_origin: Option<http::HeaderValue>,
     /// The answer is an SSE stream (counted in the open-streams gauge).
     pub streaming_response: bool,
     /// Time spent waiting on upstreams (failed attempts, backoff, and the serving attempt).
@@ -356,7 +358,8 @@ impl RequestCtx {
             served_by: None,
             stream_cut: false,
             client_closed: false,
-            health_probe: false,
+            uncounted: false,
+            cors_origin: None,
             streaming_response: false,
             upstream_wait: Duration::ZERO,
             client_wait: Duration::ZERO,

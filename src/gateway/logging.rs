@@ -45,7 +45,7 @@ fn failover_reason(a: &AttemptRecord) -> &'static str {
 
 pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     let m = &app.metrics;
-    if ctx.health_probe {
+    if ctx.uncounted {
         m.active.dec();
         return;
     }

@@ -4,6 +4,7 @@
 //! body), `respond` (answers we write ourselves), `logging` (the log line and metrics), `session`
 //! (shared state: rate limit and binding pre-flight, session context).
 
+pub(crate) mod cors;
 mod ctx;
 mod error;
 mod failover;
@@ -60,10 +61,21 @@ impl Gateway {
         // An error about the path itself (a wrong method, an unknown Gemini method) is said in the
         // format the path belongs to.
         ctx.client_format = intake::format_of_path(session.req_header().uri.path());
+        let origins = &self.app.settings.cors_origins;
+        if !origins.is_empty() {
+            ctx.cors_origin = cors::allowed_origin(origins, session);
+            if cors::is_preflight(session) {
+                ctx.uncounted = true;
+                cors::answer_preflight(session, ctx)
+                    .await
+                    .map_err(|e| GatewayError::ClientRead(e.to_string()))?;
+                return Ok(true);
+            }
+        }
         let endpoint = intake::classify(&session.req_header().method, &session.req_header().uri)?;
         match endpoint {
             Endpoint::Health => {
-                ctx.health_probe = true;
+                ctx.uncounted = true;
                 let body = Bytes::from_static(br#"{"status":"ok"}"#);
                 respond::json(session, ctx, 200, body, &[])
                     .await

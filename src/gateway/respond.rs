@@ -24,6 +24,7 @@ pub async fn json(
     for (name, value) in extra {
         resp.insert_header(*name, value.as_str())?;
     }
+    super::cors::expose(&mut resp, ctx)?;
     ctx.status = Some(status);
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await

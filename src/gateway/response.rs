@@ -103,6 +103,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
     }
     super::headers::upstream_head_for_client(resp);
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    super::cors::expose(resp, ctx)?;
     let provider = ctx
         .current
         .as_ref()
