@@ -1149,3 +1149,45 @@ async fn allowed_web_origins_can_call_the_proxy_from_a_browser() {
     assert_eq!(r.status(), 405);
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
+
+/// Bodies are read as JSON: a compressed one is refused in the client's format (415), and one
+/// labelled otherwise (`curl -d` says form data) reaches the upstream labelled as the JSON it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn compressed_bodies_are_refused_and_json_goes_upstream_as_json() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let send = |path: &'static str, headers: &[(&'static str, &'static str)]| {
+        let mut r = gw
+            .client
+            .post(gw.url(path))
+            .bearer_auth(CLIENT_KEY)
+            .body(chat_body("m").to_string());
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send()
+    };
+    let r = send(
+        "/v1/chat/completions",
+        &[("content-encoding", "gzip"), ("content-type", "application/json")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 415);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unsupported_content_encoding", "{v}");
+    let r = send("/v1/messages", &[("content-encoding", "br")]).await.unwrap();
+    assert_eq!(r.status(), 415);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "Anthropic's shape: {v}");
+    assert_eq!(a.hits(), 0);
+
+    let r = send(
+        "/v1/chat/completions",
+        &[("content-type", "application/x-www-form-urlencoded")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(a.last().unwrap().header("content-type"), Some("application/json"));
+}

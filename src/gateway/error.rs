@@ -33,6 +33,10 @@ pub enum GatewayError {
     },
     #[error("Could not read the request body: {0}")]
     ClientRead(String),
+    /// A body sent compressed (`Content-Encoding`): the gateway reads bodies to route them, and
+    /// takes them only as they are.
+    #[error("Compressed request bodies are not accepted (Content-Encoding: {0}); send the body uncompressed")]
+    CompressedBody(String),
     /// Found once an upstream was chosen: a request header Pingora refuses to forward (e.g. a
     /// `Connection` header that nominates `Host`), or a malformed body.
     #[error("The request cannot be forwarded: {0}")]
@@ -77,6 +81,7 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => 429,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::CompressedBody(_) => 415,
             GatewayError::Exhausted { rate_limited: true, .. } => 429,
             // Every upstream timed out: a gateway timeout, as a reverse proxy says it.
             GatewayError::Exhausted { attempts, .. }
@@ -119,6 +124,7 @@ impl GatewayError {
             GatewayError::Route(RouteError::NotAllowed(_)) => ("permission_error", Some("provider_not_allowed")),
             GatewayError::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            GatewayError::CompressedBody(_) => ("invalid_request_error", Some("unsupported_content_encoding")),
             GatewayError::NotFound { .. } => ("invalid_request_error", Some("unknown_url")),
             GatewayError::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
             GatewayError::Exhausted { rate_limited: true, .. } => ("rate_limit_error", Some("all_upstreams_failed")),

@@ -200,6 +200,13 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::BodyTooLarge { limit });
     }
+    if let Some(coding) = session
+        .get_header(http::header::CONTENT_ENCODING)
+        .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        let shown: String = String::from_utf8_lossy(coding.as_bytes()).chars().take(40).collect();
+        return Err(GatewayError::CompressedBody(shown));
+    }
     // A client that asked whether to send its body (curl does for large ones) is told to.
     if expects_continue(session) {
         session

@@ -166,8 +166,13 @@ pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pi
             req.remove_header(name);
         }
     }
-    if attempt.format != ctx.request_format {
-        // The client's body was translated: its content type is ours now.
+    // The body was read as JSON (and maybe translated): it goes as JSON, whatever the client
+    // labelled it (`curl -d` says form data, which a FastAPI upstream such as vLLM refuses).
+    let labelled_json = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if attempt.format != ctx.request_format || !labelled_json {
         req.insert_header("content-type", HeaderValue::from_static("application/json"))?;
     }
     req.insert_header("host", provider.authority.clone())?;
