@@ -473,10 +473,15 @@ fn render_messages(ir: &IrRequest) -> Vec<Value> {
 /// An Anthropic request without the thinking blocks that carry no signature, when it has any
 /// (`None`: nothing to remove, send the body as it is). Anthropic refuses such blocks, and a client
 /// gets them from a stream translated from another vendor's reasoning (which has no Claude
-/// signature), then replays them; the text of the reasoning has no other use upstream. Only the
-/// `content` arrays that lose a block are rewritten, from the blocks as they were sent; every other
-/// byte of the body stays as it came.
+/// signature), then replays them; the text of the reasoning has no other use upstream. A message
+/// left with nothing goes (Anthropic joins the turns around it). When the last assistant turn then
+/// calls tools without thinking Anthropic can take back, thinking is turned off for the request, as
+/// the translated path does (`unsigned_tool_turn`): with it on, Anthropic refuses such a turn. Only
+/// the `messages` array (and `thinking`, when turned off) is rewritten; every other byte of the body
+/// stays as it came.
 pub fn without_unsigned_thinking(body: &[u8]) -> Option<Vec<u8>> {
+    use std::borrow::Cow;
+
     use serde_json::value::RawValue;
     // One pass over the body: is any `"signature":` followed by an empty string?
     static SIGNATURE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"signature\":"));
@@ -490,41 +495,106 @@ pub fn without_unsigned_thinking(body: &[u8]) -> Option<Vec<u8>> {
     #[derive(serde::Deserialize)]
     struct Req<'a> {
         #[serde(borrow)]
-        messages: Vec<Msg<'a>>,
+        messages: &'a RawValue,
+        #[serde(borrow, default)]
+        thinking: Option<&'a RawValue>,
     }
     #[derive(serde::Deserialize)]
     struct Msg<'a> {
+        #[serde(borrow, default)]
+        role: Option<Cow<'a, str>>,
         #[serde(borrow, default)]
         content: Option<&'a RawValue>,
     }
     #[derive(serde::Deserialize)]
     struct Block<'a> {
         #[serde(rename = "type", borrow, default)]
-        kind: Option<std::borrow::Cow<'a, str>>,
+        kind: Option<Cow<'a, str>>,
         #[serde(borrow, default)]
-        signature: Option<std::borrow::Cow<'a, str>>,
+        signature: Option<Cow<'a, str>>,
     }
-    let unsigned = |raw: &RawValue| {
-        serde_json::from_str::<Block<'_>>(raw.get())
-            .is_ok_and(|b| b.kind.as_deref() == Some("thinking") && b.signature.as_deref().is_none_or(str::is_empty))
-    };
+    #[derive(serde::Deserialize)]
+    struct Thinking<'a> {
+        #[serde(rename = "type", borrow, default)]
+        kind: Option<Cow<'a, str>>,
+    }
+    let unsigned =
+        |b: &Block<'_>| b.kind.as_deref() == Some("thinking") && b.signature.as_deref().is_none_or(str::is_empty);
+    let offset = |inner: &str, outer: &str| inner.as_ptr() as usize - outer.as_ptr() as usize;
+
     let req: Req<'_> = serde_json::from_slice(body).ok()?;
-    // (start, end, replacement) of each content array that changes, in body order.
-    let mut edits = Vec::new();
-    for content in req.messages.iter().filter_map(|m| m.content) {
-        let Ok(blocks) = serde_json::from_str::<Vec<&RawValue>>(content.get()) else {
+    let messages: Vec<&RawValue> = serde_json::from_str(req.messages.get()).ok()?;
+    let mut changed = false;
+    let mut rebuilt: Vec<Cow<'_, str>> = Vec::with_capacity(messages.len());
+    // Whether the last assistant turn, as sent on, calls tools without thinking Anthropic can take.
+    let mut last_turn_unsigned_tools = false;
+    for raw in messages {
+        let Ok(msg) = serde_json::from_str::<Msg<'_>>(raw.get()) else {
+            rebuilt.push(Cow::Borrowed(raw.get()));
             continue;
         };
-        let kept: Vec<&str> = blocks.iter().filter(|b| !unsigned(b)).map(|b| b.get()).collect();
-        // A message left with nothing would be refused too: it keeps what it had.
-        if kept.len() == blocks.len() || kept.is_empty() {
+        let blocks: Option<Vec<&RawValue>> = msg.content.and_then(|c| serde_json::from_str(c.get()).ok());
+        let (Some(content), Some(blocks)) = (msg.content, blocks) else {
+            if msg.role.as_deref() == Some("assistant") {
+                last_turn_unsigned_tools = false;
+            }
+            rebuilt.push(Cow::Borrowed(raw.get()));
+            continue;
+        };
+        let parsed: Vec<Option<Block<'_>>> = blocks.iter().map(|b| serde_json::from_str(b.get()).ok()).collect();
+        let kept: Vec<&str> = blocks
+            .iter()
+            .zip(&parsed)
+            .filter(|(_, b)| !b.as_ref().is_some_and(unsigned))
+            .map(|(raw, _)| raw.get())
+            .collect();
+        if msg.role.as_deref() == Some("assistant") {
+            let kept_blocks = parsed.iter().flatten().filter(|b| !unsigned(b));
+            let (mut tools, mut thinking) = (false, false);
+            for b in kept_blocks {
+                match b.kind.as_deref() {
+                    Some("tool_use") => tools = true,
+                    Some("thinking" | "redacted_thinking") => thinking = true,
+                    _ => {}
+                }
+            }
+            last_turn_unsigned_tools = tools && !thinking;
+        }
+        if kept.len() == blocks.len() {
+            rebuilt.push(Cow::Borrowed(raw.get()));
             continue;
         }
-        let start = content.get().as_ptr() as usize - body.as_ptr() as usize;
-        edits.push((start, start + content.get().len(), format!("[{}]", kept.join(","))));
+        changed = true;
+        if kept.is_empty() {
+            // Nothing but unsigned reasoning: an empty turn would be refused; it goes.
+            continue;
+        }
+        let at = offset(content.get(), raw.get());
+        rebuilt.push(Cow::Owned(format!(
+            "{}[{}]{}",
+            &raw.get()[..at],
+            kept.join(","),
+            &raw.get()[at + content.get().len()..]
+        )));
     }
-    if edits.is_empty() {
+    if !changed {
         return None;
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    // (start, end, replacement) in body order.
+    let mut edits = vec![(
+        offset(req.messages.get(), text),
+        offset(req.messages.get(), text) + req.messages.get().len(),
+        format!("[{}]", rebuilt.join(",")),
+    )];
+    let thinking_on = req
+        .thinking
+        .and_then(|t| serde_json::from_str::<Thinking<'_>>(t.get()).ok())
+        .is_some_and(|t| t.kind.as_deref() != Some("disabled"));
+    if let (true, true, Some(t)) = (last_turn_unsigned_tools, thinking_on, req.thinking) {
+        let start = offset(t.get(), text);
+        edits.push((start, start + t.get().len(), r#"{"type":"disabled"}"#.to_string()));
+        edits.sort_by_key(|e| e.0);
     }
     let mut out = Vec::with_capacity(body.len());
     let mut at = 0;
@@ -571,5 +641,37 @@ mod tests {
         let signed = json!({"messages": [body["messages"][2].clone()]}).to_string();
         assert!(without_unsigned_thinking(signed.as_bytes()).is_none());
         assert!(without_unsigned_thinking(br#"{"messages":[{"role":"user","content":"say \"thinking\""}]}"#).is_none());
+    }
+
+    #[test]
+    fn a_tool_turn_left_without_thinking_turns_thinking_off_and_empty_turns_go() {
+        let body = json!({"model": "m", "max_tokens": 2000,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "only reasoning", "signature": ""}]},
+                {"role": "user", "content": "and?"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "from another vendor", "signature": ""},
+                    {"type": "tool_use", "id": "t1", "name": "get", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}]}]});
+        let out: Value =
+            serde_json::from_slice(&without_unsigned_thinking(body.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(out["thinking"], json!({"type": "disabled"}));
+        let messages = out["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 4, "the turn of only unsigned reasoning went: {out}");
+        assert_eq!(
+            messages[2]["content"],
+            json!([{"type": "tool_use", "id": "t1", "name": "get", "input": {}}])
+        );
+
+        // A signed turn last: thinking stays on.
+        let mut signed = body.clone();
+        signed["messages"][3]["content"][0]["signature"] = json!("EqQB");
+        let out: Value =
+            serde_json::from_slice(&without_unsigned_thinking(signed.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(out["thinking"], body["thinking"]);
+        assert_eq!(out["messages"].as_array().unwrap().len(), 4);
     }
 }
