@@ -283,6 +283,39 @@ pub fn unsmuggle_signature(id: &str) -> (String, Option<Signature>) {
     )
 }
 
+/// A same-format OpenAI body (Chat or Responses) with the Gemini signatures the gateway smuggled into
+/// tool-call ids for the client taken off again, when a later turn goes to an OpenAI upstream
+/// (OpenAI refuses tool-call ids over 40 characters; the signature means nothing to it). `None`
+/// when there are none; the rare body that has some is written anew.
+pub fn without_smuggled_signatures(body: &[u8]) -> Option<Vec<u8>> {
+    memchr::memmem::find(body, THOUGHT_MARK.as_bytes())?;
+    let mut top: Value = serde_json::from_slice(body).ok()?;
+    let mut changed = false;
+    let mut bare = |v: Option<&mut Value>| {
+        if let Some(v) = v {
+            if let Some(id) = v.as_str().filter(|id| id.contains(THOUGHT_MARK)) {
+                *v = unsmuggle_signature(id).0.into();
+                changed = true;
+            }
+        }
+    };
+    for list in ["messages", "input"] {
+        let Some(items) = top.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for item in items {
+            bare(item.get_mut("tool_call_id"));
+            bare(item.get_mut("call_id"));
+            if let Some(calls) = item.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                for call in calls {
+                    bare(call.get_mut("id"));
+                }
+            }
+        }
+    }
+    changed.then(|| serde_json::to_vec(&top).ok()).flatten()
+}
+
 /// Anthropic tool ids must match `^[a-zA-Z0-9_-]+$`: foreign ids (e.g. `functions.x:0`) are mapped the same
 /// way wherever they appear, so a call and its result still pair up.
 pub fn sanitize_tool_id(id: &str) -> String {
@@ -428,5 +461,41 @@ impl IrResponse {
         } else {
             self.finish
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn smuggled_signatures_come_off_openai_tool_ids() {
+        let sig = Some(Signature {
+            vendor: Vendor::Gemini,
+            value: "c2lnbmF0dXJl".into(),
+        });
+        let id = smuggle_signature("call_1", &sig);
+        let chat = json!({"model": "m", "messages": [
+            {"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function",
+                "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": id, "content": "ok"},
+            {"role": "user", "content": "say __thought__ please"}]});
+        let out: Value =
+            serde_json::from_slice(&without_smuggled_signatures(chat.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(out["messages"][0]["tool_calls"][0]["id"], "call_1");
+        assert_eq!(out["messages"][1]["tool_call_id"], "call_1");
+        assert_eq!(out["messages"][2], chat["messages"][2], "text is never touched");
+        let responses = json!({"model": "m", "input": [
+            {"type": "function_call", "id": "fc_1", "call_id": id, "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": id, "output": "ok"}]});
+        let out: Value =
+            serde_json::from_slice(&without_smuggled_signatures(responses.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            (out["input"][0]["call_id"].as_str(), out["input"][1]["call_id"].as_str()),
+            (Some("call_1"), Some("call_1"))
+        );
+        assert!(without_smuggled_signatures(br#"{"messages":[{"role":"user","content":"__thought__"}]}"#).is_none());
     }
 }

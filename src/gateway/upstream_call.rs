@@ -72,6 +72,13 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                     body = Bytes::from(cleaned);
                 }
             }
+            if matches!(format, WireFormat::OpenAiChat | WireFormat::OpenAiResponses) {
+                // Tool-call ids that carry a Gemini signature for this client (an earlier turn
+                // served by Gemini), replayed to an OpenAI-style upstream.
+                if let Some(cleaned) = crate::formats::ir::without_smuggled_signatures(&body) {
+                    body = Bytes::from(cleaned);
+                }
+            }
             if format == WireFormat::Anthropic {
                 // Reasoning another vendor streamed to this client, replayed without a signature.
                 if let Some(cleaned) = anthropic::request::without_unsigned_thinking(&body) {
