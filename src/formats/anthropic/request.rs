@@ -218,6 +218,7 @@ fn budget_for(r: &Reasoning) -> u64 {
 
 /// IR → Messages request, applying Anthropic's validity rules (§2.4).
 pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertError> {
+    refuse_unreadable_documents(ir)?;
     let mut out = Map::new();
     out.insert("model".into(), opts.model.clone().into());
     let max_tokens = ir.max_tokens.unwrap_or(u64::from(opts.default_max_tokens)).max(1);
@@ -395,6 +396,42 @@ fn render_source(m: &Media) -> Value {
     }
 }
 
+/// Anthropic reads a document sent inline only as a PDF or as plain text: another file (a Word
+/// document, audio, video) would be refused upstream, so the request is refused here instead, and
+/// another candidate may take it.
+fn refuse_unreadable_documents(ir: &IrRequest) -> Result<(), ConvertError> {
+    for block in ir.messages.iter().flat_map(|m| &m.content) {
+        if let Block::File(Media::Base64 { media_type, data }) = block {
+            if media_type != "application/pdf" && plain_text(media_type, data).is_none() {
+                return Err(ConvertError::Unsupported(format!(
+                    "Anthropic takes documents as PDF or plain text; this request sends a `{media_type}` file"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The text of a `text/*` file sent inline, when it is UTF-8.
+fn plain_text(media_type: &str, data: &str) -> Option<String> {
+    if !media_type.starts_with("text/") {
+        return None;
+    }
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+fn render_document(m: &Media) -> Value {
+    let source = match m {
+        Media::Base64 { media_type, data } if media_type != "application/pdf" => match plain_text(media_type, data) {
+            Some(text) => json!({"type": "text", "media_type": "text/plain", "data": text}),
+            None => render_source(m),
+        },
+        m => render_source(m),
+    };
+    json!({"type": "document", "source": source})
+}
+
 fn render_block(b: &Block) -> Option<Value> {
     match b {
         // "text content blocks must be non-empty": dropped, never replaced by placeholder text.
@@ -407,7 +444,7 @@ fn render_block(b: &Block) -> Option<Value> {
             Some(v)
         }
         Block::Image(m) => Some(json!({"type": "image", "source": render_source(m)})),
-        Block::File(m) => Some(json!({"type": "document", "source": render_source(m)})),
+        Block::File(m) => Some(render_document(m)),
         Block::ToolCall(tc) => Some(json!({
             "type": "tool_use",
             "id": sanitize_tool_id(&tc.id),
@@ -641,6 +678,36 @@ mod tests {
         let signed = json!({"messages": [body["messages"][2].clone()]}).to_string();
         assert!(without_unsigned_thinking(signed.as_bytes()).is_none());
         assert!(without_unsigned_thinking(br#"{"messages":[{"role":"user","content":"say \"thinking\""}]}"#).is_none());
+    }
+
+    #[test]
+    fn documents_go_as_pdf_or_plain_text_or_not_at_all() {
+        let file = |media_type: &str, data: &str| IrRequest {
+            messages: vec![Message {
+                role: Role::User,
+                content: vec![Block::File(Media::Base64 {
+                    media_type: media_type.into(),
+                    data: data.into(),
+                })],
+            }],
+            ..Default::default()
+        };
+        let opts = RequestOptions {
+            model: "claude-x".into(),
+            stream: false,
+            default_max_tokens: 1024,
+            fetched_media: None,
+        };
+        let out = render(&file("text/plain", "aGVsbG8="), &opts).unwrap();
+        assert_eq!(
+            out["messages"][0]["content"][0]["source"],
+            json!({"type": "text", "media_type": "text/plain", "data": "hello"})
+        );
+        let out = render(&file("application/pdf", "JVBERi0="), &opts).unwrap();
+        assert_eq!(out["messages"][0]["content"][0]["source"]["type"], "base64");
+        for refused in [file("audio/mpeg", "AAAA"), file("application/msword", "AAAA")] {
+            assert!(matches!(render(&refused, &opts), Err(ConvertError::Unsupported(_))));
+        }
     }
 
     #[test]
