@@ -142,7 +142,7 @@ impl Metrics {
             time_to_first_token: histogram(
                 &r,
                 "apiproxy_time_to_first_token_seconds",
-                "Time from request to the first stream bytes sent to the client",
+                "Time from request to the first content of a stream (text, reasoning, a tool call)",
                 &["provider"],
             ),
             overhead: histogram_with(

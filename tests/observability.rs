@@ -241,6 +241,38 @@ async fn a_stream_broken_mid_way_is_one_failed_attempt() {
     );
 }
 
+/// Time to first token is to the stream's first content, not its first bytes: a role-only chunk
+/// sent at once does not count, the text 300 ms later does.
+#[tokio::test(flavor = "multi_thread")]
+async fn time_to_first_token_waits_for_content() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let chunk = |delta: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\
+             \"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
+        )
+    };
+    a.set_event_gap(Duration::from_millis(300));
+    a.script([Reply::Sse(vec![
+        chunk(r#"{"role":"assistant","content":""}"#, "null"),
+        chunk(r#"{"content":"hello"}"#, "null"),
+        chunk("{}", "\"stop\""),
+        "data: [DONE]\n\n".into(),
+    ])]);
+    let r = gw.chat(json!({"model": "m", "stream": true, "messages": []})).await;
+    assert!(r.text().await.unwrap().contains("hello"));
+    let text = gw.metrics().await;
+    let ttft = [("provider", "alpha")];
+    assert_eq!(
+        metric(&text, "apiproxy_time_to_first_token_seconds_count", &ttft),
+        1.0,
+        "{text}"
+    );
+    let sum = metric(&text, "apiproxy_time_to_first_token_seconds_sum", &ttft);
+    assert!(sum >= 0.3, "first token after {sum} s: the role-only chunk counted");
+}
+
 /// Only clients' requests are counted as such: a load balancer's `/health` is neither counted nor
 /// logged, and a client that hangs up while it sends its body left (`client_closed`), it was not
 /// refused (no client error).

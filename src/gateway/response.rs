@@ -283,12 +283,12 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
         ResponseMode::Stream(conv) => {
             let mut out = Vec::new();
             if let Some(b) = body.take() {
-                if ctx.first_token.is_none() && !b.is_empty() {
-                    ctx.first_token = Some(ctx.started.elapsed());
-                }
                 if conv.push(&b, &mut out).is_err() {
                     conv.abort("The upstream sent an event larger than the gateway accepts", &mut out);
                     ctx.stream_cut = true;
+                }
+                if ctx.first_token.is_none() && conv.content_seen() {
+                    ctx.first_token = Some(ctx.started.elapsed());
                 }
             }
             if end_of_stream {

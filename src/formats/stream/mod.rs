@@ -102,9 +102,40 @@ enum Output {
 static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"usage\""));
 static FINISH_REASON_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"finish_reason\""));
 static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"error\""));
+static CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"content\""));
+static REASONING_CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"reasoning_content\""));
 
 /// Whether a passed-through event can carry what the observer needs: a finish, usage, an error or the
 /// end. A cheap substring check; a false positive only costs a decode.
+/// Whether an upstream event carries the answer itself (text, reasoning, a tool call), not only its
+/// envelope (a role, `message_start`, a ping): the first one marks the time to first token.
+fn carries_content(from: WireFormat, event: Option<&str>, data: &str) -> bool {
+    let has = |needle: &str| memchr::memmem::find(data.as_bytes(), needle.as_bytes()).is_some();
+    match from {
+        WireFormat::OpenAiChat => {
+            let bytes = data.as_bytes();
+            // A string value that is not empty, or any tool call.
+            let filled = |key: &Finder| {
+                key.find_iter(bytes).any(|at| {
+                    let after = bytes[at + key.needle().len()..].trim_ascii_start();
+                    let value = after.strip_prefix(b":").unwrap_or(after).trim_ascii_start();
+                    value.first() == Some(&b'"') && value.get(1).is_some_and(|b| *b != b'"')
+                })
+            };
+            filled(&CONTENT_KEY) || filled(&REASONING_CONTENT_KEY) || has("\"tool_calls\"")
+        }
+        WireFormat::Anthropic => match event {
+            Some(e) => e == "content_block_delta",
+            None => has("\"content_block_delta\""),
+        },
+        WireFormat::OpenAiResponses => match event {
+            Some(e) => e.ends_with(".delta"),
+            None => has(".delta\""),
+        },
+        WireFormat::Gemini => has("\"text\"") || has("functionCall") || has("function_call"),
+    }
+}
+
 fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
     let has = |needle: &str| memchr::memmem::find(data.as_bytes(), needle.as_bytes()).is_some();
     match from {
@@ -170,6 +201,8 @@ pub struct StreamConverter {
     accumulated: usize,
     ended: bool,
     broken: bool,
+    /// An upstream event with content has come (see `carries_content`).
+    content_seen: bool,
     /// How many bytes of a leading byte-order mark were read, while the stream's first bytes could
     /// still be one (it may arrive split across chunks); `None` once they cannot.
     bom_read: Option<usize>,
@@ -215,6 +248,7 @@ impl StreamConverter {
             accumulated: 0,
             ended: false,
             broken: false,
+            content_seen: false,
             bom_read: Some(0),
         }
     }
@@ -295,6 +329,7 @@ impl StreamConverter {
             events,
             accumulated,
             ended,
+            content_seen,
             ..
         } = self;
         let tool_names = opts.tool_names.as_deref();
@@ -304,6 +339,9 @@ impl StreamConverter {
             }
             // A copied stream is only watched for its end and its usage: decoding every event into
             // JSON was most of the cost of passing a stream through.
+            if !*content_seen && !frame.data.is_empty() && carries_content(from, frame.event, frame.data) {
+                *content_seen = true;
+            }
             let watching = matches!(output, Output::Copy { .. } | Output::StripUsage);
             let worth = !frame.data.is_empty() && (!watching || worth_decoding(from, frame.event, frame.data));
             if worth {
@@ -459,6 +497,11 @@ impl StreamConverter {
     }
 
     /// Usage seen so far (complete once the stream completed).
+    /// Whether the upstream has sent any of the answer itself yet (text, reasoning, a tool call).
+    pub fn content_seen(&self) -> bool {
+        self.content_seen
+    }
+
     pub fn usage(&self) -> Option<Usage> {
         self.decoder.usage()
     }
@@ -503,6 +546,45 @@ fn write_gemini_frame(out: &mut Vec<u8>, array: bool, frames: &mut usize, data: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_is_text_reasoning_or_a_tool_call_never_the_envelope() {
+        use WireFormat::*;
+        for (from, event, data, want) in [
+            (
+                OpenAiChat,
+                None,
+                r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#,
+                false,
+            ),
+            (OpenAiChat, None, r#"{"choices":[{"delta":{"content": "hi"}}]}"#, true),
+            (
+                OpenAiChat,
+                None,
+                r#"{"choices":[{"delta":{"reasoning_content":"hm"}}]}"#,
+                true,
+            ),
+            (
+                OpenAiChat,
+                None,
+                r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#,
+                true,
+            ),
+            (Anthropic, Some("message_start"), "{}", false),
+            (Anthropic, Some("content_block_delta"), "{}", true),
+            (OpenAiResponses, Some("response.created"), "{}", false),
+            (OpenAiResponses, Some("response.output_text.delta"), "{}", true),
+            (
+                Gemini,
+                None,
+                r#"{"candidates":[{"content":{"parts":[{"text":"hi"}]}}]}"#,
+                true,
+            ),
+            (Gemini, None, r#"{"usageMetadata":{}}"#, false),
+        ] {
+            assert_eq!(carries_content(from, event, data), want, "{from:?} {event:?} {data}");
+        }
+    }
 
     #[test]
     fn converter_is_send() {
