@@ -43,6 +43,8 @@ pub struct Metrics {
     pub upstream_circuit_open: GaugeVec,
     pub upstream_cooldown: GaugeVec,
     pub upstream_weight: GaugeVec,
+    /// The weight the router gives each upstream of a logical model now: `route`, `provider`, `model`.
+    pub route_weight: GaugeVec,
     /// Configuration rebuilds: `result` (`applied`, or `rejected` when the previous one was kept).
     pub config_reloads: IntCounterVec,
     /// Errors talking to a shared-state backend: `backend`.
@@ -187,8 +189,14 @@ impl Metrics {
             upstream_weight: gauge(
                 &r,
                 "apiproxy_upstream_weight",
-                "Configured weight × health factor per upstream",
+                "The provider's configured weight × health factor per upstream (zero-config and provider/ routes)",
                 &["provider", "model"],
+            ),
+            route_weight: gauge(
+                &r,
+                "apiproxy_route_weight",
+                "Effective weight the router gives each upstream of a logical model: configured weight × error factor × latency factor against its tier's fastest; 0 out of rotation",
+                &["route", "provider", "model"],
             ),
             config_reloads: counter(
                 &r,
@@ -221,6 +229,7 @@ impl Metrics {
             &self.upstream_circuit_open,
             &self.upstream_cooldown,
             &self.upstream_weight,
+            &self.route_weight,
         ] {
             gauge.reset();
         }

@@ -126,6 +126,24 @@ async fn metrics_follow_real_traffic() {
     assert!(!text.contains("secret") && !text.contains(CLIENT_KEY));
 }
 
+/// The route weight gauge is the weight the router uses: each logical model's own upstream
+/// weights (not the provider's), scaled by health.
+#[tokio::test(flavor = "multi_thread")]
+async fn route_weights_are_the_router_s() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}logical_models:\n  - id: lm\n    upstreams: [{{provider: alpha, model: m, weight: 2}}, {{provider: beta, model: m, weight: 1}}]\n",
+        provider_yaml("alpha", &a, ""),
+        provider_yaml("beta", &b, "")
+    ))
+    .await;
+    let text = gw.metrics().await;
+    let route = |p: &'static str| [("route", "lm"), ("provider", p)];
+    assert_eq!(metric(&text, "apiproxy_route_weight", &route("alpha")), 2.0, "{text}");
+    assert_eq!(metric(&text, "apiproxy_route_weight", &route("beta")), 1.0, "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_health_gauges_follow_a_cooldown() {
     let (a, _b, gw) = failover_pair().await;
@@ -142,6 +160,9 @@ async fn upstream_health_gauges_follow_a_cooldown() {
     assert_eq!(metric(&text, "apiproxy_upstream_weight", &up("alpha")), 0.0);
     assert!(metric(&text, "apiproxy_upstream_weight", &up("beta")) > 0.0);
     assert_eq!(metric(&text, "apiproxy_upstream_cooldown_seconds", &up("beta")), 0.0);
+    let route = |p: &'static str| [("route", "lm"), ("provider", p), ("model", "m")];
+    assert_eq!(metric(&text, "apiproxy_route_weight", &route("alpha")), 0.0, "{text}");
+    assert!(metric(&text, "apiproxy_route_weight", &route("beta")) > 0.0, "{text}");
     for p in ["alpha", "beta"] {
         assert_eq!(metric(&text, "apiproxy_upstream_circuit_open", &up(p)), 0.0, "{p}");
     }

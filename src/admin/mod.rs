@@ -284,9 +284,23 @@ fn refresh_upstream_gauges(app: &App) {
     let snap = app.snapshot();
     // A provider deleted or renamed since the last scrape leaves no series behind.
     app.metrics.clear_upstreams();
-    for (provider, model, view) in app.health.all(std::time::Instant::now()) {
+    let now = std::time::Instant::now();
+    for (provider, model, view) in app.health.all(now) {
         if let Some(p) = snap.routes.provider(&provider) {
             app.metrics.set_upstream(&provider, &model, p.weight, &view);
+        }
+    }
+    // Computed as the router computes it, for each logical model's upstreams.
+    for route in snap.routes.logical_ids() {
+        let Some(plan) = snap.routes.logical(route) else {
+            continue;
+        };
+        for (scored, _) in crate::routing::select::score(plan, &[], now) {
+            let c = &plan.candidates[scored.index];
+            app.metrics
+                .route_weight
+                .with_label_values(&[route, &c.provider.id, &c.model])
+                .set(scored.effective_weight);
         }
     }
 }
