@@ -79,6 +79,12 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                     body = Bytes::from(cleaned);
                 }
             }
+            if format == WireFormat::OpenAiResponses {
+                // Reasoning items the gateway wrote from another vendor's reasoning.
+                if let Some(cleaned) = crate::formats::responses_api::request::without_foreign_reasoning(&body) {
+                    body = Bytes::from(cleaned);
+                }
+            }
             if format == WireFormat::Anthropic {
                 // Reasoning another vendor streamed to this client, replayed without a signature.
                 if let Some(cleaned) = anthropic::request::without_unsigned_thinking(&body) {

@@ -254,7 +254,7 @@ impl Encode for ResponsesEncoder {
                 self.ensure_started(out);
                 if !matches!(self.open, Some(OpenItem::Reasoning { .. })) {
                     self.close_item(out);
-                    let id = new_id("rs_");
+                    let id = new_id(super::GATEWAY_REASONING_ID);
                     let output_index = self.next_output_index();
                     self.emit(
                         out,

@@ -8,3 +8,7 @@ pub mod response;
 /// Prefix of an Anthropic thinking signature carried in a Responses `reasoning.encrypted_content`, so a
 /// Responses client can replay Claude's signed thinking (the text rides in `summary`).
 pub(crate) const ANTHROPIC_SIG_PREFIX: &str = "anthropic-thinking:";
+
+/// Prefix of the ids of reasoning items the gateway writes from another vendor's reasoning: OpenAI
+/// knows none of them, so they are not replayed to it.
+pub(crate) const GATEWAY_REASONING_ID: &str = "rs_apx_";

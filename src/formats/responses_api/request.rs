@@ -387,3 +387,52 @@ fn render_message(m: &Message, out: &mut Vec<Value>) {
     }
     flush(&mut parts, out);
 }
+
+/// A Responses request as an OpenAI Responses upstream can take it: without the reasoning items the
+/// gateway wrote for this client from another vendor's reasoning (an earlier turn served by
+/// Anthropic, Gemini or a Chat upstream), which OpenAI would refuse (an id it never issued, a
+/// Claude signature as `encrypted_content`). `None` when there are none; the rare body that has
+/// some is written anew.
+pub fn without_foreign_reasoning(body: &[u8]) -> Option<Vec<u8>> {
+    let find = |needle: &str| memchr::memmem::find(body, needle.as_bytes()).is_some();
+    if !find(super::GATEWAY_REASONING_ID) && !find(ANTHROPIC_SIG_PREFIX) {
+        return None;
+    }
+    let mut top: Value = serde_json::from_slice(body).ok()?;
+    let input = top.get_mut("input")?.as_array_mut()?;
+    let before = input.len();
+    input.retain(|item| {
+        let foreign = str_at(item, "type") == Some("reasoning")
+            && (str_at(item, "id").is_some_and(|id| id.starts_with(super::GATEWAY_REASONING_ID))
+                || str_at(item, "encrypted_content").is_some_and(|e| e.starts_with(ANTHROPIC_SIG_PREFIX)));
+        !foreign
+    });
+    (input.len() < before).then(|| serde_json::to_vec(&top).ok()).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasoning_the_gateway_wrote_is_not_replayed_to_openai() {
+        let body = json!({"model": "m", "input": [
+            {"role": "user", "content": "hi"},
+            {"type": "reasoning", "id": "rs_apx_0001", "summary": [{"type": "summary_text", "text": "gemini's"}]},
+            {"type": "reasoning", "id": "rs_apx_0002", "summary": [], "encrypted_content": "anthropic-thinking:EqQB"},
+            {"type": "reasoning", "id": "rs_openai", "summary": [], "encrypted_content": "gAAAA"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}]});
+        let out: Value =
+            serde_json::from_slice(&without_foreign_reasoning(body.to_string().as_bytes()).unwrap()).unwrap();
+        let ids: Vec<&str> = out["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| str_at(i, "id"))
+            .collect();
+        assert_eq!(ids, ["rs_openai"]);
+        assert_eq!(out["input"].as_array().unwrap().len(), 3);
+        let own = json!({"model": "m", "input": [body["input"][3].clone()]});
+        assert!(without_foreign_reasoning(own.to_string().as_bytes()).is_none());
+    }
+}

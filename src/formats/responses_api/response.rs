@@ -89,7 +89,7 @@ pub(crate) fn output_items(content: &[Block]) -> Vec<Value> {
             }
             Block::Thinking { text, signature } => {
                 flush(&mut text_parts, &mut out);
-                out.push(reasoning_item(&new_id("rs_"), text, signature));
+                out.push(reasoning_item(&new_id(super::GATEWAY_REASONING_ID), text, signature));
             }
             Block::ToolCall(tc) => {
                 flush(&mut text_parts, &mut out);
