@@ -14,7 +14,9 @@ pub fn log_filter(spec: &str) -> Result<String, String> {
             Some((target, level)) => (Some(target.trim()), level.trim()),
             None => (None, directive),
         };
-        let level = level_name(level).ok_or_else(|| format!("`{level}` is not a log level"))?;
+        let level = level_name(level).ok_or_else(|| {
+            format!("`{level}` is not a log level (trace, debug, info, warn/warning, error/critical, off; for one target: target=level)")
+        })?;
         directives.push(match target {
             Some(target) => format!("{target}={level}"),
             None => level.to_string(),
@@ -23,11 +25,12 @@ pub fn log_filter(spec: &str) -> Result<String, String> {
     if directives.is_empty() {
         return Err("is empty".into());
     }
+    // Only a directive for the whole library lifts its cap: one for a module of it is more
+    // specific than the cap and overrides it there anyway.
     let named = |lib: &str| {
-        directives.iter().any(|d| {
-            d.split_once('=')
-                .is_some_and(|(t, _)| t == lib || t.starts_with(&format!("{lib}::")))
-        })
+        directives
+            .iter()
+            .any(|d| d.split_once('=').is_some_and(|(t, _)| t == lib))
     };
     let caps: Vec<String> = WIRE_TRACERS
         .iter()
@@ -67,8 +70,11 @@ mod tests {
         assert_eq!(log_filter(" info , apiproxy=DEBUG ").unwrap(), "info,apiproxy=debug");
     }
 
+    /// Refused: what is no level (a typo such as `warnings` would silence every log), and a bare
+    /// target (`apiproxy`, which tracing reads as "everything of apiproxy, nothing else": write
+    /// `apiproxy=trace`).
     #[test]
-    fn what_would_log_nothing_is_refused() {
+    fn what_is_no_level_is_refused() {
         for bad in ["", " , ", "warnings", "apiproxy", "apiproxy=loud"] {
             assert!(log_filter(bad).is_err(), "{bad:?}");
         }
@@ -82,6 +88,11 @@ mod tests {
         assert!(
             !f.contains("pingora_core=debug") && f.contains("pingora_proxy=debug"),
             "{f}"
+        );
+        let f = log_filter("trace,pingora_core::listeners=info").unwrap();
+        assert!(
+            f.contains("pingora_core=debug"),
+            "a module's directive keeps the library's cap: {f}"
         );
         assert_eq!(log_filter("debug").unwrap(), "debug");
     }

@@ -43,7 +43,6 @@ pub fn is_preflight(session: &Session) -> bool {
 /// without them (the browser then refuses the call) when it is not.
 pub async fn answer_preflight(session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(204, Some(7))?;
-    resp.insert_header(header::CONTENT_LENGTH, "0")?;
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     if let Some(origin) = ctx.cors_origin.clone() {
         add_origin(&mut resp, origin)?;

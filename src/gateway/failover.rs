@@ -293,12 +293,12 @@ pub fn hold_for_body(ctx: &mut RequestCtx, resp: &ResponseHeader) -> bool {
     hold
 }
 
-/// How long an answer may be held with nothing more arriving: a stream or a whole answer the
-/// client gets as it comes goes on after `HOLD_WAIT` (its header, then keep-alives while the
-/// upstream stays silent); one translated whole is held to its end.
+/// How long a stream may be held with nothing more arriving: after `HOLD_WAIT` it goes on as it
+/// stands (its header, then keep-alives while the upstream stays silent). A whole answer has no
+/// keep-alives to gain and is judged when its next piece comes (or its end), so it keeps no timer.
 pub fn hold_limit(ctx: &RequestCtx, resp: &ResponseHeader) -> Option<Duration> {
     let format = ctx.current.as_ref()?.format;
-    (!super::response::translated_whole(ctx, format, resp)).then_some(HOLD_WAIT)
+    super::response::streamed(ctx, format, resp).then_some(HOLD_WAIT)
 }
 
 /// An answer being held: since when (its header's arrival), and how many times it has been judged.

@@ -85,6 +85,13 @@ pub(super) fn no_answer(resp: &ResponseHeader) -> Option<&'static str> {
     }
 }
 
+/// Whether `on_header` will send this success on as a stream (SSE, a Gemini stream, or a whole
+/// answer to a stream request replayed as one).
+pub fn streamed(ctx: &RequestCtx, upstream: WireFormat, resp: &ResponseHeader) -> bool {
+    resp.status.is_success()
+        && (reads_as_sse(ctx, resp) || gemini_stream(ctx, upstream) || (ctx.stream && is_json(resp)))
+}
+
 /// Whether `on_header` will translate this answer whole (`ResponseMode::Translate`): a success
 /// that is no stream, to a client of another format that asked for none (or got no JSON).
 pub fn translated_whole(ctx: &RequestCtx, upstream: WireFormat, resp: &ResponseHeader) -> bool {

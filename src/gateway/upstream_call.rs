@@ -71,6 +71,9 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                 if let Some(cleaned) = gemini::request::without_openai_fields(&ctx.body) {
                     body = Bytes::from(cleaned);
                 }
+                if let Some(signed) = gemini::request::with_signed_calls(&body) {
+                    body = Bytes::from(signed);
+                }
             }
             if matches!(format, WireFormat::OpenAiChat | WireFormat::OpenAiResponses) {
                 // Tool-call ids that carry a Gemini signature for this client (an earlier turn
@@ -99,10 +102,11 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                 tool_names: None,
             })
         }
-        // Gemini to Gemini: the model lives in the path; the body passes untouched.
+        // Gemini to Gemini: the model lives in the path; the body passes as it came, but for tool
+        // calls another vendor made, which Gemini 3 takes only with a thought signature.
         (None, true) => Ok(UpstreamCall {
             format,
-            body: ctx.body.clone(),
+            body: gemini::request::with_signed_calls(&ctx.body).map_or_else(|| ctx.body.clone(), Bytes::from),
             path,
             injected_usage: false,
             tool_names: None,

@@ -585,7 +585,8 @@ pub fn without_unsigned_thinking(body: &[u8]) -> Option<Vec<u8>> {
             .filter(|(_, b)| !b.as_ref().is_some_and(unsigned))
             .map(|(raw, _)| raw.get())
             .collect();
-        if msg.role.as_deref() == Some("assistant") {
+        // A turn that goes (below) leaves the flag as the turn before it set it.
+        if msg.role.as_deref() == Some("assistant") && !kept.is_empty() {
             let kept_blocks = parsed.iter().flatten().filter(|b| !unsigned(b));
             let (mut tools, mut thinking) = (false, false);
             for b in kept_blocks {
@@ -732,6 +733,16 @@ mod tests {
             messages[2]["content"],
             json!([{"type": "tool_use", "id": "t1", "name": "get", "input": {}}])
         );
+
+        // A turn of only unsigned thinking after the tool turn goes: the tool turn is still last.
+        let mut trailing = body.clone();
+        trailing["messages"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"role": "assistant", "content": [{"type": "thinking", "thinking": "x", "signature": ""}]}));
+        let out: Value =
+            serde_json::from_slice(&without_unsigned_thinking(trailing.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(out["thinking"], json!({"type": "disabled"}), "{out}");
 
         // A signed turn last: thinking stays on.
         let mut signed = body.clone();

@@ -425,6 +425,42 @@ fn render_contents(ir: &IrRequest) -> Vec<Value> {
         .map(|(role, parts)| json!({"role": if role == Role::Assistant { "model" } else { "user" }, "parts": parts}))
         .collect()
 }
+/// A Gemini request as Gemini 3 takes it: the first `functionCall` of each model turn carries a
+/// thought signature, and one without (a turn another vendor answered, relayed to this client in
+/// its format, then replayed) gets the value Google documents to skip the check, as the translated
+/// path gives it. `None` when every such call is signed; the rare body that changes is written anew.
+pub fn with_signed_calls(body: &[u8]) -> Option<Vec<u8>> {
+    let finds = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
+    if !finds(b"functionCall") && !finds(b"function_call") {
+        return None;
+    }
+    let mut top: Value = serde_json::from_slice(body).ok()?;
+    let mut changed = false;
+    for turn in top.get_mut("contents")?.as_array_mut()? {
+        if turn.get("role").and_then(Value::as_str) != Some("model") {
+            continue;
+        }
+        let Some(parts) = turn.get_mut("parts").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        let first_call = parts
+            .iter_mut()
+            .find(|p| p.get("functionCall").is_some() || p.get("function_call").is_some());
+        if let Some(call) = first_call.and_then(Value::as_object_mut) {
+            if !call.contains_key("thoughtSignature") && !call.contains_key("thought_signature") {
+                let key = if call.contains_key("function_call") {
+                    "thought_signature"
+                } else {
+                    "thoughtSignature"
+                };
+                call.insert(key.into(), SKIP_SIGNATURE.into());
+                changed = true;
+            }
+        }
+    }
+    changed.then(|| serde_json::to_vec(&top).ok()).flatten()
+}
+
 /// A Gemini-shaped body sent to `/v1/chat/completions` as it must reach Gemini: without the
 /// OpenAI fields the gateway read from it (`model`, `stream`, `stream_options`), which Gemini
 /// refuses as unknown ("Invalid JSON payload received. Unknown name"). `None` when it has none.
@@ -435,4 +471,29 @@ pub fn without_openai_fields(body: &[u8]) -> Option<Vec<u8>> {
         .filter(|k| top.remove(**k).is_some())
         .count();
     (removed > 0).then(|| serde_json::to_vec(&top).ok()).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsigned_first_call_of_a_model_turn_gets_the_skip_value() {
+        let body = json!({"contents": [
+            {"role": "user", "parts": [{"text": "weather?"}]},
+            {"role": "model", "parts": [
+                {"functionCall": {"name": "a", "args": {}}},
+                {"functionCall": {"name": "b", "args": {}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "a", "response": {}}}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "c", "args": {}}, "thoughtSignature": "c2ln"}]}]});
+        let out: Value = serde_json::from_slice(&with_signed_calls(body.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(out["contents"][1]["parts"][0]["thoughtSignature"], SKIP_SIGNATURE);
+        assert!(
+            out["contents"][1]["parts"][1].get("thoughtSignature").is_none(),
+            "only the first call"
+        );
+        assert_eq!(out["contents"][3], body["contents"][3]);
+        let signed = json!({"contents": [body["contents"][3].clone()]});
+        assert!(with_signed_calls(signed.to_string().as_bytes()).is_none());
+    }
 }

@@ -102,11 +102,10 @@ enum Output {
 static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"usage\""));
 static FINISH_REASON_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"finish_reason\""));
 static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"error\""));
+static TOOL_CALLS_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"tool_calls\""));
 static CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"content\""));
 static REASONING_CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"reasoning_content\""));
 
-/// Whether a passed-through event can carry what the observer needs: a finish, usage, an error or the
-/// end. A cheap substring check; a false positive only costs a decode.
 /// Whether an upstream event carries the answer itself (text, reasoning, a tool call), not only its
 /// envelope (a role, `message_start`, a ping): the first one marks the time to first token.
 fn carries_content(from: WireFormat, event: Option<&str>, data: &str) -> bool {
@@ -122,7 +121,17 @@ fn carries_content(from: WireFormat, event: Option<&str>, data: &str) -> bool {
                     value.first() == Some(&b'"') && value.get(1).is_some_and(|b| *b != b'"')
                 })
             };
-            filled(&CONTENT_KEY) || filled(&REASONING_CONTENT_KEY) || has("\"tool_calls\"")
+            let calls = TOOL_CALLS_KEY.find_iter(bytes).any(|at| {
+                let after = bytes[at + TOOL_CALLS_KEY.needle().len()..].trim_ascii_start();
+                let Some(value) = after.strip_prefix(b":") else {
+                    return false;
+                };
+                value
+                    .trim_ascii_start()
+                    .strip_prefix(b"[")
+                    .is_some_and(|v| v.trim_ascii_start().first() != Some(&b']'))
+            });
+            filled(&CONTENT_KEY) || filled(&REASONING_CONTENT_KEY) || calls
         }
         WireFormat::Anthropic => match event {
             Some(e) => e == "content_block_delta",
@@ -136,6 +145,8 @@ fn carries_content(from: WireFormat, event: Option<&str>, data: &str) -> bool {
     }
 }
 
+/// Whether a passed-through event can carry what the observer needs: a finish, usage, an error or the
+/// end. A cheap substring check; a false positive only costs a decode.
 fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
     let has = |needle: &str| memchr::memmem::find(data.as_bytes(), needle.as_bytes()).is_some();
     match from {
@@ -496,12 +507,12 @@ impl StreamConverter {
         }
     }
 
-    /// Usage seen so far (complete once the stream completed).
     /// Whether the upstream has sent any of the answer itself yet (text, reasoning, a tool call).
     pub fn content_seen(&self) -> bool {
         self.content_seen
     }
 
+    /// Usage seen so far (complete once the stream completed).
     pub fn usage(&self) -> Option<Usage> {
         self.decoder.usage()
     }
@@ -569,6 +580,18 @@ mod tests {
                 None,
                 r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#,
                 true,
+            ),
+            (
+                OpenAiChat,
+                None,
+                r#"{"choices":[{"delta":{"role":"assistant","tool_calls":null}}]}"#,
+                false,
+            ),
+            (
+                OpenAiChat,
+                None,
+                r#"{"choices":[{"delta":{"tool_calls":[]},"finish_reason":"tool_calls"}]}"#,
+                false,
             ),
             (Anthropic, Some("message_start"), "{}", false),
             (Anthropic, Some("content_block_delta"), "{}", true),

@@ -1434,7 +1434,6 @@ impl DownstreamKeepalive {
     }
 }
 
-/// APIProxy patch: an upstream response held back from the client (see
 /// APIProxy patch: a header that ends the response (an empty body) is followed by an explicit end
 /// of its body, so the body filters see the end: one that writes a body of its own (an upstream's
 /// empty error rendered in the client's format) gets to.
@@ -1453,6 +1452,7 @@ async fn hold_expired(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) -> Optio
     Some(())
 }
 
+/// APIProxy patch: an upstream response held back from the client (see
 /// `ProxyHttp::hold_upstream_response`): its tasks in order. The body so far is the one piece as
 /// it came, or, once a second piece arrives, the pieces joined.
 #[derive(Default)]
