@@ -233,6 +233,23 @@ async fn a_translated_answer_past_the_hold_that_breaks_is_retried_not_cut() {
     );
 }
 
+/// A whole JSON answer that breaks off after a long pause is still held (only streams are released
+/// by the hold's clock): nothing of it reached the client, so it is retried, never relayed cut.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_answer_that_breaks_off_after_a_long_pause_is_retried() {
+    let (a, b, gw) = failover_pair().await;
+    a.script([Reply::SlowCut(Duration::from_secs(6))]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("a whole JSON answer");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("hello from"),
+        "a whole answer from the next attempt: {v}"
+    );
+    assert_eq!(a.hits() + b.hits(), 2, "tried again");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_answer_is_timed_from_its_header_not_its_release() {
     let (a, b, gw) = failover_pair().await;

@@ -109,6 +109,8 @@ pub enum Reply {
     /// As `CutShort`, but whole: the header and the first half of the body, then the rest after this
     /// pause (an upstream that is slow to finish an answer it has begun).
     SlowBody(Duration),
+    /// As `SlowBody`, but after the pause the socket drops instead of the rest coming.
+    SlowCut(Duration),
     /// An OpenAI Chat completion (whatever the mock's style, never a stream) whose text is this
     /// many bytes of "a long answer …".
     Large(usize),
@@ -1330,6 +1332,16 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
                     tokio::time::sleep(pause).await;
                     sock.write_all(rest).await.is_ok()
                 }
+        }
+        Reply::SlowCut(pause) => {
+            let body = long_completion(st, &model, 4096);
+            let half = &body.as_bytes()[..body.len() / 2];
+            let _ = write_head(sock, 200, "application/json", Some(body.len()), request_id).await
+                && sock.write_all(half).await.is_ok()
+                && sock.flush().await.is_ok();
+            tokio::time::sleep(pause).await;
+            reset(sock);
+            false
         }
         Reply::Empty => write_json(sock, 200, "", request_id).await,
         Reply::Large(len) => write_json(sock, 200, &long_completion(st, &model, len), request_id).await,
