@@ -301,7 +301,7 @@ async fn stream_parts(r: reqwest::Response) -> (usize, Vec<String>) {
 /// it close-delimited, whole, and the connection ends with it.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http_1_0_client_gets_its_stream_unchunked() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let a = Mock::start("alpha", &["m"]).await;
     let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
     let body = json!({"model": "m", "stream": true, "messages": []}).to_string();
@@ -312,12 +312,9 @@ async fn an_http_1_0_client_gets_its_stream_unchunked() {
         body.len()
     );
     sock.write_all(req.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut answer))
+    let answer = read_to_close(&mut sock, Duration::from_secs(10))
         .await
-        .expect("the gateway closes the connection at the end of the answer")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        .to_ascii_lowercase();
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(!head.contains("transfer-encoding"), "{head}");
@@ -354,37 +351,20 @@ async fn an_http_1_0_upstream_s_answer_reaches_the_client_as_http_1_1() {
 /// client gets the header and keep-alives, not silence an idle timeout in between would cut.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_silent_before_its_first_event_gets_its_header_and_keep_alives() {
-    use tokio::io::AsyncReadExt;
     let (a, gw) = keepalive_gateway(200, 20000).await;
     a.set_first_event_delay(Duration::from_secs(7));
     let body = json!({"model": "m", "stream": true, "messages": []}).to_string();
     let sent = Instant::now();
     let mut sock = send_raw_chat(&gw, &body).await;
     let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains(": ping") {
-        let mut buf = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
-            .await
-            .expect("bytes within 10 s")
-            .unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut sock, &mut seen, ": ping", Duration::from_secs(10)).await;
     let text = String::from_utf8_lossy(&seen).into_owned();
     let heard = sent.elapsed();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(!text.contains("data:"), "before the first event: {text}");
     assert!(heard < Duration::from_secs(6), "first keep-alive after {heard:?}");
     // The stream then goes on whole.
-    while !String::from_utf8_lossy(&seen).contains("[DONE]") {
-        let mut buf = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
-            .await
-            .expect("the stream within 10 s")
-            .unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut sock, &mut seen, "[DONE]", Duration::from_secs(10)).await;
     assert!(String::from_utf8_lossy(&seen).contains("tok4"));
 }
 

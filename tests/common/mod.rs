@@ -91,6 +91,36 @@ pub async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> 
     }
 }
 
+/// Everything a raw connection sends until it closes (within `limit`), as text.
+pub async fn read_to_close(sock: &mut (impl tokio::io::AsyncRead + Unpin), limit: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    tokio::time::timeout(limit, sock.read_to_end(&mut answer))
+        .await
+        .expect("the connection closes at the end of the answer")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Reads a raw connection into `seen` until it holds `needle`, each read within `limit`.
+pub async fn read_until(
+    sock: &mut (impl tokio::io::AsyncRead + Unpin),
+    seen: &mut Vec<u8>,
+    needle: &str,
+    limit: Duration,
+) {
+    use tokio::io::AsyncReadExt;
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(limit, sock.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("`{needle}` within {limit:?}: {}", String::from_utf8_lossy(seen)))
+            .unwrap();
+        assert!(n > 0, "closed before `{needle}`: {}", String::from_utf8_lossy(seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// A port that refuses connections for as long as this lives: bound, never listening, so the kernel
 /// answers a connect with a reset and hands the port to no one else (a released "free" port could
 /// go to the next mock).
@@ -258,12 +288,7 @@ impl Gateway {
             String::from_utf8_lossy(&buf[..n])
         );
         sock.write_all(body.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut answer))
-            .await
-            .expect("the answer ends")
-            .unwrap();
-        String::from_utf8_lossy(&answer).into_owned()
+        read_to_close(&mut sock, Duration::from_secs(10)).await
     }
 
     /// POST a chat completion with the test key.

@@ -430,8 +430,11 @@ fn render_contents(ir: &IrRequest) -> Vec<Value> {
 /// its format, then replayed) gets the value Google documents to skip the check, as the translated
 /// path gives it. `None` when every such call is signed; the rare body that changes is written anew.
 pub fn with_signed_calls(body: &[u8]) -> Option<Vec<u8>> {
-    let finds = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
-    if !finds(b"functionCall") && !finds(b"function_call") {
+    use memchr::memmem::Finder;
+    // Built once: a searcher made per request costs more than the search over a small body.
+    static MARKS: std::sync::LazyLock<[Finder<'static>; 2]> =
+        std::sync::LazyLock::new(|| [Finder::new("functionCall"), Finder::new("function_call")]);
+    if MARKS.iter().all(|m| m.find(body).is_none()) {
         return None;
     }
     let mut top: Value = serde_json::from_slice(body).ok()?;

@@ -394,8 +394,15 @@ fn render_message(m: &Message, out: &mut Vec<Value>) {
 /// Claude signature as `encrypted_content`). `None` when there are none; the rare body that has
 /// some is written anew.
 pub fn without_foreign_reasoning(body: &[u8]) -> Option<Vec<u8>> {
-    let find = |needle: &str| memchr::memmem::find(body, needle.as_bytes()).is_some();
-    if !find(super::GATEWAY_REASONING_ID) && !find(ANTHROPIC_SIG_PREFIX) {
+    use memchr::memmem::Finder;
+    // Built once: a searcher made per request costs more than the search over a small body.
+    static MARKS: std::sync::LazyLock<[Finder<'static>; 2]> = std::sync::LazyLock::new(|| {
+        [
+            Finder::new(super::GATEWAY_REASONING_ID),
+            Finder::new(ANTHROPIC_SIG_PREFIX),
+        ]
+    });
+    if MARKS.iter().all(|m| m.find(body).is_none()) {
         return None;
     }
     let mut top: Value = serde_json::from_slice(body).ok()?;
