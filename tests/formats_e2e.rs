@@ -850,3 +850,57 @@ fn chat_sse_chunk(delta: Value, finish: Value) -> String {
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     )
 }
+
+/// Gemini takes at most five stop sequences. Sending five of six would let an answer run past the
+/// sixth unnoticed, so a Gemini upstream is skipped for such a request: the next tier answers, and
+/// with none the client is told why, in its own format.
+#[tokio::test(flavor = "multi_thread")]
+async fn more_stop_sequences_than_gemini_takes_skip_the_gemini_upstream() {
+    let g = Mock::start_style("gm", &["gem-x"], Style::Gemini).await;
+    let oa = Mock::start_style("oa", &["gpt-x"], Style::OpenAiChat).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}logical_models:\n  - id: both\n    upstreams:\n      - {{provider: gm, model: gem-x}}\n      - {{provider: oa, model: gpt-x, priority: 1}}\n",
+        provider_yaml_styled("gm", &g, ", models: [gem-x]"),
+        provider_yaml_styled("oa", &oa, ", models: [gpt-x]")
+    ))
+    .await;
+    let body = |model: &str, stops: usize| {
+        let stops: Vec<String> = (0..stops).map(|i| format!("STOP{i}")).collect();
+        json!({"model": model, "max_tokens": 100, "stop_sequences": stops,
+               "messages": [{"role": "user", "content": "hi"}]})
+    };
+    let send = |b: Value| {
+        gw.client
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", CLIENT_KEY)
+            .header("anthropic-version", "2023-06-01")
+            .json(&b)
+            .send()
+    };
+    let r = send(body("gem-x", 5)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let sent = g.last().unwrap().json();
+    assert_eq!(
+        sent["generationConfig"]["stopSequences"].as_array().unwrap().len(),
+        5,
+        "{sent}"
+    );
+
+    let r = send(body("gem-x", 6)).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "Anthropic's shape: {v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 5 stop sequences"),
+        "{v}"
+    );
+    assert_eq!(g.hits(), 1, "nothing more was sent to Gemini");
+
+    let r = send(body("both", 6)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!((g.hits(), oa.hits()), (1, 1));
+    assert_eq!(oa.last().unwrap().json()["stop"].as_array().unwrap().len(), 6);
+}

@@ -1171,3 +1171,42 @@ async fn compressed_bodies_are_refused_and_json_goes_upstream_as_json() {
     assert_eq!(r.status(), 200);
     assert_eq!(a.last().unwrap().header("content-type"), Some("application/json"));
 }
+
+/// HTTP/1.1 lets a client send its next requests before the first answer (RFC 9112 §9.3.2). Each
+/// is answered in order on the same connection: the bytes of the next request arriving while the
+/// first is with a slow upstream neither end the first nor get lost, and a refused request between
+/// them leaves the rest served.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    a.script([Reply::Delay(Duration::from_millis(300), Box::new(Reply::Ok))]);
+    let body = chat_body("m").to_string();
+    let chat = |key: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    // The first request alone, then the rest while its upstream is still thinking.
+    sock.write_all(chat(CLIENT_KEY).as_bytes()).await.unwrap();
+    until_it_reaches(&a).await;
+    let rest = format!(
+        "{}{}GET /health HTTP/1.1\r\nhost: x\r\n\r\n{}",
+        chat("wrong-key-123"),
+        chat(CLIENT_KEY),
+        chat(CLIENT_KEY).replace("HTTP/1.1\r\n", "HTTP/1.1\r\nconnection: close\r\n")
+    );
+    sock.write_all(rest.as_bytes()).await.unwrap();
+    let answers = read_to_close(&mut sock, Duration::from_secs(10)).await;
+    let statuses: Vec<&str> = answers
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answers[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "401", "200", "200", "200"], "{answers}");
+    assert_eq!(answers.matches("hello from alpha").count(), 3, "{answers}");
+    assert_eq!(a.hits(), 3);
+}

@@ -73,7 +73,7 @@ pub fn convert_request_named(
         WireFormat::OpenAiChat => openai_chat::request::render(&ir, opts)?,
         WireFormat::OpenAiResponses => responses_api::request::render(&ir, opts)?,
         WireFormat::Anthropic => anthropic::request::render(&ir, opts)?,
-        WireFormat::Gemini => gemini::request::render(&ir, opts),
+        WireFormat::Gemini => gemini::request::render(&ir, opts)?,
     };
     let body = serde_json::to_vec(&out).map_err(|e| ConvertError::Invalid(e.to_string()))?;
     Ok((Bytes::from(body), names))

@@ -142,6 +142,10 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.app.metrics.active.inc();
+        // A client may send its next request before this one's answer (RFC 9112 §9.3.2): Pingora
+        // then keeps those bytes for the next request instead of failing this one. Idempotent, and
+        // kept across the connection's requests.
+        session.set_pipelining_enabled(true);
         ctx.request_id = intake::request_id(session);
         match self.intake(session, ctx).await {
             Ok(answered) => Ok(answered),

@@ -267,7 +267,7 @@ fn parse_generation_config(g: &Value, ir: &mut IrRequest) -> Result<(), ConvertE
 }
 
 /// IR → generateContent body. No `model` or stream flag: both are in the URL.
-pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Value {
+pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertError> {
     let mut out = Map::new();
     let mut system: Vec<Value> = ir
         .system
@@ -317,9 +317,15 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Value {
     put(&mut g, "seed", ir.seed);
     put(&mut g, "presencePenalty", ir.presence_penalty);
     put(&mut g, "frequencyPenalty", ir.frequency_penalty);
+    if ir.stop.len() > MAX_STOP_SEQUENCES {
+        // Sending the first five would let the answer run past the others unnoticed.
+        return Err(ConvertError::Unsupported(format!(
+            "Gemini takes at most {MAX_STOP_SEQUENCES} stop sequences; this request has {}",
+            ir.stop.len()
+        )));
+    }
     if !ir.stop.is_empty() {
-        let stops: Vec<&String> = ir.stop.iter().take(5).collect();
-        g.insert("stopSequences".into(), json!(stops));
+        g.insert("stopSequences".into(), json!(ir.stop));
     }
     match &ir.response_format {
         Some(ResponseFormat::JsonObject) => {
@@ -355,11 +361,14 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Value {
     if !g.is_empty() {
         out.insert("generationConfig".into(), g.into());
     }
-    Value::Object(out)
+    Ok(Value::Object(out))
 }
 
 /// The largest thinking budget every thinking Gemini model takes (2.5 Flash's).
 const MAX_THINKING_BUDGET: u64 = 24_576;
+
+/// `generationConfig.stopSequences` takes at most five.
+const MAX_STOP_SEQUENCES: usize = 5;
 
 fn media_part(m: &Media) -> Value {
     match m {
