@@ -865,6 +865,31 @@ async fn odd_text_is_refused_or_read_as_meant(backend: Backend) {
         send(&gw, Method::GET, "/routing/sessions/conv%201%2Fa", None).await.0 == 200
     })
     .await;
+    // NUL in a path segment names nothing, on PostgreSQL (which refuses it in text) as on SQLite.
+    let admin = gw.admin().await;
+    for (method, path) in [
+        (Method::GET, "/users/%00".to_string()),
+        (Method::GET, "/providers/a%00".to_string()),
+        (Method::PUT, format!("/users/{}/api-keys/%00", admin.user_id)),
+    ] {
+        let (s, v) = send(&gw, method, &path, Some(json!({"name": "x"}))).await;
+        assert_eq!(s, 404, "{path}: {v}");
+    }
+    // A session id longer than the gateway keeps is found by the same long id it was sent with.
+    let long = "s".repeat(300);
+    let r = gw
+        .post("/v1/chat/completions", chat_body("gpt-a"), &[("x-session-id", &long)])
+        .await;
+    assert_eq!(r.status(), 200);
+    until("the binding of a long session id", DEADLINE, async || {
+        send(&gw, Method::GET, &format!("/routing/sessions/{long}"), None)
+            .await
+            .0
+            == 200
+    })
+    .await;
+    let (s, v) = send(&gw, Method::DELETE, &format!("/routing/sessions/{long}"), None).await;
+    assert_eq!((s, &v["deleted"]), (200, &json!(true)), "{v}");
 }
 
 async fn a_provider_key_at_its_rate_limit_is_a_rate_limit(backend: Backend) {

@@ -184,3 +184,79 @@ async fn secrets_never_reach_logs_or_error_bodies() {
         assert!(!bodies.contains(secret), "{secret} in a response");
     }
 }
+
+/// At `debug` Pingora logs every upstream request head: the provider's key and the values of its
+/// extra headers (often credentials, as Azure's `api-key`) show there as `Sensitive`, not in clear.
+#[tokio::test(flavor = "multi_thread")]
+async fn debug_logs_of_upstream_heads_hide_provider_credentials() {
+    let a = Mock::start("alpha", &["m"]).await;
+    for level in ["debug", "trace"] {
+        let gw = Gateway::start_with_env(
+            &format!(
+                "providers:\n  - {{id: alpha, base_url: \"{}\", models: [m], api_keys: [\"sk-provider-secret-1\"], headers: {{api-key: \"hdr-secret-value\"}}}}\n",
+                a.url()
+            ),
+            &[("LOG_LEVEL", level)],
+        )
+        .await;
+        assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
+        assert_eq!(a.last().unwrap().header("api-key"), Some("hdr-secret-value"));
+        let logs = gw.logs_when(|l| l.contains("Sending header to upstream")).await;
+        for secret in ["sk-provider-secret", "hdr-secret-value", CLIENT_KEY] {
+            assert!(!logs.contains(secret), "{level}: {secret} in logs");
+        }
+    }
+}
+
+/// The model-list probe sends the provider's key: a redirect to another host is not followed
+/// (`x-api-key` and custom headers would go along), it is the probe's answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn model_list_probes_do_not_follow_redirects_with_the_key() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere_port = elsewhere.local_addr().unwrap().port();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let count = reached.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = elsewhere.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"data\":[]}")
+                .await;
+        }
+    });
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", redirector.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = redirector.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{elsewhere_port}/v1/models\r\ncontent-length: 0\r\n\r\n"
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let gw = Gateway::start(&format!(
+        "providers:\n  - {{id: moved, base_url: \"{base}\", api_style: anthropic, api_keys: [\"sk-ant-secret\"]}}\n"
+    ))
+    .await;
+    let r = gw
+        .client
+        .get(gw.admin_url("/providers/moved/health"))
+        .bearer_auth(gw.admin().await.token)
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (&v["status"], &v["http_status"]),
+        (&"degraded".into(), &302.into()),
+        "{v}"
+    );
+    assert_eq!(reached.load(Ordering::SeqCst), 0, "the key went to the redirect's host");
+}

@@ -1286,3 +1286,60 @@ fn response_gemini_blocked_prompt_and_usage_extraction() {
     }
     assert_eq!(extract_usage(WireFormat::OpenAiChat, b"not json"), None);
 }
+
+/// Claude streams a call of a tool without parameters as `input: {}` and no argument deltas (or an
+/// empty one). Every client still gets `{}` as its arguments, as OpenAI sends them: clients parse
+/// the arguments as JSON, and `""` is none.
+#[test]
+fn a_call_without_arguments_reaches_every_client_as_an_empty_object() {
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut input = event(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+            "model": "claude-x", "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+    );
+    for (index, name, delta) in [(0, "list_files", None), (1, "get_time", Some(""))] {
+        input += &event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index,
+                "content_block": {"type": "tool_use", "id": format!("toolu_{index}"), "name": name, "input": {}}}),
+        );
+        if let Some(partial) = delta {
+            input += &event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": partial}}),
+            );
+        }
+        input += &event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        );
+    }
+    input += &event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+            "usage": {"output_tokens": 5}}),
+    );
+    input += &event("message_stop", json!({"type": "message_stop"}));
+    for to in WireFormat::ALL {
+        let ctx = to.label();
+        let (out, conv) = run(
+            WireFormat::Anthropic,
+            to,
+            input.as_bytes(),
+            stream_opts(to, false),
+            &[input.len()],
+        );
+        assert!(conv.completed(), "{ctx}");
+        let f = read_client(to, &out, false, false);
+        assert!(f.clean_end && f.error.is_none(), "{ctx}: {f:?}");
+        assert_eq!(
+            tool_args(&f),
+            vec![("list_files".into(), json!({})), ("get_time".into(), json!({}))],
+            "{ctx}"
+        );
+        assert_eq!(f.finish.as_deref(), Some("tool_calls"), "{ctx}");
+    }
+}

@@ -56,6 +56,9 @@ impl AdminApp {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
+            // A redirect would carry the provider's key (`x-api-key`, `x-goog-api-key` and
+            // custom headers survive reqwest's cross-host stripping) to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
         Self {

@@ -174,6 +174,11 @@ impl Router {
             .iter()
             .map(|(k, v)| (k.to_string(), super::http::decode_segment(v)))
             .collect();
+        // No stored name holds NUL (PostgreSQL refuses it in text, where SQLite would look it up):
+        // such a segment names nothing, on either.
+        if params.iter().any(|(_, v)| v.contains('\0')) {
+            return Resolved::NotFound;
+        }
         let head_as_get = *method == Method::HEAD;
         for &i in m.value {
             let s = &self.specs[i];

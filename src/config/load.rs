@@ -67,10 +67,16 @@ fn parse(text: &str, origin: &Origin, env: &dyn Fn(&str) -> Option<String>) -> R
     if value.is_null() {
         return Ok(Config::default());
     }
-    expand_env(&mut value, &mut String::new(), origin, env)?;
+    let mut expanded = Vec::new();
+    expand_env(&mut value, &mut String::new(), origin, env, &mut expanded)?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let place = e.path().to_string();
-        origin.err(place, e.into_inner().to_string())
+        // serde quotes the value it could not take, which may be a secret from the environment
+        // (`api_keys: ${OPENAI_API_KEY}` where a list belongs): it is shown as written instead.
+        let message = expanded.iter().fold(e.into_inner().to_string(), |m, (value, written)| {
+            m.replace(value.as_str(), written)
+        });
+        origin.err(place, message)
     })
 }
 
@@ -80,16 +86,20 @@ fn expand_env(
     path: &mut String,
     origin: &Origin,
     env: &dyn Fn(&str) -> Option<String>,
+    expanded: &mut Vec<(String, String)>,
 ) -> Result<(), ConfigError> {
     match value {
         Value::String(s) if s.contains("${") => {
-            *s = expand_str(s, env).map_err(|m| origin.err(path.clone(), m))?;
+            let value = expand_str(s, env).map_err(|m| origin.err(path.clone(), m))?;
+            if !value.is_empty() {
+                expanded.push((value.clone(), std::mem::replace(s, value)));
+            }
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                expand_env(item, path, origin, env)?;
+                expand_env(item, path, origin, env, expanded)?;
                 path.truncate(len);
             }
         }
@@ -100,7 +110,7 @@ fn expand_env(
                     path.push('.');
                 }
                 path.push_str(k.as_str().unwrap_or("?"));
-                expand_env(v, path, origin, env)?;
+                expand_env(v, path, origin, env, expanded)?;
                 path.truncate(len);
             }
         }
@@ -384,6 +394,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("test.yaml: providers[0].weight:"), "{e}");
+    }
+
+    /// serde quotes the value it could not take: one from the environment is shown as written.
+    #[test]
+    fn a_misplaced_secret_is_not_quoted_in_the_error() {
+        let env = env_of(&[("KEY", "sk-secret-123")]);
+        let e = load_text(
+            "providers:\n  - {id: a, base_url: 'http://h', api_keys: '${KEY}'}\n",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("providers[0].api_keys:") && e.contains("${KEY}"), "{e}");
+        assert!(!e.contains("sk-secret"), "{e}");
     }
 
     #[test]

@@ -303,6 +303,48 @@ mod tests {
         );
     }
 
+    /// A tool message carries text only: a PDF a tool returned (Claude Code's Read tool) follows in
+    /// a user message instead of being lost.
+    #[test]
+    fn files_a_tool_returned_reach_a_chat_upstream_after_the_tool_message() {
+        use serde_json::json;
+        let body = json!({"model": "c", "max_tokens": 100, "messages": [
+            {"role": "user", "content": "read it"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "read", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
+                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}}]}]}]});
+        let v = upstream_body(WireFormat::Anthropic, WireFormat::OpenAiChat, body);
+        let messages = v["messages"].as_array().unwrap();
+        let tool = messages
+            .iter()
+            .position(|m| m["role"] == "tool")
+            .expect("a tool message");
+        let next = &messages[tool + 1];
+        assert_eq!(next["role"], "user", "{v}");
+        assert_eq!(
+            next["content"][0]["file"]["file_data"], "data:application/pdf;base64,JVBERi0x",
+            "{v}"
+        );
+    }
+
+    /// Claude's structured output may leave properties optional, which OpenAI's strict mode
+    /// refuses: it goes to OpenAI upstreams without `strict: true`.
+    #[test]
+    fn claude_output_schemas_go_to_openai_not_strict() {
+        use serde_json::json;
+        let body = json!({"model": "c", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}],
+            "output_config": {"format": {"type": "json_schema", "schema": {"type": "object",
+                "properties": {"a": {"type": "string"}, "b": {"type": "string"}}, "required": ["a"],
+                "additionalProperties": false}}}});
+        let v = upstream_body(WireFormat::Anthropic, WireFormat::OpenAiChat, body.clone());
+        let format = &v["response_format"];
+        assert_eq!(format["type"], "json_schema", "{v}");
+        assert_ne!(format["json_schema"]["strict"], json!(true), "{v}");
+        let v = upstream_body(WireFormat::Anthropic, WireFormat::OpenAiResponses, body);
+        assert_eq!(v["text"]["format"]["type"], "json_schema", "{v}");
+        assert_ne!(v["text"]["format"]["strict"], json!(true), "{v}");
+    }
+
     #[test]
     fn a_gemini_upstream_gets_a_thinking_budget_every_model_takes() {
         use serde_json::json;

@@ -98,7 +98,7 @@ pub fn classify(method: &Method, uri: &http::Uri) -> Result<Endpoint, GatewayErr
         p if p.starts_with("/context/") && p.len() > "/context/".len() => {
             let id = &p["/context/".len()..];
             (
-                Endpoint::Context(id.chars().take(super::session::MAX_SESSION_ID).collect()),
+                Endpoint::Context(super::session::session_key(id).to_string()),
                 Method::GET,
             )
         }
@@ -296,7 +296,7 @@ pub fn route(
                 .and_then(|v| v.to_str().ok())
                 .filter(|s| !s.is_empty())
         })
-        .map(|s| s.chars().take(super::session::MAX_SESSION_ID).collect::<String>());
+        .map(|s| super::session::session_key(s).to_string());
     ctx.plan = Some(plan);
     ctx.body = body;
     Ok(())

@@ -30,6 +30,7 @@ use pingora::{Error, ErrorType, Result};
 
 pub use ctx::RequestCtx;
 pub use error::GatewayError;
+pub use session::session_key;
 
 use crate::app::App;
 use ctx::Retry;

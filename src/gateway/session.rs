@@ -16,7 +16,16 @@ use crate::state::{context_owner, request_snippet, response_snippet, Admission, 
 /// Most response bytes kept to make a session-context snippet from.
 const CAPTURE_LIMIT: usize = 16 * 1024;
 /// Longest session id honoured (longer ones are cut).
-pub const MAX_SESSION_ID: usize = 256;
+const MAX_SESSION_ID: usize = 256;
+
+/// A session id as the gateway keys it, wherever it comes from (a header, `/context/…`, the admin
+/// API): cut to `MAX_SESSION_ID` characters.
+pub fn session_key(raw: &str) -> &str {
+    match raw.char_indices().nth(MAX_SESSION_ID) {
+        Some((end, _)) => &raw[..end],
+        None => raw,
+    }
+}
 
 /// The pre-flight: takes a token from the client key's bucket and reads the session's binding for
 /// the requested model, in one round trip (none when neither applies).

@@ -106,6 +106,9 @@ impl BackgroundService for Discovery {
         let client = match reqwest::Client::builder()
             .timeout(DISCOVERY_TIMEOUT)
             .connect_timeout(Duration::from_secs(3))
+            // A redirect would carry the provider's key (`x-api-key`, `x-goog-api-key` and
+            // custom headers survive reqwest's cross-host stripping) to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
         {
             Ok(c) => c,

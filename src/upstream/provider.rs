@@ -198,10 +198,11 @@ impl Provider {
             .headers
             .iter()
             .map(|(k, v)| {
-                Ok((
-                    HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?,
-                    HeaderValue::from_str(v).map_err(|e| e.to_string())?,
-                ))
+                // Often a credential (Azure's `api-key`): kept out of every `Debug` print of the
+                // upstream request, as Pingora's debug log of the head is.
+                let mut value = HeaderValue::from_str(v).map_err(|e| e.to_string())?;
+                value.set_sensitive(true);
+                Ok((HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?, value))
             })
             .collect::<Result<Vec<_>, String>>()?;
         let addrs = endpoint.literal_addr().into_iter().collect();

@@ -55,12 +55,19 @@ fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("bad JSON {s:?}: {e}"))
 }
 
-/// Parsed arguments; incomplete JSON (a cut stream) stays a string.
+/// Parsed arguments; incomplete JSON (a cut stream), or none at all, stays a string. OpenAI's
+/// arguments are always JSON text (`{}` for none), and clients parse them as such.
 fn args(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string()))
+}
+
+/// An Anthropic tool_use input from its `input_json_delta`s: none at all is `{}` (what Anthropic's
+/// SDKs make of a tool without parameters).
+fn anthropic_input(s: &str) -> Value {
     if s.is_empty() {
         Value::Object(Default::default())
     } else {
-        serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string()))
+        args(s)
     }
 }
 
@@ -267,7 +274,7 @@ pub fn anthropic(bytes: &[u8]) -> Final {
                     id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
                     "tool_use id pattern: {id}"
                 );
-                f.tools.push((id, name, args(&body)))
+                f.tools.push((id, name, anthropic_input(&body)))
             }
             _ => {}
         }

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::admin::http::{ApiError, Reply, Req};
 use crate::app::App;
+use crate::gateway::session_key;
 use crate::routing::{choose_dry, score, RouteError, RoutePlan, Sticky};
 
 fn plan_for(app: &App, model: &str) -> Result<RoutePlan, ApiError> {
@@ -100,7 +101,7 @@ fn split_upstream(u: &str) -> Value {
 /// upstream its next request for that model would try first: the binding while it is in
 /// rotation, else the rendezvous hash's pick.
 pub async fn session_get(app: &App, req: &Req) -> Result<Reply, ApiError> {
-    let session = req.param("session_id");
+    let session = session_key(req.param("session_id"));
     let all = app.state.bindings(session).await.map_err(unavailable)?;
     let bindings: Vec<Value> = all
         .iter()
@@ -133,7 +134,7 @@ pub async fn session_get(app: &App, req: &Req) -> Result<Reply, ApiError> {
 /// Drops every binding of the session on every replica: its next request is placed by the hash
 /// again and bound there.
 pub async fn session_delete(app: &App, req: &Req) -> Result<Reply, ApiError> {
-    let session = req.param("session_id");
+    let session = session_key(req.param("session_id"));
     if session.is_empty() {
         return Err(ApiError::bad("session_id", "must not be empty"));
     }

@@ -100,7 +100,9 @@ pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
         ir.response_format = Some(ResponseFormat::JsonSchema {
             name: "response".into(),
             schema: f.get("schema").cloned().unwrap_or_else(empty_schema),
-            strict: Some(true),
+            // Claude's schemas may leave properties optional, which OpenAI's strict mode refuses
+            // (it wants every property in `required`): the upstream's default mode instead.
+            strict: None,
         });
     }
     let effort = str_at(output_config, "effort").and_then(Effort::parse);

@@ -15,6 +15,9 @@ pub struct ChatEncoder {
     created: u64,
     role_sent: bool,
     saw_tool_call: bool,
+    /// Tool calls (indices) that have had no arguments yet: given `{}` before the finish, as
+    /// OpenAI gives a call without parameters (Claude streams none), since clients parse them.
+    argless: Vec<usize>,
     /// Thinking text of the block in progress, for `thinking_blocks` when a signature arrives (bounded by the
     /// converter's accumulation cap).
     thinking: String,
@@ -32,6 +35,7 @@ impl ChatEncoder {
             created: now_secs(),
             role_sent: false,
             saw_tool_call: false,
+            argless: Vec::new(),
             thinking: String::new(),
             usage: None,
             finish: None,
@@ -115,6 +119,7 @@ impl Encode for ChatEncoder {
             } => {
                 self.ensure_role(out);
                 self.saw_tool_call = true;
+                self.argless.push(index);
                 // Arguments start as "" — never "{}", which the client would prefix to the real arguments.
                 self.chunk(
                     json!({"tool_calls": [{"index": index, "id": smuggle_signature(&id, &signature), "type": "function",
@@ -124,6 +129,9 @@ impl Encode for ChatEncoder {
                 );
             }
             StreamEvent::ToolArgs { index, delta } => {
+                if !delta.trim().is_empty() {
+                    self.argless.retain(|&i| i != index);
+                }
                 if !delta.is_empty() {
                     self.chunk(
                         json!({"tool_calls": [{"index": index, "function": {"arguments": delta}}]}),
@@ -137,6 +145,13 @@ impl Encode for ChatEncoder {
             StreamEvent::Finish { reason, .. } => {
                 if self.finish.is_none() {
                     self.ensure_role(out);
+                    for index in std::mem::take(&mut self.argless) {
+                        self.chunk(
+                            json!({"tool_calls": [{"index": index, "function": {"arguments": "{}"}}]}),
+                            None,
+                            out,
+                        );
+                    }
                     let reason = if self.saw_tool_call && reason == FinishReason::Stop {
                         FinishReason::ToolCalls
                     } else {

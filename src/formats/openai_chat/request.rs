@@ -398,7 +398,7 @@ fn render_message(m: &Message, out: &mut Vec<Value>) {
         }
         Role::User => {
             // Tool results first, each its own `tool` message right after the assistant turn (§2.1 reverse).
-            let mut moved_images = Vec::new();
+            let mut moved_media = Vec::new();
             for b in &m.content {
                 if let Block::ToolResult(r) = b {
                     let mut text = r.text();
@@ -406,14 +406,21 @@ fn render_message(m: &Message, out: &mut Vec<Value>) {
                         text = format!("Error: {text}");
                     }
                     out.push(json!({"role": "tool", "tool_call_id": r.call_id, "content": text}));
-                    moved_images.extend(r.content.iter().filter(|b| matches!(b, Block::Image(_))).cloned());
+                    // A tool message takes text only: images and files it returned (a PDF Claude
+                    // Code's Read tool gave back) follow in a user message.
+                    moved_media.extend(
+                        r.content
+                            .iter()
+                            .filter(|b| matches!(b, Block::Image(_) | Block::File(_)))
+                            .cloned(),
+                    );
                 }
             }
             let rest: Vec<&Block> = m
                 .content
                 .iter()
                 .filter(|b| !matches!(b, Block::ToolResult(_)))
-                .chain(moved_images.iter())
+                .chain(moved_media.iter())
                 .collect();
             if rest.is_empty() {
                 return;

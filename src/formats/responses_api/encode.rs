@@ -181,13 +181,23 @@ impl ResponsesEncoder {
                 self.output.push(item);
             }
             Some(OpenItem::Tool { tool }) => {
-                let Some(t) = self.tools.get(tool) else { return };
+                let Some(t) = self.tools.get_mut(tool) else { return };
+                // A call without arguments (Claude streams none for a tool without parameters)
+                // still carries an object, as OpenAI's do: clients parse the arguments as JSON.
+                let argless = t.arguments.trim().is_empty();
+                if argless {
+                    t.arguments = "{}".into();
+                }
                 let (item_id, output_index, arguments, item) = (
                     t.item_id.clone(),
                     t.output_index,
                     t.arguments.clone(),
                     t.item("completed"),
                 );
+                if argless {
+                    let payload = json!({"item_id": item_id, "output_index": output_index, "delta": arguments});
+                    self.emit(out, "response.function_call_arguments.delta", payload);
+                }
                 self.emit(
                     out,
                     "response.function_call_arguments.done",
