@@ -1571,6 +1571,112 @@ async fn rotating_the_secret_keeps_every_stored_key(backend: Backend) {
     );
 }
 
+/// A user's change to their own key is written only if, at the moment of writing, it still only
+/// narrows the key: an admin's disable or shorter expiry that lands between the user's check and
+/// write is not undone (the store's conditional update, driven directly to hit that window).
+async fn a_user_s_write_never_undoes_an_admin_s_stop(backend: Backend) {
+    use apiproxy::store::{models::*, DatabaseUrl, Store, StoreError};
+    let (_a, _b, gw) = setup(backend).await;
+    let store = Store::open(&DatabaseUrl::parse(&gw.database_url).unwrap())
+        .await
+        .unwrap();
+    let now = apiproxy::store::now();
+    store
+        .insert_user(&UserRow {
+            id: "u-race".into(),
+            username: "racer".into(),
+            email: None,
+            display_name: None,
+            password_hash: "x".into(),
+            role: "user".into(),
+            disabled: false,
+            token_version: 0,
+            created_at: now,
+            updated_at: now,
+            key_allowed_providers: None,
+            key_rate_limit_rps: None,
+        })
+        .await
+        .unwrap();
+    let expiry = now + 1000;
+    store
+        .insert_api_key(&ApiKeyRow {
+            id: "k-race".into(),
+            user_id: "u-race".into(),
+            name: "k".into(),
+            key_hash: "h-race".into(),
+            prefix: "p".into(),
+            expires_at: Some(expiry),
+            // What the admin just did: the user's check saw the key enabled.
+            disabled: true,
+            allowed_providers: None,
+            rate_limit_rps: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    let update = |changes: ApiKeyChanges, only_narrowing: bool| {
+        let store = store.clone();
+        async move { store.update_api_key("u-race", "k-race", &changes, only_narrowing).await }
+    };
+    let user = |changes| update(changes, true);
+    let refused = |r: Result<(), StoreError>| matches!(r, Err(StoreError::NotFound));
+    assert!(refused(
+        user(ApiKeyChanges {
+            disabled: Some(false),
+            ..Default::default()
+        })
+        .await
+    ));
+    assert!(refused(
+        user(ApiKeyChanges {
+            expires_at: Some(None),
+            ..Default::default()
+        })
+        .await
+    ));
+    assert!(refused(
+        user(ApiKeyChanges {
+            expires_at: Some(Some(expiry + 1)),
+            ..Default::default()
+        })
+        .await
+    ));
+    let key = || async { store.get_api_key("u-race", "k-race").await.unwrap().unwrap() };
+    assert_eq!((key().await.disabled, key().await.expires_at), (true, Some(expiry)));
+    // What still narrows goes through: a rename, disabling again, an earlier expiry.
+    user(ApiKeyChanges {
+        name: Some("renamed".into()),
+        disabled: Some(true),
+        expires_at: Some(Some(expiry - 1)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(key().await.name, "renamed");
+    // An admin may do anything.
+    update(
+        ApiKeyChanges {
+            disabled: Some(false),
+            expires_at: Some(None),
+            ..Default::default()
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((key().await.disabled, key().await.expires_at), (false, None));
+    // A key without expiry: any expiry narrows it.
+    user(ApiKeyChanges {
+        expires_at: Some(Some(expiry)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(key().await.expires_at, Some(expiry));
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1603,6 +1709,7 @@ both_backends!(
     odd_text_is_refused_or_read_as_meant,
     a_header_secret_is_never_shown,
     a_user_s_changes_and_keys_are_bounded,
+    a_user_s_write_never_undoes_an_admin_s_stop,
 );
 
 /// The token counter's `client` label holds the names of keys that exist: a deleted or renamed

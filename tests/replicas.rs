@@ -373,3 +373,43 @@ async fn postgres_outage_keeps_serving_and_refuses_writes() {
     })
     .await;
 }
+
+/// PostgreSQL stops answering without closing its connections (a frozen host, a partition): admin
+/// calls get their 503 within the store's time bound instead of hanging until TCP gives up, the
+/// proxy keeps serving, and once the database answers again so does the admin API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_postgres_is_a_prompt_503_not_a_hang() {
+    let (ma, mb) = (Mock::start("alpha", &["m"]).await, Mock::start("beta", &["m"]).await);
+    let y = yaml(&ma, &mb);
+    let b = Gateway::start_on(Backend::Postgres, &y, &[("SECRET_KEY", SECRET)]).await;
+    let relay = TcpRelay::start("127.0.0.1:5432".parse().unwrap()).await;
+    let url = b
+        .database_url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
+    let a = Gateway::start_on(Backend::Postgres, &y, &[("SECRET_KEY", SECRET), ("DATABASE_URL", &url)]).await;
+    let key = mint(&a, None).await;
+    let tok = a.admin().await.token;
+
+    relay.cut();
+    let provider = json!({"id": "gamma", "base_url": "http://127.0.0.1:9"});
+    let t0 = Instant::now();
+    let (s, v) = tokio::time::timeout(
+        Duration::from_secs(20),
+        admin(&a, &tok, Method::POST, "/providers", Some(provider.clone())),
+    )
+    .await
+    .expect("an answer within 20 s");
+    let took = t0.elapsed();
+    println!("an admin write against a silent database: {s} after {took:?}");
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(call(&a, &key, None).await.0, 200, "served from the snapshot");
+
+    relay.restore();
+    until("writes work again", Duration::from_secs(20), async || {
+        admin(&a, &tok, Method::POST, "/providers", Some(provider.clone()))
+            .await
+            .0
+            == 201
+    })
+    .await;
+}

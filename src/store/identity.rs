@@ -112,12 +112,33 @@ impl Store {
             .optional()?))
     }
 
-    pub async fn update_api_key(&self, user_id: &str, key_id: &str, changes: &ApiKeyChanges) -> Result<(), StoreError> {
+    /// Applies `changes` to a key. With `only_narrowing` (a user changing their own key) the
+    /// write also requires, in the same statement, that it re-enables nothing and moves no expiry
+    /// later than the key has at that moment, so an admin's disable that lands between a user's
+    /// check and write is never undone. `NotFound` when no row was written.
+    pub async fn update_api_key(
+        &self,
+        user_id: &str,
+        key_id: &str,
+        changes: &ApiKeyChanges,
+        only_narrowing: bool,
+    ) -> Result<(), StoreError> {
+        use diesel::dsl::not;
+        use diesel::sql_types::Bool;
+        let reenables = only_narrowing && changes.disabled == Some(false);
+        let moves_expiry = only_narrowing && changes.expires_at.is_some();
+        let new_expiry = changes.expires_at.flatten();
         with_conn!(self, |c| {
             let n = diesel::update(
                 api_keys::table
                     .filter(api_keys::user_id.eq(user_id))
-                    .filter(api_keys::id.eq(key_id)),
+                    .filter(api_keys::id.eq(key_id))
+                    .filter(not(reenables.into_sql::<Bool>()).or(api_keys::disabled.eq(false)))
+                    .filter(
+                        not(moves_expiry.into_sql::<Bool>())
+                            .or(api_keys::expires_at.is_null())
+                            .or(api_keys::expires_at.ge(new_expiry).assume_not_null()),
+                    ),
             )
             .set(changes)
             .execute(c)

@@ -76,24 +76,81 @@ enum Db {
     Sqlite(Pool<SqliteConn>),
 }
 
-/// Runs `$body` with `$c` bound to a pooled connection of whichever backend is configured.
+/// Longest a database operation may take, from taking a connection to its last row. A database
+/// that stops answering without closing its connections (a frozen host, a partition) would
+/// otherwise hold an admin call or a configuration poll until TCP gives up, minutes later.
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Gives an operation's future its result type (so `?` inside it knows its error type).
+pub(crate) fn operation<T, F: std::future::Future<Output = Result<T, StoreError>>>(f: F) -> F {
+    f
+}
+
+/// Runs `$body` with `$c` bound to a pooled connection of whichever backend is configured, within
+/// `OP_TIMEOUT`. `$body` is the operation's future's body: `?` and `return` inside it end the
+/// operation, and its value is the operation's `Result`. A connection whose operation ran out of
+/// time is not put back in the pool (it may be mid-query).
 macro_rules! with_conn {
     ($store:expr, |$c:ident| $body:expr) => {
         match &$store.db {
             $crate::store::Db::Pg(pool) => {
                 let mut conn = pool.get().await?;
-                let $c = &mut *conn;
-                $body
+                let done = {
+                    let $c = &mut *conn;
+                    ::tokio::time::timeout($crate::store::OP_TIMEOUT, $crate::store::operation(async { $body })).await
+                };
+                $crate::store::settle(done, conn)
             }
             $crate::store::Db::Sqlite(pool) => {
                 let mut conn = pool.get().await?;
-                let $c = &mut *conn;
-                $body
+                let done = {
+                    let $c = &mut *conn;
+                    ::tokio::time::timeout($crate::store::OP_TIMEOUT, $crate::store::operation(async { $body })).await
+                };
+                $crate::store::settle(done, conn)
             }
         }
     };
 }
 pub(crate) use with_conn;
+
+/// Reads of several tables that must see one state of the database (a provider and its keys).
+pub(crate) trait SnapshotReads {
+    /// Called first in a transaction: its reads then see one snapshot.
+    async fn read_one_snapshot(&mut self) -> diesel::QueryResult<()>;
+}
+
+impl SnapshotReads for AsyncPgConnection {
+    /// PostgreSQL's default isolation gives each statement its own snapshot.
+    async fn read_one_snapshot(&mut self) -> diesel::QueryResult<()> {
+        self.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+    }
+}
+
+impl SnapshotReads for SqliteConn {
+    /// A SQLite transaction reads one snapshot already (WAL).
+    async fn read_one_snapshot(&mut self) -> diesel::QueryResult<()> {
+        Ok(())
+    }
+}
+
+/// An operation's result; on a timeout, its connection leaves the pool.
+pub(crate) fn settle<T, M: deadpool::managed::Manager>(
+    done: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
+    conn: deadpool::managed::Object<M>,
+) -> Result<T, StoreError> {
+    match done {
+        Ok(result) => result,
+        Err(_) => {
+            drop(deadpool::managed::Object::take(conn));
+            Err(StoreError::Pool(format!(
+                "no answer from the database within {} s",
+                OP_TIMEOUT.as_secs()
+            )))
+        }
+    }
+}
 
 /// Which backend a `DATABASE_URL` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +228,9 @@ impl Store {
                 let pool = Pool::builder(manager)
                     .max_size(8)
                     .wait_timeout(Some(Duration::from_secs(5)))
+                    // Opening a connection and checking a pooled one (a query) are bounded too.
+                    .create_timeout(Some(Duration::from_secs(5)))
+                    .recycle_timeout(Some(Duration::from_secs(5)))
                     .runtime(deadpool::Runtime::Tokio1)
                     .build()
                     .map_err(|e| StoreError::Pool(e.to_string()))?;

@@ -104,24 +104,31 @@ impl Store {
     }
 
     pub async fn provider_bundles(&self) -> Result<Vec<ProviderBundle>, StoreError> {
+        // One snapshot: a provider read while it is deleted must not come without its keys.
         let (rows, keys, models) = with_conn!(self, |c| {
-            let rows: Vec<ProviderRow> = providers::table
-                .order(providers::created_at.asc())
-                .select(ProviderRow::as_select())
-                .load(c)
-                .await?;
-            let keys: Vec<ProviderKeyRow> = provider_api_keys::table
-                .order(provider_api_keys::created_at.asc())
-                .select(ProviderKeyRow::as_select())
-                .load(c)
-                .await?;
-            let models: Vec<ProviderModelRow> = provider_models::table
-                .order(provider_models::model.asc())
-                .select(ProviderModelRow::as_select())
-                .load(c)
-                .await?;
-            (rows, keys, models)
-        });
+            use super::SnapshotReads;
+            use diesel_async::AsyncConnection;
+            c.transaction::<_, StoreError, _>(async |c| {
+                c.read_one_snapshot().await?;
+                let rows: Vec<ProviderRow> = providers::table
+                    .order(providers::created_at.asc())
+                    .select(ProviderRow::as_select())
+                    .load(c)
+                    .await?;
+                let keys: Vec<ProviderKeyRow> = provider_api_keys::table
+                    .order(provider_api_keys::created_at.asc())
+                    .select(ProviderKeyRow::as_select())
+                    .load(c)
+                    .await?;
+                let models: Vec<ProviderModelRow> = provider_models::table
+                    .order(provider_models::model.asc())
+                    .select(ProviderModelRow::as_select())
+                    .load(c)
+                    .await?;
+                Ok((rows, keys, models))
+            })
+            .await
+        })?;
         let mut keys_by: HashMap<String, Vec<ProviderKeyRow>> = HashMap::new();
         for k in keys {
             keys_by.entry(k.provider_id.clone()).or_default().push(k);

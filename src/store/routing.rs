@@ -82,19 +82,26 @@ impl Store {
     }
 
     pub async fn logical_bundles(&self) -> Result<Vec<LogicalBundle>, StoreError> {
+        // One snapshot: a logical model read while it changes must not come with half its upstreams.
         let (rows, ups) = with_conn!(self, |c| {
-            let rows: Vec<LogicalModelRow> = logical_models::table
-                .order(logical_models::created_at.asc())
-                .select(LogicalModelRow::as_select())
-                .load(c)
-                .await?;
-            let ups: Vec<UpstreamRow> = logical_model_upstreams::table
-                .order(logical_model_upstreams::position.asc())
-                .select(UpstreamRow::as_select())
-                .load(c)
-                .await?;
-            (rows, ups)
-        });
+            use super::SnapshotReads;
+            use diesel_async::AsyncConnection;
+            c.transaction::<_, StoreError, _>(async |c| {
+                c.read_one_snapshot().await?;
+                let rows: Vec<LogicalModelRow> = logical_models::table
+                    .order(logical_models::created_at.asc())
+                    .select(LogicalModelRow::as_select())
+                    .load(c)
+                    .await?;
+                let ups: Vec<UpstreamRow> = logical_model_upstreams::table
+                    .order(logical_model_upstreams::position.asc())
+                    .select(UpstreamRow::as_select())
+                    .load(c)
+                    .await?;
+                Ok((rows, ups))
+            })
+            .await
+        })?;
         let mut by: HashMap<String, Vec<UpstreamRow>> = HashMap::new();
         for u in ups {
             by.entry(u.logical_model_id.clone()).or_default().push(u);

@@ -176,17 +176,29 @@ pub async fn update(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiE
     };
     let key_id = req.param("key_id");
     let store = store(app)?;
-    if !caller.is_admin() {
+    let only_narrowing = !caller.is_admin();
+    if only_narrowing {
         let current = store
             .get_api_key(&user_id, key_id)
             .await?
             .ok_or_else(|| ApiError::NotFound("no such API key".into()))?;
         only_narrows(&current, &changes)?;
     }
-    store
-        .update_api_key(&user_id, key_id, &changes)
-        .await
-        .map_err(|e| not_found(e, "no such API key"))?;
+    match store.update_api_key(&user_id, key_id, &changes, only_narrowing).await {
+        Ok(()) => {}
+        // The key changed since the check above (an admin disabled it, say): judged again.
+        Err(crate::store::StoreError::NotFound) if only_narrowing => {
+            let current = store
+                .get_api_key(&user_id, key_id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound("no such API key".into()))?;
+            only_narrows(&current, &changes)?;
+            return Err(ApiError::Conflict(
+                "the key changed meanwhile; read it and try again".into(),
+            ));
+        }
+        Err(e) => return Err(not_found(e, "no such API key")),
+    }
     commit(app).await?;
     let row = store
         .get_api_key(&user_id, key_id)
