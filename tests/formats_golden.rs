@@ -1037,9 +1037,12 @@ fn request_json_modes_on_each_upstream() {
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": true}}}))
     .unwrap();
     let a = request_json(WireFormat::OpenAiChat, WireFormat::Anthropic, &body, false);
+    // Claude's structured output takes closed objects only.
+    let mut closed = schema.clone();
+    closed["additionalProperties"] = json!(false);
     assert_eq!(
         a["output_config"]["format"],
-        json!({"type": "json_schema", "schema": schema})
+        json!({"type": "json_schema", "schema": closed})
     );
     let g = request_json(WireFormat::OpenAiChat, WireFormat::Gemini, &body, false);
     assert_eq!(g["generationConfig"]["responseMimeType"], "application/json");

@@ -4,6 +4,7 @@ pub mod decode;
 pub mod encode;
 pub mod request;
 pub mod response;
+pub mod schema;
 
 use super::ir::FinishReason;
 

@@ -268,6 +268,7 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     let mut output_config = Map::new();
     match &ir.response_format {
         Some(ResponseFormat::JsonSchema { schema, .. }) => {
+            let schema = super::schema::for_structured_output(schema);
             output_config.insert("format".into(), json!({"type": "json_schema", "schema": schema}));
         }
         Some(ResponseFormat::JsonObject) => {

@@ -196,8 +196,26 @@ fn lower_openapi_types(mut v: Value) -> Value {
                 if let Some(Value::String(t)) = o.get_mut("type") {
                     *t = t.to_ascii_lowercase();
                 }
+                // Gemini's own keywords, which JSON Schema has not: the order is Gemini's
+                // business, and `nullable` is a branch that allows null.
+                // (A property of those names has a schema, an object, for its value.)
+                if o.get("propertyOrdering").is_some_and(Value::is_array) {
+                    o.remove("propertyOrdering");
+                }
+                let nullable = match o.get("nullable") {
+                    Some(Value::Bool(n)) => {
+                        let n = *n;
+                        o.remove("nullable");
+                        n
+                    }
+                    _ => false,
+                };
                 for (_, x) in o.iter_mut() {
                     walk(x, depth + 1);
+                }
+                if nullable {
+                    let schema = std::mem::take(o);
+                    o.insert("anyOf".into(), json!([schema, {"type": "null"}]));
                 }
             }
             Value::Array(a) => a.iter_mut().for_each(|x| walk(x, depth + 1)),
@@ -488,6 +506,23 @@ pub fn without_openai_fields(body: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gemini's OpenAPI-style schema as JSON Schema: types in lower case, `nullable` as a null
+    /// branch, no `propertyOrdering`; properties of those names stay properties.
+    #[test]
+    fn openapi_schemas_become_json_schema() {
+        let schema = json!({"type": "OBJECT", "propertyOrdering": ["a", "nullable"], "properties": {
+            "a": {"type": "STRING", "nullable": true, "description": "maybe"},
+            "nullable": {"type": "BOOLEAN"},
+            "propertyOrdering": {"type": "INTEGER"}}});
+        assert_eq!(
+            lower_openapi_types(schema),
+            json!({"type": "object", "properties": {
+                "a": {"anyOf": [{"type": "string", "description": "maybe"}, {"type": "null"}]},
+                "nullable": {"type": "boolean"},
+                "propertyOrdering": {"type": "integer"}}})
+        );
+    }
 
     #[test]
     fn an_unsigned_first_call_of_a_model_turn_gets_the_skip_value() {
