@@ -904,3 +904,33 @@ async fn more_stop_sequences_than_gemini_takes_skip_the_gemini_upstream() {
     assert_eq!((g.hits(), oa.hits()), (1, 1));
     assert_eq!(oa.last().unwrap().json()["stop"].as_array().unwrap().len(), 6);
 }
+
+/// A Gemini client's conversation that carries a tool call another vendor made (a failover, a
+/// routing change) reaches a Gemini upstream with the skip value Gemini 3 requires on the first
+/// unsigned call of a model turn; a signed call keeps its own signature.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gemini_client_s_unsigned_tool_call_reaches_gemini_with_the_skip_value() {
+    let (g, gw) = gemini_setup().await;
+    let body = json!({"contents": [
+        {"role": "user", "parts": [{"text": "weather?"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"t": 18}}}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "get_time", "args": {}}, "thoughtSignature": "c2ln"}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_time", "response": {"t": "noon"}}}]}]});
+    let r = gw
+        .client
+        .post(gw.url("/v1beta/models/gem-x:generateContent"))
+        .header("x-goog-api-key", CLIENT_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sent = g.last().unwrap().json();
+    assert_eq!(
+        sent["contents"][1]["parts"][0]["thoughtSignature"], "skip_thought_signature_validator",
+        "{sent}"
+    );
+    assert_eq!(sent["contents"][3]["parts"][0]["thoughtSignature"], "c2ln", "{sent}");
+    assert_eq!(sent["contents"][1]["parts"][0]["functionCall"]["args"]["city"], "Paris");
+}
