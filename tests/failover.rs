@@ -420,6 +420,31 @@ async fn an_empty_answer_under_200_is_no_answer() {
     );
 }
 
+/// A stream that ends without one event (an empty chunked body, or only pings and comments) is
+/// no answer either: the next candidate streams, and the empty one is not counted healthy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_with_no_event_is_no_answer() {
+    let (a, b, gw) = pair("", "").await;
+    let empty_chunked = Reply::Raw(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n".into(),
+    );
+    let only_pings = Reply::Sse(vec![": PROCESSING\n\n".into(), ": PROCESSING\n\n".into()]);
+    for reply in [empty_chunked, only_pings] {
+        a.script([reply]);
+        let r = gw
+            .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("tok0") && body.contains("[DONE]"), "{body}");
+    }
+    assert_eq!((a.hits(), b.hits()), (2, 2));
+    let m = gw.metrics().await;
+    let alpha_5xx = [("provider", "alpha"), ("outcome", "5xx")];
+    assert_eq!(metric(&m, "apiproxy_upstream_attempts_total", &alpha_5xx), 2.0, "{m}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compressed_answer_the_gateway_did_not_ask_for_is_no_answer() {
     let (a, b, gw) = pair("", "").await;

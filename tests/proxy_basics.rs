@@ -1210,3 +1210,31 @@ async fn pipelined_requests_are_answered_in_order() {
     assert_eq!(answers.matches("hello from alpha").count(), 3, "{answers}");
     assert_eq!(a.hits(), 3);
 }
+
+/// A body whose chunked framing is broken is the client's malformed request (a 400 in its format,
+/// counted as a client error), not a client that went away.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_chunked_body_is_a_bad_request() {
+    use tokio::io::AsyncWriteExt;
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut sock, &mut seen, "}", Duration::from_secs(5)).await;
+    let answer = String::from_utf8_lossy(&seen).to_string();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("malformed"), "{answer}");
+    assert_eq!(a.hits(), 0);
+    let text = gw.metrics().await;
+    assert_eq!(
+        metric(&text, "apiproxy_requests_total", &[("outcome", "client_closed")]),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "apiproxy_client_errors_total", &[]), 1.0, "{text}");
+}

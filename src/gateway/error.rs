@@ -33,6 +33,10 @@ pub enum GatewayError {
     },
     #[error("Could not read the request body: {0}")]
     ClientRead(String),
+    /// The body's own framing is broken (a bad chunk): the client is there, its request is not
+    /// well-formed.
+    #[error("The request body is malformed: {0}")]
+    MalformedBody(String),
     /// A body sent compressed (`Content-Encoding`): the gateway reads bodies to route them, and
     /// takes them only as they are.
     #[error("Compressed request bodies are not accepted (Content-Encoding: {0}); send the body uncompressed")]
@@ -73,6 +77,7 @@ impl GatewayError {
             GatewayError::Auth(_) => 401,
             GatewayError::Body(_)
             | GatewayError::ClientRead(_)
+            | GatewayError::MalformedBody(_)
             | GatewayError::Unforwardable(_)
             | GatewayError::Untranslatable(_) => 400,
             GatewayError::BodyTimeout(_) => 408,
@@ -116,7 +121,9 @@ impl GatewayError {
         match self {
             GatewayError::Auth(_) => ("invalid_request_error", Some("invalid_api_key")),
             GatewayError::Body(BodyError::MissingModel) => ("invalid_request_error", Some("missing_model")),
-            GatewayError::Body(_) | GatewayError::ClientRead(_) => ("invalid_request_error", None),
+            GatewayError::Body(_) | GatewayError::ClientRead(_) | GatewayError::MalformedBody(_) => {
+                ("invalid_request_error", None)
+            }
             GatewayError::Unforwardable(_) => ("invalid_request_error", Some("unforwardable_request")),
             GatewayError::BodyTimeout(_) => ("invalid_request_error", Some("request_timeout")),
             GatewayError::Untranslatable(_) => ("invalid_request_error", Some("unsupported_for_upstream")),

@@ -335,7 +335,11 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
     ctx.held_verdict = if resp.status.is_success() && super::response::reads_as_sse(ctx, resp) {
         match first_event(format, body, complete) {
             FirstEvent::Pending => return HeldResponse::More,
-            FirstEvent::Content => None,
+            // The stream ended without one event (an empty chunked body, only pings): no answer,
+            // so another upstream is tried and this one is not counted healthy.
+            FirstEvent::NoEvent if end => verdict(ErrorKind::Upstream, HeldSource::NoAnswer("a stream with no event")),
+            // Held as long as a hold may be with no event yet: released to be streamed.
+            FirstEvent::NoEvent | FirstEvent::Content => None,
             FirstEvent::Error(kind) => verdict(kind, HeldSource::FirstEvent),
         }
     } else if resp.status.is_success()
@@ -361,7 +365,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
         match answer_error(format, body, complete) {
             _ if body.len() < ANSWER_ERROR_WITHIN && !complete => return HeldResponse::More,
             FirstEvent::Pending => return HeldResponse::More,
-            FirstEvent::Content => None,
+            FirstEvent::Content | FirstEvent::NoEvent => None,
             FirstEvent::Error(kind) => verdict(kind, HeldSource::Answer),
         }
     } else if complete {

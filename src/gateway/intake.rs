@@ -239,7 +239,13 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
             Err(e) if matches!(e.etype(), pingora::ErrorType::ReadTimedout) => {
                 return Err(GatewayError::BodyTimeout(BODY_READ_TIMEOUT))
             }
-            Err(e) => return Err(GatewayError::ClientRead(e.etype().as_str().to_string())),
+            Err(e) => {
+                let what = e.etype().as_str().to_string();
+                return Err(match what.as_str() {
+                    "InvalidChunk" | "InvalidTrailerEnd" => GatewayError::MalformedBody(what),
+                    _ => GatewayError::ClientRead(what),
+                });
+            }
         }
     }
     Ok(match (session.get_retry_buffer(), pieces.len()) {

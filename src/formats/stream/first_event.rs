@@ -16,14 +16,17 @@ use crate::formats::wire::WireFormat;
 pub enum FirstEvent {
     /// No complete event yet: read more.
     Pending,
-    /// The stream opens with content (or held no event at all).
+    /// The stream opens with content.
     Content,
+    /// Nothing more will be read, and the stream held no whole event (comments and pings at most):
+    /// the upstream answered nothing.
+    NoEvent,
     /// The stream opens with an error of this kind.
     Error(ErrorKind),
 }
 
 /// Judges the first event of `body`, the beginning of an SSE stream from a `from` upstream.
-/// `complete`: nothing more will be read, so no event at all means `Content`. Keep-alive `ping`
+/// `complete`: nothing more will be read, so no event at all means `NoEvent`. Keep-alive `ping`
 /// events and comments are skipped.
 pub fn first_event(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent {
     // Event by event (each up to its blank line), so a long stream read in one piece is not parsed
@@ -42,7 +45,7 @@ pub fn first_event(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent 
         rest = &rest[end..];
     }
     if complete {
-        FirstEvent::Content
+        FirstEvent::NoEvent
     } else {
         FirstEvent::Pending
     }
@@ -230,8 +233,10 @@ mod tests {
         );
         let partial = b"event: message_start\ndata: {\"type\":\"message_st";
         assert_eq!(first_event(WireFormat::Anthropic, partial, false), FirstEvent::Pending);
-        assert_eq!(first_event(WireFormat::Anthropic, partial, true), FirstEvent::Content);
-        assert_eq!(first_event(WireFormat::Anthropic, b"", true), FirstEvent::Content);
+        assert_eq!(first_event(WireFormat::Anthropic, partial, true), FirstEvent::NoEvent);
+        assert_eq!(first_event(WireFormat::Anthropic, b"", true), FirstEvent::NoEvent);
+        let pings = b": PROCESSING\n\nevent: ping\ndata: {\"type\":\"ping\"}\n\n";
+        assert_eq!(first_event(WireFormat::Anthropic, pings, true), FirstEvent::NoEvent);
         // A later error is a mid-stream error, not a first event.
         let later = b"data: {\"choices\":[]}\n\ndata: {\"error\":{\"message\":\"x\"}}\n\n";
         assert_eq!(first_event(WireFormat::OpenAiChat, later, false), FirstEvent::Content);
