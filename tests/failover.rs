@@ -445,6 +445,59 @@ async fn a_stream_with_no_event_is_no_answer() {
     assert_eq!(metric(&m, "apiproxy_upstream_attempts_total", &alpha_5xx), 2.0, "{m}");
 }
 
+/// A whole answer the client would get translated but that cannot be read (no choice in it, not
+/// JSON at all) is no answer: the next candidate answers, instead of the client getting an error
+/// body under a 200.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_answer_that_cannot_be_translated_is_no_answer() {
+    let (a, b, gw) = pair("", "").await;
+    let raw = |body: &str| {
+        Reply::Raw(format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    for reply in [raw(r#"{"choices":[]}"#), raw("not json at all")] {
+        a.script([reply]);
+        let r = gw
+            .client
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", CLIENT_KEY)
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": "lm", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["type"], "message", "{v}");
+        assert!(
+            v["content"][0]["text"].as_str().unwrap().contains("hello from beta"),
+            "{v}"
+        );
+    }
+    assert_eq!((a.hits(), b.hits()), (2, 2));
+    // Alone on its route: a 502 in the client's format that says what came back.
+    a.script([raw(r#"{"choices":[]}"#)]);
+    let r = gw
+        .client
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", CLIENT_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "alpha/m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("could not be read"),
+        "{v}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compressed_answer_the_gateway_did_not_ask_for_is_no_answer() {
     let (a, b, gw) = pair("", "").await;

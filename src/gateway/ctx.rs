@@ -287,6 +287,9 @@ pub struct RequestCtx {
     /// The images fetched for a Gemini upstream, or why they could not be (once per request).
     pub fetched_media: Option<Result<Arc<FetchedMedia>, String>>,
     pub response: ResponseMode,
+    /// A whole answer translated while it was held (to judge whether it can be), with its usage:
+    /// what `Translate` sends at the end instead of translating it again.
+    pub translated_answer: Option<(bytes::Bytes, Option<Usage>)>,
     /// Tokens the serving upstream reported.
     pub usage: Option<Usage>,
     /// Status sent to the client.
@@ -353,6 +356,7 @@ impl RequestCtx {
             cannot_take: Vec::new(),
             fetched_media: None,
             response: ResponseMode::Pass,
+            translated_answer: None,
             usage: None,
             status: None,
             served_by: None,

@@ -315,6 +315,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
     let Some(format) = ctx.current.as_ref().map(|a| a.format) else {
         return HeldResponse::Release;
     };
+    ctx.translated_answer = None;
     // A whole answer the client gets translated reaches it only once read to its end: held to its
     // end, one that breaks off is retried, never relayed as a 200 with a broken body.
     let translated = super::response::translated_whole(ctx, format, resp);
@@ -354,6 +355,9 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
         match answer_error(format, body, true) {
             FirstEvent::Error(kind) => verdict(kind, HeldSource::Answer),
             _ if end => whole_json_answered_nothing(resp, body)
+                .or_else(|| {
+                    (translated && !translate_held(ctx, format, body)).then_some("an answer that could not be read")
+                })
                 .and_then(|what| verdict(ErrorKind::Upstream, HeldSource::NoAnswer(what))),
             _ => None,
         }
@@ -383,6 +387,20 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
 /// What a whole JSON success, read to its end, is when it answers nothing: empty (a body without
 /// `content-length` that ended at once), or cut short where only the connection's close marks its end
 /// (neither a length nor chunks: a cut looks like the end, so the document itself must be whole).
+/// Translates a whole answer held to its end for the client (kept for `response::on_body`);
+/// false when it cannot be read (`{"choices": []}`, not JSON), which is then no answer: tried
+/// elsewhere instead of reaching the client as an error under a 200.
+fn translate_held(ctx: &mut RequestCtx, format: crate::formats::WireFormat, body: &[u8]) -> bool {
+    let names = ctx.current.as_ref().and_then(|a| a.tool_names.clone());
+    match crate::formats::convert_response_named(format, ctx.client_format(), body, &ctx.model, names.as_deref()) {
+        Ok(answer) => {
+            ctx.translated_answer = Some(answer);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 fn whole_json_answered_nothing(resp: &ResponseHeader, body: &[u8]) -> Option<&'static str> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Some("an empty body");

@@ -248,10 +248,16 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
             }
         }
         ResponseMode::Translate(buf) => {
-            buf.keep(body, TRANSLATE_LIMIT);
+            if ctx.translated_answer.is_none() {
+                buf.keep(body, TRANSLATE_LIMIT);
+            }
             *body = None;
             if end_of_stream {
-                let out = if buf.complete() {
+                let out = if let Some((out, usage)) = ctx.translated_answer.take() {
+                    // Translated while it was held (`failover::judge_held`).
+                    ctx.usage = usage;
+                    out
+                } else if buf.complete() {
                     let names = ctx.current.as_ref().and_then(|a| a.tool_names.as_deref());
                     match convert_response_named(upstream, client, buf.as_slice(), &ctx.model, names) {
                         Ok((out, usage)) => {
