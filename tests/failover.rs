@@ -1486,3 +1486,27 @@ async fn retryable_status_codes_decide_what_fails_over() {
     assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
     assert_eq!((a.hits(), b.hits()), (1, 1));
 }
+
+/// An error page that is no JSON (a proxy's HTML 413 in front of a vLLM server) reaches a client
+/// of the upstream's own format as a JSON error of that format, with its status.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_html_error_page_reaches_a_same_format_client_as_its_json_error() {
+    let (a, _b, gw) = pair("", "").await;
+    let page = "<html><body><h1>413 Request Entity Too Large</h1></body></html>";
+    a.script([Reply::Raw(format!(
+        "HTTP/1.1 413 Request Entity Too Large\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\r\n{page}",
+        page.len()
+    ))]);
+    let r = gw.chat(chat_body("alpha/m")).await;
+    assert_eq!(r.status(), 413);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"),
+        "{:?}",
+        r.headers()
+    );
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].is_string(), "{v}");
+}

@@ -137,10 +137,12 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
         if !resp.headers.contains_key("x-gateway-upstream-status") {
             resp.insert_header("x-gateway-upstream-status", status)?;
         }
-        if upstream == client {
+        if upstream == client && is_json(resp) {
             ResponseMode::Pass
         } else {
-            // The provider's error, re-rendered in the client's format (e.g. 529 -> 503 for OpenAI).
+            // The provider's error, re-rendered in the client's format (e.g. 529 -> 503 for OpenAI);
+            // in its own format too when it is no JSON (a proxy's HTML 413, a wrong `base_url`'s
+            // 404 page): the client's SDK reads errors as JSON.
             let mapped = error_map::client_status(client, status, ErrorKind::from_status(status));
             resp.set_status(mapped)?;
             set_json(resp)?;
