@@ -934,3 +934,20 @@ async fn a_gemini_client_s_unsigned_tool_call_reaches_gemini_with_the_skip_value
     assert_eq!(sent["contents"][3]["parts"][0]["thoughtSignature"], "c2ln", "{sent}");
     assert_eq!(sent["contents"][1]["parts"][0]["functionCall"]["args"]["city"], "Paris");
 }
+
+/// An upstream error whose body breaks off half-way still reaches a client of another format as
+/// that format's error, with the mapped status: rendered from what came, not an empty body.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_body_that_breaks_off_still_reaches_the_client_as_its_error() {
+    let (g, gw) = gemini_setup().await;
+    g.script([Reply::Raw(
+        "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n12\r\n{\"error\":{\"code\":4\r\n".into(),
+    )]);
+    let r = gw
+        .chat(json!({"model": "gem-x", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.status(), 404);
+    let text = r.text().await.unwrap_or_default();
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    assert!(v["error"]["message"].is_string(), "{v}");
+}

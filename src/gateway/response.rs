@@ -362,6 +362,13 @@ pub fn abort_stream(ctx: &mut RequestCtx) -> Option<Bytes> {
             let cut = Err("The upstream answer broke before it was complete");
             out = answer_as_stream(upstream, client, cut, opts).0;
         }
+        ResponseMode::Error { status, body } => {
+            // An error body that broke off (its status is out): rendered from what came of it,
+            // rather than ending the client's answer with no body at all.
+            let rendered = convert_error(upstream, client, *status, body.as_slice()).1;
+            ctx.response = ResponseMode::Pass;
+            return Some(rendered);
+        }
         _ => return None,
     }
     ctx.stream_cut = true;
