@@ -1238,3 +1238,91 @@ async fn a_malformed_chunked_body_is_a_bad_request() {
     );
     assert_eq!(metric(&text, "apiproxy_client_errors_total", &[]), 1.0, "{text}");
 }
+
+/// An error the gateway writes after its upstreams failed (a refused connection, a reset, an
+/// error status) ends that request only: the client's keep-alive connection carries its next one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_after_failed_upstreams_keeps_the_client_connection() {
+    use tokio::io::AsyncWriteExt;
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    a.set_default(Reply::Reset);
+    let body = chat_body("m").to_string();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut sock, &mut seen, "}}", Duration::from_secs(10)).await;
+    let first = String::from_utf8_lossy(&seen).into_owned();
+    let head = first.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 50"), "{first}");
+    assert!(!head.contains("connection: close"), "{first}");
+    a.set_default(Reply::Ok);
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut sock, &mut seen, "hello from alpha", Duration::from_secs(10)).await;
+    let second = String::from_utf8_lossy(&seen);
+    assert!(
+        second.starts_with("HTTP/1.1 200"),
+        "the second request on the connection: {second}"
+    );
+}
+
+/// A pooled upstream connection that the upstream closes as the next request reaches it (its
+/// keep-alive ran out at that moment) is no attempt: the request goes again on a new connection,
+/// even where `max_attempts` allows one attempt, and the upstream is not blamed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pooled_connection_closed_under_a_request_is_tried_again_at_no_cost() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                // The first request of a connection is answered (keep-alive); the second is read
+                // and the connection closed without a byte of answer.
+                let mut buf = Vec::new();
+                if common::mock::read_request(&mut sock, &mut buf).await.is_none() {
+                    return;
+                }
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let body = format!(
+                    "{{\"id\":\"c{n}\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"answer {n}\"}},\"finish_reason\":\"stop\"}}]}}"
+                );
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+                let _ = common::mock::read_request(&mut sock, &mut Vec::new()).await;
+            });
+        }
+    });
+    let yaml = format!(
+        "server: {{max_attempts: 1}}\nproviders:\n{}",
+        provider_yaml_api("closer", &format!("http://{addr}"), "openai", ", models: [m]")
+    );
+    let gw = Gateway::start(&yaml).await;
+    for i in 0..3 {
+        let resp = gw.chat(chat_body("m")).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            format!("answer {i}"),
+            "request {i}"
+        );
+    }
+    let metrics = gw.metrics().await;
+    let attempts = metric(&metrics, "apiproxy_upstream_attempts_total", &[("provider", "closer")]);
+    assert_eq!(attempts, 3.0, "one attempt a request: {metrics}");
+    assert_eq!(metric(&metrics, "apiproxy_retries_total", &[]), 0.0, "{metrics}");
+}

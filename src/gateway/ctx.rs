@@ -265,6 +265,8 @@ pub struct RequestCtx {
     pub current: Option<Attempt>,
     /// Set when the next attempt goes to the same candidate after a transient error.
     pub retry_same: Option<usize>,
+    /// The retry on the same candidate goes without a pause (a stale pooled connection).
+    pub redo_at_once: bool,
     /// The candidate whose open circuit this request claimed the probe of, and when (it gives the
     /// slot back if it ends, or moves on, without a verdict on that upstream).
     pub claimed_probe: Option<(usize, std::time::Instant)>,
@@ -345,6 +347,7 @@ impl RequestCtx {
             started_attempts: 0,
             current: None,
             retry_same: None,
+            redo_at_once: false,
             claimed_probe: None,
             same_retry_used: false,
             status_retry: None,

@@ -99,6 +99,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             return Err(exhausted(ctx, None));
         }
         let idx = match ctx.retry_same.take() {
+            Some(idx) if std::mem::take(&mut ctx.redo_at_once) => idx,
             Some(idx) => {
                 // A transient error: one more try on the same upstream after a short, jittered pause.
                 let pause = ms(rand::rng().random_range(50..150));
@@ -666,8 +667,12 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
     }
     if let Phase::Proxy { reused: true } = phase {
         if matches!(e.retry, pingora::RetryType::ReusedOnly) {
-            // A pooled connection the upstream had already closed: not the upstream's fault.
+            // A pooled connection the upstream had already closed: not the upstream's fault, and
+            // no attempt (nothing reached a model). It goes again at once, on a new connection,
+            // outside the `max_attempts` budget (Pingora's own retry limit still bounds the loop).
+            ctx.started_attempts = ctx.started_attempts.saturating_sub(1);
             ctx.retry_same = Some(idx);
+            ctx.redo_at_once = true;
             return Retry::Same;
         }
     }

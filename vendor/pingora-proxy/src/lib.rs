@@ -1346,6 +1346,13 @@ where
                 session.cache.disable(reason);
             }
             let res = self.inner.fail_to_proxy(&mut session, e, &mut ctx).await;
+            // APIProxy patch: an error answer the service wrote whole after the upstream attempts
+            // failed ends this request only; the client's connection carries its next one (as it
+            // does for an error before proxying, `handle_error`). `finish` still closes it when
+            // the session cannot be kept alive.
+            if res.can_reuse_downstream {
+                server_reuse = true;
+            }
 
             // final error will have > 0 status unless downstream connection is dead
             if !self.inner.suppress_error_log(&session, &ctx, e) {
