@@ -1272,11 +1272,9 @@ async fn an_error_after_failed_upstreams_keeps_the_client_connection() {
     );
 }
 
-/// A pooled upstream connection that the upstream closes as the next request reaches it (its
-/// keep-alive ran out at that moment) is no attempt: the request goes again on a new connection,
-/// even where `max_attempts` allows one attempt, and the upstream is not blamed.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_pooled_connection_closed_under_a_request_is_tried_again_at_no_cost() {
+/// An upstream that answers the first request of each connection (keeping it alive) and closes the
+/// connection `after` the second request came, without a byte of answer. Counts the answers.
+async fn one_answer_a_connection(after: Duration) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1287,8 +1285,6 @@ async fn a_pooled_connection_closed_under_a_request_is_tried_again_at_no_cost() 
         while let Ok((mut sock, _)) = listener.accept().await {
             let seen = seen.clone();
             tokio::spawn(async move {
-                // The first request of a connection is answered (keep-alive); the second is read
-                // and the connection closed without a byte of answer.
                 let mut buf = Vec::new();
                 if common::mock::read_request(&mut sock, &mut buf).await.is_none() {
                     return;
@@ -1302,13 +1298,24 @@ async fn a_pooled_connection_closed_under_a_request_is_tried_again_at_no_cost() 
                     body.len()
                 );
                 let _ = sock.write_all(answer.as_bytes()).await;
-                let _ = common::mock::read_request(&mut sock, &mut Vec::new()).await;
+                if common::mock::read_request(&mut sock, &mut Vec::new()).await.is_some() {
+                    tokio::time::sleep(after).await;
+                }
             });
         }
     });
+    (format!("http://{addr}"), answered)
+}
+
+/// A pooled upstream connection that the upstream closes as the next request reaches it (its
+/// keep-alive ran out at that moment) is no attempt: the request goes again on a new connection,
+/// even where `max_attempts` allows one attempt, and the upstream is not blamed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pooled_connection_closed_under_a_request_is_tried_again_at_no_cost() {
+    let (url, _) = one_answer_a_connection(Duration::ZERO).await;
     let yaml = format!(
         "server: {{max_attempts: 1}}\nproviders:\n{}",
-        provider_yaml_api("closer", &format!("http://{addr}"), "openai", ", models: [m]")
+        provider_yaml_api("closer", &url, "openai", ", models: [m]")
     );
     let gw = Gateway::start(&yaml).await;
     for i in 0..3 {
@@ -1325,4 +1332,24 @@ async fn a_pooled_connection_closed_under_a_request_is_tried_again_at_no_cost() 
     let attempts = metric(&metrics, "apiproxy_upstream_attempts_total", &[("provider", "closer")]);
     assert_eq!(attempts, 3.0, "one attempt a request: {metrics}");
     assert_eq!(metric(&metrics, "apiproxy_retries_total", &[]), 0.0, "{metrics}");
+}
+
+/// A pooled connection that breaks a while after the request went out is no stale socket: the
+/// upstream may have done the work. It is an attempt that failed, judged as a reset (one more try
+/// on the same upstream), not sent again for free.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pooled_connection_that_breaks_late_is_a_failed_attempt() {
+    let (url, _) = one_answer_a_connection(Duration::from_millis(800)).await;
+    let yaml = format!(
+        "server: {{max_attempts: 1}}\nproviders:\n{}",
+        provider_yaml_api("closer", &url, "openai", ", models: [m]")
+    );
+    let gw = Gateway::start(&yaml).await;
+    let resp = gw.chat(chat_body("m")).await;
+    assert_eq!(resp.status(), 200);
+    let resp = gw.chat(chat_body("m")).await;
+    assert_eq!(resp.status(), 502, "one attempt allowed, and it failed");
+    let metrics = gw.metrics().await;
+    let attempts = metric(&metrics, "apiproxy_upstream_attempts_total", &[("provider", "closer")]);
+    assert_eq!(attempts, 2.0, "{metrics}");
 }

@@ -32,8 +32,8 @@ pub struct Inspected {
     stream_span: Option<(usize, usize)>,
     /// Offset just after the opening `{`.
     object_start: usize,
-    /// The body carries `stream_options` (the client decided about usage chunks itself).
-    pub has_stream_options: bool,
+    /// Byte range of the `stream_options` value, when present.
+    stream_options_span: Option<(usize, usize)>,
     /// `stream_options.include_usage: true`: the client wants the OpenAI usage chunk.
     pub include_usage: bool,
 }
@@ -61,8 +61,9 @@ pub struct Rewrite<'a> {
     pub model: &'a str,
     /// Set `"stream": true` (a client that asked for SSE with `Accept: text/event-stream` only).
     pub force_stream: bool,
-    /// Add `"stream_options":{"include_usage":true}` when the body has no `stream_options`, so an
-    /// OpenAI stream reports usage (the extra chunk is stripped for the client).
+    /// Ask an OpenAI stream for its usage chunk (`stream_options.include_usage: true`, the client's
+    /// other stream options kept) when the client did not: the gateway counts every stream's tokens,
+    /// and the extra chunk is stripped for the client.
     pub ask_usage: bool,
 }
 
@@ -126,14 +127,21 @@ fn inspected(
         stream: stream.is_some_and(|s| s.get() == "true"),
         stream_span: stream.map(span),
         object_start,
-        has_stream_options: stream_options.is_some(),
+        stream_options_span: stream_options.map(span),
         include_usage,
     })
 }
 
-/// Whether `rewrite` with `ask_usage` adds `stream_options` to this body.
+/// Whether `rewrite` with `ask_usage` asks for a usage chunk the client did not ask for.
 pub fn injects_usage(inspected: &Inspected, edit: &Rewrite) -> bool {
-    edit.ask_usage && !inspected.has_stream_options
+    edit.ask_usage && !inspected.include_usage
+}
+
+/// The client's `stream_options` with `include_usage: true`; anything but an object is replaced.
+fn with_usage(raw: &[u8]) -> String {
+    let mut options: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(raw).unwrap_or_default();
+    options.insert("include_usage".into(), serde_json::Value::Bool(true));
+    serde_json::Value::Object(options).to_string()
 }
 
 /// The body with the edits of `edit` spliced in. Everything else stays byte for byte; the original
@@ -154,8 +162,13 @@ pub fn rewrite(body: &Bytes, inspected: &Inspected, edit: &Rewrite) -> Bytes {
         }
     }
     if injects_usage(inspected, edit) {
-        let at = inspected.object_start;
-        edits.push((at, at, "\"stream_options\":{\"include_usage\":true},".into()));
+        match inspected.stream_options_span {
+            Some((s, e)) => edits.push((s, e, with_usage(&body[s..e]))),
+            None => {
+                let at = inspected.object_start;
+                edits.push((at, at, "\"stream_options\":{\"include_usage\":true},".into()));
+            }
+        }
     }
     if edits.is_empty() {
         return body.clone();

@@ -267,6 +267,8 @@ pub struct RequestCtx {
     pub retry_same: Option<usize>,
     /// The retry on the same candidate goes without a pause (a stale pooled connection).
     pub redo_at_once: bool,
+    /// A stale pooled connection was sent again (once a request).
+    pub stale_redone: bool,
     /// The candidate whose open circuit this request claimed the probe of, and when (it gives the
     /// slot back if it ends, or moves on, without a verdict on that upstream).
     pub claimed_probe: Option<(usize, std::time::Instant)>,
@@ -348,6 +350,7 @@ impl RequestCtx {
             current: None,
             retry_same: None,
             redo_at_once: false,
+            stale_redone: false,
             claimed_probe: None,
             same_retry_used: false,
             status_retry: None,

@@ -636,6 +636,10 @@ pub fn on_client_fault(ctx: &mut RequestCtx, e: &Error) {
     ctx.failure = Some(GatewayError::Unforwardable(what));
 }
 
+/// A reused upstream connection that fails sooner than this after the request was sent is taken
+/// for one the upstream had closed before it came (a stale pooled socket).
+const STALE_WITHIN: Duration = Duration::from_millis(500);
+
 /// Judges a transport error (connect, timeout, reset) and records health; says whether to try again.
 pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, response_started: bool) -> Retry {
     let Some(attempt) = ctx.current.as_ref() else {
@@ -665,11 +669,15 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
         ctx.stream_cut = true;
         return Retry::No;
     }
-    if let Phase::Proxy { reused: true } = phase {
+    let at_once = attempt.started.elapsed() < STALE_WITHIN;
+    if let (Phase::Proxy { reused: true }, true, false) = (phase, at_once, ctx.stale_redone) {
         if matches!(e.retry, pingora::RetryType::ReusedOnly) {
             // A pooled connection the upstream had already closed: not the upstream's fault, and
             // no attempt (nothing reached a model). It goes again at once, on a new connection,
-            // outside the `max_attempts` budget (Pingora's own retry limit still bounds the loop).
+            // outside the `max_attempts` budget; once a request, and only when the connection
+            // failed at once: one that closes after a while (a worker killed by its own timeout,
+            // a server crashing on this prompt) may have done the work, and is judged as a reset.
+            ctx.stale_redone = true;
             ctx.started_attempts = ctx.started_attempts.saturating_sub(1);
             ctx.retry_same = Some(idx);
             ctx.redo_at_once = true;
