@@ -126,6 +126,37 @@ async fn metrics_follow_real_traffic() {
     assert!(!text.contains("secret") && !text.contains(CLIENT_KEY));
 }
 
+/// A stream's tokens are counted whatever the client said about usage chunks: one that turned them
+/// off (or sent stream options without them) still gets none, and its tokens still reach the
+/// metrics and its log line.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_s_tokens_are_counted_when_the_client_turned_usage_off() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    for options in [json!({"include_usage": false}), json!({})] {
+        let r = gw
+            .chat(json!({"model": "m", "stream": true, "stream_options": options, "messages": []}))
+            .await;
+        let events = sse_data(r).await;
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        let usage = events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter(|e| !e["usage"].is_null())
+            .count();
+        assert_eq!(usage, 0, "no usage chunk for this client: {events:?}");
+        let sent = a.last().unwrap().json();
+        assert_eq!(sent["stream_options"]["include_usage"], true, "{sent}");
+    }
+    let text = gw.metrics().await;
+    let out = metric(
+        &text,
+        "apiproxy_tokens_total",
+        &[("provider", "alpha"), ("kind", "output")],
+    );
+    assert!(out > 0.0, "{text}");
+}
+
 /// The route weight gauge is the weight the router uses: each logical model's own upstream
 /// weights (not the provider's), scaled by health.
 #[tokio::test(flavor = "multi_thread")]

@@ -15,9 +15,9 @@ use super::wire::WireFormat;
 pub(super) struct Top<'a> {
     #[serde(borrow, default)]
     pub(super) model: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::request::present")]
     pub(super) stream: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "super::request::present")]
     pub(super) stream_options: Option<&'a RawValue>,
     #[serde(borrow, default)]
     messages: Option<Vec<Message<'a>>>,

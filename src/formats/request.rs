@@ -42,10 +42,16 @@ pub struct Inspected {
 struct Peek<'a> {
     #[serde(borrow, default)]
     model: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     stream: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     stream_options: Option<&'a RawValue>,
+}
+
+/// A member that is there, `null` included (serde reads a `null` `Option` as absent): a rewrite
+/// must replace it, not add the same key a second time.
+pub(super) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -199,7 +205,7 @@ mod tests {
     }
 
     #[test]
-    fn asks_for_usage_unless_the_client_decided() {
+    fn asks_for_usage_unless_the_client_asked_itself() {
         let body = Bytes::from_static(br#"{"model":"m","stream":true}"#);
         let i = inspect(&body).unwrap();
         let e = Rewrite {
@@ -214,11 +220,28 @@ mod tests {
             br#"{"stream_options":{"include_usage":true},"model":"m","stream":true}"#
         );
         let i2 = inspect(&out).unwrap();
-        assert!(i2.include_usage && i2.has_stream_options);
-        let body = Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#);
-        let i = inspect(&body).unwrap();
-        assert!(!injects_usage(&i, &e) && !i.include_usage);
-        assert_eq!(rewrite(&body, &i, &e), body);
+        assert!(i2.include_usage && !injects_usage(&i2, &e));
+        assert_eq!(rewrite(&out, &i2, &e), out, "asked already: left as it is");
+        // A client that said no (or nothing) in its own stream options: usage asked for all the
+        // same (the gateway counts every stream's tokens), its other options kept.
+        for (options, want) in [
+            (r#"{"include_usage":false}"#, r#"{"include_usage":true}"#),
+            (r#"{}"#, r#"{"include_usage":true}"#),
+            (
+                r#"{"include_obfuscation":false}"#,
+                r#"{"include_obfuscation":false,"include_usage":true}"#,
+            ),
+            (r#"null"#, r#"{"include_usage":true}"#),
+        ] {
+            let body = Bytes::from(format!(r#"{{"model":"m","stream":true,"stream_options":{options}}}"#));
+            let i = inspect(&body).unwrap();
+            assert!(injects_usage(&i, &e) && !i.include_usage, "{options}");
+            let out = rewrite(&body, &i, &e);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                format!(r#"{{"model":"m","stream":true,"stream_options":{want}}}"#)
+            );
+        }
     }
 
     #[test]
