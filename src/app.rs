@@ -150,8 +150,11 @@ impl App {
                 }
             }
         }
+        let next = Arc::new(next);
+        self.snapshot.store(next.clone());
+        // After the swap: a request still on the old snapshot may log (and so label) a removed key
+        // until here, and none after.
         self.metrics.retain_clients(&next.clients.names());
-        self.snapshot.store(Arc::new(next));
         self.metrics.config_reloads.with_label_values(&["applied"]).inc();
         self.rebuild_catalog();
         self.topology_changed.notify_one();

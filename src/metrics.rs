@@ -18,6 +18,8 @@ fn latency_buckets() -> Vec<f64> {
 
 pub struct Metrics {
     registry: Registry,
+    /// Held by a scrape while it refreshes the gauges kept elsewhere and renders.
+    pub scrape: parking_lot::Mutex<()>,
     /// Client requests: `api`, `route`, `model`, `provider`, `status_class`, `outcome`.
     pub requests: IntCounterVec,
     /// Upstream attempts: `provider`, `outcome` (status class, `transport_error`, `client_closed`,
@@ -217,6 +219,7 @@ impl Metrics {
                 &["result"],
             ),
             registry: r,
+            scrape: parking_lot::Mutex::new(()),
         }
     }
 

@@ -1510,3 +1510,44 @@ async fn an_html_error_page_reaches_a_same_format_client_as_its_json_error() {
     let v: Value = r.json().await.unwrap();
     assert!(v["error"]["message"].is_string(), "{v}");
 }
+
+/// A provider host with several addresses, one of which refuses connections (an IPv6 address
+/// where the gateway has no IPv6 route, one server of several down): every request is served by
+/// the address that answers, even with one attempt allowed, and the upstream is not blamed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_address_that_refuses_is_passed_over() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let port = a.url().rsplit(':').next().unwrap().to_string();
+    // Nothing listens on 127.0.0.2 (the mock is bound to 127.0.0.1 only).
+    let yaml = format!(
+        "server: {{max_attempts: 1, resolve: {{upstream.test: [127.0.0.2, 127.0.0.1]}}}}\nproviders:\n{}",
+        provider_yaml_api(
+            "alpha",
+            &format!("http://upstream.test:{port}"),
+            "openai",
+            ", models: [m]"
+        )
+    );
+    let gw = Gateway::start(&yaml).await;
+    for i in 0..6 {
+        let r = gw.chat(chat_body("m")).await;
+        assert_eq!(r.status(), 200, "request {i}: {}", r.text().await.unwrap());
+    }
+    assert_eq!(a.requests().len(), 6);
+    assert_eq!(
+        a.last().unwrap().header("host"),
+        Some(&*format!("upstream.test:{port}"))
+    );
+    let text = gw.metrics().await;
+    let failed = metric(
+        &text,
+        "apiproxy_upstream_attempts_total",
+        &[("provider", "alpha"), ("outcome", "transport_error")],
+    );
+    assert_eq!(failed, 0.0, "{text}");
+    assert_eq!(
+        metric(&text, "apiproxy_upstream_error_rate", &[("provider", "alpha")]),
+        0.0,
+        "{text}"
+    );
+}

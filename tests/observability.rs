@@ -157,6 +157,42 @@ async fn a_stream_s_tokens_are_counted_when_the_client_turned_usage_off() {
     assert!(out > 0.0, "{text}");
 }
 
+/// An upstream no route leads to any more (taken out of its logical model) leaves the per-upstream
+/// gauges: an open circuit of a model nobody can reach must not keep an alert firing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_taken_out_of_its_route_leaves_the_gauges() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ", models: [m]"))).await;
+    let create = json!({"id": "lm", "upstreams": [{"provider": "alpha", "model": "old-model"}]});
+    let r = gw
+        .admin_req(reqwest::Method::POST, "/logical-models")
+        .await
+        .json(&create)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let text = gw.metrics().await;
+    let old = [("provider", "alpha"), ("model", "old-model")];
+    assert_eq!(metric(&text, "apiproxy_upstream_circuit_open", &old), 0.0);
+    assert!(text.contains("model=\"old-model\""), "routed, so exported: {text}");
+    let update = json!({"upstreams": [{"provider": "alpha", "model": "m"}]});
+    let r = gw
+        .admin_req(reqwest::Method::PUT, "/logical-models/lm")
+        .await
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let text = gw.metrics().await;
+    assert!(!text.contains("model=\"old-model\""), "{text}");
+    assert!(
+        text.contains("apiproxy_upstream_circuit_open{model=\"m\",provider=\"alpha\"}"),
+        "{text}"
+    );
+}
+
 /// The route weight gauge is the weight the router uses: each logical model's own upstream
 /// weights (not the provider's), scaled by health.
 #[tokio::test(flavor = "multi_thread")]

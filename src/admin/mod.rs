@@ -95,11 +95,18 @@ impl AdminApp {
         match spec.op {
             Op::Health => Ok(Reply::ok(json!({"status": "ok"}))),
             Op::Metrics => {
-                refresh_upstream_gauges(app);
+                // Two scrapes at once (an HA Prometheus pair): one must not render the gauges
+                // while the other has them cleared.
+                let body = {
+                    let _scrape = app.metrics.scrape.lock();
+                    refresh_upstream_gauges(app);
+                    app.metrics.retain_clients(&app.snapshot().clients.names());
+                    app.metrics.render()
+                };
                 Ok(Reply {
                     status: 200,
                     content_type: "text/plain; version=0.0.4",
-                    body: app.metrics.render(),
+                    body,
                     allow: None,
                     retry_after: None,
                 })
@@ -285,11 +292,25 @@ impl ServeHttp for AdminApp {
 /// Upstream health lives in the health registry; copy it into the gauges at scrape time.
 fn refresh_upstream_gauges(app: &App) {
     let snap = app.snapshot();
-    // A provider deleted or renamed since the last scrape leaves no series behind.
+    // A provider deleted or renamed since the last scrape, or a model no route leads to any more
+    // (taken out of a logical model, gone from the provider's list), leaves no series behind.
     app.metrics.clear_upstreams();
     let now = std::time::Instant::now();
+    let routed: std::collections::HashSet<(&str, &str)> = snap
+        .routes
+        .logical_ids()
+        .filter_map(|id| snap.routes.logical(id))
+        .flat_map(|plan| plan.candidates.iter())
+        .map(|c| (&*c.provider.id, &*c.model))
+        .collect();
     for (provider, model, view) in app.health.all(now) {
-        if let Some(p) = snap.routes.provider(&provider) {
+        let Some(p) = snap.routes.provider(&provider) else {
+            continue;
+        };
+        let live = &*model == "*"
+            || routed.contains(&(&*provider, &*model))
+            || app.catalog.providers_for(&model).contains(&provider);
+        if live {
             app.metrics.set_upstream(&provider, &model, p.weight, &view);
         }
     }

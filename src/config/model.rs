@@ -1,6 +1,7 @@
 //! The shape of `apiproxy.yaml`. Defaults here are the documented defaults of the README.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +66,9 @@ pub struct ServerSettings {
     /// Web origins (`https://app.example.com`, or `*` for any) whose pages may call the proxy
     /// port from a browser (CORS); empty: none (`APIPROXY_CORS_ORIGINS`, comma-separated).
     pub cors_origins: Vec<String>,
+    /// Host names resolved to these addresses instead of by DNS (as curl's `--resolve`): a
+    /// provider pinned to known servers, or to one address family.
+    pub resolve: BTreeMap<String, Vec<IpAddr>>,
 }
 
 impl Default for ServerSettings {
@@ -87,6 +91,7 @@ impl Default for ServerSettings {
             stream_keepalive_ms: 15_000,
             client_write_timeout_ms: 60_000,
             cors_origins: Vec::new(),
+            resolve: BTreeMap::new(),
         }
     }
 }

@@ -98,6 +98,8 @@ impl AttemptEnd {
 /// The attempt in flight.
 pub struct Attempt {
     pub candidate: usize,
+    /// The address connected to (a host may have several).
+    pub addr: std::net::SocketAddr,
     pub key: Option<KeyChoice>,
     pub started: Instant,
     /// The format the upstream is spoken to in.
@@ -269,6 +271,8 @@ pub struct RequestCtx {
     pub redo_at_once: bool,
     /// A stale pooled connection was sent again (once a request).
     pub stale_redone: bool,
+    /// Attempts made again on another address of the same host after a connect failure.
+    pub addr_redos: u8,
     /// The candidate whose open circuit this request claimed the probe of, and when (it gives the
     /// slot back if it ends, or moves on, without a verdict on that upstream).
     pub claimed_probe: Option<(usize, std::time::Instant)>,
@@ -351,6 +355,7 @@ impl RequestCtx {
             retry_same: None,
             redo_at_once: false,
             stale_redone: false,
+            addr_redos: 0,
             claimed_probe: None,
             same_retry_used: false,
             status_retry: None,

@@ -188,6 +188,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         ctx.started_attempts += 1;
         ctx.current = Some(Attempt {
             candidate: idx,
+            addr,
             key,
             started: Instant::now(),
             format: call.format,
@@ -636,6 +637,9 @@ pub fn on_client_fault(ctx: &mut RequestCtx, e: &Error) {
     ctx.failure = Some(GatewayError::Unforwardable(what));
 }
 
+/// Most other addresses of a host one request tries after connect failures.
+const MAX_ADDR_REDOS: u8 = 4;
+
 /// A reused upstream connection that fails sooner than this after the request was sent is taken
 /// for one the upstream had closed before it came (a stale pooled socket).
 const STALE_WITHIN: Duration = Duration::from_millis(500);
@@ -668,6 +672,19 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
         }
         ctx.stream_cut = true;
         return Retry::No;
+    }
+    if phase == Phase::Connect
+        && ctx.addr_redos < MAX_ADDR_REDOS
+        && plan.candidates[idx].provider.addr_failed(attempt.addr)
+    {
+        // One address of several refused (an IPv6 one without a route, one server down): the
+        // host's next address, at once, as the same attempt. The upstream is blamed only when
+        // every address failed.
+        ctx.addr_redos += 1;
+        ctx.started_attempts = ctx.started_attempts.saturating_sub(1);
+        ctx.retry_same = Some(idx);
+        ctx.redo_at_once = true;
+        return Retry::Same;
     }
     let at_once = attempt.started.elapsed() < STALE_WITHIN;
     if let (Phase::Proxy { reused: true }, true, false) = (phase, at_once, ctx.stale_redone) {
@@ -736,6 +753,7 @@ mod tests {
     fn an_attempt_already_recorded_is_not_counted_again_when_the_client_leaves() {
         let attempt = |recorded| Attempt {
             candidate: 0,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
             key: None,
             started: Instant::now() - Duration::from_secs(1),
             format: crate::formats::WireFormat::OpenAiChat,

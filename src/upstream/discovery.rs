@@ -1,6 +1,7 @@
 //! Background upkeep of provider knowledge, so the request path never waits on it: DNS resolution
 //! of provider hosts and discovery of model lists (every `MODELS_CACHE_TTL`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,10 @@ impl Discovery {
     async fn refresh_dns(&self) {
         let snapshot = self.app.snapshot();
         for p in snapshot.routes.providers().iter().filter(|p| p.needs_dns()) {
+            if let Some(ips) = self.app.settings.resolve.get(&p.endpoint.host) {
+                p.set_addrs(ips.iter().map(|ip| SocketAddr::new(*ip, p.endpoint.port)).collect());
+                continue;
+            }
             let target = (p.endpoint.host.as_str(), p.endpoint.port);
             match tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(target)).await {
                 Ok(Ok(addrs)) => p.set_addrs(addrs.collect()),

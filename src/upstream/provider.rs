@@ -3,12 +3,13 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
+use parking_lot::Mutex;
 
 use super::Endpoint;
 use crate::config::{ApiStyle, ProviderConfig, ProviderType, Timeouts};
@@ -84,7 +85,15 @@ pub struct Provider {
     next_key: AtomicUsize,
     addrs: ArcSwap<Vec<SocketAddr>>,
     next_addr: AtomicUsize,
+    /// Addresses a connection to failed lately, with when they may be tried again; `any_down`
+    /// keeps the lock off the request path while there are none.
+    down: Mutex<Vec<(SocketAddr, Instant)>>,
+    any_down: AtomicBool,
 }
+
+/// How long an address that refused a connection is passed over while the host has others (an
+/// IPv6 address where the gateway has no IPv6 route, one server of several down).
+const ADDR_DOWN: Duration = Duration::from_secs(30);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -236,6 +245,8 @@ impl Provider {
             next_key: AtomicUsize::new(0),
             addrs: ArcSwap::from_pointee(addrs),
             next_addr: AtomicUsize::new(0),
+            down: Mutex::new(Vec::new()),
+            any_down: AtomicBool::new(false),
         })
     }
 
@@ -324,13 +335,52 @@ impl Provider {
         self.pick_key(&[], 1).map(|k| k.header)
     }
 
-    /// One of the resolved addresses, rotating; `None` before the first successful resolution.
+    /// One of the resolved addresses, rotating, passing over those a connection failed to lately
+    /// (unless every one did); `None` before the first successful resolution.
     pub fn addr(&self) -> Option<SocketAddr> {
         let addrs = self.addrs.load();
         if addrs.is_empty() {
             return None;
         }
-        Some(addrs[self.next_addr.fetch_add(1, Ordering::Relaxed) % addrs.len()])
+        let turn = self.next_addr.fetch_add(1, Ordering::Relaxed);
+        if self.any_down.load(Ordering::Relaxed) {
+            if let Some(addr) = self.live_addr(&addrs, turn) {
+                return Some(addr);
+            }
+        }
+        Some(addrs[turn % addrs.len()])
+    }
+
+    fn live_addr(&self, addrs: &[SocketAddr], turn: usize) -> Option<SocketAddr> {
+        let now = Instant::now();
+        let mut down = self.down.lock();
+        down.retain(|(_, until)| *until > now);
+        if down.is_empty() {
+            self.any_down.store(false, Ordering::Relaxed);
+            return None;
+        }
+        let live: Vec<SocketAddr> = addrs
+            .iter()
+            .filter(|a| !down.iter().any(|(d, _)| d == *a))
+            .copied()
+            .collect();
+        (!live.is_empty()).then(|| live[turn % live.len()])
+    }
+
+    /// A connection to `addr` failed: it is passed over for a while. Says whether the host has
+    /// another address not passed over, which the request can try instead (the failure is then
+    /// the address's, not the upstream's).
+    pub fn addr_failed(&self, addr: SocketAddr) -> bool {
+        let addrs = self.addrs.load();
+        if addrs.len() < 2 || !addrs.contains(&addr) {
+            return false;
+        }
+        let now = Instant::now();
+        let mut down = self.down.lock();
+        down.retain(|(a, until)| *until > now && *a != addr);
+        down.push((addr, now + ADDR_DOWN));
+        self.any_down.store(true, Ordering::Relaxed);
+        addrs.iter().any(|a| !down.iter().any(|(d, _)| d == a))
     }
 
     /// Every resolved address; `None` before the first resolution.
