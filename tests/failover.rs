@@ -384,15 +384,21 @@ async fn a_candidate_skipped_without_sending_is_counted_as_skipped() {
     };
     assert_eq!(
         (alpha("4xx"), alpha("skipped"), alpha("transport_error")),
-        (1.0, 2.0, 0.0),
+        (1.0, 1.0, 0.0),
         "{m}"
     );
-    // The first request: alpha's 401, alpha again with its next key (none left: skipped), beta.
-    // The second: alpha skipped, beta.
-    assert_eq!(metric(&m, "apiproxy_retries_total", &[("reason", "auth")]), 1.0, "{m}");
+    // The first request: alpha's 401 (its only key refused: alpha is done for this request, not
+    // picked again to be passed by), then beta: one failover for auth, no retry. The second:
+    // alpha skipped (no key in rotation), beta.
+    assert_eq!(metric(&m, "apiproxy_retries_total", &[]), 0.0, "{m}");
+    assert_eq!(
+        metric(&m, "apiproxy_failovers_total", &[("reason", "auth")]),
+        1.0,
+        "{m}"
+    );
     assert_eq!(
         metric(&m, "apiproxy_failovers_total", &[("reason", "no_key")]),
-        2.0,
+        1.0,
         "{m}"
     );
 }

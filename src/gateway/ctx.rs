@@ -273,6 +273,8 @@ pub struct RequestCtx {
     pub stale_redone: bool,
     /// Attempts made again on another address of the same host after a connect failure.
     pub addr_redos: u8,
+    /// The run of failures the last recorded success ended (continued if that answer breaks).
+    pub failures_before_success: u32,
     /// The candidate whose open circuit this request claimed the probe of, and when (it gives the
     /// slot back if it ends, or moves on, without a verdict on that upstream).
     pub claimed_probe: Option<(usize, std::time::Instant)>,
@@ -356,6 +358,7 @@ impl RequestCtx {
             redo_at_once: false,
             stale_redone: false,
             addr_redos: 0,
+            failures_before_success: 0,
             claimed_probe: None,
             same_retry_used: false,
             status_retry: None,

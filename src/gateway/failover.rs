@@ -482,6 +482,17 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
                         }
                     }
                     ctx.refused_keys.push((idx, k.index));
+                    // No other key to try this candidate with: done for this request (not picked
+                    // again only to be passed by as "no key").
+                    let refused: Vec<usize> = ctx
+                        .refused_keys
+                        .iter()
+                        .filter(|(c, _)| *c == idx)
+                        .map(|(_, k)| *k)
+                        .collect();
+                    if !provider.has_key_in_rotation(&refused) {
+                        ctx.excluded.push(idx);
+                    }
                 }
                 None => ctx.excluded.push(idx),
             }
@@ -532,7 +543,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         }
         _ => {
             // Success, or the client's own mistake (400, 413, 422…): the upstream is healthy.
-            candidate.health.record_success(latency);
+            ctx.failures_before_success = candidate.health.record_success(latency);
             Retry::No
         }
     };
@@ -567,6 +578,21 @@ pub enum Phase {
     Proxy {
         reused: bool,
     },
+}
+
+/// A stream that ended without its proper end (no terminator, an event too large): the attempt
+/// whose header counted as a success is a failure after all.
+pub fn on_stream_cut(ctx: &mut RequestCtx) {
+    if ctx.stream_cut {
+        return;
+    }
+    ctx.stream_cut = true;
+    let (Some(plan), Some(attempt)) = (ctx.plan.as_ref(), ctx.current.as_ref()) else {
+        return;
+    };
+    if let Some(c) = plan.candidates.get(attempt.candidate) {
+        c.health.record_cut(ctx.failures_before_success, Instant::now());
+    }
 }
 
 /// Gives back the probe slot this request claimed, unless a verdict on that upstream (a success
@@ -661,7 +687,7 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
     let etype = e.etype().clone();
     if response_started {
         // Bytes already reached the client: nothing can be retried. The stream is reported as cut.
-        health.record_failure(Failure::Broken, now);
+        health.record_cut(ctx.failures_before_success, now);
         let end = AttemptEnd::of_transport(&etype);
         let note = Some(format!("{} mid-response", etype.as_str()));
         // The attempt was recorded as answered when its header came: it is the same attempt, cut,

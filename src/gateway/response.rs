@@ -241,6 +241,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
         ctx.upstream_done = Some(std::time::Instant::now());
     }
     let client = ctx.client_format();
+    let mut cut = false;
     match &mut ctx.response {
         ResponseMode::Pass => {}
         ResponseMode::Observe(buf) => {
@@ -300,7 +301,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
             if let Some(b) = body.take() {
                 if conv.push(&b, &mut out).is_err() {
                     conv.abort("The upstream sent an event larger than the gateway accepts", &mut out);
-                    ctx.stream_cut = true;
+                    cut = true;
                 }
                 if ctx.first_token.is_none() && conv.content_seen() {
                     ctx.first_token = Some(ctx.started.elapsed());
@@ -308,7 +309,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
             }
             if end_of_stream {
                 if !conv.completed() {
-                    ctx.stream_cut = true;
+                    cut = true;
                 }
                 // A complete stream gets its proper ending; one without its terminator an error event.
                 conv.finish(&mut out);
@@ -318,6 +319,9 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                 *body = Some(Bytes::from(out));
             }
         }
+    }
+    if cut {
+        super::failover::on_stream_cut(ctx);
     }
 }
 

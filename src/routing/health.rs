@@ -124,6 +124,16 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How long a probe in flight holds its slot before it is taken for lost. Every request that ends
+/// or moves on gives its probe slot back or records a verdict, so this is a safety net only; it
+/// must outlast the slowest upstream answer (a probe that waits out a 60 s first-byte timeout must
+/// not let a second probe, and a third, wait the same).
+fn probe_lost(backoff: Duration) -> Duration {
+    backoff.max(PROBE_LOST)
+}
+
+const PROBE_LOST: Duration = Duration::from_secs(300);
+
 fn to_unix_ms(t: Instant, now: Instant, now_ms: u64) -> u64 {
     now_ms + t.saturating_duration_since(now).as_millis() as u64
 }
@@ -180,7 +190,7 @@ impl UpstreamHealth {
         match s.circuit {
             Circuit::Open { until, .. } if now >= until => return Availability::Probe,
             Circuit::Open { until, .. } => return Availability::Unavailable { until: Some(until) },
-            Circuit::HalfOpen { since, backoff } if now.duration_since(since) < backoff => {
+            Circuit::HalfOpen { since, backoff } if now.duration_since(since) < probe_lost(backoff) => {
                 return Availability::Unavailable { until: None }
             }
             // A probe that never reported back does not block the upstream forever.
@@ -201,7 +211,7 @@ impl UpstreamHealth {
         let mut s = self.state.lock();
         let backoff = match s.circuit {
             Circuit::Open { until, backoff } if now >= until => backoff,
-            Circuit::HalfOpen { since, backoff } if now.duration_since(since) >= backoff => backoff,
+            Circuit::HalfOpen { since, backoff } if now.duration_since(since) >= probe_lost(backoff) => backoff,
             _ => return false,
         };
         s.circuit = Circuit::HalfOpen { since: now, backoff };
@@ -227,8 +237,9 @@ impl UpstreamHealth {
         }
     }
 
-    /// A response header arrived with a non-failure status after `latency`.
-    pub fn record_success(&self, latency: Duration) {
+    /// A response header arrived with a non-failure status after `latency`. Returns the count of
+    /// consecutive failures it ended, for `record_cut`.
+    pub fn record_success(&self, latency: Duration) -> u32 {
         let mut s = self.state.lock();
         let ms = latency.as_secs_f64() * 1000.0;
         s.latency_ewma_ms = Some(match s.latency_ewma_ms {
@@ -238,12 +249,25 @@ impl UpstreamHealth {
         s.error_ewma *= 1.0 - ALPHA;
         s.pending.successes = s.pending.successes.saturating_add(1);
         s.pending.latency_sum_ms += ms;
-        s.consecutive_failures = 0;
-        s.cooldown_until = None;
+        let ended = std::mem::take(&mut s.consecutive_failures);
+        // A cool-down stays: it is the upstream's word on when to ask again, and an answer now
+        // comes from a request sent before it (none is sent during one).
         if s.circuit != Circuit::Closed {
             s.pending.closed_circuit = true;
         }
         s.circuit = Circuit::Closed;
+        ended
+    }
+
+    /// An answer whose header counted as a success (`record_success`, which returned
+    /// `failures_before`) broke off mid-way: a failure that continues the run the success ended,
+    /// so an upstream whose every stream breaks after its first event still opens its circuit.
+    pub fn record_cut(&self, failures_before: u32, now: Instant) {
+        {
+            let mut s = self.state.lock();
+            s.consecutive_failures = s.consecutive_failures.max(failures_before);
+        }
+        self.record_failure(Failure::Broken, now);
     }
 
     pub fn record_failure(&self, failure: Failure, now: Instant) {
@@ -325,12 +349,15 @@ impl UpstreamHealth {
         }
         s.error_ewma = shared.error_rate.clamp(0.0, 1.0);
         if shared.cooldown_until_ms > now_ms {
-            let until = to_instant(shared.cooldown_until_ms, now, now_ms);
+            // Bounded as a local one is: a replica whose clock runs ahead must not bench an
+            // upstream on every replica for longer than any `Retry-After` could.
+            let until =
+                to_instant(shared.cooldown_until_ms, now, now_ms).min(now + Duration::from_secs(MAX_RETRY_AFTER_SECS));
             s.cooldown_until = Some(s.cooldown_until.map_or(until, |u| u.max(until)));
         }
         let local_activity = s.pending.successes > 0 || s.pending.failures > 0;
         if shared.open_until_ms > now_ms {
-            let until = to_instant(shared.open_until_ms, now, now_ms);
+            let until = to_instant(shared.open_until_ms, now, now_ms).min(now + MAX_OPEN);
             s.circuit = match s.circuit {
                 // A probe here closed it after the view was asked for: the news goes out with the
                 // next delta, and the view that predates it must not undo it.
@@ -495,6 +522,72 @@ mod tests {
         h.record_success(Duration::from_millis(10));
         assert!(matches!(h.availability(much_later), Availability::Available { .. }));
         assert_eq!(h.view(much_later).circuit, "closed");
+    }
+
+    #[test]
+    fn an_answer_to_a_request_sent_before_a_429_does_not_end_its_cool_down() {
+        let h = UpstreamHealth::new(policy());
+        let t0 = Instant::now();
+        h.record_failure(
+            Failure::RateLimited {
+                retry_after: Some(Duration::from_secs(30)),
+            },
+            t0,
+        );
+        h.record_success(Duration::from_millis(10));
+        assert!(matches!(h.availability(t0), Availability::RateLimited { .. }));
+        assert!(matches!(
+            h.availability(t0 + Duration::from_secs(31)),
+            Availability::Available { .. }
+        ));
+    }
+
+    #[test]
+    fn streams_that_break_after_their_header_open_the_circuit() {
+        let h = UpstreamHealth::new(policy());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            let before = h.record_success(Duration::from_millis(10));
+            h.record_cut(before, t0);
+        }
+        assert_eq!(h.view(t0).circuit, "open");
+    }
+
+    #[test]
+    fn a_probe_in_flight_keeps_its_slot_while_an_upstream_may_still_answer() {
+        let h = UpstreamHealth::new(policy());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            h.record_failure(Failure::Broken, t0);
+        }
+        let probe = t0 + Duration::from_secs(11);
+        assert!(h.try_probe(probe));
+        // Past the circuit's 10 s wait, but a 60 s first-byte timeout may still be running.
+        assert!(!h.try_probe(probe + Duration::from_secs(61)), "a second probe");
+        assert!(h.try_probe(probe + PROBE_LOST), "a probe lost for good frees its slot");
+    }
+
+    #[test]
+    fn another_replica_s_deadlines_are_bounded() {
+        let h = UpstreamHealth::new(policy());
+        let (now, now_ms) = (Instant::now(), unix_ms());
+        let day = 24 * 3600 * 1000;
+        h.apply_shared(
+            &SharedHealth {
+                latency_ms: -1.0,
+                error_rate: 0.0,
+                cooldown_until_ms: now_ms + day,
+                open_until_ms: now_ms + day,
+            },
+            now,
+            now_ms,
+        );
+        let v = h.view(now);
+        assert!(v.cooldown_remaining_ms <= MAX_RETRY_AFTER_SECS * 1000, "{v:?}");
+        assert_eq!(
+            h.availability(now + MAX_OPEN + Duration::from_secs(1)),
+            Availability::Probe
+        );
     }
 
     #[test]

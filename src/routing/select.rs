@@ -124,22 +124,23 @@ fn choose_inner(
     tiers.dedup();
     for tier in tiers {
         let in_tier = || scored.iter().filter(move |(s, _)| s.priority == tier);
+        let live: Vec<&Scored> = in_tier().map(|(s, _)| s).filter(|s| s.available).collect();
+        // A bound session stays where it is while that upstream is in rotation in this tier: a
+        // recovering upstream is probed with other requests, not by pulling a session away.
+        if let Some(pick) = sticky.and_then(|st| bound(plan, &live, st.binding?)) {
+            return Ok(pick);
+        }
         // An open circuit whose wait is over gets one probe request.
         for (s, a) in in_tier() {
             if *a == Availability::Probe && (!claim_probe || plan.candidates[s.index].health.try_probe(now)) {
                 return Ok(s.index);
             }
         }
-        let live: Vec<&Scored> = in_tier().map(|(s, _)| s).filter(|s| s.available).collect();
         if live.is_empty() {
             continue;
         }
-        // A bound session stays where it is while that upstream is in rotation in this tier.
         let pick = match sticky {
-            Some(st) => st
-                .binding
-                .and_then(|b| bound(plan, &live, b))
-                .unwrap_or_else(|| rendezvous(plan, &live, st.session)),
+            Some(st) => rendezvous(plan, &live, st.session),
             None => weighted_random(&live),
         };
         return Ok(pick);
@@ -299,6 +300,26 @@ logical_models:
         assert_eq!(choose(&p, &[], None, now), Ok(1));
         let e = choose(&p, &[1], None, now).unwrap_err();
         assert!(e.retry_after.unwrap() > Duration::from_secs(8));
+    }
+
+    #[test]
+    fn a_bound_session_is_not_pulled_away_to_probe_a_recovering_upstream() {
+        let p = plan("[{provider: a, model: x}, {provider: b, model: x}]");
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            p.candidates[0].health.record_failure(Failure::Broken, t0);
+        }
+        let later = t0 + Duration::from_secs(60);
+        let sticky = Sticky {
+            session: "s",
+            binding: Some("b/x"),
+        };
+        assert_eq!(choose(&p, &[], Some(sticky), later), Ok(1));
+        assert_eq!(
+            choose(&p, &[], None, later),
+            Ok(0),
+            "a request without a binding probes"
+        );
     }
 
     #[test]
