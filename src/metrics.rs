@@ -159,7 +159,7 @@ impl Metrics {
             tokens: counter(
                 &r,
                 "apiproxy_tokens_total",
-                "Tokens reported by upstreams",
+                "Tokens reported by upstreams (input includes cached_input and cache_creation, output includes reasoning)",
                 &["model", "provider", "client", "kind"],
             ),
             active,

@@ -316,13 +316,16 @@ pub struct RequestCtx {
     pub streaming_response: bool,
     /// Time spent waiting on upstreams (failed attempts, backoff, and the serving attempt).
     pub upstream_wait: Duration,
-    /// Time spent waiting on the client: its request body arriving.
+    /// Time spent waiting on the client: its request body arriving (or drained after an error),
+    /// and the last of the answer written to it.
     pub client_wait: Duration,
     /// Upstream time to response header of the serving attempt.
     pub ttfb: Option<Duration>,
     /// When the serving upstream's last response byte reached the gateway: what follows (the last
-    /// filtering, the final write to the client) is the gateway's own time again.
+    /// filtering, a translation) is the gateway's own time again, until `answer_handed`.
     pub upstream_done: Option<Instant>,
+    /// When the body filter handed the end of the answer on, to be written to the client.
+    pub answer_handed: Option<Instant>,
     /// Time from the request's start to the first stream bytes sent to the client.
     pub first_token: Option<Duration>,
     /// The code of an error the gateway answered itself.
@@ -383,6 +386,7 @@ impl RequestCtx {
             client_wait: Duration::ZERO,
             ttfb: None,
             upstream_done: None,
+            answer_handed: None,
             first_token: None,
             error_code: None,
         }

@@ -53,6 +53,9 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
         let waited_until = ctx.upstream_done.unwrap_or_else(Instant::now);
         ctx.upstream_wait += waited_until.saturating_duration_since(attempt.started);
     }
+    if let Some(handed) = ctx.answer_handed {
+        ctx.client_wait += handed.elapsed();
+    }
     let api = ctx.client_format.map_or("none", |f| f.label());
     let status = ctx.status.unwrap_or(0);
     let outcome = match status {

@@ -341,6 +341,8 @@ impl ProxyHttp for Gateway {
         let err = ctx.failure.take().unwrap_or_else(|| failover::exhausted(ctx, None));
         let code = err.status();
         if respond::error(session, ctx, &err).await.is_err() {
+            // The client left while its error was written: counted as such, as `reject` does.
+            ctx.client_closed = true;
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,

@@ -49,7 +49,10 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayErr
         // The rest of the body was not read: the connection cannot carry another request.
         session.set_keepalive(None);
     } else {
+        // The client's upload time, not the gateway's (overhead metric).
+        let started = std::time::Instant::now();
         drain_small_body(session).await;
+        ctx.client_wait += started.elapsed();
     }
     json(session, ctx, status, body, &extra).await?;
     if body_coming && !client_failed {

@@ -323,6 +323,10 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
     if cut {
         super::failover::on_stream_cut(ctx);
     }
+    if end_of_stream {
+        // What follows is writing the last of the answer to the client: its time, not ours.
+        ctx.answer_handed = Some(std::time::Instant::now());
+    }
 }
 
 /// How long a streamed answer may leave the client without bytes (formats.md §4.8); other answers
