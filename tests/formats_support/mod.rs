@@ -76,6 +76,7 @@ pub fn openai_chat(bytes: &[u8], include_usage: bool) -> Final {
     let mut f = Final::default();
     let mut tools: Vec<(String, String, String)> = Vec::new();
     let mut ids = std::collections::HashSet::new();
+    let mut thinking_blocks = 0usize;
     for (event, data) in sse_events(bytes) {
         assert!(event.is_none(), "OpenAI chat streams have no event lines");
         assert!(!f.clean_end, "nothing after [DONE]");
@@ -129,6 +130,10 @@ pub fn openai_chat(bytes: &[u8], include_usage: bool) -> Final {
         }
         if let Some(tb) = d["thinking_blocks"].as_array() {
             for b in tb {
+                // The SDK's stream helper merges list entries by `index`, and raises without one.
+                let i = b["index"].as_u64().expect("a thinking_blocks entry has an index") as usize;
+                assert_eq!(i, thinking_blocks, "thinking_blocks indices count up: {b}");
+                thinking_blocks += 1;
                 if let Some(s) = b["signature"].as_str() {
                     f.signature = Some(s.to_string());
                 }

@@ -21,6 +21,9 @@ pub struct ChatEncoder {
     /// Thinking text of the block in progress, for `thinking_blocks` when a signature arrives (bounded by the
     /// converter's accumulation cap).
     thinking: String,
+    /// `thinking_blocks` entries sent so far: each carries its `index`, by which the OpenAI SDK's
+    /// stream helper merges list entries (a second entry without one makes it raise).
+    thinking_blocks: usize,
     usage: Option<Usage>,
     finish: Option<FinishReason>,
     closed: bool,
@@ -37,6 +40,7 @@ impl ChatEncoder {
             saw_tool_call: false,
             argless: Vec::new(),
             thinking: String::new(),
+            thinking_blocks: 0,
             usage: None,
             finish: None,
             closed: false,
@@ -56,6 +60,11 @@ impl ChatEncoder {
             c["usage"] = Value::Null;
         }
         write_data(out, &c);
+    }
+
+    fn next_thinking_block(&mut self) -> usize {
+        self.thinking_blocks += 1;
+        self.thinking_blocks - 1
     }
 
     fn ensure_role(&mut self, out: &mut Vec<u8>) {
@@ -96,8 +105,9 @@ impl Encode for ChatEncoder {
             StreamEvent::Signature(sig) => {
                 if let Some(s) = Signature::for_vendor(&Some(sig.clone()), Vendor::Anthropic) {
                     let text = std::mem::take(&mut self.thinking);
+                    let index = self.next_thinking_block();
                     self.chunk(
-                        json!({"thinking_blocks": [{"type": "thinking", "thinking": text, "signature": s}]}),
+                        json!({"thinking_blocks": [{"index": index, "type": "thinking", "thinking": text, "signature": s}]}),
                         None,
                         out,
                     );
@@ -105,8 +115,9 @@ impl Encode for ChatEncoder {
             }
             StreamEvent::RedactedThinking(data) => {
                 self.ensure_role(out);
+                let index = self.next_thinking_block();
                 self.chunk(
-                    json!({"thinking_blocks": [{"type": "redacted_thinking", "data": data}]}),
+                    json!({"thinking_blocks": [{"index": index, "type": "redacted_thinking", "data": data}]}),
                     None,
                     out,
                 );
