@@ -314,6 +314,53 @@ fn stream_thinking_and_signatures() {
     }
 }
 
+/// Claude's redacted thinking streamed to a Responses client is an item of its own, given back on
+/// the next turn as it came (Claude refuses a turn whose thinking blocks changed); a Chat client
+/// gets it as a second `thinking_blocks` entry, with its index.
+#[test]
+fn stream_redacted_thinking_is_given_back() {
+    let input = fixture("streams/redacted.anthropic.sse").unwrap();
+    let (out, _) = run(
+        WireFormat::Anthropic,
+        WireFormat::OpenAiResponses,
+        &input,
+        stream_opts(WireFormat::OpenAiResponses, true),
+        &[input.len()],
+    );
+    let completed = client::sse_events(&out)
+        .into_iter()
+        .find(|(e, _)| e.as_deref() == Some("response.completed"))
+        .map(|(_, d)| serde_json::from_str::<Value>(&d).unwrap())
+        .unwrap();
+    let output = &completed["response"]["output"];
+    let items: Vec<&str> = output
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(items, ["reasoning", "reasoning", "function_call"], "{output}");
+    assert_redacted_item(&output[1]);
+    let a = replay_to_anthropic(output);
+    let kinds: Vec<&str> = a["messages"][1]["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["thinking", "redacted_thinking", "tool_use"], "{a}");
+    let (out, _) = run(
+        WireFormat::Anthropic,
+        WireFormat::OpenAiChat,
+        &input,
+        stream_opts(WireFormat::OpenAiChat, true),
+        &[input.len()],
+    );
+    let f = read_client(WireFormat::OpenAiChat, &out, true, false);
+    assert_eq!(f.signature.as_deref(), Some("EqQBCkYIBxgCKkD+sig=="));
+    assert!(String::from_utf8_lossy(&out).contains("\"index\":1,\"type\":\"redacted_thinking\""));
+}
+
 #[test]
 fn upstream_pings_reach_clients_as_their_own_keepalive() {
     let input = fixture("streams/tools.anthropic.sse").unwrap();
@@ -1227,6 +1274,29 @@ fn response_length_every_pair() {
     }
 }
 
+/// A Responses reasoning item carrying Claude's redacted thinking.
+fn assert_redacted_item(item: &Value) {
+    assert_eq!(item["type"], "reasoning", "{item}");
+    assert_eq!(item["summary"], json!([]), "{item}");
+    let carried = item["encrypted_content"].as_str().unwrap_or_default();
+    assert!(carried.starts_with("anthropic-redacted:EmwKAhgB"), "{item}");
+}
+
+/// The request an Anthropic upstream gets when a Responses client replays `output` (then answers
+/// its function call).
+fn replay_to_anthropic(output: &Value) -> Value {
+    let mut input = vec![json!({"role": "user", "content": "hi"})];
+    input.extend(output.as_array().cloned().unwrap_or_default());
+    let call = input
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .cloned()
+        .unwrap_or_default();
+    input.push(json!({"type": "function_call_output", "call_id": call["call_id"], "output": "ok"}));
+    let replay = serde_json::to_vec(&json!({"model": "m", "input": input})).unwrap();
+    request_json(WireFormat::OpenAiResponses, WireFormat::Anthropic, &replay, false)
+}
+
 #[test]
 fn response_thinking_and_stop_sequence() {
     let body = fixture("responses/thinking.anthropic.json").unwrap();
@@ -1239,19 +1309,21 @@ fn response_thinking_and_stop_sequence() {
     assert!(m["content"].is_null(), "tool-call-only: content null");
     assert_eq!(m["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
     assert_eq!(usage.unwrap().input_tokens, 55, "cache writes count as input");
-    // Thinking survives Anthropic -> Responses -> (client replays) -> Anthropic byte-exact.
+    // Thinking, redacted thinking included, survives Anthropic -> Responses -> (client replays) ->
+    // Anthropic byte-exact: Claude refuses a turn whose thinking blocks changed.
     let (out, _) = convert_response(WireFormat::Anthropic, WireFormat::OpenAiResponses, &body, "m").unwrap();
     let v: Value = serde_json::from_slice(&out).unwrap();
-    let reasoning = v["output"][0].clone();
-    assert_eq!(reasoning["type"], "reasoning");
-    let replay = serde_json::to_vec(&json!({"model": "m", "input": [
-        {"role": "user", "content": "hi"}, reasoning, v["output"][1].clone(),
-        {"type": "function_call_output", "call_id": v["output"][1]["call_id"], "output": "ok"}]}))
-    .unwrap();
-    let a = request_json(WireFormat::OpenAiResponses, WireFormat::Anthropic, &replay, false);
+    assert_redacted_item(&v["output"][1]);
+    let a = replay_to_anthropic(&v["output"]);
+    let redacted =
+        "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpPkNRj2YfWXGmKDxH4mPnZ5sQ7vB5URj2pzmuqc+ol";
     assert_eq!(
-        a["messages"][1]["content"][0],
-        json!({"type": "thinking", "thinking": "Paris first.", "signature": "EqQBCkYIBxgCKkD+sig=="})
+        a["messages"][1]["content"],
+        json!([
+            {"type": "thinking", "thinking": "Paris first.", "signature": "EqQBCkYIBxgCKkD+sig=="},
+            {"type": "redacted_thinking", "data": redacted},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+        ])
     );
     // Gemini client: no Claude thinking blocks (vendor-bound), but thoughts are shown as thought parts.
     let (out, _) = convert_response(WireFormat::Anthropic, WireFormat::Gemini, &body, "m").unwrap();

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::response::{reasoning_item, status_of};
+use super::response::{reasoning_item, redacted_item, status_of};
 use crate::formats::ir::{smuggle_signature, FinishReason, Signature};
 use crate::formats::json::{new_id, now_secs};
 use crate::formats::stream::events::{write_event, Encode, StreamEvent};
@@ -356,8 +356,25 @@ impl Encode for ResponsesEncoder {
                 self.close_item(out);
                 self.finish.get_or_insert(reason);
             }
+            StreamEvent::RedactedThinking(data) => {
+                // Opaque, with nothing to stream: one whole reasoning item.
+                self.ensure_started(out);
+                self.close_item(out);
+                let output_index = self.next_output_index();
+                let item = redacted_item(&new_id(super::GATEWAY_REASONING_ID), &data);
+                self.emit(
+                    out,
+                    "response.output_item.added",
+                    json!({"output_index": output_index, "item": item}),
+                );
+                self.emit(
+                    out,
+                    "response.output_item.done",
+                    json!({"output_index": output_index, "item": item}),
+                );
+                self.output.push(item);
+            }
             StreamEvent::Error { message, code } => self.fail(&message, &code, out),
-            // Redacted thinking has no Responses item.
             _ => {}
         }
     }

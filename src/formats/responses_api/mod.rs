@@ -9,6 +9,11 @@ pub mod response;
 /// Responses client can replay Claude's signed thinking (the text rides in `summary`).
 pub(crate) const ANTHROPIC_SIG_PREFIX: &str = "anthropic-thinking:";
 
+/// Prefix of Claude's redacted thinking (its opaque `data`) carried in a Responses
+/// `reasoning.encrypted_content`: Claude refuses a next turn whose thinking blocks changed, so a
+/// Responses client must be able to give it back.
+pub(crate) const ANTHROPIC_REDACTED_PREFIX: &str = "anthropic-redacted:";
+
 /// Prefix of the ids of reasoning items the gateway writes from another vendor's reasoning: OpenAI
 /// knows none of them, so they are not replayed to it.
 pub(crate) const GATEWAY_REASONING_ID: &str = "rs_apx_";

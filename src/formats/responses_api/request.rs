@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::ANTHROPIC_SIG_PREFIX;
+use super::{ANTHROPIC_REDACTED_PREFIX, ANTHROPIC_SIG_PREFIX};
 use crate::formats::convert::{ConvertError, RequestOptions};
 use crate::formats::ir::*;
 use crate::formats::json::*;
@@ -172,7 +172,10 @@ fn parse_item(item: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
         Some("reasoning") => {
             // Only Claude thinking that this gateway wrapped can be replayed; OpenAI's encrypted reasoning is
             // meaningless to other vendors and is dropped.
-            if let Some(sig) = str_at(item, "encrypted_content").and_then(|e| e.strip_prefix(ANTHROPIC_SIG_PREFIX)) {
+            let encrypted = str_at(item, "encrypted_content");
+            if let Some(data) = encrypted.and_then(|e| e.strip_prefix(ANTHROPIC_REDACTED_PREFIX)) {
+                push_block(ir, Role::Assistant, Block::RedactedThinking { data: data.to_string() });
+            } else if let Some(sig) = encrypted.and_then(|e| e.strip_prefix(ANTHROPIC_SIG_PREFIX)) {
                 let text: String = arr_at(item, "summary")
                     .iter()
                     .filter_map(|s| str_at(s, "text"))

@@ -91,6 +91,10 @@ pub(crate) fn output_items(content: &[Block]) -> Vec<Value> {
                 flush(&mut text_parts, &mut out);
                 out.push(reasoning_item(&new_id(super::GATEWAY_REASONING_ID), text, signature));
             }
+            Block::RedactedThinking { data } => {
+                flush(&mut text_parts, &mut out);
+                out.push(redacted_item(&new_id(super::GATEWAY_REASONING_ID), data));
+            }
             Block::ToolCall(tc) => {
                 flush(&mut text_parts, &mut out);
                 out.push(json!({"type": "function_call", "id": new_id("fc_"), "call_id": smuggle_signature(&tc.id, &tc.signature),
@@ -118,6 +122,12 @@ pub(crate) fn reasoning_item(id: &str, text: &str, signature: &Option<Signature>
         _ => {}
     }
     item
+}
+
+/// A reasoning item carrying Claude's redacted thinking, to be given back as it came.
+pub(crate) fn redacted_item(id: &str, data: &str) -> Value {
+    json!({"type": "reasoning", "id": id, "summary": [],
+        "encrypted_content": format!("{}{data}", super::ANTHROPIC_REDACTED_PREFIX)})
 }
 
 /// `status` and `incomplete_details` for a finish reason.
