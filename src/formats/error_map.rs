@@ -117,6 +117,10 @@ pub fn client_status(to: WireFormat, status: u16, kind: ErrorKind) -> u16 {
     match (to, kind) {
         (WireFormat::Anthropic, ErrorKind::Overloaded) => 529,
         (_, ErrorKind::Overloaded) => 503,
+        // Out of credit: Anthropic's `billing_error` is a 402; OpenAI's `insufficient_quota` and
+        // Gemini's `RESOURCE_EXHAUSTED` are 429s, which their SDKs raise as such (§5.2).
+        (WireFormat::Anthropic, ErrorKind::Billing) => 402,
+        (_, ErrorKind::Billing) => 429,
         (_, _) if status == 529 => 503,
         (_, _) if !(400..=599).contains(&status) => 502,
         _ => status,
@@ -406,6 +410,29 @@ mod tests {
 
     fn body(b: &Bytes) -> Value {
         serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn out_of_credit_is_each_client_s_own_status() {
+        let anth = br#"{"type":"error","error":{"type":"billing_error","message":"Your credit balance is too low"}}"#;
+        for (to, want) in [
+            (WireFormat::OpenAiChat, 429),
+            (WireFormat::OpenAiResponses, 429),
+            (WireFormat::Gemini, 429),
+            (WireFormat::Anthropic, 402),
+        ] {
+            let (status, body) = convert_error(WireFormat::Anthropic, to, 402, anth);
+            assert_eq!(status, want, "{to:?}");
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            match to {
+                WireFormat::Gemini => assert_eq!(
+                    (v["error"]["code"].as_u64(), v["error"]["status"].as_str()),
+                    (Some(429), Some("RESOURCE_EXHAUSTED"))
+                ),
+                WireFormat::Anthropic => assert_eq!(v["error"]["type"], "billing_error"),
+                _ => assert_eq!(v["error"]["code"], "insufficient_quota"),
+            }
+        }
     }
 
     #[test]

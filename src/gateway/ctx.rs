@@ -285,6 +285,9 @@ pub struct RequestCtx {
     pub upstream_retry_after: Option<u64>,
     /// What the held beginning of the current answer said (see `failover::judge_held`).
     pub held_verdict: Option<HeldVerdict>,
+    /// The status and kind an error body the upstream answered with said (when it was held and
+    /// read), for the client's header and body to agree.
+    pub answer_error: Option<(u16, crate::formats::ErrorKind)>,
     /// The current answer is held (see `failover::hold_for_body`).
     pub hold: Option<super::failover::Hold>,
     /// The error to render in `fail_to_proxy`.
@@ -367,6 +370,7 @@ impl RequestCtx {
             status_retry: None,
             upstream_retry_after: None,
             held_verdict: None,
+            answer_error: None,
             hold: None,
             failure: None,
             convert_error: None,

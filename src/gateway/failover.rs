@@ -202,6 +202,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         // A hold left by an attempt that broke while held would date this attempt's header.
         ctx.hold = None;
         ctx.held_verdict = None;
+        ctx.answer_error = None;
         ctx.response = ResponseMode::Pass;
         return Ok(Box::new(peer));
     }
@@ -446,6 +447,11 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         Some(v) => v.status(resp.status.as_u16()),
         None => resp.status.as_u16(),
     };
+    if let Some(v) = held.filter(|v| v.source == HeldSource::ErrorBody) {
+        // An error body that goes on to the client is rendered, header and body alike, as what
+        // it said (Gemini's bad key under a 400 is a 401, Claude's low credit under a 400 billing).
+        ctx.answer_error = Some((status, v.kind));
+    }
     let now = Instant::now();
     // Only errors carry advice on retrying (and a success need not pay for the lookups).
     let error = status >= 400;

@@ -143,7 +143,10 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
             // The provider's error, re-rendered in the client's format (e.g. 529 -> 503 for OpenAI);
             // in its own format too when it is no JSON (a proxy's HTML 413, a wrong `base_url`'s
             // 404 page): the client's SDK reads errors as JSON.
-            let mapped = error_map::client_status(client, status, ErrorKind::from_status(status));
+            let (status, kind) = ctx
+                .answer_error
+                .unwrap_or_else(|| (status, ErrorKind::from_status(status)));
+            let mapped = error_map::client_status(client, status, kind);
             resp.set_status(mapped)?;
             set_json(resp)?;
             ResponseMode::Error {

@@ -306,7 +306,7 @@ logical_models:
     fn a_bound_session_is_not_pulled_away_to_probe_a_recovering_upstream() {
         let p = plan("[{provider: a, model: x}, {provider: b, model: x}]");
         let t0 = Instant::now();
-        for _ in 0..5 {
+        for _ in 0..10 {
             p.candidates[0].health.record_failure(Failure::Broken, t0);
         }
         let later = t0 + Duration::from_secs(60);
