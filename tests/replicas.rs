@@ -413,3 +413,24 @@ async fn a_silent_postgres_is_a_prompt_503_not_a_hang() {
     })
     .await;
 }
+
+/// Replicas started together on an empty database (`docker compose up` of several) all come up:
+/// one creates the tables, the others wait for it and find nothing left to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_starting_together_on_an_empty_database_all_come_up() {
+    let (name, url) = fresh_pg_database().await;
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let y = yaml(&a, &b);
+    let e = [("DATABASE_URL", url.as_str()), ("SECRET_KEY", SECRET)];
+    let (g1, g2, g3) = tokio::join!(
+        Gateway::start_on(Backend::Postgres, &y, &e),
+        Gateway::start_on(Backend::Postgres, &y, &e),
+        Gateway::start_on(Backend::Postgres, &y, &e),
+    );
+    for gw in [&g1, &g2, &g3] {
+        assert_eq!(gw.chat(chat_body("lm")).await.status(), 200, "{}", gw.logs());
+    }
+    drop((g1, g2, g3));
+    drop_pg_database(&name).await;
+}

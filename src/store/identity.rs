@@ -75,9 +75,20 @@ impl Store {
             .optional()?))
     }
 
-    pub async fn update_user(&self, id: &str, changes: &UserChanges) -> Result<(), StoreError> {
+    /// Applies `changes`; with `revoke`, every token the user holds stops working: the token
+    /// version goes up in the same statement, from the stored value (two changes at once each
+    /// bump it; one computed from an earlier read could give a token issued in between back its
+    /// validity).
+    pub async fn update_user(&self, id: &str, changes: &UserChanges, revoke: bool) -> Result<(), StoreError> {
         with_conn!(self, |c| {
-            let n = diesel::update(users::table.find(id)).set(changes).execute(c).await?;
+            let n = if revoke {
+                diesel::update(users::table.find(id))
+                    .set((changes, users::token_version.eq(users::token_version + 1)))
+                    .execute(c)
+                    .await?
+            } else {
+                diesel::update(users::table.find(id)).set(changes).execute(c).await?
+            };
             found(n)
         })
     }

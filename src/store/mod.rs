@@ -212,6 +212,9 @@ impl DatabaseUrl {
     }
 }
 
+/// Key of the PostgreSQL advisory lock replicas take to migrate one at a time ("apiproxy").
+const MIGRATION_LOCK: i64 = 0x6170_6970_726f_7879;
+
 #[derive(Clone)]
 pub struct Store {
     db: Db,
@@ -275,9 +278,24 @@ impl Store {
         let err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
         match &self.db {
             Db::Pg(pool) => {
-                let conn = pool.get().await?;
+                // Replicas starting together on an empty database would each create the tables
+                // (and all but one fail): one migrates at a time, under a session advisory lock,
+                // and the others then find nothing pending.
+                let mut conn = pool.get().await?;
+                diesel_async::RunQueryDsl::execute(
+                    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")),
+                    &mut conn,
+                )
+                .await?;
                 let mut h = AsyncMigrationHarness::new(conn);
-                h.run_pending_migrations(PG_MIGRATIONS).map_err(err)?;
+                let migrated = h.run_pending_migrations(PG_MIGRATIONS).map(|_| ()).map_err(err);
+                let mut conn = h.into_inner();
+                diesel_async::RunQueryDsl::execute(
+                    diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")),
+                    &mut conn,
+                )
+                .await?;
+                migrated?;
             }
             Db::Sqlite(pool) => {
                 let conn = pool.get().await?;

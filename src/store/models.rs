@@ -51,7 +51,6 @@ pub struct UserChanges {
     pub password_hash: Option<String>,
     pub role: Option<String>,
     pub disabled: Option<bool>,
-    pub token_version: Option<i64>,
     pub updated_at: Option<i64>,
     pub key_allowed_providers: Option<Option<String>>,
     pub key_rate_limit_rps: Option<Option<i32>>,

@@ -183,7 +183,6 @@ async fn apply(app: &App, caller: &Caller, id: &str, body: UpdateBody) -> Result
         },
         role: body.role,
         disabled: body.disabled,
-        token_version: revoke.then_some(user.token_version + 1),
         updated_at: Some(now()),
         key_allowed_providers: match &body.key_allowed_providers {
             Some(list) => Some(check_allowed(app, "key_allowed_providers", list)?),
@@ -194,7 +193,7 @@ async fn apply(app: &App, caller: &Caller, id: &str, body: UpdateBody) -> Result
             None => None,
         },
     };
-    store.update_user(id, &changes).await?;
+    store.update_user(id, &changes, revoke).await?;
     if keys_changed {
         commit(app).await?;
     }
