@@ -193,6 +193,46 @@ async fn an_upstream_taken_out_of_its_route_leaves_the_gauges() {
     );
 }
 
+/// Requests Pingora refuses before any gateway code runs (a head that cannot be read, a `CONNECT`)
+/// are still counted and logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_refused_before_the_gateway_sees_them_are_counted() {
+    use tokio::io::AsyncWriteExt;
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    for (head, want) in [
+        ("GET /health HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n", "400"),
+        (
+            "CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
+            "405",
+        ),
+    ] {
+        let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        sock.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_to_close(&mut sock, Duration::from_secs(5)).await;
+        assert!(answer.starts_with(&format!("HTTP/1.1 {want}")), "{answer}");
+    }
+    let text = gw.metrics().await;
+    for kind in ["malformed_request", "method_not_allowed"] {
+        assert_eq!(
+            metric(&text, "apiproxy_client_errors_total", &[("type", kind)]),
+            1.0,
+            "{text}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &text,
+            "apiproxy_requests_total",
+            &[("outcome", "rejected"), ("status_class", "4xx")]
+        ),
+        2.0,
+        "{text}"
+    );
+    let logs = gw.logs_when(|l| l.contains("error=method_not_allowed")).await;
+    assert!(logs.contains("error=malformed_request"), "{logs}");
+}
+
 /// The route weight gauge is the weight the router uses: each logical model's own upstream
 /// weights (not the provider's), scaled by health.
 #[tokio::test(flavor = "multi_thread")]

@@ -43,6 +43,22 @@ fn failover_reason(a: &AttemptRecord) -> &'static str {
     }
 }
 
+/// A request Pingora refused before the gateway saw it (an unreadable head: 400; a `CONNECT`:
+/// 405): counted and logged like one the gateway refused, with what little is known of it.
+pub fn log_refused(app: &App, status: u16) {
+    let m = &app.metrics;
+    let code = if status == 405 {
+        "method_not_allowed"
+    } else {
+        "malformed_request"
+    };
+    m.requests
+        .with_label_values(&["none", "none", "none", "none", status_class(status), "rejected"])
+        .inc();
+    m.client_errors.with_label_values(&[code]).inc();
+    tracing::info!(request_id = %"-", status, outcome = %"rejected", error = %code, "request");
+}
+
 pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     let m = &app.metrics;
     if ctx.uncounted {
@@ -138,6 +154,8 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     tracing::info!(
         request_id = %ctx.request_id,
         client = ctx.client.as_ref().map_or("-", |c| &*c.name),
+        // Names are the owners' to choose and may repeat: the stored key's id tells them apart.
+        key_id = ctx.client.as_ref().and_then(|c| c.key_id.as_deref()).unwrap_or("-"),
         api,
         // The client's model: read from the body, or from the path (Gemini).
         model = ctx

@@ -361,6 +361,10 @@ impl ProxyHttp for Gateway {
         format!("{} {}, request_id: {}", req.method, req.uri.path(), ctx.request_id)
     }
 
+    fn request_refused(&self, status: u16, _error: Option<&Error>) {
+        logging::log_refused(&self.app, status);
+    }
+
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
         // `logging` writes one line per request with everything that matters.
         true

@@ -353,6 +353,8 @@ where
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
+                    // APIProxy patch: the service counts what it never sees.
+                    self.inner.request_refused(400, Some(&e));
                     downstream_session
                         .respond_error(400)
                         .await
@@ -386,6 +388,8 @@ where
             .is_some_and(|opts| opts.allow_connect_method_proxying)
             && downstream_session.req_header().method == Method::CONNECT
         {
+            // APIProxy patch: the service counts what it never sees.
+            self.inner.request_refused(405, None);
             downstream_session
                 .respond_error(405)
                 .await

@@ -380,6 +380,11 @@ pub trait ProxyHttp {
         None
     }
 
+    /// APIProxy patch: a request refused before any of the service's hooks ran: its head could
+    /// not be read (`status` 400, with the error) or it is a `CONNECT` (405). The service sees no
+    /// context and no `logging` for it; this is its chance to count it.
+    fn request_refused(&self, _status: u16, _error: Option<&Error>) {}
+
     /// APIProxy patch: a held response: its header and the body read so far (`end`: all of it).
     /// [`HeldResponse::More`] waits for more, [`HeldResponse::Release`] lets it go on to the usual
     /// filters, and an error ends the attempt with nothing sent to the client (so it can be
