@@ -434,3 +434,20 @@ async fn replicas_starting_together_on_an_empty_database_all_come_up() {
     drop((g1, g2, g3));
     drop_pg_database(&name).await;
 }
+
+/// The replica's subscription to configuration changes stays up while Redis does: no reconnect,
+/// and so no rebuild of the configuration, every few seconds (a subscribed connection answers
+/// PING with an array, which was taken for a dead connection).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_change_subscription_stays_up_without_rebuilding_the_configuration() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let prefix = RedisPrefix::new();
+    let gw = Gateway::start_on(Backend::Postgres, &yaml(&a, &b), &env(&prefix.0, REDIS_URL)).await;
+    let reloads = |text: &str| metric(text, "apiproxy_config_reloads_total", &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = reloads(&gw.metrics().await);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let after = reloads(&gw.metrics().await);
+    assert_eq!(after, before, "configuration rebuilt with nothing changed");
+}

@@ -502,7 +502,14 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
                 }
                 None => ctx.excluded.push(idx),
             }
-            Retry::Next
+            if status == 403 && choose_dry(&plan, &ctx.excluded, None, now).is_err() {
+                // Refused by the last upstream that could answer (a model its project may not
+                // use): its own 403 goes to the client, which no SDK retries, rather than a 502
+                // every SDK would send again.
+                Retry::No
+            } else {
+                Retry::Next
+            }
         }
         // This upstream does not serve the model (any more), or not at this path; another
         // candidate of the route may. The upstream is not unhealthy for it.

@@ -119,7 +119,9 @@ async fn subscribe(app: Arc<App>, client: redis::Client, channel: String) {
                     None => break,
                 },
                 _ = ping.tick() => {
-                    let alive = tokio::time::timeout(Duration::from_millis(500), sink.ping::<String>()).await;
+                    // A subscribed connection answers PING with `["pong", ""]` (RESP2), not
+                    // `PONG`: any reply that is not an error means it is alive.
+                    let alive = tokio::time::timeout(Duration::from_millis(500), sink.ping::<redis::Value>()).await;
                     if !matches!(alive, Ok(Ok(_))) {
                         break;
                     }
