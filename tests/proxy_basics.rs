@@ -1229,6 +1229,9 @@ async fn a_malformed_chunked_body_is_a_bad_request() {
     let answer = String::from_utf8_lossy(&seen).to_string();
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("malformed"), "{answer}");
+    // Where the broken body ends is unknown: nothing after it is read as a next request.
+    let rest = read_to_close(&mut sock, Duration::from_secs(5)).await;
+    assert!(!rest.contains("HTTP/1.1"), "{rest}");
     assert_eq!(a.hits(), 0);
     let text = gw.metrics().await;
     assert_eq!(
@@ -1352,4 +1355,86 @@ async fn a_pooled_connection_that_breaks_late_is_a_failed_attempt() {
     let metrics = gw.metrics().await;
     let attempts = metric(&metrics, "apiproxy_upstream_attempts_total", &[("provider", "closer")]);
     assert_eq!(attempts, 2.0, "{metrics}");
+}
+
+/// What a browser or a WebSocket client adds never reaches the provider: an `Origin` (Anthropic
+/// answers it 401, which would bench the provider's keys), a `Referer`, an upgrade.
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_and_upgrade_headers_stay_with_the_gateway() {
+    let a = Mock::start_style("anth", &["claude-x"], Style::Anthropic).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml_styled("anth", &a, ""))).await;
+    let headers = [
+        ("origin", "https://app.example.com"),
+        ("referer", "https://app.example.com/chat"),
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-version", "13"),
+    ];
+    let r = gw.post("/v1/chat/completions", chat_body("claude-x"), &headers).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let sent = a.last().unwrap();
+    for (name, _) in headers {
+        assert!(
+            sent.header(name).is_none(),
+            "{name} reached the provider: {:?}",
+            sent.headers
+        );
+    }
+}
+
+/// A Gemini client's key in `?key=` is found whatever else the request carries: an empty
+/// `x-api-key` hides nothing, and a key with URL-reserved characters arrives percent-encoded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_key_is_found_beside_an_empty_header_and_percent_decoded() {
+    const ODD_KEY: &str = "odd+key/with=reserved-0123456789";
+    let a = Mock::start_style("gm", &["gemini-x"], Style::Gemini).await;
+    let gw = Gateway::start(&format!(
+        "  - {{name: odd, key: \"{ODD_KEY}\"}}\nproviders:\n{}",
+        provider_yaml_styled("gm", &a, "")
+    ))
+    .await;
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
+    let encoded = "odd%2Bkey%2Fwith%3Dreserved-0123456789";
+    for (key, header) in [(CLIENT_KEY, Some("")), (encoded, None)] {
+        let mut req = gw
+            .client
+            .post(gw.url(&format!("/v1beta/models/gemini-x:generateContent?key={key}")))
+            .json(&body);
+        if let Some(v) = header {
+            req = req.header("x-api-key", v);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200, "{key}: {}", r.text().await.unwrap());
+    }
+}
+
+/// A session id with characters a path must encode (a space, a slash) is fetched with its id
+/// percent-encoded, as any client puts it in a URL.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_context_is_fetched_by_its_percent_encoded_id() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            chat_body("m"),
+            &[("x-session-id", "my session/1")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let mut v = Value::Null;
+    until("the context is written", Duration::from_secs(2), async || {
+        let r = gw
+            .client
+            .get(gw.url("/context/my%20session%2F1"))
+            .bearer_auth(CLIENT_KEY)
+            .send()
+            .await
+            .unwrap();
+        v = r.json().await.unwrap_or(Value::Null);
+        v["entries"].as_array().is_some_and(|e| !e.is_empty())
+    })
+    .await;
+    assert_eq!(v["session_id"], "my session/1", "{v}");
 }

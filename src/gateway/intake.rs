@@ -96,9 +96,10 @@ pub fn classify(method: &Method, uri: &http::Uri) -> Result<Endpoint, GatewayErr
         "/health" => (Endpoint::Health, Method::GET),
         "/models" | "/v1/models" => (Endpoint::Models, Method::GET),
         p if p.starts_with("/context/") && p.len() > "/context/".len() => {
-            let id = &p["/context/".len()..];
+            // As the client sent it in `X-Session-Id`: percent-encoded in a path.
+            let id = percent_encoding::percent_decode_str(&p["/context/".len()..]).decode_utf8_lossy();
             (
-                Endpoint::Context(super::session::session_key(id).to_string()),
+                Endpoint::Context(super::session::session_key(&id).to_string()),
                 Method::GET,
             )
         }
@@ -144,16 +145,18 @@ pub fn authenticate(session: &Session, app: &App, ctx: &mut RequestCtx) -> Resul
     let snapshot = ctx.snapshot.get_or_insert_with(|| app.snapshot()).clone();
     let auth = session.get_header(http::header::AUTHORIZATION).map(|v| v.as_bytes());
     // Anthropic clients send `x-api-key`, Gemini clients `x-goog-api-key` or `?key=`.
-    let query_key = session
+    // Percent-decoded: a key with `+`, `/` or `=` is sent encoded in a URL.
+    let query_key: Option<Vec<u8>> = session
         .req_header()
         .uri
         .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("key=")));
-    let key = session
-        .get_header("x-api-key")
-        .or_else(|| session.get_header("x-goog-api-key"))
-        .map(|v| v.as_bytes())
-        .or(query_key.map(str::as_bytes));
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("key=")))
+        .map(|k| percent_encoding::percent_decode_str(k).collect());
+    // An empty header hides no other way of sending the key.
+    let header = |name: &str| session.get_header(name).map(|v| v.as_bytes()).filter(|v| !v.is_empty());
+    let key = header("x-api-key")
+        .or_else(|| header("x-goog-api-key"))
+        .or(query_key.as_deref());
     let client = snapshot
         .clients
         .authenticate_remembering(auth, key, &mut ctx.accepted_key)?;

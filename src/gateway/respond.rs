@@ -44,9 +44,14 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayErr
     // A client told to go ahead with its body (or that sent it unasked) may still be sending it.
     let body_coming =
         !session.is_body_done() && (session.response_written().is_some() || !super::intake::expects_continue(session));
-    let client_failed = matches!(err, GatewayError::ClientRead(_) | GatewayError::BodyTimeout(_));
+    let client_failed = matches!(
+        err,
+        GatewayError::ClientRead(_) | GatewayError::BodyTimeout(_) | GatewayError::MalformedBody(_)
+    );
     if client_failed || matches!(err, GatewayError::BodyTooLarge { .. }) {
-        // The rest of the body was not read: the connection cannot carry another request.
+        // The rest of the body was not read (or its framing is broken, so where it ends is
+        // unknown: what follows must not be read as the next request): the connection cannot
+        // carry another request.
         session.set_keepalive(None);
     } else {
         // The client's upload time, not the gateway's (overhead metric).

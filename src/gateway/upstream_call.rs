@@ -22,9 +22,12 @@ const ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-
 const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 /// What the client sent that never goes upstream: its credentials for the gateway and the account
 /// they name (an OpenAI organization or project, a Google billing project: the provider's key
-/// belongs to another, and the provider would refuse the key), framing the gateway redoes, and
-/// `expect` (the whole body is sent at once: nothing to wait for).
-static CLIENT_ONLY_HEADERS: [HeaderName; 11] = [
+/// belongs to another, and the provider would refuse the key), framing the gateway redoes,
+/// `expect` (the whole body is sent at once: nothing to wait for), the page a browser client runs
+/// on (Anthropic answers a request with an `Origin` 401, which would bench the provider's keys;
+/// `mask` settings still send one of the operator's choosing), and a protocol upgrade (an answer
+/// is HTTP, never a WebSocket the provider's key opened).
+static CLIENT_ONLY_HEADERS: [HeaderName; 19] = [
     http::header::AUTHORIZATION,
     HeaderName::from_static("x-api-key"),
     HeaderName::from_static("x-goog-api-key"),
@@ -36,6 +39,15 @@ static CLIENT_ONLY_HEADERS: [HeaderName; 11] = [
     http::header::ACCEPT_ENCODING,
     ANTHROPIC_VERSION_HEADER,
     http::header::EXPECT,
+    http::header::ORIGIN,
+    http::header::REFERER,
+    http::header::UPGRADE,
+    // Pingora's own clean-up sets `Connection: Upgrade` again for a WebSocket request.
+    http::header::CONNECTION,
+    http::header::SEC_WEBSOCKET_KEY,
+    http::header::SEC_WEBSOCKET_VERSION,
+    http::header::SEC_WEBSOCKET_EXTENSIONS,
+    http::header::SEC_WEBSOCKET_PROTOCOL,
 ];
 /// Anthropic requires `max_tokens`; used when the client did not say.
 const DEFAULT_MAX_TOKENS: u32 = 4096;
