@@ -1557,3 +1557,39 @@ async fn a_host_address_that_refuses_is_passed_over() {
         "{text}"
     );
 }
+
+/// A body sent in tiny chunks (one byte each, mixed with a large one) arrives whole and in order at
+/// every upstream attempt: the small pieces are copied together as they come.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_sent_in_tiny_chunks_is_sent_whole_to_each_attempt() {
+    use tokio::io::AsyncWriteExt;
+    let (a, b, gw) = failover_pair().await;
+    a.script([Reply::status(503)]);
+    let filler = "x".repeat(8192);
+    let body =
+        json!({"model": "lm", "messages": [{"role": "user", "content": format!("héllo {filler} wörld")}]}).to_string();
+    let bytes = body.as_bytes();
+    let (head, rest) = bytes.split_at(200);
+    let (big, tail) = rest.split_at(6000);
+    let mut wire = Vec::new();
+    for piece in head.chunks(1).chain(std::iter::once(big)).chain(tail.chunks(1)) {
+        wire.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        wire.extend_from_slice(piece);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    sock.write_all(&wire).await.unwrap();
+    let answer = read_to_close(&mut sock, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for mock in [&a, &b] {
+        let sent = mock.last().unwrap().json();
+        assert_eq!(sent["messages"][0]["content"], format!("héllo {filler} wörld"));
+        assert_eq!(sent["model"], "m");
+    }
+}

@@ -194,6 +194,9 @@ pub fn expects_continue(session: &Session) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
+/// Body pieces smaller than this are copied together as they are read.
+const SMALL_PIECE: usize = 4096;
+
 /// Reads the whole body (it is needed to route on `model`, and is replayed on failover).
 pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
     let declared = session
@@ -225,6 +228,9 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     // The pieces are only counted and held (reference counts): Pingora's retry buffer keeps them too,
     // and joins a body of several pieces once for every upstream attempt; routing reads that same copy.
     let mut pieces: Vec<Bytes> = Vec::new();
+    // Small pieces (a body sent in tiny chunks) copied together: one `Bytes` each would cost
+    // many times their size.
+    let mut small = bytes::BytesMut::new();
     let mut len = 0usize;
     let deadline = tokio::time::Instant::now() + BODY_DEADLINE;
     loop {
@@ -235,7 +241,14 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
                 if len > limit {
                     return Err(GatewayError::BodyTooLarge { limit });
                 }
-                pieces.push(chunk);
+                if chunk.len() < SMALL_PIECE {
+                    small.extend_from_slice(&chunk);
+                } else {
+                    if !small.is_empty() {
+                        pieces.push(small.split().freeze());
+                    }
+                    pieces.push(chunk);
+                }
             }
             Ok(None) => break,
             // A client silent for the whole read timeout is a timeout too.
@@ -250,6 +263,9 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
                 });
             }
         }
+    }
+    if !small.is_empty() {
+        pieces.push(small.freeze());
     }
     Ok(match (session.get_retry_buffer(), pieces.len()) {
         (Some(body), _) if body.len() == len => body,

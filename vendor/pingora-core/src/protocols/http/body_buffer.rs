@@ -24,6 +24,9 @@ use bytes::{Bytes, BytesMut};
 /// the joined copy is kept for every later call (each upstream attempt asks for it again).
 pub struct FixedBuffer {
     pieces: Vec<Bytes>,
+    /// Small pieces, copied together (APIProxy patch): a body sent in tiny chunks would otherwise
+    /// cost a `Bytes` and an allocation per chunk, many times its own size.
+    small: BytesMut,
     joined: OnceLock<Bytes>,
     len: usize,
     capacity: usize,
@@ -34,6 +37,7 @@ impl FixedBuffer {
     pub fn new(capacity: usize) -> Self {
         FixedBuffer {
             pieces: Vec::new(),
+            small: BytesMut::new(),
             joined: OnceLock::new(),
             len: 0,
             capacity,
@@ -48,11 +52,19 @@ impl FixedBuffer {
         self.joined = OnceLock::new();
 
         if self.len + data.len() <= self.capacity {
-            self.pieces.push(data.clone());
+            if data.len() < SMALL_PIECE {
+                self.small.extend_from_slice(data);
+            } else {
+                if !self.small.is_empty() {
+                    self.pieces.push(self.small.split().freeze());
+                }
+                self.pieces.push(data.clone());
+            }
             self.len += data.len();
         } else {
             // Buffered data is no longer usable for a retry, so release its allocation.
             self.pieces = Vec::new();
+            self.small = BytesMut::new();
             self.len = 0;
             self.truncated = true;
         }
@@ -62,6 +74,7 @@ impl FixedBuffer {
         self.joined = OnceLock::new();
         self.truncated = false;
         self.pieces.clear();
+        self.small.clear();
         self.len = 0;
     }
     pub fn is_empty(&self) -> bool {
@@ -73,8 +86,8 @@ impl FixedBuffer {
     pub fn get_buffer(&self) -> Option<Bytes> {
         // TODO: return None if truncated?
         match self.pieces.as_slice() {
-            [] => None,
-            [one] => Some(one.clone()),
+            [] if self.small.is_empty() => None,
+            [one] if self.small.is_empty() => Some(one.clone()),
             pieces => Some(
                 self.joined
                     .get_or_init(|| {
@@ -82,6 +95,7 @@ impl FixedBuffer {
                         for piece in pieces {
                             joined.extend_from_slice(piece);
                         }
+                        joined.extend_from_slice(&self.small);
                         joined.freeze()
                     })
                     .clone(),
@@ -90,9 +104,30 @@ impl FixedBuffer {
     }
 }
 
+/// Pieces smaller than this are copied together rather than kept one by one.
+const SMALL_PIECE: usize = 4096;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiny_pieces_are_kept_together_in_order() {
+        let mut buffer = FixedBuffer::new(1 << 20);
+        let big = Bytes::from(vec![b'x'; SMALL_PIECE]);
+        for piece in [&b"a"[..], b"b", &big, b"c", b"d"] {
+            buffer.write_to_buffer(&Bytes::copy_from_slice(piece));
+        }
+        assert_eq!(buffer.pieces.len(), 2, "\"ab\" then the big piece; \"cd\" copied together");
+        let mut want = b"ab".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"cd");
+        assert_eq!(buffer.get_buffer().as_deref(), Some(&want[..]));
+        let mut only_small = FixedBuffer::new(16);
+        only_small.write_to_buffer(&Bytes::from_static(b"{"));
+        only_small.write_to_buffer(&Bytes::from_static(b"}"));
+        assert_eq!(only_small.get_buffer().as_deref(), Some(&b"{}"[..]));
+    }
 
     #[test]
     fn releases_storage_when_truncated() {
