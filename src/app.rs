@@ -140,7 +140,11 @@ impl App {
     /// (refused keys resting, rate budgets spent).
     pub fn swap(&self, next: Snapshot) {
         let prev = self.snapshot();
+        // Discovery is woken only for a provider that is new or listed otherwise: most changes
+        // (a client key, a logical model) leave every model list as it is.
+        let mut relist = false;
         for p in next.routes.providers() {
+            relist |= prev.routes.provider(&p.id).is_none_or(|old| !p.listed_as(old));
             if let Some(old) = prev.routes.provider(&p.id) {
                 p.carry_key_state(old);
                 if old.endpoint.host == p.endpoint.host && old.endpoint.port == p.endpoint.port {
@@ -157,7 +161,9 @@ impl App {
         self.metrics.retain_clients(&next.clients.names());
         self.metrics.config_reloads.with_label_values(&["applied"]).inc();
         self.rebuild_catalog();
-        self.topology_changed.notify_one();
+        if relist {
+            self.topology_changed.notify_one();
+        }
     }
 
     /// Rebuilds the model index after discovery or a configuration change.

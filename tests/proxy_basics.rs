@@ -1438,3 +1438,40 @@ async fn a_session_context_is_fetched_by_its_percent_encoded_id() {
     .await;
     assert_eq!(v["session_id"], "my session/1", "{v}");
 }
+
+/// A configuration change that leaves the providers as they were (a new client key) does not send
+/// discovery to every provider's model list again; a new provider is listed at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_provider_changes_send_discovery_out_again() {
+    let a = Mock::start("alpha", &["gpt-a"]).await;
+    let b = Mock::start("beta", &["gpt-b"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let listings = |m: &Mock| {
+        m.all_requests()
+            .iter()
+            .filter(|r| r.path_only().ends_with("/models"))
+            .count()
+    };
+    let before = listings(&a);
+    assert!(before >= 1, "listed at start");
+    let me = gw.admin().await;
+    let r = gw
+        .admin_req(reqwest::Method::POST, &format!("/users/{}/api-keys", me.user_id))
+        .await
+        .json(&json!({"name": "another"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(listings(&a), before, "a new client key lists no provider's models");
+    let r = gw
+        .admin_req(reqwest::Method::POST, "/providers")
+        .await
+        .json(&json!({"id": "beta", "base_url": b.url(), "api_keys": [{"key": "sk-beta-secret-key"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    until("beta listed", Duration::from_secs(3), async || listings(&b) >= 1).await;
+}

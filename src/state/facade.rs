@@ -416,11 +416,14 @@ impl State {
         }
     }
 
-    /// Asks Redis for a PING (even while marked down).
+    /// Asks Redis for a write (even while marked down): this replica's heartbeat. A PING would
+    /// pass on a Redis that refuses writes (out of memory, read-only after a failover, a failed
+    /// snapshot), and every recovery would end at the next write, four times a second.
     pub(super) async fn probe(&self) -> bool {
         let Some(b) = self.shared_any() else { return false };
-        match tokio::time::timeout(self.settings.timeout.max(Duration::from_millis(200)), b.ping()).await {
-            Ok(Ok(())) => true,
+        let wait = self.settings.timeout.max(Duration::from_millis(200));
+        match tokio::time::timeout(wait, b.heartbeat(&self.replica_id)).await {
+            Ok(Ok(_)) => true,
             Ok(Err(e)) => {
                 self.failed(&e);
                 false
@@ -430,5 +433,22 @@ impl State {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_redis_urls_are_taken() {
+        let url = |u: &'static str| move |k: &str| (k == "REDIS_URL").then(|| u.to_string());
+        assert!(StateSettings::from_env(&url("rediss://user:pw@redis.example.com:6380/0")).is_ok());
+        assert!(StateSettings::from_env(&url("redis://127.0.0.1:6379")).is_ok());
+        let err = StateSettings::from_env(&url("http://x")).err().unwrap_or_default();
+        assert!(
+            err.contains("not a valid Redis URL") && !err.contains("http://x"),
+            "{err}"
+        );
     }
 }

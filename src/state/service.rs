@@ -41,18 +41,25 @@ impl StateService {
             self.app.health.apply_shared(&shared, Instant::now(), unix_ms());
         }
     }
+}
 
-    /// After an outage: bindings made meanwhile go back to Redis, and the snapshot is rebuilt in
-    /// case a change notification was missed. Health deltas were kept and go with the next sync.
-    async fn resync(&self) {
-        self.app.state.replay().await;
-        if self.app.store().is_some() {
-            if let Err(e) = crate::live::reload(&self.app).await {
-                tracing::warn!(error = %e, "snapshot rebuild after the redis outage failed; the poll will retry");
-            }
+/// After an outage: bindings made meanwhile go back to Redis, and the snapshot is rebuilt in case
+/// a change notification was missed. Health deltas were kept and go with the next sync. Runs on
+/// its own task: the replay may take seconds, and the heartbeat must go on meanwhile (a replica
+/// silent for 5 s is no longer counted, and the others take its share of every key's rate).
+async fn resync(app: Arc<App>) {
+    app.state.replay().await;
+    if app.store().is_some() {
+        if let Err(e) = crate::live::reload(&app).await {
+            tracing::warn!(error = %e, "snapshot rebuild after the redis outage failed; the poll will retry");
         }
     }
 }
+
+/// How long after this replica (re)registers the count of replicas may only go up: the others
+/// register again within a heartbeat or so, and counting too few meanwhile gives each a larger
+/// share of every key's rate than is theirs.
+const RECOUNT: Duration = Duration::from_secs(5);
 
 /// Health deltas on their way to shared state: one batch at a time, sent again under the same id
 /// until it is acknowledged, so a call that timed out after Redis applied it is not counted twice.
@@ -178,6 +185,8 @@ impl BackgroundService for StateService {
         // after which a replica is no longer counted, and each would then count itself alone.
         let mut beat = tokio::time::interval(HEARTBEAT);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut registered = Instant::now();
+        let mut resyncing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -186,7 +195,10 @@ impl BackgroundService for StateService {
                         if !(state.probe().await && state.answered()) {
                             continue;
                         }
-                        self.resync().await;
+                        registered = Instant::now();
+                        if resyncing.as_ref().is_none_or(|r| r.is_finished()) {
+                            resyncing = Some(tokio::spawn(resync(self.app.clone())));
+                        }
                     }
                     self.sync_health(&mut outbox).await;
                 }
@@ -195,6 +207,7 @@ impl BackgroundService for StateService {
                         continue;
                     }
                     if let Some(n) = state.heartbeat().await {
+                        let n = if registered.elapsed() < RECOUNT { n.max(state.replicas()) } else { n };
                         state.set_replicas(n);
                     }
                 }

@@ -140,6 +140,16 @@ impl Provider {
     }
 
     /// Whether this provider is asked where and as `old` was, so what its keys learnt holds here.
+    /// Whether its model list is fetched as `old`'s was: asked the same way, with the same keys,
+    /// and discovered (or not) alike. A configuration change that leaves every provider so needs
+    /// no new round of discovery.
+    pub fn listed_as(&self, old: &Provider) -> bool {
+        self.asked_as(old)
+            && self.static_models.is_none() == old.static_models.is_none()
+            && self.keys.len() == old.keys.len()
+            && self.keys.iter().zip(&old.keys).all(|(a, b)| a.header == b.header)
+    }
+
     fn asked_as(&self, old: &Provider) -> bool {
         self.endpoint == old.endpoint
             && self.extra_headers == old.extra_headers
