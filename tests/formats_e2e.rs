@@ -951,3 +951,31 @@ async fn an_error_body_that_breaks_off_still_reaches_the_client_as_its_error() {
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
     assert!(v["error"]["message"].is_string(), "{v}");
 }
+
+/// A Gemini stream sent as a JSON array streams on as it comes: its first element reaches the
+/// client at once, not held back until enough bytes came to rule out an error object.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gemini_json_array_stream_is_not_held_back() {
+    use futures_util::StreamExt;
+    let (g, gw) = gemini_setup().await;
+    g.set_event_gap(std::time::Duration::from_millis(700));
+    g.script([Reply::JsonArray(Box::new(Reply::Ok))]);
+    let started = std::time::Instant::now();
+    let r = gw
+        .chat(json!({"model": "gem-x", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("tok0") {
+        let Some(Ok(chunk)) = body.next().await else {
+            panic!("ended before the first token")
+        };
+        seen.extend_from_slice(&chunk);
+    }
+    let first = started.elapsed();
+    assert!(
+        first < std::time::Duration::from_millis(600),
+        "first token after {first:?}"
+    );
+}

@@ -364,6 +364,13 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
                 .and_then(|what| verdict(ErrorKind::Upstream, HeldSource::NoAnswer(what))),
             _ => None,
         }
+    } else if resp.status.is_success()
+        && super::response::gemini_stream(ctx, format)
+        && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+    {
+        // A Gemini stream sent as a JSON array (a server that ignores `alt=sse`): it streams on as
+        // it comes, its first element not held back for bytes that could never say "error".
+        None
     } else if resp.status.is_success() {
         // Any other whole answer: an error object says so in its first bytes (`{"error"`,
         // Anthropic's `{"type":"error"`, a Responses object's `"status":"failed","error"`), so an

@@ -384,6 +384,12 @@ pub fn abort_stream(ctx: &mut RequestCtx) -> Option<Bytes> {
             ctx.response = ResponseMode::Pass;
             return Some(rendered);
         }
+        ResponseMode::Translate(_) => {
+            // A whole answer to translate (too large to hold to its end) that broke off: nothing of
+            // it went out but the header, so the client gets an error body in its format rather
+            // than an empty one under its 200.
+            out = error_body(client, "The upstream answer broke before it was complete").to_vec();
+        }
         _ => return None,
     }
     ctx.stream_cut = true;

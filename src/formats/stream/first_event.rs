@@ -44,11 +44,21 @@ pub fn first_event(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent 
         }
         rest = &rest[end..];
     }
-    if complete {
-        FirstEvent::NoEvent
-    } else {
-        FirstEvent::Pending
+    if !complete {
+        return FirstEvent::Pending;
     }
+    // The end: a last event may lack its blank line, which the stream's own reading accepts
+    // (`SseParser::finish`), so it is judged here too rather than taken for no answer.
+    let mut first = None;
+    let mut on_frame = |frame: Frame<'_>| {
+        if first.is_none() && frame.event != Some("ping") && !frame.data.trim().is_empty() {
+            first = Some(judge(from, &frame));
+        }
+    };
+    let mut parser = SseParser::new(rest.len() + 1, false);
+    let _ = parser.push(rest, &mut on_frame);
+    parser.finish(&mut on_frame);
+    first.unwrap_or(FirstEvent::NoEvent)
 }
 
 /// Where the first event of `body` ends: just past its blank line, two line ends in a row (each
@@ -237,6 +247,15 @@ mod tests {
         assert_eq!(first_event(WireFormat::Anthropic, b"", true), FirstEvent::NoEvent);
         let pings = b": PROCESSING\n\nevent: ping\ndata: {\"type\":\"ping\"}\n\n";
         assert_eq!(first_event(WireFormat::Anthropic, pings, true), FirstEvent::NoEvent);
+        // A stream of one event without its blank line, then the end: that event is judged, as
+        // the stream's own reading would take it.
+        let unclosed = b"data: {\"error\":{\"message\":\"bad param\",\"type\":\"invalid_request_error\"}}\n";
+        assert!(matches!(
+            first_event(WireFormat::OpenAiChat, unclosed, true),
+            FirstEvent::Error(_)
+        ));
+        let unclosed = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}";
+        assert_eq!(first_event(WireFormat::OpenAiChat, unclosed, true), FirstEvent::Content);
         // A later error is a mid-stream error, not a first event.
         let later = b"data: {\"choices\":[]}\n\ndata: {\"error\":{\"message\":\"x\"}}\n\n";
         assert_eq!(first_event(WireFormat::OpenAiChat, later, false), FirstEvent::Content);

@@ -494,8 +494,9 @@ impl StreamConverter {
     /// ignores (formats.md §4.8). Only whole events have been written, so it starts on a boundary.
     /// Gemini clients get none: their SDK reads every line of a stream as an event.
     pub fn keepalive(&mut self, out: &mut Vec<u8>) {
-        // After the terminator nothing more belongs to the stream, even if the upstream lingers.
-        if self.ended || self.decoder.completed() {
+        // After the terminator (or the upstream's error event) nothing more belongs to the stream,
+        // even if the upstream lingers.
+        if self.ended || self.decoder.completed() || self.decoder.errored() {
             return;
         }
         match &mut self.output {

@@ -133,7 +133,13 @@ impl SseParser {
             });
         if whole {
             if self.keep_raw {
-                self.raw.push(b'\n');
+                // Its last line ended with a lone `\r`: a `\n` alone would make that one CRLF line
+                // end, and the event would still lack its blank line.
+                if self.raw.last() == Some(&b'\r') {
+                    self.raw.extend_from_slice(b"\n\n");
+                } else {
+                    self.raw.push(b'\n');
+                }
             }
             self.end_line(&[], on_frame);
         }
@@ -271,6 +277,16 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    #[test]
+    fn a_last_event_ended_by_a_lone_cr_gets_its_blank_line() {
+        let mut p = SseParser::new(1024, true);
+        let mut raw = Vec::new();
+        let mut keep = |f: Frame<'_>| raw.extend_from_slice(f.raw);
+        p.push(b"data: {\"a\":1}\r", &mut keep).unwrap();
+        p.finish(&mut keep);
+        assert_eq!(raw, b"data: {\"a\":1}\r\n\n", "a CRLF, then a blank line");
     }
 
     #[test]
