@@ -126,11 +126,12 @@ pub trait StateBackend: Send + Sync {
 }
 
 /// The key a session context is filed under for a client: the stored key's id, or the name of a
-/// key from the config file.
+/// key from the config file, with its length: Redis keys join their parts with `:`, which a name
+/// may hold (client `team` with session `x:1` and client `team:x` with session `1` must not meet).
 pub fn context_owner(client: &crate::auth::ClientIdentity) -> String {
     match &client.key_id {
         Some(id) => format!("k:{id}"),
-        None => format!("c:{}", client.name),
+        None => format!("c{}:{}", client.name.len(), client.name),
     }
 }
 

@@ -223,6 +223,31 @@ async fn session_context_is_bounded_and_per_owner(b: &dyn StateBackend) {
 }
 both!(session_context_is_bounded_and_per_owner);
 
+/// Config-file clients whose names hold `:` never share a context through the key's layout.
+async fn owners_with_colons_in_their_names_stay_apart(b: &dyn StateBackend) {
+    let limits = ContextLimits {
+        max_entries: 3,
+        ttl: Duration::from_secs(60),
+    };
+    let owner = |name: &str| {
+        context_owner(&crate::auth::ClientIdentity {
+            name: name.into(),
+            key_id: None,
+            allowed_providers: None,
+            rate_limit_rps: None,
+            user_limit: None,
+        })
+    };
+    b.push_context(&owner("team:x"), "1", "{\"who\":\"team:x\"}", limits)
+        .await
+        .unwrap();
+    assert!(
+        b.context(&owner("team"), "x:1").await.unwrap().is_empty(),
+        "client team reads client team:x's session 1"
+    );
+}
+both!(owners_with_colons_in_their_names_stay_apart);
+
 async fn model_lists_expire(b: &dyn StateBackend) {
     assert_eq!(b.models("p").await.unwrap(), None);
     let list = vec!["a".to_string(), "b".to_string()];
