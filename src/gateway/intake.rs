@@ -78,11 +78,27 @@ fn gemini_call(path: &str, query: Option<&str>) -> Option<GeminiCall> {
 /// The API a path belongs to, by its prefix, for errors about the path itself; `None` (OpenAI's
 /// shape) for paths of no API.
 pub fn format_of_path(path: &str) -> Option<WireFormat> {
-    if path.starts_with("/v1/messages") {
+    // The same prefixes `classify` takes, with and without `/v1`.
+    let unversioned = path.strip_prefix("/v1").filter(|p| p.starts_with('/')).unwrap_or(path);
+    // `/v1/models/{model}:{method}` is Gemini's only with Gemini's methods: an OpenAI model id
+    // may hold `:` too (`ft:gpt-4o:org:id`).
+    let gemini_method = |p: &str| {
+        p.rsplit_once(':').is_some_and(|(_, m)| {
+            [
+                "generateContent",
+                "streamGenerateContent",
+                "countTokens",
+                "embedContent",
+                "batchEmbedContents",
+            ]
+            .contains(&m)
+        })
+    };
+    if unversioned.starts_with("/messages") {
         Some(WireFormat::Anthropic)
-    } else if path.starts_with("/v1beta/") || (path.starts_with("/v1/models/") && path.contains(':')) {
+    } else if path.starts_with("/v1beta/") || (path.starts_with("/v1/models/") && gemini_method(path)) {
         Some(WireFormat::Gemini)
-    } else if path.starts_with("/v1/responses") {
+    } else if unversioned.starts_with("/responses") {
         Some(WireFormat::OpenAiResponses)
     } else {
         None
@@ -339,6 +355,23 @@ fn require_object(body: &[u8]) -> Result<(), BodyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_about_a_path_are_said_in_the_format_it_belongs_to() {
+        for (path, want) in [
+            ("/messages", Some(WireFormat::Anthropic)),
+            ("/v1/messages/count_tokens", Some(WireFormat::Anthropic)),
+            ("/responses", Some(WireFormat::OpenAiResponses)),
+            ("/v1beta/models/x:countTokens", Some(WireFormat::Gemini)),
+            ("/v1/models/gem:streamGenerateContent", Some(WireFormat::Gemini)),
+            // An OpenAI fine-tuned model's id holds `:`; its retrieval is OpenAI's.
+            ("/v1/models/ft:gpt-4o:org:id", None),
+            ("/v1/chat/completions", None),
+            ("/v1messages", None),
+        ] {
+            assert_eq!(format_of_path(path), want, "{path}");
+        }
+    }
 
     #[test]
     fn classifies_paths() {
