@@ -451,3 +451,29 @@ async fn the_change_subscription_stays_up_without_rebuilding_the_configuration()
     let after = reloads(&gw.metrics().await);
     assert_eq!(after, before, "configuration rebuilt with nothing changed");
 }
+
+/// A change saved to the database reaches every replica even when nothing announced it (a process
+/// that died between its write and the change marker, a change an operator made in SQL): the
+/// database moves the marker itself, in the write's own transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_written_straight_to_the_database_is_picked_up() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let gw = Gateway::start_on(Backend::Postgres, &yaml(&a, &b), &[("SECRET_KEY", SECRET)]).await;
+    let key = mint(&gw, None).await;
+    assert_eq!(call(&gw, &key, None).await.0, 200);
+    let (client, conn) = tokio_postgres::connect(&gw.database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    client
+        .batch_execute("UPDATE api_keys SET disabled = true")
+        .await
+        .unwrap();
+    drop(client);
+    let _ = task.await;
+    until("the key refused", Duration::from_secs(5), async || {
+        call(&gw, &key, None).await.0 == 401
+    })
+    .await;
+}
