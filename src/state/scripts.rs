@@ -61,8 +61,12 @@ return 1
 "#;
 
 /// Folds a batch of health deltas (ARGV[1], JSON: [[upstream, delta], ...]) into the hash KEYS[1]
-/// with the same arithmetic as `local::fold_health`, and returns the whole hash.
+/// with the same arithmetic as `local::fold_health`, and returns the whole hash. Each entry keeps
+/// when it last changed (`at`); one no replica has reported on for an hour (an upstream taken out
+/// of the configuration) is dropped, so the hash every replica reads does not grow with history.
 pub const SYNC_HEALTH: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local batch = cjson.decode(ARGV[1])
 local keep = 1 - tonumber(ARGV[2])
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', 600000) then batch = {} end
@@ -84,10 +88,26 @@ for _, item in ipairs(batch) do
   elseif d.closed then
     s.open_until_ms = 0
   end
+  s.at = now
   redis.call('HSET', KEYS[1], u, cjson.encode(s))
 end
 redis.call('PEXPIRE', KEYS[1], 86400000)
-return redis.call('HGETALL', KEYS[1])
+local all = redis.call('HGETALL', KEYS[1])
+local kept = {}
+for i = 1, #all, 2 do
+  local s = cjson.decode(all[i + 1])
+  if s.at == nil then
+    s.at = now
+    redis.call('HSET', KEYS[1], all[i], cjson.encode(s))
+  end
+  if now - s.at > 3600000 then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    kept[#kept + 1] = all[i]
+    kept[#kept + 1] = all[i + 1]
+  end
+end
+return kept
 "#;
 
 /// Registers replica ARGV[1] in the sorted set KEYS[1], forgets replicas silent for ARGV[2] ms,

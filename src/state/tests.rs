@@ -566,3 +566,31 @@ async fn context_written_during_an_outage_is_written_back() {
     );
     assert_eq!(state.context("key", "s").await.len(), 2);
 }
+
+/// An upstream no replica has reported on for an hour (taken out of the configuration) leaves the
+/// shared health hash; one reported on stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_health_forgets_upstreams_nobody_reports_on() {
+    let r = TestRedis::new();
+    let stale = r#"{"latency_ms":5,"error_rate":0,"cooldown_until_ms":0,"open_until_ms":0,"at":1000}"#;
+    let mut c = ::redis::Client::open(REDIS).unwrap().get_connection().unwrap();
+    let _: i64 = ::redis::cmd("HSET")
+        .arg(format!("{}health", r.prefix))
+        .arg("gone/m")
+        .arg(stale)
+        .query(&mut c)
+        .unwrap();
+    let delta = HealthDelta {
+        successes: 1,
+        latency_ms: 10.0,
+        ..HealthDelta::default()
+    };
+    let view = r.backend.sync_health("b1", &[("kept/m".into(), delta)]).await.unwrap();
+    let names: Vec<&str> = view.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(names, ["kept/m"]);
+    let left: Vec<String> = ::redis::cmd("HKEYS")
+        .arg(format!("{}health", r.prefix))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(left, ["kept/m"]);
+}
