@@ -1326,6 +1326,17 @@ async fn secrets_never_leak(backend: Backend) {
     )
     .await;
     seen.push_str(&v.to_string());
+    // A key sent in the config file's shape (a bare string where an object is expected): refused,
+    // without quoting it back.
+    let (s, v) = send(
+        &gw,
+        Method::POST,
+        "/providers",
+        Some(json!({"id": "delta", "base_url": c.url(), "api_keys": [provider_secret]})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    seen.push_str(&v.to_string());
     let keys = format!("/users/{}/api-keys", admin.user_id);
     let (_, v) = send(&gw, Method::POST, &keys, Some(json!({"name": "k"}))).await;
     let client_key = v["key"].as_str().unwrap().to_string();

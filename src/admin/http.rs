@@ -32,7 +32,7 @@ impl Req {
             .map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
-                let message = inner.to_string();
+                let message = without_quoted_string(inner.to_string());
                 // A missing field is named only in the message; the path is its parent. (For an
                 // unknown field the path already ends with it.)
                 let missing = message
@@ -58,6 +58,18 @@ impl Req {
                 false => Ok(v),
             })
     }
+}
+
+/// serde's "invalid type: string \"…\", expected …" quotes the value: a provider key sent where an
+/// object was expected would come back in the error. The value is left out.
+fn without_quoted_string(message: String) -> String {
+    let Some(start) = message.find(": string \"") else {
+        return message;
+    };
+    let Some(end) = message[start..].find("\", expected").map(|e| start + e + 1) else {
+        return message;
+    };
+    format!("{}: a string{}", &message[..start], &message[end..])
 }
 
 fn between_ticks(s: &str) -> Option<&str> {
@@ -249,6 +261,15 @@ fn has_nul_escape(json: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misplaced_string_is_not_quoted_back() {
+        let m = without_quoted_string(
+            r#"invalid type: string "sk-live-0123", expected struct KeyInput at line 1 column 9"#.into(),
+        );
+        assert_eq!(m, "invalid type: a string, expected struct KeyInput at line 1 column 9");
+        assert_eq!(without_quoted_string("missing field `id`".into()), "missing field `id`");
+    }
 
     #[test]
     fn queries_decode() {
