@@ -292,9 +292,7 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
             return Err(origin.err(place("timeouts"), "every timeout must be above 0 ms"));
         }
         for (k, v) in &p.headers {
-            if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
-                return Err(origin.err(place(&format!("headers.{k}")), "is not a valid HTTP header"));
-            }
+            crate::upstream::check_extra_header(k, v).map_err(|m| origin.err(place(&format!("headers.{k}")), m))?;
         }
         for (field, path) in [
             ("chat", &p.paths.chat),
@@ -304,9 +302,7 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
             ("gemini", &p.paths.gemini),
         ] {
             if let Some(path) = path {
-                if !path.starts_with('/') {
-                    return Err(origin.err(place(&format!("paths.{field}")), "must start with `/`"));
-                }
+                crate::upstream::check_path(path).map_err(|m| origin.err(place(&format!("paths.{field}")), m))?;
             }
         }
         for (k, key) in p.api_keys.iter().enumerate() {

@@ -13,6 +13,13 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn parse(url: &str) -> Result<Self, String> {
+        // Credentials in the URL would never be sent (the `Host` header carries none), and every
+        // error and view that shows the URL would show them: refused, without echoing the URL.
+        let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.contains('@') {
+            return Err("must not carry a user name or password: put credentials in `api_keys` or `headers`".into());
+        }
         let uri: http::Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
@@ -69,6 +76,44 @@ impl Endpoint {
     }
 }
 
+/// Headers the gateway sets or frames itself, which a provider's `headers:` may not replace: the
+/// body's framing, the connection, and `accept-encoding` (answers must come uncompressed to be
+/// watched and translated).
+const GATEWAY_OWNED_HEADERS: [&str; 10] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "accept-encoding",
+];
+
+/// Checks one of a provider's extra `headers:` (the config file and the admin API alike).
+pub fn check_extra_header(name: &str, value: &str) -> Result<(), &'static str> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() || http::HeaderValue::from_str(value).is_err() {
+        return Err("is not a valid HTTP header");
+    }
+    if GATEWAY_OWNED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        return Err("is set by the gateway itself and cannot be replaced");
+    }
+    Ok(())
+}
+
+/// Checks a provider's path override: a path the upstream request line can carry as it is.
+pub fn check_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("must start with `/`");
+    }
+    if path.contains(['?', '#']) || path.parse::<http::uri::PathAndQuery>().is_err() {
+        return Err("must be a plain URL path (no spaces, `?` or `#`)");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +130,16 @@ mod tests {
         assert_eq!(e.literal_addr(), Some("127.0.0.1:9000".parse().unwrap()));
         assert_eq!(e.authority(), "127.0.0.1:9000");
         assert!(Endpoint::parse("ftp://x").is_err());
+        let err = Endpoint::parse("https://user:s3cret@gw.example.com/v1").unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(check_extra_header("api-key", "x").is_ok());
+        for owned in ["Accept-Encoding", "transfer-encoding", "host", "connection"] {
+            assert!(check_extra_header(owned, "x").is_err(), "{owned}");
+        }
+        assert!(check_path("/v1/chat/completions").is_ok());
+        for bad in ["v1/chat", "/v1/chat completions", "/v1/chat?x=1", "/a#b"] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
         assert!(Endpoint::parse("nonsense").is_err());
     }
 }

@@ -9,6 +9,6 @@ mod provider;
 
 pub use catalog::ModelCatalog;
 pub use discovery::{fetch_raw_models, Discovery};
-pub use endpoint::Endpoint;
+pub use endpoint::{check_extra_header, check_path, Endpoint};
 pub use media::{FetchError, MediaFetcher};
 pub use provider::{KeyChoice, Provider, ProviderExtras, ProviderKey};

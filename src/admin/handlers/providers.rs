@@ -271,9 +271,7 @@ fn check_settings(base_url: &str, weight: f64, s: &ProviderSettings) -> Result<(
         return Err(ApiError::bad("timeouts", "every timeout must be above 0 ms"));
     }
     for (k, v) in &s.headers {
-        if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
-            return Err(ApiError::bad(format!("headers.{k}"), "is not a valid HTTP header"));
-        }
+        crate::upstream::check_extra_header(k, v).map_err(|m| ApiError::bad(format!("headers.{k}"), m))?;
     }
     for (field, path) in [
         ("chat", &s.paths.chat),
@@ -282,8 +280,8 @@ fn check_settings(base_url: &str, weight: f64, s: &ProviderSettings) -> Result<(
         ("messages", &s.paths.messages),
         ("gemini", &s.paths.gemini),
     ] {
-        if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
-            return Err(ApiError::bad(format!("paths.{field}"), "must start with `/`"));
+        if let Some(p) = path {
+            crate::upstream::check_path(p).map_err(|m| ApiError::bad(format!("paths.{field}"), m))?;
         }
     }
     if let Some(c) = s.retryable_status_codes.iter().find(|c| !(100..=599).contains(*c)) {
