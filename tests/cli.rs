@@ -202,6 +202,9 @@ async fn debug_logs_of_upstream_heads_hide_provider_credentials() {
         assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
         assert_eq!(a.last().unwrap().header("api-key"), Some("hdr-secret-value"));
         let logs = gw.logs_when(|l| l.contains("Sending header to upstream")).await;
+        // The line that would carry them is there: the check below is not passed by its absence.
+        assert!(logs.contains("Sending header to upstream"), "{level}: {logs}");
+        assert!(logs.contains("Sensitive"), "{level}: the key shown as Sensitive");
         for secret in ["sk-provider-secret", "hdr-secret-value", CLIENT_KEY] {
             assert!(!logs.contains(secret), "{level}: {secret} in logs");
         }

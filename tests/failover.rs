@@ -977,17 +977,26 @@ async fn failing_provider_is_taken_out_and_let_back_after_a_probe() {
         alpha >= 10,
         "alpha back in rotation with most of the weight: {alpha}/20"
     );
-    let metrics = gw
+    let v: Value = gw
         .client
         .get(gw.admin_url("/providers"))
         .bearer_auth(gw.admin().await.token)
         .send()
         .await
         .unwrap()
-        .text()
+        .json()
         .await
         .unwrap();
-    assert!(metrics.contains("\"circuit\":\"closed\""), "{metrics}");
+    // Alpha's own upstream, not any (beta's circuit never opened).
+    let alpha_m = v["providers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["id"] == "alpha")
+        .flat_map(|p| p["upstreams"].as_array().cloned().unwrap_or_default())
+        .find(|u| u["model"] == "m")
+        .unwrap_or_default();
+    assert_eq!(alpha_m["health"]["circuit"], "closed", "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -859,6 +859,7 @@ fn request_to_gemini_pairs_function_responses() {
             "model and stream live in the URL"
         );
         let contents = v["contents"].as_array().unwrap();
+        let mut total_calls = 0;
         for (i, c) in contents.iter().enumerate() {
             assert!(!c["parts"].as_array().unwrap().is_empty(), "no empty parts");
             if c["role"] == "model" {
@@ -868,6 +869,7 @@ fn request_to_gemini_pairs_function_responses() {
                     .iter()
                     .filter(|p| p.get("functionCall").is_some())
                     .count();
+                total_calls += calls;
                 if calls > 0 {
                     let next = &contents[i + 1];
                     let responses: Vec<&Value> = next["parts"]
@@ -898,6 +900,9 @@ fn request_to_gemini_pairs_function_responses() {
                 }
             }
         }
+        // The fixtures' calls (two parallel ones at least) are there: none was dropped, which the
+        // loop alone would pass.
+        assert!(total_calls >= 2, "{}: {v}", from.label());
     }
     // A Gemini signature smuggled through a Responses client comes back byte-exact.
     let input = fixture("requests/tools.openai_responses.json").unwrap();

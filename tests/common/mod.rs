@@ -462,6 +462,17 @@ pub fn provider_key(id: &str) -> String {
 
 /// The sum of the values of metric `name` whose labels contain every `want` pair.
 pub fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    // A family with no series yet is left out of the text, so a misspelt name would read as 0 and
+    // every "nothing counted" check would pass: the name must be one the gateway registers.
+    static REGISTERED: &str = include_str!("../../src/metrics.rs");
+    let family = ["_bucket", "_count", "_sum"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name);
+    assert!(
+        REGISTERED.contains(&format!("\"{family}\"")),
+        "{name} is no metric the gateway exports"
+    );
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
