@@ -1133,6 +1133,18 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     );
     assert_eq!(send(&gw, Method::DELETE, "/providers/alpha", None).await.0, 409);
 
+    // A provider a logical model still names is not deleted out from under it (the model would be
+    // left with a dead upstream that a later provider of the same id would quietly fill).
+    let lm = json!({"id": "uses-gamma", "upstreams": [{"provider": "gamma", "model": "gpt-c"}]});
+    assert_eq!(send(&gw, Method::POST, "/logical-models", Some(lm)).await.0, 201);
+    let (s, v) = send(&gw, Method::DELETE, "/providers/gamma", None).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v.to_string().contains("uses-gamma"), "{v}");
+    assert_eq!(
+        send(&gw, Method::DELETE, "/logical-models/uses-gamma", None).await.0,
+        204
+    );
+
     // Delete: gone from the proxy within a second.
     assert_eq!(send(&gw, Method::DELETE, "/providers/gamma", None).await.0, 204);
     let took = until_status(&gw, CLIENT_KEY, "gamma/gpt-c", 404).await;

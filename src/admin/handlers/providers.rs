@@ -479,12 +479,55 @@ pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
 pub async fn delete(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let id = req.param("id");
     ensure_stored(app, id)?;
+    let uses = users_of(app, id).await?;
+    if !uses.is_empty() {
+        // Its references would stay behind, dead (a logical model with no upstream, a key allowed
+        // nothing), and quietly come back to life with the next provider of the same id.
+        return Err(ApiError::Conflict(format!(
+            "provider `{id}` is still named by {}: change those first",
+            uses.join(", ")
+        )));
+    }
     store(app)?
         .delete_provider(id)
         .await
         .map_err(|e| not_found(e, "no such provider"))?;
     commit(app).await?;
     Ok(Reply::no_content())
+}
+
+/// What names provider `id`: logical models (the file's and stored ones), users' key limits and
+/// API keys' allowed providers.
+async fn users_of(app: &App, id: &str) -> Result<Vec<String>, ApiError> {
+    let store = store(app)?;
+    let names = |list: &Option<String>| {
+        list.as_deref()
+            .and_then(|j| serde_json::from_str::<Vec<String>>(j).ok())
+            .is_some_and(|l| l.iter().any(|p| p == id))
+    };
+    let mut uses: Vec<String> = app
+        .config
+        .logical_models
+        .iter()
+        .filter(|l| l.upstreams.iter().any(|u| u.provider == id))
+        .map(|l| format!("logical model `{}`", l.id))
+        .collect();
+    for b in store.logical_bundles().await? {
+        if b.upstreams.iter().any(|u| u.provider_id == id) {
+            uses.push(format!("logical model `{}`", b.row.id));
+        }
+    }
+    for user in store.list_users().await? {
+        if names(&user.key_allowed_providers) {
+            uses.push(format!("the key limits of user `{}`", user.username));
+        }
+        for key in store.list_api_keys(&user.id).await? {
+            if names(&key.allowed_providers) {
+                uses.push(format!("API key `{}` of user `{}`", key.name, user.username));
+            }
+        }
+    }
+    Ok(uses)
 }
 
 fn live_provider(app: &App, id: &str) -> Result<std::sync::Arc<Provider>, ApiError> {
