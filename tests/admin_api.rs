@@ -1125,6 +1125,25 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     );
     let (s, v) = send(&gw, Method::PUT, "/providers/gamma", Some(json!({"base_url": "nope"}))).await;
     assert_eq!((s, field(&v)), (400, "base_url"));
+    // Part of a nested setting changes that part: the rest keeps its value.
+    let set = json!({"timeouts": {"connect_ms": 4000, "first_byte_ms": 90000},
+                     "paths": {"chat": "/api/chat", "models": "/api/models"}});
+    assert_eq!(send(&gw, Method::PUT, "/providers/gamma", Some(set)).await.0, 200);
+    let part = json!({"timeouts": {"idle_ms": 300000}, "paths": {"models": null}});
+    let (s, v) = send(&gw, Method::PUT, "/providers/gamma", Some(part)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["settings"]["timeouts"],
+        json!({"connect_ms": 4000, "first_byte_ms": 90000, "idle_ms": 300000}),
+        "{v}"
+    );
+    assert_eq!(v["settings"]["paths"]["chat"], "/api/chat", "{v}");
+    assert!(
+        v["settings"]["paths"]["models"].is_null(),
+        "null removes an override: {v}"
+    );
+    let back = json!({"paths": {"chat": null}});
+    assert_eq!(send(&gw, Method::PUT, "/providers/gamma", Some(back)).await.0, 200);
     assert_eq!(
         send(&gw, Method::PUT, "/providers/alpha", Some(json!({"weight": 2})))
             .await

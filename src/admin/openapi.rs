@@ -52,6 +52,23 @@ fn provider_body(required: &[&str]) -> Value {
     )
 }
 
+/// An update: neither `id` nor `api_keys` (keys have their own endpoints); `models: null` clears
+/// the static list; nested settings change field by field (`null` removes a path override).
+fn provider_update_body() -> Value {
+    let mut body = provider_body(&[]);
+    if let Some(props) = body["properties"].as_object_mut() {
+        props.remove("id");
+        props.remove("api_keys");
+        props["models"]["type"] = json!(["array", "null"]);
+        if let Some(paths) = props["paths"]["properties"].as_object_mut() {
+            for path in paths.values_mut() {
+                *path = nullable("string");
+            }
+        }
+    }
+    body
+}
+
 fn logical_body(required: &[&str]) -> Value {
     obj(
         required,
@@ -95,7 +112,7 @@ fn body_schema(op: Op) -> Option<Value> {
         Op::KeyCreate => key_body(&["name"]),
         Op::KeyUpdate => key_body(&[]),
         Op::ProviderCreate => provider_body(&["id", "base_url"]),
-        Op::ProviderUpdate => provider_body(&[]),
+        Op::ProviderUpdate => provider_update_body(),
         Op::ProviderKeyCreate => obj(
             &["key"],
             json!({"key": s("string"), "qps_limit": {"type": ["integer", "null"], "minimum": 1}}),
@@ -105,7 +122,13 @@ fn body_schema(op: Op) -> Option<Value> {
             json!({"key": s("string"), "qps_limit": {"type": ["integer", "null"], "minimum": 1}, "disabled": s("boolean")}),
         ),
         Op::LogicalCreate => logical_body(&["id", "upstreams"]),
-        Op::LogicalUpdate => logical_body(&["upstreams"]),
+        Op::LogicalUpdate => {
+            let mut body = logical_body(&["upstreams"]);
+            if let Some(props) = body["properties"].as_object_mut() {
+                props.remove("id");
+            }
+            body
+        }
         Op::RoutingDecide => obj(
             &["model"],
             json!({"model": s("string"), "session_id": nullable("string"),
@@ -117,7 +140,7 @@ fn body_schema(op: Op) -> Option<Value> {
 
 fn query_params(op: Op) -> Vec<Value> {
     match op {
-        Op::SessionGet => vec![json!({"name": "model", "in": "query", "required": true, "schema": s("string")})],
+        Op::SessionGet => vec![json!({"name": "model", "in": "query", "required": false, "schema": s("string")})],
         Op::ProviderModels => {
             vec![json!({"name": "refresh", "in": "query", "required": false, "schema": s("boolean")})]
         }

@@ -221,30 +221,80 @@ struct UpdateBody {
     #[serde(default, deserialize_with = "nullable")]
     models: Option<Option<Vec<ModelInput>>>,
     #[serde(default)]
-    timeouts: Option<Timeouts>,
+    timeouts: Option<TimeoutsPatch>,
     #[serde(default)]
     retryable_status_codes: Option<Vec<u16>>,
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
     #[serde(default)]
-    paths: Option<Paths>,
+    paths: Option<PathsPatch>,
     #[serde(default)]
     responses_api: Option<bool>,
 }
 
+/// An update of some timeouts: the others keep their values.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TimeoutsPatch {
+    connect_ms: Option<u64>,
+    first_byte_ms: Option<u64>,
+    idle_ms: Option<u64>,
+}
+
+impl From<Timeouts> for TimeoutsPatch {
+    fn from(t: Timeouts) -> Self {
+        Self {
+            connect_ms: Some(t.connect_ms),
+            first_byte_ms: Some(t.first_byte_ms),
+            idle_ms: Some(t.idle_ms),
+        }
+    }
+}
+
+/// An update of some path overrides: the others keep theirs; `null` removes one.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PathsPatch {
+    #[serde(default, deserialize_with = "nullable")]
+    chat: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    responses: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    models: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    messages: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    gemini: Option<Option<String>>,
+}
+
+impl From<Paths> for PathsPatch {
+    fn from(p: Paths) -> Self {
+        Self {
+            chat: Some(p.chat),
+            responses: Some(p.responses),
+            models: Some(p.models),
+            messages: Some(p.messages),
+            gemini: Some(p.gemini),
+        }
+    }
+}
+
 /// The settings a create or update body may override; absent fields keep what `settings` had.
 struct SettingsPatch {
-    timeouts: Option<Timeouts>,
+    timeouts: Option<TimeoutsPatch>,
     retryable_status_codes: Option<Vec<u16>>,
     headers: Option<BTreeMap<String, String>>,
-    paths: Option<Paths>,
+    paths: Option<PathsPatch>,
     responses_api: Option<bool>,
 }
 
 impl SettingsPatch {
     fn apply(self, settings: &mut ProviderSettings) {
         if let Some(t) = self.timeouts {
-            settings.timeouts = t;
+            let now = &mut settings.timeouts;
+            now.connect_ms = t.connect_ms.unwrap_or(now.connect_ms);
+            now.first_byte_ms = t.first_byte_ms.unwrap_or(now.first_byte_ms);
+            now.idle_ms = t.idle_ms.unwrap_or(now.idle_ms);
         }
         if let Some(r) = self.retryable_status_codes {
             settings.retryable_status_codes = r;
@@ -253,7 +303,18 @@ impl SettingsPatch {
             settings.headers = h;
         }
         if let Some(p) = self.paths {
-            settings.paths = p;
+            let now = &mut settings.paths;
+            for (new, old) in [
+                (p.chat, &mut now.chat),
+                (p.responses, &mut now.responses),
+                (p.models, &mut now.models),
+                (p.messages, &mut now.messages),
+                (p.gemini, &mut now.gemini),
+            ] {
+                if let Some(new) = new {
+                    *old = new;
+                }
+            }
         }
         if let Some(r) = self.responses_api {
             settings.responses_api = r;
@@ -372,10 +433,10 @@ pub async fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     }
     let mut settings = ProviderSettings::default();
     SettingsPatch {
-        timeouts: body.timeouts,
+        timeouts: body.timeouts.map(TimeoutsPatch::from),
         retryable_status_codes: body.retryable_status_codes,
         headers: body.headers,
-        paths: body.paths,
+        paths: body.paths.map(PathsPatch::from),
         responses_api: body.responses_api,
     }
     .apply(&mut settings);
