@@ -1080,7 +1080,13 @@ async fn sessions_stick_and_move_on_failover() {
     let mut firsts = std::collections::HashSet::new();
     for s in 0..12 {
         let sid = format!("conversation-{s}");
-        let hdr = [("x-session-id", sid.as_str())];
+        // Claude Code names its session in a header of its own.
+        let name = if s % 2 == 0 {
+            "x-session-id"
+        } else {
+            "x-claude-code-session-id"
+        };
+        let hdr = [(name, sid.as_str())];
         let first =
             gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await.headers()["x-apiproxy-provider"].clone();
         for _ in 0..4 {

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::mock::Style;
 use common::*;
 use serde_json::{json, Value};
 
@@ -231,6 +232,46 @@ async fn requests_refused_before_the_gateway_sees_them_are_counted() {
     );
     let logs = gw.logs_when(|l| l.contains("error=method_not_allowed")).await;
     assert!(logs.contains("error=malformed_request"), "{logs}");
+}
+
+/// Every kind of token an upstream reports is counted, as the README defines the kinds: `input`
+/// with its cached part, `output` with its reasoning part, whatever the upstream's own layout
+/// (Anthropic's `input_tokens` leaves the cache read out; Gemini's candidates leave thoughts out).
+#[tokio::test(flavor = "multi_thread")]
+async fn token_kinds_are_counted_as_documented() {
+    use common::mock::usage;
+    let styles = [
+        ("oc", Style::OpenAiChat),
+        ("re", Style::Responses),
+        ("an", Style::Anthropic),
+        ("ge", Style::Gemini),
+    ];
+    let mut mocks = Vec::new();
+    let mut yaml = "providers:\n".to_string();
+    for (id, style) in styles {
+        let m = Mock::start_style(id, &[&format!("{id}-model")], style).await;
+        yaml.push_str(&provider_yaml_styled(id, &m, &format!(", models: [{id}-model]")));
+        mocks.push(m);
+    }
+    let gw = Gateway::start(&yaml).await;
+    for (id, _) in styles {
+        let r = gw.chat(chat_body(&format!("{id}-model"))).await;
+        assert_eq!(r.status(), 200, "{id}");
+    }
+    let text = gw.metrics().await;
+    let tokens = |id: &str, kind: &str| metric(&text, "apiproxy_tokens_total", &[("provider", id), ("kind", kind)]);
+    for (id, _) in styles {
+        assert_eq!(tokens(id, "input"), usage::PROMPT as f64, "{id} input: {text}");
+        assert_eq!(tokens(id, "cached_input"), usage::CACHED as f64, "{id} cached: {text}");
+    }
+    for id in ["oc", "re", "ge"] {
+        assert_eq!(tokens(id, "output"), usage::COMPLETION as f64, "{id} output: {text}");
+        assert_eq!(
+            tokens(id, "reasoning"),
+            usage::REASONING as f64,
+            "{id} reasoning: {text}"
+        );
+    }
 }
 
 /// The route weight gauge is the weight the router uses: each logical model's own upstream

@@ -18,37 +18,40 @@ use crate::upstream::Provider;
 
 /// Anthropic requires a version header; this is the one the translation targets.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
-const ANTHROPIC_VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
-const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 /// What the client sent that never goes upstream: its credentials for the gateway and the account
 /// they name (an OpenAI organization or project, a Google billing project: the provider's key
 /// belongs to another, and the provider would refuse the key), framing the gateway redoes,
 /// `expect` (the whole body is sent at once: nothing to wait for), the page a browser client runs
 /// on (Anthropic answers a request with an `Origin` 401, which would bench the provider's keys;
-/// `mask` settings still send one of the operator's choosing), and a protocol upgrade (an answer
-/// is HTTP, never a WebSocket the provider's key opened).
-static CLIENT_ONLY_HEADERS: [HeaderName; 19] = [
-    http::header::AUTHORIZATION,
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("x-goog-api-key"),
-    HeaderName::from_static("openai-organization"),
-    HeaderName::from_static("openai-project"),
-    HeaderName::from_static("x-goog-user-project"),
-    http::header::COOKIE,
-    http::header::TRANSFER_ENCODING,
-    http::header::ACCEPT_ENCODING,
-    ANTHROPIC_VERSION_HEADER,
-    http::header::EXPECT,
-    http::header::ORIGIN,
-    http::header::REFERER,
-    http::header::UPGRADE,
-    // Pingora's own clean-up sets `Connection: Upgrade` again for a WebSocket request.
-    http::header::CONNECTION,
-    http::header::SEC_WEBSOCKET_KEY,
-    http::header::SEC_WEBSOCKET_VERSION,
-    http::header::SEC_WEBSOCKET_EXTENSIONS,
-    http::header::SEC_WEBSOCKET_PROTOCOL,
-];
+/// `mask` settings still send one of the operator's choosing), a protocol upgrade (an answer is
+/// HTTP, never a WebSocket the provider's key opened; Pingora's own clean-up sets `Connection:
+/// Upgrade` again for one), and Anthropic's beta flags for any other upstream. One pass over the
+/// request's few headers, rather than a lookup for each name here.
+fn client_only(name: &HeaderName, anthropic_upstream: bool) -> bool {
+    match name.as_str() {
+        "authorization"
+        | "x-api-key"
+        | "x-goog-api-key"
+        | "openai-organization"
+        | "openai-project"
+        | "x-goog-user-project"
+        | "cookie"
+        | "transfer-encoding"
+        | "accept-encoding"
+        | "anthropic-version"
+        | "expect"
+        | "origin"
+        | "referer"
+        | "upgrade"
+        | "connection"
+        | "sec-websocket-key"
+        | "sec-websocket-version"
+        | "sec-websocket-extensions"
+        | "sec-websocket-protocol" => true,
+        "anthropic-beta" => !anthropic_upstream,
+        _ => false,
+    }
+}
 /// Anthropic requires `max_tokens`; used when the client did not say.
 const DEFAULT_MAX_TOKENS: u32 = 4096;
 
@@ -185,15 +188,9 @@ pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pi
         .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
     super::headers::drop_name_case(req);
     req.set_uri(uri);
-    let beta = ANTHROPIC_BETA;
-    for name in CLIENT_ONLY_HEADERS.iter().chain(match provider.style {
-        ApiStyle::Anthropic => None,
-        _ => Some(&beta),
-    }) {
-        // Most are absent: a lookup is cheaper than a removal.
-        if req.headers.contains_key(name) {
-            req.remove_header(name);
-        }
+    let anthropic = provider.style == ApiStyle::Anthropic;
+    while let Some(name) = req.headers.keys().find(|n| client_only(n, anthropic)).cloned() {
+        req.remove_header(&name);
     }
     // The body was read as JSON (and maybe translated): it goes as JSON, whatever the client
     // labelled it (`curl -d` says form data, which a FastAPI upstream such as vLLM refuses).
