@@ -197,13 +197,15 @@ fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>
             _ => return Err(origin.err("MASK_AS_BROWSER", format!("`{v}` is not true or false"))),
         };
     }
-    if let Some(v) = env("MASK_USER_AGENT") {
+    // Set but empty counts as unset, as for `LOG_LEVEL`: an empty `User-Agent` is sent by nobody.
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    if let Some(v) = set("MASK_USER_AGENT") {
         m.user_agent = Some(v);
     }
-    if let Some(v) = env("MASK_ORIGIN") {
+    if let Some(v) = set("MASK_ORIGIN") {
         m.origin = Some(v);
     }
-    if let Some(v) = env("MASK_REFERER") {
+    if let Some(v) = set("MASK_REFERER") {
         m.referer = Some(v);
     }
     Ok(())
@@ -364,6 +366,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.providers[0].api_keys, vec!["sk-secret", "x"]);
+    }
+
+    #[test]
+    fn an_empty_mask_variable_is_unset() {
+        let env = env_of(&[("MASK_USER_AGENT", ""), ("MASK_ORIGIN", "https://example.com")]);
+        let c = load_text("mask: {user_agent: 'Agent/1'}\n", &env).unwrap();
+        assert_eq!(c.mask.user_agent.as_deref(), Some("Agent/1"), "kept, not emptied");
+        assert_eq!(c.mask.origin.as_deref(), Some("https://example.com"));
     }
 
     #[test]
