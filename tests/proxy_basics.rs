@@ -533,6 +533,17 @@ async fn chunked_streams_survive_any_split() {
     }
 }
 
+/// A whole chat completion saying "answer {n}", as raw HTTP/1.1 with its length.
+fn numbered_answer(n: usize) -> String {
+    let body = format!(
+        "{{\"id\":\"c{n}\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"answer {n}\"}},\"finish_reason\":\"stop\"}}]}}"
+    );
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// An upstream that answers one request per connection and then, after `linger`, closes the
 /// connection without having said so (no `connection: close`): pooled connections go stale.
 async fn closing_upstream(linger: Duration) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
@@ -550,14 +561,7 @@ async fn closing_upstream(linger: Duration) -> (String, std::sync::Arc<std::sync
                     return;
                 }
                 let n = seen.fetch_add(1, Ordering::SeqCst);
-                let body = format!(
-                    "{{\"id\":\"c{n}\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"answer {n}\"}},\"finish_reason\":\"stop\"}}]}}"
-                );
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(answer.as_bytes()).await;
+                let _ = sock.write_all(numbered_answer(n).as_bytes()).await;
                 tokio::time::sleep(linger).await;
                 // Dropping the socket closes it: the gateway's pooled copy is now stale.
             });
@@ -1293,14 +1297,7 @@ async fn one_answer_a_connection(after: Duration) -> (String, std::sync::Arc<std
                     return;
                 }
                 let n = seen.fetch_add(1, Ordering::SeqCst);
-                let body = format!(
-                    "{{\"id\":\"c{n}\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"answer {n}\"}},\"finish_reason\":\"stop\"}}]}}"
-                );
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(answer.as_bytes()).await;
+                let _ = sock.write_all(numbered_answer(n).as_bytes()).await;
                 if common::mock::read_request(&mut sock, &mut Vec::new()).await.is_some() {
                     tokio::time::sleep(after).await;
                 }

@@ -336,6 +336,15 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The keys of candidate `idx` refused during this request.
+    pub fn refused_keys_of(&self, idx: usize) -> Vec<usize> {
+        self.refused_keys
+            .iter()
+            .filter(|(c, _)| *c == idx)
+            .map(|(_, k)| *k)
+            .collect()
+    }
+
     pub fn new() -> Self {
         Self {
             request_id: String::new(),

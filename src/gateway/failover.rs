@@ -122,12 +122,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         };
         let candidate = &plan.candidates[idx];
         let provider = &candidate.provider;
-        let refused: Vec<usize> = ctx
-            .refused_keys
-            .iter()
-            .filter(|(c, _)| *c == idx)
-            .map(|(_, k)| *k)
-            .collect();
+        let refused = ctx.refused_keys_of(idx);
         if provider.has_keys() && !provider.has_key_in_rotation(&refused) {
             skip(ctx, idx, AttemptEnd::NoKey, "no usable API key");
             continue;
@@ -497,13 +492,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
                     ctx.refused_keys.push((idx, k.index));
                     // No other key to try this candidate with: done for this request (not picked
                     // again only to be passed by as "no key").
-                    let refused: Vec<usize> = ctx
-                        .refused_keys
-                        .iter()
-                        .filter(|(c, _)| *c == idx)
-                        .map(|(_, k)| *k)
-                        .collect();
-                    if !provider.has_key_in_rotation(&refused) {
+                    if !provider.has_key_in_rotation(&ctx.refused_keys_of(idx)) {
                         ctx.excluded.push(idx);
                     }
                 }
