@@ -154,11 +154,9 @@ impl App {
                 }
             }
         }
-        let next = Arc::new(next);
-        self.snapshot.store(next.clone());
-        // After the swap: a request still on the old snapshot may log (and so label) a removed key
-        // until here, and none after.
-        self.metrics.retain_clients(&next.clients.names());
+        // Token series of removed keys are pruned at scrape time (`admin`): a request still on
+        // the old snapshot may label one after the swap.
+        self.snapshot.store(Arc::new(next));
         self.metrics.config_reloads.with_label_values(&["applied"]).inc();
         self.rebuild_catalog();
         if relist {

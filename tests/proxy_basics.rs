@@ -544,6 +544,18 @@ fn numbered_answer(n: usize) -> String {
     )
 }
 
+/// Asks `gw` for a chat answer and checks it is the upstream's `numbered_answer(i)`.
+async fn expect_numbered_answer(gw: &Gateway, i: usize) {
+    let resp = gw.chat(chat_body("m")).await;
+    assert_eq!(resp.status(), 200, "request {i}");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        format!("answer {i}"),
+        "request {i}"
+    );
+}
+
 /// An upstream that answers one request per connection and then, after `linger`, closes the
 /// connection without having said so (no `connection: close`): pooled connections go stale.
 async fn closing_upstream(linger: Duration) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
@@ -579,14 +591,7 @@ async fn stale_pooled_upstream_connections_are_not_used() {
     );
     let gw = Gateway::start(&yaml).await;
     for i in 0..5 {
-        let resp = gw.chat(chat_body("m")).await;
-        assert_eq!(resp.status(), 200, "request {i}");
-        let v: Value = resp.json().await.unwrap();
-        assert_eq!(
-            v["choices"][0]["message"]["content"],
-            format!("answer {i}"),
-            "request {i}"
-        );
+        expect_numbered_answer(&gw, i).await;
         // Longer than the upstream keeps an idle connection: the pooled one is closed by now.
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
@@ -1319,14 +1324,7 @@ async fn a_pooled_connection_closed_under_a_request_is_tried_again_at_no_cost() 
     );
     let gw = Gateway::start(&yaml).await;
     for i in 0..3 {
-        let resp = gw.chat(chat_body("m")).await;
-        assert_eq!(resp.status(), 200, "request {i}");
-        let v: Value = resp.json().await.unwrap();
-        assert_eq!(
-            v["choices"][0]["message"]["content"],
-            format!("answer {i}"),
-            "request {i}"
-        );
+        expect_numbered_answer(&gw, i).await;
     }
     let metrics = gw.metrics().await;
     let attempts = metric(&metrics, "apiproxy_upstream_attempts_total", &[("provider", "closer")]);

@@ -210,9 +210,6 @@ pub fn expects_continue(session: &Session) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
-/// Body pieces smaller than this are copied together as they are read.
-const SMALL_PIECE: usize = 4096;
-
 /// Reads the whole body (it is needed to route on `model`, and is replayed on failover).
 pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
     let declared = session
@@ -241,12 +238,8 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     session.enable_retry_buffering();
     // A client that stops sending mid-body must not hold the request open forever.
     session.set_read_timeout(Some(BODY_READ_TIMEOUT));
-    // The pieces are only counted and held (reference counts): Pingora's retry buffer keeps them too,
-    // and joins a body of several pieces once for every upstream attempt; routing reads that same copy.
-    let mut pieces: Vec<Bytes> = Vec::new();
-    // Small pieces (a body sent in tiny chunks) copied together: one `Bytes` each would cost
-    // many times their size.
-    let mut small = bytes::BytesMut::new();
+    // The pieces are only counted: Pingora's retry buffer keeps them (small ones copied together),
+    // and joins a body of several once; routing reads that same copy.
     let mut len = 0usize;
     let deadline = tokio::time::Instant::now() + BODY_DEADLINE;
     loop {
@@ -256,14 +249,6 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
                 len += chunk.len();
                 if len > limit {
                     return Err(GatewayError::BodyTooLarge { limit });
-                }
-                if chunk.len() < SMALL_PIECE {
-                    small.extend_from_slice(&chunk);
-                } else {
-                    if !small.is_empty() {
-                        pieces.push(small.split().freeze());
-                    }
-                    pieces.push(chunk);
                 }
             }
             Ok(None) => break,
@@ -280,14 +265,11 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
             }
         }
     }
-    if !small.is_empty() {
-        pieces.push(small.freeze());
-    }
-    Ok(match (session.get_retry_buffer(), pieces.len()) {
-        (Some(body), _) if body.len() == len => body,
-        (_, 1) => pieces.swap_remove(0),
-        _ => pieces.concat().into(),
-    })
+    // The buffer holds the whole body: its capacity is the largest `max_body_bytes` allowed
+    // (`MAX_BODY_LIMIT`), and `limit` was checked above. An empty body leaves it empty.
+    let body = session.get_retry_buffer().unwrap_or_default();
+    debug_assert_eq!(body.len(), len, "the retry buffer holds the whole body");
+    Ok(body)
 }
 
 /// Parses the body and resolves its model to a plan.

@@ -263,15 +263,16 @@ impl UpstreamHealth {
     /// `failures_before`) broke off mid-way: a failure that continues the run the success ended,
     /// so an upstream whose every stream breaks after its first event still opens its circuit.
     pub fn record_cut(&self, failures_before: u32, now: Instant) {
-        {
-            let mut s = self.state.lock();
-            s.consecutive_failures = s.consecutive_failures.max(failures_before);
-        }
-        self.record_failure(Failure::Broken, now);
+        let mut s = self.state.lock();
+        s.consecutive_failures = s.consecutive_failures.max(failures_before);
+        self.fail(&mut s, Failure::Broken, now);
     }
 
     pub fn record_failure(&self, failure: Failure, now: Instant) {
-        let mut s = self.state.lock();
+        self.fail(&mut self.state.lock(), failure, now);
+    }
+
+    fn fail(&self, s: &mut State, failure: Failure, now: Instant) {
         s.error_ewma += ALPHA * (1.0 - s.error_ewma);
         s.pending.failures = s.pending.failures.saturating_add(1);
         match failure {

@@ -369,12 +369,11 @@ impl Provider {
             self.any_down.store(false, Ordering::Relaxed);
             return None;
         }
-        let live: Vec<SocketAddr> = addrs
-            .iter()
-            .filter(|a| !down.iter().any(|(d, _)| d == *a))
-            .copied()
-            .collect();
-        (!live.is_empty()).then(|| live[turn % live.len()])
+        let is_live = |a: &&SocketAddr| !down.iter().any(|(d, _)| d == *a);
+        let live = addrs.iter().filter(is_live).count();
+        (live > 0)
+            .then(|| addrs.iter().filter(is_live).nth(turn % live).copied())
+            .flatten()
     }
 
     /// A connection to `addr` failed: it is passed over for a while. Says whether the host has

@@ -33,13 +33,7 @@ pub fn first_event(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent 
     // past its first event.
     let mut rest = super::sse_parser::strip_bom(body);
     while let Some(end) = event_end(rest) {
-        let mut first = None;
-        let _ = SseParser::new(end + 1, false).push(&rest[..end], &mut |frame: Frame<'_>| {
-            if first.is_none() && frame.event != Some("ping") && !frame.data.trim().is_empty() {
-                first = Some(judge(from, &frame));
-            }
-        });
-        if let Some(first) = first {
+        if let Some(first) = judge_first(from, &rest[..end], false) {
             return first;
         }
         rest = &rest[end..];
@@ -49,16 +43,24 @@ pub fn first_event(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent 
     }
     // The end: a last event may lack its blank line, which the stream's own reading accepts
     // (`SseParser::finish`), so it is judged here too rather than taken for no answer.
+    judge_first(from, rest, true).unwrap_or(FirstEvent::NoEvent)
+}
+
+/// The judgement of the first event in `events` that is not a keep-alive; `at_end`: the stream
+/// ends there, so an event without its blank line counts.
+fn judge_first(from: WireFormat, events: &[u8], at_end: bool) -> Option<FirstEvent> {
     let mut first = None;
     let mut on_frame = |frame: Frame<'_>| {
         if first.is_none() && frame.event != Some("ping") && !frame.data.trim().is_empty() {
             first = Some(judge(from, &frame));
         }
     };
-    let mut parser = SseParser::new(rest.len() + 1, false);
-    let _ = parser.push(rest, &mut on_frame);
-    parser.finish(&mut on_frame);
-    first.unwrap_or(FirstEvent::NoEvent)
+    let mut parser = SseParser::new(events.len() + 1, false);
+    let _ = parser.push(events, &mut on_frame);
+    if at_end {
+        parser.finish(&mut on_frame);
+    }
+    first
 }
 
 /// Where the first event of `body` ends: just past its blank line, two line ends in a row (each
