@@ -148,7 +148,7 @@ pub fn run(config: Config) -> Result<(), String> {
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(10),
         upstream_keepalive_pool_size: 256,
-        max_retries: 16,
+        max_retries: crate::gateway::retry_loop_turns(s.max_attempts),
         ca_file: s.ca_file.clone(),
         ..ServerConf::default()
     };

@@ -677,7 +677,7 @@ async fn connect_errors_reset_and_slow_first_byte_fail_over() {
     for stream in [false, true] {
         let started = Instant::now();
         let r = gw
-            .chat(json!({"model": "via-slow", "stream": stream, "messages": []}))
+            .chat(json!({"model": "via-slow", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
             .await;
         assert_eq!(r.headers()["x-apiproxy-provider"], "beta", "stream={stream}");
         let body = r.text().await.unwrap();
@@ -699,7 +699,9 @@ async fn connect_errors_reset_and_slow_first_byte_fail_over() {
 async fn streaming_requests_fail_over_before_the_first_byte() {
     let (a, _b, gw) = pair("", "").await;
     a.script([Reply::status(502)]);
-    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    let r = gw
+        .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
     let data = sse_data(r).await;
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
@@ -942,6 +944,37 @@ async fn a_key_forbidden_one_request_stays_in_rotation_for_the_others() {
     assert_eq!(used.len(), 2, "both keys still serve other requests: {used:?}");
 }
 
+/// OpenRouter's 402 for one request's `max_tokens` (the balance covers smaller ones): the keys stay
+/// in rotation, and the client reads the upstream's advice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_402_for_one_request_s_max_tokens_benches_no_key() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let yaml = format!(
+        "providers:\n  - {{id: alpha, base_url: \"{}\", models: [m], api_keys: [\"sk-first-secret\", \"sk-second-secret\"]}}\n",
+        a.url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    let unaffordable = r#"{"error":{"message":"This request requires more credits, or fewer max_tokens. You requested up to 65536 tokens, but can only afford 30104. To increase, visit https://openrouter.ai/settings/credits and upgrade to a paid account","code":402}}"#;
+    a.script([
+        Reply::status_body(402, unaffordable),
+        Reply::status_body(402, unaffordable),
+    ]);
+    let r = gw.chat(chat_body("m")).await;
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 402, "the upstream's own status, which no SDK retries: {text}");
+    assert!(text.contains("fewer max_tokens"), "{text}");
+    assert_eq!(a.requests().len(), 2, "each key tried once");
+    for _ in 0..4 {
+        assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
+    }
+    let used: std::collections::HashSet<String> = a.requests()[2..]
+        .iter()
+        .map(|r| r.header("authorization").unwrap().to_string())
+        .collect();
+    assert_eq!(used.len(), 2, "both keys still serve smaller requests: {used:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_provider_is_taken_out_and_let_back_after_a_probe() {
     // Open long enough that the 20 requests below finish inside it on a loaded machine.
@@ -1134,7 +1167,7 @@ async fn a_stream_cut_mid_answer_binds_no_session() {
             .bearer_auth(&token);
         async move { req.send().await.unwrap().status() == 200 }
     };
-    let stream = json!({"model": "m", "stream": true, "messages": []});
+    let stream = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     a.script([Reply::StreamCut { after: 2 }]);
     let cut = gw
         .post("/v1/chat/completions", stream.clone(), &[("x-session-id", "cut")])
@@ -1153,6 +1186,73 @@ async fn a_stream_cut_mid_answer_binds_no_session() {
     assert!(!bound("cut").await, "a cut stream bound its session");
 }
 
+/// A client that hangs up mid-stream (a user interrupting Claude Code) cut nothing the upstream
+/// did: the upstream that was serving the session stays its binding.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_the_client_leaves_still_binds_its_session() {
+    let a = Mock::start("alpha", &["m"]).await;
+    a.set_event_gap(Duration::from_millis(150));
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let token = gw.admin().await.token;
+    let stream = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let mut r = gw
+        .post("/v1/chat/completions", stream, &[("x-session-id", "left")])
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.chunk().await.unwrap().is_some(), "the first event");
+    drop(r);
+    until(
+        "the binding of the stream its client left",
+        Duration::from_secs(5),
+        async || {
+            let req = gw
+                .client
+                .get(gw.admin_url("/routing/sessions/left"))
+                .bearer_auth(&token);
+            req.send().await.unwrap().status() == 200
+        },
+    )
+    .await;
+    let text = gw.metrics().await;
+    assert_eq!(
+        metric(&text, "apiproxy_requests_total", &[("outcome", "client_closed")]),
+        1.0,
+        "{text}"
+    );
+}
+
+/// An upstream that keeps its body open after the stream's end (`[DONE]`, then neither the last
+/// chunk nor a close) until the read times out: the client's answer is whole and properly ended,
+/// and the upstream is not blamed for a cut.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_lingering_after_its_stream_s_end_breaks_nothing() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}",
+        provider_yaml("alpha", &a, ", timeouts: {idle_ms: 400}")
+    ))
+    .await;
+    a.script([Reply::StreamStall { after: 1000 }]);
+    let stream = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw
+        .post("/v1/chat/completions", stream, &[("x-session-id", "lingered")])
+        .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("a properly ended body");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(&metrics, "apiproxy_requests_total", &[("outcome", "stream_cut")]),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "apiproxy_upstream_error_rate", &[("provider", "alpha")]),
+        0.0,
+        "{metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cut_or_stalled_streams_end_with_an_error_event() {
     let a = Mock::start("alpha", &["m"]).await;
@@ -1161,7 +1261,7 @@ async fn cut_or_stalled_streams_end_with_an_error_event() {
         provider_yaml("alpha", &a, ", timeouts: {idle_ms: 400}")
     ))
     .await;
-    let stream = json!({"model": "m", "stream": true, "messages": []});
+    let stream = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
 
     for reply in [
         Reply::StreamCut { after: 2 },
@@ -1316,7 +1416,9 @@ async fn a_same_format_stream_opening_with_a_rate_limit_error_fails_over() {
     let (head, tail) = event.split_at(20);
     a.set_event_gap(Duration::from_millis(30));
     a.script([Reply::Sse(vec![head.to_string(), tail.to_string()])]);
-    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    let r = gw
+        .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
     let data = sse_data(r).await;
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
@@ -1408,7 +1510,9 @@ async fn a_stream_that_breaks_before_its_first_event_fails_over() {
     // reached the client, so the request is tried again (once on alpha, then on beta).
     let (a, b, gw) = pair("", "").await;
     a.set_default(Reply::StreamAbort { after: 0 });
-    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    let r = gw
+        .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
     let data = sse_data(r).await;
@@ -1431,7 +1535,9 @@ async fn an_attempt_after_one_that_broke_while_held_is_timed_from_its_own_header
         Reply::StreamAbort { after: 0 },
         Reply::Delay(Duration::from_millis(300), Box::new(Reply::status(422))),
     ]);
-    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    let r = gw
+        .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     assert_eq!(r.status(), 422);
     assert_eq!(a.hits(), 2);
     let text = gw.metrics().await;
@@ -1454,7 +1560,9 @@ async fn a_stream_of_keep_alives_is_held_at_most_five_seconds() {
     a.set_event_gap(Duration::from_secs(1));
     a.script([Reply::Sse(events)]);
     let asked = Instant::now();
-    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    let r = gw
+        .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     let header_after = asked.elapsed();
     assert_eq!(r.status(), 200);
     assert!(
@@ -1570,6 +1678,44 @@ async fn a_host_address_that_refuses_is_passed_over() {
         metric(&text, "apiproxy_upstream_error_rate", &[("provider", "alpha")]),
         0.0,
         "{text}"
+    );
+}
+
+/// The redos that are not attempts (a refused address of a host, at most four a request) do not
+/// eat into `max_attempts`: sixteen upstreams, each first tried on an address that refuses, make
+/// sixteen attempts (Pingora's retry loop stopped at sixteen turns, redos included: twelve).
+#[tokio::test(flavor = "multi_thread")]
+async fn address_redos_leave_every_attempt_of_the_budget() {
+    let a = Mock::start("alpha", &["m"]).await;
+    a.set_default(Reply::status(503));
+    let port = a.url().rsplit(':').next().unwrap().to_string();
+    let mut providers = String::new();
+    let mut upstreams = Vec::new();
+    for i in 0..16 {
+        providers.push_str(&provider_yaml_api(
+            &format!("p{i}"),
+            &format!("http://upstream.test:{port}"),
+            "openai",
+            ", models: [m]",
+        ));
+        upstreams.push(format!("{{provider: p{i}, model: m}}"));
+    }
+    let yaml = format!(
+        "server: {{max_attempts: 16, resolve: {{upstream.test: [127.0.0.2, 127.0.0.1]}}}}\nproviders:\n{providers}\
+         logical_models:\n  - {{id: lm, upstreams: [{}]}}\n",
+        upstreams.join(", ")
+    );
+    let gw = Gateway::start(&yaml).await;
+    let r = gw.chat(chat_body("lm")).await;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 502, "{v}");
+    let attempts = v["error"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 16, "every attempt of the budget was made: {v}");
+    assert_eq!(
+        a.requests().len(),
+        4,
+        "the four redone on the address that answers: {v}"
     );
 }
 

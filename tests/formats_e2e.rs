@@ -185,7 +185,9 @@ async fn claude_style_bodies_on_chat_completions_are_detected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_streams_report_usage_without_surprising_the_client() {
     let (oa, _an, gw) = setup().await;
-    let r = gw.chat(json!({"model": "gpt-x", "stream": true, "messages": []})).await;
+    let r = gw
+        .chat(json!({"model": "gpt-x", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     let text = r.text().await.unwrap();
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     assert!(
@@ -199,7 +201,7 @@ async fn openai_streams_report_usage_without_surprising_the_client() {
     );
 
     let r = gw
-        .chat(json!({"model": "gpt-x", "stream": true, "stream_options": {"include_usage": true}, "messages": []}))
+        .chat(json!({"model": "gpt-x", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]}))
         .await;
     let text = r.text().await.unwrap();
     assert!(
@@ -257,7 +259,7 @@ async fn translated_answers_keep_the_connection_alive() {
     let (_oa, _an, gw) = setup().await;
     for body in [
         chat_body("claude-x"),
-        json!({"model": "claude-x", "stream": true, "messages": []}),
+        json!({"model": "claude-x", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
     ] {
         let r = gw.chat(body).await;
         assert_eq!(r.status(), 200);

@@ -4,6 +4,8 @@
 //! files (review the diff!).
 
 mod formats_support;
+#[path = "common/shape.rs"]
+mod shape;
 
 use apiproxy::formats::ir::FinishReason;
 use apiproxy::formats::*;
@@ -773,6 +775,52 @@ fn request_goldens_every_pair() {
     }
 }
 
+fn shape_api(f: WireFormat) -> shape::Api {
+    match f {
+        WireFormat::OpenAiChat => shape::Api::OpenAiChat,
+        WireFormat::OpenAiResponses => shape::Api::Responses,
+        WireFormat::Anthropic => shape::Api::Anthropic,
+        WireFormat::Gemini => shape::Api::Gemini,
+    }
+}
+
+/// Every translation of every request fixture is one the upstream's API takes: the rules each
+/// provider answers with a 400 (`common/shape.rs`).
+#[test]
+fn every_translated_request_is_one_the_upstream_takes() {
+    let mut broken = Vec::new();
+    let (mut checked, mut refused) = (0, Vec::new());
+    for from in WireFormat::ALL {
+        for name in ["tools", "thinking"] {
+            let Some(input) = fixture(&format!("requests/{name}.{}.json", from.label())) else {
+                continue;
+            };
+            for to in WireFormat::ALL.into_iter().filter(|&to| to != from) {
+                for stream in [false, true] {
+                    let out = match convert_request(from, to, &input, &opts(stream)) {
+                        Ok(out) => out,
+                        Err(e) => {
+                            refused.push(format!("{name}: {} -> {}: {e}", from.label(), to.label()));
+                            continue;
+                        }
+                    };
+                    checked += 1;
+                    let body = serde_json::from_slice::<Value>(&out).unwrap();
+                    for v in shape::violations(shape_api(to), &body) {
+                        broken.push(format!(
+                            "{name}: {} -> {} (stream {stream}): {v}",
+                            from.label(),
+                            to.label()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("checked {checked}, refused {refused:#?}");
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
 #[test]
 fn request_openai_to_anthropic_rules() {
     let input = fixture("requests/tools.openai_chat.json").unwrap();
@@ -829,7 +877,22 @@ fn request_anthropic_to_openai_rules() {
     let v = request_json(WireFormat::Anthropic, WireFormat::OpenAiChat, &input, true);
     assert_eq!(v["stream_options"], json!({"include_usage": true}));
     assert_eq!(v["parallel_tool_calls"], false);
-    assert_eq!(v["reasoning_effort"], "low");
+    assert!(v.get("reasoning_effort").is_none(), "up-model is no reasoning model");
+    let out = convert_request(
+        WireFormat::Anthropic,
+        WireFormat::OpenAiChat,
+        &input,
+        &RequestOptions {
+            model: "o4-mini".into(),
+            ..opts(true)
+        },
+    )
+    .unwrap();
+    let reasoning: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        reasoning["reasoning_effort"], "low",
+        "a reasoning model gets the effort"
+    );
     let msgs = v["messages"].as_array().unwrap();
     let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["system", "user", "assistant", "tool", "tool", "user"]);

@@ -292,7 +292,7 @@ async fn anthropic_sdk_sees_anthropic_errors() {
     m.set_strict(true);
     let r = reqwest::Client::new()
         .post(format!("{}/v1/messages", m.url()))
-        .json(&json!({"model": "claude-x", "max_tokens": 5, "messages": []}))
+        .json(&json!({"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
         .unwrap();

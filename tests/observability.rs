@@ -17,7 +17,9 @@ async fn metrics_follow_real_traffic() {
     assert_eq!(gw.chat(chat_body("lm")).await.status(), 200);
     a.script([Reply::status(503)]);
     assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "beta");
-    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    let r = gw
+        .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     assert!(r.text().await.unwrap().contains("[DONE]"));
     assert_eq!(gw.chat(chat_body("made-up-model-xyz")).await.status(), 404);
     let r = gw
@@ -136,7 +138,7 @@ async fn a_stream_s_tokens_are_counted_when_the_client_turned_usage_off() {
     let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
     for options in [json!({"include_usage": false}), json!({})] {
         let r = gw
-            .chat(json!({"model": "m", "stream": true, "stream_options": options, "messages": []}))
+            .chat(json!({"model": "m", "stream": true, "stream_options": options, "messages": [{"role": "user", "content": "hi"}]}))
             .await;
         let events = sse_data(r).await;
         assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
@@ -324,7 +326,9 @@ async fn overhead_excludes_time_waiting_on_upstreams() {
     a.script([Reply::Delay(Duration::from_millis(400), Box::new(Reply::Ok))]);
     assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
     a.set_event_gap(Duration::from_millis(60));
-    let r = gw.chat(json!({"model": "m", "stream": true, "messages": []})).await;
+    let r = gw
+        .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     assert!(r.text().await.unwrap().contains("[DONE]"));
 
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -350,7 +354,9 @@ async fn overhead_excludes_a_slow_body_and_a_held_answer_tried_again() {
         ": keep-alive\n\n".into(),
         "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n".into(),
     ])]);
-    let r = gw.chat(json!({"model": "lm", "stream": true, "messages": []})).await;
+    let r = gw
+        .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     assert!(r.text().await.unwrap().contains("[DONE]"));
     assert_eq!(a.hits() + b.hits(), 2, "retried (on alpha or beta) after the error");
     // A client that sends its body 300 ms after its head.
@@ -386,7 +392,9 @@ async fn a_stream_broken_mid_way_is_one_failed_attempt() {
     let a = Mock::start("alpha", &["m"]).await;
     let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
     a.script([Reply::StreamAbort { after: 2 }]);
-    let r = gw.chat(json!({"model": "m", "stream": true, "messages": []})).await;
+    let r = gw
+        .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     assert_eq!(r.status(), 200);
     assert!(!r.text().await.unwrap_or_default().contains("[DONE]"));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -429,7 +437,9 @@ async fn time_to_first_token_waits_for_content() {
         chunk("{}", "\"stop\""),
         "data: [DONE]\n\n".into(),
     ])]);
-    let r = gw.chat(json!({"model": "m", "stream": true, "messages": []})).await;
+    let r = gw
+        .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     assert!(r.text().await.unwrap().contains("hello"));
     let text = gw.metrics().await;
     let ttft = [("provider", "alpha")];

@@ -240,7 +240,9 @@ async fn streams_arrive_event_by_event() {
     a.set_event_gap(Duration::from_millis(150));
     let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
     let started = Instant::now();
-    let r = gw.chat(json!({"model": "m", "stream": true, "messages": []})).await;
+    let r = gw
+        .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]
         .to_str()
@@ -304,7 +306,7 @@ async fn an_http_1_0_client_gets_its_stream_unchunked() {
     use tokio::io::AsyncWriteExt;
     let a = Mock::start("alpha", &["m"]).await;
     let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
-    let body = json!({"model": "m", "stream": true, "messages": []}).to_string();
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
     let req = format!(
         "POST /v1/chat/completions HTTP/1.0\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
@@ -353,7 +355,7 @@ async fn an_http_1_0_upstream_s_answer_reaches_the_client_as_http_1_1() {
 async fn a_stream_silent_before_its_first_event_gets_its_header_and_keep_alives() {
     let (a, gw) = keepalive_gateway(200, 20000).await;
     a.set_first_event_delay(Duration::from_secs(7));
-    let body = json!({"model": "m", "stream": true, "messages": []}).to_string();
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let sent = Instant::now();
     let mut sock = send_raw_chat(&gw, &body).await;
     let mut seen = Vec::new();
@@ -374,7 +376,11 @@ async fn a_silent_upstream_stream_gets_keep_alives_between_whole_events() {
 
     // Events 600 ms apart: the client hears from the gateway at least once in each gap.
     a.set_event_gap(Duration::from_millis(600));
-    let (pings, events) = stream_parts(gw.chat(json!({"model": "m", "stream": true, "messages": []})).await).await;
+    let (pings, events) = stream_parts(
+        gw.chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .await,
+    )
+    .await;
     assert_eq!(events.len(), 7, "{events:?}");
     assert_eq!(events.last().map(String::as_str), Some("data: [DONE]"));
     assert!((6..=24).contains(&pings), "{pings} keep-alives over six 600 ms gaps");
@@ -394,7 +400,11 @@ async fn a_silent_upstream_stream_gets_keep_alives_between_whole_events() {
         r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#.to_string() + "\n\n",
         "data: [DONE]\n\n".to_string(),
     ])]);
-    let (pings, events) = stream_parts(gw.chat(json!({"model": "m", "stream": true, "messages": []})).await).await;
+    let (pings, events) = stream_parts(
+        gw.chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .await,
+    )
+    .await;
     assert_eq!(events[1], whole.trim_end());
     assert!(pings >= 3, "{pings} keep-alives, the half-way pause included");
 
@@ -416,13 +426,19 @@ async fn a_silent_upstream_stream_gets_keep_alives_between_whole_events() {
 
     // An upstream that keeps talking leaves no room for one (one, on a stalled machine).
     a.set_event_gap(Duration::from_millis(5));
-    let (pings, events) = stream_parts(gw.chat(json!({"model": "m", "stream": true, "messages": []})).await).await;
+    let (pings, events) = stream_parts(
+        gw.chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .await,
+    )
+    .await;
     assert!(pings <= 1 && events.len() == 7, "{pings} {events:?}");
 
     // Keep-alives to the client do not keep a stalled upstream alive: its idle_ms still ends it.
     a.script([Reply::StreamStall { after: 2 }]);
     let started = Instant::now();
-    let r = gw.chat(json!({"model": "m", "stream": true, "messages": []})).await;
+    let r = gw
+        .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     let text = r.text().await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(6),
@@ -744,7 +760,7 @@ async fn a_client_that_leaves_a_silent_stream_ends_it_at_once() {
     let (a, gw) = keepalive_gateway(100, 20000).await;
     // Seven events 3 s apart: the client gets the first, then keep-alives while the upstream is silent.
     a.set_event_gap(Duration::from_secs(3));
-    let body = json!({"model": "m", "stream": true, "messages": []}).to_string();
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let mut sock = send_raw_chat(&gw, &body).await;
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -1106,7 +1122,11 @@ async fn allowed_web_origins_can_call_the_proxy_from_a_browser() {
     };
     for (body, key, status) in [
         (chat_body("m"), CLIENT_KEY, 200),
-        (json!({"model": "m", "stream": true, "messages": []}), CLIENT_KEY, 200),
+        (
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+            CLIENT_KEY,
+            200,
+        ),
         (chat_body("m"), "wrong-key-123456", 401),
     ] {
         let r = from_page(body, key).await.unwrap();
@@ -1469,4 +1489,48 @@ async fn only_provider_changes_send_discovery_out_again() {
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     until("beta listed", Duration::from_secs(3), async || listings(&b) >= 1).await;
+}
+
+/// Gemini lists 50 models a page and Anthropic 20 unless asked for more: every page is read, so
+/// a model past the first is routed zero-config and listed.
+#[tokio::test(flavor = "multi_thread")]
+async fn model_lists_are_read_to_their_last_page() {
+    let models = ["m-1", "m-2", "m-3", "m-4", "m-5"];
+    let g = Mock::start_style("gem", &models, Style::Gemini).await;
+    let an = Mock::start_style("ant", &["c-1", "c-2", "c-3", "c-4", "c-5"], Style::Anthropic).await;
+    for m in [&g, &an] {
+        m.set_page_cap(2);
+    }
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}",
+        provider_yaml_styled("gem", &g, ""),
+        provider_yaml_styled("ant", &an, "")
+    ))
+    .await;
+    for (model, provider) in [("m-5", "gem"), ("c-5", "ant"), ("m-3", "gem")] {
+        let r = gw.chat(chat_body(model)).await;
+        assert_eq!(r.status(), 200, "{model}: {}", r.text().await.unwrap());
+        assert_eq!(r.headers()["x-apiproxy-provider"], provider);
+    }
+    let listed: Value = gw
+        .client
+        .get(gw.url("/v1/models"))
+        .bearer_auth(CLIENT_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    for id in ["m-1", "m-5", "c-1", "c-5"] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    let gemini_pages = g.all_requests().iter().filter(|r| r.method == "GET").count();
+    assert!(gemini_pages >= 3, "five models two a page: {gemini_pages} pages read");
 }

@@ -93,7 +93,12 @@ async fn tls_upstream(pki: &Pki) -> (SocketAddr, Arc<Seen>) {
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
-                let body = r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello over tls"},"finish_reason":"stop"}]}"#;
+                // A model list for discovery, a completion for anything else.
+                let body = if buf.starts_with(b"GET ") {
+                    r#"{"object":"list","data":[{"id":"listed-m","object":"model"}]}"#
+                } else {
+                    r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello over tls"},"finish_reason":"stop"}]}"#
+                };
                 let resp = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -149,6 +154,29 @@ async fn verified_tls_upstream_works() {
         "hello over tls"
     );
     assert_eq!(seen.answered.load(Ordering::SeqCst), 1);
+}
+
+/// A provider behind the private CA without a static model list: its list is discovered through
+/// the same trust, so zero-config routes reach it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_behind_the_private_ca_is_discovered() {
+    let pki = pki(&["localhost"]);
+    let (addr, _seen) = tls_upstream(&pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let yaml = format!(
+        "server: {{ca_file: \"{}\"}}\nproviders:\n  - {{id: tls, base_url: \"https://localhost:{}\", api_keys: [\"sk-tls-secret\"]}}\n",
+        ca.display(),
+        addr.port()
+    );
+    let gw = Gateway::start(&yaml).await;
+    let r = gw.chat(chat_body("listed-m")).await;
+    assert_eq!(r.status(), 200, "{}", gw.logs());
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["choices"][0]["message"]["content"],
+        "hello over tls"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -53,14 +53,15 @@ impl AdminApp {
     pub fn new(app: Arc<App>) -> Self {
         let router = Router::new();
         let openapi = openapi::document(router.specs()).to_string().into_bytes();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(3))
-            // A redirect would carry the provider's key (`x-api-key`, `x-goog-api-key` and
-            // custom headers survive reqwest's cross-host stripping) to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let http = crate::upstream::provider_client(&app.settings, Duration::from_secs(10)).unwrap_or_else(|e| {
+            // Checked at start-up by discovery's own client (same settings); never a client that
+            // would follow redirects with a provider's key.
+            tracing::error!(error = %e, "cannot build the admin API's provider client");
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default()
+        });
         Self {
             state: AdminState {
                 app,

@@ -27,13 +27,18 @@ pub fn mint(secrets: &Secrets) -> Result<MintedKey, SecretError> {
     })
 }
 
-/// How long a key lives.
+/// How long a key lives. Upper-case names (`MONTH`, as the original gateway took them) are
+/// accepted too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Expiry {
+    #[serde(alias = "WEEK")]
     Week,
+    #[serde(alias = "MONTH")]
     Month,
+    #[serde(alias = "YEAR")]
     Year,
+    #[serde(alias = "NEVER")]
     Never,
 }
 

@@ -149,7 +149,10 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
     Ok(out)
 }
 
+/// Every override set but empty counts as unset: templates write `${VAR:-}` for what they leave
+/// to the file.
 fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
     let origin = Origin { file: "environment" };
     let s = &mut config.server;
     if let Some(v) = env("APIPROXY_LISTEN") {
@@ -158,17 +161,17 @@ fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>
     if let Some(v) = env("APIPROXY_ADMIN_LISTEN") {
         s.admin_listen = v;
     }
-    if let Some(v) = env("LOG_LEVEL").filter(|v| !v.trim().is_empty()) {
+    if let Some(v) = env("LOG_LEVEL") {
         s.log_level = v;
     }
     if let Some(v) = env("LOG_FORMAT") {
         s.log_format = match v.to_ascii_lowercase().as_str() {
             "json" => LogFormat::Json,
-            "text" | "" => LogFormat::Text,
+            "text" => LogFormat::Text,
             _ => return Err(origin.err("LOG_FORMAT", format!("`{v}` is not text or json"))),
         };
     }
-    if let Some(v) = env("LOG_TIMEZONE").filter(|v| !v.is_empty()) {
+    if let Some(v) = env("LOG_TIMEZONE") {
         s.log_timezone = Some(v);
     }
     if let Some(v) = env("APIPROXY_THREADS") {
@@ -193,19 +196,17 @@ fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>
     if let Some(v) = env("MASK_AS_BROWSER") {
         m.as_browser = match v.to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => true,
-            "0" | "false" | "no" | "off" | "" => false,
+            "0" | "false" | "no" | "off" => false,
             _ => return Err(origin.err("MASK_AS_BROWSER", format!("`{v}` is not true or false"))),
         };
     }
-    // Set but empty counts as unset, as for `LOG_LEVEL`: an empty `User-Agent` is sent by nobody.
-    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    if let Some(v) = set("MASK_USER_AGENT") {
+    if let Some(v) = env("MASK_USER_AGENT") {
         m.user_agent = Some(v);
     }
-    if let Some(v) = set("MASK_ORIGIN") {
+    if let Some(v) = env("MASK_ORIGIN") {
         m.origin = Some(v);
     }
-    if let Some(v) = set("MASK_REFERER") {
+    if let Some(v) = env("MASK_REFERER") {
         m.referer = Some(v);
     }
     Ok(())
@@ -254,6 +255,11 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
     }
     if s.max_attempts == 0 || s.max_attempts > 16 {
         return Err(origin.err("server.max_attempts", "must be between 1 and 16"));
+    }
+    // A failed probe doubles the wait up to 5 minutes, and replicas share open circuits capped
+    // there: a longer first wait would shrink on the first failed probe.
+    if s.circuit_open_s == 0 || s.circuit_open_s > 300 {
+        return Err(origin.err("server.circuit_open_s", "must be between 1 and 300 seconds"));
     }
     if let Some(tz) = &s.log_timezone {
         if tz.parse::<chrono_tz::Tz>().is_err() {
@@ -374,6 +380,47 @@ mod tests {
         let c = load_text("mask: {user_agent: 'Agent/1'}\n", &env).unwrap();
         assert_eq!(c.mask.user_agent.as_deref(), Some("Agent/1"), "kept, not emptied");
         assert_eq!(c.mask.origin.as_deref(), Some("https://example.com"));
+    }
+
+    #[test]
+    fn a_first_circuit_wait_past_the_longest_is_refused() {
+        let env = env_of(&[]);
+        let e = load_text("server: {circuit_open_s: 600}\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.circuit_open_s: must be between 1 and 300"), "{e}");
+        assert!(load_text("server: {circuit_open_s: 300}\n", &env).is_ok());
+    }
+
+    /// `${VAR:-}` in a compose file or a template sets every variable it does not use to "".
+    #[test]
+    fn every_empty_override_leaves_the_file_s_value() {
+        let env = env_of(&[
+            ("APIPROXY_LISTEN", " "),
+            ("APIPROXY_ADMIN_LISTEN", ""),
+            ("APIPROXY_THREADS", ""),
+            ("LOG_LEVEL", ""),
+            ("LOG_FORMAT", " "),
+            ("LOG_TIMEZONE", ""),
+            ("MODELS_CACHE_TTL", ""),
+            ("APIPROXY_CORS_ORIGINS", ""),
+            ("MASK_AS_BROWSER", ""),
+            ("MASK_USER_AGENT", ""),
+        ]);
+        let c = load_text(
+            "server: {listen: '127.0.0.1:7000', admin_listen: '127.0.0.1:7001', threads: 3, log_format: json, \
+             models_cache_ttl_s: 9, cors_origins: ['https://a.example']}\nmask: {as_browser: true}\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.server.listen.as_str(), c.server.admin_listen.as_str()),
+            ("127.0.0.1:7000", "127.0.0.1:7001")
+        );
+        assert_eq!((c.server.threads, c.server.models_cache_ttl_s), (3, 9));
+        assert_eq!(c.server.log_format, LogFormat::Json);
+        assert_eq!(c.server.cors_origins, vec!["https://a.example"]);
+        assert!(c.mask.as_browser);
     }
 
     #[test]

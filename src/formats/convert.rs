@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::ir::{FetchedMedia, IrRequest, IrResponse};
 use super::tool_names::ToolNames;
 use super::usage::Usage;
-use super::wire::WireFormat;
+use super::wire::{Vendor, WireFormat};
 use super::{anthropic, gemini, openai_chat, responses_api};
 
 /// Why a body could not be translated. Both are the client's 400 `invalid_request_error`.
@@ -68,6 +68,9 @@ pub fn convert_request_named(
     if let Some(fetched) = &opts.fetched_media {
         ir.inline_media(fetched);
     }
+    if to.vendor() == Vendor::OpenAi && from.vendor() != Vendor::OpenAi {
+        fit_for_openai(&mut ir, &opts.model);
+    }
     let names = ToolNames::for_request(to, &mut ir);
     let out = match to {
         WireFormat::OpenAiChat => openai_chat::request::render(&ir, opts)?,
@@ -122,6 +125,33 @@ pub fn parse_response(from: WireFormat, body: &[u8]) -> Result<IrResponse, Conve
         WireFormat::Anthropic => anthropic::response::parse(&v)?,
         WireFormat::Gemini => gemini::response::parse(&v)?,
     })
+}
+
+/// OpenAI's `user` takes at most this many characters (a longer one is a 400).
+const OPENAI_USER_MAX: usize = 64;
+
+/// What another vendor's client sends in a shape OpenAI refuses: Claude Code's `metadata.user_id`
+/// (a ~150-character JSON blob) becomes its SHA-256 (one stable id per user, 64 hex digits), and
+/// Claude's or Gemini's thinking asks an effort only of models that reason (gpt-4.1 and gpt-4o
+/// refuse `reasoning_effort`; Claude Code turns thinking on by default). An OpenAI client's own
+/// values are never changed: it chose them for its model.
+fn fit_for_openai(ir: &mut IrRequest, model: &str) {
+    if let Some(user) = ir.user.as_mut().filter(|u| u.chars().count() > OPENAI_USER_MAX) {
+        let digest = ring::digest::digest(&ring::digest::SHA256, user.as_bytes());
+        *user = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    }
+    if !takes_reasoning_effort(model) {
+        ir.reasoning = None;
+    }
+}
+
+/// OpenAI's reasoning models (`o1`, `o3-mini`, `gpt-5.1`, `gpt-oss-120b`, `openai/o4-mini`…).
+fn takes_reasoning_effort(model: &str) -> bool {
+    let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+    let o_series = name
+        .strip_prefix('o')
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+    o_series || ["gpt-5", "gpt-oss", "codex"].iter().any(|p| name.starts_with(p))
 }
 
 /// Whole upstream response (format `from`) → client format `to`; `model` is the name the client asked for.
@@ -277,6 +307,74 @@ mod tests {
         serde_json::from_slice(&out).unwrap()
     }
 
+    /// Claude Code's request shape: a long `metadata.user_id`, thinking on, a strict tool with
+    /// an optional property.
+    fn claude_code_body() -> serde_json::Value {
+        let user_id = r#"{"device_id":"4f1c0b6a1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccdd","account_uuid":"0b7c7e55-3c1e-4a55-9f0e-5a1b2c3d4e5f","session_id":"9a8b7c6d-1e2f-4a3b-8c9d-0e1f2a3b4c5d"}"#;
+        serde_json::json!({"model": "c", "max_tokens": 32000, "metadata": {"user_id": user_id},
+            "thinking": {"type": "enabled", "budget_tokens": 31999},
+            "tools": [{"name": "get_weather", "strict": true, "input_schema": {"type": "object",
+                "additionalProperties": false, "required": ["city"],
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string"}}}}],
+            "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    #[test]
+    fn claude_code_requests_are_ones_openai_takes() {
+        let body = claude_code_body();
+        for to in [WireFormat::OpenAiChat, WireFormat::OpenAiResponses] {
+            let v: serde_json::Value =
+                serde_json::from_slice(&translated_for("gpt-4.1", WireFormat::Anthropic, to, &body).unwrap()).unwrap();
+            let user = v["user"].as_str().unwrap();
+            assert_eq!(user.len(), 64, "OpenAI takes at most 64: {user}");
+            assert!(user.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(
+                v.get("reasoning_effort").is_none() && v.get("reasoning").is_none(),
+                "gpt-4.1 refuses it: {v}"
+            );
+            let tool = &v["tools"][0];
+            assert!(tool.pointer("/function/strict").is_none_or(|s| s == false), "{tool}");
+            assert!(tool.get("strict").is_none_or(|s| s == false), "{tool}");
+            // The same user is the same id; a reasoning model keeps the effort.
+            let again: serde_json::Value =
+                serde_json::from_slice(&translated_for("o4-mini", WireFormat::Anthropic, to, &body).unwrap()).unwrap();
+            assert_eq!(again["user"], v["user"]);
+            let effort = again
+                .get("reasoning_effort")
+                .or_else(|| again.pointer("/reasoning/effort"));
+            assert_eq!(effort.and_then(|e| e.as_str()), Some("high"), "{again}");
+        }
+        let short = serde_json::json!({"model": "c", "max_tokens": 10, "metadata": {"user_id": "user-123"},
+            "messages": [{"role": "user", "content": "hi"}]});
+        let v = upstream_body(WireFormat::Anthropic, WireFormat::OpenAiChat, short);
+        assert_eq!(v["user"], "user-123", "a short id goes as it is");
+    }
+
+    #[test]
+    fn reasoning_models_are_told_apart_by_name() {
+        for m in [
+            "o1",
+            "o3-mini",
+            "o4-mini-2025-04-16",
+            "gpt-5",
+            "gpt-5.1-codex",
+            "gpt-oss-120b",
+            "openai/o3",
+            "codex-mini-latest",
+        ] {
+            assert!(takes_reasoning_effort(m), "{m}");
+        }
+        for m in [
+            "gpt-4.1",
+            "gpt-4o-mini",
+            "omni-moderation",
+            "openai/gpt-4o",
+            "llama-3.3-70b",
+        ] {
+            assert!(!takes_reasoning_effort(m), "{m}");
+        }
+    }
+
     #[test]
     fn a_file_by_url_goes_to_responses_by_url_and_is_refused_for_chat() {
         use serde_json::json;
@@ -410,7 +508,8 @@ mod tests {
     fn anthropic_s_max_effort_is_high_for_openai() {
         let body = serde_json::json!({"model": "c", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}],
             "thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}});
-        let out = upstream_body(WireFormat::Anthropic, WireFormat::OpenAiChat, body);
+        let out = translated_for("o3", WireFormat::Anthropic, WireFormat::OpenAiChat, &body).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(out["reasoning_effort"], "high", "{out}");
     }
 

@@ -175,6 +175,9 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
             (Some("server_is_overloaded"), _) | (_, Some("service_unavailable_error")) => ErrorKind::Overloaded,
             // OpenAI-compatible servers (vLLM, llama.cpp) say it in words only.
             _ if by_status == ErrorKind::InvalidRequest && says_context_too_long(&message) => ErrorKind::ContextLength,
+            // OpenRouter's 402 for a request larger than the balance covers: the request's (its
+            // `max_tokens`), not the key's; smaller ones still go through.
+            _ if status == 402 && says_request_unaffordable(&message) => ErrorKind::InvalidRequest,
             // An error event inside a 200 stream has no status to go by (see `first_event`).
             (_, Some("invalid_request_error")) if by_status == ErrorKind::Upstream => ErrorKind::InvalidRequest,
             _ => by_status,
@@ -228,6 +231,14 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
 /// "prompt is too long", Gemini's "input token count … exceeds the maximum number of tokens",
 /// vLLM's "maximum context length". Clients act on the kind (OpenAI's `context_length_exceeded`:
 /// trim and retry), so it is read from the words where no code says it.
+/// Whether a 402 says this request costs more than the balance allows (OpenRouter: "This request
+/// requires more credits, or fewer max_tokens. You requested up to 65536 tokens, but can only
+/// afford 30104"), rather than that the account is empty.
+fn says_request_unaffordable(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("fewer max_tokens") || m.contains("can only afford")
+}
+
 fn says_context_too_long(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     [

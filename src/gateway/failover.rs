@@ -475,11 +475,14 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         401..=403 => {
             // Our provider key is bad or out of credit (401, 402): out of rotation; or it may not
             // do this request (403: a model, a region or a feature its project lacks, which any
-            // client can ask for, so it benches no key for others): refused for this request
-            // only. Either way the next key or candidate is tried.
+            // client can ask for, so it benches no key for others; a 402 that says this request
+            // costs more than the balance covers): refused for this request only. Either way the
+            // next key or candidate is tried.
+            let this_request_only = status == 403
+                || held.is_some_and(|v| v.source == HeldSource::ErrorBody && v.kind == ErrorKind::InvalidRequest);
             match key {
                 Some(k) => {
-                    if status != 403 {
+                    if !this_request_only {
                         provider.pause_key(k.index);
                         // A reload since the request began installed the provider anew.
                         let current = app.snapshot();
@@ -498,10 +501,10 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
                 }
                 None => ctx.excluded.push(idx),
             }
-            if status == 403 && choose_dry(&plan, &ctx.excluded, None, now).is_err() {
+            if this_request_only && choose_dry(&plan, &ctx.excluded, None, now).is_err() {
                 // Refused by the last upstream that could answer (a model its project may not
-                // use): its own 403 goes to the client, which no SDK retries, rather than a 502
-                // every SDK would send again.
+                // use, a `max_tokens` the balance does not cover): its own answer goes to the
+                // client, which no SDK retries, rather than a 502 every SDK would send again.
                 Retry::No
             } else {
                 Retry::Next
@@ -634,10 +637,9 @@ pub fn on_client_gone(ctx: &mut RequestCtx, response_started: bool) {
 }
 
 /// Whether the error is the client's connection failing, closing or stalling (a client that stops
-/// reading times out the gateway's writes), or the client sending bytes after its request body
-/// (Pingora's `ConnectError` "sent data after end of body": the connection cannot carry this answer
-/// as HTTP/1 without pipelining): nobody is left to take the answer, so nothing is retried, and no
-/// upstream is blamed.
+/// reading times out the gateway's writes), or sending bytes after its body where Pingora cannot
+/// keep them as a pipelined request (its `ConnectError` "Sent data after end of body"):
+/// nobody is left to take the answer, so nothing is retried, and no upstream is blamed.
 pub fn client_gone(e: &Error) -> bool {
     *e.esource() == ErrorSource::Downstream
         && matches!(
@@ -675,6 +677,12 @@ pub fn on_client_fault(ctx: &mut RequestCtx, e: &Error) {
 /// Most other addresses of a host one request tries after connect failures.
 const MAX_ADDR_REDOS: u8 = 4;
 
+/// How many turns Pingora's retry loop needs for `max_attempts` attempts: the redos that are no
+/// attempt (a refused address, a stale pooled connection) take a turn each.
+pub fn retry_loop_turns(max_attempts: usize) -> usize {
+    max_attempts + usize::from(MAX_ADDR_REDOS) + 1
+}
+
 /// A reused upstream connection that fails sooner than this after the request was sent is taken
 /// for one the upstream had closed before it came (a stale pooled socket).
 const STALE_WITHIN: Duration = Duration::from_millis(500);
@@ -694,6 +702,14 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
     let health = &plan.candidates[idx].health;
     let now = Instant::now();
     let etype = e.etype().clone();
+    if response_started && super::response::stream_ended(ctx) {
+        // The stream had its end; the upstream then kept its body open (a slow close, pings after
+        // `[DONE]`) until the read timed out: the answer was whole, nobody is blamed.
+        if let Some(answered) = ctx.attempts.last_mut() {
+            answered.note = Some(format!("{} after the stream's end", etype.as_str()));
+        }
+        return Retry::No;
+    }
     if response_started {
         // Bytes already reached the client: nothing can be retried. The stream is reported as cut.
         health.record_cut(ctx.failures_before_success, now);

@@ -30,6 +30,7 @@ use pingora::{Error, ErrorType, Result};
 
 pub use ctx::RequestCtx;
 pub use error::GatewayError;
+pub use failover::retry_loop_turns;
 pub use session::session_key;
 
 use crate::app::App;
@@ -322,19 +323,30 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        if failover::client_gone(e) {
+            // Nothing more can reach it (a stalled reader's socket is still full: another write
+            // would wait as long again), and the upstream's answer was not at fault.
+            return FailToProxy {
+                error_code: if answer_started(session) {
+                    ctx.status.unwrap_or(0)
+                } else {
+                    0
+                },
+                can_reuse_downstream: false,
+            };
+        }
         if answer_started(session) {
-            // Mid-response: the status is out; end a stream with an error event the client can see.
-            if let Some(event) = response::abort_stream(ctx) {
+            if response::stream_ended(ctx) {
+                // The upstream kept its body open after the stream's end: the client's answer is
+                // whole, and its body is ended properly.
+                let _ = session.write_response_body(None, true).await;
+            } else if let Some(event) = response::abort_stream(ctx) {
+                // Mid-response: the status is out; end a stream with an error event the client
+                // can see.
                 let _ = session.write_response_body(Some(event), true).await;
             }
             return FailToProxy {
                 error_code: ctx.status.unwrap_or(0),
-                can_reuse_downstream: false,
-            };
-        }
-        if failover::client_gone(e) {
-            return FailToProxy {
-                error_code: 0,
                 can_reuse_downstream: false,
             };
         }

@@ -364,6 +364,13 @@ fn error_body(client: WireFormat, message: &str) -> Bytes {
 }
 
 /// The upstream broke mid-stream: the in-format error event that ends the client's stream, once.
+/// Whether the stream going to the client has had its end: the converter read the upstream's
+/// terminator (`[DONE]`, `message_stop`…), so an upstream that keeps its body open after it broke
+/// nothing the client gets.
+pub fn stream_ended(ctx: &RequestCtx) -> bool {
+    matches!(&ctx.response, ResponseMode::Stream(conv) if conv.completed())
+}
+
 pub fn abort_stream(ctx: &mut RequestCtx) -> Option<Bytes> {
     let client = ctx.client_format();
     let upstream = ctx.current.as_ref().map_or(client, |a| a.format);

@@ -182,28 +182,30 @@ impl RouteTable {
         })
     }
 
-    /// Resolves `model`: a logical model first, then `provider/model`, then zero-config.
+    /// Resolves `model`: a logical model first, then `provider/model`, then zero-config. A name
+    /// that some provider lists whole (OpenRouter's `anthropic/claude-sonnet-4.5`) goes to those
+    /// providers unless the provider its prefix names lists the rest: the prefix is then a pin.
     pub fn plan(&self, model: &str, catalog: &ModelCatalog, health: &HealthRegistry) -> Result<RoutePlan, RouteError> {
         if let Some(plan) = self.logical.get(model) {
             return Ok(plan.clone());
         }
+        let providers = catalog.providers_for(model);
         if let Some((provider_id, physical)) = model.split_once('/') {
             if let Some(provider) = self.by_id.get(provider_id) {
-                if !physical.is_empty() {
+                // Models the provider does not list share one health entry, so arbitrary client
+                // strings cannot grow the registry (or the metrics) without bound.
+                let listed = catalog.providers_for(physical).contains(&provider.id);
+                if !physical.is_empty() && (listed || providers.is_empty()) {
                     // A Gemini upstream takes the model in its URL: a name that is no path segment
                     // (`x y`, `m:countTokens?`) would change what is called, so it names no model.
                     if provider.style == ApiStyle::Gemini && !fits_a_gemini_path(physical) {
                         return Err(RouteError::UnknownModel(model.to_string()));
                     }
-                    // Models the provider does not list share one health entry, so arbitrary client
-                    // strings cannot grow the registry (or the metrics) without bound.
-                    let listed = catalog.providers_for(physical).contains(&provider.id);
                     let health_key = if listed { physical } else { "*" };
                     return Ok(self.single(provider, physical, health_key, model, health));
                 }
             }
         }
-        let providers = catalog.providers_for(model);
         if providers.is_empty() {
             return Err(RouteError::UnknownModel(model.to_string()));
         }
@@ -274,6 +276,7 @@ mod tests {
 providers:
   - {id: a, base_url: "http://127.0.0.1:1", models: [m1, shared]}
   - {id: b, base_url: "http://127.0.0.1:2", models: [shared]}
+  - {id: or, base_url: "http://127.0.0.1:3", models: ["a/remote", "a/m1"]}
 logical_models:
   - id: fast
     upstreams:
@@ -320,6 +323,35 @@ logical_models:
             Some(RouteError::UnknownModel("nope".into()))
         );
         assert!(t.plan("zz/m1", &c, &h).is_err());
+    }
+
+    /// OpenRouter-style ids (`vendor/model`) whose prefix is also a provider's id.
+    #[test]
+    fn a_name_listed_whole_goes_where_it_is_listed() {
+        let (t, c, h) = setup();
+        let p = t.plan("a/remote", &c, &h).unwrap();
+        assert_eq!(
+            p.kind,
+            RouteKind::ZeroConfig,
+            "a does not list `remote`; or lists `a/remote`"
+        );
+        assert_eq!(
+            (&*p.candidates[0].provider.id, &*p.candidates[0].model),
+            ("or", "a/remote")
+        );
+        let only_or: HashSet<String> = ["or".to_string()].into();
+        assert!(p.restricted_to(&only_or).is_ok(), "a key limited to `or` may use it");
+
+        let p = t.plan("a/m1", &c, &h).unwrap();
+        assert_eq!(p.kind, RouteKind::ProviderPrefixed, "a lists m1: the prefix pins it");
+        assert_eq!((&*p.candidates[0].provider.id, &*p.candidates[0].model), ("a", "m1"));
+
+        let p = t.plan("a/unlisted", &c, &h).unwrap();
+        assert_eq!(
+            p.kind,
+            RouteKind::ProviderPrefixed,
+            "listed nowhere: the prefix decides"
+        );
     }
 
     #[test]

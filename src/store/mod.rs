@@ -167,6 +167,11 @@ impl DatabaseUrl {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Self::Postgres(url.to_string()));
         }
+        // SQLAlchemy names its driver in the scheme (`postgresql+psycopg://`, the original
+        // gateway's form): the server is the same.
+        if let Some(rest) = url.strip_prefix("postgresql+").and_then(|r| r.split_once("://")) {
+            return Ok(Self::Postgres(format!("postgresql://{}", rest.1)));
+        }
         match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             Some(path) if !path.is_empty() => Ok(Self::Sqlite(path.to_string())),
             _ => Err(StoreError::Url(
@@ -350,6 +355,11 @@ mod tests {
             DatabaseUrl::Sqlite("/tmp/x.db".into())
         );
         assert!(DatabaseUrl::parse("mysql://x").is_err());
+        assert_eq!(
+            DatabaseUrl::parse("postgresql+psycopg://u:pw@db:5432/apiproxy").unwrap(),
+            DatabaseUrl::Postgres("postgresql://u:pw@db:5432/apiproxy".into()),
+            "SQLAlchemy's driver-named scheme"
+        );
         let pg = DatabaseUrl::parse("postgres://u:pw@127.0.0.1/db").unwrap();
         assert_eq!(pg.redacted(), "postgres://…@127.0.0.1/db");
         let pg = DatabaseUrl::parse("postgres://127.0.0.1/db?user=u&password=s3cret&sslmode=require").unwrap();

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use super::catalog::parse_model_list;
 use super::Provider;
 use crate::app::App;
+use crate::config::ApiStyle;
 
 const DNS_REFRESH: Duration = Duration::from_secs(30);
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,8 +49,8 @@ impl Discovery {
         let mut tasks = JoinSet::new();
         let ttl = Duration::from_secs(self.app.settings.models_cache_ttl_s.max(1));
         for p in snapshot.routes.providers().iter().filter(|p| p.static_models.is_none()) {
-            // Another replica listed this provider within the TTL: use its list.
-            if let Some(models) = self.app.state.models(&p.id).await {
+            // Another replica listed this provider, asked as it is now, within the TTL: use its list.
+            if let Some(models) = self.app.state.models(&p.listing_key()).await {
                 tracing::debug!(provider = %p.id, count = models.len(), "model list from shared state");
                 self.app.catalog.set_discovered(&p.id, models);
                 continue;
@@ -58,7 +59,7 @@ impl Discovery {
             tasks.spawn(async move {
                 let models = fetch_models(&client, &p).await;
                 if let Ok(list) = &models {
-                    app.state.put_models(&p.id, list, ttl).await;
+                    app.state.put_models(&p.listing_key(), list, ttl).await;
                 }
                 (p, models)
             });
@@ -77,23 +78,83 @@ impl Discovery {
     }
 }
 
-/// Fetches one provider's model list. Errors carry no secret: only the status or transport error.
+/// Most pages of one provider's model list read (at the largest page size each API takes).
+const MAX_PAGES: usize = 20;
+
+/// Fetches one provider's model list, every page of it (Gemini lists 50 models a page unless
+/// asked for more, Anthropic 20). Errors carry no secret: only the status or transport error.
 pub async fn fetch_models(client: &reqwest::Client, p: &Provider) -> Result<Vec<String>, String> {
-    let (status, body) = fetch_raw_models(client, p).await?;
-    if !(200..300).contains(&status) {
-        return Err(format!("status {status}"));
+    let mut models = Vec::new();
+    let mut page = None;
+    for _ in 0..MAX_PAGES {
+        let (status, body) = fetch_models_page(client, p, page.as_deref()).await?;
+        if !(200..300).contains(&status) {
+            return Err(format!("status {status}"));
+        }
+        models.extend(parse_model_list(&body).ok_or_else(|| "unrecognised model list".to_string())?);
+        page = next_page(p.style, &body);
+        if page.is_none() {
+            break;
+        }
     }
-    parse_model_list(&body).ok_or_else(|| "unrecognised model list".to_string())
+    Ok(models)
 }
 
-/// One GET of the provider's model-list endpoint: its status and body as sent. Also the admin
-/// API's live probe. Errors carry no secret and no URL.
+/// One GET of the provider's model-list endpoint: its status and body as sent (the first page, as
+/// large as the API gives). Also the admin API's live probe. Errors carry no secret and no URL.
 pub async fn fetch_raw_models(client: &reqwest::Client, p: &Provider) -> Result<(u16, bytes::Bytes), String> {
-    let mut req = client.get(p.endpoint.url(&p.models_path));
+    fetch_models_page(client, p, None).await
+}
+
+/// Where the page after this one starts: Gemini's `nextPageToken`, Anthropic's `last_id` while
+/// `has_more`. OpenAI's list has no pages.
+fn next_page(style: ApiStyle, body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let token = match style {
+        ApiStyle::Gemini => v.get("nextPageToken")?.as_str()?,
+        ApiStyle::Anthropic if v.get("has_more")?.as_bool()? => v.get("last_id")?.as_str()?,
+        _ => return None,
+    };
+    (!token.is_empty()).then(|| token.to_string())
+}
+
+/// The model list's URL for the page after `page` (the first without it), at the largest page size.
+fn models_url(p: &Provider, page: Option<&str>) -> String {
+    let mut url = p.endpoint.url(&p.models_path);
+    let mut param = |k: &str, v: &str| {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(k);
+        url.push('=');
+        url.extend(url::form_urlencoded::byte_serialize(v.as_bytes()));
+    };
+    match p.style {
+        ApiStyle::Gemini => {
+            param("pageSize", "1000");
+            if let Some(t) = page {
+                param("pageToken", t);
+            }
+        }
+        ApiStyle::Anthropic => {
+            param("limit", "1000");
+            if let Some(t) = page {
+                param("after_id", t);
+            }
+        }
+        _ => {}
+    }
+    url
+}
+
+async fn fetch_models_page(
+    client: &reqwest::Client,
+    p: &Provider,
+    page: Option<&str>,
+) -> Result<(u16, bytes::Bytes), String> {
+    let mut req = client.get(models_url(p, page));
     if let Some(key) = p.any_key() {
         req = req.header(p.auth_header(), key);
     }
-    if p.style == crate::config::ApiStyle::Anthropic {
+    if p.style == ApiStyle::Anthropic {
         req = req.header("anthropic-version", "2023-06-01");
     }
     for (k, v) in &p.extra_headers {
@@ -108,14 +169,7 @@ pub async fn fetch_raw_models(client: &reqwest::Client, p: &Provider) -> Result<
 #[async_trait]
 impl BackgroundService for Discovery {
     async fn start_with_ready_notifier(&self, mut shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
-        let client = match reqwest::Client::builder()
-            .timeout(DISCOVERY_TIMEOUT)
-            .connect_timeout(Duration::from_secs(3))
-            // A redirect would carry the provider's key (`x-api-key`, `x-goog-api-key` and
-            // custom headers survive reqwest's cross-host stripping) to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-        {
+        let client = match super::provider_client(&self.app.settings, DISCOVERY_TIMEOUT) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the discovery HTTP client");

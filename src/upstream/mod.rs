@@ -4,11 +4,13 @@
 pub mod catalog;
 mod discovery;
 mod endpoint;
+mod http_client;
 mod media;
 mod provider;
 
 pub use catalog::ModelCatalog;
 pub use discovery::{fetch_raw_models, Discovery};
 pub use endpoint::{check_extra_header, check_path, Endpoint};
+pub use http_client::provider_client;
 pub use media::{FetchError, MediaFetcher};
 pub use provider::{KeyChoice, Provider, ProviderExtras, ProviderKey};

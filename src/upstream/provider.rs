@@ -143,6 +143,30 @@ impl Provider {
     /// Whether its model list is fetched as `old`'s was: asked the same way, with the same keys,
     /// and discovered (or not) alike. A configuration change that leaves every provider so needs
     /// no new round of discovery.
+    /// The name this provider's model list is shared under between replicas: its id and a digest
+    /// of how the list is asked for (URL, style, headers, keys: what `listed_as` compares), so a
+    /// provider changed through the admin API is listed afresh, not read from the cache of what
+    /// its old endpoint listed.
+    pub fn listing_key(&self) -> String {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut add = |part: &[u8]| {
+            ctx.update(&(part.len() as u64).to_le_bytes());
+            ctx.update(part);
+        };
+        add(self.endpoint.url(&self.models_path).as_bytes());
+        add(format!("{:?}", self.style).as_bytes());
+        for (name, value) in &self.extra_headers {
+            add(name.as_str().as_bytes());
+            add(value.as_bytes());
+        }
+        for key in &self.keys {
+            add(key.header.as_bytes());
+        }
+        let digest = ctx.finish();
+        let hex: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}:{hex}", self.id)
+    }
+
     pub fn listed_as(&self, old: &Provider) -> bool {
         self.asked_as(old)
             && self.static_models.is_none() == old.static_models.is_none()
@@ -457,6 +481,27 @@ mod tests {
     fn provider(keys: &[&str]) -> Provider {
         let yaml = format!("{{id: p, base_url: 'http://127.0.0.1:1', api_keys: {keys:?}}}");
         Provider::from_config(&serde_yaml::from_str(&yaml).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_model_list_is_shared_under_how_it_is_asked_for() {
+        let of = |yaml: &str| {
+            Provider::from_config(&serde_yaml::from_str(yaml).unwrap())
+                .unwrap()
+                .listing_key()
+        };
+        let base = of("{id: p, base_url: 'http://127.0.0.1:1', api_keys: [k1]}");
+        assert_eq!(base, of("{id: p, base_url: 'http://127.0.0.1:1', api_keys: [k1]}"));
+        assert!(base.starts_with("p:"), "{base}");
+        assert!(!base.contains("k1"), "no secret in a Redis key: {base}");
+        for changed in [
+            "{id: p, base_url: 'http://127.0.0.1:2', api_keys: [k1]}",
+            "{id: p, base_url: 'http://127.0.0.1:1', api_keys: [k2]}",
+            "{id: p, base_url: 'http://127.0.0.1:1', api_keys: [k1], api_style: anthropic}",
+            "{id: p, base_url: 'http://127.0.0.1:1', api_keys: [k1], headers: {x-team: a}}",
+        ] {
+            assert_ne!(base, of(changed), "{changed}");
+        }
     }
 
     #[test]

@@ -14,10 +14,11 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::shape::{violations, Api};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -231,6 +232,8 @@ pub struct MockState {
     /// Text deltas of a streamed text answer.
     pub events: usize,
     strict: AtomicBool,
+    check_bodies: AtomicBool,
+    page_cap: AtomicUsize,
 }
 
 pub struct Mock {
@@ -258,6 +261,8 @@ impl Mock {
             first_event_delay: Mutex::new(Duration::ZERO),
             events: 5,
             strict: AtomicBool::new(false),
+            check_bodies: AtomicBool::new(true),
+            page_cap: AtomicUsize::new(usize::MAX),
         });
         let st = state.clone();
         tokio::spawn(async move {
@@ -298,6 +303,19 @@ impl Mock {
     /// Anthropic requests without `anthropic-version` a 400, as the real APIs do.
     pub fn set_strict(&self, strict: bool) {
         self.state.strict.store(strict, Ordering::Relaxed);
+    }
+
+    /// The model list gives at most `n` models a page, whatever the client asks (Anthropic and
+    /// Gemini styles; the real APIs stop at 1000).
+    pub fn set_page_cap(&self, n: usize) {
+        self.state.page_cap.store(n, Ordering::Relaxed);
+    }
+
+    /// On by default: a completion body the real API would refuse (`shape::violations`) gets the
+    /// style's 400 naming every rule it breaks, so a translation bug fails the test that sent it.
+    /// Off for tests that send such bodies on purpose.
+    pub fn set_body_checks(&self, on: bool) {
+        self.state.check_bodies.store(on, Ordering::Relaxed);
     }
 
     /// Completion requests received (model list fetches excluded).
@@ -482,7 +500,8 @@ fn route(style: Style, req: &Recorded) -> Route {
     }
 }
 
-/// A reply that overrides the script: unknown paths, and missing credentials in strict mode.
+/// A reply that overrides the script: unknown paths, bodies the real API would refuse, and missing
+/// credentials in strict mode.
 fn refuse(st: &MockState, req: &Recorded, route: &Route) -> Option<Reply> {
     let error = |status: u16, message: &str| Reply::Status {
         status,
@@ -494,6 +513,22 @@ fn refuse(st: &MockState, req: &Recorded, route: &Route) -> Option<Reply> {
             404,
             &format!("mock {}: no route for {} {}", st.name, req.method, req.path),
         ));
+    }
+    if st.check_bodies.load(Ordering::Relaxed) {
+        let api = match route {
+            Route::Chat { .. } => Some(Api::OpenAiChat),
+            Route::Responses { .. } => Some(Api::Responses),
+            Route::Messages { .. } => Some(Api::Anthropic),
+            Route::Gemini { .. } => Some(Api::Gemini),
+            _ => None,
+        };
+        if let Some(api) = api {
+            let body = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            let broken = violations(api, &body);
+            if !broken.is_empty() {
+                return Some(error(400, &broken.join("; ")));
+            }
+        }
     }
     if !st.strict.load(Ordering::Relaxed) {
         return None;
@@ -1162,19 +1197,42 @@ fn stream_error_event(style: Style, route: &Route, a: &Answer, model: &str, seq:
     }
 }
 
-fn models_body(st: &MockState) -> Value {
+/// The model list, in pages as the real APIs give them: Anthropic 20 a page unless `limit` says
+/// (`after_id` for the next), Gemini 50 unless `pageSize` says (`pageToken`: here the index of the
+/// page's first model), both at most 1000 and at most `page_cap`.
+fn models_body(st: &MockState, req: &Recorded) -> Value {
+    let page_of = |size_param: &str, default: usize, start: usize| {
+        let size = req
+            .query(size_param)
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(default)
+            .clamp(1, 1000)
+            .min(st.page_cap.load(Ordering::Relaxed));
+        let end = (start + size).min(st.models.len());
+        (&st.models[start.min(end)..end], end < st.models.len())
+    };
     match st.style {
         Style::Anthropic => {
-            let data: Vec<_> = st
-                .models
+            let start = req
+                .query("after_id")
+                .and_then(|id| st.models.iter().position(|m| m == id))
+                .map_or(0, |i| i + 1);
+            let (page, more) = page_of("limit", 20, start);
+            let data: Vec<_> = page
                 .iter()
                 .map(|m| json!({"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}))
                 .collect();
-            json!({"data": data, "has_more": false, "first_id": st.models.first(), "last_id": st.models.last()})
+            json!({"data": data, "has_more": more, "first_id": page.first(), "last_id": page.last()})
         }
         Style::Gemini => {
-            let models: Vec<_> = st.models.iter().map(|m| gemini_model(m)).collect();
-            json!({ "models": models })
+            let start = req.query("pageToken").and_then(|t| t.parse().ok()).unwrap_or(0);
+            let (page, more) = page_of("pageSize", 50, start);
+            let models: Vec<_> = page.iter().map(|m| gemini_model(m)).collect();
+            let mut body = json!({ "models": models });
+            if more {
+                body["nextPageToken"] = (start + page.len()).to_string().into();
+            }
+            body
         }
         _ => {
             let data: Vec<_> = st
@@ -1302,7 +1360,7 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
         _ if req.method == "GET" => {
             let body = match route {
                 Route::GeminiModel(m) => gemini_model(m.strip_prefix("models/").unwrap_or(m)),
-                _ => models_body(st),
+                _ => models_body(st, req),
             };
             write_json(sock, 200, &body.to_string(), request_id).await
         }

@@ -4,6 +4,7 @@
 
 pub mod mock;
 pub mod sdk;
+pub mod shape;
 pub mod tcp_proxy;
 
 use std::net::TcpListener;

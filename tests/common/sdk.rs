@@ -43,7 +43,12 @@ pub fn python() -> Option<PathBuf> {
             .arg(&reqs)
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "pip install of the SDKs failed");
+        if !ok {
+            // Offline, or PyPI unreachable: CI must have the SDKs; elsewhere the SDK tests skip.
+            assert!(std::env::var_os("CI").is_none(), "pip install of the SDKs failed in CI");
+            eprintln!("SKIPPED: SDK tests need the SDKs from PyPI (pip install failed)");
+            return None;
+        }
         std::fs::write(&stamp, wanted).expect("stamp");
     }
     *guard = Some(py.clone());

@@ -78,7 +78,8 @@ pub(super) fn check_allowed(app: &App, field: &str, list: &Option<Vec<String>>) 
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
-    #[serde(default = "never")]
+    /// `expiry` is the original gateway's name for it.
+    #[serde(default = "never", alias = "expiry")]
     expires: Expiry,
     #[serde(default)]
     allowed_providers: Option<Vec<String>>,
@@ -142,7 +143,7 @@ pub async fn list(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiErr
 struct UpdateBody {
     #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, alias = "expiry")]
     expires: Option<Expiry>,
     #[serde(default)]
     disabled: Option<bool>,
@@ -239,5 +240,21 @@ pub fn not_found(e: crate::store::StoreError, what: &str) -> ApiError {
     match e {
         crate::store::StoreError::NotFound => ApiError::NotFound(what.into()),
         e => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The original gateway's body (`{"name": …, "expiry": "MONTH"}`) mints the same key.
+    #[test]
+    fn the_original_gateway_s_expiry_is_understood() {
+        let b: CreateBody = serde_json::from_value(json!({"name": "k", "expiry": "MONTH"})).unwrap();
+        assert_eq!(b.expires, Expiry::Month);
+        let b: UpdateBody = serde_json::from_value(json!({"expiry": "week"})).unwrap();
+        assert_eq!(b.expires, Some(Expiry::Week));
+        assert!(serde_json::from_value::<CreateBody>(json!({"name": "k", "expiry": "Month"})).is_err());
     }
 }

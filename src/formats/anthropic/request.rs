@@ -67,7 +67,9 @@ pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
                 .to_string(),
             description: str_at(t, "description").map(str::to_string),
             parameters: t.get("input_schema").cloned().unwrap_or_else(empty_schema),
-            strict: bool_at(t, "strict"),
+            // Claude's strict tools may leave properties optional, which OpenAI's strict mode
+            // refuses: the upstream's default mode, as for `output_config` below.
+            strict: None,
             cache_control: t.get("cache_control").cloned(),
         });
     }

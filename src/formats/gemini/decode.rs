@@ -55,7 +55,8 @@ impl Decode for GeminiDecoder {
             out.push(StreamEvent::Usage(u));
         }
         let Some(cand) = arr_at(&v, "candidates").first() else {
-            if v.get("promptFeedback").and_then(|f| f.get("blockReason")).is_some() {
+            let feedback = get2(&v, "promptFeedback", "prompt_feedback");
+            if feedback.and_then(|f| get2(f, "blockReason", "block_reason")).is_some() {
                 self.finished = true;
                 out.push(StreamEvent::Finish {
                     reason: FinishReason::ContentFilter,

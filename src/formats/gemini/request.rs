@@ -155,7 +155,14 @@ pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
             Some("AUTO") | Some("VALIDATED") => Some(ToolChoice::Auto),
             Some("NONE") => Some(ToolChoice::None),
             Some("ANY") if allowed.len() == 1 => Some(ToolChoice::Tool(allowed[0].to_string())),
-            Some("ANY") => Some(ToolChoice::Required),
+            Some("ANY") => {
+                // A call of one of these, not of any tool: the others are not offered. (Other
+                // formats name one tool or any; the earlier turns may still show the others.)
+                if !allowed.is_empty() {
+                    ir.tools.retain(|t| allowed.contains(&t.name.as_str()));
+                }
+                Some(ToolChoice::Required)
+            }
             _ => None,
         };
     }
@@ -522,6 +529,18 @@ mod tests {
                 "nullable": {"type": "boolean"},
                 "propertyOrdering": {"type": "integer"}}})
         );
+    }
+
+    /// `ANY` with several allowed names: a call of one of them, so only they are offered.
+    #[test]
+    fn any_of_some_functions_offers_only_those() {
+        let decl = |n: &str| json!({"name": n, "parameters": {"type": "OBJECT"}});
+        let body = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "tools": [{"functionDeclarations": [decl("a"), decl("b"), decl("c")]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["a", "c"]}}});
+        let ir = parse(&body).unwrap();
+        assert_eq!(ir.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(ir.tool_choice, Some(ToolChoice::Required));
     }
 
     #[test]

@@ -549,7 +549,13 @@ fn write_gemini_frame(out: &mut Vec<u8>, array: bool, frames: &mut usize, data: 
         out.extend_from_slice(data);
     } else {
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(data);
+        // A pretty-printed object (Google's JSON arrays are) would end the `data:` line at its
+        // first line break; in JSON those are only whitespace between tokens.
+        if memchr::memchr2(b'\n', b'\r', data).is_some() {
+            out.extend(data.iter().filter(|b| !matches!(b, b'\n' | b'\r')));
+        } else {
+            out.extend_from_slice(data);
+        }
         out.extend_from_slice(b"\r\n\r\n");
     }
     *frames += 1;
@@ -934,6 +940,34 @@ mod tests {
             String::from_utf8_lossy(&out)
         );
         assert_eq!(c.usage().map(|u| (u.input_tokens, u.output_tokens)), Some((4, 2)));
+    }
+
+    /// Google's JSON arrays are pretty-printed: each object becomes one `data:` line for an SSE
+    /// client, its strings untouched.
+    #[test]
+    fn a_pretty_printed_gemini_array_reaches_an_sse_client_one_line_per_event() {
+        let array = b"[{\n  \"candidates\": [\n    {\n      \"content\": {\"parts\": [{\"text\": \"a\\nb\"}]}\n    }\n  ]\n}\n,\r\n{\n  \"candidates\": [{\"content\": {\"parts\": [{\"text\": \"!\"}]}, \"finishReason\": \"STOP\"}]\n}\n]";
+        let (text, completed) = convert(WireFormat::Gemini, WireFormat::Gemini, &[array]);
+        assert!(completed, "{text}");
+        let events: Vec<&str> = text.split("\r\n\r\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.len(), 2, "{text:?}");
+        for e in &events {
+            let data = e.strip_prefix("data: ").unwrap_or_else(|| panic!("{e:?}"));
+            assert!(!data.contains('\n') && !data.contains('\r'), "{e:?}");
+            serde_json::from_str::<serde_json::Value>(data).unwrap();
+        }
+        assert!(events[0].contains(r#""text": "a\nb""#), "escapes kept: {text}");
+    }
+
+    /// A blocked prompt, in either spelling, is a content-filter finish, not a cut stream.
+    #[test]
+    fn a_blocked_prompt_in_snake_case_finishes_the_stream() {
+        let blocked = b"data: {\"prompt_feedback\":{\"block_reason\":\"SAFETY\"}}\r\n\r\n";
+        let (text, completed) = convert(WireFormat::Gemini, WireFormat::OpenAiChat, &[blocked]);
+        assert!(
+            completed && text.contains(r#""finish_reason":"content_filter""#),
+            "{text}"
+        );
     }
 
     #[test]
