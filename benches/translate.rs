@@ -42,6 +42,7 @@ fn main() {
         stream: true,
         default_max_tokens: 4096,
         fetched_media: None,
+        stream_usage: true,
     };
     println!("translation throughput, one core (release: `cargo bench --bench translate`)\n");
     println!(

@@ -118,7 +118,8 @@ impl App {
             health,
             catalog,
             metrics,
-            tokens: Tokens::new(secrets.jwt_key(), ttl).accepting_previous(secrets.previous_jwt_key()),
+            tokens: Tokens::new(secrets.jwt_key(), ttl)
+                .accepting_previous(secrets.previous_jwt_key(), crate::store::now()),
             secrets,
             state,
             store: OnceLock::new(),

@@ -944,6 +944,41 @@ async fn a_key_forbidden_one_request_stays_in_rotation_for_the_others() {
     assert_eq!(used.len(), 2, "both keys still serve other requests: {used:?}");
 }
 
+/// Mistral refuses `stream_options` (422 `extra_forbidden`), which the gateway adds to count a
+/// stream's tokens: the stream is asked again at once without it, and so from then on, for
+/// same-format and translated clients alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_refuses_stream_options_is_asked_without_them() {
+    let a = Mock::start("mistral", &["m"]).await;
+    a.set_refuse_stream_options(true);
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("mistral", &a, ""))).await;
+    let stream = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw.chat(stream.clone()).await;
+    assert_eq!(r.status(), 200);
+    let data = sse_data(r).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let sent = a.requests();
+    assert_eq!(sent.len(), 2, "refused, then asked without the field");
+    assert!(sent[0].json().get("stream_options").is_some());
+    assert!(sent[1].json().get("stream_options").is_none(), "{}", sent[1].json());
+    // From now on without it: one request each, a translated one included.
+    assert_eq!(gw.chat(stream).await.status(), 200);
+    let anthropic = json!({"model": "m", "max_tokens": 20, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw
+        .post("/v1/messages", anthropic, &[("anthropic-version", "2023-06-01")])
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("message_stop"));
+    assert_eq!(a.requests().len(), 4);
+    let text = gw.metrics().await;
+    assert_eq!(
+        metric(&text, "apiproxy_requests_total", &[("status_class", "4xx")]),
+        0.0,
+        "{text}"
+    );
+}
+
 /// OpenRouter's 402 for one request's `max_tokens` (the balance covers smaller ones): the keys stay
 /// in rotation, and the client reads the upstream's advice.
 #[tokio::test(flavor = "multi_thread")]

@@ -142,6 +142,7 @@ fn requests_and_responses_never_panic() {
         stream: true,
         default_max_tokens: 4096,
         fetched_media: None,
+        stream_usage: true,
     };
     for _ in 0..1500 {
         let body = mutated(&mut rng, &requests);

@@ -24,6 +24,7 @@ fn opts(stream: bool) -> RequestOptions {
         stream,
         default_max_tokens: 4096,
         fetched_media: None,
+        stream_usage: true,
     }
 }
 

@@ -33,6 +33,9 @@ pub struct RequestOptions {
     pub default_max_tokens: u32,
     /// Images and files the gateway fetched (see `media_to_fetch`), sent inline instead of by URL.
     pub fetched_media: Option<std::sync::Arc<FetchedMedia>>,
+    /// An OpenAI Chat stream asks for its usage (`stream_options.include_usage`); off for an
+    /// upstream that refuses the field (Mistral's 422 `extra_forbidden`, which reports usage anyway).
+    pub stream_usage: bool,
 }
 
 /// Client body (format `from`) → upstream body (format `to`), `model` set to `opts.model`. Never called with
@@ -297,6 +300,7 @@ mod tests {
             stream: false,
             default_max_tokens: 4096,
             fetched_media: None,
+            stream_usage: true,
         };
         convert_request(from, to, body.to_string().as_bytes(), &opts)
     }
@@ -373,6 +377,33 @@ mod tests {
         ] {
             assert!(!takes_reasoning_effort(m), "{m}");
         }
+    }
+
+    /// Chat's `file` part takes PDF only: a plain-text document goes as text, another file is
+    /// refused (so another candidate may take it) rather than sent to OpenAI's 400.
+    #[test]
+    fn chat_upstreams_get_pdf_files_text_as_text_and_no_other_file() {
+        use serde_json::json;
+        let doc = |source: serde_json::Value| {
+            json!({"model": "c", "max_tokens": 100, "messages": [{"role": "user", "content": [
+                {"type": "document", "source": source}, {"type": "text", "text": "summarise"}]}]})
+        };
+        let text = doc(json!({"type": "text", "media_type": "text/plain", "data": "hello notes"}));
+        let v = upstream_body(WireFormat::Anthropic, WireFormat::OpenAiChat, text);
+        assert_eq!(
+            v["messages"][0]["content"][0],
+            json!({"type": "text", "text": "hello notes"}),
+            "{v}"
+        );
+        let pdf = doc(json!({"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}));
+        let v = upstream_body(WireFormat::Anthropic, WireFormat::OpenAiChat, pdf);
+        assert_eq!(v["messages"][0]["content"][0]["type"], "file", "{v}");
+        let docx = doc(json!({"type": "base64", "data": "UEsDBA==",
+            "media_type": "application/vnd.openxmlformats-officedocument.wordprocessingml.document"}));
+        assert!(matches!(
+            translated(WireFormat::Anthropic, WireFormat::OpenAiChat, &docx),
+            Err(ConvertError::Unsupported(_))
+        ));
     }
 
     #[test]

@@ -221,6 +221,16 @@ impl ToolResult {
 }
 
 /// The text blocks of `blocks`, concatenated.
+/// The text of a `text/*` file sent inline, when it is UTF-8: a document an upstream that takes
+/// only PDF files can still read, as text.
+pub fn plain_text(media_type: &str, data: &str) -> Option<String> {
+    if !media_type.starts_with("text/") {
+        return None;
+    }
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 pub fn join_text(blocks: &[Block]) -> String {
     let mut out = String::new();
     for b in blocks {

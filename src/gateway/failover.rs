@@ -17,7 +17,7 @@ use super::error::GatewayError;
 use super::upstream_call;
 use crate::app::App;
 use crate::formats::stream::{ANSWER_ERROR_WITHIN, WHOLE_ANSWER_LIMIT as TRANSLATE_LIMIT};
-use crate::formats::{answer_error, classify_error, error_map, first_event, ErrorKind, FirstEvent};
+use crate::formats::{answer_error, classify_error, error_map, first_event, ErrorKind, FirstEvent, WireFormat};
 use crate::routing::health::{Availability, MAX_RETRY_AFTER_SECS};
 use crate::routing::{choose, choose_dry, Exhausted, Failure, RoutePlan, Sticky};
 
@@ -281,7 +281,7 @@ const HOLD_PIECES: u32 = 256;
 /// statuses whose meaning is in the body, and successes, which can be an error object, open a
 /// stream with an error event, or break off before their end.
 pub fn hold_for_body(ctx: &mut RequestCtx, resp: &ResponseHeader) -> bool {
-    let hold = ctx.current.is_some() && matches!(resp.status.as_u16(), 200..=299 | 400 | 402 | 429);
+    let hold = ctx.current.is_some() && matches!(resp.status.as_u16(), 200..=299 | 400 | 402 | 422 | 429);
     if hold {
         ctx.hold = Some(Hold {
             since: Instant::now(),
@@ -329,6 +329,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             kind,
             source,
             retry_after: None,
+            names_stream_options: false,
         })
     };
     ctx.held_verdict = if resp.status.is_success() && super::response::reads_as_sse(ctx, resp) {
@@ -382,6 +383,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             kind: classify_error(format, resp.status.as_u16(), body).0,
             source: HeldSource::ErrorBody,
             retry_after: error_map::retry_after_secs(body),
+            names_stream_options: memchr::memmem::find(body, b"stream_options").is_some(),
         })
     } else {
         return HeldResponse::More;
@@ -395,7 +397,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
 /// Translates a whole answer held to its end for the client (kept for `response::on_body`);
 /// false when it cannot be read (`{"choices": []}`, not JSON), which is then no answer: tried
 /// elsewhere instead of reaching the client as an error under a 200.
-fn translate_held(ctx: &mut RequestCtx, format: crate::formats::WireFormat, body: &[u8]) -> bool {
+fn translate_held(ctx: &mut RequestCtx, format: WireFormat, body: &[u8]) -> bool {
     let names = ctx.current.as_ref().and_then(|a| a.tool_names.clone());
     match crate::formats::convert_response_named(format, ctx.client_format(), body, &ctx.model, names.as_deref()) {
         Ok(answer) => {
@@ -424,6 +426,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
     };
     let idx = attempt.candidate;
     let attempt_format = attempt.format;
+    let injected_usage = attempt.injected_usage;
     let key = attempt.key.clone();
     // Time to the header: a held answer's header came when its hold began.
     let latency = match ctx.hold.take() {
@@ -466,7 +469,23 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
     if retry_after.is_some() {
         ctx.upstream_retry_after = retry_after;
     }
+    // The gateway asked this OpenAI Chat stream for its usage, and the upstream refuses the field
+    // (Mistral: 422 `extra_forbidden` on `stream_options.include_usage`; it reports usage
+    // unasked): asked again at once without it, and so from now on.
+    let refused_stream_usage = matches!(status, 400 | 422)
+        && held.is_some_and(|v| v.source == HeldSource::ErrorBody && v.names_stream_options)
+        && attempt_format == WireFormat::OpenAiChat
+        && ctx.stream
+        && (injected_usage || attempt_format != ctx.request_format)
+        && !provider.refuses_stream_usage();
     let decision = match status {
+        _ if refused_stream_usage => {
+            provider.set_refuses_stream_usage();
+            ctx.retry_same = Some(idx);
+            ctx.redo_at_once = true;
+            ctx.started_attempts = ctx.started_attempts.saturating_sub(1);
+            Retry::Same
+        }
         _ if no_answer.is_some() => {
             candidate.health.record_failure(Failure::Broken, now);
             ctx.excluded.push(idx);
@@ -678,9 +697,10 @@ pub fn on_client_fault(ctx: &mut RequestCtx, e: &Error) {
 const MAX_ADDR_REDOS: u8 = 4;
 
 /// How many turns Pingora's retry loop needs for `max_attempts` attempts: the redos that are no
-/// attempt (a refused address, a stale pooled connection) take a turn each.
+/// attempt (a refused address, a stale pooled connection, a stream asked again without
+/// `stream_options`) take a turn each.
 pub fn retry_loop_turns(max_attempts: usize) -> usize {
-    max_attempts + usize::from(MAX_ADDR_REDOS) + 1
+    max_attempts + usize::from(MAX_ADDR_REDOS) + 2
 }
 
 /// A reused upstream connection that fails sooner than this after the request was sent is taken

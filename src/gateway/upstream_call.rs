@@ -77,8 +77,9 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
             let edit = Rewrite {
                 model,
                 force_stream: ctx.stream,
-                // An OpenAI stream reports usage only when asked; ask, and strip the chunk later.
-                ask_usage: ctx.stream && format == WireFormat::OpenAiChat,
+                // An OpenAI stream reports usage only when asked; ask, and strip the chunk later
+                // (unless the upstream refuses the field).
+                ask_usage: ctx.stream && format == WireFormat::OpenAiChat && !provider.refuses_stream_usage(),
             };
             let mut body = rewrite(&ctx.body, inspected, &edit);
             if format == WireFormat::Gemini {
@@ -135,6 +136,7 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                     (Some(Ok(media)), WireFormat::Gemini) => Some(media.clone()),
                     _ => None,
                 },
+                stream_usage: !provider.refuses_stream_usage(),
             };
             let (body, tool_names) =
                 convert_request_named(ctx.request_format, format, &ctx.body, &opts).map_err(|e| e.to_string())?;

@@ -104,6 +104,32 @@ impl Store {
         })
     }
 
+    /// Inserts the key unless its user already has `max`; `false` then. The count and the insert
+    /// share a transaction that first locks the user's row, so creates racing on one user (or on
+    /// several replicas) take turns instead of all counting `max - 1`.
+    pub async fn insert_api_key_within(&self, row: &ApiKeyRow, max: usize) -> Result<bool, StoreError> {
+        with_conn!(self, |c| {
+            use diesel_async::AsyncConnection;
+            c.transaction::<_, StoreError, _>(async |c| {
+                diesel::update(users::table.find(&row.user_id))
+                    .set(users::updated_at.eq(users::updated_at))
+                    .execute(c)
+                    .await?;
+                let n: i64 = api_keys::table
+                    .filter(api_keys::user_id.eq(&row.user_id))
+                    .count()
+                    .get_result(c)
+                    .await?;
+                if n >= max as i64 {
+                    return Ok(false);
+                }
+                diesel::insert_into(api_keys::table).values(row).execute(c).await?;
+                Ok(true)
+            })
+            .await
+        })
+    }
+
     pub async fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRow>, StoreError> {
         with_conn!(self, |c| Ok(api_keys::table
             .filter(api_keys::user_id.eq(user_id))

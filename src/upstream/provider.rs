@@ -89,6 +89,9 @@ pub struct Provider {
     /// keeps the lock off the request path while there are none.
     down: Mutex<Vec<(SocketAddr, Instant)>>,
     any_down: AtomicBool,
+    /// The upstream refused `stream_options` (Mistral: 422 `extra_forbidden`): its streams are
+    /// asked without it.
+    refuses_stream_usage: AtomicBool,
 }
 
 /// How long an address that refused a connection is passed over while the host has others (an
@@ -126,6 +129,18 @@ impl Provider {
         }
         self.next_key
             .store(old.next_key.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.refuses_stream_usage
+            .store(old.refuses_stream_usage(), Ordering::Relaxed);
+    }
+
+    /// Whether an OpenAI Chat stream to this upstream may ask for its usage (`stream_options`).
+    pub fn refuses_stream_usage(&self) -> bool {
+        self.refuses_stream_usage.load(Ordering::Relaxed)
+    }
+
+    /// The upstream answered a request for refusing `stream_options`: asked without it from now.
+    pub fn set_refuses_stream_usage(&self) {
+        self.refuses_stream_usage.store(true, Ordering::Relaxed);
     }
 
     /// Pauses here the key `old` was refused with: a request that began before a reload learnt it
@@ -281,6 +296,7 @@ impl Provider {
             next_addr: AtomicUsize::new(0),
             down: Mutex::new(Vec::new()),
             any_down: AtomicBool::new(false),
+            refuses_stream_usage: AtomicBool::new(false),
         })
     }
 

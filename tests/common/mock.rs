@@ -234,6 +234,7 @@ pub struct MockState {
     strict: AtomicBool,
     check_bodies: AtomicBool,
     page_cap: AtomicUsize,
+    refuse_stream_options: AtomicBool,
 }
 
 pub struct Mock {
@@ -263,6 +264,7 @@ impl Mock {
             strict: AtomicBool::new(false),
             check_bodies: AtomicBool::new(true),
             page_cap: AtomicUsize::new(usize::MAX),
+            refuse_stream_options: AtomicBool::new(false),
         });
         let st = state.clone();
         tokio::spawn(async move {
@@ -309,6 +311,11 @@ impl Mock {
     /// Gemini styles; the real APIs stop at 1000).
     pub fn set_page_cap(&self, n: usize) {
         self.state.page_cap.store(n, Ordering::Relaxed);
+    }
+
+    /// Chat completions carrying `stream_options` get Mistral's 422 (`extra_forbidden`).
+    pub fn set_refuse_stream_options(&self, on: bool) {
+        self.state.refuse_stream_options.store(on, Ordering::Relaxed);
     }
 
     /// On by default: a completion body the real API would refuse (`shape::violations`) gets the
@@ -513,6 +520,17 @@ fn refuse(st: &MockState, req: &Recorded, route: &Route) -> Option<Reply> {
             404,
             &format!("mock {}: no route for {} {}", st.name, req.method, req.path),
         ));
+    }
+    if matches!(route, Route::Chat { .. })
+        && st.refuse_stream_options.load(Ordering::Relaxed)
+        && req.json().get("stream_options").is_some()
+    {
+        let body = r#"{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","stream_options","include_usage"],"msg":"Extra inputs are not permitted","input":true}]},"type":"invalid_request_error","param":null,"code":null}"#;
+        return Some(Reply::Status {
+            status: 422,
+            retry_after: None,
+            body: body.to_string(),
+        });
     }
     if st.check_bodies.load(Ordering::Relaxed) {
         let api = match route {

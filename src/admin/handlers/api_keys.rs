@@ -101,12 +101,6 @@ pub async fn create(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiE
     check_name(&body.name)?;
     let rps = check_rps("rate_limit_rps", body.rate_limit_rps)?;
     let allowed = check_allowed(app, "allowed_providers", &body.allowed_providers)?;
-    // Every key is in every replica's snapshot: a user's keys are bounded.
-    if store(app)?.list_api_keys(&user.id).await?.len() >= MAX_KEYS_PER_USER {
-        return Err(ApiError::Conflict(format!(
-            "a user has at most {MAX_KEYS_PER_USER} API keys; delete ones no longer used"
-        )));
-    }
     let minted = mint(&app.secrets)?;
     let t = now();
     let row = ApiKeyRow {
@@ -122,7 +116,12 @@ pub async fn create(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiE
         created_at: t,
         updated_at: t,
     };
-    store(app)?.insert_api_key(&row).await?;
+    // Every key is in every replica's snapshot: a user's keys are bounded.
+    if !store(app)?.insert_api_key_within(&row, MAX_KEYS_PER_USER).await? {
+        return Err(ApiError::Conflict(format!(
+            "a user has at most {MAX_KEYS_PER_USER} API keys; delete ones no longer used"
+        )));
+    }
     commit(app).await?;
     let mut v = view(&row, &user.key_limits());
     v["key"] = json!(minted.secret);

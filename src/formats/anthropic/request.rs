@@ -417,15 +417,6 @@ fn refuse_unreadable_documents(ir: &IrRequest) -> Result<(), ConvertError> {
     Ok(())
 }
 
-/// The text of a `text/*` file sent inline, when it is UTF-8.
-fn plain_text(media_type: &str, data: &str) -> Option<String> {
-    if !media_type.starts_with("text/") {
-        return None;
-    }
-    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data).ok()?;
-    String::from_utf8(bytes).ok()
-}
-
 fn render_document(m: &Media) -> Value {
     let source = match m {
         Media::Base64 { media_type, data } if media_type != "application/pdf" => match plain_text(media_type, data) {
@@ -703,6 +694,7 @@ mod tests {
             stream: false,
             default_max_tokens: 1024,
             fetched_media: None,
+            stream_usage: true,
         };
         let out = render(&file("text/plain", "aGVsbG8="), &opts).unwrap();
         assert_eq!(

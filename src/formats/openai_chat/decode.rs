@@ -133,6 +133,24 @@ impl Decode for ChatDecoder {
                     out.push(StreamEvent::Text(t.to_string()));
                 }
             }
+            // Content as parts (Mistral's reasoning models: `{"type": "thinking", "thinking":
+            // [{"type": "text", "text": …}]}`, then `{"type": "text", "text": …}`).
+            for part in arr_at(delta, "content") {
+                match str_at(part, "type") {
+                    Some("thinking") => {
+                        for t in arr_at(part, "thinking").iter().filter_map(|t| str_at(t, "text")) {
+                            if !t.is_empty() {
+                                out.push(StreamEvent::Thinking(t.to_string()));
+                            }
+                        }
+                    }
+                    _ => {
+                        if let Some(t) = str_at(part, "text").filter(|t| !t.is_empty()) {
+                            out.push(StreamEvent::Text(t.to_string()));
+                        }
+                    }
+                }
+            }
             for tc in arr_at(delta, "tool_calls") {
                 let f = tc.get("function").unwrap_or(&Value::Null);
                 let upstream = u64_at(tc, "index").unwrap_or(0);

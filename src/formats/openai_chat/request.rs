@@ -321,6 +321,17 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
             "an OpenAI Chat upstream takes files inline (base64) only, not by URL; send the file's bytes".into(),
         ));
     }
+    // Chat's `file` part takes PDF only; a plain-text file goes as text, anything else would be
+    // OpenAI's 400, so another candidate may take the request instead.
+    for block in ir.messages.iter().flat_map(|m| &m.content) {
+        if let Block::File(Media::Base64 { media_type, data }) = block {
+            if media_type != "application/pdf" && plain_text(media_type, data).is_none() {
+                return Err(ConvertError::Unsupported(format!(
+                    "an OpenAI Chat upstream takes files as PDF (or plain text); this request sends a `{media_type}` file"
+                )));
+            }
+        }
+    }
     let mut messages = Vec::with_capacity(ir.messages.len() + 1);
     if !ir.system.is_empty() {
         messages.push(json!({"role": "system", "content": join_parts(&ir.system)}));
@@ -358,7 +369,9 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     put(&mut out, "user", ir.user.clone());
     if opts.stream {
         out.insert("stream".into(), true.into());
-        out.insert("stream_options".into(), json!({"include_usage": true}));
+        if opts.stream_usage {
+            out.insert("stream_options".into(), json!({"include_usage": true}));
+        }
     }
     Ok(Value::Object(out))
 }
@@ -439,6 +452,9 @@ fn render_part(b: &Block) -> Option<Value> {
     match b {
         Block::Text(t) => Some(json!({"type": "text", "text": t.text})),
         Block::Image(m) => Some(json!({"type": "image_url", "image_url": {"url": m.to_url()}})),
+        Block::File(Media::Base64 { media_type, data }) if media_type != "application/pdf" => {
+            plain_text(media_type, data).map(|text| json!({"type": "text", "text": text}))
+        }
         Block::File(m) => Some(json!({"type": "file", "file": {"file_data": m.to_url(), "filename": "file"}})),
         _ => None,
     }

@@ -30,6 +30,12 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
             for p in parts {
                 if let Some(t) = str_at(p, "text") {
                     content.push(text_block(t));
+                } else if str_at(p, "type") == Some("thinking") {
+                    // Mistral's reasoning: `{"type": "thinking", "thinking": [{"type": "text", …}]}`.
+                    let text: String = arr_at(p, "thinking").iter().filter_map(|t| str_at(t, "text")).collect();
+                    if !text.is_empty() {
+                        content.push(Block::Thinking { text, signature: None });
+                    }
                 }
             }
         }

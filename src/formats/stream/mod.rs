@@ -959,6 +959,24 @@ mod tests {
         assert!(events[0].contains(r#""text": "a\nb""#), "escapes kept: {text}");
     }
 
+    /// Mistral's reasoning models stream `delta.content` as parts: thinking, then text.
+    #[test]
+    fn content_streamed_as_parts_reaches_a_translated_client() {
+        let thinking = chat_chunk(
+            r#"{"content":[{"type":"thinking","thinking":[{"type":"text","text":"Hmm."}]}]}"#,
+            "null",
+        );
+        let text = chat_chunk(r#"{"content":[{"type":"text","text":"Hi"}]}"#, r#""stop""#);
+        let (out, completed) = convert(
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            &[&thinking, &text, b"data: [DONE]\n\n"],
+        );
+        assert!(completed, "{out}");
+        assert!(out.contains(r#""thinking":"Hmm.""#), "{out}");
+        assert!(out.contains(r#""text":"Hi""#), "{out}");
+    }
+
     /// A blocked prompt, in either spelling, is a content-filter finish, not a cut stream.
     #[test]
     fn a_blocked_prompt_in_snake_case_finishes_the_stream() {
