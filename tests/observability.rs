@@ -418,6 +418,38 @@ async fn a_stream_broken_mid_way_is_one_failed_attempt() {
     );
 }
 
+/// A stream that ends cleanly at the transport but without its terminator (a `[DONE]` never sent):
+/// the attempt is a failure in the attempts counter too, as the request's outcome says.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_without_its_terminator_is_one_failed_attempt() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    a.script([Reply::StreamCut { after: 2 }]);
+    let r = gw
+        .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(!r.text().await.unwrap_or_default().contains("[DONE]"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = gw.metrics().await;
+    let alpha = |outcome| [("provider", "alpha"), ("outcome", outcome)];
+    assert_eq!(
+        metric(&text, "apiproxy_upstream_attempts_total", &alpha("2xx")),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "apiproxy_upstream_attempts_total", &alpha("transport_error")),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "apiproxy_requests_total", &[("outcome", "stream_cut")]),
+        1.0,
+        "{text}"
+    );
+}
+
 /// Time to first token is to the stream's first content, not its first bytes: a role-only chunk
 /// sent at once does not count, the text 300 ms later does.
 #[tokio::test(flavor = "multi_thread")]

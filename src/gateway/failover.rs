@@ -624,6 +624,12 @@ pub fn on_stream_cut(ctx: &mut RequestCtx) {
     if let Some(c) = plan.candidates.get(attempt.candidate) {
         c.health.record_cut(ctx.failures_before_success, Instant::now());
     }
+    // The attempt counted as answered when its header came: it broke, as a transport error that
+    // cuts a stream is recorded (so attempts and requests say the same of it).
+    if let Some(answered) = ctx.attempts.last_mut().filter(|r| r.status().is_some()) {
+        answered.end = AttemptEnd::Transport;
+        answered.note = Some("the stream ended before it was complete".into());
+    }
 }
 
 /// Gives back the probe slot this request claimed, unless a verdict on that upstream (a success

@@ -73,11 +73,46 @@ fn is_object_schema(o: &Map<String, Value>) -> bool {
     }
 }
 
+/// String formats Claude's structured output takes; any other moves into the description.
+const FORMATS: &[&str] = &[
+    "date-time",
+    "time",
+    "date",
+    "duration",
+    "email",
+    "hostname",
+    "uri",
+    "ipv4",
+    "ipv6",
+    "uuid",
+];
+
 fn move_bounds_to_description(o: &mut Map<String, Value>) {
-    let moved: Vec<String> = BOUNDS
+    let mut moved: Vec<String> = BOUNDS
         .iter()
         .filter_map(|k| o.remove(*k).map(|v| format!("{k}: {v}")))
         .collect();
+    // `minItems` of 0 or 1 only.
+    if o.get("minItems").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+        if let Some(v) = o.remove("minItems") {
+            moved.push(format!("minItems: {v}"));
+        }
+    }
+    let string = o.get("type").and_then(Value::as_str) == Some("string");
+    if o.get("format")
+        .is_some_and(|f| !string || f.as_str().is_none_or(|f| !FORMATS.contains(&f)))
+    {
+        if let Some(v) = o.remove("format") {
+            moved.push(format!("format: {v}"));
+        }
+    }
+    // `oneOf` is not in Claude's grammar; `anyOf` is, and exactly-one is what the model reads
+    // of it anyway.
+    if !o.contains_key("anyOf") {
+        if let Some(v) = o.remove("oneOf") {
+            o.insert("anyOf".into(), v);
+        }
+    }
     if moved.is_empty() {
         return;
     }
@@ -118,6 +153,21 @@ mod tests {
         // A property that happens to be called `minimum` is a property, not a bound.
         assert_eq!(out["properties"]["minimum"]["additionalProperties"], false);
         assert_eq!(out["properties"]["either"]["anyOf"][0]["additionalProperties"], false);
+        // As Anthropic's SDK: minItems above 1, formats Claude lacks, and oneOf.
+        let sdk_schema = json!({"type": "object", "properties": {
+            "two": {"type": "array", "minItems": 2, "items": {"type": "string", "format": "email"}},
+            "one": {"type": "array", "minItems": 1},
+            "n": {"type": "integer", "format": "int32"},
+            "s": {"type": "string", "format": "phone"},
+            "pick": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}});
+        let sdk_like = for_structured_output(&sdk_schema);
+        let p = &sdk_like["properties"];
+        assert_eq!(p["two"]["description"], "(minItems: 2)");
+        assert_eq!(p["two"]["items"]["format"], "email", "a format Claude takes stays");
+        assert_eq!(p["one"]["minItems"], 1);
+        assert_eq!(p["n"], json!({"type": "integer", "description": "(format: \"int32\")"}));
+        assert_eq!(p["s"]["description"], "(format: \"phone\")");
+        assert!(p["pick"].get("oneOf").is_none() && p["pick"]["anyOf"].is_array(), "{p}");
         assert!(out["properties"]["either"]["anyOf"][1]
             .get("additionalProperties")
             .is_none());
