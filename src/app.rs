@@ -118,8 +118,7 @@ impl App {
             health,
             catalog,
             metrics,
-            tokens: Tokens::new(secrets.jwt_key(), ttl)
-                .accepting_previous(secrets.previous_jwt_key(), crate::store::now()),
+            tokens: Tokens::new(secrets.jwt_key(), ttl),
             secrets,
             state,
             store: OnceLock::new(),

@@ -38,8 +38,9 @@ pub enum SecretOrigin {
 /// The derived keys. Holds no copy of the root secret.
 pub struct Secrets {
     client_mac: hmac::Key,
-    /// The keys of the secret before a rotation (`SECRET_KEY_PREVIOUS`): provider keys sealed, client
-    /// keys tagged and admin tokens signed under it stay readable and valid while it is given.
+    /// The keys of the secret before a rotation (`SECRET_KEY_PREVIOUS`): provider keys sealed and
+    /// client keys tagged under it stay readable and valid while it is given (admin tokens signed
+    /// under it do not: see `auth::jwt::Tokens`).
     previous: Option<Box<Previous>>,
     provider_aead: LessSafeKey,
     jwt: [u8; 32],
@@ -49,7 +50,6 @@ pub struct Secrets {
 struct Previous {
     client_mac: hmac::Key,
     provider_aead: LessSafeKey,
-    jwt: [u8; 32],
 }
 
 /// Which secret opened a stored value.
@@ -132,7 +132,6 @@ impl Secrets {
         self.previous = Some(Box::new(Previous {
             client_mac: client_mac(&prk),
             provider_aead: provider_aead(&prk),
-            jwt: jwt_key(&prk),
         }));
         self
     }
@@ -149,12 +148,6 @@ impl Secrets {
 
     pub fn jwt_key(&self) -> &[u8] {
         &self.jwt
-    }
-
-    /// The token-signing key of the secret before a rotation: tokens it signed stay valid (until
-    /// they expire) while it is given.
-    pub fn previous_jwt_key(&self) -> Option<&[u8]> {
-        self.previous.as_ref().map(|p| p.jwt.as_slice())
     }
 
     /// Hex HMAC-SHA256 tag of a client key, as stored.

@@ -979,6 +979,24 @@ async fn an_upstream_that_refuses_stream_options_is_asked_without_them() {
     );
 }
 
+/// A 400 about a client's own `stream_options` member is the client's: the upstream still gets
+/// the gateway's `include_usage` on the next stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_s_own_stream_options_error_is_no_refusal_of_the_field() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let bad = r#"{"error":{"message":"Invalid value for 'stream_options.include_obfuscation': expected a boolean.","type":"invalid_request_error","param":"stream_options.include_obfuscation","code":"invalid_type"}}"#;
+    a.script([Reply::status_body(400, bad)]);
+    let stream = |options: Value| json!({"model": "m", "stream": true, "stream_options": options, "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw.chat(stream(json!({"include_obfuscation": "no"}))).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(a.requests().len(), 1, "the client's error, not tried again");
+    let r = gw.chat(stream(json!({}))).await;
+    assert_eq!(r.status(), 200);
+    let sent = a.last().unwrap().json();
+    assert_eq!(sent["stream_options"]["include_usage"], true, "{sent}");
+}
+
 /// OpenRouter's 402 for one request's `max_tokens` (the balance covers smaller ones): the keys stay
 /// in rotation, and the client reads the upstream's advice.
 #[tokio::test(flavor = "multi_thread")]
@@ -1222,16 +1240,26 @@ async fn a_stream_cut_mid_answer_binds_no_session() {
 }
 
 /// A client that hangs up mid-stream (a user interrupting Claude Code) cut nothing the upstream
-/// did: the upstream that was serving the session stays its binding.
+/// did: the upstream that was serving the session stays its binding, and the tokens it reported
+/// so far (the prompt's, paid for all the same) are counted.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_the_client_leaves_still_binds_its_session() {
-    let a = Mock::start("alpha", &["m"]).await;
+    let a = Mock::start_style("alpha", &["m"], Style::Anthropic).await;
     a.set_event_gap(Duration::from_millis(150));
-    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}",
+        provider_yaml_styled("alpha", &a, ", models: [m]")
+    ))
+    .await;
     let token = gw.admin().await.token;
-    let stream = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let stream =
+        json!({"model": "m", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let mut r = gw
-        .post("/v1/chat/completions", stream, &[("x-session-id", "left")])
+        .post(
+            "/v1/messages",
+            stream,
+            &[("x-session-id", "left"), ("anthropic-version", "2023-06-01")],
+        )
         .await;
     assert_eq!(r.status(), 200);
     assert!(r.chunk().await.unwrap().is_some(), "the first event");
@@ -1254,11 +1282,13 @@ async fn a_stream_the_client_leaves_still_binds_its_session() {
         1.0,
         "{text}"
     );
+    assert_eq!(
+        metric(&text, "apiproxy_tokens_total", &[("kind", "input")]),
+        common::mock::usage::PROMPT as f64,
+        "{text}"
+    );
 }
 
-/// An upstream that keeps its body open after the stream's end (`[DONE]`, then neither the last
-/// chunk nor a close) until the read times out: the client's answer is whole and properly ended,
-/// and the upstream is not blamed for a cut.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_lingering_after_its_stream_s_end_breaks_nothing() {
     let a = Mock::start("alpha", &["m"]).await;
@@ -1275,11 +1305,26 @@ async fn an_upstream_lingering_after_its_stream_s_end_breaks_nothing() {
     assert_eq!(r.status(), 200);
     let text = r.text().await.expect("a properly ended body");
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    // An Anthropic client of the same upstream gets its stream's ending in its own format.
+    a.script([Reply::StreamStall { after: 1000 }]);
+    let anthropic = json!({"model": "m", "max_tokens": 50, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw
+        .post("/v1/messages", anthropic, &[("anthropic-version", "2023-06-01")])
+        .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("a properly ended body");
+    assert!(text.contains("event: message_stop"), "{text}");
+    assert!(!text.contains("event: error"), "{text}");
     let metrics = gw.metrics().await;
     assert_eq!(
         metric(&metrics, "apiproxy_requests_total", &[("outcome", "stream_cut")]),
         0.0,
         "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "apiproxy_tokens_total", &[("kind", "output")]) > 0.0,
+        "the tokens of both answers: {metrics}"
     );
     assert_eq!(
         metric(&metrics, "apiproxy_upstream_error_rate", &[("provider", "alpha")]),
@@ -1714,6 +1759,22 @@ async fn a_host_address_that_refuses_is_passed_over() {
         0.0,
         "{text}"
     );
+}
+
+/// `server.resolve` holds for the gateway's own calls too: a provider on a pinned host name (in
+/// no DNS) without a static model list is listed, so zero-config routes reach it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_host_is_listed_through_its_pinned_address() {
+    let a = Mock::start("alpha", &["listed-m"]).await;
+    let port = a.url().rsplit(':').next().unwrap().to_string();
+    let yaml = format!(
+        "server: {{resolve: {{models.pinned.test: [127.0.0.1]}}}}\nproviders:\n{}",
+        provider_yaml_api("alpha", &format!("http://models.pinned.test:{port}"), "openai", "")
+    );
+    let gw = Gateway::start(&yaml).await;
+    let r = gw.chat(chat_body("listed-m")).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(a.all_requests().iter().any(|r| r.method == "GET"), "listed");
 }
 
 /// The redos that are not attempts (a refused address of a host, at most four a request) do not

@@ -157,10 +157,27 @@ fn operation(spec: &RouteSpec) -> Value {
         .collect();
     params.extend(query_params(spec.op));
     let mut responses = json!({
-        "200": {"description": "Success", "content": {"application/json": {}}},
         "400": {"$ref": "#/components/responses/Error"},
         "404": {"$ref": "#/components/responses/Error"},
     });
+    match spec.op {
+        Op::AdminInit
+        | Op::UserCreate
+        | Op::KeyCreate
+        | Op::ProviderCreate
+        | Op::ProviderKeyCreate
+        | Op::LogicalCreate => {
+            responses["201"] = json!({"description": "Created", "content": {"application/json": {}}});
+            // A name already taken (or, for the first admin, a user already there).
+            responses["409"] = json!({"$ref": "#/components/responses/Error"});
+        }
+        Op::KeyDelete | Op::ProviderDelete | Op::ProviderKeyDelete | Op::LogicalDelete => {
+            responses["204"] = json!({"description": "Deleted"});
+            // Still referenced, or defined in the config file.
+            responses["409"] = json!({"$ref": "#/components/responses/Error"});
+        }
+        _ => responses["200"] = json!({"description": "Success", "content": {"application/json": {}}}),
+    }
     if spec.access != Access::Public {
         responses["401"] = json!({"$ref": "#/components/responses/Error"});
     }

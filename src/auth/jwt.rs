@@ -50,10 +50,10 @@ impl Default for TokenTtl {
 
 pub struct Tokens {
     encoding: EncodingKey,
+    /// Only the current key: tokens signed under `SECRET_KEY_PREVIOUS` are refused. A rotation
+    /// usually follows a leak, and whoever holds the old secret could sign any claims with it (a
+    /// refresh token under it would buy a genuine pair under the new key); admins sign in again.
     decoding: DecodingKey,
-    /// The key before a `SECRET_KEY` rotation: access tokens it signed are still accepted, up to
-    /// one access lifetime after this process took it (see `accepting_previous`).
-    previous: Option<(DecodingKey, i64)>,
     pub ttl: TokenTtl,
 }
 
@@ -71,19 +71,8 @@ impl Tokens {
         Self {
             encoding: EncodingKey::from_secret(key),
             decoding: DecodingKey::from_secret(key),
-            previous: None,
             ttl,
         }
-    }
-
-    /// Also accepts access tokens signed with `previous`, the key before a rotation, that end
-    /// within one access lifetime of `now` (the restart with the new secret), so admins signed in
-    /// before it are not cut off mid-task. Nothing longer: a rotation usually follows a leak, and
-    /// whoever holds the old secret can sign any claims with it (a refresh token under it would
-    /// buy a genuine pair under the new key; an access token ending in a year, a year of access).
-    pub fn accepting_previous(mut self, previous: Option<&[u8]>, now: i64) -> Self {
-        self.previous = previous.map(|k| (DecodingKey::from_secret(k), now + self.ttl.access_s));
-        self
     }
 
     fn sign(&self, sub: &str, role: &str, ver: i64, typ: TokenKind, now: i64) -> Result<String, TokenError> {
@@ -119,22 +108,6 @@ impl Tokens {
         v.leeway = 0;
         v.set_required_spec_claims(&["exp", "sub"]);
         let claims = decode::<Claims>(token, &self.decoding, &v)
-            .or_else(|e| match (&self.previous, e.kind()) {
-                (Some((previous, ends_by)), jsonwebtoken::errors::ErrorKind::InvalidSignature)
-                    if kind == TokenKind::Access =>
-                {
-                    decode::<Claims>(token, previous, &v).and_then(|t| {
-                        let c = &t.claims;
-                        let within = c.exp <= *ends_by && c.exp - c.iat <= self.ttl.access_s;
-                        if within && c.typ == TokenKind::Access {
-                            Ok(t)
-                        } else {
-                            Err(e)
-                        }
-                    })
-                }
-                _ => Err(e),
-            })
             .map_err(|_| TokenError::Invalid)?
             .claims;
         if claims.typ != kind {
@@ -171,57 +144,14 @@ mod tests {
         assert!(t.verify(&tampered, TokenKind::Access).is_err());
     }
 
+    /// After a rotation, every token of the old key is refused, genuine or forged with it.
     #[test]
-    fn tokens_of_the_previous_key_stay_valid_only_while_it_is_given() {
+    fn tokens_of_the_previous_key_are_refused() {
         let (old_key, new_key) = (b"o".repeat(32), b"n".repeat(32));
         let old = Tokens::new(&old_key, TokenTtl::default());
-        let now = crate::store::now();
-        let pair = old.issue("u1", "admin", 0, now).unwrap();
-        let rolled = Tokens::new(&new_key, TokenTtl::default()).accepting_previous(Some(&old_key), now);
-        assert_eq!(rolled.verify(&pair.access_token, TokenKind::Access).unwrap().sub, "u1");
-        assert!(
-            rolled.verify(&pair.refresh_token, TokenKind::Refresh).is_err(),
-            "a refresh token under the old key buys nothing: sign in again"
-        );
-        // Whoever holds the old secret signs what they like: a long-lived access token, or one
-        // that claims a short life but ends past the window.
-        let forge = |iat: i64, exp: i64| {
-            let claims = Claims {
-                sub: "u1".into(),
-                role: "admin".into(),
-                typ: TokenKind::Access,
-                jti: "j".into(),
-                ver: 0,
-                iat,
-                exp,
-            };
-            encode(
-                &Header::new(Algorithm::HS256),
-                &claims,
-                &EncodingKey::from_secret(&old_key),
-            )
-            .unwrap()
-        };
-        assert!(rolled
-            .verify(&forge(now, now + 365 * 86_400), TokenKind::Access)
-            .is_err());
-        assert!(rolled
-            .verify(&forge(now + 3600, now + 3600 + 60), TokenKind::Access)
-            .is_err());
-        assert!(
-            rolled.verify(&forge(now, now + 60), TokenKind::Access).is_ok(),
-            "within the window"
-        );
-        let expired = old.issue("u1", "admin", 0, now - 10_000).unwrap();
-        assert!(
-            rolled.verify(&expired.access_token, TokenKind::Access).is_err(),
-            "expired"
-        );
-        let new_only = Tokens::new(&new_key, TokenTtl::default());
-        assert!(new_only.verify(&pair.access_token, TokenKind::Access).is_err());
-        // New tokens are signed with the new key only.
-        let fresh = rolled.issue("u1", "admin", 0, now).unwrap();
-        assert!(new_only.verify(&fresh.access_token, TokenKind::Access).is_ok());
-        assert!(old.verify(&fresh.access_token, TokenKind::Access).is_err());
+        let pair = old.issue("u1", "admin", 0, crate::store::now()).unwrap();
+        let rolled = Tokens::new(&new_key, TokenTtl::default());
+        assert!(rolled.verify(&pair.access_token, TokenKind::Access).is_err());
+        assert!(rolled.verify(&pair.refresh_token, TokenKind::Refresh).is_err());
     }
 }

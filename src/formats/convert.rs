@@ -135,26 +135,26 @@ const OPENAI_USER_MAX: usize = 64;
 
 /// What another vendor's client sends in a shape OpenAI refuses: Claude Code's `metadata.user_id`
 /// (a ~150-character JSON blob) becomes its SHA-256 (one stable id per user, 64 hex digits), and
-/// Claude's or Gemini's thinking asks an effort only of models that reason (gpt-4.1 and gpt-4o
-/// refuse `reasoning_effort`; Claude Code turns thinking on by default). An OpenAI client's own
-/// values are never changed: it chose them for its model.
+/// Claude's or Gemini's thinking asks no effort of OpenAI's models that do not reason (gpt-4.1
+/// and gpt-4o refuse `reasoning_effort`; Claude Code turns thinking on by default). Any other
+/// model behind an OpenAI-style upstream (an aggregator's `anthropic/claude-…`, `grok-3-mini`,
+/// Gemini's OpenAI endpoint) keeps it. An OpenAI client's own values are never changed: it chose
+/// them for its model.
 fn fit_for_openai(ir: &mut IrRequest, model: &str) {
     if let Some(user) = ir.user.as_mut().filter(|u| u.chars().count() > OPENAI_USER_MAX) {
         let digest = ring::digest::digest(&ring::digest::SHA256, user.as_bytes());
         *user = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     }
-    if !takes_reasoning_effort(model) {
+    if refuses_reasoning_effort(model) {
         ir.reasoning = None;
     }
 }
 
-/// OpenAI's reasoning models (`o1`, `o3-mini`, `gpt-5.1`, `gpt-oss-120b`, `openai/o4-mini`…).
-fn takes_reasoning_effort(model: &str) -> bool {
+/// OpenAI's models that do not reason (`gpt-4o`, `gpt-4.1-mini`, `openai/gpt-4o`,
+/// `chatgpt-4o-latest`, `gpt-3.5-turbo`): they answer `reasoning_effort` with a 400.
+fn refuses_reasoning_effort(model: &str) -> bool {
     let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
-    let o_series = name
-        .strip_prefix('o')
-        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
-    o_series || ["gpt-5", "gpt-oss", "codex"].iter().any(|p| name.starts_with(p))
+    ["gpt-4", "gpt-3.5", "chatgpt-"].iter().any(|p| name.starts_with(p))
 }
 
 /// Whole upstream response (format `from`) → client format `to`; `model` is the name the client asked for.
@@ -354,28 +354,51 @@ mod tests {
         assert_eq!(v["user"], "user-123", "a short id goes as it is");
     }
 
+    /// OpenAI's models take `max_completion_tokens` (its reasoning models refuse `max_tokens`);
+    /// other OpenAI-style servers `max_tokens` (Mistral refuses the newer name).
     #[test]
-    fn reasoning_models_are_told_apart_by_name() {
-        for m in [
-            "o1",
-            "o3-mini",
-            "o4-mini-2025-04-16",
-            "gpt-5",
-            "gpt-5.1-codex",
-            "gpt-oss-120b",
-            "openai/o3",
-            "codex-mini-latest",
+    fn the_output_limit_goes_by_the_name_the_upstream_takes() {
+        let body =
+            serde_json::json!({"model": "c", "max_tokens": 300, "messages": [{"role": "user", "content": "hi"}]});
+        for (model, key) in [
+            ("gpt-5", "max_completion_tokens"),
+            ("o3-mini", "max_completion_tokens"),
+            ("openai/gpt-4o", "max_completion_tokens"),
+            ("mistral-large-latest", "max_tokens"),
+            ("deepseek-chat", "max_tokens"),
         ] {
-            assert!(takes_reasoning_effort(m), "{m}");
+            let out = translated_for(model, WireFormat::Anthropic, WireFormat::OpenAiChat, &body).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v[key], 300, "{model}: {v}");
+            let other = if key == "max_tokens" {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            assert!(v.get(other).is_none(), "{model}: {v}");
         }
+    }
+
+    #[test]
+    fn openai_models_that_do_not_reason_are_told_apart_by_name() {
         for m in [
             "gpt-4.1",
             "gpt-4o-mini",
-            "omni-moderation",
             "openai/gpt-4o",
-            "llama-3.3-70b",
+            "chatgpt-4o-latest",
+            "gpt-3.5-turbo",
         ] {
-            assert!(!takes_reasoning_effort(m), "{m}");
+            assert!(refuses_reasoning_effort(m), "{m}");
+        }
+        let reasoning = ["o1", "o3-mini", "gpt-5", "gpt-5.1-codex", "gpt-oss-120b", "openai/o3"];
+        let elsewhere = [
+            "anthropic/claude-sonnet-4.5",
+            "grok-3-mini",
+            "gemini-2.5-flash",
+            "deepseek-reasoner",
+        ];
+        for m in reasoning.iter().chain(&elsewhere) {
+            assert!(!refuses_reasoning_effort(m), "{m}");
         }
     }
 

@@ -153,9 +153,18 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
         None if str_at(&v, "object") == Some("error") => &v,
         None => &Value::Null,
     };
+    // A message that is itself an object (Mistral's `{"detail": [...]}`), or FastAPI's `detail`
+    // beside no error object: said as compact JSON rather than lost.
+    let structured = |m: &Value| (m.is_object() || m.is_array()).then(|| m.to_string().chars().take(1000).collect());
     let message = str_at(e, "message")
         .or_else(|| e.as_str())
         .map(str::to_string)
+        .or_else(|| e.get("message").and_then(structured))
+        .or_else(|| match v.get("detail") {
+            Some(Value::String(d)) if e.is_null() => Some(d.clone()),
+            Some(d) if e.is_null() => structured(d),
+            _ => None,
+        })
         .or_else(|| {
             let text = String::from_utf8_lossy(body);
             let text = text.trim();
@@ -243,6 +252,8 @@ fn says_context_too_long(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     [
         "prompt is too long",
+        // Anthropic: "input length and `max_tokens` exceed context limit: 188240 + 21333 > 200000".
+        "exceed context limit",
         "maximum context length",
         "exceeds the maximum number of tokens",
         "context window",
@@ -254,12 +265,17 @@ fn says_context_too_long(message: &str) -> bool {
 /// Re-renders an upstream error body (format `from`, HTTP `status`) in the client's format, keeping the
 /// provider's message.
 pub fn convert_error(from: WireFormat, to: WireFormat, status: u16, body: &[u8]) -> (u16, Bytes) {
-    let (kind, message) = classify_error(from, status, body);
+    let (kind, mut message) = classify_error(from, status, body);
     let status = if kind == ErrorKind::Authentication && status == 400 {
         401
     } else {
         status
     };
+    // Claude Code compacts the conversation when the error says "prompt is too long", Anthropic's
+    // words; another upstream's wording would leave it failing.
+    if kind == ErrorKind::ContextLength && to == WireFormat::Anthropic && !message.contains("prompt is too long") {
+        message = format!("prompt is too long: {message}");
+    }
     error_response(to, status, kind, &message)
 }
 
@@ -411,11 +427,40 @@ mod tests {
             assert_eq!(status, 400);
             assert_eq!(body(&out)["error"]["code"], "context_length_exceeded", "{sent}");
         }
+        // Anthropic's other wording of it, and Claude Code's trigger for compacting.
+        let limit = r#"{"type":"error","error":{"type":"invalid_request_error","message":"input length and `max_tokens` exceed context limit: 188240 + 21333 > 200000, decrease input length or `max_tokens` and try again"}}"#;
+        assert_eq!(
+            classify_error(WireFormat::Anthropic, 400, limit.as_bytes()).0,
+            ErrorKind::ContextLength
+        );
+        let vllm = cases[2].2.as_bytes();
+        let (_, out) = convert_error(WireFormat::OpenAiChat, WireFormat::Anthropic, 400, vllm);
+        let message = body(&out)["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            message.starts_with("prompt is too long: This model's maximum context length"),
+            "{message}"
+        );
         // Other invalid requests stay what they are.
         let other = r#"{"type":"error","error":{"type":"invalid_request_error","message":"messages: field required"}}"#;
         assert_eq!(
             classify_error(WireFormat::Anthropic, 400, other.as_bytes()).0,
             ErrorKind::InvalidRequest
+        );
+    }
+
+    /// Mistral's 422 carries its message as an object; FastAPI servers say `detail`.
+    #[test]
+    fn a_structured_message_is_kept_as_json() {
+        let mistral = br#"{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","max_completion_tokens"],"msg":"Extra inputs are not permitted"}]},"type":"invalid_request_error"}"#;
+        let (_, message) = classify_error(WireFormat::OpenAiChat, 422, mistral);
+        assert!(
+            message.contains("max_completion_tokens") && message.contains("extra_forbidden"),
+            "{message}"
+        );
+        let fastapi = br#"{"detail":"Model not loaded"}"#;
+        assert_eq!(
+            classify_error(WireFormat::OpenAiChat, 400, fastapi).1,
+            "Model not loaded"
         );
     }
 

@@ -199,7 +199,8 @@ pub struct HeldVerdict {
     pub source: HeldSource,
     /// A retry delay the body carried (Gemini `RetryInfo`), seconds.
     pub retry_after: Option<u64>,
-    /// The error body names `stream_options` (an upstream that refuses the field).
+    /// The error body names `stream_options` and `include_usage` (an upstream that refuses the
+    /// member the gateway adds).
     pub names_stream_options: bool,
 }
 

@@ -383,7 +383,9 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             kind: classify_error(format, resp.status.as_u16(), body).0,
             source: HeldSource::ErrorBody,
             retry_after: error_map::retry_after_secs(body),
-            names_stream_options: memchr::memmem::find(body, b"stream_options").is_some(),
+            // Mistral's 422 names the member: `"loc":["body","stream_options","include_usage"]`.
+            names_stream_options: memchr::memmem::find(body, b"stream_options").is_some()
+                && memchr::memmem::find(body, b"include_usage").is_some(),
         })
     } else {
         return HeldResponse::More;

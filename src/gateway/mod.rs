@@ -325,7 +325,9 @@ impl ProxyHttp for Gateway {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         if failover::client_gone(e) {
             // Nothing more can reach it (a stalled reader's socket is still full: another write
-            // would wait as long again), and the upstream's answer was not at fault.
+            // would wait as long again), and the upstream's answer was not at fault. What the
+            // upstream reported of its tokens so far is still counted.
+            response::keep_stream_usage(ctx);
             return FailToProxy {
                 error_code: if answer_started(session) {
                     ctx.status.unwrap_or(0)
@@ -336,14 +338,17 @@ impl ProxyHttp for Gateway {
             };
         }
         if answer_started(session) {
-            if response::stream_ended(ctx) {
-                // The upstream kept its body open after the stream's end: the client's answer is
-                // whole, and its body is ended properly.
-                let _ = session.write_response_body(None, true).await;
-            } else if let Some(event) = response::abort_stream(ctx) {
-                // Mid-response: the status is out; end a stream with an error event the client
-                // can see.
-                let _ = session.write_response_body(Some(event), true).await;
+            // Mid-response: the status is out; end a stream with an error event the client can
+            // see. One whose end the upstream had sent, then kept its body open (a slow close,
+            // pings after `[DONE]`), ends as it would have: its ending in the client's format
+            // (`message_stop`, `[DONE]`…), then the end of the body.
+            let ended = response::stream_ended(ctx);
+            let event = response::abort_stream(ctx);
+            if ended {
+                ctx.stream_cut = false;
+            }
+            if ended || event.is_some() {
+                let _ = session.write_response_body(event, true).await;
             }
             return FailToProxy {
                 error_code: ctx.status.unwrap_or(0),

@@ -371,6 +371,16 @@ pub fn stream_ended(ctx: &RequestCtx) -> bool {
     matches!(&ctx.response, ResponseMode::Stream(conv) if conv.completed())
 }
 
+/// A stream its client left: the tokens the upstream reported so far (a long prompt's input and
+/// cache reads are paid for all the same).
+pub fn keep_stream_usage(ctx: &mut RequestCtx) {
+    if let ResponseMode::Stream(conv) = &ctx.response {
+        if let Some(usage) = conv.usage() {
+            ctx.usage = Some(usage);
+        }
+    }
+}
+
 pub fn abort_stream(ctx: &mut RequestCtx) -> Option<Bytes> {
     let client = ctx.client_format();
     let upstream = ctx.current.as_ref().map_or(client, |a| a.format);

@@ -184,7 +184,9 @@ impl RouteTable {
 
     /// Resolves `model`: a logical model first, then `provider/model`, then zero-config. A name
     /// that some provider lists whole (OpenRouter's `anthropic/claude-sonnet-4.5`) goes to those
-    /// providers unless the provider its prefix names lists the rest: the prefix is then a pin.
+    /// providers when the provider its prefix names is known not to serve the rest (its model
+    /// list lacks it); otherwise the prefix pins it (its list names the rest, or is not known:
+    /// still being discovered, or discovery failed).
     pub fn plan(&self, model: &str, catalog: &ModelCatalog, health: &HealthRegistry) -> Result<RoutePlan, RouteError> {
         if let Some(plan) = self.logical.get(model) {
             return Ok(plan.clone());
@@ -195,7 +197,8 @@ impl RouteTable {
                 // Models the provider does not list share one health entry, so arbitrary client
                 // strings cannot grow the registry (or the metrics) without bound.
                 let listed = catalog.providers_for(physical).contains(&provider.id);
-                if !physical.is_empty() && (listed || providers.is_empty()) {
+                let pinned = listed || providers.is_empty() || !catalog.knows_models_of(provider);
+                if !physical.is_empty() && pinned {
                     // A Gemini upstream takes the model in its URL: a name that is no path segment
                     // (`x y`, `m:countTokens?`) would change what is called, so it names no model.
                     if provider.style == ApiStyle::Gemini && !fits_a_gemini_path(physical) {
@@ -352,6 +355,22 @@ logical_models:
             RouteKind::ProviderPrefixed,
             "listed nowhere: the prefix decides"
         );
+
+        // A provider whose models are not known (discovery pending or failed) is not known to
+        // lack one: its prefix pins the name.
+        let config: Config = serde_yaml::from_str(
+            r#"
+providers:
+  - {id: a, base_url: "http://127.0.0.1:1"}
+  - {id: or, base_url: "http://127.0.0.1:3", models: ["a/remote"]}
+"#,
+        )
+        .unwrap();
+        let t = RouteTable::build(&config, &h).unwrap();
+        c.rebuild(t.providers(), t.logical_ids());
+        let p = t.plan("a/remote", &c, &h).unwrap();
+        assert_eq!(p.kind, RouteKind::ProviderPrefixed);
+        assert_eq!(&*p.candidates[0].provider.id, "a");
     }
 
     #[test]

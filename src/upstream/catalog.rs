@@ -72,6 +72,15 @@ impl ModelCatalog {
         ))
     }
 
+    /// Whether the provider's models are known (a static list, or a discovered one that names
+    /// any): one still being discovered, or whose discovery failed, is not known to lack a model.
+    pub fn knows_models_of(&self, provider: &Provider) -> bool {
+        match &provider.static_models {
+            Some(list) => !list.is_empty(),
+            None => self.discovered.load().get(&provider.id).is_some_and(|l| !l.is_empty()),
+        }
+    }
+
     pub fn set_discovered(&self, provider: &Arc<str>, models: Vec<String>) {
         let mut map = HashMap::clone(&self.discovered.load());
         map.insert(provider.clone(), Arc::new(models));

@@ -68,14 +68,19 @@ pub struct AdminCreds {
 /// parallel, and two gateways given the same free port would race for it, the loser's requests
 /// answered by the winner.
 pub fn free_port() -> u16 {
+    // Below the kernel's ephemeral range (32768 and up on Linux): a port handed to a gateway to
+    // bind later is never the one the kernel gives a mock or a client binding port 0 meanwhile
+    // (which happened: a gateway's admin port taken by a mock, the test scraping the mock).
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut handed_out = HANDED_OUT.lock().unwrap();
+    let mut next = 20_000 + (std::process::id() % 1000) as u16 * 12;
     loop {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
-            return port;
+        next = if next >= 32_000 { 20_000 } else { next + 1 };
+        if handed_out.contains(&next) || TcpListener::bind(("127.0.0.1", next)).is_err() {
+            continue;
         }
+        handed_out.push(next);
+        return next;
     }
 }
 

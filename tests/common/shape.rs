@@ -258,7 +258,7 @@ fn responses(o: &Map<String, Value>, v: &mut Violations) {
                     "reasoning" => v.check(it.get("summary").is_some_and(Value::is_array), || {
                         format!("input[{i}]: a reasoning item needs its summary array")
                     }),
-                    "item_reference" => {}
+                    "item_reference" | "custom_tool_call" | "custom_tool_call_output" | "web_search_call" => {}
                     other => v.add(format!("input[{i}].type {other:?} is not an input item type")),
                 }
             }

@@ -205,11 +205,34 @@ fn parse_block(b: &Value) -> Result<Block, ConvertError> {
     })
 }
 
-/// Thinking budgets per effort (LiteLLM's 1024/2048/4096).
 /// The largest `max_tokens` every current Claude model with thinking takes (Opus 4: 32,000): a
 /// budget added to the default never goes past it.
 const MAX_OUTPUT_TOKENS: u64 = 32_000;
 
+/// The `max_tokens` Anthropic requires, for a client that gave no limit (Codex, Gemini CLI): as much
+/// room as the model surely has, so long output (a large patch) is not cut at 4096. Claude 3.7 and
+/// 4.x take 32,000 or more (16,384 leaves room for a thinking budget on top, and stays under the
+/// size Anthropic wants streamed); Claude 3.5 8,192; any other model (Claude 3 Haiku, another
+/// vendor's Anthropic-style API) the `fallback`.
+pub fn default_max_tokens(model: &str, fallback: u32) -> u32 {
+    let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+    let current = [
+        "claude-3-7",
+        "claude-sonnet-4",
+        "claude-opus-4",
+        "claude-haiku-4",
+        "claude-4",
+    ];
+    if current.iter().any(|p| name.starts_with(p)) {
+        16_384
+    } else if name.starts_with("claude-3-5") {
+        8_192
+    } else {
+        fallback
+    }
+}
+
+/// Thinking budgets per effort (LiteLLM's 1024/2048/4096).
 fn budget_for(r: &Reasoning) -> u64 {
     r.budget_tokens.unwrap_or(match r.effort {
         Effort::None | Effort::Minimal => 0,
@@ -225,7 +248,8 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     refuse_unreadable_documents(ir)?;
     let mut out = Map::new();
     out.insert("model".into(), opts.model.clone().into());
-    let max_tokens = ir.max_tokens.unwrap_or(u64::from(opts.default_max_tokens)).max(1);
+    let default = default_max_tokens(&opts.model, opts.default_max_tokens);
+    let max_tokens = ir.max_tokens.unwrap_or(u64::from(default)).max(1);
     out.insert("max_tokens".into(), max_tokens.into());
 
     // Mid-conversation system turns join `system`: Anthropic has no system role in `messages` outside a beta.
@@ -644,6 +668,38 @@ pub fn without_unsigned_thinking(body: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client without an output limit gets the room its Claude model surely has, thinking on top.
+    #[test]
+    fn the_default_limit_is_the_model_s_room() {
+        let opts = |model: &str| RequestOptions {
+            model: model.into(),
+            stream: true,
+            default_max_tokens: 4096,
+            fetched_media: None,
+            stream_usage: true,
+        };
+        let body = json!({"model": "x", "input": "hi"});
+        let ir = crate::formats::responses_api::request::parse(&body).unwrap();
+        for (model, want) in [
+            ("claude-sonnet-4-5", 16_384),
+            ("claude-opus-4-1-20250805", 16_384),
+            ("anthropic/claude-3-7-sonnet", 16_384),
+            ("claude-3-5-haiku-latest", 8_192),
+            ("claude-3-haiku-20240307", 4_096),
+            ("glm-4.6", 4_096),
+        ] {
+            assert_eq!(render(&ir, &opts(model)).unwrap()["max_tokens"], want, "{model}");
+        }
+        let thinking = json!({"model": "x", "input": "hi", "reasoning": {"effort": "high"}});
+        let ir = crate::formats::responses_api::request::parse(&thinking).unwrap();
+        let v = render(&ir, &opts("claude-sonnet-4-5")).unwrap();
+        assert_eq!(
+            (v["max_tokens"].as_u64(), v["thinking"]["budget_tokens"].as_u64()),
+            (Some(20_480), Some(4096)),
+            "{v}"
+        );
+    }
 
     #[test]
     fn unsigned_thinking_is_removed_and_signed_thinking_kept() {

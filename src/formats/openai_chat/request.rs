@@ -350,8 +350,15 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     if !ir.tools.is_empty() {
         put(&mut out, "parallel_tool_calls", ir.parallel_tool_calls);
     }
-    // `max_completion_tokens`, not the deprecated `max_tokens` that reasoning models (o-series, GPT-5) reject.
-    put(&mut out, "max_completion_tokens", ir.max_tokens);
+    // OpenAI's own models take `max_completion_tokens` (its reasoning models refuse the
+    // deprecated `max_tokens`); other OpenAI-style servers know `max_tokens`, and some refuse the
+    // newer name (Mistral: 422 `extra_forbidden`).
+    let limit = if openai_model(&opts.model) {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
+    put(&mut out, limit, ir.max_tokens);
     put(&mut out, "temperature", ir.temperature);
     put(&mut out, "top_p", ir.top_p);
     put(&mut out, "seed", ir.seed);
@@ -446,6 +453,16 @@ fn render_message(m: &Message, out: &mut Vec<Value>) {
             out.push(json!({"role": "user", "content": parts}));
         }
     }
+}
+
+/// A model of OpenAI's own (`gpt-4o`, `o3-mini`, `gpt-5.1`, `chatgpt-4o-latest`, `openai/o4-mini`
+/// through an aggregator), by its name.
+fn openai_model(model: &str) -> bool {
+    let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+    let o_series = name
+        .strip_prefix('o')
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+    o_series || ["gpt-", "chatgpt-", "codex-"].iter().any(|p| name.starts_with(p))
 }
 
 fn render_part(b: &Block) -> Option<Value> {

@@ -47,8 +47,14 @@ pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
         None | Some(Value::Null) => {}
         Some(_) => return Err(ConvertError::Invalid("`input` must be a string or an array".into())),
     }
+    // Web search is a built-in tool Codex offers on every request: offered but not forced, it is
+    // left out for an upstream that has no such tool (the model answers without searching);
+    // forced, the request cannot be translated faithfully.
+    let forced = v.get("tool_choice").and_then(|c| str_at(c, "type"));
     for t in arr_at(v, "tools") {
         match str_at(t, "type") {
+            Some(k) if k.starts_with("web_search") && forced.is_none_or(|f| !f.starts_with("web_search")) => {}
+            Some("custom") => ir.tools.push(freeform_tool(t)?),
             Some("function") => ir.tools.push(Tool {
                 name: str_at(t, "name")
                     .ok_or_else(|| ConvertError::Invalid("every tool needs a `name`".into()))?
@@ -64,7 +70,8 @@ pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
             }),
             other => {
                 return Err(ConvertError::Unsupported(format!(
-                    "built-in tool {other:?} runs on OpenAI's side and cannot be translated"
+                    "built-in tool `{}` runs on OpenAI's side and cannot be translated",
+                    other.unwrap_or("(no type)")
                 )))
             }
         }
@@ -73,6 +80,12 @@ pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
         None | Some(Value::Null) => None,
         Some(c) => Some(parse_tool_choice(c)?),
     };
+    if ir.tools.is_empty() && ir.tool_choice == Some(ToolChoice::Required) && !arr_at(v, "tools").is_empty() {
+        // Only the web search was offered, and a tool call is required: that is forcing it.
+        return Err(ConvertError::Unsupported(
+            "a required tool call whose only tool is OpenAI's web search cannot be translated".into(),
+        ));
+    }
     ir.parallel_tool_calls = bool_at(v, "parallel_tool_calls");
     ir.max_tokens = u64_at(v, "max_output_tokens");
     ir.temperature = f64_at(v, "temperature");
@@ -117,6 +130,30 @@ fn push_block(ir: &mut IrRequest, role: Role, block: Block) {
     }
 }
 
+/// A freeform (`custom`) tool — Codex's `apply_patch` — as a function of one string argument,
+/// `input`, for upstreams that have only functions; its grammar, if any, is told in the
+/// argument's description. The call comes back as a `function_call` whose arguments are
+/// `{"input": …}`, which Codex takes for its freeform tools as well.
+fn freeform_tool(t: &Value) -> Result<Tool, ConvertError> {
+    let name = str_at(t, "name").ok_or_else(|| ConvertError::Invalid("every tool needs a `name`".into()))?;
+    let format = t.get("format");
+    let input = match format.and_then(|f| str_at(f, "definition")) {
+        Some(grammar) => format!(
+            "The tool's whole input, as plain text in this {} grammar:\n{grammar}",
+            format.and_then(|f| str_at(f, "syntax")).unwrap_or("formal")
+        ),
+        None => "The tool's whole input, as plain text.".to_string(),
+    };
+    Ok(Tool {
+        name: name.to_string(),
+        description: str_at(t, "description").map(str::to_string),
+        parameters: json!({"type": "object", "properties": {"input": {"type": "string", "description": input}},
+            "required": ["input"]}),
+        strict: None,
+        cache_control: None,
+    })
+}
+
 fn parse_item(item: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
     match str_at(item, "type") {
         None | Some("message") => {
@@ -153,7 +190,18 @@ fn parse_item(item: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
                 }),
             );
         }
-        Some("function_call_output") => {
+        // A freeform tool's call (see `freeform_tool`): its text as the one `input` argument.
+        Some("custom_tool_call") => push_block(
+            ir,
+            Role::Assistant,
+            Block::ToolCall(ToolCall {
+                id: str_at(item, "call_id").unwrap_or_default().to_string(),
+                name: str_at(item, "name").unwrap_or_default().to_string(),
+                arguments: json!({"input": str_at(item, "input").unwrap_or_default()}).to_string(),
+                signature: None,
+            }),
+        ),
+        Some("function_call_output" | "custom_tool_call_output") => {
             let (call_id, _) = unsmuggle_signature(str_at(item, "call_id").unwrap_or_default());
             let content = match item.get("output") {
                 Some(Value::String(s)) => vec![text_block(s)],
@@ -194,6 +242,8 @@ fn parse_item(item: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
                 );
             }
         }
+        // A search OpenAI ran in an earlier turn: its findings are in the answer that followed.
+        Some("web_search_call") => {}
         Some(other) => {
             return Err(ConvertError::Unsupported(format!(
                 "input item type `{other}` needs OpenAI's server-side tools or state and cannot be translated"
@@ -423,6 +473,62 @@ pub fn without_foreign_reasoning(body: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Codex's freeform `apply_patch`: a function of one string `input` for other upstreams, and
+    /// earlier calls of it in the conversation as calls of that function.
+    #[test]
+    fn a_freeform_tool_is_a_function_of_one_text_input() {
+        let body = json!({"model": "m", "tools": [{"type": "custom", "name": "apply_patch",
+                "description": "Edit files.", "format": {"type": "grammar", "syntax": "lark", "definition": "start: patch"}}],
+            "input": [{"role": "user", "content": "fix it"},
+                {"type": "custom_tool_call", "call_id": "call_1", "name": "apply_patch", "input": "*** Begin Patch"},
+                {"type": "custom_tool_call_output", "call_id": "call_1", "output": "Done"}]});
+        let ir = parse(&body).unwrap();
+        let tool = &ir.tools[0];
+        assert_eq!(tool.name, "apply_patch");
+        assert_eq!(tool.parameters["required"], json!(["input"]));
+        let hint = tool.parameters["properties"]["input"]["description"].as_str().unwrap();
+        assert!(hint.contains("lark") && hint.contains("start: patch"), "{hint}");
+        let call = ir.messages.iter().flat_map(|m| &m.content).find_map(|b| match b {
+            Block::ToolCall(c) => Some(c),
+            _ => None,
+        });
+        let call = call.expect("the earlier call");
+        assert_eq!(
+            serde_json::from_str::<Value>(&call.arguments).unwrap(),
+            json!({"input": "*** Begin Patch"})
+        );
+        assert!(ir
+            .messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .any(|b| matches!(b, Block::ToolResult(r) if r.call_id == "call_1")));
+    }
+
+    /// Codex offers OpenAI's web search on every request: for another upstream it is left out
+    /// unless forced, as are earlier searches in the conversation.
+    #[test]
+    fn an_offered_web_search_is_left_out_and_a_forced_one_refused() {
+        let function = json!({"type": "function", "name": "shell", "parameters": {"type": "object"}});
+        let search = json!({"type": "web_search", "external_web_access": false});
+        let body = json!({"model": "m", "tools": [search, function], "input": [
+            {"role": "user", "content": "hi"},
+            {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search", "query": "x"}},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "found"}]}]});
+        let ir = parse(&body).unwrap();
+        assert_eq!(ir.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["shell"]);
+        assert_eq!(ir.messages.len(), 2);
+        let mut forced = body.clone();
+        forced["tool_choice"] = json!({"type": "web_search"});
+        assert!(matches!(parse(&forced), Err(ConvertError::Unsupported(_))));
+        let only = json!({"model": "m", "tools": [search], "tool_choice": "required", "input": "hi"});
+        assert!(matches!(parse(&only), Err(ConvertError::Unsupported(_))));
+        let code = json!({"model": "m", "tools": [{"type": "code_interpreter"}], "input": "hi"});
+        match parse(&code) {
+            Err(ConvertError::Unsupported(m)) => assert!(m.contains("`code_interpreter`"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn reasoning_the_gateway_wrote_is_not_replayed_to_openai() {
