@@ -1289,6 +1289,10 @@ async fn a_stream_the_client_leaves_still_binds_its_session() {
     );
 }
 
+/// An upstream that keeps its body open after the stream's end (`[DONE]`, then neither the last
+/// chunk nor a close) until the read times out: the client's answer is whole and properly ended,
+/// in its own format (a translated one too), its tokens counted, and the upstream is not blamed
+/// for a cut.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_lingering_after_its_stream_s_end_breaks_nothing() {
     let a = Mock::start("alpha", &["m"]).await;

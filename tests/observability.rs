@@ -385,69 +385,40 @@ async fn overhead_excludes_a_slow_body_and_a_held_answer_tried_again() {
     assert!(overhead < 0.25, "overhead {overhead} s of {total} s total");
 }
 
-/// A stream the upstream breaks after its header is one attempt that failed, not an answered
-/// attempt plus a failed one (nor a retry).
+/// A stream the upstream breaks after its header (a reset, or a clean end without the stream's
+/// terminator) is one attempt that failed, not an answered attempt plus a failed one (nor a
+/// retry), in the attempts counter as in the request's outcome.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_broken_mid_way_is_one_failed_attempt() {
-    let a = Mock::start("alpha", &["m"]).await;
-    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
-    a.script([Reply::StreamAbort { after: 2 }]);
-    let r = gw
-        .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .await;
-    assert_eq!(r.status(), 200);
-    assert!(!r.text().await.unwrap_or_default().contains("[DONE]"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let text = gw.metrics().await;
-    let alpha = |outcome| [("provider", "alpha"), ("outcome", outcome)];
-    assert_eq!(
-        metric(&text, "apiproxy_upstream_attempts_total", &alpha("transport_error")),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "apiproxy_upstream_attempts_total", &alpha("2xx")),
-        0.0,
-        "{text}"
-    );
-    assert_eq!(metric(&text, "apiproxy_retries_total", &[]), 0.0, "{text}");
-    assert_eq!(
-        metric(&text, "apiproxy_requests_total", &[("outcome", "stream_cut")]),
-        1.0,
-        "{text}"
-    );
-}
-
-/// A stream that ends cleanly at the transport but without its terminator (a `[DONE]` never sent):
-/// the attempt is a failure in the attempts counter too, as the request's outcome says.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stream_without_its_terminator_is_one_failed_attempt() {
-    let a = Mock::start("alpha", &["m"]).await;
-    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
-    a.script([Reply::StreamCut { after: 2 }]);
-    let r = gw
-        .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .await;
-    assert_eq!(r.status(), 200);
-    assert!(!r.text().await.unwrap_or_default().contains("[DONE]"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let text = gw.metrics().await;
-    let alpha = |outcome| [("provider", "alpha"), ("outcome", outcome)];
-    assert_eq!(
-        metric(&text, "apiproxy_upstream_attempts_total", &alpha("2xx")),
-        0.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "apiproxy_upstream_attempts_total", &alpha("transport_error")),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "apiproxy_requests_total", &[("outcome", "stream_cut")]),
-        1.0,
-        "{text}"
-    );
+    for fault in [Reply::StreamAbort { after: 2 }, Reply::StreamCut { after: 2 }] {
+        let a = Mock::start("alpha", &["m"]).await;
+        let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+        a.script([fault.clone()]);
+        let r = gw
+            .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(r.status(), 200);
+        assert!(!r.text().await.unwrap_or_default().contains("[DONE]"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = gw.metrics().await;
+        let alpha = |outcome| [("provider", "alpha"), ("outcome", outcome)];
+        assert_eq!(
+            metric(&text, "apiproxy_upstream_attempts_total", &alpha("transport_error")),
+            1.0,
+            "{fault:?}: {text}"
+        );
+        assert_eq!(
+            metric(&text, "apiproxy_upstream_attempts_total", &alpha("2xx")),
+            0.0,
+            "{fault:?}: {text}"
+        );
+        assert_eq!(metric(&text, "apiproxy_retries_total", &[]), 0.0, "{fault:?}: {text}");
+        assert_eq!(
+            metric(&text, "apiproxy_requests_total", &[("outcome", "stream_cut")]),
+            1.0,
+            "{fault:?}: {text}"
+        );
+    }
 }
 
 /// Time to first token is to the stream's first content, not its first bytes: a role-only chunk
