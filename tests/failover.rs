@@ -944,39 +944,42 @@ async fn a_key_forbidden_one_request_stays_in_rotation_for_the_others() {
     assert_eq!(used.len(), 2, "both keys still serve other requests: {used:?}");
 }
 
-/// Mistral refuses `stream_options` (422 `extra_forbidden`), which the gateway adds to count a
-/// stream's tokens: the stream is asked again at once without it, and so from then on, for
-/// same-format and translated clients alike.
+/// Mistral refuses `stream_options` (422 `extra_forbidden` on `include_usage`), Azure's older API
+/// versions the field itself (400 "Unknown parameter"); the gateway adds it to count a stream's
+/// tokens: the stream is asked again at once without it, and so from then on, for same-format and
+/// translated clients alike.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_that_refuses_stream_options_is_asked_without_them() {
-    let a = Mock::start("mistral", &["m"]).await;
-    a.set_refuse_stream_options(true);
-    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("mistral", &a, ""))).await;
-    let stream = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-    let r = gw.chat(stream.clone()).await;
-    assert_eq!(r.status(), 200);
-    let data = sse_data(r).await;
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-    let sent = a.requests();
-    assert_eq!(sent.len(), 2, "refused, then asked without the field");
-    assert!(sent[0].json().get("stream_options").is_some());
-    assert!(sent[1].json().get("stream_options").is_none(), "{}", sent[1].json());
-    // From now on without it: one request each, a translated one included.
-    assert_eq!(gw.chat(stream).await.status(), 200);
-    let anthropic = json!({"model": "m", "max_tokens": 20, "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]});
-    let r = gw
-        .post("/v1/messages", anthropic, &[("anthropic-version", "2023-06-01")])
-        .await;
-    assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("message_stop"));
-    assert_eq!(a.requests().len(), 4);
-    let text = gw.metrics().await;
-    assert_eq!(
-        metric(&text, "apiproxy_requests_total", &[("status_class", "4xx")]),
-        0.0,
-        "{text}"
-    );
+    for refusal in [Mock::MISTRAL_STREAM_OPTIONS, Mock::AZURE_STREAM_OPTIONS] {
+        let a = Mock::start("refuses", &["m"]).await;
+        a.set_refuse_stream_options(Some(refusal));
+        let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("refuses", &a, ""))).await;
+        let stream = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+        let r = gw.chat(stream.clone()).await;
+        assert_eq!(r.status(), 200, "{refusal:?}");
+        let data = sse_data(r).await;
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+        let sent = a.requests();
+        assert_eq!(sent.len(), 2, "refused, then asked without the field");
+        assert!(sent[0].json().get("stream_options").is_some());
+        assert!(sent[1].json().get("stream_options").is_none(), "{}", sent[1].json());
+        // From now on without it: one request each, a translated one included.
+        assert_eq!(gw.chat(stream).await.status(), 200);
+        let anthropic = json!({"model": "m", "max_tokens": 20, "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let r = gw
+            .post("/v1/messages", anthropic, &[("anthropic-version", "2023-06-01")])
+            .await;
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("message_stop"));
+        assert_eq!(a.requests().len(), 4);
+        let text = gw.metrics().await;
+        assert_eq!(
+            metric(&text, "apiproxy_requests_total", &[("status_class", "4xx")]),
+            0.0,
+            "{text}"
+        );
+    }
 }
 
 /// A 400 about a client's own `stream_options` member is the client's: the upstream still gets

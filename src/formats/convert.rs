@@ -135,26 +135,32 @@ const OPENAI_USER_MAX: usize = 64;
 
 /// What another vendor's client sends in a shape OpenAI refuses: Claude Code's `metadata.user_id`
 /// (a ~150-character JSON blob) becomes its SHA-256 (one stable id per user, 64 hex digits), and
-/// Claude's or Gemini's thinking asks no effort of OpenAI's models that do not reason (gpt-4.1
-/// and gpt-4o refuse `reasoning_effort`; Claude Code turns thinking on by default). Any other
-/// model behind an OpenAI-style upstream (an aggregator's `anthropic/claude-…`, `grok-3-mini`,
-/// Gemini's OpenAI endpoint) keeps it. An OpenAI client's own values are never changed: it chose
-/// them for its model.
+/// Claude's or Gemini's thinking asks an effort only of models known to take `reasoning_effort`
+/// (gpt-4.1 and gpt-4o refuse it, as do Mistral's, grok-4 and Groq's Llama models; Claude Code
+/// and Gemini CLI turn thinking on by default). An OpenAI client's own values are never changed:
+/// it chose them for its model.
 fn fit_for_openai(ir: &mut IrRequest, model: &str) {
     if let Some(user) = ir.user.as_mut().filter(|u| u.chars().count() > OPENAI_USER_MAX) {
         let digest = ring::digest::digest(&ring::digest::SHA256, user.as_bytes());
         *user = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     }
-    if refuses_reasoning_effort(model) {
+    if !takes_reasoning_effort(model) {
         ir.reasoning = None;
     }
 }
 
-/// OpenAI's models that do not reason (`gpt-4o`, `gpt-4.1-mini`, `openai/gpt-4o`,
-/// `chatgpt-4o-latest`, `gpt-3.5-turbo`): they answer `reasoning_effort` with a 400.
-fn refuses_reasoning_effort(model: &str) -> bool {
+/// Models known to take `reasoning_effort` through an OpenAI-style API: OpenAI's reasoning models
+/// (`o1`…, `gpt-5*`, `codex-*`), `gpt-oss`, xAI's `grok-3-mini`, and Gemini 2.5 and later on
+/// Google's OpenAI endpoint; also behind an aggregator's `vendor/` prefix.
+fn takes_reasoning_effort(model: &str) -> bool {
     let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
-    ["gpt-4", "gpt-3.5", "chatgpt-"].iter().any(|p| name.starts_with(p))
+    let o_series = name
+        .strip_prefix('o')
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+    o_series
+        || ["gpt-5", "gpt-oss", "codex", "grok-3-mini", "gemini-2.5", "gemini-3"]
+            .iter()
+            .any(|p| name.starts_with(p))
 }
 
 /// Whole upstream response (format `from`) → client format `to`; `model` is the name the client asked for.
@@ -380,25 +386,30 @@ mod tests {
     }
 
     #[test]
-    fn openai_models_that_do_not_reason_are_told_apart_by_name() {
-        for m in [
+    fn models_that_take_an_effort_are_told_apart_by_name() {
+        let taking = [
+            "o1",
+            "o3-mini",
+            "gpt-5",
+            "gpt-5.1-codex",
+            "gpt-oss-120b",
+            "openai/o3",
+            "grok-3-mini",
+            "gemini-2.5-flash",
+        ];
+        for m in taking {
+            assert!(takes_reasoning_effort(m), "{m}");
+        }
+        let refusing = [
             "gpt-4.1",
             "gpt-4o-mini",
             "openai/gpt-4o",
-            "chatgpt-4o-latest",
-            "gpt-3.5-turbo",
-        ] {
-            assert!(refuses_reasoning_effort(m), "{m}");
-        }
-        let reasoning = ["o1", "o3-mini", "gpt-5", "gpt-5.1-codex", "gpt-oss-120b", "openai/o3"];
-        let elsewhere = [
-            "anthropic/claude-sonnet-4.5",
-            "grok-3-mini",
-            "gemini-2.5-flash",
-            "deepseek-reasoner",
+            "ministral-8b",
+            "grok-4-latest",
+            "llama-3.3-70b",
         ];
-        for m in reasoning.iter().chain(&elsewhere) {
-            assert!(!refuses_reasoning_effort(m), "{m}");
+        for m in refusing {
+            assert!(!takes_reasoning_effort(m), "{m}");
         }
     }
 

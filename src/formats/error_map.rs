@@ -236,10 +236,6 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
     (kind, message)
 }
 
-/// Whether an error's message says the prompt does not fit the model's context: Anthropic's
-/// "prompt is too long", Gemini's "input token count … exceeds the maximum number of tokens",
-/// vLLM's "maximum context length". Clients act on the kind (OpenAI's `context_length_exceeded`:
-/// trim and retry), so it is read from the words where no code says it.
 /// Whether a 402 says this request costs more than the balance allows (OpenRouter: "This request
 /// requires more credits, or fewer max_tokens. You requested up to 65536 tokens, but can only
 /// afford 30104"), rather than that the account is empty.
@@ -248,12 +244,21 @@ fn says_request_unaffordable(message: &str) -> bool {
     m.contains("fewer max_tokens") || m.contains("can only afford")
 }
 
+/// Whether an error's message says the prompt does not fit the model's context: Anthropic's
+/// "prompt is too long", Gemini's "input token count … exceeds the maximum number of tokens",
+/// vLLM's "maximum context length", llama.cpp's and xAI's words. Clients act on the kind
+/// (OpenAI's `context_length_exceeded`: trim and retry), so it is read from the words where no
+/// code says it.
 fn says_context_too_long(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     [
         "prompt is too long",
         // Anthropic: "input length and `max_tokens` exceed context limit: 188240 + 21333 > 200000".
         "exceed context limit",
+        // llama.cpp: "the request exceeds the available context size, try increasing it".
+        "exceeds the available context size",
+        // xAI: "This model's maximum prompt length is 131072 but the request contains 140000 tokens."
+        "maximum prompt length",
         "maximum context length",
         "exceeds the maximum number of tokens",
         "context window",
@@ -433,6 +438,16 @@ mod tests {
             classify_error(WireFormat::Anthropic, 400, limit.as_bytes()).0,
             ErrorKind::ContextLength
         );
+        for words in [
+            r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error"}}"#,
+            r#"{"error":{"message":"This model's maximum prompt length is 131072 but the request contains 140000 tokens.","type":"invalid_request_error"}}"#,
+        ] {
+            assert_eq!(
+                classify_error(WireFormat::OpenAiChat, 400, words.as_bytes()).0,
+                ErrorKind::ContextLength,
+                "{words}"
+            );
+        }
         let vllm = cases[2].2.as_bytes();
         let (_, out) = convert_error(WireFormat::OpenAiChat, WireFormat::Anthropic, 400, vllm);
         let message = body(&out)["error"]["message"].as_str().unwrap().to_string();

@@ -199,9 +199,10 @@ pub struct HeldVerdict {
     pub source: HeldSource,
     /// A retry delay the body carried (Gemini `RetryInfo`), seconds.
     pub retry_after: Option<u64>,
-    /// The error body names `stream_options` and `include_usage` (an upstream that refuses the
-    /// member the gateway adds).
+    /// The error body names `stream_options` (an upstream that may refuse the field the gateway
+    /// adds), and whether it names `include_usage`, the member the gateway adds.
     pub names_stream_options: bool,
+    pub names_include_usage: bool,
 }
 
 /// Where a held answer's error was read.

@@ -330,6 +330,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             source,
             retry_after: None,
             names_stream_options: false,
+            names_include_usage: false,
         })
     };
     ctx.held_verdict = if resp.status.is_success() && super::response::reads_as_sse(ctx, resp) {
@@ -383,9 +384,8 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             kind: classify_error(format, resp.status.as_u16(), body).0,
             source: HeldSource::ErrorBody,
             retry_after: error_map::retry_after_secs(body),
-            // Mistral's 422 names the member: `"loc":["body","stream_options","include_usage"]`.
-            names_stream_options: memchr::memmem::find(body, b"stream_options").is_some()
-                && memchr::memmem::find(body, b"include_usage").is_some(),
+            names_stream_options: memchr::memmem::find(body, b"stream_options").is_some(),
+            names_include_usage: memchr::memmem::find(body, b"include_usage").is_some(),
         })
     } else {
         return HeldResponse::More;
@@ -474,8 +474,17 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
     // The gateway asked this OpenAI Chat stream for its usage, and the upstream refuses the field
     // (Mistral: 422 `extra_forbidden` on `stream_options.include_usage`; it reports usage
     // unasked): asked again at once without it, and so from now on.
+    // The refusal is of the gateway's field when it names the member the gateway adds (Mistral:
+    // `"loc":["body","stream_options","include_usage"]`), or names the field where the client
+    // sent none (Azure's older API versions: "Unknown parameter: 'stream_options'").
+    let client_sent_options =
+        attempt_format == ctx.request_format && memchr::memmem::find(&ctx.body, b"\"stream_options\"").is_some();
     let refused_stream_usage = matches!(status, 400 | 422)
-        && held.is_some_and(|v| v.source == HeldSource::ErrorBody && v.names_stream_options)
+        && held.is_some_and(|v| {
+            v.source == HeldSource::ErrorBody
+                && v.names_stream_options
+                && (v.names_include_usage || !client_sent_options)
+        })
         && attempt_format == WireFormat::OpenAiChat
         && ctx.stream
         && (injected_usage || attempt_format != ctx.request_format)

@@ -234,7 +234,7 @@ pub struct MockState {
     strict: AtomicBool,
     check_bodies: AtomicBool,
     page_cap: AtomicUsize,
-    refuse_stream_options: AtomicBool,
+    refuse_stream_options: Mutex<Option<String>>,
 }
 
 pub struct Mock {
@@ -264,7 +264,7 @@ impl Mock {
             strict: AtomicBool::new(false),
             check_bodies: AtomicBool::new(true),
             page_cap: AtomicUsize::new(usize::MAX),
-            refuse_stream_options: AtomicBool::new(false),
+            refuse_stream_options: Mutex::new(None),
         });
         let st = state.clone();
         tokio::spawn(async move {
@@ -313,9 +313,21 @@ impl Mock {
         self.state.page_cap.store(n, Ordering::Relaxed);
     }
 
-    /// Chat completions carrying `stream_options` get Mistral's 422 (`extra_forbidden`).
-    pub fn set_refuse_stream_options(&self, on: bool) {
-        self.state.refuse_stream_options.store(on, Ordering::Relaxed);
+    /// Mistral's 422 (`extra_forbidden` on `stream_options.include_usage`), for chat completions
+    /// carrying `stream_options`.
+    pub const MISTRAL_STREAM_OPTIONS: (u16, &str) = (
+        422,
+        r#"{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","stream_options","include_usage"],"msg":"Extra inputs are not permitted","input":true}]},"type":"invalid_request_error","param":null,"code":null}"#,
+    );
+    /// Azure OpenAI's older API versions: the field itself is unknown.
+    pub const AZURE_STREAM_OPTIONS: (u16, &str) = (
+        400,
+        r#"{"error":{"message":"Unknown parameter: 'stream_options'.","type":"invalid_request_error","param":"stream_options","code":"unknown_parameter"}}"#,
+    );
+
+    /// Chat completions carrying `stream_options` get this refusal (status, body).
+    pub fn set_refuse_stream_options(&self, refusal: Option<(u16, &str)>) {
+        *self.state.refuse_stream_options.lock() = refusal.map(|(status, body)| format!("{status} {body}"));
     }
 
     /// On by default: a completion body the real API would refuse (`shape::violations`) gets the
@@ -521,16 +533,15 @@ fn refuse(st: &MockState, req: &Recorded, route: &Route) -> Option<Reply> {
             &format!("mock {}: no route for {} {}", st.name, req.method, req.path),
         ));
     }
-    if matches!(route, Route::Chat { .. })
-        && st.refuse_stream_options.load(Ordering::Relaxed)
-        && req.json().get("stream_options").is_some()
-    {
-        let body = r#"{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","stream_options","include_usage"],"msg":"Extra inputs are not permitted","input":true}]},"type":"invalid_request_error","param":null,"code":null}"#;
-        return Some(Reply::Status {
-            status: 422,
-            retry_after: None,
-            body: body.to_string(),
-        });
+    let refusal = st.refuse_stream_options.lock().clone();
+    if let Some((status, body)) = refusal.as_deref().and_then(|r| r.split_once(' ')) {
+        if matches!(route, Route::Chat { .. }) && req.json().get("stream_options").is_some() {
+            return Some(Reply::Status {
+                status: status.parse().unwrap_or(400),
+                retry_after: None,
+                body: body.to_string(),
+            });
+        }
     }
     if st.check_bodies.load(Ordering::Relaxed) {
         let api = match route {
