@@ -154,8 +154,30 @@ pub fn render(ir: &IrResponse, model: &str) -> Value {
         "tool_choice": "auto",
         "tools": [],
     });
-    if let Some(u) = &ir.usage {
-        out["usage"] = u.to_responses();
-    }
+    // Always there, as in an Anthropic message: the Vercel AI SDK refuses a response without it
+    // (an upstream that reported no usage gives zeros, as OpenAI's own `usage` would be read).
+    out["usage"] = ir.usage.clone().unwrap_or_default().to_responses();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_always_carries_usage() {
+        let ir = IrResponse {
+            id: None,
+            model: None,
+            created: None,
+            content: vec![],
+            finish: crate::formats::ir::FinishReason::Stop,
+            stop_sequence: None,
+            usage: None,
+        };
+        let v = render(&ir, "m");
+        assert_eq!(v["usage"]["input_tokens"], 0, "{v}");
+        assert_eq!(v["usage"]["output_tokens"], 0, "{v}");
+        assert!(v["usage"]["total_tokens"].is_number(), "{v}");
+    }
 }
