@@ -38,6 +38,42 @@ async fn health_and_aggregated_models() {
         }
         assert_eq!(ids.iter().filter(|i| *i == "shared-model").count(), 1);
     }
+
+    // In each API's shape: Anthropic's for a client that sends `anthropic-version` (Claude Code's
+    // model discovery), Gemini's at `/v1beta/models` (google-genai's `models.list`).
+    let r = gw
+        .client
+        .get(gw.url("/v1/models"))
+        .header("x-api-key", CLIENT_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let first = &v["data"][0];
+    assert_eq!(first["type"], "model", "{v}");
+    assert!(
+        first["display_name"].is_string() && first["created_at"].is_string(),
+        "{v}"
+    );
+    assert_eq!(v["has_more"], false);
+    let r = gw
+        .client
+        .get(gw.url("/v1beta/models"))
+        .header("x-goog-api-key", CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let names: Vec<&str> = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert!(names.contains(&"models/gpt-a"), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -25,6 +25,7 @@ const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Health,
+    /// The model list, in the shape of the API it is asked through (see `model_listing`).
     Models,
     /// `GET /context/{session_id}`.
     Context(String),
@@ -110,7 +111,7 @@ pub fn classify(method: &Method, uri: &http::Uri) -> Result<Endpoint, GatewayErr
     let path_only = path.trim_end_matches('/');
     let (endpoint, allowed) = match path_only {
         "/health" => (Endpoint::Health, Method::GET),
-        "/models" | "/v1/models" => (Endpoint::Models, Method::GET),
+        "/models" | "/v1/models" | "/v1beta/models" => (Endpoint::Models, Method::GET),
         p if p.starts_with("/context/") && p.len() > "/context/".len() => {
             // As the client sent it in `X-Session-Id`: percent-encoded in a path.
             let id = percent_encoding::percent_decode_str(&p["/context/".len()..]).decode_utf8_lossy();
@@ -194,13 +195,25 @@ pub fn recall_connection(ctx: &mut RequestCtx, memory: Box<dyn Any + Send + Sync
 }
 
 /// The `/models` body for the authenticated client: everything, or for a key limited to some
-/// providers, the models it can route to (the snapshot it was authenticated against decides).
-pub fn model_listing(app: &App, ctx: &mut RequestCtx) -> Bytes {
-    let Some(allowed) = ctx.client.as_ref().and_then(|c| c.allowed_providers.clone()) else {
-        return app.catalog.listing();
+/// providers, the models it can route to (the snapshot it was authenticated against decides). In
+/// the shape of the API it is asked through: Gemini's for `/v1beta/models` (google-genai's
+/// `models.list`), Anthropic's when the request carries `anthropic-version` (Claude Code's model
+/// discovery), else OpenAI's.
+pub fn model_listing(app: &App, ctx: &mut RequestCtx, session: &Session) -> Bytes {
+    let openai = match ctx.client.as_ref().and_then(|c| c.allowed_providers.clone()) {
+        None => app.catalog.listing(),
+        Some(allowed) => {
+            let snapshot = ctx.snapshot.get_or_insert_with(|| app.snapshot());
+            snapshot.routes.listing_for(&allowed, &app.catalog, &app.health)
+        }
     };
-    let snapshot = ctx.snapshot.get_or_insert_with(|| app.snapshot());
-    snapshot.routes.listing_for(&allowed, &app.catalog, &app.health)
+    if session.req_header().uri.path().starts_with("/v1beta/") {
+        crate::upstream::catalog::listing_as(&openai, WireFormat::Gemini)
+    } else if session.get_header("anthropic-version").is_some() {
+        crate::upstream::catalog::listing_as(&openai, WireFormat::Anthropic)
+    } else {
+        openai
+    }
 }
 
 /// Whether the client asked to be told to send its body (`Expect: 100-continue`).

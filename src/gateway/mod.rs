@@ -87,7 +87,7 @@ impl Gateway {
             Endpoint::Models => {
                 intake::authenticate(session, &self.app, ctx)?;
                 session::admit(&self.app, ctx).await?;
-                let body = intake::model_listing(&self.app, ctx);
+                let body = intake::model_listing(&self.app, ctx, session);
                 respond::json(session, ctx, 200, body, &[])
                     .await
                     .map_err(|e| GatewayError::ClientRead(e.to_string()))?;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::Provider;
+use crate::formats::WireFormat;
 
 #[derive(Default)]
 struct Index {
@@ -129,6 +130,38 @@ fn listing_body<'a>(entries: impl Iterator<Item = &'a (String, String)>) -> Byte
     Bytes::from(json!({"object": "list", "data": data}).to_string())
 }
 
+/// An OpenAI-style `/models` body (`listing_body`) in another API's shape: Anthropic's
+/// (`type: "model"`, `display_name`, `created_at`, paging fields) or Gemini's (`models[].name` as
+/// `models/{id}`, the methods a gateway model takes).
+pub fn listing_as(openai: &Bytes, format: WireFormat) -> Bytes {
+    let v: serde_json::Value = serde_json::from_slice(openai).unwrap_or_default();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|m| m["id"].as_str()).collect())
+        .unwrap_or_default();
+    let body = match format {
+        WireFormat::Anthropic => {
+            let data: Vec<_> = ids
+                .iter()
+                .map(|id| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
+                .collect();
+            json!({"data": data, "has_more": false, "first_id": ids.first(), "last_id": ids.last()})
+        }
+        WireFormat::Gemini => {
+            let models: Vec<_> = ids
+                .iter()
+                .map(|id| {
+                    json!({"name": format!("models/{id}"), "displayName": id,
+                           "supportedGenerationMethods": ["generateContent", "streamGenerateContent"]})
+                })
+                .collect();
+            json!({ "models": models })
+        }
+        WireFormat::OpenAiChat | WireFormat::OpenAiResponses => return openai.clone(),
+    };
+    Bytes::from(body.to_string())
+}
+
 /// Parses a provider's model list: OpenAI (`data[].id`), Anthropic (`data[].id`) and Gemini
 /// (`models[].name`, `models/` prefix dropped) shapes.
 pub fn parse_model_list(body: &[u8]) -> Option<Vec<String>> {
@@ -148,6 +181,33 @@ pub fn parse_model_list(body: &[u8]) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_is_given_in_each_api_s_shape() {
+        let openai = listing_body(
+            [
+                ("claude-x".to_string(), "p".to_string()),
+                ("gem-y".to_string(), "q".to_string()),
+            ]
+            .iter(),
+        );
+        let a: serde_json::Value = serde_json::from_slice(&listing_as(&openai, WireFormat::Anthropic)).unwrap();
+        assert_eq!(
+            a["data"][0],
+            json!({"type": "model", "id": "claude-x", "display_name": "claude-x", "created_at": "1970-01-01T00:00:00Z"})
+        );
+        assert_eq!(
+            (a["has_more"].as_bool(), a["last_id"].as_str()),
+            (Some(false), Some("gem-y"))
+        );
+        let g: serde_json::Value = serde_json::from_slice(&listing_as(&openai, WireFormat::Gemini)).unwrap();
+        assert_eq!(g["models"][1]["name"], "models/gem-y");
+        assert_eq!(
+            parse_model_list(&listing_as(&openai, WireFormat::Gemini)).unwrap(),
+            ["claude-x", "gem-y"]
+        );
+        assert_eq!(listing_as(&openai, WireFormat::OpenAiChat), openai);
+    }
 
     #[test]
     fn parses_list_shapes() {
