@@ -153,11 +153,8 @@ fn fit_for_openai(ir: &mut IrRequest, model: &str) {
 /// (`o1`…, `gpt-5*`, `codex-*`), `gpt-oss`, xAI's `grok-3-mini`, and Gemini 2.5 and later on
 /// Google's OpenAI endpoint; also behind an aggregator's `vendor/` prefix.
 fn takes_reasoning_effort(model: &str) -> bool {
-    let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
-    let o_series = name
-        .strip_prefix('o')
-        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
-    o_series
+    let name = super::model_name::bare(model);
+    super::model_name::is_o_series(&name)
         || ["gpt-5", "gpt-oss", "codex", "grok-3-mini", "gemini-2.5", "gemini-3"]
             .iter()
             .any(|p| name.starts_with(p))

@@ -14,6 +14,7 @@ pub mod errors;
 pub mod gemini;
 pub mod ir;
 pub(crate) mod json;
+mod model_name;
 pub mod openai_chat;
 pub mod request;
 pub mod responses_api;

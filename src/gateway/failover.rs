@@ -420,6 +420,12 @@ fn whole_json_answered_nothing(resp: &ResponseHeader, body: &[u8]) -> Option<&'s
         .then_some("a JSON body cut short (no length; the connection closed)")
 }
 
+/// Whether the client's own body carried `stream_options` (same format only: a translated body is
+/// the gateway's).
+fn client_sent_stream_options(ctx: &RequestCtx, attempt_format: WireFormat) -> bool {
+    attempt_format == ctx.request_format && memchr::memmem::find(&ctx.body, b"\"stream_options\"").is_some()
+}
+
 /// Judges the upstream's response status (and what its held body said) and records health; says
 /// whether to try again.
 pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Retry {
@@ -477,18 +483,17 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
     // The refusal is of the gateway's field when it names the member the gateway adds (Mistral:
     // `"loc":["body","stream_options","include_usage"]`), or names the field where the client
     // sent none (Azure's older API versions: "Unknown parameter: 'stream_options'").
-    let client_sent_options =
-        attempt_format == ctx.request_format && memchr::memmem::find(&ctx.body, b"\"stream_options\"").is_some();
     let refused_stream_usage = matches!(status, 400 | 422)
-        && held.is_some_and(|v| {
-            v.source == HeldSource::ErrorBody
-                && v.names_stream_options
-                && (v.names_include_usage || !client_sent_options)
-        })
         && attempt_format == WireFormat::OpenAiChat
         && ctx.stream
         && (injected_usage || attempt_format != ctx.request_format)
-        && !provider.refuses_stream_usage();
+        && !provider.refuses_stream_usage()
+        && held.is_some_and(|v| {
+            v.source == HeldSource::ErrorBody
+                && v.names_stream_options
+                // Only now, on such an error, is the client's body looked at.
+                && (v.names_include_usage || !client_sent_stream_options(ctx, attempt_format))
+        });
     let decision = match status {
         _ if refused_stream_usage => {
             provider.set_refuses_stream_usage();

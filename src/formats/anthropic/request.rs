@@ -215,7 +215,7 @@ const MAX_OUTPUT_TOKENS: u64 = 32_000;
 /// size Anthropic wants streamed); Claude 3.5 8,192; any other model (Claude 3 Haiku, another
 /// vendor's Anthropic-style API) the `fallback`.
 pub fn default_max_tokens(model: &str, fallback: u32) -> u32 {
-    let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+    let name = crate::formats::model_name::bare(model);
     let current = [
         "claude-3-7",
         "claude-sonnet-4",

@@ -458,11 +458,8 @@ fn render_message(m: &Message, out: &mut Vec<Value>) {
 /// A model of OpenAI's own (`gpt-4o`, `o3-mini`, `gpt-5.1`, `chatgpt-4o-latest`, `openai/o4-mini`
 /// through an aggregator), by its name.
 fn openai_model(model: &str) -> bool {
-    let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
-    let o_series = name
-        .strip_prefix('o')
-        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
-    o_series || ["gpt-", "chatgpt-", "codex-"].iter().any(|p| name.starts_with(p))
+    let name = crate::formats::model_name::bare(model);
+    crate::formats::model_name::is_o_series(&name) || ["gpt-", "chatgpt-", "codex-"].iter().any(|p| name.starts_with(p))
 }
 
 fn render_part(b: &Block) -> Option<Value> {
