@@ -1292,52 +1292,105 @@ async fn a_stream_the_client_leaves_still_binds_its_session() {
     );
 }
 
-/// An upstream that keeps its body open after the stream's end (`[DONE]`, then neither the last
-/// chunk nor a close) until the read times out: the client's answer is whole and properly ended,
-/// in its own format (a translated one too), its tokens counted, and the upstream is not blamed
-/// for a cut.
+/// An upstream that keeps its body open after the stream's end (`[DONE]` or `message_stop`, then
+/// neither the last chunk nor a close): the client's answer is whole and properly ended at once, in
+/// its own format (a translated one too), not after the upstream's read timeout; its tokens are
+/// counted, the upstream is not blamed for a cut, and the lingering connection is not reused. A
+/// well-behaved upstream's connection is.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_lingering_after_its_stream_s_end_breaks_nothing() {
     let a = Mock::start("alpha", &["m"]).await;
+    let c = Mock::start_style("claude", &["c"], Style::Anthropic).await;
+    // A read timeout far longer than the test may take: only the stream's end can end the answer.
+    let timeouts = ", timeouts: {idle_ms: 20000, first_byte_ms: 20000}";
     let gw = Gateway::start(&format!(
-        "providers:\n{}",
-        provider_yaml("alpha", &a, ", timeouts: {idle_ms: 400}")
+        "providers:\n{}{}",
+        provider_yaml("alpha", &a, timeouts),
+        provider_yaml_styled("claude", &c, timeouts)
     ))
     .await;
-    a.script([Reply::StreamStall { after: 1000 }]);
-    let stream = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-    let r = gw
-        .post("/v1/chat/completions", stream, &[("x-session-id", "lingered")])
-        .await;
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.expect("a properly ended body");
-    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    // An Anthropic client of the same upstream gets its stream's ending in its own format.
-    a.script([Reply::StreamStall { after: 1000 }]);
-    let anthropic = json!({"model": "m", "max_tokens": 50, "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]});
-    let r = gw
-        .post("/v1/messages", anthropic, &[("anthropic-version", "2023-06-01")])
-        .await;
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.expect("a properly ended body");
-    assert!(text.contains("event: message_stop"), "{text}");
-    assert!(!text.contains("event: error"), "{text}");
+    let chat = |model: &str| json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let anthropic = |model: &str| {
+        json!({"model": model, "max_tokens": 50, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]})
+    };
+    let cases = [
+        (&a, "/v1/chat/completions", chat("m"), "data: [DONE]\n\n"),
+        // An Anthropic client of the OpenAI upstream: the ending in its own format.
+        (
+            &a,
+            "/v1/messages",
+            anthropic("m"),
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        ),
+        // An Anthropic upstream that lingers after its `message_stop`.
+        (
+            &c,
+            "/v1/messages",
+            anthropic("c"),
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        ),
+        (&c, "/v1/chat/completions", chat("c"), "data: [DONE]\n\n"),
+    ];
+    for (mock, path, body, ending) in cases {
+        // A well-behaved stream first: its connection is kept for the next request.
+        let r = gw
+            .post(path, body.clone(), &[("anthropic-version", "2023-06-01")])
+            .await;
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().ends_with(ending), "{path}");
+        let before = mock.connections();
+        mock.script([Reply::StreamStall { after: 1000 }]);
+        let started = Instant::now();
+        let r = gw
+            .post(path, body.clone(), &[("anthropic-version", "2023-06-01")])
+            .await;
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.expect("a properly ended body");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path} waited {:?} for a lingering upstream",
+            started.elapsed()
+        );
+        assert!(text.ends_with(ending), "{path}: {text}");
+        assert!(!text.contains("error"), "{path}: {text}");
+        assert_eq!(
+            mock.connections(),
+            before,
+            "{path}: the well-behaved stream's connection was reused"
+        );
+        // The lingering connection is not: the next request opens a new one.
+        let r = gw.post(path, body, &[("anthropic-version", "2023-06-01")]).await;
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().ends_with(ending), "{path}");
+        assert_eq!(
+            mock.connections(),
+            before + 1,
+            "{path}: the lingering connection was reused"
+        );
+    }
     let metrics = gw.metrics().await;
     assert_eq!(
         metric(&metrics, "apiproxy_requests_total", &[("outcome", "stream_cut")]),
         0.0,
         "{metrics}"
     );
-    assert!(
-        metric(&metrics, "apiproxy_tokens_total", &[("kind", "output")]) > 0.0,
-        "the tokens of both answers: {metrics}"
-    );
     assert_eq!(
-        metric(&metrics, "apiproxy_upstream_error_rate", &[("provider", "alpha")]),
-        0.0,
+        metric(&metrics, "apiproxy_requests_total", &[("outcome", "ok")]),
+        12.0,
         "{metrics}"
     );
+    assert!(
+        metric(&metrics, "apiproxy_tokens_total", &[("kind", "output")]) > 0.0,
+        "the tokens of the answers: {metrics}"
+    );
+    for provider in ["alpha", "claude"] {
+        assert_eq!(
+            metric(&metrics, "apiproxy_upstream_error_rate", &[("provider", provider)]),
+            0.0,
+            "{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -245,6 +245,10 @@ impl ProxyHttp for Gateway {
         response::keepalive(ctx)
     }
 
+    fn upstream_response_complete(&self, ctx: &mut RequestCtx) -> Option<Duration> {
+        response::end_grace(ctx)
+    }
+
     async fn upstream_response_filter(
         &self,
         session: &mut Session,

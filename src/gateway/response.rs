@@ -371,6 +371,18 @@ pub fn stream_ended(ctx: &RequestCtx) -> bool {
     matches!(&ctx.response, ResponseMode::Stream(conv) if conv.completed())
 }
 
+/// How long an upstream that sent its stream's terminator may take to end its body before the
+/// client's answer is ended without it (the connection is then dropped, not reused). A well-behaved
+/// upstream's end comes with the terminator or just after; one that keeps the body open would hold
+/// the client until the read timeout (`idle_ms`), and SDKs that read to the body's end (Anthropic's)
+/// would wait with it.
+const STREAM_END_GRACE: Duration = Duration::from_millis(250);
+
+/// `Some(grace)` once the upstream's stream has had its last event.
+pub fn end_grace(ctx: &RequestCtx) -> Option<Duration> {
+    matches!(&ctx.response, ResponseMode::Stream(conv) if conv.terminated()).then_some(STREAM_END_GRACE)
+}
+
 /// A stream its client left: the tokens the upstream reported so far (a long prompt's input and
 /// cache reads are paid for all the same).
 pub fn keep_stream_usage(ctx: &mut RequestCtx) {

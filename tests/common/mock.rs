@@ -235,6 +235,8 @@ pub struct MockState {
     check_bodies: AtomicBool,
     page_cap: AtomicUsize,
     refuse_stream_options: Mutex<Option<String>>,
+    /// Connections accepted so far.
+    connections: AtomicUsize,
 }
 
 pub struct Mock {
@@ -265,10 +267,12 @@ impl Mock {
             check_bodies: AtomicBool::new(true),
             page_cap: AtomicUsize::new(usize::MAX),
             refuse_stream_options: Mutex::new(None),
+            connections: AtomicUsize::new(0),
         });
         let st = state.clone();
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
+                st.connections.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(serve_conn(sock, st.clone()));
             }
         });
@@ -356,6 +360,11 @@ impl Mock {
     /// The last completion request.
     pub fn last(&self) -> Option<Recorded> {
         self.requests().pop()
+    }
+
+    /// Connections the mock has accepted (a reused keep-alive connection counts once).
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     pub fn hits(&self) -> usize {

@@ -200,6 +200,10 @@ impl Decode for AnthropicDecoder {
         self.stopped || self.finished
     }
 
+    fn terminated(&self) -> bool {
+        self.stopped
+    }
+
     fn errored(&self) -> bool {
         self.errored
     }

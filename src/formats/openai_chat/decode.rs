@@ -198,6 +198,10 @@ impl Decode for ChatDecoder {
         self.done || self.finished
     }
 
+    fn terminated(&self) -> bool {
+        self.done
+    }
+
     fn errored(&self) -> bool {
         self.errored
     }

@@ -49,6 +49,12 @@ pub(crate) trait Decode: Send + Sync {
     fn decode(&mut self, event: Option<&str>, data: &str, out: &mut Vec<StreamEvent>);
     /// The upstream's own terminator or finish was seen.
     fn completed(&self) -> bool;
+    /// The upstream's last event was seen, after which only the end of its body may come (`[DONE]`,
+    /// `message_stop`; a finish alone is not: a usage chunk, or the other choices of `n > 1`, may
+    /// follow it).
+    fn terminated(&self) -> bool {
+        self.completed()
+    }
     /// The upstream reported an error in the stream.
     fn errored(&self) -> bool;
     fn usage(&self) -> Option<Usage>;

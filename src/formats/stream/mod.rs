@@ -523,6 +523,11 @@ impl StreamConverter {
         self.decoder.completed()
     }
 
+    /// True once the upstream's last event was seen (see `Decode::terminated`).
+    pub fn terminated(&self) -> bool {
+        self.decoder.terminated()
+    }
+
     /// The formats this converter was built for.
     pub fn formats(&self) -> (WireFormat, WireFormat) {
         (self.from, self.to)

@@ -309,7 +309,7 @@ where
         }
         // A partly written request leaves the connection unusable, but an answer the upstream
         // sent anyway (say a 413) is still relayed, as the duplex path does.
-        let upstream_can_reuse = send_error.is_none();
+        let mut upstream_can_reuse = send_error.is_none();
         if let Some(e) = &send_error {
             warn!("send error, draining read buf: {e}");
         }
@@ -323,6 +323,9 @@ where
         let mut keepalive = DownstreamKeepalive::Off;
         // APIProxy patch: when a held response is released even without a decision.
         let mut hold_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        // APIProxy patch: armed once the service has read the answer's end while the upstream's
+        // body stays open (see `ProxyHttp::upstream_response_complete`).
+        let mut end_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             // One read per task, kept across keep-alives: the upstream's read timeout runs on.
             let read = client_session.read_response_task();
@@ -330,10 +333,10 @@ where
             let task = loop {
                 tokio::select! {
                     biased;
-                    res = &mut read => break match res {
+                    res = &mut read => break Some(match res {
                         Ok(task) => task,
                         Err(e) => HttpTask::Failed(send_error.take().unwrap_or(e).into_up()),
-                    },
+                    }),
                     // With the body read, this only returns when the client went away.
                     res = session.downstream_session.read_body_or_idle(true) => {
                         return Err(match res {
@@ -363,6 +366,7 @@ where
                             }
                         }
                     }
+                    Some(()) = hold_expired(&mut end_timer) => break None,
                     Some(()) = keepalive.tick() => {
                         if keepalive.due(session.body_bytes_sent()) {
                             if let Some(bytes) = self.inner.downstream_keepalive(ctx) {
@@ -375,6 +379,23 @@ where
                         }
                     }
                 }
+            };
+            let Some(task) = task else {
+                // APIProxy patch: the answer is whole but the upstream kept its body open past the
+                // grace: the client's response ends here, and the connection is not reused.
+                debug!("upstream body still open after the answer's end, ending the response");
+                self.process_upstream_tasks(
+                    session,
+                    ctx,
+                    HttpTask::Body(None, true),
+                    None,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                    &mut response_state,
+                )
+                .await?;
+                upstream_can_reuse = false;
+                break;
             };
             // APIProxy patch: a response the service asked to hold waits here, header and body
             // pieces, until the service releases it; an error it returns instead ends the attempt
@@ -448,6 +469,16 @@ where
             }
             if done {
                 break;
+            }
+            if held.is_none() {
+                // Counted from the last piece read: an upstream still sending is not lingering.
+                if let Some(grace) = self.inner.upstream_response_complete(ctx) {
+                    let deadline = tokio::time::Instant::now() + grace;
+                    match end_timer.as_mut() {
+                        Some(timer) => timer.as_mut().reset(deadline),
+                        None => end_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
             }
         }
 
