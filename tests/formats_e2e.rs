@@ -981,3 +981,155 @@ async fn a_gemini_json_array_stream_is_not_held_back() {
         "first token after {first:?}"
     );
 }
+
+/// Token counts (Claude Code asks before its turns, to know when to compact): an Anthropic or Gemini
+/// client's count is answered by an Anthropic or Gemini upstream, translated between the two, with
+/// the upstream's own number; an OpenAI upstream cannot count and is passed by, and a model with
+/// none that can is a 404 in the client's format (never a made-up count). A count binds no session
+/// and adds nothing to its context, and is labelled apart in the metrics.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_counts_are_answered_by_upstreams_that_count() {
+    let oa = Mock::start_style("oa", &["gpt-x"], Style::OpenAiChat).await;
+    let an = Mock::start_style("an", &["claude-x"], Style::Anthropic).await;
+    let gm = Mock::start_style("gm", &["gem-x"], Style::Gemini).await;
+    an.set_strict(true);
+    let yaml = format!(
+        "providers:\n{}{}{}logical_models:\n  - id: coder\n    upstreams:\n      - {{provider: oa, model: gpt-x}}\n      - {{provider: an, model: claude-x, priority: 1}}\n",
+        provider_yaml_styled("oa", &oa, ", models: [gpt-x]"),
+        provider_yaml_styled("an", &an, ", models: [claude-x]"),
+        provider_yaml_styled("gm", &gm, ", models: [gem-x]")
+    );
+    let gw = Gateway::start(&yaml).await;
+    // Seven words of prompt in either format: the mocks count words.
+    let prompt = json!({"model": "claude-x", "system": "Be brief.",
+        "messages": [{"role": "user", "content": "how long is this"}, {"role": "assistant", "content": "short"}]});
+    let anthropic_count = |model: &str| {
+        let mut body = prompt.clone();
+        body["model"] = json!(model);
+        gw.client
+            .post(gw.url("/v1/messages/count_tokens?beta=true"))
+            .header("x-api-key", CLIENT_KEY)
+            .header("anthropic-version", "2023-06-01")
+            .header("x-claude-code-session-id", "counting")
+            .json(&body)
+            .send()
+    };
+    for (model, mock) in [("claude-x", &an), ("gem-x", &gm)] {
+        let r = anthropic_count(model).await.unwrap();
+        assert_eq!(r.status(), 200, "{model}");
+        let v: Value = r.json().await.unwrap();
+        let seen = mock.last().unwrap();
+        assert_eq!(v, json!({"input_tokens": 7}), "{model}");
+        assert_eq!(
+            common::mock::prompt_tokens(&seen.json()),
+            7,
+            "{model}: {:?}",
+            seen.json()
+        );
+        match mock.style() {
+            Style::Anthropic => {
+                assert_eq!(seen.path, "/v1/messages/count_tokens");
+                assert_eq!(seen.header("x-api-key"), Some(provider_key("an").as_str()));
+            }
+            _ => {
+                assert_eq!(seen.path_only(), "/v1beta/models/gem-x:countTokens");
+                assert_eq!(seen.json()["generateContentRequest"]["model"], "models/gem-x");
+            }
+        }
+    }
+    // A Gemini client's count, bare or wrapped, from either upstream.
+    let gemini_prompt = json!({"contents": [{"role": "user", "parts": [{"text": "how long is this"}]}]});
+    let wrapped = json!({"generateContentRequest": {"model": "models/whatever", "contents": gemini_prompt["contents"],
+        "systemInstruction": {"parts": [{"text": "Be brief."}]}, "generationConfig": {"maxOutputTokens": 9}}});
+    for (model, body, want) in [
+        ("gem-x", &gemini_prompt, 4),
+        ("gem-x", &wrapped, 6),
+        ("claude-x", &gemini_prompt, 4),
+        ("claude-x", &wrapped, 6),
+    ] {
+        let r = gw
+            .client
+            .post(gw.url(&format!("/v1beta/models/{model}:countTokens")))
+            .header("x-goog-api-key", CLIENT_KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{model} {body}");
+        let v: Value = r.json().await.unwrap();
+        // A Gemini upstream's answer passes as it came (with its per-modality details).
+        assert_eq!(v["totalTokens"], want, "{model} {body}: {v}");
+    }
+    assert_eq!(
+        gm.last().unwrap().json()["generateContentRequest"]["model"],
+        "models/gem-x",
+        "the physical model, not the client's"
+    );
+    // A logical model whose first upstream cannot count: the next one does.
+    let before = an.hits();
+    let r = anthropic_count("coder").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"input_tokens": 7}));
+    assert_eq!(an.hits(), before + 1);
+    // None can: a 404 in the client's format, and the OpenAI upstream never asked.
+    for r in [
+        anthropic_count("gpt-x").await.unwrap(),
+        gw.client
+            .post(gw.url("/v1beta/models/gpt-x:countTokens"))
+            .header("x-goog-api-key", CLIENT_KEY)
+            .json(&gemini_prompt)
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(r.status(), 404);
+        let v: Value = r.json().await.unwrap();
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("counts tokens"), "{v}");
+        assert!(v["type"] == "error" || v["error"]["status"] == "NOT_FOUND", "{v}");
+    }
+    assert_eq!(oa.hits(), 0, "the OpenAI upstream was asked to count");
+    // An upstream's error on a count reaches the client in its format.
+    an.script([Reply::status(429)]);
+    let r = anthropic_count("claude-x").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "rate_limit_error");
+    // No binding, no context: the session's first real request is placed as ever.
+    let r = gw
+        .client
+        .get(gw.url("/context/counting"))
+        .header("authorization", format!("Bearer {CLIENT_KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a count entered the session's context");
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "apiproxy_requests_total",
+            &[("api", "anthropic_count_tokens"), ("outcome", "ok")]
+        ),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "apiproxy_requests_total",
+            &[("api", "gemini_count_tokens"), ("outcome", "ok")]
+        ),
+        4.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "apiproxy_requests_total", &[("api", "anthropic")]),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "apiproxy_tokens_total", &[]),
+        0.0,
+        "a count is no usage: {metrics}"
+    );
+}

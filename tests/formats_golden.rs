@@ -831,6 +831,56 @@ fn every_translated_request_is_one_the_upstream_takes() {
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
 
+/// The token counts sent across (an Anthropic client's count to a Gemini upstream and back), from
+/// the fixtures' prompts, are ones the upstream's count endpoint takes.
+#[test]
+fn every_translated_count_is_one_the_upstream_takes() {
+    let mut checked = 0;
+    for name in ["tools", "thinking"] {
+        // Claude Code's count: the request without the answer's settings.
+        let mut anthropic: Value =
+            serde_json::from_slice(&fixture(&format!("requests/{name}.anthropic.json")).unwrap()).unwrap();
+        let fields = ["model", "messages", "system", "tools", "tool_choice", "thinking"];
+        anthropic
+            .as_object_mut()
+            .unwrap()
+            .retain(|k, _| fields.contains(&k.as_str()));
+        assert_eq!(
+            shape::violations(shape::Api::AnthropicCount, &anthropic),
+            Vec::<String>::new()
+        );
+        // Gemini's, bare and wrapped.
+        let gemini: Value = serde_json::from_slice(&fixture(&format!("requests/{name}.gemini.json")).unwrap()).unwrap();
+        let bare = json!({"contents": gemini["contents"]});
+        let mut inner = gemini.clone();
+        inner["model"] = json!("models/client-model");
+        let wrapped = json!({ "generateContentRequest": inner });
+        let cases = [
+            (WireFormat::Anthropic, WireFormat::Gemini, &anthropic),
+            (WireFormat::Gemini, WireFormat::Anthropic, &bare),
+            (WireFormat::Gemini, WireFormat::Anthropic, &wrapped),
+            (WireFormat::Gemini, WireFormat::Gemini, &wrapped),
+        ];
+        for (from, to, body) in cases {
+            let out = count_tokens::request(from, to, body.to_string().as_bytes(), &opts(false)).unwrap();
+            let out: Value = serde_json::from_slice(&out).unwrap();
+            let api = match to {
+                WireFormat::Anthropic => shape::Api::AnthropicCount,
+                _ => shape::Api::GeminiCount,
+            };
+            let broken = shape::violations(api, &out);
+            assert!(
+                broken.is_empty(),
+                "{name}: {} -> {}: {broken:?}\n{out}",
+                from.label(),
+                to.label()
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 8);
+}
+
 #[test]
 fn request_openai_to_anthropic_rules() {
     let input = fixture("requests/tools.openai_chat.json").unwrap();

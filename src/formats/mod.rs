@@ -8,6 +8,7 @@
 
 pub mod anthropic;
 pub mod convert;
+pub mod count_tokens;
 pub mod detect;
 pub mod error_map;
 pub mod errors;

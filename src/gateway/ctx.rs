@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::error::GatewayError;
+use super::intake::Operation;
 use crate::app::Snapshot;
 use crate::auth::{AcceptedKey, ClientIdentity};
 use crate::formats::request::Inspected;
@@ -253,6 +254,8 @@ pub struct RequestCtx {
     pub stream: bool,
     /// A Gemini client asked for `alt=sse` (else a streamed JSON array).
     pub gemini_sse: bool,
+    /// An answer, or the prompt's token count.
+    pub operation: Operation,
     /// The client asked for the OpenAI usage chunk.
     pub include_usage: bool,
     /// `X-Session-Id` (or Claude Code's session header), at most 256 characters.
@@ -363,6 +366,7 @@ impl RequestCtx {
             model: String::new(),
             stream: false,
             gemini_sse: false,
+            operation: Operation::Generate,
             include_usage: false,
             session_id: None,
             binding: None,
@@ -412,6 +416,17 @@ impl RequestCtx {
     /// The client's format; OpenAI Chat until the endpoint is known.
     pub fn client_format(&self) -> WireFormat {
         self.client_format.unwrap_or(WireFormat::OpenAiChat)
+    }
+
+    /// The `api` label of the request's metrics: the client's format, and a count of tokens apart
+    /// (Claude Code's editors send dozens at start-up, which would skew the format's latency).
+    pub fn api_label(&self) -> &'static str {
+        match (self.client_format, self.operation) {
+            (None, _) => "none",
+            (Some(WireFormat::Anthropic), Operation::CountTokens) => "anthropic_count_tokens",
+            (Some(WireFormat::Gemini), Operation::CountTokens) => "gemini_count_tokens",
+            (Some(f), _) => f.label(),
+        }
     }
 }
 

@@ -51,6 +51,11 @@ pub enum GatewayError {
     RateLimited { retry_after: Duration },
     #[error("This request cannot be served faithfully by any upstream of its model: {0}")]
     Untranslatable(String),
+    /// A token count for a model none of whose upstreams counts (only Anthropic- and Gemini-style
+    /// APIs do). A 404, never a made-up count: Claude Code estimates for itself on an error, and
+    /// would trust a zero and never compact.
+    #[error("No upstream of `{0}` counts tokens (only Anthropic- and Gemini-style providers do)")]
+    NoTokenCount(String),
     #[error("{}", if *rate_limited {
         format!("Every upstream for `{model}` is rate-limited")
     } else {
@@ -81,7 +86,9 @@ impl GatewayError {
             | GatewayError::Unforwardable(_)
             | GatewayError::Untranslatable(_) => 400,
             GatewayError::BodyTimeout(_) => 408,
-            GatewayError::Route(RouteError::UnknownModel(_)) | GatewayError::NotFound { .. } => 404,
+            GatewayError::Route(RouteError::UnknownModel(_))
+            | GatewayError::NotFound { .. }
+            | GatewayError::NoTokenCount(_) => 404,
             GatewayError::Route(RouteError::NotAllowed(_)) => 403,
             GatewayError::RateLimited { .. } => 429,
             GatewayError::MethodNotAllowed { .. } => 405,
@@ -133,6 +140,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             GatewayError::CompressedBody(_) => ("invalid_request_error", Some("unsupported_content_encoding")),
             GatewayError::NotFound { .. } => ("invalid_request_error", Some("unknown_url")),
+            GatewayError::NoTokenCount(_) => ("invalid_request_error", Some("count_tokens_unsupported")),
             GatewayError::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
             GatewayError::Exhausted { rate_limited: true, .. } => ("rate_limit_error", Some("all_upstreams_failed")),
             GatewayError::Exhausted { .. } => ("upstream_error", Some("all_upstreams_failed")),
@@ -156,7 +164,9 @@ impl GatewayError {
         match self {
             GatewayError::Auth(_) => ErrorKind::Authentication,
             GatewayError::Route(RouteError::NotAllowed(_)) => ErrorKind::PermissionDenied,
-            GatewayError::Route(RouteError::UnknownModel(_)) | GatewayError::NotFound { .. } => ErrorKind::NotFound,
+            GatewayError::Route(RouteError::UnknownModel(_))
+            | GatewayError::NotFound { .. }
+            | GatewayError::NoTokenCount(_) => ErrorKind::NotFound,
             GatewayError::RateLimited { .. } | GatewayError::Exhausted { rate_limited: true, .. } => {
                 ErrorKind::RateLimited
             }

@@ -38,6 +38,18 @@ pub struct ClientCall {
     pub format: WireFormat,
     /// Gemini names the model and the streaming in the path.
     pub gemini: Option<GeminiCall>,
+    pub operation: Operation,
+}
+
+/// What the call asks of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Operation {
+    /// An answer (`/chat/completions`, `/responses`, `/messages`, `:generateContent`).
+    #[default]
+    Generate,
+    /// The prompt's size in tokens (`/messages/count_tokens`, `:countTokens`): Claude Code asks
+    /// before its turns to decide when to compact. Only Anthropic and Gemini upstreams count.
+    CountTokens,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,18 +61,23 @@ pub struct GeminiCall {
 }
 
 fn call(format: WireFormat) -> Endpoint {
-    Endpoint::Proxy(ClientCall { format, gemini: None })
+    Endpoint::Proxy(ClientCall {
+        format,
+        gemini: None,
+        operation: Operation::Generate,
+    })
 }
 
-/// `/{v1beta,v1}/models/{model}:{generateContent,streamGenerateContent}`.
-fn gemini_call(path: &str, query: Option<&str>) -> Option<GeminiCall> {
+/// `/{v1beta,v1}/models/{model}:{generateContent,streamGenerateContent,countTokens}`.
+fn gemini_call(path: &str, query: Option<&str>) -> Option<(GeminiCall, Operation)> {
     let rest = path
         .strip_prefix("/v1beta/models/")
         .or_else(|| path.strip_prefix("/v1/models/"))?;
     let (model, method) = rest.rsplit_once(':')?;
-    let stream = match method {
-        "generateContent" => false,
-        "streamGenerateContent" => true,
+    let (stream, operation) = match method {
+        "generateContent" => (false, Operation::Generate),
+        "streamGenerateContent" => (true, Operation::Generate),
+        "countTokens" => (false, Operation::CountTokens),
         _ => return None,
     };
     // `provider/model` arrives as two segments or with its slash escaped (`openai%2Fgpt-4o`).
@@ -69,11 +86,12 @@ fn gemini_call(path: &str, query: Option<&str>) -> Option<GeminiCall> {
         return None;
     }
     let sse = query.is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
-    Some(GeminiCall {
+    let call = GeminiCall {
         model: model.to_string(),
         stream,
         sse,
-    })
+    };
+    Some((call, operation))
 }
 
 /// The API a path belongs to, by its prefix, for errors about the path itself; `None` (OpenAI's
@@ -123,11 +141,20 @@ pub fn classify(method: &Method, uri: &http::Uri) -> Result<Endpoint, GatewayErr
         "/v1/chat/completions" | "/chat/completions" => (call(WireFormat::OpenAiChat), Method::POST),
         "/v1/responses" | "/responses" => (call(WireFormat::OpenAiResponses), Method::POST),
         "/v1/messages" | "/messages" => (call(WireFormat::Anthropic), Method::POST),
+        "/v1/messages/count_tokens" | "/messages/count_tokens" => (
+            Endpoint::Proxy(ClientCall {
+                format: WireFormat::Anthropic,
+                gemini: None,
+                operation: Operation::CountTokens,
+            }),
+            Method::POST,
+        ),
         _ => match gemini_call(path_only, uri.query()) {
-            Some(g) => (
+            Some((g, operation)) => (
                 Endpoint::Proxy(ClientCall {
                     format: WireFormat::Gemini,
                     gemini: Some(g),
+                    operation,
                 }),
                 Method::POST,
             ),
@@ -293,6 +320,7 @@ pub fn route(
     call: &ClientCall,
     body: Bytes,
 ) -> Result<(), GatewayError> {
+    ctx.operation = call.operation;
     match &call.gemini {
         Some(g) => {
             require_object(&body)?;
@@ -313,7 +341,8 @@ pub fn route(
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("text/event-stream"));
             ctx.model = inspected.model.clone();
-            ctx.stream = inspected.stream || wants_sse;
+            // A count is one number, never a stream.
+            ctx.stream = (inspected.stream || wants_sse) && call.operation == Operation::Generate;
             ctx.include_usage = inspected.include_usage;
             ctx.inspected = Some(inspected);
         }
@@ -427,10 +456,20 @@ mod tests {
                 .status(),
             404
         );
+        let Endpoint::Proxy(g) = c(&Method::POST, "/v1beta/models/m:countTokens").unwrap() else {
+            panic!()
+        };
+        assert_eq!((g.format, g.operation), (WireFormat::Gemini, Operation::CountTokens));
+        assert!(!g.gemini.unwrap().stream);
+        let Endpoint::Proxy(a) = c(&Method::POST, "/v1/messages/count_tokens?beta=true").unwrap() else {
+            panic!()
+        };
+        assert_eq!((a.format, a.operation), (WireFormat::Anthropic, Operation::CountTokens));
         assert_eq!(
-            c(&Method::POST, "/v1beta/models/m:countTokens").unwrap_err().status(),
+            c(&Method::POST, "/v1beta/models/m:embedContent").unwrap_err().status(),
             404
         );
+        assert_eq!(c(&Method::GET, "/v1/messages/count_tokens").unwrap_err().status(), 405);
         assert_eq!(c(&Method::GET, "/v1/chat/completions").unwrap_err().status(), 405);
         assert_eq!(c(&Method::GET, "/nope").unwrap_err().status(), 404);
         assert_eq!(

@@ -72,7 +72,7 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     if let Some(handed) = ctx.answer_handed {
         ctx.client_wait += handed.elapsed();
     }
-    let api = ctx.client_format.map_or("none", |f| f.label());
+    let api = ctx.api_label();
     let status = ctx.status.unwrap_or(0);
     let outcome = match status {
         _ if ctx.client_closed => "client_closed",

@@ -10,11 +10,12 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use super::ctx::{BodyBuf, RequestCtx, ResponseMode};
+use super::intake::Operation;
 use crate::app::App;
 use crate::formats::stream::events::KEEPALIVE;
 use crate::formats::{
-    answer_as_stream, convert_error, convert_response_named, error_map, estimate_input_tokens, extract_usage,
-    ErrorKind, StreamConverter, StreamOptions, WireFormat,
+    answer_as_stream, convert_error, convert_response_named, count_tokens, error_map, estimate_input_tokens,
+    extract_usage, ConvertError, ErrorKind, StreamConverter, StreamOptions, ToolNames, Usage, WireFormat,
 };
 
 /// Most of a same-format answer kept to read its usage; beyond it usage is not counted.
@@ -265,7 +266,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                     out
                 } else if buf.complete() {
                     let names = ctx.current.as_ref().and_then(|a| a.tool_names.as_deref());
-                    match convert_response_named(upstream, client, buf.as_slice(), &ctx.model, names) {
+                    match translate_answer(ctx.operation, upstream, client, buf.as_slice(), &ctx.model, names) {
                         Ok((out, usage)) => {
                             ctx.usage = usage;
                             out
@@ -333,6 +334,21 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
             ResponseMode::Pass | ResponseMode::Observe(_) => ctx.upstream_done,
             _ => Some(std::time::Instant::now()),
         };
+    }
+}
+
+/// A whole answer of the upstream's format in the client's: a model's answer, or a token count.
+pub(super) fn translate_answer(
+    operation: Operation,
+    upstream: WireFormat,
+    client: WireFormat,
+    body: &[u8],
+    model: &str,
+    names: Option<&ToolNames>,
+) -> Result<(Bytes, Option<Usage>), ConvertError> {
+    match operation {
+        Operation::Generate => convert_response_named(upstream, client, body, model, names),
+        Operation::CountTokens => count_tokens::answer(upstream, client, body).map(|out| (out, None)),
     }
 }
 

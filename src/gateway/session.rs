@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
+use super::intake::Operation;
 use crate::app::App;
 use crate::routing::health::unix_ms;
 use crate::state::{context_owner, request_snippet, response_snippet, Admission, ContextEntry};
@@ -61,9 +62,9 @@ pub fn capture(ctx: &mut RequestCtx, body: &Option<Bytes>) {
     buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
 }
 
-/// Starts capturing when the request belongs to a session.
+/// Starts capturing when the request belongs to a session (a token count is no exchange).
 pub fn start_capture(ctx: &mut RequestCtx) {
-    if ctx.session_id.is_some() && ctx.capture.is_none() {
+    if ctx.session_id.is_some() && ctx.capture.is_none() && ctx.operation == Operation::Generate {
         ctx.capture = Some(BytesMut::new());
     }
 }
@@ -72,8 +73,12 @@ pub fn start_capture(ctx: &mut RequestCtx) {
 /// its next request there, failover included) and appends the exchange to its context. An answer
 /// the upstream broke off binds nothing: the session's next request is placed as before. Runs in
 /// the background: the client never waits for it.
+/// A token count neither binds (it follows the session's binding, skipping upstreams that cannot
+/// count) nor adds to the context.
 pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
-    let Some(session) = ctx.session_id.clone() else { return };
+    let Some(session) = ctx.session_id.clone().filter(|_| ctx.operation == Operation::Generate) else {
+        return;
+    };
     let status = ctx.status.unwrap_or(0);
     let served = ctx
         .current

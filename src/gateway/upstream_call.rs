@@ -9,10 +9,11 @@ use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType};
 
 use super::ctx::RequestCtx;
+use super::intake::Operation;
 use crate::app::App;
 use crate::config::ApiStyle;
 use crate::formats::request::{injects_usage, rewrite, Rewrite};
-use crate::formats::{anthropic, gemini};
+use crate::formats::{anthropic, count_tokens, gemini};
 use crate::formats::{convert_request_named, media_to_fetch, RequestOptions, ToolNames, WireFormat};
 use crate::upstream::Provider;
 
@@ -69,7 +70,16 @@ pub struct UpstreamCall {
 /// request at all (it cannot be translated faithfully into the upstream's format).
 pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<UpstreamCall, String> {
     let format = provider.upstream_format(ctx.request_format);
-    let path = provider.path_for(format, model, ctx.stream);
+    let path = match ctx.operation {
+        Operation::Generate => provider.path_for(format, model, ctx.stream),
+        Operation::CountTokens => provider.count_path_for(format, model).ok_or_else(|| {
+            format!(
+                "{} is spoken to in {}, which has no token count",
+                provider.id,
+                format.label()
+            )
+        })?,
+    };
     let same = format == ctx.request_format;
     match (&ctx.inspected, same) {
         // Same format: the client's bytes, with only the model (and stream flags) spliced in.
@@ -118,6 +128,19 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                 tool_names: None,
             })
         }
+        // A count of one format for another, or a Gemini count (whose body may name the model).
+        (_, false) | (None, true) if ctx.operation == Operation::CountTokens => {
+            let opts = request_options(ctx, provider, model, format);
+            let body =
+                count_tokens::request(ctx.request_format, format, &ctx.body, &opts).map_err(|e| e.to_string())?;
+            Ok(UpstreamCall {
+                format,
+                body,
+                path,
+                injected_usage: false,
+                tool_names: None,
+            })
+        }
         // Gemini to Gemini: the model lives in the path; the body passes as it came, but for tool
         // calls another vendor made, which Gemini 3 takes only with a thought signature.
         (None, true) => Ok(UpstreamCall {
@@ -128,16 +151,7 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
             tool_names: None,
         }),
         (_, false) => {
-            let opts = RequestOptions {
-                model: model.to_string(),
-                stream: ctx.stream,
-                default_max_tokens: DEFAULT_MAX_TOKENS,
-                fetched_media: match (&ctx.fetched_media, format) {
-                    (Some(Ok(media)), WireFormat::Gemini) => Some(media.clone()),
-                    _ => None,
-                },
-                stream_usage: !provider.refuses_stream_usage(),
-            };
+            let opts = request_options(ctx, provider, model, format);
             let (body, tool_names) =
                 convert_request_named(ctx.request_format, format, &ctx.body, &opts).map_err(|e| e.to_string())?;
             Ok(UpstreamCall {
@@ -150,6 +164,20 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                 tool_names: tool_names.map(Arc::new),
             })
         }
+    }
+}
+
+/// How to translate the client's body for `provider`'s `model` in `format`.
+fn request_options(ctx: &RequestCtx, provider: &Provider, model: &str, format: WireFormat) -> RequestOptions {
+    RequestOptions {
+        model: model.to_string(),
+        stream: ctx.stream,
+        default_max_tokens: DEFAULT_MAX_TOKENS,
+        fetched_media: match (&ctx.fetched_media, format) {
+            (Some(Ok(media)), WireFormat::Gemini) => Some(media.clone()),
+            _ => None,
+        },
+        stream_usage: !provider.refuses_stream_usage(),
     }
 }
 

@@ -478,6 +478,20 @@ impl Provider {
             }
         }
     }
+
+    /// The path of a token count in `format`, where the format has one (Anthropic's
+    /// `/v1/messages/count_tokens`, next to the messages path; Gemini's `:countTokens`).
+    pub fn count_path_for(&self, format: WireFormat, model: &str) -> Option<String> {
+        match format {
+            // Configured paths are plain (no query).
+            WireFormat::Anthropic => Some(format!("{}/count_tokens", self.messages_path.trim_end_matches('/'))),
+            WireFormat::Gemini => {
+                let model = model.strip_prefix("models/").unwrap_or(model);
+                Some(format!("{}/models/{model}:countTokens", self.gemini_prefix))
+            }
+            WireFormat::OpenAiChat | WireFormat::OpenAiResponses => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Provider {

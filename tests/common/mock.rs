@@ -471,6 +471,8 @@ enum Route {
     Models,
     /// One Gemini model (`GET /v1beta/models/x`).
     GeminiModel(String),
+    /// Anthropic's `/v1/messages/count_tokens`, Gemini's `:countTokens`.
+    CountTokens,
     NotFound,
 }
 
@@ -511,6 +513,7 @@ fn route(style: Style, req: &Recorded) -> Route {
         Style::ChatOnly if path.ends_with("/chat/completions") => chat(),
         Style::Responses if path.ends_with("/responses") => Route::Responses { stream },
         Style::Anthropic if path.ends_with("/v1/messages") => Route::Messages { stream },
+        Style::Anthropic if path.ends_with("/v1/messages/count_tokens") => Route::CountTokens,
         Style::Gemini => match gemini_route(path) {
             Some((model, m)) if m == "generateContent" => Route::Gemini {
                 model,
@@ -522,6 +525,7 @@ fn route(style: Style, req: &Recorded) -> Route {
                 stream: true,
                 sse: req.query("alt") == Some("sse"),
             },
+            Some((_, m)) if m == "countTokens" => Route::CountTokens,
             _ => Route::NotFound,
         },
         _ => Route::NotFound,
@@ -558,6 +562,8 @@ fn refuse(st: &MockState, req: &Recorded, route: &Route) -> Option<Reply> {
             Route::Responses { .. } => Some(Api::Responses),
             Route::Messages { .. } => Some(Api::Anthropic),
             Route::Gemini { .. } => Some(Api::Gemini),
+            Route::CountTokens if st.style == Style::Anthropic => Some(Api::AnthropicCount),
+            Route::CountTokens => Some(Api::GeminiCount),
             _ => None,
         };
         if let Some(api) = api {
@@ -1283,6 +1289,21 @@ fn models_body(st: &MockState, req: &Recorded) -> Value {
     }
 }
 
+/// The mock's token count of a prompt: the words of its strings, but for the names the formats
+/// differ in (`model`, `role`, `type`), so one prompt counts the same in either format.
+pub fn prompt_tokens(body: &Value) -> u64 {
+    match body {
+        Value::String(s) => s.split_whitespace().count() as u64,
+        Value::Array(items) => items.iter().map(prompt_tokens).sum(),
+        Value::Object(members) => members
+            .iter()
+            .filter(|(k, _)| !["model", "role", "type"].contains(&k.as_str()))
+            .map(|(_, v)| prompt_tokens(v))
+            .sum(),
+        _ => 0,
+    }
+}
+
 fn gemini_model(m: &str) -> Value {
     json!({"name": format!("models/{m}"), "version": "001", "displayName": m, "description": "mock model",
            "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
@@ -1399,6 +1420,16 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
             let body = match route {
                 Route::GeminiModel(m) => gemini_model(m.strip_prefix("models/").unwrap_or(m)),
                 _ => models_body(st, req),
+            };
+            write_json(sock, 200, &body.to_string(), request_id).await
+        }
+        _ if *route == Route::CountTokens => {
+            let count = prompt_tokens(&req.json());
+            let body = match st.style {
+                Style::Anthropic => json!({ "input_tokens": count }),
+                _ => {
+                    json!({ "totalTokens": count, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": count}] })
+                }
             };
             write_json(sock, 200, &body.to_string(), request_id).await
         }

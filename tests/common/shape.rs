@@ -12,6 +12,10 @@ pub enum Api {
     Responses,
     Anthropic,
     Gemini,
+    /// `/v1/messages/count_tokens`.
+    AnthropicCount,
+    /// `:countTokens`.
+    GeminiCount,
 }
 
 /// Every rule `body` breaks for `api`; empty when the provider would take it.
@@ -24,6 +28,8 @@ pub fn violations(api: Api, body: &Value) -> Vec<String> {
             Api::Responses => responses(o, &mut v),
             Api::Anthropic => anthropic(o, &mut v),
             Api::Gemini => gemini(o, &mut v),
+            Api::AnthropicCount => anthropic_count(o, &mut v),
+            Api::GeminiCount => gemini_count(o, &mut v),
         },
     }
     v.0
@@ -299,6 +305,54 @@ fn responses_content(it: &Value, role: &str, i: usize, v: &mut Violations) {
             }
         }
         other => v.add(format!("input[{i}].content must be a string or parts, got {other:?}")),
+    }
+}
+
+// ------------------------------------------------------------------------------- Token counts
+
+/// Anthropic's count takes the prompt's fields only (`max_tokens`, `stream`, sampling: "Extra
+/// inputs are not permitted"); the prompt itself is checked as a Messages request's.
+fn anthropic_count(o: &Map<String, Value>, v: &mut Violations) {
+    const FIELDS: [&str; 7] = [
+        "model",
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "mcp_servers",
+    ];
+    for key in o.keys().filter(|k| !FIELDS.contains(&k.as_str())) {
+        v.add(format!("{key}: Extra inputs are not permitted"));
+    }
+    let mut as_request = o.clone();
+    as_request.insert("max_tokens".into(), u32::MAX.into());
+    anthropic(&as_request, v);
+}
+
+/// Gemini's count takes `contents`, or a whole `generateContentRequest` naming its model, not both.
+fn gemini_count(o: &Map<String, Value>, v: &mut Violations) {
+    match (o.get("contents"), o.get("generateContentRequest")) {
+        (Some(_), Some(_)) => v.add("contents and generateContentRequest are mutually exclusive"),
+        (None, None) => v.add("either contents or generateContentRequest is required"),
+        (Some(_), None) => {
+            for key in o.keys().filter(|k| *k != "contents") {
+                v.add(format!(
+                    "Invalid JSON payload received. Unknown name \"{key}\": Cannot find field."
+                ));
+            }
+            gemini(o, v);
+        }
+        (None, Some(Value::Object(inner))) => {
+            let model = inner.get("model").and_then(Value::as_str);
+            v.check(model.is_some_and(|m| m.starts_with("models/")), || {
+                "generateContentRequest.model: must be `models/{model}`".into()
+            });
+            let mut prompt = inner.clone();
+            prompt.remove("model");
+            gemini(&prompt, v);
+        }
+        (None, Some(x)) => v.add(format!("generateContentRequest must be an object, got {x}")),
     }
 }
 
