@@ -1089,20 +1089,46 @@ async fn token_counts_are_answered_by_upstreams_that_count() {
         assert!(v["type"] == "error" || v["error"]["status"] == "NOT_FOUND", "{v}");
     }
     assert_eq!(oa.hits(), 0, "the OpenAI upstream was asked to count");
-    // An upstream's error on a count reaches the client in its format.
+    // An upstream's error on a count reaches the client in its format; it judges the upstream for
+    // nothing else (the count endpoint has its own limits): the model's next answer is served.
     an.script([Reply::status(429)]);
     let r = anthropic_count("claude-x").await.unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "rate_limit_error");
-    // No binding, no context: the session's first real request is placed as ever.
+    let answer = json!({"model": "claude-x", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
     let r = gw
-        .client
-        .get(gw.url("/context/counting"))
-        .header("authorization", format!("Bearer {CLIENT_KEY}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404, "a count entered the session's context");
+        .post(
+            "/v1/messages",
+            answer,
+            &[
+                ("anthropic-version", "2023-06-01"),
+                ("x-claude-code-session-id", "counting"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200, "a count's 429 cooled the upstream down for answers");
+    // The session's context holds that answer alone: no count entered it.
+    let mut entries = Vec::new();
+    for _ in 0..50 {
+        let r = gw
+            .client
+            .get(gw.url("/context/counting"))
+            .header("authorization", format!("Bearer {CLIENT_KEY}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            entries = r.json::<Value>().await.unwrap()["entries"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !entries.is_empty() {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(entries.len(), 1, "{entries:?}");
     let metrics = gw.metrics().await;
     assert_eq!(
         metric(
@@ -1122,14 +1148,124 @@ async fn token_counts_are_answered_by_upstreams_that_count() {
         4.0,
         "{metrics}"
     );
+    // The one answer: the counts are no `anthropic` request and no usage.
     assert_eq!(
         metric(&metrics, "apiproxy_requests_total", &[("api", "anthropic")]),
-        0.0,
+        1.0,
         "{metrics}"
     );
     assert_eq!(
-        metric(&metrics, "apiproxy_tokens_total", &[]),
-        0.0,
+        metric(&metrics, "apiproxy_tokens_total", &[("kind", "input")]),
+        common::mock::usage::PROMPT as f64,
         "a count is no usage: {metrics}"
+    );
+}
+
+/// Embeddings in OpenAI's shape: passed to an OpenAI-compatible upstream with the model rewritten,
+/// translated for Gemini's `batchEmbedContents` (floats, or the base64 OpenAI's SDKs ask for by
+/// default); a model served only by Anthropic is a 404, and what Gemini cannot take a 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn embeddings_reach_openai_and_gemini_upstreams() {
+    use base64::Engine;
+    let oa = Mock::start_style("oa", &["emb-x"], Style::OpenAiChat).await;
+    let gm = Mock::start_style("gm", &["gem-emb"], Style::Gemini).await;
+    let an = Mock::start_style("an", &["claude-x"], Style::Anthropic).await;
+    let yaml = format!(
+        "providers:\n{}{}{}logical_models:\n  - id: embedder\n    upstreams:\n      - {{provider: an, model: claude-x}}\n      - {{provider: oa, model: emb-x}}\n",
+        provider_yaml_styled("oa", &oa, ", models: [emb-x]"),
+        provider_yaml_styled("gm", &gm, ", models: [gem-emb]"),
+        provider_yaml_styled("an", &an, ", models: [claude-x]")
+    );
+    let gw = Gateway::start(&yaml).await;
+    let texts = ["the quick fox", "jumps"];
+    let embed = |body: Value| gw.post("/v1/embeddings", body, &[]);
+    // The vectors as the client reads them, floats or base64.
+    let vectors = |v: &Value| -> Vec<Vec<f64>> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                assert_eq!(d["index"], i, "{v}");
+                assert_eq!(d["object"], "embedding");
+                match &d["embedding"] {
+                    Value::String(b64) => base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .unwrap()
+                        .chunks(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                        .collect(),
+                    floats => floats.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect(),
+                }
+            })
+            .collect()
+    };
+    let want: Vec<Vec<f64>> = texts.iter().map(|t| common::mock::mock_vector(t)).collect();
+
+    // A logical model whose first upstream (Anthropic) has no embeddings: the OpenAI one serves it.
+    let r = embed(json!({"model": "embedder", "input": texts})).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(vectors(&v), want);
+    assert_eq!(v["usage"]["prompt_tokens"], 4, "the upstream's own usage: {v}");
+    let seen = oa.last().unwrap();
+    assert_eq!(seen.path, "/v1/embeddings");
+    assert_eq!(seen.json()["model"], "emb-x");
+    assert_eq!(an.hits(), 0, "Anthropic was asked for embeddings");
+
+    // Gemini: floats, base64, and the dimensions asked for.
+    for encoding in ["float", "base64"] {
+        let r = embed(json!({"model": "gem-emb", "input": texts, "encoding_format": encoding, "dimensions": 3})).await;
+        assert_eq!(r.status(), 200, "{encoding}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(vectors(&v), want, "{encoding}: {v}");
+        assert_eq!(v["object"], "list");
+        assert_eq!(v["model"], "gem-emb");
+        assert_eq!(v["data"][0]["embedding"].is_string(), encoding == "base64", "{v}");
+        let seen = gm.last().unwrap();
+        assert_eq!(seen.path_only(), "/v1beta/models/gem-emb:batchEmbedContents");
+        let requests = seen.json()["requests"].as_array().unwrap().clone();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[1]["content"]["parts"][0]["text"], "jumps");
+        assert_eq!(requests[0]["outputDimensionality"], 3);
+    }
+    // One string is one input.
+    let r = embed(json!({"model": "gem-emb", "input": "the quick fox"})).await;
+    assert_eq!(vectors(&r.json::<Value>().await.unwrap()), want[..1].to_vec());
+
+    // Token ids mean nothing to Gemini: refused with the reason, nothing sent.
+    let before = gm.hits();
+    let r = embed(json!({"model": "gem-emb", "input": [[1, 2, 3]]})).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("token-id"), "{v}");
+    assert_eq!(gm.hits(), before);
+
+    // Anthropic alone: no upstream of the model embeds.
+    let r = embed(json!({"model": "claude-x", "input": "hi"})).await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "embeddings_unsupported", "{v}");
+    assert_eq!(an.hits(), 0);
+
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "apiproxy_requests_total",
+            &[("api", "openai_embeddings"), ("outcome", "ok")]
+        ),
+        4.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "apiproxy_tokens_total",
+            &[("kind", "input"), ("provider", "oa")]
+        ),
+        4.0,
+        "the OpenAI upstream's usage counted: {metrics}"
     );
 }

@@ -881,6 +881,24 @@ fn every_translated_count_is_one_the_upstream_takes() {
     assert_eq!(checked, 8);
 }
 
+/// Embeddings requests as OpenAI clients send them, and their translations for Gemini, are ones the
+/// upstreams take.
+#[test]
+fn every_translated_embeddings_request_is_one_the_upstream_takes() {
+    let many: Vec<String> = (0..100).map(|i| format!("text {i}")).collect();
+    for body in [
+        json!({"model": "e", "input": "one text"}),
+        json!({"model": "e", "input": ["a", "b c"], "dimensions": 256, "encoding_format": "base64"}),
+        json!({"model": "e", "input": many, "encoding_format": "float", "user": "u-1"}),
+    ] {
+        assert_eq!(shape::violations(shape::Api::OpenAiEmbeddings, &body), Vec::<String>::new());
+        let out = embeddings::gemini_request(body.to_string().as_bytes(), "gemini-embedding-001").unwrap();
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        let broken = shape::violations(shape::Api::GeminiEmbeddings, &out);
+        assert!(broken.is_empty(), "{body}: {broken:?}\n{out}");
+    }
+}
+
 #[test]
 fn request_openai_to_anthropic_rules() {
     let input = fixture("requests/tools.openai_chat.json").unwrap();

@@ -10,6 +10,7 @@ pub mod anthropic;
 pub mod convert;
 pub mod count_tokens;
 pub mod detect;
+pub mod embeddings;
 pub mod error_map;
 pub mod errors;
 pub mod gemini;

@@ -425,6 +425,7 @@ impl RequestCtx {
             (None, _) => "none",
             (Some(WireFormat::Anthropic), Operation::CountTokens) => "anthropic_count_tokens",
             (Some(WireFormat::Gemini), Operation::CountTokens) => "gemini_count_tokens",
+            (Some(_), Operation::Embeddings) => "openai_embeddings",
             (Some(f), _) => f.label(),
         }
     }

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::ctx::{AttemptEnd, AttemptRecord};
+use super::intake::Operation;
 use crate::auth::AuthError;
 use crate::formats::errors::openai_error;
 use crate::formats::request::BodyError;
@@ -51,11 +52,11 @@ pub enum GatewayError {
     RateLimited { retry_after: Duration },
     #[error("This request cannot be served faithfully by any upstream of its model: {0}")]
     Untranslatable(String),
-    /// A token count for a model none of whose upstreams counts (only Anthropic- and Gemini-style
-    /// APIs do). A 404, never a made-up count: Claude Code estimates for itself on an error, and
-    /// would trust a zero and never compact.
-    #[error("No upstream of `{0}` counts tokens (only Anthropic- and Gemini-style providers do)")]
-    NoTokenCount(String),
+    /// An operation no upstream of the model has an endpoint for (a token count for OpenAI-style
+    /// upstreams, embeddings for Anthropic). A 404, never a made-up answer: Claude Code estimates a
+    /// count for itself on an error, and would trust a zero and never compact.
+    #[error("No upstream of `{model}` {}", operation.unserved())]
+    Unserved { model: String, operation: Operation },
     #[error("{}", if *rate_limited {
         format!("Every upstream for `{model}` is rate-limited")
     } else {
@@ -88,7 +89,7 @@ impl GatewayError {
             GatewayError::BodyTimeout(_) => 408,
             GatewayError::Route(RouteError::UnknownModel(_))
             | GatewayError::NotFound { .. }
-            | GatewayError::NoTokenCount(_) => 404,
+            | GatewayError::Unserved { .. } => 404,
             GatewayError::Route(RouteError::NotAllowed(_)) => 403,
             GatewayError::RateLimited { .. } => 429,
             GatewayError::MethodNotAllowed { .. } => 405,
@@ -140,7 +141,14 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             GatewayError::CompressedBody(_) => ("invalid_request_error", Some("unsupported_content_encoding")),
             GatewayError::NotFound { .. } => ("invalid_request_error", Some("unknown_url")),
-            GatewayError::NoTokenCount(_) => ("invalid_request_error", Some("count_tokens_unsupported")),
+            GatewayError::Unserved { operation, .. } => (
+                "invalid_request_error",
+                Some(match operation {
+                    Operation::CountTokens => "count_tokens_unsupported",
+                    Operation::Embeddings => "embeddings_unsupported",
+                    Operation::Generate => "unsupported_for_upstream",
+                }),
+            ),
             GatewayError::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
             GatewayError::Exhausted { rate_limited: true, .. } => ("rate_limit_error", Some("all_upstreams_failed")),
             GatewayError::Exhausted { .. } => ("upstream_error", Some("all_upstreams_failed")),
@@ -166,7 +174,7 @@ impl GatewayError {
             GatewayError::Route(RouteError::NotAllowed(_)) => ErrorKind::PermissionDenied,
             GatewayError::Route(RouteError::UnknownModel(_))
             | GatewayError::NotFound { .. }
-            | GatewayError::NoTokenCount(_) => ErrorKind::NotFound,
+            | GatewayError::Unserved { .. } => ErrorKind::NotFound,
             GatewayError::RateLimited { .. } | GatewayError::Exhausted { rate_limited: true, .. } => {
                 ErrorKind::RateLimited
             }

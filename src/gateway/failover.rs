@@ -14,7 +14,6 @@ use rand::Rng;
 
 use super::ctx::{Attempt, AttemptEnd, AttemptRecord, HeldSource, HeldVerdict, RequestCtx, ResponseMode, Retry};
 use super::error::GatewayError;
-use super::intake::Operation;
 use super::upstream_call;
 use crate::app::App;
 use crate::formats::stream::{ANSWER_ERROR_WITHIN, WHOLE_ANSWER_LIMIT as TRANSLATE_LIMIT};
@@ -34,10 +33,7 @@ pub fn exhausted(ctx: &RequestCtx, resting: Option<Exhausted>) -> GatewayError {
     let candidates = ctx.plan.as_ref().map_or(0, |p| p.candidates.len());
     if let (Some(reason), 0) = (&ctx.convert_error, ctx.started_attempts) {
         if ctx.cannot_take.len() >= candidates {
-            return match ctx.operation {
-                Operation::CountTokens => GatewayError::NoTokenCount(ctx.model.clone()),
-                Operation::Generate => GatewayError::Untranslatable(reason.clone()),
-            };
+            return GatewayError::Untranslatable(reason.clone());
         }
     }
     // Rate limits only: every candidate rests after one, or every answer this request got was one
@@ -405,8 +401,8 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
 /// elsewhere instead of reaching the client as an error under a 200.
 fn translate_held(ctx: &mut RequestCtx, format: WireFormat, body: &[u8]) -> bool {
     let names = ctx.current.as_ref().and_then(|a| a.tool_names.clone());
-    let client = ctx.client_format();
-    match super::response::translate_answer(ctx.operation, format, client, body, &ctx.model, names.as_deref()) {
+    let (op, asked, client) = (ctx.operation, &ctx.body, ctx.client_format());
+    match super::response::translate_answer(op, asked, format, client, body, &ctx.model, names.as_deref()) {
         Ok(answer) => {
             ctx.translated_answer = Some(answer);
             true

@@ -14,6 +14,7 @@ use crate::app::App;
 use crate::auth::AcceptedKey;
 use crate::formats::request::{inspect, inspect_chat, BodyError};
 use crate::formats::WireFormat;
+use crate::routing::Candidate;
 
 /// Longest pause allowed between two pieces of a request body.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -50,6 +51,19 @@ pub enum Operation {
     /// The prompt's size in tokens (`/messages/count_tokens`, `:countTokens`): Claude Code asks
     /// before its turns to decide when to compact. Only Anthropic and Gemini upstreams count.
     CountTokens,
+    /// Vectors for texts (`/embeddings`, OpenAI's shape): OpenAI-compatible and Gemini upstreams.
+    Embeddings,
+}
+
+impl Operation {
+    /// What the operation is, for a client told no upstream of its model can do it.
+    pub fn unserved(self) -> &'static str {
+        match self {
+            Operation::Generate => "serves this request",
+            Operation::CountTokens => "counts tokens (only Anthropic- and Gemini-style providers do)",
+            Operation::Embeddings => "serves embeddings (only OpenAI-compatible and Gemini providers do)",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +155,14 @@ pub fn classify(method: &Method, uri: &http::Uri) -> Result<Endpoint, GatewayErr
         "/v1/chat/completions" | "/chat/completions" => (call(WireFormat::OpenAiChat), Method::POST),
         "/v1/responses" | "/responses" => (call(WireFormat::OpenAiResponses), Method::POST),
         "/v1/messages" | "/messages" => (call(WireFormat::Anthropic), Method::POST),
+        "/v1/embeddings" | "/embeddings" => (
+            Endpoint::Proxy(ClientCall {
+                format: WireFormat::OpenAiChat,
+                gemini: None,
+                operation: Operation::Embeddings,
+            }),
+            Method::POST,
+        ),
         "/v1/messages/count_tokens" | "/messages/count_tokens" => (
             Endpoint::Proxy(ClientCall {
                 format: WireFormat::Anthropic,
@@ -320,7 +342,6 @@ pub fn route(
     call: &ClientCall,
     body: Bytes,
 ) -> Result<(), GatewayError> {
-    ctx.operation = call.operation;
     match &call.gemini {
         Some(g) => {
             require_object(&body)?;
@@ -331,9 +352,9 @@ pub fn route(
         }
         None => {
             // `/v1/chat/completions` also takes Claude-style and Gemini-style bodies; the answer stays OpenAI.
-            let (inspected, format) = match call.format {
-                WireFormat::OpenAiChat => inspect_chat(&body)?,
-                f => (inspect(&body)?, f),
+            let (inspected, format) = match (call.format, call.operation) {
+                (WireFormat::OpenAiChat, Operation::Generate) => inspect_chat(&body)?,
+                (f, _) => (inspect(&body)?, f),
             };
             ctx.request_format = format;
             let wants_sse = session
@@ -351,6 +372,20 @@ pub fn route(
     let mut plan = snapshot.routes.plan(&ctx.model, &app.catalog, &app.health)?;
     if let Some(allowed) = ctx.client.as_ref().and_then(|c| c.allowed_providers.as_ref()) {
         plan = plan.restricted_to(allowed)?;
+    }
+    if call.operation != Operation::Generate {
+        // Only upstreams whose API has the endpoint: every API answers, not every API counts
+        // tokens or embeds. None: the model cannot do it here (a 404, never a made-up answer).
+        let (operation, format) = (call.operation, ctx.request_format);
+        let serves =
+            |c: &Candidate| super::upstream_call::endpoint(operation, &c.provider, format, &c.model, false).is_some();
+        plan = plan.filtered(serves).ok_or_else(|| GatewayError::Unserved {
+            model: ctx.model.clone(),
+            operation,
+        })?;
+    }
+    if call.operation == Operation::CountTokens {
+        plan = plan.with_detached_health();
     }
     // Claude Code names its sessions itself: a natural stickiness key.
     ctx.session_id = ["x-session-id", "x-claude-code-session-id"]
@@ -470,6 +505,10 @@ mod tests {
             404
         );
         assert_eq!(c(&Method::GET, "/v1/messages/count_tokens").unwrap_err().status(), 405);
+        let Endpoint::Proxy(e) = c(&Method::POST, "/v1/embeddings").unwrap() else {
+            panic!()
+        };
+        assert_eq!((e.format, e.operation), (WireFormat::OpenAiChat, Operation::Embeddings));
         assert_eq!(c(&Method::GET, "/v1/chat/completions").unwrap_err().status(), 405);
         assert_eq!(c(&Method::GET, "/nope").unwrap_err().status(), 404);
         assert_eq!(

@@ -104,6 +104,8 @@ impl Gateway {
             }
             Endpoint::Proxy(call) => {
                 ctx.client_format = Some(call.format);
+                // Before anything can refuse it: its metrics are labelled by it.
+                ctx.operation = call.operation;
                 intake::authenticate(session, &self.app, ctx)?;
                 let reading = Instant::now();
                 let body = intake::read_body(session, self.app.settings.max_body_bytes).await;

@@ -14,8 +14,9 @@ use super::intake::Operation;
 use crate::app::App;
 use crate::formats::stream::events::KEEPALIVE;
 use crate::formats::{
-    answer_as_stream, convert_error, convert_response_named, count_tokens, error_map, estimate_input_tokens,
-    extract_usage, ConvertError, ErrorKind, StreamConverter, StreamOptions, ToolNames, Usage, WireFormat,
+    answer_as_stream, convert_error, convert_response_named, count_tokens, embeddings, error_map,
+    estimate_input_tokens, extract_usage, ConvertError, ErrorKind, StreamConverter, StreamOptions, ToolNames, Usage,
+    WireFormat,
 };
 
 /// Most of a same-format answer kept to read its usage; beyond it usage is not counted.
@@ -266,7 +267,8 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                     out
                 } else if buf.complete() {
                     let names = ctx.current.as_ref().and_then(|a| a.tool_names.as_deref());
-                    match translate_answer(ctx.operation, upstream, client, buf.as_slice(), &ctx.model, names) {
+                    let (op, asked) = (ctx.operation, &ctx.body);
+                    match translate_answer(op, asked, upstream, client, buf.as_slice(), &ctx.model, names) {
                         Ok((out, usage)) => {
                             ctx.usage = usage;
                             out
@@ -338,8 +340,11 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
 }
 
 /// A whole answer of the upstream's format in the client's: a model's answer, or a token count.
+/// `request` is what the client asked (embeddings come in the encoding it chose), `names` the tool
+/// names renamed for the upstream.
 pub(super) fn translate_answer(
     operation: Operation,
+    request: &[u8],
     upstream: WireFormat,
     client: WireFormat,
     body: &[u8],
@@ -349,6 +354,7 @@ pub(super) fn translate_answer(
     match operation {
         Operation::Generate => convert_response_named(upstream, client, body, model, names),
         Operation::CountTokens => count_tokens::answer(upstream, client, body).map(|out| (out, None)),
+        Operation::Embeddings => embeddings::from_gemini(body, request, model),
     }
 }
 

@@ -13,7 +13,7 @@ use super::intake::Operation;
 use crate::app::App;
 use crate::config::ApiStyle;
 use crate::formats::request::{injects_usage, rewrite, Rewrite};
-use crate::formats::{anthropic, count_tokens, gemini};
+use crate::formats::{anthropic, count_tokens, embeddings, gemini};
 use crate::formats::{convert_request_named, media_to_fetch, RequestOptions, ToolNames, WireFormat};
 use crate::upstream::Provider;
 
@@ -66,20 +66,82 @@ pub struct UpstreamCall {
     pub tool_names: Option<Arc<ToolNames>>,
 }
 
+/// Where `provider` takes the operation, for a request that arrived in `request` format: the
+/// format it is spoken to in and the path. `None` when its API has no such endpoint (a token count
+/// for an OpenAI-style upstream, embeddings for Anthropic).
+pub fn endpoint(
+    operation: Operation,
+    provider: &Provider,
+    request: WireFormat,
+    model: &str,
+    stream: bool,
+) -> Option<(WireFormat, String)> {
+    let format = provider.upstream_format(request);
+    match operation {
+        Operation::Generate => Some((format, provider.path_for(format, model, stream))),
+        Operation::CountTokens => Some((format, provider.count_path_for(format, model)?)),
+        // Any OpenAI-compatible API takes OpenAI's shape.
+        Operation::Embeddings => {
+            let format = match format {
+                WireFormat::OpenAiResponses => WireFormat::OpenAiChat,
+                f => f,
+            };
+            Some((format, provider.embeddings_path_for(format, model)?))
+        }
+    }
+}
+
 /// Builds the call to `provider` for physical `model`. `Err` says why this upstream cannot take the
 /// request at all (it cannot be translated faithfully into the upstream's format).
 pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<UpstreamCall, String> {
-    let format = provider.upstream_format(ctx.request_format);
-    let path = match ctx.operation {
-        Operation::Generate => provider.path_for(format, model, ctx.stream),
-        Operation::CountTokens => provider.count_path_for(format, model).ok_or_else(|| {
-            format!(
-                "{} is spoken to in {}, which has no token count",
-                provider.id,
-                format.label()
-            )
-        })?,
+    let Some((format, path)) = endpoint(ctx.operation, provider, ctx.request_format, model, ctx.stream) else {
+        // Such candidates were left out of the plan (`intake::route`).
+        return Err(format!("{} has no endpoint for this request", provider.id));
     };
+    let same = format == ctx.request_format;
+    let body = match ctx.operation {
+        Operation::Generate => return generation(ctx, provider, model, format, path),
+        // Anthropic to Anthropic: the client's count as it came, with the model rewritten. (A
+        // Gemini count may name the model inside: `count_tokens::request` sets it.)
+        Operation::CountTokens if same && format == WireFormat::Anthropic => {
+            with_model(ctx, model).unwrap_or_else(|| ctx.body.clone())
+        }
+        Operation::CountTokens => {
+            let opts = request_options(ctx, provider, model, format);
+            count_tokens::request(ctx.request_format, format, &ctx.body, &opts).map_err(|e| e.to_string())?
+        }
+        Operation::Embeddings if same => with_model(ctx, model).unwrap_or_else(|| ctx.body.clone()),
+        Operation::Embeddings => embeddings::gemini_request(&ctx.body, model).map_err(|e| e.to_string())?,
+    };
+    Ok(UpstreamCall {
+        format,
+        body,
+        path,
+        injected_usage: false,
+        tool_names: None,
+    })
+}
+
+/// The client's body with only its model changed (bodies whose model is in them).
+fn with_model(ctx: &RequestCtx, model: &str) -> Option<Bytes> {
+    let edit = Rewrite {
+        model,
+        force_stream: false,
+        ask_usage: false,
+    };
+    ctx.inspected
+        .as_ref()
+        .map(|inspected| rewrite(&ctx.body, inspected, &edit))
+}
+
+/// A model's answer: the client's bytes when the formats match, else a translation.
+fn generation(
+    ctx: &RequestCtx,
+    provider: &Provider,
+    model: &str,
+    format: WireFormat,
+    path: String,
+) -> Result<UpstreamCall, String> {
     let same = format == ctx.request_format;
     match (&ctx.inspected, same) {
         // Same format: the client's bytes, with only the model (and stream flags) spliced in.
@@ -125,19 +187,6 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
                 body,
                 path,
                 injected_usage: injects_usage(inspected, &edit),
-                tool_names: None,
-            })
-        }
-        // A count of one format for another, or a Gemini count (whose body may name the model).
-        (_, false) | (None, true) if ctx.operation == Operation::CountTokens => {
-            let opts = request_options(ctx, provider, model, format);
-            let body =
-                count_tokens::request(ctx.request_format, format, &ctx.body, &opts).map_err(|e| e.to_string())?;
-            Ok(UpstreamCall {
-                format,
-                body,
-                path,
-                injected_usage: false,
                 tool_names: None,
             })
         }

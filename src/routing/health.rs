@@ -185,6 +185,17 @@ impl UpstreamHealth {
         }
     }
 
+    /// A copy that nothing else sees: it reads as the upstream stands now, and what is recorded on
+    /// it is forgotten with it. For requests that must not judge the upstream: a token count is
+    /// another endpoint (with its own rate limits at Anthropic), and its quick answers would pull
+    /// the latency the model's generation is weighted by, or close a circuit generation opened.
+    pub fn detached(&self) -> UpstreamHealth {
+        UpstreamHealth {
+            policy: self.policy,
+            state: Mutex::new(*self.state.lock()),
+        }
+    }
+
     pub fn availability(&self, now: Instant) -> Availability {
         let s = self.state.lock();
         match s.circuit {

@@ -49,22 +49,38 @@ pub enum RouteError {
 impl RoutePlan {
     /// The plan limited to the providers a client key may use (candidates keep their order).
     pub fn restricted_to(self, allowed: &HashSet<String>) -> Result<RoutePlan, RouteError> {
-        if self.candidates.iter().all(|c| allowed.contains(&*c.provider.id)) {
-            return Ok(self);
+        let label = self.label.to_string();
+        self.filtered(|c| allowed.contains(&*c.provider.id))
+            .ok_or(RouteError::NotAllowed(label))
+    }
+
+    /// The plan with only the candidates `keep` takes, in their order; `None` when none is left.
+    pub fn filtered(self, keep: impl Fn(&Candidate) -> bool) -> Option<RoutePlan> {
+        if self.candidates.iter().all(&keep) {
+            return Some(self);
         }
-        let kept: Vec<Candidate> = self
-            .candidates
-            .iter()
-            .filter(|c| allowed.contains(&*c.provider.id))
-            .cloned()
-            .collect();
-        if kept.is_empty() {
-            return Err(RouteError::NotAllowed(self.label.to_string()));
-        }
-        Ok(RoutePlan {
+        let kept: Vec<Candidate> = self.candidates.iter().filter(|c| keep(c)).cloned().collect();
+        (!kept.is_empty()).then(|| RoutePlan {
             candidates: kept.into(),
             ..self
         })
+    }
+
+    /// The plan with each candidate's health detached: chosen by the upstreams' health as it
+    /// stands, but judging none of them (see `UpstreamHealth::detached`).
+    pub fn with_detached_health(self) -> RoutePlan {
+        let candidates: Vec<Candidate> = self
+            .candidates
+            .iter()
+            .map(|c| Candidate {
+                health: Arc::new(c.health.detached()),
+                ..c.clone()
+            })
+            .collect();
+        RoutePlan {
+            candidates: candidates.into(),
+            ..self
+        }
     }
 }
 

@@ -492,6 +492,23 @@ impl Provider {
             WireFormat::OpenAiChat | WireFormat::OpenAiResponses => None,
         }
     }
+
+    /// The path of embeddings in `format`, where the format has them: an OpenAI-compatible API's
+    /// `/embeddings` beside its chat path (`/v1/chat/completions` → `/v1/embeddings`), Gemini's
+    /// `:batchEmbedContents`.
+    pub fn embeddings_path_for(&self, format: WireFormat, model: &str) -> Option<String> {
+        match format {
+            WireFormat::OpenAiChat | WireFormat::OpenAiResponses => {
+                let base = self.chat_path.strip_suffix("/chat/completions").unwrap_or("/v1");
+                Some(format!("{base}/embeddings"))
+            }
+            WireFormat::Gemini => {
+                let model = model.strip_prefix("models/").unwrap_or(model);
+                Some(format!("{}/models/{model}:batchEmbedContents", self.gemini_prefix))
+            }
+            WireFormat::Anthropic => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Provider {

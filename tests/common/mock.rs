@@ -473,6 +473,8 @@ enum Route {
     GeminiModel(String),
     /// Anthropic's `/v1/messages/count_tokens`, Gemini's `:countTokens`.
     CountTokens,
+    /// OpenAI's `/v1/embeddings`, Gemini's `:batchEmbedContents`.
+    Embeddings,
     NotFound,
 }
 
@@ -508,6 +510,7 @@ fn route(style: Style, req: &Recorded) -> Route {
             .unwrap_or(false),
     };
     match style {
+        Style::OpenAiChat | Style::ChatOnly | Style::Responses if path.ends_with("/embeddings") => Route::Embeddings,
         Style::OpenAiChat if path.ends_with("/responses") => Route::Responses { stream },
         Style::OpenAiChat => chat(),
         Style::ChatOnly if path.ends_with("/chat/completions") => chat(),
@@ -526,6 +529,7 @@ fn route(style: Style, req: &Recorded) -> Route {
                 sse: req.query("alt") == Some("sse"),
             },
             Some((_, m)) if m == "countTokens" => Route::CountTokens,
+            Some((_, m)) if m == "batchEmbedContents" => Route::Embeddings,
             _ => Route::NotFound,
         },
         _ => Route::NotFound,
@@ -564,6 +568,8 @@ fn refuse(st: &MockState, req: &Recorded, route: &Route) -> Option<Reply> {
             Route::Gemini { .. } => Some(Api::Gemini),
             Route::CountTokens if st.style == Style::Anthropic => Some(Api::AnthropicCount),
             Route::CountTokens => Some(Api::GeminiCount),
+            Route::Embeddings if st.style == Style::Gemini => Some(Api::GeminiEmbeddings),
+            Route::Embeddings => Some(Api::OpenAiEmbeddings),
             _ => None,
         };
         if let Some(api) = api {
@@ -1289,6 +1295,12 @@ fn models_body(st: &MockState, req: &Recorded) -> Value {
     }
 }
 
+/// The mock's embedding of a text: its words, its characters, and a constant, so a test can tell
+/// which text each vector is of.
+pub fn mock_vector(text: &str) -> Vec<f64> {
+    vec![text.split_whitespace().count() as f64, text.chars().count() as f64, 0.5]
+}
+
 /// The mock's token count of a prompt: the words of its strings, but for the names the formats
 /// differ in (`model`, `role`, `type`), so one prompt counts the same in either format.
 pub fn prompt_tokens(body: &Value) -> u64 {
@@ -1422,6 +1434,38 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
                 _ => models_body(st, req),
             };
             write_json(sock, 200, &body.to_string(), request_id).await
+        }
+        _ if *route == Route::Embeddings => {
+            let body = req.json();
+            let v = match st.style {
+                Style::Gemini => {
+                    let embeddings: Vec<Value> = body["requests"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(
+                            |r| json!({"values": mock_vector(r["content"]["parts"][0]["text"].as_str().unwrap_or(""))}),
+                        )
+                        .collect();
+                    json!({ "embeddings": embeddings })
+                }
+                _ => {
+                    let texts: Vec<String> = match &body["input"] {
+                        Value::String(s) => vec![s.clone()],
+                        Value::Array(a) => a.iter().map(|t| t.as_str().unwrap_or("").to_string()).collect(),
+                        _ => Vec::new(),
+                    };
+                    let words: u64 = texts.iter().map(|t| t.split_whitespace().count() as u64).sum();
+                    let data: Vec<Value> = texts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": mock_vector(t)}))
+                        .collect();
+                    json!({"object": "list", "data": data, "model": model,
+                           "usage": {"prompt_tokens": words, "total_tokens": words}})
+                }
+            };
+            write_json(sock, 200, &v.to_string(), request_id).await
         }
         _ if *route == Route::CountTokens => {
             let count = prompt_tokens(&req.json());

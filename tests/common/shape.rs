@@ -16,6 +16,10 @@ pub enum Api {
     AnthropicCount,
     /// `:countTokens`.
     GeminiCount,
+    /// `/v1/embeddings`.
+    OpenAiEmbeddings,
+    /// `:batchEmbedContents`.
+    GeminiEmbeddings,
 }
 
 /// Every rule `body` breaks for `api`; empty when the provider would take it.
@@ -30,6 +34,8 @@ pub fn violations(api: Api, body: &Value) -> Vec<String> {
             Api::Gemini => gemini(o, &mut v),
             Api::AnthropicCount => anthropic_count(o, &mut v),
             Api::GeminiCount => gemini_count(o, &mut v),
+            Api::OpenAiEmbeddings => openai_embeddings(o, &mut v),
+            Api::GeminiEmbeddings => gemini_embeddings(o, &mut v),
         },
     }
     v.0
@@ -353,6 +359,59 @@ fn gemini_count(o: &Map<String, Value>, v: &mut Violations) {
             gemini(&prompt, v);
         }
         (None, Some(x)) => v.add(format!("generateContentRequest must be an object, got {x}")),
+    }
+}
+
+// ------------------------------------------------------------------------------- Embeddings
+
+fn openai_embeddings(o: &Map<String, Value>, v: &mut Violations) {
+    v.check(o.get("model").is_some_and(Value::is_string), || {
+        "you must provide a model parameter".into()
+    });
+    let input_ok = match o.get("input") {
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(items)) => {
+            !items.is_empty()
+                && items.len() <= 2048
+                && items
+                    .iter()
+                    .all(|i| i.as_str().is_some_and(|s| !s.is_empty()) || i.is_array() || i.is_u64())
+        }
+        _ => false,
+    };
+    v.check(input_ok, || {
+        "'input' : input must be a non-empty string or array".into()
+    });
+    if let Some(f) = o.get("encoding_format") {
+        v.check(f == "float" || f == "base64", || {
+            format!("encoding_format: {f} is not one of float, base64")
+        });
+    }
+}
+
+/// Gemini's batch: at most 100 requests, each naming its model as `models/…`, with text parts.
+fn gemini_embeddings(o: &Map<String, Value>, v: &mut Violations) {
+    for key in o.keys().filter(|k| *k != "requests") {
+        v.add(format!(
+            "Invalid JSON payload received. Unknown name \"{key}\": Cannot find field."
+        ));
+    }
+    let requests = array(o, "requests", v);
+    v.check(!requests.is_empty() && requests.len() <= 100, || {
+        format!(
+            "* BatchEmbedContentsRequest.requests: between 1 and 100 requests, got {}",
+            requests.len()
+        )
+    });
+    for (i, r) in requests.iter().enumerate() {
+        v.check(str_of(r, "model").is_some_and(|m| m.starts_with("models/")), || {
+            format!("requests[{i}].model: must be `models/{{model}}`")
+        });
+        let parts = r.pointer("/content/parts").and_then(Value::as_array);
+        v.check(
+            parts.is_some_and(|p| !p.is_empty() && p.iter().all(|p| str_of(p, "text").is_some())),
+            || format!("requests[{i}].content: text parts required"),
+        );
     }
 }
 

@@ -16,6 +16,10 @@ pub struct GeminiDecoder {
     usage: Option<Usage>,
     finished: bool,
     errored: bool,
+    /// The candidates seen, and those finished, by `index` (bits; `candidateCount` is at most 8):
+    /// the first one's finish is not the stream's end while another still streams.
+    candidates_seen: u64,
+    candidates_done: u64,
 }
 
 impl GeminiDecoder {
@@ -54,10 +58,20 @@ impl Decode for GeminiDecoder {
             self.usage = Some(u.clone());
             out.push(StreamEvent::Usage(u));
         }
+        for (position, c) in arr_at(&v, "candidates").iter().enumerate() {
+            let index = c.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
+            let bit = 1u64.checked_shl(index.min(63) as u32).unwrap_or(0);
+            self.candidates_seen |= bit;
+            if get2(c, "finishReason", "finish_reason").is_some() {
+                self.candidates_done |= bit;
+            }
+        }
         let Some(cand) = arr_at(&v, "candidates").first() else {
             let feedback = get2(&v, "promptFeedback", "prompt_feedback");
             if feedback.and_then(|f| get2(f, "blockReason", "block_reason")).is_some() {
                 self.finished = true;
+                // A blocked prompt has no candidates to wait for.
+                self.candidates_done = self.candidates_seen;
                 out.push(StreamEvent::Finish {
                     reason: FinishReason::ContentFilter,
                     stop_sequence: None,
@@ -113,11 +127,53 @@ impl Decode for GeminiDecoder {
         self.finished
     }
 
+    fn terminated(&self) -> bool {
+        self.finished && self.candidates_done == self.candidates_seen
+    }
+
     fn errored(&self) -> bool {
         self.errored
     }
 
     fn usage(&self) -> Option<Usage> {
         self.usage.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(d: &mut GeminiDecoder, chunk: &str) {
+        d.decode(None, chunk, &mut Vec::new());
+    }
+
+    #[test]
+    fn the_stream_ends_when_every_candidate_has_finished() {
+        let mut one = GeminiDecoder::new();
+        feed(&mut one, r#"{"candidates":[{"content":{"parts":[{"text":"hi"}]}}]}"#);
+        assert!(!one.terminated());
+        feed(
+            &mut one,
+            r#"{"candidates":[{"content":{"parts":[{"text":"!"}]},"finishReason":"STOP"}]}"#,
+        );
+        assert!(one.completed() && one.terminated());
+
+        // `candidateCount: 2`: the first finishes while the second still streams.
+        let mut two = GeminiDecoder::new();
+        feed(
+            &mut two,
+            r#"{"candidates":[{"index":0,"content":{"parts":[{"text":"a"}]}},{"index":1,"content":{"parts":[{"text":"b"}]}}]}"#,
+        );
+        feed(
+            &mut two,
+            r#"{"candidates":[{"index":0,"finishReason":"STOP","content":{"parts":[]}}]}"#,
+        );
+        assert!(two.completed() && !two.terminated());
+        feed(
+            &mut two,
+            r#"{"candidates":[{"index":1,"finishReason":"STOP","content":{"parts":[]}}]}"#,
+        );
+        assert!(two.terminated());
     }
 }

@@ -470,15 +470,13 @@ where
             if done {
                 break;
             }
-            if held.is_none() {
-                // Counted from the last piece read: an upstream still sending is not lingering.
-                if let Some(grace) = self.inner.upstream_response_complete(ctx) {
-                    let deadline = tokio::time::Instant::now() + grace;
-                    match end_timer.as_mut() {
-                        Some(timer) => timer.as_mut().reset(deadline),
-                        None => end_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
-                }
+            if end_timer.is_none() && held.is_none() {
+                // Armed once: what an upstream sends after the answer's end (keep-alive comments,
+                // say) does not put the client's end off.
+                end_timer = self
+                    .inner
+                    .upstream_response_complete(ctx)
+                    .map(|grace| Box::pin(tokio::time::sleep(grace)));
             }
         }
 

@@ -416,8 +416,8 @@ pub trait ProxyHttp {
     }
 
     /// APIProxy patch: the service has read the end of the answer in its body (an event stream's
-    /// terminator) while the upstream's framing is still open. `Some(grace)`: when the upstream
-    /// sends nothing more (its own end included) within `grace`, the client's response is ended there (the body
+    /// terminator) while the upstream's framing is still open. `Some(grace)`: when the upstream's
+    /// own end does not come within `grace`, the client's response is ended there (the body
     /// filters see its end) and the upstream connection is not reused, rather than the client
     /// waiting for the upstream's read timeout. Asked after each piece of the response; only
     /// responses proxied in one loop (see [`Self::hold_upstream_response`]) are ended early.
