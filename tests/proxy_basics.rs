@@ -164,7 +164,7 @@ async fn bad_requests_get_openai_errors() {
     assert_eq!(v["type"], "error", "Anthropic's shape: {v}");
     let r = gw
         .client
-        .post(gw.url("/v1beta/models/m:countTokens"))
+        .post(gw.url("/v1beta/models/m:embedContent"))
         .bearer_auth(CLIENT_KEY)
         .send()
         .await
