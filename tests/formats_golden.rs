@@ -891,7 +891,10 @@ fn every_translated_embeddings_request_is_one_the_upstream_takes() {
         json!({"model": "e", "input": ["a", "b c"], "dimensions": 256, "encoding_format": "base64"}),
         json!({"model": "e", "input": many, "encoding_format": "float", "user": "u-1"}),
     ] {
-        assert_eq!(shape::violations(shape::Api::OpenAiEmbeddings, &body), Vec::<String>::new());
+        assert_eq!(
+            shape::violations(shape::Api::OpenAiEmbeddings, &body),
+            Vec::<String>::new()
+        );
         let out = embeddings::gemini_request(body.to_string().as_bytes(), "gemini-embedding-001").unwrap();
         let out: Value = serde_json::from_slice(&out).unwrap();
         let broken = shape::violations(shape::Api::GeminiEmbeddings, &out);

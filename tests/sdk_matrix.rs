@@ -226,3 +226,44 @@ async fn gemini_clients_reach_every_upstream() {
         assert_eq!(calls(&v), two_calls(), "{name}: {v}");
     }
 }
+
+/// Token counts and embeddings through the SDKs that ask for them: Claude's and Gemini's counts
+/// answered by the upstreams that count, with the upstream's own number (a 404 the SDK raises for
+/// a model whose upstream cannot); OpenAI's embeddings (asked as base64 and decoded by the SDK)
+/// from OpenAI- and Gemini-style upstreams.
+#[tokio::test(flavor = "multi_thread")]
+async fn counts_and_embeddings_through_the_sdks() {
+    let up = upstreams().await;
+    let base = up.gw.url("");
+    for name in ["anthropic", "gemini", "openai"] {
+        let model = format!("via-{name}");
+        let Some(v) = sdk::run_async("anthropic_client.py", &[&base, CLIENT_KEY, &model, "count_tokens"]).await else {
+            return;
+        };
+        if name == "openai" {
+            assert_eq!(v["status"], 404, "{v}");
+            assert_eq!(up.mock(name).hits(), 0);
+            continue;
+        }
+        // The mocks count a prompt's words, the same in either format.
+        let counted = |name: &str| common::mock::prompt_tokens(&up.mock(name).last().unwrap().json());
+        assert!(counted(name) > 0);
+        assert_eq!(v["input_tokens"], counted(name), "{name}: {v}");
+        assert_upstream_saw(&up, name);
+        for version in ["v1beta", "sdk"] {
+            let args = [&base[..], CLIENT_KEY, &model, "count_tokens", version];
+            let v = sdk::run_async("gemini_client.py", &args).await.unwrap();
+            assert_eq!(v["total_tokens"], counted(name), "{name} {version}: {v}");
+        }
+    }
+    let want: Vec<Vec<f64>> = ["the quick fox", "jumps"]
+        .iter()
+        .map(|t| common::mock::mock_vector(t))
+        .collect();
+    for name in ["openai", "gemini"] {
+        let args = [&up.gw.url("/v1")[..], CLIENT_KEY, &format!("via-{name}"), "embeddings"];
+        let v = sdk::run_async("openai_client.py", &args).await.unwrap();
+        assert_eq!(v["vectors"], json!(want), "{name}: {v}");
+        assert_upstream_saw(&up, name);
+    }
+}

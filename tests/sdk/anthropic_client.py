@@ -10,6 +10,7 @@ MODE:
                 input_json_delta events
   raw_stream    messages.create(stream=True), listing the raw event types in order
   models        models.list()
+  count_tokens  messages.count_tokens (input_tokens)
 
 Output fields:
   text         the text blocks joined (None when there is none)
@@ -89,6 +90,8 @@ def main() -> None:
             out = {"events": events}
         elif mode == "models":
             out = {"ids": sorted(m.id for m in client.models.list())}
+        elif mode == "count_tokens":
+            out = {"input_tokens": client.messages.count_tokens(model=model, messages=MESSAGES).input_tokens}
         else:
             raise SystemExit(f"unknown mode {mode}")
     except anthropic.APIStatusError as e:

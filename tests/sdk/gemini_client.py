@@ -9,6 +9,7 @@ MODE:
   tools         generate_content with two function declarations
   tools_stream  generate_content_stream with two function declarations
   models        models.list()
+  count_tokens  models.count_tokens (total_tokens)
 
 Output fields:
   text         the text parts joined across the response/chunks, thought parts excluded (None if none)
@@ -120,6 +121,8 @@ def main() -> None:
             out = seen.out()
         elif mode == "models":
             out = {"ids": sorted(m.name for m in client.models.list())}
+        elif mode == "count_tokens":
+            out = {"total_tokens": client.models.count_tokens(model=model, contents=PROMPT).total_tokens}
         else:
             raise SystemExit(f"unknown mode {mode}")
     except errors.APIError as e:

@@ -13,6 +13,7 @@ MODE:
   responses_tools         responses.create with two tools
   responses_tools_stream  responses.stream with two tools: deltas and get_final_response()
   models                  models.list()
+  embeddings              embeddings.create for two texts (vectors: the SDK's decoded floats)
 
 Output fields (absent when not applicable):
   text         the assistant text (None when the answer has no text)
@@ -46,6 +47,7 @@ TOOLS_CHAT = [
 ]
 TOOLS_RESPONSES = [{"type": "function", **t["function"]} for t in TOOLS_CHAT]
 MESSAGES = [{"role": "user", "content": "What is the weather in Paris, and the time in CET?"}]
+EMBED_TEXTS = ["the quick fox", "jumps"]
 
 
 def parse_args(raw):
@@ -178,6 +180,10 @@ def main() -> None:
             out = responses_stream(client, model, tools=TOOLS_RESPONSES)
         elif mode == "models":
             out = {"ids": sorted(m.id for m in client.models.list())}
+        elif mode == "embeddings":
+            # The SDK asks for base64 and decodes it itself.
+            r = client.embeddings.create(model=model, input=EMBED_TEXTS)
+            out = {"vectors": [list(d.embedding) for d in r.data], "model": r.model}
         else:
             raise SystemExit(f"unknown mode {mode}")
     except openai.APIStatusError as e:
