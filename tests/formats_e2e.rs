@@ -1177,7 +1177,8 @@ async fn embeddings_reach_openai_and_gemini_upstreams() {
         provider_yaml_styled("an", &an, ", models: [claude-x]")
     );
     let gw = Gateway::start(&yaml).await;
-    let texts = ["the quick fox", "jumps"];
+    // A URL in a text is text to embed (no media to fetch for Gemini).
+    let texts = ["the quick fox", "see https://example.com/a"];
     let embed = |body: Value| gw.post("/v1/embeddings", body, &[]);
     // The vectors as the client reads them, floats or base64.
     let vectors = |v: &Value| -> Vec<Vec<f64>> {
@@ -1208,18 +1209,29 @@ async fn embeddings_reach_openai_and_gemini_upstreams() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(vectors(&v), want);
-    assert_eq!(v["usage"]["prompt_tokens"], 4, "the upstream's own usage: {v}");
+    assert_eq!(v["usage"]["prompt_tokens"], 5, "the upstream's own usage: {v}");
     let seen = oa.last().unwrap();
     assert_eq!(seen.path, "/v1/embeddings");
     assert_eq!(seen.json()["model"], "emb-x");
     assert_eq!(an.hits(), 0, "Anthropic was asked for embeddings");
 
-    // Gemini: floats, base64, and the dimensions asked for.
+    // Gemini: floats, base64, and the dimensions asked for (a vector cut short is scaled back to
+    // length 1, as OpenAI's always are).
+    let unit: Vec<Vec<f64>> = want
+        .iter()
+        .map(|v| {
+            let length = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            v.iter().map(|x| x / length).collect()
+        })
+        .collect();
     for encoding in ["float", "base64"] {
         let r = embed(json!({"model": "gem-emb", "input": texts, "encoding_format": encoding, "dimensions": 3})).await;
         assert_eq!(r.status(), 200, "{encoding}");
         let v: Value = r.json().await.unwrap();
-        assert_eq!(vectors(&v), want, "{encoding}: {v}");
+        for (got, unit) in vectors(&v).iter().zip(&unit) {
+            let off: f64 = got.iter().zip(unit).map(|(a, b)| (a - b).abs()).sum();
+            assert!(off < 1e-6, "{encoding}: {got:?} against {unit:?}");
+        }
         assert_eq!(v["object"], "list");
         assert_eq!(v["model"], "gem-emb");
         assert_eq!(v["data"][0]["embedding"].is_string(), encoding == "base64", "{v}");
@@ -1227,7 +1239,7 @@ async fn embeddings_reach_openai_and_gemini_upstreams() {
         assert_eq!(seen.path_only(), "/v1beta/models/gem-emb:batchEmbedContents");
         let requests = seen.json()["requests"].as_array().unwrap().clone();
         assert_eq!(requests.len(), 2);
-        assert_eq!(requests[1]["content"]["parts"][0]["text"], "jumps");
+        assert_eq!(requests[1]["content"]["parts"][0]["text"], texts[1]);
         assert_eq!(requests[0]["outputDimensionality"], 3);
     }
     // One string is one input.
@@ -1265,7 +1277,7 @@ async fn embeddings_reach_openai_and_gemini_upstreams() {
             "apiproxy_tokens_total",
             &[("kind", "input"), ("provider", "oa")]
         ),
-        4.0,
+        5.0,
         "the OpenAI upstream's usage counted: {metrics}"
     );
 }

@@ -45,10 +45,23 @@ fn texts(input: &Value) -> Result<Vec<&str>, ConvertError> {
     }
 }
 
-/// The Gemini `batchEmbedContents` body for an OpenAI embeddings request, for `model`.
+/// The Gemini `batchEmbedContents` body for an OpenAI embeddings request, for `model`. What OpenAI
+/// would refuse is refused here too, rather than answered in some other way.
 pub fn gemini_request(body: &[u8], model: &str) -> Result<Bytes, ConvertError> {
     let req = read_request(body)?;
     let texts = texts(&req.input)?;
+    if let Some(f) = req
+        .encoding_format
+        .as_deref()
+        .filter(|f| !["float", "base64"].contains(f))
+    {
+        return Err(ConvertError::Invalid(format!(
+            "`encoding_format` must be `float` or `base64`, not `{f}`"
+        )));
+    }
+    if req.dimensions == Some(0) {
+        return Err(ConvertError::Invalid("`dimensions` must be at least 1".into()));
+    }
     if texts.len() > GEMINI_BATCH_LIMIT {
         return Err(ConvertError::Unsupported(format!(
             "a Gemini upstream embeds at most {GEMINI_BATCH_LIMIT} inputs per request, this one has {}",
@@ -70,9 +83,13 @@ pub fn gemini_request(body: &[u8], model: &str) -> Result<Bytes, ConvertError> {
 }
 
 /// The OpenAI embeddings answer for Gemini's, in the encoding the client's `request` asked for
-/// (`base64`: each vector's little-endian `f32`s, which OpenAI's SDKs ask for by default).
+/// (`base64`: each vector's little-endian `f32`s, which OpenAI's SDKs ask for by default). A vector
+/// cut to the `dimensions` asked for is scaled back to length 1: OpenAI's always are (clients rank
+/// by dot product), Gemini normalises only its full-size output.
 pub fn from_gemini(answer: &[u8], request: &[u8], model: &str) -> Result<(Bytes, Option<Usage>), ConvertError> {
-    let base64 = read_request(request)?.encoding_format.as_deref() == Some("base64");
+    let asked = read_request(request)?;
+    let base64 = asked.encoding_format.as_deref() == Some("base64");
+    let normalise = asked.dimensions.is_some();
     let v: Value = serde_json::from_slice(answer)
         .map_err(|e| ConvertError::Invalid(format!("The upstream's embeddings are not JSON: {e}")))?;
     let embeddings = v
@@ -85,17 +102,20 @@ pub fn from_gemini(answer: &[u8], request: &[u8], model: &str) -> Result<(Bytes,
             .get("values")
             .and_then(Value::as_array)
             .ok_or_else(|| ConvertError::Invalid(format!("embedding {index} has no values")))?;
+        let mut vector = values
+            .iter()
+            .map(Value::as_f64)
+            .collect::<Option<Vec<f64>>>()
+            .ok_or_else(|| ConvertError::Invalid(format!("embedding {index} holds a non-number")))?;
+        let length = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if normalise && length > 0.0 {
+            vector.iter_mut().for_each(|x| *x /= length);
+        }
         let embedding = if base64 {
-            let mut raw = Vec::with_capacity(values.len() * 4);
-            for x in values {
-                let x = x
-                    .as_f64()
-                    .ok_or_else(|| ConvertError::Invalid(format!("embedding {index} holds a non-number")))?;
-                raw.extend_from_slice(&(x as f32).to_le_bytes());
-            }
+            let raw: Vec<u8> = vector.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
             Value::String(base64::engine::general_purpose::STANDARD.encode(raw))
         } else {
-            Value::Array(values.clone())
+            json!(vector)
         };
         data.push(json!({"object": "embedding", "index": index, "embedding": embedding}));
     }
@@ -161,6 +181,13 @@ mod tests {
             gemini_request(br#"{"model":"e"}"#, "m"),
             Err(ConvertError::Invalid(_))
         ));
+        let bad = [
+            &br#"{"model":"e","input":"a","encoding_format":"int8"}"#[..],
+            br#"{"model":"e","input":"a","dimensions":0}"#,
+        ];
+        for body in bad {
+            assert!(matches!(gemini_request(body, "m"), Err(ConvertError::Invalid(_))));
+        }
     }
 
     #[test]
@@ -188,5 +215,15 @@ mod tests {
             .collect();
         assert_eq!(floats, vec![0.5, -1.0]);
         assert!(from_gemini(b"{}", br#"{"input":"a"}"#, "e").is_err());
+    }
+
+    #[test]
+    fn vectors_cut_to_the_dimensions_asked_for_have_length_one() {
+        let answer = br#"{"embeddings":[{"values":[3.0,4.0]}]}"#;
+        let (out, _) = from_gemini(answer, br#"{"input":"a","dimensions":2}"#, "e").unwrap();
+        assert_eq!(value(&out)["data"][0]["embedding"], json!([0.6, 0.8]));
+        // Full-size vectors come as Gemini made them.
+        let (out, _) = from_gemini(answer, br#"{"input":"a"}"#, "e").unwrap();
+        assert_eq!(value(&out)["data"][0]["embedding"], json!([3.0, 4.0]));
     }
 }

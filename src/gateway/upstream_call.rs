@@ -234,6 +234,10 @@ fn request_options(ctx: &RequestCtx, provider: &Provider, model: &str, format: W
 /// (a Gemini upstream), so that `build` sends them inline. `Err` says why this upstream cannot take
 /// the request. The time spent counts as waiting on upstreams, not as the gateway's overhead.
 pub async fn fetch_media(app: &App, ctx: &mut RequestCtx, provider: &Provider) -> Result<(), String> {
+    if ctx.operation == Operation::Embeddings {
+        // Texts only: a URL in one is text to embed.
+        return Ok(());
+    }
     let format = provider.upstream_format(ctx.request_format);
     if ctx.fetched_media.is_none() {
         let urls = media_to_fetch(ctx.request_format, format, &ctx.body).map_err(|e| e.to_string())?;

@@ -494,14 +494,16 @@ impl Provider {
     }
 
     /// The path of embeddings in `format`, where the format has them: an OpenAI-compatible API's
-    /// `/embeddings` beside its chat path (`/v1/chat/completions` → `/v1/embeddings`), Gemini's
-    /// `:batchEmbedContents`.
+    /// `/embeddings` beside its chat path (`/v1/chat/completions` → `/v1/embeddings`; a chat path
+    /// of another shape: `/v1/embeddings` under the base URL's path), Gemini's `:batchEmbedContents`.
     pub fn embeddings_path_for(&self, format: WireFormat, model: &str) -> Option<String> {
         match format {
-            WireFormat::OpenAiChat | WireFormat::OpenAiResponses => {
-                let base = self.chat_path.strip_suffix("/chat/completions").unwrap_or("/v1");
-                Some(format!("{base}/embeddings"))
-            }
+            WireFormat::OpenAiChat | WireFormat::OpenAiResponses => Some(
+                match self.chat_path.trim_end_matches('/').strip_suffix("/chat/completions") {
+                    Some(base) => format!("{base}/embeddings"),
+                    None => format!("{}/v1/embeddings", self.endpoint.base_path),
+                },
+            ),
             WireFormat::Gemini => {
                 let model = model.strip_prefix("models/").unwrap_or(model);
                 Some(format!("{}/models/{model}:batchEmbedContents", self.gemini_prefix))

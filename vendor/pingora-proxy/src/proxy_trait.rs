@@ -419,8 +419,9 @@ pub trait ProxyHttp {
     /// terminator) while the upstream's framing is still open. `Some(grace)`: when the upstream's
     /// own end does not come within `grace`, the client's response is ended there (the body
     /// filters see its end) and the upstream connection is not reused, rather than the client
-    /// waiting for the upstream's read timeout. Asked after each piece of the response; only
-    /// responses proxied in one loop (see [`Self::hold_upstream_response`]) are ended early.
+    /// waiting for the upstream's read timeout. Asked after each piece of the response until it
+    /// answers `Some` (one timer); only responses proxied in one loop (see
+    /// [`Self::hold_upstream_response`]) are ended early.
     fn upstream_response_complete(&self, _ctx: &mut Self::CTX) -> Option<Duration> {
         None
     }
