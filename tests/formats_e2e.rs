@@ -1281,3 +1281,44 @@ async fn embeddings_reach_openai_and_gemini_upstreams() {
         "the OpenAI upstream's usage counted: {metrics}"
     );
 }
+
+/// A tool loop of Claude Code's, with the thinking DeepSeek's reasoner streamed earlier, reaches
+/// DeepSeek with that reasoning back as `reasoning_content` (its thinking mode refuses a tool
+/// call's follow-up without it); another OpenAI-style model gets none.
+#[tokio::test(flavor = "multi_thread")]
+async fn reasoning_goes_back_to_the_models_that_require_it() {
+    let ds = Mock::start_style("ds", &["deepseek-reasoner", "gpt-x"], Style::OpenAiChat).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}",
+        provider_yaml_styled("ds", &ds, ", models: [deepseek-reasoner, gpt-x]")
+    ))
+    .await;
+    let turn = |model: &str| {
+        json!({"model": model, "max_tokens": 200, "messages": [
+            {"role": "user", "content": "What is in the directory?"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "I should list the files.", "signature": ""},
+                {"type": "tool_use", "id": "call_1", "name": "ls", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "a.txt"}]}],
+         "tools": [{"name": "ls", "description": "list files", "input_schema": {"type": "object", "properties": {}}}]})
+    };
+    let r = gw
+        .post(
+            "/v1/messages",
+            turn("deepseek-reasoner"),
+            &[("anthropic-version", "2023-06-01")],
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let sent = ds.last().unwrap().json();
+    assert_eq!(
+        sent["messages"][1]["reasoning_content"], "I should list the files.",
+        "{sent}"
+    );
+    let r = gw
+        .post("/v1/messages", turn("gpt-x"), &[("anthropic-version", "2023-06-01")])
+        .await;
+    assert_eq!(r.status(), 200);
+    let sent = ds.last().unwrap().json();
+    assert!(sent["messages"][1].get("reasoning_content").is_none(), "{sent}");
+}

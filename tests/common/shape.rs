@@ -126,6 +126,18 @@ fn chat(o: &Map<String, Value>, v: &mut Violations) {
     positive_int(o, "n", v);
     // api.openai.com takes at most 4 `stop` sequences, but OpenAI-style servers (vLLM, llama.cpp)
     // take more, and the gateway cannot tell them apart: not checked.
+    // DeepSeek's reasoner (always in thinking mode) wants its reasoning back on each tool call.
+    if o.get("model").and_then(Value::as_str) == Some("deepseek-reasoner") {
+        for (i, m) in messages.iter().enumerate() {
+            let calls = m
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .is_some_and(|c| !c.is_empty());
+            v.check(!calls || str_of(m, "reasoning_content").is_some(), || {
+                format!("Missing `reasoning_content` field in the assistant message at message index {i}")
+            });
+        }
+    }
     let mut open_calls: Vec<String> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let role = str_of(m, "role").unwrap_or("");

@@ -336,8 +336,9 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     if !ir.system.is_empty() {
         messages.push(json!({"role": "system", "content": join_parts(&ir.system)}));
     }
+    let replay_reasoning = replays_reasoning(&opts.model);
     for m in &ir.messages {
-        render_message(m, &mut messages);
+        render_message(m, replay_reasoning, &mut messages);
     }
     let mut out = Map::new();
     out.insert("model".into(), opts.model.clone().into());
@@ -388,7 +389,7 @@ pub(crate) fn join_parts(parts: &[TextPart]) -> String {
     texts.join("\n\n")
 }
 
-fn render_message(m: &Message, out: &mut Vec<Value>) {
+fn render_message(m: &Message, replay_reasoning: bool, out: &mut Vec<Value>) {
     match m.role {
         Role::System => out.push(json!({"role": "system", "content": join_text(&m.content)})),
         Role::Assistant => {
@@ -405,11 +406,23 @@ fn render_message(m: &Message, out: &mut Vec<Value>) {
                     _ => None,
                 })
                 .collect();
-            // Thinking is vendor-bound and OpenAI takes no replayed reasoning text: dropped (§2.5).
+            // Thinking is vendor-bound and OpenAI takes no replayed reasoning text: dropped (§2.5),
+            // but for the models that require their reasoning back (see `replays_reasoning`).
             let mut msg =
                 json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { text.into() }});
             if !calls.is_empty() {
                 msg["tool_calls"] = calls.into();
+            }
+            let reasoning: Vec<&str> = m
+                .content
+                .iter()
+                .filter_map(|b| match b {
+                    Block::Thinking { text, .. } if !text.is_empty() => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if replay_reasoning && !reasoning.is_empty() {
+                msg["reasoning_content"] = reasoning.join("\n\n").into();
             }
             if msg["content"].is_null() && msg.get("tool_calls").is_none() {
                 msg["content"] = "".into();
@@ -453,6 +466,16 @@ fn render_message(m: &Message, out: &mut Vec<Value>) {
             out.push(json!({"role": "user", "content": parts}));
         }
     }
+}
+
+/// A model that wants its reasoning back on the assistant turns of a conversation, as
+/// `reasoning_content` (non-standard): DeepSeek's thinking mode answers a tool call's follow-up
+/// without it with a 400 ("The `reasoning_content` in the thinking mode must be passed back to the
+/// API"), and Moonshot's Kimi K2 thinking models keep their reasoning across tool calls only with
+/// it. Others get none: strict APIs (Mistral) refuse unknown message fields.
+fn replays_reasoning(model: &str) -> bool {
+    let name = crate::formats::model_name::bare(model);
+    name.starts_with("deepseek") || (name.starts_with("kimi-") && name.contains("thinking"))
 }
 
 /// A model of OpenAI's own (`gpt-4o`, `o3-mini`, `gpt-5.1`, `chatgpt-4o-latest`, `openai/o4-mini`
