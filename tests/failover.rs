@@ -1393,6 +1393,48 @@ async fn an_upstream_lingering_after_its_stream_s_end_breaks_nothing() {
     }
 }
 
+/// An answer of two choices, passed through, whose stream ends (without `[DONE]`) once the first
+/// choice has finished but not the second: the client's stream ends in an error event, not in a
+/// clean-looking end that leaves the second choice cut short. Once both have finished, the end
+/// without `[DONE]` lost nothing but usage, and is clean.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_of_two_choices_cut_after_the_first_finished_is_an_error() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let chunk = |index: u8, delta: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\
+             \"choices\":[{{\"index\":{index},\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
+        )
+    };
+    let body = json!({"model": "m", "n": 2, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    for (events, cut) in [
+        (
+            vec![
+                chunk(0, r#"{"content":"a"}"#, "null"),
+                chunk(1, r#"{"content":"b"}"#, "null"),
+                chunk(0, "{}", "\"stop\""),
+            ],
+            true,
+        ),
+        (
+            vec![
+                chunk(0, r#"{"content":"a"}"#, "null"),
+                chunk(1, r#"{"content":"b"}"#, "null"),
+                chunk(0, "{}", "\"stop\""),
+                chunk(1, "{}", "\"stop\""),
+            ],
+            false,
+        ),
+    ] {
+        a.script([Reply::Sse(events)]);
+        let r = gw.chat(body.clone()).await;
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        assert_eq!(text.contains("\"error\""), cut, "{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cut_or_stalled_streams_end_with_an_error_event() {
     let a = Mock::start("alpha", &["m"]).await;

@@ -17,6 +17,10 @@ pub struct ChatDecoder {
     finished: bool,
     done: bool,
     errored: bool,
+    /// The choices seen, and those finished, by `index` (bits; `n` above 64 counts as 64): with
+    /// `n > 1` passed through, choice 0's finish is not the answer's end.
+    choices_seen: u64,
+    choices_done: u64,
 }
 
 impl ChatDecoder {
@@ -117,6 +121,13 @@ impl Decode for ChatDecoder {
                 created: u64_at(&v, "created").filter(|c| *c > 0),
             });
         }
+        for c in arr_at(&v, "choices") {
+            let bit = 1u64 << u64_at(c, "index").unwrap_or(0).min(63);
+            self.choices_seen |= bit;
+            if str_at(c, "finish_reason").is_some_and(|fr| !fr.is_empty()) {
+                self.choices_done |= bit;
+            }
+        }
         if let Some(choice) = arr_at(&v, "choices")
             .iter()
             .find(|c| u64_at(c, "index").unwrap_or(0) == 0)
@@ -194,8 +205,9 @@ impl Decode for ChatDecoder {
     }
 
     fn completed(&self) -> bool {
-        // [DONE], or a finish_reason: a stream cut between the finish chunk and [DONE] lost nothing but usage.
-        self.done || self.finished
+        // [DONE], or every choice's finish_reason: a stream cut between the finish chunk and [DONE]
+        // lost nothing but usage.
+        self.done || (self.finished && self.choices_done == self.choices_seen)
     }
 
     fn terminated(&self) -> bool {
@@ -208,5 +220,51 @@ impl Decode for ChatDecoder {
 
     fn usage(&self) -> Option<Usage> {
         self.usage.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(d: &mut ChatDecoder, chunk: &str) {
+        d.decode(None, chunk, &mut Vec::new());
+    }
+
+    #[test]
+    fn an_answer_of_several_choices_is_complete_when_each_has_finished() {
+        let mut one = ChatDecoder::new();
+        feed(
+            &mut one,
+            r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}"#,
+        );
+        assert!(!one.completed());
+        feed(
+            &mut one,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        );
+        assert!(one.completed() && !one.terminated());
+        feed(&mut one, "[DONE]");
+        assert!(one.terminated());
+
+        let mut two = ChatDecoder::new();
+        feed(
+            &mut two,
+            r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}"#,
+        );
+        feed(
+            &mut two,
+            r#"{"choices":[{"index":1,"delta":{"content":"b"},"finish_reason":null}]}"#,
+        );
+        feed(
+            &mut two,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        );
+        assert!(!two.completed(), "choice 1 is still streaming");
+        feed(
+            &mut two,
+            r#"{"choices":[{"index":1,"delta":{},"finish_reason":"length"}]}"#,
+        );
+        assert!(two.completed());
     }
 }

@@ -102,6 +102,7 @@ enum Output {
 static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"usage\""));
 static FINISH_REASON_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"finish_reason\""));
 static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"error\""));
+static INDEX_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"index\""));
 static TOOL_CALLS_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"tool_calls\""));
 static CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"content\""));
 static REASONING_CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"reasoning_content\""));
@@ -152,18 +153,22 @@ fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
     match from {
         WireFormat::OpenAiChat => {
             let bytes = data.as_bytes();
-            // Where `key` appears, whether its value opens with `open`: a finish reason that is a
-            // string, usage that is an object (not `null`).
-            let value_opens = |key: &Finder, open: u8| {
+            // Where `key` appears, whether its value opens with one of `open`: a finish reason that
+            // is a string, usage that is an object (not `null`), an index other than 0 (a choice
+            // of `n > 1`, which the decoder must see to know when every choice has finished; or a
+            // second tool call: a decode for nothing).
+            let value_opens = |key: &Finder, open: &[u8]| {
                 key.find_iter(bytes).any(|at| {
                     let after = bytes[at + key.needle().len()..].trim_ascii_start();
-                    after.strip_prefix(b":").unwrap_or(after).trim_ascii_start().first() == Some(&open)
+                    let value = after.strip_prefix(b":").unwrap_or(after).trim_ascii_start();
+                    value.first().is_some_and(|b| open.contains(b))
                 })
             };
             data.starts_with("[DONE]")
-                || value_opens(&FINISH_REASON_KEY, b'"')
-                || value_opens(&USAGE_KEY, b'{')
+                || value_opens(&FINISH_REASON_KEY, b"\"")
+                || value_opens(&USAGE_KEY, b"{")
                 || ERROR_KEY.find(bytes).is_some()
+                || value_opens(&INDEX_KEY, b"123456789")
         }
         WireFormat::Anthropic => match event {
             Some(e) => matches!(e, "message_start" | "message_delta" | "message_stop" | "error"),
