@@ -1952,3 +1952,71 @@ async fn a_body_sent_in_tiny_chunks_is_sent_whole_to_each_attempt() {
         assert_eq!(sent["model"], "m");
     }
 }
+
+/// A Responses conversation continued with `previous_response_id` goes to the upstream that made
+/// that response (it lives with that account: another answers 400), whole and streamed, whatever
+/// the weights would pick; new conversations are still spread over both.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_is_continued_where_it_was_made() {
+    let a = Mock::start_style("alpha", &["m"], Style::Responses).await;
+    let b = Mock::start_style("beta", &["m"], Style::Responses).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}{}",
+        provider_yaml_styled("alpha", &a, ""),
+        provider_yaml_styled("beta", &b, ""),
+        logical(&[("alpha", ""), ("beta", "")])
+    ))
+    .await;
+    // The id of an answer, whole or the `response.created` event of a stream.
+    let answer_id = |text: &str| -> String {
+        let json = text
+            .lines()
+            .find_map(|l| l.strip_prefix("data: ").filter(|d| d.contains("response.created")))
+            .unwrap_or(text);
+        let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"));
+        v.pointer("/response/id")
+            .or(v.get("id"))
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_string()
+    };
+    let token = gw.admin().await.token;
+    let mut placed = std::collections::HashSet::new();
+    for conversation in 0..8 {
+        let stream = conversation % 2 == 1;
+        let mut body = json!({"model": "lm", "input": "hi", "stream": stream});
+        let mut made_by: Option<String> = None;
+        for turn in 0..3 {
+            let r = gw.post("/v1/responses", body.clone(), &[]).await;
+            let provider = r.headers()["x-apiproxy-provider"].to_str().unwrap().to_string();
+            let status = r.status();
+            let text = r.text().await.unwrap();
+            assert_eq!(status, 200, "conversation {conversation}, turn {turn}: {text}");
+            match &made_by {
+                Some(p) => assert_eq!(&provider, p, "conversation {conversation}, turn {turn}"),
+                None => {
+                    placed.insert(provider.clone());
+                    made_by = Some(provider);
+                }
+            }
+            let id = answer_id(&text);
+            // The binding is written after the answer: wait until the gateway has it.
+            let path = format!("/routing/sessions/response:{id}?model=lm");
+            for _ in 0..100 {
+                let r = gw
+                    .client
+                    .get(gw.admin_url(&path))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 200 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            body = json!({"model": "lm", "input": "more", "stream": stream, "previous_response_id": id});
+        }
+    }
+    assert_eq!(placed.len(), 2, "new conversations were all placed on {placed:?}");
+}

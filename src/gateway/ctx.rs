@@ -260,6 +260,9 @@ pub struct RequestCtx {
     pub include_usage: bool,
     /// `X-Session-Id` (or Claude Code's session header), at most 256 characters.
     pub session_id: Option<String>,
+    /// A Responses request's `previous_response_id`, as the key its response's upstream is bound
+    /// under (`session::response_key`): it goes there before the session's own binding.
+    pub response_pin: Option<String>,
     /// The upstream (`provider/model`) the session is bound to for this model, from shared state.
     pub binding: Option<String>,
     /// The first bytes of the answer, kept for the session context.
@@ -369,6 +372,7 @@ impl RequestCtx {
             operation: Operation::Generate,
             include_usage: false,
             session_id: None,
+            response_pin: None,
             binding: None,
             capture: None,
             plan: None,
@@ -414,6 +418,12 @@ impl RequestCtx {
     }
 
     /// The client's format; OpenAI Chat until the endpoint is known.
+    /// The key the request's binding is read under and its upstream hashed by: the response it
+    /// continues, else its session.
+    pub fn sticky_key(&self) -> Option<&str> {
+        self.response_pin.as_deref().or(self.session_id.as_deref())
+    }
+
     pub fn client_format(&self) -> WireFormat {
         self.client_format.unwrap_or(WireFormat::OpenAiChat)
     }

@@ -204,7 +204,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
 }
 
 fn sticky(ctx: &RequestCtx) -> Option<Sticky<'_>> {
-    ctx.session_id.as_deref().map(|session| Sticky {
+    ctx.sticky_key().map(|session| Sticky {
         session,
         binding: ctx.binding.as_deref(),
     })

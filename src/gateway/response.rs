@@ -15,8 +15,8 @@ use crate::app::App;
 use crate::formats::stream::events::KEEPALIVE;
 use crate::formats::{
     answer_as_stream, convert_error, convert_response_named, count_tokens, embeddings, error_map,
-    estimate_input_tokens, extract_usage, ConvertError, ErrorKind, StreamConverter, StreamOptions, ToolNames, Usage,
-    WireFormat,
+    estimate_input_tokens, extract_usage, responses_api, ConvertError, ErrorKind, StreamConverter, StreamOptions,
+    ToolNames, Usage, WireFormat,
 };
 
 /// Most of a same-format answer kept to read its usage; beyond it usage is not counted.
@@ -403,6 +403,20 @@ const STREAM_END_GRACE: Duration = Duration::from_millis(250);
 /// `Some(grace)` once the upstream's stream has had its last event.
 pub fn end_grace(ctx: &RequestCtx) -> Option<Duration> {
     matches!(&ctx.response, ResponseMode::Stream(conv) if conv.terminated()).then_some(STREAM_END_GRACE)
+}
+
+/// The upstream's id of a Responses answer passed through (whole or streamed), which a later
+/// request may continue from; `None` for every other answer.
+pub fn answer_id(ctx: &RequestCtx) -> Option<String> {
+    let upstream = ctx.current.as_ref()?.format;
+    if upstream != WireFormat::OpenAiResponses || ctx.client_format() != upstream {
+        return None;
+    }
+    match &ctx.response {
+        ResponseMode::Stream(conv) => conv.response_id().map(str::to_string),
+        ResponseMode::Observe(buf) if buf.complete() => responses_api::request::answer_id(buf.as_slice()),
+        _ => None,
+    }
 }
 
 /// A stream its client left: the tokens the upstream reported so far (a long prompt's input and

@@ -19,6 +19,12 @@ const CAPTURE_LIMIT: usize = 16 * 1024;
 /// Longest session id honoured (longer ones are cut).
 const MAX_SESSION_ID: usize = 256;
 
+/// The key a Responses answer's upstream is bound under, for the requests that continue from it
+/// (`previous_response_id`): it lives with that upstream's account, and another answers 400.
+pub fn response_key(response_id: &str) -> String {
+    format!("response:{response_id}")
+}
+
 /// A session id as the gateway keys it, wherever it comes from (a header, `/context/…`, the admin
 /// API): cut to `MAX_SESSION_ID` characters.
 pub fn session_key(raw: &str) -> &str {
@@ -40,8 +46,7 @@ pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> 
         limit: limit.as_ref().map(|(id, rps)| (&**id, *rps)),
         user_limit: user_limit.as_ref().map(|(bucket, rps)| (&**bucket, *rps)),
         session: ctx
-            .session_id
-            .as_deref()
+            .sticky_key()
             .filter(|_| ctx.plan.is_some())
             .map(|s| (s, ctx.model.as_str())),
     };
@@ -74,11 +79,13 @@ pub fn start_capture(ctx: &mut RequestCtx) {
 /// the upstream broke off binds nothing: the session's next request is placed as before. Runs in
 /// the background: the client never waits for it.
 /// A token count neither binds (it follows the session's binding, skipping upstreams that cannot
-/// count) nor adds to the context.
+/// count) nor adds to the context. A Responses answer's upstream is bound under its id too, for the
+/// request that continues from it.
 pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
-    let Some(session) = ctx.session_id.clone().filter(|_| ctx.operation == Operation::Generate) else {
+    let answer_id = super::response::answer_id(ctx);
+    if ctx.operation != Operation::Generate || (answer_id.is_none() && ctx.session_id.is_none()) {
         return;
-    };
+    }
     let status = ctx.status.unwrap_or(0);
     let served = ctx
         .current
@@ -87,6 +94,13 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
         .and_then(|(a, p)| p.candidates.get(a.candidate))
         .filter(|_| ctx.served_by.is_some() && (200..300).contains(&status) && !ctx.stream_cut)
         .map(|c| format!("{}/{}", c.provider.id, c.model));
+    if let (Some(upstream), Some(id)) = (&served, answer_id) {
+        let (app, model, upstream) = (app.clone(), ctx.model.clone(), upstream.clone());
+        tokio::spawn(async move { app.state.bind(&response_key(&id), &model, &upstream).await });
+    }
+    let Some(session) = ctx.session_id.clone() else {
+        return;
+    };
     let snippets = app.state.settings.snippet_chars;
     let entry = ctx.client.as_ref().filter(|_| ctx.served_by.is_some()).map(|client| {
         let captured = ctx.capture.take().unwrap_or_default();

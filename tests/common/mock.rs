@@ -237,6 +237,17 @@ pub struct MockState {
     refuse_stream_options: Mutex<Option<String>>,
     /// Connections accepted so far.
     connections: AtomicUsize,
+    /// The Responses ids this mock has given out; a request continuing from another is refused.
+    issued: Mutex<Vec<String>>,
+}
+
+impl MockState {
+    fn issue_response_id(&self) -> String {
+        let mut issued = self.issued.lock();
+        let id = format!("resp_{}_{}", self.name, issued.len());
+        issued.push(id.clone());
+        id
+    }
 }
 
 pub struct Mock {
@@ -268,6 +279,7 @@ impl Mock {
             page_cap: AtomicUsize::new(usize::MAX),
             refuse_stream_options: Mutex::new(None),
             connections: AtomicUsize::new(0),
+            issued: Mutex::new(Vec::new()),
         });
         let st = state.clone();
         tokio::spawn(async move {
@@ -550,6 +562,19 @@ fn refuse(st: &MockState, req: &Recorded, route: &Route) -> Option<Reply> {
             &format!("mock {}: no route for {} {}", st.name, req.method, req.path),
         ));
     }
+    // OpenAI keeps a response with the account that made it: another cannot continue from it.
+    if let (Route::Responses { .. }, Some(prev)) = (route, req.json()["previous_response_id"].as_str()) {
+        if !st.issued.lock().iter().any(|id| id == prev) {
+            return Some(Reply::Status {
+                status: 400,
+                retry_after: None,
+                body: json!({"error": {"message": format!("Previous response with id '{prev}' not found."),
+                    "type": "invalid_request_error", "param": "previous_response_id",
+                    "code": "previous_response_not_found"}})
+                .to_string(),
+            });
+        }
+    }
     let refusal = st.refuse_stream_options.lock().clone();
     if let Some((status, body)) = refusal.as_deref().and_then(|r| r.split_once(' ')) {
         if matches!(route, Route::Chat { .. }) && req.json().get("stream_options").is_some() {
@@ -655,6 +680,8 @@ struct Answer {
     text: Vec<String>,
     calls: &'static [Call],
     finish: Finish,
+    /// The id a Responses answer gets (the mock's own, so a continuation can be checked).
+    id: String,
 }
 
 impl Answer {
@@ -686,30 +713,35 @@ impl Answer {
                 text: vec![],
                 calls: &CALLS,
                 finish: Finish::Tools,
+                id: st.issue_response_id(),
             },
             Reply::ToolCalls => Answer {
                 thinking: Vec::new(),
                 text: check(),
                 calls: &CALLS,
                 finish: Finish::Tools,
+                id: st.issue_response_id(),
             },
             Reply::ToolCallsOnly => Answer {
                 thinking: Vec::new(),
                 text: vec![],
                 calls: &CALLS,
                 finish: Finish::Tools,
+                id: st.issue_response_id(),
             },
             Reply::MaxTokens => Answer {
                 thinking: Vec::new(),
                 text: hello(),
                 calls: &[],
                 finish: Finish::Length,
+                id: st.issue_response_id(),
             },
             _ => Answer {
                 thinking: Vec::new(),
                 text: hello(),
                 calls: &[],
                 finish: Finish::Stop,
+                id: st.issue_response_id(),
             },
         }
     }
@@ -878,7 +910,7 @@ fn call_item(c: &Call, args: &str, status: &str) -> Value {
 fn response_object(a: &Answer, model: &str, status: &str, output: Vec<Value>) -> Value {
     let incomplete = a.finish == Finish::Length && status != "in_progress";
     json!({
-        "id": "resp_mock", "object": "response", "created_at": 1,
+        "id": a.id, "object": "response", "created_at": 1,
         "status": if incomplete { "incomplete" } else { status },
         "model": model, "output": output, "error": null,
         "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },

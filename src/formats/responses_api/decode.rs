@@ -15,6 +15,8 @@ pub struct ResponsesDecoder {
     usage: Option<Usage>,
     completed: bool,
     errored: bool,
+    /// The response's id, which a later request names as `previous_response_id`.
+    id: Option<String>,
 }
 
 impl ResponsesDecoder {
@@ -25,6 +27,7 @@ impl ResponsesDecoder {
     fn meta(&mut self, r: &Value, out: &mut Vec<StreamEvent>) {
         if !self.started {
             self.started = true;
+            self.id = str_at(r, "id").map(str::to_string);
             out.push(StreamEvent::Meta {
                 id: str_at(r, "id").map(str::to_string),
                 model: str_at(r, "model").map(str::to_string),
@@ -120,6 +123,10 @@ impl Decode for ResponsesDecoder {
             }
             _ => {}
         }
+    }
+
+    fn response_id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 
     fn completed(&self) -> bool {

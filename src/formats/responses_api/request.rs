@@ -13,6 +13,32 @@ use crate::formats::openai_chat::request::{
 /// The fewest output tokens a Responses request may ask for.
 const MIN_OUTPUT_TOKENS: u64 = 16;
 
+/// The `previous_response_id` a Responses request continues from: the response lives with the
+/// upstream (and account) that made it, so the request must go there. Read only when the body names
+/// the field.
+pub fn previous_response_id(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Chained {
+        #[serde(default)]
+        previous_response_id: Option<String>,
+    }
+    memchr::memmem::find(body, b"\"previous_response_id\"")?;
+    let id = serde_json::from_slice::<Chained>(body).ok()?.previous_response_id?;
+    (!id.is_empty() && id.len() <= 256).then_some(id)
+}
+
+/// The id of a whole Responses answer.
+pub fn answer_id(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        id: String,
+    }
+    serde_json::from_slice::<Answer>(body)
+        .ok()
+        .map(|a| a.id)
+        .filter(|id| !id.is_empty())
+}
+
 /// Responses request → IR.
 pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
     for key in ["previous_response_id", "conversation", "prompt"] {

@@ -55,6 +55,10 @@ pub(crate) trait Decode: Send + Sync {
     fn terminated(&self) -> bool {
         self.completed()
     }
+    /// The id a Responses stream gave its response (`response.created`).
+    fn response_id(&self) -> Option<&str> {
+        None
+    }
     /// The upstream reported an error in the stream.
     fn errored(&self) -> bool;
     fn usage(&self) -> Option<Usage>;

@@ -533,6 +533,11 @@ impl StreamConverter {
         self.decoder.terminated()
     }
 
+    /// The upstream's id for a Responses answer (see `Decode::response_id`).
+    pub fn response_id(&self) -> Option<&str> {
+        self.decoder.response_id()
+    }
+
     /// The formats this converter was built for.
     pub fn formats(&self) -> (WireFormat, WireFormat) {
         (self.from, self.to)
