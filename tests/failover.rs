@@ -1953,9 +1953,10 @@ async fn a_body_sent_in_tiny_chunks_is_sent_whole_to_each_attempt() {
     }
 }
 
-/// A Responses conversation continued with `previous_response_id` goes to the upstream that made
-/// that response (it lives with that account: another answers 400), whole and streamed, whatever
-/// the weights would pick; new conversations are still spread over both.
+/// A Responses conversation continued with `previous_response_id` (and no session) goes to the
+/// upstream that made that response (it lives with that account: another answers 400), whole and
+/// streamed, whatever the weights would pick, and only there: when that upstream answers 429, the
+/// client hears the 429 (which it may retry), not the other upstream's 400.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_response_is_continued_where_it_was_made() {
     let a = Mock::start_style("alpha", &["m"], Style::Responses).await;
@@ -1981,7 +1982,7 @@ async fn a_response_is_continued_where_it_was_made() {
             .to_string()
     };
     let token = gw.admin().await.token;
-    let mut placed = std::collections::HashSet::new();
+    let mut last = None;
     for conversation in 0..8 {
         let stream = conversation % 2 == 1;
         let mut body = json!({"model": "lm", "input": "hi", "stream": stream});
@@ -1992,13 +1993,8 @@ async fn a_response_is_continued_where_it_was_made() {
             let status = r.status();
             let text = r.text().await.unwrap();
             assert_eq!(status, 200, "conversation {conversation}, turn {turn}: {text}");
-            match &made_by {
-                Some(p) => assert_eq!(&provider, p, "conversation {conversation}, turn {turn}"),
-                None => {
-                    placed.insert(provider.clone());
-                    made_by = Some(provider);
-                }
-            }
+            let maker = made_by.get_or_insert_with(|| provider.clone());
+            assert_eq!(&provider, maker, "conversation {conversation}, turn {turn}");
             let id = answer_id(&text);
             // The binding is written after the answer: wait until the gateway has it.
             let path = format!("/routing/sessions/response:{id}?model=lm");
@@ -2010,13 +2006,24 @@ async fn a_response_is_continued_where_it_was_made() {
                     .send()
                     .await
                     .unwrap();
-                if r.status() == 200 {
+                if r.json::<Value>().await.unwrap()["binding"] == "stored" {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             body = json!({"model": "lm", "input": "more", "stream": stream, "previous_response_id": id});
         }
+        last = made_by.map(|maker| (maker, body));
     }
-    assert_eq!(placed.len(), 2, "new conversations were all placed on {placed:?}");
+    let (maker, body) = last.unwrap();
+    let (mock, other) = if maker == "alpha" { (&a, &b) } else { (&b, &a) };
+    mock.script([Reply::status_retry_after(429, 5)]);
+    let before = other.hits();
+    let r = gw.post("/v1/responses", body, &[]).await;
+    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(
+        other.hits(),
+        before,
+        "the continuation went to the upstream that did not make it"
+    );
 }

@@ -1290,7 +1290,7 @@ async fn reasoning_goes_back_to_the_models_that_require_it() {
     let ds = Mock::start_style("ds", &["deepseek-reasoner", "gpt-x"], Style::OpenAiChat).await;
     let gw = Gateway::start(&format!(
         "providers:\n{}",
-        provider_yaml_styled("ds", &ds, ", models: [deepseek-reasoner, gpt-x]")
+        provider_yaml_styled("ds", &ds, ", models: [deepseek-reasoner, gpt-x], responses_api: false")
     ))
     .await;
     let turn = |model: &str| {
@@ -1321,4 +1321,24 @@ async fn reasoning_goes_back_to_the_models_that_require_it() {
     assert_eq!(r.status(), 200);
     let sent = ds.last().unwrap().json();
     assert!(sent["messages"][1].get("reasoning_content").is_none(), "{sent}");
+
+    // Codex: the reasoning the gateway wrote for it as a summary goes back the same way.
+    let codex = json!({"model": "deepseek-reasoner", "input": [
+        {"role": "user", "content": "What is in the directory?"},
+        {"type": "reasoning", "id": "rs_apx_01", "summary": [{"type": "summary_text", "text": "List them."}]},
+        {"type": "function_call", "call_id": "call_1", "name": "ls", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "a.txt"}],
+        "tools": [{"type": "function", "name": "ls", "parameters": {"type": "object", "properties": {}}}]});
+    let r = gw.post("/v1/responses", codex, &[]).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let sent = ds.last().unwrap().json();
+    assert_eq!(sent["messages"][1]["reasoning_content"], "List them.", "{sent}");
+    // A tool call whose reasoning never reached the client (thinking off): the field, empty.
+    let mut bare = turn("deepseek-reasoner");
+    bare["messages"][1]["content"].as_array_mut().unwrap().remove(0);
+    let r = gw
+        .post("/v1/messages", bare, &[("anthropic-version", "2023-06-01")])
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(ds.last().unwrap().json()["messages"][1]["reasoning_content"], "");
 }

@@ -202,6 +202,7 @@ fn streams_never_panic_and_stay_bounded() {
                     input_tokens_estimate: 0,
                     gemini_json_array: rng.random(),
                     tool_names: None,
+                    several_choices: rng.random(),
                 };
                 let mut c = StreamConverter::new(from, to, opts);
                 let mut out = Vec::new();

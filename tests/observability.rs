@@ -607,3 +607,23 @@ async fn chat_total_and_overhead(gw: &Gateway, requests: usize) -> (f64, f64) {
         metric(&text, "apiproxy_gateway_overhead_seconds_sum", &api),
     )
 }
+
+/// A whole answer past what the gateway keeps of it (8 MiB: embeddings of many texts, say) still
+/// has its usage counted: it is read at the answer's end.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_usage_of_an_answer_too_large_to_keep_is_counted() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    a.script([Reply::Large(9 * 1024 * 1024)]);
+    let r = gw
+        .chat(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().len() > 9 * 1024 * 1024);
+    let text = gw.metrics().await;
+    assert_eq!(
+        metric(&text, "apiproxy_tokens_total", &[("kind", "input")]),
+        common::mock::usage::PROMPT as f64,
+        "{text}"
+    );
+}

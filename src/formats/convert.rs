@@ -198,6 +198,16 @@ pub fn extract_usage(format: WireFormat, body: &[u8]) -> Option<Usage> {
         Some(raw) => raw,
         None => usage_by_parsing(format, body)?,
     };
+    usage_of(format, raw)
+}
+
+/// The usage of an answer of which only the end is at hand (one too large to keep whole), when it
+/// is there, in the top-level object (see `usage_at_tail`).
+pub fn extract_usage_at_end(format: WireFormat, end: &[u8]) -> Option<Usage> {
+    usage_of(format, usage_at_tail(format, end)?)
+}
+
+fn usage_of(format: WireFormat, raw: &serde_json::value::RawValue) -> Option<Usage> {
     let v: Value = serde_json::from_str(raw.get()).ok()?;
     match format {
         WireFormat::OpenAiChat => Usage::from_openai_chat(&v),

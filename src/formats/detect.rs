@@ -19,6 +19,9 @@ pub(super) struct Top<'a> {
     pub(super) stream: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "super::request::present")]
     pub(super) stream_options: Option<&'a RawValue>,
+    /// OpenAI's `n`: how many choices.
+    #[serde(borrow, default)]
+    pub(super) n: Option<&'a RawValue>,
     #[serde(borrow, default)]
     messages: Option<Vec<Message<'a>>>,
     #[serde(borrow, default)]

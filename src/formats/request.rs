@@ -36,6 +36,8 @@ pub struct Inspected {
     stream_options_span: Option<(usize, usize)>,
     /// `stream_options.include_usage: true`: the client wants the OpenAI usage chunk.
     pub include_usage: bool,
+    /// `n` above 1: an answer of several choices.
+    pub several_choices: bool,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +48,8 @@ struct Peek<'a> {
     stream: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     stream_options: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    n: Option<&'a RawValue>,
 }
 
 /// A member that is there, `null` included (serde reads a `null` `Option` as absent): a rewrite
@@ -76,7 +80,7 @@ pub struct Rewrite<'a> {
 /// Validates the body as JSON and finds `model` and `stream` at its top level.
 pub fn inspect(body: &[u8]) -> Result<Inspected, BodyError> {
     let peek: Peek = parse_object(body)?;
-    inspected(body, peek.model, peek.stream, peek.stream_options)
+    inspected(body, peek.model, peek.stream, peek.stream_options, peek.n)
 }
 
 /// [inspect] and [detect_chat_body](super::detect_chat_body) in one pass over the body: what
@@ -84,7 +88,7 @@ pub fn inspect(body: &[u8]) -> Result<Inspected, BodyError> {
 pub fn inspect_chat(body: &[u8]) -> Result<(Inspected, WireFormat), BodyError> {
     match parse_object::<Top>(body) {
         Ok(top) => Ok((
-            inspected(body, top.model, top.stream, top.stream_options)?,
+            inspected(body, top.model, top.stream, top.stream_options, top.n)?,
             classify(&top),
         )),
         // Valid JSON the shape detector cannot read (e.g. `messages` is not a list) is OpenAI Chat,
@@ -112,6 +116,7 @@ fn inspected(
     model: Option<&RawValue>,
     stream: Option<&RawValue>,
     stream_options: Option<&RawValue>,
+    n: Option<&RawValue>,
 ) -> Result<Inspected, BodyError> {
     let raw = model.ok_or(BodyError::MissingModel)?;
     let model: String = serde_json::from_str(raw.get()).map_err(|_| BodyError::BadModel)?;
@@ -135,6 +140,7 @@ fn inspected(
         object_start,
         stream_options_span: stream_options.map(span),
         include_usage,
+        several_choices: n.and_then(|n| n.get().parse::<u64>().ok()).is_some_and(|n| n > 1),
     })
 }
 

@@ -141,17 +141,27 @@ pub struct BodyBuf {
     first: Option<Bytes>,
     rest: BytesMut,
     overflowed: bool,
+    /// Past the limit, the last [`TAIL`] bytes or more (at most twice that): where an answer's
+    /// usage is.
+    tail: Vec<u8>,
 }
+
+/// How much of the end of an answer past the limit is kept.
+const TAIL: usize = 64 * 1024;
 
 impl BodyBuf {
     /// Keeps `chunk` while the whole stays within `limit`; once it would not, the body is marked
-    /// incomplete and nothing more is kept.
+    /// incomplete, and only its tail is kept from then on.
     pub fn keep(&mut self, chunk: &Option<Bytes>, limit: usize) {
         let Some(chunk) = chunk.as_ref().filter(|c| !c.is_empty()) else {
             return;
         };
         if self.overflowed || self.len() + chunk.len() > limit {
             self.overflowed = true;
+            self.tail.extend_from_slice(chunk);
+            if self.tail.len() > 2 * TAIL {
+                self.tail.drain(..self.tail.len() - TAIL);
+            }
             return;
         }
         match self.first.take() {
@@ -177,6 +187,11 @@ impl BodyBuf {
 
     pub fn as_slice(&self) -> &[u8] {
         self.first.as_deref().unwrap_or(&self.rest)
+    }
+
+    /// The end of a body that went past the limit (see [`Self::keep`]); empty for one that did not.
+    pub fn tail(&self) -> &[u8] {
+        &self.tail
     }
 }
 
@@ -261,8 +276,10 @@ pub struct RequestCtx {
     /// `X-Session-Id` (or Claude Code's session header), at most 256 characters.
     pub session_id: Option<String>,
     /// A Responses request's `previous_response_id`, as the key its response's upstream is bound
-    /// under (`session::response_key`): it goes there before the session's own binding.
+    /// under (`session::response_key`): a request without a session goes there.
     pub response_pin: Option<String>,
+    /// A Responses request with `store: false`: nothing can continue from its answer.
+    pub answer_unstored: bool,
     /// The upstream (`provider/model`) the session is bound to for this model, from shared state.
     pub binding: Option<String>,
     /// The first bytes of the answer, kept for the session context.
@@ -373,6 +390,7 @@ impl RequestCtx {
             include_usage: false,
             session_id: None,
             response_pin: None,
+            answer_unstored: false,
             binding: None,
             capture: None,
             plan: None,
@@ -418,14 +436,14 @@ impl RequestCtx {
     }
 
     /// The client's format; OpenAI Chat until the endpoint is known.
-    /// The key the request's binding is read under and its upstream hashed by: the response it
-    /// continues, else its session.
-    pub fn sticky_key(&self) -> Option<&str> {
-        self.response_pin.as_deref().or(self.session_id.as_deref())
-    }
-
     pub fn client_format(&self) -> WireFormat {
         self.client_format.unwrap_or(WireFormat::OpenAiChat)
+    }
+
+    /// The key the request's binding is read under and its upstream hashed by: its session, else
+    /// the response it continues (a session's binding is where its last answer was made).
+    pub fn sticky_key(&self) -> Option<&str> {
+        self.session_id.as_deref().or(self.response_pin.as_deref())
     }
 
     /// The `api` label of the request's metrics: the client's format, and a count of tokens apart

@@ -13,7 +13,7 @@ use super::error::GatewayError;
 use crate::app::App;
 use crate::auth::AcceptedKey;
 use crate::formats::request::{inspect, inspect_chat, BodyError};
-use crate::formats::responses_api::request::previous_response_id;
+use crate::formats::responses_api::request::continuation;
 use crate::formats::WireFormat;
 use crate::routing::Candidate;
 
@@ -399,7 +399,9 @@ pub fn route(
         })
         .map(|s| super::session::session_key(s).to_string());
     if ctx.request_format == WireFormat::OpenAiResponses && call.operation == Operation::Generate {
-        ctx.response_pin = previous_response_id(&body).map(|id| super::session::response_key(&id));
+        let continuation = continuation(&body);
+        ctx.response_pin = continuation.previous.map(|id| super::session::response_key(&id));
+        ctx.answer_unstored = continuation.unstored;
     }
     ctx.plan = Some(plan);
     ctx.body = body;

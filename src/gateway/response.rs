@@ -15,8 +15,8 @@ use crate::app::App;
 use crate::formats::stream::events::KEEPALIVE;
 use crate::formats::{
     answer_as_stream, convert_error, convert_response_named, count_tokens, embeddings, error_map,
-    estimate_input_tokens, extract_usage, responses_api, ConvertError, ErrorKind, StreamConverter, StreamOptions,
-    ToolNames, Usage, WireFormat,
+    estimate_input_tokens, extract_usage, extract_usage_at_end, responses_api, ConvertError, ErrorKind,
+    StreamConverter, StreamOptions, ToolNames, Usage, WireFormat,
 };
 
 /// Most of a same-format answer kept to read its usage; beyond it usage is not counted.
@@ -166,6 +166,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
             input_tokens_estimate: estimate_input_tokens(&ctx.body),
             gemini_json_array: client == WireFormat::Gemini && !ctx.gemini_sse,
             tool_names: attempt.tool_names.clone(),
+            several_choices: ctx.inspected.as_ref().is_some_and(|i| i.several_choices),
             ..StreamOptions::default()
         };
         // Chunked, so each event is flushed as it arrives; and no buffering by a proxy in front
@@ -251,8 +252,12 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
         ResponseMode::Pass => {}
         ResponseMode::Observe(buf) => {
             buf.keep(body, OBSERVE_LIMIT);
-            if end_of_stream && buf.complete() {
-                ctx.usage = extract_usage(upstream, buf.as_slice());
+            if end_of_stream {
+                ctx.usage = match buf.complete() {
+                    true => extract_usage(upstream, buf.as_slice()),
+                    // Embeddings of many texts, say: the usage is read where it ends.
+                    false => extract_usage_at_end(upstream, buf.tail()),
+                };
             }
         }
         ResponseMode::Translate(buf) => {

@@ -55,6 +55,13 @@ pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> 
         return Err(GatewayError::RateLimited { retry_after });
     }
     ctx.binding = admitted.binding;
+    if ctx.session_id.is_none() && ctx.response_pin.is_some() {
+        // The response it continues lives only there: no other upstream, in any tier, can answer
+        // (another would refuse with a 400 no client retries; this one's 429 or 503 can be).
+        if let (Some(bound), Some(plan)) = (ctx.binding.as_deref(), ctx.plan.take()) {
+            ctx.plan = Some(plan.pinned_to(bound));
+        }
+    }
     Ok(())
 }
 
@@ -82,7 +89,7 @@ pub fn start_capture(ctx: &mut RequestCtx) {
 /// count) nor adds to the context. A Responses answer's upstream is bound under its id too, for the
 /// request that continues from it.
 pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
-    let answer_id = super::response::answer_id(ctx);
+    let answer_id = super::response::answer_id(ctx).filter(|_| !ctx.answer_unstored);
     if ctx.operation != Operation::Generate || (answer_id.is_none() && ctx.session_id.is_none()) {
         return;
     }

@@ -66,6 +66,17 @@ impl RoutePlan {
         })
     }
 
+    /// The plan with only the candidate `upstream` (`provider/model`, as bindings name them) names,
+    /// in whatever tier; as it was when none is.
+    pub fn pinned_to(self, upstream: &str) -> RoutePlan {
+        let Some((provider, model)) = upstream.split_once('/') else {
+            return self;
+        };
+        let whole = self.clone();
+        self.filtered(|c| &*c.provider.id == provider && &*c.model == model)
+            .unwrap_or(whole)
+    }
+
     /// The plan with each candidate's health detached: chosen by the upstreams' health as it
     /// stands, but judging none of them (see `UpstreamHealth::detached`).
     pub fn with_detached_health(self) -> RoutePlan {

@@ -410,9 +410,6 @@ fn render_message(m: &Message, replay_reasoning: bool, out: &mut Vec<Value>) {
             // but for the models that require their reasoning back (see `replays_reasoning`).
             let mut msg =
                 json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { text.into() }});
-            if !calls.is_empty() {
-                msg["tool_calls"] = calls.into();
-            }
             let reasoning: Vec<&str> = m
                 .content
                 .iter()
@@ -421,8 +418,13 @@ fn render_message(m: &Message, replay_reasoning: bool, out: &mut Vec<Value>) {
                     _ => None,
                 })
                 .collect();
-            if replay_reasoning && !reasoning.is_empty() {
+            // A tool-call turn must carry the field even when no reasoning reached the client
+            // (thinking off, redacted, or a client that keeps none): empty, then.
+            if replay_reasoning && (!reasoning.is_empty() || !calls.is_empty()) {
                 msg["reasoning_content"] = reasoning.join("\n\n").into();
+            }
+            if !calls.is_empty() {
+                msg["tool_calls"] = calls.into();
             }
             if msg["content"].is_null() && msg.get("tool_calls").is_none() {
                 msg["content"] = "".into();
@@ -471,11 +473,12 @@ fn render_message(m: &Message, replay_reasoning: bool, out: &mut Vec<Value>) {
 /// A model that wants its reasoning back on the assistant turns of a conversation, as
 /// `reasoning_content` (non-standard): DeepSeek's thinking mode answers a tool call's follow-up
 /// without it with a 400 ("The `reasoning_content` in the thinking mode must be passed back to the
-/// API"), and Moonshot's Kimi K2 thinking models keep their reasoning across tool calls only with
-/// it. Others get none: strict APIs (Mistral) refuse unknown message fields.
+/// API"), as Moonshot's Kimi K2 models do when they think ("reasoning_content is missing in
+/// assistant tool call message"). Others get none: strict APIs (Mistral) refuse unknown message
+/// fields.
 fn replays_reasoning(model: &str) -> bool {
     let name = crate::formats::model_name::bare(model);
-    name.starts_with("deepseek") || (name.starts_with("kimi-") && name.contains("thinking"))
+    name.starts_with("deepseek") || name.starts_with("kimi-k2")
 }
 
 /// A model of OpenAI's own (`gpt-4o`, `o3-mini`, `gpt-5.1`, `chatgpt-4o-latest`, `openai/o4-mini`

@@ -13,18 +13,37 @@ use crate::formats::openai_chat::request::{
 /// The fewest output tokens a Responses request may ask for.
 const MIN_OUTPUT_TOKENS: u64 = 16;
 
-/// The `previous_response_id` a Responses request continues from: the response lives with the
-/// upstream (and account) that made it, so the request must go there. Read only when the body names
-/// the field.
-pub fn previous_response_id(body: &[u8]) -> Option<String> {
+/// How a Responses request stands to the answers OpenAI stores: the `previous_response_id` it
+/// continues from (the response lives with the upstream that made it, so the request must go
+/// there), and whether its own answer is stored (`store: false`: nothing can continue from it).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Continuation {
+    pub previous: Option<String>,
+    pub unstored: bool,
+}
+
+/// Reads [`Continuation`], parsing the body only when it names either field.
+pub fn continuation(body: &[u8]) -> Continuation {
     #[derive(serde::Deserialize)]
-    struct Chained {
+    struct Fields {
         #[serde(default)]
         previous_response_id: Option<String>,
+        #[serde(default)]
+        store: Option<bool>,
     }
-    memchr::memmem::find(body, b"\"previous_response_id\"")?;
-    let id = serde_json::from_slice::<Chained>(body).ok()?.previous_response_id?;
-    (!id.is_empty() && id.len() <= 256).then_some(id)
+    let named = |field: &[u8]| memchr::memmem::find(body, field).is_some();
+    if !named(b"\"previous_response_id\"") && !named(b"\"store\"") {
+        return Continuation::default();
+    }
+    let Ok(fields) = serde_json::from_slice::<Fields>(body) else {
+        return Continuation::default();
+    };
+    Continuation {
+        previous: fields
+            .previous_response_id
+            .filter(|id| !id.is_empty() && id.len() <= 256),
+        unstored: fields.store == Some(false),
+    }
 }
 
 /// The id of a whole Responses answer.
@@ -247,14 +266,30 @@ fn parse_item(item: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
             // Only Claude thinking that this gateway wrapped can be replayed; OpenAI's encrypted reasoning is
             // meaningless to other vendors and is dropped.
             let encrypted = str_at(item, "encrypted_content");
-            if let Some(data) = encrypted.and_then(|e| e.strip_prefix(ANTHROPIC_REDACTED_PREFIX)) {
-                push_block(ir, Role::Assistant, Block::RedactedThinking { data: data.to_string() });
-            } else if let Some(sig) = encrypted.and_then(|e| e.strip_prefix(ANTHROPIC_SIG_PREFIX)) {
-                let text: String = arr_at(item, "summary")
+            let text = || -> String {
+                arr_at(item, "summary")
                     .iter()
                     .filter_map(|s| str_at(s, "text"))
                     .collect::<Vec<_>>()
-                    .join("");
+                    .join("")
+            };
+            if let Some(data) = encrypted.and_then(|e| e.strip_prefix(ANTHROPIC_REDACTED_PREFIX)) {
+                push_block(ir, Role::Assistant, Block::RedactedThinking { data: data.to_string() });
+            } else if encrypted.is_none()
+                && str_at(item, "id").is_some_and(|id| id.starts_with(super::GATEWAY_REASONING_ID))
+            {
+                // Reasoning another vendor streamed that the gateway wrote as a summary (DeepSeek's,
+                // say): unsigned text, which only a model that wants its reasoning back is sent.
+                push_block(
+                    ir,
+                    Role::Assistant,
+                    Block::Thinking {
+                        text: text(),
+                        signature: None,
+                    },
+                );
+            } else if let Some(sig) = encrypted.and_then(|e| e.strip_prefix(ANTHROPIC_SIG_PREFIX)) {
+                let text = text();
                 push_block(
                     ir,
                     Role::Assistant,

@@ -45,6 +45,9 @@ pub struct StreamOptions {
     pub gemini_json_array: bool,
     /// Tool names the request was renamed from for the upstream (`convert_request_named`).
     pub tool_names: Option<Arc<ToolNames>>,
+    /// The client asked for several choices (OpenAI `n > 1`): a passed-through stream is watched
+    /// for every choice's finish, not only the first's.
+    pub several_choices: bool,
 }
 
 impl Default for StreamOptions {
@@ -57,6 +60,7 @@ impl Default for StreamOptions {
             input_tokens_estimate: 0,
             gemini_json_array: false,
             tool_names: None,
+            several_choices: false,
         }
     }
 }
@@ -153,22 +157,11 @@ fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
     match from {
         WireFormat::OpenAiChat => {
             let bytes = data.as_bytes();
-            // Where `key` appears, whether its value opens with one of `open`: a finish reason that
-            // is a string, usage that is an object (not `null`), an index other than 0 (a choice
-            // of `n > 1`, which the decoder must see to know when every choice has finished; or a
-            // second tool call: a decode for nothing).
-            let value_opens = |key: &Finder, open: &[u8]| {
-                key.find_iter(bytes).any(|at| {
-                    let after = bytes[at + key.needle().len()..].trim_ascii_start();
-                    let value = after.strip_prefix(b":").unwrap_or(after).trim_ascii_start();
-                    value.first().is_some_and(|b| open.contains(b))
-                })
-            };
+            let value_opens = |key: &Finder, open: &[u8]| value_opens_with(bytes, key, open);
             data.starts_with("[DONE]")
                 || value_opens(&FINISH_REASON_KEY, b"\"")
                 || value_opens(&USAGE_KEY, b"{")
                 || ERROR_KEY.find(bytes).is_some()
-                || value_opens(&INDEX_KEY, b"123456789")
         }
         WireFormat::Anthropic => match event {
             Some(e) => matches!(e, "message_start" | "message_delta" | "message_stop" | "error"),
@@ -188,6 +181,23 @@ fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
                 || has("\"error\"")
         }
     }
+}
+
+/// Where `key` appears in `bytes`, whether its value opens with one of `open`: a finish reason that
+/// is a string, usage that is an object (not `null`), an index other than 0.
+fn value_opens_with(bytes: &[u8], key: &Finder, open: &[u8]) -> bool {
+    key.find_iter(bytes).any(|at| {
+        let after = bytes[at + key.needle().len()..].trim_ascii_start();
+        let value = after.strip_prefix(b":").unwrap_or(after).trim_ascii_start();
+        value.first().is_some_and(|b| open.contains(b))
+    })
+}
+
+/// An OpenAI chunk with an `index` other than 0: a choice of `n > 1`, which the decoder must see to
+/// know when every choice has finished (or a second tool call: a decode for nothing). Asked only of
+/// streams of several choices: it is a search of every event.
+fn names_another_choice(data: &str) -> bool {
+    value_opens_with(data.as_bytes(), &INDEX_KEY, b"123456789")
 }
 
 /// The encoder of a client's stream.
@@ -349,6 +359,7 @@ impl StreamConverter {
             ..
         } = self;
         let tool_names = opts.tool_names.as_deref();
+        let several_choices = opts.several_choices;
         let mut on_frame = |frame: Frame<'_>| {
             if *ended {
                 return;
@@ -359,7 +370,10 @@ impl StreamConverter {
                 *content_seen = true;
             }
             let watching = matches!(output, Output::Copy { .. } | Output::StripUsage);
-            let worth = !frame.data.is_empty() && (!watching || worth_decoding(from, frame.event, frame.data));
+            let worth = !frame.data.is_empty()
+                && (!watching
+                    || worth_decoding(from, frame.event, frame.data)
+                    || (several_choices && from == WireFormat::OpenAiChat && names_another_choice(frame.data)));
             if worth {
                 decoder.decode(frame.event, frame.data, events);
             }
