@@ -43,6 +43,7 @@ fn main() {
         default_max_tokens: 4096,
         fetched_media: None,
         stream_usage: true,
+        replay_reasoning: false,
     };
     println!("translation throughput, one core (release: `cargo bench --bench translate`)\n");
     println!(

@@ -2015,6 +2015,15 @@ async fn a_response_is_continued_where_it_was_made() {
         }
         last = made_by.map(|maker| (maker, body));
     }
+    // A response the gateway has no binding for (made before it ran, or its binding expired) is
+    // continued where the hash places it: the request is sent, not refused by the gateway.
+    let unknown = json!({"model": "lm", "input": "more", "previous_response_id": "resp_from_elsewhere"});
+    let r = gw.post("/v1/responses", unknown, &[]).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "previous_response_not_found"
+    );
     let (maker, body) = last.unwrap();
     let (mock, other) = if maker == "alpha" { (&a, &b) } else { (&b, &a) };
     mock.script([Reply::status_retry_after(429, 5)]);

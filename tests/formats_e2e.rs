@@ -1283,14 +1283,22 @@ async fn embeddings_reach_openai_and_gemini_upstreams() {
 }
 
 /// A tool loop of Claude Code's, with the thinking DeepSeek's reasoner streamed earlier, reaches
-/// DeepSeek with that reasoning back as `reasoning_content` (its thinking mode refuses a tool
-/// call's follow-up without it); another OpenAI-style model gets none.
+/// DeepSeek's own API with that reasoning back as `reasoning_content` (its thinking mode refuses a
+/// tool call's follow-up without it); another host, even of a DeepSeek model (Groq refuses the
+/// field), gets none.
 #[tokio::test(flavor = "multi_thread")]
 async fn reasoning_goes_back_to_the_models_that_require_it() {
     let ds = Mock::start_style("ds", &["deepseek-reasoner", "gpt-x"], Style::OpenAiChat).await;
+    let port = ds.url().rsplit(':').next().unwrap().to_string();
     let gw = Gateway::start(&format!(
-        "providers:\n{}",
-        provider_yaml_styled("ds", &ds, ", models: [deepseek-reasoner, gpt-x], responses_api: false")
+        "server: {{resolve: {{api.deepseek.com: [127.0.0.1]}}}}\nproviders:\n{}{}",
+        provider_yaml_api(
+            "ds",
+            &format!("http://api.deepseek.com:{port}"),
+            "openai",
+            ", models: [deepseek-reasoner], responses_api: false"
+        ),
+        provider_yaml_styled("other", &ds, ", models: [gpt-x, deepseek-r1-distill]")
     ))
     .await;
     let turn = |model: &str| {
@@ -1315,17 +1323,20 @@ async fn reasoning_goes_back_to_the_models_that_require_it() {
         sent["messages"][1]["reasoning_content"], "I should list the files.",
         "{sent}"
     );
-    let r = gw
-        .post("/v1/messages", turn("gpt-x"), &[("anthropic-version", "2023-06-01")])
-        .await;
-    assert_eq!(r.status(), 200);
-    let sent = ds.last().unwrap().json();
-    assert!(sent["messages"][1].get("reasoning_content").is_none(), "{sent}");
+    for other in ["gpt-x", "deepseek-r1-distill"] {
+        let r = gw
+            .post("/v1/messages", turn(other), &[("anthropic-version", "2023-06-01")])
+            .await;
+        assert_eq!(r.status(), 200);
+        let sent = ds.last().unwrap().json();
+        assert!(sent["messages"][1].get("reasoning_content").is_none(), "{sent}");
+    }
 
-    // Codex: the reasoning the gateway wrote for it as a summary goes back the same way.
+    // Codex: the reasoning the gateway wrote for it as a summary goes back the same way (Codex
+    // sends such an item back without its id).
     let codex = json!({"model": "deepseek-reasoner", "input": [
         {"role": "user", "content": "What is in the directory?"},
-        {"type": "reasoning", "id": "rs_apx_01", "summary": [{"type": "summary_text", "text": "List them."}]},
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "List them."}], "encrypted_content": null},
         {"type": "function_call", "call_id": "call_1", "name": "ls", "arguments": "{}"},
         {"type": "function_call_output", "call_id": "call_1", "output": "a.txt"}],
         "tools": [{"type": "function", "name": "ls", "parameters": {"type": "object", "properties": {}}}]});

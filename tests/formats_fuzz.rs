@@ -143,6 +143,7 @@ fn requests_and_responses_never_panic() {
         default_max_tokens: 4096,
         fetched_media: None,
         stream_usage: true,
+        replay_reasoning: false,
     };
     for _ in 0..1500 {
         let body = mutated(&mut rng, &requests);

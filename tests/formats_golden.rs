@@ -25,6 +25,7 @@ fn opts(stream: bool) -> RequestOptions {
         default_max_tokens: 4096,
         fetched_media: None,
         stream_usage: true,
+        replay_reasoning: false,
     }
 }
 

@@ -36,6 +36,10 @@ pub struct RequestOptions {
     /// An OpenAI Chat stream asks for its usage (`stream_options.include_usage`); off for an
     /// upstream that refuses the field (Mistral's 422 `extra_forbidden`, which reports usage anyway).
     pub stream_usage: bool,
+    /// An OpenAI Chat upstream that wants the assistant turns' reasoning back as `reasoning_content`
+    /// (DeepSeek's and Moonshot's own APIs: their thinking modes refuse a tool call's follow-up
+    /// without it). Others get no such field: Groq and Cerebras refuse it, even empty.
+    pub replay_reasoning: bool,
 }
 
 /// Client body (format `from`) → upstream body (format `to`), `model` set to `opts.model`. Never called with
@@ -314,6 +318,7 @@ mod tests {
             default_max_tokens: 4096,
             fetched_media: None,
             stream_usage: true,
+            replay_reasoning: false,
         };
         convert_request(from, to, body.to_string().as_bytes(), &opts)
     }

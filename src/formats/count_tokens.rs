@@ -113,6 +113,7 @@ mod tests {
             default_max_tokens: 4096,
             fetched_media: None,
             stream_usage: true,
+            replay_reasoning: false,
         }
     }
 

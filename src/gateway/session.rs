@@ -58,8 +58,8 @@ pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> 
     if ctx.session_id.is_none() && ctx.response_pin.is_some() {
         // The response it continues lives only there: no other upstream, in any tier, can answer
         // (another would refuse with a 400 no client retries; this one's 429 or 503 can be).
-        if let (Some(bound), Some(plan)) = (ctx.binding.as_deref(), ctx.plan.take()) {
-            ctx.plan = Some(plan.pinned_to(bound));
+        if let Some(bound) = ctx.binding.as_deref() {
+            ctx.plan = ctx.plan.take().map(|plan| plan.pinned_to(bound));
         }
     }
     Ok(())

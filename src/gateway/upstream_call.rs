@@ -227,6 +227,7 @@ fn request_options(ctx: &RequestCtx, provider: &Provider, model: &str, format: W
             _ => None,
         },
         stream_usage: !provider.refuses_stream_usage(),
+        replay_reasoning: provider.wants_reasoning_back(),
     }
 }
 

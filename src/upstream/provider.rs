@@ -461,6 +461,14 @@ impl Provider {
         }
     }
 
+    /// Whether this provider's API wants the assistant turns' reasoning back (`reasoning_content`):
+    /// DeepSeek's and Moonshot's own, by host (the same models elsewhere, at Groq say, refuse the
+    /// field).
+    pub fn wants_reasoning_back(&self) -> bool {
+        const HOSTS: [&str; 3] = ["api.deepseek.com", "api.moonshot.ai", "api.moonshot.cn"];
+        HOSTS.iter().any(|h| self.endpoint.host.eq_ignore_ascii_case(h))
+    }
+
     /// The request path (and query) for a call in `format`; Gemini puts the model and method in it.
     pub fn path_for(&self, format: WireFormat, model: &str, stream: bool) -> String {
         match format {

@@ -678,6 +678,7 @@ mod tests {
             default_max_tokens: 4096,
             fetched_media: None,
             stream_usage: true,
+            replay_reasoning: false,
         };
         let body = json!({"model": "x", "input": "hi"});
         let ir = crate::formats::responses_api::request::parse(&body).unwrap();
@@ -751,6 +752,7 @@ mod tests {
             default_max_tokens: 1024,
             fetched_media: None,
             stream_usage: true,
+            replay_reasoning: false,
         };
         let out = render(&file("text/plain", "aGVsbG8="), &opts).unwrap();
         assert_eq!(

@@ -336,7 +336,7 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     if !ir.system.is_empty() {
         messages.push(json!({"role": "system", "content": join_parts(&ir.system)}));
     }
-    let replay_reasoning = replays_reasoning(&opts.model);
+    let replay_reasoning = opts.replay_reasoning;
     for m in &ir.messages {
         render_message(m, replay_reasoning, &mut messages);
     }
@@ -407,7 +407,7 @@ fn render_message(m: &Message, replay_reasoning: bool, out: &mut Vec<Value>) {
                 })
                 .collect();
             // Thinking is vendor-bound and OpenAI takes no replayed reasoning text: dropped (§2.5),
-            // but for the models that require their reasoning back (see `replays_reasoning`).
+            // but for the upstreams that require their reasoning back (`replay_reasoning`).
             let mut msg =
                 json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { text.into() }});
             let reasoning: Vec<&str> = m
@@ -468,17 +468,6 @@ fn render_message(m: &Message, replay_reasoning: bool, out: &mut Vec<Value>) {
             out.push(json!({"role": "user", "content": parts}));
         }
     }
-}
-
-/// A model that wants its reasoning back on the assistant turns of a conversation, as
-/// `reasoning_content` (non-standard): DeepSeek's thinking mode answers a tool call's follow-up
-/// without it with a 400 ("The `reasoning_content` in the thinking mode must be passed back to the
-/// API"), as Moonshot's Kimi K2 models do when they think ("reasoning_content is missing in
-/// assistant tool call message"). Others get none: strict APIs (Mistral) refuse unknown message
-/// fields.
-fn replays_reasoning(model: &str) -> bool {
-    let name = crate::formats::model_name::bare(model);
-    name.starts_with("deepseek") || name.starts_with("kimi-k2")
 }
 
 /// A model of OpenAI's own (`gpt-4o`, `o3-mini`, `gpt-5.1`, `chatgpt-4o-latest`, `openai/o4-mini`

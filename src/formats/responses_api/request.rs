@@ -276,10 +276,11 @@ fn parse_item(item: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
             if let Some(data) = encrypted.and_then(|e| e.strip_prefix(ANTHROPIC_REDACTED_PREFIX)) {
                 push_block(ir, Role::Assistant, Block::RedactedThinking { data: data.to_string() });
             } else if encrypted.is_none()
-                && str_at(item, "id").is_some_and(|id| id.starts_with(super::GATEWAY_REASONING_ID))
+                && str_at(item, "id").is_none_or(|id| id.starts_with(super::GATEWAY_REASONING_ID))
             {
                 // Reasoning another vendor streamed that the gateway wrote as a summary (DeepSeek's,
-                // say): unsigned text, which only a model that wants its reasoning back is sent.
+                // say; Codex sends such items back without their id): unsigned text, which only an
+                // upstream that wants its reasoning back is sent.
                 push_block(
                     ir,
                     Role::Assistant,
