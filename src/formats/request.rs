@@ -38,6 +38,11 @@ pub struct Inspected {
     pub include_usage: bool,
     /// `n` above 1: an answer of several choices.
     pub several_choices: bool,
+    /// A Responses request's `previous_response_id`: the response it continues lives with the
+    /// upstream that made it.
+    pub previous_response_id: Option<String>,
+    /// A Responses request's `store: false`: nothing can continue from its answer.
+    pub unstored: bool,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +55,10 @@ struct Peek<'a> {
     stream_options: Option<&'a RawValue>,
     #[serde(borrow, default)]
     n: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    previous_response_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    store: Option<&'a RawValue>,
 }
 
 /// A member that is there, `null` included (serde reads a `null` `Option` as absent): a rewrite
@@ -80,7 +89,13 @@ pub struct Rewrite<'a> {
 /// Validates the body as JSON and finds `model` and `stream` at its top level.
 pub fn inspect(body: &[u8]) -> Result<Inspected, BodyError> {
     let peek: Peek = parse_object(body)?;
-    inspected(body, peek.model, peek.stream, peek.stream_options, peek.n)
+    let mut inspected = inspected(body, peek.model, peek.stream, peek.stream_options, peek.n)?;
+    inspected.previous_response_id = peek
+        .previous_response_id
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .filter(|id| !id.is_empty() && id.len() <= 256);
+    inspected.unstored = peek.store.is_some_and(|raw| raw.get() == "false");
+    Ok(inspected)
 }
 
 /// [inspect] and [detect_chat_body](super::detect_chat_body) in one pass over the body: what
@@ -141,6 +156,8 @@ fn inspected(
         stream_options_span: stream_options.map(span),
         include_usage,
         several_choices: n.and_then(|n| n.get().parse::<u64>().ok()).is_some_and(|n| n > 1),
+        previous_response_id: None,
+        unstored: false,
     })
 }
 
@@ -201,6 +218,17 @@ pub fn rewrite(body: &Bytes, inspected: &Inspected, edit: &Rewrite) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_responses_continuation_is_read_in_the_same_pass() {
+        let i = inspect(br#"{"model":"m","previous_response_id":"resp_1","store":false,"input":"x"}"#).unwrap();
+        assert_eq!(i.previous_response_id.as_deref(), Some("resp_1"));
+        assert!(i.unstored);
+        // Fields of another type are the upstream's to refuse, not a reason to refuse the body.
+        let odd = inspect(br#"{"model":"m","previous_response_id":7,"store":"no","n":"2"}"#).unwrap();
+        assert!(odd.previous_response_id.is_none() && !odd.unstored && !odd.several_choices);
+        assert!(inspect(br#"{"model":"m","n":3}"#).unwrap().several_choices);
+    }
 
     fn edit(model: &str, force_stream: bool) -> Rewrite<'_> {
         Rewrite {

@@ -157,7 +157,15 @@ impl BodyBuf {
             return;
         };
         if self.overflowed || self.len() + chunk.len() > limit {
-            self.overflowed = true;
+            if !self.overflowed {
+                // What was kept is of no more use whole: its end starts the tail (the usage may
+                // begin there), and the rest is let go.
+                self.overflowed = true;
+                let kept = self.as_slice();
+                self.tail = kept[kept.len().saturating_sub(TAIL)..].to_vec();
+                self.first = None;
+                self.rest = BytesMut::new();
+            }
             self.tail.extend_from_slice(chunk);
             if self.tail.len() > 2 * TAIL {
                 self.tail.drain(..self.tail.len() - TAIL);
@@ -470,6 +478,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn body_buf_past_its_limit_keeps_the_end_only() {
+        let mut buf = BodyBuf::default();
+        buf.keep(&Some(Bytes::from_static(b"{\"data\":[1,2],\"us")), 16);
+        buf.keep(&Some(Bytes::from_static(b"age\":{\"n\":1}}")), 16);
+        assert!(!buf.complete());
+        assert!(buf.as_slice().is_empty(), "the kept part is let go");
+        // The usage that began in the kept part is whole in the tail.
+        assert_eq!(buf.tail(), b"{\"data\":[1,2],\"usage\":{\"n\":1}}");
+        let piece = Bytes::from(vec![b'x'; 10_000]);
+        for _ in 0..40 {
+            buf.keep(&Some(piece.clone()), 16);
+        }
+        buf.keep(&Some(Bytes::from_static(b"end")), 16);
+        assert!(buf.tail().len() <= 2 * TAIL && buf.tail().len() >= TAIL);
+        assert!(buf.tail().ends_with(b"xxend"));
+    }
+
+    #[test]
     fn body_buf_keeps_one_piece_by_reference_and_stops_at_the_limit() {
         let one = Bytes::from_static(b"{\"a\":1}");
         let mut buf = BodyBuf::default();
@@ -480,10 +506,12 @@ mod tests {
         assert_eq!(buf.as_slice(), b"{\"a\":1}more");
         assert!(buf.complete());
 
-        // Over the limit: marked incomplete, and a later piece that would fit is not appended.
+        // Over the limit: marked incomplete, and a later piece that would fit is not appended
+        // (it goes to the tail).
         buf.keep(&Some(Bytes::from(vec![b'x'; 60])), 64);
         buf.keep(&Some(Bytes::from_static(b"!")), 64);
         assert!(!buf.complete());
-        assert_eq!(buf.as_slice(), b"{\"a\":1}more");
+        assert!(buf.as_slice().is_empty());
+        assert!(buf.tail().starts_with(b"{\"a\":1}more") && buf.tail().ends_with(b"x!"));
     }
 }

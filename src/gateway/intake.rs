@@ -13,7 +13,6 @@ use super::error::GatewayError;
 use crate::app::App;
 use crate::auth::AcceptedKey;
 use crate::formats::request::{inspect, inspect_chat, BodyError};
-use crate::formats::responses_api::request::continuation;
 use crate::formats::WireFormat;
 use crate::routing::Candidate;
 
@@ -398,10 +397,16 @@ pub fn route(
                 .filter(|s| !s.is_empty())
         })
         .map(|s| super::session::session_key(s).to_string());
-    if ctx.request_format == WireFormat::OpenAiResponses && call.operation == Operation::Generate {
-        let continuation = continuation(&body);
-        ctx.response_pin = continuation.previous.map(|id| super::session::response_key(&id));
-        ctx.answer_unstored = continuation.unstored;
+    if let Some(inspected) = ctx
+        .inspected
+        .as_ref()
+        .filter(|_| ctx.request_format == WireFormat::OpenAiResponses && call.operation == Operation::Generate)
+    {
+        ctx.response_pin = inspected
+            .previous_response_id
+            .as_deref()
+            .map(super::session::response_key);
+        ctx.answer_unstored = inspected.unstored;
     }
     ctx.plan = Some(plan);
     ctx.body = body;

@@ -13,39 +13,6 @@ use crate::formats::openai_chat::request::{
 /// The fewest output tokens a Responses request may ask for.
 const MIN_OUTPUT_TOKENS: u64 = 16;
 
-/// How a Responses request stands to the answers OpenAI stores: the `previous_response_id` it
-/// continues from (the response lives with the upstream that made it, so the request must go
-/// there), and whether its own answer is stored (`store: false`: nothing can continue from it).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Continuation {
-    pub previous: Option<String>,
-    pub unstored: bool,
-}
-
-/// Reads [`Continuation`], parsing the body only when it names either field.
-pub fn continuation(body: &[u8]) -> Continuation {
-    #[derive(serde::Deserialize)]
-    struct Fields {
-        #[serde(default)]
-        previous_response_id: Option<String>,
-        #[serde(default)]
-        store: Option<bool>,
-    }
-    let named = |field: &[u8]| memchr::memmem::find(body, field).is_some();
-    if !named(b"\"previous_response_id\"") && !named(b"\"store\"") {
-        return Continuation::default();
-    }
-    let Ok(fields) = serde_json::from_slice::<Fields>(body) else {
-        return Continuation::default();
-    };
-    Continuation {
-        previous: fields
-            .previous_response_id
-            .filter(|id| !id.is_empty() && id.len() <= 256),
-        unstored: fields.store == Some(false),
-    }
-}
-
 /// The id of a whole Responses answer.
 pub fn answer_id(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
