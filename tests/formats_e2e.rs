@@ -1353,3 +1353,47 @@ async fn reasoning_goes_back_to_the_models_that_require_it() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     assert_eq!(ds.last().unwrap().json()["messages"][1]["reasoning_content"], "");
 }
+
+/// Codex's remote compaction (`/responses/compact`) reaches a native Responses upstream as sent
+/// (model rewritten) and comes back as it answered; a model with no such upstream is a 404 in
+/// OpenAI's shape, which Codex reports as the compaction's failure rather than as an overload.
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_compaction_reaches_native_responses_upstreams() {
+    let oa = Mock::start_style("oa", &["gpt-x"], Style::OpenAiChat).await;
+    let chat_only = Mock::start_style("co", &["gpt-c"], Style::ChatOnly).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}logical_models:\n  - id: coder\n    upstreams:\n      - {{provider: co, model: gpt-c}}\n      - {{provider: oa, model: gpt-x, priority: 1}}\n",
+        provider_yaml_styled("oa", &oa, ", models: [gpt-x]"),
+        provider_yaml_styled("co", &chat_only, ", models: [gpt-c], responses_api: false")
+    ))
+    .await;
+    let body = json!({"model": "coder", "input": [
+        {"role": "user", "content": "hi"}, {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hello"}]}],
+        "instructions": "You are Codex."});
+    let r = gw.post("/v1/responses/compact", body.clone(), &[]).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["output"][0]["type"], "compaction", "{v}");
+    assert_eq!(v["output"][0]["encrypted_content"], "compacted 2 items of gpt-x");
+    let seen = oa.last().unwrap();
+    assert_eq!(seen.path, "/v1/responses/compact");
+    assert_eq!(seen.json()["instructions"], "You are Codex.");
+    assert_eq!(chat_only.hits(), 0, "a Chat-only upstream was asked to compact");
+    // A model whose only upstream speaks Chat: no compaction here.
+    let mut only_chat = body;
+    only_chat["model"] = json!("gpt-c");
+    let r = gw.post("/v1/responses/compact", only_chat, &[]).await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "compact_unsupported", "{v}");
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "apiproxy_requests_total",
+            &[("api", "openai_responses_compact"), ("outcome", "ok")]
+        ),
+        1.0,
+        "{metrics}"
+    );
+}

@@ -462,6 +462,7 @@ impl RequestCtx {
             (Some(WireFormat::Anthropic), Operation::CountTokens) => "anthropic_count_tokens",
             (Some(WireFormat::Gemini), Operation::CountTokens) => "gemini_count_tokens",
             (Some(_), Operation::Embeddings) => "openai_embeddings",
+            (Some(_), Operation::Compact) => "openai_responses_compact",
             (Some(f), _) => f.label(),
         }
     }

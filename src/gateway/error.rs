@@ -146,6 +146,7 @@ impl GatewayError {
                 Some(match operation {
                     Operation::CountTokens => "count_tokens_unsupported",
                     Operation::Embeddings => "embeddings_unsupported",
+                    Operation::Compact => "compact_unsupported",
                     Operation::Generate => "unsupported_for_upstream",
                 }),
             ),

@@ -53,6 +53,9 @@ pub enum Operation {
     CountTokens,
     /// Vectors for texts (`/embeddings`, OpenAI's shape): OpenAI-compatible and Gemini upstreams.
     Embeddings,
+    /// A conversation compacted by the model (`/responses/compact`: Codex's remote compaction):
+    /// native OpenAI Responses upstreams only, as they are.
+    Compact,
 }
 
 impl Operation {
@@ -62,6 +65,7 @@ impl Operation {
             Operation::Generate => "serves this request",
             Operation::CountTokens => "counts tokens (only Anthropic- and Gemini-style providers do)",
             Operation::Embeddings => "serves embeddings (only OpenAI-compatible and Gemini providers do)",
+            Operation::Compact => "compacts a conversation (only native OpenAI Responses providers do)",
         }
     }
 }
@@ -155,6 +159,14 @@ pub fn classify(method: &Method, uri: &http::Uri) -> Result<Endpoint, GatewayErr
         "/v1/chat/completions" | "/chat/completions" => (call(WireFormat::OpenAiChat), Method::POST),
         "/v1/responses" | "/responses" => (call(WireFormat::OpenAiResponses), Method::POST),
         "/v1/messages" | "/messages" => (call(WireFormat::Anthropic), Method::POST),
+        "/v1/responses/compact" | "/responses/compact" => (
+            Endpoint::Proxy(ClientCall {
+                format: WireFormat::OpenAiResponses,
+                gemini: None,
+                operation: Operation::Compact,
+            }),
+            Method::POST,
+        ),
         "/v1/embeddings" | "/embeddings" => (
             Endpoint::Proxy(ClientCall {
                 format: WireFormat::OpenAiChat,
@@ -397,11 +409,10 @@ pub fn route(
                 .filter(|s| !s.is_empty())
         })
         .map(|s| super::session::session_key(s).to_string());
-    if let Some(inspected) = ctx
-        .inspected
-        .as_ref()
-        .filter(|_| ctx.request_format == WireFormat::OpenAiResponses && call.operation == Operation::Generate)
-    {
+    if let Some(inspected) = ctx.inspected.as_ref().filter(|_| {
+        ctx.request_format == WireFormat::OpenAiResponses
+            && matches!(call.operation, Operation::Generate | Operation::Compact)
+    }) {
         ctx.response_pin = inspected
             .previous_response_id
             .as_deref()

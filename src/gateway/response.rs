@@ -360,6 +360,12 @@ pub(super) fn translate_answer(
         Operation::Generate => convert_response_named(upstream, client, body, model, names),
         Operation::CountTokens => count_tokens::answer(upstream, client, body).map(|out| (out, None)),
         Operation::Embeddings => embeddings::from_gemini(body, request, model),
+        // Only ever passed through (`upstream_call::endpoint`).
+        Operation::Compact => Err(ConvertError::Unsupported(format!(
+            "a compaction is not translated ({} to {})",
+            upstream.label(),
+            client.label()
+        ))),
     }
 }
 

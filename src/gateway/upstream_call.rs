@@ -88,6 +88,7 @@ pub fn endpoint(
             };
             Some((format, provider.embeddings_path_for(format, model)?))
         }
+        Operation::Compact => Some((format, provider.compact_path_for(format)?)),
     }
 }
 
@@ -112,6 +113,8 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
         }
         Operation::Embeddings if same => with_model(ctx, model).unwrap_or_else(|| ctx.body.clone()),
         Operation::Embeddings => embeddings::gemini_request(&ctx.body, model).map_err(|e| e.to_string())?,
+        // Native Responses only (`endpoint`): the client's body, with the model rewritten.
+        Operation::Compact => with_model(ctx, model).unwrap_or_else(|| ctx.body.clone()),
     };
     Ok(UpstreamCall {
         format,

@@ -501,6 +501,13 @@ impl Provider {
         }
     }
 
+    /// The path of a Responses compaction (`/responses/compact`, beside the Responses path), for an
+    /// upstream spoken to in Responses: no other API compacts.
+    pub fn compact_path_for(&self, format: WireFormat) -> Option<String> {
+        (format == WireFormat::OpenAiResponses)
+            .then(|| format!("{}/compact", self.responses_path.trim_end_matches('/')))
+    }
+
     /// The path of embeddings in `format`, where the format has them: an OpenAI-compatible API's
     /// `/embeddings` beside its chat path (`/v1/chat/completions` → `/v1/embeddings`; a chat path
     /// of another shape: `/v1/embeddings` under the base URL's path), Gemini's `:batchEmbedContents`.

@@ -487,6 +487,8 @@ enum Route {
     CountTokens,
     /// OpenAI's `/v1/embeddings`, Gemini's `:batchEmbedContents`.
     Embeddings,
+    /// OpenAI's `/v1/responses/compact`.
+    Compact,
     NotFound,
 }
 
@@ -523,6 +525,7 @@ fn route(style: Style, req: &Recorded) -> Route {
     };
     match style {
         Style::OpenAiChat | Style::ChatOnly | Style::Responses if path.ends_with("/embeddings") => Route::Embeddings,
+        Style::OpenAiChat | Style::Responses if path.ends_with("/responses/compact") => Route::Compact,
         Style::OpenAiChat if path.ends_with("/responses") => Route::Responses { stream },
         Style::OpenAiChat => chat(),
         Style::ChatOnly if path.ends_with("/chat/completions") => chat(),
@@ -1466,6 +1469,28 @@ async fn answer(sock: &mut TcpStream, st: &MockState, req: &Recorded, route: &Ro
                 _ => models_body(st, req),
             };
             write_json(sock, 200, &body.to_string(), request_id).await
+        }
+        _ if *route == Route::Compact => {
+            let body = req.json();
+            let items = match &body["input"] {
+                Value::Array(items) => items.len(),
+                Value::String(_) => 1,
+                _ => 0,
+            };
+            let v = if items == 0 || !body["model"].is_string() {
+                return write_json(
+                    sock,
+                    400,
+                    &error_body(st.style, 400, "input and model are required"),
+                    request_id,
+                )
+                .await;
+            } else {
+                json!({"id": st.issue_response_id(), "object": "response.compaction", "created_at": 1,
+                       "output": [{"type": "compaction", "id": "cmp_1", "encrypted_content": format!("compacted {items} items of {model}")}],
+                       "usage": responses_usage()})
+            };
+            write_json(sock, 200, &v.to_string(), request_id).await
         }
         _ if *route == Route::Embeddings => {
             let body = req.json();
