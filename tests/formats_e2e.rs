@@ -1367,14 +1367,20 @@ async fn codex_compaction_reaches_native_responses_upstreams() {
         provider_yaml_styled("co", &chat_only, ", models: [gpt-c], responses_api: false")
     ))
     .await;
+    // With a reasoning item the gateway wrote from Claude's thinking: OpenAI would refuse it.
     let body = json!({"model": "coder", "input": [
-        {"role": "user", "content": "hi"}, {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hello"}]}],
+        {"role": "user", "content": "hi"},
+        {"type": "reasoning", "id": "rs_apx_0002", "summary": [], "encrypted_content": "anthropic-thinking:EqQB"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hello"}]}],
         "instructions": "You are Codex."});
     let r = gw.post("/v1/responses/compact", body.clone(), &[]).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["output"][0]["type"], "compaction", "{v}");
-    assert_eq!(v["output"][0]["encrypted_content"], "compacted 2 items of gpt-x");
+    assert_eq!(
+        v["output"][0]["encrypted_content"], "compacted 2 items of gpt-x",
+        "the other vendor's reasoning item left out"
+    );
     let seen = oa.last().unwrap();
     assert_eq!(seen.path, "/v1/responses/compact");
     assert_eq!(seen.json()["instructions"], "You are Codex.");

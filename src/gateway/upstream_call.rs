@@ -113,8 +113,11 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
         }
         Operation::Embeddings if same => with_model(ctx, model).unwrap_or_else(|| ctx.body.clone()),
         Operation::Embeddings => embeddings::gemini_request(&ctx.body, model).map_err(|e| e.to_string())?,
-        // Native Responses only (`endpoint`): the client's body, with the model rewritten.
-        Operation::Compact => with_model(ctx, model).unwrap_or_else(|| ctx.body.clone()),
+        // Native Responses only (`endpoint`): the client's body, with the model rewritten and what
+        // other vendors left in the conversation taken out, as for an answer.
+        Operation::Compact => {
+            without_other_vendors_marks(format, with_model(ctx, model).unwrap_or_else(|| ctx.body.clone()))
+        }
     };
     Ok(UpstreamCall {
         format,
@@ -123,6 +126,21 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
         injected_usage: false,
         tool_names: None,
     })
+}
+
+/// An OpenAI-style body without what other vendors left in the conversation, which OpenAI would
+/// refuse: tool-call ids that carry a Gemini signature (an earlier turn served by Gemini), and for
+/// Responses the reasoning items the gateway wrote from another vendor's reasoning.
+fn without_other_vendors_marks(format: WireFormat, mut body: Bytes) -> Bytes {
+    if let Some(cleaned) = crate::formats::ir::without_smuggled_signatures(&body) {
+        body = Bytes::from(cleaned);
+    }
+    if format == WireFormat::OpenAiResponses {
+        if let Some(cleaned) = crate::formats::responses_api::request::without_foreign_reasoning(&body) {
+            body = Bytes::from(cleaned);
+        }
+    }
+    body
 }
 
 /// The client's body with only its model changed (bodies whose model is in them).
@@ -167,17 +185,7 @@ fn generation(
                 }
             }
             if matches!(format, WireFormat::OpenAiChat | WireFormat::OpenAiResponses) {
-                // Tool-call ids that carry a Gemini signature for this client (an earlier turn
-                // served by Gemini), replayed to an OpenAI-style upstream.
-                if let Some(cleaned) = crate::formats::ir::without_smuggled_signatures(&body) {
-                    body = Bytes::from(cleaned);
-                }
-            }
-            if format == WireFormat::OpenAiResponses {
-                // Reasoning items the gateway wrote from another vendor's reasoning.
-                if let Some(cleaned) = crate::formats::responses_api::request::without_foreign_reasoning(&body) {
-                    body = Bytes::from(cleaned);
-                }
+                body = without_other_vendors_marks(format, body);
             }
             if format == WireFormat::Anthropic {
                 // Reasoning another vendor streamed to this client, replayed without a signature.
