@@ -2036,3 +2036,58 @@ async fn a_response_is_continued_where_it_was_made() {
         "the continuation went to the upstream that did not make it"
     );
 }
+
+/// A compaction served after a failover moves its session there, as an answer does: the
+/// conversation goes on from a compacted state only the upstream that made it can read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compaction_moves_its_session_as_an_answer_does() {
+    let a = Mock::start_style("alpha", &["m"], Style::Responses).await;
+    let b = Mock::start_style("beta", &["m"], Style::Responses).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}{}",
+        provider_yaml_styled("alpha", &a, ""),
+        provider_yaml_styled("beta", &b, ""),
+        logical(&[("alpha", ""), ("beta", "")])
+    ))
+    .await;
+    let token = gw.admin().await.token;
+    // The session's binding once it is the one stored for `provider`.
+    let bound_to = |provider: String| {
+        let (gw, token) = (&gw, token.clone());
+        async move {
+            for _ in 0..100 {
+                let r = gw
+                    .client
+                    .get(gw.admin_url("/routing/sessions/compacting?model=lm"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                let v: Value = r.json().await.unwrap();
+                if v["binding"] == "stored" && v["upstream"]["provider"] == provider.as_str() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        }
+    };
+    let session = [("x-session-id", "compacting")];
+    let turn = json!({"model": "lm", "input": "hi"});
+    let r = gw.post("/v1/responses", turn.clone(), &session).await;
+    assert_eq!(r.status(), 200);
+    let first = r.headers()["x-apiproxy-provider"].to_str().unwrap().to_string();
+    assert!(bound_to(first.clone()).await);
+    let (bound, other) = if first == "alpha" { (&a, "beta") } else { (&b, "alpha") };
+    bound.script([Reply::status(503)]);
+    let compact = json!({"model": "lm", "input": [{"role": "user", "content": "hi"}]});
+    let r = gw.post("/v1/responses/compact", compact, &session).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], other);
+    assert!(
+        bound_to(other.to_string()).await,
+        "the compaction did not move the session"
+    );
+    let r = gw.post("/v1/responses", turn, &session).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], other);
+}

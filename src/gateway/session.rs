@@ -85,12 +85,15 @@ pub fn start_capture(ctx: &mut RequestCtx) {
 /// its next request there, failover included) and appends the exchange to its context. An answer
 /// the upstream broke off binds nothing: the session's next request is placed as before. Runs in
 /// the background: the client never waits for it.
-/// A token count neither binds (it follows the session's binding, skipping upstreams that cannot
-/// count) nor adds to the context. A Responses answer's upstream is bound under its id too, for the
-/// request that continues from it.
+/// A token count and embeddings neither bind (they follow the session's binding, skipping
+/// upstreams without the endpoint) nor add to the context; a compaction binds (the conversation
+/// goes on from the compacted state the upstream that made it can read) but is no exchange. A
+/// Responses answer's upstream is bound under its id too, for the request that continues from it.
 pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
-    let answer_id = super::response::answer_id(ctx).filter(|_| !ctx.answer_unstored);
-    if ctx.operation != Operation::Generate || (answer_id.is_none() && ctx.session_id.is_none()) {
+    let generated = ctx.operation == Operation::Generate;
+    let answer_id = super::response::answer_id(ctx).filter(|_| generated && !ctx.answer_unstored);
+    let binds = generated || ctx.operation == Operation::Compact;
+    if !binds || (answer_id.is_none() && ctx.session_id.is_none()) {
         return;
     }
     let status = ctx.status.unwrap_or(0);
@@ -109,19 +112,23 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
         return;
     };
     let snippets = app.state.settings.snippet_chars;
-    let entry = ctx.client.as_ref().filter(|_| ctx.served_by.is_some()).map(|client| {
-        let captured = ctx.capture.take().unwrap_or_default();
-        let entry = ContextEntry {
-            at_ms: unix_ms(),
-            request_id: ctx.request_id.clone(),
-            model: ctx.model.clone(),
-            provider: ctx.served_by.as_deref().map(str::to_string),
-            status,
-            request: request_snippet(&ctx.body, snippets),
-            response: response_snippet(&captured, snippets),
-        };
-        (context_owner(client), serde_json::to_string(&entry).unwrap_or_default())
-    });
+    let entry = ctx
+        .client
+        .as_ref()
+        .filter(|_| generated && ctx.served_by.is_some())
+        .map(|client| {
+            let captured = ctx.capture.take().unwrap_or_default();
+            let entry = ContextEntry {
+                at_ms: unix_ms(),
+                request_id: ctx.request_id.clone(),
+                model: ctx.model.clone(),
+                provider: ctx.served_by.as_deref().map(str::to_string),
+                status,
+                request: request_snippet(&ctx.body, snippets),
+                response: response_snippet(&captured, snippets),
+            };
+            (context_owner(client), serde_json::to_string(&entry).unwrap_or_default())
+        });
     if served.is_none() && entry.is_none() {
         return;
     }
