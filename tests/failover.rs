@@ -1401,12 +1401,7 @@ async fn an_upstream_lingering_after_its_stream_s_end_breaks_nothing() {
 async fn a_stream_of_two_choices_cut_after_the_first_finished_is_an_error() {
     let a = Mock::start("alpha", &["m"]).await;
     let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
-    let chunk = |index: u8, delta: &str, finish: &str| {
-        format!(
-            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\
-             \"choices\":[{{\"index\":{index},\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
-        )
-    };
+    let chunk = chat_chunk;
     let body = json!({"model": "m", "n": 2, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     for (events, cut) in [
         (
@@ -2024,6 +2019,43 @@ async fn a_response_is_continued_where_it_was_made() {
         r.json::<Value>().await.unwrap()["error"]["code"],
         "previous_response_not_found"
     );
+    // An answer asked with `store: false` binds nothing (nothing can continue from it); a stored
+    // one after it does, and is waited for: the unstored one's would have been written first.
+    let unstored = gw
+        .post(
+            "/v1/responses",
+            json!({"model": "lm", "input": "hi", "store": false}),
+            &[],
+        )
+        .await;
+    let unstored_id = answer_id(&unstored.text().await.unwrap());
+    let stored = gw
+        .post("/v1/responses", json!({"model": "lm", "input": "hi"}), &[])
+        .await;
+    let stored_id = answer_id(&stored.text().await.unwrap());
+    let binding_of = |id: &str| {
+        let (gw, token, path) = (&gw, token.clone(), format!("/routing/sessions/response:{id}"));
+        async move {
+            let r = gw
+                .client
+                .get(gw.admin_url(&path))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            r.status()
+        }
+    };
+    let mut seen = reqwest::StatusCode::NOT_FOUND;
+    for _ in 0..100 {
+        seen = binding_of(&stored_id).await;
+        if seen == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, 200, "the stored answer was bound");
+    assert_eq!(binding_of(&unstored_id).await, 404, "a store: false answer was bound");
     let (maker, body) = last.unwrap();
     let (mock, other) = if maker == "alpha" { (&a, &b) } else { (&b, &a) };
     mock.script([Reply::status_retry_after(429, 5)]);

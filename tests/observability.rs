@@ -427,12 +427,7 @@ async fn a_stream_broken_mid_way_is_one_failed_attempt() {
 async fn time_to_first_token_waits_for_content() {
     let a = Mock::start("alpha", &["m"]).await;
     let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
-    let chunk = |delta: &str, finish: &str| {
-        format!(
-            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\
-             \"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
-        )
-    };
+    let chunk = |delta: &str, finish: &str| chat_chunk(0, delta, finish);
     a.set_event_gap(Duration::from_millis(300));
     a.script([Reply::Sse(vec![
         chunk(r#"{"role":"assistant","content":""}"#, "null"),

@@ -286,8 +286,6 @@ pub struct RequestCtx {
     /// A Responses request's `previous_response_id`, as the key its response's upstream is bound
     /// under (`session::response_key`): a request without a session goes there.
     pub response_pin: Option<String>,
-    /// A Responses request with `store: false`: nothing can continue from its answer.
-    pub answer_unstored: bool,
     /// The upstream (`provider/model`) the session is bound to for this model, from shared state.
     pub binding: Option<String>,
     /// The first bytes of the answer, kept for the session context.
@@ -398,7 +396,6 @@ impl RequestCtx {
             include_usage: false,
             session_id: None,
             response_pin: None,
-            answer_unstored: false,
             binding: None,
             capture: None,
             plan: None,

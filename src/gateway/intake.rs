@@ -78,11 +78,11 @@ pub struct GeminiCall {
     pub sse: bool,
 }
 
-fn call(format: WireFormat) -> Endpoint {
+fn call(format: WireFormat, operation: Operation) -> Endpoint {
     Endpoint::Proxy(ClientCall {
         format,
         gemini: None,
-        operation: Operation::Generate,
+        operation,
     })
 }
 
@@ -156,33 +156,18 @@ pub fn classify(method: &Method, uri: &http::Uri) -> Result<Endpoint, GatewayErr
                 Method::GET,
             )
         }
-        "/v1/chat/completions" | "/chat/completions" => (call(WireFormat::OpenAiChat), Method::POST),
-        "/v1/responses" | "/responses" => (call(WireFormat::OpenAiResponses), Method::POST),
-        "/v1/messages" | "/messages" => (call(WireFormat::Anthropic), Method::POST),
-        "/v1/responses/compact" | "/responses/compact" => (
-            Endpoint::Proxy(ClientCall {
-                format: WireFormat::OpenAiResponses,
-                gemini: None,
-                operation: Operation::Compact,
-            }),
-            Method::POST,
-        ),
-        "/v1/embeddings" | "/embeddings" => (
-            Endpoint::Proxy(ClientCall {
-                format: WireFormat::OpenAiChat,
-                gemini: None,
-                operation: Operation::Embeddings,
-            }),
-            Method::POST,
-        ),
-        "/v1/messages/count_tokens" | "/messages/count_tokens" => (
-            Endpoint::Proxy(ClientCall {
-                format: WireFormat::Anthropic,
-                gemini: None,
-                operation: Operation::CountTokens,
-            }),
-            Method::POST,
-        ),
+        "/v1/chat/completions" | "/chat/completions" => {
+            (call(WireFormat::OpenAiChat, Operation::Generate), Method::POST)
+        }
+        "/v1/responses" | "/responses" => (call(WireFormat::OpenAiResponses, Operation::Generate), Method::POST),
+        "/v1/messages" | "/messages" => (call(WireFormat::Anthropic, Operation::Generate), Method::POST),
+        "/v1/responses/compact" | "/responses/compact" => {
+            (call(WireFormat::OpenAiResponses, Operation::Compact), Method::POST)
+        }
+        "/v1/embeddings" | "/embeddings" => (call(WireFormat::OpenAiChat, Operation::Embeddings), Method::POST),
+        "/v1/messages/count_tokens" | "/messages/count_tokens" => {
+            (call(WireFormat::Anthropic, Operation::CountTokens), Method::POST)
+        }
         _ => match gemini_call(path_only, uri.query()) {
             Some((g, operation)) => (
                 Endpoint::Proxy(ClientCall {
@@ -417,7 +402,6 @@ pub fn route(
             .previous_response_id
             .as_deref()
             .map(super::session::response_key);
-        ctx.answer_unstored = inspected.unstored;
     }
     ctx.plan = Some(plan);
     ctx.body = body;
@@ -461,15 +445,15 @@ mod tests {
         assert_eq!(c(&Method::GET, "/v1/models").unwrap(), Endpoint::Models);
         assert_eq!(
             c(&Method::POST, "/v1/chat/completions").unwrap(),
-            call(WireFormat::OpenAiChat)
+            call(WireFormat::OpenAiChat, Operation::Generate)
         );
         assert_eq!(
             c(&Method::POST, "/v1/responses/").unwrap(),
-            call(WireFormat::OpenAiResponses)
+            call(WireFormat::OpenAiResponses, Operation::Generate)
         );
         assert_eq!(
             c(&Method::POST, "/v1/messages?beta=true").unwrap(),
-            call(WireFormat::Anthropic)
+            call(WireFormat::Anthropic, Operation::Generate)
         );
         let Endpoint::Proxy(g) = c(
             &Method::POST,

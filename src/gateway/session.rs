@@ -91,7 +91,9 @@ pub fn start_capture(ctx: &mut RequestCtx) {
 /// Responses answer's upstream is bound under its id too, for the request that continues from it.
 pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
     let generated = ctx.operation == Operation::Generate;
-    let answer_id = super::response::answer_id(ctx).filter(|_| generated && !ctx.answer_unstored);
+    // `store: false`: nothing can continue from the answer.
+    let unstored = ctx.inspected.as_ref().is_some_and(|i| i.unstored);
+    let answer_id = super::response::answer_id(ctx).filter(|_| generated && !unstored);
     let binds = generated || ctx.operation == Operation::Compact;
     if !binds || (answer_id.is_none() && ctx.session_id.is_none()) {
         return;

@@ -104,20 +104,16 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
         Operation::Generate => return generation(ctx, provider, model, format, path),
         // Anthropic to Anthropic: the client's count as it came, with the model rewritten. (A
         // Gemini count may name the model inside: `count_tokens::request` sets it.)
-        Operation::CountTokens if same && format == WireFormat::Anthropic => {
-            with_model(ctx, model).unwrap_or_else(|| ctx.body.clone())
-        }
+        Operation::CountTokens if same && format == WireFormat::Anthropic => with_model(ctx, model),
         Operation::CountTokens => {
             let opts = request_options(ctx, provider, model, format);
             count_tokens::request(ctx.request_format, format, &ctx.body, &opts).map_err(|e| e.to_string())?
         }
-        Operation::Embeddings if same => with_model(ctx, model).unwrap_or_else(|| ctx.body.clone()),
+        Operation::Embeddings if same => with_model(ctx, model),
         Operation::Embeddings => embeddings::gemini_request(&ctx.body, model).map_err(|e| e.to_string())?,
         // Native Responses only (`endpoint`): the client's body, with the model rewritten and what
         // other vendors left in the conversation taken out, as for an answer.
-        Operation::Compact => {
-            without_other_vendors_marks(format, with_model(ctx, model).unwrap_or_else(|| ctx.body.clone()))
-        }
+        Operation::Compact => without_other_vendors_marks(format, with_model(ctx, model)),
     };
     Ok(UpstreamCall {
         format,
@@ -143,16 +139,17 @@ fn without_other_vendors_marks(format: WireFormat, mut body: Bytes) -> Bytes {
     body
 }
 
-/// The client's body with only its model changed (bodies whose model is in them).
-fn with_model(ctx: &RequestCtx, model: &str) -> Option<Bytes> {
+/// The client's body with only its model changed (as it came when the model is not in it).
+fn with_model(ctx: &RequestCtx, model: &str) -> Bytes {
     let edit = Rewrite {
         model,
         force_stream: false,
         ask_usage: false,
     };
-    ctx.inspected
-        .as_ref()
-        .map(|inspected| rewrite(&ctx.body, inspected, &edit))
+    match &ctx.inspected {
+        Some(inspected) => rewrite(&ctx.body, inspected, &edit),
+        None => ctx.body.clone(),
+    }
 }
 
 /// A model's answer: the client's bytes when the formats match, else a translation.

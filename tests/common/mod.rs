@@ -416,6 +416,14 @@ pub fn chat_body(model: &str) -> Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
 }
 
+/// One OpenAI Chat stream event (`Reply::Sse`) of choice `index`: `delta` and `finish` as JSON.
+pub fn chat_chunk(index: u8, delta: &str, finish: &str) -> String {
+    format!(
+        "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\
+         \"choices\":[{{\"index\":{index},\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
+    )
+}
+
 /// Reads an SSE body to the end, returning each `data:` payload in order.
 pub async fn sse_data(resp: reqwest::Response) -> Vec<String> {
     let text = resp.text().await.unwrap_or_default();

@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::parse_finish;
 use crate::formats::ir::{FinishReason, Signature, Vendor};
 use crate::formats::json::*;
-use crate::formats::stream::events::{Decode, StreamEvent};
+use crate::formats::stream::events::{Choices, Decode, StreamEvent};
 use crate::formats::usage::Usage;
 
 #[derive(Debug, Default)]
@@ -16,10 +16,8 @@ pub struct GeminiDecoder {
     usage: Option<Usage>,
     finished: bool,
     errored: bool,
-    /// The candidates seen, and those finished, by `index` (bits; `candidateCount` is at most 8):
-    /// the first one's finish is not the stream's end while another still streams.
-    candidates_seen: u64,
-    candidates_done: u64,
+    /// `candidateCount` above 1: the first one's finish is not the stream's end.
+    candidates: Choices,
 }
 
 impl GeminiDecoder {
@@ -60,18 +58,15 @@ impl Decode for GeminiDecoder {
         }
         for (position, c) in arr_at(&v, "candidates").iter().enumerate() {
             let index = c.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
-            let bit = 1u64.checked_shl(index.min(63) as u32).unwrap_or(0);
-            self.candidates_seen |= bit;
-            if get2(c, "finishReason", "finish_reason").is_some() {
-                self.candidates_done |= bit;
-            }
+            self.candidates
+                .saw(index, get2(c, "finishReason", "finish_reason").is_some());
         }
         let Some(cand) = arr_at(&v, "candidates").first() else {
             let feedback = get2(&v, "promptFeedback", "prompt_feedback");
             if feedback.and_then(|f| get2(f, "blockReason", "block_reason")).is_some() {
                 self.finished = true;
                 // A blocked prompt has no candidates to wait for.
-                self.candidates_done = self.candidates_seen;
+                self.candidates.finish_all();
                 out.push(StreamEvent::Finish {
                     reason: FinishReason::ContentFilter,
                     stop_sequence: None,
@@ -128,7 +123,7 @@ impl Decode for GeminiDecoder {
     }
 
     fn terminated(&self) -> bool {
-        self.finished && self.candidates_done == self.candidates_seen
+        self.finished && self.candidates.all_finished()
     }
 
     fn errored(&self) -> bool {

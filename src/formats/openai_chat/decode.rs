@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::parse_finish;
 use crate::formats::json::*;
-use crate::formats::stream::events::{Decode, StreamEvent};
+use crate::formats::stream::events::{Choices, Decode, StreamEvent};
 use crate::formats::usage::Usage;
 
 #[derive(Debug, Default)]
@@ -17,10 +17,8 @@ pub struct ChatDecoder {
     finished: bool,
     done: bool,
     errored: bool,
-    /// The choices seen, and those finished, by `index` (bits; `n` above 64 counts as 64): with
-    /// `n > 1` passed through, choice 0's finish is not the answer's end.
-    choices_seen: u64,
-    choices_done: u64,
+    /// `n > 1` passed through: choice 0's finish is not the answer's end.
+    choices: Choices,
 }
 
 impl ChatDecoder {
@@ -122,11 +120,8 @@ impl Decode for ChatDecoder {
             });
         }
         for c in arr_at(&v, "choices") {
-            let bit = 1u64 << u64_at(c, "index").unwrap_or(0).min(63);
-            self.choices_seen |= bit;
-            if str_at(c, "finish_reason").is_some_and(|fr| !fr.is_empty()) {
-                self.choices_done |= bit;
-            }
+            let finished = str_at(c, "finish_reason").is_some_and(|fr| !fr.is_empty());
+            self.choices.saw(u64_at(c, "index").unwrap_or(0), finished);
         }
         if let Some(choice) = arr_at(&v, "choices")
             .iter()
@@ -207,7 +202,7 @@ impl Decode for ChatDecoder {
     fn completed(&self) -> bool {
         // [DONE], or every choice's finish_reason: a stream cut between the finish chunk and [DONE]
         // lost nothing but usage.
-        self.done || (self.finished && self.choices_done == self.choices_seen)
+        self.done || (self.finished && self.choices.all_finished())
     }
 
     fn terminated(&self) -> bool {

@@ -13,16 +13,26 @@ use crate::formats::openai_chat::request::{
 /// The fewest output tokens a Responses request may ask for.
 const MIN_OUTPUT_TOKENS: u64 = 16;
 
-/// The id of a whole Responses answer.
+/// The id of a whole Responses answer. OpenAI's opens with it: read there, without parsing the
+/// rest (the answer was already read once, for its usage); the whole answer is parsed only when it
+/// opens with another member.
 pub fn answer_id(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Answer {
         id: String,
     }
-    serde_json::from_slice::<Answer>(body)
-        .ok()
-        .map(|a| a.id)
-        .filter(|id| !id.is_empty())
+    let first = body.trim_ascii_start().strip_prefix(b"{")?.trim_ascii_start();
+    let id = match first.strip_prefix(b"\"id\"") {
+        Some(after) => {
+            let value = after.trim_ascii_start().strip_prefix(b":")?;
+            serde_json::Deserializer::from_slice(value)
+                .into_iter::<String>()
+                .next()?
+                .ok()?
+        }
+        None => serde_json::from_slice::<Answer>(body).ok()?.id,
+    };
+    (!id.is_empty()).then_some(id)
 }
 
 /// Responses request → IR.
@@ -502,6 +512,21 @@ pub fn without_foreign_reasoning(body: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_s_id_is_read_where_it_opens_or_anywhere() {
+        assert_eq!(
+            answer_id(br#" { "id" : "resp_1", "object": "response", "output": []}"#).as_deref(),
+            Some("resp_1")
+        );
+        assert_eq!(
+            answer_id(br#"{"object":"response","id":"resp_2"}"#).as_deref(),
+            Some("resp_2")
+        );
+        assert_eq!(answer_id(br#"{"id":""}"#), None);
+        assert_eq!(answer_id(br#"{"id":7}"#), None);
+        assert_eq!(answer_id(b"[]"), None);
+    }
 
     /// Codex's freeform `apply_patch`: a function of one string `input` for other upstreams, and
     /// earlier calls of it in the conversation as calls of that function.

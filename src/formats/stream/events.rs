@@ -45,6 +45,33 @@ pub enum StreamEvent {
 }
 
 /// Upstream stream → events. `event` is the SSE `event:` name when there was one; `data` the payload.
+/// The choices (candidates) of a stream seen and those finished, by index (bits; an index above 63
+/// counts as 63): with several choices, the first one's finish is not the stream's end.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Choices {
+    seen: u64,
+    done: u64,
+}
+
+impl Choices {
+    pub(crate) fn saw(&mut self, index: u64, finished: bool) {
+        let bit = 1u64 << index.min(63);
+        self.seen |= bit;
+        if finished {
+            self.done |= bit;
+        }
+    }
+
+    /// Every choice seen is over (a blocked prompt, say).
+    pub(crate) fn finish_all(&mut self) {
+        self.done = self.seen;
+    }
+
+    pub(crate) fn all_finished(&self) -> bool {
+        self.done == self.seen
+    }
+}
+
 pub(crate) trait Decode: Send + Sync {
     fn decode(&mut self, event: Option<&str>, data: &str, out: &mut Vec<StreamEvent>);
     /// The upstream's own terminator or finish was seen.
