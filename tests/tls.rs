@@ -199,3 +199,136 @@ async fn wrong_host_name_is_refused() {
     let gw = gateway(addr, Some(&ca)).await;
     assert_refused_at_handshake(&gw, &seen).await;
 }
+
+/// What the PostgreSQL relay saw: TLS sessions it completed and connections that stayed in clear.
+#[derive(Default)]
+struct PgSeen {
+    encrypted: AtomicUsize,
+    clear: AtomicUsize,
+}
+
+/// PostgreSQL's SSLRequest: length 8, code 80877103.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// A PostgreSQL front that answers the client's SSLRequest with `S` and TLS under `pki`'s leaf
+/// certificate (as a server with `ssl = on` does), then relays the decrypted protocol to the local
+/// PostgreSQL in clear. The certificates are the test's own, so every `sslmode` outcome is checked
+/// whatever certificate the local server has.
+async fn pg_tls_front(pki: &Pki) -> (u16, Arc<PgSeen>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(pki.leaf.0.clone(), pki.leaf.1.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(PgSeen::default());
+    let counts = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (acceptor, counts) = (acceptor.clone(), counts.clone());
+            tokio::spawn(async move {
+                let mut first = [0u8; 8];
+                if client.read_exact(&mut first).await.is_err() {
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else {
+                    return;
+                };
+                if first == SSL_REQUEST {
+                    if client.write_all(b"S").await.is_err() {
+                        return;
+                    }
+                    let Ok(mut tls) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    counts.encrypted.fetch_add(1, Ordering::SeqCst);
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+                } else {
+                    counts.clear.fetch_add(1, Ordering::SeqCst);
+                    if server.write_all(&first).await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// `DATABASE_URL`'s `sslmode` and `sslrootcert` mean what they mean to libpq: encryption when
+/// asked, the chain checked from `verify-ca` on (or `require` with a root file), the host name
+/// too at `verify-full`; a connection that cannot be made as asked is refused, never downgraded.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_tls_follows_sslmode() {
+    use apiproxy::store::{DatabaseUrl, Store};
+    let pki = pki(&["localhost"]);
+    let other = self::pki(&["localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, wrong_ca) = (dir.path().join("ca.pem"), dir.path().join("other-ca.pem"));
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&wrong_ca, &other.ca_pem).unwrap();
+    let (port, seen) = pg_tls_front(&pki).await;
+    let (name, _) = fresh_pg_database().await;
+    let url = |host: &str, params: String| format!("postgres://postgres@{host}:{port}/{name}?{params}");
+    let open = |url: String| async move {
+        let url = DatabaseUrl::parse(&url).unwrap();
+        match Store::open(&url).await {
+            Ok(store) => Ok(store.backend()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let sessions = || seen.encrypted.load(Ordering::SeqCst);
+
+    // Verified end to end: the chain ends at sslrootcert and the certificate names the host.
+    let before = sessions();
+    let full = url("localhost", format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+    assert_eq!(open(full.clone()).await, Ok("postgres"));
+    assert!(sessions() > before, "no TLS session was made");
+
+    // The certificate names localhost, not 127.0.0.1: verify-full refuses, verify-ca accepts.
+    let e = open(url(
+        "127.0.0.1",
+        format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+    ))
+    .await
+    .unwrap_err();
+    assert!(e.contains("certificate not valid for name \"127.0.0.1\""), "{e}");
+    let ca_only = url("127.0.0.1", format!("sslmode=verify-ca&sslrootcert={}", ca.display()));
+    assert_eq!(open(ca_only).await, Ok("postgres"));
+
+    // A chain to another root is refused, whether sslrootcert names it or the system roots are
+    // used; `require` with a root file checks the chain as libpq does.
+    for params in [
+        format!("sslmode=verify-ca&sslrootcert={}", wrong_ca.display()),
+        "sslmode=verify-full".to_string(),
+        format!("sslmode=require&sslrootcert={}", wrong_ca.display()),
+    ] {
+        let e = open(url("localhost", params.clone())).await.unwrap_err();
+        // (A machine without system roots is refused before the handshake.)
+        let no_roots = !params.contains("sslrootcert") && e.contains("no system root certificates");
+        assert!(e.contains("invalid peer certificate") || no_roots, "{params}: {e}");
+    }
+
+    // `require` and the default `prefer` encrypt without judging the certificate.
+    for params in ["sslmode=require", "application_name=apiproxy-tls-test"] {
+        let before = sessions();
+        assert_eq!(open(url("127.0.0.1", params.into())).await, Ok("postgres"), "{params}");
+        assert!(sessions() > before, "{params}: no TLS session");
+    }
+    // `disable` stays in clear.
+    let (clear_before, sessions_before) = (seen.clear.load(Ordering::SeqCst), sessions());
+    assert_eq!(open(url("127.0.0.1", "sslmode=disable".into())).await, Ok("postgres"));
+    assert!(seen.clear.load(Ordering::SeqCst) > clear_before);
+    assert_eq!(sessions(), sessions_before);
+
+    // The gateway itself runs on the verified connection: the first admin is written and read
+    // back at login through it.
+    let before = sessions();
+    let gw = Gateway::start_with_env("", &[("DATABASE_URL", full.as_str())]).await;
+    assert!(!gw.admin().await.token.is_empty());
+    assert!(sessions() > before, "the gateway's connections were not encrypted");
+    drop(gw);
+    drop_pg_database(&name).await;
+}

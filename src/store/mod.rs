@@ -7,6 +7,7 @@
 
 mod identity;
 pub mod models;
+mod pg_connect;
 mod providers;
 mod routing;
 pub mod schema;
@@ -232,7 +233,13 @@ impl Store {
     pub async fn open(url: &DatabaseUrl) -> Result<Self, StoreError> {
         let db = match url {
             DatabaseUrl::Postgres(u) => {
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(u.clone());
+                let target = std::sync::Arc::new(pg_connect::PgTarget::parse(u)?);
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                config.custom_setup = Box::new(move |_| {
+                    let target = target.clone();
+                    async move { target.connect().await }.boxed()
+                });
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(u.clone(), config);
                 let pool = Pool::builder(manager)
                     .max_size(8)
                     .wait_timeout(Some(Duration::from_secs(5)))
