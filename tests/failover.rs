@@ -2069,6 +2069,93 @@ async fn a_response_is_continued_where_it_was_made() {
     );
 }
 
+/// A request of a session that continues a response goes where the response was made, though a
+/// failover has since moved the session: no other upstream can read the response (it would
+/// answer 400 `previous_response_not_found`), and that upstream's 429 reaches the client as one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_s_continuation_goes_where_its_response_was_made() {
+    let a = Mock::start_style("alpha", &["m"], Style::Responses).await;
+    let b = Mock::start_style("beta", &["m"], Style::Responses).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}{}",
+        provider_yaml_styled("alpha", &a, ""),
+        provider_yaml_styled("beta", &b, ""),
+        logical(&[("alpha", ""), ("beta", "")])
+    ))
+    .await;
+    let token = gw.admin().await.token;
+    // The provider `key` is bound to for lm, once the gateway has stored it.
+    let bound = |key: String| {
+        let (gw, token) = (&gw, token.clone());
+        async move {
+            let mut last = Value::Null;
+            for _ in 0..100 {
+                let r = gw
+                    .client
+                    .get(gw.admin_url(&format!("/routing/sessions/{key}?model=lm")))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                last = r.json().await.unwrap();
+                if last["binding"] == "stored" {
+                    return last["upstream"]["provider"].as_str().unwrap_or_default().to_string();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("{key} was not bound: {last}");
+        }
+    };
+    let session = [("x-session-id", "moved-on")];
+    let r = gw
+        .post("/v1/responses", json!({"model": "lm", "input": "hi"}), &session)
+        .await;
+    assert_eq!(r.status(), 200);
+    let maker = r.headers()["x-apiproxy-provider"].to_str().unwrap().to_string();
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    assert_eq!(bound(format!("response:{id}")).await, maker);
+    assert_eq!(bound("moved-on".into()).await, maker);
+    let (made_by, other) = if maker == "alpha" { (&a, &b) } else { (&b, &a) };
+    let other_name = if maker == "alpha" { "beta" } else { "alpha" };
+
+    // The maker refuses a fresh turn of the session: it fails over, and the session moves.
+    made_by.script([Reply::status(503)]);
+    let r = gw
+        .post("/v1/responses", json!({"model": "lm", "input": "new topic"}), &session)
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], other_name);
+    for _ in 0..100 {
+        if bound("moved-on".into()).await == other_name {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        bound("moved-on".into()).await,
+        other_name,
+        "the failover moved the session"
+    );
+
+    // Continuing the first response goes back to its maker.
+    let continued = json!({"model": "lm", "input": "more", "previous_response_id": id});
+    let r = gw.post("/v1/responses", continued.clone(), &session).await;
+    let provider = r.headers()["x-apiproxy-provider"].to_str().unwrap().to_string();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(provider, maker);
+    // And its maker's 429 is the client's to retry, not a failover to an upstream that cannot
+    // read the response.
+    made_by.script([Reply::status_retry_after(429, 5)]);
+    let before = other.hits();
+    let r = gw.post("/v1/responses", continued, &session).await;
+    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(
+        other.hits(),
+        before,
+        "the continuation went to the upstream that did not make it"
+    );
+}
+
 /// A compaction served after a failover moves its session there, as an answer does: the
 /// conversation goes on from a compacted state only the upstream that made it can read.
 #[tokio::test(flavor = "multi_thread")]

@@ -445,8 +445,8 @@ impl RequestCtx {
         self.client_format.unwrap_or(WireFormat::OpenAiChat)
     }
 
-    /// The key the request's binding is read under and its upstream hashed by: its session, else
-    /// the response it continues (a session's binding is where its last answer was made).
+    /// The key the request's upstream is hashed by when nothing is bound: its session, else the
+    /// response it continues.
     pub fn sticky_key(&self) -> Option<&str> {
         self.session_id.as_deref().or(self.response_pin.as_deref())
     }

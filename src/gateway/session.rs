@@ -34,34 +34,33 @@ pub fn session_key(raw: &str) -> &str {
     }
 }
 
-/// The pre-flight: takes a token from the client key's bucket and reads the session's binding for
-/// the requested model, in one round trip (none when neither applies).
+/// The pre-flight: takes a token from the client key's bucket and reads the bindings of the
+/// session and of the response it continues for the requested model, in one round trip (none
+/// when nothing applies).
 pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
     let limit = ctx
         .client
         .as_ref()
         .and_then(|c| Some((c.key_id.clone()?, c.rate_limit_rps?)));
     let user_limit = ctx.client.as_ref().and_then(|c| c.user_limit.clone());
+    let (routed, model) = (ctx.plan.is_some(), ctx.model.as_str());
     let q = Admission {
         limit: limit.as_ref().map(|(id, rps)| (&**id, *rps)),
         user_limit: user_limit.as_ref().map(|(bucket, rps)| (&**bucket, *rps)),
-        session: ctx
-            .sticky_key()
-            .filter(|_| ctx.plan.is_some())
-            .map(|s| (s, ctx.model.as_str())),
+        session: ctx.session_id.as_deref().filter(|_| routed).map(|s| (s, model)),
+        pin: ctx.response_pin.as_deref().filter(|_| routed).map(|p| (p, model)),
     };
     let admitted = app.state.admit(q).await;
     if let Some(retry_after) = admitted.limited {
         return Err(GatewayError::RateLimited { retry_after });
     }
-    ctx.binding = admitted.binding;
-    if ctx.session_id.is_none() && ctx.response_pin.is_some() {
-        // The response it continues lives only there: no other upstream, in any tier, can answer
-        // (another would refuse with a 400 no client retries; this one's 429 or 503 can be).
-        if let Some(bound) = ctx.binding.as_deref() {
-            ctx.plan = ctx.plan.take().map(|plan| plan.pinned_to(bound));
-        }
+    // The response it continues lives only where it was made: no other upstream, in any tier,
+    // can answer (another would refuse with a 400 no client retries; this one's 429 or 503 can
+    // be). That holds over the session's binding, which a failover since may have moved.
+    if let Some(made_by) = admitted.pinned.as_deref() {
+        ctx.plan = ctx.plan.take().map(|plan| plan.pinned_to(made_by));
     }
+    ctx.binding = admitted.binding.or(admitted.pinned);
     Ok(())
 }
 

@@ -228,7 +228,7 @@ impl State {
 
     /// The request path's one round trip: rate limit and session binding together.
     pub async fn admit(&self, q: Admission<'_>) -> Admitted {
-        if q.limit.is_none() && q.user_limit.is_none() && q.session.is_none() {
+        if q.limit.is_none() && q.user_limit.is_none() && q.session.is_none() && q.pin.is_none() {
             return Admitted::default();
         }
         if let Some(b) = self.shared() {

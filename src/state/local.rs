@@ -105,7 +105,12 @@ impl StateBackend for LocalBackend {
             .take_all(named.map(|(name, rps)| (name, f64::from(rps))))
             .err();
         let binding = q.session.and_then(|(s, m)| self.binding(s, m));
-        Ok(Admitted { limited, binding })
+        let pinned = q.pin.and_then(|(p, m)| self.binding(p, m));
+        Ok(Admitted {
+            limited,
+            binding,
+            pinned,
+        })
     }
 
     async fn bind(

@@ -44,6 +44,9 @@ pub struct Admission<'a> {
     pub user_limit: Option<(&'a str, u32)>,
     /// The session id and the requested model, to read the session's binding.
     pub session: Option<(&'a str, &'a str)>,
+    /// The key of the response the request continues (`session::response_key`) and the model:
+    /// where that response was made, read beside the session's binding.
+    pub pin: Option<(&'a str, &'a str)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -52,6 +55,8 @@ pub struct Admitted {
     pub limited: Option<Duration>,
     /// The upstream (`provider/model`) the session is bound to for this model.
     pub binding: Option<String>,
+    /// The upstream the continued response was made by, when the gateway recorded it.
+    pub pinned: Option<String>,
 }
 
 /// Bounds on session context kept per (client key, session).

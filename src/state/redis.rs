@@ -98,20 +98,24 @@ impl StateBackend for RedisBackend {
         let (bucket, rate) = q.limit.unwrap_or(("", 0));
         let (user_bucket, user_rate) = q.user_limit.unwrap_or(("", 0));
         let (session, model) = q.session.unwrap_or(("", ""));
+        let (pin, pin_model) = q.pin.unwrap_or(("", ""));
         let mut conn = self.conn.clone();
-        let (allowed, wait_ms, binding): (i64, i64, Option<String>) = self
+        let (allowed, wait_ms, binding, pinned): (i64, i64, Option<String>, Option<String>) = self
             .admit
             .key(self.key(&["rl", bucket]))
             .key(self.key(&["sess", session]))
             .key(self.key(&["rl", user_bucket]))
+            .key(self.key(&["sess", pin]))
             .arg(rate)
             .arg(model)
             .arg(user_rate)
+            .arg(pin_model)
             .invoke_async(&mut conn)
             .await?;
         Ok(Admitted {
             limited: (allowed == 0).then(|| Duration::from_millis(wait_ms.max(1) as u64)),
             binding,
+            pinned,
         })
     }
 

@@ -17,9 +17,10 @@ return 1
 "#;
 
 /// Token buckets (KEYS[1] at ARGV[1] per second, KEYS[3] at ARGV[3]; a rate of 0 is no bucket)
-/// plus the session binding (HGET KEYS[2] ARGV[2], when ARGV[2] is not empty). A token is taken
-/// from every bucket, or, when one has none, from no bucket. Redis's own clock, so replicas'
-/// clocks do not matter. Returns {allowed 0/1, wait ms, binding or nil}.
+/// plus the session binding (HGET KEYS[2] ARGV[2], when ARGV[2] is not empty) and the continued
+/// response's (HGET KEYS[4] ARGV[4], likewise). A token is taken from every bucket, or, when one
+/// has none, from no bucket. Redis's own clock, so replicas' clocks do not matter. Returns
+/// {allowed 0/1, wait ms, binding or nil, response's binding or nil}.
 pub const ADMIT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -45,11 +46,14 @@ for _, b in ipairs(buckets) do
   redis.call('HSET', b[1], 'tokens', tostring(tokens), 'ts', tostring(now))
   redis.call('PEXPIRE', b[1], 2000)
 end
-local binding = false
+local binding, pinned = false, false
 if ARGV[2] ~= '' then
   binding = redis.call('HGET', KEYS[2], ARGV[2])
 end
-return {allowed, wait, binding}
+if ARGV[4] ~= '' then
+  pinned = redis.call('HGET', KEYS[4], ARGV[4])
+end
+return {allowed, wait, binding, pinned}
 "#;
 
 /// Appends a context entry to the list KEYS[1], keeps the newest ARGV[2], expires after ARGV[3] ms.

@@ -64,6 +64,7 @@ async fn rate_limit_is_a_token_bucket(b: &dyn StateBackend) {
         user_limit: None,
         limit: Some(("key-1", 3)),
         session: None,
+        pin: None,
     };
     for _ in 0..3 {
         assert_eq!(b.admit(q).await.unwrap().limited, None);
@@ -75,6 +76,7 @@ async fn rate_limit_is_a_token_bucket(b: &dyn StateBackend) {
         user_limit: None,
         limit: Some(("key-2", 3)),
         session: None,
+        pin: None,
     };
     assert_eq!(b.admit(other).await.unwrap().limited, None);
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -87,6 +89,7 @@ async fn a_user_s_bucket_is_shared_by_the_user_s_keys(b: &dyn StateBackend) {
         limit: Some((key, 5)),
         user_limit: Some(("user:u", 2)),
         session: None,
+        pin: None,
     };
     assert_eq!(b.admit(of_user("k1")).await.unwrap().limited, None);
     assert_eq!(b.admit(of_user("k2")).await.unwrap().limited, None);
@@ -99,6 +102,7 @@ async fn a_user_s_bucket_is_shared_by_the_user_s_keys(b: &dyn StateBackend) {
         limit: Some(("k4", 1)),
         user_limit,
         session: None,
+        pin: None,
     };
     assert!(b.admit(k4(Some(("user:u", 2)))).await.unwrap().limited.is_some());
     assert_eq!(
@@ -114,6 +118,7 @@ async fn concurrent_admissions_never_exceed_the_limit(b: &dyn StateBackend) {
         user_limit: None,
         limit: Some(("burst", 10)),
         session: None,
+        pin: None,
     };
     let started = std::time::Instant::now();
     let results = futures_util::future::join_all((0..40).map(|_| b.admit(q))).await;
@@ -133,6 +138,7 @@ async fn session_bindings(b: &dyn StateBackend) {
         user_limit: None,
         limit: None,
         session: Some(("s1", "fast")),
+        pin: None,
     };
     assert_eq!(b.admit(q).await.unwrap().binding, None);
     b.bind("s1", "fast", "alpha/gpt-a", 1_000, ttl).await.unwrap();
@@ -140,13 +146,22 @@ async fn session_bindings(b: &dyn StateBackend) {
     assert_eq!(b.admit(q).await.unwrap().binding.as_deref(), Some("alpha/gpt-a"));
     // Failover moved it on.
     b.bind("s1", "fast", "beta/gpt-b", 2_000, ttl).await.unwrap();
+    // A continued response's binding is read beside the session's, in the same round trip.
+    b.bind("response:r1", "fast", "alpha/gpt-a", 1_500, ttl).await.unwrap();
     let both = Admission {
         user_limit: None,
         limit: Some(("k", 5)),
         session: Some(("s1", "fast")),
+        pin: Some(("response:r1", "fast")),
     };
     let a = b.admit(both).await.unwrap();
     assert_eq!((a.limited, a.binding.as_deref()), (None, Some("beta/gpt-b")));
+    assert_eq!(a.pinned.as_deref(), Some("alpha/gpt-a"));
+    let unknown = Admission {
+        pin: Some(("response:elsewhere", "fast")),
+        ..both
+    };
+    assert_eq!(b.admit(unknown).await.unwrap().pinned, None);
     assert_eq!(
         b.bindings("s1").await.unwrap(),
         vec![
@@ -172,6 +187,7 @@ async fn an_older_binding_never_replaces_a_newer_one(b: &dyn StateBackend) {
         user_limit: None,
         limit: None,
         session: Some(("s1", "fast")),
+        pin: None,
     };
     // Another replica moved the session on at t=2000; this one writes back, after an outage,
     // what it decided at t=1000.
@@ -361,6 +377,7 @@ async fn facade_falls_back_when_redis_is_unreachable() {
         user_limit: None,
         limit: Some(("k", 1)),
         session: Some(("s", "m")),
+        pin: None,
     };
     assert_eq!(state.admit(q).await.limited, None);
     assert!(!state.shared_up(), "marked down after the first failure");
@@ -379,7 +396,8 @@ async fn facade_falls_back_when_redis_is_unreachable() {
             .admit(Admission {
                 user_limit: None,
                 limit: None,
-                session: Some(("s", "m"))
+                session: Some(("s", "m")),
+                pin: None,
             })
             .await
             .binding
