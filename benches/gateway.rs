@@ -236,7 +236,11 @@ async fn start_gateway(upstream: SocketAddr, anthropic_upstream: Option<SocketAd
         .arg(&config)
         .env("APIPROXY_LISTEN", addr.to_string())
         .env("APIPROXY_ADMIN_LISTEN", admin.to_string())
-        .env("LOG_LEVEL", "warn");
+        // BENCH_LOG_LEVEL=info: the request line a deployed gateway writes (to /dev/null here).
+        .env(
+            "LOG_LEVEL",
+            std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+        );
     let mut p = Proc::start(cmd, addr, dir, false).await;
     p.admin = Some(admin);
     p

@@ -9,7 +9,8 @@ machine noise, unlike requests/s on a shared 2-core machine. Use it to compare a
 Each run starts the proxy under valgrind in front of a small mock (this script), warms it up, then
 counts N (default 500) keep-alive 1 KiB chat requests (STREAM=1: streamed, 50 SSE events per answer;
 BODY_KIB=64: a larger prompt; TRANSLATED=1: an OpenAI client routed to an Anthropic-style upstream,
-gateway only; BUILD=<profile>: the binaries of another cargo profile, under target/<profile>/).
+gateway only; BENCH_LOG_LEVEL=info: with the request line a deployed gateway logs; BUILD=<profile>:
+the binaries of another cargo profile, under target/<profile>/).
 Needs valgrind (callgrind_control).
 """
 
@@ -83,7 +84,7 @@ def free_port():
 
 
 def start(which, upstream, port, workdir):
-    env = dict(os.environ, LOG_LEVEL="warn")
+    env = dict(os.environ, LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "warn"))
     if which == "gateway":
         config = os.path.join(workdir, "bench.yaml")
         with open(config, "w") as f:

@@ -10,6 +10,7 @@ pub mod formats;
 pub mod gateway;
 pub mod limit;
 pub mod live;
+pub mod log_line;
 pub mod metrics;
 pub mod rotate;
 pub mod routing;

@@ -18,6 +18,7 @@ use crate::auth::jwt::TokenTtl;
 use crate::config::{log_filter, Config, LogFormat, ServerSettings};
 use crate::gateway::Gateway;
 use crate::live::StoreService;
+use crate::log_line::{JsonLine, PlainLine, Timestamp};
 use crate::secrets::{check_secret, SecretOrigin, Secrets};
 use crate::state::{StateService, StateSettings};
 use crate::store::DatabaseUrl;
@@ -59,34 +60,33 @@ pub(crate) fn storage_env() -> Result<StorageEnv, String> {
     })
 }
 
-/// Log timestamps in `LOG_TIMEZONE`, or in local time.
-struct Timestamp(Option<chrono_tz::Tz>);
-
-impl tracing_subscriber::fmt::time::FormatTime for Timestamp {
-    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
-        const FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f%:z";
-        match self.0 {
-            Some(tz) => write!(w, "{}", chrono::Utc::now().with_timezone(&tz).format(FORMAT)),
-            None => write!(w, "{}", chrono::Local::now().format(FORMAT)),
-        }
-    }
-}
-
 /// `LOG_LEVEL` picks the filter, `LOG_FORMAT` text or JSON lines, `LOG_TIMEZONE` the clock.
 fn init_tracing(s: &ServerSettings) {
     let filter = log_filter(&s.log_level)
         .ok()
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| "info".into());
-    let timer = Timestamp(s.log_timezone.as_deref().and_then(|tz| tz.parse().ok()));
+    let tz = || s.log_timezone.as_deref().and_then(|tz| tz.parse().ok());
+    let terminal = std::io::stdout().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_timer(timer);
+        .with_ansi(terminal)
+        .with_timer(Timestamp(tz()));
     let _ = match s.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .event_format(JsonLine {
+                timer: Timestamp(tz()),
+                in_span: tracing_subscriber::fmt::format()
+                    .json()
+                    .with_target(false)
+                    .with_timer(Timestamp(tz())),
+            })
+            .try_init(),
+        // Colours for a person at a terminal; elsewhere the same line, written without styling.
+        LogFormat::Text if terminal => builder.try_init(),
+        LogFormat::Text => builder.event_format(PlainLine { timer: Timestamp(tz()) }).try_init(),
     };
 }
 
