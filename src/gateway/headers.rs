@@ -1,22 +1,38 @@
 //! Pingora keeps, beside each header map, a second map with every name's original spelling, and
-//! every insert writes both (and title-cases a `HeaderName` it is given). The gateway does not keep
-//! the spelling of names — the headers it forwards go out lowercase, as Envoy sends them and as
-//! HTTP/2 requires — so the headers it edits drop that second map first, and names are given as
-//! `&'static str`, which Pingora takes without copying.
+//! every insert writes both (and parses the name it is given again, or title-cases a `HeaderName`).
+//! The gateway does not keep the spelling of names — the headers it forwards go out lowercase, as
+//! Envoy sends them and as HTTP/2 requires — so the heads it edits drop that second map and are
+//! edited as `http` parts, with names made once (`names`).
 
+use http::HeaderName;
 use pingora::http::{RequestHeader, ResponseHeader};
 
-/// The same request head without the map of original name spellings.
-pub fn drop_name_case(req: &mut RequestHeader) {
+/// Header names the gateway writes on every request, made once.
+pub mod names {
+    use http::HeaderName;
+
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const X_APIPROXY_PROVIDER: HeaderName = HeaderName::from_static("x-apiproxy-provider");
+    pub const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+}
+
+/// Edits the request head as `http` parts; it comes back without the map of original name
+/// spellings, whatever `edit` returns.
+pub fn edit_request<T>(req: &mut RequestHeader, edit: impl FnOnce(&mut http::request::Parts) -> T) -> T {
     let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
-    let parts: http::request::Parts = std::mem::replace(req, empty).into();
+    let mut parts: http::request::Parts = std::mem::replace(req, empty).into();
+    let done = edit(&mut parts);
     *req = RequestHeader::from(parts);
+    done
 }
 
 /// The upstream's response head as the client gets it: without the map of original name
-/// spellings, without the reason phrase (the client gets the standard one for the status), and
-/// without the headers that are the provider's business only (`upstream_only`).
-pub fn upstream_head_for_client(resp: &mut ResponseHeader) {
+/// spellings, without the reason phrase (the client gets the standard one for the status), without
+/// the headers that are the provider's business only (`upstream_only`), and with `add`'s.
+pub fn upstream_head_for_client(
+    resp: &mut ResponseHeader,
+    add: impl IntoIterator<Item = (HeaderName, http::HeaderValue)>,
+) {
     let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
     let mut parts: http::response::Parts = std::mem::replace(resp, empty).into();
     // One pass over the names; nothing is allocated unless one has to go.
@@ -28,6 +44,9 @@ pub fn upstream_head_for_client(resp: &mut ResponseHeader) {
         .collect();
     for name in doomed {
         parts.headers.remove(name);
+    }
+    for (name, value) in add {
+        parts.headers.insert(name, value);
     }
     *resp = ResponseHeader::from(parts);
 }

@@ -8,8 +8,10 @@ use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use pingora::{Error, ErrorType};
 
 use super::ctx::{BodyBuf, RequestCtx, ResponseMode};
+use super::headers::names;
 use super::intake::Operation;
 use crate::app::App;
 use crate::formats::stream::events::KEEPALIVE;
@@ -110,17 +112,21 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
     if resp.status.is_informational() {
         return Ok(());
     }
-    super::headers::upstream_head_for_client(resp);
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-    super::cors::expose(resp, ctx)?;
     let provider = ctx
         .current
         .as_ref()
         .zip(ctx.plan.as_ref())
         .map(|(a, p)| p.candidates[a.candidate].provider.id.clone());
-    if let Some(id) = &provider {
-        resp.insert_header("x-apiproxy-provider", &**id)?;
-    }
+    let value = |text: &str| {
+        HeaderValue::from_str(text).map_err(|_| Error::explain(ErrorType::InternalError, "invalid header value"))
+    };
+    let request_id = (names::X_REQUEST_ID, value(&ctx.request_id)?);
+    let served_by = match &provider {
+        Some(id) => Some((names::X_APIPROXY_PROVIDER, value(id)?)),
+        None => None,
+    };
+    super::headers::upstream_head_for_client(resp, std::iter::once(request_id).chain(served_by));
+    super::cors::expose(resp, ctx)?;
     ctx.served_by = provider;
     let Some(attempt) = ctx.current.as_ref() else {
         ctx.status = Some(resp.status.as_u16());

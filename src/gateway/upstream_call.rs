@@ -9,6 +9,7 @@ use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType};
 
 use super::ctx::RequestCtx;
+use super::headers::names;
 use super::intake::Operation;
 use crate::app::App;
 use crate::config::ApiStyle;
@@ -278,34 +279,38 @@ pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pi
         .path
         .parse()
         .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
-    super::headers::drop_name_case(req);
-    req.set_uri(uri);
-    let anthropic = provider.style == ApiStyle::Anthropic;
-    while let Some(name) = req.headers.keys().find(|n| client_only(n, anthropic)).cloned() {
-        req.remove_header(&name);
-    }
-    // The body was read as JSON (and maybe translated): it goes as JSON, whatever the client
-    // labelled it (`curl -d` says form data, which a FastAPI upstream such as vLLM refuses).
-    let labelled_json = req
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if attempt.format != ctx.request_format || !labelled_json {
-        req.insert_header("content-type", HeaderValue::from_static("application/json"))?;
-    }
-    req.insert_header("host", provider.authority.clone())?;
-    if let Some(key) = &attempt.key {
-        req.insert_header(provider.auth_header(), key.header.clone())?;
-    }
-    if provider.style == ApiStyle::Anthropic {
-        req.insert_header("anthropic-version", HeaderValue::from_static(ANTHROPIC_VERSION))?;
-    }
-    // Uncompressed, so streams can be watched and translated.
-    req.insert_header("accept-encoding", HeaderValue::from_static("identity"))?;
-    for (name, value) in app.mask_headers.iter().chain(provider.extra_headers.iter()) {
-        req.insert_header(name.clone(), value.clone())?;
-    }
-    req.insert_header("content-length", HeaderValue::from(attempt.body.len()))?;
-    req.insert_header("x-request-id", ctx.request_id.as_str())?;
+    let request_id = HeaderValue::from_str(&ctx.request_id)
+        .map_err(|_| Error::explain(ErrorType::InternalError, "invalid request id"))?;
+    super::headers::edit_request(req, |head| {
+        use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+        head.uri = uri;
+        let h = &mut head.headers;
+        let anthropic = provider.style == ApiStyle::Anthropic;
+        while let Some(name) = h.keys().find(|n| client_only(n, anthropic)).cloned() {
+            h.remove(&name);
+        }
+        // The body was read as JSON (and maybe translated): it goes as JSON, whatever the client
+        // labelled it (`curl -d` says form data, which a FastAPI upstream such as vLLM refuses).
+        let labelled_json = h
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        if attempt.format != ctx.request_format || !labelled_json {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        h.insert(HOST, provider.authority.clone());
+        if let Some(key) = &attempt.key {
+            h.insert(provider.auth_header(), key.header.clone());
+        }
+        if anthropic {
+            h.insert(names::ANTHROPIC_VERSION, HeaderValue::from_static(ANTHROPIC_VERSION));
+        }
+        // Uncompressed, so streams can be watched and translated.
+        h.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        for (name, value) in app.mask_headers.iter().chain(provider.extra_headers.iter()) {
+            h.insert(name.clone(), value.clone());
+        }
+        h.insert(CONTENT_LENGTH, HeaderValue::from(attempt.body.len()));
+        h.insert(names::X_REQUEST_ID, request_id);
+    });
     Ok(())
 }

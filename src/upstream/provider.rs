@@ -306,11 +306,11 @@ impl Provider {
     }
 
     /// The header that carries the key for this API style.
-    pub fn auth_header(&self) -> &'static str {
+    pub fn auth_header(&self) -> http::HeaderName {
         match self.style {
-            ApiStyle::Openai | ApiStyle::Responses => "authorization",
-            ApiStyle::Anthropic => "x-api-key",
-            ApiStyle::Gemini => "x-goog-api-key",
+            ApiStyle::Openai | ApiStyle::Responses => http::header::AUTHORIZATION,
+            ApiStyle::Anthropic => http::HeaderName::from_static("x-api-key"),
+            ApiStyle::Gemini => http::HeaderName::from_static("x-goog-api-key"),
         }
     }
 
