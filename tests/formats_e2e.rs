@@ -1403,3 +1403,67 @@ async fn codex_compaction_reaches_native_responses_upstreams() {
         "{metrics}"
     );
 }
+
+/// Reasoning the gateway wrote for a Responses client from another vendor's (DeepSeek's plain
+/// reasoning, Claude's redacted thinking) carries a mark in `encrypted_content`, so that when Codex
+/// sends it back without its id, a native OpenAI upstream still never gets it (it would refuse the
+/// request); OpenAI's own reasoning goes back as it came.
+#[tokio::test(flavor = "multi_thread")]
+async fn reasoning_the_gateway_wrote_never_reaches_openai_without_its_id() {
+    let ds = Mock::start_style("ds", &["r1"], Style::OpenAiChat).await;
+    let oa = Mock::start_style("oa", &["gpt-x"], Style::Responses).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}",
+        provider_yaml_styled("ds", &ds, ", models: [r1], responses_api: false"),
+        provider_yaml_styled("oa", &oa, ", models: [gpt-x]")
+    ))
+    .await;
+    ds.script([Reply::Thinking]);
+    let r = gw
+        .post(
+            "/v1/responses",
+            json!({"model": "r1", "input": "What is the weather?"}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    let output = answer["output"].as_array().unwrap();
+    let reasoning = output
+        .iter()
+        .find(|i| i["type"] == "reasoning")
+        .expect("a reasoning item");
+    assert_eq!(reasoning["encrypted_content"], "apiproxy-unsigned:", "{reasoning}");
+    // Codex's next turn: the answer's items without the reasoning items' ids, a redacted thinking
+    // of Claude's from earlier, OpenAI's own reasoning, and the tool results.
+    let mut input = vec![json!({"role": "user", "content": "What is the weather?"})];
+    for item in output {
+        let mut item = item.clone();
+        if item["type"] == "reasoning" {
+            item.as_object_mut().unwrap().remove("id");
+        }
+        input.push(item);
+    }
+    input.push(json!({"type": "reasoning", "summary": [], "encrypted_content": "anthropic-redacted:EmwKAhgB"}));
+    input.push(json!({"type": "reasoning", "summary": [], "encrypted_content": "gAAAA-openai-own"}));
+    for call in output.iter().filter(|i| i["type"] == "function_call") {
+        input.push(json!({"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"}));
+    }
+    let r = gw
+        .post(
+            "/v1/responses",
+            json!({"model": "gpt-x", "input": input, "store": false}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let sent = oa.last().unwrap().json();
+    let reasoning_sent: Vec<&Value> = sent["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "reasoning")
+        .collect();
+    assert_eq!(reasoning_sent.len(), 1, "{sent}");
+    assert_eq!(reasoning_sent[0]["encrypted_content"], "gAAAA-openai-own");
+}

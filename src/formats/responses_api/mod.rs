@@ -14,6 +14,11 @@ pub(crate) const ANTHROPIC_SIG_PREFIX: &str = "anthropic-thinking:";
 /// Responses client must be able to give it back.
 pub(crate) const ANTHROPIC_REDACTED_PREFIX: &str = "anthropic-redacted:";
 
+/// The `encrypted_content` of a reasoning item the gateway wrote from reasoning another vendor gave
+/// as plain text (DeepSeek's, Gemini's): Codex sends reasoning items back without their ids, and
+/// this is how such an item is still known for the gateway's, not OpenAI's (which would refuse it).
+pub(crate) const GATEWAY_UNSIGNED_MARK: &str = "apiproxy-unsigned:";
+
 /// Prefix of the ids of reasoning items the gateway writes from another vendor's reasoning: OpenAI
 /// knows none of them, so they are not replayed to it.
 pub(crate) const GATEWAY_REASONING_ID: &str = "rs_apx_";

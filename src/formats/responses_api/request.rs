@@ -252,12 +252,14 @@ fn parse_item(item: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
             };
             if let Some(data) = encrypted.and_then(|e| e.strip_prefix(ANTHROPIC_REDACTED_PREFIX)) {
                 push_block(ir, Role::Assistant, Block::RedactedThinking { data: data.to_string() });
-            } else if encrypted.is_none()
-                && str_at(item, "id").is_none_or(|id| id.starts_with(super::GATEWAY_REASONING_ID))
+            } else if encrypted == Some(super::GATEWAY_UNSIGNED_MARK)
+                || (encrypted.is_none()
+                    && str_at(item, "id").is_none_or(|id| id.starts_with(super::GATEWAY_REASONING_ID)))
             {
                 // Reasoning another vendor streamed that the gateway wrote as a summary (DeepSeek's,
-                // say; Codex sends such items back without their id): unsigned text, which only an
-                // upstream that wants its reasoning back is sent.
+                // say; Codex sends such items back without their id; ones written before the mark
+                // have no `encrypted_content`): unsigned text, which only an upstream that wants
+                // its reasoning back is sent.
                 push_block(
                     ir,
                     Role::Assistant,
@@ -488,10 +490,19 @@ fn render_message(m: &Message, out: &mut Vec<Value>) {
 pub fn without_foreign_reasoning(body: &[u8]) -> Option<Vec<u8>> {
     use memchr::memmem::Finder;
     // Built once: a searcher made per request costs more than the search over a small body.
-    static MARKS: std::sync::LazyLock<[Finder<'static>; 2]> = std::sync::LazyLock::new(|| {
+    // What only the gateway writes into a reasoning item: its ids, and the contents it carries
+    // (Codex sends the items back without their ids).
+    const CONTENTS: [&str; 3] = [
+        ANTHROPIC_SIG_PREFIX,
+        ANTHROPIC_REDACTED_PREFIX,
+        super::GATEWAY_UNSIGNED_MARK,
+    ];
+    static MARKS: std::sync::LazyLock<[Finder<'static>; 4]> = std::sync::LazyLock::new(|| {
         [
             Finder::new(super::GATEWAY_REASONING_ID),
-            Finder::new(ANTHROPIC_SIG_PREFIX),
+            Finder::new(CONTENTS[0]),
+            Finder::new(CONTENTS[1]),
+            Finder::new(CONTENTS[2]),
         ]
     });
     if MARKS.iter().all(|m| m.find(body).is_none()) {
@@ -503,7 +514,7 @@ pub fn without_foreign_reasoning(body: &[u8]) -> Option<Vec<u8>> {
     input.retain(|item| {
         let foreign = str_at(item, "type") == Some("reasoning")
             && (str_at(item, "id").is_some_and(|id| id.starts_with(super::GATEWAY_REASONING_ID))
-                || str_at(item, "encrypted_content").is_some_and(|e| e.starts_with(ANTHROPIC_SIG_PREFIX)));
+                || str_at(item, "encrypted_content").is_some_and(|e| CONTENTS.iter().any(|c| e.starts_with(c))));
         !foreign
     });
     (input.len() < before).then(|| serde_json::to_vec(&top).ok()).flatten()
@@ -584,6 +595,36 @@ mod tests {
         }
     }
 
+    /// Items the gateway wrote from plain reasoning come back as that reasoning, unsigned, with
+    /// their mark or (written before it) with nothing, and with or without their ids.
+    #[test]
+    fn the_gateway_s_unsigned_reasoning_comes_back_as_unsigned_thinking() {
+        use crate::formats::ir::Block;
+        for item in [
+            json!({"type": "reasoning", "summary": [{"type": "summary_text", "text": "hm"}], "encrypted_content": "apiproxy-unsigned:"}),
+            json!({"type": "reasoning", "id": "rs_apx_1", "summary": [{"type": "summary_text", "text": "hm"}], "encrypted_content": "apiproxy-unsigned:"}),
+            json!({"type": "reasoning", "summary": [{"type": "summary_text", "text": "hm"}]}),
+        ] {
+            let body = json!({"model": "m", "input": [{"role": "user", "content": "hi"}, item.clone(),
+                {"role": "assistant", "content": "yes"}]});
+            let ir = parse(&body).unwrap();
+            let thinking: Vec<&Block> = ir
+                .messages
+                .iter()
+                .flat_map(|m| &m.content)
+                .filter(|b| matches!(b, Block::Thinking { .. }))
+                .collect();
+            assert_eq!(
+                thinking,
+                [&Block::Thinking {
+                    text: "hm".into(),
+                    signature: None
+                }],
+                "{item}"
+            );
+        }
+    }
+
     #[test]
     fn reasoning_the_gateway_wrote_is_not_replayed_to_openai() {
         let body = json!({"model": "m", "input": [
@@ -591,6 +632,12 @@ mod tests {
             {"type": "reasoning", "id": "rs_apx_0001", "summary": [{"type": "summary_text", "text": "gemini's"}]},
             {"type": "reasoning", "id": "rs_apx_0002", "summary": [], "encrypted_content": "anthropic-thinking:EqQB"},
             {"type": "reasoning", "id": "rs_openai", "summary": [], "encrypted_content": "gAAAA"},
+            // As Codex sends them back: without their ids.
+            {"type": "reasoning", "summary": [], "encrypted_content": "anthropic-thinking:EqQB"},
+            {"type": "reasoning", "summary": [], "encrypted_content": "anthropic-redacted:EmwK"},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "deepseek's"}],
+                "encrypted_content": "apiproxy-unsigned:"},
+            {"type": "reasoning", "summary": [], "encrypted_content": "gAAAA-without-id"},
             {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}]});
         let out: Value =
             serde_json::from_slice(&without_foreign_reasoning(body.to_string().as_bytes()).unwrap()).unwrap();
@@ -601,7 +648,14 @@ mod tests {
             .filter_map(|i| str_at(i, "id"))
             .collect();
         assert_eq!(ids, ["rs_openai"]);
-        assert_eq!(out["input"].as_array().unwrap().len(), 3);
+        let kept: Vec<&str> = out["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| str_at(i, "encrypted_content"))
+            .collect();
+        assert_eq!(kept, ["gAAAA", "gAAAA-without-id"]);
+        assert_eq!(out["input"].as_array().unwrap().len(), 4);
         let own = json!({"model": "m", "input": [body["input"][3].clone()]});
         assert!(without_foreign_reasoning(own.to_string().as_bytes()).is_none());
     }

@@ -119,7 +119,7 @@ pub(crate) fn reasoning_item(id: &str, text: &str, signature: &Option<Signature>
             vendor: Vendor::OpenAi,
             value,
         }) => item["encrypted_content"] = value.clone().into(),
-        _ => {}
+        _ => item["encrypted_content"] = super::GATEWAY_UNSIGNED_MARK.into(),
     }
     item
 }
