@@ -1129,6 +1129,29 @@ async fn token_counts_are_answered_by_upstreams_that_count() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(entries.len(), 1, "{entries:?}");
+    // A count refused before routing (a wrong key) is counted as a count, not as an answer.
+    let refused = |metrics: &str, api: &str| {
+        metric(
+            metrics,
+            "apiproxy_requests_total",
+            &[("api", api), ("outcome", "rejected")],
+        )
+    };
+    let before = gw.metrics().await;
+    let r = gw
+        .client
+        .post(gw.url("/v1/messages/count_tokens"))
+        .header("x-api-key", "not-a-key")
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["type"],
+        "authentication_error"
+    );
     let metrics = gw.metrics().await;
     assert_eq!(
         metric(
@@ -1139,6 +1162,9 @@ async fn token_counts_are_answered_by_upstreams_that_count() {
         3.0,
         "{metrics}"
     );
+    for (api, more) in [("anthropic_count_tokens", 1.0), ("anthropic", 0.0)] {
+        assert_eq!(refused(&metrics, api), refused(&before, api) + more, "{api}: {metrics}");
+    }
     assert_eq!(
         metric(
             &metrics,
