@@ -23,6 +23,7 @@ pub struct Timestamp(pub Option<chrono_tz::Tz>);
 
 /// The current second's text up to the fraction, and the offset after it, per thread.
 struct SecondText {
+    zone: Option<chrono_tz::Tz>,
     second: i64,
     head: String,
     offset: String,
@@ -52,12 +53,17 @@ impl FormatTime for Timestamp {
             let mut cached = cell.borrow_mut();
             // A new second (or a zone change at a DST boundary, which falls on one) is formatted
             // once; the rest of the second reuses it.
-            if cached.as_ref().is_none_or(|c| c.second != second) {
+            if cached.as_ref().is_none_or(|c| c.second != second || c.zone != self.0) {
                 let (head, offset) = match self.0 {
                     Some(tz) => Self::second_text(now.with_timezone(&tz)),
                     None => Self::second_text(now.with_timezone(&Local)),
                 };
-                *cached = Some(SecondText { second, head, offset });
+                *cached = Some(SecondText {
+                    zone: self.0,
+                    second,
+                    head,
+                    offset,
+                });
             }
             let c = cached.as_ref().ok_or(fmt::Error)?;
             write!(w, "{}.{:06}{}", c.head, now.timestamp_subsec_micros(), c.offset)
@@ -211,7 +217,7 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        if event.parent().is_some() || (event.is_contextual() && ctx.lookup_current().is_some()) {
+        if event.parent().is_some() || ctx.lookup_current().is_some() {
             return self.in_span.format_event(ctx, w, event);
         }
         w.write_str("{\"timestamp\":\"")?;
@@ -414,11 +420,17 @@ mod tests {
             tracing::info!(request_id = %"r-9", client = "te\"ster", n = 7u64, ok = false, "request");
             tracing::error!(error = &std::fmt::Error as &dyn std::error::Error, "failed: {}", 3);
             tracing::warn!(list = ?vec!["a", "b"], r#type = "x", "\u{7}bell and \u{85}next line");
+            // The fields a `log` record (Pingora's) arrives with.
+            tracing::warn!(log.target = "pingora_core", log.line = 7u64, "upstream closed");
         };
         let cut = |text: String| text.lines().map(|l| l[32..].to_string()).collect::<Vec<_>>();
         let ours = cut(written(Format::Plain, events));
-        assert_eq!(ours.len(), 3);
+        assert_eq!(ours.len(), 4);
         assert_eq!(ours, cut(written(Format::DefaultText, events)));
+        assert_eq!(
+            ours[3], "  WARN upstream closed",
+            "a log record's metadata fields are not repeated"
+        );
         // JSON: the same members with the same values; the timestamps compared by their shape.
         let parsed = |text: String| {
             text.lines()
@@ -432,7 +444,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let ours = parsed(written(Format::Json, events));
-        assert_eq!(ours.len(), 3);
+        assert_eq!(ours.len(), 4);
         assert_eq!(ours, parsed(written(Format::DefaultJson, events)));
         // Inside a span, the span is written too.
         let in_span = || {
@@ -476,8 +488,22 @@ mod tests {
         assert_eq!(&lines[1][32..], "  WARN upstream alpha is \\x1b[31mred up=Some(1)");
     }
 
+    /// Two zones in one second on one thread: each with its own offset.
     #[test]
-    fn the_second_s_text_is_reused_and_renewed() {
+    fn each_zone_has_its_own_text() {
+        let stamp = |tz| {
+            let mut text = String::new();
+            Timestamp(Some(tz)).format_time(&mut Writer::new(&mut text)).unwrap();
+            text
+        };
+        for _ in 0..2 {
+            assert!(stamp(chrono_tz::Asia::Kolkata).ends_with("+05:30"));
+            assert!(stamp(chrono_tz::UTC).ends_with("+00:00"));
+        }
+    }
+
+    #[test]
+    fn a_new_second_is_written_anew() {
         let text = lines_of(|| {
             tracing::info!("one");
             std::thread::sleep(std::time::Duration::from_millis(1100));

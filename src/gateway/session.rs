@@ -60,6 +60,8 @@ pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> 
     if let Some(made_by) = admitted.pinned.as_deref() {
         ctx.plan = ctx.plan.take().map(|plan| plan.pinned_to(made_by));
     }
+    // The session's binding where there is one (it is not in a plan narrowed to the maker, and
+    // the plan then holds the maker alone; it still is when the maker has left the plan).
     ctx.binding = admitted.binding.or(admitted.pinned);
     Ok(())
 }

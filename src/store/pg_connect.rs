@@ -9,12 +9,14 @@
 //! |---|---|---|
 //! | `disable` | never | — |
 //! | `allow`, `prefer` (the default) | when the server offers it | no |
-//! | `require` | always | no; as `verify-ca` when `sslrootcert` is given |
-//! | `verify-ca` | always | chains to a trusted root |
+//! | `require` | always | no; as `verify-ca` when `sslrootcert` names a file |
+//! | `verify-ca` | always | chains to `sslrootcert`'s CA |
 //! | `verify-full` | always | chains to a trusted root and names the host |
 //!
 //! The trusted roots are `sslrootcert` (a PEM file) or, when it is absent or `system`, the
-//! operating system's.
+//! operating system's. As in libpq 16, `sslrootcert=system` makes `verify-full` the default and
+//! allows no weaker mode, and `verify-ca` needs a file: a chain to a public root proves nothing
+//! about whose server it is. (libpq's `allow` tries without TLS first; here it is `prefer`.)
 
 use std::sync::Arc;
 
@@ -55,28 +57,37 @@ impl PgTarget {
     /// connection that quietly checks less than it was told to.
     pub(crate) fn parse(url: &str) -> Result<Self, StoreError> {
         let bad = |m: String| StoreError::Url(m);
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let (base, query) = split_query(url);
         let mut mode = None;
         let mut root_cert = None;
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = url::form_urlencoded::parse(pair.as_bytes())
-                .next()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .unwrap_or_default();
-            match key.as_str() {
-                "sslmode" => mode = Some(value),
-                "sslrootcert" => root_cert = Some(value),
-                "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" | "sslsni" => {
+            let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            // Percent-decoded only, as tokio-postgres and libpq read URLs (`+` is a plus).
+            let decode = |text: &str| {
+                percent_encoding::percent_decode_str(text)
+                    .decode_utf8()
+                    .map(|t| t.into_owned())
+                    .map_err(|_| bad(format!("{raw_key}: not UTF-8 once percent-decoded")))
+            };
+            match decode(raw_key)?.as_str() {
+                "sslmode" => mode = Some(decode(raw_value)?),
+                "sslrootcert" => root_cert = Some(decode(raw_value)?),
+                // libpq's default; rustls sends the host name whenever it is one.
+                "sslsni" if raw_value == "1" => {}
+                key @ ("sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" | "sslsni") => {
                     return Err(bad(format!(
-                        "{key} is not supported (client certificates and revocation lists are not); \
-                         the server's certificate is checked with sslmode and sslrootcert"
+                        "{key} is not supported (client certificates, revocation lists and SNI off are \
+                         not); the server's certificate is checked with sslmode and sslrootcert"
                     )))
                 }
                 _ => kept.push(pair),
             }
         }
-        let (ssl_mode, mut check) = match mode.as_deref().unwrap_or("prefer") {
+        // libpq 16: with the system's roots, `verify-full` is the default and the only mode.
+        let system = root_cert.as_deref() == Some("system");
+        let default_mode = if system { "verify-full" } else { "prefer" };
+        let (ssl_mode, mut check) = match mode.as_deref().unwrap_or(default_mode) {
             "disable" => (SslMode::Disable, CertCheck::None),
             "allow" | "prefer" => (SslMode::Prefer, CertCheck::None),
             "require" => (SslMode::Require, CertCheck::None),
@@ -88,6 +99,19 @@ impl PgTarget {
                 )))
             }
         };
+        if system && check != CertCheck::ChainAndName {
+            return Err(bad(
+                "sslrootcert=system needs sslmode=verify-full: the system's roots vouch for any public name".into(),
+            ));
+        }
+        // Against the system's public roots a certificate for any name would pass the chain alone.
+        if check == CertCheck::Chain && root_cert.is_none() {
+            return Err(bad(
+                "sslmode=verify-ca needs sslrootcert=/path/to/ca.pem (the CA that signed the server's \
+                 certificate); with the system's roots, use sslmode=verify-full"
+                    .into(),
+            ));
+        }
         // libpq: with a root certificate file at hand, `require` checks the chain as `verify-ca`.
         if ssl_mode == SslMode::Require && check == CertCheck::None && root_cert.is_some() {
             check = CertCheck::Chain;
@@ -98,6 +122,15 @@ impl PgTarget {
             format!("{base}?{}", kept.join("&"))
         };
         let mut config: tokio_postgres::Config = rest.parse().map_err(|e: tokio_postgres::Error| bad(e.to_string()))?;
+        // An `sslmode` the driver found where this reading did not (the two disagree on where
+        // the query starts) would be overridden below: refused rather than weakened.
+        if config.get_ssl_mode() != SslMode::Prefer {
+            return Err(bad(
+                "sslmode is given where it cannot be read safely; percent-encode `?`, `&` and `@` in \
+                 the user name and password"
+                    .into(),
+            ));
+        }
         config.ssl_mode(ssl_mode);
         let roots = match check {
             CertCheck::None => RootCertStore::empty(),
@@ -115,6 +148,19 @@ impl PgTarget {
             .await
             .map_err(|e| ConnectionError::BadConnection(with_causes(&e)))?;
         AsyncPgConnection::try_from_client_and_connection(client, connection).await
+    }
+}
+
+/// The URL before its query, and the query. tokio-postgres reads the user name and password up to
+/// the first `@`, and a password may hold an unencoded `?`: the query is looked for after it.
+fn split_query(url: &str) -> (&str, &str) {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[after_scheme..]
+        .find('@')
+        .map_or(after_scheme, |i| after_scheme + i + 1);
+    match url[authority_end..].find('?') {
+        Some(i) => (&url[..authority_end + i], &url[authority_end + i + 1..]),
+        None => (url, ""),
     }
 }
 
@@ -295,6 +341,38 @@ mod tests {
         let t = PgTarget::parse("postgres://u@h:6543/db?sslmode=require&application_name=gw").unwrap();
         assert_eq!(t.config.get_application_name(), Some("gw"));
         assert_eq!(t.config.get_ports(), &[6543]);
+    }
+
+    #[test]
+    fn the_system_s_roots_only_verify_names() {
+        assert_eq!(mode("postgres://u@h/db?sslrootcert=system"), Ok(SslMode::Require));
+        assert_eq!(mode("postgres://u@h/db?sslmode=verify-full"), Ok(SslMode::Require));
+        for weak in ["require", "verify-ca", "prefer"] {
+            let e = mode(&format!("postgres://u@h/db?sslmode={weak}&sslrootcert=system")).unwrap_err();
+            assert!(
+                e.contains("sslrootcert=system needs sslmode=verify-full"),
+                "{weak}: {e}"
+            );
+        }
+        let e = mode("postgres://u@h/db?sslmode=verify-ca").unwrap_err();
+        assert!(e.contains("verify-ca needs sslrootcert"), "{e}");
+        assert_eq!(mode("postgres://u@h/db?sslsni=1&sslmode=require"), Ok(SslMode::Require));
+        assert!(mode("postgres://u@h/db?sslsni=0")
+            .unwrap_err()
+            .contains("sslsni is not supported"));
+    }
+
+    /// A password with an unencoded `?` does not hide the query from this reading (tokio-postgres
+    /// reads the credentials up to `@`); `+` in a value is a plus.
+    #[test]
+    fn the_query_is_read_where_the_driver_reads_it() {
+        let t = PgTarget::parse("postgres://u:pa?ss@h/db?sslmode=require").unwrap();
+        assert_eq!(t.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(t.config.get_password(), Some(&b"pa?ss"[..]));
+        let e = mode("postgres://u@h/db?sslmode=verify-full&sslrootcert=/certs/ca+bundle.pem").unwrap_err();
+        assert!(e.contains("sslrootcert /certs/ca+bundle.pem"), "{e}");
+        let e = mode("postgres://u@h/db?sslrootcert=/certs/ca%20bundle.pem&sslmode=verify-ca").unwrap_err();
+        assert!(e.contains("sslrootcert /certs/ca bundle.pem"), "{e}");
     }
 
     #[test]
