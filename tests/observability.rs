@@ -556,6 +556,55 @@ async fn a_client_key_in_the_query_stays_out_of_the_logs_when_a_request_fails_ov
 }
 
 /// The JSON log line of the request with this id.
+/// With `LOG_BODY_BYTES`, the request line shows the start of the client's body and of the answer
+/// it got (translated or not), cut at the limit; without it, neither (see the test above).
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_are_logged_only_when_asked_for_and_cut() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start_with_env(
+        &format!("providers:\n{}", provider_yaml("alpha", &a, "")),
+        &[("LOG_FORMAT", "json"), ("LOG_BODY_BYTES", "48")],
+    )
+    .await;
+    let prompt = "Tell me about the weather in Paris — in detail, please.";
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": prompt}]});
+    let r = gw
+        .post("/v1/chat/completions", body.clone(), &[("x-request-id", "with-bodies")])
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer = r.text().await.unwrap();
+    let logs = gw.logs_when(|l| l.contains("\"with-bodies\"")).await;
+    let line = request_line(&logs, "with-bodies");
+    let sent = serde_json::to_string(&body).unwrap();
+    let logged = line["fields"]["request_body"].as_str().unwrap();
+    assert_eq!(logged, format!("{}…", &sent[..48]), "{line}");
+    let logged = line["fields"]["response_body"].as_str().unwrap();
+    assert_eq!(logged, format!("{}…", &answer[..48]), "{line}");
+    // An Anthropic client's answer as it got it, translated.
+    let short = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw
+        .post(
+            "/v1/messages",
+            short.clone(),
+            &[("x-request-id", "short-one"), ("anthropic-version", "2023-06-01")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer = r.text().await.unwrap();
+    let logs = gw.logs_when(|l| l.contains("\"short-one\"")).await;
+    let line = request_line(&logs, "short-one");
+    let sent = serde_json::to_string(&short).unwrap();
+    assert_eq!(
+        line["fields"]["request_body"].as_str().unwrap(),
+        format!("{}…", &sent[..48])
+    );
+    assert!(answer.contains("\"type\":\"message\""), "{answer}");
+    assert_eq!(
+        line["fields"]["response_body"].as_str().unwrap(),
+        format!("{}…", &answer[..48])
+    );
+}
+
 fn request_line(logs: &str, id: &str) -> Value {
     logs.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -149,6 +149,9 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
     Ok(out)
 }
 
+/// Largest `log_body_bytes`.
+const MAX_LOG_BODY_BYTES: usize = 64 * 1024;
+
 /// Every override set but empty counts as unset: templates write `${VAR:-}` for what they leave
 /// to the file.
 fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -173,6 +176,11 @@ fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>
     }
     if let Some(v) = env("LOG_TIMEZONE") {
         s.log_timezone = Some(v);
+    }
+    if let Some(v) = env("LOG_BODY_BYTES") {
+        s.log_body_bytes = v
+            .parse()
+            .map_err(|_| origin.err("LOG_BODY_BYTES", format!("`{v}` is not a number of bytes")))?;
     }
     if let Some(v) = env("APIPROXY_THREADS") {
         s.threads = v
@@ -252,6 +260,10 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
                 format!("`{o}` is not `*` or an origin like https://app.example.com (scheme, host, port; no path)"),
             ));
         }
+    }
+    // A log line is no place for a whole body: enough of one to see what went wrong.
+    if s.log_body_bytes > MAX_LOG_BODY_BYTES {
+        return Err(origin.err("server.log_body_bytes", format!("must be at most {MAX_LOG_BODY_BYTES}")));
     }
     if s.max_attempts == 0 || s.max_attempts > 16 {
         return Err(origin.err("server.max_attempts", "must be between 1 and 16"));
@@ -516,5 +528,23 @@ mod tests {
         let bad = env_of(&[("MODELS_CACHE_TTL", "soon")]);
         let e = load_text("", &bad).unwrap_err().to_string();
         assert!(e.starts_with("environment: MODELS_CACHE_TTL:"), "{e}");
+    }
+
+    #[test]
+    fn logged_bodies_are_bounded() {
+        assert_eq!(load_text("", &env_of(&[])).unwrap().server.log_body_bytes, 0);
+        let c = load_text("", &env_of(&[("LOG_BODY_BYTES", "2048")])).unwrap();
+        assert_eq!(c.server.log_body_bytes, 2048);
+        let e = load_text("server: {log_body_bytes: 70000}\n", &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.log_body_bytes") && e.contains("at most 65536"),
+            "{e}"
+        );
+        let e = load_text("", &env_of(&[("LOG_BODY_BYTES", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("environment: LOG_BODY_BYTES:"), "{e}");
     }
 }

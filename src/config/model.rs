@@ -39,6 +39,10 @@ pub struct ServerSettings {
     pub log_format: LogFormat,
     /// `LOG_TIMEZONE`: an IANA zone such as `Asia/Shanghai` for log timestamps; local time when unset.
     pub log_timezone: Option<String>,
+    /// `LOG_BODY_BYTES`: the request line also shows the first this many bytes of the client's
+    /// request body and of the answer it got; 0 (the default) shows none. Bodies hold prompts and
+    /// personal data: for debugging, explicitly.
+    pub log_body_bytes: usize,
     /// `MODELS_CACHE_TTL`, seconds.
     pub models_cache_ttl_s: u64,
     /// Largest accepted request body, bytes.
@@ -80,6 +84,7 @@ impl Default for ServerSettings {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             log_timezone: None,
+            log_body_bytes: 0,
             models_cache_ttl_s: 300,
             max_body_bytes: 32 * 1024 * 1024,
             max_attempts: 4,

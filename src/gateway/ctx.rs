@@ -290,6 +290,9 @@ pub struct RequestCtx {
     pub binding: Option<String>,
     /// The first bytes of the answer, kept for the session context.
     pub capture: Option<BytesMut>,
+    /// Most answer bytes `capture` keeps: for the session context, and for the log line when it
+    /// shows bodies (`log_body_bytes`).
+    pub capture_limit: usize,
     pub plan: Option<RoutePlan>,
     /// Candidates that are done for this request.
     pub excluded: Vec<usize>,
@@ -398,6 +401,7 @@ impl RequestCtx {
             response_pin: None,
             binding: None,
             capture: None,
+            capture_limit: 0,
             plan: None,
             excluded: Vec::new(),
             refused_keys: Vec::new(),

@@ -151,6 +151,14 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     if ctx.streaming_response {
         m.open_streams.dec();
     }
+    // Bodies only when asked for (`log_body_bytes`); absent fields are left out of the line.
+    let shown = app.settings.log_body_bytes;
+    let request_body = (shown > 0 && !ctx.body.is_empty()).then(|| body_start(&ctx.body, shown));
+    let response_body = ctx
+        .capture
+        .as_deref()
+        .filter(|_| shown > 0)
+        .map(|b| body_start(b, shown));
     tracing::info!(
         request_id = %ctx.request_id,
         client = ctx.client.as_ref().map_or("-", |c| &*c.name),
@@ -172,8 +180,26 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
         outcome,
         latency_ms = elapsed.as_millis() as u64,
         error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+        request_body,
+        response_body,
         "request"
     );
+}
+
+/// The first `limit` bytes of a body as text, cut at a character, with `…` when there was more.
+fn body_start(body: &[u8], limit: usize) -> String {
+    let cut = &body[..body.len().min(limit)];
+    let text = match std::str::from_utf8(cut) {
+        Ok(t) => t.to_string(),
+        // A character cut in two at the limit is left out; other invalid bytes are replaced.
+        Err(e) if e.error_len().is_none() => String::from_utf8_lossy(&cut[..e.valid_up_to()]).into_owned(),
+        Err(_) => String::from_utf8_lossy(cut).into_owned(),
+    };
+    if body.len() > limit {
+        text + "…"
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]
@@ -191,6 +217,19 @@ mod tests {
             end,
             note: None,
         })
+    }
+
+    #[test]
+    fn a_body_is_cut_at_a_character() {
+        assert_eq!(body_start(b"short", 48), "short");
+        assert_eq!(body_start(b"exactly", 7), "exactly");
+        assert_eq!(
+            body_start("caf\u{e9} au lait".as_bytes(), 4),
+            "caf…",
+            "é cut in two is left out"
+        );
+        assert_eq!(body_start("caf\u{e9} au lait".as_bytes(), 5), "caf\u{e9}…");
+        assert_eq!(body_start(b"a\xffb", 8), "a\u{fffd}b");
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl Gateway {
                 session.set_write_timeout((write_timeout > 0).then(|| Duration::from_millis(write_timeout)));
                 intake::route(session, &self.app, ctx, &call, body)?;
                 session::admit(&self.app, ctx).await?;
-                session::start_capture(ctx);
+                session::start_capture(ctx, self.app.settings.log_body_bytes);
                 Ok(false)
             }
         }

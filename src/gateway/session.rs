@@ -66,18 +66,26 @@ pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> 
     Ok(())
 }
 
-/// Keeps the first bytes of the answer for the session context.
+/// Keeps the first bytes of the answer for the session context and the log line.
 pub fn capture(ctx: &mut RequestCtx, body: &Option<Bytes>) {
     let (Some(buf), Some(chunk)) = (ctx.capture.as_mut(), body.as_ref()) else {
         return;
     };
-    let room = CAPTURE_LIMIT.saturating_sub(buf.len());
+    let room = ctx.capture_limit.saturating_sub(buf.len());
     buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
 }
 
-/// Starts capturing when the request belongs to a session (a token count is no exchange).
-pub fn start_capture(ctx: &mut RequestCtx) {
-    if ctx.session_id.is_some() && ctx.capture.is_none() && ctx.operation == Operation::Generate {
+/// Starts capturing when the request belongs to a session (a token count is no exchange), or
+/// when the log line shows bodies (`log_body_bytes`).
+pub fn start_capture(ctx: &mut RequestCtx, log_body_bytes: usize) {
+    if ctx.capture.is_some() {
+        return;
+    }
+    let for_context = ctx.session_id.is_some() && ctx.operation == Operation::Generate;
+    // One byte past the log's share tells the line that the answer went on.
+    let for_log = if log_body_bytes > 0 { log_body_bytes + 1 } else { 0 };
+    ctx.capture_limit = if for_context { CAPTURE_LIMIT } else { 0 }.max(for_log);
+    if ctx.capture_limit > 0 {
         ctx.capture = Some(BytesMut::new());
     }
 }
