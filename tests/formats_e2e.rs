@@ -1493,3 +1493,57 @@ async fn reasoning_the_gateway_wrote_never_reaches_openai_without_its_id() {
     assert_eq!(reasoning_sent.len(), 1, "{sent}");
     assert_eq!(reasoning_sent[0]["encrypted_content"], "gAAAA-openai-own");
 }
+
+/// A client key's token counts draw on a rate-limit bucket of their own: Claude Code's burst of
+/// counts as it starts is limited like any request, but never starves the conversation.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_counts_do_not_spend_the_conversation_s_rate_limit() {
+    let an = Mock::start_style("an", &["claude-x"], Style::Anthropic).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}",
+        provider_yaml_styled("an", &an, ", models: [claude-x]")
+    ))
+    .await;
+    let admin = gw.admin().await;
+    let r = gw
+        .client
+        .post(gw.admin_url(&format!("/users/{}/api-keys", admin.user_id)))
+        .bearer_auth(&admin.token)
+        .json(&json!({"name": "claude-code", "rate_limit_rps": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let key = r.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_string();
+    // The key is accepted within a second of being minted.
+    let send = |path: &'static str| {
+        let mut body = json!({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]});
+        if path == "/v1/messages" {
+            body["max_tokens"] = json!(5);
+        }
+        gw.client
+            .post(gw.url(path))
+            .header("x-api-key", key.as_str())
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+    };
+    let mut first = 401;
+    for _ in 0..50 {
+        first = send("/v1/messages/count_tokens").await.unwrap().status().as_u16();
+        if first != 401 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(first, 200);
+    let r = send("/v1/messages/count_tokens").await.unwrap();
+    assert_eq!(r.status(), 429, "counts are limited too");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "rate_limit_error");
+    assert_eq!(
+        send("/v1/messages").await.unwrap().status(),
+        200,
+        "the counts starved the conversation"
+    );
+    assert_eq!(send("/v1/messages").await.unwrap().status(), 429);
+}

@@ -38,11 +38,18 @@ pub fn session_key(raw: &str) -> &str {
 /// session and of the response it continues for the requested model, in one round trip (none
 /// when nothing applies).
 pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
-    let limit = ctx
+    let mut limit = ctx
         .client
         .as_ref()
         .and_then(|c| Some((c.key_id.clone()?, c.rate_limit_rps?)));
-    let user_limit = ctx.client.as_ref().and_then(|c| c.user_limit.clone());
+    let mut user_limit = ctx.client.as_ref().and_then(|c| c.user_limit.clone());
+    // Token counts draw on buckets of their own, at the same rates: Claude Code counts dozens of
+    // times as it starts, and that must not starve the conversation it counts for.
+    if ctx.operation == Operation::CountTokens {
+        for (bucket, _) in limit.iter_mut().chain(user_limit.iter_mut()) {
+            *bucket = format!("{bucket}:count_tokens").into();
+        }
+    }
     let (routed, model) = (ctx.plan.is_some(), ctx.model.as_str());
     let q = Admission {
         limit: limit.as_ref().map(|(id, rps)| (&**id, *rps)),
