@@ -555,9 +555,9 @@ async fn a_client_key_in_the_query_stays_out_of_the_logs_when_a_request_fails_ov
     assert!(!logs.contains(CLIENT_KEY), "the client's key reached the logs:\n{logs}");
 }
 
-/// The JSON log line of the request with this id.
 /// With `LOG_BODY_BYTES`, the request line shows the start of the client's body and of the answer
-/// it got (translated or not), cut at the limit; without it, neither (see the test above).
+/// it got (translated or not, or the gateway's own refusal), cut at the limit; without it, neither
+/// (`json_logs_with_timezone_one_line_per_request`).
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_are_logged_only_when_asked_for_and_cut() {
     let a = Mock::start("alpha", &["m"]).await;
@@ -603,8 +603,33 @@ async fn bodies_are_logged_only_when_asked_for_and_cut() {
         line["fields"]["response_body"].as_str().unwrap(),
         format!("{}…", &answer[..48])
     );
+    // A body the gateway refuses (a model nothing serves) and the refusal it wrote.
+    let unknown = json!({"model": "nobody-serves-this", "messages": [{"role": "user", "content": "hello"}]});
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            unknown.clone(),
+            &[("x-request-id", "refused-one")],
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+    let refusal = r.text().await.unwrap();
+    let logs = gw.logs_when(|l| l.contains("\"refused-one\"")).await;
+    let line = request_line(&logs, "refused-one");
+    let sent = serde_json::to_string(&unknown).unwrap();
+    assert_eq!(
+        line["fields"]["request_body"].as_str().unwrap(),
+        format!("{}…", &sent[..48]),
+        "{line}"
+    );
+    assert_eq!(
+        line["fields"]["response_body"].as_str().unwrap(),
+        format!("{}…", &refusal[..48]),
+        "{line}"
+    );
 }
 
+/// The JSON log line of the request with this id.
 fn request_line(logs: &str, id: &str) -> Value {
     logs.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -23,7 +23,8 @@ pub struct ClientIdentity {
     pub key_id: Option<Arc<str>>,
     /// Providers this key may reach; `None` for all.
     pub allowed_providers: Option<Arc<HashSet<String>>>,
-    /// Requests per second this key may make; `None` for no limit.
+    /// Requests per second this key may make (and token counts per second besides, in a bucket
+    /// of their own); `None` for no limit.
     pub rate_limit_rps: Option<u32>,
     /// The bucket all of its user's keys share and the user's requests per second, when an
     /// admin limited the user: minting more keys does not buy more requests.

@@ -293,6 +293,8 @@ pub struct RequestCtx {
     /// Most answer bytes `capture` keeps: for the session context, and for the log line when it
     /// shows bodies (`log_body_bytes`).
     pub capture_limit: usize,
+    /// `log_body_bytes`, for the answers the gateway writes itself.
+    pub log_body_bytes: usize,
     pub plan: Option<RoutePlan>,
     /// Candidates that are done for this request.
     pub excluded: Vec<usize>,
@@ -402,6 +404,7 @@ impl RequestCtx {
             binding: None,
             capture: None,
             capture_limit: 0,
+            log_body_bytes: 0,
             plan: None,
             excluded: Vec::new(),
             refused_keys: Vec::new(),

@@ -339,6 +339,8 @@ pub fn route(
     call: &ClientCall,
     body: Bytes,
 ) -> Result<(), GatewayError> {
+    // Kept before it is judged: a refused body is the one its log line may show.
+    ctx.body = body.clone();
     match &call.gemini {
         Some(g) => {
             require_object(&body)?;

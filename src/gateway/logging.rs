@@ -186,8 +186,14 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     );
 }
 
-/// The first `limit` bytes of a body as text, cut at a character, with `…` when there was more.
+/// The first `limit` bytes of a body as text, cut at a character, with `…` when there was more,
+/// and what looks like a key or token redacted (as in session context snippets): a prompt may
+/// carry a pasted key or an `.env` file.
 fn body_start(body: &[u8], limit: usize) -> String {
+    crate::state::redact(&body_text(body, limit))
+}
+
+fn body_text(body: &[u8], limit: usize) -> String {
     let cut = &body[..body.len().min(limit)];
     let text = match std::str::from_utf8(cut) {
         Ok(t) => t.to_string(),
@@ -221,15 +227,26 @@ mod tests {
 
     #[test]
     fn a_body_is_cut_at_a_character() {
-        assert_eq!(body_start(b"short", 48), "short");
-        assert_eq!(body_start(b"exactly", 7), "exactly");
+        assert_eq!(body_text(b"short", 48), "short");
+        assert_eq!(body_text(b"exactly", 7), "exactly");
         assert_eq!(
-            body_start("caf\u{e9} au lait".as_bytes(), 4),
+            body_text("caf\u{e9} au lait".as_bytes(), 4),
             "caf…",
             "é cut in two is left out"
         );
-        assert_eq!(body_start("caf\u{e9} au lait".as_bytes(), 5), "caf\u{e9}…");
-        assert_eq!(body_start(b"a\xffb", 8), "a\u{fffd}b");
+        assert_eq!(body_text("caf\u{e9} au lait".as_bytes(), 5), "caf\u{e9}…");
+        assert_eq!(body_text(b"a\xffb", 8), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn a_logged_body_loses_what_looks_like_a_key() {
+        let body = br#"{"messages":[{"role":"user","content":"OPENAI_API_KEY=sk-proj-9f8e7d6c5b4a3f2e1d0c please"}]}"#;
+        let shown = body_start(body, 4096);
+        assert!(!shown.contains("9f8e7d6c5b4a"), "{shown}");
+        assert!(
+            shown.contains("OPENAI_API_KEY=[REDACTED]") && shown.contains("please"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl Gateway {
                 session.set_write_timeout((write_timeout > 0).then(|| Duration::from_millis(write_timeout)));
                 intake::route(session, &self.app, ctx, &call, body)?;
                 session::admit(&self.app, ctx).await?;
-                session::start_capture(ctx, self.app.settings.log_body_bytes);
+                session::start_capture(ctx);
                 Ok(false)
             }
         }
@@ -151,6 +151,7 @@ impl ProxyHttp for Gateway {
         // kept across the connection's requests.
         session.set_pipelining_enabled(true);
         ctx.request_id = intake::request_id(session);
+        ctx.log_body_bytes = self.app.settings.log_body_bytes;
         match self.intake(session, ctx).await {
             Ok(answered) => Ok(answered),
             Err(err) => self.reject(session, ctx, err).await,

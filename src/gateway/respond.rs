@@ -26,6 +26,11 @@ pub async fn json(
     }
     super::cors::expose(&mut resp, ctx)?;
     ctx.status = Some(status);
+    if ctx.log_body_bytes > 0 {
+        // The answer the log line shows is this one (one byte more tells it was cut).
+        let kept = body.len().min(ctx.log_body_bytes + 1);
+        ctx.capture = Some(bytes::BytesMut::from(&body[..kept]));
+    }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
 }

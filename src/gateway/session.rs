@@ -84,13 +84,17 @@ pub fn capture(ctx: &mut RequestCtx, body: &Option<Bytes>) {
 
 /// Starts capturing when the request belongs to a session (a token count is no exchange), or
 /// when the log line shows bodies (`log_body_bytes`).
-pub fn start_capture(ctx: &mut RequestCtx, log_body_bytes: usize) {
+pub fn start_capture(ctx: &mut RequestCtx) {
     if ctx.capture.is_some() {
         return;
     }
     let for_context = ctx.session_id.is_some() && ctx.operation == Operation::Generate;
     // One byte past the log's share tells the line that the answer went on.
-    let for_log = if log_body_bytes > 0 { log_body_bytes + 1 } else { 0 };
+    let for_log = if ctx.log_body_bytes > 0 {
+        ctx.log_body_bytes + 1
+    } else {
+        0
+    };
     ctx.capture_limit = if for_context { CAPTURE_LIMIT } else { 0 }.max(for_log);
     if ctx.capture_limit > 0 {
         ctx.capture = Some(BytesMut::new());
@@ -143,7 +147,8 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
                 provider: ctx.served_by.as_deref().map(str::to_string),
                 status,
                 request: request_snippet(&ctx.body, snippets),
-                response: response_snippet(&captured, snippets),
+                // What the context keeps does not depend on how much the log line shows.
+                response: response_snippet(&captured[..captured.len().min(CAPTURE_LIMIT)], snippets),
             };
             (context_owner(client), serde_json::to_string(&entry).unwrap_or_default())
         });

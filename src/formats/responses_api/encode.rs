@@ -108,6 +108,34 @@ impl ResponsesEncoder {
     }
 
     /// Closes the item in progress; after a function call, the calls held behind it follow whole.
+    /// Opens a reasoning item unless one is open.
+    fn open_reasoning(&mut self, out: &mut Vec<u8>) {
+        self.ensure_started(out);
+        if matches!(self.open, Some(OpenItem::Reasoning { .. })) {
+            return;
+        }
+        self.close_item(out);
+        let id = new_id(super::GATEWAY_REASONING_ID);
+        let output_index = self.next_output_index();
+        self.emit(
+            out,
+            "response.output_item.added",
+            json!({"output_index": output_index, "item": {"type": "reasoning", "id": id, "summary": []}}),
+        );
+        self.emit(
+            out,
+            "response.reasoning_summary_part.added",
+            json!({"item_id": id, "output_index": output_index, "summary_index": 0,
+                "part": {"type": "summary_text", "text": ""}}),
+        );
+        self.open = Some(OpenItem::Reasoning {
+            id,
+            output_index,
+            text: String::new(),
+            signature: None,
+        });
+    }
+
     fn close_item(&mut self, out: &mut Vec<u8>) {
         self.close_open_item(out);
         for tool in std::mem::take(&mut self.held_tools) {
@@ -261,29 +289,7 @@ impl Encode for ResponsesEncoder {
                 }
             }
             StreamEvent::Thinking(t) if !t.is_empty() => {
-                self.ensure_started(out);
-                if !matches!(self.open, Some(OpenItem::Reasoning { .. })) {
-                    self.close_item(out);
-                    let id = new_id(super::GATEWAY_REASONING_ID);
-                    let output_index = self.next_output_index();
-                    self.emit(
-                        out,
-                        "response.output_item.added",
-                        json!({"output_index": output_index, "item": {"type": "reasoning", "id": id, "summary": []}}),
-                    );
-                    self.emit(
-                        out,
-                        "response.reasoning_summary_part.added",
-                        json!({"item_id": id, "output_index": output_index, "summary_index": 0,
-                            "part": {"type": "summary_text", "text": ""}}),
-                    );
-                    self.open = Some(OpenItem::Reasoning {
-                        id,
-                        output_index,
-                        text: String::new(),
-                        signature: None,
-                    });
-                }
+                self.open_reasoning(out);
                 if let Some(OpenItem::Reasoning {
                     id, output_index, text, ..
                 }) = &mut self.open
@@ -294,6 +300,9 @@ impl Encode for ResponsesEncoder {
                 }
             }
             StreamEvent::Signature(sig) => {
+                // Signed thinking whose text was empty (Claude's omitted thinking) is still an
+                // item: Claude wants the signed block back.
+                self.open_reasoning(out);
                 if let Some(OpenItem::Reasoning { signature, .. }) = &mut self.open {
                     *signature = Some(sig);
                 }
@@ -406,5 +415,45 @@ impl Encode for ResponsesEncoder {
         let mut r = self.response("failed");
         r["error"] = json!({"code": code, "message": message});
         self.emit(out, "response.failed", json!({ "response": r }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::ir::{FinishReason, Signature, Vendor};
+    use crate::formats::stream::events::Encode;
+
+    /// Claude's thinking with its text left out (only the signature streams) is still a reasoning
+    /// item, carrying the signature Claude wants back.
+    #[test]
+    fn a_signature_without_text_is_a_reasoning_item() {
+        let mut enc = ResponsesEncoder::new("m");
+        let mut out = Vec::new();
+        for event in [
+            StreamEvent::Signature(Signature {
+                vendor: Vendor::Anthropic,
+                value: "EqQB".into(),
+            }),
+            StreamEvent::Text("hi".into()),
+            StreamEvent::Finish {
+                reason: FinishReason::Stop,
+                stop_sequence: None,
+            },
+        ] {
+            enc.encode(event, &mut out);
+        }
+        enc.end(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        let done = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .find(|v| v["type"] == "response.completed")
+            .expect("response.completed");
+        let output = done["response"]["output"].as_array().unwrap();
+        assert_eq!(output[0]["type"], "reasoning", "{done}");
+        assert_eq!(output[0]["encrypted_content"], "anthropic-thinking:EqQB");
+        assert_eq!(output[1]["type"], "message");
     }
 }

@@ -252,7 +252,7 @@ fn parse_item(item: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
             };
             if let Some(data) = encrypted.and_then(|e| e.strip_prefix(ANTHROPIC_REDACTED_PREFIX)) {
                 push_block(ir, Role::Assistant, Block::RedactedThinking { data: data.to_string() });
-            } else if encrypted == Some(super::GATEWAY_UNSIGNED_MARK)
+            } else if encrypted.is_some_and(|e| e.starts_with(super::GATEWAY_UNSIGNED_MARK))
                 || (encrypted.is_none()
                     && str_at(item, "id").is_none_or(|id| id.starts_with(super::GATEWAY_REASONING_ID)))
             {
