@@ -627,6 +627,25 @@ async fn bodies_are_logged_only_when_asked_for_and_cut() {
         format!("{}…", &refusal[..48]),
         "{line}"
     );
+    // A stream the upstream broke off ends, for the client and in the line, with the error event
+    // the gateway wrote.
+    a.script([Reply::StreamAbort { after: 2 }]);
+    let wide = Gateway::start_with_env(
+        &format!("providers:\n{}", provider_yaml("alpha", &a, "")),
+        &[("LOG_FORMAT", "json"), ("LOG_BODY_BYTES", "8192")],
+    )
+    .await;
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = wide
+        .post("/v1/chat/completions", body, &[("x-request-id", "cut-one")])
+        .await;
+    let answer = r.text().await.unwrap();
+    let last = answer.trim_end().lines().last().unwrap().to_string();
+    assert!(last.contains("error"), "{answer}");
+    let logs = wide.logs_when(|l| l.contains("\"cut-one\"")).await;
+    let line = request_line(&logs, "cut-one");
+    let logged = line["fields"]["response_body"].as_str().unwrap();
+    assert!(logged.trim_end().ends_with(&last), "{line}");
 }
 
 /// The JSON log line of the request with this id.

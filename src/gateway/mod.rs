@@ -354,6 +354,8 @@ impl ProxyHttp for Gateway {
             if ended {
                 ctx.stream_cut = false;
             }
+            // The log line's copy of the answer ends as the client's does.
+            session::capture(ctx, &event);
             if ended || event.is_some() {
                 let _ = session.write_response_body(event, true).await;
             }
