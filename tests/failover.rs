@@ -1948,12 +1948,8 @@ async fn a_body_sent_in_tiny_chunks_is_sent_whole_to_each_attempt() {
     }
 }
 
-/// A Responses conversation continued with `previous_response_id` (and no session) goes to the
-/// upstream that made that response (it lives with that account: another answers 400), whole and
-/// streamed, whatever the weights would pick, and only there: when that upstream answers 429, the
-/// client hears the 429 (which it may retry), not the other upstream's 400.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_response_is_continued_where_it_was_made() {
+/// Two native Responses upstreams of one logical model `lm`.
+async fn responses_pair() -> (Mock, Mock, Gateway) {
     let a = Mock::start_style("alpha", &["m"], Style::Responses).await;
     let b = Mock::start_style("beta", &["m"], Style::Responses).await;
     let gw = Gateway::start(&format!(
@@ -1963,6 +1959,37 @@ async fn a_response_is_continued_where_it_was_made() {
         logical(&[("alpha", ""), ("beta", "")])
     ))
     .await;
+    (a, b, gw)
+}
+
+/// The provider `key` (a session, or `response:{id}`) is bound to for `lm` once the gateway has
+/// stored it as `provider` (any, when `None`): bindings are written after the answer.
+async fn bound_for_lm(gw: &Gateway, token: &str, key: &str, provider: Option<&str>) -> Option<String> {
+    for _ in 0..100 {
+        let r = gw
+            .client
+            .get(gw.admin_url(&format!("/routing/sessions/{key}?model=lm")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        let stored = v["upstream"]["provider"].as_str().filter(|_| v["binding"] == "stored");
+        if let Some(p) = stored.filter(|p| provider.is_none_or(|want| *p == want)) {
+            return Some(p.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// A Responses conversation continued with `previous_response_id` (and no session) goes to the
+/// upstream that made that response (it lives with that account: another answers 400), whole and
+/// streamed, whatever the weights would pick, and only there: when that upstream answers 429, the
+/// client hears the 429 (which it may retry), not the other upstream's 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_is_continued_where_it_was_made() {
+    let (a, b, gw) = responses_pair().await;
     // The id of an answer, whole or the `response.created` event of a stream.
     let answer_id = |text: &str| -> String {
         let json = text
@@ -1991,21 +2018,11 @@ async fn a_response_is_continued_where_it_was_made() {
             let maker = made_by.get_or_insert_with(|| provider.clone());
             assert_eq!(&provider, maker, "conversation {conversation}, turn {turn}");
             let id = answer_id(&text);
-            // The binding is written after the answer: wait until the gateway has it.
-            let path = format!("/routing/sessions/response:{id}?model=lm");
-            for _ in 0..100 {
-                let r = gw
-                    .client
-                    .get(gw.admin_url(&path))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap();
-                if r.json::<Value>().await.unwrap()["binding"] == "stored" {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let key = format!("response:{id}");
+            assert_eq!(
+                bound_for_lm(&gw, &token, &key, None).await.as_deref(),
+                Some(maker.as_str())
+            );
             body = json!({"model": "lm", "input": "more", "stream": stream, "previous_response_id": id});
         }
         last = made_by.map(|maker| (maker, body));
@@ -2074,37 +2091,12 @@ async fn a_response_is_continued_where_it_was_made() {
 /// answer 400 `previous_response_not_found`), and that upstream's 429 reaches the client as one.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_s_continuation_goes_where_its_response_was_made() {
-    let a = Mock::start_style("alpha", &["m"], Style::Responses).await;
-    let b = Mock::start_style("beta", &["m"], Style::Responses).await;
-    let gw = Gateway::start(&format!(
-        "providers:\n{}{}{}",
-        provider_yaml_styled("alpha", &a, ""),
-        provider_yaml_styled("beta", &b, ""),
-        logical(&[("alpha", ""), ("beta", "")])
-    ))
-    .await;
+    let (a, b, gw) = responses_pair().await;
     let token = gw.admin().await.token;
-    // The provider `key` is bound to for lm, once the gateway has stored it.
-    let bound = |key: String| {
+    let bound = |key: &str, provider: Option<&str>| {
+        let (key, provider) = (key.to_string(), provider.map(str::to_string));
         let (gw, token) = (&gw, token.clone());
-        async move {
-            let mut last = Value::Null;
-            for _ in 0..100 {
-                let r = gw
-                    .client
-                    .get(gw.admin_url(&format!("/routing/sessions/{key}?model=lm")))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap();
-                last = r.json().await.unwrap();
-                if last["binding"] == "stored" {
-                    return last["upstream"]["provider"].as_str().unwrap_or_default().to_string();
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            panic!("{key} was not bound: {last}");
-        }
+        async move { bound_for_lm(gw, &token, &key, provider.as_deref()).await }
     };
     let session = [("x-session-id", "moved-on")];
     let r = gw
@@ -2113,8 +2105,8 @@ async fn a_session_s_continuation_goes_where_its_response_was_made() {
     assert_eq!(r.status(), 200);
     let maker = r.headers()["x-apiproxy-provider"].to_str().unwrap().to_string();
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    assert_eq!(bound(format!("response:{id}")).await, maker);
-    assert_eq!(bound("moved-on".into()).await, maker);
+    assert_eq!(bound(&format!("response:{id}"), None).await, Some(maker.clone()));
+    assert_eq!(bound("moved-on", None).await, Some(maker.clone()));
     let (made_by, other) = if maker == "alpha" { (&a, &b) } else { (&b, &a) };
     let other_name = if maker == "alpha" { "beta" } else { "alpha" };
 
@@ -2125,15 +2117,8 @@ async fn a_session_s_continuation_goes_where_its_response_was_made() {
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-apiproxy-provider"], other_name);
-    for _ in 0..100 {
-        if bound("moved-on".into()).await == other_name {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        bound("moved-on".into()).await,
-        other_name,
+    assert!(
+        bound("moved-on", Some(other_name)).await.is_some(),
         "the failover moved the session"
     );
 
@@ -2160,36 +2145,12 @@ async fn a_session_s_continuation_goes_where_its_response_was_made() {
 /// conversation goes on from a compacted state only the upstream that made it can read.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compaction_moves_its_session_as_an_answer_does() {
-    let a = Mock::start_style("alpha", &["m"], Style::Responses).await;
-    let b = Mock::start_style("beta", &["m"], Style::Responses).await;
-    let gw = Gateway::start(&format!(
-        "providers:\n{}{}{}",
-        provider_yaml_styled("alpha", &a, ""),
-        provider_yaml_styled("beta", &b, ""),
-        logical(&[("alpha", ""), ("beta", "")])
-    ))
-    .await;
+    let (a, b, gw) = responses_pair().await;
     let token = gw.admin().await.token;
     // The session's binding once it is the one stored for `provider`.
     let bound_to = |provider: String| {
         let (gw, token) = (&gw, token.clone());
-        async move {
-            for _ in 0..100 {
-                let r = gw
-                    .client
-                    .get(gw.admin_url("/routing/sessions/compacting?model=lm"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap();
-                let v: Value = r.json().await.unwrap();
-                if v["binding"] == "stored" && v["upstream"]["provider"] == provider.as_str() {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            false
-        }
+        async move { bound_for_lm(gw, &token, "compacting", Some(&provider)).await.is_some() }
     };
     let session = [("x-session-id", "compacting")];
     let turn = json!({"model": "lm", "input": "hi"});
