@@ -213,14 +213,16 @@ const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 /// A PostgreSQL front that answers the client's SSLRequest with `S` and TLS under `pki`'s leaf
 /// certificate (as a server with `ssl = on` does), then relays the decrypted protocol to the local
 /// PostgreSQL in clear. The certificates are the test's own, so every `sslmode` outcome is checked
-/// whatever certificate the local server has.
-async fn pg_tls_front(pki: &Pki) -> (u16, Arc<PgSeen>) {
+/// whatever certificate the local server has. Without `pki`, a server with `ssl = off`: `N`.
+async fn pg_tls_front(pki: Option<&Pki>) -> (u16, Arc<PgSeen>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(pki.leaf.0.clone(), pki.leaf.1.clone_key())
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = pki.map(|pki| {
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(pki.leaf.0.clone(), pki.leaf.1.clone_key())
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(PgSeen::default());
@@ -236,7 +238,7 @@ async fn pg_tls_front(pki: &Pki) -> (u16, Arc<PgSeen>) {
                 let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else {
                     return;
                 };
-                if first == SSL_REQUEST {
+                if let (true, Some(acceptor)) = (first == SSL_REQUEST, acceptor.as_ref()) {
                     if client.write_all(b"S").await.is_err() {
                         return;
                     }
@@ -245,6 +247,12 @@ async fn pg_tls_front(pki: &Pki) -> (u16, Arc<PgSeen>) {
                     };
                     counts.encrypted.fetch_add(1, Ordering::SeqCst);
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+                } else if first == SSL_REQUEST {
+                    // No TLS here: the client goes on in clear (its startup message next) or leaves.
+                    if client.write_all(b"N").await.is_ok() {
+                        counts.clear.fetch_add(1, Ordering::SeqCst);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
                 } else {
                     counts.clear.fetch_add(1, Ordering::SeqCst);
                     if server.write_all(&first).await.is_ok() {
@@ -269,7 +277,7 @@ async fn postgres_tls_follows_sslmode() {
     let (ca, wrong_ca) = (dir.path().join("ca.pem"), dir.path().join("other-ca.pem"));
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     std::fs::write(&wrong_ca, &other.ca_pem).unwrap();
-    let (port, seen) = pg_tls_front(&pki).await;
+    let (port, seen) = pg_tls_front(Some(&pki)).await;
     let (name, _) = fresh_pg_database().await;
     let url = |host: &str, params: String| format!("postgres://postgres@{host}:{port}/{name}?{params}");
     let open = |url: String| async move {
@@ -330,5 +338,29 @@ async fn postgres_tls_follows_sslmode() {
     assert!(!gw.admin().await.token.is_empty());
     assert!(sessions() > before, "the gateway's connections were not encrypted");
     drop(gw);
+    drop_pg_database(&name).await;
+}
+
+/// A server without TLS: the default `prefer` goes on in clear (as libpq does), `require` and
+/// stronger refuse to.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_without_tls_is_used_in_clear_only_when_allowed() {
+    use apiproxy::store::{DatabaseUrl, Store};
+    let (port, seen) = pg_tls_front(None).await;
+    let (name, _) = fresh_pg_database().await;
+    let open = |params: &str| {
+        let url = format!("postgres://postgres@127.0.0.1:{port}/{name}?{params}");
+        async move {
+            match Store::open(&DatabaseUrl::parse(&url).unwrap()).await {
+                Ok(store) => Ok(store.backend()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    assert_eq!(open("application_name=in-clear").await, Ok("postgres"));
+    assert!(seen.clear.load(Ordering::SeqCst) > 0);
+    assert_eq!(seen.encrypted.load(Ordering::SeqCst), 0);
+    let e = open("sslmode=require").await.unwrap_err();
+    assert!(e.contains("TLS"), "{e}");
     drop_pg_database(&name).await;
 }
