@@ -2075,9 +2075,21 @@ async fn a_response_is_continued_where_it_was_made() {
     assert_eq!(binding_of(&unstored_id).await, 404, "a store: false answer was bound");
     let (maker, body) = last.unwrap();
     let (mock, other) = if maker == "alpha" { (&a, &b) } else { (&b, &a) };
-    mock.script([Reply::status_retry_after(429, 5)]);
+    the_maker_s_429_reaches_the_client(&gw, mock, other, body, &[]).await;
+}
+
+/// A continuation whose maker answers 429: the client gets the 429 to retry, and the upstream
+/// that cannot read the response gets nothing.
+async fn the_maker_s_429_reaches_the_client(
+    gw: &Gateway,
+    maker: &Mock,
+    other: &Mock,
+    continued: Value,
+    headers: &[(&str, &str)],
+) {
+    maker.script([Reply::status_retry_after(429, 5)]);
     let before = other.hits();
-    let r = gw.post("/v1/responses", body, &[]).await;
+    let r = gw.post("/v1/responses", continued, headers).await;
     assert_eq!(r.status(), 429, "{}", r.text().await.unwrap_or_default());
     assert_eq!(
         other.hits(),
@@ -2093,11 +2105,6 @@ async fn a_response_is_continued_where_it_was_made() {
 async fn a_session_s_continuation_goes_where_its_response_was_made() {
     let (a, b, gw) = responses_pair().await;
     let token = gw.admin().await.token;
-    let bound = |key: &str, provider: Option<&str>| {
-        let (key, provider) = (key.to_string(), provider.map(str::to_string));
-        let (gw, token) = (&gw, token.clone());
-        async move { bound_for_lm(gw, &token, &key, provider.as_deref()).await }
-    };
     let session = [("x-session-id", "moved-on")];
     let r = gw
         .post("/v1/responses", json!({"model": "lm", "input": "hi"}), &session)
@@ -2105,8 +2112,9 @@ async fn a_session_s_continuation_goes_where_its_response_was_made() {
     assert_eq!(r.status(), 200);
     let maker = r.headers()["x-apiproxy-provider"].to_str().unwrap().to_string();
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    assert_eq!(bound(&format!("response:{id}"), None).await, Some(maker.clone()));
-    assert_eq!(bound("moved-on", None).await, Some(maker.clone()));
+    let response = format!("response:{id}");
+    assert_eq!(bound_for_lm(&gw, &token, &response, None).await, Some(maker.clone()));
+    assert_eq!(bound_for_lm(&gw, &token, "moved-on", None).await, Some(maker.clone()));
     let (made_by, other) = if maker == "alpha" { (&a, &b) } else { (&b, &a) };
     let other_name = if maker == "alpha" { "beta" } else { "alpha" };
 
@@ -2118,7 +2126,7 @@ async fn a_session_s_continuation_goes_where_its_response_was_made() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-apiproxy-provider"], other_name);
     assert!(
-        bound("moved-on", Some(other_name)).await.is_some(),
+        bound_for_lm(&gw, &token, "moved-on", Some(other_name)).await.is_some(),
         "the failover moved the session"
     );
 
@@ -2130,15 +2138,7 @@ async fn a_session_s_continuation_goes_where_its_response_was_made() {
     assert_eq!(provider, maker);
     // And its maker's 429 is the client's to retry, not a failover to an upstream that cannot
     // read the response.
-    made_by.script([Reply::status_retry_after(429, 5)]);
-    let before = other.hits();
-    let r = gw.post("/v1/responses", continued, &session).await;
-    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap_or_default());
-    assert_eq!(
-        other.hits(),
-        before,
-        "the continuation went to the upstream that did not make it"
-    );
+    the_maker_s_429_reaches_the_client(&gw, made_by, other, continued, &session).await;
 }
 
 /// A compaction served after a failover moves its session there, as an answer does: the
@@ -2147,17 +2147,12 @@ async fn a_session_s_continuation_goes_where_its_response_was_made() {
 async fn a_compaction_moves_its_session_as_an_answer_does() {
     let (a, b, gw) = responses_pair().await;
     let token = gw.admin().await.token;
-    // The session's binding once it is the one stored for `provider`.
-    let bound_to = |provider: String| {
-        let (gw, token) = (&gw, token.clone());
-        async move { bound_for_lm(gw, &token, "compacting", Some(&provider)).await.is_some() }
-    };
     let session = [("x-session-id", "compacting")];
     let turn = json!({"model": "lm", "input": "hi"});
     let r = gw.post("/v1/responses", turn.clone(), &session).await;
     assert_eq!(r.status(), 200);
     let first = r.headers()["x-apiproxy-provider"].to_str().unwrap().to_string();
-    assert!(bound_to(first.clone()).await);
+    assert!(bound_for_lm(&gw, &token, "compacting", Some(&first)).await.is_some());
     let (bound, other) = if first == "alpha" { (&a, "beta") } else { (&b, "alpha") };
     bound.script([Reply::status(503)]);
     let compact = json!({"model": "lm", "input": [{"role": "user", "content": "hi"}]});
@@ -2165,7 +2160,7 @@ async fn a_compaction_moves_its_session_as_an_answer_does() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-apiproxy-provider"], other);
     assert!(
-        bound_to(other.to_string()).await,
+        bound_for_lm(&gw, &token, "compacting", Some(other)).await.is_some(),
         "the compaction did not move the session"
     );
     let r = gw.post("/v1/responses", turn, &session).await;

@@ -290,11 +290,9 @@ pub struct RequestCtx {
     pub binding: Option<String>,
     /// The first bytes of the answer, kept for the session context.
     pub capture: Option<BytesMut>,
-    /// Most answer bytes `capture` keeps: for the session context, and for the log line when it
-    /// shows bodies (`log_body_bytes`).
-    pub capture_limit: usize,
-    /// `log_body_bytes`, for the answers the gateway writes itself.
-    pub log_body_bytes: usize,
+    /// Answer bytes `capture` keeps for the log line: one more than it shows (`log_body_bytes`,
+    /// so it can tell the answer went on); 0 when it shows none. A session's context keeps more.
+    pub log_share: usize,
     pub plan: Option<RoutePlan>,
     /// Candidates that are done for this request.
     pub excluded: Vec<usize>,
@@ -403,8 +401,7 @@ impl RequestCtx {
             response_pin: None,
             binding: None,
             capture: None,
-            capture_limit: 0,
-            log_body_bytes: 0,
+            log_share: 0,
             plan: None,
             excluded: Vec::new(),
             refused_keys: Vec::new(),

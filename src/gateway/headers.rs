@@ -17,38 +17,34 @@ pub mod names {
 }
 
 /// Edits the request head as `http` parts; it comes back without the map of original name
-/// spellings, whatever `edit` returns.
-pub fn edit_request<T>(req: &mut RequestHeader, edit: impl FnOnce(&mut http::request::Parts) -> T) -> T {
+/// spellings.
+pub fn edit_request(req: &mut RequestHeader, edit: impl FnOnce(&mut http::request::Parts)) {
     let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts: http::request::Parts = std::mem::replace(req, empty).into();
-    let done = edit(&mut parts);
+    edit(&mut parts);
     *req = RequestHeader::from(parts);
-    done
 }
 
-/// The upstream's response head as the client gets it: without the map of original name
-/// spellings, without the reason phrase (the client gets the standard one for the status), without
-/// the headers that are the provider's business only (`upstream_only`), and with `add`'s.
-pub fn upstream_head_for_client(
-    resp: &mut ResponseHeader,
-    add: impl IntoIterator<Item = (HeaderName, http::HeaderValue)>,
-) {
+/// Edits the response head as `http` parts; it comes back without the map of original name
+/// spellings and without the reason phrase (the client gets the standard one for the status).
+pub fn edit_response(resp: &mut ResponseHeader, edit: impl FnOnce(&mut http::response::Parts)) {
     let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
     let mut parts: http::response::Parts = std::mem::replace(resp, empty).into();
-    // One pass over the names; nothing is allocated unless one has to go.
-    let doomed: Vec<http::HeaderName> = parts
-        .headers
+    edit(&mut parts);
+    *resp = ResponseHeader::from(parts);
+}
+
+/// Removes the headers that are the provider's business only (`upstream_only`), in one pass over
+/// the names; nothing is allocated unless one has to go.
+pub fn drop_upstream_only(headers: &mut http::HeaderMap) {
+    let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| upstream_only(name.as_str()))
         .cloned()
         .collect();
     for name in doomed {
-        parts.headers.remove(name);
+        headers.remove(name);
     }
-    for (name, value) in add {
-        parts.headers.insert(name, value);
-    }
-    *resp = ResponseHeader::from(parts);
 }
 
 /// Response headers that tell of the provider's account or site, not of the answer: the operator's

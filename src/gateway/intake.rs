@@ -406,7 +406,6 @@ pub fn route(
             .map(super::session::response_key);
     }
     ctx.plan = Some(plan);
-    ctx.body = body;
     Ok(())
 }
 

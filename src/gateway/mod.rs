@@ -151,7 +151,7 @@ impl ProxyHttp for Gateway {
         // kept across the connection's requests.
         session.set_pipelining_enabled(true);
         ctx.request_id = intake::request_id(session);
-        ctx.log_body_bytes = self.app.settings.log_body_bytes;
+        ctx.log_share = session::log_share(self.app.settings.log_body_bytes);
         match self.intake(session, ctx).await {
             Ok(answered) => Ok(answered),
             Err(err) => self.reject(session, ctx, err).await,

@@ -26,9 +26,9 @@ pub async fn json(
     }
     super::cors::expose(&mut resp, ctx)?;
     ctx.status = Some(status);
-    if ctx.log_body_bytes > 0 {
-        // The answer the log line shows is this one (one byte more tells it was cut).
-        let kept = body.len().min(ctx.log_body_bytes + 1);
+    if ctx.log_share > 0 {
+        // The answer the log line shows is this one.
+        let kept = body.len().min(ctx.log_share);
         ctx.capture = Some(bytes::BytesMut::from(&body[..kept]));
     }
     session.write_response_header(Box::new(resp), false).await?;

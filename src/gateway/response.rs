@@ -120,12 +120,19 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
     let value = |text: &str| {
         HeaderValue::from_str(text).map_err(|_| Error::explain(ErrorType::InternalError, "invalid header value"))
     };
-    let request_id = (names::X_REQUEST_ID, value(&ctx.request_id)?);
+    let request_id = value(&ctx.request_id)?;
     let served_by = match &provider {
-        Some(id) => Some((names::X_APIPROXY_PROVIDER, value(id)?)),
+        Some(id) => Some(value(id)?),
         None => None,
     };
-    super::headers::upstream_head_for_client(resp, std::iter::once(request_id).chain(served_by));
+    // The upstream's head as the client gets it.
+    super::headers::edit_response(resp, |head| {
+        super::headers::drop_upstream_only(&mut head.headers);
+        head.headers.insert(names::X_REQUEST_ID, request_id);
+        if let Some(id) = served_by {
+            head.headers.insert(names::X_APIPROXY_PROVIDER, id);
+        }
+    });
     super::cors::expose(resp, ctx)?;
     ctx.served_by = provider;
     let Some(attempt) = ctx.current.as_ref() else {

@@ -75,28 +75,40 @@ pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> 
 
 /// Keeps the first bytes of the answer for the session context and the log line.
 pub fn capture(ctx: &mut RequestCtx, body: &Option<Bytes>) {
+    if ctx.capture.is_none() {
+        return;
+    }
+    let limit = if for_context(ctx) {
+        ctx.log_share.max(CAPTURE_LIMIT)
+    } else {
+        ctx.log_share
+    };
     let (Some(buf), Some(chunk)) = (ctx.capture.as_mut(), body.as_ref()) else {
         return;
     };
-    let room = ctx.capture_limit.saturating_sub(buf.len());
+    let room = limit.saturating_sub(buf.len());
     buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
 }
 
-/// Starts capturing when the request belongs to a session (a token count is no exchange), or
-/// when the log line shows bodies (`log_body_bytes`).
-pub fn start_capture(ctx: &mut RequestCtx) {
-    if ctx.capture.is_some() {
-        return;
-    }
-    let for_context = ctx.session_id.is_some() && ctx.operation == Operation::Generate;
-    // One byte past the log's share tells the line that the answer went on.
-    let for_log = if ctx.log_body_bytes > 0 {
-        ctx.log_body_bytes + 1
+/// The answer bytes to keep for a log line that shows `log_body_bytes` of it: one more, which
+/// tells the line the answer went on; none when it shows none.
+pub fn log_share(log_body_bytes: usize) -> usize {
+    if log_body_bytes > 0 {
+        log_body_bytes + 1
     } else {
         0
-    };
-    ctx.capture_limit = if for_context { CAPTURE_LIMIT } else { 0 }.max(for_log);
-    if ctx.capture_limit > 0 {
+    }
+}
+
+/// Whether the answer goes into the session's context (a token count is no exchange).
+fn for_context(ctx: &RequestCtx) -> bool {
+    ctx.session_id.is_some() && ctx.operation == Operation::Generate
+}
+
+/// Starts capturing when the answer goes into the session's context, or when the log line shows
+/// bodies.
+pub fn start_capture(ctx: &mut RequestCtx) {
+    if ctx.capture.is_none() && (for_context(ctx) || ctx.log_share > 0) {
         ctx.capture = Some(BytesMut::new());
     }
 }
@@ -111,33 +123,32 @@ pub fn start_capture(ctx: &mut RequestCtx) {
 /// Responses answer's upstream is bound under its id too, for the request that continues from it.
 pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
     let generated = ctx.operation == Operation::Generate;
-    // `store: false`: nothing can continue from the answer.
-    let unstored = ctx.inspected.as_ref().is_some_and(|i| i.unstored);
-    let answer_id = super::response::answer_id(ctx).filter(|_| generated && !unstored);
-    let binds = generated || ctx.operation == Operation::Compact;
-    if !binds || (answer_id.is_none() && ctx.session_id.is_none()) {
+    if !generated && ctx.operation != Operation::Compact {
         return;
     }
     let status = ctx.status.unwrap_or(0);
-    let served = ctx
+    let served_by = ctx
         .current
         .as_ref()
         .zip(ctx.plan.as_ref())
         .and_then(|(a, p)| p.candidates.get(a.candidate))
-        .filter(|_| ctx.served_by.is_some() && (200..300).contains(&status) && !ctx.stream_cut)
-        .map(|c| format!("{}/{}", c.provider.id, c.model));
-    if let (Some(upstream), Some(id)) = (&served, answer_id) {
-        let (app, model, upstream) = (app.clone(), ctx.model.clone(), upstream.clone());
-        tokio::spawn(async move { app.state.bind(&response_key(&id), &model, &upstream).await });
-    }
-    let Some(session) = ctx.session_id.clone() else {
-        return;
+        .filter(|_| ctx.served_by.is_some() && (200..300).contains(&status) && !ctx.stream_cut);
+    // `store: false`: nothing can continue from the answer. Read only for an answer that binds.
+    let unstored = ctx.inspected.as_ref().is_some_and(|i| i.unstored);
+    let answer_id = match served_by {
+        Some(_) if generated && !unstored => super::response::answer_id(ctx),
+        _ => None,
     };
+    if answer_id.is_none() && ctx.session_id.is_none() {
+        return;
+    }
+    let served = served_by.map(|c| format!("{}/{}", c.provider.id, c.model));
+    let session = ctx.session_id.clone();
     let snippets = app.state.settings.snippet_chars;
     let entry = ctx
         .client
         .as_ref()
-        .filter(|_| generated && ctx.served_by.is_some())
+        .filter(|_| generated && ctx.served_by.is_some() && session.is_some())
         .map(|client| {
             let captured = ctx.capture.take().unwrap_or_default();
             let entry = ContextEntry {
@@ -158,11 +169,16 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
     let model = ctx.model.clone();
     let app = app.clone();
     tokio::spawn(async move {
-        if let Some(upstream) = served {
-            app.state.bind(&session, &model, &upstream).await;
+        if let Some(upstream) = &served {
+            if let Some(id) = answer_id {
+                app.state.bind(&response_key(&id), &model, upstream).await;
+            }
+            if let Some(session) = &session {
+                app.state.bind(session, &model, upstream).await;
+            }
         }
-        if let Some((owner, entry)) = entry {
-            app.state.push_context(&owner, &session, &entry).await;
+        if let (Some((owner, entry)), Some(session)) = (entry, &session) {
+            app.state.push_context(&owner, session, &entry).await;
         }
     });
 }

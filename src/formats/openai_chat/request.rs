@@ -410,18 +410,20 @@ fn render_message(m: &Message, replay_reasoning: bool, out: &mut Vec<Value>) {
             // but for the upstreams that require their reasoning back (`replay_reasoning`).
             let mut msg =
                 json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { text.into() }});
-            let reasoning: Vec<&str> = m
-                .content
-                .iter()
-                .filter_map(|b| match b {
-                    Block::Thinking { text, .. } if !text.is_empty() => Some(text.as_str()),
-                    _ => None,
-                })
-                .collect();
-            // A tool-call turn must carry the field even when no reasoning reached the client
-            // (thinking off, redacted, or a client that keeps none): empty, then.
-            if replay_reasoning && (!reasoning.is_empty() || !calls.is_empty()) {
-                msg["reasoning_content"] = reasoning.join("\n\n").into();
+            if replay_reasoning {
+                let reasoning: Vec<&str> = m
+                    .content
+                    .iter()
+                    .filter_map(|b| match b {
+                        Block::Thinking { text, .. } if !text.is_empty() => Some(text.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                // A tool-call turn must carry the field even when no reasoning reached the client
+                // (thinking off, redacted, or a client that keeps none): empty, then.
+                if !reasoning.is_empty() || !calls.is_empty() {
+                    msg["reasoning_content"] = reasoning.join("\n\n").into();
+                }
             }
             if !calls.is_empty() {
                 msg["tool_calls"] = calls.into();
