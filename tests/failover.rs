@@ -2027,8 +2027,8 @@ async fn a_response_is_continued_where_it_was_made() {
         }
         last = made_by.map(|maker| (maker, body));
     }
-    // A response the gateway has no binding for (made before it ran, or its binding expired) is
-    // continued where the hash places it: the request is sent, not refused by the gateway.
+    // A response the gateway has no binding for and no upstream made: each is asked, and the
+    // last one's 400 reaches the client (the gateway does not refuse it itself).
     let unknown = json!({"model": "lm", "input": "more", "previous_response_id": "resp_from_elsewhere"});
     let r = gw.post("/v1/responses", unknown, &[]).await;
     assert_eq!(r.status(), 400);
@@ -2076,6 +2076,88 @@ async fn a_response_is_continued_where_it_was_made() {
     let (maker, body) = last.unwrap();
     let (mock, other) = if maker == "alpha" { (&a, &b) } else { (&b, &a) };
     the_maker_s_429_reaches_the_client(&gw, mock, other, body, &[]).await;
+}
+
+/// A continuation of a response the gateway holds no binding for (made before it ran, or its
+/// binding expired or was lost with the state) is asked of the route's Responses upstreams in turn
+/// until the one that made it answers, across tiers, whole or streamed; from then on it goes there
+/// straight. None is marked unhealthy for the search. When none made it, the last refusal is the
+/// client's, also when the route's other upstreams speak another API or the attempt budget ends
+/// the search.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_without_a_binding_is_found_where_it_was_made() {
+    let a = Mock::start_style("alpha", &["m"], Style::Responses).await;
+    let b = Mock::start_style("beta", &["m"], Style::Responses).await;
+    let c = Mock::start_style("gamma", &["m"], Style::Anthropic).await;
+    let d = Mock::start_style("delta", &["m"], Style::Responses).await;
+    let providers = [("alpha", &a), ("beta", &b), ("gamma", &c), ("delta", &d)]
+        .iter()
+        .map(|(id, m)| provider_yaml_styled(id, m, ""))
+        .collect::<String>();
+    let gw = Gateway::start(&format!(
+        "providers:\n{providers}{}",
+        logical(&[("alpha", ""), ("beta", ", priority: 1"), ("gamma", ", priority: 2")])
+    ))
+    .await;
+    let token = gw.admin().await.token;
+    let hits = || (a.hits(), b.hits());
+    let continuation =
+        |id: &str, stream: bool| json!({"model": "lm", "input": "more", "stream": stream, "previous_response_id": id});
+    // Six searches: more than the failures that would open alpha's circuit, were it blamed.
+    for turn in 0..6 {
+        let stream = turn % 2 == 1;
+        let id = b.state.issue_response_id();
+        for (asked, asked_alpha) in [("first", 1), ("again", 0)] {
+            let before = hits();
+            let r = gw.post("/v1/responses", continuation(&id, stream), &[]).await;
+            assert_eq!(r.headers()["x-apiproxy-provider"], "beta", "{asked}, stream {stream}");
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+            assert_eq!(
+                (a.hits() - before.0, b.hits() - before.1),
+                (asked_alpha, 1),
+                "{asked}, stream {stream}"
+            );
+            let key = format!("response:{id}");
+            let bound = bound_for_lm(&gw, &token, &key, None).await;
+            assert_eq!(bound.as_deref(), Some("beta"), "{asked}, stream {stream}");
+        }
+    }
+    // The searches left alpha healthy: a fresh request still goes to the first tier.
+    let r = gw
+        .post("/v1/responses", json!({"model": "lm", "input": "hi"}), &[])
+        .await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
+    // A response none made: both Responses upstreams are asked, the Anthropic one cannot take a
+    // continuation, and the last refusal reaches the client as it was said.
+    let none_made = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 400);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            "previous_response_not_found"
+        );
+    };
+    let before = hits();
+    none_made(
+        gw.post("/v1/responses", continuation("resp_from_elsewhere", false), &[])
+            .await,
+    )
+    .await;
+    assert_eq!((a.hits() - before.0, b.hits() - before.1, c.hits()), (1, 1, 0));
+
+    // With an attempt budget of two, a third Responses upstream is not asked.
+    let budget = Gateway::start(&format!(
+        "server: {{max_attempts: 2}}\nproviders:\n{providers}{}",
+        logical(&[("alpha", ""), ("beta", ", priority: 1"), ("delta", ", priority: 2")])
+    ))
+    .await;
+    let before = hits();
+    none_made(
+        budget
+            .post("/v1/responses", continuation("resp_from_elsewhere", false), &[])
+            .await,
+    )
+    .await;
+    assert_eq!((a.hits() - before.0, b.hits() - before.1, d.hits()), (1, 1, 0));
 }
 
 /// A continuation whose maker answers 429: the client gets the 429 to retry, and the upstream

@@ -227,6 +227,9 @@ pub struct HeldVerdict {
     /// adds), and whether it names `include_usage`, the member the gateway adds.
     pub names_stream_options: bool,
     pub names_include_usage: bool,
+    /// The error body says the response the request continues is not this upstream's (OpenAI's
+    /// `previous_response_not_found`).
+    pub names_previous_response: bool,
 }
 
 /// Where a held answer's error was read.

@@ -331,6 +331,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             retry_after: None,
             names_stream_options: false,
             names_include_usage: false,
+            names_previous_response: false,
         })
     };
     ctx.held_verdict = if resp.status.is_success() && super::response::reads_as_sse(ctx, resp) {
@@ -386,6 +387,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             retry_after: error_map::retry_after_secs(body),
             names_stream_options: memchr::memmem::find(body, b"stream_options").is_some(),
             names_include_usage: memchr::memmem::find(body, b"include_usage").is_some(),
+            names_previous_response: ctx.response_pin.is_some() && says_previous_response_not_found(body),
         })
     } else {
         return HeldResponse::More;
@@ -419,6 +421,24 @@ fn whole_json_answered_nothing(resp: &ResponseHeader, body: &[u8]) -> Option<&'s
         || resp.headers.contains_key(http::header::TRANSFER_ENCODING);
     (!framed && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err())
         .then_some("a JSON body cut short (no length; the connection closed)")
+}
+
+/// Whether a candidate other than the `passed` ones could take the request now.
+fn others_can_answer(plan: &RoutePlan, passed: impl Iterator<Item = usize>, now: Instant) -> bool {
+    choose_dry(plan, &passed.collect::<Vec<_>>(), None, now).is_ok()
+}
+
+/// Whether an OpenAI error body's code is `previous_response_not_found` (read only for a
+/// continuation's error).
+fn says_previous_response_not_found(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/code")?
+                .as_str()
+                .map(|c| c == "previous_response_not_found")
+        })
+        .unwrap_or(false)
 }
 
 /// Whether the client's own body carried `stream_options` (same format only: a translated body is
@@ -495,6 +515,18 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
                 // Only now, on such an error, is the client's body looked at.
                 && (v.names_include_usage || !client_sent_stream_options(ctx, attempt_format))
         });
+    let not_this_upstream_s_response = status == 400
+        && held.is_some_and(|v| v.source == HeldSource::ErrorBody && v.names_previous_response)
+        && ctx.started_attempts < app.settings.max_attempts
+        && {
+            // Only a native Responses upstream can take a continuation (the others refuse
+            // `previous_response_id` before it is sent).
+            let other_apis = plan.candidates.iter().enumerate().filter(|(_, c)| {
+                c.provider.upstream_format(WireFormat::OpenAiResponses) != WireFormat::OpenAiResponses
+            });
+            let passed = ctx.excluded.iter().copied().chain([idx]);
+            others_can_answer(&plan, passed.chain(other_apis.map(|(i, _)| i)), now)
+        };
     let decision = match status {
         _ if refused_stream_usage => {
             provider.set_refuses_stream_usage();
@@ -505,6 +537,14 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         }
         _ if no_answer.is_some() => {
             candidate.health.record_failure(Failure::Broken, now);
+            ctx.excluded.push(idx);
+            Retry::Next
+        }
+        // A continuation of a response the gateway holds no binding for (made before it ran, or
+        // the binding expired or was lost with the state): this upstream's account did not make
+        // it, so the route's other Responses upstreams are asked, within the attempt budget, and
+        // the one that answers is bound to it. Healthy. The last refusal is the client's.
+        400 if not_this_upstream_s_response => {
             ctx.excluded.push(idx);
             Retry::Next
         }
@@ -548,12 +588,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         }
         // This upstream does not serve the model (any more), or not at this path; another
         // candidate of the route may. The upstream is not unhealthy for it.
-        404 if {
-            let mut others = ctx.excluded.clone();
-            others.push(idx);
-            choose_dry(&plan, &others, None, now).is_ok()
-        } =>
-        {
+        404 if others_can_answer(&plan, ctx.excluded.iter().copied().chain([idx]), now) => {
             ctx.excluded.push(idx);
             Retry::Next
         }
@@ -597,6 +632,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
     };
     let note = match held {
         _ if let Some(what) = no_answer => Some(format!("answered {} with {what}", resp.status.as_u16())),
+        _ if not_this_upstream_s_response => Some("not where the continued response was made".to_string()),
         Some(v) if v.source == HeldSource::FirstEvent => Some(format!("{:?} error as the first stream event", v.kind)),
         Some(v) if v.source == HeldSource::Answer => {
             Some(format!("{:?} error as a {} answer", v.kind, resp.status.as_u16()))

@@ -31,7 +31,7 @@ use pingora::{Error, ErrorType, Result};
 pub use ctx::RequestCtx;
 pub use error::GatewayError;
 pub use failover::retry_loop_turns;
-pub use session::session_key;
+pub use session::{is_response_key, session_key};
 
 use crate::app::App;
 use ctx::Retry;

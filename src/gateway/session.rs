@@ -22,7 +22,15 @@ const MAX_SESSION_ID: usize = 256;
 /// The key a Responses answer's upstream is bound under, for the requests that continue from it
 /// (`previous_response_id`): it lives with that upstream's account, and another answers 400.
 pub fn response_key(response_id: &str) -> String {
-    format!("response:{response_id}")
+    format!("{RESPONSE_KEY_PREFIX}{response_id}")
+}
+
+const RESPONSE_KEY_PREFIX: &str = "response:";
+
+/// Whether a binding's key is a response's (`response_key`), whose binding pins its
+/// continuations to one upstream in any tier, rather than a session's.
+pub fn is_response_key(key: &str) -> bool {
+    key.starts_with(RESPONSE_KEY_PREFIX)
 }
 
 /// A session id as the gateway keys it, wherever it comes from (a header, `/context/…`, the admin
@@ -139,7 +147,11 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
         Some(_) if generated && !unstored => super::response::answer_id(ctx),
         _ => None,
     };
-    if answer_id.is_none() && ctx.session_id.is_none() {
+    // The response it continued is bound again to where it was answered: that upstream read it
+    // (found by asking the route's upstreams in turn when no binding was held), and the binding
+    // lives on for as long as the conversation does.
+    let continued = ctx.response_pin.clone().filter(|_| served_by.is_some());
+    if answer_id.is_none() && ctx.session_id.is_none() && continued.is_none() {
         return;
     }
     let served = served_by.map(|c| format!("{}/{}", c.provider.id, c.model));
@@ -172,6 +184,9 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
         if let Some(upstream) = &served {
             if let Some(id) = answer_id {
                 app.state.bind(&response_key(&id), &model, upstream).await;
+            }
+            if let Some(pin) = &continued {
+                app.state.bind(pin, &model, upstream).await;
             }
             if let Some(session) = &session {
                 app.state.bind(session, &model, upstream).await;

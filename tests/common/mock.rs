@@ -242,7 +242,8 @@ pub struct MockState {
 }
 
 impl MockState {
-    fn issue_response_id(&self) -> String {
+    /// A Responses id of this mock's (also one "made before the gateway ran", for a test).
+    pub fn issue_response_id(&self) -> String {
         let mut issued = self.issued.lock();
         let id = format!("resp_{}_{}", self.name, issued.len());
         issued.push(id.clone());

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::admin::http::{ApiError, Reply, Req};
 use crate::app::App;
-use crate::gateway::session_key;
+use crate::gateway::{is_response_key, session_key};
 use crate::routing::{choose_dry, score, RouteError, RoutePlan, Sticky};
 
 fn plan_for(app: &App, model: &str) -> Result<RoutePlan, ApiError> {
@@ -110,8 +110,12 @@ pub async fn session_get(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let mut out = json!({"session_id": session, "bindings": bindings});
     match req.query.get("model").filter(|m| !m.is_empty()) {
         Some(model) => {
-            let plan = plan_for(app, model)?;
             let binding = all.iter().find(|(m, _)| m == model).map(|(_, u)| u.as_str());
+            // A response's continuations go to its maker alone, in whatever tier.
+            let plan = match binding.filter(|_| is_response_key(session)) {
+                Some(maker) => plan_for(app, model)?.pinned_to(maker),
+                None => plan_for(app, model)?,
+            };
             let sticky = Sticky { session, binding };
             let chosen = choose_dry(&plan, &[], Some(sticky), Instant::now()).ok();
             let honoured = chosen.is_some_and(|i| {
