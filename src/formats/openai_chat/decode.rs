@@ -29,9 +29,12 @@ impl ChatDecoder {
     fn tool_index(&mut self, upstream: u64, id: Option<&str>, out: &mut Vec<StreamEvent>, name: Option<&str>) -> usize {
         // A new call always carries its name: a chunk without one continues the last call with its
         // upstream index, even when it brings an id that call did not have or a different one (some
-        // servers send an id on every chunk, and change it).
+        // servers send an id on every chunk, and change it). A call still unnamed takes the first
+        // name that comes for its index, whatever id comes with it.
         let known = self.tools.iter().rposition(|t| {
-            t.upstream == upstream && (name.is_none() || id.is_none_or(|id| id == t.id)) && !t.ended_by(id, name)
+            t.upstream == upstream
+                && (!t.announced || name.is_none() || id.is_none_or(|id| id == t.id))
+                && !t.ended_by(id, name)
         });
         match known {
             Some(k) => k,
@@ -41,20 +44,38 @@ impl ChatDecoder {
 
     fn start_tool(&mut self, upstream: u64, id: Option<&str>, out: &mut Vec<StreamEvent>, name: Option<&str>) -> usize {
         let k = self.tools.len();
-        let id = id.map_or_else(|| new_id("call_"), str::to_string);
         self.tools.push(ToolCall {
             upstream,
-            id: id.clone(),
-            name: name.unwrap_or_default().to_string(),
+            id: id.map_or_else(|| new_id("call_"), str::to_string),
+            name: String::new(),
             args: String::new(),
+            announced: false,
+            closed: JsonEnd::default(),
         });
+        if let Some(name) = name {
+            self.announce(k, name, out);
+        }
+        k
+    }
+
+    /// Starts call `k` for the client once its name is known (some servers send the id first and
+    /// the name in a later chunk, or `"name": ""` first): with the arguments held until then.
+    fn announce(&mut self, k: usize, name: &str, out: &mut Vec<StreamEvent>) {
+        let t = &mut self.tools[k];
+        t.name = name.to_string();
+        t.announced = true;
         out.push(StreamEvent::ToolStart {
             index: k,
-            id,
-            name: name.unwrap_or_default().to_string(),
+            id: t.id.clone(),
+            name: t.name.clone(),
             signature: None,
         });
-        k
+        if !t.args.is_empty() {
+            out.push(StreamEvent::ToolArgs {
+                index: k,
+                delta: t.args.clone(),
+            });
+        }
     }
 }
 
@@ -67,20 +88,64 @@ struct ToolCall {
     name: String,
     /// Its arguments so far.
     args: String,
+    /// Its `ToolStart` went out (it has a name).
+    announced: bool,
+    /// Where its arguments stand as one JSON value.
+    closed: JsonEnd,
 }
 
 impl ToolCall {
     /// Whether a chunk at this call's index without an id that names a function starts another
     /// call (servers that send each call whole at index 0, without ids): it names another function,
     /// or this call's arguments are already whole. The same name again before then continues it
-    /// (servers that repeat the name on every chunk).
+    /// (servers that repeat the name on every chunk). An unnamed call is continued by its name.
     fn ended_by(&self, id: Option<&str>, name: Option<&str>) -> bool {
-        id.is_none()
-            && name.is_some_and(|name| {
-                (name != self.name && !self.name.is_empty())
-                    || (!self.args.trim().is_empty()
-                        && serde_json::from_str::<serde::de::IgnoredAny>(&self.args).is_ok())
-            })
+        self.announced && id.is_none() && name.is_some_and(|name| name != self.name || self.closed.whole())
+    }
+
+    fn push_args(&mut self, args: &str) {
+        self.args.push_str(args);
+        self.closed.feed(args.as_bytes());
+    }
+}
+
+/// Whether arguments streamed in pieces have closed their top-level object, followed byte by byte
+/// as they come (re-parsing everything so far on each piece would be quadratic in a long call).
+#[derive(Debug, Default, Clone, Copy)]
+struct JsonEnd {
+    depth: u32,
+    opened: bool,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl JsonEnd {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.in_string {
+                match b {
+                    _ if self.escaped => self.escaped = false,
+                    b'\\' => self.escaped = true,
+                    b'"' => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => {
+                    self.opened = true;
+                    self.depth += 1;
+                }
+                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+
+    /// An object or array was opened and every bracket since is closed.
+    fn whole(&self) -> bool {
+        self.opened && self.depth == 0 && !self.in_string
     }
 }
 
@@ -179,14 +244,25 @@ impl Decode for ChatDecoder {
                     Some(Value::Null) | None => String::new(),
                     Some(other) => other.to_string(),
                 };
+                if let Some(name) = name.filter(|_| !self.tools[k].announced) {
+                    self.announce(k, name, out);
+                }
                 if !args.is_empty() {
-                    self.tools[k].args.push_str(&args);
-                    out.push(StreamEvent::ToolArgs { index: k, delta: args });
+                    self.tools[k].push_args(&args);
+                    if self.tools[k].announced {
+                        out.push(StreamEvent::ToolArgs { index: k, delta: args });
+                    }
                 }
             }
             // Some servers (Ollama, SGLang) send `""` for "not finished" on every chunk.
             if let Some(fr) = str_at(choice, "finish_reason").filter(|fr| !fr.is_empty()) {
                 self.finished = true;
+                // A call no chunk named still reaches the client, arguments and all.
+                for k in 0..self.tools.len() {
+                    if !self.tools[k].announced {
+                        self.announce(k, "", out);
+                    }
+                }
                 out.push(StreamEvent::Finish {
                     reason: parse_finish(fr),
                     stop_sequence: None,
@@ -224,6 +300,21 @@ mod tests {
 
     fn feed(d: &mut ChatDecoder, chunk: &str) {
         d.decode(None, chunk, &mut Vec::new());
+    }
+
+    #[test]
+    fn arguments_are_whole_when_their_object_closes_outside_strings() {
+        let whole = |pieces: &[&str]| {
+            let mut end = JsonEnd::default();
+            pieces.iter().for_each(|p| end.feed(p.as_bytes()));
+            end.whole()
+        };
+        assert!(whole(&[r#"{"a":"#, r#"[1,{"b":2}]}"#]));
+        assert!(whole(&[r#" {"s":"}{\"]"}"#]));
+        assert!(!whole(&[r#"{"s":"}"#]));
+        assert!(!whole(&[r#"{"s":"a\"#, r#""}"#]));
+        assert!(!whole(&[r#"{"a":{}"#]));
+        assert!(!whole(&["", "  "]));
     }
 
     #[test]

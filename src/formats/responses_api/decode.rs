@@ -10,8 +10,12 @@ use crate::formats::usage::Usage;
 #[derive(Debug, Default)]
 pub struct ResponsesDecoder {
     started: bool,
-    /// function_call item id → dense tool index (own counter over function_call items, never output_index).
-    tools: Vec<String>,
+    /// The function_call items, by dense tool index (own counter over function_call items, never
+    /// output_index).
+    tools: Vec<ToolItem>,
+    /// How much of each text part has gone out, by part (`Part`): a `.done` event or a finished
+    /// item brings what no delta did (servers that send text or arguments only whole).
+    texts: Vec<(Part, usize)>,
     usage: Option<Usage>,
     completed: bool,
     errored: bool,
@@ -36,9 +40,84 @@ impl ResponsesDecoder {
         }
     }
 
+    /// The call an event is about: by its item's id, or by its output index when the item had
+    /// no id.
     fn tool_of(&self, v: &Value) -> Option<usize> {
-        let id = str_at(v, "item_id")?;
-        self.tools.iter().position(|t| t == id)
+        self.tool_at(str_at(v, "item_id"), u64_at(v, "output_index"))
+    }
+
+    fn tool_at(&self, id: Option<&str>, at: Option<u64>) -> Option<usize> {
+        let id = id.filter(|id| !id.is_empty());
+        self.tools.iter().position(|t| match id {
+            Some(id) => t.id == id,
+            None => at.is_some() && t.output_index == at,
+        })
+    }
+
+    /// Sends the arguments of call `k` that have not gone out yet, out of them whole.
+    fn tool_args_whole(&mut self, k: usize, whole: &str, out: &mut Vec<StreamEvent>) {
+        let sent = self.tools[k].sent;
+        if let Some(rest) = whole.get(sent..).filter(|r| !r.is_empty()) {
+            self.tools[k].sent = whole.len();
+            out.push(StreamEvent::ToolArgs {
+                index: k,
+                delta: rest.to_string(),
+            });
+        }
+    }
+
+    /// Sends a text (or refusal) part's delta, counted against the part.
+    fn text(&mut self, part: Part, delta: &str, out: &mut Vec<StreamEvent>) {
+        if delta.is_empty() {
+            return;
+        }
+        match self.texts.iter_mut().find(|(p, _)| *p == part) {
+            Some((_, sent)) => *sent += delta.len(),
+            None => self.texts.push((part, delta.len())),
+        }
+        out.push(StreamEvent::Text(delta.to_string()));
+    }
+
+    /// Sends what of a part's whole text has not gone out yet.
+    fn text_whole(&mut self, part: Part, whole: &str, out: &mut Vec<StreamEvent>) {
+        let sent = self.texts.iter().find(|(p, _)| *p == part).map_or(0, |(_, n)| *n);
+        if let Some(rest) = whole.get(sent..) {
+            let rest = rest.to_string();
+            self.text(part, &rest, out);
+        }
+    }
+}
+
+/// A function_call item being streamed.
+#[derive(Debug)]
+struct ToolItem {
+    id: String,
+    output_index: Option<u64>,
+    /// Bytes of its arguments gone out.
+    sent: usize,
+}
+
+/// A text part of the answer: its item (by id, or output index when it has none) and the part's
+/// index in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Part {
+    item: String,
+    content_index: u64,
+}
+
+impl Part {
+    /// The part a text event is about.
+    fn of(v: &Value) -> Part {
+        let (id, at) = (str_at(v, "item_id"), u64_at(v, "output_index"));
+        Part::at(id, at, u64_at(v, "content_index").unwrap_or(0))
+    }
+
+    fn at(item_id: Option<&str>, output_index: Option<u64>, content_index: u64) -> Part {
+        let item = match item_id.filter(|id| !id.is_empty()) {
+            Some(id) => id.to_string(),
+            None => format!("#{}", output_index.unwrap_or(0)),
+        };
+        Part { item, content_index }
     }
 }
 
@@ -55,24 +134,39 @@ impl Decode for ResponsesDecoder {
                 let item = v.get("item").unwrap_or(&Value::Null);
                 if str_at(item, "type") == Some("function_call") {
                     let k = self.tools.len();
-                    self.tools.push(str_at(item, "id").unwrap_or_default().to_string());
+                    self.tools.push(ToolItem {
+                        id: str_at(item, "id").unwrap_or_default().to_string(),
+                        output_index: u64_at(&v, "output_index"),
+                        sent: 0,
+                    });
                     out.push(StreamEvent::ToolStart {
                         index: k,
                         id: str_at(item, "call_id").map_or_else(|| new_id("call_"), str::to_string),
                         name: str_at(item, "name").unwrap_or_default().to_string(),
                         signature: None,
                     });
-                    if let Some(a) = str_at(item, "arguments").filter(|a| !a.is_empty()) {
-                        out.push(StreamEvent::ToolArgs {
-                            index: k,
-                            delta: a.to_string(),
-                        });
+                    if let Some(a) = str_at(item, "arguments") {
+                        self.tool_args_whole(k, a, out);
                     }
                 }
             }
             "response.output_text.delta" | "response.refusal.delta" => {
-                if let Some(d) = str_at(&v, "delta").filter(|d| !d.is_empty()) {
-                    out.push(StreamEvent::Text(d.to_string()));
+                let part = Part::of(&v);
+                self.text(part, str_at(&v, "delta").unwrap_or_default(), out);
+            }
+            // The part whole: what no delta brought (gpt-5.3-codex-spark sends a call's arguments
+            // only here; xAI a message's text only in its finished item).
+            "response.output_text.done" => {
+                let part = Part::of(&v);
+                self.text_whole(part, str_at(&v, "text").unwrap_or_default(), out);
+            }
+            "response.refusal.done" => {
+                let part = Part::of(&v);
+                self.text_whole(part, str_at(&v, "refusal").unwrap_or_default(), out);
+            }
+            "response.function_call_arguments.done" => {
+                if let (Some(k), Some(a)) = (self.tool_of(&v), str_at(&v, "arguments")) {
+                    self.tool_args_whole(k, a, out);
                 }
             }
             // A summary of several parts: a paragraph break between them, as a whole answer's parts
@@ -87,13 +181,38 @@ impl Decode for ResponsesDecoder {
             }
             "response.function_call_arguments.delta" => {
                 if let (Some(k), Some(d)) = (self.tool_of(&v), str_at(&v, "delta").filter(|d| !d.is_empty())) {
+                    self.tools[k].sent += d.len();
                     out.push(StreamEvent::ToolArgs {
                         index: k,
                         delta: d.to_string(),
                     });
                 }
             }
-            "response.output_item.done" => out.push(StreamEvent::BlockStop),
+            "response.output_item.done" => {
+                let item = v.get("item").unwrap_or(&Value::Null);
+                let (id, at) = (str_at(item, "id"), u64_at(&v, "output_index"));
+                match str_at(item, "type") {
+                    Some("function_call") => {
+                        if let (Some(k), Some(a)) = (self.tool_at(id, at), str_at(item, "arguments")) {
+                            self.tool_args_whole(k, a, out);
+                        }
+                    }
+                    Some("message") => {
+                        for (i, c) in arr_at(item, "content").iter().enumerate() {
+                            let whole = match str_at(c, "type") {
+                                Some("output_text") => str_at(c, "text"),
+                                Some("refusal") => str_at(c, "refusal"),
+                                _ => None,
+                            };
+                            if let Some(whole) = whole {
+                                self.text_whole(Part::at(id, at, i as u64), whole, out);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                out.push(StreamEvent::BlockStop);
+            }
             "response.completed" | "response.incomplete" => {
                 self.meta(r, out);
                 self.completed = true;

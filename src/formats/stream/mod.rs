@@ -21,8 +21,10 @@ use super::usage::Usage;
 use super::wire::WireFormat;
 use super::{anthropic, gemini, openai_chat, responses_api};
 
-/// The default bound on one partial upstream event.
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 << 20;
+/// The default bound on one partial upstream event: as large as a whole answer, since image
+/// models send an image whole, base64, in one event (Gemini's `inlineData` at 2K or 4K is well
+/// over 4 MiB). Only a stream's largest event is buffered, at its own size.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = WHOLE_ANSWER_LIMIT;
 
 /// Message of the error event for a stream that ended without its terminator.
 const CUT_MESSAGE: &str = "The upstream stream ended before it was complete";
@@ -36,7 +38,7 @@ pub struct StreamOptions {
     pub include_usage: bool,
     /// The gateway forced `include_usage` upstream although the client did not ask: strip that chunk.
     pub strip_usage_chunk: bool,
-    /// Bound on a partial event; default 4 MiB.
+    /// Bound on a partial event; default 64 MiB.
     pub max_event_bytes: usize,
     /// Input-token estimate for an Anthropic client's `message_start` when the upstream reports usage only at
     /// the end (see `estimate_input_tokens`); 0 means unknown (1 is sent: never 0).
@@ -345,7 +347,7 @@ impl StreamConverter {
     /// Frames `chunk` into events and converts them; `None`: the upstream's body has ended, and
     /// an event left without its closing blank line is handed over if it is whole.
     fn frame(&mut self, chunk: Option<&[u8]>, out: &mut Vec<u8>) -> Result<(), StreamError> {
-        let limit = self.opts.max_event_bytes.saturating_mul(16);
+        let limit = WHOLE_ANSWER_LIMIT.max(self.opts.max_event_bytes);
         let from = self.from;
         let Self {
             opts,
@@ -900,6 +902,149 @@ mod tests {
         let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
         let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &all);
         assert_eq!(text.matches(r#""type":"tool_use""#).count(), 3, "{text}");
+    }
+
+    #[test]
+    fn a_tool_call_named_after_its_first_chunk_is_one_call_with_its_name() {
+        // DeepSeek or Kimi behind a router, MiniMax on vmlx: the id first, the name later (with the
+        // same id, another one, or none); Command-A on vLLM: `"name": ""` first.
+        for (first, second) in [
+            (
+                r#""id":"A","type":"function","function":{"arguments":""}"#,
+                r#""id":"A","function":{"name":"get_weather","arguments":"{\"city\":"}"#,
+            ),
+            (
+                r#""id":"A","type":"function","function":{"arguments":"{\"city\":"}"#,
+                r#""id":"B","function":{"name":"get_weather"}"#,
+            ),
+            (
+                r#""type":"function","function":{"name":"","arguments":""}"#,
+                r#""function":{"name":"get_weather","arguments":"{\"city\":"}"#,
+            ),
+        ] {
+            let chunks = [
+                chat_chunk(&format!(r#"{{"tool_calls":[{{"index":0,{first}}}]}}"#), "null"),
+                chat_chunk(&format!(r#"{{"tool_calls":[{{"index":0,{second}}}]}}"#), "null"),
+                chat_chunk(
+                    r#"{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]}"#,
+                    "null",
+                ),
+                chat_chunk("{}", r#""tool_calls""#),
+            ];
+            let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+            let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &all);
+            assert_eq!(text.matches(r#""type":"tool_use""#).count(), 1, "{text}");
+            assert!(text.contains(r#""name":"get_weather""#), "{text}");
+            let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Gemini, &all);
+            assert_eq!(text.matches(r#""functionCall""#).count(), 1, "{text}");
+            assert!(
+                text.contains(r#""args":{"city":"Paris"}"#) && text.contains(r#""name":"get_weather""#),
+                "{text}"
+            );
+        }
+        // A call no chunk names still reaches the client with its arguments.
+        let chunks = [
+            chat_chunk(
+                r#"{"tool_calls":[{"index":0,"id":"A","function":{"arguments":"{\"x\":1}"}}]}"#,
+                "null",
+            ),
+            chat_chunk("{}", r#""tool_calls""#),
+        ];
+        let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &all);
+        assert_eq!(text.matches(r#""type":"tool_use""#).count(), 1, "{text}");
+        assert!(text.contains(r#""partial_json":"{\"x\":1}""#), "{text}");
+    }
+
+    #[test]
+    fn responses_text_and_arguments_sent_only_whole_reach_a_translated_client_once() {
+        let ev = |v: serde_json::Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap()).into_bytes();
+        let created = ev(serde_json::json!({"type": "response.created", "response": {"id": "resp_1", "model": "m"}}));
+        let completed = ev(serde_json::json!({"type": "response.completed",
+            "response": {"id": "resp_1", "status": "completed", "usage": {"input_tokens": 1, "output_tokens": 2}}}));
+        let call_added = ev(
+            serde_json::json!({"type": "response.output_item.added", "output_index": 0,
+            "item": {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "add", "arguments": ""}}),
+        );
+        let args_delta = ev(serde_json::json!({"type": "response.function_call_arguments.delta",
+            "item_id": "fc_1", "output_index": 0, "delta": "{\"a\":"}));
+        let args_done = ev(serde_json::json!({"type": "response.function_call_arguments.done",
+            "item_id": "fc_1", "output_index": 0, "arguments": "{\"a\":5}"}));
+        let call_done = ev(
+            serde_json::json!({"type": "response.output_item.done", "output_index": 0,
+            "item": {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "add", "arguments": "{\"a\":5}"}}),
+        );
+        // gpt-5.3-codex-spark: the arguments only in `.done`; or deltas first, then the whole.
+        for with_delta in [false, true] {
+            let mut all: Vec<&[u8]> = vec![&created, &call_added];
+            if with_delta {
+                all.push(&args_delta);
+            }
+            all.extend([args_done.as_slice(), &call_done, &completed]);
+            let (text, _) = convert(WireFormat::OpenAiResponses, WireFormat::Anthropic, &all);
+            let sent: String = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                .filter_map(|v| v["delta"]["partial_json"].as_str().map(str::to_string))
+                .collect();
+            assert_eq!(sent, r#"{"a":5}"#, "with deltas {with_delta}: {text}");
+        }
+        // xAI: a message's text only in its finished item; or deltas, then the part whole, then
+        // the item: once either way.
+        let msg_added = ev(
+            serde_json::json!({"type": "response.output_item.added", "output_index": 0,
+            "item": {"type": "message", "id": "msg_1", "role": "assistant", "content": []}}),
+        );
+        let text_delta = ev(serde_json::json!({"type": "response.output_text.delta",
+            "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "Hel"}));
+        let text_done = ev(serde_json::json!({"type": "response.output_text.done",
+            "item_id": "msg_1", "output_index": 0, "content_index": 0, "text": "Hello"}));
+        let msg_done = ev(
+            serde_json::json!({"type": "response.output_item.done", "output_index": 0,
+            "item": {"type": "message", "id": "msg_1", "role": "assistant",
+                "content": [{"type": "output_text", "text": "Hello", "annotations": []}]}}),
+        );
+        for all in [
+            vec![created.as_slice(), &msg_added, &msg_done, &completed],
+            vec![
+                created.as_slice(),
+                &msg_added,
+                &text_delta,
+                &text_done,
+                &msg_done,
+                &completed,
+            ],
+        ] {
+            let (text, _) = convert(WireFormat::OpenAiResponses, WireFormat::OpenAiChat, &all);
+            let said: String = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+                .collect();
+            assert_eq!(said, "Hello", "{text}");
+        }
+    }
+
+    #[test]
+    fn an_image_sent_whole_in_one_event_passes_through_and_is_translated() {
+        // Gemini image models: the image as base64 `inlineData`, one event of several MiB.
+        let image = "A".repeat(12 << 20);
+        let event = format!(
+            "data: {{\"candidates\":[{{\"content\":{{\"role\":\"model\",\"parts\":[{{\"inlineData\":{{\"mimeType\":\"image/png\",\"data\":\"{image}\"}}}}]}},\"finishReason\":\"STOP\",\"index\":0}}]}}\n\n"
+        );
+        let (text, completed) = convert(WireFormat::Gemini, WireFormat::Gemini, &[event.as_bytes()]);
+        assert!(completed && text.len() > image.len(), "{}", &text[..200]);
+        let (text, _) = convert(
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            &[
+                &chat_chunk(&format!(r#"{{"content":"{image}"}}"#), "null"),
+                &chat_chunk("{}", r#""stop""#),
+            ],
+        );
+        assert!(text.contains("message_stop") && text.len() > image.len());
     }
 
     #[test]
