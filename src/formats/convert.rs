@@ -738,4 +738,108 @@ mod tests {
         assert_eq!(extract_usage(WireFormat::OpenAiChat, value).unwrap().input_tokens, 6);
         assert_eq!(extract_usage(WireFormat::OpenAiChat, br#"{"usage":null}"#), None);
     }
+
+    /// An answer from `from`, as a `to` client gets it.
+    fn answer_as(from: WireFormat, to: WireFormat, answer: serde_json::Value) -> serde_json::Value {
+        let (out, _) = convert_response(from, to, answer.to_string().as_bytes(), "m").expect("converted");
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn tool_calls_with_empty_ids_get_ids_of_their_own() {
+        use serde_json::json;
+        // LM Studio: `"id": ""` on every call of a whole answer.
+        let call = |name: &str| json!({"id": "", "type": "function", "function": {"name": name, "arguments": "{}"}});
+        let answer = json!({"choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": null, "tool_calls": [call("a"), call("b")]}}]});
+        let out = answer_as(WireFormat::OpenAiChat, WireFormat::Anthropic, answer.clone());
+        let ids: Vec<&str> = out["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["id"].as_str())
+            .collect();
+        assert_eq!(ids.len(), 2, "{out}");
+        assert!(
+            ids[0] != ids[1] && ids.iter().all(|id| id.len() > "toolu_".len()),
+            "{ids:?}"
+        );
+        let out = answer_as(WireFormat::OpenAiChat, WireFormat::OpenAiResponses, answer);
+        let ids: Vec<&str> = out["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["call_id"].as_str())
+            .collect();
+        assert!(ids.len() == 2 && ids[0] != ids[1] && !ids.contains(&""), "{out}");
+        // And an Anthropic tool_use without one.
+        let answer = json!({"type": "message", "role": "assistant", "stop_reason": "tool_use",
+            "content": [{"type": "tool_use", "id": "", "name": "a", "input": {}}]});
+        let out = answer_as(WireFormat::Anthropic, WireFormat::OpenAiChat, answer);
+        let id = out["choices"][0]["message"]["tool_calls"][0]["id"].as_str().unwrap();
+        assert!(!id.is_empty(), "{out}");
+    }
+
+    #[test]
+    fn whitespace_alone_is_no_text_block_for_anthropic() {
+        use serde_json::json;
+        // Qwen, GLM, DeepSeek: "\n\n" beside a tool call. Anthropic refuses such a block sent back.
+        let answer = json!({"choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": "\n\n", "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "a", "arguments": "{}"}}]}}]});
+        let out = answer_as(WireFormat::OpenAiChat, WireFormat::Anthropic, answer);
+        let kinds: Vec<&str> = out["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["type"].as_str())
+            .collect();
+        assert_eq!(kinds, ["tool_use"], "{out}");
+        // A history carrying one (a Chat client's, or a Claude client's from elsewhere) goes to
+        // Anthropic without it.
+        let history = json!({"model": "m", "messages": [
+            {"role": "system", "content": " "},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "\n\n", "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "a", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "ok"}]});
+        let sent = upstream_body(WireFormat::OpenAiChat, WireFormat::Anthropic, history);
+        assert!(sent.get("system").is_none(), "{sent}");
+        assert_eq!(sent["messages"][1]["content"].as_array().unwrap().len(), 1, "{sent}");
+        assert_eq!(sent["messages"][1]["content"][0]["type"], "tool_use");
+    }
+
+    #[test]
+    fn a_json_mode_answer_is_the_tool_s_input_alone() {
+        use serde_json::json;
+        let answer = json!({"type": "message", "role": "assistant", "stop_reason": "tool_use", "content": [
+            {"type": "text", "text": "Here is the result:"},
+            {"type": "tool_use", "id": "toolu_1", "name": crate::formats::anthropic::JSON_TOOL, "input": {"a": 1}}]});
+        let out = answer_as(WireFormat::Anthropic, WireFormat::OpenAiChat, answer);
+        assert_eq!(out["choices"][0]["message"]["content"], r#"{"a":1}"#, "{out}");
+        assert_eq!(out["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn key_order_survives_translation() {
+        use serde_json::json;
+        // Structured output is generated in the schema's order: `reasoning` before `answer`.
+        let schema = json!({"type": "object", "properties": {"reasoning": {"type": "string"}, "answer": {"type": "string"}},
+            "required": ["reasoning", "answer"]});
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}]});
+        for to in [WireFormat::Anthropic, WireFormat::OpenAiResponses, WireFormat::Gemini] {
+            let sent = String::from_utf8(translated(WireFormat::OpenAiChat, to, &body).unwrap().to_vec()).unwrap();
+            let (r, a) = (sent.find("\"reasoning\"").unwrap(), sent.find("\"answer\"").unwrap());
+            assert!(r < a, "{to:?}: {sent}");
+        }
+        // A tool's input comes back as the model wrote it.
+        let answer = json!({"type": "message", "role": "assistant", "stop_reason": "tool_use",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"zeta": 1, "alpha": 2}}]});
+        let out = answer_as(WireFormat::Anthropic, WireFormat::OpenAiChat, answer);
+        assert_eq!(
+            out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            r#"{"zeta":1,"alpha":2}"#
+        );
+    }
 }

@@ -100,7 +100,9 @@ impl Decode for AnthropicDecoder {
                         self.tools += 1;
                         out.push(StreamEvent::ToolStart {
                             index: k,
-                            id: str_at(b, "id").map_or_else(|| new_id("toolu_"), str::to_string),
+                            id: str_at(b, "id")
+                                .filter(|id| !id.is_empty())
+                                .map_or_else(|| new_id("toolu_"), str::to_string),
                             name: str_at(b, "name").unwrap_or_default().to_string(),
                             signature: None,
                         });

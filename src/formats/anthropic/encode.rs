@@ -44,6 +44,10 @@ pub struct AnthropicEncoder {
     output_bytes: u64,
     finish: Option<(FinishReason, Option<String>)>,
     closed: bool,
+    /// Whitespace that would open a text block, held until text follows it: a block of whitespace
+    /// alone (the "\n\n" some models write before a tool call) is refused by Anthropic when
+    /// Claude Code sends the turn back.
+    held_space: String,
 }
 
 impl AnthropicEncoder {
@@ -64,6 +68,7 @@ impl AnthropicEncoder {
             output_bytes: 0,
             finish: None,
             closed: false,
+            held_space: String::new(),
         }
     }
 
@@ -180,11 +185,28 @@ impl Encode for AnthropicEncoder {
         if self.closed {
             return;
         }
+        // Held whitespace is dropped when anything but text or bookkeeping comes next.
+        if !matches!(
+            event,
+            StreamEvent::Text(_) | StreamEvent::Usage(_) | StreamEvent::Meta { .. }
+        ) {
+            self.held_space.clear();
+        }
         match event {
             StreamEvent::Meta { id: Some(id), .. } => self.id = id,
             StreamEvent::Usage(u) => self.usage = Some(u),
             StreamEvent::Text(t) if !t.is_empty() => {
                 self.output_bytes += t.len() as u64;
+                let opening = !matches!(self.open, Some((_, Open::Text)));
+                if opening && t.trim().is_empty() {
+                    self.held_space.push_str(&t);
+                    return;
+                }
+                let t = if self.held_space.is_empty() {
+                    t
+                } else {
+                    std::mem::take(&mut self.held_space) + &t
+                };
                 let i = self.open_block(Open::Text, json!({"type": "text", "text": ""}), out);
                 Self::delta(out, i, json!({"type": "text_delta", "text": t}));
             }

@@ -262,7 +262,7 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     }
     let system: Vec<Value> = system
         .into_iter()
-        .filter(|t| !t.text.is_empty())
+        .filter(|t| !t.text.trim().is_empty())
         .map(|t| {
             let mut b = json!({"type": "text", "text": t.text});
             if let Some(cc) = &t.cache_control {
@@ -454,8 +454,9 @@ fn render_document(m: &Media) -> Value {
 
 fn render_block(b: &Block) -> Option<Value> {
     match b {
-        // "text content blocks must be non-empty": dropped, never replaced by placeholder text.
-        Block::Text(t) if t.text.is_empty() => None,
+        // "text content blocks must contain non-whitespace text" (the "\n\n" Qwen, GLM or
+        // DeepSeek write beside a tool call): dropped, never replaced by placeholder text.
+        Block::Text(t) if t.text.trim().is_empty() => None,
         Block::Text(t) => {
             let mut v = json!({"type": "text", "text": t.text});
             if let Some(cc) = &t.cache_control {

@@ -16,8 +16,15 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
     let mut content = Vec::new();
     let mut finish = parse_stop_reason(str_at(v, "stop_reason").unwrap_or("end_turn"));
     let mut json_answer = false;
-    for b in arr_at(v, "content") {
+    let blocks = arr_at(v, "content");
+    // In JSON mode the forced tool's input is the whole answer: text Claude wrote beside it (it
+    // may, when the client's own tools leave the choice `auto`) would make it no JSON.
+    let json_mode = blocks
+        .iter()
+        .any(|b| str_at(b, "type") == Some("tool_use") && str_at(b, "name") == Some(JSON_TOOL));
+    for b in blocks {
         match str_at(b, "type") {
+            Some("text") if json_mode => {}
             Some("text") => content.push(text_block(str_at(b, "text").unwrap_or_default())),
             Some("thinking") => content.push(Block::Thinking {
                 text: str_at(b, "thinking").unwrap_or_default().to_string(),
@@ -37,7 +44,9 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
                 json_answer = true;
             }
             Some("tool_use") => content.push(Block::ToolCall(ToolCall {
-                id: str_at(b, "id").unwrap_or_default().to_string(),
+                id: str_at(b, "id")
+                    .filter(|id| !id.is_empty())
+                    .map_or_else(|| new_id("toolu_"), str::to_string),
                 name: str_at(b, "name").unwrap_or_default().to_string(),
                 arguments: b.get("input").map_or_else(|| "{}".into(), Value::to_string),
                 signature: None,
@@ -65,7 +74,8 @@ pub fn render(ir: &IrResponse, model: &str) -> Value {
     let mut content = Vec::with_capacity(ir.content.len());
     for b in &ir.content {
         match b {
-            Block::Text(t) if !t.text.is_empty() => content.push(json!({"type": "text", "text": t.text})),
+            // Anthropic refuses a text block of whitespace alone when the turn is sent back.
+            Block::Text(t) if !t.text.trim().is_empty() => content.push(json!({"type": "text", "text": t.text})),
             Block::Thinking { text, signature } => {
                 // Unsigned or foreign reasoning cannot be a Claude thinking block (it would fail on replay).
                 if let Some(sig) = Signature::for_vendor(signature, Vendor::Anthropic) {

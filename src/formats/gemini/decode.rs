@@ -87,7 +87,9 @@ impl Decode for GeminiDecoder {
                 self.tools += 1;
                 out.push(StreamEvent::ToolStart {
                     index: k,
-                    id: str_at(fc, "id").map_or_else(|| new_id("call_"), str::to_string),
+                    id: str_at(fc, "id")
+                        .filter(|id| !id.is_empty())
+                        .map_or_else(|| new_id("call_"), str::to_string),
                     name: str_at(fc, "name").unwrap_or_default().to_string(),
                     signature,
                 });

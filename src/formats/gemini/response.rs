@@ -55,7 +55,9 @@ pub(crate) fn parse_parts(content: &Value, out: &mut Vec<Block>) {
             });
         if let Some(fc) = get2(p, "functionCall", "function_call") {
             out.push(Block::ToolCall(ToolCall {
-                id: str_at(fc, "id").map_or_else(|| new_id("call_"), str::to_string),
+                id: str_at(fc, "id")
+                    .filter(|id| !id.is_empty())
+                    .map_or_else(|| new_id("call_"), str::to_string),
                 name: str_at(fc, "name").unwrap_or_default().to_string(),
                 arguments: fc.get("args").map_or_else(|| "{}".into(), Value::to_string),
                 signature,

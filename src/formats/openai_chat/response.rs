@@ -47,7 +47,10 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
     for tc in arr_at(msg, "tool_calls") {
         let f = tc.get("function").unwrap_or(&Value::Null);
         content.push(Block::ToolCall(ToolCall {
-            id: str_at(tc, "id").map_or_else(|| new_id("call_"), str::to_string),
+            // LM Studio and others send `"id": ""`: each call needs its own to be answered.
+            id: str_at(tc, "id")
+                .filter(|id| !id.is_empty())
+                .map_or_else(|| new_id("call_"), str::to_string),
             name: str_at(f, "name").unwrap_or_default().to_string(),
             arguments: arguments_text(f.get("arguments")),
             signature: None,

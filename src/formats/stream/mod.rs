@@ -1048,6 +1048,25 @@ mod tests {
     }
 
     #[test]
+    fn whitespace_alone_opens_no_text_block_for_an_anthropic_client() {
+        let call = chat_chunk(
+            r#"{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"a","arguments":"{}"}}]}"#,
+            "null",
+        );
+        let (space, end) = (
+            chat_chunk(r#"{"content":"\n\n"}"#, "null"),
+            chat_chunk("{}", r#""tool_calls""#),
+        );
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &[&space, &call, &end]);
+        assert!(!text.contains(r#""type":"text""#), "{text}");
+        assert_eq!(text.matches("event: content_block_start").count(), 1, "{text}");
+        // Whitespace that text follows is kept, in the text's block.
+        let hello = chat_chunk(r#"{"content":"Hello"}"#, "null");
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &[&space, &hello, &end]);
+        assert!(text.contains(r#""text":"\n\nHello""#), "{text}");
+    }
+
+    #[test]
     fn whole_tool_calls_without_ids_on_one_index_stay_apart() {
         // Servers that send each call whole at index 0 and no id: another name, or the same name
         // once the arguments are whole, is another call; the same name repeated mid-arguments is not.
