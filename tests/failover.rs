@@ -2248,3 +2248,52 @@ async fn a_compaction_moves_its_session_as_an_answer_does() {
     let r = gw.post("/v1/responses", turn, &session).await;
     assert_eq!(r.headers()["x-apiproxy-provider"], other);
 }
+
+/// An upstream's error may echo the key it was called with (Google names a suspended key in full
+/// under its 403): the client gets the error without it, in the upstream's own shape when it
+/// speaks that format, and re-rendered in its own otherwise.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_error_that_echoes_its_key_reaches_the_client_without_it() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}",
+        provider_yaml("alpha", &a, ""),
+        logical(&[("alpha", "")])
+    ))
+    .await;
+    let key = provider_key("alpha");
+    let refusal =
+        json!({"error": {"message": format!("Permission denied: Consumer 'api_key:{key}' has been suspended."),
+        "type": "permission_denied", "code": "suspended", "details": [{"metadata": {"consumer": key}}]}})
+        .to_string();
+    for status in [403, 400] {
+        a.script([Reply::Status {
+            status,
+            retry_after: None,
+            body: refusal.clone(),
+        }]);
+        let r = gw.chat(chat_body("lm")).await;
+        assert_eq!(r.status().as_u16(), status);
+        let text = r.text().await.unwrap();
+        assert!(!text.contains(&key), "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["code"], "suspended", "the upstream's own error: {text}");
+        assert_eq!(v["error"]["details"][0]["metadata"]["consumer"], "[REDACTED]");
+    }
+    // Re-rendered for an Anthropic client: the message without the key.
+    a.script([Reply::Status {
+        status: 403,
+        retry_after: None,
+        body: refusal,
+    }]);
+    let r = gw
+        .post(
+            "/v1/messages",
+            json!({"model": "lm", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains(&key) && text.contains("[REDACTED]"), "{text}");
+}

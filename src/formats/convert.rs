@@ -212,12 +212,57 @@ pub fn extract_usage_at_end(format: WireFormat, end: &[u8]) -> Option<Usage> {
 }
 
 fn usage_of(format: WireFormat, raw: &serde_json::value::RawValue) -> Option<Usage> {
+    // OpenAI Chat's, on every same-format answer: read into its own shape, no map built.
+    if format == WireFormat::OpenAiChat {
+        if let Ok(u) = serde_json::from_str::<ChatUsage>(raw.get()) {
+            return Some(u.into());
+        }
+    }
     let v: Value = serde_json::from_str(raw.get()).ok()?;
     match format {
         WireFormat::OpenAiChat => Usage::from_openai_chat(&v),
         WireFormat::OpenAiResponses => Usage::from_responses(&v),
         WireFormat::Anthropic => Usage::from_anthropic(&v),
         WireFormat::Gemini => Usage::from_gemini(&v),
+    }
+}
+
+/// OpenAI Chat's `usage` as `Usage::from_openai_chat` reads it (anything else in it ignored; a
+/// count that is not a whole number falls back to that reading).
+#[derive(serde::Deserialize)]
+struct ChatUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<ChatUsageDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<ChatUsageDetails>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatUsageDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl From<ChatUsage> for Usage {
+    fn from(u: ChatUsage) -> Usage {
+        Usage {
+            input_tokens: u.prompt_tokens.unwrap_or(0),
+            output_tokens: u.completion_tokens.unwrap_or(0),
+            cached_input_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+            cache_creation_input_tokens: u.cache_creation_input_tokens.unwrap_or(0),
+            reasoning_tokens: u
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
     }
 }
 

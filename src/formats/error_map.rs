@@ -176,6 +176,8 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
         WireFormat::OpenAiChat | WireFormat::OpenAiResponses => match (str_at(e, "code"), str_at(e, "type")) {
             (Some("context_length_exceeded"), _) => ErrorKind::ContextLength,
             (Some("invalid_api_key"), _) => ErrorKind::Authentication,
+            // xAI says a bad key under a 400, in words only.
+            _ if message.starts_with("Incorrect API key provided") => ErrorKind::Authentication,
             (Some("insufficient_quota"), _) | (_, Some("insufficient_quota")) => ErrorKind::Billing,
             (Some("model_not_found"), _) => ErrorKind::NotFound,
             (Some("rate_limit_exceeded"), _) | (_, Some("rate_limit_error" | "requests" | "tokens")) => {
@@ -371,6 +373,15 @@ pub fn retry_after_secs(body: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xai_s_bad_key_under_a_400_is_an_authentication_error() {
+        let body = br#"{"code":"Client specified an invalid argument","error":"Incorrect API key provided: xa***Bz. You can obtain an API key from https://console.x.ai."}"#;
+        assert_eq!(
+            classify_error(WireFormat::OpenAiChat, 400, body).0,
+            ErrorKind::Authentication
+        );
+    }
 
     #[test]
     fn a_top_level_retry_after_counts_without_error_details() {

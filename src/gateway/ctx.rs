@@ -125,8 +125,9 @@ pub enum ResponseMode {
     Observe(BodyBuf),
     /// A whole JSON answer, buffered and translated at the end.
     Translate(BodyBuf),
-    /// An upstream error body, buffered and re-rendered in the client's format.
-    Error { status: u16, body: BodyBuf },
+    /// An upstream error body, buffered and re-rendered in the client's format, or, `as_sent`,
+    /// passed on in the upstream's (the client's own); either way without the provider's keys.
+    Error { status: u16, body: BodyBuf, as_sent: bool },
     /// An SSE stream through a stateful converter (also same-format: it watches for the end and usage).
     Stream(Box<StreamConverter>),
     /// A whole answer to a client that asked for a stream (the upstream ignored `stream: true`),

@@ -10,7 +10,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
-use super::ctx::{BodyBuf, RequestCtx, ResponseMode};
+use super::ctx::{Attempt, BodyBuf, RequestCtx, ResponseMode};
 use super::headers::names;
 use super::intake::Operation;
 use crate::app::App;
@@ -20,6 +20,7 @@ use crate::formats::{
     estimate_input_tokens, extract_usage, extract_usage_at_end, responses_api, ConvertError, ErrorKind,
     StreamConverter, StreamOptions, ToolNames, Usage, WireFormat,
 };
+use crate::routing::RoutePlan;
 
 /// Most of a same-format answer kept to read its usage; beyond it usage is not counted.
 const OBSERVE_LIMIT: usize = 8 * 1024 * 1024;
@@ -153,7 +154,14 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
             resp.insert_header("x-gateway-upstream-status", status)?;
         }
         if upstream == client && is_json(resp) {
-            ResponseMode::Pass
+            // Held to its end (error bodies are small) for the keys an upstream may echo; its
+            // length may change with them.
+            set_chunked(resp)?;
+            ResponseMode::Error {
+                status,
+                body: BodyBuf::default(),
+                as_sent: true,
+            }
         } else {
             // The provider's error, re-rendered in the client's format (e.g. 529 -> 503 for OpenAI);
             // in its own format too when it is no JSON (a proxy's HTML 413, a wrong `base_url`'s
@@ -167,6 +175,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
             ResponseMode::Error {
                 status,
                 body: BodyBuf::default(),
+                as_sent: false,
             }
         }
     } else if is_sse || restream || gemini_stream {
@@ -299,11 +308,16 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                 *body = Some(out);
             }
         }
-        ResponseMode::Error { status, body: buf } => {
+        ResponseMode::Error {
+            status,
+            body: buf,
+            as_sent,
+        } => {
             buf.keep(body, OBSERVE_LIMIT);
             *body = None;
             if end_of_stream {
-                *body = Some(convert_error(upstream, client, *status, buf.as_slice()).1);
+                let rendered = error_for_client(upstream, client, *status, buf, *as_sent);
+                *body = Some(without_keys(&ctx.current, &ctx.plan, rendered));
             }
         }
         ResponseMode::Restream(opts, buf) => {
@@ -443,6 +457,29 @@ pub fn answer_id(ctx: &RequestCtx) -> Option<String> {
     }
 }
 
+/// An upstream's error body as the client gets it: as it came when the client speaks the
+/// upstream's format, else re-rendered in the client's.
+fn error_for_client(upstream: WireFormat, client: WireFormat, status: u16, buf: &BodyBuf, as_sent: bool) -> Bytes {
+    if as_sent {
+        Bytes::copy_from_slice(buf.as_slice())
+    } else {
+        convert_error(upstream, client, status, buf.as_slice()).1
+    }
+}
+
+/// `body` without the keys of the provider the attempt called (see `Provider::scrub_keys`).
+fn without_keys(attempt: &Option<Attempt>, plan: &Option<RoutePlan>, body: Bytes) -> Bytes {
+    let provider = attempt
+        .as_ref()
+        .zip(plan.as_ref())
+        .and_then(|(a, p)| p.candidates.get(a.candidate))
+        .map(|c| &c.provider);
+    match provider.and_then(|p| p.scrub_keys(&body)) {
+        Some(clean) => Bytes::from(clean),
+        None => body,
+    }
+}
+
 /// A stream its client left: the tokens the upstream reported so far (a long prompt's input and
 /// cache reads are paid for all the same).
 pub fn keep_stream_usage(ctx: &mut RequestCtx) {
@@ -466,10 +503,11 @@ pub fn abort_stream(ctx: &mut RequestCtx) -> Option<Bytes> {
             let cut = Err("The upstream answer broke before it was complete");
             out = answer_as_stream(upstream, client, cut, opts).0;
         }
-        ResponseMode::Error { status, body } => {
+        ResponseMode::Error { status, body, .. } => {
             // An error body that broke off (its status is out): rendered from what came of it,
-            // rather than ending the client's answer with no body at all.
+            // rather than ending the client's answer with no body at all (nor half a document).
             let rendered = convert_error(upstream, client, *status, body.as_slice()).1;
+            let rendered = without_keys(&ctx.current, &ctx.plan, rendered);
             ctx.response = ResponseMode::Pass;
             return Some(rendered);
         }

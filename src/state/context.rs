@@ -34,6 +34,11 @@ const KEY_PREFIXES: &[&str] = &[
     "rk-",
     "key-",
     "AKIA",
+    "pplx-",
+    "r8_",
+    "nvapi-",
+    // A JWT: base64 of `{"`.
+    "eyJ",
 ];
 
 /// Starts like a provider's or the gateway's key.
@@ -210,6 +215,16 @@ mod tests {
         assert!(!r.contains("9f8e7d6c5b4a"), "{r}");
         assert_eq!(redact("plain words stay as they are"), "plain words stay as they are");
         assert!(redact("\"apx-0123456789abcdef\"").contains("[REDACTED]"));
+        // A JWT, and keys of Perplexity, Replicate and NVIDIA, glued to JSON's punctuation.
+        for key in [
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+            "pplx-0123456789abcdef",
+            "r8_0123456789abcdef",
+            "nvapi-0123456789abcdef",
+        ] {
+            let r = redact(&format!(r#"{{"token":"{key}"}}"#));
+            assert_eq!(r, r#"{"token":"[REDACTED]"}"#, "{key}");
+        }
     }
 
     #[test]

@@ -20,18 +20,22 @@ impl Endpoint {
         if authority.contains('@') {
             return Err("must not carry a user name or password: put credentials in `api_keys` or `headers`".into());
         }
-        let uri: http::Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+        // A query may carry a key (`?key=…` for Gemini): errors show the URL without it.
+        let shown = url.split(['?', '#']).next().unwrap_or_default();
+        let uri: http::Uri = url.parse().map_err(|e| format!("`{shown}` is not a URL: {e}"))?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => return Err(format!("`{url}` must start with http:// or https://")),
+            _ => return Err(format!("`{shown}` must start with http:// or https://")),
         };
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
-            .ok_or(format!("`{url}` has no host"))?;
+            .ok_or(format!("`{shown}` has no host"))?;
         if uri.query().is_some() {
-            return Err(format!("`{url}` must not carry a query string"));
+            return Err(format!(
+                "`{shown}` must not carry a query string (keys go in `api_keys`)"
+            ));
         }
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
@@ -117,6 +121,14 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_url_is_shown_without_its_query() {
+        let err = Endpoint::parse("https://generativelanguage.googleapis.com/v1beta?key=AIzaSySECRET").unwrap_err();
+        assert!(!err.contains("SECRET") && err.contains("query string"), "{err}");
+        let err = Endpoint::parse("gopher://h/?key=AIzaSySECRET").unwrap_err();
+        assert!(!err.contains("SECRET"), "{err}");
+    }
 
     #[test]
     fn parses_urls() {

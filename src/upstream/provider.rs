@@ -322,6 +322,38 @@ impl Provider {
     /// limit. `None` when the provider has keys but none is usable. A key's QPS limit is shared by
     /// the `replicas` using it: each takes an equal share, so together they stay within it without
     /// a Redis round trip per request.
+    /// `body` with every key of this provider replaced by `[REDACTED]`, when it holds one: an
+    /// upstream's error may echo the key it was called with (Gemini names a suspended key in
+    /// full), and that body goes to the client. `None` when there is nothing to take out.
+    pub fn scrub_keys(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        for key in &self.keys {
+            let header = key.header.as_bytes();
+            let secret = match header.get(..7) {
+                Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &header[7..],
+                _ => header,
+            };
+            // Too short to be a secret anyone could mistake for other text.
+            if secret.len() < 8 {
+                continue;
+            }
+            let text = out.as_deref().unwrap_or(body);
+            if memchr::memmem::find(text, secret).is_none() {
+                continue;
+            }
+            let mut clean = Vec::with_capacity(text.len());
+            let mut at = 0;
+            for found in memchr::memmem::find_iter(text, secret) {
+                clean.extend_from_slice(&text[at..found]);
+                clean.extend_from_slice(b"[REDACTED]");
+                at = found + secret.len();
+            }
+            clean.extend_from_slice(&text[at..]);
+            out = Some(clean);
+        }
+        out
+    }
+
     pub fn pick_key(&self, exclude: &[usize], replicas: u32) -> Option<KeyChoice> {
         let share = |rate: u32| key_share(rate, replicas);
         let n = self.keys.len();
