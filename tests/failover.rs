@@ -2255,16 +2255,23 @@ async fn a_compaction_moves_its_session_as_an_answer_does() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_error_that_echoes_its_key_reaches_the_client_without_it() {
     let a = Mock::start("alpha", &["m"]).await;
+    // A credential set as a header (Azure's `api-key`) is taken out too; an `api-version` is not.
+    let header_key = "azure0123456789abcdef0123456789ab";
     let gw = Gateway::start(&format!(
         "providers:\n{}{}",
-        provider_yaml("alpha", &a, ""),
+        provider_yaml(
+            "alpha",
+            &a,
+            &format!(", headers: {{api-key: {header_key}, x-api-version: 2024-10-21}}")
+        ),
         logical(&[("alpha", "")])
     ))
     .await;
     let key = provider_key("alpha");
     let refusal =
         json!({"error": {"message": format!("Permission denied: Consumer 'api_key:{key}' has been suspended."),
-        "type": "permission_denied", "code": "suspended", "details": [{"metadata": {"consumer": key}}]}})
+        "type": "permission_denied", "code": "suspended", "param": format!("{header_key} at 2024-10-21"),
+        "details": [{"metadata": {"consumer": key}}]}})
         .to_string();
     for status in [403, 400] {
         a.script([Reply::Status {
@@ -2279,7 +2286,20 @@ async fn an_upstream_error_that_echoes_its_key_reaches_the_client_without_it() {
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["error"]["code"], "suspended", "the upstream's own error: {text}");
         assert_eq!(v["error"]["details"][0]["metadata"]["consumer"], "[REDACTED]");
+        assert_eq!(v["error"]["param"], "[REDACTED] at 2024-10-21");
     }
+    // One too large to hold whole (a 422 echoing a large request) is said in the gateway's
+    // words, still JSON.
+    let echoed = json!({"detail": [{"msg": "Field required", "input": "A".repeat(9 << 20)}]}).to_string();
+    a.script([Reply::Status {
+        status: 422,
+        retry_after: None,
+        body: echoed,
+    }]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.expect("a JSON error");
+    assert!(v["error"]["message"].is_string(), "{v}");
     // Re-rendered for an Anthropic client: the message without the key.
     a.script([Reply::Status {
         status: 403,

@@ -326,13 +326,22 @@ impl Provider {
     /// upstream's error may echo the key it was called with (Gemini names a suspended key in
     /// full), and that body goes to the client. `None` when there is nothing to take out.
     pub fn scrub_keys(&self, body: &[u8]) -> Option<Vec<u8>> {
-        let mut out: Option<Vec<u8>> = None;
-        for key in &self.keys {
+        let keys = self.keys.iter().map(|key| {
             let header = key.header.as_bytes();
-            let secret = match header.get(..7) {
+            match header.get(..7) {
                 Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &header[7..],
                 _ => header,
-            };
+            }
+        });
+        // Credentials set as headers (Azure's `api-key`): values that look like one, not an
+        // `api-version` date or a media type.
+        let headers = self
+            .extra_headers
+            .iter()
+            .map(|(_, v)| v.as_bytes())
+            .filter(|v| v.len() >= 16 && v.iter().any(u8::is_ascii_digit) && v.iter().any(u8::is_ascii_alphabetic));
+        let mut out: Option<Vec<u8>> = None;
+        for secret in keys.chain(headers) {
             // Too short to be a secret anyone could mistake for other text.
             if secret.len() < 8 {
                 continue;

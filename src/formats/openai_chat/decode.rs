@@ -10,8 +10,12 @@ use crate::formats::usage::Usage;
 #[derive(Debug, Default)]
 pub struct ChatDecoder {
     started: bool,
-    /// The calls so far, by dense index. Some OpenAI-compatibles repeat index 0 with new ids.
+    /// The calls so far, in the order they appeared. Some OpenAI-compatibles repeat index 0 with
+    /// new ids.
     tools: Vec<ToolCall>,
+    /// Calls started for the client so far: the next one's dense index (a call is numbered when
+    /// it is named, so the client sees them in order).
+    announced: usize,
     current_tool: Option<usize>,
     usage: Option<Usage>,
     finished: bool,
@@ -33,7 +37,7 @@ impl ChatDecoder {
         // name that comes for its index, whatever id comes with it.
         let known = self.tools.iter().rposition(|t| {
             t.upstream == upstream
-                && (!t.announced || name.is_none() || id.is_none_or(|id| id == t.id))
+                && (t.client_index.is_none() || name.is_none() || id.is_none_or(|id| id == t.id))
                 && !t.ended_by(id, name)
         });
         match known {
@@ -49,7 +53,7 @@ impl ChatDecoder {
             id: id.map_or_else(|| new_id("call_"), str::to_string),
             name: String::new(),
             args: String::new(),
-            announced: false,
+            client_index: None,
             closed: JsonEnd::default(),
         });
         if let Some(name) = name {
@@ -61,20 +65,31 @@ impl ChatDecoder {
     /// Starts call `k` for the client once its name is known (some servers send the id first and
     /// the name in a later chunk, or `"name": ""` first): with the arguments held until then.
     fn announce(&mut self, k: usize, name: &str, out: &mut Vec<StreamEvent>) {
+        let index = self.announced;
+        self.announced += 1;
         let t = &mut self.tools[k];
         t.name = name.to_string();
-        t.announced = true;
+        t.client_index = Some(index);
         out.push(StreamEvent::ToolStart {
-            index: k,
+            index,
             id: t.id.clone(),
             name: t.name.clone(),
             signature: None,
         });
         if !t.args.is_empty() {
             out.push(StreamEvent::ToolArgs {
-                index: k,
+                index,
                 delta: t.args.clone(),
             });
+        }
+    }
+
+    /// Calls no chunk named still reach the client, arguments and all, before the answer ends.
+    fn announce_unnamed(&mut self, out: &mut Vec<StreamEvent>) {
+        for k in 0..self.tools.len() {
+            if self.tools[k].client_index.is_none() {
+                self.announce(k, "", out);
+            }
         }
     }
 }
@@ -88,8 +103,8 @@ struct ToolCall {
     name: String,
     /// Its arguments so far.
     args: String,
-    /// Its `ToolStart` went out (it has a name).
-    announced: bool,
+    /// Its index for the client, once its `ToolStart` went out (it has a name).
+    client_index: Option<usize>,
     /// Where its arguments stand as one JSON value.
     closed: JsonEnd,
 }
@@ -100,7 +115,7 @@ impl ToolCall {
     /// or this call's arguments are already whole. The same name again before then continues it
     /// (servers that repeat the name on every chunk). An unnamed call is continued by its name.
     fn ended_by(&self, id: Option<&str>, name: Option<&str>) -> bool {
-        self.announced && id.is_none() && name.is_some_and(|name| name != self.name || self.closed.whole())
+        self.client_index.is_some() && id.is_none() && name.is_some_and(|name| name != self.name || self.closed.whole())
     }
 
     fn push_args(&mut self, args: &str) {
@@ -154,6 +169,7 @@ impl Decode for ChatDecoder {
         let data = data.trim();
         if data == "[DONE]" {
             self.done = true;
+            self.announce_unnamed(out);
             return;
         }
         let Ok(v) = serde_json::from_str::<Value>(data) else {
@@ -244,25 +260,20 @@ impl Decode for ChatDecoder {
                     Some(Value::Null) | None => String::new(),
                     Some(other) => other.to_string(),
                 };
-                if let Some(name) = name.filter(|_| !self.tools[k].announced) {
+                if let Some(name) = name.filter(|_| self.tools[k].client_index.is_none()) {
                     self.announce(k, name, out);
                 }
                 if !args.is_empty() {
                     self.tools[k].push_args(&args);
-                    if self.tools[k].announced {
-                        out.push(StreamEvent::ToolArgs { index: k, delta: args });
+                    if let Some(index) = self.tools[k].client_index {
+                        out.push(StreamEvent::ToolArgs { index, delta: args });
                     }
                 }
             }
             // Some servers (Ollama, SGLang) send `""` for "not finished" on every chunk.
             if let Some(fr) = str_at(choice, "finish_reason").filter(|fr| !fr.is_empty()) {
                 self.finished = true;
-                // A call no chunk named still reaches the client, arguments and all.
-                for k in 0..self.tools.len() {
-                    if !self.tools[k].announced {
-                        self.announce(k, "", out);
-                    }
-                }
+                self.announce_unnamed(out);
                 out.push(StreamEvent::Finish {
                     reason: parse_finish(fr),
                     stop_sequence: None,

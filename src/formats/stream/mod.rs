@@ -942,7 +942,43 @@ mod tests {
                 "{text}"
             );
         }
-        // A call no chunk names still reaches the client with its arguments.
+        // A call named after a later one started reaches the client in its place: numbered as
+        // it starts, so Gemini's and Responses' encoders, which take calls in order, keep both.
+        let chunks = [
+            chat_chunk(
+                r#"{"tool_calls":[{"index":0,"id":"A","function":{"arguments":""}},{"index":1,"id":"B","function":{"name":"g","arguments":"{\"y\":2}"}}]}"#,
+                "null",
+            ),
+            chat_chunk(
+                r#"{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{\"x\":1}"}}]}"#,
+                "null",
+            ),
+            chat_chunk("{}", r#""tool_calls""#),
+        ];
+        let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Gemini, &all);
+        assert!(
+            text.contains(r#""args":{"x":1}"#) && text.contains(r#""args":{"y":2}"#),
+            "{text}"
+        );
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::OpenAiResponses, &all);
+        let done: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("data: ") && l.contains("function_call_arguments.done"))
+            .collect();
+        assert_eq!(done.len(), 2, "{text}");
+        // A call no chunk names still reaches the client with its arguments, at the finish or at
+        // `[DONE]` when no finish came.
+        let unnamed = chat_chunk(
+            r#"{"tool_calls":[{"index":0,"id":"A","function":{"arguments":"{\"x\":1}"}}]}"#,
+            "null",
+        );
+        let (text, _) = convert(
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            &[&unnamed, b"data: [DONE]\n\n"],
+        );
+        assert!(text.contains(r#""partial_json":"{\"x\":1}""#), "{text}");
         let chunks = [
             chat_chunk(
                 r#"{"tool_calls":[{"index":0,"id":"A","function":{"arguments":"{\"x\":1}"}}]}"#,
