@@ -887,4 +887,30 @@ mod tests {
             r#"{"zeta":1,"alpha":2}"#
         );
     }
+
+    #[test]
+    fn a_whole_refusal_stays_a_refusal_between_openai_formats() {
+        use serde_json::json;
+        let responses = json!({"id": "resp_1", "object": "response", "status": "completed", "output": [
+            {"type": "message", "id": "msg_1", "role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]}]});
+        let out = answer_as(WireFormat::OpenAiResponses, WireFormat::OpenAiChat, responses.clone());
+        let message = &out["choices"][0]["message"];
+        assert_eq!(
+            (message["refusal"].as_str(), message["content"].is_null()),
+            (Some("No."), true),
+            "{out}"
+        );
+        let chat = json!({"choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": null, "refusal": "No."}}]});
+        let out = answer_as(WireFormat::OpenAiChat, WireFormat::OpenAiResponses, chat.clone());
+        assert_eq!(
+            out["output"][0]["content"][0],
+            json!({"type": "refusal", "refusal": "No."}),
+            "{out}"
+        );
+        let out = answer_as(WireFormat::OpenAiChat, WireFormat::Anthropic, chat);
+        assert_eq!(out["content"][0], json!({"type": "text", "text": "No."}), "{out}");
+        let out = answer_as(WireFormat::OpenAiResponses, WireFormat::Gemini, responses);
+        assert_eq!(out["candidates"][0]["content"]["parts"][0]["text"], "No.", "{out}");
+    }
 }

@@ -71,6 +71,10 @@ pub enum Block {
     RedactedThinking {
         data: String,
     },
+    /// An OpenAI model's refusal (structured outputs): `message.refusal` or a `refusal` part for
+    /// an OpenAI client, whose SDK's `.parse()` would read it as the answer's JSON otherwise; text
+    /// for the others.
+    Refusal(String),
 }
 
 /// Where an image or file comes from.
@@ -236,6 +240,17 @@ pub fn join_text(blocks: &[Block]) -> String {
     for b in blocks {
         if let Block::Text(t) = b {
             out.push_str(&t.text);
+        }
+    }
+    out
+}
+
+/// The answer's refusal, when it is one.
+pub fn join_refusal(blocks: &[Block]) -> String {
+    let mut out = String::new();
+    for b in blocks {
+        if let Block::Refusal(r) = b {
+            out.push_str(r);
         }
     }
     out

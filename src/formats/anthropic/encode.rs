@@ -185,6 +185,11 @@ impl Encode for AnthropicEncoder {
         if self.closed {
             return;
         }
+        // A refusal is the answer's text for an Anthropic client.
+        let event = match event {
+            StreamEvent::Refusal(t) => StreamEvent::Text(t),
+            e => e,
+        };
         // Held whitespace is dropped when anything but text or bookkeeping comes next.
         if !matches!(
             event,

@@ -484,6 +484,9 @@ fn render_block(b: &Block) -> Option<Value> {
         Block::Thinking { text, signature } => Signature::for_vendor(signature, Vendor::Anthropic)
             .map(|sig| json!({"type": "thinking", "thinking": text, "signature": sig})),
         Block::RedactedThinking { data } => Some(json!({"type": "redacted_thinking", "data": data})),
+        // Histories carry refusals as text; one from elsewhere still is.
+        Block::Refusal(r) if r.trim().is_empty() => None,
+        Block::Refusal(r) => Some(json!({"type": "text", "text": r})),
     }
 }
 

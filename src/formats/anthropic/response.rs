@@ -76,6 +76,7 @@ pub fn render(ir: &IrResponse, model: &str) -> Value {
         match b {
             // Anthropic refuses a text block of whitespace alone when the turn is sent back.
             Block::Text(t) if !t.text.trim().is_empty() => content.push(json!({"type": "text", "text": t.text})),
+            Block::Refusal(r) if !r.trim().is_empty() => content.push(json!({"type": "text", "text": r})),
             Block::Thinking { text, signature } => {
                 // Unsigned or foreign reasoning cannot be a Claude thinking block (it would fail on replay).
                 if let Some(sig) = Signature::for_vendor(signature, Vendor::Anthropic) {

@@ -81,7 +81,9 @@ impl Encode for GeminiEncoder {
         match event {
             StreamEvent::Meta { id: Some(id), .. } => self.id = id,
             StreamEvent::Usage(u) => self.usage = Some(u),
-            StreamEvent::Text(t) if !t.is_empty() => self.chunk(vec![json!({"text": t})], out),
+            StreamEvent::Text(t) | StreamEvent::Refusal(t) if !t.is_empty() => {
+                self.chunk(vec![json!({"text": t})], out)
+            }
             StreamEvent::Thinking(t) if !t.is_empty() => self.chunk(vec![json!({"text": t, "thought": true})], out),
             StreamEvent::ToolStart {
                 index,

@@ -415,6 +415,8 @@ fn render_contents(ir: &IrRequest) -> Vec<Value> {
             match b {
                 Block::Text(t) if t.text.is_empty() => {}
                 Block::Text(t) => parts.push(json!({"text": t.text})),
+                Block::Refusal(r) if !r.is_empty() => parts.push(json!({"text": r})),
+                Block::Refusal(_) => {}
                 Block::Image(media) | Block::File(media) => parts.push(media_part(media)),
                 Block::ToolCall(tc) => {
                     names.insert(tc.id.as_str(), tc.name.as_str());

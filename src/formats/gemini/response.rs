@@ -80,6 +80,7 @@ pub fn render(ir: &IrResponse, model: &str) -> Value {
     for b in &ir.content {
         match b {
             Block::Text(t) if !t.text.is_empty() => parts.push(json!({"text": t.text})),
+            Block::Refusal(r) if !r.is_empty() => parts.push(json!({"text": r})),
             Block::Thinking { text, signature } if !text.is_empty() => {
                 let mut p = json!({"text": text, "thought": true});
                 if let Some(sig) = Signature::for_vendor(signature, Vendor::Gemini) {

@@ -214,11 +214,12 @@ impl Decode for ChatDecoder {
                     out.push(StreamEvent::Thinking(r.to_string()));
                 }
             }
-            // A refusal (structured outputs) is the answer's text, as in a whole answer.
-            for key in ["content", "refusal"] {
-                if let Some(t) = str_at(delta, key).filter(|t| !t.is_empty()) {
-                    out.push(StreamEvent::Text(t.to_string()));
-                }
+            if let Some(t) = str_at(delta, "content").filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::Text(t.to_string()));
+            }
+            // A refusal (structured outputs), as in a whole answer.
+            if let Some(r) = str_at(delta, "refusal").filter(|r| !r.is_empty()) {
+                out.push(StreamEvent::Refusal(r.to_string()));
             }
             // Content as parts (Mistral's reasoning models: `{"type": "thinking", "thinking":
             // [{"type": "text", "text": …}]}`, then `{"type": "text", "text": …}`).

@@ -94,6 +94,10 @@ impl Encode for ChatEncoder {
                 self.ensure_role(out);
                 self.chunk(json!({"content": t}), None, out);
             }
+            StreamEvent::Refusal(t) => {
+                self.ensure_role(out);
+                self.chunk(json!({"refusal": t}), None, out);
+            }
             StreamEvent::Thinking(t) => {
                 self.ensure_role(out);
                 if self.thinking.len() < 16 << 20 {

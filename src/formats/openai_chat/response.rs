@@ -41,8 +41,8 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
         }
         _ => {}
     }
-    if let Some(r) = str_at(msg, "refusal") {
-        content.push(text_block(r));
+    if let Some(r) = str_at(msg, "refusal").filter(|r| !r.is_empty()) {
+        content.push(Block::Refusal(r.to_string()));
     }
     for tc in arr_at(msg, "tool_calls") {
         let f = tc.get("function").unwrap_or(&Value::Null);
@@ -69,10 +69,12 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
 
 pub fn render(ir: &IrResponse, model: &str) -> Value {
     let text: String = join_text(&ir.content);
+    let refusal = join_refusal(&ir.content);
+    let no_content = text.is_empty() && (ir.has_tool_calls() || !refusal.is_empty());
     let mut message = json!({
         "role": "assistant",
-        "content": if text.is_empty() && ir.has_tool_calls() { Value::Null } else { text.into() },
-        "refusal": null,
+        "content": if no_content { Value::Null } else { text.into() },
+        "refusal": if refusal.is_empty() { Value::Null } else { refusal.into() },
     });
     let reasoning: String = ir
         .content

@@ -71,11 +71,15 @@ impl ResponsesDecoder {
         if delta.is_empty() {
             return;
         }
+        let refusal = part.refusal;
         match self.texts.iter_mut().find(|(p, _)| *p == part) {
             Some((_, sent)) => *sent += delta.len(),
             None => self.texts.push((part, delta.len())),
         }
-        out.push(StreamEvent::Text(delta.to_string()));
+        out.push(match refusal {
+            true => StreamEvent::Refusal(delta.to_string()),
+            false => StreamEvent::Text(delta.to_string()),
+        });
     }
 
     /// Sends what of a part's whole text has not gone out yet.
@@ -103,6 +107,8 @@ struct ToolItem {
 struct Part {
     item: String,
     content_index: u64,
+    /// A `refusal` part, not `output_text`.
+    refusal: bool,
 }
 
 impl Part {
@@ -117,7 +123,15 @@ impl Part {
             Some(id) => id.to_string(),
             None => format!("#{}", output_index.unwrap_or(0)),
         };
-        Part { item, content_index }
+        Part {
+            item,
+            content_index,
+            refusal: false,
+        }
+    }
+
+    fn refusing(self, refusal: bool) -> Part {
+        Part { refusal, ..self }
     }
 }
 
@@ -127,7 +141,8 @@ impl Decode for ResponsesDecoder {
             return;
         };
         let r = v.get("response").unwrap_or(&Value::Null);
-        match str_at(&v, "type").unwrap_or_default() {
+        let kind = str_at(&v, "type").unwrap_or_default();
+        match kind {
             "response.created" | "response.in_progress" => self.meta(r, out),
             "response.output_item.added" => {
                 self.meta(r, out);
@@ -151,7 +166,7 @@ impl Decode for ResponsesDecoder {
                 }
             }
             "response.output_text.delta" | "response.refusal.delta" => {
-                let part = Part::of(&v);
+                let part = Part::of(&v).refusing(kind == "response.refusal.delta");
                 self.text(part, str_at(&v, "delta").unwrap_or_default(), out);
             }
             // The part whole: what no delta brought (gpt-5.3-codex-spark sends a call's arguments
@@ -161,7 +176,7 @@ impl Decode for ResponsesDecoder {
                 self.text_whole(part, str_at(&v, "text").unwrap_or_default(), out);
             }
             "response.refusal.done" => {
-                let part = Part::of(&v);
+                let part = Part::of(&v).refusing(true);
                 self.text_whole(part, str_at(&v, "refusal").unwrap_or_default(), out);
             }
             "response.function_call_arguments.done" => {
@@ -199,13 +214,13 @@ impl Decode for ResponsesDecoder {
                     }
                     Some("message") => {
                         for (i, c) in arr_at(item, "content").iter().enumerate() {
-                            let whole = match str_at(c, "type") {
-                                Some("output_text") => str_at(c, "text"),
-                                Some("refusal") => str_at(c, "refusal"),
-                                _ => None,
+                            let (whole, refusal) = match str_at(c, "type") {
+                                Some("output_text") => (str_at(c, "text"), false),
+                                Some("refusal") => (str_at(c, "refusal"), true),
+                                _ => (None, false),
                             };
                             if let Some(whole) = whole {
-                                self.text_whole(Part::at(id, at, i as u64), whole, out);
+                                self.text_whole(Part::at(id, at, i as u64).refusing(refusal), whole, out);
                             }
                         }
                     }

@@ -15,6 +15,8 @@ enum OpenItem {
         id: String,
         output_index: usize,
         text: String,
+        /// A `refusal` part, not `output_text`.
+        refusal: bool,
     },
     Reasoning {
         id: String,
@@ -159,16 +161,77 @@ impl ResponsesEncoder {
         }
     }
 
+    /// Text (or a refusal) into the open message, opening one for it (a message holds one part:
+    /// text and a refusal each have their own).
+    fn message_delta(&mut self, t: String, refusal: bool, out: &mut Vec<u8>) {
+        self.ensure_started(out);
+        if !matches!(self.open, Some(OpenItem::Message { refusal: r, .. }) if r == refusal) {
+            self.close_item(out);
+            let id = new_id("msg_");
+            let output_index = self.next_output_index();
+            self.emit(
+                out,
+                "response.output_item.added",
+                json!({"output_index": output_index, "item": {"type": "message", "id": id, "status": "in_progress",
+                    "role": "assistant", "content": []}}),
+            );
+            let part = if refusal {
+                json!({"type": "refusal", "refusal": ""})
+            } else {
+                json!({"type": "output_text", "text": "", "annotations": []})
+            };
+            self.emit(
+                out,
+                "response.content_part.added",
+                json!({"item_id": id, "output_index": output_index, "content_index": 0, "part": part}),
+            );
+            self.open = Some(OpenItem::Message {
+                id,
+                output_index,
+                text: String::new(),
+                refusal,
+            });
+        }
+        if let Some(OpenItem::Message {
+            id, output_index, text, ..
+        }) = &mut self.open
+        {
+            text.push_str(&t);
+            let (event, payload) = if refusal {
+                let payload = json!({"item_id": id, "output_index": output_index, "content_index": 0, "delta": t});
+                ("response.refusal.delta", payload)
+            } else {
+                let payload = json!({"item_id": id, "output_index": output_index, "content_index": 0, "delta": t, "logprobs": []});
+                ("response.output_text.delta", payload)
+            };
+            self.emit(out, event, payload);
+        }
+    }
+
     fn close_open_item(&mut self, out: &mut Vec<u8>) {
         match self.open.take() {
             None => {}
-            Some(OpenItem::Message { id, output_index, text }) => {
-                let part = json!({"type": "output_text", "text": text, "annotations": []});
-                self.emit(
-                    out,
-                    "response.output_text.done",
-                    json!({"item_id": id, "output_index": output_index, "content_index": 0, "text": text, "logprobs": []}),
-                );
+            Some(OpenItem::Message {
+                id,
+                output_index,
+                text,
+                refusal,
+            }) => {
+                let part = if refusal {
+                    self.emit(
+                        out,
+                        "response.refusal.done",
+                        json!({"item_id": id, "output_index": output_index, "content_index": 0, "refusal": text}),
+                    );
+                    json!({"type": "refusal", "refusal": text})
+                } else {
+                    self.emit(
+                        out,
+                        "response.output_text.done",
+                        json!({"item_id": id, "output_index": output_index, "content_index": 0, "text": text, "logprobs": []}),
+                    );
+                    json!({"type": "output_text", "text": text, "annotations": []})
+                };
                 self.emit(
                     out,
                     "response.content_part.done",
@@ -258,36 +321,8 @@ impl Encode for ResponsesEncoder {
                 self.ensure_started(out);
             }
             StreamEvent::Usage(u) => self.usage = Some(u),
-            StreamEvent::Text(t) if !t.is_empty() => {
-                self.ensure_started(out);
-                if !matches!(self.open, Some(OpenItem::Message { .. })) {
-                    self.close_item(out);
-                    let id = new_id("msg_");
-                    let output_index = self.next_output_index();
-                    self.emit(
-                        out,
-                        "response.output_item.added",
-                        json!({"output_index": output_index, "item": {"type": "message", "id": id, "status": "in_progress",
-                            "role": "assistant", "content": []}}),
-                    );
-                    self.emit(
-                        out,
-                        "response.content_part.added",
-                        json!({"item_id": id, "output_index": output_index, "content_index": 0,
-                            "part": {"type": "output_text", "text": "", "annotations": []}}),
-                    );
-                    self.open = Some(OpenItem::Message {
-                        id,
-                        output_index,
-                        text: String::new(),
-                    });
-                }
-                if let Some(OpenItem::Message { id, output_index, text }) = &mut self.open {
-                    text.push_str(&t);
-                    let payload = json!({"item_id": id, "output_index": output_index, "content_index": 0, "delta": t, "logprobs": []});
-                    self.emit(out, "response.output_text.delta", payload);
-                }
-            }
+            StreamEvent::Text(t) if !t.is_empty() => self.message_delta(t, false, out),
+            StreamEvent::Refusal(t) if !t.is_empty() => self.message_delta(t, true, out),
             StreamEvent::Thinking(t) if !t.is_empty() => {
                 self.open_reasoning(out);
                 if let Some(OpenItem::Reasoning {

@@ -20,7 +20,9 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
                 for p in arr_at(item, "content") {
                     match str_at(p, "type") {
                         Some("output_text") => content.push(text_block(str_at(p, "text").unwrap_or_default())),
-                        Some("refusal") => content.push(text_block(str_at(p, "refusal").unwrap_or_default())),
+                        Some("refusal") => {
+                            content.push(Block::Refusal(str_at(p, "refusal").unwrap_or_default().into()))
+                        }
                         _ => {}
                     }
                 }
@@ -87,6 +89,7 @@ pub(crate) fn output_items(content: &[Block]) -> Vec<Value> {
             Block::Text(t) if !t.text.is_empty() => {
                 text_parts.push(json!({"type": "output_text", "text": t.text, "annotations": []}))
             }
+            Block::Refusal(r) if !r.is_empty() => text_parts.push(json!({"type": "refusal", "refusal": r})),
             Block::Thinking { text, signature } => {
                 flush(&mut text_parts, &mut out);
                 out.push(reasoning_item(&new_id(super::GATEWAY_REASONING_ID), text, signature));

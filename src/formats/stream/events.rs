@@ -14,6 +14,8 @@ pub enum StreamEvent {
         created: Option<u64>,
     },
     Text(String),
+    /// An OpenAI model's refusal (see `Block::Refusal`).
+    Refusal(String),
     Thinking(String),
     /// The signature of the thinking block in progress.
     Signature(Signature),

@@ -112,6 +112,7 @@ static INDEX_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"in
 static TOOL_CALLS_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"tool_calls\""));
 static CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"content\""));
 static REASONING_CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"reasoning_content\""));
+static REFUSAL_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"refusal\""));
 
 /// Whether an upstream event carries the answer itself (text, reasoning, a tool call), not only its
 /// envelope (a role, `message_start`, a ping): the first one marks the time to first token.
@@ -138,7 +139,7 @@ fn carries_content(from: WireFormat, event: Option<&str>, data: &str) -> bool {
                     .strip_prefix(b"[")
                     .is_some_and(|v| v.trim_ascii_start().first() != Some(&b']'))
             });
-            filled(&CONTENT_KEY) || filled(&REASONING_CONTENT_KEY) || calls
+            filled(&CONTENT_KEY) || filled(&REASONING_CONTENT_KEY) || filled(&REFUSAL_KEY) || calls
         }
         WireFormat::Anthropic => match event {
             Some(e) => e == "content_block_delta",
@@ -389,7 +390,7 @@ impl StreamConverter {
                             names.restore_name(name);
                         }
                         *accumulated += match &ev {
-                            StreamEvent::Text(t) | StreamEvent::Thinking(t) => t.len(),
+                            StreamEvent::Text(t) | StreamEvent::Refusal(t) | StreamEvent::Thinking(t) => t.len(),
                             StreamEvent::ToolArgs { delta, .. } => delta.len(),
                             _ => 0,
                         };
@@ -607,6 +608,13 @@ mod tests {
                 false,
             ),
             (OpenAiChat, None, r#"{"choices":[{"delta":{"content": "hi"}}]}"#, true),
+            (OpenAiChat, None, r#"{"choices":[{"delta":{"refusal":"No."}}]}"#, true),
+            (
+                OpenAiChat,
+                None,
+                r#"{"choices":[{"delta":{"role":"assistant","refusal":null}}]}"#,
+                false,
+            ),
             (
                 OpenAiChat,
                 None,
@@ -1100,6 +1108,84 @@ mod tests {
         let hello = chat_chunk(r#"{"content":"Hello"}"#, "null");
         let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &[&space, &hello, &end]);
         assert!(text.contains(r#""text":"\n\nHello""#), "{text}");
+    }
+
+    #[test]
+    fn a_refusal_stays_a_refusal_between_openai_formats() {
+        let ev = |v: serde_json::Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap()).into_bytes();
+        let data = |text: &str| -> Vec<serde_json::Value> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str(d).ok())
+                .collect()
+        };
+        // Chat upstream → Responses client: a refusal part, its deltas and its `.done`.
+        let chunks = [
+            chat_chunk(r#"{"role":"assistant","content":"","refusal":null}"#, "null"),
+            chat_chunk(r#"{"refusal":"I can't "}"#, "null"),
+            chat_chunk(r#"{"refusal":"help."}"#, "null"),
+            chat_chunk("{}", r#""stop""#),
+        ];
+        let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::OpenAiResponses, &all);
+        let events = data(&text);
+        let deltas: String = events
+            .iter()
+            .filter(|v| v["type"] == "response.refusal.delta")
+            .filter_map(|v| v["delta"].as_str())
+            .collect();
+        assert_eq!(deltas, "I can't help.", "{text}");
+        assert!(
+            events
+                .iter()
+                .any(|v| v["type"] == "response.refusal.done" && v["refusal"] == "I can't help."),
+            "{text}"
+        );
+        assert!(
+            !events.iter().any(|v| v["type"] == "response.output_text.delta"),
+            "{text}"
+        );
+        let done = events.iter().find(|v| v["type"] == "response.completed").unwrap();
+        assert_eq!(
+            done["response"]["output"][0]["content"][0],
+            serde_json::json!({"type": "refusal", "refusal": "I can't help."})
+        );
+        // Responses upstream → Chat client: `delta.refusal`, never `content`.
+        let upstream = [
+            ev(serde_json::json!({"type": "response.created", "response": {"id": "resp_1", "model": "m"}})),
+            ev(
+                serde_json::json!({"type": "response.output_item.added", "output_index": 0,
+                "item": {"type": "message", "id": "msg_1", "role": "assistant", "content": []}}),
+            ),
+            ev(
+                serde_json::json!({"type": "response.refusal.delta", "item_id": "msg_1", "output_index": 0,
+                "content_index": 0, "delta": "No."}),
+            ),
+            ev(
+                serde_json::json!({"type": "response.refusal.done", "item_id": "msg_1", "output_index": 0,
+                "content_index": 0, "refusal": "No."}),
+            ),
+            ev(serde_json::json!({"type": "response.completed", "response": {"id": "resp_1", "status": "completed"}})),
+        ];
+        let all: Vec<&[u8]> = upstream.iter().map(Vec::as_slice).collect();
+        let (text, _) = convert(WireFormat::OpenAiResponses, WireFormat::OpenAiChat, &all);
+        let events = data(&text);
+        let refusal: String = events
+            .iter()
+            .filter_map(|v| v["choices"][0]["delta"]["refusal"].as_str())
+            .collect();
+        assert_eq!(refusal, "No.", "{text}");
+        assert!(
+            !events.iter().any(|v| v["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())),
+            "{text}"
+        );
+        // Anthropic and Gemini clients read it as the answer's text.
+        let (text, _) = convert(WireFormat::OpenAiResponses, WireFormat::Gemini, &all);
+        assert!(text.contains(r#""text":"No.""#), "{text}");
+        let (text, _) = convert(WireFormat::OpenAiResponses, WireFormat::Anthropic, &all);
+        assert!(text.contains(r#""text":"No.""#), "{text}");
     }
 
     #[test]

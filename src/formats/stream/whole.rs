@@ -58,6 +58,7 @@ fn events_of(ir: &IrResponse) -> Vec<StreamEvent> {
     for block in &ir.content {
         match block {
             Block::Text(t) if !t.text.is_empty() => events.push(StreamEvent::Text(t.text.clone())),
+            Block::Refusal(r) if !r.is_empty() => events.push(StreamEvent::Refusal(r.clone())),
             Block::Thinking { text, signature } => {
                 events.push(StreamEvent::Thinking(text.clone()));
                 if let Some(s) = signature {
