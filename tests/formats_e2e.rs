@@ -1547,3 +1547,56 @@ async fn token_counts_do_not_spend_the_conversation_s_rate_limit() {
     );
     assert_eq!(send("/v1/messages").await.unwrap().status(), 429);
 }
+
+/// JSON mode through Anthropic: an OpenAI client that asked `json_object` and has tools of its
+/// own (so the JSON tool is not forced) gets the tool's input alone, streamed or whole, though
+/// Claude wrote text before it; and gets the words when Claude answered in words alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_mode_answer_through_anthropic_is_json_alone() {
+    let (_oa, an, gw) = setup().await;
+    let ev = |v: Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap());
+    let sse = |with_json: bool| {
+        let mut events = vec![
+            ev(
+                json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                "model": "claude-x", "content": [], "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+            ),
+            ev(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            ev(
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Here it is:"}}),
+            ),
+            ev(json!({"type": "content_block_stop", "index": 0})),
+        ];
+        if with_json {
+            events.extend([
+                ev(
+                    json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use",
+                    "id": "toolu_1", "name": "json_tool_call", "input": {}}}),
+                ),
+                ev(json!({"type": "content_block_delta", "index": 1,
+                    "delta": {"type": "input_json_delta", "partial_json": "{\"a\":1}"}})),
+                ev(json!({"type": "content_block_stop", "index": 1})),
+            ]);
+        }
+        let reason = if with_json { "tool_use" } else { "end_turn" };
+        events.extend([
+            ev(json!({"type": "message_delta", "delta": {"stop_reason": reason}, "usage": {"output_tokens": 9}})),
+            ev(json!({"type": "message_stop"})),
+        ]);
+        events
+    };
+    let body = json!({"model": "claude-x", "stream": true, "response_format": {"type": "json_object"},
+        "messages": [{"role": "user", "content": "json please"}],
+        "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]});
+    for (with_json, want) in [(true, r#"{"a":1}"#), (false, "Here it is:")] {
+        an.script([Reply::Sse(sse(with_json))]);
+        let text = gw.chat(body.clone()).await.text().await.unwrap();
+        let said: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(said, want, "{text}");
+    }
+}

@@ -28,6 +28,10 @@ pub struct AnthropicDecoder {
     tools: usize,
     usage: Option<Usage>,
     json_mode: bool,
+    /// A JSON-mode answer's text, held until it is known whether the JSON tool follows: its
+    /// input is then the whole answer (text beside it would make it no JSON); anything else
+    /// first, and the text goes out. `None` once that is known, or when not in JSON mode.
+    held: Option<String>,
     finished: bool,
     stopped: bool,
     errored: bool,
@@ -36,6 +40,29 @@ pub struct AnthropicDecoder {
 impl AnthropicDecoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// For a request the gateway sent in JSON mode (`json_tool_call`; see `held`).
+    pub fn json_mode(json_mode: bool) -> Self {
+        Self {
+            held: json_mode.then(String::new),
+            ..Self::default()
+        }
+    }
+
+    fn text(&mut self, t: &str, out: &mut Vec<StreamEvent>) {
+        match &mut self.held {
+            Some(held) => held.push_str(t),
+            None => out.push(StreamEvent::Text(t.to_string())),
+        }
+    }
+
+    /// Sends held text on: something other than the JSON tool came after it.
+    fn release_held(&mut self, out: &mut Vec<StreamEvent>) {
+        if let Some(held) = self.held.take().filter(|h| !h.is_empty()) {
+            out.push(StreamEvent::Text(held));
+            out.push(StreamEvent::BlockStop);
+        }
     }
 
     fn kind(&self, index: u64) -> BlockKind {
@@ -68,10 +95,15 @@ impl Decode for AnthropicDecoder {
             Some("content_block_start") => {
                 let index = u64_at(&v, "index").unwrap_or(0);
                 let b = v.get("content_block").unwrap_or(&Value::Null);
+                match (str_at(b, "type"), str_at(b, "name")) {
+                    (Some("text"), _) => {}
+                    (Some("tool_use"), Some(JSON_TOOL)) => self.held = None,
+                    _ => self.release_held(out),
+                }
                 let kind = match str_at(b, "type") {
                     Some("text") => {
                         if let Some(t) = str_at(b, "text").filter(|t| !t.is_empty()) {
-                            out.push(StreamEvent::Text(t.to_string()));
+                            self.text(t, out);
                         }
                         BlockKind::Text
                     }
@@ -129,7 +161,7 @@ impl Decode for AnthropicDecoder {
                 match (str_at(d, "type"), kind) {
                     (Some("text_delta"), _) => {
                         if let Some(t) = str_at(d, "text").filter(|t| !t.is_empty()) {
-                            out.push(StreamEvent::Text(t.to_string()));
+                            self.text(t, out);
                         }
                     }
                     (Some("thinking_delta"), _) => {
@@ -162,8 +194,11 @@ impl Decode for AnthropicDecoder {
                     _ => {}
                 }
             }
+            // A held text block's end goes with its text.
+            Some("content_block_stop") if self.held.is_some() => {}
             Some("content_block_stop") => out.push(StreamEvent::BlockStop),
             Some("message_delta") => {
+                self.release_held(out);
                 let usage = self.usage.get_or_insert_with(Usage::default);
                 if let Some(u) = v.get("usage") {
                     usage.merge_anthropic(u);

@@ -50,6 +50,9 @@ pub struct StreamOptions {
     /// The client asked for several choices (OpenAI `n > 1`): a passed-through stream is watched
     /// for every choice's finish, not only the first's.
     pub several_choices: bool,
+    /// The request went to Anthropic in JSON mode (the gateway's `json_tool_call`): its input is
+    /// the answer, without text Claude wrote before it.
+    pub json_mode: bool,
 }
 
 impl Default for StreamOptions {
@@ -63,6 +66,7 @@ impl Default for StreamOptions {
             gemini_json_array: false,
             tool_names: None,
             several_choices: false,
+            json_mode: false,
         }
     }
 }
@@ -243,7 +247,7 @@ impl StreamConverter {
         let decoder: Box<dyn Decode> = match from {
             WireFormat::OpenAiChat => Box::new(openai_chat::decode::ChatDecoder::new()),
             WireFormat::OpenAiResponses => Box::new(responses_api::decode::ResponsesDecoder::new()),
-            WireFormat::Anthropic => Box::new(anthropic::decode::AnthropicDecoder::new()),
+            WireFormat::Anthropic => Box::new(anthropic::decode::AnthropicDecoder::json_mode(opts.json_mode)),
             WireFormat::Gemini => Box::new(gemini::decode::GeminiDecoder::new()),
         };
         let output = if from == to {
@@ -1186,6 +1190,72 @@ mod tests {
         assert!(text.contains(r#""text":"No.""#), "{text}");
         let (text, _) = convert(WireFormat::OpenAiResponses, WireFormat::Anthropic, &all);
         assert!(text.contains(r#""text":"No.""#), "{text}");
+    }
+
+    #[test]
+    fn a_json_mode_stream_is_the_tool_s_input_alone() {
+        let ev = |v: serde_json::Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap()).into_bytes();
+        let start = ev(
+            serde_json::json!({"type": "message_start", "message": {"id": "msg_1", "model": "c",
+            "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+        );
+        let text = [
+            ev(
+                serde_json::json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            ev(
+                serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Here it is:"}}),
+            ),
+            ev(serde_json::json!({"type": "content_block_stop", "index": 0})),
+        ];
+        let json_tool = [
+            ev(
+                serde_json::json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use",
+                "id": "toolu_1", "name": crate::formats::anthropic::JSON_TOOL, "input": {}}}),
+            ),
+            ev(
+                serde_json::json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"a\":1}"}}),
+            ),
+            ev(serde_json::json!({"type": "content_block_stop", "index": 1})),
+        ];
+        let end = |reason: &str| {
+            [
+                ev(
+                    serde_json::json!({"type": "message_delta", "delta": {"stop_reason": reason}, "usage": {"output_tokens": 9}}),
+                ),
+                ev(serde_json::json!({"type": "message_stop"})),
+            ]
+        };
+        let said = |chunks: Vec<&[u8]>| -> String {
+            let opts = StreamOptions {
+                json_mode: true,
+                ..StreamOptions::default()
+            };
+            let mut c = StreamConverter::new(WireFormat::Anthropic, WireFormat::OpenAiChat, opts);
+            let mut out = Vec::new();
+            for chunk in chunks {
+                c.push(chunk, &mut out).unwrap();
+            }
+            c.finish(&mut out);
+            String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+                .collect()
+        };
+        // Text before the JSON tool is left out: the answer stays JSON.
+        let tool_end = end("tool_use");
+        let mut all: Vec<&[u8]> = vec![&start];
+        all.extend(text.iter().chain(&json_tool).chain(&tool_end).map(Vec::as_slice));
+        assert_eq!(said(all), r#"{"a":1}"#);
+        // A JSON-mode request Claude answered in words alone (its own tools left the choice
+        // `auto`): the words go out.
+        let text_end = end("end_turn");
+        let mut all: Vec<&[u8]> = vec![&start];
+        all.extend(text.iter().chain(&text_end).map(Vec::as_slice));
+        assert_eq!(said(all), "Here it is:");
     }
 
     #[test]
