@@ -204,6 +204,7 @@ fn streams_never_panic_and_stay_bounded() {
                     gemini_json_array: rng.random(),
                     tool_names: None,
                     several_choices: rng.random(),
+                    json_mode: rng.random(),
                 };
                 let mut c = StreamConverter::new(from, to, opts);
                 let mut out = Vec::new();
