@@ -2300,6 +2300,30 @@ async fn an_upstream_error_that_echoes_its_key_reaches_the_client_without_it() {
     assert_eq!(r.status(), 422);
     let v: Value = r.json().await.expect("a JSON error");
     assert!(v["error"]["message"].is_string(), "{v}");
+    // Nor in an error event inside a stream, passed through or translated.
+    let events = vec![
+        format!(
+            "data: {}\n\n",
+            json!({"id": "c1", "object": "chat.completion.chunk", "model": "m",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": null}]})
+        ),
+        format!(
+            "data: {}\n\n",
+            json!({"error": {"message": format!("key {key} suspended"), "type": "server_error"}})
+        ),
+    ];
+    let stream_body = json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    a.script([Reply::Sse(events.clone())]);
+    let text = gw.chat(stream_body).await.text().await.unwrap();
+    assert!(
+        text.contains("Hi") && text.contains("suspended") && !text.contains(&key),
+        "{text}"
+    );
+    a.script([Reply::Sse(events)]);
+    let claude =
+        json!({"model": "lm", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let text = gw.post("/v1/messages", claude, &[]).await.text().await.unwrap();
+    assert!(text.contains("suspended") && !text.contains(&key), "{text}");
     // Re-rendered for an Anthropic client: the message without the key.
     a.script([Reply::Status {
         status: 403,

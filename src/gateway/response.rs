@@ -358,7 +358,13 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                 ctx.usage = conv.usage();
             }
             if !out.is_empty() {
-                *body = Some(Bytes::from(out));
+                let out = Bytes::from(out);
+                // An error event may echo the key, as an error body may (looked for only once
+                // the upstream has sent one).
+                *body = Some(match conv.errored() {
+                    true => without_keys(&ctx.current, &ctx.plan, out),
+                    false => out,
+                });
             }
         }
     }

@@ -549,6 +549,11 @@ impl StreamConverter {
         self.decoder.completed()
     }
 
+    /// True once the upstream sent an error event.
+    pub fn errored(&self) -> bool {
+        self.decoder.errored()
+    }
+
     /// True once the upstream's last event was seen (see `Decode::terminated`).
     pub fn terminated(&self) -> bool {
         self.decoder.terminated()
