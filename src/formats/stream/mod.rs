@@ -996,15 +996,8 @@ mod tests {
             &[&unnamed, b"data: [DONE]\n\n"],
         );
         assert!(text.contains(r#""partial_json":"{\"x\":1}""#), "{text}");
-        let chunks = [
-            chat_chunk(
-                r#"{"tool_calls":[{"index":0,"id":"A","function":{"arguments":"{\"x\":1}"}}]}"#,
-                "null",
-            ),
-            chat_chunk("{}", r#""tool_calls""#),
-        ];
-        let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
-        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &all);
+        let finish = chat_chunk("{}", r#""tool_calls""#);
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &[&unnamed, &finish]);
         assert_eq!(text.matches(r#""type":"tool_use""#).count(), 1, "{text}");
         assert!(text.contains(r#""partial_json":"{\"x\":1}""#), "{text}");
     }
