@@ -224,7 +224,6 @@ impl ToolResult {
     }
 }
 
-/// The text blocks of `blocks`, concatenated.
 /// The text of a `text/*` file sent inline, when it is UTF-8: a document an upstream that takes
 /// only PDF files can still read, as text.
 pub fn plain_text(media_type: &str, data: &str) -> Option<String> {
@@ -235,25 +234,24 @@ pub fn plain_text(media_type: &str, data: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// The text blocks of `blocks`, concatenated.
 pub fn join_text(blocks: &[Block]) -> String {
-    let mut out = String::new();
-    for b in blocks {
-        if let Block::Text(t) = b {
-            out.push_str(&t.text);
-        }
-    }
-    out
+    join_blocks(blocks, |b| match b {
+        Block::Text(t) => Some(&t.text),
+        _ => None,
+    })
 }
 
 /// The answer's refusal, when it is one.
 pub fn join_refusal(blocks: &[Block]) -> String {
-    let mut out = String::new();
-    for b in blocks {
-        if let Block::Refusal(r) = b {
-            out.push_str(r);
-        }
-    }
-    out
+    join_blocks(blocks, |b| match b {
+        Block::Refusal(r) => Some(r),
+        _ => None,
+    })
+}
+
+fn join_blocks(blocks: &[Block], pick: impl Fn(&Block) -> Option<&String>) -> String {
+    blocks.iter().filter_map(pick).map(String::as_str).collect()
 }
 
 /// An opaque reasoning signature and who minted it.

@@ -12,7 +12,7 @@ use crate::app::Snapshot;
 use crate::auth::{AcceptedKey, ClientIdentity};
 use crate::formats::request::Inspected;
 use crate::formats::{ErrorKind, FetchedMedia, StreamConverter, StreamOptions, ToolNames, Usage, WireFormat};
-use crate::routing::RoutePlan;
+use crate::routing::{Candidate, RoutePlan};
 use crate::upstream::KeyChoice;
 
 /// What one upstream attempt came to, for the client's error summary and the logs. No secrets.
@@ -375,7 +375,19 @@ pub struct RequestCtx {
     pub error_code: Option<&'static str>,
 }
 
+/// The candidate an attempt went to. A free function, for code that holds another field of the
+/// context mutably (the response mode) while it asks.
+pub fn candidate_of<'a>(attempt: &Option<Attempt>, plan: &'a Option<RoutePlan>) -> Option<&'a Candidate> {
+    let (a, p) = attempt.as_ref().zip(plan.as_ref())?;
+    p.candidates.get(a.candidate)
+}
+
 impl RequestCtx {
+    /// The candidate the current attempt went to.
+    pub fn candidate(&self) -> Option<&Candidate> {
+        candidate_of(&self.current, &self.plan)
+    }
+
     /// The keys of candidate `idx` refused during this request.
     pub fn refused_keys_of(&self, idx: usize) -> Vec<usize> {
         self.refused_keys

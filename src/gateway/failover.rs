@@ -431,14 +431,16 @@ fn others_can_answer(plan: &RoutePlan, passed: impl Iterator<Item = usize>, now:
 /// Whether an OpenAI error body's code is `previous_response_not_found` (read only for a
 /// continuation's error).
 fn says_previous_response_not_found(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/error/code")?
-                .as_str()
-                .map(|c| c == "previous_response_not_found")
-        })
-        .unwrap_or(false)
+    // Parsed (a third time, after the error's kind and retry advice) only when it may say so.
+    memchr::memmem::find(body, b"previous_response_not_found").is_some()
+        && serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/error/code")?
+                    .as_str()
+                    .map(|c| c == "previous_response_not_found")
+            })
+            .unwrap_or(false)
 }
 
 /// Whether the client's own body carried `stream_options` (same format only: a translated body is

@@ -10,7 +10,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
-use super::ctx::{Attempt, BodyBuf, RequestCtx, ResponseMode};
+use super::ctx::{candidate_of, Attempt, BodyBuf, RequestCtx, ResponseMode};
 use super::headers::names;
 use super::intake::Operation;
 use crate::app::App;
@@ -113,11 +113,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
     if resp.status.is_informational() {
         return Ok(());
     }
-    let provider = ctx
-        .current
-        .as_ref()
-        .zip(ctx.plan.as_ref())
-        .map(|(a, p)| p.candidates[a.candidate].provider.id.clone());
+    let provider = ctx.candidate().map(|c| c.provider.id.clone());
     let value = |text: &str| {
         HeaderValue::from_str(text).map_err(|_| Error::explain(ErrorType::InternalError, "invalid header value"))
     };
@@ -189,10 +185,11 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
             gemini_json_array: client == WireFormat::Gemini && !ctx.gemini_sse,
             tool_names: attempt.tool_names.clone(),
             several_choices: ctx.inspected.as_ref().is_some_and(|i| i.several_choices),
-            // The gateway asked a translated Anthropic stream for JSON through its tool.
+            // The gateway asked a translated Anthropic stream for JSON through its tool (named
+            // among the tools, after the messages: looked for from the end).
             json_mode: upstream == WireFormat::Anthropic
                 && client != WireFormat::Anthropic
-                && memchr::memmem::find(&attempt.body, crate::formats::anthropic::JSON_TOOL.as_bytes()).is_some(),
+                && memchr::memmem::rfind(&attempt.body, crate::formats::anthropic::JSON_TOOL.as_bytes()).is_some(),
             ..StreamOptions::default()
         };
         // Chunked, so each event is flushed as it arrives; and no buffering by a proxy in front
@@ -480,12 +477,7 @@ fn error_for_client(upstream: WireFormat, client: WireFormat, status: u16, buf: 
 
 /// `body` without the keys of the provider the attempt called (see `Provider::scrub_keys`).
 fn without_keys(attempt: &Option<Attempt>, plan: &Option<RoutePlan>, body: Bytes) -> Bytes {
-    let provider = attempt
-        .as_ref()
-        .zip(plan.as_ref())
-        .and_then(|(a, p)| p.candidates.get(a.candidate))
-        .map(|c| &c.provider);
-    match provider.and_then(|p| p.scrub_keys(&body)) {
+    match candidate_of(attempt, plan).and_then(|c| c.provider.scrub_keys(&body)) {
         Some(clean) => Bytes::from(clean),
         None => body,
     }

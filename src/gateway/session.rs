@@ -136,10 +136,7 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
     }
     let status = ctx.status.unwrap_or(0);
     let served_by = ctx
-        .current
-        .as_ref()
-        .zip(ctx.plan.as_ref())
-        .and_then(|(a, p)| p.candidates.get(a.candidate))
+        .candidate()
         .filter(|_| ctx.served_by.is_some() && (200..300).contains(&status) && !ctx.stream_cut);
     // `store: false`: nothing can continue from the answer. Read only for an answer that binds.
     let unstored = ctx.inspected.as_ref().is_some_and(|i| i.unstored);

@@ -347,12 +347,13 @@ impl Provider {
                 continue;
             }
             let text = out.as_deref().unwrap_or(body);
-            if memchr::memmem::find(text, secret).is_none() {
+            let mut found = memchr::memmem::find_iter(text, secret).peekable();
+            if found.peek().is_none() {
                 continue;
             }
             let mut clean = Vec::with_capacity(text.len());
             let mut at = 0;
-            for found in memchr::memmem::find_iter(text, secret) {
+            for found in found {
                 clean.extend_from_slice(&text[at..found]);
                 clean.extend_from_slice(b"[REDACTED]");
                 at = found + secret.len();

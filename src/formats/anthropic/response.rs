@@ -15,7 +15,6 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
     }
     let mut content = Vec::new();
     let mut finish = parse_stop_reason(str_at(v, "stop_reason").unwrap_or("end_turn"));
-    let mut json_answer = false;
     let blocks = arr_at(v, "content");
     // In JSON mode the forced tool's input is the whole answer: text Claude wrote beside it (it
     // may, when the client's own tools leave the choice `auto`) would make it no JSON.
@@ -41,7 +40,6 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
                 content.push(text_block(
                     &b.get("input").map_or_else(|| "{}".into(), Value::to_string),
                 ));
-                json_answer = true;
             }
             Some("tool_use") => content.push(Block::ToolCall(ToolCall {
                 id: str_at(b, "id")
@@ -56,7 +54,7 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
     }
     // The JSON-mode tool's call is the answer, not a call for the client to make: the answer
     // stopped, unless the model also called one of the client's own tools.
-    if json_answer && finish == FinishReason::ToolCalls && !content.iter().any(|b| matches!(b, Block::ToolCall(_))) {
+    if json_mode && finish == FinishReason::ToolCalls && !content.iter().any(|b| matches!(b, Block::ToolCall(_))) {
         finish = FinishReason::Stop;
     }
     Ok(IrResponse {

@@ -15,7 +15,7 @@ pub struct ResponsesDecoder {
     tools: Vec<ToolItem>,
     /// How much of each text part has gone out, by part (`Part`): a `.done` event or a finished
     /// item brings what no delta did (servers that send text or arguments only whole).
-    texts: Vec<(Part, usize)>,
+    texts: Vec<(SentPart, usize)>,
     usage: Option<Usage>,
     completed: bool,
     errored: bool,
@@ -67,27 +67,25 @@ impl ResponsesDecoder {
     }
 
     /// Sends a text (or refusal) part's delta, counted against the part.
-    fn text(&mut self, part: Part, delta: &str, out: &mut Vec<StreamEvent>) {
+    fn text(&mut self, part: Part<'_>, delta: &str, out: &mut Vec<StreamEvent>) {
         if delta.is_empty() {
             return;
         }
-        let refusal = part.refusal;
-        match self.texts.iter_mut().find(|(p, _)| *p == part) {
+        match self.texts.iter_mut().find(|(p, _)| p.is(&part)) {
             Some((_, sent)) => *sent += delta.len(),
-            None => self.texts.push((part, delta.len())),
+            None => self.texts.push((part.owned(), delta.len())),
         }
-        out.push(match refusal {
+        out.push(match part.refusal {
             true => StreamEvent::Refusal(delta.to_string()),
             false => StreamEvent::Text(delta.to_string()),
         });
     }
 
     /// Sends what of a part's whole text has not gone out yet.
-    fn text_whole(&mut self, part: Part, whole: &str, out: &mut Vec<StreamEvent>) {
-        let sent = self.texts.iter().find(|(p, _)| *p == part).map_or(0, |(_, n)| *n);
+    fn text_whole(&mut self, part: Part<'_>, whole: &str, out: &mut Vec<StreamEvent>) {
+        let sent = self.texts.iter().find(|(p, _)| p.is(&part)).map_or(0, |(_, n)| *n);
         if let Some(rest) = whole.get(sent..) {
-            let rest = rest.to_string();
-            self.text(part, &rest, out);
+            self.text(part, rest, out);
         }
     }
 }
@@ -101,37 +99,57 @@ struct ToolItem {
     sent: usize,
 }
 
-/// A text part of the answer: its item (by id, or output index when it has none) and the part's
-/// index in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Part {
-    item: String,
+/// A text part of the answer, as an event names it: its item (by id, or output index when it has
+/// none) and the part's index in it. Borrowed from the event: one is looked up per delta.
+#[derive(Debug, Clone, Copy)]
+struct Part<'a> {
+    item: Result<&'a str, u64>,
     content_index: u64,
     /// A `refusal` part, not `output_text`.
     refusal: bool,
 }
 
-impl Part {
+impl<'a> Part<'a> {
     /// The part a text event is about.
-    fn of(v: &Value) -> Part {
+    fn of(v: &'a Value) -> Part<'a> {
         let (id, at) = (str_at(v, "item_id"), u64_at(v, "output_index"));
         Part::at(id, at, u64_at(v, "content_index").unwrap_or(0))
     }
 
-    fn at(item_id: Option<&str>, output_index: Option<u64>, content_index: u64) -> Part {
-        let item = match item_id.filter(|id| !id.is_empty()) {
-            Some(id) => id.to_string(),
-            None => format!("#{}", output_index.unwrap_or(0)),
-        };
+    fn at(item_id: Option<&'a str>, output_index: Option<u64>, content_index: u64) -> Part<'a> {
         Part {
-            item,
+            item: item_id.filter(|id| !id.is_empty()).ok_or(output_index.unwrap_or(0)),
             content_index,
             refusal: false,
         }
     }
 
-    fn refusing(self, refusal: bool) -> Part {
+    fn refusing(self, refusal: bool) -> Part<'a> {
         Part { refusal, ..self }
+    }
+
+    fn owned(&self) -> SentPart {
+        SentPart {
+            item: self.item.map(str::to_string),
+            content_index: self.content_index,
+            refusal: self.refusal,
+        }
+    }
+}
+
+/// A part some of whose text has gone out.
+#[derive(Debug)]
+struct SentPart {
+    item: Result<String, u64>,
+    content_index: u64,
+    refusal: bool,
+}
+
+impl SentPart {
+    fn is(&self, p: &Part<'_>) -> bool {
+        self.item.as_deref().map_err(|at| *at) == p.item
+            && self.content_index == p.content_index
+            && self.refusal == p.refusal
     }
 }
 

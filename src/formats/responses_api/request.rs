@@ -497,11 +497,12 @@ pub fn without_foreign_reasoning(body: &[u8]) -> Option<Vec<u8>> {
         ANTHROPIC_REDACTED_PREFIX,
         super::GATEWAY_UNSIGNED_MARK,
     ];
-    static MARKS: std::sync::LazyLock<[Finder<'static>; 4]> = std::sync::LazyLock::new(|| {
+    // Both Anthropic contents begin `anthropic-`: one search finds either (the items are then
+    // told apart by their whole prefix).
+    static MARKS: std::sync::LazyLock<[Finder<'static>; 3]> = std::sync::LazyLock::new(|| {
         [
             Finder::new(super::GATEWAY_REASONING_ID),
-            Finder::new(CONTENTS[0]),
-            Finder::new(CONTENTS[1]),
+            Finder::new("anthropic-"),
             Finder::new(CONTENTS[2]),
         ]
     });
