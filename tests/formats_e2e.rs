@@ -1600,3 +1600,99 @@ async fn a_json_mode_answer_through_anthropic_is_json_alone() {
         assert_eq!(said, want, "{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_a_gemini_model_made_reaches_every_client_and_can_be_edited() {
+    let gm = Mock::start_style("gm", &["gemini-image"], Style::Gemini).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml_styled("gm", &gm, ""))).await;
+    let data = "iVBORw0KGgoAAAANSUhEUg==";
+    let picture = json!({"inlineData": {"mimeType": "image/png", "data": data}});
+    let whole = json!({"responseId": "r1", "modelVersion": "gemini-image", "candidates": [{"index": 0,
+        "finishReason": "STOP", "content": {"role": "model", "parts": [{"text": "A cat:"}, picture]}}]});
+    let sse = vec![
+        format!(
+            "data: {}\r\n\r\n",
+            json!({"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": "A cat:"}]}}]})
+        ),
+        format!(
+            "data: {}\r\n\r\n",
+            json!({"candidates": [{"index": 0, "content": {"role": "model", "parts": [picture]}}]})
+        ),
+        format!(
+            "data: {}\r\n\r\n",
+            json!({"candidates": [{"index": 0, "finishReason": "STOP",
+            "content": {"role": "model", "parts": [{"text": ""}]}}]})
+        ),
+    ];
+    let url = format!("data:image/png;base64,{data}");
+
+    // OpenAI Chat, whole: `message.images`.
+    gm.script([Reply::status_body(200, whole.to_string())]);
+    let ask = json!({"model": "gemini-image", "messages": [{"role": "user", "content": "a cat"}]});
+    let v: Value = gw.chat(ask.clone()).await.json().await.unwrap();
+    let message = &v["choices"][0]["message"];
+    assert_eq!(message["content"], "A cat:", "{v}");
+    assert_eq!(message["images"][0]["image_url"]["url"], url.as_str(), "{v}");
+
+    // OpenAI Chat, streamed: `delta.images`.
+    gm.script([Reply::Sse(sse.clone())]);
+    let mut streamed = ask.clone();
+    streamed["stream"] = true.into();
+    let chunks = sse_data(gw.chat(streamed).await).await;
+    let images: Vec<Value> = chunks
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"].get("images").cloned())
+        .collect();
+    assert_eq!(images.len(), 1, "{chunks:?}");
+    assert_eq!(images[0][0]["image_url"]["url"], url.as_str());
+
+    // Anthropic, streamed: an `image` block.
+    gm.script([Reply::Sse(sse.clone())]);
+    let r = gw
+        .post(
+            "/v1/messages",
+            json!({"model": "gemini-image", "max_tokens": 100, "stream": true,
+                "messages": [{"role": "user", "content": "a cat"}]}),
+            &[],
+        )
+        .await;
+    let body = r.text().await.unwrap();
+    let block = formats_support::sse_events(body.as_bytes())
+        .into_iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(&d).ok())
+        .find(|v| v["type"] == "content_block_start" && v["content_block"]["type"] == "image");
+    assert_eq!(
+        block.map(|v| v["content_block"]["source"]["data"].clone()),
+        Some(json!(data)),
+        "{body}"
+    );
+
+    // OpenAI Responses, whole: an `image_generation_call` item, which the client gives back to
+    // edit the picture: the Gemini model gets it in its own turn.
+    gm.script([Reply::status_body(200, whole.to_string())]);
+    let v: Value = gw
+        .post("/v1/responses", json!({"model": "gemini-image", "input": "a cat"}), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let item = v["output"]
+        .as_array()
+        .and_then(|o| o.iter().find(|i| i["type"] == "image_generation_call"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no image item: {v}"));
+    assert_eq!(item["result"], data, "{v}");
+    let r = gw
+        .post(
+            "/v1/responses",
+            json!({"model": "gemini-image", "input": [{"role": "user", "content": "a cat"}, item,
+                {"role": "user", "content": "make it blue"}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let sent = gm.last().unwrap().json();
+    assert_eq!(sent["contents"][1]["role"], "model", "{sent}");
+    assert_eq!(sent["contents"][1]["parts"][0], picture, "{sent}");
+}

@@ -913,4 +913,89 @@ mod tests {
         let out = answer_as(WireFormat::OpenAiResponses, WireFormat::Gemini, responses);
         assert_eq!(out["candidates"][0]["content"]["parts"][0]["text"], "No.", "{out}");
     }
+
+    #[test]
+    fn an_image_the_model_made_reaches_every_client_and_comes_back() {
+        use serde_json::json;
+        use WireFormat::*;
+        let picture = json!({"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}});
+        let gemini = json!({"candidates": [{"index": 0, "finishReason": "STOP",
+            "content": {"role": "model", "parts": [{"text": "Here:"}, picture]}}]});
+        let chat = answer_as(Gemini, OpenAiChat, gemini.clone());
+        let message = &chat["choices"][0]["message"];
+        assert_eq!(message["content"], "Here:", "{chat}");
+        assert_eq!(
+            message["images"],
+            json!([{"index": 0, "type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]),
+            "{chat}"
+        );
+        let responses = answer_as(Gemini, OpenAiResponses, gemini.clone());
+        let item = &responses["output"][1];
+        assert_eq!(
+            (&item["type"], &item["result"], &item["output_format"]),
+            (&json!("image_generation_call"), &json!("iVBORw0KGgo="), &json!("png")),
+            "{responses}"
+        );
+        let anthropic = answer_as(Gemini, Anthropic, gemini.clone());
+        assert_eq!(
+            anthropic["content"][1],
+            json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}),
+            "{anthropic}"
+        );
+        // Each client's shape, read as an upstream's, is the same picture again.
+        for (from, answer) in [(OpenAiChat, chat), (OpenAiResponses, responses), (Anthropic, anthropic)] {
+            let back = answer_as(from, Gemini, answer);
+            assert_eq!(
+                back["candidates"][0]["content"]["parts"][1], picture,
+                "{from:?}: {back}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_image_given_back_reaches_a_gemini_model_and_no_other_vendor() {
+        use serde_json::json;
+        use WireFormat::*;
+        let picture = json!({"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}});
+        let url = "data:image/png;base64,iVBORw0KGgo=";
+        let chat = json!({"model": "m", "messages": [
+            {"role": "user", "content": "a cat"},
+            {"role": "assistant", "content": "Here:", "images": [{"type": "image_url", "image_url": {"url": url}}]},
+            {"role": "user", "content": "make it blue"}]});
+        let responses = json!({"model": "m", "input": [
+            {"role": "user", "content": "a cat"},
+            {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": "iVBORw0KGgo=",
+                "output_format": "png"},
+            {"role": "user", "content": "make it blue"}]});
+        let anthropic = json!({"model": "m", "max_tokens": 100, "messages": [
+            {"role": "user", "content": "a cat"},
+            {"role": "assistant", "content": [{"type": "text", "text": "Here:"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]},
+            {"role": "user", "content": "make it blue"}]});
+        for (from, body) in [
+            (OpenAiChat, &chat),
+            (OpenAiResponses, &responses),
+            (Anthropic, &anthropic),
+        ] {
+            // A Gemini image model edits it: the model turn carries it.
+            let out = upstream_body(from, Gemini, body.clone());
+            let model_turn = &out["contents"][1];
+            assert_eq!(model_turn["role"], "model", "{from:?}: {out}");
+            assert!(
+                model_turn["parts"].as_array().unwrap().contains(&picture),
+                "{from:?}: {out}"
+            );
+        }
+        // OpenAI and Anthropic take no image in an assistant turn: the turn goes without it.
+        for (from, to, body) in [
+            (OpenAiChat, Anthropic, &chat),
+            (OpenAiResponses, Anthropic, &responses),
+            (Anthropic, OpenAiChat, &anthropic),
+            (Anthropic, OpenAiResponses, &anthropic),
+            (OpenAiChat, OpenAiResponses, &chat),
+        ] {
+            let out = upstream_body(from, to, body.clone()).to_string();
+            assert!(!out.contains("iVBORw0KGgo="), "{from:?} → {to:?}: {out}");
+        }
+    }
 }

@@ -119,6 +119,10 @@ impl Decode for AnthropicDecoder {
                         ));
                         BlockKind::Other
                     }
+                    Some("image") => {
+                        out.extend(super::response::image_of(b).map(StreamEvent::Image));
+                        BlockKind::Other
+                    }
                     Some("tool_use") if str_at(b, "name") == Some(JSON_TOOL) => {
                         self.json_mode = true;
                         // As for any tool: an input sent whole here, not as deltas, is the answer.

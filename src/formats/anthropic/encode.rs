@@ -135,6 +135,24 @@ impl AnthropicEncoder {
         block
     }
 
+    /// A block that comes whole: its start, then its stop.
+    fn whole_block(&mut self, block: Value, out: &mut Vec<u8>) {
+        self.ensure_started(out);
+        self.close_block(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        write_event(
+            out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": block}),
+        );
+        write_event(
+            out,
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": index}),
+        );
+    }
+
     /// Opens a block of `kind` unless one is open already; returns its index.
     fn open_block(&mut self, kind: Open, block: Value, out: &mut Vec<u8>) -> usize {
         if let Some((index, k)) = self.open {
@@ -231,22 +249,9 @@ impl Encode for AnthropicEncoder {
                 }
             }
             StreamEvent::RedactedThinking(data) => {
-                self.ensure_started(out);
-                self.close_block(out);
-                let index = self.next_index;
-                self.next_index += 1;
-                write_event(
-                    out,
-                    "content_block_start",
-                    &json!({"type": "content_block_start", "index": index,
-                        "content_block": {"type": "redacted_thinking", "data": data}}),
-                );
-                write_event(
-                    out,
-                    "content_block_stop",
-                    &json!({"type": "content_block_stop", "index": index}),
-                );
+                self.whole_block(json!({"type": "redacted_thinking", "data": data}), out)
             }
+            StreamEvent::Image(m) => self.whole_block(super::response::image_block(&m), out),
             StreamEvent::ToolStart {
                 index,
                 id,

@@ -140,7 +140,7 @@ fn parse_content(c: Option<&Value>) -> Result<Vec<Block>, ConvertError> {
     }
 }
 
-fn parse_source(src: &Value) -> Result<Media, ConvertError> {
+pub(crate) fn parse_source(src: &Value) -> Result<Media, ConvertError> {
     match str_at(src, "type") {
         Some("base64") => Ok(Media::Base64 {
             media_type: str_at(src, "media_type").unwrap_or("image/png").to_string(),
@@ -418,7 +418,7 @@ fn render_tool(t: &Tool) -> Value {
     v
 }
 
-fn render_source(m: &Media) -> Value {
+pub(crate) fn render_source(m: &Media) -> Value {
     match m {
         Media::Base64 { media_type, data } => json!({"type": "base64", "media_type": media_type, "data": data}),
         Media::Url { url, .. } => json!({"type": "url", "url": url}),
@@ -501,10 +501,12 @@ fn render_messages(ir: &IrRequest) -> Vec<Value> {
                 m.content.iter().partition(|b| matches!(b, Block::ToolResult(_)));
             blocks.extend(results.into_iter().chain(rest).filter_map(render_block));
         } else {
-            // Thinking before tool_use, as Anthropic produced it.
+            // Thinking before tool_use, as Anthropic produced it. An image the model made (a
+            // Gemini image model's, given back) is no content Anthropic takes from an assistant.
             let (thinking, rest): (Vec<&Block>, Vec<&Block>) = m
                 .content
                 .iter()
+                .filter(|b| !matches!(b, Block::Image(_)))
                 .partition(|b| matches!(b, Block::Thinking { .. } | Block::RedactedThinking { .. }));
             blocks.extend(thinking.into_iter().chain(rest).filter_map(render_block));
         }

@@ -35,6 +35,8 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
             Some("redacted_thinking") => content.push(Block::RedactedThinking {
                 data: str_at(b, "data").unwrap_or_default().to_string(),
             }),
+            // Another gateway's answer of an image model, as this one writes it.
+            Some("image") => content.extend(image_of(b).map(Block::Image)),
             Some("tool_use") if str_at(b, "name") == Some(JSON_TOOL) => {
                 // The forced JSON-mode tool: its input is the answer.
                 content.push(text_block(
@@ -68,6 +70,16 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
     })
 }
 
+/// The picture of an `image` block.
+pub(crate) fn image_of(block: &Value) -> Option<Media> {
+    super::request::parse_source(block.get("source")?).ok()
+}
+
+/// An image the model made, as an Anthropic client gets one.
+pub(crate) fn image_block(m: &Media) -> Value {
+    json!({"type": "image", "source": super::request::render_source(m)})
+}
+
 pub fn render(ir: &IrResponse, model: &str) -> Value {
     let mut content = Vec::with_capacity(ir.content.len());
     for b in &ir.content {
@@ -82,6 +94,8 @@ pub fn render(ir: &IrResponse, model: &str) -> Value {
                 }
             }
             Block::RedactedThinking { data } => content.push(json!({"type": "redacted_thinking", "data": data})),
+            // An image model's picture: Anthropic's own image block (Claude makes none).
+            Block::Image(m) => content.push(image_block(m)),
             Block::ToolCall(tc) => content.push(json!({
                 "type": "tool_use",
                 "id": sanitize_tool_id(&smuggle_signature(&tc.id, &tc.signature)),

@@ -108,6 +108,8 @@ impl Decode for GeminiDecoder {
                 } else {
                     out.push(StreamEvent::Text(t.to_string()));
                 }
+            } else if let Some(media) = super::part_media(p) {
+                out.push(StreamEvent::Image(media));
             }
         }
         if let Some(fr) = get2(cand, "finishReason", "finish_reason").and_then(Value::as_str) {

@@ -85,6 +85,7 @@ impl Encode for GeminiEncoder {
                 self.chunk(vec![json!({"text": t})], out)
             }
             StreamEvent::Thinking(t) if !t.is_empty() => self.chunk(vec![json!({"text": t, "thought": true})], out),
+            StreamEvent::Image(media) => self.chunk(vec![super::media_part(&media)], out),
             StreamEvent::ToolStart {
                 index,
                 id,

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::media_part;
 use crate::formats::convert::{ConvertError, RequestOptions};
 use crate::formats::ir::*;
 use crate::formats::json::*;
@@ -56,25 +57,7 @@ pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
                     continue;
                 }
                 blocks.push(text_block(t));
-            } else if let Some(d) = get2(p, "inlineData", "inline_data") {
-                let media = Media::Base64 {
-                    media_type: get2(d, "mimeType", "mime_type")
-                        .and_then(Value::as_str)
-                        .unwrap_or("application/octet-stream")
-                        .to_string(),
-                    data: str_at(d, "data").unwrap_or_default().to_string(),
-                };
-                blocks.push(media_block(media));
-            } else if let Some(d) = get2(p, "fileData", "file_data") {
-                let media = Media::Url {
-                    url: get2(d, "fileUri", "file_uri")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    media_type: get2(d, "mimeType", "mime_type")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                };
+            } else if let Some(media) = super::part_media(p) {
                 blocks.push(media_block(media));
             } else if let Some(fc) = get2(p, "functionCall", "function_call") {
                 let name = str_at(fc, "name").unwrap_or_default().to_string();
@@ -394,15 +377,6 @@ const MAX_THINKING_BUDGET: u64 = 24_576;
 
 /// `generationConfig.stopSequences` takes at most five.
 const MAX_STOP_SEQUENCES: usize = 5;
-
-fn media_part(m: &Media) -> Value {
-    match m {
-        Media::Base64 { media_type, data } => json!({"inlineData": {"mimeType": media_type, "data": data}}),
-        // Only gs:// and Files-API URIs are left here: the gateway fetched the others and they arrive
-        // inline (`media_to_fetch`, `upstream::media`).
-        Media::Url { url, .. } => json!({"fileData": {"mimeType": m.media_type(), "fileUri": url}}),
-    }
-}
 
 fn render_contents(ir: &IrRequest) -> Vec<Value> {
     // call id → name, for functionResponse.name (looked up, never invented).

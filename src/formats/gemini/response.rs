@@ -71,6 +71,9 @@ pub(crate) fn parse_parts(content: &Value, out: &mut Vec<Block>) {
             } else if !t.is_empty() {
                 out.push(text_block(t));
             }
+        } else if let Some(media) = super::part_media(p) {
+            // An image model's picture.
+            out.push(Block::Image(media));
         }
     }
 }
@@ -88,6 +91,7 @@ pub fn render(ir: &IrResponse, model: &str) -> Value {
                 }
                 parts.push(p);
             }
+            Block::Image(media) => parts.push(super::media_part(media)),
             Block::ToolCall(tc) => {
                 let mut p = json!({"functionCall": {"id": tc.id, "name": tc.name, "args": args_object(&tc.arguments)}});
                 if let Some(sig) = Signature::for_vendor(&tc.signature, Vendor::Gemini) {

@@ -221,6 +221,7 @@ impl Decode for ChatDecoder {
             if let Some(r) = str_at(delta, "refusal").filter(|r| !r.is_empty()) {
                 out.push(StreamEvent::Refusal(r.to_string()));
             }
+            out.extend(super::images_of(delta).map(StreamEvent::Image));
             // Content as parts (Mistral's reasoning models: `{"type": "thinking", "thinking":
             // [{"type": "text", "text": …}]}`, then `{"type": "text", "text": …}`).
             for part in arr_at(delta, "content") {

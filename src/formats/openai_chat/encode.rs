@@ -24,6 +24,8 @@ pub struct ChatEncoder {
     /// `thinking_blocks` entries sent so far: each carries its `index`, by which the OpenAI SDK's
     /// stream helper merges list entries (a second entry without one makes it raise).
     thinking_blocks: usize,
+    /// `images` entries sent so far (each carries its `index`, as thinking blocks do).
+    images: usize,
     usage: Option<Usage>,
     finish: Option<FinishReason>,
     closed: bool,
@@ -41,6 +43,7 @@ impl ChatEncoder {
             argless: Vec::new(),
             thinking: String::new(),
             thinking_blocks: 0,
+            images: 0,
             usage: None,
             finish: None,
             closed: false,
@@ -97,6 +100,11 @@ impl Encode for ChatEncoder {
             StreamEvent::Refusal(t) => {
                 self.ensure_role(out);
                 self.chunk(json!({"refusal": t}), None, out);
+            }
+            StreamEvent::Image(m) => {
+                self.ensure_role(out);
+                self.images += 1;
+                self.chunk(json!({"images": [super::image_entry(self.images - 1, &m)]}), None, out);
             }
             StreamEvent::Thinking(t) => {
                 self.ensure_role(out);

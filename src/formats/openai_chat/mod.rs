@@ -5,7 +5,27 @@ pub mod encode;
 pub mod request;
 pub mod response;
 
-use super::ir::FinishReason;
+use serde_json::{json, Value};
+
+use super::ir::{FinishReason, Media};
+use super::json::{arr_at, str_at};
+
+/// The images the model made, in a message or a delta: `images: [{type: image_url, image_url:
+/// {url}}]`, OpenRouter's and LiteLLM's convention (Chat has none of its own).
+pub(crate) fn images_of(v: &Value) -> impl Iterator<Item = Media> + '_ {
+    arr_at(v, "images").iter().filter_map(|i| {
+        let url = i
+            .get("image_url")
+            .and_then(|u| str_at(u, "url").or_else(|| u.as_str()))?;
+        Some(Media::from_url(url))
+    })
+}
+
+/// One `images` entry. It carries its `index`, by which the OpenAI SDK's stream helper merges list
+/// entries.
+pub(crate) fn image_entry(index: usize, m: &Media) -> Value {
+    json!({"index": index, "type": "image_url", "image_url": {"url": m.to_url()}})
+}
 
 pub(crate) fn finish_str(reason: FinishReason) -> &'static str {
     match reason {

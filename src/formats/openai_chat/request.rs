@@ -96,6 +96,8 @@ fn parse_message(m: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
             if let Some(r) = str_at(m, "refusal") {
                 content.push(text_block(r));
             }
+            // Images it made, given back (to edit them further with a Gemini image model).
+            content.extend(super::images_of(m).map(Block::Image));
             for tc in arr_at(m, "tool_calls") {
                 let f = tc.get("function").unwrap_or(&Value::Null);
                 let (id, signature) = unsmuggle_signature(str_at(tc, "id").unwrap_or_default());

@@ -44,6 +44,7 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
     if let Some(r) = str_at(msg, "refusal").filter(|r| !r.is_empty()) {
         content.push(Block::Refusal(r.to_string()));
     }
+    content.extend(super::images_of(msg).map(Block::Image));
     for tc in arr_at(msg, "tool_calls") {
         let f = tc.get("function").unwrap_or(&Value::Null);
         content.push(Block::ToolCall(ToolCall {
@@ -116,6 +117,19 @@ pub fn render(ir: &IrResponse, model: &str) -> Value {
         .collect();
     if !calls.is_empty() {
         message["tool_calls"] = calls.into();
+    }
+    let images: Vec<Value> = ir
+        .content
+        .iter()
+        .filter_map(|b| match b {
+            Block::Image(m) => Some(m),
+            _ => None,
+        })
+        .enumerate()
+        .map(|(i, m)| super::image_entry(i, m))
+        .collect();
+    if !images.is_empty() {
+        message["images"] = images.into();
     }
     let mut out = json!({
         "id": ir.id.clone().unwrap_or_else(|| new_id("chatcmpl-")),

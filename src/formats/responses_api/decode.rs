@@ -242,6 +242,7 @@ impl Decode for ResponsesDecoder {
                             }
                         }
                     }
+                    Some("image_generation_call") => out.extend(super::item_image(item).map(StreamEvent::Image)),
                     _ => {}
                 }
                 out.push(StreamEvent::BlockStop);

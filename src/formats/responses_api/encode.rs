@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::response::{reasoning_item, redacted_item, status_of};
-use crate::formats::ir::{smuggle_signature, FinishReason, Signature};
+use crate::formats::ir::{smuggle_signature, FinishReason, Media, Signature};
 use crate::formats::json::{new_id, now_secs};
 use crate::formats::stream::events::{write_event, Encode, StreamEvent};
 use crate::formats::usage::Usage;
@@ -208,6 +208,35 @@ impl ResponsesEncoder {
         }
     }
 
+    /// An image the model made: an `image_generation_call` item, whole.
+    fn image(&mut self, m: Media, out: &mut Vec<u8>) {
+        if let Media::Url { url, .. } = m {
+            return self.message_delta(url, false, out);
+        }
+        self.ensure_started(out);
+        self.close_item(out);
+        let id = new_id("ig_");
+        let output_index = self.next_output_index();
+        self.emit(
+            out,
+            "response.output_item.added",
+            json!({"output_index": output_index,
+                "item": {"type": "image_generation_call", "id": id, "status": "in_progress", "result": null}}),
+        );
+        self.emit(
+            out,
+            "response.image_generation_call.completed",
+            json!({"output_index": output_index, "item_id": id}),
+        );
+        let item = super::image_item(&id, &m);
+        self.emit(
+            out,
+            "response.output_item.done",
+            json!({"output_index": output_index, "item": item}),
+        );
+        self.output.push(item);
+    }
+
     fn close_open_item(&mut self, out: &mut Vec<u8>) {
         match self.open.take() {
             None => {}
@@ -323,6 +352,7 @@ impl Encode for ResponsesEncoder {
             StreamEvent::Usage(u) => self.usage = Some(u),
             StreamEvent::Text(t) if !t.is_empty() => self.message_delta(t, false, out),
             StreamEvent::Refusal(t) if !t.is_empty() => self.message_delta(t, true, out),
+            StreamEvent::Image(m) => self.image(m, out),
             StreamEvent::Thinking(t) if !t.is_empty() => {
                 self.open_reasoning(out);
                 if let Some(OpenItem::Reasoning {

@@ -285,6 +285,13 @@ fn parse_item(item: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
         }
         // A search OpenAI ran in an earlier turn: its findings are in the answer that followed.
         Some("web_search_call") => {}
+        // An image made in an earlier turn, given back whole (to edit it further); one named by
+        // id only is OpenAI's to look up, and nothing to another vendor.
+        Some("image_generation_call") => {
+            if let Some(m) = super::item_image(item) {
+                push_block(ir, Role::Assistant, Block::Image(m));
+            }
+        }
         Some(other) => {
             return Err(ConvertError::Unsupported(format!(
                 "input item type `{other}` needs OpenAI's server-side tools or state and cannot be translated"
@@ -423,6 +430,8 @@ fn content_part(b: &Block, assistant: bool) -> Option<Value> {
     match b {
         Block::Text(t) if assistant => Some(json!({"type": "output_text", "text": t.text, "annotations": []})),
         Block::Text(t) => Some(json!({"type": "input_text", "text": t.text})),
+        // OpenAI takes an assistant message's text only.
+        Block::Image(_) if assistant => None,
         Block::Image(m) => Some(json!({"type": "input_image", "image_url": m.to_url(), "detail": "auto"})),
         Block::File(m @ Media::Base64 { .. }) => {
             Some(json!({"type": "input_file", "file_data": m.to_url(), "filename": "file"}))

@@ -51,6 +51,7 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
                 });
                 content.push(Block::Thinking { text, signature });
             }
+            Some("image_generation_call") => content.extend(super::item_image(item).map(Block::Image)),
             _ => {}
         }
     }
@@ -97,6 +98,10 @@ pub(crate) fn output_items(content: &[Block]) -> Vec<Value> {
             Block::RedactedThinking { data } => {
                 flush(&mut text_parts, &mut out);
                 out.push(redacted_item(&new_id(super::GATEWAY_REASONING_ID), data));
+            }
+            Block::Image(m) => {
+                flush(&mut text_parts, &mut out);
+                out.push(super::image_item(&new_id("ig_"), m));
             }
             Block::ToolCall(tc) => {
                 flush(&mut text_parts, &mut out);

@@ -1,6 +1,6 @@
 //! The format-neutral stream events decoders produce and encoders consume (formats.md §0).
 
-use crate::formats::ir::{FinishReason, Signature};
+use crate::formats::ir::{FinishReason, Media, Signature};
 use crate::formats::usage::Usage;
 
 /// One step of a streamed response. Tool calls are identified by a dense 0-based `index` that counts only tool
@@ -17,6 +17,8 @@ pub enum StreamEvent {
     /// An OpenAI model's refusal (see `Block::Refusal`).
     Refusal(String),
     Thinking(String),
+    /// An image the model made (Gemini's image models), whole: upstreams send one in one event.
+    Image(Media),
     /// The signature of the thinking block in progress.
     Signature(Signature),
     RedactedThinking(String),

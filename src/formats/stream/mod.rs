@@ -16,6 +16,7 @@ use memchr::memmem::Finder;
 use sse_parser::{Frame, JsonArrayParser, SseParser};
 
 use super::error_map::stream_error_event;
+use super::ir::Media;
 use super::tool_names::ToolNames;
 use super::usage::Usage;
 use super::wire::WireFormat;
@@ -117,6 +118,7 @@ static TOOL_CALLS_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(
 static CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"content\""));
 static REASONING_CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"reasoning_content\""));
 static REFUSAL_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"refusal\""));
+static IMAGES_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"images\""));
 
 /// Whether an upstream event carries the answer itself (text, reasoning, a tool call), not only its
 /// envelope (a role, `message_start`, a ping): the first one marks the time to first token.
@@ -133,27 +135,37 @@ fn carries_content(from: WireFormat, event: Option<&str>, data: &str) -> bool {
                     value.first() == Some(&b'"') && value.get(1).is_some_and(|b| *b != b'"')
                 })
             };
-            let calls = TOOL_CALLS_KEY.find_iter(bytes).any(|at| {
-                let after = bytes[at + TOOL_CALLS_KEY.needle().len()..].trim_ascii_start();
-                let Some(value) = after.strip_prefix(b":") else {
-                    return false;
-                };
-                value
-                    .trim_ascii_start()
-                    .strip_prefix(b"[")
-                    .is_some_and(|v| v.trim_ascii_start().first() != Some(&b']'))
-            });
-            filled(&CONTENT_KEY) || filled(&REASONING_CONTENT_KEY) || filled(&REFUSAL_KEY) || calls
+            // A list that is not empty: tool calls, or images the model made.
+            let listed = |key: &Finder| {
+                key.find_iter(bytes).any(|at| {
+                    let after = bytes[at + key.needle().len()..].trim_ascii_start();
+                    let Some(value) = after.strip_prefix(b":") else {
+                        return false;
+                    };
+                    value
+                        .trim_ascii_start()
+                        .strip_prefix(b"[")
+                        .is_some_and(|v| v.trim_ascii_start().first() != Some(&b']'))
+                })
+            };
+            filled(&CONTENT_KEY)
+                || filled(&REASONING_CONTENT_KEY)
+                || filled(&REFUSAL_KEY)
+                || listed(&TOOL_CALLS_KEY)
+                || listed(&IMAGES_KEY)
         }
         WireFormat::Anthropic => match event {
             Some(e) => e == "content_block_delta",
             None => has("\"content_block_delta\""),
         },
+        // An image comes whole, in its finished item.
         WireFormat::OpenAiResponses => match event {
-            Some(e) => e.ends_with(".delta"),
-            None => has(".delta\""),
+            Some(e) => e.ends_with(".delta") || (e == "response.output_item.done" && has("\"image_generation_call\"")),
+            None => has(".delta\"") || has("\"image_generation_call\""),
         },
-        WireFormat::Gemini => has("\"text\"") || has("functionCall") || has("function_call"),
+        WireFormat::Gemini => {
+            has("\"text\"") || has("functionCall") || has("function_call") || has("inlineData") || has("inline_data")
+        }
     }
 }
 
@@ -396,6 +408,7 @@ impl StreamConverter {
                         *accumulated += match &ev {
                             StreamEvent::Text(t) | StreamEvent::Refusal(t) | StreamEvent::Thinking(t) => t.len(),
                             StreamEvent::ToolArgs { delta, .. } => delta.len(),
+                            StreamEvent::Image(Media::Base64 { data, .. }) => data.len(),
                             _ => 0,
                         };
                         if *accumulated > limit {
@@ -1091,6 +1104,59 @@ mod tests {
             ],
         );
         assert!(text.contains("message_stop") && text.len() > image.len());
+    }
+
+    #[test]
+    fn a_streamed_image_reaches_every_client_and_comes_back() {
+        use WireFormat::*;
+        let data = |text: &str| -> Vec<serde_json::Value> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str(d).ok())
+                .collect()
+        };
+        let picture = serde_json::json!({"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}});
+        let gemini = [
+            "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Here:\"}]},\"index\":0}]}\r\n\r\n".to_string(),
+            format!("data: {{\"candidates\":[{{\"content\":{{\"role\":\"model\",\"parts\":[{picture}]}},\"index\":0}}]}}\r\n\r\n"),
+            "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"\"}]},\"finishReason\":\"STOP\",\"index\":0}]}\r\n\r\n".to_string(),
+        ];
+        let gemini: Vec<&[u8]> = gemini.iter().map(|c| c.as_bytes()).collect();
+        for to in [OpenAiChat, OpenAiResponses, Anthropic] {
+            let (text, completed) = convert(Gemini, to, &gemini);
+            assert!(completed, "{to:?}: {text}");
+            let events = data(&text);
+            let shown = match to {
+                OpenAiChat => events.iter().any(|v| {
+                    v["choices"][0]["delta"]["images"][0]
+                        == serde_json::json!({"index": 0, "type": "image_url",
+                            "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}})
+                }),
+                OpenAiResponses => events.iter().any(|v| {
+                    v["type"] == "response.completed"
+                        && v["response"]["output"][1]["type"] == "image_generation_call"
+                        && v["response"]["output"][1]["result"] == "iVBORw0KGgo="
+                }),
+                _ => events.iter().any(|v| {
+                    v["type"] == "content_block_start"
+                        && v["content_block"]["type"] == "image"
+                        && v["content_block"]["source"]["data"] == "iVBORw0KGgo="
+                }),
+            };
+            assert!(shown, "{to:?}: {text}");
+            // That client's stream, read as an upstream's, is the same picture for a Gemini client.
+            let (back, _) = convert(to, Gemini, &[text.as_bytes()]);
+            let parts: Vec<serde_json::Value> = data(&back)
+                .iter()
+                .flat_map(|v| {
+                    v["candidates"][0]["content"]["parts"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .collect();
+            assert!(parts.contains(&picture), "{to:?}: {back}");
+        }
     }
 
     #[test]

@@ -66,6 +66,7 @@ fn events_of(ir: &IrResponse) -> Vec<StreamEvent> {
                 }
             }
             Block::RedactedThinking { data } => events.push(StreamEvent::RedactedThinking(data.clone())),
+            Block::Image(m) => events.push(StreamEvent::Image(m.clone())),
             Block::ToolCall(call) => {
                 events.push(StreamEvent::ToolStart {
                     index: tools,
