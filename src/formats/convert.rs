@@ -6,7 +6,7 @@ use bytes::Bytes;
 use memchr::memmem::FinderRev;
 use serde_json::Value;
 
-use super::ir::{FetchedMedia, IrRequest, IrResponse};
+use super::ir::{FetchedMedia, IrRequest, IrResponse, ResponseFormat};
 use super::tool_names::ToolNames;
 use super::usage::Usage;
 use super::wire::{Vendor, WireFormat};
@@ -51,17 +51,27 @@ pub fn convert_request(
     body: &[u8],
     opts: &RequestOptions,
 ) -> Result<Bytes, ConvertError> {
-    convert_request_named(from, to, body, opts).map(|(body, _)| body)
+    convert_request_named(from, to, body, opts).map(|t| t.body)
 }
 
-/// As `convert_request`, and the tool names renamed for the upstream (see `tool_names`): hand them to
-/// `convert_response_named` or `StreamOptions::tool_names` so the client gets its own names back.
+/// A request translated for its upstream, with what reading its answer needs to know.
+#[derive(Debug)]
+pub struct Translated {
+    pub body: Bytes,
+    /// The tool names renamed for the upstream (see `tool_names`): for `convert_response_named` or
+    /// `StreamOptions::tool_names`, so the client gets its own names back.
+    pub tool_names: Option<ToolNames>,
+    /// The answer comes as the input of Anthropic's JSON-mode tool (`StreamOptions::json_mode`).
+    pub json_mode: bool,
+}
+
+/// As `convert_request`, with what the answer's translation needs (`Translated`).
 pub fn convert_request_named(
     from: WireFormat,
     to: WireFormat,
     body: &[u8],
     opts: &RequestOptions,
-) -> Result<(Bytes, Option<ToolNames>), ConvertError> {
+) -> Result<Translated, ConvertError> {
     let obj = super::json::parse_object(body)?;
     let mut ir = parse_request(from, &obj)?;
     let n = obj.get("n").and_then(Value::as_u64).unwrap_or(1);
@@ -86,7 +96,11 @@ pub fn convert_request_named(
         WireFormat::Gemini => gemini::request::render(&ir, opts)?,
     };
     let body = serde_json::to_vec(&out).map_err(|e| ConvertError::Invalid(e.to_string()))?;
-    Ok((Bytes::from(body), names))
+    Ok(Translated {
+        body: Bytes::from(body),
+        tool_names: names,
+        json_mode: to == WireFormat::Anthropic && matches!(ir.response_format, Some(ResponseFormat::JsonObject)),
+    })
 }
 
 /// The URLs of images and files a `to` upstream cannot fetch itself, which the gateway must fetch
@@ -997,5 +1011,30 @@ mod tests {
             let out = upstream_body(from, to, body.clone()).to_string();
             assert!(!out.contains("iVBORw0KGgo="), "{from:?} → {to:?}: {out}");
         }
+    }
+
+    #[test]
+    fn json_mode_is_known_from_the_request_not_from_its_words() {
+        use serde_json::json;
+        let opts = RequestOptions {
+            model: "claude-x".into(),
+            stream: true,
+            default_max_tokens: 4096,
+            fetched_media: None,
+            stream_usage: true,
+            replay_reasoning: false,
+        };
+        let mode = |body: serde_json::Value, to: WireFormat| {
+            convert_request_named(WireFormat::OpenAiChat, to, body.to_string().as_bytes(), &opts)
+                .expect("translated")
+                .json_mode
+        };
+        let json_object = json!({"model": "m", "response_format": {"type": "json_object"},
+            "messages": [{"role": "user", "content": "json please"}]});
+        assert!(mode(json_object.clone(), WireFormat::Anthropic));
+        assert!(!mode(json_object, WireFormat::Gemini));
+        // A conversation that names the tool (about this gateway, say) is no JSON-mode request.
+        let words = json!({"model": "m", "messages": [{"role": "user", "content": "what is json_tool_call?"}]});
+        assert!(!mode(words, WireFormat::Anthropic));
     }
 }

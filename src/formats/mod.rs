@@ -27,7 +27,7 @@ pub mod wire;
 
 pub use convert::{
     convert_request, convert_request_named, convert_response, convert_response_named, estimate_input_tokens,
-    extract_usage, extract_usage_at_end, media_to_fetch, parse_response, ConvertError, RequestOptions,
+    extract_usage, extract_usage_at_end, media_to_fetch, parse_response, ConvertError, RequestOptions, Translated,
 };
 pub use detect::detect_chat_body;
 pub use error_map::{classify_error, convert_error, error_response, stream_error_event, ErrorKind};

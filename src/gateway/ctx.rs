@@ -113,6 +113,8 @@ pub struct Attempt {
     pub injected_usage: bool,
     /// Tool names renamed for this upstream, to give back in its answer.
     pub tool_names: Option<Arc<ToolNames>>,
+    /// The answer comes through Anthropic's JSON-mode tool.
+    pub json_mode: bool,
     /// Its end is in `RequestCtx::attempts` already.
     pub recorded: bool,
 }

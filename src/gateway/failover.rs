@@ -191,6 +191,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             path: call.path,
             injected_usage: call.injected_usage,
             tool_names: call.tool_names,
+            json_mode: call.json_mode,
             recorded: false,
         });
         ctx.status_retry = None;
@@ -893,6 +894,7 @@ mod tests {
             path: String::new(),
             injected_usage: false,
             tool_names: None,
+            json_mode: false,
             recorded,
         };
         let mut ctx = RequestCtx::new();

@@ -185,11 +185,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
             gemini_json_array: client == WireFormat::Gemini && !ctx.gemini_sse,
             tool_names: attempt.tool_names.clone(),
             several_choices: ctx.inspected.as_ref().is_some_and(|i| i.several_choices),
-            // The gateway asked a translated Anthropic stream for JSON through its tool (named
-            // among the tools, after the messages: looked for from the end).
-            json_mode: upstream == WireFormat::Anthropic
-                && client != WireFormat::Anthropic
-                && memchr::memmem::rfind(&attempt.body, crate::formats::anthropic::JSON_TOOL.as_bytes()).is_some(),
+            json_mode: attempt.json_mode,
             ..StreamOptions::default()
         };
         // Chunked, so each event is flushed as it arrives; and no buffering by a proxy in front

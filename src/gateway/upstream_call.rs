@@ -65,6 +65,8 @@ pub struct UpstreamCall {
     pub injected_usage: bool,
     /// Tool names renamed because the upstream would refuse them (translated requests only).
     pub tool_names: Option<Arc<ToolNames>>,
+    /// The answer comes through Anthropic's JSON-mode tool (translated requests only).
+    pub json_mode: bool,
 }
 
 /// Where `provider` takes the operation, for a request that arrived in `request` format: the
@@ -122,6 +124,7 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
         path,
         injected_usage: false,
         tool_names: None,
+        json_mode: false,
     })
 }
 
@@ -197,6 +200,7 @@ fn generation(
                 path,
                 injected_usage: injects_usage(inspected, &edit),
                 tool_names: None,
+                json_mode: false,
             })
         }
         // Gemini to Gemini: the model lives in the path; the body passes as it came, but for tool
@@ -207,19 +211,21 @@ fn generation(
             path,
             injected_usage: false,
             tool_names: None,
+            json_mode: false,
         }),
         (_, false) => {
             let opts = request_options(ctx, provider, model, format);
-            let (body, tool_names) =
+            let translated =
                 convert_request_named(ctx.request_format, format, &ctx.body, &opts).map_err(|e| e.to_string())?;
             Ok(UpstreamCall {
                 format,
-                body,
+                body: translated.body,
                 path,
                 // The translation asks OpenAI upstreams for usage itself; the converter decides what the
                 // client sees from what the client asked.
                 injected_usage: false,
-                tool_names: tool_names.map(Arc::new),
+                tool_names: translated.tool_names.map(Arc::new),
+                json_mode: translated.json_mode,
             })
         }
     }
