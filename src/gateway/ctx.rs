@@ -200,6 +200,14 @@ impl BodyBuf {
         self.first.as_deref().unwrap_or(&self.rest)
     }
 
+    /// What was kept, taken out as it is (no copy).
+    pub fn take(&mut self) -> Bytes {
+        match self.first.take() {
+            Some(first) => first,
+            None => std::mem::take(&mut self.rest).freeze(),
+        }
+    }
+
     /// The end of a body that went past the limit (see [`Self::keep`]); empty for one that did not.
     pub fn tail(&self) -> &[u8] {
         &self.tail

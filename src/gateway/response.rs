@@ -462,10 +462,10 @@ pub fn answer_id(ctx: &RequestCtx) -> Option<String> {
 
 /// An upstream's error body as the client gets it: as it came when the client speaks the
 /// upstream's format, else re-rendered in the client's.
-fn error_for_client(upstream: WireFormat, client: WireFormat, status: u16, buf: &BodyBuf, as_sent: bool) -> Bytes {
+fn error_for_client(upstream: WireFormat, client: WireFormat, status: u16, buf: &mut BodyBuf, as_sent: bool) -> Bytes {
     // One too large to hold whole (a 422 echoing a large request) is said in the gateway's words.
     if as_sent && buf.complete() {
-        Bytes::copy_from_slice(buf.as_slice())
+        buf.take()
     } else {
         convert_error(upstream, client, status, buf.as_slice()).1
     }
