@@ -1696,3 +1696,55 @@ async fn an_image_a_gemini_model_made_reaches_every_client_and_can_be_edited() {
     assert_eq!(sent["contents"][1]["role"], "model", "{sent}");
     assert_eq!(sent["contents"][1]["parts"][0], picture, "{sent}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_given_back_never_reaches_an_assistant_turn_of_claude_or_openai() {
+    // `oa` is api.openai.com-like: it takes `/v1/responses` natively.
+    let (oa, an, gw) = setup().await;
+    let image =
+        json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}});
+    // An Anthropic client whose earlier turn was a Gemini image model's, now talking to Claude.
+    let r = gw
+        .post(
+            "/v1/messages",
+            json!({"model": "claude-x", "max_tokens": 100, "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "a cat"}, image]},
+                {"role": "assistant", "content": [{"type": "text", "text": "Here:"}, image]},
+                {"role": "user", "content": "describe it"}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let sent = an.last().unwrap().json();
+    assert_eq!(
+        sent["messages"][0]["content"][1], image,
+        "the user's image stays: {sent}"
+    );
+    assert_eq!(
+        sent["messages"][1]["content"],
+        json!([{"type": "text", "text": "Here:"}]),
+        "{sent}"
+    );
+    // A Responses client's image item the gateway wrote, now talking to OpenAI: OpenAI never
+    // issued its id. One of OpenAI's own stays.
+    let r = gw
+        .post(
+            "/v1/responses",
+            json!({"model": "gpt-x", "input": [{"role": "user", "content": "a cat"},
+                {"type": "image_generation_call", "id": "ig_apx_1", "status": "completed", "result": "iVBORw0KGgo="},
+                {"type": "image_generation_call", "id": "ig_2", "status": "completed", "result": "iVBORw0KGgo="},
+                {"role": "user", "content": "describe it"}]}),
+            &[],
+        )
+        .await;
+    let status = r.status();
+    assert_eq!(status, 200, "{}", r.text().await.unwrap());
+    let sent = oa.last().unwrap().json();
+    let ids: Vec<&str> = sent["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["ig_2"], "{sent}");
+}

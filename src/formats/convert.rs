@@ -1037,4 +1037,25 @@ mod tests {
         let words = json!({"model": "m", "messages": [{"role": "user", "content": "what is json_tool_call?"}]});
         assert!(!mode(words, WireFormat::Anthropic));
     }
+
+    #[test]
+    fn gemini_s_draft_images_are_not_the_answer() {
+        use serde_json::json;
+        // Gemini 3 Pro Image: drafts marked as thought, then the image it answers with.
+        let gemini = json!({"candidates": [{"index": 0, "finishReason": "STOP", "content": {"role": "model", "parts": [
+            {"inlineData": {"mimeType": "image/png", "data": "ZHJhZnQ="}, "thought": true},
+            {"inlineData": {"mimeType": "image/png", "data": "ZmluYWw="}}]}}]});
+        let out = answer_as(WireFormat::Gemini, WireFormat::OpenAiChat, gemini);
+        let images = &out["choices"][0]["message"]["images"];
+        assert_eq!(images.as_array().map(Vec::len), Some(1), "{out}");
+        assert_eq!(images[0]["image_url"]["url"], "data:image/png;base64,ZmluYWw=");
+        // An image item without its format is told by its bytes.
+        let jpeg = json!({"id": "resp_1", "object": "response", "status": "completed", "output": [
+            {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": "/9j/4AAQ"}]});
+        let out = answer_as(WireFormat::OpenAiResponses, WireFormat::Gemini, jpeg);
+        assert_eq!(
+            out["candidates"][0]["content"]["parts"][0]["inlineData"]["mimeType"], "image/jpeg",
+            "{out}"
+        );
+    }
 }

@@ -130,13 +130,13 @@ pub fn build(ctx: &RequestCtx, provider: &Provider, model: &str) -> Result<Upstr
 
 /// An OpenAI-style body without what other vendors left in the conversation, which OpenAI would
 /// refuse: tool-call ids that carry a Gemini signature (an earlier turn served by Gemini), and for
-/// Responses the reasoning items the gateway wrote from another vendor's reasoning.
+/// Responses the reasoning and image items the gateway wrote from another vendor's.
 fn without_other_vendors_marks(format: WireFormat, mut body: Bytes) -> Bytes {
     if let Some(cleaned) = crate::formats::ir::without_smuggled_signatures(&body) {
         body = Bytes::from(cleaned);
     }
     if format == WireFormat::OpenAiResponses {
-        if let Some(cleaned) = crate::formats::responses_api::request::without_foreign_reasoning(&body) {
+        if let Some(cleaned) = crate::formats::responses_api::request::without_foreign_items(&body) {
             body = Bytes::from(cleaned);
         }
     }
@@ -189,8 +189,9 @@ fn generation(
                 body = without_other_vendors_marks(format, body);
             }
             if format == WireFormat::Anthropic {
-                // Reasoning another vendor streamed to this client, replayed without a signature.
-                if let Some(cleaned) = anthropic::request::without_unsigned_thinking(&body) {
+                // Reasoning another vendor streamed to this client, replayed without a signature;
+                // an image a Gemini model made, given back in the model's turn.
+                if let Some(cleaned) = anthropic::request::without_refused_blocks(&body) {
                     body = Bytes::from(cleaned);
                 }
             }

@@ -282,6 +282,10 @@ fn responses(o: &Map<String, Value>, v: &mut Violations) {
                     "reasoning" => v.check(it.get("summary").is_some_and(Value::is_array), || {
                         format!("input[{i}]: a reasoning item needs its summary array")
                     }),
+                    "image_generation_call" => {
+                        let id = str_of(it, "id").unwrap_or("");
+                        v.check(!id.is_empty(), || format!("input[{i}].id is required"));
+                    }
                     "item_reference" | "custom_tool_call" | "custom_tool_call_output" | "web_search_call" => {}
                     other => v.add(format!("input[{i}].type {other:?} is not an input item type")),
                 }
@@ -563,7 +567,12 @@ fn anthropic(o: &Map<String, Value>, v: &mut Violations) {
                 "text" => v.check(str_of(b, "text").is_some_and(|t| !t.is_empty()), || {
                     format!("messages.{i}.content.{j}: text content blocks must be non-empty")
                 }),
-                "image" => anthropic_image(b, i, j, v),
+                "image" => {
+                    v.check(role == "user", || {
+                        format!("messages.{i}.content.{j}: 'image' blocks are not permitted within assistant turns.")
+                    });
+                    anthropic_image(b, i, j, v)
+                }
                 "document" | "search_result" => {}
                 "thinking" => {
                     v.check(role == "assistant", || {

@@ -533,16 +533,40 @@ fn render_messages(ir: &IrRequest) -> Vec<Value> {
         .collect()
 }
 
-/// An Anthropic request without the thinking blocks that carry no signature, when it has any
-/// (`None`: nothing to remove, send the body as it is). Anthropic refuses such blocks, and a client
-/// gets them from a stream translated from another vendor's reasoning (which has no Claude
-/// signature), then replays them; the text of the reasoning has no other use upstream. A message
+/// Whether an `image` block may sit in an assistant turn: the nearest `"role"` before some
+/// `"type": "image"` names the assistant. A cheap look, right for a body that gives a message's
+/// role before its content (as SDKs write them); a false alarm only costs the parse.
+fn assistant_image(body: &[u8]) -> bool {
+    static IMAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"image\""));
+    static ROLE: LazyLock<memchr::memmem::FinderRev<'static>> =
+        LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"role\""));
+    IMAGE.find_iter(body).any(|at| {
+        let before = body[..at].trim_ascii_end();
+        let is_type = before
+            .strip_suffix(b":")
+            .is_some_and(|b| b.trim_ascii_end().ends_with(b"\"type\""));
+        is_type
+            && ROLE.rfind(&body[..at]).is_some_and(|r| {
+                let value = body[r + 6..].trim_ascii_start();
+                value
+                    .strip_prefix(b":")
+                    .is_some_and(|v| v.trim_ascii_start().starts_with(b"\"assistant\""))
+            })
+    })
+}
+
+/// An Anthropic request without the blocks Anthropic would refuse, when it has any (`None`:
+/// nothing to remove, send the body as it is): images in an assistant turn ("'image' blocks are
+/// not permitted within assistant turns"; a client gets them from a Gemini image model through the
+/// gateway), and thinking blocks that carry no signature. A client gets those from a stream
+/// translated from another vendor's reasoning (which has no Claude signature), then replays them;
+/// the text of the reasoning has no other use upstream. A message
 /// left with nothing goes (Anthropic joins the turns around it). When the last assistant turn then
 /// calls tools without thinking Anthropic can take back, thinking is turned off for the request, as
 /// the translated path does (`unsigned_tool_turn`): with it on, Anthropic refuses such a turn. Only
 /// the `messages` array (and `thinking`, when turned off) is rewritten; every other byte of the body
 /// stays as it came.
-pub fn without_unsigned_thinking(body: &[u8]) -> Option<Vec<u8>> {
+pub fn without_refused_blocks(body: &[u8]) -> Option<Vec<u8>> {
     use std::borrow::Cow;
 
     use serde_json::value::RawValue;
@@ -552,7 +576,7 @@ pub fn without_unsigned_thinking(body: &[u8]) -> Option<Vec<u8>> {
         let rest = &body[at + SIGNATURE.needle().len()..];
         rest.trim_ascii_start().starts_with(b"\"\"")
     });
-    if !empty_signature {
+    if !empty_signature && !assistant_image(body) {
         return None;
     }
     #[derive(serde::Deserialize)]
@@ -583,6 +607,7 @@ pub fn without_unsigned_thinking(body: &[u8]) -> Option<Vec<u8>> {
     }
     let unsigned =
         |b: &Block<'_>| b.kind.as_deref() == Some("thinking") && b.signature.as_deref().is_none_or(str::is_empty);
+    let refused = |b: &Block<'_>, assistant: bool| unsigned(b) || (assistant && b.kind.as_deref() == Some("image"));
     let offset = |inner: &str, outer: &str| inner.as_ptr() as usize - outer.as_ptr() as usize;
 
     let req: Req<'_> = serde_json::from_slice(body).ok()?;
@@ -604,16 +629,17 @@ pub fn without_unsigned_thinking(body: &[u8]) -> Option<Vec<u8>> {
             rebuilt.push(Cow::Borrowed(raw.get()));
             continue;
         };
+        let assistant = msg.role.as_deref() == Some("assistant");
         let parsed: Vec<Option<Block<'_>>> = blocks.iter().map(|b| serde_json::from_str(b.get()).ok()).collect();
         let kept: Vec<&str> = blocks
             .iter()
             .zip(&parsed)
-            .filter(|(_, b)| !b.as_ref().is_some_and(unsigned))
+            .filter(|(_, b)| !b.as_ref().is_some_and(|b| refused(b, assistant)))
             .map(|(raw, _)| raw.get())
             .collect();
         // A turn that goes (below) leaves the flag as the turn before it set it.
-        if msg.role.as_deref() == Some("assistant") && !kept.is_empty() {
-            let kept_blocks = parsed.iter().flatten().filter(|b| !unsigned(b));
+        if assistant && !kept.is_empty() {
+            let kept_blocks = parsed.iter().flatten().filter(|b| !refused(b, assistant));
             let (mut tools, mut thinking) = (false, false);
             for b in kept_blocks {
                 match b.kind.as_deref() {
@@ -630,7 +656,7 @@ pub fn without_unsigned_thinking(body: &[u8]) -> Option<Vec<u8>> {
         }
         changed = true;
         if kept.is_empty() {
-            // Nothing but unsigned reasoning: an empty turn would be refused; it goes.
+            // Nothing but what Anthropic refuses: an empty turn would be refused too; it goes.
             continue;
         }
         let at = offset(content.get(), raw.get());
@@ -709,6 +735,31 @@ mod tests {
     }
 
     #[test]
+    fn an_image_in_an_assistant_turn_is_removed_and_one_in_a_user_turn_kept() {
+        let image = json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}});
+        let body = json!({"model": "m", "max_tokens": 10, "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "a cat"}, image]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Here:"}, image]},
+            {"role": "assistant", "content": [image]},
+            {"role": "user", "content": "now describe it"}]});
+        let out: Value = serde_json::from_slice(&without_refused_blocks(body.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(out["messages"][0], body["messages"][0]);
+        assert_eq!(
+            out["messages"][1]["content"],
+            json!([{"type": "text", "text": "Here:"}])
+        );
+        // A turn of an image alone goes.
+        assert_eq!(out["messages"][2], body["messages"][3]);
+        // As Python's SDK writes JSON (spaces after the colons).
+        let spaced = r#"{"messages": [{"role": "assistant", "content": [{"type": "image", "source": {}}, {"type": "text", "text": "t"}]}]}"#;
+        assert!(without_refused_blocks(spaced.as_bytes()).is_some());
+        // Images in user turns only (Claude Code's screenshots): the body goes as it came.
+        let users = json!({"messages": [body["messages"][0].clone(),
+            {"role": "assistant", "content": "It is a cat."}, body["messages"][0].clone()]});
+        assert!(without_refused_blocks(users.to_string().as_bytes()).is_none());
+    }
+
+    #[test]
     fn unsigned_thinking_is_removed_and_signed_thinking_kept() {
         let body = json!({"model": "m", "max_tokens": 10, "messages": [
             {"role": "user", "content": "hi"},
@@ -719,8 +770,7 @@ mod tests {
                 {"type": "thinking", "thinking": "Claude's own", "signature": "EqQB"},
                 {"type": "text", "text": "again"}]},
             {"role": "user", "content": "go on"}]});
-        let out: Value =
-            serde_json::from_slice(&without_unsigned_thinking(body.to_string().as_bytes()).unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&without_refused_blocks(body.to_string().as_bytes()).unwrap()).unwrap();
         assert_eq!(
             out["messages"][1]["content"],
             json!([{"type": "text", "text": "hello"}])
@@ -729,15 +779,15 @@ mod tests {
         assert_eq!(out["model"], "m");
         // Everything but the changed array is byte for byte as sent (key order included).
         let sent = r#"{"z":1,"messages":[{"role":"assistant","content":[{"type":"thinking","thinking":"x","signature":""}, {"type":"text","text":"t"}]}],"a":{"y":2,"b":3}}"#;
-        let cleaned = String::from_utf8(without_unsigned_thinking(sent.as_bytes()).unwrap()).unwrap();
+        let cleaned = String::from_utf8(without_refused_blocks(sent.as_bytes()).unwrap()).unwrap();
         assert_eq!(
             cleaned,
             r#"{"z":1,"messages":[{"role":"assistant","content":[{"type":"text","text":"t"}]}],"a":{"y":2,"b":3}}"#
         );
         // Nothing to remove: the body goes as it is.
         let signed = json!({"messages": [body["messages"][2].clone()]}).to_string();
-        assert!(without_unsigned_thinking(signed.as_bytes()).is_none());
-        assert!(without_unsigned_thinking(br#"{"messages":[{"role":"user","content":"say \"thinking\""}]}"#).is_none());
+        assert!(without_refused_blocks(signed.as_bytes()).is_none());
+        assert!(without_refused_blocks(br#"{"messages":[{"role":"user","content":"say \"thinking\""}]}"#).is_none());
     }
 
     #[test]
@@ -785,8 +835,7 @@ mod tests {
                     {"type": "thinking", "thinking": "from another vendor", "signature": ""},
                     {"type": "tool_use", "id": "t1", "name": "get", "input": {}}]},
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}]}]});
-        let out: Value =
-            serde_json::from_slice(&without_unsigned_thinking(body.to_string().as_bytes()).unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&without_refused_blocks(body.to_string().as_bytes()).unwrap()).unwrap();
         assert_eq!(out["thinking"], json!({"type": "disabled"}));
         let messages = out["messages"].as_array().unwrap();
         assert_eq!(messages.len(), 4, "the turn of only unsigned reasoning went: {out}");
@@ -802,14 +851,14 @@ mod tests {
             .unwrap()
             .push(json!({"role": "assistant", "content": [{"type": "thinking", "thinking": "x", "signature": ""}]}));
         let out: Value =
-            serde_json::from_slice(&without_unsigned_thinking(trailing.to_string().as_bytes()).unwrap()).unwrap();
+            serde_json::from_slice(&without_refused_blocks(trailing.to_string().as_bytes()).unwrap()).unwrap();
         assert_eq!(out["thinking"], json!({"type": "disabled"}), "{out}");
 
         // A signed turn last: thinking stays on.
         let mut signed = body.clone();
         signed["messages"][3]["content"][0]["signature"] = json!("EqQB");
         let out: Value =
-            serde_json::from_slice(&without_unsigned_thinking(signed.to_string().as_bytes()).unwrap()).unwrap();
+            serde_json::from_slice(&without_refused_blocks(signed.to_string().as_bytes()).unwrap()).unwrap();
         assert_eq!(out["thinking"], body["thinking"]);
         assert_eq!(out["messages"].as_array().unwrap().len(), 4);
     }

@@ -10,8 +10,12 @@ use serde_json::{json, Value};
 use super::ir::{FinishReason, Media};
 use super::json::{get2, str_at};
 
-/// The media of an `inlineData` or `fileData` part.
+/// The media of an `inlineData` or `fileData` part; `None` for a draft (`thought: true`: Gemini 3
+/// Pro Image shows up to two while it thinks, before the image it answers with).
 pub(crate) fn part_media(p: &Value) -> Option<Media> {
+    if p.get("thought").and_then(Value::as_bool) == Some(true) {
+        return None;
+    }
     fn media_type(d: &Value) -> Option<&str> {
         get2(d, "mimeType", "mime_type").and_then(Value::as_str)
     }

@@ -24,8 +24,10 @@ pub struct ChatEncoder {
     /// `thinking_blocks` entries sent so far: each carries its `index`, by which the OpenAI SDK's
     /// stream helper merges list entries (a second entry without one makes it raise).
     thinking_blocks: usize,
-    /// `images` entries sent so far (each carries its `index`, as thinking blocks do).
-    images: usize,
+    /// Images the model made, held to go out together just before the finish: the OpenAI JS SDK's
+    /// stream helper keeps the last `images` of a delta, not every one (Python's merges entries
+    /// by their `index`).
+    images: Vec<Value>,
     usage: Option<Usage>,
     finish: Option<FinishReason>,
     closed: bool,
@@ -43,7 +45,7 @@ impl ChatEncoder {
             argless: Vec::new(),
             thinking: String::new(),
             thinking_blocks: 0,
-            images: 0,
+            images: Vec::new(),
             usage: None,
             finish: None,
             closed: false,
@@ -103,8 +105,8 @@ impl Encode for ChatEncoder {
             }
             StreamEvent::Image(m) => {
                 self.ensure_role(out);
-                self.images += 1;
-                self.chunk(json!({"images": [super::image_entry(self.images - 1, &m)]}), None, out);
+                let entry = super::image_entry(self.images.len(), &m);
+                self.images.push(entry);
             }
             StreamEvent::Thinking(t) => {
                 self.ensure_role(out);
@@ -168,6 +170,10 @@ impl Encode for ChatEncoder {
             StreamEvent::Finish { reason, .. } => {
                 if self.finish.is_none() {
                     self.ensure_role(out);
+                    if !self.images.is_empty() {
+                        let images = std::mem::take(&mut self.images);
+                        self.chunk(json!({"images": images}), None, out);
+                    }
                     for index in std::mem::take(&mut self.argless) {
                         self.chunk(
                             json!({"tool_calls": [{"index": index, "function": {"arguments": "{}"}}]}),

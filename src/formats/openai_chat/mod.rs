@@ -21,8 +21,8 @@ pub(crate) fn images_of(v: &Value) -> impl Iterator<Item = Media> + '_ {
     })
 }
 
-/// One `images` entry. It carries its `index`, by which the OpenAI SDK's stream helper merges list
-/// entries.
+/// One `images` entry. It carries its `index`, by which the OpenAI Python SDK's stream helper merges
+/// list entries.
 pub(crate) fn image_entry(index: usize, m: &Media) -> Value {
     json!({"index": index, "type": "image_url", "image_url": {"url": m.to_url()}})
 }

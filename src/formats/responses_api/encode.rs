@@ -208,14 +208,19 @@ impl ResponsesEncoder {
         }
     }
 
-    /// An image the model made: an `image_generation_call` item, whole.
+    /// An image the model made: an `image_generation_call` item, whole (one given by URL, its
+    /// link in a message of its own).
     fn image(&mut self, m: Media, out: &mut Vec<u8>) {
-        if let Media::Url { url, .. } = m {
-            return self.message_delta(url, false, out);
-        }
         self.ensure_started(out);
         self.close_item(out);
-        let id = new_id("ig_");
+        let (media_type, data) = match m {
+            Media::Base64 { media_type, data } => (media_type, data),
+            Media::Url { url, .. } => {
+                self.message_delta(url, false, out);
+                return self.close_item(out);
+            }
+        };
+        let id = new_id(super::GATEWAY_IMAGE_ID);
         let output_index = self.next_output_index();
         self.emit(
             out,
@@ -228,7 +233,7 @@ impl ResponsesEncoder {
             "response.image_generation_call.completed",
             json!({"output_index": output_index, "item_id": id}),
         );
-        let item = super::image_item(&id, &m);
+        let item = super::image_item(&id, &media_type, &data);
         self.emit(
             out,
             "response.output_item.done",

@@ -494,9 +494,10 @@ fn render_message(m: &Message, out: &mut Vec<Value>) {
 /// A Responses request as an OpenAI Responses upstream can take it: without the reasoning items the
 /// gateway wrote for this client from another vendor's reasoning (an earlier turn served by
 /// Anthropic, Gemini or a Chat upstream), which OpenAI would refuse (an id it never issued, a
-/// Claude signature as `encrypted_content`). `None` when there are none; the rare body that has
+/// Claude signature as `encrypted_content`), nor the image items it wrote from another vendor's
+/// image (ids OpenAI never issued either). `None` when there are none; the rare body that has
 /// some is written anew.
-pub fn without_foreign_reasoning(body: &[u8]) -> Option<Vec<u8>> {
+pub fn without_foreign_items(body: &[u8]) -> Option<Vec<u8>> {
     use memchr::memmem::Finder;
     // Built once: a searcher made per request costs more than the search over a small body.
     // What only the gateway writes into a reasoning item: its ids, and the contents it carries
@@ -508,11 +509,12 @@ pub fn without_foreign_reasoning(body: &[u8]) -> Option<Vec<u8>> {
     ];
     // Both Anthropic contents begin `anthropic-`: one search finds either (the items are then
     // told apart by their whole prefix).
-    static MARKS: std::sync::LazyLock<[Finder<'static>; 3]> = std::sync::LazyLock::new(|| {
+    static MARKS: std::sync::LazyLock<[Finder<'static>; 4]> = std::sync::LazyLock::new(|| {
         [
             Finder::new(super::GATEWAY_REASONING_ID),
             Finder::new("anthropic-"),
             Finder::new(CONTENTS[2]),
+            Finder::new(super::GATEWAY_IMAGE_ID),
         ]
     });
     if MARKS.iter().all(|m| m.find(body).is_none()) {
@@ -522,9 +524,15 @@ pub fn without_foreign_reasoning(body: &[u8]) -> Option<Vec<u8>> {
     let input = top.get_mut("input")?.as_array_mut()?;
     let before = input.len();
     input.retain(|item| {
-        let foreign = str_at(item, "type") == Some("reasoning")
-            && (str_at(item, "id").is_some_and(|id| id.starts_with(super::GATEWAY_REASONING_ID))
-                || str_at(item, "encrypted_content").is_some_and(|e| CONTENTS.iter().any(|c| e.starts_with(c))));
+        let id_of = |prefix: &str| str_at(item, "id").is_some_and(|id| id.starts_with(prefix));
+        let foreign = match str_at(item, "type") {
+            Some("reasoning") => {
+                id_of(super::GATEWAY_REASONING_ID)
+                    || str_at(item, "encrypted_content").is_some_and(|e| CONTENTS.iter().any(|c| e.starts_with(c)))
+            }
+            Some("image_generation_call") => id_of(super::GATEWAY_IMAGE_ID),
+            _ => false,
+        };
         !foreign
     });
     (input.len() < before).then(|| serde_json::to_vec(&top).ok()).flatten()
@@ -649,8 +657,7 @@ mod tests {
                 "encrypted_content": "apiproxy-unsigned:"},
             {"type": "reasoning", "summary": [], "encrypted_content": "gAAAA-without-id"},
             {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}]});
-        let out: Value =
-            serde_json::from_slice(&without_foreign_reasoning(body.to_string().as_bytes()).unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&without_foreign_items(body.to_string().as_bytes()).unwrap()).unwrap();
         let ids: Vec<&str> = out["input"]
             .as_array()
             .unwrap()
@@ -667,6 +674,25 @@ mod tests {
         assert_eq!(kept, ["gAAAA", "gAAAA-without-id"]);
         assert_eq!(out["input"].as_array().unwrap().len(), 4);
         let own = json!({"model": "m", "input": [body["input"][3].clone()]});
-        assert!(without_foreign_reasoning(own.to_string().as_bytes()).is_none());
+        assert!(without_foreign_items(own.to_string().as_bytes()).is_none());
+    }
+
+    #[test]
+    fn an_image_item_the_gateway_wrote_is_not_replayed_to_openai() {
+        let body = json!({"model": "m", "input": [
+            {"role": "user", "content": "a cat"},
+            {"type": "image_generation_call", "id": "ig_apx_0001", "status": "completed", "result": "iVBOR"},
+            {"type": "image_generation_call", "id": "ig_openai", "status": "completed", "result": "iVBOR"},
+            {"role": "user", "content": "make it blue"}]});
+        let out: Value = serde_json::from_slice(&without_foreign_items(body.to_string().as_bytes()).unwrap()).unwrap();
+        let ids: Vec<&str> = out["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| str_at(i, "id"))
+            .collect();
+        assert_eq!(ids, ["ig_openai"]);
+        let own = json!({"model": "m", "input": [body["input"][2].clone()]});
+        assert!(without_foreign_items(own.to_string().as_bytes()).is_none());
     }
 }

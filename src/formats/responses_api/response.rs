@@ -99,9 +99,14 @@ pub(crate) fn output_items(content: &[Block]) -> Vec<Value> {
                 flush(&mut text_parts, &mut out);
                 out.push(redacted_item(&new_id(super::GATEWAY_REASONING_ID), data));
             }
-            Block::Image(m) => {
+            Block::Image(Media::Base64 { media_type, data }) => {
                 flush(&mut text_parts, &mut out);
-                out.push(super::image_item(&new_id("ig_"), m));
+                out.push(super::image_item(&new_id(super::GATEWAY_IMAGE_ID), media_type, data));
+            }
+            // An item carries an image's bytes only: one given by URL (no upstream sends one
+            // today) is its link, as text.
+            Block::Image(Media::Url { url, .. }) => {
+                text_parts.push(json!({"type": "output_text", "text": url, "annotations": []}))
             }
             Block::ToolCall(tc) => {
                 flush(&mut text_parts, &mut out);

@@ -1160,6 +1160,36 @@ mod tests {
     }
 
     #[test]
+    fn a_chat_client_gets_a_stream_s_images_in_one_delta() {
+        let part = |data: &str| {
+            format!("data: {{\"candidates\":[{{\"content\":{{\"role\":\"model\",\"parts\":[{{\"inlineData\":{{\"mimeType\":\"image/png\",\"data\":\"{data}\"}}}}]}},\"index\":0}}]}}\r\n\r\n")
+        };
+        let end = "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"\"}]},\"finishReason\":\"STOP\",\"index\":0}]}\r\n\r\n";
+        let (one, two) = (part("b25l"), part("dHdv"));
+        let (text, _) = convert(
+            WireFormat::Gemini,
+            WireFormat::OpenAiChat,
+            &[one.as_bytes(), two.as_bytes(), end.as_bytes()],
+        );
+        // The JS SDK keeps a delta's `images` whole, the last one only: all of them, together.
+        let lists: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .filter_map(|v| v["choices"][0]["delta"].get("images").cloned())
+            .collect();
+        assert_eq!(lists.len(), 1, "{text}");
+        let urls: Vec<&str> = lists[0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["image_url"]["url"].as_str().unwrap())
+            .collect();
+        assert_eq!(urls, ["data:image/png;base64,b25l", "data:image/png;base64,dHdv"]);
+        assert_eq!(lists[0][1]["index"], 1);
+    }
+
+    #[test]
     fn whitespace_alone_opens_no_text_block_for_an_anthropic_client() {
         let call = chat_chunk(
             r#"{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"a","arguments":"{}"}}]}"#,
