@@ -1704,18 +1704,19 @@ async fn a_stream_that_breaks_before_its_first_event_fails_over() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attempt_after_one_that_broke_while_held_is_timed_from_its_own_header() {
-    // Alpha's stream breaks while held (before its first event); the retry on alpha answers a 422
-    // after 300 ms, which is not held. Its time to first byte, and alpha's health latency, are
-    // that answer's own, not measured from the broken attempt's hold.
+    // Alpha's stream breaks while held (before its first event); the retry on alpha answers
+    // after 300 ms, whole (a server that ignores `stream: true`), which is not held. Its time to first byte, and alpha's health latency, are that answer's own,
+    // not measured from the broken attempt's hold.
     let (a, _b, gw) = pair("", "").await;
     a.script([
         Reply::StreamAbort { after: 0 },
-        Reply::Delay(Duration::from_millis(300), Box::new(Reply::status(422))),
+        Reply::Delay(Duration::from_millis(300), Box::new(Reply::Whole(Box::new(Reply::Ok)))),
     ]);
     let r = gw
         .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
         .await;
-    assert_eq!(r.status(), 422);
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await;
     assert_eq!(a.hits(), 2);
     let text = gw.metrics().await;
     let alpha = [("provider", "alpha")];
@@ -1856,6 +1857,39 @@ async fn a_host_address_that_refuses_is_passed_over() {
         0.0,
         "{text}"
     );
+}
+
+/// A redo on the host's next address is the attempt that never reached the upstream: it spends
+/// no second share of a key's `qps_limit` (a key with a budget of one request a second).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_redo_spends_no_second_key_token() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let port = a.url().rsplit(':').next().unwrap().to_string();
+    let gw =
+        Gateway::start("server: {max_attempts: 1, resolve: {upstream.test: [127.0.0.2, 127.0.0.1]}}\nproviders: []\n")
+            .await;
+    let r = gw
+        .admin_req(reqwest::Method::POST, "/providers")
+        .await
+        .json(
+            &json!({"id": "alpha", "base_url": format!("http://upstream.test:{port}"),
+            "api_keys": [{"key": "sk-alpha-0123456789", "qps_limit": 1}], "models": [{"model": "m"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // The first request the route serves goes to the refusing address first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = gw.chat(chat_body("m")).await;
+        if r.status() != 404 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(a.requests().len(), 1);
 }
 
 /// `server.resolve` holds for the gateway's own calls too: a provider on a pinned host name (in
@@ -2340,4 +2374,28 @@ async fn an_upstream_error_that_echoes_its_key_reaches_the_client_without_it() {
     assert_eq!(r.status(), 403);
     let text = r.text().await.unwrap();
     assert!(!text.contains(&key) && text.contains("[REDACTED]"), "{text}");
+}
+
+/// A client's mistake answered at once (a 400) says nothing of how fast the upstream generates:
+/// it does not pull the latency its share is weighted by.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quick_client_error_is_no_latency_sample() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ", models: [m]"))).await;
+    a.script([
+        Reply::Delay(Duration::from_millis(400), Box::new(Reply::Ok)),
+        Reply::status(400),
+        Reply::status(400),
+    ]);
+    assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
+    for _ in 0..2 {
+        assert_eq!(gw.chat(chat_body("m")).await.status(), 400);
+    }
+    let text = gw.metrics().await;
+    let ewma = metric(
+        &text,
+        "apiproxy_upstream_latency_ewma_seconds",
+        &[("provider", "alpha"), ("model", "m")],
+    );
+    assert!(ewma >= 0.4, "the 400s moved the latency: {ewma}");
 }

@@ -68,3 +68,65 @@ async fn openai_sdk_sees_errors_it_understands() {
     let v = sdk(&gw, "gpt-a", "chat_stream").await.unwrap();
     assert!(v["error"].is_string(), "the SDK must see the cut: {v}");
 }
+
+/// A Gemini image model's answer, as each official SDK reads it through the gateway: the Chat and
+/// Responses clients of the OpenAI SDK and the Anthropic SDK, whole and through their stream
+/// helpers (whose accumulators are the judges).
+#[tokio::test(flavor = "multi_thread")]
+async fn sdks_read_the_images_a_gemini_model_made() {
+    use common::mock::Style;
+    use serde_json::json;
+    let gm = Mock::start_style("gm", &["gemini-image"], Style::Gemini).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml_styled("gm", &gm, ""))).await;
+    let (one, two) = ("iVBORw0KGgoAAAA=", "iVBORw0KGgoBBBB=");
+    let picture = |data: &str| json!({"inlineData": {"mimeType": "image/png", "data": data}});
+    let whole = json!({"candidates": [{"index": 0, "finishReason": "STOP",
+        "content": {"role": "model", "parts": [{"text": "Two cats:"}, picture(one), picture(two)]}}]})
+    .to_string();
+    let chunk = |parts: serde_json::Value| {
+        format!(
+            "data: {}\r\n\r\n",
+            json!({"candidates": [{"index": 0,
+        "content": {"role": "model", "parts": parts}}]})
+        )
+    };
+    let sse = vec![
+        chunk(json!([{"text": "Two cats:"}])),
+        chunk(json!([picture(one)])),
+        chunk(json!([picture(two)])),
+        format!(
+            "data: {}\r\n\r\n",
+            json!({"candidates": [{"index": 0, "finishReason": "STOP",
+            "content": {"role": "model", "parts": [{"text": ""}]}}]})
+        ),
+    ];
+    let run = |script: &'static str, mode: &'static str, base: String| async move {
+        sdk::run_async(script, &[&base, CLIENT_KEY, "gemini-image", mode]).await
+    };
+    let urls = json!([
+        format!("data:image/png;base64,{one}"),
+        format!("data:image/png;base64,{two}")
+    ]);
+    for (script, mode, base, want) in [
+        ("openai_client.py", "chat_images", gw.url("/v1"), urls.clone()),
+        ("openai_client.py", "chat_images_stream", gw.url("/v1"), urls.clone()),
+        ("openai_client.py", "responses_images", gw.url("/v1"), json!([one, two])),
+        (
+            "openai_client.py",
+            "responses_images_stream",
+            gw.url("/v1"),
+            json!([one, two]),
+        ),
+        ("anthropic_client.py", "images", gw.url(""), json!([one, two])),
+        ("anthropic_client.py", "images_stream", gw.url(""), json!([one, two])),
+    ] {
+        gm.script([match mode.ends_with("_stream") {
+            true => Reply::Sse(sse.clone()),
+            false => Reply::status_body(200, whole.clone()),
+        }]);
+        let Some(v) = run(script, mode, base).await else {
+            return;
+        };
+        assert_eq!(v["images"], want, "{script} {mode}: {v}");
+    }
+}

@@ -308,7 +308,8 @@ fn refresh_upstream_gauges(app: &App) {
         let Some(p) = snap.routes.provider(&provider) else {
             continue;
         };
-        let live = &*model == "*"
+        // Names clients made up (a provider's unlisted ones) are no labels: only their shared entry.
+        let live = &*model == crate::routing::health::UNLISTED_SHARED
             || routed.contains(&(&*provider, &*model))
             || app.catalog.providers_for(&model).contains(&provider);
         if live {

@@ -98,8 +98,18 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         if ctx.started_attempts >= app.settings.max_attempts {
             return Err(exhausted(ctx, None));
         }
+        // A redo of an attempt that reached no upstream (another address, a stale pooled
+        // connection: never recorded) is the same attempt, and keeps the key whose budget it spent.
+        let mut redo_key = None;
         let idx = match ctx.retry_same.take() {
-            Some(idx) if std::mem::take(&mut ctx.redo_at_once) => idx,
+            Some(idx) if std::mem::take(&mut ctx.redo_at_once) => {
+                redo_key = ctx
+                    .current
+                    .as_ref()
+                    .filter(|a| a.candidate == idx && !a.recorded)
+                    .and_then(|a| a.key.clone());
+                idx
+            }
             Some(idx) => {
                 // A transient error: one more try on the same upstream after a short, jittered pause.
                 let pause = ms(rand::rng().random_range(50..150));
@@ -145,7 +155,9 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         // Taken last (after a media fetch that may take seconds, and the checks that may pass this
         // candidate by): a key's rate budget is spent only on a request about to be sent. (One
         // with no key in rotation was passed by above, before the fetch.)
-        let key = if provider.has_keys() {
+        let key = if redo_key.is_some() {
+            redo_key
+        } else if provider.has_keys() {
             match provider.pick_key(&refused, app.state.replicas()) {
                 Some(k) => Some(k),
                 None => {
@@ -627,8 +639,13 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
             candidate.health.record_failure(Failure::Broken, now);
             Retry::No
         }
+        // The client's own mistake (400, 413, 422…): the upstream answered, but said nothing of
+        // how it generates.
+        s if s >= 400 => {
+            ctx.failures_before_success = candidate.health.record_refusal();
+            Retry::No
+        }
         _ => {
-            // Success, or the client's own mistake (400, 413, 422…): the upstream is healthy.
             ctx.failures_before_success = candidate.health.record_success(latency);
             Retry::No
         }

@@ -59,6 +59,9 @@ struct State {
     cooldown_until: Option<Instant>,
     consecutive_failures: u32,
     circuit: Circuit,
+    /// When a probe's answer closed the circuit, and the wait before that probe: a failure run
+    /// soon after (a stream that breaks after its first event) opens it for twice as long.
+    probe_closed: Option<(Instant, Duration)>,
     /// What local traffic observed since the last sync.
     pending: Pending,
 }
@@ -180,6 +183,7 @@ impl UpstreamHealth {
                 cooldown_until: None,
                 consecutive_failures: 0,
                 circuit: Circuit::Closed,
+                probe_closed: None,
                 pending: Pending::default(),
             }),
         }
@@ -266,8 +270,20 @@ impl UpstreamHealth {
         if s.circuit != Circuit::Closed {
             s.pending.closed_circuit = true;
         }
+        if let Circuit::HalfOpen { backoff, .. } = s.circuit {
+            s.probe_closed = Some((Instant::now(), backoff));
+        }
         s.circuit = Circuit::Closed;
         ended
+    }
+
+    /// An answer that says nothing of the model's generation (the client's own mistake: a 400, a
+    /// 413, a 422). The upstream answered, which ends a run of failures; but its quick answer is
+    /// no latency sample (it would pull this upstream's share up, and any client could send
+    /// such requests), and no verdict for a probe (its slot is given back, `release_probe`).
+    /// Returns the failures it ended, as `record_success` does.
+    pub fn record_refusal(&self) -> u32 {
+        std::mem::take(&mut self.state.lock().consecutive_failures)
     }
 
     /// An answer whose header counted as a success (`record_success`, which returned
@@ -312,7 +328,14 @@ impl UpstreamHealth {
                         }
                     }
                     Circuit::Closed if s.consecutive_failures >= self.policy.failure_threshold => {
-                        let backoff = self.policy.open_for;
+                        let backoff = match s.probe_closed {
+                            // Failing again soon after a probe closed it: the wait doubles from
+                            // the probe's, as for a failed probe.
+                            Some((at, before)) if now.saturating_duration_since(at) < MAX_OPEN => {
+                                (before * 2).min(MAX_OPEN)
+                            }
+                            _ => self.policy.open_for,
+                        };
                         Circuit::Open {
                             until: now + backoff,
                             backoff,
@@ -415,13 +438,47 @@ type UpstreamKey = (Arc<str>, Arc<str>);
 pub struct HealthRegistry {
     policy: HealthPolicy,
     upstreams: RwLock<HashMap<UpstreamKey, Arc<UpstreamHealth>>>,
+    /// The entries of names their provider does not list (`get_unlisted`).
+    unlisted: Mutex<std::collections::HashSet<UpstreamKey>>,
 }
+
+/// Names a provider does not list (Azure deployments, which no `/models` names) that get a health
+/// entry of their own; past them, the rest of that provider's share one (`*`), so client strings
+/// cannot grow the registry without bound.
+const UNLISTED_PER_PROVIDER: usize = 32;
+
+/// The entry a provider's unlisted names share past [`UNLISTED_PER_PROVIDER`].
+pub const UNLISTED_SHARED: &str = "*";
 
 impl HealthRegistry {
     pub fn new(policy: HealthPolicy) -> Self {
         Self {
             policy,
             upstreams: RwLock::new(HashMap::new()),
+            unlisted: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// The health of `model` at `provider`, a name the provider does not list: its own while the
+    /// provider has fewer than [`UNLISTED_PER_PROVIDER`] such names, else the shared one. One
+    /// deployment's 429 or failures then do not rest the provider's other deployments.
+    pub fn get_unlisted(&self, provider: &Arc<str>, model: &str) -> Arc<UpstreamHealth> {
+        let key: UpstreamKey = (provider.clone(), model.into());
+        if let Some(h) = self.upstreams.read().get(&key) {
+            return h.clone();
+        }
+        let own = {
+            let mut unlisted = self.unlisted.lock();
+            let own = unlisted.contains(&key)
+                || unlisted.iter().filter(|(p, _)| p == provider).count() < UNLISTED_PER_PROVIDER;
+            if own {
+                unlisted.insert(key.clone());
+            }
+            own
+        };
+        match own {
+            true => self.get(provider, &key.1),
+            false => self.get(provider, &UNLISTED_SHARED.into()),
         }
     }
 
@@ -552,6 +609,49 @@ mod tests {
             h.availability(t0 + Duration::from_secs(31)),
             Availability::Available { .. }
         ));
+    }
+
+    #[test]
+    fn a_client_s_mistake_is_no_latency_sample_and_no_probe_verdict() {
+        let h = UpstreamHealth::new(policy());
+        let t0 = Instant::now();
+        h.record_success(Duration::from_millis(2000));
+        h.record_refusal();
+        assert_eq!(h.view(t0).latency_ewma_ms, Some(2000.0));
+        for _ in 0..3 {
+            h.record_failure(Failure::Broken, t0);
+        }
+        let probe = t0 + Duration::from_secs(11);
+        assert!(h.try_probe(probe));
+        // The probe's request was the client's mistake: the circuit is not closed by it, and its
+        // slot goes back for the next request to probe.
+        h.record_refusal();
+        assert_ne!(h.view(probe).circuit, "closed");
+        h.release_probe(probe, probe);
+        assert_eq!(h.availability(probe), Availability::Probe);
+    }
+
+    #[test]
+    fn failing_soon_after_a_probe_closed_the_circuit_doubles_the_wait() {
+        let h = UpstreamHealth::new(policy());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            h.record_failure(Failure::Broken, t0);
+        }
+        let probe = t0 + Duration::from_secs(11);
+        assert!(h.try_probe(probe));
+        // The probe's stream opens fine, then breaks, as every stream of this upstream does.
+        let before = h.record_success(Duration::from_millis(10));
+        h.record_cut(before, probe);
+        assert_eq!(h.view(probe).circuit, "open");
+        assert!(
+            matches!(
+                h.availability(probe + Duration::from_secs(15)),
+                Availability::Unavailable { .. }
+            ),
+            "twice the 10 s wait"
+        );
+        assert_eq!(h.availability(probe + Duration::from_secs(21)), Availability::Probe);
     }
 
     #[test]

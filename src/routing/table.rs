@@ -221,8 +221,8 @@ impl RouteTable {
         let providers = catalog.providers_for(model);
         if let Some((provider_id, physical)) = model.split_once('/') {
             if let Some(provider) = self.by_id.get(provider_id) {
-                // Models the provider does not list share one health entry, so arbitrary client
-                // strings cannot grow the registry (or the metrics) without bound.
+                // Models the provider does not list have health entries of their own only up to a
+                // bound (`get_unlisted`), so arbitrary client strings cannot grow the registry.
                 let listed = catalog.providers_for(physical).contains(&provider.id);
                 let pinned = listed || providers.is_empty() || !catalog.knows_models_of(provider);
                 if !physical.is_empty() && pinned {
@@ -231,8 +231,7 @@ impl RouteTable {
                     if provider.style == ApiStyle::Gemini && !fits_a_gemini_path(physical) {
                         return Err(RouteError::UnknownModel(model.to_string()));
                     }
-                    let health_key = if listed { physical } else { "*" };
-                    return Ok(self.single(provider, physical, health_key, model, health));
+                    return Ok(self.single(provider, physical, listed, model, health));
                 }
             }
         }
@@ -261,20 +260,17 @@ impl RouteTable {
         })
     }
 
-    fn single(
-        &self,
-        p: &Arc<Provider>,
-        model: &str,
-        health_key: &str,
-        label: &str,
-        health: &HealthRegistry,
-    ) -> RoutePlan {
+    fn single(&self, p: &Arc<Provider>, model: &str, listed: bool, label: &str, health: &HealthRegistry) -> RoutePlan {
         let model: Arc<str> = model.into();
+        let health = match listed {
+            true => health.get(&p.id, &model),
+            false => health.get_unlisted(&p.id, &model),
+        };
         RoutePlan {
             label: label.into(),
             kind: RouteKind::ProviderPrefixed,
             candidates: vec![Candidate {
-                health: health.get(&p.id, &health_key.into()),
+                health,
                 provider: p.clone(),
                 model,
                 weight: p.weight,
@@ -305,7 +301,8 @@ mod tests {
             r#"
 providers:
   - {id: a, base_url: "http://127.0.0.1:1", models: [m1, shared]}
-  - {id: b, base_url: "http://127.0.0.1:2", models: [shared]}
+  # Listed twice: still one candidate.
+  - {id: b, base_url: "http://127.0.0.1:2", models: [shared, shared]}
   - {id: or, base_url: "http://127.0.0.1:3", models: ["a/remote", "a/m1"]}
 logical_models:
   - id: fast
@@ -353,6 +350,29 @@ logical_models:
             Some(RouteError::UnknownModel("nope".into()))
         );
         assert!(t.plan("zz/m1", &c, &h).is_err());
+    }
+
+    /// Names a provider does not list (Azure deployments) are judged each on its own, up to a
+    /// bound past which the rest share one entry.
+    #[test]
+    fn unlisted_names_have_health_of_their_own_up_to_a_bound() {
+        let (t, c, h) = setup();
+        let health = |model: &str| t.plan(model, &c, &h).unwrap().candidates[0].health.clone();
+        assert!(!Arc::ptr_eq(&health("b/dep-a"), &health("b/dep-b")));
+        assert!(Arc::ptr_eq(&health("b/dep-a"), &health("b/dep-a")));
+        for i in 0..40 {
+            health(&format!("b/more-{i}"));
+        }
+        assert!(
+            Arc::ptr_eq(&health("b/past-1"), &health("b/past-2")),
+            "past the bound, one entry"
+        );
+        assert!(
+            !Arc::ptr_eq(&health("b/dep-a"), &health("b/past-1")),
+            "earlier names keep theirs"
+        );
+        // Another provider's names are counted apart.
+        assert!(!Arc::ptr_eq(&health("a/dep-a"), &health("a/dep-b")));
     }
 
     /// OpenRouter-style ids (`vendor/model`) whose prefix is also a provider's id.

@@ -100,7 +100,12 @@ impl ModelCatalog {
                 None => discovered.get(&p.id).map_or(&[][..], |l| l.as_slice()),
             };
             for m in models.iter().filter(|m| !p.hidden_models.contains(*m)) {
-                providers_by_model.entry(m.clone()).or_default().push(p.id.clone());
+                // A model listed twice (in the file, or by a server that repeats a page) is still
+                // one candidate: twice would double its weight and make it its own "next" one.
+                let serving = providers_by_model.entry(m.clone()).or_default();
+                if !serving.contains(&p.id) {
+                    serving.push(p.id.clone());
+                }
                 listed.entry(m.clone()).or_insert_with(|| p.id.to_string());
             }
         }

@@ -63,6 +63,17 @@ def message_out(m):
     }
 
 
+def images_of(m):
+    """The base64 of each image block, however the SDK built a block its types do not list."""
+    out = []
+    for b in m.content:
+        kind = b.get("type") if isinstance(b, dict) else getattr(b, "type", None)
+        if kind == "image":
+            source = b.get("source") if isinstance(b, dict) else getattr(b, "source", None)
+            out.append(source.get("data") if isinstance(source, dict) else getattr(source, "data", None))
+    return out
+
+
 def main() -> None:
     base_url, key, model, mode = sys.argv[1:5]
     client = anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=0, timeout=20)
@@ -82,6 +93,15 @@ def main() -> None:
                 final = stream.get_final_message()
             out = message_out(final)
             out["delta_text"] = "".join(deltas)
+        elif mode == "images":
+            m = client.messages.create(**kw)
+            out = {"blocks": [getattr(b, "type", None) for b in m.content], "images": images_of(m)}
+        elif mode == "images_stream":
+            with client.messages.stream(**kw) as stream:
+                for _ in stream:
+                    pass
+                m = stream.get_final_message()
+            out = {"blocks": [getattr(b, "type", None) for b in m.content], "images": images_of(m)}
         elif mode == "raw_stream":
             events = []
             with client.messages.create(stream=True, **kw) as stream:

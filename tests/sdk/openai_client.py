@@ -123,6 +123,19 @@ def responses_out(r):
     return out
 
 
+def image_urls(message):
+    """The images a model made, in OpenRouter's `images` (an extra field the SDK keeps as sent)."""
+    return [i.get("image_url", {}).get("url") if isinstance(i, dict) else repr(i) for i in getattr(message, "images", None) or []]
+
+
+def responses_images(r):
+    return {
+        "text": r.output_text,
+        "images": [item.result for item in r.output if item.type == "image_generation_call"],
+        "formats": [getattr(item, "output_format", None) for item in r.output if item.type == "image_generation_call"],
+    }
+
+
 def responses_stream(client, model, **kw):
     deltas, args, events = [], {}, 0
     with client.responses.stream(model=model, input=MESSAGES[0]["content"], **kw) as stream:
@@ -167,6 +180,23 @@ def main() -> None:
                 for _ in stream:
                     pass
                 out = chat_out(stream.get_final_completion())
+        elif mode == "chat_images":
+            r = client.chat.completions.create(model=model, messages=MESSAGES)
+            out = {"text": r.choices[0].message.content, "images": image_urls(r.choices[0].message)}
+        elif mode == "chat_images_stream":
+            # The stream helper's accumulator is the judge: it merges list entries by their index.
+            with client.chat.completions.stream(model=model, messages=MESSAGES) as stream:
+                for _ in stream:
+                    pass
+                message = stream.get_final_completion().choices[0].message
+            out = {"text": message.content, "images": image_urls(message)}
+        elif mode == "responses_images":
+            out = responses_images(client.responses.create(model=model, input=MESSAGES[0]["content"]))
+        elif mode == "responses_images_stream":
+            with client.responses.stream(model=model, input=MESSAGES[0]["content"]) as stream:
+                for _ in stream:
+                    pass
+                out = responses_images(stream.get_final_response())
         elif mode == "responses":
             out = responses_out(client.responses.create(model=model, input=MESSAGES[0]["content"]))
             out["final_text"] = out["text"]
