@@ -38,7 +38,11 @@ impl StateService {
         let (id, deltas) = outbox.batch();
         if let Some(shared) = self.app.state.sync_health(id, deltas).await {
             outbox.acknowledged();
-            self.app.health.apply_shared(&shared, Instant::now(), unix_ms());
+            // A batch sent again after a timeout brings a view without what happened here since
+            // (a circuit opened meanwhile, which that view would close): adopted next time.
+            if outbox.delivered_all() {
+                self.app.health.apply_shared(&shared, Instant::now(), unix_ms());
+            }
         }
     }
 }
@@ -89,6 +93,11 @@ impl HealthOutbox {
 
     fn acknowledged(&mut self) {
         self.unacknowledged = None;
+    }
+
+    /// Every delta taken has reached shared state: a view fetched now includes them.
+    fn delivered_all(&self) -> bool {
+        self.unacknowledged.is_none() && self.waiting.is_empty()
     }
 }
 
@@ -240,10 +249,12 @@ mod tests {
         let (id, again) = outbox.batch();
         assert_eq!((id, again[0].1.failures), (first_id.as_str(), 2));
         outbox.acknowledged();
+        assert!(!outbox.delivered_all(), "the view that comes back lacks what waited");
         let (id, next) = outbox.batch();
         assert_ne!(id, first_id);
         assert_eq!(next[0].1.failures, 1, "what waited goes next, once");
         outbox.acknowledged();
+        assert!(outbox.delivered_all());
         assert!(outbox.batch().1.is_empty());
     }
 }

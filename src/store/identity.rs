@@ -221,10 +221,12 @@ impl Store {
                     .values(row)
                     .execute(c)
                     .await?;
-                // Forget revocations of tokens that have expired anyway.
-                diesel::delete(revoked_tokens::table.filter(revoked_tokens::expires_at.lt(super::now() - 60)))
-                    .execute(c)
-                    .await?;
+                // Forget revocations of tokens that have expired anyway. Best effort: the claim above
+                // is made, and failing the caller now would spend their token for nothing.
+                let expired = revoked_tokens::table.filter(revoked_tokens::expires_at.lt(super::now() - 60));
+                if let Err(e) = diesel::delete(expired).execute(c).await {
+                    tracing::warn!(error = %e, "forgetting expired token revocations failed");
+                }
                 Ok(())
             }
             .await
