@@ -2399,3 +2399,65 @@ async fn a_quick_client_error_is_no_latency_sample() {
     );
     assert!(ewma >= 0.4, "the 400s moved the latency: {ewma}");
 }
+
+/// A probe whose stream opens fine and then breaks is the failed probe it is: no other request
+/// reaches the upstream while it streams, and the wait before the next probe doubles.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_whose_stream_breaks_keeps_the_circuit_open() {
+    let server = "server: {circuit_failure_threshold: 3, circuit_open_s: 2}\n";
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let yaml = format!(
+        "{server}providers:\n{}{}{}",
+        provider_yaml("alpha", &a, ""),
+        provider_yaml("beta", &b, ""),
+        logical(&[("alpha", ", weight: 50"), ("beta", "")])
+    );
+    let gw = Gateway::start(&yaml).await;
+    a.set_default(Reply::status(503));
+    for _ in 0..10 {
+        assert_eq!(gw.chat(chat_body("lm")).await.status(), 200);
+    }
+    // Alpha answers again, but every stream of it breaks after its third event, slowly.
+    a.set_default(Reply::StreamCut { after: 3 });
+    a.set_event_gap(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let hits = a.hits();
+    let probe = {
+        let gw_url = gw.url("/v1/chat/completions");
+        let client = gw.client.clone();
+        tokio::spawn(async move {
+            let r = client
+                .post(gw_url)
+                .bearer_auth(CLIENT_KEY)
+                .json(&json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.headers()["x-apiproxy-provider"].to_str().unwrap().to_string(),
+                r.text().await.unwrap(),
+            )
+        })
+    };
+    // While the probe streams, the others go to beta.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..5 {
+        let r = gw.chat(chat_body("lm")).await;
+        assert_eq!(
+            r.headers()["x-apiproxy-provider"],
+            "beta",
+            "request {i} during the probe"
+        );
+    }
+    let (provider, text) = probe.await.unwrap();
+    assert_eq!(provider, "alpha", "the probe: {text}");
+    assert!(text.contains("error"), "the probe's stream broke: {text}");
+    assert_eq!(a.hits(), hits + 1, "only the probe reached alpha");
+    // Past the first wait (2 s), within the doubled one (4 s): still out.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for _ in 0..5 {
+        assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "beta");
+    }
+    assert_eq!(a.hits(), hits + 1);
+}

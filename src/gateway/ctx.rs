@@ -328,6 +328,9 @@ pub struct RequestCtx {
     /// The candidate whose open circuit this request claimed the probe of, and when (it gives the
     /// slot back if it ends, or moves on, without a verdict on that upstream).
     pub claimed_probe: Option<(usize, std::time::Instant)>,
+    /// The probe's upstream answered with a success: its circuit closes once the answer has come
+    /// whole (`failover::confirm_probe`).
+    pub probe_answered: bool,
     pub same_retry_used: bool,
     /// The retry decision `upstream_response_filter` made for `error_while_proxy` to apply.
     pub status_retry: Option<Retry>,
@@ -440,6 +443,7 @@ impl RequestCtx {
             addr_redos: 0,
             failures_before_success: 0,
             claimed_probe: None,
+            probe_answered: false,
             same_retry_used: false,
             status_retry: None,
             upstream_retry_after: None,

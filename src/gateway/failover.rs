@@ -207,6 +207,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
             recorded: false,
         });
         ctx.status_retry = None;
+        ctx.probe_answered = false;
         // A hold left by an attempt that broke while held would date this attempt's header.
         ctx.hold = None;
         ctx.held_verdict = None;
@@ -646,7 +647,12 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
             Retry::No
         }
         _ => {
-            ctx.failures_before_success = candidate.health.record_success(latency);
+            // A probe's circuit closes once its answer has come whole (`confirm_probe`).
+            ctx.probe_answered = ctx.claimed_probe.is_some_and(|(i, _)| i == idx);
+            ctx.failures_before_success = match ctx.probe_answered {
+                true => candidate.health.record_probe_answer(latency),
+                false => candidate.health.record_success(latency),
+            };
             Retry::No
         }
     };
@@ -702,6 +708,21 @@ pub fn on_stream_cut(ctx: &mut RequestCtx) {
     if let Some(answered) = ctx.attempts.last_mut().filter(|r| r.status().is_some()) {
         answered.end = AttemptEnd::Transport;
         answered.note = Some("the stream ended before it was complete".into());
+    }
+}
+
+/// The answer of the probe this request holds came whole (neither cut nor left by its client): its
+/// upstream's circuit closes. Called at the answer's end, and again when the request ends (an
+/// upstream that keeps its body open after its last event ends the answer without the former).
+pub fn confirm_probe(ctx: &mut RequestCtx) {
+    if !ctx.probe_answered || ctx.stream_cut || ctx.client_closed {
+        return;
+    }
+    let Some((idx, claimed_at)) = ctx.claimed_probe.take() else {
+        return;
+    };
+    if let Some(c) = ctx.plan.as_ref().and_then(|p| p.candidates.get(idx)) {
+        c.health.confirm_probe(claimed_at);
     }
 }
 

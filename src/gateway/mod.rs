@@ -397,6 +397,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        failover::confirm_probe(ctx);
         failover::give_back_probe(ctx);
         logging::log_request(&self.app, ctx, e);
         session::finish(&self.app, ctx);

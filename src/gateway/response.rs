@@ -365,6 +365,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
         super::failover::on_stream_cut(ctx);
     }
     if end_of_stream {
+        super::failover::confirm_probe(ctx);
         // What follows is writing the last of the answer to the client: its time, not ours. (An
         // answer passed through was handed on as the upstream finished: no second clock read.)
         ctx.answer_handed = match ctx.response {

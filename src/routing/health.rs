@@ -255,6 +255,30 @@ impl UpstreamHealth {
     /// A response header arrived with a non-failure status after `latency`. Returns the count of
     /// consecutive failures it ended, for `record_cut`.
     pub fn record_success(&self, latency: Duration) -> u32 {
+        self.succeed(latency, true)
+    }
+
+    /// As `record_success`, for the probe of an open circuit: the circuit stays half-open until
+    /// the answer has come whole (`confirm_probe`), since a stream that breaks after its header
+    /// is a failed probe (`record_cut` then doubles the wait), and no other request is let in
+    /// meanwhile.
+    pub fn record_probe_answer(&self, latency: Duration) -> u32 {
+        self.succeed(latency, false)
+    }
+
+    /// The probe claimed at `claimed_at` had its answer whole: the circuit closes.
+    pub fn confirm_probe(&self, claimed_at: Instant) {
+        let mut s = self.state.lock();
+        if let Circuit::HalfOpen { since, backoff } = s.circuit {
+            if since == claimed_at {
+                s.pending.closed_circuit = true;
+                s.probe_closed = Some((Instant::now(), backoff));
+                s.circuit = Circuit::Closed;
+            }
+        }
+    }
+
+    fn succeed(&self, latency: Duration, close: bool) -> u32 {
         let mut s = self.state.lock();
         let ms = latency.as_secs_f64() * 1000.0;
         s.latency_ewma_ms = Some(match s.latency_ewma_ms {
@@ -267,6 +291,9 @@ impl UpstreamHealth {
         let ended = std::mem::take(&mut s.consecutive_failures);
         // A cool-down stays: it is the upstream's word on when to ask again, and an answer now
         // comes from a request sent before it (none is sent during one).
+        if !close {
+            return ended;
+        }
         if s.circuit != Circuit::Closed {
             s.pending.closed_circuit = true;
         }
@@ -652,6 +679,30 @@ mod tests {
             "twice the 10 s wait"
         );
         assert_eq!(h.availability(probe + Duration::from_secs(21)), Availability::Probe);
+    }
+
+    #[test]
+    fn a_probe_s_circuit_closes_when_its_answer_is_whole() {
+        let h = UpstreamHealth::new(policy());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            h.record_failure(Failure::Broken, t0);
+        }
+        let probe = t0 + Duration::from_secs(11);
+        assert!(h.try_probe(probe));
+        h.record_probe_answer(Duration::from_millis(10));
+        // Its header came; its body has not yet: nobody else is let in.
+        assert!(matches!(h.availability(probe), Availability::Unavailable { .. }));
+        h.confirm_probe(probe);
+        assert_eq!(h.view(probe).circuit, "closed");
+        // A confirmation of a claim that is no longer the probe changes nothing.
+        for _ in 0..3 {
+            h.record_failure(Failure::Broken, probe);
+        }
+        let next = probe + Duration::from_secs(30);
+        assert!(h.try_probe(next));
+        h.confirm_probe(probe);
+        assert_ne!(h.view(next).circuit, "closed");
     }
 
     #[test]
