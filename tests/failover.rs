@@ -1031,10 +1031,10 @@ async fn a_402_for_one_request_s_max_tokens_benches_no_key() {
     assert_eq!(used.len(), 2, "both keys still serve smaller requests: {used:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn failing_provider_is_taken_out_and_let_back_after_a_probe() {
-    // Open long enough that the 20 requests below finish inside it on a loaded machine.
-    let server = "server: {circuit_failure_threshold: 3, circuit_open_s: 3}\n";
+/// Alpha (most of the weight) and beta behind `lm`; a circuit opens after 3 failures in a row,
+/// for `open_s` seconds.
+async fn circuit_pair(open_s: u32) -> (Mock, Mock, Gateway) {
+    let server = format!("server: {{circuit_failure_threshold: 3, circuit_open_s: {open_s}}}\n");
     let a = Mock::start("alpha", &["m"]).await;
     let b = Mock::start("beta", &["m"]).await;
     let yaml = format!(
@@ -1043,7 +1043,13 @@ async fn failing_provider_is_taken_out_and_let_back_after_a_probe() {
         provider_yaml("beta", &b, ""),
         logical(&[("alpha", ", weight: 50"), ("beta", "")])
     );
-    let gw = Gateway::start(&yaml).await;
+    (a, b, Gateway::start(&yaml).await)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_provider_is_taken_out_and_let_back_after_a_probe() {
+    // Open long enough that the 20 requests below finish inside it on a loaded machine.
+    let (a, _b, gw) = circuit_pair(3).await;
     a.set_default(Reply::status(503));
     for _ in 0..20 {
         assert_eq!(gw.chat(chat_body("lm")).await.status(), 200);
@@ -2404,16 +2410,7 @@ async fn a_quick_client_error_is_no_latency_sample() {
 /// reaches the upstream while it streams, and the wait before the next probe doubles.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_probe_whose_stream_breaks_keeps_the_circuit_open() {
-    let server = "server: {circuit_failure_threshold: 3, circuit_open_s: 2}\n";
-    let a = Mock::start("alpha", &["m"]).await;
-    let b = Mock::start("beta", &["m"]).await;
-    let yaml = format!(
-        "{server}providers:\n{}{}{}",
-        provider_yaml("alpha", &a, ""),
-        provider_yaml("beta", &b, ""),
-        logical(&[("alpha", ", weight: 50"), ("beta", "")])
-    );
-    let gw = Gateway::start(&yaml).await;
+    let (a, _b, gw) = circuit_pair(2).await;
     a.set_default(Reply::status(503));
     for _ in 0..10 {
         assert_eq!(gw.chat(chat_body("lm")).await.status(), 200);

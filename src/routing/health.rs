@@ -574,6 +574,19 @@ mod tests {
         }
     }
 
+    /// An upstream whose circuit opened (3 failures) and whose probe slot is claimed, at the
+    /// instant returned.
+    fn probing() -> (UpstreamHealth, Instant) {
+        let h = UpstreamHealth::new(policy());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            h.record_failure(Failure::Broken, t0);
+        }
+        let probe = t0 + Duration::from_secs(11);
+        assert!(h.try_probe(probe));
+        (h, probe)
+    }
+
     #[test]
     fn rate_limit_cools_down_for_retry_after() {
         let h = UpstreamHealth::new(policy());
@@ -660,13 +673,7 @@ mod tests {
 
     #[test]
     fn failing_soon_after_a_probe_closed_the_circuit_doubles_the_wait() {
-        let h = UpstreamHealth::new(policy());
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            h.record_failure(Failure::Broken, t0);
-        }
-        let probe = t0 + Duration::from_secs(11);
-        assert!(h.try_probe(probe));
+        let (h, probe) = probing();
         // The probe's stream opens fine, then breaks, as every stream of this upstream does.
         let before = h.record_success(Duration::from_millis(10));
         h.record_cut(before, probe);
@@ -683,13 +690,7 @@ mod tests {
 
     #[test]
     fn a_probe_s_circuit_closes_when_its_answer_is_whole() {
-        let h = UpstreamHealth::new(policy());
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            h.record_failure(Failure::Broken, t0);
-        }
-        let probe = t0 + Duration::from_secs(11);
-        assert!(h.try_probe(probe));
+        let (h, probe) = probing();
         h.record_probe_answer(Duration::from_millis(10));
         // Its header came; its body has not yet: nobody else is let in.
         assert!(matches!(h.availability(probe), Availability::Unavailable { .. }));
@@ -718,13 +719,7 @@ mod tests {
 
     #[test]
     fn a_probe_in_flight_keeps_its_slot_while_an_upstream_may_still_answer() {
-        let h = UpstreamHealth::new(policy());
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            h.record_failure(Failure::Broken, t0);
-        }
-        let probe = t0 + Duration::from_secs(11);
-        assert!(h.try_probe(probe));
+        let (h, probe) = probing();
         // Past the circuit's 10 s wait, but a 60 s first-byte timeout may still be running.
         assert!(!h.try_probe(probe + Duration::from_secs(61)), "a second probe");
         assert!(h.try_probe(probe + PROBE_LOST), "a probe lost for good frees its slot");

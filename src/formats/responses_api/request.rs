@@ -643,6 +643,21 @@ mod tests {
         }
     }
 
+    /// `body` as an OpenAI upstream gets it.
+    fn cleaned(body: &Value) -> Value {
+        serde_json::from_slice(&without_foreign_items(body.to_string().as_bytes()).unwrap()).unwrap()
+    }
+
+    /// The `field` of each input item that has one.
+    fn each<'a>(body: &'a Value, field: &str) -> Vec<&'a str> {
+        body["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| str_at(i, field))
+            .collect()
+    }
+
     #[test]
     fn reasoning_the_gateway_wrote_is_not_replayed_to_openai() {
         let body = json!({"model": "m", "input": [
@@ -657,21 +672,9 @@ mod tests {
                 "encrypted_content": "apiproxy-unsigned:"},
             {"type": "reasoning", "summary": [], "encrypted_content": "gAAAA-without-id"},
             {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}]});
-        let out: Value = serde_json::from_slice(&without_foreign_items(body.to_string().as_bytes()).unwrap()).unwrap();
-        let ids: Vec<&str> = out["input"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|i| str_at(i, "id"))
-            .collect();
-        assert_eq!(ids, ["rs_openai"]);
-        let kept: Vec<&str> = out["input"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|i| str_at(i, "encrypted_content"))
-            .collect();
-        assert_eq!(kept, ["gAAAA", "gAAAA-without-id"]);
+        let out = cleaned(&body);
+        assert_eq!(each(&out, "id"), ["rs_openai"]);
+        assert_eq!(each(&out, "encrypted_content"), ["gAAAA", "gAAAA-without-id"]);
         assert_eq!(out["input"].as_array().unwrap().len(), 4);
         let own = json!({"model": "m", "input": [body["input"][3].clone()]});
         assert!(without_foreign_items(own.to_string().as_bytes()).is_none());
@@ -684,14 +687,7 @@ mod tests {
             {"type": "image_generation_call", "id": "ig_apx_0001", "status": "completed", "result": "iVBOR"},
             {"type": "image_generation_call", "id": "ig_openai", "status": "completed", "result": "iVBOR"},
             {"role": "user", "content": "make it blue"}]});
-        let out: Value = serde_json::from_slice(&without_foreign_items(body.to_string().as_bytes()).unwrap()).unwrap();
-        let ids: Vec<&str> = out["input"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|i| str_at(i, "id"))
-            .collect();
-        assert_eq!(ids, ["ig_openai"]);
+        assert_eq!(each(&cleaned(&body), "id"), ["ig_openai"]);
         let own = json!({"model": "m", "input": [body["input"][2].clone()]});
         assert!(without_foreign_items(own.to_string().as_bytes()).is_none());
     }
