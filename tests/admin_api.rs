@@ -1911,3 +1911,33 @@ async fn a_key_changed_during_a_reseal_keeps_its_change() {
     drop((store, other));
     drop_pg_database(&name).await;
 }
+
+/// A username whose logins keep failing waits before each further try, the right password
+/// included, so a password cannot be guessed at the speed of its hash; other names are not held.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_username_whose_logins_keep_failing_must_wait() {
+    let (_a, _b, gw) = setup(Backend::Sqlite).await;
+    let admin = gw.admin().await;
+    let login = |username: &'static str, password: String| {
+        let request = gw
+            .client
+            .post(gw.admin_url("/auth/login"))
+            .json(&json!({"username": username, "password": password}));
+        async move { request.send().await.unwrap() }
+    };
+    for i in 0..5 {
+        let r = login("admin", format!("wrong-password-{i}")).await;
+        assert_eq!(r.status(), 401, "try {i}");
+    }
+    let r = login("admin", admin.password.clone()).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "rate_limited", "{v}");
+    assert_eq!(login("nobody", "whatever-123456".into()).await.status(), 401);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(login("admin", admin.password.clone()).await.status(), 200);
+    // A success forgets the failures.
+    assert_eq!(login("admin", "wrong-again-123".into()).await.status(), 401);
+    assert_eq!(login("admin", admin.password.clone()).await.status(), 200);
+}

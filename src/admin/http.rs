@@ -137,6 +137,9 @@ pub enum ApiError {
     /// A user who is not an admin changed things faster than the admin API allows.
     #[error("too many changes; try again in {retry_after} s")]
     TooManyChanges { retry_after: u64 },
+    /// A username whose logins failed again and again must wait before its next try.
+    #[error("too many failed logins for this username; try again in {retry_after} s")]
+    TooManyLogins { retry_after: u64 },
     #[error("{0}")]
     Unavailable(&'static str),
     /// A provider did not answer as expected (never carries a key or a URL).
@@ -162,7 +165,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Conflict(_) => 409,
-            ApiError::TooManyChanges { .. } => 429,
+            ApiError::TooManyChanges { .. } | ApiError::TooManyLogins { .. } => 429,
             ApiError::Internal => 500,
             ApiError::Upstream(_) => 502,
             ApiError::Unavailable(_) => 503,
@@ -177,7 +180,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
-            ApiError::TooManyChanges { .. } => "rate_limited",
+            ApiError::TooManyChanges { .. } | ApiError::TooManyLogins { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal => "internal",
             ApiError::Upstream(_) => "upstream",
@@ -190,7 +193,7 @@ impl ApiError {
         if let ApiError::MethodNotAllowed { allow } = self {
             reply.allow = Some(allow.clone());
         }
-        if let ApiError::TooManyChanges { retry_after } = self {
+        if let ApiError::TooManyChanges { retry_after } | ApiError::TooManyLogins { retry_after } = self {
             reply.retry_after = Some(*retry_after);
         }
         reply

@@ -41,6 +41,8 @@ pub struct AdminState {
     pub raw_models: Mutex<HashMap<String, (Instant, Value)>>,
     /// What users who are not admins may still change this second.
     pub changes: throttle::ChangeBudget,
+    /// Usernames whose logins failed again and again.
+    pub logins: throttle::LoginFailures,
 }
 
 pub struct AdminApp {
@@ -68,6 +70,7 @@ impl AdminApp {
                 http,
                 raw_models: Mutex::new(HashMap::new()),
                 changes: throttle::ChangeBudget::default(),
+                logins: throttle::LoginFailures::default(),
             },
             router,
             openapi,
@@ -121,7 +124,7 @@ impl AdminApp {
             }),
             Op::AdminInit => h::system::admin_init(app, req).await,
             Op::SecretGenerate => h::system::secret_generate(app, req).await,
-            Op::Login => h::auth::login(app, req).await,
+            Op::Login => h::auth::login(app, req, &self.state.logins).await,
             Op::Refresh => h::auth::refresh(app, req).await,
             Op::Logout => h::auth::logout(app, req, who()?).await,
             Op::UsersList => h::users::list(app).await,

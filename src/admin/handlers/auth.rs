@@ -4,8 +4,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{blocking, store};
+use std::time::Instant;
+
 use crate::admin::guard::Caller;
 use crate::admin::http::{ApiError, Reply, Req};
+use crate::admin::throttle::LoginFailures;
 use crate::app::App;
 use crate::auth::jwt::TokenKind;
 use crate::auth::password;
@@ -18,8 +21,14 @@ struct LoginBody {
     password: String,
 }
 
-pub async fn login(app: &App, req: &Req) -> Result<Reply, ApiError> {
+pub async fn login(app: &App, req: &Req, failures: &LoginFailures) -> Result<Reply, ApiError> {
     let body: LoginBody = req.json()?;
+    // Before a password slot is taken: a name under attack costs no hashing.
+    failures
+        .check(&body.username, Instant::now())
+        .map_err(|wait| ApiError::TooManyLogins {
+            retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        })?;
     let store = store(app)?;
     let user = store.get_user_by_name(&body.username).await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
@@ -27,8 +36,12 @@ pub async fn login(app: &App, req: &Req) -> Result<Reply, ApiError> {
         blocking(move || password::verify(&body.password, hash.as_deref().unwrap_or(password::dummy_hash()))).await?;
     let user = match user {
         Some(u) if ok && !u.disabled => u,
-        _ => return Err(ApiError::Unauthorized("wrong username or password")),
+        _ => {
+            failures.failed(&body.username, Instant::now());
+            return Err(ApiError::Unauthorized("wrong username or password"));
+        }
     };
+    failures.succeeded(&body.username);
     let pair = app
         .tokens
         .issue(&user.id, &user.role, user.token_version, now())
