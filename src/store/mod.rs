@@ -88,27 +88,30 @@ pub(crate) fn operation<T, F: std::future::Future<Output = Result<T, StoreError>
 }
 
 /// Runs `$body` with `$c` bound to a pooled connection of whichever backend is configured, within
-/// `OP_TIMEOUT`. `$body` is the operation's future's body: `?` and `return` inside it end the
-/// operation, and its value is the operation's `Result`. A connection whose operation ran out of
-/// time is not put back in the pool (it may be mid-query).
+/// `OP_TIMEOUT` (or the `within` given). `$body` is the operation's future's body: `?` and
+/// `return` inside it end the operation, and its value is the operation's `Result`. A connection
+/// whose operation ran out of time is not put back in the pool (it may be mid-query).
 macro_rules! with_conn {
     ($store:expr, |$c:ident| $body:expr) => {
+        $crate::store::with_conn!($store, within $crate::store::OP_TIMEOUT, |$c| $body)
+    };
+    ($store:expr, within $limit:expr, |$c:ident| $body:expr) => {
         match &$store.db {
             $crate::store::Db::Pg(pool) => {
                 let mut conn = pool.get().await?;
                 let done = {
                     let $c = &mut *conn;
-                    ::tokio::time::timeout($crate::store::OP_TIMEOUT, $crate::store::operation(async { $body })).await
+                    ::tokio::time::timeout($limit, $crate::store::operation(async { $body })).await
                 };
-                $crate::store::settle(done, conn)
+                $crate::store::settle(done, conn, $limit)
             }
             $crate::store::Db::Sqlite(pool) => {
                 let mut conn = pool.get().await?;
                 let done = {
                     let $c = &mut *conn;
-                    ::tokio::time::timeout($crate::store::OP_TIMEOUT, $crate::store::operation(async { $body })).await
+                    ::tokio::time::timeout($limit, $crate::store::operation(async { $body })).await
                 };
-                $crate::store::settle(done, conn)
+                $crate::store::settle(done, conn, $limit)
             }
         }
     };
@@ -140,6 +143,7 @@ impl SnapshotReads for SqliteConn {
 pub(crate) fn settle<T, M: deadpool::managed::Manager>(
     done: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
     conn: deadpool::managed::Object<M>,
+    limit: Duration,
 ) -> Result<T, StoreError> {
     match done {
         Ok(result) => result,
@@ -147,7 +151,7 @@ pub(crate) fn settle<T, M: deadpool::managed::Manager>(
             drop(deadpool::managed::Object::take(conn));
             Err(StoreError::Pool(format!(
                 "no answer from the database within {} s",
-                OP_TIMEOUT.as_secs()
+                limit.as_secs()
             )))
         }
     }

@@ -35,6 +35,9 @@ pub struct ProviderWrite<'a> {
     pub models: Option<&'a [ProviderModelRow]>,
 }
 
+/// How long `rotate-secret` may take to reseal every provider key in its one transaction.
+const RESEAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl Store {
     pub async fn insert_provider(&self, b: &ProviderBundle) -> Result<(), StoreError> {
         with_conn!(self, |c| {
@@ -165,7 +168,9 @@ impl Store {
         const TRIES: usize = 5;
         const CHANGING: &str = "kept changing while it was resealed; run rotate-secret again";
         let (reseal_key, reseal_settings) = (&reseal_key, &reseal_settings);
-        with_conn!(self, |c| {
+        // A command run by hand, once, over every key: a remote database's round trips add up
+        // past the request path's limit with a few hundred keys.
+        with_conn!(self, within RESEAL_TIMEOUT, |c| {
             c.transaction::<_, StoreError, _>(async |c| {
                 let mut done = Resealed::default();
                 let rows: Vec<ProviderRow> = providers::table.select(ProviderRow::as_select()).load(c).await?;
