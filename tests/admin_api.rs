@@ -157,6 +157,20 @@ async fn cross_site_changes_are_refused(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "a rebound name");
+    // Nor may that page read what needs no token (the metrics name every client key); the
+    // operator's own browser may, by address, or by name when the address was typed.
+    let metrics = gw.admin_url("/metrics");
+    let read = |host: String, site: &'static str| {
+        let request = gw
+            .client
+            .get(&metrics)
+            .header("host", host)
+            .header("sec-fetch-site", site);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(read(rebound.clone(), "same-origin").await, 403, "a rebound name");
+    assert_eq!(read(rebound.clone(), "none").await, 200, "typed by the operator");
+    assert_eq!(read(format!("127.0.0.1:{}", gw.admin_port), "same-origin").await, 200);
     // The admin service's own origin (a page it served) may, as may a client that is no browser.
     let own = init.split("/system").next().unwrap().to_string();
     let r = gw

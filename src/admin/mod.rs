@@ -222,11 +222,19 @@ fn is_change(method: &::http::Method) -> bool {
 /// browser names the page's origin (`Origin`, `Sec-Fetch-Site`) on such a request, and it must be
 /// the admin service's own. Clients that are not browsers (curl, SDKs) send neither.
 fn not_cross_site(method: &::http::Method, header: &pingora::http::RequestHeader) -> Result<(), ApiError> {
-    if !is_change(method) {
-        return Ok(());
-    }
     let refused = Err(ApiError::Forbidden("cross-site requests to the admin API are refused"));
     let text = |name: &str| header.headers.get(name).map(|v| v.to_str().unwrap_or("?"));
+    if !is_change(method) {
+        // A page whose name an attacker re-points at this port (DNS rebinding) reads it as its
+        // own origin (`/metrics` names every client key): a read a page made counts only when it
+        // names the port by address or as localhost. An address typed or bookmarked
+        // (`Sec-Fetch-Site: none`) is the operator's own.
+        let page_made = text("sec-fetch-site").is_some_and(|s| !s.eq_ignore_ascii_case("none"));
+        if page_made && !text("host").is_some_and(host_is_address) {
+            return refused;
+        }
+        return Ok(());
+    }
     if text("sec-fetch-site")
         .is_some_and(|s| s.eq_ignore_ascii_case("cross-site") || s.eq_ignore_ascii_case("same-site"))
     {
