@@ -893,6 +893,16 @@ async fn odd_text_is_refused_or_read_as_meant(backend: Backend) {
     let (s, v) = send(&gw, Method::GET, "/providers/caf%C3%A9", None).await;
     assert_eq!((s, &v["id"]), (200, &json!("café")), "{v}");
     assert_eq!(send(&gw, Method::DELETE, "/providers/caf%C3%A9", None).await.0, 204);
+    // A session named as a response's pin is no session: it would move that response's
+    // continuations. (Sent first: the binding below, once there, shows this one would be too.)
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            chat_body("gpt-a"),
+            &[("x-session-id", "response:resp_1")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
     // A session id with a space and a slash, as a client may send it.
     let sid = "conv 1/a";
     let r = gw
@@ -903,6 +913,12 @@ async fn odd_text_is_refused_or_read_as_meant(backend: Backend) {
         send(&gw, Method::GET, "/routing/sessions/conv%201%2Fa", None).await.0 == 200
     })
     .await;
+    assert_eq!(
+        send(&gw, Method::GET, "/routing/sessions/response%3Aresp_1", None)
+            .await
+            .0,
+        404
+    );
     // NUL in a path segment names nothing, on PostgreSQL (which refuses it in text) as on SQLite.
     let admin = gw.admin().await;
     for (method, path) in [

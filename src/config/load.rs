@@ -220,6 +220,9 @@ fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>
     Ok(())
 }
 
+/// The longest time model lists are kept before they are discovered again.
+const MAX_MODELS_CACHE_TTL_S: u64 = 30 * 86_400;
+
 fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
     let s = &config.server;
     let mut addrs = Vec::with_capacity(2);
@@ -272,6 +275,14 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
     // there: a longer first wait would shrink on the first failed probe.
     if s.circuit_open_s == 0 || s.circuit_open_s > 300 {
         return Err(origin.err("server.circuit_open_s", "must be between 1 and 300 seconds"));
+    }
+    // Past that, timer arithmetic overflows (the discovery task would stop) and Redis refuses
+    // the expiry.
+    if s.models_cache_ttl_s == 0 || s.models_cache_ttl_s > MAX_MODELS_CACHE_TTL_S {
+        return Err(origin.err(
+            "server.models_cache_ttl_s",
+            format!("must be between 1 and {MAX_MODELS_CACHE_TTL_S} seconds (30 days)"),
+        ));
     }
     if let Some(tz) = &s.log_timezone {
         if tz.parse::<chrono_tz::Tz>().is_err() {
@@ -402,6 +413,15 @@ mod tests {
             .to_string();
         assert!(e.contains("server.circuit_open_s: must be between 1 and 300"), "{e}");
         assert!(load_text("server: {circuit_open_s: 300}\n", &env).is_ok());
+        for ttl in ["0", "2592001", "18446744073709551615"] {
+            let e = load_text(&format!("server: {{models_cache_ttl_s: {ttl}}}\n"), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("server.models_cache_ttl_s: must be between 1 and 2592000"),
+                "{e}"
+            );
+        }
     }
 
     /// `${VAR:-}` in a compose file or a template sets every variable it does not use to "".

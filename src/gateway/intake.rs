@@ -393,7 +393,9 @@ pub fn route(
             session
                 .get_header(*h)
                 .and_then(|v| v.to_str().ok())
-                .filter(|s| !s.is_empty())
+                // The `response:` keys hold the pins of Responses answers (`session::response_key`):
+                // a client naming its session so would move another client's continuations.
+                .filter(|s| !s.is_empty() && !super::session::is_response_key(s))
         })
         .map(|s| super::session::session_key(s).to_string());
     if let Some(inspected) = ctx.inspected.as_ref().filter(|_| {
