@@ -327,6 +327,30 @@ async fn redis_outage_is_survived_and_resynchronised() {
     assert!(a.logs().contains("shared state (redis) is back"));
 }
 
+/// Redis's host vanishes without a reset reaching the gateway, and a new one answers at the same
+/// address (a failover behind one name): the dead connection is given up and a new one made, so
+/// the replica is back on shared state within a probe or two, not after TCP's own give-up
+/// (minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_gone_without_a_reset_is_reconnected() {
+    let (ma, mb) = (Mock::start("alpha", &["m"]).await, Mock::start("beta", &["m"]).await);
+    let prefix = RedisPrefix::new();
+    let relay = TcpRelay::start("127.0.0.1:6379".parse().unwrap()).await;
+    let via_relay = format!("redis://127.0.0.1:{}/0", relay.port);
+    let a = Gateway::start_on(Backend::Sqlite, &yaml(&ma, &mb), &env(&prefix.0, &via_relay)).await;
+    let key = mint(&a, Some(1000)).await;
+    assert_eq!(call(&a, &key, Some("before")).await.0, 200);
+    relay.vanish();
+    for i in 0..3 {
+        assert_eq!(call(&a, &key, Some(&format!("during-{i}"))).await.0, 200);
+    }
+    until("back on redis", Duration::from_secs(5), async || {
+        a.logs().contains("shared state (redis) is back")
+    })
+    .await;
+    assert!(a.logs().contains("shared state (redis) unavailable"));
+}
+
 /// PostgreSQL stops: the proxy keeps serving from the in-memory snapshot (minted keys included),
 /// admin writes fail with 503 and a clear message and leave nothing behind; once it is back,
 /// writes work again.

@@ -422,17 +422,16 @@ impl State {
     pub(super) async fn probe(&self) -> bool {
         let Some(b) = self.shared_any() else { return false };
         let wait = self.settings.timeout.max(Duration::from_millis(200));
-        match tokio::time::timeout(wait, b.heartbeat(&self.replica_id)).await {
-            Ok(Ok(_)) => true,
-            Ok(Err(e)) => {
-                self.failed(&e);
-                false
-            }
-            Err(_) => {
-                self.failed(&StateError::Timeout(self.settings.timeout));
-                false
-            }
-        }
+        let failure = match tokio::time::timeout(wait, b.heartbeat(&self.replica_id)).await {
+            Ok(Ok(_)) => return true,
+            Ok(Err(e)) => e,
+            Err(_) => StateError::Timeout(self.settings.timeout),
+        };
+        self.failed(&failure);
+        // A Redis whose host vanished leaves a connection that only times out, for as long as
+        // TCP keeps it (minutes): the next probe goes on a new one.
+        b.reconnect();
+        false
     }
 }
 

@@ -122,6 +122,9 @@ pub trait StateBackend: Send + Sync {
 
     /// Says this replica is alive; returns how many replicas are.
     async fn heartbeat(&self, replica: &str) -> Result<u32, StateError>;
+    /// Gives up the connection for a new one (a failed probe: the old one may be dead without
+    /// having been told).
+    fn reconnect(&self) {}
 
     /// Tells every replica that the configuration changed.
     async fn publish_change(&self) -> Result<(), StateError>;

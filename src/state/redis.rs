@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
@@ -23,7 +24,10 @@ impl From<redis::RedisError> for StateError {
 }
 
 pub struct RedisBackend {
-    conn: ConnectionManager,
+    /// Replaced when a probe fails (`reconnect`): the manager reconnects by itself only when its
+    /// connection errs, never when it merely goes silent (a host gone without a reset).
+    conn: ArcSwap<ConnectionManager>,
+    config: ConnectionManagerConfig,
     client: redis::Client,
     prefix: String,
     admit: Script,
@@ -53,9 +57,10 @@ impl RedisBackend {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
         Ok(Self {
-            conn,
+            conn: ArcSwap::from_pointee(conn),
+            config,
             client,
             prefix: prefix.to_string(),
             admit: Script::new(scripts::ADMIT),
@@ -64,6 +69,10 @@ impl RedisBackend {
             sync_health: Script::new(scripts::SYNC_HEALTH),
             heartbeat: Script::new(scripts::HEARTBEAT),
         })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        ConnectionManager::clone(&self.conn.load())
     }
 
     /// For the subscriber's own connection (pub/sub needs one of its own).
@@ -99,7 +108,7 @@ impl StateBackend for RedisBackend {
         let (user_bucket, user_rate) = q.user_limit.unwrap_or(("", 0));
         let (session, model) = q.session.unwrap_or(("", ""));
         let (pin, pin_model) = q.pin.unwrap_or(("", ""));
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let (allowed, wait_ms, binding, pinned): (i64, i64, Option<String>, Option<String>) = self
             .admit
             .key(self.key(&["rl", bucket]))
@@ -127,7 +136,7 @@ impl StateBackend for RedisBackend {
         at_ms: u64,
         ttl: Duration,
     ) -> Result<(), StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bind
             .key(self.key(&["sess", session]))
             .key(self.key(&["sess_at", session]))
@@ -141,13 +150,13 @@ impl StateBackend for RedisBackend {
     }
 
     async fn bindings(&self, session: &str) -> Result<Vec<(String, String)>, StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let map: std::collections::BTreeMap<String, String> = conn.hgetall(self.key(&["sess", session])).await?;
         Ok(map.into_iter().collect())
     }
 
     async fn unbind(&self, session: &str) -> Result<bool, StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let (n, _): (i64, i64) = redis::pipe()
             .del(self.key(&["sess", session]))
             .del(self.key(&["sess_at", session]))
@@ -163,7 +172,7 @@ impl StateBackend for RedisBackend {
         entry: &str,
         limits: ContextLimits,
     ) -> Result<(), StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let _: i64 = self
             .push_context
             .key(self.key(&["ctx", owner, session]))
@@ -176,13 +185,13 @@ impl StateBackend for RedisBackend {
     }
 
     async fn context(&self, owner: &str, session: &str) -> Result<Vec<String>, StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         Ok(conn.lrange(self.key(&["ctx", owner, session]), 0, -1).await?)
     }
 
     async fn put_models(&self, provider: &str, models: &[String], ttl: Duration) -> Result<(), StateError> {
         let body = serde_json::to_string(models).map_err(|e| StateError::Reply(e.to_string()))?;
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let _: () = conn
             .pset_ex(self.key(&["models", provider]), body, ttl.as_millis().max(1) as u64)
             .await?;
@@ -190,7 +199,7 @@ impl StateBackend for RedisBackend {
     }
 
     async fn models(&self, provider: &str) -> Result<Option<Vec<String>>, StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let body: Option<String> = conn.get(self.key(&["models", provider])).await?;
         body.map(|b| serde_json::from_str(&b).map_err(|e| StateError::Reply(e.to_string())))
             .transpose()
@@ -202,7 +211,7 @@ impl StateBackend for RedisBackend {
         deltas: &[(String, HealthDelta)],
     ) -> Result<Vec<(String, SharedHealth)>, StateError> {
         let batch = serde_json::to_string(deltas).map_err(|e| StateError::Reply(e.to_string()))?;
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let flat: Vec<String> = self
             .sync_health
             .key(self.key(&["health"]))
@@ -227,8 +236,16 @@ impl StateBackend for RedisBackend {
         Ok(out)
     }
 
+    fn reconnect(&self) {
+        // Lazy: the new connection is made by the next call, the old one dropped with its manager.
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(conn) => self.conn.store(std::sync::Arc::new(conn)),
+            Err(e) => tracing::debug!(error = %e, "a new redis connection could not be set up"),
+        }
+    }
+
     async fn heartbeat(&self, replica: &str) -> Result<u32, StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let n: u32 = self
             .heartbeat
             .key(self.key(&["replicas"]))
@@ -240,13 +257,13 @@ impl StateBackend for RedisBackend {
     }
 
     async fn publish_change(&self) -> Result<(), StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let _: i64 = conn.publish(self.changes_channel(), "config").await?;
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
     }

@@ -18,6 +18,8 @@ struct Control {
     refuse: AtomicBool,
     /// Bumped on every cut and restore: connections of an older generation close.
     generation: AtomicU64,
+    /// Connections of a generation below this one stay open and silent for good (`vanish`).
+    silent_below: AtomicU64,
 }
 
 pub struct TcpRelay {
@@ -50,6 +52,14 @@ impl TcpRelay {
     pub fn stop(&self) {
         self.control.refuse.store(true, Ordering::SeqCst);
         self.control.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The host behind the address vanished without a word and another took its place (a VM
+    /// lost, a failover behind the same name): live connections stay open and silent for good,
+    /// as no reset ever reaches them; new ones are forwarded.
+    pub fn vanish(&self) {
+        let next = self.control.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.control.silent_below.store(next, Ordering::SeqCst);
     }
 
     /// The service is back: held connections are closed (clients reconnect), new ones forwarded.
@@ -85,6 +95,12 @@ async fn relay(mut client: TcpStream, target: SocketAddr, c: Arc<Control>) {
     let (mut a, mut b) = ([0u8; 16384], [0u8; 16384]);
     loop {
         if !current() {
+            if generation < c.silent_below.load(Ordering::SeqCst) {
+                // Silent for good (the relay's tasks end with the test).
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
             if c.cut.load(Ordering::SeqCst) {
                 // Cut mid-connection: stay open and silent until restored, then close.
                 while c.cut.load(Ordering::SeqCst) {
