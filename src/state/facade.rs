@@ -250,26 +250,37 @@ impl State {
                 return;
             }
         }
-        self.hold_back(
-            &self.pending_bindings,
-            PendingBinding {
+        if self.is_shared() {
+            let mut pending = self.pending_bindings.lock();
+            // The session's latest decision for the model is the one to write back: one queued
+            // entry per session and model, and when the queue is full the oldest gives way.
+            pending.retain(|p| *p.session != *session || *p.model != *model);
+            if pending.len() >= MAX_PENDING {
+                pending.remove(0);
+            }
+            pending.push(PendingBinding {
                 session: session.into(),
                 model: model.into(),
                 upstream: upstream.into(),
                 at,
-            },
-        );
+            });
+        }
     }
 
     /// Writes back what was recorded while Redis was down: bindings each as of when it was
-    /// decided (one another replica replaced meanwhile stays replaced), then context entries.
+    /// decided (one another replica replaced meanwhile stays replaced) and for what is left of its
+    /// time (one that has expired meanwhile is not brought back), then context entries.
     pub(super) async fn replay(&self) {
         let Some(b) = self.shared_any() else { return };
         let ttl = self.settings.session_ttl;
         self.write_back(&self.pending_bindings, "session bindings", |p: PendingBinding| {
             let b = b.clone();
             async move {
-                self.bounded(b.bind(&p.session, &p.model, &p.upstream, p.at, ttl))
+                let age = Duration::from_millis(unix_ms().saturating_sub(p.at));
+                let Some(left) = ttl.checked_sub(age).filter(|left| !left.is_zero()) else {
+                    return true;
+                };
+                self.bounded(b.bind(&p.session, &p.model, &p.upstream, p.at, left))
                     .await
                     .is_some()
             }

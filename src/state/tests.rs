@@ -541,6 +541,29 @@ async fn bindings_made_during_an_outage_survive_a_second_outage_mid_resync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_writes_back_each_session_s_latest_binding_once() {
+    let (state, shared) = state_over_flaky_writes();
+    // Redis is down: s1 fails over twice, s2 binds once.
+    state.bind("s1", "m", "p/first").await;
+    state.bind("s2", "m", "p/two").await;
+    state.bind("s1", "m", "p/second").await;
+    state.bind("s1", "m", "p/third").await;
+    assert!(!state.shared_up());
+    // Two writes are all Redis takes: both bindings go, the latest of s1's.
+    shared.writes_allowed.store(2, std::sync::atomic::Ordering::SeqCst);
+    assert!(state.answered());
+    state.replay().await;
+    assert_eq!(
+        shared.inner.bindings("s1").await.unwrap(),
+        [("m".to_string(), "p/third".to_string())]
+    );
+    assert_eq!(
+        shared.inner.bindings("s2").await.unwrap(),
+        [("m".to_string(), "p/two".to_string())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binding_written_back_after_an_outage_does_not_replace_a_newer_one() {
     let (state, shared) = state_over_flaky_writes();
     // Redis is down: this replica binds s1 and s2; queued.
