@@ -196,6 +196,9 @@ impl BackgroundService for StateService {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut registered = Instant::now();
         let mut resyncing: Option<tokio::task::JoinHandle<()>> = None;
+        // A recovery while a resync still runs (Redis went away again during it) wants one more
+        // once it ends: what the outage queued after the running one took its queues.
+        let mut resync_wanted = false;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -205,9 +208,11 @@ impl BackgroundService for StateService {
                             continue;
                         }
                         registered = Instant::now();
-                        if resyncing.as_ref().is_none_or(|r| r.is_finished()) {
-                            resyncing = Some(tokio::spawn(resync(self.app.clone())));
-                        }
+                        resync_wanted = true;
+                    }
+                    if resync_wanted && resyncing.as_ref().is_none_or(|r| r.is_finished()) {
+                        resync_wanted = false;
+                        resyncing = Some(tokio::spawn(resync(self.app.clone())));
                     }
                     self.sync_health(&mut outbox).await;
                 }
