@@ -347,14 +347,15 @@ impl State {
 
     /// Drops a session's bindings everywhere; `Err` when Redis cannot be asked.
     pub async fn unbind(&self, session: &str) -> Result<bool, StateError> {
-        let local = self.local.unbind(session).await.unwrap_or(false);
+        let (at, ttl) = (unix_ms(), self.settings.session_ttl);
+        let local = self.local.unbind(session, at, ttl).await.unwrap_or(false);
         self.pending_bindings.lock().retain(|p| &*p.session != session);
         if !self.is_shared() {
             return Ok(local);
         }
         let b = self.shared().ok_or_else(|| StateError::Redis("unavailable".into()))?;
         let shared = self
-            .bounded(b.unbind(session))
+            .bounded(b.unbind(session, at, ttl))
             .await
             .ok_or(StateError::Timeout(self.settings.timeout))?;
         Ok(shared || local)

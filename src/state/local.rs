@@ -150,7 +150,8 @@ impl StateBackend for LocalBackend {
         Ok(out)
     }
 
-    async fn unbind(&self, session: &str) -> Result<bool, StateError> {
+    /// This replica's own map only: what it queued for Redis is the facade's to drop.
+    async fn unbind(&self, session: &str, _at_ms: u64, _ttl: Duration) -> Result<bool, StateError> {
         let removed = self.bindings.lock().remove(session);
         Ok(removed.is_some_and(|e| e.until > Instant::now() && !e.value.is_empty()))
     }

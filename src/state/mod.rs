@@ -90,8 +90,10 @@ pub trait StateBackend: Send + Sync {
     /// Every binding of the session: (model, upstream), sorted by model.
     async fn bindings(&self, session: &str) -> Result<Vec<(String, String)>, StateError>;
 
-    /// Drops every binding of the session; says whether there was one.
-    async fn unbind(&self, session: &str) -> Result<bool, StateError>;
+    /// Drops every binding of the session; says whether there was one. A binding decided before
+    /// `at_ms` (one another replica writes back after an outage) is refused for `ttl`: the drop
+    /// holds on every replica.
+    async fn unbind(&self, session: &str, at_ms: u64, ttl: Duration) -> Result<bool, StateError>;
 
     /// Appends a context entry (JSON) for this client key's session, keeping the newest `max_entries`.
     async fn push_context(

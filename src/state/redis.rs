@@ -155,11 +155,15 @@ impl StateBackend for RedisBackend {
         Ok(map.into_iter().collect())
     }
 
-    async fn unbind(&self, session: &str) -> Result<bool, StateError> {
+    async fn unbind(&self, session: &str, at_ms: u64, ttl: Duration) -> Result<bool, StateError> {
         let mut conn = self.conn();
-        let (n, _): (i64, i64) = redis::pipe()
+        // The drop's time under the field no model has (`""`), which BIND reads as the earliest
+        // decision it takes.
+        let at = self.key(&["sess_at", session]);
+        let (n, _, _): (i64, i64, i64) = redis::pipe()
             .del(self.key(&["sess", session]))
-            .del(self.key(&["sess_at", session]))
+            .hset(&at, "", at_ms)
+            .pexpire(&at, ttl.as_millis() as i64)
             .query_async(&mut conn)
             .await?;
         Ok(n > 0)

@@ -6,7 +6,8 @@
 /// binding written back after an outage from replacing a newer one.)
 pub const BIND: &str = r#"
 local at = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if at > tonumber(ARGV[3]) then
+local dropped = tonumber(redis.call('HGET', KEYS[2], '') or '0')
+if at > tonumber(ARGV[3]) or dropped > tonumber(ARGV[3]) then
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])

@@ -169,8 +169,8 @@ async fn session_bindings(b: &dyn StateBackend) {
             ("smart".to_string(), "beta/gpt-b".to_string())
         ]
     );
-    assert!(b.unbind("s1").await.unwrap());
-    assert!(!b.unbind("s1").await.unwrap());
+    assert!(b.unbind("s1", 0, Duration::from_secs(60)).await.unwrap());
+    assert!(!b.unbind("s1", 0, Duration::from_secs(60)).await.unwrap());
     assert!(b.bindings("s1").await.unwrap().is_empty());
     // Bindings expire.
     b.bind("s2", "fast", "alpha/gpt-a", 1_000, Duration::from_millis(100))
@@ -204,9 +204,18 @@ async fn an_older_binding_never_replaces_a_newer_one(b: &dyn StateBackend) {
             ("smart".to_string(), "alpha/gpt-a".to_string())
         ]
     );
-    // Unbound, the session starts afresh: any decision is taken.
-    assert!(b.unbind("s1").await.unwrap());
-    b.bind("s1", "fast", "alpha/gpt-a", 1_000, ttl).await.unwrap();
+    // Unbound at t=3500, the session starts afresh: a decision from before is not taken (another
+    // replica writing back after an outage), a later one is.
+    assert!(b.unbind("s1", 3_500, ttl).await.unwrap());
+    b.bind("s1", "fast", "alpha/gpt-a", 3_400, ttl).await.unwrap();
+    if b.name() == "redis" {
+        assert_eq!(
+            b.admit(fast).await.unwrap().binding,
+            None,
+            "a drop holds on every replica"
+        );
+    }
+    b.bind("s1", "fast", "alpha/gpt-a", 4_000, ttl).await.unwrap();
     assert_eq!(b.admit(fast).await.unwrap().binding.as_deref(), Some("alpha/gpt-a"));
 }
 both!(an_older_binding_never_replaces_a_newer_one);
@@ -447,8 +456,8 @@ impl StateBackend for FlakyWrites {
     async fn bindings(&self, session: &str) -> Result<Vec<(String, String)>, StateError> {
         self.inner.bindings(session).await
     }
-    async fn unbind(&self, session: &str) -> Result<bool, StateError> {
-        self.inner.unbind(session).await
+    async fn unbind(&self, session: &str, at_ms: u64, ttl: Duration) -> Result<bool, StateError> {
+        self.inner.unbind(session, at_ms, ttl).await
     }
     async fn push_context(
         &self,
