@@ -190,6 +190,13 @@ impl State {
         };
         match result {
             Ok(v) => Some(v),
+            // Redis answered, with something this replica cannot read (a key another version
+            // wrote, say): no outage, and no reason to leave shared state for local.
+            Err(e @ StateError::Reply(_)) => {
+                self.errors.with_label_values(&["redis"]).inc();
+                tracing::warn!(error = %e, "a shared state reply could not be read");
+                None
+            }
             Err(e) => {
                 self.failed(&e);
                 None

@@ -428,6 +428,8 @@ async fn facade_falls_back_when_redis_is_unreachable() {
 struct FlakyWrites {
     inner: LocalBackend,
     writes_allowed: std::sync::atomic::AtomicUsize,
+    /// Writes are answered with a reply that cannot be read.
+    garbled: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -447,6 +449,9 @@ impl StateBackend for FlakyWrites {
         ttl: Duration,
     ) -> Result<(), StateError> {
         use std::sync::atomic::Ordering::SeqCst;
+        if self.garbled.load(SeqCst) {
+            return Err(StateError::Reply("an integer was expected".into()));
+        }
         let allowed = self.writes_allowed.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
         match allowed {
             Ok(_) => self.inner.bind(session, model, upstream, at_ms, ttl).await,
@@ -547,6 +552,17 @@ async fn bindings_made_during_an_outage_survive_a_second_outage_mid_resync() {
     shared.writes_allowed.store(10, std::sync::atomic::Ordering::SeqCst);
     state.replay().await;
     assert_eq!(shared.writes_allowed.load(std::sync::atomic::Ordering::SeqCst), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_cannot_be_read_is_no_outage() {
+    let (state, shared) = state_over_flaky_writes();
+    shared.writes_allowed.store(10, std::sync::atomic::Ordering::SeqCst);
+    state.bind("s0", "m", "p/a").await;
+    assert!(state.shared_up());
+    shared.garbled.store(true, std::sync::atomic::Ordering::SeqCst);
+    state.bind("s1", "m", "p/b").await;
+    assert!(state.shared_up(), "Redis answered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
