@@ -309,16 +309,6 @@ impl State {
         .await;
     }
 
-    /// Queues what Redis missed, to write back when it answers (nothing to queue without Redis).
-    fn hold_back<T>(&self, queue: &Mutex<Vec<T>>, item: T) {
-        if self.is_shared() {
-            let mut pending = queue.lock();
-            if pending.len() < MAX_PENDING {
-                pending.push(item);
-            }
-        }
-    }
-
     /// Writes `queue` back in order; if Redis goes away again, what was not written stays queued
     /// for the next resync.
     async fn write_back<T: Clone, W: std::future::Future<Output = bool>>(
@@ -380,14 +370,25 @@ impl State {
             }
         }
         let _ = self.local.push_context(owner, session, entry, limits).await;
-        self.hold_back(
-            &self.pending_contexts,
-            PendingContext {
+        if self.is_shared() {
+            let mut pending = self.pending_contexts.lock();
+            // Redis keeps a session's newest `max_entries`: older ones queued for it would only be
+            // trimmed there. When the queue is full the oldest entry gives way.
+            let of_session = |p: &PendingContext| *p.owner == *owner && *p.session == *session;
+            if pending.iter().filter(|p| of_session(p)).count() >= limits.max_entries {
+                if let Some(oldest) = pending.iter().position(of_session) {
+                    pending.remove(oldest);
+                }
+            }
+            if pending.len() >= MAX_PENDING {
+                pending.remove(0);
+            }
+            pending.push(PendingContext {
                 owner: owner.into(),
                 session: session.into(),
                 entry: entry.into(),
-            },
-        );
+            });
+        }
     }
 
     /// The session context this client key wrote (Redis's, or the local one when Redis is out).

@@ -555,6 +555,31 @@ async fn bindings_made_during_an_outage_survive_a_second_outage_mid_resync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_writes_back_each_session_s_newest_context() {
+    let (state, shared) = state_over_flaky_writes();
+    let max = state.settings.context.max_entries;
+    // Redis is down: one session writes more than it keeps, another writes once.
+    for i in 0..max + 5 {
+        state.push_context("k", "s1", &format!("{{\"n\":{i}}}")).await;
+    }
+    state.push_context("k", "s2", r#"{"n":"only"}"#).await;
+    assert!(!state.shared_up());
+    // Back with room for exactly what Redis would keep: all of it goes.
+    shared
+        .writes_allowed
+        .store(max + 1, std::sync::atomic::Ordering::SeqCst);
+    assert!(state.answered());
+    state.replay().await;
+    let s1 = shared.inner.context("k", "s1").await.unwrap();
+    assert_eq!(s1.len(), max);
+    assert_eq!(
+        s1.last().map(String::as_str),
+        Some(format!("{{\"n\":{}}}", max + 4).as_str())
+    );
+    assert_eq!(shared.inner.context("k", "s2").await.unwrap(), [r#"{"n":"only"}"#]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_that_cannot_be_read_is_no_outage() {
     let (state, shared) = state_over_flaky_writes();
     shared.writes_allowed.store(10, std::sync::atomic::Ordering::SeqCst);
