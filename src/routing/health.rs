@@ -173,6 +173,18 @@ pub struct HealthView {
     pub circuit: &'static str,
 }
 
+/// A success closes the circuit; one that a probe earned is remembered, so failing again soon after
+/// waits twice the probe's wait.
+fn close(s: &mut State) {
+    if s.circuit != Circuit::Closed {
+        s.pending.closed_circuit = true;
+    }
+    if let Circuit::HalfOpen { backoff, .. } = s.circuit {
+        s.probe_closed = Some((Instant::now(), backoff));
+    }
+    s.circuit = Circuit::Closed;
+}
+
 impl UpstreamHealth {
     pub fn new(policy: HealthPolicy) -> Self {
         Self {
@@ -269,16 +281,12 @@ impl UpstreamHealth {
     /// The probe claimed at `claimed_at` had its answer whole: the circuit closes.
     pub fn confirm_probe(&self, claimed_at: Instant) {
         let mut s = self.state.lock();
-        if let Circuit::HalfOpen { since, backoff } = s.circuit {
-            if since == claimed_at {
-                s.pending.closed_circuit = true;
-                s.probe_closed = Some((Instant::now(), backoff));
-                s.circuit = Circuit::Closed;
-            }
+        if matches!(s.circuit, Circuit::HalfOpen { since, .. } if since == claimed_at) {
+            close(&mut s);
         }
     }
 
-    fn succeed(&self, latency: Duration, close: bool) -> u32 {
+    fn succeed(&self, latency: Duration, close_circuit: bool) -> u32 {
         let mut s = self.state.lock();
         let ms = latency.as_secs_f64() * 1000.0;
         s.latency_ewma_ms = Some(match s.latency_ewma_ms {
@@ -291,16 +299,9 @@ impl UpstreamHealth {
         let ended = std::mem::take(&mut s.consecutive_failures);
         // A cool-down stays: it is the upstream's word on when to ask again, and an answer now
         // comes from a request sent before it (none is sent during one).
-        if !close {
-            return ended;
+        if close_circuit {
+            close(&mut s);
         }
-        if s.circuit != Circuit::Closed {
-            s.pending.closed_circuit = true;
-        }
-        if let Circuit::HalfOpen { backoff, .. } = s.circuit {
-            s.probe_closed = Some((Instant::now(), backoff));
-        }
-        s.circuit = Circuit::Closed;
         ended
     }
 
@@ -465,8 +466,8 @@ type UpstreamKey = (Arc<str>, Arc<str>);
 pub struct HealthRegistry {
     policy: HealthPolicy,
     upstreams: RwLock<HashMap<UpstreamKey, Arc<UpstreamHealth>>>,
-    /// The entries of names their provider does not list (`get_unlisted`).
-    unlisted: Mutex<std::collections::HashSet<UpstreamKey>>,
+    /// How many entries each provider has for names it does not list (`get_unlisted`).
+    unlisted: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 /// Names a provider does not list (Azure deployments, which no `/models` names) that get a health
@@ -482,29 +483,25 @@ impl HealthRegistry {
         Self {
             policy,
             upstreams: RwLock::new(HashMap::new()),
-            unlisted: Mutex::new(std::collections::HashSet::new()),
+            unlisted: Mutex::new(HashMap::new()),
         }
     }
 
     /// The health of `model` at `provider`, a name the provider does not list: its own while the
     /// provider has fewer than [`UNLISTED_PER_PROVIDER`] such names, else the shared one. One
     /// deployment's 429 or failures then do not rest the provider's other deployments.
-    pub fn get_unlisted(&self, provider: &Arc<str>, model: &str) -> Arc<UpstreamHealth> {
-        let key: UpstreamKey = (provider.clone(), model.into());
-        if let Some(h) = self.upstreams.read().get(&key) {
+    pub fn get_unlisted(&self, provider: &Arc<str>, model: &Arc<str>) -> Arc<UpstreamHealth> {
+        if let Some(h) = self.upstreams.read().get(&(provider.clone(), model.clone())) {
             return h.clone();
         }
         let own = {
             let mut unlisted = self.unlisted.lock();
-            let own = unlisted.contains(&key)
-                || unlisted.iter().filter(|(p, _)| p == provider).count() < UNLISTED_PER_PROVIDER;
-            if own {
-                unlisted.insert(key.clone());
-            }
-            own
+            let n = unlisted.entry(provider.clone()).or_default();
+            *n += 1;
+            *n <= UNLISTED_PER_PROVIDER
         };
         match own {
-            true => self.get(provider, &key.1),
+            true => self.get(provider, model),
             false => self.get(provider, &UNLISTED_SHARED.into()),
         }
     }

@@ -257,21 +257,18 @@ impl State {
                 return;
             }
         }
-        if self.is_shared() {
-            let mut pending = self.pending_bindings.lock();
-            // The session's latest decision for the model is the one to write back: one queued
-            // entry per session and model, and when the queue is full the oldest gives way.
-            pending.retain(|p| *p.session != *session || *p.model != *model);
-            if pending.len() >= MAX_PENDING {
-                pending.remove(0);
-            }
-            pending.push(PendingBinding {
+        // The session's latest decision for the model is the one to write back.
+        self.hold_back(
+            &self.pending_bindings,
+            PendingBinding {
                 session: session.into(),
                 model: model.into(),
                 upstream: upstream.into(),
                 at,
-            });
-        }
+            },
+            1,
+            |p| *p.session == *session && *p.model == *model,
+        );
     }
 
     /// Writes back what was recorded while Redis was down: bindings each as of when it was
@@ -307,6 +304,27 @@ impl State {
             },
         )
         .await;
+    }
+
+    /// Queues what Redis missed, to write back when it answers (nothing to queue without Redis):
+    /// at most `keep` items `alike` (of one session, say), and at most [MAX_PENDING] in all, the
+    /// oldest giving way, so what is written back is what Redis would have kept.
+    fn hold_back<T>(&self, queue: &Mutex<Vec<T>>, item: T, keep: usize, alike: impl Fn(&T) -> bool) {
+        if !self.is_shared() {
+            return;
+        }
+        let mut pending = queue.lock();
+        let mut same = pending.iter().filter(|p| alike(p)).count();
+        while same >= keep.max(1) {
+            if let Some(oldest) = pending.iter().position(&alike) {
+                pending.remove(oldest);
+            }
+            same -= 1;
+        }
+        if pending.len() >= MAX_PENDING {
+            pending.remove(0);
+        }
+        pending.push(item);
     }
 
     /// Writes `queue` back in order; if Redis goes away again, what was not written stays queued
@@ -370,25 +388,18 @@ impl State {
             }
         }
         let _ = self.local.push_context(owner, session, entry, limits).await;
-        if self.is_shared() {
-            let mut pending = self.pending_contexts.lock();
-            // Redis keeps a session's newest `max_entries`: older ones queued for it would only be
-            // trimmed there. When the queue is full the oldest entry gives way.
-            let of_session = |p: &PendingContext| *p.owner == *owner && *p.session == *session;
-            if pending.iter().filter(|p| of_session(p)).count() >= limits.max_entries {
-                if let Some(oldest) = pending.iter().position(of_session) {
-                    pending.remove(oldest);
-                }
-            }
-            if pending.len() >= MAX_PENDING {
-                pending.remove(0);
-            }
-            pending.push(PendingContext {
+        // Redis keeps a session's newest `max_entries`: older ones queued for it would only be
+        // trimmed there.
+        self.hold_back(
+            &self.pending_contexts,
+            PendingContext {
                 owner: owner.into(),
                 session: session.into(),
                 entry: entry.into(),
-            });
-        }
+            },
+            limits.max_entries,
+            |p| *p.owner == *owner && *p.session == *session,
+        );
     }
 
     /// The session context this client key wrote (Redis's, or the local one when Redis is out).

@@ -127,24 +127,23 @@ fn carries_content(from: WireFormat, event: Option<&str>, data: &str) -> bool {
     match from {
         WireFormat::OpenAiChat => {
             let bytes = data.as_bytes();
-            // A string value that is not empty, or any tool call.
-            let filled = |key: &Finder| {
+            // Each value of `key` (what follows it and its colon) passes `check`.
+            let any_value = |key: &Finder, check: fn(&[u8]) -> bool| {
                 key.find_iter(bytes).any(|at| {
                     let after = bytes[at + key.needle().len()..].trim_ascii_start();
-                    let value = after.strip_prefix(b":").unwrap_or(after).trim_ascii_start();
-                    value.first() == Some(&b'"') && value.get(1).is_some_and(|b| *b != b'"')
+                    after.strip_prefix(b":").is_some_and(|v| check(v.trim_ascii_start()))
+                })
+            };
+            // A string value that is not empty.
+            let filled = |key: &Finder| {
+                any_value(key, |v| {
+                    v.first() == Some(&b'"') && v.get(1).is_some_and(|b| *b != b'"')
                 })
             };
             // A list that is not empty: tool calls, or images the model made.
             let listed = |key: &Finder| {
-                key.find_iter(bytes).any(|at| {
-                    let after = bytes[at + key.needle().len()..].trim_ascii_start();
-                    let Some(value) = after.strip_prefix(b":") else {
-                        return false;
-                    };
-                    value
-                        .trim_ascii_start()
-                        .strip_prefix(b"[")
+                any_value(key, |v| {
+                    v.strip_prefix(b"[")
                         .is_some_and(|v| v.trim_ascii_start().first() != Some(&b']'))
                 })
             };
