@@ -86,6 +86,13 @@ async fn log_in(gw: &Gateway, username: &str, password: &str) -> Value {
     r.json().await.unwrap()
 }
 
+/// A POST with no token, and its status and JSON answer.
+async fn post_public(gw: &Gateway, path: &str, body: Value) -> (u16, Value) {
+    let r = gw.client.post(gw.admin_url(path)).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 /// The statuses of requests sent all at once.
 async fn statuses_of(
     tries: impl Iterator<Item = impl std::future::Future<Output = reqwest::Result<reqwest::Response>>>,
@@ -228,25 +235,11 @@ async fn bootstrap_login_refresh_logout(backend: Backend) {
     assert_eq!(as_token(&gw, &refresh, Method::GET, "/users", None).await.0, 401);
 
     // Refresh rotates: the new pair works, the old refresh token is revoked.
-    let r = gw
-        .client
-        .post(gw.admin_url("/auth/refresh"))
-        .json(&json!({"refresh_token": refresh}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let pair: Value = r.json().await.unwrap();
+    let (status, pair) = post_public(&gw, "/auth/refresh", json!({"refresh_token": refresh})).await;
+    assert_eq!(status, 200);
     let access2 = pair["access_token"].as_str().unwrap().to_string();
     let refresh2 = pair["refresh_token"].as_str().unwrap().to_string();
-    let again = gw
-        .client
-        .post(gw.admin_url("/auth/refresh"))
-        .json(&json!({"refresh_token": refresh}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 401, "a used refresh token is revoked");
+    assert_eq!(as_token(&gw, &access2, Method::GET, "/users", None).await.0, 200);
 
     // Tampered token.
     let mut bytes = access2.clone().into_bytes();
@@ -255,27 +248,84 @@ async fn bootstrap_login_refresh_logout(backend: Backend) {
     let tampered = String::from_utf8(bytes).unwrap();
     assert_eq!(as_token(&gw, &tampered, Method::GET, "/users", None).await.0, 401);
 
-    // Logout revokes the access token and the refresh token given with it.
+    // A second sign-in of the same user, to see that ending one leaves the other.
+    let other = log_in(&gw, "admin", &admin.password).await;
+    let other_access = other["access_token"].as_str().unwrap().to_string();
+
+    // A used refresh token presented again (a thief, or a replay) is refused, and ends its whole
+    // sign-in: the pair it already bought stops working too.
+    let (status, _) = post_public(&gw, "/auth/refresh", json!({"refresh_token": refresh})).await;
+    assert_eq!(status, 401, "a used refresh token is revoked");
+    assert_eq!(as_token(&gw, &access2, Method::GET, "/users", None).await.0, 401);
+    let (status, _) = post_public(&gw, "/auth/refresh", json!({"refresh_token": refresh2})).await;
+    assert_eq!(status, 401, "the sign-in ended with the reuse");
+    assert_eq!(as_token(&gw, &other_access, Method::GET, "/users", None).await.0, 200);
+
+    // Logout ends the access token's sign-in: the refresh tokens it bought are revoked with it,
+    // given in the body or not.
+    let login = log_in(&gw, "admin", &admin.password).await;
+    let (_, pair) = post_public(
+        &gw,
+        "/auth/refresh",
+        json!({"refresh_token": login["refresh_token"].as_str().unwrap()}),
+    )
+    .await;
+    let (access3, refresh3) = (
+        pair["access_token"].as_str().unwrap(),
+        pair["refresh_token"].as_str().unwrap(),
+    );
+    let (s, _) = as_token(&gw, access3, Method::POST, "/auth/logout", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(as_token(&gw, access3, Method::GET, "/users", None).await.0, 401);
+    let (status, _) = post_public(&gw, "/auth/refresh", json!({"refresh_token": refresh3})).await;
+    assert_eq!(status, 401);
+    // And a refresh token of another of the caller's sign-ins, given in the body.
+    let extra = log_in(&gw, "admin", &admin.password).await;
+    let caller = log_in(&gw, "admin", &admin.password).await;
     let (s, _) = as_token(
         &gw,
-        &access2,
+        caller["access_token"].as_str().unwrap(),
         Method::POST,
         "/auth/logout",
-        Some(json!({"refresh_token": refresh2})),
+        Some(json!({"refresh_token": extra["refresh_token"]})),
     )
     .await;
     assert_eq!(s, 200);
-    assert_eq!(as_token(&gw, &access2, Method::GET, "/users", None).await.0, 401);
-    let r = gw
-        .client
-        .post(gw.admin_url("/auth/refresh"))
-        .json(&json!({"refresh_token": refresh2}))
-        .send()
+    assert_eq!(
+        as_token(
+            &gw,
+            extra["access_token"].as_str().unwrap(),
+            Method::GET,
+            "/users",
+            None
+        )
         .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    // Other sessions of the same user are untouched.
-    assert_eq!(as_token(&gw, &access, Method::GET, "/users", None).await.0, 200);
+        .0,
+        401
+    );
+
+    // A refresh token alone signs out (no live access token needed).
+    let login = log_in(&gw, "admin", &admin.password).await;
+    let (status, v) = post_public(&gw, "/auth/revoke", json!({"refresh_token": login["refresh_token"]})).await;
+    assert_eq!((status, &v["revoked"]), (200, &json!(true)));
+    assert_eq!(
+        as_token(
+            &gw,
+            login["access_token"].as_str().unwrap(),
+            Method::GET,
+            "/users",
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    let (status, _) = post_public(&gw, "/auth/refresh", json!({"refresh_token": login["refresh_token"]})).await;
+    assert_eq!(status, 401);
+    let (status, _) = post_public(&gw, "/auth/revoke", json!({"refresh_token": other_access})).await;
+    assert_eq!(status, 401, "an access token is not a refresh token");
+    // Other sign-ins of the same user are untouched.
+    assert_eq!(as_token(&gw, &other_access, Method::GET, "/users", None).await.0, 200);
     // A refresh token used by several requests at once gives one new pair, however they interleave.
     let login = log_in(&gw, "admin", &admin.password).await;
     let racing = login["refresh_token"].as_str().unwrap().to_string();
@@ -313,6 +363,7 @@ async fn every_endpoint_needs_a_valid_token(backend: Backend) {
         "/auth/login",
         "/auth/refresh",
         "/auth/logout",
+        "/auth/revoke",
         "/users",
         "/users/{id}",
         "/users/{id}/api-keys",
@@ -355,6 +406,7 @@ async fn every_endpoint_needs_a_valid_token(backend: Backend) {
         "/system/admin/init",
         "/auth/login",
         "/auth/refresh",
+        "/auth/revoke",
     ];
     let admin = gw.admin().await;
     // A user that is not an admin.
@@ -1970,4 +2022,28 @@ async fn a_username_whose_logins_keep_failing_must_wait() {
     // A success forgets the failures.
     assert_eq!(login("admin", "wrong-again-123".into()).await.status(), 401);
     assert_eq!(login("admin", admin.password.clone()).await.status(), 200);
+}
+
+/// A client that tries a few passwords on each of many names (password spraying) waits too, once
+/// its address has failed 20 times in a row, whatever names it tried, the right password included.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_whose_logins_keep_failing_must_wait() {
+    let (_a, _b, gw) = setup(Backend::Sqlite).await;
+    let admin = gw.admin().await;
+    let login = |username: String, password: &str| {
+        let request = gw
+            .client
+            .post(gw.admin_url("/auth/login"))
+            .json(&json!({"username": username, "password": password}));
+        async move { request.send().await.unwrap() }
+    };
+    for i in 0..20 {
+        let r = login(format!("user-{i}"), "Spring2026!").await;
+        assert_eq!(r.status(), 401, "try {i}");
+    }
+    let r = login("admin".into(), &admin.password).await;
+    assert_eq!(r.status(), 429, "the address is held, not only names it failed on");
+    assert_eq!(r.headers()["retry-after"], "1");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(login("admin".into(), &admin.password).await.status(), 200);
 }

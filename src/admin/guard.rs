@@ -11,9 +11,10 @@ pub const ROLE_USER: &str = "user";
 pub struct Caller {
     pub user_id: String,
     pub role: String,
-    /// The access token's id and expiry, for logout.
+    /// The access token's id, expiry and sign-in, for logout.
     pub jti: String,
     pub exp: i64,
+    pub sid: Option<String>,
 }
 
 impl Caller {
@@ -37,7 +38,7 @@ pub async fn authenticate(app: &App, req: &Req) -> Result<Caller, ApiError> {
         .verify(token, TokenKind::Access)
         .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?;
     let store = app.store().ok_or(ApiError::Unavailable("the database is not ready"))?;
-    if store.is_revoked(&claims.jti).await? {
+    if store.is_revoked(&claims.revocation_entries()).await? {
         return Err(ApiError::Unauthorized("token has been revoked"));
     }
     let user = store
@@ -52,5 +53,6 @@ pub async fn authenticate(app: &App, req: &Req) -> Result<Caller, ApiError> {
         role: user.role,
         jti: claims.jti,
         exp: claims.exp,
+        sid: claims.sid,
     })
 }

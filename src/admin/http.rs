@@ -17,6 +17,8 @@ pub struct Req {
     pub params: HashMap<String, String>,
     pub bearer: Option<String>,
     pub body: Bytes,
+    /// The client's address (the TCP peer: the admin port trusts no forwarding header).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl Req {
@@ -300,6 +302,7 @@ mod tests {
             params: HashMap::new(),
             bearer: None,
             body: Bytes::from_static(body.as_bytes()),
+            peer: None,
         };
         let field = |r: Result<B, ApiError>| match r.unwrap_err() {
             ApiError::BadRequest { field, .. } => field,

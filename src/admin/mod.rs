@@ -127,6 +127,7 @@ impl AdminApp {
             Op::Login => h::auth::login(app, req, &self.state.logins).await,
             Op::Refresh => h::auth::refresh(app, req).await,
             Op::Logout => h::auth::logout(app, req, who()?).await,
+            Op::Revoke => h::auth::revoke(app, req).await,
             Op::UsersList => h::users::list(app).await,
             Op::UserCreate => h::users::create(app, req).await,
             Op::UserGet => h::users::get(app, req).await,
@@ -201,6 +202,7 @@ impl AdminApp {
             params: params.into_iter().collect(),
             bearer,
             body: body.freeze(),
+            peer: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
         };
         match self.handle(spec, &req).await {
             Ok(reply) => reply,

@@ -93,7 +93,7 @@ fn body_schema(op: Op) -> Option<Value> {
             &["username", "password"],
             json!({"username": s("string"), "password": s("string")}),
         ),
-        Op::Refresh => obj(&["refresh_token"], json!({"refresh_token": s("string")})),
+        Op::Refresh | Op::Revoke => obj(&["refresh_token"], json!({"refresh_token": s("string")})),
         Op::Logout => obj(&[], json!({"refresh_token": s("string")})),
         Op::UserCreate => obj(
             &["username"],

@@ -24,6 +24,7 @@ pub enum Op {
     Login,
     Refresh,
     Logout,
+    Revoke,
     UsersList,
     UserCreate,
     UserGet,
@@ -88,7 +89,8 @@ routes! {
     POST   "/system/secret-key/generate"            Admin  SecretGenerate   "system"    "Generate a random value suitable for SECRET_KEY (not applied)";
     POST   "/auth/login"                            Public Login            "auth"      "Exchange username and password for an access and a refresh token";
     POST   "/auth/refresh"                          Public Refresh          "auth"      "Exchange a refresh token for a new token pair (the old refresh token is revoked)";
-    POST   "/auth/logout"                           User   Logout           "auth"      "Revoke the presented access token and, when given, a refresh token";
+    POST   "/auth/logout"                           User   Logout           "auth"      "End the access token's sign-in (every token it bought) and, when given, a refresh token's";
+    POST   "/auth/revoke"                           Public Revoke           "auth"      "End a refresh token's sign-in with that token alone (no access token needed)";
     GET    "/users"                                 Admin  UsersList        "users"     "List users";
     POST   "/users"                                 Admin  UserCreate       "users"     "Create a user (a password is generated and returned once when none is given)";
     GET    "/users/{id}"                            Admin  UserGet          "users"     "Get a user";

@@ -3,6 +3,7 @@
 //! an unbounded stream of them from one account would keep every replica busy rebuilding.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -25,47 +26,93 @@ impl ChangeBudget {
 
 /// Failed logins a username may have in a row before each further try must wait.
 const FREE_FAILURES: u32 = 5;
+/// Failed logins one client address may have (whatever the names) before each further try from it
+/// must wait: more than a username's, as several people may share an address (a NAT, a bastion).
+const FREE_ADDRESS_FAILURES: u32 = 20;
+/// An address with no failure for this long starts afresh. A success does not clear it: one
+/// account of one's own would otherwise launder guesses at everyone else's.
+const ADDRESS_MEMORY: Duration = Duration::from_secs(15 * 60);
 /// The longest wait between tries of a username whose logins keep failing: long enough that a
 /// password cannot be guessed at the speed of its hash, short enough that someone failing on
 /// purpose keeps its owner out for a minute at most after they stop.
 const MAX_LOGIN_WAIT: Duration = Duration::from_secs(60);
-/// Usernames remembered; past it the map starts afresh.
+/// Usernames (and addresses) remembered; past it the map starts afresh.
 const MAX_NAMES: usize = 100_000;
 /// What of a username is remembered (a body may name a long one).
 const NAME_BYTES: usize = 256;
 
-/// Failed logins by username, per replica: past [FREE_FAILURES] in a row, each try of that name
-/// waits (1 s, doubling up to [MAX_LOGIN_WAIT]) before its password is even checked. A success
-/// forgets the name.
+/// Failed logins per replica, by username and by client address: past [FREE_FAILURES] in a row
+/// for a name, or [FREE_ADDRESS_FAILURES] from an address, each try waits (1 s, doubling up to
+/// [MAX_LOGIN_WAIT]) before its password is even checked. The address's count stops a client that
+/// tries a few passwords on each of many names (password spraying), which a count per name alone
+/// lets through. A success forgets the name.
 #[derive(Default)]
-pub struct LoginFailures(Mutex<HashMap<String, (u32, Instant)>>);
+pub struct LoginFailures {
+    names: Tally<String>,
+    addresses: Tally<IpAddr>,
+}
 
 impl LoginFailures {
-    /// Whether `username` may try now; how long until it may, when not.
-    pub fn check(&self, username: &str, now: Instant) -> Result<(), Duration> {
-        match self.0.lock().get(name(username)) {
-            Some(&(failures, last)) if failures >= FREE_FAILURES => {
-                let wait = MAX_LOGIN_WAIT.min(Duration::from_secs(1 << (failures - FREE_FAILURES).min(6)));
-                match wait.checked_sub(now.saturating_duration_since(last)) {
-                    Some(left) if !left.is_zero() => Err(left),
-                    _ => Ok(()),
-                }
-            }
-            _ => Ok(()),
+    /// Whether `username` may be tried from `from` now; how long until it may, when not.
+    pub fn check(&self, username: &str, from: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
+        let by_name = self.names.wait(name(username), FREE_FAILURES, None, now);
+        let by_address = from.and_then(|a| {
+            self.addresses
+                .wait(&address(a), FREE_ADDRESS_FAILURES, Some(ADDRESS_MEMORY), now)
+        });
+        match by_name.max(by_address) {
+            Some(wait) => Err(wait),
+            None => Ok(()),
         }
     }
 
-    pub fn failed(&self, username: &str, now: Instant) {
-        let mut map = self.0.lock();
-        if map.len() >= MAX_NAMES && !map.contains_key(name(username)) {
-            map.clear();
+    pub fn failed(&self, username: &str, from: Option<IpAddr>, now: Instant) {
+        self.names.failed(name(username).to_string(), None, now);
+        if let Some(a) = from {
+            self.addresses.failed(address(a), Some(ADDRESS_MEMORY), now);
         }
-        let entry = map.entry(name(username).to_string()).or_insert((0, now));
-        *entry = (entry.0.saturating_add(1), now);
     }
 
     pub fn succeeded(&self, username: &str) {
-        self.0.lock().remove(name(username));
+        self.names.0.lock().remove(name(username));
+    }
+}
+
+/// Failures in a row and the time of the last, by key.
+struct Tally<K>(Mutex<HashMap<K, (u32, Instant)>>);
+
+impl<K> Default for Tally<K> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Tally<K> {
+    /// How long `key` must still wait, when past its `free` failures; a key whose last failure is
+    /// older than `memory` is forgotten.
+    fn wait<Q>(&self, key: &Q, free: u32, memory: Option<Duration>, now: Instant) -> Option<Duration>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let &(failures, last) = self.0.lock().get(key)?;
+        let since = now.saturating_duration_since(last);
+        if failures < free || memory.is_some_and(|m| since >= m) {
+            return None;
+        }
+        let wait = MAX_LOGIN_WAIT.min(Duration::from_secs(1 << (failures - free).min(6)));
+        wait.checked_sub(since).filter(|left| !left.is_zero())
+    }
+
+    fn failed(&self, key: K, memory: Option<Duration>, now: Instant) {
+        let mut map = self.0.lock();
+        if map.len() >= MAX_NAMES && !map.contains_key(&key) {
+            map.clear();
+        }
+        let entry = map.entry(key).or_insert((0, now));
+        let forgotten = memory.is_some_and(|m| now.saturating_duration_since(entry.1) >= m);
+        let failures = if forgotten { 0 } else { entry.0 };
+        *entry = (failures.saturating_add(1), now);
     }
 }
 
@@ -77,6 +124,18 @@ fn name(username: &str) -> &str {
     &username[..end]
 }
 
+/// The address a client is counted under: an IPv6 client's /64, which one subscriber usually holds
+/// whole (counting each address would give them 2^64 fresh starts).
+fn address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,25 +145,62 @@ mod tests {
         let logins = LoginFailures::default();
         let t0 = Instant::now();
         for _ in 0..FREE_FAILURES {
-            assert!(logins.check("root", t0).is_ok());
-            logins.failed("root", t0);
+            assert!(logins.check("root", None, t0).is_ok());
+            logins.failed("root", None, t0);
         }
-        assert_eq!(logins.check("root", t0), Err(Duration::from_secs(1)));
-        assert!(logins.check("admin", t0).is_ok(), "another name is not held");
+        assert_eq!(logins.check("root", None, t0), Err(Duration::from_secs(1)));
+        assert!(logins.check("admin", None, t0).is_ok(), "another name is not held");
         let t1 = t0 + Duration::from_secs(1);
-        assert!(logins.check("root", t1).is_ok());
-        logins.failed("root", t1);
-        assert_eq!(logins.check("root", t1), Err(Duration::from_secs(2)));
+        assert!(logins.check("root", None, t1).is_ok());
+        logins.failed("root", None, t1);
+        assert_eq!(logins.check("root", None, t1), Err(Duration::from_secs(2)));
         for i in 0..20 {
-            logins.failed("root", t1 + Duration::from_secs(i));
+            logins.failed("root", None, t1 + Duration::from_secs(i));
         }
-        assert_eq!(logins.check("root", t1 + Duration::from_secs(19)), Err(MAX_LOGIN_WAIT));
+        assert_eq!(
+            logins.check("root", None, t1 + Duration::from_secs(19)),
+            Err(MAX_LOGIN_WAIT)
+        );
         logins.succeeded("root");
-        assert!(logins.check("root", t1 + Duration::from_secs(19)).is_ok());
+        assert!(logins.check("root", None, t1 + Duration::from_secs(19)).is_ok());
         // A name cut inside a character is cut before it.
         let long = "é".repeat(200);
-        logins.failed(&long, t0);
+        logins.failed(&long, None, t0);
         assert_eq!(name(&long).len(), NAME_BYTES);
+    }
+
+    #[test]
+    fn an_address_that_tries_many_names_waits_too() {
+        let logins = LoginFailures::default();
+        let spray: IpAddr = "203.0.113.9".parse().unwrap();
+        let other: IpAddr = "198.51.100.1".parse().unwrap();
+        let t0 = Instant::now();
+        for i in 0..FREE_ADDRESS_FAILURES {
+            let user = format!("user{i}");
+            assert!(logins.check(&user, Some(spray), t0).is_ok());
+            logins.failed(&user, Some(spray), t0);
+        }
+        assert_eq!(logins.check("fresh", Some(spray), t0), Err(Duration::from_secs(1)));
+        assert!(
+            logins.check("fresh", Some(other), t0).is_ok(),
+            "another address is not held"
+        );
+        // A success (one's own account) does not clear the address.
+        logins.succeeded("mine");
+        assert!(logins.check("fresh", Some(spray), t0).is_err());
+        // Quiet for long enough, it starts afresh.
+        let later = t0 + ADDRESS_MEMORY;
+        assert!(logins.check("fresh", Some(spray), later).is_ok());
+        logins.failed("fresh", Some(spray), later);
+        assert!(logins.check("fresh2", Some(spray), later).is_ok());
+        // An IPv6 client is counted by its /64.
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        for i in 0..FREE_ADDRESS_FAILURES {
+            logins.failed(&format!("v6user{i}"), Some(a), t0);
+        }
+        assert!(logins.check("x", Some(b), t0).is_err());
+        assert!(logins.check("x", Some("2001:db8:1:3::1".parse().unwrap()), t0).is_ok());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Admin tokens: short-lived access tokens and longer refresh tokens, HS256-signed with a key
-//! derived from `SECRET_KEY`. Each carries a `jti` (revocable one by one on logout) and the user's
-//! `ver` (bumping it revokes every token of that user, e.g. when the user is disabled).
+//! derived from `SECRET_KEY`. Each carries a `jti` (revocable one by one), the `sid` of the sign-in
+//! it descends from (every pair a login's refresh tokens buy shares it, so logout, or a refresh
+//! token used twice, ends the whole sign-in) and the user's `ver` (bumping it revokes every token
+//! of that user, e.g. when the user is disabled).
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,10 @@ pub struct Claims {
     pub role: String,
     pub typ: TokenKind,
     pub jti: String,
+    /// The sign-in: set by login, carried by each refresh. Tokens issued before sign-ins were
+    /// tracked have none and are revoked one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     pub ver: i64,
     pub iat: i64,
     pub exp: i64,
@@ -57,6 +63,19 @@ pub struct Tokens {
     pub ttl: TokenTtl,
 }
 
+/// Whom a pair is issued to.
+pub struct Subject<'a> {
+    pub id: &'a str,
+    pub role: &'a str,
+    /// The user's token version at issue.
+    pub ver: i64,
+}
+
+/// The revocation entry that ends a whole sign-in (a `jti` is a bare id, so the two never clash).
+pub fn sign_in_entry(sid: &str) -> String {
+    format!("sid:{sid}")
+}
+
 /// A freshly issued pair.
 #[derive(Debug, Serialize)]
 pub struct TokenPair {
@@ -75,27 +94,37 @@ impl Tokens {
         }
     }
 
-    fn sign(&self, sub: &str, role: &str, ver: i64, typ: TokenKind, now: i64) -> Result<String, TokenError> {
+    fn sign(&self, user: &Subject, sid: &str, typ: TokenKind, now: i64) -> Result<String, TokenError> {
         let ttl = match typ {
             TokenKind::Access => self.ttl.access_s,
             TokenKind::Refresh => self.ttl.refresh_s,
         };
         let claims = Claims {
-            sub: sub.to_string(),
-            role: role.to_string(),
+            sub: user.id.to_string(),
+            role: user.role.to_string(),
             typ,
             jti: crate::store::new_id(),
-            ver,
+            sid: Some(sid.to_string()),
+            ver: user.ver,
             iat: now,
             exp: now + ttl,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|_| TokenError::Invalid)
     }
 
-    pub fn issue(&self, sub: &str, role: &str, ver: i64, now: i64) -> Result<TokenPair, TokenError> {
+    /// A pair for `user`: of a new sign-in (`sid` None, at login) or of the refresh token's.
+    pub fn issue(&self, user: &Subject, sid: Option<&str>, now: i64) -> Result<TokenPair, TokenError> {
+        let new_sid;
+        let sid = match sid {
+            Some(sid) => sid,
+            None => {
+                new_sid = crate::store::new_id();
+                &new_sid
+            }
+        };
         Ok(TokenPair {
-            access_token: self.sign(sub, role, ver, TokenKind::Access, now)?,
-            refresh_token: self.sign(sub, role, ver, TokenKind::Refresh, now)?,
+            access_token: self.sign(user, sid, TokenKind::Access, now)?,
+            refresh_token: self.sign(user, sid, TokenKind::Refresh, now)?,
             token_type: "Bearer",
             expires_in: self.ttl.access_s,
         })
@@ -117,24 +146,45 @@ impl Tokens {
     }
 }
 
+impl Claims {
+    /// The revocation entries that refuse this token: its own, and its sign-in's.
+    pub fn revocation_entries(&self) -> Vec<String> {
+        let mut entries = vec![self.jti.clone()];
+        entries.extend(self.sid.as_deref().map(sign_in_entry));
+        entries
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const U1: Subject<'static> = Subject {
+        id: "u1",
+        role: "admin",
+        ver: 0,
+    };
 
     #[test]
     fn issues_and_verifies_by_kind() {
         let t = Tokens::new(b"k".repeat(32).as_slice(), TokenTtl::default());
         let now = crate::store::now();
-        let pair = t.issue("u1", "admin", 0, now).unwrap();
+        let pair = t.issue(&U1, None, now).unwrap();
         let c = t.verify(&pair.access_token, TokenKind::Access).unwrap();
         assert_eq!((c.sub.as_str(), c.role.as_str()), ("u1", "admin"));
+        let r = t.verify(&pair.refresh_token, TokenKind::Refresh).unwrap();
+        assert!(c.sid.is_some() && c.sid == r.sid, "a pair belongs to one sign-in");
+        let next = t.issue(&U1, r.sid.as_deref(), now).unwrap();
+        assert_eq!(t.verify(&next.access_token, TokenKind::Access).unwrap().sid, c.sid);
+        let second = t.issue(&U1, None, now).unwrap();
+        assert_ne!(t.verify(&second.access_token, TokenKind::Access).unwrap().sid, c.sid);
         assert_eq!(
             t.verify(&pair.refresh_token, TokenKind::Access).unwrap_err(),
             TokenError::WrongKind
         );
         let other = Tokens::new(b"x".repeat(32).as_slice(), TokenTtl::default());
         assert!(other.verify(&pair.access_token, TokenKind::Access).is_err());
-        let old = t.issue("u1", "admin", 0, now - 10_000).unwrap();
+        let old = t.issue(&U1, None, now - 10_000).unwrap();
         assert!(t.verify(&old.access_token, TokenKind::Access).is_err(), "expired");
         // Flip a character of the signature (its first, which carries only signature bits).
         let sig_start = pair.access_token.rfind('.').unwrap() + 1;
@@ -149,7 +199,7 @@ mod tests {
     fn tokens_of_the_previous_key_are_refused() {
         let (old_key, new_key) = (b"o".repeat(32), b"n".repeat(32));
         let old = Tokens::new(&old_key, TokenTtl::default());
-        let pair = old.issue("u1", "admin", 0, crate::store::now()).unwrap();
+        let pair = old.issue(&U1, None, crate::store::now()).unwrap();
         let rolled = Tokens::new(&new_key, TokenTtl::default());
         assert!(rolled.verify(&pair.access_token, TokenKind::Access).is_err());
         assert!(rolled.verify(&pair.refresh_token, TokenKind::Refresh).is_err());

@@ -238,10 +238,11 @@ impl Store {
         }
     }
 
-    pub async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+    /// Whether any of a token's revocation entries (its `jti`, its sign-in's) is revoked.
+    pub async fn is_revoked(&self, entries: &[String]) -> Result<bool, StoreError> {
         with_conn!(self, |c| {
             let n: i64 = revoked_tokens::table
-                .filter(revoked_tokens::jti.eq(jti))
+                .filter(revoked_tokens::jti.eq_any(entries))
                 .count()
                 .get_result(c)
                 .await?;

@@ -10,7 +10,7 @@ use crate::admin::guard::Caller;
 use crate::admin::http::{ApiError, Reply, Req};
 use crate::admin::throttle::LoginFailures;
 use crate::app::App;
-use crate::auth::jwt::TokenKind;
+use crate::auth::jwt::{sign_in_entry, Subject, TokenKind};
 use crate::auth::password;
 use crate::store::now;
 
@@ -25,7 +25,7 @@ pub async fn login(app: &App, req: &Req, failures: &LoginFailures) -> Result<Rep
     let body: LoginBody = req.json()?;
     // Before a password slot is taken: a name under attack costs no hashing.
     failures
-        .check(&body.username, Instant::now())
+        .check(&body.username, req.peer, Instant::now())
         .map_err(|wait| ApiError::TooManyLogins {
             retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
         })?;
@@ -37,14 +37,19 @@ pub async fn login(app: &App, req: &Req, failures: &LoginFailures) -> Result<Rep
     let user = match user {
         Some(u) if ok && !u.disabled => u,
         _ => {
-            failures.failed(&body.username, Instant::now());
+            failures.failed(&body.username, req.peer, Instant::now());
             return Err(ApiError::Unauthorized("wrong username or password"));
         }
     };
     failures.succeeded(&body.username);
+    let subject = Subject {
+        id: &user.id,
+        role: &user.role,
+        ver: user.token_version,
+    };
     let pair = app
         .tokens
-        .issue(&user.id, &user.role, user.token_version, now())
+        .issue(&subject, None, now())
         .map_err(|_| ApiError::Internal)?;
     Ok(Reply::ok(json!({
         "access_token": pair.access_token,
@@ -62,7 +67,9 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-/// Rotates the refresh token: the presented one is revoked, a new pair is issued.
+/// Rotates the refresh token: the presented one is revoked, a new pair of the same sign-in is
+/// issued. A refresh token presented again (stolen, replayed, or a retry racing its first use)
+/// ends its whole sign-in: the thief's pair and the owner's alike (RFC 9700 §4.14.2).
 pub async fn refresh(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let body: RefreshBody = req.json()?;
     let claims = app
@@ -70,7 +77,8 @@ pub async fn refresh(app: &App, req: &Req) -> Result<Reply, ApiError> {
         .verify(&body.refresh_token, TokenKind::Refresh)
         .map_err(|_| ApiError::Unauthorized("invalid or expired refresh token"))?;
     let store = store(app)?;
-    if store.is_revoked(&claims.jti).await? {
+    if store.is_revoked(&claims.revocation_entries()).await? {
+        end_sign_in(app, &claims.jti, claims.exp, claims.sid.as_deref()).await?;
         return Err(ApiError::Unauthorized("refresh token has been revoked"));
     }
     let user = store
@@ -78,13 +86,20 @@ pub async fn refresh(app: &App, req: &Req) -> Result<Reply, ApiError> {
         .await?
         .filter(|u| !u.disabled && u.token_version == claims.ver)
         .ok_or(ApiError::Unauthorized("refresh token has been revoked"))?;
-    // Used by a request racing this one: only the one that revoked it gets a new pair.
+    // Used by a request racing this one: only the one that revoked it gets a new pair, and the
+    // reuse ends the sign-in that pair belongs to.
     if !store.revoke_token(&claims.jti, claims.exp).await? {
+        end_sign_in(app, &claims.jti, claims.exp, claims.sid.as_deref()).await?;
         return Err(ApiError::Unauthorized("refresh token has been revoked"));
     }
+    let subject = Subject {
+        id: &user.id,
+        role: &user.role,
+        ver: user.token_version,
+    };
     let pair = app
         .tokens
-        .issue(&user.id, &user.role, user.token_version, now())
+        .issue(&subject, claims.sid.as_deref(), now())
         .map_err(|_| ApiError::Internal)?;
     Ok(Reply::ok(json!({
         "access_token": pair.access_token,
@@ -94,6 +109,19 @@ pub async fn refresh(app: &App, req: &Req) -> Result<Reply, ApiError> {
     })))
 }
 
+/// Revokes a token and every other token of its sign-in (a token from before sign-ins were
+/// tracked: itself alone). The sign-in's entry is kept until the longest refresh token it could
+/// have been issued has expired. Already revoked is revoked.
+async fn end_sign_in(app: &App, jti: &str, exp: i64, sid: Option<&str>) -> Result<(), ApiError> {
+    let store = store(app)?;
+    store.revoke_token(jti, exp).await?;
+    if let Some(sid) = sid {
+        let until = now() + app.tokens.ttl.refresh_s + 60;
+        store.revoke_token(&sign_in_entry(sid), until).await?;
+    }
+    Ok(())
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LogoutBody {
@@ -101,11 +129,12 @@ struct LogoutBody {
     refresh_token: Option<String>,
 }
 
+/// Ends the caller's sign-in (every token it has bought), and the sign-in of a refresh token given
+/// in the body when it is another of the caller's.
 pub async fn logout(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiError> {
     let body: LogoutBody = req.json()?;
-    let store = store(app)?;
     // Already revoked (a second logout racing this one) is still logged out.
-    store.revoke_token(&caller.jti, caller.exp).await?;
+    end_sign_in(app, &caller.jti, caller.exp, caller.sid.as_deref()).await?;
     if let Some(rt) = body.refresh_token {
         let claims = app
             .tokens
@@ -114,7 +143,24 @@ pub async fn logout(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiE
         if claims.sub != caller.user_id {
             return Err(ApiError::bad("refresh_token", "belongs to another user"));
         }
-        store.revoke_token(&claims.jti, claims.exp).await?;
+        end_sign_in(app, &claims.jti, claims.exp, claims.sid.as_deref()).await?;
     }
     Ok(Reply::ok(json!({"logged_out": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    refresh_token: String,
+}
+
+/// Ends a refresh token's sign-in with that token alone: signing out needs no live access token.
+pub async fn revoke(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let body: RevokeBody = req.json()?;
+    let claims = app
+        .tokens
+        .verify(&body.refresh_token, TokenKind::Refresh)
+        .map_err(|_| ApiError::Unauthorized("invalid or expired refresh token"))?;
+    end_sign_in(app, &claims.jti, claims.exp, claims.sid.as_deref()).await?;
+    Ok(Reply::ok(json!({"revoked": true})))
 }
