@@ -1162,6 +1162,19 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["raw"]["data"][1]["id"], "raw-listed");
     assert_eq!(v["stored_models"][0]["metadata"]["context"], 128000);
+    // Cached, but not past a change of the provider: moved to another server, it lists that one's.
+    let d = Mock::start("delta", &["delta-only"]).await;
+    for (url, listed, gone) in [
+        (d.url(), "delta-only", "raw-listed"),
+        (c.url(), "raw-listed", "delta-only"),
+    ] {
+        let (s, _) = send(&gw, Method::PUT, "/providers/gamma", Some(json!({"base_url": url}))).await;
+        assert_eq!(s, 200);
+        let (s, v) = send(&gw, Method::GET, "/providers/gamma/models", None).await;
+        assert_eq!(s, 200, "{v}");
+        let raw = v["raw"].to_string();
+        assert!(raw.contains(listed) && !raw.contains(gone), "{raw}");
+    }
     let (s, v) = send(&gw, Method::GET, "/providers/gamma/health", None).await;
     assert_eq!((s, &v["status"]), (200, &json!("up")), "{v}");
     let (s, v) = send(&gw, Method::GET, "/providers/gamma/metrics", None).await;
@@ -1428,6 +1441,15 @@ async fn logical_models_and_routing(backend: Backend) {
         proxy_status(&gw, CLIENT_KEY, "smart").await,
         (200, Some("alpha".into()))
     );
+    // An explicit null clears the description.
+    let (s, v) = send(
+        &gw,
+        Method::PUT,
+        "/logical-models/smart",
+        Some(json!({"description": null, "upstreams": [{"provider": "alpha", "model": "gpt-a"}]})),
+    )
+    .await;
+    assert_eq!((s, &v["description"]), (200, &Value::Null));
     assert_eq!(
         send(
             &gw,

@@ -211,6 +211,32 @@ async fn debug_logs_of_upstream_heads_hide_provider_credentials() {
     }
 }
 
+/// A head Pingora cannot read is refused before any hook; at `debug` its log line names the error
+/// only, not the head it could not read, which carries the client's key.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_head_logs_no_credentials_at_debug() {
+    use tokio::io::AsyncWriteExt;
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start_with_env(
+        &format!("providers:\n{}", provider_yaml("alpha", &a, "")),
+        &[("LOG_LEVEL", "debug")],
+    )
+    .await;
+    let head = format!(
+        "POST /v1beta/models/m:generateContent?key=query-secret-value HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\nno colon here\r\n\r\n"
+    );
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_to_close(&mut sock, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let logs = gw.logs_when(|l| l.contains("error=malformed_request")).await;
+    // Pingora's own line about it is there: the check below is not passed by its absence.
+    assert!(logs.contains("Fail to proxy"), "{logs}");
+    for secret in ["query-secret-value", CLIENT_KEY] {
+        assert!(!logs.contains(secret), "{secret} in logs: {logs}");
+    }
+}
+
 /// The model-list probe sends the provider's key: a redirect to another host is not followed
 /// (`x-api-key` and custom headers would go along), it is the probe's answer.
 #[tokio::test(flavor = "multi_thread")]

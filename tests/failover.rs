@@ -979,7 +979,31 @@ async fn an_upstream_that_refuses_stream_options_is_asked_without_them() {
             0.0,
             "{text}"
         );
+        // Asked again without the field is the same attempt: no 4xx attempt, no retry.
+        let attempts = |outcome| metric(&text, "apiproxy_upstream_attempts_total", &[("outcome", outcome)]);
+        assert_eq!((attempts("2xx"), attempts("4xx")), (3.0, 0.0), "{text}");
+        assert_eq!(metric(&text, "apiproxy_retries_total", &[]), 0.0, "{text}");
     }
+}
+
+/// An upstream that echoes a client's own unknown field, whose name merely contains
+/// `stream_options`, refuses it again when asked without the gateway's field: the upstream is
+/// not taken for one that refuses the field, and the next stream still counts its tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_s_field_named_like_stream_options_teaches_nothing() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let echo = r#"{"error":{"message":"Unrecognized request argument supplied: stream_options_include_usage","type":"invalid_request_error","param":null,"code":null}}"#;
+    a.script([Reply::status_body(400, echo), Reply::status_body(400, echo)]);
+    let odd = json!({"model": "m", "stream": true, "stream_options_include_usage": 1,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw.chat(odd).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(a.requests().len(), 2, "asked once more without the gateway's field");
+    let stream = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(gw.chat(stream).await.status(), 200);
+    let sent = a.last().unwrap().json();
+    assert_eq!(sent["stream_options"]["include_usage"], true, "{sent}");
 }
 
 /// A 400 about a client's own `stream_options` member is the client's: the upstream still gets

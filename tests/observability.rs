@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::mock::Style;
 use common::*;
@@ -385,6 +385,45 @@ async fn overhead_excludes_a_slow_body_and_a_held_answer_tried_again() {
     assert!(overhead < 0.25, "overhead {overhead} s of {total} s total");
 }
 
+/// Translating a whole answer is the gateway's own work, though it happens while the answer is
+/// held at its end: it counts as overhead, not as time waiting on the upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn overhead_includes_translating_a_whole_answer() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    // 4 MiB of text in an OpenAI Chat answer, which an Anthropic client gets translated.
+    a.script([Reply::Large(4 * 1024 * 1024)]);
+    let asked = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw
+        .post("/v1/messages", asked, &[("anthropic-version", "2023-06-01")])
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    let text = answer["content"][0]["text"].as_str().unwrap();
+    assert!(text.len() >= 4 * 1024 * 1024, "translated whole");
+    // What translating it costs here, measured the same way the gateway does it (parse, convert,
+    // write), to judge the overhead against.
+    let mut one = json!({"choices": [{"message": {"content": text}}]});
+    let started = Instant::now();
+    one = serde_json::from_slice(&serde_json::to_vec(&one).unwrap()).unwrap();
+    let translation = started.elapsed().as_secs_f64();
+    assert!(one["choices"].is_array());
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = gw.metrics().await;
+    let api = [("api", "anthropic")];
+    assert_eq!(
+        metric(&text, "apiproxy_gateway_overhead_seconds_count", &api),
+        1.0,
+        "{text}"
+    );
+    let overhead = metric(&text, "apiproxy_gateway_overhead_seconds_sum", &api);
+    assert!(
+        overhead >= translation / 2.0,
+        "overhead {overhead} s, though one parse and write of the answer alone takes {translation} s"
+    );
+}
+
 /// A stream the upstream breaks after its header (a reset, or a clean end without the stream's
 /// terminator) is one attempt that failed, not an answered attempt plus a failed one (nor a
 /// retry), in the attempts counter as in the request's outcome.
@@ -448,6 +487,31 @@ async fn time_to_first_token_waits_for_content() {
     );
     let sum = metric(&text, "apiproxy_time_to_first_token_seconds_sum", &ttft);
     assert!(sum >= 0.3, "first token after {sum} s: the role-only chunk counted");
+
+    // An upstream that ignores `stream: true`: its whole answer, replayed as the client's stream,
+    // has a first token when it has content, and none when it has nothing to say.
+    let empty = r#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":""},"finish_reason":"stop"}]}"#;
+    a.script([
+        Reply::Whole(Box::new(Reply::Ok)),
+        Reply::Status {
+            status: 200,
+            retry_after: None,
+            body: empty.into(),
+        },
+    ]);
+    for want in [2.0, 2.0] {
+        let r = gw
+            .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert!(r.text().await.unwrap().contains("[DONE]"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = gw.metrics().await;
+        assert_eq!(
+            metric(&text, "apiproxy_time_to_first_token_seconds_count", &ttft),
+            want,
+            "{text}"
+        );
+    }
 }
 
 /// Only clients' requests are counted as such: a load balancer's `/health` is neither counted nor

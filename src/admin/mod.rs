@@ -32,13 +32,18 @@ use handlers as h;
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 1024 * 1024;
 
+/// A provider's raw model list: when it was fetched, and from which build of the provider (any
+/// change of configuration builds it anew, so the list is fetched again).
+pub type RawModels = (Instant, Arc<crate::upstream::Provider>, Value);
+
 /// What the admin handlers share.
 pub struct AdminState {
     pub app: Arc<App>,
     /// For live provider probes and raw model lists.
     pub http: reqwest::Client,
     /// Raw model lists by provider, with when they were fetched.
-    pub raw_models: Mutex<HashMap<String, (Instant, Value)>>,
+    /// Raw model lists by provider id.
+    pub raw_models: Mutex<HashMap<String, RawModels>>,
     /// What users who are not admins may still change this second.
     pub changes: throttle::ChangeBudget,
     /// Usernames whose logins failed again and again.

@@ -13,7 +13,7 @@ use crate::auth::{AcceptedKey, ClientIdentity};
 use crate::formats::request::Inspected;
 use crate::formats::{ErrorKind, FetchedMedia, StreamConverter, StreamOptions, ToolNames, Usage, WireFormat};
 use crate::routing::{Candidate, RoutePlan};
-use crate::upstream::KeyChoice;
+use crate::upstream::{KeyChoice, Provider};
 
 /// What one upstream attempt came to, for the client's error summary and the logs. No secrets.
 /// Serialised as `{provider, model, status?, error?}`.
@@ -332,6 +332,9 @@ pub struct RequestCtx {
     /// whole (`failover::confirm_probe`).
     pub probe_answered: bool,
     pub same_retry_used: bool,
+    /// The provider this request asks again without the `stream_options` the gateway adds, after
+    /// a refusal that named it: learned for the provider only when that asks succeeds.
+    pub stream_usage_unasked: Option<Arc<str>>,
     /// The retry decision `upstream_response_filter` made for `error_while_proxy` to apply.
     pub status_retry: Option<Retry>,
     /// Latest `Retry-After` an upstream sent, seconds.
@@ -396,6 +399,11 @@ pub fn candidate_of<'a>(attempt: &Option<Attempt>, plan: &'a Option<RoutePlan>) 
 }
 
 impl RequestCtx {
+    /// Whether an OpenAI Chat stream to `provider` asks for its usage (`stream_options`).
+    pub fn asks_stream_usage(&self, provider: &Provider) -> bool {
+        !provider.refuses_stream_usage() && self.stream_usage_unasked.as_deref() != Some(&*provider.id)
+    }
+
     /// The candidate the current attempt went to.
     pub fn candidate(&self) -> Option<&Candidate> {
         candidate_of(&self.current, &self.plan)
@@ -445,6 +453,7 @@ impl RequestCtx {
             claimed_probe: None,
             probe_answered: false,
             same_retry_used: false,
+            stream_usage_unasked: None,
             status_retry: None,
             upstream_retry_after: None,
             held_verdict: None,

@@ -208,6 +208,8 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         });
         ctx.status_retry = None;
         ctx.probe_answered = false;
+        // A held attempt that was refused at its end stamped its own.
+        ctx.upstream_done = None;
         // A hold left by an attempt that broke while held would date this attempt's header.
         ctx.hold = None;
         ctx.held_verdict = None;
@@ -328,6 +330,11 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
         return HeldResponse::Release;
     };
     ctx.translated_answer = None;
+    if end {
+        // The upstream's part is over: judging and translating what it sent is the gateway's own
+        // time (the overhead metric), not time waiting on the upstream.
+        ctx.upstream_done = Some(Instant::now());
+    }
     // A whole answer the client gets translated reaches it only once read to its end: held to its
     // end, one that breaks off is retried, never relayed as a 200 with a broken body.
     let translated = super::response::translated_whole(ctx, format, resp);
@@ -516,7 +523,9 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
     }
     // The gateway asked this OpenAI Chat stream for its usage, and the upstream refuses the field
     // (Mistral: 422 `extra_forbidden` on `stream_options.include_usage`; it reports usage
-    // unasked): asked again at once without it, and so from now on.
+    // unasked): asked again at once without it, the same attempt; and from then on once that
+    // answer succeeds. (The upstream may echo a client's own unknown field that merely contains
+    // the name; that refusal comes back without the gateway's field too, and teaches nothing.)
     // The refusal is of the gateway's field when it names the member the gateway adds (Mistral:
     // `"loc":["body","stream_options","include_usage"]`), or names the field where the client
     // sent none (Azure's older API versions: "Unknown parameter: 'stream_options'").
@@ -524,7 +533,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         && attempt_format == WireFormat::OpenAiChat
         && ctx.stream
         && (injected_usage || attempt_format != ctx.request_format)
-        && !provider.refuses_stream_usage()
+        && ctx.asks_stream_usage(provider)
         && held.is_some_and(|v| {
             v.source == HeldSource::ErrorBody
                 && v.names_stream_options
@@ -545,7 +554,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         };
     let decision = match status {
         _ if refused_stream_usage => {
-            provider.set_refuses_stream_usage();
+            ctx.stream_usage_unasked = Some(provider.id.clone());
             ctx.retry_same = Some(idx);
             ctx.redo_at_once = true;
             ctx.started_attempts = ctx.started_attempts.saturating_sub(1);
@@ -647,6 +656,10 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
             Retry::No
         }
         _ => {
+            if ctx.stream_usage_unasked.as_deref() == Some(&*provider.id) {
+                // Asked without the field, it answers: the field was what it refused.
+                provider.set_refuses_stream_usage();
+            }
             // A probe's circuit closes once its answer has come whole (`confirm_probe`).
             ctx.probe_answered = ctx.claimed_probe.is_some_and(|(i, _)| i == idx);
             ctx.failures_before_success = match ctx.probe_answered {
@@ -665,7 +678,10 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         }
         _ => None,
     };
-    record(ctx, idx, AttemptEnd::Answered(status), note);
+    if !refused_stream_usage {
+        // Asked again without the gateway's field, it is the same attempt (and keeps its key).
+        record(ctx, idx, AttemptEnd::Answered(status), note);
+    }
     if let Some(v) = held.filter(|v| decision == Retry::No && v.source == HeldSource::Answer) {
         // An error object under a 2xx goes to the client as the error it is, with its status.
         let sent = resp.status.as_u16();

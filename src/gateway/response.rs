@@ -321,14 +321,17 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
             buf.keep(body, TRANSLATE_LIMIT);
             *body = None;
             if end_of_stream {
-                ctx.first_token = Some(ctx.started.elapsed());
                 let answer = match buf.complete() {
                     true => Ok(buf.as_slice()),
                     false => Err("The upstream answer is too large to translate"),
                 };
-                let (out, usage) = answer_as_stream(upstream, client, answer, opts);
-                ctx.usage = usage;
-                *body = Some(Bytes::from(out));
+                let replayed = answer_as_stream(upstream, client, answer, opts);
+                if replayed.content {
+                    // The client's first token leaves now, with the rest of the answer.
+                    ctx.first_token = Some(ctx.started.elapsed());
+                }
+                ctx.usage = replayed.usage;
+                *body = Some(Bytes::from(replayed.out));
             }
         }
         ResponseMode::Stream(conv) => {
@@ -501,7 +504,7 @@ pub fn abort_stream(ctx: &mut RequestCtx) -> Option<Bytes> {
         }
         ResponseMode::Restream(opts, _) => {
             let cut = Err("The upstream answer broke before it was complete");
-            out = answer_as_stream(upstream, client, cut, opts).0;
+            out = answer_as_stream(upstream, client, cut, opts).out;
         }
         ResponseMode::Error { status, body, .. } => {
             // An error body that broke off (its status is out): rendered from what came of it,

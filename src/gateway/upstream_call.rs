@@ -173,7 +173,7 @@ fn generation(
                 force_stream: ctx.stream,
                 // An OpenAI stream reports usage only when asked; ask, and strip the chunk later
                 // (unless the upstream refuses the field).
-                ask_usage: ctx.stream && format == WireFormat::OpenAiChat && !provider.refuses_stream_usage(),
+                ask_usage: ctx.stream && format == WireFormat::OpenAiChat && ctx.asks_stream_usage(provider),
             };
             let mut body = rewrite(&ctx.body, inspected, &edit);
             if format == WireFormat::Gemini {
@@ -242,7 +242,7 @@ fn request_options(ctx: &RequestCtx, provider: &Provider, model: &str, format: W
             (Some(Ok(media)), WireFormat::Gemini) => Some(media.clone()),
             _ => None,
         },
-        stream_usage: !provider.refuses_stream_usage(),
+        stream_usage: ctx.asks_stream_usage(provider),
         replay_reasoning: provider.wants_reasoning_back(),
     }
 }

@@ -98,8 +98,9 @@ struct CreateBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
-    #[serde(default)]
-    description: Option<String>,
+    /// Absent: kept; `null`: cleared.
+    #[serde(default, deserialize_with = "super::nullable")]
+    description: Option<Option<String>>,
     upstreams: Vec<UpstreamInput>,
 }
 
@@ -185,7 +186,7 @@ pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let b = LogicalBundle {
         upstreams: upstream_rows(app, id, body.upstreams)?,
         row: LogicalModelRow {
-            description: body.description.or(existing.row.description),
+            description: body.description.unwrap_or(existing.row.description),
             updated_at: now(),
             ..existing.row
         },

@@ -608,7 +608,8 @@ pub async fn models(admin: &AdminState, req: &Req) -> Result<Reply, ApiError> {
     let refresh = req.query.get("refresh").is_some_and(|v| v == "true" || v == "1");
     let cached = admin.raw_models.lock().get(id).cloned();
     let (fetched_at, raw) = match cached {
-        Some((at, raw)) if !refresh && at.elapsed() < ttl => (at, raw),
+        // Fetched from this very provider: any change of configuration builds it anew.
+        Some((at, from, raw)) if !refresh && at.elapsed() < ttl && std::sync::Arc::ptr_eq(&from, &p) => (at, raw),
         _ => {
             let (status, body) = fetch_raw_models(&admin.http, &p)
                 .await
@@ -621,7 +622,10 @@ pub async fn models(admin: &AdminState, req: &Req) -> Result<Reply, ApiError> {
             let raw: Value = serde_json::from_slice(&body)
                 .map_err(|_| ApiError::Upstream(format!("provider `{id}` model list is not JSON")))?;
             let at = Instant::now();
-            admin.raw_models.lock().insert(id.to_string(), (at, raw.clone()));
+            admin
+                .raw_models
+                .lock()
+                .insert(id.to_string(), (at, p.clone(), raw.clone()));
             (at, raw)
         }
     };

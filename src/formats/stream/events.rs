@@ -48,6 +48,18 @@ pub enum StreamEvent {
     },
 }
 
+impl StreamEvent {
+    /// Whether the event is some of the answer itself (text, reasoning, a refusal, an image, a
+    /// tool call), not its envelope, usage or end.
+    pub fn is_content(&self) -> bool {
+        match self {
+            StreamEvent::Text(t) | StreamEvent::Refusal(t) | StreamEvent::Thinking(t) => !t.is_empty(),
+            StreamEvent::Image(_) | StreamEvent::RedactedThinking(_) | StreamEvent::ToolStart { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// Upstream stream → events. `event` is the SSE `event:` name when there was one; `data` the payload.
 /// The choices (candidates) of a stream seen and those finished, by index (bits; an index above 63
 /// counts as 63): with several choices, the first one's finish is not the stream's end.

@@ -11,6 +11,15 @@ use crate::formats::ir::{Block, IrResponse};
 use crate::formats::usage::Usage;
 use crate::formats::wire::WireFormat;
 
+/// A whole answer written as the client's stream.
+pub struct Replayed {
+    pub out: Vec<u8>,
+    pub usage: Option<Usage>,
+    /// Whether it carries any of the answer itself (text, reasoning, a refusal, an image, a tool
+    /// call): what a stream's time to first token waits for.
+    pub content: bool,
+}
+
 /// The client's stream for a whole answer of format `from`, or for why there is none (too large to
 /// keep, cut off). An answer that is missing or cannot be read ends the stream with an in-format
 /// error event.
@@ -19,7 +28,7 @@ pub fn answer_as_stream(
     to: WireFormat,
     answer: Result<&[u8], &str>,
     opts: &StreamOptions,
-) -> (Vec<u8>, Option<Usage>) {
+) -> Replayed {
     let mut encoder = encoder(to, opts);
     let mut out = Vec::new();
     let parsed = answer
@@ -30,15 +39,25 @@ pub fn answer_as_stream(
             if let Some(names) = &opts.tool_names {
                 names.restore(&mut ir);
             }
+            let mut content = false;
             for event in events_of(&ir) {
+                content |= event.is_content();
                 encoder.encode(event, &mut out);
             }
             encoder.end(&mut out);
-            (out, ir.usage)
+            Replayed {
+                out,
+                usage: ir.usage,
+                content,
+            }
         }
         Err(message) => {
             encoder.fail(&message, "stream_interrupted", &mut out);
-            (out, None)
+            Replayed {
+                out,
+                usage: None,
+                content: false,
+            }
         }
     }
 }

@@ -349,8 +349,11 @@ where
             Err(mut e) => {
                 e.as_down();
                 if matches!(e.etype, InvalidHTTPHeader) {
+                    // APIProxy patch: the error's context is the raw head, credentials included
+                    // (a client's `Authorization`, a Gemini `?key=`): only its type is logged.
                     debug!(
-                        "Fail to proxy: {e}, downstream session type: {}",
+                        "Fail to proxy: {:?}, downstream session type: {}",
+                        e.etype(),
                         downstream_session.session_type()
                     );
                     // APIProxy patch: the service counts what it never sees.
