@@ -58,6 +58,22 @@ async fn health_and_aggregated_models() {
         "{v}"
     );
     assert_eq!(v["has_more"], false);
+    // Its errors in the same shape: Claude Code reads a bad key as Anthropic says it.
+    let r = gw
+        .client
+        .get(gw.url("/v1/models"))
+        .header("x-api-key", "apx-not-a-key")
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&v["type"], &v["error"]["type"]),
+        (&json!("error"), &json!("authentication_error")),
+        "{v}"
+    );
     let r = gw
         .client
         .get(gw.url("/v1beta/models"))

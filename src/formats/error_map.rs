@@ -194,8 +194,12 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
             _ => by_status,
         },
         WireFormat::Anthropic => match str_at(e, "type") {
-            // Anthropic says "out of credit" as a 400 invalid_request_error.
-            Some("invalid_request_error") if message.contains("credit balance") => ErrorKind::Billing,
+            // Anthropic says "out of credit" as a 400 invalid_request_error, in words: at the
+            // start of its message, as it says it (a client's own header or field named "credit
+            // balance" is echoed further in, and must not bench the provider's keys).
+            Some("invalid_request_error") if message.starts_with("Your credit balance is too low") => {
+                ErrorKind::Billing
+            }
             Some("invalid_request_error") if says_context_too_long(&message) => ErrorKind::ContextLength,
             Some("invalid_request_error") => ErrorKind::InvalidRequest,
             Some("authentication_error") => ErrorKind::Authentication,
@@ -373,6 +377,22 @@ pub fn retry_after_secs(body: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_anthropic_s_own_words_say_out_of_credit() {
+        let said = |message: &str| {
+            let body = json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}});
+            classify_error(WireFormat::Anthropic, 400, body.to_string().as_bytes()).0
+        };
+        assert_eq!(
+            said("Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."),
+            ErrorKind::Billing
+        );
+        assert_eq!(
+            said("Unexpected value(s) `credit balance` for the `anthropic-beta` header."),
+            ErrorKind::InvalidRequest
+        );
+    }
 
     #[test]
     fn xai_s_bad_key_under_a_400_is_an_authentication_error() {

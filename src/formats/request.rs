@@ -16,9 +16,14 @@ pub enum BodyError {
     NotAnObject,
     #[error("You must provide a model parameter")]
     MissingModel,
-    #[error("`model` must be a non-empty string")]
+    #[error("`model` must be a non-empty string of at most 256 bytes")]
     BadModel,
 }
+
+/// The longest model name taken, in bytes: far past any real one (the longest Azure deployment or
+/// Bedrock ARN), and short enough that names a client makes up cost little where they are kept
+/// (a `provider/model` name has health of its own; a session's binding is kept per model).
+pub const MAX_MODEL_BYTES: usize = 256;
 
 /// What the gateway reads from a request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +140,7 @@ fn inspected(
 ) -> Result<Inspected, BodyError> {
     let raw = model.ok_or(BodyError::MissingModel)?;
     let model: String = serde_json::from_str(raw.get()).map_err(|_| BodyError::BadModel)?;
-    if model.is_empty() {
+    if model.is_empty() || model.len() > MAX_MODEL_BYTES {
         return Err(BodyError::BadModel);
     }
     let span = |raw: &RawValue| {
@@ -329,6 +334,8 @@ mod tests {
         assert_eq!(inspect(b"{}"), Err(BodyError::MissingModel));
         assert_eq!(inspect(br#"{"model":3}"#), Err(BodyError::BadModel));
         assert_eq!(inspect(br#"{"model":""}"#), Err(BodyError::BadModel));
+        let long = format!(r#"{{"model":"openai/{}"}}"#, "a".repeat(MAX_MODEL_BYTES));
+        assert_eq!(inspect(long.as_bytes()), Err(BodyError::BadModel));
         assert!(matches!(
             inspect(br#"{"model":"a","model":"b"}"#),
             Err(BodyError::InvalidJson(_))

@@ -100,7 +100,7 @@ fn gemini_call(path: &str, query: Option<&str>) -> Option<(GeminiCall, Operation
     };
     // `provider/model` arrives as two segments or with its slash escaped (`openai%2Fgpt-4o`).
     let model = percent_encoding::percent_decode_str(model).decode_utf8().ok()?;
-    if model.is_empty() {
+    if model.is_empty() || model.len() > crate::formats::request::MAX_MODEL_BYTES {
         return None;
     }
     let sse = query.is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
@@ -240,12 +240,23 @@ pub fn recall_connection(ctx: &mut RequestCtx, memory: Box<dyn Any + Send + Sync
     }
 }
 
-/// The `/models` body for the authenticated client: everything, or for a key limited to some
-/// providers, the models it can route to (the snapshot it was authenticated against decides). In
-/// the shape of the API it is asked through: Gemini's for `/v1beta/models` (google-genai's
-/// `models.list`), Anthropic's when the request carries `anthropic-version` (Claude Code's model
-/// discovery), else OpenAI's.
-pub fn model_listing(app: &App, ctx: &mut RequestCtx, session: &Session) -> Bytes {
+/// The API a model listing is asked through, whose shape its answer and its errors take:
+/// Gemini's for `/v1beta/models` (google-genai's `models.list`), Anthropic's when the request
+/// carries `anthropic-version` (Claude Code's model discovery), else OpenAI's.
+pub fn listing_format(session: &Session) -> WireFormat {
+    if session.req_header().uri.path().starts_with("/v1beta/") {
+        WireFormat::Gemini
+    } else if session.get_header("anthropic-version").is_some() {
+        WireFormat::Anthropic
+    } else {
+        WireFormat::OpenAiChat
+    }
+}
+
+/// The `/models` body for the authenticated client, in `format` (see [listing_format]):
+/// everything, or for a key limited to some providers, the models it can route to (the snapshot
+/// it was authenticated against decides).
+pub fn model_listing(app: &App, ctx: &mut RequestCtx, format: WireFormat) -> Bytes {
     let openai = match ctx.client.as_ref().and_then(|c| c.allowed_providers.clone()) {
         None => app.catalog.listing(),
         Some(allowed) => {
@@ -253,12 +264,9 @@ pub fn model_listing(app: &App, ctx: &mut RequestCtx, session: &Session) -> Byte
             snapshot.routes.listing_for(&allowed, &app.catalog, &app.health)
         }
     };
-    if session.req_header().uri.path().starts_with("/v1beta/") {
-        crate::upstream::catalog::listing_as(&openai, WireFormat::Gemini)
-    } else if session.get_header("anthropic-version").is_some() {
-        crate::upstream::catalog::listing_as(&openai, WireFormat::Anthropic)
-    } else {
-        openai
+    match format {
+        WireFormat::Gemini | WireFormat::Anthropic => crate::upstream::catalog::listing_as(&openai, format),
+        _ => openai,
     }
 }
 

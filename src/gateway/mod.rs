@@ -63,6 +63,10 @@ impl Gateway {
         // An error about the path itself (a wrong method, an unknown Gemini method) is said in the
         // format the path belongs to.
         ctx.client_format = intake::format_of_path(session.req_header().uri.path());
+        // Every write to the client is bounded, the gateway's own answers (a model list, an error,
+        // `100 Continue`) included: a client that stops reading must not hold its task forever.
+        let write_timeout = self.app.settings.client_write_timeout_ms;
+        session.set_write_timeout((write_timeout > 0).then(|| Duration::from_millis(write_timeout)));
         let origins = &self.app.settings.cors_origins;
         if !origins.is_empty() {
             ctx.cors_origin = cors::allowed_origin(origins, session);
@@ -85,9 +89,14 @@ impl Gateway {
                 Ok(true)
             }
             Endpoint::Models => {
+                // Its errors (a bad key, a rate limit) in the shape its answer would have.
+                let format = intake::listing_format(session);
+                if format == crate::formats::WireFormat::Anthropic {
+                    ctx.client_format = Some(format);
+                }
                 intake::authenticate(session, &self.app, ctx)?;
                 session::admit(&self.app, ctx).await?;
-                let body = intake::model_listing(&self.app, ctx, session);
+                let body = intake::model_listing(&self.app, ctx, format);
                 respond::json(session, ctx, 200, body, &[])
                     .await
                     .map_err(|e| GatewayError::ClientRead(e.to_string()))?;
@@ -111,8 +120,6 @@ impl Gateway {
                 let body = intake::read_body(session, self.app.settings.max_body_bytes).await;
                 ctx.client_wait += reading.elapsed();
                 let body = body?;
-                let write_timeout = self.app.settings.client_write_timeout_ms;
-                session.set_write_timeout((write_timeout > 0).then(|| Duration::from_millis(write_timeout)));
                 intake::route(session, &self.app, ctx, &call, body)?;
                 session::admit(&self.app, ctx).await?;
                 session::start_capture(ctx);

@@ -280,11 +280,15 @@ fn is_public(ip: IpAddr) -> bool {
                 || (a == 198 && (18..20).contains(&b))
                 || a >= 240)
         }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped().or_else(|| embedded_ipv4(v6)) {
             Some(v4) => is_public(IpAddr::V4(v4)),
             None => {
                 let first = v6.segments()[0];
+                // NAT64's local-use prefix (64:ff9b:1::/48) reaches whatever IPv4 its translator
+                // is set up for: private networks included.
+                let local_nat64 = v6.segments()[..3] == [0x64, 0xff9b, 1];
                 !(v6.is_loopback()
+                    || local_nat64
                     || v6.is_unspecified()
                     || (first & 0xfe00) == 0xfc00 // unique local
                     || (first & 0xffc0) == 0xfe80 // link-local
@@ -294,9 +298,39 @@ fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// The IPv4 address an IPv6 address reaches through a translator or tunnel, which is what a
+/// fetch of it would reach: NAT64's well-known prefix (64:ff9b::/96), 6to4 (2002::/16) and the
+/// old IPv4-compatible form (::a.b.c.d).
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let last = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    match s {
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(last(hi, lo)),
+        [0x2002, hi, lo, ..] => Some(last(hi, lo)),
+        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => Some(last(hi, lo)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_that_reach_ipv4_through_a_translator_are_judged_by_it() {
+        for private in [
+            "64:ff9b::a00:1",
+            "64:ff9b::7f00:1",
+            "2002:c0a8:101::1",
+            "::10.0.0.1",
+            "64:ff9b:1::8.8.8.8",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["64:ff9b::808:808", "2002:808:808::1", "2606:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
 
     #[test]
     fn cache_control_bounds_reuse() {
