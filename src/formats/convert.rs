@@ -82,6 +82,14 @@ pub fn convert_request_named(
             to.label()
         )));
     }
+    if from != to && asks_logprobs(from, &obj) {
+        // No encoder carries log probabilities back: a client reading `logprobs.content` would
+        // get `null`, and fail there with no word of why.
+        return Err(ConvertError::Unsupported(format!(
+            "log probabilities cannot be translated for an upstream of format {}",
+            to.label()
+        )));
+    }
     if let Some(fetched) = &opts.fetched_media {
         ir.inline_media(fetched);
     }
@@ -148,6 +156,28 @@ pub fn parse_response(from: WireFormat, body: &[u8]) -> Result<IrResponse, Conve
     })
 }
 
+/// Whether the client asks for log probabilities: Chat's `logprobs: true`, Responses'
+/// `top_logprobs` or `include` of `message.output_text.logprobs`, Gemini's `responseLogprobs`.
+fn asks_logprobs(from: WireFormat, obj: &Value) -> bool {
+    match from {
+        WireFormat::OpenAiChat => obj.get("logprobs") == Some(&Value::Bool(true)),
+        WireFormat::OpenAiResponses => {
+            obj.get("top_logprobs").and_then(Value::as_u64).is_some_and(|n| n > 0)
+                || obj
+                    .get("include")
+                    .and_then(Value::as_array)
+                    .is_some_and(|i| i.iter().any(|v| v == "message.output_text.logprobs"))
+        }
+        WireFormat::Gemini => {
+            obj.get("generationConfig")
+                .or_else(|| obj.get("generation_config"))
+                .and_then(|g| g.get("responseLogprobs").or_else(|| g.get("response_logprobs")))
+                == Some(&Value::Bool(true))
+        }
+        WireFormat::Anthropic => false,
+    }
+}
+
 /// OpenAI's `user` takes at most this many characters (a longer one is a 400).
 const OPENAI_USER_MAX: usize = 64;
 
@@ -165,6 +195,24 @@ fn fit_for_openai(ir: &mut IrRequest, model: &str) {
     if !takes_reasoning_effort(model) {
         ir.reasoning = None;
     }
+    if openai_reasoning_model(model) {
+        // OpenAI's reasoning models refuse any sampling setting but the default ("Unsupported
+        // parameter: 'top_p' is not supported with this model"), which Gemini CLI and Anthropic
+        // SDK apps send for every model: left for the model's own.
+        ir.temperature = ir.temperature.filter(|t| *t == 1.0);
+        ir.top_p = ir.top_p.filter(|p| *p == 1.0);
+        ir.presence_penalty = ir.presence_penalty.filter(|p| *p == 0.0);
+        ir.frequency_penalty = ir.frequency_penalty.filter(|p| *p == 0.0);
+    }
+}
+
+/// OpenAI's own reasoning models (`o1`…, `gpt-5*` but the `-chat` ones, `codex-*`), also behind an
+/// aggregator's `openai/` prefix.
+fn openai_reasoning_model(model: &str) -> bool {
+    let name = super::model_name::bare(model);
+    super::model_name::is_o_series(&name)
+        || (name.starts_with("gpt-5") && !name.contains("-chat"))
+        || name.starts_with("codex")
 }
 
 /// Models known to take `reasoning_effort` through an OpenAI-style API: OpenAI's reasoning models
@@ -1010,6 +1058,180 @@ mod tests {
         ] {
             let out = upstream_body(from, to, body.clone()).to_string();
             assert!(!out.contains("iVBORw0KGgo="), "{from:?} → {to:?}: {out}");
+        }
+    }
+
+    /// Another vendor's client's sampling settings, which OpenAI's reasoning models refuse, are left
+    /// out for those models only; an OpenAI client's own are never touched.
+    #[test]
+    fn sampling_settings_are_left_out_for_openai_reasoning_models() {
+        use serde_json::{json, Value};
+        let gemini_cli = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "generationConfig": {"temperature": 0, "topP": 0.95, "topK": 64, "presencePenalty": 0.5}});
+        let to = |model: &str| -> Value {
+            let opts = RequestOptions {
+                model: model.into(),
+                stream: false,
+                default_max_tokens: 4096,
+                fetched_media: None,
+                stream_usage: true,
+                replay_reasoning: false,
+            };
+            let out = convert_request(
+                WireFormat::Gemini,
+                WireFormat::OpenAiChat,
+                gemini_cli.to_string().as_bytes(),
+                &opts,
+            );
+            serde_json::from_slice(&out.expect("translated")).unwrap()
+        };
+        for model in ["o4-mini", "gpt-5", "openai/gpt-5-mini", "codex-mini-latest"] {
+            let v = to(model);
+            for field in ["temperature", "top_p", "presence_penalty", "frequency_penalty"] {
+                assert!(v.get(field).is_none(), "{model}: {field} in {v}");
+            }
+        }
+        for model in ["gpt-4.1", "gpt-5-chat-latest"] {
+            let v = to(model);
+            assert_eq!(
+                (&v["temperature"], &v["top_p"]),
+                (&json!(0.0), &json!(0.95)),
+                "{model}: {v}"
+            );
+        }
+    }
+
+    /// A tool result's text parts reach a format that takes one text as separate lines.
+    #[test]
+    fn a_tool_result_s_parts_stay_apart() {
+        use serde_json::{json, Value};
+        let opts = RequestOptions {
+            model: "m".into(),
+            stream: false,
+            default_max_tokens: 4096,
+            fetched_media: None,
+            stream_usage: true,
+            replay_reasoning: false,
+        };
+        let body = json!({"model": "m", "max_tokens": 100, "messages": [
+            {"role": "user", "content": "look"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "browse", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
+                {"type": "text", "text": "{\"a\":1}"}, {"type": "text", "text": "{\"b\":2}"}]}]}]});
+        let out = convert_request(
+            WireFormat::Anthropic,
+            WireFormat::OpenAiChat,
+            body.to_string().as_bytes(),
+            &opts,
+        );
+        let v: Value = serde_json::from_slice(&out.unwrap()).unwrap();
+        let tool = v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["role"] == "tool")
+            .cloned()
+            .unwrap();
+        assert_eq!(tool["content"], "{\"a\":1}\n{\"b\":2}", "{v}");
+    }
+
+    /// Log probabilities are refused for a translation (no encoder carries them back), not dropped.
+    #[test]
+    fn log_probabilities_are_refused_across_formats() {
+        let opts = RequestOptions {
+            model: "m".into(),
+            stream: false,
+            default_max_tokens: 4096,
+            fetched_media: None,
+            stream_usage: true,
+            replay_reasoning: false,
+        };
+        let asks = br#"{"model":"m","logprobs":true,"top_logprobs":5,"messages":[{"role":"user","content":"hi"}]}"#;
+        for to in [WireFormat::Gemini, WireFormat::Anthropic, WireFormat::OpenAiResponses] {
+            let e = convert_request(WireFormat::OpenAiChat, to, asks, &opts).unwrap_err();
+            assert!(
+                matches!(e, ConvertError::Unsupported(ref m) if m.contains("log probabilities")),
+                "{to:?}: {e:?}"
+            );
+        }
+        let off = br#"{"model":"m","logprobs":false,"messages":[{"role":"user","content":"hi"}]}"#;
+        assert!(convert_request(WireFormat::OpenAiChat, WireFormat::Gemini, off, &opts).is_ok());
+    }
+
+    /// Gemini 2.0 and Gemma cannot think: a client's thinking is asked only of models that can.
+    #[test]
+    fn thinking_is_asked_only_of_gemini_models_that_think() {
+        use serde_json::{json, Value};
+        let claude_code = json!({"model": "m", "max_tokens": 4096, "thinking": {"type": "enabled", "budget_tokens": 8000},
+            "messages": [{"role": "user", "content": "hi"}]});
+        let to = |model: &str| -> Value {
+            let opts = RequestOptions {
+                model: model.into(),
+                stream: false,
+                default_max_tokens: 4096,
+                fetched_media: None,
+                stream_usage: true,
+                replay_reasoning: false,
+            };
+            let out = convert_request(
+                WireFormat::Anthropic,
+                WireFormat::Gemini,
+                claude_code.to_string().as_bytes(),
+                &opts,
+            );
+            serde_json::from_slice(&out.expect("translated")).unwrap()
+        };
+        for model in ["gemini-2.0-flash", "gemini-2.0-flash-lite", "gemma-3-27b-it"] {
+            assert!(to(model)["generationConfig"].get("thinkingConfig").is_none(), "{model}");
+        }
+        for model in ["gemini-2.5-flash", "gemini-3-pro-preview", "models/gemini-2.5-pro"] {
+            assert!(to(model)["generationConfig"]["thinkingConfig"].is_object(), "{model}");
+        }
+    }
+
+    /// Gemini 2.x refuses JSON mode beside function declarations: asked for in words there; Gemini 3
+    /// takes both, and without tools JSON mode is JSON mode.
+    #[test]
+    fn gemini_before_3_gets_json_mode_beside_tools_in_words() {
+        use serde_json::{json, Value};
+        let body = |tools: bool| {
+            let mut b = json!({"model": "m", "messages": [{"role": "user", "content": "plan"}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "plan",
+                    "schema": {"type": "object", "properties": {"steps": {"type": "array"}}}}}});
+            if tools {
+                b["tools"] =
+                    json!([{"type": "function", "function": {"name": "look", "parameters": {"type": "object"}}}]);
+            }
+            b.to_string()
+        };
+        let gemini = |model: &str, tools: bool| -> Value {
+            let opts = RequestOptions {
+                model: model.into(),
+                stream: false,
+                default_max_tokens: 4096,
+                fetched_media: None,
+                stream_usage: true,
+                replay_reasoning: false,
+            };
+            let out = convert_request(
+                WireFormat::OpenAiChat,
+                WireFormat::Gemini,
+                body(tools).as_bytes(),
+                &opts,
+            );
+            serde_json::from_slice(&out.expect("translated")).unwrap()
+        };
+        let v = gemini("gemini-2.5-flash", true);
+        assert!(v["generationConfig"].get("responseMimeType").is_none(), "{v}");
+        let said = v["systemInstruction"]["parts"][0]["text"].as_str().unwrap();
+        assert!(said.contains("JSON Schema") && said.contains("steps"), "{said}");
+        for (model, tools) in [("gemini-3-pro-preview", true), ("gemini-2.5-flash", false)] {
+            let v = gemini(model, tools);
+            assert_eq!(
+                v["generationConfig"]["responseMimeType"], "application/json",
+                "{model}: {v}"
+            );
+            assert!(v.get("systemInstruction").is_none(), "{model}: {v}");
         }
     }
 

@@ -219,8 +219,10 @@ pub struct ToolResult {
 
 impl ToolResult {
     /// The text of the result, blocks joined.
+    /// The result's text parts, one per line: a tool's parts are separate pieces (an MCP tool's
+    /// sections, two JSON documents), not one text cut in places.
     pub fn text(&self) -> String {
-        join_text(&self.content)
+        join_text_with(&self.content, "\n")
     }
 }
 
@@ -248,6 +250,20 @@ pub fn join_refusal(blocks: &[Block]) -> String {
         Block::Refusal(r) => Some(r),
         _ => None,
     })
+}
+
+/// The text blocks of `blocks`, `separator` between them: for pieces that stand apart (a system
+/// turn's parts, a tool result's), where an answer's text (which Anthropic cuts mid-sentence
+/// around citations) is joined as it is.
+pub fn join_text_with(blocks: &[Block], separator: &str) -> String {
+    let texts: Vec<&str> = blocks
+        .iter()
+        .filter_map(|b| match b {
+            Block::Text(t) => Some(t.text.as_str()),
+            _ => None,
+        })
+        .collect();
+    texts.join(separator)
 }
 
 fn join_blocks(blocks: &[Block], pick: impl Fn(&Block) -> Option<&String>) -> String {

@@ -331,6 +331,8 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     let thinking_budget = ir
         .reasoning
         .as_ref()
+        // Claude 3 models before 3.7 cannot think: they refuse `thinking` with a 400.
+        .filter(|_| thinks(&opts.model))
         .map(budget_for)
         // A client's own limit holds: the budget fits below it. Without one, the budget comes on
         // top of the default, so thinking does not eat the answer's room.
@@ -374,6 +376,13 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
         out.insert("stream".into(), true.into());
     }
     Ok(Value::Object(out))
+}
+
+/// Whether a Claude model can think (extended thinking came with Claude 3.7); a model of another
+/// name on an Anthropic-style API is given the benefit of the doubt.
+fn thinks(model: &str) -> bool {
+    let model = model.to_ascii_lowercase();
+    !model.contains("claude-3-") || model.contains("claude-3-7")
 }
 
 /// Whether the last assistant turn called tools without thinking Anthropic can take back (signed
@@ -732,6 +741,16 @@ mod tests {
             (Some(20_480), Some(4096)),
             "{v}"
         );
+
+        // Claude before 3.7 cannot think: asked to, it answers without.
+        for model in ["claude-3-5-haiku-latest", "claude-3-opus-20240229"] {
+            let v = render(&ir, &opts(model)).unwrap();
+            assert!(v.get("thinking").is_none(), "{model}: {v}");
+        }
+        assert!(render(&ir, &opts("claude-3-7-sonnet-latest"))
+            .unwrap()
+            .get("thinking")
+            .is_some());
     }
 
     #[test]

@@ -284,9 +284,26 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
         .map(|t| json!({"text": t.text}))
         .collect();
     for m in ir.messages.iter().filter(|m| m.role == Role::System) {
-        let t = join_text(&m.content);
+        let t = join_text_with(&m.content, "\n\n");
         if !t.is_empty() {
             system.push(json!({"text": t}));
+        }
+    }
+    // Gemini before 3 refuses JSON mode beside function declarations ("Function calling with a
+    // response mime type: 'application/json' is unsupported"): there the JSON answer is asked for
+    // in words, and the model stays free to call the client's tools first.
+    let json_in_words = !ir.tools.is_empty() && refuses_json_mode_beside_tools(&opts.model);
+    if json_in_words {
+        match &ir.response_format {
+            Some(ResponseFormat::JsonObject) => {
+                system.push(json!({"text": "Give your final answer as one JSON object, with no text around it."}));
+            }
+            Some(ResponseFormat::JsonSchema { schema, .. }) => {
+                system.push(json!({"text": format!(
+                    "Give your final answer as one JSON object, with no text around it, that matches this JSON Schema: {schema}"
+                )}));
+            }
+            _ => {}
         }
     }
     if !system.is_empty() {
@@ -336,6 +353,7 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
         g.insert("stopSequences".into(), json!(ir.stop));
     }
     match &ir.response_format {
+        _ if json_in_words => {}
         Some(ResponseFormat::JsonObject) => {
             g.insert("responseMimeType".into(), "application/json".into());
         }
@@ -345,7 +363,8 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
         }
         _ => {}
     }
-    if let Some(r) = &ir.reasoning {
+    // Gemini 2.0 and Gemma cannot think: they refuse `thinkingConfig` with a 400.
+    if let Some(r) = ir.reasoning.as_ref().filter(|_| gemini_thinks(&opts.model)) {
         // Budgets every thinking Gemini model takes: at most 2.5 Flash's 24,576, and when thinking
         // at all at least Flash-Lite's 512 (2.5 Pro's floor is 128). Claude Code asks for 31,999.
         let budget = match r.budget_tokens {
@@ -370,6 +389,38 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
         out.insert("generationConfig".into(), g.into());
     }
     Ok(Value::Object(out))
+}
+
+/// Whether a Gemini model can think (2.5 and later); a model of another name (a Gemini-style API
+/// in front of something else) is given the benefit of the doubt, Gemma and Gemini 1.x and 2.0
+/// are not.
+fn gemini_thinks(model: &str) -> bool {
+    let bare = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+    if bare.starts_with("gemma") {
+        return false;
+    }
+    match bare.strip_prefix("gemini-") {
+        Some(rest) => !(rest.starts_with("1.") || rest.starts_with("2.0") || rest.starts_with("pro")),
+        None => true,
+    }
+}
+
+/// Whether the model refuses JSON mode (`responseMimeType`, a schema) beside function
+/// declarations: Gemini before 3 and Gemma do; a model of another name (a Gemini-style API in
+/// front of something else) is given the benefit of the doubt.
+fn refuses_json_mode_beside_tools(model: &str) -> bool {
+    let bare = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+    if bare.starts_with("gemma") {
+        return true;
+    }
+    bare.strip_prefix("gemini-").is_some_and(|rest| {
+        rest.starts_with("pro")
+            || rest
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|major| major.parse::<u32>().ok())
+                .is_some_and(|major| major < 3)
+    })
 }
 
 /// The largest thinking budget every thinking Gemini model takes (2.5 Flash's).

@@ -393,7 +393,7 @@ pub(crate) fn join_parts(parts: &[TextPart]) -> String {
 
 fn render_message(m: &Message, replay_reasoning: bool, out: &mut Vec<Value>) {
     match m.role {
-        Role::System => out.push(json!({"role": "system", "content": join_text(&m.content)})),
+        Role::System => out.push(json!({"role": "system", "content": join_text_with(&m.content, "\n\n")})),
         Role::Assistant => {
             let text = join_text(&m.content);
             let calls: Vec<Value> = m

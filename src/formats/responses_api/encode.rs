@@ -468,6 +468,9 @@ impl Encode for ResponsesEncoder {
         let (status, incomplete) = status_of(self.finish.unwrap_or(FinishReason::Stop));
         let mut r = self.response(status);
         r["incomplete_details"] = incomplete;
+        // Zeros rather than null when the upstream reported none, as in a whole answer: the
+        // Vercel AI SDK reads `usage.input_tokens` of the finished response unchecked.
+        r["usage"] = self.usage.clone().unwrap_or_default().to_responses();
         let name = if status == "completed" {
             "response.completed"
         } else {
@@ -525,5 +528,8 @@ mod tests {
         assert_eq!(output[0]["type"], "reasoning", "{done}");
         assert_eq!(output[0]["encrypted_content"], "anthropic-thinking:EqQB");
         assert_eq!(output[1]["type"], "message");
+        // No usage reported: zeros, not null (the Vercel AI SDK reads it unchecked).
+        assert_eq!(done["response"]["usage"]["input_tokens"], 0, "{done}");
+        assert_eq!(done["response"]["usage"]["output_tokens"], 0, "{done}");
     }
 }
