@@ -1322,6 +1322,45 @@ async fn a_stream_the_client_leaves_still_binds_its_session() {
     );
 }
 
+/// Claude refuses thinking another Anthropic-style vendor (GLM, Kimi) signed in an earlier turn, and
+/// would refuse every turn after it: the request is asked again at once without the conversation's
+/// thinking, as the same attempt, and the client gets its answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn thinking_signed_by_another_vendor_is_taken_out_when_claude_refuses_it() {
+    let a = Mock::start_style("claude", &["m"], Style::Anthropic).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}",
+        provider_yaml_styled("claude", &a, ", models: [m]")
+    ))
+    .await;
+    let refusal = r#"{"type":"error","error":{"type":"invalid_request_error","message":"messages.1.content.0: Invalid `signature` in `thinking` block"}}"#;
+    a.script([Reply::status_body(400, refusal)]);
+    let body = json!({"model": "m", "max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "greet", "signature": "glm-minted-signature"},
+                {"type": "text", "text": "Hello"}]},
+            {"role": "user", "content": "and now?"}]});
+    let r = gw
+        .post("/v1/messages", body, &[("anthropic-version", "2023-06-01")])
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let sent = a.requests();
+    assert_eq!(sent.len(), 2, "refused, then asked again");
+    assert!(sent[0].json().to_string().contains("glm-minted-signature"));
+    let again = sent[1].json();
+    assert_eq!(
+        again["messages"][1]["content"],
+        json!([{"type": "text", "text": "Hello"}]),
+        "{again}"
+    );
+    assert_eq!(again["thinking"]["type"], "enabled", "this turn may still think");
+    let text = gw.metrics().await;
+    let attempts = |outcome| metric(&text, "apiproxy_upstream_attempts_total", &[("outcome", outcome)]);
+    assert_eq!((attempts("2xx"), attempts("4xx")), (1.0, 0.0), "{text}");
+}
+
 /// An upstream that keeps its body open after the stream's end (`[DONE]` or `message_stop`, then
 /// neither the last chunk nor a close): the client's answer is whole and properly ended at once, in
 /// its own format (a translated one too), not after the upstream's read timeout; its tokens are

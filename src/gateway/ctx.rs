@@ -241,6 +241,9 @@ pub struct HeldVerdict {
     /// The error body says the response the request continues is not this upstream's (OpenAI's
     /// `previous_response_not_found`).
     pub names_previous_response: bool,
+    /// The error body says a thinking block's signature is invalid (Claude, given thinking another
+    /// Anthropic-style vendor signed).
+    pub names_thinking_signature: bool,
 }
 
 /// Where a held answer's error was read.
@@ -335,6 +338,9 @@ pub struct RequestCtx {
     /// The provider this request asks again without the `stream_options` the gateway adds, after
     /// a refusal that named it: learned for the provider only when that asks succeeds.
     pub stream_usage_unasked: Option<Arc<str>>,
+    /// The provider this request asks again with every thinking block taken out, after it refused a
+    /// thinking signature.
+    pub thinking_dropped: Option<Arc<str>>,
     /// The retry decision `upstream_response_filter` made for `error_while_proxy` to apply.
     pub status_retry: Option<Retry>,
     /// Latest `Retry-After` an upstream sent, seconds.
@@ -454,6 +460,7 @@ impl RequestCtx {
             probe_answered: false,
             same_retry_used: false,
             stream_usage_unasked: None,
+            thinking_dropped: None,
             status_retry: None,
             upstream_retry_after: None,
             held_verdict: None,

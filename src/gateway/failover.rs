@@ -353,6 +353,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             names_stream_options: false,
             names_include_usage: false,
             names_previous_response: false,
+            names_thinking_signature: false,
         })
     };
     ctx.held_verdict = if resp.status.is_success() && super::response::reads_as_sse(ctx, resp) {
@@ -409,6 +410,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
             names_stream_options: memchr::memmem::find(body, b"stream_options").is_some(),
             names_include_usage: memchr::memmem::find(body, b"include_usage").is_some(),
             names_previous_response: ctx.response_pin.is_some() && says_previous_response_not_found(body),
+            names_thinking_signature: format == WireFormat::Anthropic && says_thinking_signature_invalid(body),
         })
     } else {
         return HeldResponse::More;
@@ -468,6 +470,13 @@ fn says_previous_response_not_found(body: &[u8]) -> bool {
 /// the gateway's).
 fn client_sent_stream_options(ctx: &RequestCtx, attempt_format: WireFormat) -> bool {
     attempt_format == ctx.request_format && memchr::memmem::find(&ctx.body, b"\"stream_options\"").is_some()
+}
+
+/// Claude's words for a thinking block whose signature it cannot verify
+/// ("messages.1.content.0: Invalid `signature` in `thinking` block").
+fn says_thinking_signature_invalid(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"Invalid `signature` in `thinking` block").is_some()
+        || memchr::memmem::find(body, b"Invalid signature in thinking block").is_some()
 }
 
 /// Judges the upstream's response status (and what its held body said) and records health; says
@@ -540,6 +549,13 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
                 // Only now, on such an error, is the client's body looked at.
                 && (v.names_include_usage || !client_sent_stream_options(ctx, attempt_format))
         });
+    // Claude refuses a thinking signature another Anthropic-style vendor (GLM, Kimi, MiniMax) made
+    // in an earlier turn of the conversation, and would refuse every turn after it: asked again at
+    // once with the conversation's thinking taken out, the same attempt.
+    let refused_thinking = status == 400
+        && attempt_format == WireFormat::Anthropic
+        && ctx.thinking_dropped.is_none()
+        && held.is_some_and(|v| v.source == HeldSource::ErrorBody && v.names_thinking_signature);
     let not_this_upstream_s_response = status == 400
         && held.is_some_and(|v| v.source == HeldSource::ErrorBody && v.names_previous_response)
         && ctx.started_attempts < app.settings.max_attempts
@@ -553,6 +569,13 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
             others_can_answer(&plan, passed.chain(other_apis.map(|(i, _)| i)), now)
         };
     let decision = match status {
+        _ if refused_thinking => {
+            ctx.thinking_dropped = Some(provider.id.clone());
+            ctx.retry_same = Some(idx);
+            ctx.redo_at_once = true;
+            ctx.started_attempts = ctx.started_attempts.saturating_sub(1);
+            Retry::Same
+        }
         _ if refused_stream_usage => {
             ctx.stream_usage_unasked = Some(provider.id.clone());
             ctx.retry_same = Some(idx);
@@ -678,8 +701,9 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         }
         _ => None,
     };
-    if !refused_stream_usage {
-        // Asked again without the gateway's field, it is the same attempt (and keeps its key).
+    if !refused_stream_usage && !refused_thinking {
+        // Asked again without the gateway's field, or without the thinking it refused, it is the
+        // same attempt (and keeps its key).
         record(ctx, idx, AttemptEnd::Answered(status), note);
     }
     if let Some(v) = held.filter(|v| decision == Retry::No && v.source == HeldSource::Answer) {

@@ -194,6 +194,7 @@ fn generation(
                 if let Some(cleaned) = anthropic::request::without_refused_blocks(&body) {
                     body = Bytes::from(cleaned);
                 }
+                body = without_refused_thinking(ctx, provider, body);
             }
             Ok(UpstreamCall {
                 format,
@@ -218,9 +219,13 @@ fn generation(
             let opts = request_options(ctx, provider, model, format);
             let translated =
                 convert_request_named(ctx.request_format, format, &ctx.body, &opts).map_err(|e| e.to_string())?;
+            let body = match format {
+                WireFormat::Anthropic => without_refused_thinking(ctx, provider, translated.body),
+                _ => translated.body,
+            };
             Ok(UpstreamCall {
                 format,
-                body: translated.body,
+                body,
                 path,
                 // The translation asks OpenAI upstreams for usage itself; the converter decides what the
                 // client sees from what the client asked.
@@ -230,6 +235,15 @@ fn generation(
             })
         }
     }
+}
+
+/// An Anthropic body without its thinking blocks, for the provider that refused a signature in
+/// them on this request's first try (see `failover::on_response`).
+fn without_refused_thinking(ctx: &RequestCtx, provider: &Provider, body: Bytes) -> Bytes {
+    if ctx.thinking_dropped.as_deref() != Some(&*provider.id) {
+        return body;
+    }
+    anthropic::request::without_thinking(&body).map_or(body, Bytes::from)
 }
 
 /// How to translate the client's body for `provider`'s `model` in `format`.

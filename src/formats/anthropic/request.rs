@@ -576,6 +576,17 @@ fn assistant_image(body: &[u8]) -> bool {
 /// the `messages` array (and `thinking`, when turned off) is rewritten; every other byte of the body
 /// stays as it came.
 pub fn without_refused_blocks(body: &[u8]) -> Option<Vec<u8>> {
+    without_blocks(body, false)
+}
+
+/// As [without_refused_blocks], and every thinking block of the conversation goes too: for an
+/// upstream that refused a signature in it (thinking another Anthropic-style vendor signed, GLM's or
+/// Kimi's, replayed to Claude: "Invalid `signature` in `thinking` block").
+pub fn without_thinking(body: &[u8]) -> Option<Vec<u8>> {
+    without_blocks(body, true)
+}
+
+fn without_blocks(body: &[u8], all_thinking: bool) -> Option<Vec<u8>> {
     use std::borrow::Cow;
 
     use serde_json::value::RawValue;
@@ -585,7 +596,7 @@ pub fn without_refused_blocks(body: &[u8]) -> Option<Vec<u8>> {
         let rest = &body[at + SIGNATURE.needle().len()..];
         rest.trim_ascii_start().starts_with(b"\"\"")
     });
-    if !empty_signature && !assistant_image(body) {
+    if !all_thinking && !empty_signature && !assistant_image(body) {
         return None;
     }
     #[derive(serde::Deserialize)]
@@ -616,7 +627,10 @@ pub fn without_refused_blocks(body: &[u8]) -> Option<Vec<u8>> {
     }
     let unsigned =
         |b: &Block<'_>| b.kind.as_deref() == Some("thinking") && b.signature.as_deref().is_none_or(str::is_empty);
-    let refused = |b: &Block<'_>, assistant: bool| unsigned(b) || (assistant && b.kind.as_deref() == Some("image"));
+    let thinking = |b: &Block<'_>| matches!(b.kind.as_deref(), Some("thinking" | "redacted_thinking"));
+    let refused = |b: &Block<'_>, assistant: bool| {
+        unsigned(b) || (assistant && b.kind.as_deref() == Some("image")) || (all_thinking && thinking(b))
+    };
     let offset = |inner: &str, outer: &str| inner.as_ptr() as usize - outer.as_ptr() as usize;
 
     let req: Req<'_> = serde_json::from_slice(body).ok()?;
@@ -751,6 +765,37 @@ mod tests {
             .unwrap()
             .get("thinking")
             .is_some());
+    }
+
+    /// Thinking another vendor signed, refused by Claude: every thinking block goes, the rest of the
+    /// conversation stays, and thinking is turned off only when the last turn's tool calls would then
+    /// lack the thinking Claude requires before them.
+    #[test]
+    fn without_thinking_takes_every_thinking_block_out() {
+        let think = json!({"type": "thinking", "thinking": "hmm", "signature": "glm-signed"});
+        let body = |last: Value| {
+            json!({"model": "m", "max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 1024},
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": [think, {"type": "text", "text": "Hello"}]},
+                    {"role": "user", "content": "weather?"},
+                    last]})
+        };
+        let tool_turn =
+            json!({"role": "assistant", "content": [think, {"type": "tool_use", "id": "t", "name": "w", "input": {}}]});
+        let out: Value =
+            serde_json::from_slice(&without_thinking(body(tool_turn).to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            out["messages"][1]["content"],
+            json!([{"type": "text", "text": "Hello"}])
+        );
+        assert_eq!(out["messages"][3]["content"][0]["type"], "tool_use");
+        assert_eq!(out["thinking"], json!({"type": "disabled"}), "{out}");
+        let text_turn = json!({"role": "assistant", "content": [think, {"type": "text", "text": "Sunny"}]});
+        let out: Value =
+            serde_json::from_slice(&without_thinking(body(text_turn).to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(out["thinking"]["type"], "enabled", "{out}");
+        assert!(!out.to_string().contains("glm-signed"));
     }
 
     #[test]
