@@ -1743,6 +1743,30 @@ async fn rotating_the_secret_keeps_every_stored_key(backend: Backend) {
         used_key(&c).as_deref(),
         Some(format!("Bearer {provider_secret}").as_str())
     );
+
+    // On a secret that opens neither (SECRET_KEY_PREVIOUS dropped before the rotation ran, a
+    // replica started on a secret of its own): the stored header cannot be read, so the provider is
+    // out of routing. Keeping it is refused; giving every header anew replaces it.
+    let lost = start(on(&old, &[("SECRET_KEY", "lost-secret-lost-secret-lost-secret-04")])).await;
+    let token = lost.login("admin", &admin.password).await;
+    let put = |headers: Value| {
+        as_token(
+            &lost,
+            &token,
+            Method::PUT,
+            "/providers/gamma",
+            Some(json!({"headers": headers})),
+        )
+    };
+    let (s, v) = put(json!({"x-gateway-token": "hdr…6789"})).await;
+    assert_eq!(s, 409, "a masked value keeps what cannot be read: {v}");
+    let (s, v) = put(json!({"x-gateway-token": "hdr-replaced-value-0123456789"})).await;
+    assert_eq!(s, 200, "{v}");
+    let key = json!({"key": "sk-gamma-replaced-key-0123456789"});
+    let (s, v) = as_token(&lost, &token, Method::POST, "/providers/gamma/keys", Some(key)).await;
+    assert_eq!(s, 201, "{v}");
+    until_status(&lost, CLIENT_KEY, "gpt-c", 200).await;
+    assert_eq!(used_header(&c).as_deref(), Some("hdr-replaced-value-0123456789"));
 }
 
 /// A user's change to their own key is written only if, at the moment of writing, it still only

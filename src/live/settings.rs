@@ -100,6 +100,15 @@ impl ProviderSettings {
         Ok((settings, stale))
     }
 
+    /// Reads stored settings without their header values: for a write that replaces every header,
+    /// when the stored ones were sealed under a secret no longer at hand (they cannot be read, and
+    /// the provider would stay out of routing until they are replaced).
+    pub fn open_without_headers(json: &str) -> Result<Self, SettingsError> {
+        let Stored { mut settings, .. } = serde_json::from_str(json)?;
+        settings.headers.clear();
+        Ok(settings)
+    }
+
     /// The stored form sealed again under the current secret, or `None` when it already is.
     pub fn reseal(json: &str, provider_id: &str, secrets: &Secrets) -> Result<Option<String>, SettingsError> {
         match Self::open_noting(json, provider_id, secrets)? {

@@ -14,7 +14,7 @@ use crate::admin::AdminState;
 use crate::app::App;
 use crate::config::{ApiStyle, Paths, ProviderConfig, ProviderType, Timeouts};
 use crate::live::merge::provider_from_db;
-use crate::live::ProviderSettings;
+use crate::live::{ProviderSettings, SettingsError};
 use crate::secrets::{mask, Secrets};
 use crate::store::models::{ProviderKeyRow, ProviderModelRow, ProviderRow};
 use crate::store::{new_id, now, ProviderBundle, ProviderWrite};
@@ -491,7 +491,20 @@ pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
         .provider_bundle(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no provider `{id}`")))?;
-    let mut settings = ProviderSettings::open(&b.row.settings, id, &app.secrets)?;
+    let mut settings = match ProviderSettings::open(&b.row.settings, id, &app.secrets) {
+        Ok(settings) => settings,
+        // Headers sealed under a secret no longer at hand: a body that gives every header anew
+        // (no masked value to keep) replaces them, which brings the provider back.
+        Err(SettingsError::Sealed(_))
+            if body
+                .headers
+                .as_ref()
+                .is_some_and(|h| h.values().all(|v| !v.contains('…'))) =>
+        {
+            ProviderSettings::open_without_headers(&b.row.settings)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     SettingsPatch {
         timeouts: body.timeouts,
         retryable_status_codes: body.retryable_status_codes,
