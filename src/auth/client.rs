@@ -35,6 +35,7 @@ pub struct ClientIdentity {
 #[derive(Debug, Clone)]
 pub struct StoredClientKey {
     pub id: String,
+    /// `username/key name`: unique to its user, never a config client's (whose names hold no `/`).
     pub name: String,
     /// Hex HMAC-SHA256 tag.
     pub tag_hex: String,

@@ -301,6 +301,10 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
         if c.key.len() < 8 {
             return Err(origin.err(format!("clients[{i}].key"), "must be at least 8 characters"));
         }
+        if c.name.contains('/') {
+            // Minted keys are known as `username/key name`: a client of the file never passes for one.
+            return Err(origin.err(format!("clients[{i}].name"), "must not contain `/`"));
+        }
         if !client_names.insert(c.name.as_str()) {
             return Err(origin.err(format!("clients[{i}].name"), format!("`{}` is used twice", c.name)));
         }
@@ -403,6 +407,16 @@ mod tests {
         let c = load_text("mask: {user_agent: 'Agent/1'}\n", &env).unwrap();
         assert_eq!(c.mask.user_agent.as_deref(), Some("Agent/1"), "kept, not emptied");
         assert_eq!(c.mask.origin.as_deref(), Some("https://example.com"));
+    }
+
+    #[test]
+    fn a_client_name_with_a_slash_is_refused() {
+        let env = env_of(&[]);
+        let e = load_text("clients:\n  - {name: alice/prod, key: apx-0123456789}\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("clients[0].name: must not contain `/`"), "{e}");
+        assert!(load_text("clients:\n  - {name: alice-prod, key: apx-0123456789}\n", &env).is_ok());
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub fn stored_key((row, user): &(ApiKeyRow, UserKeyLimits)) -> StoredClientKey {
     let limits = row.effective_limits(user);
     StoredClientKey {
         id: row.id.clone(),
-        name: row.name.clone(),
+        name: format!("{}/{}", user.username, row.name),
         tag_hex: row.key_hash.clone(),
         expires_at: row.expires_at,
         allowed_providers: limits.allowed_providers,

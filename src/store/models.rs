@@ -23,12 +23,15 @@ pub struct UserRow {
     pub key_rate_limit_rps: Option<i32>,
 }
 
-/// The limits a user's every API key obeys (see `UserRow`).
+/// The limits a user's every API key obeys (see `UserRow`), and the name its keys are shown under.
 #[derive(Queryable, Selectable, Clone, Debug, Default)]
 #[diesel(table_name = users)]
 pub struct UserKeyLimits {
     pub key_allowed_providers: Option<String>,
     pub key_rate_limit_rps: Option<i32>,
+    /// The owner's username: a key is known as `username/key name` in metrics and logs, so that
+    /// no user's key can pass for another's (or for a config file's client).
+    pub username: String,
 }
 
 impl UserKeyLimits {
@@ -164,6 +167,7 @@ impl UserRow {
         UserKeyLimits {
             key_allowed_providers: self.key_allowed_providers.clone(),
             key_rate_limit_rps: self.key_rate_limit_rps,
+            username: self.username.clone(),
         }
     }
 }
