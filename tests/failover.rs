@@ -1324,27 +1324,32 @@ async fn a_stream_the_client_leaves_still_binds_its_session() {
 
 /// Claude refuses thinking another Anthropic-style vendor (GLM, Kimi) signed in an earlier turn, and
 /// would refuse every turn after it: the request is asked again at once without the conversation's
-/// thinking, as the same attempt, and the client gets its answer.
+/// thinking, as the same attempt, and the client gets its answer; a failover to another Claude
+/// upstream after that goes without it too.
 #[tokio::test(flavor = "multi_thread")]
 async fn thinking_signed_by_another_vendor_is_taken_out_when_claude_refuses_it() {
     let a = Mock::start_style("claude", &["m"], Style::Anthropic).await;
+    let b = Mock::start_style("claude2", &["m"], Style::Anthropic).await;
     let gw = Gateway::start(&format!(
-        "providers:\n{}",
-        provider_yaml_styled("claude", &a, ", models: [m]")
+        "providers:\n{}{}{}",
+        provider_yaml_styled("claude", &a, ", models: [m]"),
+        provider_yaml_styled("claude2", &b, ", models: [m]"),
+        "logical_models:\n  - id: lm\n    upstreams:\n      - {provider: claude, model: m}\n      - {provider: claude2, model: m, priority: 1}\n"
     ))
     .await;
     let refusal = r#"{"type":"error","error":{"type":"invalid_request_error","message":"messages.1.content.0: Invalid `signature` in `thinking` block"}}"#;
-    a.script([Reply::status_body(400, refusal)]);
-    let body = json!({"model": "m", "max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 1024},
+    let body = |model: &str| {
+        json!({"model": model, "max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 1024},
         "messages": [
             {"role": "user", "content": "hi"},
             {"role": "assistant", "content": [
                 {"type": "thinking", "thinking": "greet", "signature": "glm-minted-signature"},
                 {"type": "text", "text": "Hello"}]},
-            {"role": "user", "content": "and now?"}]});
-    let r = gw
-        .post("/v1/messages", body, &[("anthropic-version", "2023-06-01")])
-        .await;
+            {"role": "user", "content": "and now?"}]})
+    };
+    let headers = [("anthropic-version", "2023-06-01")];
+    a.script([Reply::status_body(400, refusal)]);
+    let r = gw.post("/v1/messages", body("claude/m"), &headers).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let sent = a.requests();
     assert_eq!(sent.len(), 2, "refused, then asked again");
@@ -1359,6 +1364,24 @@ async fn thinking_signed_by_another_vendor_is_taken_out_when_claude_refuses_it()
     let text = gw.metrics().await;
     let attempts = |outcome| metric(&text, "apiproxy_upstream_attempts_total", &[("outcome", outcome)]);
     assert_eq!((attempts("2xx"), attempts("4xx")), (1.0, 0.0), "{text}");
+
+    // Refused, then asked again and rate-limited: the next Claude upstream gets it without too.
+    a.script([
+        Reply::status_body(400, refusal),
+        Reply::Status {
+            status: 429,
+            retry_after: None,
+            body: String::new(),
+        },
+    ]);
+    let r = gw.post("/v1/messages", body("lm"), &headers).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(r.headers()["x-apiproxy-provider"], "claude2");
+    let failed_over = b.last().unwrap().json();
+    assert!(
+        !failed_over.to_string().contains("glm-minted-signature"),
+        "{failed_over}"
+    );
 }
 
 /// An upstream that keeps its body open after the stream's end (`[DONE]` or `message_stop`, then

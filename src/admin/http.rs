@@ -207,6 +207,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict => ApiError::Conflict("an item with this id or name already exists".into()),
             StoreError::NotFound => ApiError::NotFound("not found".into()),
+            StoreError::Stale => ApiError::Conflict("it changed meanwhile; read it and try again".into()),
             StoreError::Pool(m) => {
                 tracing::error!(error = %m, "database unavailable");
                 ApiError::Unavailable(

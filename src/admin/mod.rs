@@ -33,8 +33,9 @@ use handlers as h;
 const MAX_BODY: usize = 1024 * 1024;
 
 /// A provider's raw model list: when it was fetched, and from which build of the provider (any
-/// change of configuration builds it anew, so the list is fetched again).
-pub type RawModels = (Instant, Arc<crate::upstream::Provider>, Value);
+/// change of configuration builds it anew, so the list is fetched again; a build no longer in use
+/// is not kept alive by the cache, nor are its keys).
+pub type RawModels = (Instant, std::sync::Weak<crate::upstream::Provider>, Value);
 
 /// What the admin handlers share.
 pub struct AdminState {

@@ -2,7 +2,7 @@
 //! (a key minted, renamed, disabled…) rebuilds the configuration snapshot on every replica, so
 //! an unbounded stream of them from one account would keep every replica busy rebuilding.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -45,20 +45,27 @@ const NAME_BYTES: usize = 256;
 /// for a name, or [FREE_ADDRESS_FAILURES] from an address, each try waits (1 s, doubling up to
 /// [MAX_LOGIN_WAIT]) before its password is even checked. The address's count stops a client that
 /// tries a few passwords on each of many names (password spraying), which a count per name alone
-/// lets through. A success forgets the name.
+/// lets through. A success forgets the name, and lets that name past its address's wait from then
+/// on: someone failing on purpose from a shared address (a NAT, the reverse proxy in front of the
+/// admin port) cannot keep out the people who signed in from it before.
 #[derive(Default)]
 pub struct LoginFailures {
     names: Tally<String>,
     addresses: Tally<IpAddr>,
+    /// Names that signed in from an address (as counted), by that address.
+    known: Mutex<HashSet<(String, IpAddr)>>,
 }
 
 impl LoginFailures {
     /// Whether `username` may be tried from `from` now; how long until it may, when not.
     pub fn check(&self, username: &str, from: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
         let by_name = self.names.wait(name(username), FREE_FAILURES, None, now);
-        let by_address = from.and_then(|a| {
+        let by_address = from.map(address).and_then(|a| {
+            if self.known.lock().contains(&(name(username).to_string(), a)) {
+                return None;
+            }
             self.addresses
-                .wait(&address(a), FREE_ADDRESS_FAILURES, Some(ADDRESS_MEMORY), now)
+                .wait(&a, FREE_ADDRESS_FAILURES, Some(ADDRESS_MEMORY), now)
         });
         match by_name.max(by_address) {
             Some(wait) => Err(wait),
@@ -73,8 +80,15 @@ impl LoginFailures {
         }
     }
 
-    pub fn succeeded(&self, username: &str) {
+    pub fn succeeded(&self, username: &str, from: Option<IpAddr>) {
         self.names.0.lock().remove(name(username));
+        if let Some(a) = from {
+            let mut known = self.known.lock();
+            if known.len() >= MAX_NAMES {
+                known.clear();
+            }
+            known.insert((name(username).to_string(), address(a)));
+        }
     }
 }
 
@@ -161,7 +175,7 @@ mod tests {
             logins.check("root", None, t1 + Duration::from_secs(19)),
             Err(MAX_LOGIN_WAIT)
         );
-        logins.succeeded("root");
+        logins.succeeded("root", None);
         assert!(logins.check("root", None, t1 + Duration::from_secs(19)).is_ok());
         // A name cut inside a character is cut before it.
         let long = "é".repeat(200);
@@ -185,9 +199,11 @@ mod tests {
             logins.check("fresh", Some(other), t0).is_ok(),
             "another address is not held"
         );
-        // A success (one's own account) does not clear the address.
-        logins.succeeded("mine");
+        // A success (one's own account) does not clear the address for other names.
+        logins.succeeded("mine", Some(spray));
         assert!(logins.check("fresh", Some(spray), t0).is_err());
+        // But a name that signed in from the address before is not kept out by others' failures.
+        assert!(logins.check("mine", Some(spray), t0).is_ok());
         // Quiet for long enough, it starts afresh.
         let later = t0 + ADDRESS_MEMORY;
         assert!(logins.check("fresh", Some(spray), later).is_ok());

@@ -95,10 +95,7 @@ impl Tokens {
     }
 
     fn sign(&self, user: &Subject, sid: &str, typ: TokenKind, now: i64) -> Result<String, TokenError> {
-        let ttl = match typ {
-            TokenKind::Access => self.ttl.access_s,
-            TokenKind::Refresh => self.ttl.refresh_s,
-        };
+        let ttl = self.lifetime(typ);
         let claims = Claims {
             sub: user.id.to_string(),
             role: user.role.to_string(),
@@ -142,7 +139,19 @@ impl Tokens {
         if claims.typ != kind {
             return Err(TokenError::WrongKind);
         }
+        // A token issued for longer than its kind lives now (the TTL was lowered since): refused,
+        // or it would outlive the revocation entries, which are kept as long as the current TTL.
+        if claims.exp.saturating_sub(claims.iat) > self.lifetime(kind) {
+            return Err(TokenError::Invalid);
+        }
         Ok(claims)
+    }
+
+    fn lifetime(&self, kind: TokenKind) -> i64 {
+        match kind {
+            TokenKind::Access => self.ttl.access_s,
+            TokenKind::Refresh => self.ttl.refresh_s,
+        }
     }
 }
 
@@ -192,6 +201,27 @@ mod tests {
         tampered[sig_start] = if tampered[sig_start] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
         assert!(t.verify(&tampered, TokenKind::Access).is_err());
+    }
+
+    /// A token issued under a longer lifetime than its kind has now is refused: it would outlive
+    /// the revocation of its sign-in.
+    #[test]
+    fn a_token_longer_lived_than_its_kind_now_is_refused() {
+        let key = b"k".repeat(32);
+        let long = Tokens::new(&key, TokenTtl::default());
+        let pair = long.issue(&U1, None, crate::store::now()).unwrap();
+        let short = Tokens::new(
+            &key,
+            TokenTtl {
+                access_s: 15 * 60,
+                refresh_s: 24 * 3600,
+            },
+        );
+        assert!(short.verify(&pair.access_token, TokenKind::Access).is_ok());
+        assert_eq!(
+            short.verify(&pair.refresh_token, TokenKind::Refresh).unwrap_err(),
+            TokenError::Invalid
+        );
     }
 
     /// After a rotation, every token of the old key is refused, genuine or forged with it.

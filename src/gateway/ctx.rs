@@ -338,9 +338,9 @@ pub struct RequestCtx {
     /// The provider this request asks again without the `stream_options` the gateway adds, after
     /// a refusal that named it: learned for the provider only when that asks succeeds.
     pub stream_usage_unasked: Option<Arc<str>>,
-    /// The provider this request asks again with every thinking block taken out, after it refused a
-    /// thinking signature.
-    pub thinking_dropped: Option<Arc<str>>,
+    /// An Anthropic upstream refused a thinking signature of this request's conversation (thinking
+    /// another vendor signed): every Anthropic attempt from then on goes without its thinking.
+    pub thinking_dropped: bool,
     /// The retry decision `upstream_response_filter` made for `error_while_proxy` to apply.
     pub status_retry: Option<Retry>,
     /// Latest `Retry-After` an upstream sent, seconds.
@@ -460,7 +460,7 @@ impl RequestCtx {
             probe_answered: false,
             same_retry_used: false,
             stream_usage_unasked: None,
-            thinking_dropped: None,
+            thinking_dropped: false,
             status_retry: None,
             upstream_retry_after: None,
             held_verdict: None,

@@ -554,7 +554,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
     // once with the conversation's thinking taken out, the same attempt.
     let refused_thinking = status == 400
         && attempt_format == WireFormat::Anthropic
-        && ctx.thinking_dropped.is_none()
+        && !ctx.thinking_dropped
         && held.is_some_and(|v| v.source == HeldSource::ErrorBody && v.names_thinking_signature);
     let not_this_upstream_s_response = status == 400
         && held.is_some_and(|v| v.source == HeldSource::ErrorBody && v.names_previous_response)
@@ -570,7 +570,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         };
     let decision = match status {
         _ if refused_thinking => {
-            ctx.thinking_dropped = Some(provider.id.clone());
+            ctx.thinking_dropped = true;
             ctx.retry_same = Some(idx);
             ctx.redo_at_once = true;
             ctx.started_attempts = ctx.started_attempts.saturating_sub(1);

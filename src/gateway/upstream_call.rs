@@ -194,7 +194,7 @@ fn generation(
                 if let Some(cleaned) = anthropic::request::without_refused_blocks(&body) {
                     body = Bytes::from(cleaned);
                 }
-                body = without_refused_thinking(ctx, provider, body);
+                body = without_refused_thinking(ctx, body);
             }
             Ok(UpstreamCall {
                 format,
@@ -220,7 +220,7 @@ fn generation(
             let translated =
                 convert_request_named(ctx.request_format, format, &ctx.body, &opts).map_err(|e| e.to_string())?;
             let body = match format {
-                WireFormat::Anthropic => without_refused_thinking(ctx, provider, translated.body),
+                WireFormat::Anthropic => without_refused_thinking(ctx, translated.body),
                 _ => translated.body,
             };
             Ok(UpstreamCall {
@@ -237,10 +237,11 @@ fn generation(
     }
 }
 
-/// An Anthropic body without its thinking blocks, for the provider that refused a signature in
-/// them on this request's first try (see `failover::on_response`).
-fn without_refused_thinking(ctx: &RequestCtx, provider: &Provider, body: Bytes) -> Bytes {
-    if ctx.thinking_dropped.as_deref() != Some(&*provider.id) {
+/// An Anthropic body without its thinking blocks, once an Anthropic upstream refused a signature
+/// in them (see `failover::on_response`): the conversation carries thinking another vendor
+/// signed, which every Claude upstream refuses alike.
+fn without_refused_thinking(ctx: &RequestCtx, body: Bytes) -> Bytes {
+    if !ctx.thinking_dropped {
         return body;
     }
     anthropic::request::without_thinking(&body).map_or(body, Bytes::from)

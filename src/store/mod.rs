@@ -47,6 +47,9 @@ pub enum StoreError {
     /// A multi-row change stopped by its caller; nothing was written.
     #[error("{0}; nothing was changed")]
     Aborted(String),
+    /// The row changed since it was read (another write landed between): nothing was written.
+    #[error("changed meanwhile")]
+    Stale,
 }
 
 impl From<diesel::result::Error> for StoreError {

@@ -32,6 +32,10 @@ pub struct Resealed {
 /// A provider update: the new row, and the new model list when it changes.
 pub struct ProviderWrite<'a> {
     pub row: &'a ProviderRow,
+    /// The stored `settings` the write was made from: sealed anew (with fresh nonces) by every
+    /// write, so a write that landed meanwhile shows as a difference, and this one is refused
+    /// rather than undoing it.
+    pub read_settings: &'a str,
     pub models: Option<&'a [ProviderModelRow]>,
 }
 
@@ -62,19 +66,28 @@ impl Store {
         let r = w.row;
         with_conn!(self, |c| {
             c.transaction::<_, StoreError, _>(async |c| {
-                let n = diesel::update(providers::table.find(&r.id))
-                    .set((
-                        providers::base_url.eq(&r.base_url),
-                        providers::api_style.eq(&r.api_style),
-                        providers::provider_type.eq(&r.provider_type),
-                        providers::weight.eq(r.weight),
-                        providers::settings.eq(&r.settings),
-                        providers::updated_at.eq(r.updated_at),
-                    ))
-                    .execute(c)
-                    .await?;
+                let n = diesel::update(
+                    providers::table
+                        .find(&r.id)
+                        .filter(providers::settings.eq(w.read_settings)),
+                )
+                .set((
+                    providers::base_url.eq(&r.base_url),
+                    providers::api_style.eq(&r.api_style),
+                    providers::provider_type.eq(&r.provider_type),
+                    providers::weight.eq(r.weight),
+                    providers::settings.eq(&r.settings),
+                    providers::updated_at.eq(r.updated_at),
+                ))
+                .execute(c)
+                .await?;
                 if n == 0 {
-                    return Err(StoreError::NotFound);
+                    let there: i64 = providers::table.find(&r.id).count().get_result(c).await?;
+                    return Err(if there == 0 {
+                        StoreError::NotFound
+                    } else {
+                        StoreError::Stale
+                    });
                 }
                 if let Some(models) = w.models {
                     diesel::delete(provider_models::table.filter(provider_models::provider_id.eq(&r.id)))

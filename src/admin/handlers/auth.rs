@@ -41,7 +41,7 @@ pub async fn login(app: &App, req: &Req, failures: &LoginFailures) -> Result<Rep
             return Err(ApiError::Unauthorized("wrong username or password"));
         }
     };
-    failures.succeeded(&body.username);
+    failures.succeeded(&body.username, req.peer);
     let subject = Subject {
         id: &user.id,
         role: &user.role,
@@ -116,7 +116,8 @@ async fn end_sign_in(app: &App, jti: &str, exp: i64, sid: Option<&str>) -> Resul
     let store = store(app)?;
     store.revoke_token(jti, exp).await?;
     if let Some(sid) = sid {
-        let until = now() + app.tokens.ttl.refresh_s + 60;
+        let ttl = &app.tokens.ttl;
+        let until = now() + ttl.access_s.max(ttl.refresh_s) + 60;
         store.revoke_token(&sign_in_entry(sid), until).await?;
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! and routing health.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -527,7 +528,7 @@ pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
     }
     check_settings(&b.row.base_url, b.row.weight, &settings)?;
     let t = now();
-    b.row.settings = settings.seal(id, &app.secrets)?;
+    let read_settings = std::mem::replace(&mut b.row.settings, settings.seal(id, &app.secrets)?);
     b.row.updated_at = t;
     let models = match body.models {
         Some(list) => Some(model_rows(id, list.unwrap_or_default(), t)?),
@@ -540,6 +541,7 @@ pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
     store
         .update_provider(ProviderWrite {
             row: &b.row,
+            read_settings: &read_settings,
             models: models.as_deref(),
         })
         .await
@@ -622,7 +624,11 @@ pub async fn models(admin: &AdminState, req: &Req) -> Result<Reply, ApiError> {
     let cached = admin.raw_models.lock().get(id).cloned();
     let (fetched_at, raw) = match cached {
         // Fetched from this very provider: any change of configuration builds it anew.
-        Some((at, from, raw)) if !refresh && at.elapsed() < ttl && std::sync::Arc::ptr_eq(&from, &p) => (at, raw),
+        Some((at, from, raw))
+            if !refresh && at.elapsed() < ttl && std::sync::Weak::ptr_eq(&from, &Arc::downgrade(&p)) =>
+        {
+            (at, raw)
+        }
         _ => {
             let (status, body) = fetch_raw_models(&admin.http, &p)
                 .await
@@ -638,7 +644,7 @@ pub async fn models(admin: &AdminState, req: &Req) -> Result<Reply, ApiError> {
             admin
                 .raw_models
                 .lock()
-                .insert(id.to_string(), (at, p.clone(), raw.clone()));
+                .insert(id.to_string(), (at, Arc::downgrade(&p), raw.clone()));
             (at, raw)
         }
     };

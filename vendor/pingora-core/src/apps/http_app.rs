@@ -63,7 +63,13 @@ where
                 }
             },
             Err(e) => {
-                error!("HTTP server fails to read from downstream: {e}");
+                // APIProxy patch: the error's context is the unreadable head itself, credentials
+                // included (an admin's token, the start of a login body): its type only.
+                error!(
+                    "HTTP server fails to read from downstream: {:?} ({})",
+                    e.etype(),
+                    e.esource().as_str()
+                );
                 return None;
             }
         }
@@ -154,7 +160,13 @@ where
                 }
             },
             Err(e) => {
-                error!("HTTP server fails to read from downstream: {e}");
+                // APIProxy patch: the error's context is the unreadable head itself, credentials
+                // included (an admin's token, the start of a login body): its type only.
+                error!(
+                    "HTTP server fails to read from downstream: {:?} ({})",
+                    e.etype(),
+                    e.esource().as_str()
+                );
                 return None;
             }
         }
