@@ -86,6 +86,11 @@ async fn log_in(gw: &Gateway, username: &str, password: &str) -> Value {
     r.json().await.unwrap()
 }
 
+/// The status of listing users with `token`: whether it is a live admin access token.
+async fn users_status(gw: &Gateway, token: &str) -> u16 {
+    as_token(gw, token, Method::GET, "/users", None).await.0
+}
+
 /// A POST with no token, and its status and JSON answer.
 async fn post_public(gw: &Gateway, path: &str, body: Value) -> (u16, Value) {
     let r = gw.client.post(gw.admin_url(path)).json(&body).send().await.unwrap();
@@ -230,23 +235,23 @@ async fn bootstrap_login_refresh_logout(backend: Backend) {
     let login = log_in(&gw, "admin", &admin.password).await;
     let access = login["access_token"].as_str().unwrap().to_string();
     let refresh = login["refresh_token"].as_str().unwrap().to_string();
-    assert_eq!(as_token(&gw, &access, Method::GET, "/users", None).await.0, 200);
+    assert_eq!(users_status(&gw, &access).await, 200);
     // A refresh token is not an access token.
-    assert_eq!(as_token(&gw, &refresh, Method::GET, "/users", None).await.0, 401);
+    assert_eq!(users_status(&gw, &refresh).await, 401);
 
     // Refresh rotates: the new pair works, the old refresh token is revoked.
     let (status, pair) = post_public(&gw, "/auth/refresh", json!({"refresh_token": refresh})).await;
     assert_eq!(status, 200);
     let access2 = pair["access_token"].as_str().unwrap().to_string();
     let refresh2 = pair["refresh_token"].as_str().unwrap().to_string();
-    assert_eq!(as_token(&gw, &access2, Method::GET, "/users", None).await.0, 200);
+    assert_eq!(users_status(&gw, &access2).await, 200);
 
     // Tampered token.
     let mut bytes = access2.clone().into_bytes();
     let i = access2.rfind('.').unwrap() + 1;
     bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(bytes).unwrap();
-    assert_eq!(as_token(&gw, &tampered, Method::GET, "/users", None).await.0, 401);
+    assert_eq!(users_status(&gw, &tampered).await, 401);
 
     // A second sign-in of the same user, to see that ending one leaves the other.
     let other = log_in(&gw, "admin", &admin.password).await;
@@ -256,10 +261,10 @@ async fn bootstrap_login_refresh_logout(backend: Backend) {
     // sign-in: the pair it already bought stops working too.
     let (status, _) = post_public(&gw, "/auth/refresh", json!({"refresh_token": refresh})).await;
     assert_eq!(status, 401, "a used refresh token is revoked");
-    assert_eq!(as_token(&gw, &access2, Method::GET, "/users", None).await.0, 401);
+    assert_eq!(users_status(&gw, &access2).await, 401);
     let (status, _) = post_public(&gw, "/auth/refresh", json!({"refresh_token": refresh2})).await;
     assert_eq!(status, 401, "the sign-in ended with the reuse");
-    assert_eq!(as_token(&gw, &other_access, Method::GET, "/users", None).await.0, 200);
+    assert_eq!(users_status(&gw, &other_access).await, 200);
 
     // Logout ends the access token's sign-in: the refresh tokens it bought are revoked with it,
     // given in the body or not.
@@ -276,7 +281,7 @@ async fn bootstrap_login_refresh_logout(backend: Backend) {
     );
     let (s, _) = as_token(&gw, access3, Method::POST, "/auth/logout", None).await;
     assert_eq!(s, 200);
-    assert_eq!(as_token(&gw, access3, Method::GET, "/users", None).await.0, 401);
+    assert_eq!(users_status(&gw, access3).await, 401);
     let (status, _) = post_public(&gw, "/auth/refresh", json!({"refresh_token": refresh3})).await;
     assert_eq!(status, 401);
     // And a refresh token of another of the caller's sign-ins, given in the body.
@@ -291,41 +296,19 @@ async fn bootstrap_login_refresh_logout(backend: Backend) {
     )
     .await;
     assert_eq!(s, 200);
-    assert_eq!(
-        as_token(
-            &gw,
-            extra["access_token"].as_str().unwrap(),
-            Method::GET,
-            "/users",
-            None
-        )
-        .await
-        .0,
-        401
-    );
+    assert_eq!(users_status(&gw, extra["access_token"].as_str().unwrap()).await, 401);
 
     // A refresh token alone signs out (no live access token needed).
     let login = log_in(&gw, "admin", &admin.password).await;
     let (status, v) = post_public(&gw, "/auth/revoke", json!({"refresh_token": login["refresh_token"]})).await;
     assert_eq!((status, &v["revoked"]), (200, &json!(true)));
-    assert_eq!(
-        as_token(
-            &gw,
-            login["access_token"].as_str().unwrap(),
-            Method::GET,
-            "/users",
-            None
-        )
-        .await
-        .0,
-        401
-    );
+    assert_eq!(users_status(&gw, login["access_token"].as_str().unwrap()).await, 401);
     let (status, _) = post_public(&gw, "/auth/refresh", json!({"refresh_token": login["refresh_token"]})).await;
     assert_eq!(status, 401);
     let (status, _) = post_public(&gw, "/auth/revoke", json!({"refresh_token": other_access})).await;
     assert_eq!(status, 401, "an access token is not a refresh token");
     // Other sign-ins of the same user are untouched.
-    assert_eq!(as_token(&gw, &other_access, Method::GET, "/users", None).await.0, 200);
+    assert_eq!(users_status(&gw, &other_access).await, 200);
     // A refresh token used by several requests at once gives one new pair, however they interleave.
     let login = log_in(&gw, "admin", &admin.password).await;
     let racing = login["refresh_token"].as_str().unwrap().to_string();

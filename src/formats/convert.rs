@@ -430,6 +430,11 @@ mod tests {
         convert_request(from, to, body.to_string().as_bytes(), &opts)
     }
 
+    /// As `translated_for`, read back as JSON.
+    fn translated_json(model: &str, from: WireFormat, to: WireFormat, body: &serde_json::Value) -> serde_json::Value {
+        serde_json::from_slice(&translated_for(model, from, to, body).expect("translated")).unwrap()
+    }
+
     /// `body` (format `from`) as sent to a `to` upstream.
     fn upstream_body(from: WireFormat, to: WireFormat, body: serde_json::Value) -> serde_json::Value {
         let out = translated(from, to, &body).expect("translated");
@@ -1065,26 +1070,10 @@ mod tests {
     /// out for those models only; an OpenAI client's own are never touched.
     #[test]
     fn sampling_settings_are_left_out_for_openai_reasoning_models() {
-        use serde_json::{json, Value};
+        use serde_json::json;
         let gemini_cli = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
             "generationConfig": {"temperature": 0, "topP": 0.95, "topK": 64, "presencePenalty": 0.5}});
-        let to = |model: &str| -> Value {
-            let opts = RequestOptions {
-                model: model.into(),
-                stream: false,
-                default_max_tokens: 4096,
-                fetched_media: None,
-                stream_usage: true,
-                replay_reasoning: false,
-            };
-            let out = convert_request(
-                WireFormat::Gemini,
-                WireFormat::OpenAiChat,
-                gemini_cli.to_string().as_bytes(),
-                &opts,
-            );
-            serde_json::from_slice(&out.expect("translated")).unwrap()
-        };
+        let to = |model: &str| translated_json(model, WireFormat::Gemini, WireFormat::OpenAiChat, &gemini_cli);
         for model in ["o4-mini", "gpt-5", "openai/gpt-5-mini", "codex-mini-latest"] {
             let v = to(model);
             for field in ["temperature", "top_p", "presence_penalty", "frequency_penalty"] {
@@ -1104,27 +1093,13 @@ mod tests {
     /// A tool result's text parts reach a format that takes one text as separate lines.
     #[test]
     fn a_tool_result_s_parts_stay_apart() {
-        use serde_json::{json, Value};
-        let opts = RequestOptions {
-            model: "m".into(),
-            stream: false,
-            default_max_tokens: 4096,
-            fetched_media: None,
-            stream_usage: true,
-            replay_reasoning: false,
-        };
+        use serde_json::json;
         let body = json!({"model": "m", "max_tokens": 100, "messages": [
             {"role": "user", "content": "look"},
             {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "browse", "input": {}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
                 {"type": "text", "text": "{\"a\":1}"}, {"type": "text", "text": "{\"b\":2}"}]}]}]});
-        let out = convert_request(
-            WireFormat::Anthropic,
-            WireFormat::OpenAiChat,
-            body.to_string().as_bytes(),
-            &opts,
-        );
-        let v: Value = serde_json::from_slice(&out.unwrap()).unwrap();
+        let v = translated_json("m", WireFormat::Anthropic, WireFormat::OpenAiChat, &body);
         let tool = v["messages"]
             .as_array()
             .unwrap()
@@ -1138,49 +1113,27 @@ mod tests {
     /// Log probabilities are refused for a translation (no encoder carries them back), not dropped.
     #[test]
     fn log_probabilities_are_refused_across_formats() {
-        let opts = RequestOptions {
-            model: "m".into(),
-            stream: false,
-            default_max_tokens: 4096,
-            fetched_media: None,
-            stream_usage: true,
-            replay_reasoning: false,
-        };
-        let asks = br#"{"model":"m","logprobs":true,"top_logprobs":5,"messages":[{"role":"user","content":"hi"}]}"#;
+        use serde_json::json;
+        let asks =
+            json!({"model": "m", "logprobs": true, "top_logprobs": 5, "messages": [{"role": "user", "content": "hi"}]});
         for to in [WireFormat::Gemini, WireFormat::Anthropic, WireFormat::OpenAiResponses] {
-            let e = convert_request(WireFormat::OpenAiChat, to, asks, &opts).unwrap_err();
+            let e = translated_for("m", WireFormat::OpenAiChat, to, &asks).unwrap_err();
             assert!(
                 matches!(e, ConvertError::Unsupported(ref m) if m.contains("log probabilities")),
                 "{to:?}: {e:?}"
             );
         }
-        let off = br#"{"model":"m","logprobs":false,"messages":[{"role":"user","content":"hi"}]}"#;
-        assert!(convert_request(WireFormat::OpenAiChat, WireFormat::Gemini, off, &opts).is_ok());
+        let off = json!({"model": "m", "logprobs": false, "messages": [{"role": "user", "content": "hi"}]});
+        assert!(translated_for("m", WireFormat::OpenAiChat, WireFormat::Gemini, &off).is_ok());
     }
 
     /// Gemini 2.0 and Gemma cannot think: a client's thinking is asked only of models that can.
     #[test]
     fn thinking_is_asked_only_of_gemini_models_that_think() {
-        use serde_json::{json, Value};
+        use serde_json::json;
         let claude_code = json!({"model": "m", "max_tokens": 4096, "thinking": {"type": "enabled", "budget_tokens": 8000},
             "messages": [{"role": "user", "content": "hi"}]});
-        let to = |model: &str| -> Value {
-            let opts = RequestOptions {
-                model: model.into(),
-                stream: false,
-                default_max_tokens: 4096,
-                fetched_media: None,
-                stream_usage: true,
-                replay_reasoning: false,
-            };
-            let out = convert_request(
-                WireFormat::Anthropic,
-                WireFormat::Gemini,
-                claude_code.to_string().as_bytes(),
-                &opts,
-            );
-            serde_json::from_slice(&out.expect("translated")).unwrap()
-        };
+        let to = |model: &str| translated_json(model, WireFormat::Anthropic, WireFormat::Gemini, &claude_code);
         for model in ["gemini-2.0-flash", "gemini-2.0-flash-lite", "gemma-3-27b-it"] {
             assert!(to(model)["generationConfig"].get("thinkingConfig").is_none(), "{model}");
         }
@@ -1193,7 +1146,7 @@ mod tests {
     /// takes both, and without tools JSON mode is JSON mode.
     #[test]
     fn gemini_before_3_gets_json_mode_beside_tools_in_words() {
-        use serde_json::{json, Value};
+        use serde_json::json;
         let body = |tools: bool| {
             let mut b = json!({"model": "m", "messages": [{"role": "user", "content": "plan"}],
                 "response_format": {"type": "json_schema", "json_schema": {"name": "plan",
@@ -1202,25 +1155,10 @@ mod tests {
                 b["tools"] =
                     json!([{"type": "function", "function": {"name": "look", "parameters": {"type": "object"}}}]);
             }
-            b.to_string()
+            b
         };
-        let gemini = |model: &str, tools: bool| -> Value {
-            let opts = RequestOptions {
-                model: model.into(),
-                stream: false,
-                default_max_tokens: 4096,
-                fetched_media: None,
-                stream_usage: true,
-                replay_reasoning: false,
-            };
-            let out = convert_request(
-                WireFormat::OpenAiChat,
-                WireFormat::Gemini,
-                body(tools).as_bytes(),
-                &opts,
-            );
-            serde_json::from_slice(&out.expect("translated")).unwrap()
-        };
+        let gemini =
+            |model: &str, tools: bool| translated_json(model, WireFormat::OpenAiChat, WireFormat::Gemini, &body(tools));
         let v = gemini("gemini-2.5-flash", true);
         assert!(v["generationConfig"].get("responseMimeType").is_none(), "{v}");
         let said = v["systemInstruction"]["parts"][0]["text"].as_str().unwrap();
