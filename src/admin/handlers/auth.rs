@@ -10,7 +10,7 @@ use crate::admin::guard::Caller;
 use crate::admin::http::{ApiError, Reply, Req};
 use crate::admin::throttle::LoginFailures;
 use crate::app::App;
-use crate::auth::jwt::{sign_in_entry, Subject, TokenKind};
+use crate::auth::jwt::{sign_in_entry, Claims, Subject, TokenKind};
 use crate::auth::password;
 use crate::store::now;
 
@@ -61,21 +61,26 @@ pub async fn login(app: &App, req: &Req, failures: &LoginFailures) -> Result<Rep
     })))
 }
 
+/// The body of `/auth/refresh` and `/auth/revoke`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RefreshBody {
     refresh_token: String,
 }
 
+/// The claims of the refresh token a body carries (signature, expiry and kind checked).
+fn refresh_claims(app: &App, req: &Req) -> Result<Claims, ApiError> {
+    let body: RefreshBody = req.json()?;
+    app.tokens
+        .verify(&body.refresh_token, TokenKind::Refresh)
+        .map_err(|_| ApiError::Unauthorized("invalid or expired refresh token"))
+}
+
 /// Rotates the refresh token: the presented one is revoked, a new pair of the same sign-in is
 /// issued. A refresh token presented again (stolen, replayed, or a retry racing its first use)
 /// ends its whole sign-in: the thief's pair and the owner's alike (RFC 9700 §4.14.2).
 pub async fn refresh(app: &App, req: &Req) -> Result<Reply, ApiError> {
-    let body: RefreshBody = req.json()?;
-    let claims = app
-        .tokens
-        .verify(&body.refresh_token, TokenKind::Refresh)
-        .map_err(|_| ApiError::Unauthorized("invalid or expired refresh token"))?;
+    let claims = refresh_claims(app, req)?;
     let store = store(app)?;
     if store.is_revoked(&claims.revocation_entries()).await? {
         end_sign_in(app, &claims.jti, claims.exp, claims.sid.as_deref()).await?;
@@ -149,19 +154,9 @@ pub async fn logout(app: &App, req: &Req, caller: &Caller) -> Result<Reply, ApiE
     Ok(Reply::ok(json!({"logged_out": true})))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeBody {
-    refresh_token: String,
-}
-
 /// Ends a refresh token's sign-in with that token alone: signing out needs no live access token.
 pub async fn revoke(app: &App, req: &Req) -> Result<Reply, ApiError> {
-    let body: RevokeBody = req.json()?;
-    let claims = app
-        .tokens
-        .verify(&body.refresh_token, TokenKind::Refresh)
-        .map_err(|_| ApiError::Unauthorized("invalid or expired refresh token"))?;
+    let claims = refresh_claims(app, req)?;
     end_sign_in(app, &claims.jti, claims.exp, claims.sid.as_deref()).await?;
     Ok(Reply::ok(json!({"revoked": true})))
 }
