@@ -501,3 +501,34 @@ async fn a_change_written_straight_to_the_database_is_picked_up() {
     })
     .await;
 }
+
+/// A binding written back after an outage with what is left of its TTL does not shorten the life
+/// of the session's newer bindings of other models (Claude Code binds two models per session).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binding_written_back_late_keeps_the_session_s_others_alive() {
+    use apiproxy::state::{RedisBackend, StateBackend};
+    let prefix = RedisPrefix::new();
+    let backend = RedisBackend::open(REDIS_URL, &prefix.0, Duration::from_secs(2)).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let hour = Duration::from_secs(3600);
+    backend.bind("s1", "sonnet", "beta", now_ms, hour).await.unwrap();
+    // Decided 55 minutes ago, during an outage: five minutes left.
+    let late = now_ms - 55 * 60 * 1000;
+    backend
+        .bind("s1", "haiku", "alpha", late, Duration::from_secs(300))
+        .await
+        .unwrap();
+    let mut c = redis::Client::open(REDIS_URL).unwrap().get_connection().unwrap();
+    for key in ["sess", "sess_at"] {
+        let ttl: i64 = redis::cmd("PTTL").arg(backend.key(&[key, "s1"])).query(&mut c).unwrap();
+        assert!(
+            ttl > 3_000_000,
+            "{key} lives {ttl} ms: the hour of the newer binding was cut"
+        );
+    }
+    let bound = backend.bindings("s1").await.unwrap();
+    assert_eq!(bound.len(), 2, "{bound:?}");
+}

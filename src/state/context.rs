@@ -28,7 +28,15 @@ const KEY_PREFIXES: &[&str] = &[
     "gsk_",
     "ghp_",
     "gho_",
+    "ghs_",
+    "ghu_",
     "github_pat_",
+    "glpat-",
+    "xoxb-",
+    "xoxp-",
+    "npm_",
+    "ya29.",
+    "rk_live_",
     "hf_",
     "pk-",
     "rk-",
@@ -79,25 +87,60 @@ pub fn redact(text: &str) -> String {
 }
 
 /// A word's runs that start like a key redacted, its punctuation kept: keys are pasted glued to
-/// quotes, `=`, `:` and brackets (`api_key="sk-…"`, `{"key":"sk-…"}`, `OPENAI_API_KEY='sk-…'`). Only
-/// the prefixes count here: parts of URLs, paths and ids look random too.
+/// quotes, `=`, `:` and brackets (`api_key="sk-…"`, `{"key":"sk-…"}`, `OPENAI_API_KEY='sk-…'`). A
+/// run counts by its prefix, or by looking random right after a name that says it is a secret
+/// (`api_key="0123…"`, `{"token":"…"}`, `PASSWORD=…`): elsewhere, parts of URLs, paths and ids look
+/// random too.
 fn redact_runs(word: &str, out: &mut String) {
     let key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '=' | '.');
     let mut rest = word;
     while !rest.is_empty() {
         let end = rest.find(|c: char| !key_char(c)).unwrap_or(rest.len());
         let (run, after) = rest.split_at(end);
+        let before = &word[..word.len() - rest.len()];
         // `=` also separates a name from its value (`KEY=sk-…`): try the part after the last one.
         let (name, value) = match run.rfind('=') {
-            Some(at) if has_key_prefix(&run[at + 1..]) => run.split_at(at + 1),
+            Some(at) if secret_value(&run[..at + 1], &run[at + 1..]) => run.split_at(at + 1),
             _ => ("", run),
         };
         out.push_str(name);
-        out.push_str(if has_key_prefix(value) { "[REDACTED]" } else { value });
+        let named = if name.is_empty() { before } else { name };
+        out.push_str(if secret_value(named, value) {
+            "[REDACTED]"
+        } else {
+            value
+        });
         let skip = after.chars().next().map_or(0, char::len_utf8);
         out.push_str(&after[..skip]);
         rest = &after[skip..];
     }
+}
+
+/// Whether `value` is a credential: it starts like a key, or it looks random and what comes before
+/// it names a secret (`…key=`, `"token":"`).
+fn secret_value(before: &str, value: &str) -> bool {
+    has_key_prefix(value) || (looks_random(value) && names_a_secret(before))
+}
+
+/// Whether text ends with a name of a secret and what assigns it (`api_key=`, `"token": "`).
+fn names_a_secret(before: &str) -> bool {
+    let name = before.trim_end_matches(['"', '\'', ':', '=', ' ']);
+    if name.len() == before.len() {
+        return false;
+    }
+    let name = name.to_ascii_lowercase();
+    [
+        "key",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "pwd",
+        "credential",
+        "auth",
+    ]
+    .iter()
+    .any(|n| name.ends_with(n))
 }
 
 /// At most `max` characters, with an ellipsis when cut.
@@ -224,6 +267,35 @@ mod tests {
         ] {
             let r = redact(&format!(r#"{{"token":"{key}"}}"#));
             assert_eq!(r, r#"{"token":"[REDACTED]"}"#, "{key}");
+        }
+    }
+
+    /// A random-looking value with no known prefix goes when a name says it is a secret (an Azure
+    /// key is 32 hex digits); the same value under another name (an id) stays.
+    #[test]
+    fn random_values_named_as_secrets_are_redacted() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        for (text, want) in [
+            (format!(r#"api_key="{hex}""#), r#"api_key="[REDACTED]""#.to_string()),
+            (
+                format!(r#"{{"token":"{hex}"}}"#),
+                r#"{"token":"[REDACTED]"}"#.to_string(),
+            ),
+            (format!("secret='{hex}'"), "secret='[REDACTED]'".to_string()),
+            (
+                format!(r#"{{"password":"{hex}"}}"#),
+                r#"{"password":"[REDACTED]"}"#.to_string(),
+            ),
+            (format!(r#"{{"id":"{hex}"}}"#), format!(r#"{{"id":"{hex}"}}"#)),
+        ] {
+            assert_eq!(redact(&text), want, "{text}");
+        }
+        for key in [
+            "xoxb-1234567890-abcdefghij",
+            "glpat-abcdefghij0123456789",
+            "ghs_abcdefghij0123456789",
+        ] {
+            assert_eq!(redact(&format!("'{key}'")), "'[REDACTED]'", "{key}");
         }
     }
 

@@ -20,8 +20,40 @@ struct Expiring<T> {
     until: Instant,
 }
 
-/// A session's context entries, by (client key, session).
-type Contexts = HashMap<(String, String), Expiring<VecDeque<String>>>;
+/// Most bytes of context entries kept in all: 100,000 sessions of up to 1,000 entries each would
+/// otherwise let one client cycling session ids fill memory. Past it, the sessions expiring
+/// soonest go.
+const MAX_CONTEXT_BYTES: usize = 256 * 1024 * 1024;
+
+/// Sessions' context entries, by (client key, session), and their total size.
+#[derive(Default)]
+struct Contexts {
+    map: HashMap<(String, String), Expiring<VecDeque<String>>>,
+    bytes: usize,
+}
+
+impl Contexts {
+    fn count(&mut self) {
+        self.bytes = self.map.values().flat_map(|e| &e.value).map(String::len).sum();
+    }
+
+    /// Back under `limit` bytes: expired sessions first, then the half expiring soonest, until
+    /// it fits.
+    fn shrink_to(&mut self, limit: usize, now: Instant) {
+        if self.bytes <= limit {
+            return;
+        }
+        self.map.retain(|_, e| e.until > now);
+        self.count();
+        while self.bytes > limit && self.map.len() > 1 {
+            let mut untils: Vec<Instant> = self.map.values().map(|e| e.until).collect();
+            untils.sort_unstable();
+            let cutoff = untils[untils.len() / 2];
+            self.map.retain(|_, e| e.until > cutoff);
+            self.count();
+        }
+    }
+}
 
 /// A session's bindings: model → (upstream, when it was decided, Unix ms).
 type SessionBindings = HashMap<String, (String, u64)>;
@@ -164,28 +196,38 @@ impl StateBackend for LocalBackend {
         limits: ContextLimits,
     ) -> Result<(), StateError> {
         let now = Instant::now();
-        let mut map = self.contexts.lock();
-        bound(&mut map, now);
-        let e = map
+        let mut contexts = self.contexts.lock();
+        let sessions = contexts.map.len();
+        bound(&mut contexts.map, now);
+        if contexts.map.len() != sessions {
+            contexts.count();
+        }
+        let e = contexts
+            .map
             .entry((owner.to_string(), session.to_string()))
             .or_insert_with(|| Expiring {
                 value: VecDeque::new(),
                 until: now,
             });
+        let mut freed = 0;
         if e.until <= now {
+            freed += e.value.iter().map(String::len).sum::<usize>();
             e.value.clear();
         }
         e.value.push_back(entry.to_string());
         while e.value.len() > limits.max_entries {
-            e.value.pop_front();
+            freed += e.value.pop_front().map_or(0, |old| old.len());
         }
         e.until = now + limits.ttl;
+        contexts.bytes = (contexts.bytes + entry.len()).saturating_sub(freed);
+        contexts.shrink_to(MAX_CONTEXT_BYTES, now);
         Ok(())
     }
 
     async fn context(&self, owner: &str, session: &str) -> Result<Vec<String>, StateError> {
-        let map = self.contexts.lock();
-        Ok(map
+        let contexts = self.contexts.lock();
+        Ok(contexts
+            .map
             .get(&(owner.to_string(), session.to_string()))
             .filter(|e| e.until > Instant::now())
             .map(|e| e.value.iter().cloned().collect())
@@ -241,5 +283,42 @@ impl StateBackend for LocalBackend {
 
     async fn ping(&self) -> Result<(), StateError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The total is kept as entries come and go, and past the budget the sessions expiring soonest
+    /// go first, the newest kept.
+    #[tokio::test]
+    async fn context_entries_stay_within_their_byte_budget() {
+        let backend = LocalBackend::default();
+        let limits = ContextLimits {
+            max_entries: 2,
+            ttl: Duration::from_secs(60),
+        };
+        for (session, entry) in [("a", "x".repeat(100)), ("a", "y".repeat(50)), ("a", "z".repeat(10))] {
+            backend.push_context("k", session, &entry, limits).await.unwrap();
+        }
+        let mut contexts = backend.contexts.lock();
+        assert_eq!(contexts.bytes, 60, "the oldest of a's three entries gave way");
+        let now = Instant::now();
+        for (i, session) in ["old", "mid", "new"].iter().enumerate() {
+            contexts.map.insert(
+                ("k".into(), session.to_string()),
+                Expiring {
+                    value: VecDeque::from(["e".repeat(1000)]),
+                    until: now + Duration::from_secs(10 * (i as u64 + 1)),
+                },
+            );
+        }
+        contexts.count();
+        assert_eq!(contexts.bytes, 3060);
+        contexts.shrink_to(2500, now);
+        assert!(contexts.bytes <= 2500, "{}", contexts.bytes);
+        assert!(!contexts.map.contains_key(&("k".into(), "old".into())));
+        assert!(contexts.map.contains_key(&("k".into(), "a".into())), "the newest stays");
     }
 }

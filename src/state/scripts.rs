@@ -1,9 +1,11 @@
 //! Lua scripts run atomically by Redis: each is one round trip and no read-then-write race.
 
 /// A session binding (HSET KEYS[1] ARGV[1] ARGV[2]) decided at ARGV[3] (Unix ms), unless the one
-/// there was decided later (KEYS[2] keeps when each was); both keys live ARGV[4] ms more. Returns
-/// 1 when written. (Replicas' clocks matter here, within the skew NTP leaves: this only keeps a
-/// binding written back after an outage from replacing a newer one.)
+/// there was decided later (KEYS[2] keeps when each was); both keys live at least ARGV[4] ms more
+/// (a binding written back after an outage, with what is left of its TTL, does not shorten the
+/// life of the session's newer bindings of other models). Returns 1 when written. (Replicas'
+/// clocks matter here, within the skew NTP leaves: this only keeps a binding written back after an
+/// outage from replacing a newer one.)
 pub const BIND: &str = r#"
 local at = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local dropped = tonumber(redis.call('HGET', KEYS[2], '') or '0')
@@ -12,8 +14,11 @@ if at > tonumber(ARGV[3]) or dropped > tonumber(ARGV[3]) then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
+for _, k in ipairs({KEYS[1], KEYS[2]}) do
+  if redis.call('PTTL', k) < tonumber(ARGV[4]) then
+    redis.call('PEXPIRE', k, ARGV[4])
+  end
+end
 return 1
 "#;
 
