@@ -223,12 +223,59 @@ fn collect_text(v: &Value, out: &mut String, depth: usize) {
     }
 }
 
+/// The values of the text fields (`content`, `text`, `output_text`) of a JSON document cut short,
+/// in order, the last one as far as it goes.
+fn strings_of_cut_json(json: &str, out: &mut String, max: usize) {
+    let mut rest = json;
+    while out.chars().count() <= max {
+        let found = ["\"content\":", "\"text\":", "\"output_text\":"]
+            .iter()
+            .filter_map(|k| rest.find(k).map(|at| (at, k.len())))
+            .min();
+        let Some((at, len)) = found else { return };
+        let value = rest[at + len..].trim_start();
+        rest = &rest[at + len..];
+        let Some(literal) = value.strip_prefix('"') else {
+            continue;
+        };
+        // To the closing quote, or (cut) to the end, without half an escape.
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in literal.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let body = &literal[..end.unwrap_or(literal.len())];
+        // A cut may fall inside an escape (`\u00e9` is six characters): as much as reads.
+        let whole = (0..=6.min(body.len()))
+            .filter_map(|cut| body.get(..body.len() - cut))
+            .find_map(|b| serde_json::from_str::<String>(&format!("\"{b}\"")).ok());
+        if let Some(text) = whole {
+            out.push_str(&text);
+        }
+        if end.is_none() {
+            return;
+        }
+    }
+}
+
 /// The answer's text from the first bytes sent to the client (a JSON body or SSE events),
 /// redacted and clipped.
 pub fn response_snippet(bytes: &[u8], max: usize) -> String {
     let mut out = String::new();
     if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
         collect_text(&v, &mut out, 0);
+    } else if bytes.trim_ascii_start().starts_with(b"{") {
+        // A whole answer longer than what is kept of it: not a document any more, but its text
+        // strings are read as they come.
+        strings_of_cut_json(&String::from_utf8_lossy(bytes), &mut out, max);
     } else {
         let text = String::from_utf8_lossy(bytes);
         for line in text.lines() {
@@ -249,6 +296,18 @@ pub fn response_snippet(bytes: &[u8], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole answer past what is kept of it (16 KiB) is no JSON document any more: its text is
+    /// read from the part there is.
+    #[test]
+    fn the_start_of_a_whole_answer_cut_short_is_its_text() {
+        let answer = serde_json::json!({"id": "c1", "choices": [{"message": {"role": "assistant",
+            "content": format!("Hello \"world\"\n{}", "x".repeat(20_000))}}]})
+        .to_string();
+        let cut = &answer.as_bytes()[..16 * 1024];
+        let snippet = response_snippet(cut, 20);
+        assert_eq!(snippet, format!("Hello \"world\"\n{}…", "x".repeat(6)));
+    }
 
     #[test]
     fn redacts_keys_and_bearer_tokens() {
