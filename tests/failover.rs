@@ -2110,6 +2110,45 @@ async fn bound_for_lm(gw: &Gateway, token: &str, key: &str, provider: Option<&st
     None
 }
 
+/// A streamed Responses answer's id is bound to its upstream as soon as `response.created` passes,
+/// not once the request is logged: a tool loop continues the moment it has `response.completed`,
+/// maybe through another replica.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_response_is_bound_while_it_streams() {
+    let (a, b, gw) = responses_pair().await;
+    for m in [&a, &b] {
+        m.set_event_gap(Duration::from_millis(400));
+    }
+    let token = gw.admin().await.token;
+    let started = Instant::now();
+    let mut r = gw
+        .post(
+            "/v1/responses",
+            json!({"model": "lm", "input": "hi", "stream": true}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let maker = r.headers()["x-apiproxy-provider"].to_str().unwrap().to_string();
+    let mut seen = String::new();
+    let id = loop {
+        let chunk = r.chunk().await.unwrap().expect("the stream's first events");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        let created = seen
+            .lines()
+            .find_map(|l| l.strip_prefix("data: ").filter(|d| d.contains("response.created")));
+        if let Some(data) = created {
+            let v: Value = serde_json::from_str(data).unwrap();
+            break v["response"]["id"].as_str().unwrap().to_string();
+        }
+    };
+    let bound = bound_for_lm(&gw, &token, &format!("response:{id}"), None).await;
+    assert_eq!(bound.as_deref(), Some(maker.as_str()));
+    assert!(r.chunk().await.unwrap().is_some(), "the stream is still going");
+    assert!(started.elapsed() < Duration::from_secs(2), "bound while it streams");
+    while r.chunk().await.unwrap().is_some() {}
+}
+
 /// A Responses conversation continued with `previous_response_id` (and no session) goes to the
 /// upstream that made that response (it lives with that account: another answers 400), whole and
 /// streamed, whatever the weights would pick, and only there: when that upstream answers 429, the

@@ -341,6 +341,8 @@ pub struct RequestCtx {
     /// An Anthropic upstream refused a thinking signature of this request's conversation (thinking
     /// another vendor signed): every Anthropic attempt from then on goes without its thinking.
     pub thinking_dropped: bool,
+    /// The Responses answer's id is bound to its upstream already (`session::pin_answer`).
+    pub answer_pinned: bool,
     /// The retry decision `upstream_response_filter` made for `error_while_proxy` to apply.
     pub status_retry: Option<Retry>,
     /// Latest `Retry-After` an upstream sent, seconds.
@@ -461,6 +463,7 @@ impl RequestCtx {
             same_retry_used: false,
             stream_usage_unasked: None,
             thinking_dropped: false,
+            answer_pinned: false,
             status_retry: None,
             upstream_retry_after: None,
             held_verdict: None,

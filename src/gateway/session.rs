@@ -141,7 +141,7 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
     // `store: false`: nothing can continue from the answer. Read only for an answer that binds.
     let unstored = ctx.inspected.as_ref().is_some_and(|i| i.unstored);
     let answer_id = match served_by {
-        Some(_) if generated && !unstored => super::response::answer_id(ctx),
+        Some(_) if generated && !unstored && !ctx.answer_pinned => super::response::answer_id(ctx),
         _ => None,
     };
     // The response it continued is bound again to where it was answered: that upstream read it
@@ -192,6 +192,30 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
         if let (Some((owner, entry)), Some(session)) = (entry, &session) {
             app.state.push_context(&owner, session, &entry).await;
         }
+    });
+}
+
+/// Binds a Responses answer's id to its upstream as soon as the id passes (a stream's
+/// `response.created`; a whole answer's end), before the client has the answer: a tool loop sends
+/// its continuation the moment it has `response.completed`, maybe to another replica, and would
+/// otherwise be placed before `logging` bound it. Called for each piece of the body; done once.
+pub fn pin_answer(app: &Arc<App>, ctx: &mut RequestCtx) {
+    if ctx.answer_pinned || ctx.operation != Operation::Generate || ctx.served_by.is_none() {
+        return;
+    }
+    if !ctx.status.is_some_and(|s| (200..300).contains(&s)) || ctx.inspected.as_ref().is_some_and(|i| i.unstored) {
+        return;
+    }
+    let Some(id) = super::response::answer_id(ctx) else {
+        return;
+    };
+    let Some(upstream) = ctx.candidate().map(|c| format!("{}/{}", c.provider.id, c.model)) else {
+        return;
+    };
+    ctx.answer_pinned = true;
+    let (app, model) = (app.clone(), ctx.model.clone());
+    tokio::spawn(async move {
+        app.state.bind(&response_key(&id), &model, &upstream).await;
     });
 }
 
