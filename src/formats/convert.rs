@@ -192,10 +192,11 @@ fn fit_for_openai(ir: &mut IrRequest, model: &str) {
         let digest = ring::digest::digest(&ring::digest::SHA256, user.as_bytes());
         *user = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     }
-    if !takes_reasoning_effort(model) {
+    let name = super::model_name::bare(model);
+    if !takes_reasoning_effort(&name) {
         ir.reasoning = None;
     }
-    if openai_reasoning_model(model) {
+    if openai_reasoning_model(&name) {
         // OpenAI's reasoning models refuse any sampling setting but the default ("Unsupported
         // parameter: 'top_p' is not supported with this model"), which Gemini CLI and Anthropic
         // SDK apps send for every model: left for the model's own.
@@ -206,21 +207,18 @@ fn fit_for_openai(ir: &mut IrRequest, model: &str) {
     }
 }
 
-/// OpenAI's own reasoning models (`o1`…, `gpt-5*` but the `-chat` ones, `codex-*`), also behind an
-/// aggregator's `openai/` prefix.
-fn openai_reasoning_model(model: &str) -> bool {
-    let name = super::model_name::bare(model);
-    super::model_name::is_o_series(&name)
+/// OpenAI's own reasoning models (`o1`…, `gpt-5*` but the `-chat` ones, `codex-*`), by bare name.
+fn openai_reasoning_model(name: &str) -> bool {
+    super::model_name::is_o_series(name)
         || (name.starts_with("gpt-5") && !name.contains("-chat"))
         || name.starts_with("codex")
 }
 
 /// Models known to take `reasoning_effort` through an OpenAI-style API: OpenAI's reasoning models
 /// (`o1`…, `gpt-5*`, `codex-*`), `gpt-oss`, xAI's `grok-3-mini`, and Gemini 2.5 and later on
-/// Google's OpenAI endpoint; also behind an aggregator's `vendor/` prefix.
-fn takes_reasoning_effort(model: &str) -> bool {
-    let name = super::model_name::bare(model);
-    super::model_name::is_o_series(&name)
+/// Google's OpenAI endpoint; by bare name (without an aggregator's `vendor/` prefix).
+fn takes_reasoning_effort(name: &str) -> bool {
+    super::model_name::is_o_series(name)
         || ["gpt-5", "gpt-oss", "codex", "grok-3-mini", "gemini-2.5", "gemini-3"]
             .iter()
             .any(|p| name.starts_with(p))
@@ -522,7 +520,7 @@ mod tests {
             "gemini-2.5-flash",
         ];
         for m in taking {
-            assert!(takes_reasoning_effort(m), "{m}");
+            assert!(takes_reasoning_effort(&crate::formats::model_name::bare(m)), "{m}");
         }
         let refusing = [
             "gpt-4.1",
@@ -533,7 +531,7 @@ mod tests {
             "llama-3.3-70b",
         ];
         for m in refusing {
-            assert!(!takes_reasoning_effort(m), "{m}");
+            assert!(!takes_reasoning_effort(&crate::formats::model_name::bare(m)), "{m}");
         }
     }
 

@@ -472,6 +472,15 @@ fn client_sent_stream_options(ctx: &RequestCtx, attempt_format: WireFormat) -> b
     attempt_format == ctx.request_format && memchr::memmem::find(&ctx.body, b"\"stream_options\"").is_some()
 }
 
+/// The attempt on candidate `idx` asked again at once as the same attempt: not counted against
+/// `max_attempts`, and (unrecorded) it keeps its key.
+fn redo_at_once(ctx: &mut RequestCtx, idx: usize) -> Retry {
+    ctx.started_attempts = ctx.started_attempts.saturating_sub(1);
+    ctx.retry_same = Some(idx);
+    ctx.redo_at_once = true;
+    Retry::Same
+}
+
 /// Claude's words for a thinking block whose signature it cannot verify
 /// ("messages.1.content.0: Invalid `signature` in `thinking` block").
 fn says_thinking_signature_invalid(body: &[u8]) -> bool {
@@ -571,17 +580,11 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
     let decision = match status {
         _ if refused_thinking => {
             ctx.thinking_dropped = true;
-            ctx.retry_same = Some(idx);
-            ctx.redo_at_once = true;
-            ctx.started_attempts = ctx.started_attempts.saturating_sub(1);
-            Retry::Same
+            redo_at_once(ctx, idx)
         }
         _ if refused_stream_usage => {
             ctx.stream_usage_unasked = Some(provider.id.clone());
-            ctx.retry_same = Some(idx);
-            ctx.redo_at_once = true;
-            ctx.started_attempts = ctx.started_attempts.saturating_sub(1);
-            Retry::Same
+            redo_at_once(ctx, idx)
         }
         _ if no_answer.is_some() => {
             candidate.health.record_failure(Failure::Broken, now);
@@ -892,10 +895,7 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
         // host's next address, at once, as the same attempt. The upstream is blamed only when
         // every address failed.
         ctx.addr_redos += 1;
-        ctx.started_attempts = ctx.started_attempts.saturating_sub(1);
-        ctx.retry_same = Some(idx);
-        ctx.redo_at_once = true;
-        return Retry::Same;
+        return redo_at_once(ctx, idx);
     }
     let at_once = attempt.started.elapsed() < STALE_WITHIN;
     if let (Phase::Proxy { reused: true }, true, false) = (phase, at_once, ctx.stale_redone) {
@@ -906,10 +906,7 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
             // failed at once: one that closes after a while (a worker killed by its own timeout,
             // a server crashing on this prompt) may have done the work, and is judged as a reset.
             ctx.stale_redone = true;
-            ctx.started_attempts = ctx.started_attempts.saturating_sub(1);
-            ctx.retry_same = Some(idx);
-            ctx.redo_at_once = true;
-            return Retry::Same;
+            return redo_at_once(ctx, idx);
         }
     }
     health.record_failure(Failure::Broken, now);

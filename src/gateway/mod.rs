@@ -301,7 +301,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
         response::on_body(ctx, body, end_of_stream);
-        session::pin_answer(&self.app, ctx);
+        session::pin_answer(&self.app, ctx, end_of_stream);
         session::capture(ctx, body);
         Ok(None)
     }

@@ -198,9 +198,13 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
 /// Binds a Responses answer's id to its upstream as soon as the id passes (a stream's
 /// `response.created`; a whole answer's end), before the client has the answer: a tool loop sends
 /// its continuation the moment it has `response.completed`, maybe to another replica, and would
-/// otherwise be placed before `logging` bound it. Called for each piece of the body; done once.
-pub fn pin_answer(app: &Arc<App>, ctx: &mut RequestCtx) {
+/// otherwise be placed before `logging` bound it. Called for each piece of the body; done once. A
+/// whole answer is read for its id at its end only (before, it is no document yet).
+pub fn pin_answer(app: &Arc<App>, ctx: &mut RequestCtx, end_of_stream: bool) {
     if ctx.answer_pinned || ctx.operation != Operation::Generate || ctx.served_by.is_none() {
+        return;
+    }
+    if !end_of_stream && !matches!(ctx.response, super::ctx::ResponseMode::Stream(_)) {
         return;
     }
     if !ctx.status.is_some_and(|s| (200..300).contains(&s)) || ctx.inspected.as_ref().is_some_and(|i| i.unstored) {

@@ -46,10 +46,7 @@ impl Contexts {
         self.map.retain(|_, e| e.until > now);
         self.count();
         while self.bytes > limit && self.map.len() > 1 {
-            let mut untils: Vec<Instant> = self.map.values().map(|e| e.until).collect();
-            untils.sort_unstable();
-            let cutoff = untils[untils.len() / 2];
-            self.map.retain(|_, e| e.until > cutoff);
+            drop_soonest_half(&mut self.map);
             self.count();
         }
     }
@@ -79,9 +76,15 @@ fn bound<K: Clone + Eq + std::hash::Hash, T>(map: &mut HashMap<K, Expiring<T>>, 
     }
     map.retain(|_, e| e.until > now);
     if map.len() >= MAX_SESSIONS {
-        let mut untils: Vec<Instant> = map.values().map(|e| e.until).collect();
-        untils.sort_unstable();
-        let cutoff = untils[untils.len() / 2];
+        drop_soonest_half(map);
+    }
+}
+
+/// Drops the half of the entries expiring soonest.
+fn drop_soonest_half<K, T>(map: &mut HashMap<K, Expiring<T>>) {
+    let mut untils: Vec<Instant> = map.values().map(|e| e.until).collect();
+    untils.sort_unstable();
+    if let Some(&cutoff) = untils.get(untils.len() / 2) {
         map.retain(|_, e| e.until > cutoff);
     }
 }

@@ -381,7 +381,7 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
 /// Whether a Claude model can think (extended thinking came with Claude 3.7); a model of another
 /// name on an Anthropic-style API is given the benefit of the doubt.
 fn thinks(model: &str) -> bool {
-    let model = model.to_ascii_lowercase();
+    let model = crate::formats::model_name::bare(model);
     !model.contains("claude-3-") || model.contains("claude-3-7")
 }
 

@@ -6,6 +6,7 @@ use super::media_part;
 use crate::formats::convert::{ConvertError, RequestOptions};
 use crate::formats::ir::*;
 use crate::formats::json::*;
+use crate::formats::model_name;
 use crate::formats::openai_chat::request::{empty_schema, text_block};
 
 /// Gemini 3 rejects a replayed functionCall without a thought signature; for history that came from another
@@ -395,32 +396,14 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
 /// in front of something else) is given the benefit of the doubt, Gemma and Gemini 1.x and 2.0
 /// are not.
 fn gemini_thinks(model: &str) -> bool {
-    let bare = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
-    if bare.starts_with("gemma") {
-        return false;
-    }
-    match bare.strip_prefix("gemini-") {
-        Some(rest) => !(rest.starts_with("1.") || rest.starts_with("2.0") || rest.starts_with("pro")),
-        None => true,
-    }
+    model_name::gemini_version(&model_name::bare(model)).is_none_or(|v| v >= (2, 5))
 }
 
 /// Whether the model refuses JSON mode (`responseMimeType`, a schema) beside function
-/// declarations: Gemini before 3 and Gemma do; a model of another name (a Gemini-style API in
-/// front of something else) is given the benefit of the doubt.
+/// declarations: Gemini before 3 and Gemma do; a model of another name is given the benefit of the
+/// doubt.
 fn refuses_json_mode_beside_tools(model: &str) -> bool {
-    let bare = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
-    if bare.starts_with("gemma") {
-        return true;
-    }
-    bare.strip_prefix("gemini-").is_some_and(|rest| {
-        rest.starts_with("pro")
-            || rest
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|major| major.parse::<u32>().ok())
-                .is_some_and(|major| major < 3)
-    })
+    model_name::gemini_version(&model_name::bare(model)).is_some_and(|v| v < (3, 0))
 }
 
 /// The largest thinking budget every thinking Gemini model takes (2.5 Flash's).
