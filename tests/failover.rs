@@ -2584,3 +2584,94 @@ async fn a_probe_whose_stream_breaks_keeps_the_circuit_open() {
     }
     assert_eq!(a.hits(), hits + 1);
 }
+
+/// A session's binding is its client key's: another key sending the same session id is placed by
+/// the hash as a new session would be, and its answers do not move the first key's binding.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_s_binding_is_its_own_client_key_s() {
+    const OTHER_KEY: &str = "other-client-key-0123456789";
+    let (a, b) = (Mock::start("alpha", &["m"]).await, Mock::start("beta", &["m"]).await);
+    // The second client continues the `clients` list the harness starts.
+    let gw = Gateway::start(&format!(
+        "  - {{name: other, key: \"{OTHER_KEY}\"}}\nproviders:\n{}{}{}",
+        provider_yaml("alpha", &a, ""),
+        provider_yaml("beta", &b, ""),
+        logical(&[("alpha", ""), ("beta", "")])
+    ))
+    .await;
+    let token = gw.admin().await.token;
+    let admin_get = |path: String| {
+        let req = gw.client.get(gw.admin_url(&path)).bearer_auth(&token);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let hdr = [("x-session-id", "shared-sid")];
+    let (_, v) = admin_get("/routing/sessions/shared-sid?model=lm".into()).await;
+    let hashed = v["upstream"]["provider"].as_str().unwrap().to_string();
+    let (hashed_mock, other) = if hashed == "alpha" { (&a, "beta") } else { (&b, "alpha") };
+    // The tester's session fails over once: its binding moves to the other upstream.
+    hashed_mock.script([Reply::Status {
+        status: 503,
+        retry_after: None,
+        body: String::new(),
+    }]);
+    let r = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], other);
+    until("the tester's binding", Duration::from_secs(5), async || {
+        let (_, v) = admin_get("/routing/sessions/shared-sid?model=lm".into()).await;
+        v["binding"] == "stored" && v["upstream"]["provider"] == other
+    })
+    .await;
+    // Another key naming the same session is placed by the hash, not by the tester's binding.
+    let as_other = || {
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(OTHER_KEY)
+            .header("x-session-id", "shared-sid")
+            .json(&chat_body("lm"))
+            .send()
+    };
+    let r = as_other().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"].to_str().unwrap(), hashed);
+    until("both clients' bindings", Duration::from_secs(5), async || {
+        admin_get("/routing/sessions/shared-sid".into()).await.1["bindings"]
+            .as_array()
+            .is_some_and(|b| b.len() == 2)
+    })
+    .await;
+    // Its binding did not move the tester's session.
+    for _ in 0..2 {
+        let r = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await;
+        assert_eq!(r.headers()["x-apiproxy-provider"], other);
+        let r = as_other().await.unwrap();
+        assert_eq!(r.headers()["x-apiproxy-provider"].to_str().unwrap(), hashed);
+    }
+    // The admin API shows each client's binding, and asks which one is meant.
+    let (_, v) = admin_get("/routing/sessions/shared-sid".into()).await;
+    let mut held: Vec<(String, String)> = v["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["client"].as_str().unwrap().into(),
+                b["upstream"]["provider"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    held.sort();
+    assert_eq!(
+        held,
+        [("other".into(), hashed.clone()), ("tester".into(), other.to_string())]
+    );
+    let (s, v) = admin_get("/routing/sessions/shared-sid?model=lm".into()).await;
+    assert_eq!((s, &v["error"]["field"]), (400, &json!("client")), "{v}");
+    let (s, v) = admin_get("/routing/sessions/shared-sid?model=lm&client=tester".into()).await;
+    assert_eq!(
+        (s, &v["binding"], &v["upstream"]["provider"]),
+        (200, &json!("stored"), &json!(other))
+    );
+}

@@ -119,7 +119,7 @@ routes! {
     DELETE "/logical-models/{id}"                   Admin  LogicalDelete    "logical-models" "Delete a stored logical model";
     GET    "/logical-models/{id}/upstreams"         Admin  LogicalUpstreams "logical-models" "A logical model's upstreams with their live health";
     POST   "/routing/decide"                        Admin  RoutingDecide    "routing"   "Dry run: the upstream a request for this model would go to, and every candidate's score";
-    GET    "/routing/sessions/{session_id}"         Admin  SessionGet       "routing"   "A session's bindings (shared by all replicas); with ?model=, where its next request goes";
+    GET    "/routing/sessions/{session_id}"         Admin  SessionGet       "routing"   "A session's bindings, each its client's (shared by all replicas); with ?model= (and ?client=), where its next request goes";
     DELETE "/routing/sessions/{session_id}"         Admin  SessionDelete    "routing"   "Drop a session's bindings on every replica: its next request is placed afresh";
 }
 

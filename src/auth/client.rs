@@ -160,6 +160,14 @@ impl ClientKeys {
         self.by_tag.is_empty()
     }
 
+    /// The name of the stored key with this id (`username/key name`), while it exists.
+    pub fn stored_key_name(&self, id: &str) -> Option<&str> {
+        self.by_tag
+            .values()
+            .find(|e| e.identity.key_id.as_deref() == Some(id))
+            .map(|e| &*e.identity.name)
+    }
+
     /// Checks the credential found in the request headers.
     pub fn authenticate(
         &self,

@@ -12,7 +12,7 @@ use super::error::GatewayError;
 use super::intake::Operation;
 use crate::app::App;
 use crate::routing::health::unix_ms;
-use crate::state::{context_owner, request_snippet, response_snippet, Admission, ContextEntry};
+use crate::state::{binding_field, context_owner, request_snippet, response_snippet, Admission, ContextEntry};
 
 /// Most response bytes kept to make a session-context snippet from.
 const CAPTURE_LIMIT: usize = 16 * 1024;
@@ -59,10 +59,11 @@ pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> 
         }
     }
     let (routed, model) = (ctx.plan.is_some(), ctx.model.as_str());
+    let field = session_binding_field(ctx);
     let q = Admission {
         limit: limit.as_ref().map(|(id, rps)| (&**id, *rps)),
         user_limit: user_limit.as_ref().map(|(bucket, rps)| (&**bucket, *rps)),
-        session: ctx.session_id.as_deref().filter(|_| routed).map(|s| (s, model)),
+        session: ctx.session_id.as_deref().zip(field.as_deref()).filter(|_| routed),
         pin: ctx.response_pin.as_deref().filter(|_| routed).map(|p| (p, model)),
     };
     let admitted = app.state.admit(q).await;
@@ -79,6 +80,14 @@ pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> 
     // the plan then holds the maker alone; it still is when the maker has left the plan).
     ctx.binding = admitted.binding.or(admitted.pinned);
     Ok(())
+}
+
+/// Where the session's binding for the requested model is kept: under the client key's name for
+/// it, so another key naming the same session neither follows nor moves it.
+fn session_binding_field(ctx: &RequestCtx) -> Option<String> {
+    ctx.session_id.as_ref()?;
+    let client = ctx.client.as_ref()?;
+    Some(binding_field(&context_owner(client), &ctx.model))
 }
 
 /// Keeps the first bytes of the answer for the session context and the log line.
@@ -152,7 +161,7 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
         return;
     }
     let served = served_by.map(|c| format!("{}/{}", c.provider.id, c.model));
-    let session = ctx.session_id.clone();
+    let session = ctx.session_id.clone().zip(session_binding_field(ctx));
     let snippets = app.state.settings.snippet_chars;
     let entry = ctx
         .client
@@ -185,11 +194,11 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
             if let Some(pin) = &continued {
                 app.state.bind(pin, &model, upstream).await;
             }
-            if let Some(session) = &session {
-                app.state.bind(session, &model, upstream).await;
+            if let Some((session, field)) = &session {
+                app.state.bind(session, field, upstream).await;
             }
         }
-        if let (Some((owner, entry)), Some(session)) = (entry, &session) {
+        if let (Some((owner, entry)), Some((session, _))) = (entry, &session) {
             app.state.push_context(&owner, session, &entry).await;
         }
     });

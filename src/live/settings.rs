@@ -42,6 +42,11 @@ struct Stored {
     settings: ProviderSettings,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     sealed_headers: BTreeMap<String, String>,
+    /// New at every seal, so every write changes the stored text, headers or not: a provider
+    /// `PUT` compares it to what it read (`ProviderWrite::read_settings`) to see another write
+    /// landed meanwhile, whichever columns that one changed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    revision: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +79,7 @@ impl ProviderSettings {
         Ok(serde_json::to_string(&Stored {
             settings,
             sealed_headers,
+            revision: format!("{:016x}", rand::random::<u64>()),
         })?)
     }
 
@@ -88,6 +94,7 @@ impl ProviderSettings {
         let Stored {
             mut settings,
             sealed_headers,
+            ..
         } = serde_json::from_str(json)?;
         let mut stale = !settings.headers.is_empty();
         for (name, sealed) in sealed_headers {
@@ -150,6 +157,18 @@ mod tests {
         let moved = stored.replace("\"api-key\"", "\"x-other\"");
         assert!(ProviderSettings::open(&moved, "p", &keys).is_err());
         assert!(ProviderSettings::reseal(&stored, "p", &keys).unwrap().is_none());
+    }
+
+    /// The compare-and-swap of a provider `PUT` holds for a provider without headers too: a write
+    /// that changed only `base_url` or `weight` still changed the stored settings.
+    #[test]
+    fn every_seal_writes_a_new_text() {
+        let keys = secrets("root-a-root-a-root-a-root-a-root-a");
+        let plain = ProviderSettings::default();
+        let (first, second) = (plain.seal("p", &keys).unwrap(), plain.seal("p", &keys).unwrap());
+        assert_ne!(first, second);
+        let same = |stored: &str| serde_json::to_value(ProviderSettings::open(stored, "p", &keys).unwrap()).unwrap();
+        assert_eq!(same(&first), same(&second));
     }
 
     #[test]

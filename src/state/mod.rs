@@ -145,5 +145,35 @@ pub fn context_owner(client: &crate::auth::ClientIdentity) -> String {
     }
 }
 
+/// The field a session's binding for `model` is kept under: the client key's (`context_owner`)
+/// and the model's. A binding belongs to the key whose request made it: another key sending the
+/// same session id neither follows nor moves it. (A response's pin is kept under the model alone:
+/// its id is the answer's own, unguessable, and a continuation may come from any of the account's
+/// keys.)
+pub fn binding_field(owner: &str, model: &str) -> String {
+    format!("{owner} {model}")
+}
+
+/// A `context_owner` as written: a stored key by id, or a config file client by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner<'a> {
+    Key(&'a str),
+    Client(&'a str),
+}
+
+/// A binding field read back: its owner and model, or `None` for a field that is a model alone
+/// (a response's pin, or a binding written before bindings had owners).
+pub fn split_binding_field(field: &str) -> Option<(Owner<'_>, &str)> {
+    if let Some(rest) = field.strip_prefix("k:") {
+        let (id, model) = rest.split_once(' ')?;
+        return Some((Owner::Key(id), model));
+    }
+    let (len, rest) = field.strip_prefix('c')?.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    let name = rest.get(..len)?;
+    let model = rest.get(len..)?.strip_prefix(' ')?;
+    Some((Owner::Client(name), model))
+}
+
 #[cfg(test)]
 mod tests;

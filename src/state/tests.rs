@@ -685,3 +685,25 @@ async fn redis_health_forgets_upstreams_nobody_reports_on() {
         .unwrap();
     assert_eq!(left, ["kept/m"]);
 }
+
+#[test]
+fn a_binding_field_reads_back_as_its_owner_and_model() {
+    for (owner, model) in [
+        ("k:0a1b", "gpt-4o"),
+        ("c4:te m", "a b"),
+        ("c6:x:1 y ", "m"),
+        ("c0:", " "),
+    ] {
+        let field = binding_field(owner, model);
+        let (read, m) = split_binding_field(&field).expect(&field);
+        let back = match read {
+            Owner::Key(id) => format!("k:{id}"),
+            Owner::Client(name) => format!("c{}:{name}", name.len()),
+        };
+        assert_eq!((back.as_str(), m), (owner, model));
+    }
+    // A model alone (a response's pin, or a binding from before owners).
+    for field in ["gpt-4o", "claude-sonnet-4", "c9:short m", "cx:1 m", "k:nospace"] {
+        assert_eq!(split_binding_field(field), None, "{field}");
+    }
+}

@@ -11,6 +11,7 @@ use crate::admin::http::{ApiError, Reply, Req};
 use crate::app::App;
 use crate::gateway::{is_response_key, session_key};
 use crate::routing::{choose_dry, score, RouteError, RoutePlan, Sticky};
+use crate::state::{split_binding_field, Owner};
 
 fn plan_for(app: &App, model: &str) -> Result<RoutePlan, ApiError> {
     app.snapshot()
@@ -30,6 +31,10 @@ struct DecideBody {
     model: String,
     #[serde(default)]
     session_id: Option<String>,
+    /// Whose binding of the session to follow (a client's name, as `GET /routing/sessions` shows
+    /// it); needed only when several clients hold one for the model.
+    #[serde(default)]
+    client: Option<String>,
     #[serde(default)]
     allowed_providers: Option<Vec<String>>,
 }
@@ -50,14 +55,12 @@ pub async fn decide(app: &App, req: &Req) -> Result<Reply, ApiError> {
         })?;
     }
     let now = Instant::now();
-    let binding = match &body.session_id {
-        Some(s) => binding_for(app, s, &body.model).await?,
-        None => None,
+    let held = match &body.session_id {
+        Some(s) => stored_bindings(app, session_key(s)).await?,
+        None => Vec::new(),
     };
-    let sticky = body.session_id.as_deref().map(|session| Sticky {
-        session,
-        binding: binding.as_deref(),
-    });
+    let binding = binding_of(&held, &body.model, body.client.as_deref())?;
+    let sticky = body.session_id.as_deref().map(|session| Sticky { session, binding });
     let chosen = choose_dry(&plan, &[], sticky, now);
     let candidates: Vec<Value> = score(&plan, &[], now)
         .into_iter()
@@ -85,9 +88,54 @@ fn unavailable(e: crate::state::StateError) -> ApiError {
     ApiError::Unavailable("shared state (redis) is unavailable; session bindings cannot be read or changed now")
 }
 
-async fn binding_for(app: &App, session: &str, model: &str) -> Result<Option<String>, ApiError> {
+/// A session's binding as stored: whose it is (`None` for a response's pin, which is any key's,
+/// and for a binding from before bindings had owners), for which model, to which upstream.
+struct Stored {
+    client: Option<String>,
+    model: String,
+    upstream: String,
+}
+
+async fn stored_bindings(app: &App, session: &str) -> Result<Vec<Stored>, ApiError> {
     let all = app.state.bindings(session).await.map_err(unavailable)?;
-    Ok(all.into_iter().find(|(m, _)| m == model).map(|(_, u)| u))
+    let snapshot = app.snapshot();
+    Ok(all
+        .into_iter()
+        .map(|(field, upstream)| match split_binding_field(&field) {
+            Some((owner, model)) => Stored {
+                client: Some(match owner {
+                    Owner::Client(name) => name.to_string(),
+                    Owner::Key(id) => snapshot
+                        .clients
+                        .stored_key_name(id)
+                        .map_or_else(|| format!("deleted key {id}"), str::to_string),
+                }),
+                model: model.to_string(),
+                upstream,
+            },
+            None => Stored {
+                client: None,
+                model: field,
+                upstream,
+            },
+        })
+        .collect())
+}
+
+/// The binding a request of `client` for `model` follows. Without a client, the one binding held
+/// for the model; several clients holding one is a question the caller must settle.
+fn binding_of<'a>(held: &'a [Stored], model: &str, client: Option<&str>) -> Result<Option<&'a str>, ApiError> {
+    let mut followed = held
+        .iter()
+        .filter(|b| b.model == model && (b.client.is_none() || client.is_none_or(|c| b.client.as_deref() == Some(c))));
+    let first = followed.next();
+    if followed.next().is_some() {
+        return Err(ApiError::bad(
+            "client",
+            format!("several clients hold a binding of this session for `{model}`: name the one to follow"),
+        ));
+    }
+    Ok(first.map(|b| b.upstream.as_str()))
 }
 
 fn split_upstream(u: &str) -> Value {
@@ -102,15 +150,16 @@ fn split_upstream(u: &str) -> Value {
 /// rotation, else the rendezvous hash's pick.
 pub async fn session_get(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let session = session_key(req.param("session_id"));
-    let all = app.state.bindings(session).await.map_err(unavailable)?;
+    let all = stored_bindings(app, session).await?;
     let bindings: Vec<Value> = all
         .iter()
-        .map(|(m, u)| json!({"model": m, "upstream": split_upstream(u)}))
+        .map(|b| json!({"client": b.client, "model": b.model, "upstream": split_upstream(&b.upstream)}))
         .collect();
     let mut out = json!({"session_id": session, "bindings": bindings});
     match req.query.get("model").filter(|m| !m.is_empty()) {
         Some(model) => {
-            let binding = all.iter().find(|(m, _)| m == model).map(|(_, u)| u.as_str());
+            let client = req.query.get("client").map(String::as_str).filter(|c| !c.is_empty());
+            let binding = binding_of(&all, model, client)?;
             // A response's continuations go to its maker alone, in whatever tier.
             let plan = match binding.filter(|_| is_response_key(session)) {
                 Some(maker) => plan_for(app, model)?.pinned_to(maker),
