@@ -34,6 +34,9 @@ pub(crate) struct StorageEnv {
     pub ttl: TokenTtl,
 }
 
+/// The longest token lifetime taken (10 years): a longer one would overflow the expiry's sum.
+const MAX_TOKEN_TTL_S: i64 = 10 * 365 * 24 * 3600;
+
 pub(crate) fn storage_env() -> Result<StorageEnv, String> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let url = var("DATABASE_URL").unwrap_or_else(|| DatabaseUrl::DEFAULT.to_string());
@@ -47,8 +50,10 @@ pub(crate) fn storage_env() -> Result<StorageEnv, String> {
             *slot = v
                 .parse::<i64>()
                 .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{name}: `{v}` is not a positive number of seconds"))?;
+                .filter(|n| (1..=MAX_TOKEN_TTL_S).contains(n))
+                .ok_or_else(|| {
+                    format!("{name}: `{v}` is not a number of seconds from 1 to {MAX_TOKEN_TTL_S} (10 years)")
+                })?;
         }
     }
     Ok(StorageEnv {

@@ -2035,6 +2035,62 @@ async fn a_key_changed_during_a_reseal_keeps_its_change() {
     drop_pg_database(&name).await;
 }
 
+/// A write that waits on a row lock past the operation's limit (a `rotate-secret` holding every
+/// key) is told it was not saved, and is not: PostgreSQL gives up its wait before the gateway
+/// gives up on it, instead of applying it once the lock is free.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_that_timed_out_on_a_lock_does_not_land_later() {
+    use apiproxy::store::models::{ProviderKeyChanges, ProviderKeyRow, ProviderRow};
+    use apiproxy::store::{DatabaseUrl, ProviderBundle, Store};
+
+    let (name, url) = fresh_pg_database().await;
+    let store = Store::open(&DatabaseUrl::parse(&url).unwrap()).await.unwrap();
+    let row = ProviderRow {
+        id: "p".into(),
+        base_url: "http://127.0.0.1:9".into(),
+        api_style: "openai".into(),
+        provider_type: "openai".into(),
+        weight: 1.0,
+        settings: "{}".into(),
+        created_at: 0,
+        updated_at: 0,
+    };
+    let key = ProviderKeyRow {
+        id: "k".into(),
+        provider_id: "p".into(),
+        encrypted_key: "sealed".into(),
+        hint: "sk-…".into(),
+        qps_limit: None,
+        disabled: false,
+        created_at: 0,
+        updated_at: 0,
+    };
+    let bundle = ProviderBundle {
+        row,
+        keys: vec![key],
+        models: vec![],
+    };
+    store.insert_provider(&bundle).await.unwrap();
+    let (holder, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let task = tokio::spawn(conn);
+    holder
+        .batch_execute("BEGIN; SELECT * FROM provider_api_keys WHERE id = 'k' FOR UPDATE")
+        .await
+        .unwrap();
+    let change = ProviderKeyChanges {
+        disabled: Some(true),
+        ..Default::default()
+    };
+    assert!(store.update_provider_key("p", "k", &change).await.is_err());
+    holder.batch_execute("COMMIT").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = store.provider_bundle("p").await.unwrap().unwrap();
+    assert!(!after.keys[0].disabled, "the write the admin was told failed landed");
+    drop((holder, store));
+    let _ = task.await;
+    drop_pg_database(&name).await;
+}
+
 /// A username whose logins keep failing waits before each further try, the right password
 /// included, so a password cannot be guessed at the speed of its hash; other names are not held.
 #[tokio::test(flavor = "multi_thread")]

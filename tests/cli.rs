@@ -87,6 +87,25 @@ fn a_bad_config_never_starts() {
     assert!(err.contains("providers[0].weight"), "stopped for its config: {err}");
 }
 
+/// A token lifetime so long its expiry would overflow stops the start, named.
+#[test]
+fn an_absurd_token_lifetime_never_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, "providers: []\n");
+    let out = apiproxy()
+        .arg("--config")
+        .arg(&p)
+        .env("APIPROXY_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("APIPROXY_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("APIPROXY_DATA_DIR", dir.path().join("data"))
+        .env("JWT_REFRESH_TTL_S", i64::MAX.to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("JWT_REFRESH_TTL_S"), "{err}");
+}
+
 /// Pingora alone would retry for 30 s and then run on without the service whose port is taken.
 #[test]
 fn a_port_in_use_ends_the_start_and_names_the_port() {

@@ -944,6 +944,28 @@ async fn a_key_forbidden_one_request_stays_in_rotation_for_the_others() {
     assert_eq!(used.len(), 2, "both keys still serve other requests: {used:?}");
 }
 
+/// More keys than attempts, each refused the model (403): the last attempt's 403 reaches the client
+/// (no SDK retries it), not a 502 "all upstreams failed" every SDK sends again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_403_on_the_last_attempt_reaches_the_client() {
+    let a = Mock::start("alpha", &["gated"]).await;
+    let keys: Vec<String> = (0..5).map(|i| format!("\"sk-key{i}-secret\"")).collect();
+    let yaml = format!(
+        "providers:\n  - {{id: alpha, base_url: \"{}\", models: [gated], api_keys: [{}]}}\n",
+        a.url(),
+        keys.join(", ")
+    );
+    let gw = Gateway::start(&yaml).await;
+    let forbidden = r#"{"error":{"message":"Project does not have access to model gated","type":"invalid_request_error","code":"model_not_found"}}"#;
+    a.set_default(Reply::status_body(403, forbidden));
+    let r = gw.chat(chat_body("gated")).await;
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("Project does not have access to model gated"), "{text}");
+    assert_eq!(a.requests().len(), 4, "max_attempts");
+}
+
 /// Mistral refuses `stream_options` (422 `extra_forbidden` on `include_usage`), Azure's older API
 /// versions the field itself (400 "Unknown parameter"); the gateway adds it to count a stream's
 /// tokens: the stream is asked again at once without it, and so from then on, for same-format and
@@ -1654,16 +1676,26 @@ async fn a_stream_that_opens_with_an_error_fails_over() {
         "the attempt is counted as the overload it was, not as its 200: {metrics}"
     );
 
-    // The same error after the stream has begun cannot be failed over: the client sees it in its
-    // own format, and beta is not asked.
+    // After the envelope alone (message_start, content_block_start) nothing of the answer has
+    // come: it still fails over.
     a.script([Reply::StreamError { after: 2 }]);
+    let r = gw
+        .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert!(sse_data(r).await.iter().all(|d| !d.contains("error")));
+    assert_eq!(b.hits(), 2);
+
+    // The same error after the answer has begun cannot be failed over: the client sees it in its
+    // own format, and beta is not asked.
+    a.script([Reply::StreamError { after: 4 }]);
     let r = gw
         .chat(json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
         .await;
     assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
     let data = sse_data(r).await;
     assert!(data.last().is_some_and(|d| d.contains("\"error\"")), "{data:?}");
-    assert_eq!(b.hits(), 1);
+    assert_eq!(b.hits(), 2);
 
     // A stream that opens with content is released as it comes.
     a.script([Reply::Ok]);
@@ -1672,6 +1704,41 @@ async fn a_stream_that_opens_with_an_error_fails_over() {
         .await;
     assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
     assert_eq!(sse_data(r).await.last().map(String::as_str), Some("[DONE]"));
+}
+
+/// A 200 stream whose first event says the model is not there passes to another upstream, as a
+/// 404 would; one whose first event is the client's own mistake reaches the client and is no
+/// success of the upstream's (it is counted as the 4xx it is).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_opening_with_not_found_fails_over_and_with_the_client_s_mistake_does_not() {
+    let (a, b, gw) = styled_pair(Style::OpenAiChat, &["sk-alpha-secret-key"]).await;
+    let first = |kind: &str, code: &str| {
+        Reply::Sse(vec![format!(
+            "data: {{\"error\":{{\"message\":\"no\",\"type\":\"{kind}\",\"code\":\"{code}\"}}}}\n\n"
+        )])
+    };
+    let stream = json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    a.script([first("invalid_request_error", "model_not_found")]);
+    let r = gw.chat(stream.clone()).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert_eq!(sse_data(r).await.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+
+    a.script([first("invalid_request_error", "context_length_exceeded")]);
+    let r = gw.chat(stream).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
+    assert!(sse_data(r).await.iter().any(|d| d.contains("context_length_exceeded")));
+    assert_eq!(b.hits(), 1, "the client's mistake is not asked of beta");
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "apiproxy_upstream_attempts_total",
+            &[("provider", "alpha"), ("outcome", "4xx")]
+        ),
+        2.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -231,8 +231,9 @@ async fn translated_streams_that_break_end_in_the_clients_error_event() {
     assert!(text.contains("event: error\ndata: {"), "{text}");
     assert!(!text.contains("message_stop"), "{text}");
 
-    // Anthropic upstream reset mid-stream, OpenAI client: an error chunk, no [DONE].
-    an.script([Reply::StreamAbort { after: 3 }]);
+    // Anthropic upstream reset mid-answer, OpenAI client: an error chunk, no [DONE]. (Reset
+    // before the answer's first delta, it is asked again: nothing has reached the client.)
+    an.script([Reply::StreamAbort { after: 5 }]);
     let r = gw
         .chat(json!({"model": "claude-x", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
         .await;

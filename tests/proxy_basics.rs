@@ -445,8 +445,9 @@ async fn a_silent_upstream_stream_gets_keep_alives_between_whole_events() {
     };
     let whole = format!("data: {}\n\n", chunk("hello"));
     let (head, tail) = whole.split_at(whole.len() / 2);
+    // (The first event carries content: the envelope alone would still be held, unseen.)
     a.script([Reply::Sse(vec![
-        format!("data: {}\n\n", chunk("")),
+        format!("data: {}\n\n", chunk("a")),
         head.to_string(),
         tail.to_string(),
         r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#.to_string() + "\n\n",

@@ -151,6 +151,8 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
         None if str_at(&v, "type") == Some("error") => &v,
         // vLLM's and other OpenAI-compatible servers' flat error (`"object": "error"`).
         None if str_at(&v, "object") == Some("error") => &v,
+        // A Responses stream's `response.failed`: the error is the failed response's.
+        None if str_at(&v, "type") == Some("response.failed") => v.pointer("/response/error").unwrap_or(&Value::Null),
         None => &Value::Null,
     };
     // A message that is itself an object (Mistral's `{"detail": [...]}`), or FastAPI's `detail`

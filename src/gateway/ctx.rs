@@ -264,10 +264,12 @@ impl HeldVerdict {
     pub fn status(&self, actual: u16) -> u16 {
         use ErrorKind::*;
         match (self.source, self.kind) {
-            // A whole answer under a 2xx has no status of its own worth keeping.
-            (HeldSource::Answer, kind)
-            | (_, kind @ (Authentication | Billing | PermissionDenied | RateLimited))
-            | (HeldSource::FirstEvent, kind @ (Overloaded | Timeout | Upstream)) => kind.status(),
+            // An error object under a 2xx (a whole answer, or a stream's first event) has no status
+            // of its own worth keeping: a stream that opens with the client's mistake is no
+            // success (no latency sample, no probe verdict), and one whose model is not there
+            // passes to another upstream.
+            (HeldSource::Answer | HeldSource::FirstEvent, kind)
+            | (_, kind @ (Authentication | Billing | PermissionDenied | RateLimited)) => kind.status(),
             _ => actual,
         }
     }
@@ -352,6 +354,9 @@ pub struct RequestCtx {
     /// The status and kind an error body the upstream answered with said (when it was held and
     /// read), for the client's header and body to agree.
     pub answer_error: Option<(u16, crate::formats::ErrorKind)>,
+    /// The current answer is a stream that opened with an error event: its end without a
+    /// terminator is the error's, judged when it came, not a cut.
+    pub opened_with_error: bool,
     /// The current answer is held (see `failover::hold_for_body`).
     pub hold: Option<super::failover::Hold>,
     /// The error to render in `fail_to_proxy`.
@@ -407,6 +412,11 @@ pub fn candidate_of<'a>(attempt: &Option<Attempt>, plan: &'a Option<RoutePlan>) 
 }
 
 impl RequestCtx {
+    /// When this request claimed candidate `idx`'s probe slot, while it holds it.
+    pub fn probe_claim(&self, idx: usize) -> Option<std::time::Instant> {
+        self.claimed_probe.filter(|(i, _)| *i == idx).map(|(_, at)| at)
+    }
+
     /// Whether an OpenAI Chat stream to `provider` asks for its usage (`stream_options`).
     pub fn asks_stream_usage(&self, provider: &Provider) -> bool {
         !provider.refuses_stream_usage() && self.stream_usage_unasked.as_deref() != Some(&*provider.id)
@@ -468,6 +478,7 @@ impl RequestCtx {
             upstream_retry_after: None,
             held_verdict: None,
             answer_error: None,
+            opened_with_error: false,
             hold: None,
             failure: None,
             convert_error: None,

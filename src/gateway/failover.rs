@@ -18,7 +18,7 @@ use super::upstream_call;
 use crate::app::App;
 use crate::formats::stream::{ANSWER_ERROR_WITHIN, WHOLE_ANSWER_LIMIT as TRANSLATE_LIMIT};
 use crate::formats::{answer_error, classify_error, error_map, first_event, ErrorKind, FirstEvent, WireFormat};
-use crate::routing::health::{Availability, MAX_RETRY_AFTER_SECS};
+use crate::routing::health::{Availability, UpstreamHealth, MAX_RETRY_AFTER_SECS};
 use crate::routing::{choose, choose_dry, Exhausted, Failure, RoutePlan, Sticky};
 
 fn ms(n: u64) -> Duration {
@@ -214,6 +214,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         ctx.hold = None;
         ctx.held_verdict = None;
         ctx.answer_error = None;
+        ctx.opened_with_error = false;
         ctx.response = ResponseMode::Pass;
         return Ok(Box::new(peer));
     }
@@ -507,6 +508,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
     let attempt_time = attempt.started.elapsed();
     let candidate = &plan.candidates[idx];
     let provider = &candidate.provider;
+    let probe = ctx.probe_claim(idx);
     let held = ctx.held_verdict.take();
     // A success that answers nothing: a web page (a `base_url` that points at a website, a captive
     // portal, the login page of a proxy in between) or an empty body. A bad gateway, never relayed.
@@ -527,6 +529,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         // it said (Gemini's bad key under a 400 is a 401, Claude's low credit under a 400 billing).
         ctx.answer_error = Some((status, v.kind));
     }
+    ctx.opened_with_error = held.is_some_and(|v| v.source == HeldSource::FirstEvent);
     let now = Instant::now();
     // Only errors carry advice on retrying (and a success need not pay for the lookups).
     let error = status >= 400;
@@ -587,7 +590,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
             redo_at_once(ctx, idx)
         }
         _ if no_answer.is_some() => {
-            candidate.health.record_failure(Failure::Broken, now);
+            record_failure(&candidate.health, probe, Failure::Broken, now);
             ctx.excluded.push(idx);
             Retry::Next
         }
@@ -628,10 +631,12 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
                 }
                 None => ctx.excluded.push(idx),
             }
-            if this_request_only && choose_dry(&plan, &ctx.excluded, None, now).is_err() {
-                // Refused by the last upstream that could answer (a model its project may not
-                // use, a `max_tokens` the balance does not cover): its own answer goes to the
-                // client, which no SDK retries, rather than a 502 every SDK would send again.
+            let last_attempt = ctx.started_attempts >= app.settings.max_attempts;
+            if this_request_only && (last_attempt || choose_dry(&plan, &ctx.excluded, None, now).is_err()) {
+                // Refused by the last upstream that could answer, or by the last attempt (a model
+                // its project may not use, a `max_tokens` the balance does not cover): its own
+                // answer goes to the client, which no SDK retries, rather than a 502 every SDK
+                // would send again.
                 Retry::No
             } else {
                 Retry::Next
@@ -639,22 +644,20 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         }
         // This upstream does not serve the model (any more), or not at this path; another
         // candidate of the route may. The upstream is not unhealthy for it.
-        404 if others_can_answer(&plan, ctx.excluded.iter().copied().chain([idx]), now) => {
+        404 if ctx.started_attempts < app.settings.max_attempts
+            && others_can_answer(&plan, ctx.excluded.iter().copied().chain([idx]), now) =>
+        {
             ctx.excluded.push(idx);
             Retry::Next
         }
         429 => {
-            candidate.health.record_failure(
-                Failure::RateLimited {
-                    retry_after: retry_after.map(Duration::from_secs),
-                },
-                now,
-            );
+            let retry_after = retry_after.map(Duration::from_secs);
+            record_failure(&candidate.health, probe, Failure::RateLimited { retry_after }, now);
             ctx.excluded.push(idx);
             Retry::Next
         }
         s if provider.is_retryable(s) => {
-            candidate.health.record_failure(Failure::Broken, now);
+            record_failure(&candidate.health, probe, Failure::Broken, now);
             if s == 500 && !ctx.same_retry_used && should_retry != Some(false) {
                 ctx.same_retry_used = true;
                 ctx.retry_same = Some(idx);
@@ -672,7 +675,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
             Retry::Same
         }
         s if s >= 500 => {
-            candidate.health.record_failure(Failure::Broken, now);
+            record_failure(&candidate.health, probe, Failure::Broken, now);
             Retry::No
         }
         // The client's own mistake (400, 413, 422…): the upstream answered, but said nothing of
@@ -723,6 +726,15 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
     decision
 }
 
+/// Records a failure of an upstream: the verdict on its probe when this request holds the slot
+/// (`probe`, the claim), else one failure among others.
+fn record_failure(health: &UpstreamHealth, probe: Option<Instant>, failure: Failure, now: Instant) {
+    match probe {
+        Some(claimed_at) => health.record_probe_failure(claimed_at, failure, now),
+        None => health.record_failure(failure, now),
+    }
+}
+
 /// Where a transport error happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -744,7 +756,8 @@ pub fn on_stream_cut(ctx: &mut RequestCtx) {
         return;
     };
     if let Some(c) = plan.candidates.get(attempt.candidate) {
-        c.health.record_cut(ctx.failures_before_success, Instant::now());
+        let probe = ctx.probe_claim(attempt.candidate);
+        c.health.record_cut(ctx.failures_before_success, Instant::now(), probe);
     }
     // The attempt counted as answered when its header came: it broke, as a transport error that
     // cuts a stream is recorded (so attempts and requests say the same of it).
@@ -875,7 +888,7 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
     }
     if response_started {
         // Bytes already reached the client: nothing can be retried. The stream is reported as cut.
-        health.record_cut(ctx.failures_before_success, now);
+        health.record_cut(ctx.failures_before_success, now, ctx.probe_claim(idx));
         let end = AttemptEnd::of_transport(&etype);
         let note = Some(format!("{} mid-response", etype.as_str()));
         // The attempt was recorded as answered when its header came: it is the same attempt, cut,
@@ -909,7 +922,7 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
             return redo_at_once(ctx, idx);
         }
     }
-    health.record_failure(Failure::Broken, now);
+    record_failure(health, ctx.probe_claim(idx), Failure::Broken, now);
     record(
         ctx,
         idx,

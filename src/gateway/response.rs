@@ -346,7 +346,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                 }
             }
             if end_of_stream {
-                if !conv.completed() {
+                if !conv.completed() && !ctx.opened_with_error {
                     cut = true;
                 }
                 // A complete stream gets its proper ending; one without its terminator an error event.

@@ -317,17 +317,28 @@ impl UpstreamHealth {
     /// An answer whose header counted as a success (`record_success`, which returned
     /// `failures_before`) broke off mid-way: a failure that continues the run the success ended,
     /// so an upstream whose every stream breaks after its first event still opens its circuit.
-    pub fn record_cut(&self, failures_before: u32, now: Instant) {
+    /// `probe`: the claim (`try_probe`'s instant) when the request that was cut holds the probe
+    /// slot, as for `record_probe_failure`.
+    pub fn record_cut(&self, failures_before: u32, now: Instant, probe: Option<Instant>) {
         let mut s = self.state.lock();
         s.consecutive_failures = s.consecutive_failures.max(failures_before);
-        self.fail(&mut s, Failure::Broken, now);
+        self.fail(&mut s, Failure::Broken, now, probe);
     }
 
+    /// A failure of a request that does not hold the probe slot: one sent before the circuit
+    /// opened, failing while it is open or half-open, is no verdict on the probe (it neither
+    /// stretches the wait nor keeps the probe's answer from closing the circuit).
     pub fn record_failure(&self, failure: Failure, now: Instant) {
-        self.fail(&mut self.state.lock(), failure, now);
+        self.fail(&mut self.state.lock(), failure, now, None);
     }
 
-    fn fail(&self, s: &mut State, failure: Failure, now: Instant) {
+    /// The probe claimed at `claimed_at` failed: the circuit opens again, for twice as long.
+    pub fn record_probe_failure(&self, claimed_at: Instant, failure: Failure, now: Instant) {
+        self.fail(&mut self.state.lock(), failure, now, Some(claimed_at));
+    }
+
+    fn fail(&self, s: &mut State, failure: Failure, now: Instant, probe: Option<Instant>) {
+        let probe_failed = matches!(s.circuit, Circuit::HalfOpen { since, .. } if probe == Some(since));
         s.error_ewma += ALPHA * (1.0 - s.error_ewma);
         s.pending.failures = s.pending.failures.saturating_add(1);
         match failure {
@@ -337,7 +348,7 @@ impl UpstreamHealth {
                     .min(Duration::from_secs(MAX_RETRY_AFTER_SECS));
                 let until = now + wait;
                 s.cooldown_until = Some(s.cooldown_until.map_or(until, |u| u.max(until)));
-                if let Circuit::HalfOpen { backoff, .. } = s.circuit {
+                if let (Circuit::HalfOpen { backoff, .. }, true) = (s.circuit, probe_failed) {
                     s.circuit = Circuit::Open { until, backoff };
                 }
             }
@@ -348,7 +359,7 @@ impl UpstreamHealth {
                     // is the one the opening set, not doubled by each of them.
                     open @ Circuit::Open { .. } => open,
                     // The probe failed: wait twice as long for the next one.
-                    Circuit::HalfOpen { backoff, .. } => {
+                    Circuit::HalfOpen { backoff, .. } if probe_failed => {
                         let backoff = (backoff * 2).min(MAX_OPEN);
                         Circuit::Open {
                             until: now + backoff,
@@ -369,7 +380,8 @@ impl UpstreamHealth {
                             backoff,
                         }
                     }
-                    Circuit::Closed => Circuit::Closed,
+                    // Another request's: the probe's own answer is the verdict.
+                    other => other,
                 };
             }
         }
@@ -379,7 +391,10 @@ impl UpstreamHealth {
     pub fn take_delta(&self, now: Instant, now_ms: u64) -> Option<HealthDelta> {
         let mut s = self.state.lock();
         let p = std::mem::take(&mut s.pending);
-        if p.successes == 0 && p.failures == 0 {
+        // A probe's close goes out on its own too: its success may have gone out in a delta
+        // while the circuit was still half-open (with the probe's deadline, which the shared view
+        // keeps until a close clears it).
+        if p.successes == 0 && p.failures == 0 && !p.closed_circuit {
             return None;
         }
         Some(HealthDelta {
@@ -618,7 +633,7 @@ mod tests {
         assert!(!h.try_probe(later), "only one probe at a time");
         assert!(matches!(h.availability(later), Availability::Unavailable { .. }));
         // A failed probe doubles the wait.
-        h.record_failure(Failure::Broken, later);
+        h.record_probe_failure(later, Failure::Broken, later);
         assert!(matches!(
             h.availability(later + Duration::from_secs(15)),
             Availability::Unavailable { .. }
@@ -673,7 +688,7 @@ mod tests {
         let (h, probe) = probing();
         // The probe's stream opens fine, then breaks, as every stream of this upstream does.
         let before = h.record_success(Duration::from_millis(10));
-        h.record_cut(before, probe);
+        h.record_cut(before, probe, Some(probe));
         assert_eq!(h.view(probe).circuit, "open");
         assert!(
             matches!(
@@ -709,7 +724,7 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..3 {
             let before = h.record_success(Duration::from_millis(10));
-            h.record_cut(before, t0);
+            h.record_cut(before, t0, None);
         }
         assert_eq!(h.view(t0).circuit, "open");
     }
@@ -768,7 +783,7 @@ mod tests {
         assert_eq!(h.availability(later), Availability::Probe);
         assert!(h.try_probe(later), "the next request probes");
         // A failed probe still doubles the wait it was given.
-        h.record_failure(Failure::Broken, later);
+        h.record_probe_failure(later, Failure::Broken, later);
         assert!(matches!(
             h.availability(later + Duration::from_secs(19)),
             Availability::Unavailable { .. }
@@ -788,7 +803,7 @@ mod tests {
         assert_eq!(h.availability(after_open_for), Availability::Probe);
         // Only a failed probe doubles it.
         assert!(h.try_probe(after_open_for));
-        h.record_failure(Failure::Broken, after_open_for);
+        h.record_probe_failure(after_open_for, Failure::Broken, after_open_for);
         assert!(matches!(
             h.availability(after_open_for + Duration::from_secs(19)),
             Availability::Unavailable { .. }
@@ -797,6 +812,26 @@ mod tests {
             h.availability(after_open_for + Duration::from_secs(21)),
             Availability::Probe
         );
+    }
+
+    /// A request sent before the circuit opened that fails while its probe is out is no verdict
+    /// on the probe: the probe's own answer closes the circuit.
+    #[test]
+    fn a_failure_of_another_request_while_a_probe_is_out_is_not_the_probe_s() {
+        let (h, probe) = probing();
+        let late = probe + Duration::from_secs(1);
+        h.record_failure(Failure::Broken, late);
+        h.record_cut(0, late, None);
+        h.record_failure(
+            Failure::RateLimited {
+                retry_after: Some(Duration::from_secs(1)),
+            },
+            late,
+        );
+        assert!(h.probe_claimed_at(probe), "the probe keeps its slot");
+        h.record_probe_answer(Duration::from_millis(10));
+        h.confirm_probe(probe);
+        assert_eq!(h.view(late).circuit, "closed");
     }
 
     #[test]
@@ -932,5 +967,36 @@ mod tests {
         // And the next delta says so, so the other replicas close it too.
         let next = h.take_delta(later, later_ms).unwrap();
         assert!(next.closed && next.open_until_ms == 0, "{next:?}");
+    }
+
+    /// A probe's header counted as a success went out with a sync while the circuit was half-open
+    /// (with the probe's deadline); its body then came whole: the close goes out by itself, and the
+    /// view read back does not open the circuit again.
+    #[test]
+    fn a_probe_s_close_goes_out_after_its_success_did() {
+        let (h, probe) = probing();
+        let probe_ms = unix_ms();
+        h.record_probe_answer(Duration::from_millis(10));
+        let sent = h.take_delta(probe, probe_ms).unwrap();
+        assert!(sent.open_until_ms > probe_ms && !sent.closed, "{sent:?}");
+        h.confirm_probe(probe);
+        let close = h.take_delta(probe, probe_ms).expect("the close goes out");
+        assert!(close.closed && close.open_until_ms == 0, "{close:?}");
+        let shared = crate::state::LocalBackend::default();
+        let mut view = None;
+        for d in [sent, close] {
+            view = futures_util::FutureExt::now_or_never(crate::state::StateBackend::sync_health(
+                &shared,
+                &rand::random::<u64>().to_string(),
+                &[("p/m".to_string(), d)],
+            ))
+            .unwrap()
+            .unwrap()
+            .pop();
+        }
+        let (_, view) = view.unwrap();
+        assert_eq!(view.open_until_ms, 0, "{view:?}");
+        h.apply_shared(&view, probe, probe_ms);
+        assert_eq!(h.view(probe).circuit, "closed");
     }
 }

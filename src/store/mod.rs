@@ -63,6 +63,11 @@ impl From<diesel::result::Error> for StoreError {
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 info,
             ) => StoreError::Pool(info.message().to_string()),
+            // A row it must change stayed locked past `lock_timeout` (see `pg_connect`): the
+            // database is busy, and nothing was written.
+            Error::DatabaseError(_, info) if info.message().ends_with("due to lock timeout") => {
+                StoreError::Pool(info.message().to_string())
+            }
             e => StoreError::Query(e),
         }
     }
@@ -301,6 +306,8 @@ impl Store {
                 // (and all but one fail): one migrates at a time, under a session advisory lock,
                 // and the others then find nothing pending.
                 let mut conn = pool.get().await?;
+                // Another replica's migration may take longer than a lock wait is allowed.
+                conn.batch_execute("SET lock_timeout = 0").await?;
                 diesel_async::RunQueryDsl::execute(
                     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")),
                     &mut conn,
@@ -314,6 +321,7 @@ impl Store {
                     &mut conn,
                 )
                 .await?;
+                conn.batch_execute(&pg_connect::set_lock_timeout()).await?;
                 migrated?;
             }
             Db::Sqlite(pool) => {

@@ -140,15 +140,30 @@ impl PgTarget {
         Ok(Self { config, tls })
     }
 
-    /// Opens one connection; its driver task runs on the current runtime.
+    /// Opens one connection; its driver task runs on the current runtime. A statement on it that
+    /// waits for a lock gives up (`lock_timeout`) before the gateway gives up on the operation
+    /// (`OP_TIMEOUT`): PostgreSQL does not notice a client that left while its statement waits,
+    /// so a write the admin was told was not saved would otherwise land once the lock is free.
     pub(crate) async fn connect(&self) -> Result<AsyncPgConnection, ConnectionError> {
         let (client, connection) = self
             .config
             .connect(self.tls.clone())
             .await
             .map_err(|e| ConnectionError::BadConnection(with_causes(&e)))?;
-        AsyncPgConnection::try_from_client_and_connection(client, connection).await
+        let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection).await?;
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, &set_lock_timeout())
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
     }
+}
+
+/// The session's `lock_timeout`: a second short of the operation's limit.
+pub(crate) fn set_lock_timeout() -> String {
+    let ms = super::OP_TIMEOUT
+        .saturating_sub(std::time::Duration::from_secs(1))
+        .as_millis();
+    format!("SET lock_timeout = {ms}")
 }
 
 /// The URL before its query, and the query. tokio-postgres reads the user name and password up to

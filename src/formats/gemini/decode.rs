@@ -122,8 +122,9 @@ impl Decode for GeminiDecoder {
     }
 
     fn completed(&self) -> bool {
-        // Gemini has no terminator: the chunk with finishReason is the last.
-        self.finished
+        // Gemini has no terminator: the chunk with the last candidate's finishReason is the last
+        // (with `candidateCount` above one, a stream cut after the first finished is cut).
+        self.finished && self.candidates.all_finished()
     }
 
     fn terminated(&self) -> bool {
@@ -168,11 +169,11 @@ mod tests {
             &mut two,
             r#"{"candidates":[{"index":0,"finishReason":"STOP","content":{"parts":[]}}]}"#,
         );
-        assert!(two.completed() && !two.terminated());
+        assert!(!two.completed() && !two.terminated());
         feed(
             &mut two,
             r#"{"candidates":[{"index":1,"finishReason":"STOP","content":{"parts":[]}}]}"#,
         );
-        assert!(two.terminated());
+        assert!(two.completed() && two.terminated());
     }
 }

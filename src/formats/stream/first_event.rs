@@ -32,8 +32,9 @@ pub fn first_event(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent 
     // Event by event (each up to its blank line), so a long stream read in one piece is not parsed
     // past its first event.
     let mut rest = super::sse_parser::strip_bom(body);
+    let mut envelope = false;
     while let Some(end) = event_end(rest) {
-        if let Some(first) = judge_first(from, &rest[..end], false) {
+        if let Some(first) = judge_first(from, &rest[..end], false, &mut envelope) {
             return first;
         }
         rest = &rest[end..];
@@ -42,17 +43,31 @@ pub fn first_event(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent 
         return FirstEvent::Pending;
     }
     // The end: a last event may lack its blank line, which the stream's own reading accepts
-    // (`SseParser::finish`), so it is judged here too rather than taken for no answer.
-    judge_first(from, rest, true).unwrap_or(FirstEvent::NoEvent)
+    // (`SseParser::finish`), so it is judged here too rather than taken for no answer. A stream
+    // of envelope alone is content: the stream's own reading finds it cut.
+    match judge_first(from, rest, true, &mut envelope) {
+        Some(first) => first,
+        None if envelope => FirstEvent::Content,
+        None => FirstEvent::NoEvent,
+    }
 }
 
-/// The judgement of the first event in `events` that is not a keep-alive; `at_end`: the stream
-/// ends there, so an event without its blank line counts.
-fn judge_first(from: WireFormat, events: &[u8], at_end: bool) -> Option<FirstEvent> {
+/// The judgement of the first event in `events` that says something: an error, or the answer
+/// itself. Keep-alives and the envelope (Anthropic's `message_start`, Responses'
+/// `response.created`, a Chat chunk with the role alone) are passed over: an upstream may open
+/// its envelope and then fail (Anthropic's `overloaded_error` after `message_start`, Responses'
+/// `response.failed` after `response.created`), and nothing has reached the client yet. `at_end`:
+/// the stream ends there, so an event without its blank line counts. `envelope` is set when
+/// envelope was passed over.
+fn judge_first(from: WireFormat, events: &[u8], at_end: bool, envelope: &mut bool) -> Option<FirstEvent> {
     let mut first = None;
     let mut on_frame = |frame: Frame<'_>| {
-        if first.is_none() && frame.event != Some("ping") && !frame.data.trim().is_empty() {
-            first = Some(judge(from, &frame));
+        if first.is_some() || frame.event == Some("ping") || frame.data.trim().is_empty() {
+            return;
+        }
+        match judge(from, &frame) {
+            FirstEvent::Content if !super::carries_content(from, frame.event, frame.data) => *envelope = true,
+            verdict => first = Some(verdict),
         }
     };
     let mut parser = SseParser::new(events.len() + 1, false);
@@ -88,7 +103,10 @@ fn event_end(body: &[u8]) -> Option<usize> {
 
 fn judge(from: WireFormat, frame: &Frame<'_>) -> FirstEvent {
     // Only an event that says `error` is parsed; content events pass on a substring check.
-    let named_error = frame.event == Some("error");
+    // Responses says a failure as `response.failed`, its error inside the response.
+    let named_error = frame.event == Some("error")
+        || frame.event == Some("response.failed")
+        || (frame.event.is_none() && frame.data.contains("\"response.failed\""));
     let error_object = || {
         frame.data.contains("\"error\"")
             && serde_json::from_str::<Value>(frame.data).is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()))
@@ -259,7 +277,35 @@ mod tests {
         let unclosed = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}";
         assert_eq!(first_event(WireFormat::OpenAiChat, unclosed, true), FirstEvent::Content);
         // A later error is a mid-stream error, not a first event.
-        let later = b"data: {\"choices\":[]}\n\ndata: {\"error\":{\"message\":\"x\"}}\n\n";
+        let later =
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"error\":{\"message\":\"x\"}}\n\n";
         assert_eq!(first_event(WireFormat::OpenAiChat, later, false), FirstEvent::Content);
+    }
+
+    /// The envelope an upstream opens with (nothing of the answer) is passed over: an error after
+    /// it still fails over. A stream of envelope alone is content (its reading finds it cut).
+    #[test]
+    fn an_error_after_the_envelope_is_the_first_event() {
+        let responses = b"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\"}}\n\n\
+event: response.failed\ndata: {\"type\":\"response.failed\",\"sequence_number\":1,\"response\":{\"id\":\"resp_1\",\"status\":\"failed\",\"error\":{\"code\":\"rate_limit_exceeded\",\"message\":\"slow down\"}}}\n\n";
+        assert_eq!(
+            first_event(WireFormat::OpenAiResponses, responses, false),
+            FirstEvent::Error(ErrorKind::RateLimited)
+        );
+        let anthropic = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n\
+event: ping\ndata: {\"type\":\"ping\"}\n\n\
+event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        assert_eq!(
+            first_event(WireFormat::Anthropic, anthropic, false),
+            FirstEvent::Error(ErrorKind::Overloaded)
+        );
+        let role = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
+        assert_eq!(first_event(WireFormat::OpenAiChat, role, false), FirstEvent::Pending);
+        assert_eq!(first_event(WireFormat::OpenAiChat, role, true), FirstEvent::Content);
+        let started = &anthropic[..anthropic.len() - 120];
+        assert_eq!(first_event(WireFormat::Anthropic, started, false), FirstEvent::Pending);
+        let answered = b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n";
+        assert_eq!(first_event(WireFormat::Anthropic, answered, false), FirstEvent::Content);
     }
 }

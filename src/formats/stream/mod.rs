@@ -196,6 +196,9 @@ fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
                 || has("finish_reason")
                 || has("usageMetadata")
                 || has("usage_metadata")
+                // A blocked prompt ends the stream without a finish reason.
+                || has("promptFeedback")
+                || has("prompt_feedback")
                 || has("\"error\"")
         }
     }
@@ -1464,6 +1467,14 @@ mod tests {
             completed && text.contains(r#""finish_reason":"content_filter""#),
             "{text}"
         );
+        // Passed through to a Gemini client, without usage: still a whole stream, no error.
+        for blocked in [
+            blocked.as_slice(),
+            b"data: {\"promptFeedback\":{\"blockReason\":\"SAFETY\"}}\r\n\r\n",
+        ] {
+            let (text, completed) = convert(WireFormat::Gemini, WireFormat::Gemini, &[blocked]);
+            assert!(completed && !text.contains("\"error\""), "{text}");
+        }
     }
 
     #[test]

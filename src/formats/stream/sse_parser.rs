@@ -51,6 +51,10 @@ impl SseParser {
     }
 
     pub fn push(&mut self, mut chunk: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) -> Result<(), StreamError> {
+        // An empty chunk says nothing, not even whether a `\n` follows a `\r` that ended the last.
+        if chunk.is_empty() {
+            return Ok(());
+        }
         if std::mem::take(&mut self.after_cr) {
             if let Some(rest) = chunk.strip_prefix(b"\n") {
                 chunk = rest;
@@ -302,6 +306,8 @@ mod tests {
         for split in 0..=input.len() {
             let mut p = SseParser::new(1024, false);
             let mut got = collect(&mut p, &input[..split]);
+            // An empty read between the two says nothing of a `\r` waiting for its `\n`.
+            got.extend(collect(&mut p, b""));
             got.extend(collect(&mut p, &input[split..]));
             let want = vec![(Some("a".into()), "x".into()), (None, "y".into()), (None, "z".into())];
             assert_eq!(got, want, "split at {split}");
