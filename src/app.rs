@@ -143,8 +143,14 @@ impl App {
         // Discovery is woken only for a provider that is new or listed otherwise: most changes
         // (a client key, a logical model) leave every model list as it is.
         let mut relist = false;
+        // A provider new (or made again under its old id), or listed by another server or at
+        // another path: the list discovered for its id before says nothing of it.
+        let mut stale = Vec::new();
         for p in next.routes.providers() {
             relist |= prev.routes.provider(&p.id).is_none_or(|old| !p.listed_as(old));
+            if prev.routes.provider(&p.id).is_none_or(|old| !p.lists_where(old)) {
+                stale.push(p.id.clone());
+            }
             if let Some(old) = prev.routes.provider(&p.id) {
                 p.carry_key_state(old);
                 if old.endpoint.host == p.endpoint.host && old.endpoint.port == p.endpoint.port {
@@ -158,6 +164,7 @@ impl App {
         // the old snapshot may label one after the swap.
         self.snapshot.store(Arc::new(next));
         self.metrics.config_reloads.with_label_values(&["applied"]).inc();
+        self.catalog.forget(&stale);
         self.rebuild_catalog();
         if relist {
             self.topology_changed.notify_one();

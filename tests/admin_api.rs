@@ -2153,3 +2153,45 @@ async fn an_address_whose_logins_keep_failing_must_wait() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(login("carol".into(), &carol).await.status(), 200);
 }
+
+/// A provider moved to another server forgets what its old one listed: until the new one lists
+/// its models, none of the old server's are offered or routed to it (the new one may serve none
+/// of them).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_moved_elsewhere_forgets_its_old_model_list() {
+    let old = Mock::start("old", &["only-on-old"]).await;
+    let new = Mock::start("new", &["m"]).await;
+    // The new server cannot list its models.
+    new.set_default(Reply::status(500));
+    let gw = Gateway::start("").await;
+    let (s, v) = send(
+        &gw,
+        Method::POST,
+        "/providers",
+        Some(json!({"id": "moving", "base_url": old.url(), "api_keys": [{"key": "sk-moving-key-0123"}]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    until("the old server's list", Duration::from_secs(5), async || {
+        gw.model_ids("/v1/models", CLIENT_KEY)
+            .await
+            .contains(&"only-on-old".to_string())
+    })
+    .await;
+    let (s, v) = send(
+        &gw,
+        Method::PUT,
+        "/providers/moving",
+        Some(json!({"base_url": new.url()})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    until("the old list forgotten", Duration::from_secs(5), async || {
+        !gw.model_ids("/v1/models", CLIENT_KEY)
+            .await
+            .contains(&"only-on-old".to_string())
+    })
+    .await;
+    let r = gw.chat(chat_body("only-on-old")).await;
+    assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
+}

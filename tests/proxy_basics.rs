@@ -1587,3 +1587,30 @@ async fn model_lists_are_read_to_their_last_page() {
     let gemini_pages = g.all_requests().iter().filter(|r| r.method == "GET").count();
     assert!(gemini_pages >= 3, "five models two a page: {gemini_pages} pages read");
 }
+
+/// The model list is asked for with each header once, the provider's own last, as the proxy sends
+/// them: a provider that sets `anthropic-version` itself must not send two (Anthropic refuses).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_model_list_is_asked_for_with_each_header_once() {
+    let an = Mock::start_style("ant", &["c-1"], Style::Anthropic).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}",
+        provider_yaml_styled("ant", &an, ", headers: {anthropic-version: \"2023-06-01\"}")
+    ))
+    .await;
+    let r = gw.chat(chat_body("c-1")).await;
+    assert_eq!(r.status(), 200, "listed and routed: {}", r.text().await.unwrap());
+    let listing = an
+        .all_requests()
+        .into_iter()
+        .find(|r| r.method == "GET")
+        .expect("the model list was asked for");
+    for name in ["anthropic-version", "x-api-key"] {
+        let n = listing
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .count();
+        assert_eq!(n, 1, "{name}: {:?}", listing.headers);
+    }
+}

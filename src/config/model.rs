@@ -71,7 +71,9 @@ pub struct ServerSettings {
     /// port from a browser (CORS); empty: none (`APIPROXY_CORS_ORIGINS`, comma-separated).
     pub cors_origins: Vec<String>,
     /// Host names resolved to these addresses instead of by DNS (as curl's `--resolve`): a
-    /// provider pinned to known servers, or to one address family.
+    /// provider pinned to known servers, or to one address family. Names in lowercase, as
+    /// `Endpoint` keeps hosts.
+    #[serde(deserialize_with = "lowercase_names")]
     pub resolve: BTreeMap<String, Vec<IpAddr>>,
 }
 
@@ -247,4 +249,12 @@ pub struct UpstreamConfig {
     /// 0 is tried first; a higher tier only when every upstream above has failed.
     #[serde(default)]
     pub priority: u32,
+}
+
+fn lowercase_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<IpAddr>>, D::Error> {
+    let named = BTreeMap::<String, Vec<IpAddr>>::deserialize(d)?;
+    Ok(named
+        .into_iter()
+        .map(|(name, ips)| (name.to_ascii_lowercase(), ips))
+        .collect())
 }

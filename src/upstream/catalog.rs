@@ -82,6 +82,17 @@ impl ModelCatalog {
         }
     }
 
+    /// Drops what was discovered for these providers (see `App::swap`).
+    pub fn forget(&self, providers: &[Arc<str>]) {
+        let current = self.discovered.load();
+        if !providers.iter().any(|p| current.contains_key(p)) {
+            return;
+        }
+        let mut map = HashMap::clone(&current);
+        map.retain(|id, _| !providers.contains(id));
+        self.discovered.store(Arc::new(map));
+    }
+
     pub fn set_discovered(&self, provider: &Arc<str>, models: Vec<String>) {
         let mut map = HashMap::clone(&self.discovered.load());
         map.insert(provider.clone(), Arc::new(models));

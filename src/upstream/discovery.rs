@@ -85,20 +85,28 @@ const MAX_PAGES: usize = 20;
 /// asked for more, Anthropic 20). Errors carry no secret: only the status or transport error.
 pub async fn fetch_models(client: &reqwest::Client, p: &Provider) -> Result<Vec<String>, String> {
     let mut models = Vec::new();
-    let mut page = None;
+    let mut page: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let (status, body) = fetch_models_page(client, p, page.as_deref()).await?;
         if !(200..300).contains(&status) {
             return Err(format!("status {status}"));
         }
         models.extend(parse_model_list(&body).ok_or_else(|| "unrecognised model list".to_string())?);
-        page = next_page(p.style, &body);
-        if page.is_none() {
-            break;
+        match next_page(p.style, &body) {
+            None => return Ok(models),
+            // A server that names the page it just gave as the next one would be asked forever.
+            Some(next) if page.as_deref() == Some(next.as_str()) => {
+                return Err("the model list names the same page again".into())
+            }
+            next => page = next,
         }
     }
-    Ok(models)
+    Err(format!("the model list goes on past {MAX_PAGES} pages"))
 }
+
+/// Largest model-list page read: the longest real lists (OpenRouter's, Gemini's at 1000 a page)
+/// are well under a megabyte.
+const MAX_LIST_BYTES: usize = 8 << 20;
 
 /// One GET of the provider's model-list endpoint: its status and body as sent (the first page, as
 /// large as the API gives). Also the admin API's live probe. Errors carry no secret and no URL.
@@ -150,20 +158,36 @@ async fn fetch_models_page(
     p: &Provider,
     page: Option<&str>,
 ) -> Result<(u16, bytes::Bytes), String> {
-    let mut req = client.get(models_url(p, page));
+    // Each header once, the provider's own last, as the proxy sends them (`insert`: reqwest's
+    // `header` appends, and two `anthropic-version`s or two keys get a 400).
+    let mut headers = reqwest::header::HeaderMap::new();
     if let Some(key) = p.any_key() {
-        req = req.header(p.auth_header(), key);
+        headers.insert(p.auth_header(), key);
     }
     if p.style == ApiStyle::Anthropic {
-        req = req.header("anthropic-version", "2023-06-01");
+        headers.insert(
+            "anthropic-version",
+            reqwest::header::HeaderValue::from_static("2023-06-01"),
+        );
     }
     for (k, v) in &p.extra_headers {
-        req = req.header(k, v);
+        headers.insert(k.clone(), v.clone());
     }
-    let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+    let mut resp = client
+        .get(models_url(p, page))
+        .headers(headers)
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(|e| e.without_url().to_string())?;
-    Ok((status, body))
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.without_url().to_string())? {
+        if body.len() + chunk.len() > MAX_LIST_BYTES {
+            return Err(format!("the model list is larger than {} MiB", MAX_LIST_BYTES >> 20));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, body.freeze()))
 }
 
 #[async_trait]
@@ -185,6 +209,9 @@ impl BackgroundService for Discovery {
         let ttl = Duration::from_secs(self.app.settings.models_cache_ttl_s.max(1));
         let mut dns_tick = tokio::time::interval(DNS_REFRESH);
         let mut models_tick = tokio::time::interval(ttl);
+        // A long listing delays the ticks behind it: they then come once, not in a burst.
+        dns_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        models_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         dns_tick.tick().await;
         models_tick.tick().await;
         loop {

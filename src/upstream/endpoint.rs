@@ -38,7 +38,9 @@ impl Endpoint {
             ));
         }
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        // Host names are case-blind: kept in lowercase, so `server.resolve` (whose names are too)
+        // matches however either is written, for the proxy and for reqwest's own calls alike.
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         Ok(Self {
             tls,
             host,
@@ -138,6 +140,14 @@ mod tests {
             (true, "openrouter.ai", 443, "/api")
         );
         assert_eq!(e.authority(), "openrouter.ai");
+        // Host names are case-blind: kept in lowercase, as `server.resolve`'s are.
+        assert_eq!(
+            Endpoint::parse("https://API.Corp.example/v1").unwrap().host,
+            "api.corp.example"
+        );
+        let settings: crate::config::ServerSettings =
+            serde_yaml::from_str("resolve: {API.Corp.example: [10.0.0.5]}").unwrap();
+        assert!(settings.resolve.contains_key("api.corp.example"));
         let e = Endpoint::parse("http://127.0.0.1:9000").unwrap();
         assert_eq!(e.literal_addr(), Some("127.0.0.1:9000".parse().unwrap()));
         assert_eq!(e.authority(), "127.0.0.1:9000");

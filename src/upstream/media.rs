@@ -278,6 +278,9 @@ fn is_public(ip: IpAddr) -> bool {
                 // Shared address space (carrier-grade NAT) and benchmarking networks.
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 198 && (18..20).contains(&b))
+                // IETF protocol assignments (192.0.0.0/24: DS-Lite, NAT64 discovery).
+                || (a, b, v4.octets()[2]) == (192, 0, 0)
+                || v4.is_multicast()
                 || a >= 240)
         }
         IpAddr::V6(v6) => match v6.to_ipv4_mapped().or_else(|| embedded_ipv4(v6)) {
@@ -292,6 +295,7 @@ fn is_public(ip: IpAddr) -> bool {
                     || v6.is_unspecified()
                     || (first & 0xfe00) == 0xfc00 // unique local
                     || (first & 0xffc0) == 0xfe80 // link-local
+                    || (first & 0xffc0) == 0xfec0 // site-local (deprecated, still routed inside some networks)
                     || v6.is_multicast())
             }
         },
@@ -308,6 +312,8 @@ fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
         [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(last(hi, lo)),
         [0x2002, hi, lo, ..] => Some(last(hi, lo)),
         [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => Some(last(hi, lo)),
+        // SIIT's IPv4-translated form (::ffff:0:a.b.c.d).
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] => Some(last(hi, lo)),
         _ => None,
     }
 }
@@ -361,6 +367,10 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "fec0::1",
+            "::ffff:0:a00:1",
+            "192.0.0.8",
+            "224.0.0.251",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }

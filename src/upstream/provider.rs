@@ -183,10 +183,16 @@ impl Provider {
     }
 
     pub fn listed_as(&self, old: &Provider) -> bool {
-        self.asked_as(old)
+        self.lists_where(old)
             && self.static_models.is_none() == old.static_models.is_none()
             && self.keys.len() == old.keys.len()
             && self.keys.iter().zip(&old.keys).all(|(a, b)| a.header == b.header)
+    }
+
+    /// Whether its models are listed by the same server, at the same place, as `old`'s: else
+    /// what `old` listed says nothing of what this one serves.
+    pub fn lists_where(&self, old: &Provider) -> bool {
+        self.asked_as(old) && self.models_path == old.models_path
     }
 
     fn asked_as(&self, old: &Provider) -> bool {
@@ -364,21 +370,29 @@ impl Provider {
         out
     }
 
+    /// The next key in turn among those that may be used (outside `exclude`, in rotation), whose
+    /// share of its QPS limit has budget. The turn goes round the usable keys only: a paused key's
+    /// turns are shared by all the others, not taken by the key after it.
     pub fn pick_key(&self, exclude: &[usize], replicas: u32) -> Option<KeyChoice> {
         let share = |rate: u32| key_share(rate, replicas);
-        let n = self.keys.len();
         let now = now_ms();
+        let usable = |i: &usize| !exclude.contains(i) && self.keys[*i].in_rotation(now);
+        let count = (0..self.keys.len()).filter(usable).count();
+        if count == 0 {
+            return None;
+        }
+        let start = self.next_key.fetch_add(1, Ordering::Relaxed) % count;
         let instant = Instant::now();
-        let start = self.next_key.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| (start + i) % n)
+        (0..self.keys.len())
+            .filter(usable)
+            .cycle()
+            .skip(start)
+            .take(count)
             .find(|&i| {
-                let k = &self.keys[i];
-                !exclude.contains(&i)
-                    && k.in_rotation(now)
-                    && k.qps
-                        .as_ref()
-                        .is_none_or(|(rate, b)| b.take(share(*rate), instant).is_ok())
+                self.keys[i]
+                    .qps
+                    .as_ref()
+                    .is_none_or(|(rate, b)| b.take(share(*rate), instant).is_ok())
             })
             .map(|index| KeyChoice {
                 index,
@@ -422,9 +436,11 @@ impl Provider {
         self.keys.iter().filter(|k| k.in_rotation(now)).count()
     }
 
-    /// The first usable key's header, for background calls (model lists, probes).
+    /// The first key in rotation, for background calls (model lists, probes): they neither spend
+    /// the proxy's QPS budget nor move its turn, and a key at its limit still lists the models.
     pub fn any_key(&self) -> Option<HeaderValue> {
-        self.pick_key(&[], 1).map(|k| k.header)
+        let now = now_ms();
+        self.keys.iter().find(|k| k.in_rotation(now)).map(|k| k.header.clone())
     }
 
     /// One of the resolved addresses, rotating, passing over those a connection failed to lately
@@ -623,6 +639,31 @@ mod tests {
         assert!(p.pick_key(&[1], 1).is_none());
         assert_eq!(p.usable_keys(), 1);
         assert_eq!(p.pick_key(&[], 1).unwrap().header, "Bearer k2");
+    }
+
+    #[test]
+    fn a_paused_key_s_turns_are_shared_by_the_others() {
+        let p = provider(&["k1", "k2", "k3"]);
+        p.pause_key(0);
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            counts[p.pick_key(&[], 1).unwrap().index] += 1;
+        }
+        assert_eq!(counts, [0, 150, 150]);
+    }
+
+    #[test]
+    fn background_calls_take_a_key_at_its_limit_and_spend_nothing() {
+        let c: ProviderConfig =
+            serde_yaml::from_str("{id: p, base_url: 'http://127.0.0.1:1', api_keys: [k1]}").unwrap();
+        let extras = ProviderExtras {
+            key_qps: vec![Some(1)],
+            ..Default::default()
+        };
+        let p = Provider::build(&c, &extras).unwrap();
+        assert!(p.pick_key(&[], 1).is_some());
+        assert!(p.pick_key(&[], 1).is_none(), "at its limit");
+        assert_eq!(p.any_key().unwrap(), "Bearer k1");
     }
 
     #[test]
