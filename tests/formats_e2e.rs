@@ -860,7 +860,8 @@ fn chat_sse_chunk(delta: Value, finish: Value) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn more_stop_sequences_than_gemini_takes_skip_the_gemini_upstream() {
     let g = Mock::start_style("gm", &["gem-x"], Style::Gemini).await;
-    let oa = Mock::start_style("oa", &["gpt-x"], Style::OpenAiChat).await;
+    // (Claude, which the client's own format reaches untranslated, takes any number.)
+    let oa = Mock::start_style("oa", &["gpt-x"], Style::Anthropic).await;
     let gw = Gateway::start(&format!(
         "providers:\n{}{}logical_models:\n  - id: both\n    upstreams:\n      - {{provider: gm, model: gem-x}}\n      - {{provider: oa, model: gpt-x, priority: 1}}\n",
         provider_yaml_styled("gm", &g, ", models: [gem-x]"),
@@ -905,7 +906,7 @@ async fn more_stop_sequences_than_gemini_takes_skip_the_gemini_upstream() {
     let r = send(body("both", 6)).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!((g.hits(), oa.hits()), (1, 1));
-    assert_eq!(oa.last().unwrap().json()["stop"].as_array().unwrap().len(), 6);
+    assert_eq!(oa.last().unwrap().json()["stop_sequences"].as_array().unwrap().len(), 6);
 }
 
 /// A Gemini client's conversation that carries a tool call another vendor made (a failover, a

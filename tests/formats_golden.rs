@@ -745,8 +745,17 @@ fn stream_split_at_every_byte_and_random_chunks_gives_identical_output() {
 // -------------------------------------------------------------- requests
 
 fn request_json(from: WireFormat, to: WireFormat, body: &[u8], stream: bool) -> Value {
-    let out = convert_request(from, to, body, &opts(stream))
-        .unwrap_or_else(|e| panic!("{} -> {}: {e}", from.label(), to.label()));
+    request_json_for("up-model", from, to, body, stream)
+}
+
+/// As `request_json`, for an upstream model of this name.
+fn request_json_for(model: &str, from: WireFormat, to: WireFormat, body: &[u8], stream: bool) -> Value {
+    let opts = RequestOptions {
+        model: model.into(),
+        ..opts(stream)
+    };
+    let out =
+        convert_request(from, to, body, &opts).unwrap_or_else(|e| panic!("{} -> {}: {e}", from.label(), to.label()));
     serde_json::from_slice(&out).unwrap()
 }
 
@@ -918,7 +927,23 @@ fn request_openai_to_anthropic_rules() {
         v["tool_choice"],
         json!({"type": "any", "disable_parallel_tool_use": true})
     );
-    assert_eq!(v["output_config"]["format"]["type"], "json_schema");
+    // A model not known to take structured output gets the schema as a tool's input, beside the
+    // client's own tools (so not forced).
+    assert!(v.get("output_config").is_none(), "{v}");
+    let json_tool = v["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "json_tool_call");
+    assert!(json_tool.is_some_and(|t| t["input_schema"]["type"] == "object"), "{v}");
+    let native = request_json_for(
+        "claude-sonnet-4-5",
+        WireFormat::OpenAiChat,
+        WireFormat::Anthropic,
+        &input,
+        false,
+    );
+    assert_eq!(native["output_config"]["format"]["type"], "json_schema");
     assert_eq!(v["metadata"]["user_id"], "user-123");
     let msgs = v["messages"].as_array().unwrap();
     assert_eq!(msgs[0]["role"], "user");
@@ -960,10 +985,13 @@ fn request_anthropic_to_openai_rules() {
     assert_eq!(v["stream_options"], json!({"include_usage": true}));
     assert_eq!(v["parallel_tool_calls"], false);
     assert!(v.get("reasoning_effort").is_none(), "up-model is not known to take it");
+    // (A reasoning model takes no stop sequences: the request without them.)
+    let mut unstopped: Value = serde_json::from_slice(&input).unwrap();
+    unstopped.as_object_mut().unwrap().remove("stop_sequences");
     let out = convert_request(
         WireFormat::Anthropic,
         WireFormat::OpenAiChat,
-        &input,
+        &serde_json::to_vec(&unstopped).unwrap(),
         &RequestOptions {
             model: "o4-mini".into(),
             ..opts(true)
@@ -1233,7 +1261,13 @@ fn request_json_modes_on_each_upstream() {
     let body = serde_json::to_vec(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": true}}}))
     .unwrap();
-    let a = request_json(WireFormat::OpenAiChat, WireFormat::Anthropic, &body, false);
+    let a = request_json_for(
+        "claude-opus-4-1",
+        WireFormat::OpenAiChat,
+        WireFormat::Anthropic,
+        &body,
+        false,
+    );
     // Claude's structured output takes closed objects only.
     let mut closed = schema.clone();
     closed["additionalProperties"] = json!(false);
@@ -1241,6 +1275,32 @@ fn request_json_modes_on_each_upstream() {
         a["output_config"]["format"],
         json!({"type": "json_schema", "schema": closed})
     );
+    // A dictionary in the schema cannot be closed: a forced tool's input, even for a model that
+    // has structured output.
+    let dict = json!({"type": "object", "properties": {"scores": {"type": "object", "additionalProperties": {"type": "number"}}}});
+    let dict_body = serde_json::to_vec(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": dict}}}))
+    .unwrap();
+    let a = request_json_for(
+        "claude-opus-4-1",
+        WireFormat::OpenAiChat,
+        WireFormat::Anthropic,
+        &dict_body,
+        false,
+    );
+    assert!(a.get("output_config").is_none(), "{a}");
+    assert_eq!(a["tools"][0]["input_schema"], dict, "{a}");
+    // Claude models before it refuse `output_config.format`: the schema is a forced tool's input.
+    for model in ["claude-sonnet-4-20250514", "claude-3-7-sonnet-latest", "glm-4.6"] {
+        let a = request_json_for(model, WireFormat::OpenAiChat, WireFormat::Anthropic, &body, false);
+        assert!(a.get("output_config").is_none(), "{model}: {a}");
+        assert_eq!(a["tools"][0]["input_schema"], schema, "{model}: {a}");
+        assert_eq!(
+            a["tool_choice"],
+            json!({"type": "tool", "name": "json_tool_call"}),
+            "{model}: {a}"
+        );
+    }
     let g = request_json(WireFormat::OpenAiChat, WireFormat::Gemini, &body, false);
     assert_eq!(g["generationConfig"]["responseMimeType"], "application/json");
     assert_eq!(g["generationConfig"]["responseJsonSchema"], schema);

@@ -94,7 +94,7 @@ pub fn convert_request_named(
         ir.inline_media(fetched);
     }
     if to.vendor() == Vendor::OpenAi && from.vendor() != Vendor::OpenAi {
-        fit_for_openai(&mut ir, &opts.model);
+        fit_for_openai(&mut ir, &opts.model)?;
     }
     let names = ToolNames::for_request(to, &mut ir);
     let out = match to {
@@ -107,7 +107,14 @@ pub fn convert_request_named(
     Ok(Translated {
         body: Bytes::from(body),
         tool_names: names,
-        json_mode: to == WireFormat::Anthropic && matches!(ir.response_format, Some(ResponseFormat::JsonObject)),
+        json_mode: to == WireFormat::Anthropic
+            && match ir.response_format {
+                Some(ResponseFormat::JsonObject) => true,
+                Some(ResponseFormat::JsonSchema { ref schema, .. }) => {
+                    !anthropic::request::native_structured_output(schema, &opts.model)
+                }
+                _ => false,
+            },
     })
 }
 
@@ -187,7 +194,7 @@ const OPENAI_USER_MAX: usize = 64;
 /// (gpt-4.1 and gpt-4o refuse it, as do Mistral's, grok-4 and Groq's Llama models; Claude Code
 /// and Gemini CLI turn thinking on by default). An OpenAI client's own values are never changed:
 /// it chose them for its model.
-fn fit_for_openai(ir: &mut IrRequest, model: &str) {
+fn fit_for_openai(ir: &mut IrRequest, model: &str) -> Result<(), ConvertError> {
     if let Some(user) = ir.user.as_mut().filter(|u| u.chars().count() > OPENAI_USER_MAX) {
         let digest = ring::digest::digest(&ring::digest::SHA256, user.as_bytes());
         *user = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
@@ -204,7 +211,15 @@ fn fit_for_openai(ir: &mut IrRequest, model: &str) {
         ir.top_p = ir.top_p.filter(|p| *p == 1.0);
         ir.presence_penalty = ir.presence_penalty.filter(|p| *p == 0.0);
         ir.frequency_penalty = ir.frequency_penalty.filter(|p| *p == 0.0);
+        if !ir.stop.is_empty() {
+            // Refused too ("'stop' is not supported with this model"); dropped, the answer would
+            // run past where the client's agent loop cuts it (LangChain's `\nObservation:`).
+            return Err(ConvertError::Unsupported(
+                "stop sequences cannot be sent to an OpenAI reasoning model".into(),
+            ));
+        }
     }
+    Ok(())
 }
 
 /// OpenAI's own reasoning models (`o1`…, `gpt-5*` but the `-chat` ones, `codex-*`), by bare name.
@@ -1086,6 +1101,59 @@ mod tests {
                 "{model}: {v}"
             );
         }
+    }
+
+    /// Stop sequences an OpenAI reasoning model refuses, or more than OpenAI takes, are refused
+    /// (another upstream may take them); dropped, the answer would run past them.
+    #[test]
+    fn stop_sequences_openai_cannot_take_are_refused() {
+        use serde_json::json;
+        let agent = |stops: &[&str]| {
+            json!({"model": "m", "max_tokens": 10, "stop_sequences": stops,
+                "messages": [{"role": "user", "content": "hi"}]})
+        };
+        let to = |model: &str, body: &serde_json::Value| {
+            translated_for(model, WireFormat::Anthropic, WireFormat::OpenAiChat, body)
+        };
+        assert!(matches!(
+            to("o4-mini", &agent(&["\nObservation:"])),
+            Err(ConvertError::Unsupported(_))
+        ));
+        assert!(matches!(
+            to("gpt-4.1", &agent(&["a", "b", "c", "d", "e"])),
+            Err(ConvertError::Unsupported(_))
+        ));
+        let v = translated_json(
+            "gpt-4.1",
+            WireFormat::Anthropic,
+            WireFormat::OpenAiChat,
+            &agent(&["a", "b"]),
+        );
+        assert_eq!(v["stop"], json!(["a", "b"]));
+        assert!(to("o4-mini", &agent(&[])).is_ok());
+    }
+
+    /// Gemini 2.5 and later refuse penalties: only older models get them, and never a zero one.
+    #[test]
+    fn penalties_reach_only_gemini_models_that_take_them() {
+        use serde_json::json;
+        let chat = |penalty: f64| {
+            json!({"model": "m", "presence_penalty": penalty, "frequency_penalty": penalty,
+                "messages": [{"role": "user", "content": "hi"}]})
+        };
+        let to = |model: &str, penalty: f64| {
+            translated_json(model, WireFormat::OpenAiChat, WireFormat::Gemini, &chat(penalty))["generationConfig"]
+                .clone()
+        };
+        for model in ["gemini-2.5-flash", "gemini-3-pro-preview", "gemini-flash-latest"] {
+            let g = to(model, 0.5);
+            assert!(
+                g.get("presencePenalty").is_none() && g.get("frequencyPenalty").is_none(),
+                "{model}: {g}"
+            );
+        }
+        assert_eq!(to("gemini-2.0-flash", 0.5)["presencePenalty"], json!(0.5));
+        assert!(to("gemini-2.0-flash", 0.0).get("presencePenalty").is_none());
     }
 
     /// A tool result's text parts reach a format that takes one text as separate lines.

@@ -232,7 +232,12 @@ pub fn classify_error(from: WireFormat, status: u16, body: &[u8]) -> (ErrorKind,
                 Some("UNAUTHENTICATED") => ErrorKind::Authentication,
                 Some("PERMISSION_DENIED") => ErrorKind::PermissionDenied,
                 Some("NOT_FOUND") => ErrorKind::NotFound,
+                // Prepaid credit used up: the key's account, not the moment.
+                Some("RESOURCE_EXHAUSTED") if status == 402 => ErrorKind::Billing,
                 Some("RESOURCE_EXHAUSTED") => ErrorKind::RateLimited,
+                // The key's project cannot be served (the free tier in an unsupported country,
+                // billing off): nothing of the request's; the next key or upstream may serve it.
+                Some("FAILED_PRECONDITION") => ErrorKind::PermissionDenied,
                 Some("UNAVAILABLE") => ErrorKind::Overloaded,
                 Some("DEADLINE_EXCEEDED") => ErrorKind::Timeout,
                 Some("ABORTED") => ErrorKind::Conflict,
@@ -564,6 +569,20 @@ mod tests {
         assert_eq!(s, 401);
         assert_eq!(body(&b)["error"]["type"], "authentication_error");
         assert_eq!(body(&b)["error"]["message"], "API key not valid.");
+    }
+
+    /// Gemini's account-level refusals are the key's, not the request's.
+    #[test]
+    fn gemini_account_refusals_are_the_key_s() {
+        let region = br#"{"error":{"code":400,"message":"Gemini API free tier is not available in your country. Please enable billing on your project in Google AI Studio.","status":"FAILED_PRECONDITION"}}"#;
+        assert_eq!(
+            classify_error(WireFormat::Gemini, 400, region).0,
+            ErrorKind::PermissionDenied
+        );
+        let prepaid = br#"{"error":{"code":402,"message":"Your prepayment credits are depleted.","status":"RESOURCE_EXHAUSTED"}}"#;
+        assert_eq!(classify_error(WireFormat::Gemini, 402, prepaid).0, ErrorKind::Billing);
+        let quota = br#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}"#;
+        assert_eq!(classify_error(WireFormat::Gemini, 429, quota).0, ErrorKind::RateLimited);
     }
 
     #[test]

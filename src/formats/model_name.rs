@@ -30,9 +30,48 @@ pub(crate) fn gemini_version(bare: &str) -> Option<(u32, u32)> {
     Some((major, parts.next().and_then(|m| m.parse().ok()).unwrap_or(0)))
 }
 
+/// A Claude model's family and version by its bare name: `claude-sonnet-4-5-20250929` is
+/// ("sonnet", 4, 5), `claude-opus-4-20250514` ("opus", 4, 0), `claude-3-7-sonnet-latest`
+/// ("sonnet", 3, 7); Bedrock's (`anthropic.claude-sonnet-4-5-20250929-v1:0`) and Vertex's
+/// (`claude-sonnet-4-5@20250929`) ids too; `None` for another name.
+pub(crate) fn claude_version(bare: &str) -> Option<(&str, u32, u32)> {
+    let name = &bare[bare.find("claude-")? + "claude-".len()..];
+    let name = name.split(['@', ':']).next()?;
+    let parts: Vec<&str> = name.split('-').collect();
+    // A minor version is one or two digits; a date (eight) is no version.
+    let minor = |p: Option<&&str>| p.filter(|m| m.len() <= 2).and_then(|m| m.parse().ok()).unwrap_or(0);
+    match parts.first()?.parse::<u32>() {
+        // The older order: `claude-3-5-haiku`, `claude-3-opus`.
+        Ok(major) => {
+            let has_minor = parts.get(1).is_some_and(|m| m.parse::<u32>().is_ok() && m.len() <= 2);
+            let family = parts.get(if has_minor { 2 } else { 1 })?;
+            Some((family, major, if has_minor { minor(parts.get(1)) } else { 0 }))
+        }
+        Err(_) => Some((parts[0], parts.get(1)?.parse().ok()?, minor(parts.get(2)))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claude_versions_are_read_in_either_order() {
+        for (name, want) in [
+            ("claude-sonnet-4-5-20250929", ("sonnet", 4, 5)),
+            ("claude-opus-4-1", ("opus", 4, 1)),
+            ("claude-opus-4-20250514", ("opus", 4, 0)),
+            ("claude-haiku-4-5", ("haiku", 4, 5)),
+            ("claude-3-7-sonnet-latest", ("sonnet", 3, 7)),
+            ("claude-3-opus-20240229", ("opus", 3, 0)),
+            ("anthropic.claude-sonnet-4-5-20250929-v1:0", ("sonnet", 4, 5)),
+            ("claude-sonnet-4-5@20250929", ("sonnet", 4, 5)),
+            ("claude-opus-4@20250514", ("opus", 4, 0)),
+        ] {
+            assert_eq!(claude_version(name), Some(want), "{name}");
+        }
+        assert_eq!(claude_version("glm-4.6"), None);
+    }
 
     #[test]
     fn names_are_read_without_the_aggregator_s_prefix() {

@@ -293,9 +293,20 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     };
     let mut output_config = Map::new();
     match &ir.response_format {
-        Some(ResponseFormat::JsonSchema { schema, .. }) => {
+        Some(ResponseFormat::JsonSchema { schema, .. }) if native_structured_output(schema, &opts.model) => {
             let schema = super::schema::for_structured_output(schema);
             output_config.insert("format".into(), json!({"type": "json_schema", "schema": schema}));
+        }
+        // A model without structured output (before Sonnet and Haiku 4.5, Opus 4.1, or another
+        // vendor's behind Anthropic's API) refuses `output_config.format`, and a schema with a
+        // dictionary in it cannot be closed as it needs: the schema is the input of a tool forced
+        // as for JSON mode, whose input is the answer.
+        Some(ResponseFormat::JsonSchema { schema, .. }) => {
+            tools.push(json!({"name": JSON_TOOL, "description": "Respond with a JSON object.",
+                "input_schema": schema}));
+            if ir.tools.is_empty() {
+                tool_choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
+            }
         }
         Some(ResponseFormat::JsonObject) => {
             // No schema-less JSON mode on Anthropic: a tool whose input is the answer, forced when
@@ -380,6 +391,21 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
 
 /// Whether a Claude model can think (extended thinking came with Claude 3.7); a model of another
 /// name on an Anthropic-style API is given the benefit of the doubt.
+/// Whether a JSON-schema answer is asked of the model as structured output (else as a forced
+/// tool's input: see `render`).
+pub(crate) fn native_structured_output(schema: &Value, model: &str) -> bool {
+    takes_output_format(model) && !super::schema::has_open_objects(schema)
+}
+
+/// Whether the model takes structured output (`output_config.format`): Claude Sonnet and Haiku
+/// 4.5, Opus 4.1, and every later Claude.
+pub(crate) fn takes_output_format(model: &str) -> bool {
+    let bare = crate::formats::model_name::bare(model);
+    crate::formats::model_name::claude_version(&bare).is_some_and(|(family, major, minor)| {
+        major > 4 || (major == 4 && minor >= if family == "opus" { 1 } else { 5 })
+    })
+}
+
 fn thinks(model: &str) -> bool {
     let model = crate::formats::model_name::bare(model);
     !model.contains("claude-3-") || model.contains("claude-3-7")

@@ -40,6 +40,27 @@ pub fn for_structured_output(schema: &Value) -> Value {
     out
 }
 
+/// Whether the schema has an object whose other properties are described (`additionalProperties`
+/// a schema, `patternProperties`: a dictionary such as Pydantic's `dict[str, float]`). Closed, as
+/// structured output needs it, that object could only be `{}`: the answer would lose its data.
+pub fn has_open_objects(schema: &Value) -> bool {
+    fn walk(v: &Value, depth: usize) -> bool {
+        if depth > MAX_DEPTH {
+            return false;
+        }
+        match v {
+            Value::Object(o) => {
+                o.get("additionalProperties").is_some_and(Value::is_object)
+                    || o.contains_key("patternProperties")
+                    || o.values().any(|v| walk(v, depth + 1))
+            }
+            Value::Array(list) => list.iter().any(|v| walk(v, depth + 1)),
+            _ => false,
+        }
+    }
+    walk(schema, 0)
+}
+
 fn adapt(schema: &mut Value, depth: usize) {
     let Value::Object(o) = schema else { return };
     if depth > MAX_DEPTH {

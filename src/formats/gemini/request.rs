@@ -341,8 +341,12 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     put(&mut g, "topK", ir.top_k);
     put(&mut g, "maxOutputTokens", ir.max_tokens);
     put(&mut g, "seed", ir.seed);
-    put(&mut g, "presencePenalty", ir.presence_penalty);
-    put(&mut g, "frequencyPenalty", ir.frequency_penalty);
+    // Gemini 2.5 and later refuse penalties ("Penalty is not enabled for models/…"), which other
+    // vendors' clients send (often as 0, which says nothing anyway): only older models get them.
+    if takes_penalties(&opts.model) {
+        put(&mut g, "presencePenalty", ir.presence_penalty.filter(|p| *p != 0.0));
+        put(&mut g, "frequencyPenalty", ir.frequency_penalty.filter(|p| *p != 0.0));
+    }
     if ir.stop.len() > MAX_STOP_SEQUENCES {
         // Sending the first five would let the answer run past the others unnoticed.
         return Err(ConvertError::Unsupported(format!(
@@ -404,6 +408,11 @@ fn gemini_thinks(model: &str) -> bool {
 /// doubt.
 fn refuses_json_mode_beside_tools(model: &str) -> bool {
     model_name::gemini_version(&model_name::bare(model)).is_some_and(|v| v < (3, 0))
+}
+
+/// Whether the model takes `presencePenalty` and `frequencyPenalty`: Gemini before 2.5 and Gemma.
+fn takes_penalties(model: &str) -> bool {
+    model_name::gemini_version(&model_name::bare(model)).is_some_and(|v| v < (2, 5))
 }
 
 /// The largest thinking budget every thinking Gemini model takes (2.5 Flash's).

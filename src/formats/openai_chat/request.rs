@@ -317,6 +317,9 @@ fn parse_response_format(rf: &Value) -> Result<Option<ResponseFormat>, ConvertEr
 }
 
 /// IR → Chat request; `Unsupported` for what Chat cannot carry.
+/// `stop` takes at most four.
+const MAX_STOP_SEQUENCES: usize = 4;
+
 pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertError> {
     if ir.has_file_by_url() {
         return Err(ConvertError::Unsupported(
@@ -367,6 +370,13 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     put(&mut out, "seed", ir.seed);
     put(&mut out, "presence_penalty", ir.presence_penalty);
     put(&mut out, "frequency_penalty", ir.frequency_penalty);
+    if ir.stop.len() > MAX_STOP_SEQUENCES {
+        // Sending the first four would let the answer run past the others unnoticed.
+        return Err(ConvertError::Unsupported(format!(
+            "OpenAI takes at most {MAX_STOP_SEQUENCES} stop sequences; this request has {}",
+            ir.stop.len()
+        )));
+    }
     if !ir.stop.is_empty() {
         out.insert("stop".into(), ir.stop.clone().into());
     }
