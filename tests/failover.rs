@@ -154,7 +154,13 @@ async fn an_upstream_without_the_model_hands_over_to_another_candidate() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
     assert_eq!((a.hits(), b.hits()), (1, 1));
-    // Not a health failure: alpha stays first.
+    // Not a health failure: alpha's error rate did not move, and it stays first.
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(&metrics, "apiproxy_upstream_error_rate", &[("provider", "alpha")]),
+        0.0,
+        "{metrics}"
+    );
     assert_eq!(gw.chat(chat_body("lm")).await.headers()["x-apiproxy-provider"], "alpha");
     // Alone on its route, the 404 reaches the client as the provider said it.
     a.script([Reply::status_body(404, missing.clone())]);
@@ -1248,7 +1254,7 @@ async fn sessions_stick_and_move_on_failover() {
     let idx: usize = first[1..].parse().unwrap();
     mocks[idx].set_default(Reply::Status {
         status: 429,
-        retry_after: Some(30),
+        retry_after: Some(1),
         body: "{}".into(),
     });
     let moved = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await.headers()["x-apiproxy-provider"]
@@ -1256,10 +1262,30 @@ async fn sessions_stick_and_move_on_failover() {
         .unwrap()
         .to_string();
     assert_ne!(moved, first);
+    // The first upstream is back after its second: the session stays where its binding says,
+    // not where the hash would place it.
+    mocks[idx].set_default(Reply::Ok);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     for _ in 0..3 {
         let r = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await;
         assert_eq!(r.headers()["x-apiproxy-provider"].to_str().unwrap(), moved);
     }
+    let token = gw.admin().await.token;
+    let v: Value = gw
+        .client
+        .get(gw.admin_url(&format!("/routing/sessions/{sid}?model=lm")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&v["binding"], &v["upstream"]["provider"]),
+        (&json!("stored"), &json!(moved)),
+        "{v}"
+    );
 }
 
 /// A stream the upstream broke mid-answer must not pin the conversation to that upstream.
@@ -2741,4 +2767,36 @@ async fn a_session_s_binding_is_its_own_client_key_s() {
         (s, &v["binding"], &v["upstream"]["provider"]),
         (200, &json!("stored"), &json!(other))
     );
+}
+
+/// A session's binding lives `SESSION_TTL` after its last request: then the session is placed by
+/// the hash again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_s_binding_ends_after_session_ttl() {
+    let (a, b) = (Mock::start("alpha", &["m"]).await, Mock::start("beta", &["m"]).await);
+    let gw = Gateway::start_with_env(
+        &format!(
+            "providers:\n{}{}{}",
+            provider_yaml("alpha", &a, ""),
+            provider_yaml("beta", &b, ""),
+            logical(&[("alpha", ""), ("beta", "")])
+        ),
+        &[("SESSION_TTL", "1")],
+    )
+    .await;
+    let token = gw.admin().await.token;
+    let status = || {
+        let req = gw
+            .client
+            .get(gw.admin_url("/routing/sessions/brief"))
+            .bearer_auth(&token);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let r = gw
+        .post("/v1/chat/completions", chat_body("lm"), &[("x-session-id", "brief")])
+        .await;
+    assert_eq!(r.status(), 200);
+    until("the binding", Duration::from_secs(5), async || status().await == 200).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status().await, 404, "the binding outlived SESSION_TTL");
 }

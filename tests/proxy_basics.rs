@@ -792,8 +792,8 @@ async fn a_client_that_leaves_during_the_pause_before_a_retry_gets_no_more_attem
     let body = chat_body("lm").to_string();
     let sock = send_raw_chat(&gw, &body).await;
     until_it_reaches(&a).await;
-    // The reset has been seen by now (the pause is at least 50 ms).
-    tokio::time::sleep(Duration::from_millis(15)).await;
+    // The reset has been seen by now, and the pause (at least 50 ms) is not over.
+    tokio::time::sleep(Duration::from_millis(35)).await;
     drop(sock);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!((a.hits(), b.hits()), (1, 0), "no attempt after the client left");
@@ -1531,7 +1531,21 @@ async fn only_provider_changes_send_discovery_out_again() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let minted: Value = r.json().await.unwrap();
+    let key = minted["key"].as_str().unwrap().to_string();
+    // The snapshot with the new key is in place (the proxy takes it) before anything is judged.
+    until("the new key accepted", Duration::from_secs(5), async || {
+        gw.client
+            .get(gw.url("/v1/models"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(listings(&a), before, "a new client key lists no provider's models");
     let r = gw
         .admin_req(reqwest::Method::POST, "/providers")
@@ -1613,4 +1627,42 @@ async fn the_model_list_is_asked_for_with_each_header_once() {
             .count();
         assert_eq!(n, 1, "{name}: {:?}", listing.headers);
     }
+}
+
+/// `MASK_AS_BROWSER` sends upstream a browser's User-Agent (or the one given), and the Origin and
+/// Referer given; without it, none of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn masked_requests_reach_the_upstream_as_a_browser_s() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let yaml = format!("providers:\n{}", provider_yaml("alpha", &a, ""));
+    let gw = Gateway::start_with_env(
+        &yaml,
+        &[
+            ("MASK_AS_BROWSER", "true"),
+            ("MASK_ORIGIN", "https://app.example.com"),
+            ("MASK_REFERER", "https://app.example.com/chat"),
+        ],
+    )
+    .await;
+    assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
+    let sent = a.last().unwrap();
+    assert!(
+        sent.header("user-agent")
+            .is_some_and(|ua| ua.starts_with("Mozilla/5.0")),
+        "{:?}",
+        sent.headers
+    );
+    assert_eq!(sent.header("origin"), Some("https://app.example.com"));
+    assert_eq!(sent.header("referer"), Some("https://app.example.com/chat"));
+    let gw = Gateway::start_with_env(&yaml, &[("MASK_AS_BROWSER", "true"), ("MASK_USER_AGENT", "Acme/1.0")]).await;
+    assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
+    assert_eq!(a.last().unwrap().header("user-agent"), Some("Acme/1.0"));
+    let gw = Gateway::start(&yaml).await;
+    assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
+    let sent = a.last().unwrap();
+    assert!(
+        sent.header("origin").is_none() && sent.header("referer").is_none(),
+        "{:?}",
+        sent.headers
+    );
 }

@@ -27,7 +27,7 @@ async fn sdk(gw: &Gateway, model: &str, mode: &str) -> Option<serde_json::Value>
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_sdk_through_the_gateway() {
-    let (a, _b, gw) = setup().await;
+    let (a, b, gw) = setup().await;
     let Some(v) = sdk(&gw, "fast-model", "chat").await else {
         return;
     };
@@ -49,9 +49,15 @@ async fn openai_sdk_through_the_gateway() {
     assert_eq!(ids, ["fast-model", "gpt-a", "gpt-b"]);
 
     // Failover is invisible to the SDK, streaming too.
-    a.script([Reply::status(503), Reply::status(429)]);
+    a.script([Reply::status(503)]);
     let v = sdk(&gw, "fast-model", "chat").await.unwrap();
     assert_eq!(v["text"], "hello from beta", "{v}");
+    let before = b.hits();
+    a.script([Reply::status(429)]);
+    let v = sdk(&gw, "fast-model", "chat_stream").await.unwrap();
+    assert_eq!(v["text"], "tok0 tok1 tok2 tok3 tok4 ", "{v}");
+    assert_eq!(v["finish"], "stop");
+    assert_eq!(b.hits(), before + 1, "beta answered the stream");
 }
 
 #[tokio::test(flavor = "multi_thread")]

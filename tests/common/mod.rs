@@ -187,6 +187,14 @@ impl Gateway {
         let (port, admin_port) = (free_port(), free_port());
         let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_apiproxy"));
+        // Nothing of the developer's or CI's environment (a `REDIS_URL`, a `SESSION_TTL`…) reaches
+        // the gateway: each test says all it runs with.
+        cmd.env_clear();
+        for keep in ["PATH", "HOME", "RUST_BACKTRACE"] {
+            if let Some(v) = std::env::var_os(keep) {
+                cmd.env(keep, v);
+            }
+        }
         cmd.arg("--config")
             .arg(&config)
             .env("APIPROXY_LISTEN", format!("127.0.0.1:{port}"))
