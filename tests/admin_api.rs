@@ -2195,3 +2195,61 @@ async fn a_provider_moved_elsewhere_forgets_its_old_model_list() {
     let r = gw.chat(chat_body("only-on-old")).await;
     assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
 }
+
+/// A config file that later gains an id the database already has wins: the stored provider is
+/// ignored by routing and listed as shadowed; the file's is the one that answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stored_provider_the_file_later_names_is_shadowed() {
+    let stored_upstream = Mock::start("stored", &["m"]).await;
+    let file_upstream = Mock::start("file", &["m"]).await;
+    let db = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", db.path().join("shared.db").display());
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("SECRET_KEY", "shadow-test-secret-0123456789abcdef0123"),
+    ];
+    let gw = Gateway::start_with_env("", &env).await;
+    let (s, v) = send(
+        &gw,
+        Method::POST,
+        "/providers",
+        Some(
+            json!({"id": "gamma", "base_url": stored_upstream.url(), "models": [{"model": "m"}],
+            "api_keys": [{"key": "sk-gamma-stored-0123"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let password = gw.admin().await.password;
+    drop(gw);
+    let gw = Gateway::start_with_env(
+        &format!(
+            "providers:\n{}",
+            provider_yaml("gamma", &file_upstream, ", models: [m]")
+        ),
+        &env,
+    )
+    .await;
+    let r = gw.chat(chat_body("gamma/m")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(file_upstream.hits(), 1);
+    assert_eq!(stored_upstream.hits(), 0, "the stored provider is shadowed");
+    // The database's admin signs in to this gateway too.
+    let token = gw.login("admin", &password).await;
+    let (s, v) = as_token(&gw, &token, Method::GET, "/providers", None).await;
+    assert_eq!(s, 200);
+    let gammas: Vec<&Value> = v["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["id"] == "gamma")
+        .collect();
+    assert_eq!(gammas.len(), 2, "{v}");
+    assert!(gammas.iter().any(|p| p["source"] == "config"), "{v}");
+    assert!(
+        gammas
+            .iter()
+            .any(|p| p["source"] == "database" && p["shadowed"] == true),
+        "{v}"
+    );
+}

@@ -1290,6 +1290,23 @@ fn request_json_modes_on_each_upstream() {
     );
     assert!(a.get("output_config").is_none(), "{a}");
     assert_eq!(a["tools"][0]["input_schema"], dict, "{a}");
+    // So does `additionalProperties: true` (Pydantic's `dict[str, Any]`), and a free-form object.
+    for open in [
+        json!({"type": "object", "properties": {"meta": {"type": "object", "additionalProperties": true}}}),
+        json!({"type": "object", "properties": {"meta": {"type": "object"}}}),
+    ] {
+        let body = serde_json::to_vec(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": open}}}))
+        .unwrap();
+        let a = request_json_for(
+            "claude-sonnet-4.5",
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            &body,
+            false,
+        );
+        assert!(a.get("output_config").is_none(), "{open}: {a}");
+    }
     // Claude models before it refuse `output_config.format`: the schema is a forced tool's input.
     for model in ["claude-sonnet-4-20250514", "claude-3-7-sonnet-latest", "glm-4.6"] {
         let a = request_json_for(model, WireFormat::OpenAiChat, WireFormat::Anthropic, &body, false);

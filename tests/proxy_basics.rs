@@ -1666,3 +1666,33 @@ async fn masked_requests_reach_the_upstream_as_a_browser_s() {
         sent.headers
     );
 }
+
+/// A `base_url` with a path puts it before every path (OpenRouter's `/api`), the model list's too;
+/// a `paths` override replaces the path whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_url_s_path_and_a_path_override_are_where_requests_go() {
+    let a = Mock::start("alpha", &["m-a"]).await;
+    let b = Mock::start("beta", &["m-b"]).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n  - {{id: alpha, base_url: \"{}/openrouter/api\", api_keys: [\"sk-alpha-secret-key\"]}}\n{}",
+        a.url(),
+        provider_yaml("beta", &b, ", models: [m-b], paths: {chat: /custom/chat}")
+    ))
+    .await;
+    let r = gw.chat(chat_body("m-a")).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "listed from the prefixed path: {}",
+        r.text().await.unwrap()
+    );
+    assert_eq!(a.last().unwrap().path_only(), "/openrouter/api/v1/chat/completions");
+    assert!(
+        a.all_requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path_only() == "/openrouter/api/v1/models"),
+        "the model list asked at the prefixed path"
+    );
+    assert_eq!(gw.chat(chat_body("m-b")).await.status(), 200);
+    assert_eq!(b.last().unwrap().path_only(), "/custom/chat");
+}

@@ -1123,6 +1123,14 @@ mod tests {
             to("gpt-4.1", &agent(&["a", "b", "c", "d", "e"])),
             Err(ConvertError::Unsupported(_))
         ));
+        // Other OpenAI-style servers take more.
+        let v = translated_json(
+            "deepseek-chat",
+            WireFormat::Anthropic,
+            WireFormat::OpenAiChat,
+            &agent(&["a", "b", "c", "d", "e"]),
+        );
+        assert_eq!(v["stop"].as_array().map(Vec::len), Some(5));
         let v = translated_json(
             "gpt-4.1",
             WireFormat::Anthropic,

@@ -37,7 +37,8 @@ pub(crate) fn gemini_version(bare: &str) -> Option<(u32, u32)> {
 pub(crate) fn claude_version(bare: &str) -> Option<(&str, u32, u32)> {
     let name = &bare[bare.find("claude-")? + "claude-".len()..];
     let name = name.split(['@', ':']).next()?;
-    let parts: Vec<&str> = name.split('-').collect();
+    // Aggregators write the version dotted (`claude-sonnet-4.5`, `claude-3.7-sonnet`).
+    let parts: Vec<&str> = name.split(['-', '.']).collect();
     // A minor version is one or two digits; a date (eight) is no version.
     let minor = |p: Option<&&str>| p.filter(|m| m.len() <= 2).and_then(|m| m.parse().ok()).unwrap_or(0);
     match parts.first()?.parse::<u32>() {
@@ -67,6 +68,8 @@ mod tests {
             ("anthropic.claude-sonnet-4-5-20250929-v1:0", ("sonnet", 4, 5)),
             ("claude-sonnet-4-5@20250929", ("sonnet", 4, 5)),
             ("claude-opus-4@20250514", ("opus", 4, 0)),
+            ("claude-sonnet-4.5", ("sonnet", 4, 5)),
+            ("claude-3.7-sonnet", ("sonnet", 3, 7)),
         ] {
             assert_eq!(claude_version(name), Some(want), "{name}");
         }

@@ -18,7 +18,7 @@ use super::upstream_call;
 use crate::app::App;
 use crate::formats::stream::{ANSWER_ERROR_WITHIN, WHOLE_ANSWER_LIMIT as TRANSLATE_LIMIT};
 use crate::formats::{answer_error, classify_error, error_map, first_event, ErrorKind, FirstEvent, WireFormat};
-use crate::routing::health::{Availability, UpstreamHealth, MAX_RETRY_AFTER_SECS};
+use crate::routing::health::{Availability, MAX_RETRY_AFTER_SECS};
 use crate::routing::{choose, choose_dry, Exhausted, Failure, RoutePlan, Sticky};
 
 fn ms(n: u64) -> Duration {
@@ -590,7 +590,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
             redo_at_once(ctx, idx)
         }
         _ if no_answer.is_some() => {
-            record_failure(&candidate.health, probe, Failure::Broken, now);
+            candidate.health.record_attempt_failure(probe, Failure::Broken, now);
             ctx.excluded.push(idx);
             Retry::Next
         }
@@ -652,12 +652,14 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         }
         429 => {
             let retry_after = retry_after.map(Duration::from_secs);
-            record_failure(&candidate.health, probe, Failure::RateLimited { retry_after }, now);
+            candidate
+                .health
+                .record_attempt_failure(probe, Failure::RateLimited { retry_after }, now);
             ctx.excluded.push(idx);
             Retry::Next
         }
         s if provider.is_retryable(s) => {
-            record_failure(&candidate.health, probe, Failure::Broken, now);
+            candidate.health.record_attempt_failure(probe, Failure::Broken, now);
             if s == 500 && !ctx.same_retry_used && should_retry != Some(false) {
                 ctx.same_retry_used = true;
                 ctx.retry_same = Some(idx);
@@ -675,7 +677,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
             Retry::Same
         }
         s if s >= 500 => {
-            record_failure(&candidate.health, probe, Failure::Broken, now);
+            candidate.health.record_attempt_failure(probe, Failure::Broken, now);
             Retry::No
         }
         // The client's own mistake (400, 413, 422…): the upstream answered, but said nothing of
@@ -724,15 +726,6 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         ctx.upstream_wait += attempt_time;
     }
     decision
-}
-
-/// Records a failure of an upstream: the verdict on its probe when this request holds the slot
-/// (`probe`, the claim), else one failure among others.
-fn record_failure(health: &UpstreamHealth, probe: Option<Instant>, failure: Failure, now: Instant) {
-    match probe {
-        Some(claimed_at) => health.record_probe_failure(claimed_at, failure, now),
-        None => health.record_failure(failure, now),
-    }
 }
 
 /// Where a transport error happened.
@@ -922,7 +915,7 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
             return redo_at_once(ctx, idx);
         }
     }
-    record_failure(health, ctx.probe_claim(idx), Failure::Broken, now);
+    health.record_attempt_failure(ctx.probe_claim(idx), Failure::Broken, now);
     record(
         ctx,
         idx,

@@ -144,9 +144,12 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
         return;
     }
     let status = ctx.status.unwrap_or(0);
+    // A stream that opened with an error (the client's own mistake, passed on as the stream it
+    // is) answered nothing: it binds nothing.
+    let answered = !ctx.stream_cut && !ctx.opened_with_error;
     let served_by = ctx
         .candidate()
-        .filter(|_| ctx.served_by.is_some() && (200..300).contains(&status) && !ctx.stream_cut);
+        .filter(|_| ctx.served_by.is_some() && (200..300).contains(&status) && answered);
     // `store: false`: nothing can continue from the answer. Read only for an answer that binds.
     let unstored = ctx.inspected.as_ref().is_some_and(|i| i.unstored);
     let answer_id = match served_by {
@@ -210,7 +213,7 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
 /// otherwise be placed before `logging` bound it. Called for each piece of the body; done once. A
 /// whole answer is read for its id at its end only (before, it is no document yet).
 pub fn pin_answer(app: &Arc<App>, ctx: &mut RequestCtx, end_of_stream: bool) {
-    if ctx.answer_pinned || ctx.operation != Operation::Generate || ctx.served_by.is_none() {
+    if ctx.answer_pinned || ctx.operation != Operation::Generate || ctx.served_by.is_none() || ctx.opened_with_error {
         return;
     }
     if !end_of_stream && !matches!(ctx.response, super::ctx::ResponseMode::Stream(_)) {

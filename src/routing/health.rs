@@ -318,7 +318,7 @@ impl UpstreamHealth {
     /// `failures_before`) broke off mid-way: a failure that continues the run the success ended,
     /// so an upstream whose every stream breaks after its first event still opens its circuit.
     /// `probe`: the claim (`try_probe`'s instant) when the request that was cut holds the probe
-    /// slot, as for `record_probe_failure`.
+    /// slot, as for `record_attempt_failure`.
     pub fn record_cut(&self, failures_before: u32, now: Instant, probe: Option<Instant>) {
         let mut s = self.state.lock();
         s.consecutive_failures = s.consecutive_failures.max(failures_before);
@@ -332,9 +332,11 @@ impl UpstreamHealth {
         self.fail(&mut self.state.lock(), failure, now, None);
     }
 
-    /// The probe claimed at `claimed_at` failed: the circuit opens again, for twice as long.
-    pub fn record_probe_failure(&self, claimed_at: Instant, failure: Failure, now: Instant) {
-        self.fail(&mut self.state.lock(), failure, now, Some(claimed_at));
+    /// A failure of an attempt that may be the probe (`probe`: its claim, `try_probe`'s instant,
+    /// when the attempt holds the slot): the probe's failure opens the circuit again for twice as
+    /// long; any other is as `record_failure`.
+    pub fn record_attempt_failure(&self, probe: Option<Instant>, failure: Failure, now: Instant) {
+        self.fail(&mut self.state.lock(), failure, now, probe);
     }
 
     fn fail(&self, s: &mut State, failure: Failure, now: Instant, probe: Option<Instant>) {
@@ -633,7 +635,7 @@ mod tests {
         assert!(!h.try_probe(later), "only one probe at a time");
         assert!(matches!(h.availability(later), Availability::Unavailable { .. }));
         // A failed probe doubles the wait.
-        h.record_probe_failure(later, Failure::Broken, later);
+        h.record_attempt_failure(Some(later), Failure::Broken, later);
         assert!(matches!(
             h.availability(later + Duration::from_secs(15)),
             Availability::Unavailable { .. }
@@ -783,7 +785,7 @@ mod tests {
         assert_eq!(h.availability(later), Availability::Probe);
         assert!(h.try_probe(later), "the next request probes");
         // A failed probe still doubles the wait it was given.
-        h.record_probe_failure(later, Failure::Broken, later);
+        h.record_attempt_failure(Some(later), Failure::Broken, later);
         assert!(matches!(
             h.availability(later + Duration::from_secs(19)),
             Availability::Unavailable { .. }
@@ -803,7 +805,7 @@ mod tests {
         assert_eq!(h.availability(after_open_for), Availability::Probe);
         // Only a failed probe doubles it.
         assert!(h.try_probe(after_open_for));
-        h.record_probe_failure(after_open_for, Failure::Broken, after_open_for);
+        h.record_attempt_failure(Some(after_open_for), Failure::Broken, after_open_for);
         assert!(matches!(
             h.availability(after_open_for + Duration::from_secs(19)),
             Availability::Unavailable { .. }

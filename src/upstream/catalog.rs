@@ -84,19 +84,23 @@ impl ModelCatalog {
 
     /// Drops what was discovered for these providers (see `App::swap`).
     pub fn forget(&self, providers: &[Arc<str>]) {
-        let current = self.discovered.load();
-        if !providers.iter().any(|p| current.contains_key(p)) {
+        if !providers.iter().any(|p| self.discovered.load().contains_key(p)) {
             return;
         }
-        let mut map = HashMap::clone(&current);
-        map.retain(|id, _| !providers.contains(id));
-        self.discovered.store(Arc::new(map));
+        self.discovered.rcu(|current| {
+            let mut map = HashMap::clone(current);
+            map.retain(|id, _| !providers.contains(id));
+            map
+        });
     }
 
     pub fn set_discovered(&self, provider: &Arc<str>, models: Vec<String>) {
-        let mut map = HashMap::clone(&self.discovered.load());
-        map.insert(provider.clone(), Arc::new(models));
-        self.discovered.store(Arc::new(map));
+        let models = Arc::new(models);
+        self.discovered.rcu(|current| {
+            let mut map = HashMap::clone(current);
+            map.insert(provider.clone(), models.clone());
+            map
+        });
     }
 
     /// Rebuilds the model index and the listing from the current providers and logical models.

@@ -66,6 +66,18 @@ impl Discovery {
         }
         while let Some(joined) = tasks.join_next().await {
             match joined {
+                // A provider moved elsewhere while its old server was being asked: that list is
+                // not its own any more.
+                Ok((p, Ok(_)))
+                    if !self
+                        .app
+                        .snapshot()
+                        .routes
+                        .provider(&p.id)
+                        .is_some_and(|now| now.lists_where(&p)) =>
+                {
+                    tracing::debug!(provider = %p.id, "model list of a provider since changed, dropped");
+                }
                 Ok((p, Ok(models))) => {
                     tracing::debug!(provider = %p.id, count = models.len(), "model list refreshed");
                     self.app.catalog.set_discovered(&p.id, models);

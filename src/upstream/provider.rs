@@ -183,16 +183,18 @@ impl Provider {
     }
 
     pub fn listed_as(&self, old: &Provider) -> bool {
-        self.lists_where(old)
+        self.asked_as(old)
+            && self.lists_where(old)
             && self.static_models.is_none() == old.static_models.is_none()
             && self.keys.len() == old.keys.len()
             && self.keys.iter().zip(&old.keys).all(|(a, b)| a.header == b.header)
     }
 
-    /// Whether its models are listed by the same server, at the same place, as `old`'s: else
-    /// what `old` listed says nothing of what this one serves.
+    /// Whether its models are listed by the same server, at the same place and in the same API,
+    /// as `old`'s: else what `old` listed says nothing of what this one serves. (A header or a
+    /// chat path changed: the same list.)
     pub fn lists_where(&self, old: &Provider) -> bool {
-        self.asked_as(old) && self.models_path == old.models_path
+        self.endpoint == old.endpoint && self.style == old.style && self.models_path == old.models_path
     }
 
     fn asked_as(&self, old: &Provider) -> bool {

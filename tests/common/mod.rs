@@ -190,7 +190,7 @@ impl Gateway {
         // Nothing of the developer's or CI's environment (a `REDIS_URL`, a `SESSION_TTL`…) reaches
         // the gateway: each test says all it runs with.
         cmd.env_clear();
-        for keep in ["PATH", "HOME", "RUST_BACKTRACE"] {
+        for keep in ["PATH", "HOME", "TMPDIR", "RUST_BACKTRACE", "LLVM_PROFILE_FILE"] {
             if let Some(v) = std::env::var_os(keep) {
                 cmd.env(keep, v);
             }

@@ -59,7 +59,10 @@ pub async fn decide(app: &App, req: &Req) -> Result<Reply, ApiError> {
         Some(s) => stored_bindings(app, session_key(s)).await?,
         None => Vec::new(),
     };
-    let binding = binding_of(&held, &body.model, body.client.as_deref())?;
+    let binding = match &body.session_id {
+        Some(s) => binding_of(session_key(s), &held, &body.model, body.client.as_deref())?,
+        None => None,
+    };
     let sticky = body.session_id.as_deref().map(|session| Sticky { session, binding });
     let chosen = choose_dry(&plan, &[], sticky, now);
     let candidates: Vec<Value> = score(&plan, &[], now)
@@ -124,10 +127,22 @@ async fn stored_bindings(app: &App, session: &str) -> Result<Vec<Stored>, ApiErr
 
 /// The binding a request of `client` for `model` follows. Without a client, the one binding held
 /// for the model; several clients holding one is a question the caller must settle.
-fn binding_of<'a>(held: &'a [Stored], model: &str, client: Option<&str>) -> Result<Option<&'a str>, ApiError> {
-    let mut followed = held
-        .iter()
-        .filter(|b| b.model == model && (b.client.is_none() || client.is_none_or(|c| b.client.as_deref() == Some(c))));
+fn binding_of<'a>(
+    session: &str,
+    held: &'a [Stored],
+    model: &str,
+    client: Option<&str>,
+) -> Result<Option<&'a str>, ApiError> {
+    // A response's pin is any key's; a session's binding without an owner (written before
+    // bindings had owners) is followed by nobody.
+    let pin = is_response_key(session);
+    let mut followed = held.iter().filter(|b| {
+        b.model == model
+            && match b.client.as_deref() {
+                None => pin,
+                Some(owner) => !pin && client.is_none_or(|c| owner == c),
+            }
+    });
     let first = followed.next();
     if followed.next().is_some() {
         return Err(ApiError::bad(
@@ -159,7 +174,7 @@ pub async fn session_get(app: &App, req: &Req) -> Result<Reply, ApiError> {
     match req.query.get("model").filter(|m| !m.is_empty()) {
         Some(model) => {
             let client = req.query.get("client").map(String::as_str).filter(|c| !c.is_empty());
-            let binding = binding_of(&all, model, client)?;
+            let binding = binding_of(session, &all, model, client)?;
             // A response's continuations go to its maker alone, in whatever tier.
             let plan = match binding.filter(|_| is_response_key(session)) {
                 Some(maker) => plan_for(app, model)?.pinned_to(maker),

@@ -389,8 +389,6 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     Ok(Value::Object(out))
 }
 
-/// Whether a Claude model can think (extended thinking came with Claude 3.7); a model of another
-/// name on an Anthropic-style API is given the benefit of the doubt.
 /// Whether a JSON-schema answer is asked of the model as structured output (else as a forced
 /// tool's input: see `render`).
 pub(crate) fn native_structured_output(schema: &Value, model: &str) -> bool {
@@ -406,9 +404,11 @@ pub(crate) fn takes_output_format(model: &str) -> bool {
     })
 }
 
+/// Whether a Claude model can think (extended thinking came with Claude 3.7); a model of another
+/// name on an Anthropic-style API is given the benefit of the doubt.
 fn thinks(model: &str) -> bool {
-    let model = crate::formats::model_name::bare(model);
-    !model.contains("claude-3-") || model.contains("claude-3-7")
+    let bare = crate::formats::model_name::bare(model);
+    crate::formats::model_name::claude_version(&bare).is_none_or(|(_, major, minor)| (major, minor) >= (3, 7))
 }
 
 /// Whether the last assistant turn called tools without thinking Anthropic can take back (signed

@@ -40,19 +40,25 @@ pub fn for_structured_output(schema: &Value) -> Value {
     out
 }
 
-/// Whether the schema has an object whose other properties are described (`additionalProperties`
-/// a schema, `patternProperties`: a dictionary such as Pydantic's `dict[str, float]`). Closed, as
-/// structured output needs it, that object could only be `{}`: the answer would lose its data.
+/// Whether the schema has an object open to properties it does not name: a dictionary such as
+/// Pydantic's `dict[str, float]` (`additionalProperties` a schema, or `true`), `patternProperties`,
+/// or a free-form `{"type": "object"}`. Closed, as structured output needs it, such an object
+/// could only be `{}`: the answer would lose its data.
 pub fn has_open_objects(schema: &Value) -> bool {
+    fn open(o: &Map<String, Value>) -> bool {
+        match o.get("additionalProperties") {
+            Some(Value::Bool(false)) => false,
+            Some(_) => true,
+            None => is_object_schema(o) && !o.contains_key("properties"),
+        }
+    }
     fn walk(v: &Value, depth: usize) -> bool {
         if depth > MAX_DEPTH {
             return false;
         }
         match v {
             Value::Object(o) => {
-                o.get("additionalProperties").is_some_and(Value::is_object)
-                    || o.contains_key("patternProperties")
-                    || o.values().any(|v| walk(v, depth + 1))
+                open(o) || o.contains_key("patternProperties") || o.values().any(|v| walk(v, depth + 1))
             }
             Value::Array(list) => list.iter().any(|v| walk(v, depth + 1)),
             _ => false,

@@ -316,10 +316,10 @@ fn parse_response_format(rf: &Value) -> Result<Option<ResponseFormat>, ConvertEr
     }
 }
 
-/// IR → Chat request; `Unsupported` for what Chat cannot carry.
-/// `stop` takes at most four.
+/// OpenAI's own models take at most four `stop` sequences.
 const MAX_STOP_SEQUENCES: usize = 4;
 
+/// IR → Chat request; `Unsupported` for what Chat cannot carry.
 pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertError> {
     if ir.has_file_by_url() {
         return Err(ConvertError::Unsupported(
@@ -370,8 +370,9 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     put(&mut out, "seed", ir.seed);
     put(&mut out, "presence_penalty", ir.presence_penalty);
     put(&mut out, "frequency_penalty", ir.frequency_penalty);
-    if ir.stop.len() > MAX_STOP_SEQUENCES {
-        // Sending the first four would let the answer run past the others unnoticed.
+    if ir.stop.len() > MAX_STOP_SEQUENCES && openai_model(&opts.model) {
+        // Sending the first four would let the answer run past the others unnoticed. (Other
+        // OpenAI-style servers take more.)
         return Err(ConvertError::Unsupported(format!(
             "OpenAI takes at most {MAX_STOP_SEQUENCES} stop sequences; this request has {}",
             ir.stop.len()

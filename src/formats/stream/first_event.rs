@@ -104,9 +104,12 @@ fn event_end(body: &[u8]) -> Option<usize> {
 fn judge(from: WireFormat, frame: &Frame<'_>) -> FirstEvent {
     // Only an event that says `error` is parsed; content events pass on a substring check.
     // Responses says a failure as `response.failed`, its error inside the response.
-    let named_error = frame.event == Some("error")
-        || frame.event == Some("response.failed")
-        || (frame.event.is_none() && frame.data.contains("\"response.failed\""));
+    let responses_failed = from == WireFormat::OpenAiResponses
+        && match frame.event {
+            Some(event) => event == "response.failed",
+            None => frame.data.contains("\"type\":\"response.failed\""),
+        };
+    let named_error = frame.event == Some("error") || responses_failed;
     let error_object = || {
         frame.data.contains("\"error\"")
             && serde_json::from_str::<Value>(frame.data).is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()))
@@ -302,6 +305,16 @@ event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"
         let role = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
         assert_eq!(first_event(WireFormat::OpenAiChat, role, false), FirstEvent::Pending);
         assert_eq!(first_event(WireFormat::OpenAiChat, role, true), FirstEvent::Content);
+        // Reasoning is the answer's too (OpenRouter's, Groq's and Ollama's `reasoning`), and a
+        // chunk that only says the words `response.failed` is no Responses failure.
+        let reasoning = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning\":\"Hmm\"}}]}\n\n";
+        assert_eq!(
+            first_event(WireFormat::OpenAiChat, reasoning, false),
+            FirstEvent::Content
+        );
+        let words =
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\\"type\\\":\\\"response.failed\\\"\"}}]}\n\n";
+        assert_eq!(first_event(WireFormat::OpenAiChat, words, false), FirstEvent::Content);
         let started = &anthropic[..anthropic.len() - 120];
         assert_eq!(first_event(WireFormat::Anthropic, started, false), FirstEvent::Pending);
         let answered = b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n\

@@ -117,6 +117,8 @@ static INDEX_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"in
 static TOOL_CALLS_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"tool_calls\""));
 static CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"content\""));
 static REASONING_CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"reasoning_content\""));
+/// OpenRouter's, Groq's and Ollama's name for it.
+static REASONING_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"reasoning\""));
 static REFUSAL_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"refusal\""));
 static IMAGES_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"images\""));
 
@@ -149,6 +151,7 @@ fn carries_content(from: WireFormat, event: Option<&str>, data: &str) -> bool {
             };
             filled(&CONTENT_KEY)
                 || filled(&REASONING_CONTENT_KEY)
+                || filled(&REASONING_KEY)
                 || filled(&REFUSAL_KEY)
                 || listed(&TOOL_CALLS_KEY)
                 || listed(&IMAGES_KEY)
