@@ -1359,16 +1359,20 @@ async fn an_error_after_failed_upstreams_keeps_the_client_connection() {
 
 /// An upstream that answers the first request of each connection (keeping it alive) and closes the
 /// connection `after` the second request came, without a byte of answer. Counts the answers.
+/// An upstream that answers one request a connection and closes it when the next request comes on
+/// it (after `after`); it counts the requests that came on a used connection (the gateway's
+/// pooled one).
 async fn one_answer_a_connection(after: Duration) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let on_pooled = std::sync::Arc::new(AtomicUsize::new(0));
+    let reused = on_pooled.clone();
     let answered = std::sync::Arc::new(AtomicUsize::new(0));
-    let seen = answered.clone();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
-            let seen = seen.clone();
+            let (seen, reused) = (answered.clone(), reused.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 if common::mock::read_request(&mut sock, &mut buf).await.is_none() {
@@ -1377,12 +1381,13 @@ async fn one_answer_a_connection(after: Duration) -> (String, std::sync::Arc<std
                 let n = seen.fetch_add(1, Ordering::SeqCst);
                 let _ = sock.write_all(numbered_answer(n).as_bytes()).await;
                 if common::mock::read_request(&mut sock, &mut Vec::new()).await.is_some() {
+                    reused.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(after).await;
                 }
             });
         }
     });
-    (format!("http://{addr}"), answered)
+    (format!("http://{addr}"), on_pooled)
 }
 
 /// A pooled upstream connection that the upstream closes as the next request reaches it (its
@@ -1390,7 +1395,7 @@ async fn one_answer_a_connection(after: Duration) -> (String, std::sync::Arc<std
 /// even where `max_attempts` allows one attempt, and the upstream is not blamed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pooled_connection_closed_under_a_request_is_tried_again_at_no_cost() {
-    let (url, _) = one_answer_a_connection(Duration::ZERO).await;
+    let (url, on_pooled) = one_answer_a_connection(Duration::ZERO).await;
     let yaml = format!(
         "server: {{max_attempts: 1}}\nproviders:\n{}",
         provider_yaml_api("closer", &url, "openai", ", models: [m]")
@@ -1399,6 +1404,12 @@ async fn a_pooled_connection_closed_under_a_request_is_tried_again_at_no_cost() 
     for i in 0..3 {
         expect_numbered_answer(&gw, i).await;
     }
+    // The second and third requests went first on the pooled connection, which closed under them.
+    assert_eq!(
+        on_pooled.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the pooled connection was used"
+    );
     let metrics = gw.metrics().await;
     let attempts = metric(&metrics, "apiproxy_upstream_attempts_total", &[("provider", "closer")]);
     assert_eq!(attempts, 3.0, "one attempt a request: {metrics}");

@@ -25,6 +25,10 @@ const MAX_REDIRECTS: usize = 3;
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Longest a fetched media is reused (less when its `Cache-Control: max-age` says so).
 const CACHE_TTL: Duration = Duration::from_secs(600);
+/// Most requests fetching media at once: each may hold `MAX_BYTES` and their base64 while it does,
+/// so a client sending many requests with image URLs cannot grow the gateway's memory without
+/// bound (16 hold at most about half a GiB). Others wait their turn.
+const MAX_REQUESTS_FETCHING: usize = 16;
 
 /// Why a client's media URL could not be sent inline. The message names the URL, never more.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,8 @@ pub struct MediaFetcher {
     recent: quick_cache::sync::Cache<String, Arc<Fetched>, ByEncodedSize>,
     /// `apiproxy_media_fetches_total`, by `result`.
     outcomes: prometheus::IntCounterVec,
+    /// A turn for each request fetching (`MAX_REQUESTS_FETCHING`).
+    turns: tokio::sync::Semaphore,
 }
 
 /// A fetched media, as sent inline (base64), and until when it may be reused.
@@ -112,6 +118,7 @@ impl MediaFetcher {
                 Default::default(),
             ),
             outcomes,
+            turns: tokio::sync::Semaphore::new(MAX_REQUESTS_FETCHING),
         })
     }
 
@@ -123,6 +130,8 @@ impl MediaFetcher {
                 reason: format!("a request may name at most {MAX_URLS} media URLs"),
             });
         }
+        // Never closed: a turn always comes.
+        let _turn = self.turns.acquire().await;
         let budget = AtomicUsize::new(MAX_BYTES);
         let fetched = try_join_all(urls.iter().map(|u| self.fetch_counted(u, &budget))).await?;
         Ok(urls.iter().cloned().zip(fetched).collect())
@@ -321,6 +330,51 @@ fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// However many requests fetch media at once, at most `MAX_REQUESTS_FETCHING` download
+    /// together; the others wait their turn and are served.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn requests_fetching_media_take_turns() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (server_now, server_most) = (now.clone(), most.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let (now, most) = (server_now.clone(), server_most.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let n = sock.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                    }
+                    let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(at_once, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncache-control: no-store\r\ncontent-length: 4\r\nconnection: close\r\n\r\nabcd";
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        let outcomes = prometheus::IntCounterVec::new(prometheus::Opts::new("t", "t"), &["result"]).unwrap();
+        let fetcher = Arc::new(MediaFetcher::new(true, outcomes).unwrap());
+        let requests = (0..3 * MAX_REQUESTS_FETCHING).map(|i| {
+            let fetcher = fetcher.clone();
+            tokio::spawn(async move { fetcher.fetch_all(&[format!("http://127.0.0.1:{port}/{i}.png")]).await })
+        });
+        for done in futures_util::future::join_all(requests).await {
+            assert!(done.unwrap().is_ok());
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((2..=MAX_REQUESTS_FETCHING).contains(&most), "{most} at once");
+    }
 
     #[test]
     fn addresses_that_reach_ipv4_through_a_translator_are_judged_by_it() {
