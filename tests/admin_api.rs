@@ -1936,44 +1936,49 @@ async fn token_series_of_deleted_and_renamed_keys_are_forgotten() {
     assert!(tokens(&gw.metrics().await, "churn-new-name") > 0.0);
 }
 
+/// A stored provider `p` (OpenAI-style, no settings) with one key `k` sealed as `sealed`, for the
+/// store's own tests.
+fn provider_p_with_key_k(sealed: &str) -> apiproxy::store::ProviderBundle {
+    use apiproxy::store::models::{ProviderKeyRow, ProviderRow};
+    apiproxy::store::ProviderBundle {
+        row: ProviderRow {
+            id: "p".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            api_style: "openai".into(),
+            provider_type: "openai".into(),
+            weight: 1.0,
+            settings: "{}".into(),
+            created_at: 0,
+            updated_at: 0,
+        },
+        keys: vec![ProviderKeyRow {
+            id: "k".into(),
+            provider_id: "p".into(),
+            encrypted_key: sealed.into(),
+            hint: "sk-…".into(),
+            qps_limit: None,
+            disabled: false,
+            created_at: 0,
+            updated_at: 0,
+        }],
+        models: vec![],
+    }
+}
+
 /// A provider key or settings an admin changes while `rotate-secret` is resealing are resealed in
 /// their new form, not overwritten with the old (PostgreSQL's default isolation allows the lost
 /// update).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_changed_during_a_reseal_keeps_its_change() {
-    use apiproxy::store::models::{ProviderKeyChanges, ProviderKeyRow, ProviderRow};
-    use apiproxy::store::{DatabaseUrl, ProviderBundle, ProviderWrite, Store, StoreError};
+    use apiproxy::store::models::ProviderKeyChanges;
+    use apiproxy::store::{DatabaseUrl, ProviderWrite, Store, StoreError};
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
     let (name, url) = fresh_pg_database().await;
     let db_url = DatabaseUrl::parse(&url).unwrap();
     let store = Store::open(&db_url).await.unwrap();
-    let row = ProviderRow {
-        id: "p".into(),
-        base_url: "http://127.0.0.1:9".into(),
-        api_style: "openai".into(),
-        provider_type: "openai".into(),
-        weight: 1.0,
-        settings: "{}".into(),
-        created_at: 0,
-        updated_at: 0,
-    };
-    let key = ProviderKeyRow {
-        id: "k".into(),
-        provider_id: "p".into(),
-        encrypted_key: "sealed-before".into(),
-        hint: "sk-…".into(),
-        qps_limit: None,
-        disabled: false,
-        created_at: 0,
-        updated_at: 0,
-    };
     store
-        .insert_provider(&ProviderBundle {
-            row,
-            keys: vec![key],
-            models: vec![],
-        })
+        .insert_provider(&provider_p_with_key_k("sealed-before"))
         .await
         .unwrap();
 
@@ -2040,37 +2045,12 @@ async fn a_key_changed_during_a_reseal_keeps_its_change() {
 /// gives up on it, instead of applying it once the lock is free.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_that_timed_out_on_a_lock_does_not_land_later() {
-    use apiproxy::store::models::{ProviderKeyChanges, ProviderKeyRow, ProviderRow};
-    use apiproxy::store::{DatabaseUrl, ProviderBundle, Store};
+    use apiproxy::store::models::ProviderKeyChanges;
+    use apiproxy::store::{DatabaseUrl, Store};
 
     let (name, url) = fresh_pg_database().await;
     let store = Store::open(&DatabaseUrl::parse(&url).unwrap()).await.unwrap();
-    let row = ProviderRow {
-        id: "p".into(),
-        base_url: "http://127.0.0.1:9".into(),
-        api_style: "openai".into(),
-        provider_type: "openai".into(),
-        weight: 1.0,
-        settings: "{}".into(),
-        created_at: 0,
-        updated_at: 0,
-    };
-    let key = ProviderKeyRow {
-        id: "k".into(),
-        provider_id: "p".into(),
-        encrypted_key: "sealed".into(),
-        hint: "sk-…".into(),
-        qps_limit: None,
-        disabled: false,
-        created_at: 0,
-        updated_at: 0,
-    };
-    let bundle = ProviderBundle {
-        row,
-        keys: vec![key],
-        models: vec![],
-    };
-    store.insert_provider(&bundle).await.unwrap();
+    store.insert_provider(&provider_p_with_key_k("sealed")).await.unwrap();
     let (holder, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     let task = tokio::spawn(conn);
     holder

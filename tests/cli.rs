@@ -92,15 +92,26 @@ fn a_bad_config_never_starts() {
 fn an_absurd_token_lifetime_never_starts() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(&dir, "providers: []\n");
-    let out = apiproxy()
+    let mut out = apiproxy()
         .arg("--config")
         .arg(&p)
         .env("APIPROXY_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("APIPROXY_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("APIPROXY_DATA_DIR", dir.path().join("data"))
         .env("JWT_REFRESH_TTL_S", i64::MAX.to_string())
-        .output()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // A gateway that took the lifetime would run on: the test fails then, rather than waiting.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while out.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = out.kill();
+            panic!("the gateway started with an absurd JWT_REFRESH_TTL_S");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = out.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("JWT_REFRESH_TTL_S"), "{err}");

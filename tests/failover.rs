@@ -1270,17 +1270,7 @@ async fn sessions_stick_and_move_on_failover() {
         let r = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await;
         assert_eq!(r.headers()["x-apiproxy-provider"].to_str().unwrap(), moved);
     }
-    let token = gw.admin().await.token;
-    let v: Value = gw
-        .client
-        .get(gw.admin_url(&format!("/routing/sessions/{sid}?model=lm")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, v) = gw.admin_get(&format!("/routing/sessions/{sid}?model=lm")).await;
     assert_eq!(
         (&v["binding"], &v["upstream"]["provider"]),
         (&json!("stored"), &json!(moved)),
@@ -2692,16 +2682,9 @@ async fn a_session_s_binding_is_its_own_client_key_s() {
         logical(&[("alpha", ""), ("beta", "")])
     ))
     .await;
-    let token = gw.admin().await.token;
-    let admin_get = |path: String| {
-        let req = gw.client.get(gw.admin_url(&path)).bearer_auth(&token);
-        async move {
-            let r = req.send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }
-    };
+    let admin_get = |path: &'static str| gw.admin_get(path);
     let hdr = [("x-session-id", "shared-sid")];
-    let (_, v) = admin_get("/routing/sessions/shared-sid?model=lm".into()).await;
+    let (_, v) = admin_get("/routing/sessions/shared-sid?model=lm").await;
     let hashed = v["upstream"]["provider"].as_str().unwrap().to_string();
     let (hashed_mock, other) = if hashed == "alpha" { (&a, "beta") } else { (&b, "alpha") };
     // The tester's session fails over once: its binding moves to the other upstream.
@@ -2713,7 +2696,7 @@ async fn a_session_s_binding_is_its_own_client_key_s() {
     let r = gw.post("/v1/chat/completions", chat_body("lm"), &hdr).await;
     assert_eq!(r.headers()["x-apiproxy-provider"], other);
     until("the tester's binding", Duration::from_secs(5), async || {
-        let (_, v) = admin_get("/routing/sessions/shared-sid?model=lm".into()).await;
+        let (_, v) = admin_get("/routing/sessions/shared-sid?model=lm").await;
         v["binding"] == "stored" && v["upstream"]["provider"] == other
     })
     .await;
@@ -2730,7 +2713,7 @@ async fn a_session_s_binding_is_its_own_client_key_s() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-apiproxy-provider"].to_str().unwrap(), hashed);
     until("both clients' bindings", Duration::from_secs(5), async || {
-        admin_get("/routing/sessions/shared-sid".into()).await.1["bindings"]
+        admin_get("/routing/sessions/shared-sid").await.1["bindings"]
             .as_array()
             .is_some_and(|b| b.len() == 2)
     })
@@ -2743,7 +2726,7 @@ async fn a_session_s_binding_is_its_own_client_key_s() {
         assert_eq!(r.headers()["x-apiproxy-provider"].to_str().unwrap(), hashed);
     }
     // The admin API shows each client's binding, and asks which one is meant.
-    let (_, v) = admin_get("/routing/sessions/shared-sid".into()).await;
+    let (_, v) = admin_get("/routing/sessions/shared-sid").await;
     let mut held: Vec<(String, String)> = v["bindings"]
         .as_array()
         .unwrap()
@@ -2760,9 +2743,9 @@ async fn a_session_s_binding_is_its_own_client_key_s() {
         held,
         [("other".into(), hashed.clone()), ("tester".into(), other.to_string())]
     );
-    let (s, v) = admin_get("/routing/sessions/shared-sid?model=lm".into()).await;
+    let (s, v) = admin_get("/routing/sessions/shared-sid?model=lm").await;
     assert_eq!((s, &v["error"]["field"]), (400, &json!("client")), "{v}");
-    let (s, v) = admin_get("/routing/sessions/shared-sid?model=lm&client=tester".into()).await;
+    let (s, v) = admin_get("/routing/sessions/shared-sid?model=lm&client=tester").await;
     assert_eq!(
         (s, &v["binding"], &v["upstream"]["provider"]),
         (200, &json!("stored"), &json!(other))
@@ -2784,14 +2767,7 @@ async fn a_session_s_binding_ends_after_session_ttl() {
         &[("SESSION_TTL", "1")],
     )
     .await;
-    let token = gw.admin().await.token;
-    let status = || {
-        let req = gw
-            .client
-            .get(gw.admin_url("/routing/sessions/brief"))
-            .bearer_auth(&token);
-        async move { req.send().await.unwrap().status().as_u16() }
-    };
+    let status = async || gw.admin_get("/routing/sessions/brief").await.0;
     let r = gw
         .post("/v1/chat/completions", chat_body("lm"), &[("x-session-id", "brief")])
         .await;

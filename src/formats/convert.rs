@@ -6,7 +6,7 @@ use bytes::Bytes;
 use memchr::memmem::FinderRev;
 use serde_json::Value;
 
-use super::ir::{FetchedMedia, IrRequest, IrResponse, ResponseFormat};
+use super::ir::{FetchedMedia, IrRequest, IrResponse};
 use super::tool_names::ToolNames;
 use super::usage::Usage;
 use super::wire::{Vendor, WireFormat};
@@ -108,13 +108,7 @@ pub fn convert_request_named(
         body: Bytes::from(body),
         tool_names: names,
         json_mode: to == WireFormat::Anthropic
-            && match ir.response_format {
-                Some(ResponseFormat::JsonObject) => true,
-                Some(ResponseFormat::JsonSchema { ref schema, .. }) => {
-                    !anthropic::request::native_structured_output(schema, &opts.model)
-                }
-                _ => false,
-            },
+            && anthropic::request::answers_in_json_tool(&ir.response_format, &opts.model),
     })
 }
 

@@ -302,6 +302,9 @@ pub struct RequestCtx {
     pub include_usage: bool,
     /// `X-Session-Id` (or Claude Code's session header), at most 256 characters.
     pub session_id: Option<String>,
+    /// The field the session's binding for the requested model is read and written under
+    /// (`state::binding_field`), made once at admission.
+    pub binding_field: Option<String>,
     /// A Responses request's `previous_response_id`, as the key its response's upstream is bound
     /// under (`session::response_key`): a request without a session goes there.
     pub response_pin: Option<String>,
@@ -453,6 +456,7 @@ impl RequestCtx {
             operation: Operation::Generate,
             include_usage: false,
             session_id: None,
+            binding_field: None,
             response_pin: None,
             binding: None,
             capture: None,

@@ -59,11 +59,19 @@ pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> 
         }
     }
     let (routed, model) = (ctx.plan.is_some(), ctx.model.as_str());
-    let field = session_binding_field(ctx);
+    ctx.binding_field = ctx
+        .client
+        .as_ref()
+        .filter(|_| ctx.session_id.is_some())
+        .map(|client| binding_field(client, model));
     let q = Admission {
         limit: limit.as_ref().map(|(id, rps)| (&**id, *rps)),
         user_limit: user_limit.as_ref().map(|(bucket, rps)| (&**bucket, *rps)),
-        session: ctx.session_id.as_deref().zip(field.as_deref()).filter(|_| routed),
+        session: ctx
+            .session_id
+            .as_deref()
+            .zip(ctx.binding_field.as_deref())
+            .filter(|_| routed),
         pin: ctx.response_pin.as_deref().filter(|_| routed).map(|p| (p, model)),
     };
     let admitted = app.state.admit(q).await;
@@ -80,14 +88,6 @@ pub async fn admit(app: &App, ctx: &mut RequestCtx) -> Result<(), GatewayError> 
     // the plan then holds the maker alone; it still is when the maker has left the plan).
     ctx.binding = admitted.binding.or(admitted.pinned);
     Ok(())
-}
-
-/// Where the session's binding for the requested model is kept: under the client key's name for
-/// it, so another key naming the same session neither follows nor moves it.
-fn session_binding_field(ctx: &RequestCtx) -> Option<String> {
-    ctx.session_id.as_ref()?;
-    let client = ctx.client.as_ref()?;
-    Some(binding_field(&context_owner(client), &ctx.model))
 }
 
 /// Keeps the first bytes of the answer for the session context and the log line.
@@ -164,7 +164,7 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
         return;
     }
     let served = served_by.map(|c| format!("{}/{}", c.provider.id, c.model));
-    let session = ctx.session_id.clone().zip(session_binding_field(ctx));
+    let session = ctx.session_id.clone().zip(ctx.binding_field.take());
     let snippets = app.state.settings.snippet_chars;
     let entry = ctx
         .client

@@ -139,19 +139,30 @@ pub trait StateBackend: Send + Sync {
 /// key from the config file, with its length: Redis keys join their parts with `:`, which a name
 /// may hold (client `team` with session `x:1` and client `team:x` with session `1` must not meet).
 pub fn context_owner(client: &crate::auth::ClientIdentity) -> String {
-    match &client.key_id {
-        Some(id) => format!("k:{id}"),
-        None => format!("c{}:{}", client.name.len(), client.name),
-    }
+    let mut owner = String::new();
+    push_owner(&mut owner, client);
+    owner
 }
 
-/// The field a session's binding for `model` is kept under: the client key's (`context_owner`)
-/// and the model's. A binding belongs to the key whose request made it: another key sending the
+fn push_owner(out: &mut String, client: &crate::auth::ClientIdentity) {
+    use std::fmt::Write;
+    let _ = match &client.key_id {
+        Some(id) => write!(out, "k:{id}"),
+        None => write!(out, "c{}:{}", client.name.len(), client.name),
+    };
+}
+
+/// The field a session's binding for `model` is kept under: the client key's owner (as
+/// `context_owner` writes it) and the model. A binding belongs to the key whose request made it: another key sending the
 /// same session id neither follows nor moves it. (A response's pin is kept under the model alone:
 /// its id is the answer's own, unguessable, and a continuation may come from any of the account's
 /// keys.)
-pub fn binding_field(owner: &str, model: &str) -> String {
-    format!("{owner} {model}")
+pub fn binding_field(client: &crate::auth::ClientIdentity, model: &str) -> String {
+    let mut field = String::with_capacity(client.name.len() + model.len() + 8);
+    push_owner(&mut field, client);
+    field.push(' ');
+    field.push_str(model);
+    field
 }
 
 /// A `context_owner` as written: a stored key by id, or a config file client by name.

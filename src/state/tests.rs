@@ -688,13 +688,21 @@ async fn redis_health_forgets_upstreams_nobody_reports_on() {
 
 #[test]
 fn a_binding_field_reads_back_as_its_owner_and_model() {
-    for (owner, model) in [
-        ("k:0a1b", "gpt-4o"),
-        ("c4:te m", "a b"),
-        ("c6:x:1 y ", "m"),
-        ("c0:", " "),
+    let client = |key_id: Option<&str>, name: &str| crate::auth::ClientIdentity {
+        name: name.into(),
+        key_id: key_id.map(Into::into),
+        allowed_providers: None,
+        rate_limit_rps: None,
+        user_limit: None,
+    };
+    for (client, owner, model) in [
+        (client(Some("0a1b"), "alice/laptop"), "k:0a1b", "gpt-4o"),
+        (client(None, "te m"), "c4:te m", "a b"),
+        (client(None, "x:1 y "), "c6:x:1 y ", "m"),
+        (client(None, ""), "c0:", " "),
     ] {
-        let field = binding_field(owner, model);
+        assert_eq!(context_owner(&client), owner);
+        let field = binding_field(&client, model);
         let (read, m) = split_binding_field(&field).expect(&field);
         let back = match read {
             Owner::Key(id) => format!("k:{id}"),

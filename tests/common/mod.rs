@@ -369,6 +369,13 @@ impl Gateway {
         v["access_token"].as_str().unwrap().to_string()
     }
 
+    /// An admin-API `GET` with the admin's token: its status and JSON body (`Null` when none).
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let r = self.admin_req(reqwest::Method::GET, path).await.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// An admin-API request with the admin's token.
     pub async fn admin_req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let token = self.admin().await.token;

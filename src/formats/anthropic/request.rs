@@ -291,34 +291,25 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
         Some(ToolChoice::Required) => Some(json!({"type": "any"})),
         Some(ToolChoice::Tool(n)) => Some(json!({"type": "tool", "name": n})),
     };
+    // The model's family and version, read once: what it takes goes by them.
+    let bare = crate::formats::model_name::bare(&opts.model);
+    let claude = crate::formats::model_name::claude_version(&bare);
     let mut output_config = Map::new();
-    match &ir.response_format {
-        Some(ResponseFormat::JsonSchema { schema, .. }) if native_structured_output(schema, &opts.model) => {
+    match json_answer(&ir.response_format, claude) {
+        Some(JsonAnswer::Structured(schema)) => {
             let schema = super::schema::for_structured_output(schema);
             output_config.insert("format".into(), json!({"type": "json_schema", "schema": schema}));
         }
-        // A model without structured output (before Sonnet and Haiku 4.5, Opus 4.1, or another
-        // vendor's behind Anthropic's API) refuses `output_config.format`, and a schema with a
-        // dictionary in it cannot be closed as it needs: the schema is the input of a tool forced
-        // as for JSON mode, whose input is the answer.
-        Some(ResponseFormat::JsonSchema { schema, .. }) => {
+        // A tool whose input is the answer, forced when the client has no tools of its own (JSON
+        // mode shapes the text; it must not keep the model from calling the client's tools).
+        Some(JsonAnswer::Tool(input_schema)) => {
             tools.push(json!({"name": JSON_TOOL, "description": "Respond with a JSON object.",
-                "input_schema": schema}));
+                "input_schema": input_schema}));
             if ir.tools.is_empty() {
                 tool_choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
             }
         }
-        Some(ResponseFormat::JsonObject) => {
-            // No schema-less JSON mode on Anthropic: a tool whose input is the answer, forced when
-            // the client has no tools of its own (JSON mode shapes the text; it must not keep the
-            // model from calling the client's tools).
-            tools.push(json!({"name": JSON_TOOL, "description": "Respond with a JSON object.",
-                "input_schema": {"type": "object", "additionalProperties": true}}));
-            if ir.tools.is_empty() {
-                tool_choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
-            }
-        }
-        Some(ResponseFormat::Text) | None => {}
+        None => {}
     }
     if tools.is_empty() && has_tool_blocks {
         // Anthropic 400s on tool blocks in history without `tools` (LiteLLM adds the same dummy).
@@ -343,7 +334,7 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
         .reasoning
         .as_ref()
         // Claude 3 models before 3.7 cannot think: they refuse `thinking` with a 400.
-        .filter(|_| thinks(&opts.model))
+        .filter(|_| thinks(claude))
         .map(budget_for)
         // A client's own limit holds: the budget fits below it. Without one, the budget comes on
         // top of the default, so thinking does not eat the answer's room.
@@ -389,26 +380,54 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     Ok(Value::Object(out))
 }
 
-/// Whether a JSON-schema answer is asked of the model as structured output (else as a forced
-/// tool's input: see `render`).
-pub(crate) fn native_structured_output(schema: &Value, model: &str) -> bool {
-    takes_output_format(model) && !super::schema::has_open_objects(schema)
+/// A Claude model's family and version, as `model_name::claude_version` reads them.
+type ClaudeVersion<'a> = Option<(&'a str, u32, u32)>;
+
+/// How a JSON answer is asked of Claude.
+enum JsonAnswer<'a> {
+    /// As structured output (`output_config.format`), with this schema.
+    Structured(&'a Value),
+    /// As the input of a tool (`JSON_TOOL`) of this input schema: no schema-less JSON mode on
+    /// Anthropic; a model without structured output (before Sonnet and Haiku 4.5, Opus 4.1, or
+    /// another vendor's behind Anthropic's API) refuses `output_config.format`; and a schema with
+    /// a dictionary in it cannot be closed as structured output needs.
+    Tool(Value),
+}
+
+fn json_answer<'a>(format: &'a Option<ResponseFormat>, claude: ClaudeVersion<'_>) -> Option<JsonAnswer<'a>> {
+    match format {
+        Some(ResponseFormat::JsonSchema { schema, .. })
+            if takes_output_format(claude) && !super::schema::has_open_objects(schema) =>
+        {
+            Some(JsonAnswer::Structured(schema))
+        }
+        Some(ResponseFormat::JsonSchema { schema, .. }) => Some(JsonAnswer::Tool(schema.clone())),
+        Some(ResponseFormat::JsonObject) => Some(JsonAnswer::Tool(
+            json!({"type": "object", "additionalProperties": true}),
+        )),
+        Some(ResponseFormat::Text) | None => None,
+    }
+}
+
+/// Whether the answer to `format` comes as the JSON tool's input (`json_mode` of the translation).
+pub(crate) fn answers_in_json_tool(format: &Option<ResponseFormat>, model: &str) -> bool {
+    let bare = crate::formats::model_name::bare(model);
+    let claude = crate::formats::model_name::claude_version(&bare);
+    matches!(json_answer(format, claude), Some(JsonAnswer::Tool(_)))
 }
 
 /// Whether the model takes structured output (`output_config.format`): Claude Sonnet and Haiku
 /// 4.5, Opus 4.1, and every later Claude.
-pub(crate) fn takes_output_format(model: &str) -> bool {
-    let bare = crate::formats::model_name::bare(model);
-    crate::formats::model_name::claude_version(&bare).is_some_and(|(family, major, minor)| {
+fn takes_output_format(claude: ClaudeVersion<'_>) -> bool {
+    claude.is_some_and(|(family, major, minor)| {
         major > 4 || (major == 4 && minor >= if family == "opus" { 1 } else { 5 })
     })
 }
 
 /// Whether a Claude model can think (extended thinking came with Claude 3.7); a model of another
 /// name on an Anthropic-style API is given the benefit of the doubt.
-fn thinks(model: &str) -> bool {
-    let bare = crate::formats::model_name::bare(model);
-    crate::formats::model_name::claude_version(&bare).is_none_or(|(_, major, minor)| (major, minor) >= (3, 7))
+fn thinks(claude: ClaudeVersion<'_>) -> bool {
+    claude.is_none_or(|(_, major, minor)| (major, minor) >= (3, 7))
 }
 
 /// Whether the last assistant turn called tools without thinking Anthropic can take back (signed

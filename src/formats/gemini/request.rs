@@ -293,7 +293,9 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     // Gemini before 3 refuses JSON mode beside function declarations ("Function calling with a
     // response mime type: 'application/json' is unsupported"): there the JSON answer is asked for
     // in words, and the model stays free to call the client's tools first.
-    let json_in_words = !ir.tools.is_empty() && refuses_json_mode_beside_tools(&opts.model);
+    // The model's version, read once: what it takes goes by it.
+    let version = model_name::gemini_version(&model_name::bare(&opts.model));
+    let json_in_words = !ir.tools.is_empty() && refuses_json_mode_beside_tools(version);
     if json_in_words {
         match &ir.response_format {
             Some(ResponseFormat::JsonObject) => {
@@ -343,7 +345,7 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     put(&mut g, "seed", ir.seed);
     // Gemini 2.5 and later refuse penalties ("Penalty is not enabled for models/…"), which other
     // vendors' clients send (often as 0, which says nothing anyway): only older models get them.
-    if takes_penalties(&opts.model) {
+    if takes_penalties(version) {
         put(&mut g, "presencePenalty", ir.presence_penalty.filter(|p| *p != 0.0));
         put(&mut g, "frequencyPenalty", ir.frequency_penalty.filter(|p| *p != 0.0));
     }
@@ -369,7 +371,7 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
         _ => {}
     }
     // Gemini 2.0 and Gemma cannot think: they refuse `thinkingConfig` with a 400.
-    if let Some(r) = ir.reasoning.as_ref().filter(|_| gemini_thinks(&opts.model)) {
+    if let Some(r) = ir.reasoning.as_ref().filter(|_| gemini_thinks(version)) {
         // Budgets every thinking Gemini model takes: at most 2.5 Flash's 24,576, and when thinking
         // at all at least Flash-Lite's 512 (2.5 Pro's floor is 128). Claude Code asks for 31,999.
         let budget = match r.budget_tokens {
@@ -399,20 +401,20 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
 /// Whether a Gemini model can think (2.5 and later); a model of another name (a Gemini-style API
 /// in front of something else) is given the benefit of the doubt, Gemma and Gemini 1.x and 2.0
 /// are not.
-fn gemini_thinks(model: &str) -> bool {
-    model_name::gemini_version(&model_name::bare(model)).is_none_or(|v| v >= (2, 5))
+fn gemini_thinks(version: Option<(u32, u32)>) -> bool {
+    version.is_none_or(|v| v >= (2, 5))
 }
 
 /// Whether the model refuses JSON mode (`responseMimeType`, a schema) beside function
 /// declarations: Gemini before 3 and Gemma do; a model of another name is given the benefit of the
 /// doubt.
-fn refuses_json_mode_beside_tools(model: &str) -> bool {
-    model_name::gemini_version(&model_name::bare(model)).is_some_and(|v| v < (3, 0))
+fn refuses_json_mode_beside_tools(version: Option<(u32, u32)>) -> bool {
+    version.is_some_and(|v| v < (3, 0))
 }
 
 /// Whether the model takes `presencePenalty` and `frequencyPenalty`: Gemini before 2.5 and Gemma.
-fn takes_penalties(model: &str) -> bool {
-    model_name::gemini_version(&model_name::bare(model)).is_some_and(|v| v < (2, 5))
+fn takes_penalties(version: Option<(u32, u32)>) -> bool {
+    version.is_some_and(|v| v < (2, 5))
 }
 
 /// The largest thinking budget every thinking Gemini model takes (2.5 Flash's).

@@ -359,7 +359,8 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     // OpenAI's own models take `max_completion_tokens` (its reasoning models refuse the
     // deprecated `max_tokens`); other OpenAI-style servers know `max_tokens`, and some refuse the
     // newer name (Mistral: 422 `extra_forbidden`).
-    let limit = if openai_model(&opts.model) {
+    let openai_own = openai_model(&opts.model);
+    let limit = if openai_own {
         "max_completion_tokens"
     } else {
         "max_tokens"
@@ -370,7 +371,7 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     put(&mut out, "seed", ir.seed);
     put(&mut out, "presence_penalty", ir.presence_penalty);
     put(&mut out, "frequency_penalty", ir.frequency_penalty);
-    if ir.stop.len() > MAX_STOP_SEQUENCES && openai_model(&opts.model) {
+    if ir.stop.len() > MAX_STOP_SEQUENCES && openai_own {
         // Sending the first four would let the answer run past the others unnoticed. (Other
         // OpenAI-style servers take more.)
         return Err(ConvertError::Unsupported(format!(
