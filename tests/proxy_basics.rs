@@ -422,6 +422,40 @@ async fn a_stream_silent_before_its_first_event_gets_its_header_and_keep_alives(
     assert!(String::from_utf8_lossy(&seen).contains("tok4"));
 }
 
+/// A stream that opens its envelope (a role-only chunk) and then reasons silently is released
+/// about a second after the envelope, not after the 5 s hold: an error after the envelope comes
+/// at once, a model's first words may not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_silent_after_its_envelope_is_released_soon() {
+    let (a, gw) = keepalive_gateway(20000, 20000).await;
+    let chunk = |delta: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
+        )
+    };
+    a.set_event_gap(Duration::from_secs(3));
+    a.script([Reply::Sse(vec![
+        chunk(r#"{"role":"assistant","content":""}"#, "null"),
+        chunk(r#"{"content":"late words"}"#, r#""stop""#),
+        "data: [DONE]\n\n".to_string(),
+    ])]);
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let sent = Instant::now();
+    let mut sock = send_raw_chat(&gw, &body).await;
+    let mut seen = Vec::new();
+    read_until(&mut sock, &mut seen, "\"role\"", Duration::from_secs(10)).await;
+    let heard = sent.elapsed();
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!text.contains("late words"), "{text}");
+    assert!(
+        heard < Duration::from_millis(2500),
+        "the envelope reached the client after {heard:?}"
+    );
+    read_until(&mut sock, &mut seen, "[DONE]", Duration::from_secs(10)).await;
+    assert!(String::from_utf8_lossy(&seen).contains("late words"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_upstream_stream_gets_keep_alives_between_whole_events() {
     let (a, gw) = keepalive_gateway(200, 1500).await;

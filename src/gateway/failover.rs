@@ -291,6 +291,10 @@ const HOLD_LIMIT: usize = 64 * 1024;
 /// servers send comments for a long time before the first chunk), or a whole answer that trickles,
 /// goes on after this, with its first piece that arrives later.
 const HOLD_WAIT: Duration = Duration::from_secs(5);
+/// Longest a stream is held once its envelope has come with nothing of the answer yet: an
+/// upstream that fails after opening (Anthropic's `overloaded_error` after `message_start`) says
+/// so at once, while a model that reasons silently may not speak for long.
+const ENVELOPE_WAIT: Duration = Duration::from_secs(1);
 /// Most pieces of body an answer is held for (each is judged from the start of the body).
 const HOLD_PIECES: u32 = 256;
 
@@ -303,24 +307,33 @@ pub fn hold_for_body(ctx: &mut RequestCtx, resp: &ResponseHeader) -> bool {
         ctx.hold = Some(Hold {
             since: Instant::now(),
             pieces: 0,
+            envelope: false,
         });
     }
     hold
 }
 
 /// How long a stream may be held with nothing more arriving: after `HOLD_WAIT` it goes on as it
-/// stands (its header, then keep-alives while the upstream stays silent). A whole answer has no
-/// keep-alives to gain and is judged when its next piece comes (or its end), so it keeps no timer.
+/// stands (its header, then keep-alives while the upstream stays silent), after `ENVELOPE_WAIT`
+/// once its envelope has come (asked again after each piece; only ever shortens the hold). A whole
+/// answer has no keep-alives to gain and is judged when its next piece comes (or its end), so it
+/// keeps no timer.
 pub fn hold_limit(ctx: &RequestCtx, resp: &ResponseHeader) -> Option<Duration> {
     let format = ctx.current.as_ref()?.format;
-    super::response::streamed(ctx, format, resp).then_some(HOLD_WAIT)
+    let wait = match ctx.hold {
+        Some(Hold { envelope: true, .. }) => ENVELOPE_WAIT,
+        _ => HOLD_WAIT,
+    };
+    super::response::streamed(ctx, format, resp).then_some(wait)
 }
 
-/// An answer being held: since when (its header's arrival), and how many times it has been judged.
+/// An answer being held: since when (its header's arrival), how many times it has been judged,
+/// and whether a stream's envelope has come.
 #[derive(Debug, Clone, Copy)]
 pub struct Hold {
     since: Instant,
     pieces: u32,
+    envelope: bool,
 }
 
 /// Reads what is held of an answer: a stream's first event, a whole JSON success or error body,
@@ -360,6 +373,12 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
     ctx.held_verdict = if resp.status.is_success() && super::response::reads_as_sse(ctx, resp) {
         match first_event(format, body, complete) {
             FirstEvent::Pending => return HeldResponse::More,
+            FirstEvent::Envelope => {
+                if let Some(hold) = ctx.hold.as_mut() {
+                    hold.envelope = true;
+                }
+                return HeldResponse::More;
+            }
             // The stream ended without one event (an empty chunked body, only pings): no answer,
             // so another upstream is tried and this one is not counted healthy.
             FirstEvent::NoEvent if end => verdict(ErrorKind::Upstream, HeldSource::NoAnswer("a stream with no event")),
@@ -399,7 +418,7 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
         // whole.
         match answer_error(format, body, complete) {
             _ if body.len() < ANSWER_ERROR_WITHIN && !complete => return HeldResponse::More,
-            FirstEvent::Pending => return HeldResponse::More,
+            FirstEvent::Pending | FirstEvent::Envelope => return HeldResponse::More,
             FirstEvent::Content | FirstEvent::NoEvent => None,
             FirstEvent::Error(kind) => verdict(kind, HeldSource::Answer),
         }

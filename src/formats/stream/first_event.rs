@@ -16,6 +16,9 @@ use crate::formats::wire::WireFormat;
 pub enum FirstEvent {
     /// No complete event yet: read more.
     Pending,
+    /// Only the envelope so far (the stream has opened, nothing of the answer yet): read more, for
+    /// a short while (an error after the envelope comes at once, a model's first words may not).
+    Envelope,
     /// The stream opens with content.
     Content,
     /// Nothing more will be read, and the stream held no whole event (comments and pings at most):
@@ -40,7 +43,11 @@ pub fn first_event(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent 
         rest = &rest[end..];
     }
     if !complete {
-        return FirstEvent::Pending;
+        return if envelope {
+            FirstEvent::Envelope
+        } else {
+            FirstEvent::Pending
+        };
     }
     // The end: a last event may lack its blank line, which the stream's own reading accepts
     // (`SseParser::finish`), so it is judged here too rather than taken for no answer. A stream
@@ -303,7 +310,7 @@ event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"
             FirstEvent::Error(ErrorKind::Overloaded)
         );
         let role = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
-        assert_eq!(first_event(WireFormat::OpenAiChat, role, false), FirstEvent::Pending);
+        assert_eq!(first_event(WireFormat::OpenAiChat, role, false), FirstEvent::Envelope);
         assert_eq!(first_event(WireFormat::OpenAiChat, role, true), FirstEvent::Content);
         // Reasoning is the answer's too (OpenRouter's, Groq's and Ollama's `reasoning`), and a
         // chunk that only says the words `response.failed` is no Responses failure.
@@ -316,7 +323,11 @@ event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"
             b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\\"type\\\":\\\"response.failed\\\"\"}}]}\n\n";
         assert_eq!(first_event(WireFormat::OpenAiChat, words, false), FirstEvent::Content);
         let started = &anthropic[..anthropic.len() - 120];
-        assert_eq!(first_event(WireFormat::Anthropic, started, false), FirstEvent::Pending);
+        assert_eq!(first_event(WireFormat::Anthropic, started, false), FirstEvent::Envelope);
+        assert_eq!(
+            first_event(WireFormat::Anthropic, b"event: ping\ndata: {}\n\n", false),
+            FirstEvent::Pending
+        );
         let answered = b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n\
 event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n";
         assert_eq!(first_event(WireFormat::Anthropic, answered, false), FirstEvent::Content);

@@ -432,6 +432,15 @@ where
                         _ => HeldResponse::Release,
                     };
                     if verdict == HeldResponse::More && !end {
+                        // Asked again: what came may shorten the hold (never lengthen it).
+                        if let (Some(timer), HttpTask::Header(header, _)) = (hold_timer.as_mut(), &h.tasks[0]) {
+                            if let Some(limit) = self.inner.upstream_hold_limit(header, ctx) {
+                                let deadline = tokio::time::Instant::now() + limit;
+                                if deadline < timer.deadline() {
+                                    timer.as_mut().reset(deadline);
+                                }
+                            }
+                        }
                         continue;
                     }
                     hold_timer = None;

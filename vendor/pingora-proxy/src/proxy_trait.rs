@@ -375,7 +375,8 @@ pub trait ProxyHttp {
     /// APIProxy patch: how long a response held since its header came may wait for the body it is
     /// held for: after this long it is released as it stands, so that a silent upstream (a model
     /// that thinks before its first event) leaves the client with its header and keep-alives rather
-    /// than with nothing. Asked once, when the hold begins; `None` holds until a decision or the end.
+    /// than with nothing. Asked when the hold begins, and again after each piece that decided
+    /// nothing (an earlier release only); `None` holds until a decision or the end.
     fn upstream_hold_limit(&self, _upstream_response: &ResponseHeader, _ctx: &mut Self::CTX) -> Option<Duration> {
         None
     }
