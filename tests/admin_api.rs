@@ -2101,6 +2101,23 @@ async fn a_username_whose_logins_keep_failing_must_wait() {
     assert_eq!(login("admin", admin.password.clone()).await.status(), 200);
 }
 
+/// Tries sent in parallel count from the moment they are let in, not once their password has been
+/// checked: a burst of wrong passwords gets five checked, the rest wait, as one after another would.
+#[tokio::test(flavor = "multi_thread")]
+async fn logins_sent_in_parallel_get_no_more_tries() {
+    let (_a, _b, gw) = setup(Backend::Sqlite).await;
+    let tries = (0..12).map(|i| {
+        let request = gw
+            .client
+            .post(gw.admin_url("/auth/login"))
+            .json(&json!({"username": "admin", "password": format!("guess-{i}")}));
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    let mut statuses = futures_util::future::join_all(tries).await;
+    statuses.sort();
+    assert_eq!(statuses, [[401; 5].as_slice(), &[429; 7]].concat(), "{statuses:?}");
+}
+
 /// A client that tries a few passwords on each of many names (password spraying) waits too, once
 /// its address has failed 20 times in a row, whatever names it tried, the right password included;
 /// but a name that signed in from that address before is not kept out by others' failures.

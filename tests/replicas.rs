@@ -474,6 +474,11 @@ async fn the_change_subscription_stays_up_without_rebuilding_the_configuration()
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let after = reloads(&gw.metrics().await);
     assert_eq!(after, before, "configuration rebuilt with nothing changed");
+    // A write rebuilds its replica once: its own announcement, heard back, rebuilds nothing again.
+    mint(&gw, None).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let written = reloads(&gw.metrics().await);
+    assert_eq!(written, after + 1.0, "one write, one rebuild");
 }
 
 /// A change saved to the database reaches every replica even when nothing announced it (a process

@@ -29,8 +29,8 @@ impl Req {
     /// The body as `T`; 400 naming the field on any mismatch.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         let body: &[u8] = if self.body.is_empty() { b"{}" } else { &self.body };
-        let de = &mut serde_json::Deserializer::from_slice(body);
-        serde_path_to_error::deserialize(de)
+        let mut de = serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(&mut de)
             .map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
@@ -50,6 +50,12 @@ impl Req {
                     });
                 let field = missing.unwrap_or(if path == "." { "body".into() } else { path });
                 ApiError::BadRequest { field, message }
+            })
+            .and_then(|v| {
+                // One JSON value and nothing after it (whitespace aside).
+                de.end()
+                    .map(|()| v)
+                    .map_err(|_| ApiError::bad("body", "unexpected text after the JSON value"))
             })
             .and_then(|v| match has_nul_escape(body) {
                 // PostgreSQL refuses NUL in text (a 500 there, accepted by SQLite): refused alike.
@@ -313,6 +319,12 @@ mod tests {
         assert_eq!(field(req(r#"{"name":"x","n":"y"}"#).json()), "n");
         assert_eq!(field(req(r#"{"name":"x","bogus":1}"#).json()), "bogus");
         assert_eq!(field(req("not json").json()), "body");
+        assert_eq!(field(req(r#"{"name":"x"} junk"#).json()), "body");
+        assert_eq!(field(req(r#"{"name":"x"}{"name":"y"}"#).json()), "body");
+        assert!(
+            req("{\"name\":\"x\"}\n").json::<B>().is_ok(),
+            "trailing whitespace is fine"
+        );
         assert_eq!(field(req(r#"{"name":"a\u0000b"}"#).json()), "body");
         assert!(
             req(r#"{"name":"a\\u0000b"}"#).json::<B>().is_ok(),

@@ -48,56 +48,80 @@ const NAME_BYTES: usize = 256;
 /// lets through. A success forgets the name, and lets that name past its address's wait from then
 /// on: someone failing on purpose from a shared address (a NAT, the reverse proxy in front of the
 /// admin port) cannot keep out the people who signed in from it before.
+///
+/// A try counts as a failure from the moment it is let in ([`LoginFailures::begin`]) until it
+/// succeeds: tries sent in parallel all wait for a password slot, and counting them only once
+/// checked would let every one of them past the limit.
 #[derive(Default)]
-pub struct LoginFailures {
+pub struct LoginFailures(Mutex<Tallies>);
+
+#[derive(Default)]
+struct Tallies {
     names: Tally<String>,
     addresses: Tally<IpAddr>,
     /// Names that signed in from an address (as counted), by that address.
-    known: Mutex<HashSet<(String, IpAddr)>>,
+    known: HashSet<(String, IpAddr)>,
 }
 
 impl LoginFailures {
-    /// Whether `username` may be tried from `from` now; how long until it may, when not.
-    pub fn check(&self, username: &str, from: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
-        let by_name = self.names.wait(name(username), FREE_FAILURES, None, now);
-        let by_address = from.map(address).and_then(|a| {
-            if self.known.lock().contains(&(name(username).to_string(), a)) {
-                return None;
-            }
-            self.addresses
-                .wait(&a, FREE_ADDRESS_FAILURES, Some(ADDRESS_MEMORY), now)
-        });
-        match by_name.max(by_address) {
-            Some(wait) => Err(wait),
-            None => Ok(()),
+    /// Lets a try of `username` from `from` in now, counted as failed until [`Self::succeeded`];
+    /// or says how long until one may be.
+    pub fn begin(&self, username: &str, from: Option<IpAddr>, now: Instant) -> Result<LoginTry, Duration> {
+        let mut t = self.0.lock();
+        let name = name(username);
+        let at = from.map(address);
+        let from = at.filter(|a| !t.known.contains(&(name.to_string(), *a)));
+        let by_name = t.names.wait(name, FREE_FAILURES, None, now);
+        let by_address = from.and_then(|a| t.addresses.wait(&a, FREE_ADDRESS_FAILURES, Some(ADDRESS_MEMORY), now));
+        if let Some(wait) = by_name.max(by_address) {
+            return Err(wait);
         }
+        t.names.failed(name.to_string(), FREE_FAILURES, None, now);
+        if let Some(a) = from {
+            t.addresses.failed(a, FREE_ADDRESS_FAILURES, Some(ADDRESS_MEMORY), now);
+        }
+        Ok(LoginTry {
+            name: name.to_string(),
+            at,
+            counted_at_address: from.is_some(),
+        })
     }
 
-    pub fn failed(&self, username: &str, from: Option<IpAddr>, now: Instant) {
-        self.names.failed(name(username).to_string(), None, now);
-        if let Some(a) = from {
-            self.addresses.failed(address(a), Some(ADDRESS_MEMORY), now);
-        }
-    }
-
-    pub fn succeeded(&self, username: &str, from: Option<IpAddr>) {
-        self.names.0.lock().remove(name(username));
-        if let Some(a) = from {
-            let mut known = self.known.lock();
-            if known.len() >= MAX_NAMES {
-                known.clear();
+    /// A try let in by [`Self::begin`] succeeded: the name is forgotten, the failure its try
+    /// counted at the address taken back, and the name known at the address from now on.
+    pub fn succeeded(&self, attempt: LoginTry) {
+        let mut t = self.0.lock();
+        t.names.0.remove(&attempt.name);
+        let Some(a) = attempt.at else { return };
+        if attempt.counted_at_address {
+            if let Some(entry) = t.addresses.0.get_mut(&a) {
+                entry.0 = entry.0.saturating_sub(1);
             }
-            known.insert((name(username).to_string(), address(a)));
         }
+        if t.known.len() >= MAX_NAMES {
+            t.known.clear();
+        }
+        t.known.insert((attempt.name, a));
     }
 }
 
+/// A login try let in, counted as failed until it succeeds.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a try that succeeds is handed back to `succeeded`"]
+pub struct LoginTry {
+    name: String,
+    /// The address it is counted under, if known.
+    at: Option<IpAddr>,
+    /// Whether it counted at that address (a name known there does not).
+    counted_at_address: bool,
+}
+
 /// Failures in a row and the time of the last, by key.
-struct Tally<K>(Mutex<HashMap<K, (u32, Instant)>>);
+struct Tally<K>(HashMap<K, (u32, Instant)>);
 
 impl<K> Default for Tally<K> {
     fn default() -> Self {
-        Self(Mutex::new(HashMap::new()))
+        Self(HashMap::new())
     }
 }
 
@@ -109,7 +133,7 @@ impl<K: std::hash::Hash + Eq> Tally<K> {
         K: std::borrow::Borrow<Q>,
         Q: std::hash::Hash + Eq + ?Sized,
     {
-        let &(failures, last) = self.0.lock().get(key)?;
+        let &(failures, last) = self.0.get(key)?;
         let since = now.saturating_duration_since(last);
         if failures < free || memory.is_some_and(|m| since >= m) {
             return None;
@@ -118,12 +142,17 @@ impl<K: std::hash::Hash + Eq> Tally<K> {
         wait.checked_sub(since).filter(|left| !left.is_zero())
     }
 
-    fn failed(&self, key: K, memory: Option<Duration>, now: Instant) {
-        let mut map = self.0.lock();
-        if map.len() >= MAX_NAMES && !map.contains_key(&key) {
-            map.clear();
+    /// One more failure of `key`. A full table first lets go of the keys still within their
+    /// `free` failures (which hold nobody back), so flooding it with fresh names or addresses
+    /// does not wipe the counts that matter.
+    fn failed(&mut self, key: K, free: u32, memory: Option<Duration>, now: Instant) {
+        if self.0.len() >= MAX_NAMES && !self.0.contains_key(&key) {
+            self.0.retain(|_, &mut (failures, _)| failures >= free);
+            if self.0.len() >= MAX_NAMES {
+                self.0.clear();
+            }
         }
-        let entry = map.entry(key).or_insert((0, now));
+        let entry = self.0.entry(key).or_insert((0, now));
         let forgotten = memory.is_some_and(|m| now.saturating_duration_since(entry.1) >= m);
         let failures = if forgotten { 0 } else { entry.0 };
         *entry = (failures.saturating_add(1), now);
@@ -158,28 +187,27 @@ mod tests {
     fn a_username_that_keeps_failing_waits_longer_and_longer() {
         let logins = LoginFailures::default();
         let t0 = Instant::now();
+        // Tries in flight count already: five let in at once, the sixth waits.
         for _ in 0..FREE_FAILURES {
-            assert!(logins.check("root", None, t0).is_ok());
-            logins.failed("root", None, t0);
+            assert!(logins.begin("root", None, t0).is_ok());
         }
-        assert_eq!(logins.check("root", None, t0), Err(Duration::from_secs(1)));
-        assert!(logins.check("admin", None, t0).is_ok(), "another name is not held");
+        assert_eq!(logins.begin("root", None, t0), Err(Duration::from_secs(1)));
+        assert!(logins.begin("admin", None, t0).is_ok(), "another name is not held");
         let t1 = t0 + Duration::from_secs(1);
-        assert!(logins.check("root", None, t1).is_ok());
-        logins.failed("root", None, t1);
-        assert_eq!(logins.check("root", None, t1), Err(Duration::from_secs(2)));
-        for i in 0..20 {
-            logins.failed("root", None, t1 + Duration::from_secs(i));
+        assert!(logins.begin("root", None, t1).is_ok());
+        assert_eq!(logins.begin("root", None, t1), Err(Duration::from_secs(2)));
+        let mut t = t1;
+        for _ in 0..20 {
+            t += MAX_LOGIN_WAIT;
+            assert!(logins.begin("root", None, t).is_ok());
         }
-        assert_eq!(
-            logins.check("root", None, t1 + Duration::from_secs(19)),
-            Err(MAX_LOGIN_WAIT)
-        );
-        logins.succeeded("root", None);
-        assert!(logins.check("root", None, t1 + Duration::from_secs(19)).is_ok());
+        assert_eq!(logins.begin("root", None, t), Err(MAX_LOGIN_WAIT));
+        let attempt = logins.begin("root", None, t + MAX_LOGIN_WAIT).unwrap();
+        logins.succeeded(attempt);
+        assert!(logins.begin("root", None, t + MAX_LOGIN_WAIT).is_ok());
         // A name cut inside a character is cut before it.
         let long = "é".repeat(200);
-        logins.failed(&long, None, t0);
+        assert!(logins.begin(&long, None, t0).is_ok());
         assert_eq!(name(&long).len(), NAME_BYTES);
     }
 
@@ -189,34 +217,48 @@ mod tests {
         let spray: IpAddr = "203.0.113.9".parse().unwrap();
         let other: IpAddr = "198.51.100.1".parse().unwrap();
         let t0 = Instant::now();
+        // One's own account signs in first (its try counted, then taken back).
+        logins.succeeded(logins.begin("mine", Some(spray), t0).unwrap());
         for i in 0..FREE_ADDRESS_FAILURES {
-            let user = format!("user{i}");
-            assert!(logins.check(&user, Some(spray), t0).is_ok());
-            logins.failed(&user, Some(spray), t0);
+            assert!(logins.begin(&format!("user{i}"), Some(spray), t0).is_ok());
         }
-        assert_eq!(logins.check("fresh", Some(spray), t0), Err(Duration::from_secs(1)));
+        assert_eq!(logins.begin("fresh", Some(spray), t0), Err(Duration::from_secs(1)));
         assert!(
-            logins.check("fresh", Some(other), t0).is_ok(),
+            logins.begin("fresh", Some(other), t0).is_ok(),
             "another address is not held"
         );
-        // A success (one's own account) does not clear the address for other names.
-        logins.succeeded("mine", Some(spray));
-        assert!(logins.check("fresh", Some(spray), t0).is_err());
-        // But a name that signed in from the address before is not kept out by others' failures.
-        assert!(logins.check("mine", Some(spray), t0).is_ok());
+        // A name that signed in from the address before is not kept out by others' failures, and
+        // its success does not clear the address for other names.
+        logins.succeeded(logins.begin("mine", Some(spray), t0).unwrap());
+        assert!(logins.begin("fresh", Some(spray), t0).is_err());
         // Quiet for long enough, it starts afresh.
         let later = t0 + ADDRESS_MEMORY;
-        assert!(logins.check("fresh", Some(spray), later).is_ok());
-        logins.failed("fresh", Some(spray), later);
-        assert!(logins.check("fresh2", Some(spray), later).is_ok());
+        assert!(logins.begin("fresh", Some(spray), later).is_ok());
+        assert!(logins.begin("fresh2", Some(spray), later).is_ok());
         // An IPv6 client is counted by its /64.
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         for i in 0..FREE_ADDRESS_FAILURES {
-            logins.failed(&format!("v6user{i}"), Some(a), t0);
+            assert!(logins.begin(&format!("v6user{i}"), Some(a), t0).is_ok());
         }
-        assert!(logins.check("x", Some(b), t0).is_err());
-        assert!(logins.check("x", Some("2001:db8:1:3::1".parse().unwrap()), t0).is_ok());
+        assert!(logins.begin("x", Some(b), t0).is_err());
+        assert!(logins.begin("x", Some("2001:db8:1:3::1".parse().unwrap()), t0).is_ok());
+    }
+
+    /// Flooding the table with fresh names lets go of those that hold nobody back, not of a name
+    /// past its free failures.
+    #[test]
+    fn a_full_table_keeps_the_names_that_wait() {
+        let logins = LoginFailures::default();
+        let t0 = Instant::now();
+        for _ in 0..FREE_FAILURES {
+            assert!(logins.begin("root", None, t0).is_ok());
+        }
+        for i in 0..MAX_NAMES {
+            let _ = logins.begin(&format!("flood{i}"), None, t0);
+        }
+        assert!(logins.begin("root", None, t0).is_err());
+        assert!(logins.0.lock().names.0.len() < MAX_NAMES);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use memchr::memmem::FinderRev;
 use serde_json::Value;
 
-use super::ir::{FetchedMedia, IrRequest, IrResponse};
+use super::ir::{Block, FetchedMedia, FinishReason, IrRequest, IrResponse};
 use super::tool_names::ToolNames;
 use super::usage::Usage;
 use super::wire::{Vendor, WireFormat};
@@ -255,6 +255,9 @@ pub fn convert_response_named(
     if let Some(names) = names {
         names.restore(&mut ir);
     }
+    if matches!(to, WireFormat::Anthropic | WireFormat::Gemini) {
+        unreadable_arguments(&mut ir)?;
+    }
     let out = match to {
         WireFormat::OpenAiChat => openai_chat::response::render(&ir, model),
         WireFormat::OpenAiResponses => responses_api::response::render(&ir, model),
@@ -263,6 +266,34 @@ pub fn convert_response_named(
     };
     let bytes = serde_json::to_vec(&out).map_err(|e| ConvertError::Invalid(e.to_string()))?;
     Ok((Bytes::from(bytes), ir.usage))
+}
+
+/// Anthropic's and Gemini's clients get a tool call's arguments as an object: arguments text that
+/// is no JSON object (two objects run together, as some tool parsers emit) would reach them as
+/// `{}`, and the tool would run without its arguments. An answer cut by its token limit may end
+/// with such a call: it is left out instead (the finish says the answer was cut). Any other is no
+/// answer, so another upstream (or another try) is asked.
+fn unreadable_arguments(ir: &mut IrResponse) -> Result<(), ConvertError> {
+    let unreadable = |b: &Block| match b {
+        Block::ToolCall(c) => {
+            !c.arguments.trim().is_empty() && !matches!(serde_json::from_str(&c.arguments), Ok(Value::Object(_)))
+        }
+        _ => false,
+    };
+    match ir.content.iter().find(|b| unreadable(b)) {
+        None => Ok(()),
+        Some(_) if ir.finish == FinishReason::Length => {
+            ir.content.retain(|b| !unreadable(b));
+            Ok(())
+        }
+        Some(b) => Err(ConvertError::Invalid(format!(
+            "the arguments of the tool call `{}` are not a JSON object",
+            match b {
+                Block::ToolCall(c) => c.name.as_str(),
+                _ => "",
+            }
+        ))),
+    }
 }
 
 /// Usage from a whole response body of any format.
@@ -412,6 +443,118 @@ mod tests {
         let gemini = br#"{"candidates":[],"usage_metadata":{"prompt_token_count":3,"candidates_token_count":2},"modelVersion":"g"}"#;
         assert!(usage_at_tail(WireFormat::Gemini, gemini).is_some());
         assert_eq!(extract_usage(WireFormat::Gemini, gemini).unwrap().output_tokens, 2);
+    }
+
+    /// What upstreams get wrong in whole answers reaches another format's client as what it
+    /// means, never as an empty finished turn, a tool run without its arguments, or arguments
+    /// encoded twice.
+    #[test]
+    fn answers_that_say_less_than_they_seem_are_read_for_what_they_are() {
+        use serde_json::json;
+        let answer = |from, to, body: serde_json::Value| {
+            convert_response(from, to, body.to_string().as_bytes(), "m")
+                .map(|(b, _)| serde_json::from_slice::<serde_json::Value>(&b).unwrap())
+        };
+        let chat = |message: serde_json::Value, finish: &str| json!({"id": "c", "choices": [{"index": 0, "message": message, "finish_reason": finish}]});
+        let call = |args: &str| {
+            json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "run", "arguments": args}}]})
+        };
+        // Two objects run together: no answer for an Anthropic client (another try is asked).
+        let twice = r#"{"cmd":"ls"}{"cmd":"pwd"}"#;
+        assert!(answer(
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            chat(call(twice), "tool_calls")
+        )
+        .is_err());
+        assert!(answer(
+            WireFormat::OpenAiChat,
+            WireFormat::Gemini,
+            chat(call(twice), "tool_calls")
+        )
+        .is_err());
+        // The Chat client reads arguments text itself: passed on.
+        assert!(answer(
+            WireFormat::OpenAiChat,
+            WireFormat::OpenAiResponses,
+            chat(call(twice), "tool_calls")
+        )
+        .is_ok());
+        // Cut by the token limit: the half call is left out, the finish says why.
+        let cut = answer(
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            chat(call(r#"{"cmd":"l"#), "length"),
+        )
+        .unwrap();
+        assert_eq!(cut["stop_reason"], "max_tokens", "{cut}");
+        assert!(
+            cut["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["type"] != "tool_use"),
+            "{cut}"
+        );
+        // A finish that says tool calls with none in the answer is a stop.
+        let none = answer(
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            chat(json!({"role": "assistant", "content": "done"}), "tool_calls"),
+        )
+        .unwrap();
+        assert_eq!(none["stop_reason"], "end_turn", "{none}");
+        // The legacy `function_call` is a tool call.
+        let legacy = json!({"role": "assistant", "content": null, "function_call": {"name": "run", "arguments": "{\"cmd\":\"ls\"}"}});
+        let legacy = answer(
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            chat(legacy, "function_call"),
+        )
+        .unwrap();
+        assert_eq!(legacy["stop_reason"], "tool_use", "{legacy}");
+        assert_eq!(legacy["content"][0]["input"], json!({"cmd": "ls"}), "{legacy}");
+        // DeepSeek's cut for want of resources is a cut answer, not a finished one.
+        let starved = answer(
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            chat(
+                json!({"role": "assistant", "content": "par"}),
+                "insufficient_system_resource",
+            ),
+        )
+        .unwrap();
+        assert_eq!(starved["stop_reason"], "max_tokens");
+        // Anthropic-style input sent as a string is not encoded a second time; null is `{}`.
+        let input = |input: serde_json::Value| {
+            json!({"id": "msg", "type": "message", "role": "assistant", "model": "m",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "run", "input": input}], "stop_reason": "tool_use"})
+        };
+        let args = |v: serde_json::Value| v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"].clone();
+        let s = answer(WireFormat::Anthropic, WireFormat::OpenAiChat, input(json!("{\"a\":1}"))).unwrap();
+        assert_eq!(args(s), "{\"a\":1}");
+        let n = answer(
+            WireFormat::Anthropic,
+            WireFormat::OpenAiChat,
+            input(serde_json::Value::Null),
+        )
+        .unwrap();
+        assert_eq!(args(n), "{}");
+        // Gemini: a failed tool call with nothing said is no answer; no candidate without a block
+        // reason is no answer either, with one it is the prompt filtered.
+        let malformed =
+            json!({"candidates": [{"content": {"role": "model"}, "finishReason": "MALFORMED_FUNCTION_CALL"}]});
+        assert!(answer(WireFormat::Gemini, WireFormat::Anthropic, malformed).is_err());
+        assert!(answer(
+            WireFormat::Gemini,
+            WireFormat::OpenAiChat,
+            json!({"usageMetadata": {"promptTokenCount": 3}})
+        )
+        .is_err());
+        let blocked = json!({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3}});
+        let blocked = answer(WireFormat::Gemini, WireFormat::OpenAiChat, blocked).unwrap();
+        assert_eq!(blocked["choices"][0]["finish_reason"], "content_filter");
     }
 
     /// `body` (format `from`) translated for a `to` upstream, or why it cannot be.

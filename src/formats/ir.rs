@@ -496,12 +496,13 @@ impl IrResponse {
         self.content.iter().any(|b| matches!(b, Block::ToolCall(_)))
     }
 
-    /// The finish reason, corrected to `ToolCalls` when tool calls are present (OpenAI/Gemini quirk, §3.1).
+    /// The finish reason, corrected to `ToolCalls` when tool calls are present (OpenAI/Gemini quirk, §3.1),
+    /// and from `ToolCalls` to `Stop` when none is (a client told to run tools would find none).
     pub fn effective_finish(&self) -> FinishReason {
-        if self.has_tool_calls() && matches!(self.finish, FinishReason::Stop) {
-            FinishReason::ToolCalls
-        } else {
-            self.finish
+        match (self.finish, self.has_tool_calls()) {
+            (FinishReason::Stop, true) => FinishReason::ToolCalls,
+            (FinishReason::ToolCalls, false) => FinishReason::Stop,
+            (finish, _) => finish,
         }
     }
 }

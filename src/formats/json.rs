@@ -62,6 +62,18 @@ pub(crate) fn args_object(arguments: &str) -> Value {
     }
 }
 
+/// A tool call's arguments (Anthropic's `input`, Gemini's `args`) as the arguments text an OpenAI
+/// client reads: an object serialised; a string, which some compatible servers send already
+/// encoded, as it is (not encoded a second time); nothing or `null` as `{}`.
+pub(crate) fn args_text(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "{}".into(),
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::String(_)) => "{}".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
 /// Inserts `key: value` only when the value is present.
 pub(crate) fn put<T: Into<Value>>(obj: &mut Object, key: &str, value: Option<T>) {
     if let Some(v) = value {

@@ -8,4 +8,4 @@ pub mod sync;
 
 pub use merge::DbState;
 pub use settings::{ProviderSettings, SettingsError};
-pub use sync::{commit, reload, StoreService};
+pub use sync::{commit, reload, reload_if_changed, StoreService};

@@ -33,17 +33,19 @@ pub async fn reload(app: &App) -> Result<(), StoreError> {
         logical: store.logical_bundles().await?,
     };
     let merged = merge(&app.config, &db, &app.secrets);
-    let routes = match RouteTable::build_with(&merged.config, &merged.extras, &app.health) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "configuration from the database rejected; keeping the previous one");
-            app.metrics.config_reloads.with_label_values(&["rejected"]).inc();
-            app.loaded_version.store(version, Ordering::Relaxed);
-            return Ok(());
-        }
-    };
+    // Client keys are taken whatever becomes of the routes: a key disabled or deleted in a write
+    // whose routes are rejected must still stop working.
     let clients = ClientKeys::with_stored(app.secrets.client_mac().clone(), &app.config.clients, &merged.keys)
         .accepting_previous(app.secrets.previous_client_mac().cloned());
+    let (routes, sources) = match RouteTable::build_with(&merged.config, &merged.extras, &app.health) {
+        Ok(r) => (r, merged.sources),
+        Err(e) => {
+            tracing::error!(error = %e, "routes from the database rejected; keeping the previous ones");
+            app.metrics.config_reloads.with_label_values(&["rejected"]).inc();
+            let previous = app.snapshot();
+            (previous.routes.clone(), previous.sources.clone())
+        }
+    };
     tracing::debug!(
         version,
         providers = routes.providers().len(),
@@ -53,10 +55,22 @@ pub async fn reload(app: &App) -> Result<(), StoreError> {
     app.swap(Snapshot {
         clients,
         routes,
-        sources: merged.sources,
+        sources,
     });
     app.loaded_version.store(version, Ordering::Relaxed);
     Ok(())
+}
+
+/// Rebuilds the snapshot when the change marker moved since the last rebuild: a replica's own
+/// announcement, or one it has already polled, rebuilds nothing again.
+pub async fn reload_if_changed(app: &App) -> Result<(), StoreError> {
+    let store = app
+        .store()
+        .ok_or_else(|| StoreError::Pool("the store is not open yet".into()))?;
+    if store.config_version().await? == app.loaded_version.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    reload(app).await
 }
 
 /// After an admin write: bump the marker (other replicas poll it), rebuild this replica now, and
@@ -106,14 +120,8 @@ impl StoreService {
             self.app.unannounced.store(false, Ordering::Relaxed);
             self.app.state.publish_change().await;
         }
-        match store.config_version().await {
-            Ok(v) if v != self.app.loaded_version.load(Ordering::Relaxed) => {
-                if let Err(e) = reload(&self.app).await {
-                    tracing::warn!(error = %e, "snapshot rebuild failed; will retry");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the change marker; will retry"),
+        if let Err(e) = reload_if_changed(&self.app).await {
+            tracing::warn!(error = %e, "snapshot rebuild failed; will retry");
         }
     }
 }

@@ -95,6 +95,7 @@ impl RoutePlan {
     }
 }
 
+#[derive(Clone)]
 pub struct RouteTable {
     providers: Vec<Arc<Provider>>,
     by_id: HashMap<Arc<str>, Arc<Provider>>,

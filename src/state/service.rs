@@ -153,7 +153,8 @@ async fn reload(app: &App) {
     if app.store().is_none() {
         return;
     }
-    if let Err(e) = crate::live::reload(app).await {
+    // The replica's own announcement (it rebuilt when it wrote) rebuilds nothing again.
+    if let Err(e) = crate::live::reload_if_changed(app).await {
         tracing::warn!(error = %e, "snapshot rebuild after a change notification failed; the poll will retry");
     }
 }

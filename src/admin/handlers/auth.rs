@@ -23,9 +23,10 @@ struct LoginBody {
 
 pub async fn login(app: &App, req: &Req, failures: &LoginFailures) -> Result<Reply, ApiError> {
     let body: LoginBody = req.json()?;
-    // Before a password slot is taken: a name under attack costs no hashing.
-    failures
-        .check(&body.username, req.peer, Instant::now())
+    // Before a password slot is taken: a name under attack costs no hashing. The try counts as a
+    // failure from here on, until it succeeds.
+    let attempt = failures
+        .begin(&body.username, req.peer, Instant::now())
         .map_err(|wait| ApiError::TooManyLogins {
             retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
         })?;
@@ -36,12 +37,9 @@ pub async fn login(app: &App, req: &Req, failures: &LoginFailures) -> Result<Rep
         blocking(move || password::verify(&body.password, hash.as_deref().unwrap_or(password::dummy_hash()))).await?;
     let user = match user {
         Some(u) if ok && !u.disabled => u,
-        _ => {
-            failures.failed(&body.username, req.peer, Instant::now());
-            return Err(ApiError::Unauthorized("wrong username or password"));
-        }
+        _ => return Err(ApiError::Unauthorized("wrong username or password")),
     };
-    failures.succeeded(&body.username, req.peer);
+    failures.succeeded(attempt);
     let subject = Subject {
         id: &user.id,
         role: &user.role,

@@ -177,7 +177,7 @@ fn parse_block(b: &Value) -> Result<Block, ConvertError> {
             Block::ToolCall(ToolCall {
                 id,
                 name: str_at(b, "name").unwrap_or_default().to_string(),
-                arguments: b.get("input").map_or_else(|| "{}".to_string(), Value::to_string),
+                arguments: crate::formats::json::args_text(b.get("input")),
                 signature,
             })
         }

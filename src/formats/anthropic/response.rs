@@ -39,16 +39,14 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
             Some("image") => content.extend(image_of(b).map(Block::Image)),
             Some("tool_use") if str_at(b, "name") == Some(JSON_TOOL) => {
                 // The forced JSON-mode tool: its input is the answer.
-                content.push(text_block(
-                    &b.get("input").map_or_else(|| "{}".into(), Value::to_string),
-                ));
+                content.push(text_block(&crate::formats::json::args_text(b.get("input"))));
             }
             Some("tool_use") => content.push(Block::ToolCall(ToolCall {
                 id: str_at(b, "id")
                     .filter(|id| !id.is_empty())
                     .map_or_else(|| new_id("toolu_"), str::to_string),
                 name: str_at(b, "name").unwrap_or_default().to_string(),
-                arguments: b.get("input").map_or_else(|| "{}".into(), Value::to_string),
+                arguments: crate::formats::json::args_text(b.get("input")),
                 signature: None,
             })),
             _ => {}

@@ -95,7 +95,7 @@ impl Decode for GeminiDecoder {
                 });
                 out.push(StreamEvent::ToolArgs {
                     index: k,
-                    delta: fc.get("args").map_or_else(|| "{}".into(), Value::to_string),
+                    delta: crate::formats::json::args_text(fc.get("args")),
                 });
                 out.push(StreamEvent::BlockStop);
             } else if let Some(t) = str_at(p, "text") {

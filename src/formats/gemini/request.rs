@@ -69,7 +69,7 @@ pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
                 blocks.push(Block::ToolCall(ToolCall {
                     id,
                     name,
-                    arguments: fc.get("args").map_or_else(|| "{}".to_string(), Value::to_string),
+                    arguments: crate::formats::json::args_text(fc.get("args")),
                     signature,
                 }));
             } else if let Some(fr) = get2(p, "functionResponse", "function_response") {

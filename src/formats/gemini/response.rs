@@ -19,13 +19,28 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
         parse_parts(c.get("content").unwrap_or(&Value::Null), &mut content);
     }
     let saw_tool = content.iter().any(|b| matches!(b, Block::ToolCall(_)));
-    let finish = match cand
+    let reason = cand
         .and_then(|c| get2(c, "finishReason", "finish_reason"))
-        .and_then(Value::as_str)
-    {
+        .and_then(Value::as_str);
+    let finish = match reason {
+        // The model's attempt at a tool call failed, with nothing else said: no answer (another
+        // try may make one), rather than an empty answer that reads as a finished turn.
+        Some("MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL" | "TOO_MANY_TOOL_CALLS") if content.is_empty() => {
+            return Err(ConvertError::Invalid(format!(
+                "the model's tool call failed ({})",
+                reason.unwrap_or_default()
+            )));
+        }
         Some(f) => parse_finish(f, saw_tool),
-        // No candidates: the prompt was blocked (promptFeedback.blockReason).
-        None if cand.is_none() => FinishReason::ContentFilter,
+        // No candidates: the prompt was blocked when Gemini says so (promptFeedback.blockReason);
+        // an answer with nothing in it otherwise.
+        None if cand.is_none() => match v
+            .get("promptFeedback")
+            .and_then(|f| get2(f, "blockReason", "block_reason"))
+        {
+            Some(_) => FinishReason::ContentFilter,
+            None => return Err(ConvertError::Invalid("an answer with no candidate".into())),
+        },
         None => parse_finish("STOP", saw_tool),
     };
     Ok(IrResponse {
@@ -59,7 +74,7 @@ pub(crate) fn parse_parts(content: &Value, out: &mut Vec<Block>) {
                     .filter(|id| !id.is_empty())
                     .map_or_else(|| new_id("call_"), str::to_string),
                 name: str_at(fc, "name").unwrap_or_default().to_string(),
-                arguments: fc.get("args").map_or_else(|| "{}".into(), Value::to_string),
+                arguments: crate::formats::json::args_text(fc.get("args")),
                 signature,
             }));
         } else if let Some(t) = str_at(p, "text") {

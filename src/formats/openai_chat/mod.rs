@@ -38,7 +38,9 @@ pub(crate) fn finish_str(reason: FinishReason) -> &'static str {
 
 pub(crate) fn parse_finish(s: &str) -> FinishReason {
     match s {
-        "length" => FinishReason::Length,
+        // DeepSeek's `insufficient_system_resource` and OpenRouter's `error`: the answer was cut
+        // short by the server, as a token limit cuts it, not finished.
+        "length" | "insufficient_system_resource" | "error" => FinishReason::Length,
         "tool_calls" | "function_call" => FinishReason::ToolCalls,
         "content_filter" => FinishReason::ContentFilter,
         _ => FinishReason::Stop,

@@ -57,6 +57,18 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
             signature: None,
         }));
     }
+    // The legacy `function_call` (finish `function_call`), which older servers still answer with.
+    if let Some(f) = msg
+        .get("function_call")
+        .filter(|_| arr_at(msg, "tool_calls").is_empty())
+    {
+        content.push(Block::ToolCall(ToolCall {
+            id: new_id("call_"),
+            name: str_at(f, "name").unwrap_or_default().to_string(),
+            arguments: arguments_text(f.get("arguments")),
+            signature: None,
+        }));
+    }
     Ok(IrResponse {
         id: str_at(v, "id").map(str::to_string),
         model: str_at(v, "model").map(str::to_string),
