@@ -43,6 +43,8 @@ pub struct Metrics {
     pub upstream_latency: GaugeVec,
     pub upstream_error_rate: GaugeVec,
     pub upstream_circuit_open: GaugeVec,
+    /// 1 for the state the upstream's circuit is in (`closed`, `open`, `half_open`), 0 for the others.
+    pub upstream_circuit_state: GaugeVec,
     pub upstream_cooldown: GaugeVec,
     pub upstream_weight: GaugeVec,
     /// The weight the router gives each upstream of a logical model now: `route`, `provider`, `model`.
@@ -182,6 +184,12 @@ impl Metrics {
                 "1 when the upstream's circuit is open or half-open",
                 &["provider", "model"],
             ),
+            upstream_circuit_state: gauge(
+                &r,
+                "apiproxy_upstream_circuit_state",
+                "1 for the state the upstream's circuit is in, 0 for the others",
+                &["provider", "model", "state"],
+            ),
             upstream_cooldown: gauge(
                 &r,
                 "apiproxy_upstream_cooldown_seconds",
@@ -230,6 +238,7 @@ impl Metrics {
             &self.upstream_latency,
             &self.upstream_error_rate,
             &self.upstream_circuit_open,
+            &self.upstream_circuit_state,
             &self.upstream_cooldown,
             &self.upstream_weight,
             &self.route_weight,
@@ -240,13 +249,19 @@ impl Metrics {
 
     pub fn set_upstream(&self, provider: &str, model: &str, weight: f64, h: &HealthView) {
         let labels = [provider, model];
-        self.upstream_latency
-            .with_label_values(&labels)
-            .set(h.latency_ewma_ms.unwrap_or(0.0) / 1000.0);
+        // No sample yet, no series: a 0 would read as the fastest upstream.
+        if let Some(ms) = h.latency_ewma_ms {
+            self.upstream_latency.with_label_values(&labels).set(ms / 1000.0);
+        }
         self.upstream_error_rate.with_label_values(&labels).set(h.error_rate);
         self.upstream_circuit_open
             .with_label_values(&labels)
             .set(if h.circuit == "closed" { 0.0 } else { 1.0 });
+        for state in ["closed", "open", "half_open"] {
+            self.upstream_circuit_state
+                .with_label_values(&[provider, model, state])
+                .set(if h.circuit == state { 1.0 } else { 0.0 });
+        }
         self.upstream_cooldown
             .with_label_values(&labels)
             .set(h.cooldown_remaining_ms as f64 / 1000.0);

@@ -1755,6 +1755,17 @@ async fn a_stream_opening_with_not_found_fails_over_and_with_the_client_s_mistak
         2.0,
         "{metrics}"
     );
+    // The request that got the error as its stream went out under a 200; it is counted as the
+    // upstream's answer of the client's mistake, not as an answer.
+    assert_eq!(
+        metric(
+            &metrics,
+            "apiproxy_requests_total",
+            &[("outcome", "upstream_client_error"), ("status_class", "4xx")]
+        ),
+        1.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -401,6 +401,11 @@ pub struct RequestCtx {
     pub upstream_done: Option<Instant>,
     /// When the body filter handed the end of the answer on, to be written to the client.
     pub answer_handed: Option<Instant>,
+    /// When a refused request's answer was written, when the rest of its body is then read and
+    /// dropped (its latency ends here).
+    pub answered_at: Option<Instant>,
+    /// A model listing (`/models`), answered by the gateway itself: labelled apart from answers.
+    pub listing: bool,
     /// Time from the request's start to the first stream bytes sent to the client.
     pub first_token: Option<Duration>,
     /// The code of an error the gateway answered itself.
@@ -503,6 +508,8 @@ impl RequestCtx {
             ttfb: None,
             upstream_done: None,
             answer_handed: None,
+            answered_at: None,
+            listing: false,
             first_token: None,
             error_code: None,
         }
@@ -523,6 +530,7 @@ impl RequestCtx {
     /// (Claude Code's editors send dozens at start-up, which would skew the format's latency).
     pub fn api_label(&self) -> &'static str {
         match (self.client_format, self.operation) {
+            _ if self.listing => "models",
             (None, _) => "none",
             (Some(WireFormat::Anthropic), Operation::CountTokens) => "anthropic_count_tokens",
             (Some(WireFormat::Gemini), Operation::CountTokens) => "gemini_count_tokens",

@@ -74,7 +74,13 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     }
     let api = ctx.api_label();
     let status = ctx.status.unwrap_or(0);
-    let outcome = match status {
+    // A stream that opened with an error event went out under a 200: it is counted by what it
+    // said (the status its attempt is recorded with), not as an answer.
+    let counted_status = match (ctx.opened_with_error, ctx.attempts.last().map(|a| &a.end)) {
+        (true, Some(&AttemptEnd::Answered(said))) => said,
+        _ => status,
+    };
+    let outcome = match counted_status {
         _ if ctx.client_closed => "client_closed",
         _ if ctx.stream_cut => "stream_cut",
         200..=399 => "ok",
@@ -86,11 +92,14 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
         _ if ctx.attempts.is_empty() && ctx.served_by.is_none() => "error",
         _ => "upstream_error",
     };
-    let elapsed = ctx.started.elapsed();
+    let elapsed = match ctx.answered_at {
+        Some(at) => at.saturating_duration_since(ctx.started),
+        None => ctx.started.elapsed(),
+    };
     let provider = ctx.served_by.as_deref().unwrap_or("none");
     let (route, model) = route_labels(ctx);
     m.requests
-        .with_label_values(&[api, route, &model, provider, status_class(status), outcome])
+        .with_label_values(&[api, route, &model, provider, status_class(counted_status), outcome])
         .inc();
     m.duration.with_label_values(&[api]).observe(elapsed.as_secs_f64());
     m.overhead.with_label_values(&[api]).observe(
@@ -122,8 +131,12 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
             }
         }
     }
+    // The gateway's refusals of the client's request; every upstream failing is the upstreams'
+    // doing (its outcome says so), not a client error.
     if let (Some(code), None, false) = (ctx.error_code, ctx.served_by.as_ref(), ctx.client_closed) {
-        m.client_errors.with_label_values(&[code]).inc();
+        if code != "all_upstreams_failed" {
+            m.client_errors.with_label_values(&[code]).inc();
+        }
     }
     let last = ctx.attempts.len().saturating_sub(1);
     for (i, a) in ctx.attempts.iter().enumerate() {
@@ -135,7 +148,7 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
         };
         m.attempts.with_label_values(&[&a.provider, result]).inc();
         // Every attempt but the last was followed by another one: on the same upstream (a retry) or
-        // on another (a failover).
+        // on another (a failover, a skipped candidate's included: the request moved on from it).
         if i < last {
             let next = &ctx.attempts[i + 1];
             let counter = if next.provider == a.provider && next.model == a.model {
@@ -179,7 +192,9 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
         status,
         outcome,
         latency_ms = elapsed.as_millis() as u64,
-        error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+        // The error the client was told of (`model_not_found`, `all_upstreams_failed`…), else
+        // the proxy's own for the request.
+        error = ctx.error_code.or(e.map(|e| e.etype().as_str())).unwrap_or("-"),
         request_body,
         response_body,
         "request"

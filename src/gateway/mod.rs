@@ -89,6 +89,7 @@ impl Gateway {
                 Ok(true)
             }
             Endpoint::Models => {
+                ctx.listing = true;
                 // Its errors (a bad key, a rate limit) in the shape its answer would have.
                 let format = intake::listing_format(session);
                 if format == crate::formats::WireFormat::Anthropic {
@@ -401,6 +402,17 @@ impl ProxyHttp for Gateway {
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
         // `logging` writes one line per request with everything that matters.
+        true
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        // A retried attempt is in the request's line (its attempts), not a line of its own.
         true
     }
 

@@ -66,9 +66,10 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayErr
     }
     json(session, ctx, status, body, &extra).await?;
     if body_coming && !client_failed {
-        let started = std::time::Instant::now();
+        // The request is answered: reading and dropping the rest of its body is no part of its
+        // latency.
+        ctx.answered_at = Some(std::time::Instant::now());
         linger(session).await;
-        ctx.client_wait += started.elapsed();
     }
     Ok(())
 }

@@ -369,12 +369,9 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
     }
     if end_of_stream {
         super::failover::confirm_probe(ctx);
-        // What follows is writing the last of the answer to the client: its time, not ours. (An
-        // answer passed through was handed on as the upstream finished: no second clock read.)
-        ctx.answer_handed = match ctx.response {
-            ResponseMode::Pass | ResponseMode::Observe(_) => ctx.upstream_done,
-            _ => Some(std::time::Instant::now()),
-        };
+        // What follows is writing the last of the answer to the client: its time, not ours. (What
+        // came before, since the upstream finished, was the gateway's: judging, usage, filters.)
+        ctx.answer_handed = Some(std::time::Instant::now());
     }
 }
 
