@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use prometheus::core::Collector;
 use prometheus::{
-    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    exponential_buckets, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::routing::health::HealthView;
@@ -55,7 +55,24 @@ pub struct Metrics {
     pub state_errors: IntCounterVec,
     /// Media URLs sent inline for an upstream: `result` (fetched, reused, refused).
     pub media: IntCounterVec,
+    /// The `duration` and `overhead` series of each `api` label, looked up once: every request
+    /// observes both, and a labelled lookup hashes its values and takes a lock.
+    api_timings: [std::sync::OnceLock<(Histogram, Histogram)>; API_LABELS.len()],
 }
+
+/// Every value of the `api` label (`RequestCtx::api_label`).
+pub const API_LABELS: [&str; 10] = [
+    "openai_chat",
+    "openai_responses",
+    "anthropic",
+    "gemini",
+    "anthropic_count_tokens",
+    "gemini_count_tokens",
+    "openai_embeddings",
+    "openai_responses_compact",
+    "models",
+    "none",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -228,6 +245,21 @@ impl Metrics {
             ),
             registry: r,
             scrape: parking_lot::Mutex::new(()),
+            api_timings: Default::default(),
+        }
+    }
+
+    /// The total-latency and overhead histograms of an `api` label (one of [API_LABELS]).
+    pub fn api_timings(&self, api: &'static str) -> (Histogram, Histogram) {
+        let make = || {
+            (
+                self.duration.with_label_values(&[api]),
+                self.overhead.with_label_values(&[api]),
+            )
+        };
+        match API_LABELS.iter().position(|l| *l == api) {
+            Some(i) => self.api_timings[i].get_or_init(make).clone(),
+            None => make(),
         }
     }
 

@@ -1674,6 +1674,47 @@ async fn the_model_list_is_asked_for_with_each_header_once() {
     }
 }
 
+/// Hop-by-hop headers stay with the connection they came on: the client's `Connection` and the
+/// names it nominates, `Keep-Alive`, `TE`, `Proxy-Authorization`… never reach the upstream; other
+/// headers do, once each.
+#[tokio::test(flavor = "multi_thread")]
+async fn hop_by_hop_headers_stay_with_the_client_s_connection() {
+    use tokio::io::AsyncWriteExt;
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let send = |extra: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+             content-type: application/json\r\n{extra}content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let hop = "connection: keep-alive, x-private-hop\r\nx-private-hop: 1\r\nkeep-alive: timeout=5\r\n\
+               te: trailers\r\nproxy-authorization: Basic dXNlcjpwYXNz\r\nx-custom-end: kept\r\n";
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    sock.write_all(send(hop).as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut sock, &mut seen, "hello from alpha", Duration::from_secs(10)).await;
+    let sent = a.last().unwrap();
+    for name in ["connection", "x-private-hop", "keep-alive", "te", "proxy-authorization"] {
+        assert!(
+            sent.header(name).is_none(),
+            "{name} reached the upstream: {:?}",
+            sent.headers
+        );
+    }
+    assert_eq!(sent.header("x-custom-end"), Some("kept"), "{:?}", sent.headers);
+    // A request with none of them keeps its own headers.
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    sock.write_all(send("x-custom-end: plain\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut sock, &mut seen, "hello from alpha", Duration::from_secs(10)).await;
+    assert_eq!(a.last().unwrap().header("x-custom-end"), Some("plain"));
+}
+
 /// `MASK_AS_BROWSER` sends upstream a browser's User-Agent (or the one given), and the Origin and
 /// Referer given; without it, none of them.
 #[tokio::test(flavor = "multi_thread")]

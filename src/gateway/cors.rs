@@ -43,7 +43,7 @@ pub fn is_preflight(session: &Session) -> bool {
 /// without them (the browser then refuses the call) when it is not.
 pub async fn answer_preflight(session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(204, Some(7))?;
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    resp.insert_header(super::headers::names::X_REQUEST_ID, ctx.request_id.header())?;
     if let Some(origin) = ctx.cors_origin.clone() {
         add_origin(&mut resp, origin)?;
         resp.insert_header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, POST, OPTIONS")?;

@@ -57,6 +57,52 @@ impl serde::Serialize for AttemptRecord {
     }
 }
 
+/// A request's id: the client's `x-request-id` when it is sane, else a fresh one. Kept as the
+/// header value it is sent as (upstream, and back to the client), made once.
+#[derive(Debug, Clone)]
+pub struct RequestId(http::HeaderValue);
+
+impl RequestId {
+    /// A fresh id: 128 random bits in hex.
+    pub fn fresh() -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut bits = rand::random::<u128>();
+        let mut text = [0u8; 32];
+        for digit in text.iter_mut().rev() {
+            *digit = HEX[(bits & 0xf) as usize];
+            bits >>= 4;
+        }
+        Self(http::HeaderValue::from_bytes(&text).unwrap_or_else(|_| http::HeaderValue::from_static("-")))
+    }
+
+    /// The client's id, when it is one: visible ASCII, 1 to 128 bytes.
+    pub fn given(value: &http::HeaderValue) -> Option<Self> {
+        let bytes = value.as_bytes();
+        let sane = !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic);
+        sane.then(|| Self(value.clone()))
+    }
+
+    pub fn header(&self) -> http::HeaderValue {
+        self.0.clone()
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or("-")
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self(http::HeaderValue::from_static(""))
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How an attempt ended, as the metrics count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptEnd {
@@ -276,7 +322,7 @@ impl HeldVerdict {
 }
 
 pub struct RequestCtx {
-    pub request_id: String,
+    pub request_id: RequestId,
     pub started: Instant,
     /// The format the client is answered in (`None` before the endpoint is known).
     pub client_format: Option<WireFormat>,
@@ -446,7 +492,7 @@ impl RequestCtx {
 
     pub fn new() -> Self {
         Self {
-            request_id: String::new(),
+            request_id: RequestId::default(),
             started: Instant::now(),
             client_format: None,
             request_format: WireFormat::OpenAiChat,
@@ -550,6 +596,42 @@ impl Default for RequestCtx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every `api` label a request can have has its timings cached (`Metrics::api_timings`).
+    #[test]
+    fn every_api_label_is_a_known_one() {
+        use crate::formats::WireFormat;
+        let formats = [
+            None,
+            Some(WireFormat::OpenAiChat),
+            Some(WireFormat::OpenAiResponses),
+            Some(WireFormat::Anthropic),
+            Some(WireFormat::Gemini),
+        ];
+        let operations = [
+            Operation::Generate,
+            Operation::CountTokens,
+            Operation::Embeddings,
+            Operation::Compact,
+        ];
+        for (format, operation, listing) in formats
+            .into_iter()
+            .flat_map(|f| operations.map(|o| (f, o)))
+            .flat_map(|(f, o)| [(f, o, false), (f, o, true)])
+        {
+            let ctx = RequestCtx {
+                client_format: format,
+                operation,
+                listing,
+                ..RequestCtx::new()
+            };
+            assert!(
+                crate::metrics::API_LABELS.contains(&ctx.api_label()),
+                "{}",
+                ctx.api_label()
+            );
+        }
+    }
 
     #[test]
     fn body_buf_past_its_limit_keeps_the_end_only() {

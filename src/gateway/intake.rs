@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::Method;
 use pingora::proxy::Session;
 
-use super::ctx::RequestCtx;
+use super::ctx::{RequestCtx, RequestId};
 use super::error::GatewayError;
 use crate::app::App;
 use crate::auth::AcceptedKey;
@@ -195,11 +195,13 @@ pub fn classify(method: &Method, uri: &http::Uri) -> Result<Endpoint, GatewayErr
 }
 
 /// The client's request id when it is sane, else a fresh one.
-pub fn request_id(session: &Session) -> String {
-    match session.get_header("x-request-id").and_then(|v| v.to_str().ok()) {
-        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_string(),
-        _ => format!("{:032x}", rand::random::<u128>()),
-    }
+pub fn request_id(session: &Session) -> RequestId {
+    session
+        .req_header()
+        .headers
+        .get(super::headers::names::X_REQUEST_ID)
+        .and_then(RequestId::given)
+        .unwrap_or_else(RequestId::fresh)
 }
 
 /// Checks the client key against the snapshot (its rate limit is taken in `session::admit`,

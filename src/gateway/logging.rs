@@ -101,8 +101,9 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     m.requests
         .with_label_values(&[api, route, &model, provider, status_class(counted_status), outcome])
         .inc();
-    m.duration.with_label_values(&[api]).observe(elapsed.as_secs_f64());
-    m.overhead.with_label_values(&[api]).observe(
+    let (duration, overhead) = m.api_timings(api);
+    duration.observe(elapsed.as_secs_f64());
+    overhead.observe(
         elapsed
             .saturating_sub(ctx.upstream_wait + ctx.client_wait)
             .as_secs_f64(),

@@ -20,7 +20,7 @@ pub async fn json(
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    resp.insert_header(super::headers::names::X_REQUEST_ID, ctx.request_id.header())?;
     for (name, value) in extra {
         resp.insert_header(*name, value.as_str())?;
     }

@@ -117,7 +117,7 @@ pub fn on_header(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> 
     let value = |text: &str| {
         HeaderValue::from_str(text).map_err(|_| Error::explain(ErrorType::InternalError, "invalid header value"))
     };
-    let request_id = value(&ctx.request_id)?;
+    let request_id = ctx.request_id.header();
     let served_by = match &provider {
         Some(id) => Some(value(id)?),
         None => None,

@@ -174,7 +174,7 @@ pub fn finish(app: &Arc<App>, ctx: &mut RequestCtx) {
             let captured = ctx.capture.take().unwrap_or_default();
             let entry = ContextEntry {
                 at_ms: unix_ms(),
-                request_id: ctx.request_id.clone(),
+                request_id: ctx.request_id.to_string(),
                 model: ctx.model.clone(),
                 provider: ctx.served_by.as_deref().map(str::to_string),
                 status,

@@ -301,8 +301,7 @@ pub fn shape_request(app: &App, ctx: &RequestCtx, req: &mut RequestHeader) -> pi
         .path
         .parse()
         .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
-    let request_id = HeaderValue::from_str(&ctx.request_id)
-        .map_err(|_| Error::explain(ErrorType::InternalError, "invalid request id"))?;
+    let request_id = ctx.request_id.header();
     super::headers::edit_request(req, |head| {
         use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST};
         head.uri = uri;

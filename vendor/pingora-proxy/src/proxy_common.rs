@@ -175,6 +175,25 @@ impl ConnectionNominations {
     }
 }
 
+/// APIProxy patch: whether `req` has any header `sanitize_h1_upstream_request` acts on.
+fn names_hop_by_hop(req: &RequestHeader) -> bool {
+    req.headers.keys().any(|name| {
+        matches!(
+            name.as_str(),
+            KEEP_ALIVE
+                | PROXY_CONNECTION
+                | HTTP2_SETTINGS
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "connection"
+                | "upgrade"
+        )
+    })
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
@@ -334,6 +353,11 @@ pub(crate) fn sanitize_h1_upstream_request(
     downstream_is_http11: bool,
 ) -> Result<()> {
     if policy == HttpUpstreamRequestPolicy::preserve() {
+        return Ok(());
+    }
+    // APIProxy patch: a request that names none of the headers below (most) has nothing to
+    // strip, nominate or upgrade: one pass over its names instead of a dozen removals.
+    if !names_hop_by_hop(req) {
         return Ok(());
     }
 

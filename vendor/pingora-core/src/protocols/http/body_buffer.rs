@@ -52,7 +52,9 @@ impl FixedBuffer {
         self.joined = OnceLock::new();
 
         if self.len + data.len() <= self.capacity {
-            if data.len() < SMALL_PIECE {
+            // APIProxy patch: the first piece is kept as it is, whatever its size: a body read in
+            // one piece (most) comes back from `get_buffer` without a copy.
+            if data.len() < SMALL_PIECE && self.len > 0 {
                 self.small.extend_from_slice(data);
             } else {
                 if !self.small.is_empty() {
@@ -118,7 +120,7 @@ mod tests {
         for piece in [&b"a"[..], b"b", &big, b"c", b"d"] {
             buffer.write_to_buffer(&Bytes::copy_from_slice(piece));
         }
-        assert_eq!(buffer.pieces.len(), 2, "\"ab\" then the big piece; \"cd\" copied together");
+        assert_eq!(buffer.pieces.len(), 3, "\"a\" (the first, kept), \"b\", the big piece; \"cd\" copied together");
         let mut want = b"ab".to_vec();
         want.extend_from_slice(&big);
         want.extend_from_slice(b"cd");
@@ -127,6 +129,11 @@ mod tests {
         only_small.write_to_buffer(&Bytes::from_static(b"{"));
         only_small.write_to_buffer(&Bytes::from_static(b"}"));
         assert_eq!(only_small.get_buffer().as_deref(), Some(&b"{}"[..]));
+        // A body in one piece comes back as that piece, not a copy.
+        let mut one = FixedBuffer::new(1 << 20);
+        let body = Bytes::copy_from_slice(&[b'y'; 1024]);
+        one.write_to_buffer(&body);
+        assert_eq!(one.get_buffer().map(|b| b.as_ptr()), Some(body.as_ptr()));
     }
 
     #[test]
