@@ -454,6 +454,12 @@ async fn users_crud_and_disable(backend: Backend) {
         (json!({"username": "has space"}), "username"),
         (json!({"username": "carol", "role": "root"}), "role"),
         (json!({"username": "carol", "password": "short"}), "password"),
+        (json!({"username": "carol", "password": "x".repeat(1025)}), "password"),
+        (json!({"username": "carol", "email": "a".repeat(255)}), "email"),
+        (
+            json!({"username": "carol", "display_name": "Carol\u{202e}nimda"}),
+            "display_name",
+        ),
         (json!({"username": "carol", "bogus": 1}), "bogus"),
         (json!({}), "username"),
     ] {
@@ -525,6 +531,7 @@ async fn api_keys_are_live_within_a_second(backend: Backend) {
     for (body, want) in [
         (json!({"name": "k", "expires": "decade"}), "expires"),
         (json!({"name": ""}), "name"),
+        (json!({"name": "ci\nINFO request forged=1"}), "name"),
         (json!({"name": "k", "rate_limit_rps": 0}), "rate_limit_rps"),
         (
             json!({"name": "k", "allowed_providers": ["alpha", "ghost"]}),

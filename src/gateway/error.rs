@@ -180,6 +180,9 @@ impl GatewayError {
                 ErrorKind::RateLimited
             }
             GatewayError::BodyTooLarge { .. } => ErrorKind::RequestTooLarge,
+            // The client's body did not arrive in time: Anthropic's `timeout_error`, Gemini's
+            // `DEADLINE_EXCEEDED`, still under its 408.
+            GatewayError::BodyTimeout(_) => ErrorKind::Timeout,
             GatewayError::Exhausted { .. } if self.status() == 503 => ErrorKind::Overloaded,
             GatewayError::Exhausted { .. } if self.status() == 504 => ErrorKind::Timeout,
             GatewayError::Exhausted { .. } => ErrorKind::Upstream,
@@ -217,5 +220,24 @@ impl GatewayError {
                 error_response(client, status, self.error_kind(), &message)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that did not arrive in time is a timeout in every format, under its 408.
+    #[test]
+    fn a_body_timeout_is_a_timeout_in_every_format() {
+        let err = GatewayError::BodyTimeout(std::time::Duration::from_secs(60));
+        let body = |client| {
+            let (status, body) = err.render(client);
+            (status, serde_json::from_slice::<serde_json::Value>(&body).unwrap())
+        };
+        let (status, anthropic) = body(WireFormat::Anthropic);
+        assert_eq!((status, &anthropic["error"]["type"]), (408, &json!("timeout_error")));
+        let (status, gemini) = body(WireFormat::Gemini);
+        assert_eq!((status, &gemini["error"]["status"]), (408, &json!("DEADLINE_EXCEEDED")));
     }
 }

@@ -48,6 +48,14 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     if name.trim().is_empty() || name.len() > 100 {
         return Err(ApiError::bad("name", "must be 1-100 characters"));
     }
+    // Shown in logs and in `/metrics` (the `client` label): no control or text-direction characters
+    // that would make a line read other than it is.
+    if name.chars().any(super::users::unprintable) {
+        return Err(ApiError::bad(
+            "name",
+            "must not contain control or text-direction characters",
+        ));
+    }
     Ok(())
 }
 

@@ -44,14 +44,35 @@ fn check_role(role: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Longest password taken (each is hashed; a passphrase is far shorter).
+const MAX_PASSWORD_LEN: usize = 1024;
+
 fn check_password(pw: &str) -> Result<(), ApiError> {
-    if pw.chars().count() < MIN_PASSWORD_LEN {
+    let n = pw.chars().count();
+    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&n) {
         return Err(ApiError::bad(
             "password",
-            format!("must be at least {MIN_PASSWORD_LEN} characters"),
+            format!("must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"),
         ));
     }
     Ok(())
+}
+
+/// Control characters and the characters that reorder text (bidi overrides and isolates).
+pub(super) fn unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A user's `email` or `display_name`: at most `max` bytes, nothing unprintable.
+fn check_text(field: &str, value: Option<&str>, max: usize) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.len() > max => Err(ApiError::bad(field, format!("must be at most {max} bytes"))),
+        Some(v) if v.chars().any(unprintable) => Err(ApiError::bad(
+            field,
+            "must not contain control or text-direction characters",
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn hash(app: &App, pw: String) -> Result<String, ApiError> {
@@ -80,6 +101,8 @@ struct CreateBody {
 pub async fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let body: CreateBody = req.json()?;
     check_username(&body.username)?;
+    check_text("email", body.email.as_deref(), 254)?;
+    check_text("display_name", body.display_name.as_deref(), 200)?;
     let role = body.role.unwrap_or_else(|| ROLE_USER.into());
     check_role(&role)?;
     let (pw, generated) = match body.password {
@@ -167,6 +190,12 @@ async fn apply(app: &App, caller: &Caller, id: &str, body: UpdateBody) -> Result
     if let Some(p) = &body.password {
         check_password(p)?;
     }
+    check_text("email", body.email.as_ref().and_then(Option::as_deref), 254)?;
+    check_text(
+        "display_name",
+        body.display_name.as_ref().and_then(Option::as_deref),
+        200,
+    )?;
     // A new password, a role change or disabling revokes every token the user holds.
     let revoke =
         body.password.is_some() || body.role.as_ref().is_some_and(|r| *r != user.role) || body.disabled == Some(true);

@@ -34,11 +34,18 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
                 signature: None,
             })),
             Some("reasoning") => {
-                let text = arr_at(item, "summary")
-                    .iter()
-                    .filter_map(|s| str_at(s, "text"))
-                    .collect::<Vec<_>>()
-                    .join("\n\n");
+                // The summary, or when there is none the reasoning itself (`content` of
+                // `reasoning_text` parts: gpt-oss behind vLLM or Ollama sends no summary).
+                let parts = |field| {
+                    arr_at(item, field)
+                        .iter()
+                        .filter_map(|s| str_at(s, "text"))
+                        .collect::<Vec<_>>()
+                };
+                let mut text = parts("summary").join("\n\n");
+                if text.is_empty() {
+                    text = parts("content").concat();
+                }
                 let signature = str_at(item, "encrypted_content").map(|e| match e.strip_prefix(ANTHROPIC_SIG_PREFIX) {
                     Some(sig) => Signature {
                         vendor: Vendor::Anthropic,
@@ -192,5 +199,19 @@ mod tests {
         assert_eq!(v["usage"]["input_tokens"], 0, "{v}");
         assert_eq!(v["usage"]["output_tokens"], 0, "{v}");
         assert!(v["usage"]["total_tokens"].is_number(), "{v}");
+    }
+
+    /// A reasoning item without a summary gives its reasoning text (gpt-oss behind vLLM, Ollama).
+    #[test]
+    fn reasoning_without_a_summary_is_read_from_its_content() {
+        let v = serde_json::json!({"id": "r", "status": "completed", "output": [
+            {"type": "reasoning", "summary": [], "content": [{"type": "reasoning_text", "text": "Think "}, {"type": "reasoning_text", "text": "twice."}]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hi"}]}]});
+        let ir = parse(&v).unwrap();
+        assert!(
+            matches!(&ir.content[0], Block::Thinking { text, .. } if text == "Think twice."),
+            "{:?}",
+            ir.content
+        );
     }
 }
