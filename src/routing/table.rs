@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::health::{HealthRegistry, UpstreamHealth};
 use crate::config::{ApiStyle, Config};
-use crate::upstream::{ModelCatalog, Provider, ProviderExtras};
+use crate::upstream::{CatalogVersion, ModelCatalog, Provider, ProviderExtras};
 
 /// One way to serve a request: a provider and the model name it knows.
 #[derive(Clone)]
@@ -100,6 +100,49 @@ pub struct RouteTable {
     providers: Vec<Arc<Provider>>,
     by_id: HashMap<Arc<str>, Arc<Provider>>,
     logical: HashMap<String, RoutePlan>,
+    zero_config: ZeroConfigPlans,
+}
+
+/// Most zero-config plans kept (only models some provider lists are kept at all).
+const MAX_ZERO_CONFIG_PLANS: usize = 10_000;
+
+/// Zero-config plans already made, for the catalog they were made from: a request for a listed
+/// model would otherwise look its providers and their health up and build the same plan again.
+/// A new catalog (discovery) or a new table (a configuration change) starts afresh; the health a
+/// plan holds is the registry's own, which never drops an entry.
+#[derive(Default)]
+struct ZeroConfigPlans(parking_lot::RwLock<(Option<CatalogVersion>, HashMap<Box<str>, RoutePlan>)>);
+
+impl Clone for ZeroConfigPlans {
+    /// A copy of a table starts with no plans (they would be the same, made again on demand).
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl ZeroConfigPlans {
+    fn get(&self, model: &str, version: &CatalogVersion) -> Option<RoutePlan> {
+        let kept = self.0.read();
+        match &kept.0 {
+            Some(made_from) if made_from.same(version) => kept.1.get(model).cloned(),
+            _ => None,
+        }
+    }
+
+    /// Keeps `plan`, made from the catalog `version`, unless the catalog has changed since.
+    fn keep(&self, model: &str, version: CatalogVersion, now: &CatalogVersion, plan: &RoutePlan) {
+        if !version.same(now) {
+            return;
+        }
+        let mut kept = self.0.write();
+        if !kept.0.as_ref().is_some_and(|v| v.same(&version)) {
+            kept.1.clear();
+            kept.0 = Some(version);
+        }
+        if kept.1.len() < MAX_ZERO_CONFIG_PLANS {
+            kept.1.insert(model.into(), plan.clone());
+        }
+    }
 }
 
 impl RouteTable {
@@ -180,6 +223,7 @@ impl RouteTable {
             providers,
             by_id,
             logical,
+            zero_config: ZeroConfigPlans::default(),
         })
     }
 
@@ -219,6 +263,12 @@ impl RouteTable {
         if let Some(plan) = self.logical.get(model) {
             return Ok(plan.clone());
         }
+        // A name without `/` can only be routed zero-config: its plan depends on the catalog
+        // alone (and this table), so the one made before for the same catalog is it.
+        let version = (!model.contains('/')).then(|| catalog.version());
+        if let Some(plan) = version.as_ref().and_then(|v| self.zero_config.get(model, v)) {
+            return Ok(plan);
+        }
         let providers = catalog.providers_for(model);
         if let Some((provider_id, physical)) = model.split_once('/') {
             if let Some(provider) = self.by_id.get(provider_id) {
@@ -254,11 +304,15 @@ impl RouteTable {
         if candidates.is_empty() {
             return Err(RouteError::UnknownModel(model.to_string()));
         }
-        Ok(RoutePlan {
+        let plan = RoutePlan {
             label: model_arc,
             kind: RouteKind::ZeroConfig,
             candidates: candidates.into(),
-        })
+        };
+        if let Some(version) = version {
+            self.zero_config.keep(model, version, &catalog.version(), &plan);
+        }
+        Ok(plan)
     }
 
     fn single(&self, p: &Arc<Provider>, model: &str, listed: bool, label: &str, health: &HealthRegistry) -> RoutePlan {
@@ -322,6 +376,48 @@ logical_models:
         let catalog = ModelCatalog::default();
         catalog.rebuild(table.providers(), table.logical_ids());
         (table, catalog, health)
+    }
+
+    /// A zero-config plan is made once for a catalog and made again when the catalog changes
+    /// (a provider discovers the model, or stops listing it).
+    #[test]
+    fn a_zero_config_plan_follows_the_catalog() {
+        let config: Config = serde_yaml::from_str(
+            r#"
+providers:
+  - {id: a, base_url: "http://127.0.0.1:1", models: [m]}
+  - {id: d, base_url: "http://127.0.0.1:2"}
+"#,
+        )
+        .unwrap();
+        let health = HealthRegistry::new(HealthPolicy {
+            default_cooldown: Duration::from_secs(1),
+            failure_threshold: 3,
+            open_for: Duration::from_secs(1),
+        });
+        let t = RouteTable::build(&config, &health).unwrap();
+        let c = ModelCatalog::default();
+        c.rebuild(t.providers(), t.logical_ids());
+        let ids = |plan: RoutePlan| {
+            plan.candidates
+                .iter()
+                .map(|c| c.provider.id.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(t.plan("m", &c, &health).unwrap()), ["a"]);
+        let first = t.plan("m", &c, &health).unwrap();
+        let again = t.plan("m", &c, &health).unwrap();
+        assert!(Arc::ptr_eq(&first.candidates, &again.candidates), "made once");
+        assert!(t.plan("fresh", &c, &health).is_err());
+        let d: Arc<str> = "d".into();
+        c.set_discovered(&d, vec!["m".into(), "fresh".into()]);
+        c.rebuild(t.providers(), t.logical_ids());
+        assert_eq!(ids(t.plan("m", &c, &health).unwrap()), ["a", "d"]);
+        assert_eq!(ids(t.plan("fresh", &c, &health).unwrap()), ["d"]);
+        c.set_discovered(&d, vec![]);
+        c.rebuild(t.providers(), t.logical_ids());
+        assert_eq!(ids(t.plan("m", &c, &health).unwrap()), ["a"]);
+        assert!(t.plan("fresh", &c, &health).is_err());
     }
 
     #[test]

@@ -35,7 +35,23 @@ impl Default for ModelCatalog {
     }
 }
 
+/// Which catalog something was read from: equal only for the same one (each rebuild makes a new
+/// catalog; the one held here stays alive, so its address cannot be reused by another).
+#[derive(Clone)]
+pub struct CatalogVersion(Arc<Index>);
+
+impl CatalogVersion {
+    pub fn same(&self, other: &CatalogVersion) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 impl ModelCatalog {
+    /// The catalog as it is now (see [CatalogVersion]).
+    pub fn version(&self) -> CatalogVersion {
+        CatalogVersion(self.index.load_full())
+    }
+
     /// Providers whose model list contains `model`, in configuration order.
     pub fn providers_for(&self, model: &str) -> Vec<Arc<str>> {
         self.index

@@ -8,7 +8,7 @@ mod http_client;
 mod media;
 mod provider;
 
-pub use catalog::ModelCatalog;
+pub use catalog::{CatalogVersion, ModelCatalog};
 pub use discovery::{fetch_raw_models, Discovery};
 pub use endpoint::{check_extra_header, check_path, Endpoint};
 pub use http_client::provider_client;
