@@ -111,7 +111,10 @@ const MAX_ZERO_CONFIG_PLANS: usize = 10_000;
 /// A new catalog (discovery) or a new table (a configuration change) starts afresh; the health a
 /// plan holds is the registry's own, which never drops an entry.
 #[derive(Default)]
-struct ZeroConfigPlans(parking_lot::RwLock<(Option<CatalogVersion>, HashMap<Box<str>, RoutePlan>)>);
+struct ZeroConfigPlans(parking_lot::RwLock<PlansOf>);
+
+/// Plans by model name, and the catalog they were made from.
+type PlansOf = (Option<CatalogVersion>, HashMap<Box<str>, RoutePlan>);
 
 impl Clone for ZeroConfigPlans {
     /// A copy of a table starts with no plans (they would be the same, made again on demand).
