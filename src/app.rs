@@ -151,7 +151,7 @@ impl App {
             if prev.routes.provider(&p.id).is_none_or(|old| !p.lists_where(old)) {
                 stale.push(p.id.clone());
             }
-            if let Some(old) = prev.routes.provider(&p.id) {
+            if let Some(old) = prev.routes.provider(&p.id).filter(|old| !Arc::ptr_eq(p, old)) {
                 p.carry_key_state(old);
                 if old.endpoint.host == p.endpoint.host && old.endpoint.port == p.endpoint.port {
                     if let Some(addrs) = old.addrs() {
@@ -169,6 +169,17 @@ impl App {
         if relist {
             self.topology_changed.notify_one();
         }
+    }
+
+    /// Installs new client keys with the routes as they are (the database's routes were rejected,
+    /// but a key disabled or deleted must still stop working).
+    pub fn swap_clients(&self, clients: ClientKeys) {
+        let prev = self.snapshot();
+        self.snapshot.store(Arc::new(Snapshot {
+            clients,
+            routes: prev.routes.clone(),
+            sources: prev.sources.clone(),
+        }));
     }
 
     /// Rebuilds the model index after discovery or a configuration change.

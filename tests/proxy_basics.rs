@@ -1705,6 +1705,12 @@ async fn hop_by_hop_headers_stay_with_the_client_s_connection() {
         );
     }
     assert_eq!(sent.header("x-custom-end"), Some("kept"), "{:?}", sent.headers);
+    // `TE` alone (no `Connection` to nominate it) goes too.
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    sock.write_all(send("te: trailers\r\n").as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut sock, &mut seen, "hello from alpha", Duration::from_secs(10)).await;
+    assert!(a.last().unwrap().header("te").is_none());
     // A request with none of them keeps its own headers.
     let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
     sock.write_all(send("x-custom-end: plain\r\n").as_bytes())

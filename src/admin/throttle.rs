@@ -105,6 +105,22 @@ impl LoginFailures {
     }
 }
 
+impl LoginFailures {
+    /// A try let in by [`Self::begin`] that checked no password (the database or the password
+    /// slots failed it): its failure is taken back, name and address, as if it never came.
+    pub fn abandon(&self, attempt: LoginTry) {
+        let mut t = self.0.lock();
+        if let Some(entry) = t.names.0.get_mut(&attempt.name) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
+        if let (Some(a), true) = (attempt.at, attempt.counted_at_address) {
+            if let Some(entry) = t.addresses.0.get_mut(&a) {
+                entry.0 = entry.0.saturating_sub(1);
+            }
+        }
+    }
+}
+
 /// A login try let in, counted as failed until it succeeds.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a try that succeeds is handed back to `succeeded`"]
@@ -148,7 +164,8 @@ impl<K: std::hash::Hash + Eq> Tally<K> {
     fn failed(&mut self, key: K, free: u32, memory: Option<Duration>, now: Instant) {
         if self.0.len() >= MAX_NAMES && !self.0.contains_key(&key) {
             self.0.retain(|_, &mut (failures, _)| failures >= free);
-            if self.0.len() >= MAX_NAMES {
+            // Little let go of: start afresh rather than scan the table again on the next name.
+            if self.0.len() >= MAX_NAMES - MAX_NAMES / 10 {
                 self.0.clear();
             }
         }
@@ -243,6 +260,18 @@ mod tests {
         }
         assert!(logins.begin("x", Some(b), t0).is_err());
         assert!(logins.begin("x", Some("2001:db8:1:3::1".parse().unwrap()), t0).is_ok());
+    }
+
+    /// A try that checked no password (a database or slot error) is not held against the name.
+    #[test]
+    fn a_try_that_checked_nothing_is_taken_back() {
+        let logins = LoginFailures::default();
+        let from: IpAddr = "203.0.113.7".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..FREE_FAILURES * 2 {
+            logins.abandon(logins.begin("root", Some(from), t0).unwrap());
+        }
+        assert!(logins.begin("root", Some(from), t0).is_ok());
     }
 
     /// Flooding the table with fresh names lets go of those that hold nobody back, not of a name

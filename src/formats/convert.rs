@@ -275,8 +275,10 @@ pub fn convert_response_named(
 /// answer, so another upstream (or another try) is asked.
 fn unreadable_arguments(ir: &mut IrResponse) -> Result<(), ConvertError> {
     let unreadable = |b: &Block| match b {
+        // `null` (a tool without parameters, as some servers send it) is taken as `{}`.
         Block::ToolCall(c) => {
-            !c.arguments.trim().is_empty() && !matches!(serde_json::from_str(&c.arguments), Ok(Value::Object(_)))
+            !c.arguments.trim().is_empty()
+                && !matches!(serde_json::from_str(&c.arguments), Ok(Value::Object(_) | Value::Null))
         }
         _ => false,
     };
@@ -515,6 +517,18 @@ mod tests {
         .unwrap();
         assert_eq!(legacy["stop_reason"], "tool_use", "{legacy}");
         assert_eq!(legacy["content"][0]["input"], json!({"cmd": "ls"}), "{legacy}");
+        // `"function_call": null` (LiteLLM's, on every answer) is no call; `null` arguments are `{}`.
+        let nulls = json!({"role": "assistant", "content": "plain", "function_call": null, "tool_calls": null});
+        let plain = answer(WireFormat::OpenAiChat, WireFormat::Anthropic, chat(nulls, "stop")).unwrap();
+        assert_eq!(plain["stop_reason"], "end_turn", "{plain}");
+        assert_eq!(plain["content"].as_array().map(Vec::len), Some(1), "{plain}");
+        let no_params = answer(
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            chat(call("null"), "tool_calls"),
+        )
+        .unwrap();
+        assert_eq!(no_params["content"][0]["input"], json!({}), "{no_params}");
         // DeepSeek's cut for want of resources is a cut answer, not a finished one.
         let starved = answer(
             WireFormat::OpenAiChat,
@@ -552,9 +566,13 @@ mod tests {
             json!({"usageMetadata": {"promptTokenCount": 3}})
         )
         .is_err());
-        let blocked = json!({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3}});
-        let blocked = answer(WireFormat::Gemini, WireFormat::OpenAiChat, blocked).unwrap();
-        assert_eq!(blocked["choices"][0]["finish_reason"], "content_filter");
+        for blocked in [
+            json!({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3}}),
+            json!({"prompt_feedback": {"block_reason": "SAFETY"}}),
+        ] {
+            let blocked = answer(WireFormat::Gemini, WireFormat::OpenAiChat, blocked).unwrap();
+            assert_eq!(blocked["choices"][0]["finish_reason"], "content_filter");
+        }
     }
 
     /// `body` (format `from`) translated for a `to` upstream, or why it cannot be.

@@ -21,12 +21,26 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// Rebuilds the snapshot from the config file and the database, and swaps it in.
 pub async fn reload(app: &App) -> Result<(), StoreError> {
+    rebuild(app, false).await
+}
+
+/// Rebuilds the snapshot when the change marker moved since the last rebuild: a replica's own
+/// announcement, or one it has already polled, rebuilds nothing again.
+pub async fn reload_if_changed(app: &App) -> Result<(), StoreError> {
+    rebuild(app, true).await
+}
+
+async fn rebuild(app: &App, only_if_changed: bool) -> Result<(), StoreError> {
     let store = app
         .store()
         .ok_or_else(|| StoreError::Pool("the store is not open yet".into()))?;
     let _guard = app.reload_lock.lock().await;
     // Read the marker first: a write landing while we load bumps it again and triggers another pass.
+    // (Read under the lock: a rebuild that ran while this one waited may have loaded it already.)
     let version = store.config_version().await?;
+    if only_if_changed && version == app.loaded_version.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     let db = DbState {
         keys: store.usable_api_keys().await?,
         providers: store.provider_bundles().await?,
@@ -37,40 +51,28 @@ pub async fn reload(app: &App) -> Result<(), StoreError> {
     // whose routes are rejected must still stop working.
     let clients = ClientKeys::with_stored(app.secrets.client_mac().clone(), &app.config.clients, &merged.keys)
         .accepting_previous(app.secrets.previous_client_mac().cloned());
-    let (routes, sources) = match RouteTable::build_with(&merged.config, &merged.extras, &app.health) {
-        Ok(r) => (r, merged.sources),
+    match RouteTable::build_with(&merged.config, &merged.extras, &app.health) {
+        Ok(routes) => {
+            tracing::debug!(
+                version,
+                providers = routes.providers().len(),
+                keys = clients.len(),
+                "snapshot rebuilt"
+            );
+            app.swap(Snapshot {
+                clients,
+                routes,
+                sources: merged.sources,
+            });
+        }
         Err(e) => {
             tracing::error!(error = %e, "routes from the database rejected; keeping the previous ones");
             app.metrics.config_reloads.with_label_values(&["rejected"]).inc();
-            let previous = app.snapshot();
-            (previous.routes.clone(), previous.sources.clone())
+            app.swap_clients(clients);
         }
-    };
-    tracing::debug!(
-        version,
-        providers = routes.providers().len(),
-        keys = clients.len(),
-        "snapshot rebuilt"
-    );
-    app.swap(Snapshot {
-        clients,
-        routes,
-        sources,
-    });
+    }
     app.loaded_version.store(version, Ordering::Relaxed);
     Ok(())
-}
-
-/// Rebuilds the snapshot when the change marker moved since the last rebuild: a replica's own
-/// announcement, or one it has already polled, rebuilds nothing again.
-pub async fn reload_if_changed(app: &App) -> Result<(), StoreError> {
-    let store = app
-        .store()
-        .ok_or_else(|| StoreError::Pool("the store is not open yet".into()))?;
-    if store.config_version().await? == app.loaded_version.load(Ordering::Relaxed) {
-        return Ok(());
-    }
-    reload(app).await
 }
 
 /// After an admin write: bump the marker (other replicas poll it), rebuild this replica now, and

@@ -30,14 +30,15 @@ pub async fn login(app: &App, req: &Req, failures: &LoginFailures) -> Result<Rep
         .map_err(|wait| ApiError::TooManyLogins {
             retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
         })?;
-    let store = store(app)?;
-    let user = store.get_user_by_name(&body.username).await?;
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let ok =
-        blocking(move || password::verify(&body.password, hash.as_deref().unwrap_or(password::dummy_hash()))).await?;
-    let user = match user {
-        Some(u) if ok && !u.disabled => u,
-        _ => return Err(ApiError::Unauthorized("wrong username or password")),
+    let user = match check_password(app, body).await {
+        Ok(Some(user)) => user,
+        // A wrong password (or name) stays counted.
+        Ok(None) => return Err(ApiError::Unauthorized("wrong username or password")),
+        // No password was checked (the database, or every password slot busy): not a failure.
+        Err(e) => {
+            failures.abandon(attempt);
+            return Err(e);
+        }
     };
     failures.succeeded(attempt);
     let subject = Subject {
@@ -57,6 +58,15 @@ pub async fn login(app: &App, req: &Req, failures: &LoginFailures) -> Result<Rep
         "user_id": user.id,
         "role": user.role,
     })))
+}
+
+/// The user the body names, when its password is theirs and they may sign in.
+async fn check_password(app: &App, body: LoginBody) -> Result<Option<crate::store::models::UserRow>, ApiError> {
+    let user = store(app)?.get_user_by_name(&body.username).await?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let ok =
+        blocking(move || password::verify(&body.password, hash.as_deref().unwrap_or(password::dummy_hash()))).await?;
+    Ok(user.filter(|u| ok && !u.disabled))
 }
 
 /// The body of `/auth/refresh` and `/auth/revoke`.

@@ -58,9 +58,14 @@ fn check_password(pw: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Control characters and the characters that reorder text (bidi overrides and isolates).
+/// Control characters, line and paragraph separators, and the characters that reorder text
+/// (direction marks, bidi embeddings, overrides and isolates).
 pub(super) fn unprintable(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// A user's `email` or `display_name`: at most `max` bytes, nothing unprintable.

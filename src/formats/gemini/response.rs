@@ -34,13 +34,12 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
         Some(f) => parse_finish(f, saw_tool),
         // No candidates: the prompt was blocked when Gemini says so (promptFeedback.blockReason);
         // an answer with nothing in it otherwise.
-        None if cand.is_none() => match v
-            .get("promptFeedback")
-            .and_then(|f| get2(f, "blockReason", "block_reason"))
-        {
-            Some(_) => FinishReason::ContentFilter,
-            None => return Err(ConvertError::Invalid("an answer with no candidate".into())),
-        },
+        None if cand.is_none() => {
+            match get2(v, "promptFeedback", "prompt_feedback").and_then(|f| get2(f, "blockReason", "block_reason")) {
+                Some(_) => FinishReason::ContentFilter,
+                None => return Err(ConvertError::Invalid("an answer with no candidate".into())),
+            }
+        }
         None => parse_finish("STOP", saw_tool),
     };
     Ok(IrResponse {

@@ -58,8 +58,10 @@ pub fn parse(v: &Value) -> Result<IrResponse, ConvertError> {
         }));
     }
     // The legacy `function_call` (finish `function_call`), which older servers still answer with.
+    // (`"function_call": null`, which LiteLLM sends on every answer, is none.)
     if let Some(f) = msg
         .get("function_call")
+        .filter(|f| str_at(f, "name").is_some_and(|n| !n.is_empty()))
         .filter(|_| arr_at(msg, "tool_calls").is_empty())
     {
         content.push(Block::ToolCall(ToolCall {

@@ -352,7 +352,7 @@ impl HttpSession {
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
                         // APIProxy patch: no map of the names' original spelling (every header
-                        // would be inserted twice); names go out lowercase.
+                        // would be inserted twice); APIProxy drops it from the heads it edits.
                         let mut request_header = Box::new(RequestHeader::build_no_case(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
