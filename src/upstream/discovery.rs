@@ -28,20 +28,27 @@ impl Discovery {
         Self { app }
     }
 
+    /// Resolves every provider's host, all at once: one slow name server delays no other.
     async fn refresh_dns(&self) {
         let snapshot = self.app.snapshot();
-        for p in snapshot.routes.providers().iter().filter(|p| p.needs_dns()) {
-            if let Some(ips) = self.app.settings.resolve.get(&p.endpoint.host) {
-                p.set_addrs(ips.iter().map(|ip| SocketAddr::new(*ip, p.endpoint.port)).collect());
-                continue;
-            }
-            let target = (p.endpoint.host.as_str(), p.endpoint.port);
-            match tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(target)).await {
-                Ok(Ok(addrs)) => p.set_addrs(addrs.collect()),
-                Ok(Err(e)) => tracing::warn!(provider = %p.id, error = %e, "DNS resolution failed"),
-                Err(_) => tracing::warn!(provider = %p.id, "DNS resolution timed out"),
-            }
-        }
+        let lookups = snapshot
+            .routes
+            .providers()
+            .iter()
+            .filter(|p| p.needs_dns())
+            .map(|p| async move {
+                if let Some(ips) = self.app.settings.resolve.get(&p.endpoint.host) {
+                    p.set_addrs(ips.iter().map(|ip| SocketAddr::new(*ip, p.endpoint.port)).collect());
+                    return;
+                }
+                let target = (p.endpoint.host.as_str(), p.endpoint.port);
+                match tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(target)).await {
+                    Ok(Ok(addrs)) => p.set_addrs(addrs.collect()),
+                    Ok(Err(e)) => tracing::warn!(provider = %p.id, error = %e, "DNS resolution failed"),
+                    Err(_) => tracing::warn!(provider = %p.id, "DNS resolution timed out"),
+                }
+            });
+        futures_util::future::join_all(lookups).await;
     }
 
     async fn refresh_models(&self, client: &reqwest::Client) {
@@ -218,25 +225,39 @@ impl BackgroundService for Discovery {
         self.refresh_models(&client).await;
         ready.notify_ready();
 
+        // Addresses and model lists are refreshed by loops of their own: a slow model list (up to
+        // 20 pages of 10 s each) does not hold back a changed address.
         let ttl = Duration::from_secs(self.app.settings.models_cache_ttl_s.max(1));
         let mut dns_tick = tokio::time::interval(DNS_REFRESH);
         let mut models_tick = tokio::time::interval(ttl);
-        // A long listing delays the ticks behind it: they then come once, not in a burst.
+        // A long pass delays the ticks behind it: they then come once, not in a burst.
         dns_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         models_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         dns_tick.tick().await;
         models_tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = dns_tick.tick() => self.refresh_dns().await,
-                _ = models_tick.tick() => self.refresh_models(&client).await,
-                // Providers were added or changed through the admin API.
-                _ = self.app.topology_changed.notified() => {
-                    self.refresh_dns().await;
-                    self.refresh_models(&client).await;
+        let mut dns_shutdown = shutdown.clone();
+        let addresses = async {
+            loop {
+                tokio::select! {
+                    _ = dns_shutdown.changed() => break,
+                    _ = dns_tick.tick() => self.refresh_dns().await,
                 }
             }
-        }
+        };
+        let model_lists = async {
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    _ = models_tick.tick() => self.refresh_models(&client).await,
+                    // Providers were added or changed through the admin API: new ones need
+                    // their addresses before their first request.
+                    _ = self.app.topology_changed.notified() => {
+                        self.refresh_dns().await;
+                        self.refresh_models(&client).await;
+                    }
+                }
+            }
+        };
+        tokio::join!(addresses, model_lists);
     }
 }
