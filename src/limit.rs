@@ -53,7 +53,9 @@ impl TokenBucket {
         let mut s = self.state.lock();
         let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
         s.0 = (s.0 + elapsed * rate).min(rate.max(1.0));
-        s.1 = now;
+        // Never back: a thread that read the clock before another took the lock would otherwise
+        // have the time between credited twice.
+        s.1 = s.1.max(now);
         if s.0 >= 1.0 {
             s.0 -= 1.0;
             Ok(())
@@ -110,6 +112,22 @@ mod tests {
 
     /// A bucket taking over from itself (a provider kept as it was across a rebuild) is left as it
     /// is; it locked its own mutex twice before.
+    /// A take with an earlier clock reading than the last (threads racing to the lock) credits
+    /// nothing twice.
+    #[test]
+    fn a_late_clock_reading_credits_no_time_twice() {
+        let b = TokenBucket::new(1.0);
+        let t0 = Instant::now();
+        assert!(b.take(1.0, t0).is_ok());
+        let t1 = t0 + Duration::from_millis(900);
+        assert!(b.take(1.0, t1).is_err());
+        // A thread that read the clock at t0 + 500 ms gets the lock late: nothing is credited.
+        assert!(b.take(1.0, t0 + Duration::from_millis(500)).is_err());
+        // Only at t0 + 1 s is a token back (before the fix, the 400 ms between counted twice).
+        assert!(b.take(1.0, t0 + Duration::from_millis(950)).is_err());
+        assert!(b.take(1.0, t0 + Duration::from_millis(1001)).is_ok());
+    }
+
     #[test]
     fn a_bucket_takes_over_from_itself_without_locking_up() {
         let b = TokenBucket::new(1.0);

@@ -89,6 +89,14 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    if path.is_none() {
+        // Run from another folder, the default file is not found: say so rather than start empty.
+        eprintln!(
+            "apiproxy: no configuration file (conf/apiproxy.yaml is not in {}, and no --config): \
+             starting with what the environment gives",
+            std::env::current_dir().map_or_else(|_| "this folder".into(), |d| d.display().to_string())
+        );
+    }
     match apiproxy::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

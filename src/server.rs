@@ -39,7 +39,10 @@ const MAX_TOKEN_TTL_S: i64 = 10 * 365 * 24 * 3600;
 
 pub(crate) fn storage_env() -> Result<StorageEnv, String> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let url = var("DATABASE_URL").unwrap_or_else(|| DatabaseUrl::DEFAULT.to_string());
+    let data_dir = PathBuf::from(var("APIPROXY_DATA_DIR").unwrap_or_else(|| "data".into()));
+    // The embedded database lives with the generated secret: a data folder moved to a volume
+    // takes both (the default, `data`, gives `sqlite://data/apiproxy.db`).
+    let url = var("DATABASE_URL").unwrap_or_else(|| format!("sqlite://{}", data_dir.join("apiproxy.db").display()));
     let database_url = DatabaseUrl::parse(&url).map_err(|e| e.to_string())?;
     let mut ttl = TokenTtl::default();
     for (name, slot) in [
@@ -58,7 +61,7 @@ pub(crate) fn storage_env() -> Result<StorageEnv, String> {
     }
     Ok(StorageEnv {
         database_url,
-        data_dir: PathBuf::from(var("APIPROXY_DATA_DIR").unwrap_or_else(|| "data".into())),
+        data_dir,
         secret_key: var("SECRET_KEY"),
         previous_secret_key: var("SECRET_KEY_PREVIOUS"),
         ttl,

@@ -2257,3 +2257,17 @@ async fn a_stored_provider_the_file_later_names_is_shadowed() {
         "{v}"
     );
 }
+
+/// Without a `DATABASE_URL`, the embedded database lives in `APIPROXY_DATA_DIR` with the
+/// generated secret, so a data folder moved to a volume takes both (it was kept in `data/` under
+/// the working folder whatever the data folder).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_database_lives_in_the_data_folder() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("state");
+    let folder_text = folder.display().to_string();
+    let gw = Gateway::start_with_env("", &[("DATABASE_URL", ""), ("APIPROXY_DATA_DIR", &folder_text)]).await;
+    gw.admin().await;
+    assert!(folder.join("apiproxy.db").is_file(), "no database in {folder_text}");
+    assert!(folder.join("secret_key").is_file());
+}

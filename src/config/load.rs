@@ -246,6 +246,7 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
         if !Path::new(ca).is_file() {
             return Err(origin.err("server.ca_file", format!("`{ca}` is not a readable file")));
         }
+        check_ca_file(ca).map_err(|why| origin.err("server.ca_file", format!("`{ca}`: {why}")))?;
     }
     if s.threads == 0 {
         return Err(origin.err("server.threads", "must be at least 1"));
@@ -374,6 +375,26 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A CA file as Pingora loads it: PEM certificates, at least one, and nothing else (a private key
+/// in the bundle, or a certificate it cannot read, fails Pingora's start with a panic).
+fn check_ca_file(path: &str) -> Result<(), String> {
+    use rustls::pki_types::pem::{PemObject, SectionKind};
+    let mut roots = rustls::RootCertStore::empty();
+    let items = <(SectionKind, Vec<u8>)>::pem_file_iter(path).map_err(|e| format!("cannot be read: {e}"))?;
+    for item in items {
+        match item.map_err(|e| format!("is not PEM: {e}"))? {
+            (SectionKind::Certificate, der) => roots
+                .add(rustls::pki_types::CertificateDer::from(der))
+                .map_err(|e| format!("holds a certificate that cannot be used: {e}"))?,
+            (other, _) => return Err(format!("holds a {other:?}; only CA certificates belong there")),
+        }
+    }
+    if roots.is_empty() {
+        return Err("holds no PEM certificate".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +409,32 @@ mod tests {
         apply_env_overrides(&mut c, env)?;
         validate(&c, &origin)?;
         Ok(c)
+    }
+
+    /// A CA file Pingora could not load (a key in the bundle, no certificate) is refused at load,
+    /// where before the gateway panicked at start, or started with no CA at all.
+    #[test]
+    fn a_ca_file_holds_certificates_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["ca.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let good = write("good.pem", &ca.pem());
+        let with_key = write("with-key.pem", &format!("{}{}", ca.pem(), key.serialize_pem()));
+        let empty = write("empty.pem", "no certificates here\n");
+        let yaml = |path: &str| format!("server: {{ca_file: \"{path}\"}}\n");
+        assert!(load_text(&yaml(&good), &env_of(&[])).is_ok());
+        for (path, why) in [(with_key, "PrivateKey"), (empty, "no PEM certificate")] {
+            let err = load_text(&yaml(&path), &env_of(&[])).unwrap_err().to_string();
+            assert!(err.contains("server.ca_file") && err.contains(why), "{err}");
+        }
     }
 
     #[test]

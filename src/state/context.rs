@@ -65,25 +65,62 @@ fn looks_random(token: &str) -> bool {
         && t.chars().any(|c| c.is_ascii_alphabetic())
 }
 
-/// Replaces credential-looking words (and whatever follows `Bearer`) with `[REDACTED]`.
+/// Replaces credential-looking words (whatever follows `Bearer`, or an `Authorization:` header's
+/// scheme, and a URL's password) with `[REDACTED]`.
 pub fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut after_bearer = false;
+    let mut after_authorization = false;
     for (i, word) in text.split_inclusive(char::is_whitespace).enumerate() {
         let bare = word.trim_end();
         let trailing = &word[bare.len()..];
+        if bare.is_empty() {
+            out.push_str(word);
+            continue;
+        }
         // A whole word that looks random goes whole (a URL or path has `:` or quotes, so is not one).
-        if (after_bearer && !bare.is_empty()) || looks_random(bare) {
+        if after_bearer || looks_random(bare) {
             out.push_str("[REDACTED]");
             out.push_str(trailing);
             after_bearer = false;
+            after_authorization = false;
             continue;
         }
-        after_bearer = bare.eq_ignore_ascii_case("bearer") || (i > 0 && bare.eq_ignore_ascii_case("bearer:"));
-        redact_runs(bare, &mut out);
+        // Quoted too: `"Bearer sk-…"`, `'Authorization': 'Basic …'`.
+        let unquoted = bare.trim_matches(|c: char| matches!(c, '"' | '\'' | '{' | ','));
+        after_bearer = unquoted.eq_ignore_ascii_case("bearer")
+            || (i > 0 && unquoted.eq_ignore_ascii_case("bearer:"))
+            // Whatever the scheme (`Basic`, `Token`…), the credential after it.
+            || after_authorization;
+        after_authorization = unquoted.eq_ignore_ascii_case("authorization:")
+            || unquoted.eq_ignore_ascii_case("authorization\":")
+            || unquoted.eq_ignore_ascii_case("authorization':");
+        redact_runs(&without_url_password(bare), &mut out);
         out.push_str(trailing);
     }
     out
+}
+
+/// A URL's password (`scheme://user:PASSWORD@host`) replaced.
+fn without_url_password(word: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = word.find("://") else {
+        return word.into();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = word[authority_start..]
+        .find(['/', '?', '#', '"', '\''])
+        .map_or(word.len(), |e| authority_start + e);
+    let authority = &word[authority_start..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}[REDACTED]{}",
+            &word[..authority_start],
+            &authority[..colon + 1],
+            &word[authority_start + at..]
+        )
+        .into(),
+        _ => word.into(),
+    }
 }
 
 /// A word's runs that start like a key redacted, its punctuation kept: keys are pasted glued to
@@ -119,7 +156,9 @@ fn redact_runs(word: &str, out: &mut String) {
 /// Whether `value` is a credential: it starts like a key, or it looks random and what comes before
 /// it names a secret (`…key=`, `"token":"`).
 fn secret_value(before: &str, value: &str) -> bool {
-    has_key_prefix(value) || (looks_random(value) && names_a_secret(before))
+    // Named a secret, any value of a password's length goes (`password=hunter2!`): random-looking
+    // or not.
+    has_key_prefix(value) || (value.len() >= 6 && names_a_secret(before))
 }
 
 /// Whether text ends with a name of a secret and what assigns it (`api_key=`, `"token": "`).
@@ -327,6 +366,30 @@ mod tests {
             let r = redact(&format!(r#"{{"token":"{key}"}}"#));
             assert_eq!(r, r#"{"token":"[REDACTED]"}"#, "{key}");
         }
+    }
+
+    /// Credentials in headers pasted as code (quoted, any scheme) and passwords in URLs go too.
+    #[test]
+    fn quoted_headers_other_schemes_and_url_passwords_are_redacted() {
+        for (text, gone) in [
+            (r#"headers = {"Authorization": "Bearer abc123def456"}"#, "abc123def456"),
+            ("'Authorization': 'Basic dXNlcjpwYXNz'", "dXNlcjpwYXNz"),
+            ("Authorization: Token 7f3a9c", "7f3a9c"),
+            ("DATABASE_URL=postgres://app:s3cret-pw@db:5432/x", "s3cret-pw"),
+            (r#"{"url": "https://bob:hunter22@example.com/path"}"#, "hunter22"),
+            ("password=hunter2!", "hunter2!"),
+        ] {
+            let r = redact(text);
+            assert!(!r.contains(gone), "{text} -> {r}");
+            assert!(r.contains("[REDACTED]"), "{text} -> {r}");
+        }
+        // The rest of a URL stays, and one without a password is left whole.
+        assert_eq!(
+            redact("postgres://app:pw123456@db:5432/x"),
+            "postgres://app:[REDACTED]@db:5432/x"
+        );
+        assert_eq!(redact("see https://example.com/a:b@c"), "see https://example.com/a:b@c");
+        assert_eq!(redact("a basic question"), "a basic question");
     }
 
     /// A random-looking value with no known prefix goes when a name says it is a secret (an Azure

@@ -174,8 +174,6 @@ pub enum DatabaseUrl {
 }
 
 impl DatabaseUrl {
-    pub const DEFAULT: &'static str = "sqlite://data/apiproxy.db";
-
     pub fn parse(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Self::Postgres(url.to_string()));
