@@ -327,6 +327,33 @@ async fn redis_outage_is_survived_and_resynchronised() {
     assert!(a.logs().contains("shared state (redis) is back"));
 }
 
+/// A Redis that comes back far away (each answer 150 ms late, within the requests' 250 ms, while
+/// a new connection takes a few round trips) is used again: a probe that gave up before its new
+/// connection was made would start another every time, and the replica would stay on local state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_redis_coming_back_is_used_again() {
+    let (ma, mb) = (Mock::start("alpha", &["m"]).await, Mock::start("beta", &["m"]).await);
+    let prefix = RedisPrefix::new();
+    let relay = TcpRelay::start("127.0.0.1:6379".parse().unwrap()).await;
+    let via_relay = format!("redis://127.0.0.1:{}/0", relay.port);
+    let mut e = env(&prefix.0, &via_relay);
+    e.push(("REDIS_TIMEOUT_MS", "250"));
+    let a = Gateway::start_on(Backend::Sqlite, &yaml(&ma, &mb), &e).await;
+    let key = mint(&a, Some(1000)).await;
+    relay.cut();
+    until("the outage seen", Duration::from_secs(5), async || {
+        call(&a, &key, None).await;
+        a.logs().contains("shared state (redis) unavailable")
+    })
+    .await;
+    relay.set_delay(Duration::from_millis(150));
+    relay.restore();
+    until("redis used again", Duration::from_secs(8), async || {
+        a.logs().contains("shared state (redis) is back")
+    })
+    .await;
+}
+
 /// Redis's host vanishes without a reset reaching the gateway, and a new one answers at the same
 /// address (a failover behind one name): the dead connection is given up and a new one made, so
 /// the replica is back on shared state within a probe or two, not after TCP's own give-up

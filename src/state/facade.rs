@@ -450,13 +450,28 @@ impl State {
     /// Asks Redis for a write (even while marked down): this replica's heartbeat. A PING would
     /// pass on a Redis that refuses writes (out of memory, read-only after a failover, a failed
     /// snapshot), and every recovery would end at the next write, four times a second.
+    ///
+    /// The first write may have to make the connection first (up to its connect timeout), and is
+    /// given that long: cut short, each probe would start a new connection that never finishes.
+    /// Redis is back only when a second write, on the connection made, answers within the
+    /// requests' own budget: one slower than that would fail the next request and mark Redis
+    /// down again, several times a second (each recovery a resynchronisation).
     pub(super) async fn probe(&self) -> bool {
         let Some(b) = self.shared_any() else { return false };
-        let wait = self.settings.timeout.max(Duration::from_millis(200));
-        let failure = match tokio::time::timeout(wait, b.heartbeat(&self.replica_id)).await {
-            Ok(Ok(_)) => return true,
+        let budget = self.settings.timeout;
+        let first = tokio::time::timeout(super::redis::CONNECT_TIMEOUT + budget, b.heartbeat(&self.replica_id)).await;
+        let failure = match first {
+            Ok(Ok(_)) => match tokio::time::timeout(budget, b.heartbeat(&self.replica_id)).await {
+                Ok(Ok(_)) => return true,
+                Ok(Err(e)) => e,
+                // Reachable, but slower than requests may wait: the connection is kept.
+                Err(_) => {
+                    self.failed(&StateError::Timeout(budget));
+                    return false;
+                }
+            },
             Ok(Err(e)) => e,
-            Err(_) => StateError::Timeout(self.settings.timeout),
+            Err(_) => StateError::Timeout(budget),
         };
         self.failed(&failure);
         // A Redis whose host vanished leaves a connection that only times out, for as long as

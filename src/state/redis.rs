@@ -46,13 +46,16 @@ struct StoredHealth {
     open_until_ms: f64,
 }
 
+/// Longest a new connection to Redis may take to be made (TCP, TLS, handshake).
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
 impl RedisBackend {
     /// Opens a lazily connecting manager. Must run inside the runtime that will keep driving the
     /// connection (a Pingora service's), never a throw-away one.
     pub fn open(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StateError> {
         let client = redis::Client::open(url).map_err(|e| StateError::Redis(format!("REDIS_URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))

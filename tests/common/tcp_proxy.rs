@@ -20,6 +20,9 @@ struct Control {
     generation: AtomicU64,
     /// Connections of a generation below this one stay open and silent for good (`vanish`).
     silent_below: AtomicU64,
+    /// Milliseconds each piece of the service's answer waits before it is forwarded (a far
+    /// server).
+    delay_ms: AtomicU64,
 }
 
 pub struct TcpRelay {
@@ -60,6 +63,11 @@ impl TcpRelay {
     pub fn vanish(&self) {
         let next = self.control.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.control.silent_below.store(next, Ordering::SeqCst);
+    }
+
+    /// Every piece of the service's answers waits this long before it is forwarded.
+    pub fn set_delay(&self, delay: Duration) {
+        self.control.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// The service is back: held connections are closed (clients reconnect), new ones forwarded.
@@ -116,7 +124,13 @@ async fn relay(mut client: TcpStream, target: SocketAddr, c: Arc<Control>) {
             },
             r = server.read(&mut b) => match r {
                 Ok(0) | Err(_) => return,
-                Ok(n) => if !current() || client.write_all(&b[..n]).await.is_err() { continue },
+                Ok(n) => {
+                    let delay = c.delay_ms.load(Ordering::SeqCst);
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                    if !current() || client.write_all(&b[..n]).await.is_err() { continue }
+                }
             },
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
