@@ -2271,3 +2271,28 @@ async fn the_embedded_database_lives_in_the_data_folder() {
     assert!(folder.join("apiproxy.db").is_file(), "no database in {folder_text}");
     assert!(folder.join("secret_key").is_file());
 }
+
+/// A stream the upstream refused for the gateway's own `stream_options` is asked again at once,
+/// and that second call spends a key's budget as the first did: with two keys of 1 request/s, it
+/// goes out on the other key, never twice on one key within its second.
+#[tokio::test(flavor = "multi_thread")]
+async fn asking_again_without_stream_options_spends_a_key_s_budget() {
+    let (_a, _b, gw) = setup(Backend::Sqlite).await;
+    let d = Mock::start("delta", &["gpt-d"]).await;
+    d.set_refuse_stream_options(Some(Mock::MISTRAL_STREAM_OPTIONS));
+    let keys = json!([{"key": "sk-delta-first-0123456789", "qps_limit": 1}, {"key": "sk-delta-second-0123456789", "qps_limit": 1}]);
+    let body = json!({"id": "delta", "base_url": d.url(), "api_keys": keys, "models": [{"model": "gpt-d"}]});
+    let (s, v) = send(&gw, Method::POST, "/providers", Some(body)).await;
+    assert_eq!(s, 201, "{v}");
+    until_status(&gw, CLIENT_KEY, "gpt-d", 200).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    d.clear();
+    let stream = json!({"model": "gpt-d", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw.chat(stream).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(sse_data(r).await.last().map(String::as_str), Some("[DONE]"));
+    let sent = d.requests();
+    assert_eq!(sent.len(), 2, "refused, then asked without the field");
+    let key = |i: usize| sent[i].header("authorization").map(str::to_string);
+    assert_ne!(key(0), key(1), "the second call on the other key");
+}

@@ -373,6 +373,10 @@ pub struct RequestCtx {
     pub retry_same: Option<usize>,
     /// The retry on the same candidate goes without a pause (a stale pooled connection).
     pub redo_at_once: bool,
+    /// The attempt asked again at once was answered by the upstream (a refusal of what the gateway
+    /// added): asking again spends a key's budget again, where a redo that reached no upstream
+    /// keeps the key it took.
+    pub redo_answered: bool,
     /// A stale pooled connection was sent again (once a request).
     pub stale_redone: bool,
     /// Attempts made again on another address of the same host after a connect failure.
@@ -520,6 +524,7 @@ impl RequestCtx {
             current: None,
             retry_same: None,
             redo_at_once: false,
+            redo_answered: false,
             stale_redone: false,
             addr_redos: 0,
             failures_before_success: 0,

@@ -103,10 +103,11 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         let mut redo_key = None;
         let idx = match ctx.retry_same.take() {
             Some(idx) if std::mem::take(&mut ctx.redo_at_once) => {
+                let answered = std::mem::take(&mut ctx.redo_answered);
                 redo_key = ctx
                     .current
                     .as_ref()
-                    .filter(|a| a.candidate == idx && !a.recorded)
+                    .filter(|a| a.candidate == idx && !a.recorded && !answered)
                     .and_then(|a| a.key.clone());
                 idx
             }
@@ -495,6 +496,18 @@ fn client_sent_stream_options(ctx: &RequestCtx, attempt_format: WireFormat) -> b
 /// The attempt on candidate `idx` asked again at once as the same attempt: not counted against
 /// `max_attempts`, and (unrecorded) it keeps its key.
 fn redo_at_once(ctx: &mut RequestCtx, idx: usize) -> Retry {
+    ctx.redo_answered = false;
+    redo(ctx, idx)
+}
+
+/// As `redo_at_once`, for an attempt the upstream answered (it refused what the gateway added):
+/// the request goes to the upstream again, so a key's budget is spent again.
+fn ask_again_at_once(ctx: &mut RequestCtx, idx: usize) -> Retry {
+    ctx.redo_answered = true;
+    redo(ctx, idx)
+}
+
+fn redo(ctx: &mut RequestCtx, idx: usize) -> Retry {
     ctx.started_attempts = ctx.started_attempts.saturating_sub(1);
     ctx.retry_same = Some(idx);
     ctx.redo_at_once = true;
@@ -602,11 +615,11 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
     let decision = match status {
         _ if refused_thinking => {
             ctx.thinking_dropped = true;
-            redo_at_once(ctx, idx)
+            ask_again_at_once(ctx, idx)
         }
         _ if refused_stream_usage => {
             ctx.stream_usage_unasked = Some(provider.id.clone());
-            redo_at_once(ctx, idx)
+            ask_again_at_once(ctx, idx)
         }
         _ if no_answer.is_some() => {
             candidate.health.record_attempt_failure(probe, Failure::Broken, now);
