@@ -79,6 +79,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
+        if let Err(e) = apiproxy::server::check_environment(&config) {
+            eprintln!("apiproxy: invalid environment: {e}");
+            return ExitCode::from(2);
+        }
         println!(
             "{}: ok ({} providers, {} logical models, {} client keys)",
             path.as_deref()

@@ -123,6 +123,33 @@ fn check_free(place: &str, addr: &str) -> Result<(), String> {
     }
 }
 
+/// What `run` would refuse of the environment, checked without starting anything (`--check`):
+/// the database URL and token lifetimes, the secrets' lengths, the Redis settings and the
+/// browser-mask header values.
+pub fn check_environment(config: &Config) -> Result<(), String> {
+    let env = storage_env()?;
+    for (name, value) in [
+        ("SECRET_KEY", &env.secret_key),
+        ("SECRET_KEY_PREVIOUS", &env.previous_secret_key),
+    ] {
+        if let Some(v) = value {
+            crate::secrets::check_secret(v).map_err(|e| format!("{name}: {e}"))?;
+        }
+    }
+    StateSettings::from_env(&|k| std::env::var(k).ok())?;
+    let mask = &config.mask;
+    for (name, value) in [
+        ("MASK_USER_AGENT", &mask.user_agent),
+        ("MASK_ORIGIN", &mask.origin),
+        ("MASK_REFERER", &mask.referer),
+    ] {
+        if let Some(v) = value {
+            http::HeaderValue::from_str(v).map_err(|_| format!("{name}: not a valid header value"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs the gateway until the process is told to stop. Returns only on a start-up error.
 pub fn run(config: Config) -> Result<(), String> {
     init_tracing(&config.server);

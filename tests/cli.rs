@@ -157,6 +157,29 @@ fn a_port_in_use_ends_the_start_and_names_the_port() {
     drop(taken);
 }
 
+/// `--check` refuses what the start would: a short secret, a Redis or database URL it cannot
+/// use, a browser-mask value that is no header value.
+#[test]
+fn check_refuses_the_environment_start_would_refuse() {
+    for (name, value, said) in [
+        ("SECRET_KEY", "too-short", "SECRET_KEY"),
+        ("REDIS_URL", "http://redis:6379", "REDIS_URL"),
+        ("DATABASE_URL", "mysql://db/x", "DATABASE_URL"),
+        ("MASK_ORIGIN", "https://a.example\nx", "MASK_ORIGIN"),
+    ] {
+        let out = apiproxy()
+            .arg("--check")
+            .env(name, value)
+            .env("MASK_AS_BROWSER", "true")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}={value} passed --check");
+        assert!(err.contains(said), "{name}: {err}");
+    }
+}
+
 #[test]
 fn environment_overrides_are_validated() {
     let out = apiproxy()
