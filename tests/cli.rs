@@ -58,6 +58,20 @@ fn check_names_file_place_and_problem() {
         ),
         ("server: {listen: nowhere}\n", "server.listen"),
         ("providers: [\n", "line "),
+        // What the admin API refuses is refused in the file too.
+        (
+            "providers:\n  - {id: a, base_url: \"http://h\", retryable_status_codes: [5030]}\n",
+            "providers[0].retryable_status_codes",
+        ),
+        (
+            "providers:\n  - {id: a, base_url: \"http://h\"}\nlogical_models:\n  - {id: x, upstreams: [{provider: a, model: \"\"}]}\n",
+            "logical_models[0].upstreams[0].model",
+        ),
+        (
+            "providers:\n  - {id: a, base_url: \"http://h\"}\nlogical_models:\n  - {id: \" \", upstreams: [{provider: a, model: m}]}\n",
+            "logical_models[0].id",
+        ),
+        ("server: {resolve: {api.example.com: []}}\n", "server.resolve.api.example.com"),
     ];
     for (yaml, expect) in cases {
         let p = write(&dir, yaml);

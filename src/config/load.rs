@@ -242,6 +242,12 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if let Some((host, _)) = s.resolve.iter().find(|(_, ips)| ips.is_empty()) {
+        return Err(origin.err(
+            format!("server.resolve.{host}"),
+            "needs at least one address (leave the name out to look it up)",
+        ));
+    }
     if let Some(ca) = &s.ca_file {
         if !Path::new(ca).is_file() {
             return Err(origin.err("server.ca_file", format!("`{ca}` is not a readable file")));
@@ -341,6 +347,9 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
                 crate::upstream::check_path(path).map_err(|m| origin.err(place(&format!("paths.{field}")), m))?;
             }
         }
+        if let Some(code) = p.retryable_status_codes.iter().find(|c| !(100..=599).contains(*c)) {
+            return Err(origin.err(place("retryable_status_codes"), format!("{code} is no HTTP status")));
+        }
         for (k, key) in p.api_keys.iter().enumerate() {
             if http::HeaderValue::from_str(key).is_err() {
                 return Err(origin.err(
@@ -353,6 +362,9 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
 
     let mut logical = HashSet::new();
     for (i, lm) in config.logical_models.iter().enumerate() {
+        if lm.id.trim().is_empty() {
+            return Err(origin.err(format!("logical_models[{i}].id"), "must not be empty"));
+        }
         if !logical.insert(lm.id.as_str()) {
             return Err(origin.err(format!("logical_models[{i}].id"), format!("`{}` is used twice", lm.id)));
         }
@@ -369,6 +381,9 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
             }
             if !(u.weight.is_finite() && u.weight > 0.0) {
                 return Err(origin.err(format!("{place}.weight"), "must be a positive number"));
+            }
+            if u.model.trim().is_empty() {
+                return Err(origin.err(format!("{place}.model"), "must not be empty"));
             }
         }
     }
