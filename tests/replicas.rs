@@ -564,3 +564,36 @@ async fn a_binding_written_back_late_keeps_the_session_s_others_alive() {
     let bound = backend.bindings("s1").await.unwrap();
     assert_eq!(bound.len(), 2, "{bound:?}");
 }
+
+/// Live bindings are dated by Redis's clock, not the replicas': a replica whose clock runs 3 s
+/// fast binds a session, another moves it on a second later, and the move holds (it was refused,
+/// as decided "before" the first). A binding written back after an outage is still older than
+/// what was decided since.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_bindings_are_dated_by_redis_not_the_replicas_clocks() {
+    use apiproxy::state::{RedisBackend, StateBackend};
+    let prefix = RedisPrefix::new();
+    let backend = RedisBackend::open(REDIS_URL, &prefix.0, Duration::from_secs(2)).unwrap();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let hour = Duration::from_secs(3600);
+    backend
+        .bind("s2", "owner m", "alpha", now_ms() + 3000, hour)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    backend.bind("s2", "owner m", "beta", now_ms(), hour).await.unwrap();
+    let bound = backend.bindings("s2").await.unwrap();
+    assert_eq!(bound, [("owner m".to_string(), "beta".to_string())]);
+    // Decided a minute ago (written back after an outage): the newer one stays.
+    backend
+        .bind("s2", "owner m", "gamma", now_ms() - 60_000, hour)
+        .await
+        .unwrap();
+    let bound = backend.bindings("s2").await.unwrap();
+    assert_eq!(bound, [("owner m".to_string(), "beta".to_string())]);
+}

@@ -32,9 +32,19 @@ pub struct RedisBackend {
     prefix: String,
     admit: Script,
     bind: Script,
+    unbind: Script,
     push_context: Script,
     sync_health: Script,
     heartbeat: Script,
+}
+
+/// How long ago `at_ms` (this replica's clock, Unix ms) was: what Redis is told instead of the
+/// time itself, so that it dates the event by its own clock.
+fn age_ms(at_ms: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    now.saturating_sub(at_ms)
 }
 
 /// The health hash stores what the script wrote; numbers may come back as floats.
@@ -68,6 +78,7 @@ impl RedisBackend {
             prefix: prefix.to_string(),
             admit: Script::new(scripts::ADMIT),
             bind: Script::new(scripts::BIND),
+            unbind: Script::new(scripts::UNBIND),
             push_context: Script::new(scripts::PUSH_CONTEXT),
             sync_health: Script::new(scripts::SYNC_HEALTH),
             heartbeat: Script::new(scripts::HEARTBEAT),
@@ -140,12 +151,13 @@ impl StateBackend for RedisBackend {
         ttl: Duration,
     ) -> Result<(), StateError> {
         let mut conn = self.conn();
+        // Sent as an age: Redis dates it by its own clock.
         self.bind
             .key(self.key(&["sess", session]))
             .key(self.key(&["sess_at", session]))
             .arg(model)
             .arg(upstream)
-            .arg(at_ms)
+            .arg(age_ms(at_ms))
             .arg(ttl.as_millis() as u64)
             .invoke_async::<i64>(&mut conn)
             .await?;
@@ -160,14 +172,13 @@ impl StateBackend for RedisBackend {
 
     async fn unbind(&self, session: &str, at_ms: u64, ttl: Duration) -> Result<bool, StateError> {
         let mut conn = self.conn();
-        // The drop's time under the field no model has (`""`), which BIND reads as the earliest
-        // decision it takes.
-        let at = self.key(&["sess_at", session]);
-        let (n, _, _): (i64, i64, i64) = redis::pipe()
-            .del(self.key(&["sess", session]))
-            .hset(&at, "", at_ms)
-            .pexpire(&at, ttl.as_millis() as i64)
-            .query_async(&mut conn)
+        let n: i64 = self
+            .unbind
+            .key(self.key(&["sess", session]))
+            .key(self.key(&["sess_at", session]))
+            .arg(age_ms(at_ms))
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut conn)
             .await?;
         Ok(n > 0)
     }

@@ -1,25 +1,38 @@
 //! Lua scripts run atomically by Redis: each is one round trip and no read-then-write race.
 
-/// A session binding (HSET KEYS[1] ARGV[1] ARGV[2]) decided at ARGV[3] (Unix ms), unless the one
-/// there was decided later (KEYS[2] keeps when each was); both keys live at least ARGV[4] ms more
-/// (a binding written back after an outage, with what is left of its TTL, does not shorten the
-/// life of the session's newer bindings of other models). Returns 1 when written. (Replicas'
-/// clocks matter here, within the skew NTP leaves: this only keeps a binding written back after an
-/// outage from replacing a newer one.)
+/// A session binding (HSET KEYS[1] ARGV[1] ARGV[2]) decided ARGV[3] ms ago (0: now; a binding
+/// written back after an outage is older), unless the one there was decided later (KEYS[2] keeps
+/// when each was, by Redis's own clock, so replicas' clocks do not matter); both keys live at
+/// least ARGV[4] ms more (a binding written back with what is left of its TTL does not shorten
+/// the life of the session's newer bindings of other models). Returns 1 when written.
 pub const BIND: &str = r#"
+local t = redis.call('TIME')
+local decided = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
 local at = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local dropped = tonumber(redis.call('HGET', KEYS[2], '') or '0')
-if at > tonumber(ARGV[3]) or dropped > tonumber(ARGV[3]) then
+if at > decided or dropped > decided then
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], tostring(decided))
 for _, k in ipairs({KEYS[1], KEYS[2]}) do
   if redis.call('PTTL', k) < tonumber(ARGV[4]) then
     redis.call('PEXPIRE', k, ARGV[4])
   end
 end
 return 1
+"#;
+
+/// A session's bindings dropped (DEL KEYS[1]) ARGV[1] ms ago, the drop's time kept by Redis's
+/// clock under the field no model has (`""` in KEYS[2], for ARGV[2] ms), which BIND reads as the
+/// earliest decision it takes. Returns how many keys were deleted.
+pub const UNBIND: &str = r#"
+local t = redis.call('TIME')
+local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+local n = redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[2], '', tostring(at))
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return n
 "#;
 
 /// Token buckets (KEYS[1] at ARGV[1] per second, KEYS[3] at ARGV[3]; a rate of 0 is no bucket)
