@@ -340,7 +340,9 @@ impl State {
             if !write(p.clone()).await {
                 let mut left = queue.lock();
                 left.splice(0..0, pending[i..].iter().cloned());
-                left.truncate(MAX_PENDING);
+                // Over the bound, the oldest give way (as `hold_back` does), not the newest.
+                let excess = left.len().saturating_sub(MAX_PENDING);
+                left.drain(..excess);
                 return;
             }
         }
