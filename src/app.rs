@@ -63,6 +63,9 @@ pub struct App {
     pub reload_lock: tokio::sync::Mutex<()>,
     /// Wakes discovery when providers change, so new ones are resolved and listed at once.
     pub topology_changed: tokio::sync::Notify,
+    /// The same change, for the loop that resolves the providers' hosts (a new provider needs its
+    /// addresses whatever model list is being read).
+    pub hosts_changed: tokio::sync::Notify,
     /// Fetches the images a Gemini upstream cannot fetch itself.
     pub media: MediaFetcher,
 }
@@ -126,6 +129,7 @@ impl App {
             unannounced: std::sync::atomic::AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             topology_changed: tokio::sync::Notify::new(),
+            hosts_changed: tokio::sync::Notify::new(),
             media,
         }))
     }
@@ -168,6 +172,7 @@ impl App {
         self.rebuild_catalog();
         if relist {
             self.topology_changed.notify_one();
+            self.hosts_changed.notify_one();
         }
     }
 

@@ -110,8 +110,6 @@ impl Buckets {
 mod tests {
     use super::*;
 
-    /// A bucket taking over from itself (a provider kept as it was across a rebuild) is left as it
-    /// is; it locked its own mutex twice before.
     /// A take with an earlier clock reading than the last (threads racing to the lock) credits
     /// nothing twice.
     #[test]
@@ -128,6 +126,8 @@ mod tests {
         assert!(b.take(1.0, t0 + Duration::from_millis(1001)).is_ok());
     }
 
+    /// A bucket taking over from itself (a provider kept as it was across a rebuild) is left as it
+    /// is; it locked its own mutex twice before.
     #[test]
     fn a_bucket_takes_over_from_itself_without_locking_up() {
         let b = TokenBucket::new(1.0);

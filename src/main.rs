@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        if let Err(e) = apiproxy::server::check_environment(&config) {
+        if let Err(e) = apiproxy::server::check_environment() {
             eprintln!("apiproxy: invalid environment: {e}");
             return ExitCode::from(2);
         }

@@ -41,8 +41,23 @@ pub(crate) fn storage_env() -> Result<StorageEnv, String> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let data_dir = PathBuf::from(var("APIPROXY_DATA_DIR").unwrap_or_else(|| "data".into()));
     // The embedded database lives with the generated secret: a data folder moved to a volume
-    // takes both (the default, `data`, gives `sqlite://data/apiproxy.db`).
-    let url = var("DATABASE_URL").unwrap_or_else(|| format!("sqlite://{}", data_dir.join("apiproxy.db").display()));
+    // takes both (the default, `data`, gives `sqlite://data/apiproxy.db`). A database an earlier
+    // version kept in `data/` while the data folder was elsewhere stays in use where it is.
+    let url = var("DATABASE_URL").unwrap_or_else(|| {
+        let (here, before) = (data_dir.join("apiproxy.db"), PathBuf::from("data/apiproxy.db"));
+        let path = if !here.exists() && before.exists() && here != before {
+            eprintln!(
+                "apiproxy: using the database at {} (where earlier versions kept it); move it to {} \
+                 or set DATABASE_URL",
+                before.display(),
+                here.display()
+            );
+            before
+        } else {
+            here
+        };
+        format!("sqlite://{}", path.display())
+    });
     let database_url = DatabaseUrl::parse(&url).map_err(|e| e.to_string())?;
     let mut ttl = TokenTtl::default();
     for (name, slot) in [
@@ -124,9 +139,9 @@ fn check_free(place: &str, addr: &str) -> Result<(), String> {
 }
 
 /// What `run` would refuse of the environment, checked without starting anything (`--check`):
-/// the database URL and token lifetimes, the secrets' lengths, the Redis settings and the
-/// browser-mask header values.
-pub fn check_environment(config: &Config) -> Result<(), String> {
+/// the database URL and token lifetimes, the secrets' lengths and the Redis settings. (The
+/// browser-mask values, file or `MASK_*`, are checked with the configuration.)
+pub fn check_environment() -> Result<(), String> {
     let env = storage_env()?;
     for (name, value) in [
         ("SECRET_KEY", &env.secret_key),
@@ -137,16 +152,6 @@ pub fn check_environment(config: &Config) -> Result<(), String> {
         }
     }
     StateSettings::from_env(&|k| std::env::var(k).ok())?;
-    let mask = &config.mask;
-    for (name, value) in [
-        ("MASK_USER_AGENT", &mask.user_agent),
-        ("MASK_ORIGIN", &mask.origin),
-        ("MASK_REFERER", &mask.referer),
-    ] {
-        if let Some(v) = value {
-            http::HeaderValue::from_str(v).map_err(|_| format!("{name}: not a valid header value"))?;
-        }
-    }
     Ok(())
 }
 

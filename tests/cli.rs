@@ -179,7 +179,7 @@ fn check_refuses_the_environment_start_would_refuse() {
         ("SECRET_KEY", "too-short", "SECRET_KEY"),
         ("REDIS_URL", "http://redis:6379", "REDIS_URL"),
         ("DATABASE_URL", "mysql://db/x", "DATABASE_URL"),
-        ("MASK_ORIGIN", "https://a.example\nx", "MASK_ORIGIN"),
+        ("MASK_ORIGIN", "https://a.example\nx", "mask.origin"),
     ] {
         let out = apiproxy()
             .arg("--check")
@@ -374,4 +374,23 @@ async fn model_list_probes_do_not_follow_redirects_with_the_key() {
         "{v}"
     );
     assert_eq!(reached.load(Ordering::SeqCst), 0, "the key went to the redirect's host");
+}
+
+/// A database an earlier version kept in `data/` while `APIPROXY_DATA_DIR` pointed elsewhere stays
+/// in use (with a word on where it should move), rather than a new, empty one being opened.
+#[test]
+fn a_database_left_in_data_by_an_earlier_version_stays_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/apiproxy.db"), b"").unwrap();
+    let out = apiproxy()
+        .arg("--check")
+        .current_dir(dir.path())
+        .env("APIPROXY_DATA_DIR", dir.path().join("state"))
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("using the database at data/apiproxy.db"), "{err}");
 }

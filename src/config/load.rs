@@ -242,6 +242,18 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
             ),
         ));
     }
+    for (field, value) in [
+        ("mask.user_agent", &config.mask.user_agent),
+        ("mask.origin", &config.mask.origin),
+        ("mask.referer", &config.mask.referer),
+    ] {
+        if value
+            .as_deref()
+            .is_some_and(|v| http::HeaderValue::from_str(v).is_err())
+        {
+            return Err(origin.err(field, "is not a valid header value"));
+        }
+    }
     if let Some((host, _)) = s.resolve.iter().find(|(_, ips)| ips.is_empty()) {
         return Err(origin.err(
             format!("server.resolve.{host}"),

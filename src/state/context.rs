@@ -88,10 +88,20 @@ pub fn redact(text: &str) -> String {
         }
         // Quoted too: `"Bearer sk-…"`, `'Authorization': 'Basic …'`.
         let unquoted = bare.trim_matches(|c: char| matches!(c, '"' | '\'' | '{' | ','));
+        let scheme = ["bearer", "basic", "token", "digest", "apikey"]
+            .iter()
+            .any(|s| unquoted.eq_ignore_ascii_case(s));
+        if after_authorization && !scheme {
+            // An `Authorization:` value with no scheme is the credential itself.
+            after_authorization = false;
+            out.push_str("[REDACTED]");
+            out.push_str(trailing);
+            continue;
+        }
         after_bearer = unquoted.eq_ignore_ascii_case("bearer")
             || (i > 0 && unquoted.eq_ignore_ascii_case("bearer:"))
-            // Whatever the scheme (`Basic`, `Token`…), the credential after it.
-            || after_authorization;
+            // After an `Authorization:` header's scheme (`Basic`, `Token`…), the credential.
+            || (after_authorization && scheme);
         after_authorization = unquoted.eq_ignore_ascii_case("authorization:")
             || unquoted.eq_ignore_ascii_case("authorization\":")
             || unquoted.eq_ignore_ascii_case("authorization':");
@@ -156,9 +166,44 @@ fn redact_runs(word: &str, out: &mut String) {
 /// Whether `value` is a credential: it starts like a key, or it looks random and what comes before
 /// it names a secret (`…key=`, `"token":"`).
 fn secret_value(before: &str, value: &str) -> bool {
-    // Named a secret, any value of a password's length goes (`password=hunter2!`): random-looking
-    // or not.
-    has_key_prefix(value) || (value.len() >= 6 && names_a_secret(before))
+    has_key_prefix(value)
+        || (looks_random(value) && names_a_secret(before))
+        // A value of a password's length, random-looking or not, after a name that is a secret's
+        // whole (`password=hunter2!`, `"api_key": "…"`), not merely ends like one (`sort_key`,
+        // `monkey`, a bare `key`).
+        || (value.len() >= 6 && names_a_secret_exactly(before))
+}
+
+/// Whether text ends with the whole name of a secret and what assigns it (`password=`,
+/// `"client_secret": "`).
+fn names_a_secret_exactly(before: &str) -> bool {
+    let name = before.trim_end_matches(['"', '\'', ':', '=', ' ']);
+    if name.len() == before.len() {
+        return false;
+    }
+    let start = name
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-')))
+        .map_or(0, |i| i + 1);
+    let name = name[start..].to_ascii_lowercase().replace('-', "_");
+    matches!(
+        name.as_str(),
+        "password"
+            | "passwd"
+            | "pwd"
+            | "secret"
+            | "client_secret"
+            | "token"
+            | "access_token"
+            | "refresh_token"
+            | "auth_token"
+            | "api_key"
+            | "apikey"
+            | "x_api_key"
+            | "secret_key"
+            | "private_key"
+    ) || name.ends_with("_password")
+        || name.ends_with("_secret")
+        || name.ends_with("_api_key")
 }
 
 /// Whether text ends with a name of a secret and what assigns it (`api_key=`, `"token": "`).
@@ -390,6 +435,19 @@ mod tests {
         );
         assert_eq!(redact("see https://example.com/a:b@c"), "see https://example.com/a:b@c");
         assert_eq!(redact("a basic question"), "a basic question");
+        // A raw token after `Authorization:` is the credential.
+        assert_eq!(redact("Authorization: 0123456789abcdef"), "Authorization: [REDACTED]");
+        // Code and data that merely name keys keep their values.
+        for plain in [
+            "sorted(x, key=lambda v: v[1])",
+            r#"{"monkey":"banana"}"#,
+            r#"{"hotkey":"ctrl+c"}"#,
+            r#"{"sort_key":"created_at"}"#,
+            r#"{"key":"Escape"}"#,
+            "Key=Escape",
+        ] {
+            assert_eq!(redact(plain), plain);
+        }
     }
 
     /// A random-looking value with no known prefix goes when a name says it is a secret (an Azure

@@ -461,7 +461,9 @@ impl State {
     pub(super) async fn probe(&self) -> bool {
         let Some(b) = self.shared_any() else { return false };
         let budget = self.settings.timeout;
-        let first = tokio::time::timeout(super::redis::CONNECT_TIMEOUT + budget, b.heartbeat(&self.replica_id)).await;
+        // Two connect tries (the manager retries once) with the pause between them, then the call.
+        let connecting = 2 * super::redis::CONNECT_TIMEOUT + super::redis::CONNECT_RETRY_PAUSE;
+        let first = tokio::time::timeout(connecting + budget, b.heartbeat(&self.replica_id)).await;
         let failure = match first {
             Ok(Ok(_)) => match tokio::time::timeout(budget, b.heartbeat(&self.replica_id)).await {
                 Ok(Ok(_)) => return true,

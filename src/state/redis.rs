@@ -58,6 +58,8 @@ struct StoredHealth {
 
 /// Longest a new connection to Redis may take to be made (TCP, TLS, handshake).
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest pause before the one retry of a connection that failed.
+pub(super) const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 impl RedisBackend {
     /// Opens a lazily connecting manager. Must run inside the runtime that will keep driving the
@@ -69,7 +71,7 @@ impl RedisBackend {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
+            .set_max_delay(CONNECT_RETRY_PAUSE);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
         Ok(Self {
             conn: ArcSwap::from_pointee(conn),

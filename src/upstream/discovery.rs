@@ -241,6 +241,7 @@ impl BackgroundService for Discovery {
                 tokio::select! {
                     _ = dns_shutdown.changed() => break,
                     _ = dns_tick.tick() => self.refresh_dns().await,
+                    _ = self.app.hosts_changed.notified() => self.refresh_dns().await,
                 }
             }
         };
@@ -249,12 +250,9 @@ impl BackgroundService for Discovery {
                 tokio::select! {
                     _ = shutdown.changed() => break,
                     _ = models_tick.tick() => self.refresh_models(&client).await,
-                    // Providers were added or changed through the admin API: new ones need
-                    // their addresses before their first request.
-                    _ = self.app.topology_changed.notified() => {
-                        self.refresh_dns().await;
-                        self.refresh_models(&client).await;
-                    }
+                    // Providers were added or changed through the admin API (the address loop
+                    // hears of it too).
+                    _ = self.app.topology_changed.notified() => self.refresh_models(&client).await,
                 }
             }
         };

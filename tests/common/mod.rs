@@ -195,7 +195,9 @@ impl Gateway {
                 cmd.env(keep, v);
             }
         }
-        cmd.arg("--config")
+        // Its own folder to run in: nothing relative (an old `data/`) is found in the checkout.
+        cmd.current_dir(dir.path())
+            .arg("--config")
             .arg(&config)
             .env("APIPROXY_LISTEN", format!("127.0.0.1:{port}"))
             .env("APIPROXY_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))

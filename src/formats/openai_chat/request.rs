@@ -507,7 +507,8 @@ fn render_part(b: &Block) -> Option<Value> {
 
 /// Tool-call arguments for an OpenAI upstream: never empty (it must be a JSON text).
 pub(crate) fn non_empty_args(args: &str) -> String {
-    if args.trim().is_empty() {
+    // `null`: a tool without parameters, as some servers send it.
+    if args.trim().is_empty() || args.trim() == "null" {
         "{}".into()
     } else {
         args.to_string()
