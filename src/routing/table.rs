@@ -355,7 +355,7 @@ mod tests {
     use std::time::Duration;
 
     fn setup() -> (RouteTable, ModelCatalog, HealthRegistry) {
-        let config: Config = serde_yaml::from_str(
+        setup_with(
             r#"
 providers:
   - {id: a, base_url: "http://127.0.0.1:1", models: [m1, shared]}
@@ -369,7 +369,11 @@ logical_models:
       - {provider: a, model: m1, weight: 2}
 "#,
         )
-        .unwrap();
+    }
+
+    /// A table, its catalog and health registry for this configuration.
+    fn setup_with(yaml: &str) -> (RouteTable, ModelCatalog, HealthRegistry) {
+        let config: Config = serde_yaml::from_str(yaml).unwrap();
         let health = HealthRegistry::new(HealthPolicy {
             default_cooldown: Duration::from_secs(1),
             failure_threshold: 3,
@@ -385,22 +389,13 @@ logical_models:
     /// (a provider discovers the model, or stops listing it).
     #[test]
     fn a_zero_config_plan_follows_the_catalog() {
-        let config: Config = serde_yaml::from_str(
+        let (t, c, health) = setup_with(
             r#"
 providers:
   - {id: a, base_url: "http://127.0.0.1:1", models: [m]}
   - {id: d, base_url: "http://127.0.0.1:2"}
 "#,
-        )
-        .unwrap();
-        let health = HealthRegistry::new(HealthPolicy {
-            default_cooldown: Duration::from_secs(1),
-            failure_threshold: 3,
-            open_for: Duration::from_secs(1),
-        });
-        let t = RouteTable::build(&config, &health).unwrap();
-        let c = ModelCatalog::default();
-        c.rebuild(t.providers(), t.logical_ids());
+        );
         let ids = |plan: RoutePlan| {
             plan.candidates
                 .iter()
