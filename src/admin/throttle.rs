@@ -76,7 +76,9 @@ impl LoginFailures {
         if let Some(wait) = by_name.max(by_address) {
             return Err(wait);
         }
+        let name_before = t.names.0.get(name).copied();
         t.names.failed(name.to_string(), FREE_FAILURES, None, now);
+        let address_before = from.and_then(|a| t.addresses.0.get(&a).copied());
         if let Some(a) = from {
             t.addresses.failed(a, FREE_ADDRESS_FAILURES, Some(ADDRESS_MEMORY), now);
         }
@@ -84,6 +86,11 @@ impl LoginFailures {
             name: name.to_string(),
             at,
             counted_at_address: from.is_some(),
+            before: (name_before, address_before),
+            counted: (
+                t.names.0.get(name).copied(),
+                from.and_then(|a| t.addresses.0.get(&a).copied()),
+            ),
         })
     }
 
@@ -110,11 +117,31 @@ impl LoginFailures {
     /// slots failed it): its failure is taken back, name and address, as if it never came.
     pub fn abandon(&self, attempt: LoginTry) {
         let mut t = self.0.lock();
-        if let Some(entry) = t.names.0.get_mut(&attempt.name) {
-            entry.0 = entry.0.saturating_sub(1);
-        }
+        take_back(&mut t.names, attempt.name.clone(), attempt.before.0, attempt.counted.0);
         if let (Some(a), true) = (attempt.at, attempt.counted_at_address) {
-            if let Some(entry) = t.addresses.0.get_mut(&a) {
+            take_back(&mut t.addresses, a, attempt.before.1, attempt.counted.1);
+        }
+    }
+}
+
+/// Undoes one counted failure of `key`: the entry as it was before (its count and the time of its
+/// last failure, or no entry), when nothing changed it since; one failure fewer otherwise.
+fn take_back<K: std::hash::Hash + Eq>(
+    tally: &mut Tally<K>,
+    key: K,
+    before: Option<(u32, Instant)>,
+    counted: Option<(u32, Instant)>,
+) {
+    let now = tally.0.get(&key).copied();
+    match (now, before) {
+        (Some(_), Some(before)) if now == counted => {
+            tally.0.insert(key, before);
+        }
+        (Some(_), None) if now == counted => {
+            tally.0.remove(&key);
+        }
+        _ => {
+            if let Some(entry) = tally.0.get_mut(&key) {
                 entry.0 = entry.0.saturating_sub(1);
             }
         }
@@ -130,6 +157,9 @@ pub struct LoginTry {
     at: Option<IpAddr>,
     /// Whether it counted at that address (a name known there does not).
     counted_at_address: bool,
+    /// The name's and the address's entries before the try, and as the try left them.
+    before: (Option<(u32, Instant)>, Option<(u32, Instant)>),
+    counted: (Option<(u32, Instant)>, Option<(u32, Instant)>),
 }
 
 /// Failures in a row and the time of the last, by key.
@@ -272,6 +302,15 @@ mod tests {
             logins.abandon(logins.begin("root", Some(from), t0).unwrap());
         }
         assert!(logins.begin("root", Some(from), t0).is_ok());
+        // A name waiting after its failures keeps its wait as it was: an abandoned try does not
+        // start it again.
+        let t1 = t0 + Duration::from_secs(1);
+        for _ in 0..FREE_FAILURES {
+            let _ = logins.begin("admin", None, t0);
+        }
+        let late = t1 + Duration::from_millis(500);
+        logins.abandon(logins.begin("admin", None, t1).unwrap());
+        assert!(logins.begin("admin", None, late).is_ok(), "the wait still ran from t0");
     }
 
     /// Flooding the table with fresh names lets go of those that hold nobody back, not of a name
