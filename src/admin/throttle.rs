@@ -126,12 +126,7 @@ impl LoginFailures {
 
 /// Undoes one counted failure of `key`: the entry as it was before (its count and the time of its
 /// last failure, or no entry), when nothing changed it since; one failure fewer otherwise.
-fn take_back<K: std::hash::Hash + Eq>(
-    tally: &mut Tally<K>,
-    key: K,
-    before: Option<(u32, Instant)>,
-    counted: Option<(u32, Instant)>,
-) {
+fn take_back<K: std::hash::Hash + Eq>(tally: &mut Tally<K>, key: K, before: Option<Entry>, counted: Option<Entry>) {
     let now = tally.0.get(&key).copied();
     match (now, before) {
         (Some(_), Some(before)) if now == counted => {
@@ -158,9 +153,12 @@ pub struct LoginTry {
     /// Whether it counted at that address (a name known there does not).
     counted_at_address: bool,
     /// The name's and the address's entries before the try, and as the try left them.
-    before: (Option<(u32, Instant)>, Option<(u32, Instant)>),
-    counted: (Option<(u32, Instant)>, Option<(u32, Instant)>),
+    before: (Option<Entry>, Option<Entry>),
+    counted: (Option<Entry>, Option<Entry>),
 }
+
+/// A tally's entry: failures in a row, and the time of the last.
+type Entry = (u32, Instant);
 
 /// Failures in a row and the time of the last, by key.
 struct Tally<K>(HashMap<K, (u32, Instant)>);
