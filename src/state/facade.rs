@@ -15,6 +15,9 @@ use crate::routing::health::{unix_ms, HealthDelta, SharedHealth};
 /// Bindings and context entries recorded while Redis was down, replayed when it is back (at most
 /// this many of each).
 const MAX_PENDING: usize = 10_000;
+/// Most bytes of session context queued for Redis during an outage, the oldest giving way: an
+/// entry may be long (`SNIPPET_CHARS`), and ten thousand of them would be gigabytes.
+const MAX_PENDING_CONTEXT_BYTES: usize = 64 << 20;
 
 /// Shared-state settings, from the environment.
 #[derive(Debug, Clone)]
@@ -402,6 +405,14 @@ impl State {
             limits.max_entries,
             |p| *p.owner == *owner && *p.session == *session,
         );
+        let mut pending = self.pending_contexts.lock();
+        let mut bytes: usize = pending.iter().map(|p| p.entry.len()).sum();
+        let mut oldest = 0;
+        while bytes > MAX_PENDING_CONTEXT_BYTES && oldest < pending.len() {
+            bytes -= pending[oldest].entry.len();
+            oldest += 1;
+        }
+        pending.drain(..oldest);
     }
 
     /// The session context this client key wrote (Redis's, or the local one when Redis is out).
@@ -488,6 +499,30 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Context entries queued for Redis during an outage stay within a byte budget, the oldest
+    /// giving way.
+    #[tokio::test]
+    async fn context_queued_during_an_outage_is_bounded_in_bytes() {
+        let settings =
+            StateSettings::from_env(&|k: &str| (k == "REDIS_URL").then(|| "redis://127.0.0.1:1".into())).unwrap();
+        let state = State::new(
+            settings,
+            IntCounterVec::new(prometheus::Opts::new("e", "e"), &["backend"]).unwrap(),
+        );
+        let entry = "x".repeat(100 * 1024);
+        for i in 0..800 {
+            state.push_context("owner", &format!("session-{i}"), &entry).await;
+        }
+        let pending = state.pending_contexts.lock();
+        let bytes: usize = pending.iter().map(|p| p.entry.len()).sum();
+        assert!(bytes <= MAX_PENDING_CONTEXT_BYTES, "{bytes} bytes queued");
+        assert_eq!(
+            pending.last().map(|p| &*p.session),
+            Some("session-799"),
+            "the newest kept"
+        );
+    }
 
     #[test]
     fn tls_redis_urls_are_taken() {
