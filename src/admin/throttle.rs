@@ -85,7 +85,7 @@ impl LoginFailures {
         Ok(LoginTry {
             name: name.to_string(),
             at,
-            counted_at_address: from.is_some(),
+            counted_at: from,
             before: (name_before, address_before),
             counted: (
                 t.names.0.get(name).copied(),
@@ -99,26 +99,22 @@ impl LoginFailures {
     pub fn succeeded(&self, attempt: LoginTry) {
         let mut t = self.0.lock();
         t.names.0.remove(&attempt.name);
-        let Some(a) = attempt.at else { return };
-        if attempt.counted_at_address {
-            if let Some(entry) = t.addresses.0.get_mut(&a) {
-                entry.0 = entry.0.saturating_sub(1);
-            }
+        if let Some(entry) = attempt.counted_at.and_then(|a| t.addresses.0.get_mut(&a)) {
+            entry.0 = entry.0.saturating_sub(1);
         }
+        let Some(a) = attempt.at else { return };
         if t.known.len() >= MAX_NAMES {
             t.known.clear();
         }
         t.known.insert((attempt.name, a));
     }
-}
 
-impl LoginFailures {
     /// A try let in by [`Self::begin`] that checked no password (the database or the password
     /// slots failed it): its failure is taken back, name and address, as if it never came.
     pub fn abandon(&self, attempt: LoginTry) {
         let mut t = self.0.lock();
-        take_back(&mut t.names, attempt.name.clone(), attempt.before.0, attempt.counted.0);
-        if let (Some(a), true) = (attempt.at, attempt.counted_at_address) {
+        take_back(&mut t.names, attempt.name, attempt.before.0, attempt.counted.0);
+        if let Some(a) = attempt.counted_at {
             take_back(&mut t.addresses, a, attempt.before.1, attempt.counted.1);
         }
     }
@@ -148,10 +144,10 @@ fn take_back<K: std::hash::Hash + Eq>(tally: &mut Tally<K>, key: K, before: Opti
 #[must_use = "a try that succeeds is handed back to `succeeded`"]
 pub struct LoginTry {
     name: String,
-    /// The address it is counted under, if known.
+    /// The client's address as counted, if known.
     at: Option<IpAddr>,
-    /// Whether it counted at that address (a name known there does not).
-    counted_at_address: bool,
+    /// That address, when the try counted there (a name known at it does not).
+    counted_at: Option<IpAddr>,
     /// The name's and the address's entries before the try, and as the try left them.
     before: (Option<Entry>, Option<Entry>),
     counted: (Option<Entry>, Option<Entry>),

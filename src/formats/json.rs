@@ -66,12 +66,8 @@ pub(crate) fn args_object(arguments: &str) -> Value {
 /// client reads: an object serialised; a string, which some compatible servers send already
 /// encoded, as it is (not encoded a second time); nothing or `null` as `{}`.
 pub(crate) fn args_text(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => "{}".into(),
-        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(Value::String(_)) => "{}".into(),
-        Some(other) => other.to_string(),
-    }
+    use crate::formats::openai_chat::request::{arguments_text, non_empty_args};
+    non_empty_args(&arguments_text(v))
 }
 
 /// Inserts `key: value` only when the value is present.

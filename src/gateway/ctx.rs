@@ -103,6 +103,17 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+/// Why an attempt is asked again at once, as the same attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redo {
+    /// It reached no upstream (another address, a stale pooled connection): it keeps the key
+    /// whose budget it spent.
+    Unsent,
+    /// The upstream answered it (it refused what the gateway added): the second call spends a
+    /// key's budget again.
+    Answered,
+}
+
 /// How an attempt ended, as the metrics count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptEnd {
@@ -371,12 +382,8 @@ pub struct RequestCtx {
     pub current: Option<Attempt>,
     /// Set when the next attempt goes to the same candidate after a transient error.
     pub retry_same: Option<usize>,
-    /// The retry on the same candidate goes without a pause (a stale pooled connection).
-    pub redo_at_once: bool,
-    /// The attempt asked again at once was answered by the upstream (a refusal of what the gateway
-    /// added): asking again spends a key's budget again, where a redo that reached no upstream
-    /// keeps the key it took.
-    pub redo_answered: bool,
+    /// The retry on the same candidate goes without a pause, as the same attempt.
+    pub redo: Option<Redo>,
     /// A stale pooled connection was sent again (once a request).
     pub stale_redone: bool,
     /// Attempts made again on another address of the same host after a connect failure.
@@ -523,8 +530,7 @@ impl RequestCtx {
             started_attempts: 0,
             current: None,
             retry_same: None,
-            redo_at_once: false,
-            redo_answered: false,
+            redo: None,
             stale_redone: false,
             addr_redos: 0,
             failures_before_success: 0,

@@ -12,7 +12,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use rand::Rng;
 
-use super::ctx::{Attempt, AttemptEnd, AttemptRecord, HeldSource, HeldVerdict, RequestCtx, ResponseMode, Retry};
+use super::ctx::{Attempt, AttemptEnd, AttemptRecord, HeldSource, HeldVerdict, Redo, RequestCtx, ResponseMode, Retry};
 use super::error::GatewayError;
 use super::upstream_call;
 use crate::app::App;
@@ -102,12 +102,12 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         // connection: never recorded) is the same attempt, and keeps the key whose budget it spent.
         let mut redo_key = None;
         let idx = match ctx.retry_same.take() {
-            Some(idx) if std::mem::take(&mut ctx.redo_at_once) => {
-                let answered = std::mem::take(&mut ctx.redo_answered);
+            Some(idx) if ctx.redo.is_some() => {
+                let unsent = ctx.redo.take() == Some(Redo::Unsent);
                 redo_key = ctx
                     .current
                     .as_ref()
-                    .filter(|a| a.candidate == idx && !a.recorded && !answered)
+                    .filter(|a| a.candidate == idx && !a.recorded && unsent)
                     .and_then(|a| a.key.clone());
                 idx
             }
@@ -494,23 +494,11 @@ fn client_sent_stream_options(ctx: &RequestCtx, attempt_format: WireFormat) -> b
 }
 
 /// The attempt on candidate `idx` asked again at once as the same attempt: not counted against
-/// `max_attempts`, and (unrecorded) it keeps its key.
-fn redo_at_once(ctx: &mut RequestCtx, idx: usize) -> Retry {
-    ctx.redo_answered = false;
-    redo(ctx, idx)
-}
-
-/// As `redo_at_once`, for an attempt the upstream answered (it refused what the gateway added):
-/// the request goes to the upstream again, so a key's budget is spent again.
-fn ask_again_at_once(ctx: &mut RequestCtx, idx: usize) -> Retry {
-    ctx.redo_answered = true;
-    redo(ctx, idx)
-}
-
-fn redo(ctx: &mut RequestCtx, idx: usize) -> Retry {
+/// `max_attempts`; one that reached no upstream keeps its key (`Redo`).
+fn redo_at_once(ctx: &mut RequestCtx, idx: usize, why: Redo) -> Retry {
     ctx.started_attempts = ctx.started_attempts.saturating_sub(1);
     ctx.retry_same = Some(idx);
-    ctx.redo_at_once = true;
+    ctx.redo = Some(why);
     Retry::Same
 }
 
@@ -615,11 +603,11 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
     let decision = match status {
         _ if refused_thinking => {
             ctx.thinking_dropped = true;
-            ask_again_at_once(ctx, idx)
+            redo_at_once(ctx, idx, Redo::Answered)
         }
         _ if refused_stream_usage => {
             ctx.stream_usage_unasked = Some(provider.id.clone());
-            ask_again_at_once(ctx, idx)
+            redo_at_once(ctx, idx, Redo::Answered)
         }
         _ if no_answer.is_some() => {
             candidate.health.record_attempt_failure(probe, Failure::Broken, now);
@@ -933,7 +921,7 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
         // host's next address, at once, as the same attempt. The upstream is blamed only when
         // every address failed.
         ctx.addr_redos += 1;
-        return redo_at_once(ctx, idx);
+        return redo_at_once(ctx, idx, Redo::Unsent);
     }
     let at_once = attempt.started.elapsed() < STALE_WITHIN;
     if let (Phase::Proxy { reused: true }, true, false) = (phase, at_once, ctx.stale_redone) {
@@ -944,7 +932,7 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
             // failed at once: one that closes after a while (a worker killed by its own timeout,
             // a server crashing on this prompt) may have done the work, and is judged as a reset.
             ctx.stale_redone = true;
-            return redo_at_once(ctx, idx);
+            return redo_at_once(ctx, idx, Redo::Unsent);
         }
     }
     health.record_attempt_failure(ctx.probe_claim(idx), Failure::Broken, now);

@@ -41,10 +41,7 @@ pub struct RedisBackend {
 /// How long ago `at_ms` (this replica's clock, Unix ms) was: what Redis is told instead of the
 /// time itself, so that it dates the event by its own clock.
 fn age_ms(at_ms: u64) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    now.saturating_sub(at_ms)
+    crate::routing::health::unix_ms().saturating_sub(at_ms)
 }
 
 /// The health hash stores what the script wrote; numbers may come back as floats.
