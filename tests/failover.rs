@@ -2787,3 +2787,44 @@ async fn a_session_s_binding_ends_after_session_ttl() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(status().await, 404, "the binding outlived SESSION_TTL");
 }
+
+/// A Gemini stream whose finish chunk ends without its closing blank line (servers that end the
+/// body right after the last `data:` line) is whole: the client gets a clean end, and the upstream
+/// is not blamed for a cut (three such "cuts" in a row had opened its circuit).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_last_event_without_its_blank_line_is_no_cut() {
+    let a = Mock::start_style("alpha", &["m"], Style::Gemini).await;
+    let gw = Gateway::start(&format!(
+        "server: {{circuit_failure_threshold: 2, circuit_open_s: 60}}\nproviders:\n  - {{id: alpha, base_url: \"{}\", api_style: gemini, api_keys: [\"gm-key\"]}}\n",
+        a.url()
+    ))
+    .await;
+    let text = |t: &str| json!({"candidates": [{"content": {"role": "model", "parts": [{"text": t}]}, "index": 0}]});
+    let last = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "!"}]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5}});
+    for _ in 0..4 {
+        a.script([Reply::Sse(vec![
+            format!("data: {}\r\n\r\n", text("Hi")),
+            format!("data: {last}"),
+        ])]);
+        let r = gw
+            .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(r.status(), 200);
+        let data = sse_data(r).await;
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+        assert!(!data.iter().any(|d| d.contains("\"error\"")), "{data:?}");
+    }
+    assert_eq!(a.hits(), 4, "alpha stayed in rotation");
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(&metrics, "apiproxy_requests_total", &[("outcome", "stream_cut")]),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "apiproxy_requests_total", &[("outcome", "ok")]),
+        4.0,
+        "{metrics}"
+    );
+}

@@ -346,11 +346,13 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                 }
             }
             if end_of_stream {
+                // A complete stream gets its proper ending; one without its terminator an error
+                // event. Judged after `finish`, which hands over a last event that came whole
+                // without its closing blank line (a Gemini finish chunk, `response.completed`).
+                conv.finish(&mut out);
                 if !conv.completed() && !ctx.opened_with_error {
                     cut = true;
                 }
-                // A complete stream gets its proper ending; one without its terminator an error event.
-                conv.finish(&mut out);
                 ctx.usage = conv.usage();
             }
             if !out.is_empty() {
