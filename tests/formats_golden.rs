@@ -1112,6 +1112,61 @@ fn request_from_gemini_assigns_ids_and_pairs_results() {
     );
 }
 
+/// Codex's hosted web search, its only tool, is left out for other upstreams: its `tool_choice`
+/// goes with it (upstreams refuse a choice among no tools), for every upstream format.
+#[test]
+fn a_choice_among_no_tools_is_not_sent() {
+    let body = json!({"model": "m", "input": "hi", "tools": [{"type": "web_search_preview"}], "tool_choice": "auto"});
+    for to in [WireFormat::OpenAiChat, WireFormat::Anthropic, WireFormat::Gemini] {
+        let v = request_json(WireFormat::OpenAiResponses, to, body.to_string().as_bytes(), false);
+        for field in ["tools", "tool_choice", "toolConfig"] {
+            assert!(v.get(field).is_none(), "{to:?}: {field} in {v}");
+        }
+    }
+    // With a tool left, the choice stays.
+    let mut with_tool = body.clone();
+    with_tool["tools"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "function", "name": "shell", "parameters": {"type": "object"}}));
+    let v = request_json(
+        WireFormat::OpenAiResponses,
+        WireFormat::OpenAiChat,
+        with_tool.to_string().as_bytes(),
+        false,
+    );
+    assert_eq!(v["tool_choice"], "auto", "{v}");
+}
+
+/// Responses to one model turn's calls of the same name, sent in separate contents, answer its
+/// calls in order: each call gets its own result.
+#[test]
+fn gemini_results_in_separate_contents_answer_separate_calls() {
+    let call = |city: &str| json!({"functionCall": {"name": "get_weather", "args": {"city": city}}});
+    let result = |t: &str| json!({"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"result": t}}}]});
+    let body = json!({"contents": [
+        {"role": "user", "parts": [{"text": "weather?"}]},
+        {"role": "model", "parts": [call("Paris"), call("Rome")]},
+        result("18C"),
+        result("22C"),
+    ]});
+    let v = request_json(
+        WireFormat::Gemini,
+        WireFormat::OpenAiChat,
+        body.to_string().as_bytes(),
+        false,
+    );
+    let msgs = v["messages"].as_array().unwrap();
+    let ids: Vec<&str> = msgs[1]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    let answered: Vec<&str> = msgs[2..].iter().map(|m| m["tool_call_id"].as_str().unwrap()).collect();
+    assert_eq!(answered, ids, "{v}");
+}
+
 #[test]
 fn request_responses_to_chat_merges_calls() {
     let input = fixture("requests/tools.openai_responses.json").unwrap();
@@ -1361,6 +1416,13 @@ fn request_unsupported_is_refused_with_a_reason() {
             WireFormat::OpenAiChat,
             WireFormat::Gemini,
             json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
+        ),
+        (
+            // Legacy function calling: its answer (`message.function_call`) cannot be given.
+            WireFormat::OpenAiChat,
+            WireFormat::Anthropic,
+            json!({"model": "m", "messages": [{"role": "user", "content": "weather in Paris?"}],
+                "functions": [{"name": "get_weather", "parameters": {"type": "object"}}], "function_call": {"name": "get_weather"}}),
         ),
         (
             WireFormat::Anthropic,

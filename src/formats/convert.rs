@@ -121,12 +121,13 @@ pub fn media_to_fetch(from: WireFormat, to: WireFormat, body: &[u8]) -> Result<V
         return Ok(Vec::new());
     }
     let ir = parse_request(from, &super::json::parse_object(body)?)?;
-    let mut urls: Vec<String> = Vec::new();
-    for url in ir.media_urls() {
-        if !GEMINI_FETCHES.iter().any(|p| url.starts_with(p)) && !urls.iter().any(|u| u == url) {
-            urls.push(url.to_string());
-        }
-    }
+    let mut seen = std::collections::HashSet::new();
+    let urls = ir
+        .media_urls()
+        .into_iter()
+        .filter(|url| !GEMINI_FETCHES.iter().any(|p| url.starts_with(p)) && seen.insert(*url))
+        .map(str::to_string)
+        .collect();
     Ok(urls)
 }
 

@@ -53,6 +53,17 @@ pub struct Message {
     pub content: Vec<Block>,
 }
 
+impl Message {
+    /// Whether this message is a turn of tool results only (the answer to an assistant's calls),
+    /// which the next result joins. Such turns begin with a result and are only ever added
+    /// results, so the first and last block tell: no scan per result, which made long tool
+    /// histories quadratic.
+    pub fn only_tool_results(&self) -> bool {
+        matches!(self.content.first(), Some(Block::ToolResult(_)))
+            && matches!(self.content.last(), Some(Block::ToolResult(_)))
+    }
+}
+
 /// One typed piece of a message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Block {

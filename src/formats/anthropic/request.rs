@@ -216,19 +216,12 @@ const MAX_OUTPUT_TOKENS: u64 = 32_000;
 /// vendor's Anthropic-style API) the `fallback`.
 pub fn default_max_tokens(model: &str, fallback: u32) -> u32 {
     let name = crate::formats::model_name::bare(model);
-    let current = [
-        "claude-3-7",
-        "claude-sonnet-4",
-        "claude-opus-4",
-        "claude-haiku-4",
-        "claude-4",
-    ];
-    if current.iter().any(|p| name.starts_with(p)) {
-        16_384
-    } else if name.starts_with("claude-3-5") {
-        8_192
-    } else {
-        fallback
+    // By the version, wherever the name has it (Bedrock's `anthropic.claude-…-v1:0`, Vertex's `@`).
+    match crate::formats::model_name::claude_version(&name).map(|(_, major, minor)| (major, minor)) {
+        Some(v) if v >= (3, 7) => 16_384,
+        Some((3, 5)) => 8_192,
+        _ if name.starts_with("claude-4") => 16_384,
+        _ => fallback,
     }
 }
 
@@ -284,7 +277,9 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     out.insert("messages".into(), messages.into());
 
     let mut tools: Vec<Value> = ir.tools.iter().map(render_tool).collect();
-    let mut tool_choice = match &ir.tool_choice {
+    // A choice among no tools (the client's only tool was one the gateway cannot pass on, such as
+    // a hosted web search) is no choice: upstreams refuse `tool_choice` without `tools`.
+    let mut tool_choice = match ir.tool_choice.as_ref().filter(|_| !ir.tools.is_empty()) {
         None => None,
         Some(ToolChoice::Auto) => Some(json!({"type": "auto"})),
         Some(ToolChoice::None) => Some(json!({"type": "none"})),
@@ -592,20 +587,23 @@ fn render_messages(ir: &IrRequest) -> Vec<Value> {
 /// role before its content (as SDKs write them); a false alarm only costs the parse.
 fn assistant_image(body: &[u8]) -> bool {
     static IMAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"image\""));
-    static ROLE: LazyLock<memchr::memmem::FinderRev<'static>> =
-        LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"role\""));
+    static ROLE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"role\""));
+    // One forward pass over both: the roles seen so far are read up to each image, never again
+    // (looking back from every image made a body of many images quadratic).
+    let mut roles = ROLE.find_iter(body).peekable();
+    let mut assistant = false;
     IMAGE.find_iter(body).any(|at| {
+        while let Some(r) = roles.next_if(|&r| r < at) {
+            let value = body[r + 6..].trim_ascii_start();
+            assistant = value
+                .strip_prefix(b":")
+                .is_some_and(|v| v.trim_ascii_start().starts_with(b"\"assistant\""));
+        }
         let before = body[..at].trim_ascii_end();
         let is_type = before
             .strip_suffix(b":")
             .is_some_and(|b| b.trim_ascii_end().ends_with(b"\"type\""));
-        is_type
-            && ROLE.rfind(&body[..at]).is_some_and(|r| {
-                let value = body[r + 6..].trim_ascii_start();
-                value
-                    .strip_prefix(b":")
-                    .is_some_and(|v| v.trim_ascii_start().starts_with(b"\"assistant\""))
-            })
+        is_type && assistant
     })
 }
 
@@ -789,6 +787,11 @@ mod tests {
             ("claude-3-5-haiku-latest", 8_192),
             ("claude-3-haiku-20240307", 4_096),
             ("glm-4.6", 4_096),
+            // Bedrock's and Vertex's ids, and an aggregator's dotted versions.
+            ("anthropic.claude-sonnet-4-5-20250929-v1:0", 16_384),
+            ("claude-opus-4@20250514", 16_384),
+            ("anthropic/claude-3.5-sonnet", 8_192),
+            ("claude-4", 16_384),
         ] {
             assert_eq!(render(&ir, &opts(model)).unwrap()["max_tokens"], want, "{model}");
         }

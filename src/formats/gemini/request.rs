@@ -1,5 +1,7 @@
 //! Gemini generateContent request ↔ IR (formats.md §2.2). Accepts camelCase and snake_case, emits camelCase.
 
+use std::collections::{HashMap, VecDeque};
+
 use serde_json::{json, Map, Value};
 
 use super::media_part;
@@ -36,7 +38,9 @@ pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
         .get("contents")
         .and_then(Value::as_array)
         .ok_or_else(|| ConvertError::Invalid("`contents` must be an array".into()))?;
-    let mut last_calls: Vec<(String, String)> = Vec::new();
+    // The calls of the last model turn, which the function responses after it answer (in one
+    // content or several).
+    let mut last_calls = TurnCalls::default();
     for (turn, c) in contents.iter().enumerate() {
         let role = match str_at(c, "role") {
             Some("model") => Role::Assistant,
@@ -44,7 +48,6 @@ pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
         };
         let mut blocks = Vec::new();
         let mut calls = Vec::new();
-        let mut used = vec![false; last_calls.len()];
         for p in arr_at(c, "parts") {
             let signature = get2(p, "thoughtSignature", "thought_signature")
                 .and_then(Value::as_str)
@@ -74,20 +77,9 @@ pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
                 }));
             } else if let Some(fr) = get2(p, "functionResponse", "function_response") {
                 let name = str_at(fr, "name").unwrap_or_default();
-                let by_id = str_at(fr, "id").and_then(|id| last_calls.iter().position(|(c, _)| c == id));
-                let by_name = || {
-                    last_calls
-                        .iter()
-                        .enumerate()
-                        .position(|(i, (_, n))| !used[i] && n == name)
-                };
-                let call_id = match by_id.or_else(by_name) {
-                    Some(i) => {
-                        used[i] = true;
-                        last_calls[i].0.clone()
-                    }
-                    None => str_at(fr, "id").unwrap_or(name).to_string(),
-                };
+                let call_id = last_calls
+                    .answer(str_at(fr, "id"), name)
+                    .unwrap_or_else(|| str_at(fr, "id").unwrap_or(name).to_string());
                 let response = fr.get("response").unwrap_or(&Value::Null);
                 blocks.push(Block::ToolResult(ToolResult {
                     call_id,
@@ -101,7 +93,7 @@ pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
             }
         }
         if role == Role::Assistant {
-            last_calls = calls;
+            last_calls = TurnCalls::new(calls);
         }
         ir.messages.push(Message { role, content: blocks });
     }
@@ -328,7 +320,8 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
             .collect();
         out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
     }
-    if let Some(tc) = &ir.tool_choice {
+    // Only with declarations: a `toolConfig` with none has nothing to choose from.
+    if let Some(tc) = ir.tool_choice.as_ref().filter(|_| !ir.tools.is_empty()) {
         let fcc = match tc {
             ToolChoice::Auto => json!({"mode": "AUTO"}),
             ToolChoice::None => json!({"mode": "NONE"}),
@@ -529,6 +522,54 @@ pub fn without_openai_fields(body: &[u8]) -> Option<Vec<u8>> {
         .filter(|k| top.remove(**k).is_some())
         .count();
     (removed > 0).then(|| serde_json::to_vec(&top).ok()).flatten()
+}
+
+/// A model turn's function calls, `(id, name)` in order, for pairing the responses that follow:
+/// by id when a response names one, else the first call of its name not answered yet. Looked up
+/// by map, so a turn of many calls and many responses costs no more than reading them.
+#[derive(Default)]
+struct TurnCalls {
+    calls: Vec<(String, String)>,
+    by_id: HashMap<String, usize>,
+    /// Per name, the calls not answered yet, first first.
+    open: HashMap<String, VecDeque<usize>>,
+    answered: Vec<bool>,
+}
+
+impl TurnCalls {
+    fn new(calls: Vec<(String, String)>) -> Self {
+        let mut by_id = HashMap::with_capacity(calls.len());
+        let mut open: HashMap<String, VecDeque<usize>> = HashMap::new();
+        for (i, (id, name)) in calls.iter().enumerate() {
+            by_id.entry(id.clone()).or_insert(i);
+            open.entry(name.clone()).or_default().push_back(i);
+        }
+        let answered = vec![false; calls.len()];
+        Self {
+            calls,
+            by_id,
+            open,
+            answered,
+        }
+    }
+
+    /// The id of the call a response (`id`, `name`) answers, marked answered.
+    fn answer(&mut self, id: Option<&str>, name: &str) -> Option<String> {
+        let i = match id.and_then(|id| self.by_id.get(id)) {
+            Some(&i) => i,
+            None => {
+                let queue = self.open.get_mut(name)?;
+                loop {
+                    let i = queue.pop_front()?;
+                    if !self.answered[i] {
+                        break i;
+                    }
+                }
+            }
+        };
+        self.answered[i] = true;
+        Some(self.calls[i].0.clone())
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,14 @@ impl ChatDecoder {
         Self::default()
     }
 
-    fn tool_index(&mut self, upstream: u64, id: Option<&str>, out: &mut Vec<StreamEvent>, name: Option<&str>) -> usize {
+    fn tool_index(
+        &mut self,
+        upstream: u64,
+        id: Option<&str>,
+        out: &mut Vec<StreamEvent>,
+        name: Option<&str>,
+        brings_args: bool,
+    ) -> usize {
         // A new call always carries its name: a chunk without one continues the last call with its
         // upstream index, even when it brings an id that call did not have or a different one (some
         // servers send an id on every chunk, and change it). A call still unnamed takes the first
@@ -38,7 +45,7 @@ impl ChatDecoder {
         let known = self.tools.iter().rposition(|t| {
             t.upstream == upstream
                 && (t.client_index.is_none() || name.is_none() || id.is_none_or(|id| id == t.id))
-                && !t.ended_by(id, name)
+                && !t.ended_by(id, name, brings_args)
         });
         match known {
             Some(k) => k,
@@ -112,10 +119,14 @@ struct ToolCall {
 impl ToolCall {
     /// Whether a chunk at this call's index without an id that names a function starts another
     /// call (servers that send each call whole at index 0, without ids): it names another function,
-    /// or this call's arguments are already whole. The same name again before then continues it
-    /// (servers that repeat the name on every chunk). An unnamed call is continued by its name.
-    fn ended_by(&self, id: Option<&str>, name: Option<&str>) -> bool {
-        self.client_index.is_some() && id.is_none() && name.is_some_and(|name| name != self.name || self.closed.whole())
+    /// or this call's arguments are already whole and the chunk brings more. The same name again
+    /// before then continues it (servers that repeat the name on every chunk), as does the name
+    /// repeated with no arguments after them (a trailing chunk: no second call). An unnamed call
+    /// is continued by its name.
+    fn ended_by(&self, id: Option<&str>, name: Option<&str>, brings_args: bool) -> bool {
+        self.client_index.is_some()
+            && id.is_none()
+            && name.is_some_and(|name| name != self.name || (self.closed.whole() && brings_args))
     }
 
     fn push_args(&mut self, args: &str) {
@@ -245,16 +256,21 @@ impl Decode for ChatDecoder {
                 let upstream = u64_at(tc, "index").unwrap_or(0);
                 let id = str_at(tc, "id").filter(|s| !s.is_empty());
                 let name = str_at(f, "name").filter(|s| !s.is_empty());
+                let brings_args = match f.get("arguments") {
+                    Some(Value::String(s)) => !s.is_empty(),
+                    Some(Value::Null) | None => false,
+                    Some(_) => true,
+                };
                 let k = match (id, self.current_tool) {
                     // A continuation chunk without an id belongs to the call with that upstream index.
                     (None, Some(cur)) if self.tools[cur].upstream == upstream => {
-                        if self.tools[cur].ended_by(id, name) {
+                        if self.tools[cur].ended_by(id, name, brings_args) {
                             self.start_tool(upstream, id, out, name)
                         } else {
                             cur
                         }
                     }
-                    _ => self.tool_index(upstream, id, out, name),
+                    _ => self.tool_index(upstream, id, out, name, brings_args),
                 };
                 self.current_tool = Some(k);
                 let args = match f.get("arguments") {

@@ -25,6 +25,18 @@ pub fn parse(v: &Value) -> Result<IrRequest, ConvertError> {
             "`web_search_options` is a built-in OpenAI tool that this upstream does not have".into(),
         ));
     }
+    // The legacy function calling is answered in `message.function_call`, which no translated
+    // answer carries: refused rather than sent without the functions (a plain-text answer the
+    // client would wait on for a call).
+    if ["functions", "function_call"]
+        .iter()
+        .any(|k| v.get(k).is_some_and(|f| !f.is_null()))
+    {
+        return Err(ConvertError::Unsupported(
+            "the legacy `functions` and `function_call` cannot be translated to this upstream; use `tools` and `tool_choice`"
+                .into(),
+        ));
+    }
     for m in messages {
         parse_message(m, &mut ir)?;
     }
@@ -122,11 +134,7 @@ fn parse_message(m: &Value, ir: &mut IrRequest) -> Result<(), ConvertError> {
             });
             // Consecutive tool messages answer one assistant turn: keep them in one user message.
             match ir.messages.last_mut() {
-                Some(last)
-                    if last.role == Role::User && last.content.iter().all(|b| matches!(b, Block::ToolResult(_))) =>
-                {
-                    last.content.push(result)
-                }
+                Some(last) if last.role == Role::User && last.only_tool_results() => last.content.push(result),
                 _ => ir.messages.push(Message {
                     role: Role::User,
                     content: vec![result],
@@ -352,8 +360,10 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
         let tools: Vec<Value> = ir.tools.iter().map(render_tool).collect();
         out.insert("tools".into(), tools.into());
     }
-    put(&mut out, "tool_choice", ir.tool_choice.as_ref().map(render_tool_choice));
     if !ir.tools.is_empty() {
+        // Only with tools: OpenAI refuses `tool_choice` without them ("'tool_choice' is only
+        // allowed when 'tools' are specified"), as when the only tool could not be passed on.
+        put(&mut out, "tool_choice", ir.tool_choice.as_ref().map(render_tool_choice));
         put(&mut out, "parallel_tool_calls", ir.parallel_tool_calls);
     }
     // OpenAI's own models take `max_completion_tokens` (its reasoning models refuse the

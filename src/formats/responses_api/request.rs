@@ -142,9 +142,7 @@ fn push_block(ir: &mut IrRequest, role: Role, block: Block) {
         // Consecutive function_call items (and a preceding assistant text) form ONE assistant turn; consecutive
         // outputs one user turn.
         Some(last) if last.role == role && role == Role::Assistant => last.content.push(block),
-        Some(last) if last.role == role && last.content.iter().all(|b| matches!(b, Block::ToolResult(_))) => {
-            last.content.push(block)
-        }
+        Some(last) if last.role == role && last.only_tool_results() => last.content.push(block),
         _ => ir.messages.push(Message {
             role,
             content: vec![block],
@@ -386,12 +384,16 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     put(
         &mut out,
         "tool_choice",
-        ir.tool_choice.as_ref().map(|c| match c {
-            ToolChoice::Auto => json!("auto"),
-            ToolChoice::None => json!("none"),
-            ToolChoice::Required => json!("required"),
-            ToolChoice::Tool(n) => json!({"type": "function", "name": n}),
-        }),
+        // Only with tools (a choice among none is refused).
+        ir.tool_choice
+            .as_ref()
+            .filter(|_| !ir.tools.is_empty())
+            .map(|c| match c {
+                ToolChoice::Auto => json!("auto"),
+                ToolChoice::None => json!("none"),
+                ToolChoice::Required => json!("required"),
+                ToolChoice::Tool(n) => json!({"type": "function", "name": n}),
+            }),
     );
     // Responses refuses fewer than 16 (Claude Code probes with `max_tokens: 1`).
     put(

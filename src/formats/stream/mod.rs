@@ -1383,6 +1383,31 @@ mod tests {
         }
     }
 
+    /// A server that repeats the function's name on a trailing chunk with no arguments, after the
+    /// call's arguments were whole, makes no second call (an agent would run the tool twice).
+    #[test]
+    fn a_name_repeated_without_arguments_after_a_whole_call_is_no_second_call() {
+        let chunks = [
+            chat_chunk(
+                r#"{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":""}}]}"#,
+                "null",
+            ),
+            chat_chunk(
+                r#"{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{\"a\":1}"}}]}"#,
+                "null",
+            ),
+            chat_chunk(
+                r#"{"tool_calls":[{"index":0,"function":{"name":"f","arguments":""}}]}"#,
+                "null",
+            ),
+            chat_chunk("{}", r#""tool_calls""#),
+        ];
+        let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &all);
+        assert_eq!(text.matches(r#""type":"tool_use""#).count(), 1, "{text}");
+        assert!(text.contains(r#"{\"a\":1}"#), "{text}");
+    }
+
     #[test]
     fn a_gemini_stream_that_ends_before_its_first_byte_fails_in_the_clients_framing() {
         for array in [true, false] {
