@@ -2828,3 +2828,37 @@ async fn a_last_event_without_its_blank_line_is_no_cut() {
         "{metrics}"
     );
 }
+
+/// An Anthropic stream that opens its envelope (`message_start`, a ping, a block's start) and
+/// then ends its body cleanly has said nothing: nothing of it reached the client, so the next
+/// upstream answers. An empty answer that ends properly is still given as it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_cut_after_its_envelope_fails_over() {
+    let (a, b, gw) = styled_pair(Style::Anthropic, &["sk-alpha-secret-key"]).await;
+    let stream = json!({"model": "lm", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    a.script([Reply::StreamCut { after: 3 }]);
+    let r = gw.chat(stream.clone()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    let data = sse_data(r).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    assert!(!data.iter().any(|d| d.contains("\"error\"")), "{data:?}");
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+
+    // Envelope and a proper end, nothing said: an empty answer from alpha, not a failover.
+    let start = json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+        "model": "m", "content": [], "stop_reason": null, "usage": {"input_tokens": 3, "output_tokens": 1}}});
+    let delta = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+        "usage": {"output_tokens": 0}});
+    a.script([Reply::Sse(vec![
+        format!("event: message_start\ndata: {start}\n\n"),
+        format!("event: message_delta\ndata: {delta}\n\n"),
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_string(),
+    ])]);
+    let r = gw.chat(stream).await;
+    assert_eq!(r.headers()["x-apiproxy-provider"], "alpha");
+    let data = sse_data(r).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    assert!(!data.iter().any(|d| d.contains("\"error\"")), "{data:?}");
+    assert_eq!((a.hits(), b.hits()), (2, 1));
+}

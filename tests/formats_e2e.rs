@@ -242,8 +242,8 @@ async fn translated_streams_that_break_end_in_the_clients_error_event() {
     let last: Value = serde_json::from_str(data.last().unwrap()).unwrap_or(Value::Null);
     assert_eq!(last["error"]["code"], "stream_interrupted", "{data:?}");
 
-    // Gemini client, Anthropic upstream cut: Gemini's in-stream error object.
-    an.script([Reply::StreamCut { after: 3 }]);
+    // Gemini client, Anthropic upstream cut after its first delta: Gemini's in-stream error object.
+    an.script([Reply::StreamCut { after: 5 }]);
     let r = gw
         .post(
             "/v1beta/models/claude-x:streamGenerateContent?alt=sse",

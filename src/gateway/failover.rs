@@ -374,12 +374,20 @@ pub fn judge_held(ctx: &mut RequestCtx, resp: &ResponseHeader, body: &[u8], end:
     ctx.held_verdict = if resp.status.is_success() && super::response::reads_as_sse(ctx, resp) {
         match first_event(format, body, complete) {
             FirstEvent::Pending => return HeldResponse::More,
-            FirstEvent::Envelope => {
+            FirstEvent::Envelope if !complete => {
                 if let Some(hold) = ctx.hold.as_mut() {
                     hold.envelope = true;
                 }
                 return HeldResponse::More;
             }
+            // The stream ended after its envelope. Ended properly (a finish, `message_stop`), it
+            // is an empty answer, given as it is; cut before it said anything, it is no answer,
+            // and nothing of it has reached the client: another upstream is asked.
+            FirstEvent::Envelope if end && !crate::formats::stream::completes(format, body) => verdict(
+                ErrorKind::Upstream,
+                HeldSource::NoAnswer("a stream cut after its envelope"),
+            ),
+            FirstEvent::Envelope => None,
             // The stream ended without one event (an empty chunked body, only pings): no answer,
             // so another upstream is tried and this one is not counted healthy.
             FirstEvent::NoEvent if end => verdict(ErrorKind::Upstream, HeldSource::NoAnswer("a stream with no event")),

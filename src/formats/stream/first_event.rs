@@ -18,6 +18,8 @@ pub enum FirstEvent {
     Pending,
     /// Only the envelope so far (the stream has opened, nothing of the answer yet): read more, for
     /// a short while (an error after the envelope comes at once, a model's first words may not).
+    /// When nothing more will be read: the envelope was all there was, an empty answer if the
+    /// stream ended properly, else a stream cut before it said anything.
     Envelope,
     /// The stream opens with content.
     Content,
@@ -50,11 +52,10 @@ pub fn first_event(from: WireFormat, body: &[u8], complete: bool) -> FirstEvent 
         };
     }
     // The end: a last event may lack its blank line, which the stream's own reading accepts
-    // (`SseParser::finish`), so it is judged here too rather than taken for no answer. A stream
-    // of envelope alone is content: the stream's own reading finds it cut.
+    // (`SseParser::finish`), so it is judged here too rather than taken for no answer.
     match judge_first(from, rest, true, &mut envelope) {
         Some(first) => first,
-        None if envelope => FirstEvent::Content,
+        None if envelope => FirstEvent::Envelope,
         None => FirstEvent::NoEvent,
     }
 }
@@ -311,7 +312,7 @@ event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"
         );
         let role = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
         assert_eq!(first_event(WireFormat::OpenAiChat, role, false), FirstEvent::Envelope);
-        assert_eq!(first_event(WireFormat::OpenAiChat, role, true), FirstEvent::Content);
+        assert_eq!(first_event(WireFormat::OpenAiChat, role, true), FirstEvent::Envelope);
         // Reasoning is the answer's too (OpenRouter's, Groq's and Ollama's `reasoning`), and a
         // chunk that only says the words `response.failed` is no Responses failure.
         let reasoning = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning\":\"Hmm\"}}]}\n\n";

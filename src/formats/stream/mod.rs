@@ -122,6 +122,18 @@ static REASONING_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("
 static REFUSAL_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"refusal\""));
 static IMAGES_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"images\""));
 
+/// Whether `body`, the whole of a stream from a `from` upstream, reached its proper end (its
+/// terminator, or every choice's finish), as the stream's own reading judges it.
+pub fn completes(from: WireFormat, body: &[u8]) -> bool {
+    let mut conv = StreamConverter::new(from, from, StreamOptions::default());
+    let mut out = Vec::new();
+    if conv.push(body, &mut out).is_err() {
+        return false;
+    }
+    conv.finish(&mut out);
+    conv.completed()
+}
+
 /// Whether an upstream event carries the answer itself (text, reasoning, a tool call), not only its
 /// envelope (a role, `message_start`, a ping): the first one marks the time to first token.
 fn carries_content(from: WireFormat, event: Option<&str>, data: &str) -> bool {
