@@ -1595,8 +1595,9 @@ async fn cut_or_stalled_streams_end_with_an_error_event() {
         assert_eq!(last["error"]["code"], "stream_interrupted", "{reply:?}: {data:?}");
         assert!(data.len() >= 3, "the events before the cut arrived: {data:?}");
     }
-    // The Responses API gets its own error event.
-    a.script([Reply::StreamCut { after: 2 }]);
+    // The Responses API gets its own error event (cut after its first delta: one cut after its
+    // envelope alone is no answer, and fails over).
+    a.script([Reply::StreamCut { after: 5 }]);
     let r = gw
         .post(
             "/v1/responses",
@@ -2861,4 +2862,50 @@ async fn a_stream_cut_after_its_envelope_fails_over() {
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
     assert!(!data.iter().any(|d| d.contains("\"error\"")), "{data:?}");
     assert_eq!((a.hits(), b.hits()), (2, 1));
+}
+
+/// A 404 (or a 403 for this request only) passes to the route's next candidate only when that one
+/// would be asked: beta, whose only key left rotation after a 401, would be passed by unasked, so
+/// alpha's own answer reaches the client instead of a 502 that every SDK retries.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_reaches_the_client_when_the_other_candidate_has_no_key_left() {
+    let (a, b, gw) = pair("", "").await;
+    a.script([Reply::status(503)]);
+    b.script([Reply::status(401)]);
+    assert_eq!(gw.chat(chat_body("lm")).await.status(), 502);
+    let missing = json!({"error": {"message": "The model `m` does not exist", "type": "invalid_request_error",
+        "param": null, "code": "model_not_found"}})
+    .to_string();
+    a.script([Reply::status_body(404, missing.clone())]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.unwrap(), missing);
+    let forbidden = json!({"error": {"message": "not allowed in your region", "type": "invalid_request_error",
+        "param": null, "code": "unsupported_country_region_territory"}})
+    .to_string();
+    a.script([Reply::status_body(403, forbidden.clone())]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.text().await.unwrap(), forbidden);
+    assert_eq!(b.hits(), 1, "beta was asked only the first time");
+}
+
+/// The one more try on the same upstream after a 500 is not made when that failure opened the
+/// upstream's circuit: the next candidate answers, and alpha gets no second call.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_second_try_on_an_upstream_whose_circuit_just_opened() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start("beta", &["m"]).await;
+    let yaml = format!(
+        "server: {{circuit_failure_threshold: 1, circuit_open_s: 60}}\nproviders:\n{}{}{}",
+        provider_yaml("alpha", &a, ""),
+        provider_yaml("beta", &b, ""),
+        logical(&[("alpha", ""), ("beta", ", priority: 1")])
+    );
+    let gw = Gateway::start(&yaml).await;
+    a.script([Reply::status(500), Reply::Ok]);
+    let r = gw.chat(chat_body("lm")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
+    assert_eq!((a.hits(), b.hits()), (1, 1));
 }

@@ -18,7 +18,7 @@ use super::upstream_call;
 use crate::app::App;
 use crate::formats::stream::{ANSWER_ERROR_WITHIN, WHOLE_ANSWER_LIMIT as TRANSLATE_LIMIT};
 use crate::formats::{answer_error, classify_error, error_map, first_event, ErrorKind, FirstEvent, WireFormat};
-use crate::routing::health::{Availability, MAX_RETRY_AFTER_SECS};
+use crate::routing::health::{Availability, UpstreamHealth, MAX_RETRY_AFTER_SECS};
 use crate::routing::{choose, choose_dry, Exhausted, Failure, RoutePlan, Sticky};
 
 fn ms(n: u64) -> Duration {
@@ -475,9 +475,23 @@ fn whole_json_answered_nothing(resp: &ResponseHeader, body: &[u8]) -> Option<&'s
         .then_some("a JSON body cut short (no length; the connection closed)")
 }
 
-/// Whether a candidate other than the `passed` ones could take the request now.
-fn others_can_answer(plan: &RoutePlan, passed: impl Iterator<Item = usize>, now: Instant) -> bool {
-    choose_dry(plan, &passed.collect::<Vec<_>>(), None, now).is_ok()
+/// Whether a candidate other than the `passed` ones could take the request now: one in rotation
+/// that `next_peer` would not pass by unasked (no key left in rotation for this request, no
+/// address, a request it cannot take). Health alone would send a held 403 or 404 on to a
+/// candidate only to skip it, and the client would get a 502 instead of the upstream's answer.
+fn others_can_answer(ctx: &RequestCtx, plan: &RoutePlan, passed: impl Iterator<Item = usize>, now: Instant) -> bool {
+    let mut passed: Vec<usize> = passed.collect();
+    while let Ok(i) = choose_dry(plan, &passed, None, now) {
+        let provider = &plan.candidates[i].provider;
+        let passed_by = ctx.cannot_take.contains(&i)
+            || provider.addr().is_none()
+            || (provider.has_keys() && !provider.has_key_in_rotation(&ctx.refused_keys_of(i)));
+        if !passed_by {
+            return true;
+        }
+        passed.push(i);
+    }
+    false
 }
 
 /// Whether an OpenAI error body's code is `previous_response_not_found` (read only for a
@@ -606,7 +620,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
                 c.provider.upstream_format(WireFormat::OpenAiResponses) != WireFormat::OpenAiResponses
             });
             let passed = ctx.excluded.iter().copied().chain([idx]);
-            others_can_answer(&plan, passed.chain(other_apis.map(|(i, _)| i)), now)
+            others_can_answer(ctx, &plan, passed.chain(other_apis.map(|(i, _)| i)), now)
         };
     let decision = match status {
         _ if refused_thinking => {
@@ -660,7 +674,8 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
                 None => ctx.excluded.push(idx),
             }
             let last_attempt = ctx.started_attempts >= app.settings.max_attempts;
-            if this_request_only && (last_attempt || choose_dry(&plan, &ctx.excluded, None, now).is_err()) {
+            if this_request_only && (last_attempt || !others_can_answer(ctx, &plan, ctx.excluded.iter().copied(), now))
+            {
                 // Refused by the last upstream that could answer, or by the last attempt (a model
                 // its project may not use, a `max_tokens` the balance does not cover): its own
                 // answer goes to the client, which no SDK retries, rather than a 502 every SDK
@@ -673,7 +688,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         // This upstream does not serve the model (any more), or not at this path; another
         // candidate of the route may. The upstream is not unhealthy for it.
         404 if ctx.started_attempts < app.settings.max_attempts
-            && others_can_answer(&plan, ctx.excluded.iter().copied().chain([idx]), now) =>
+            && others_can_answer(ctx, &plan, ctx.excluded.iter().copied().chain([idx]), now) =>
         {
             ctx.excluded.push(idx);
             Retry::Next
@@ -688,7 +703,11 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         }
         s if provider.is_retryable(s) => {
             candidate.health.record_attempt_failure(probe, Failure::Broken, now);
-            if s == 500 && !ctx.same_retry_used && should_retry != Some(false) {
+            if s == 500
+                && !ctx.same_retry_used
+                && should_retry != Some(false)
+                && may_retry_same(&candidate.health, probe, now)
+            {
                 ctx.same_retry_used = true;
                 ctx.retry_same = Some(idx);
                 Retry::Same
@@ -943,7 +962,8 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
             return redo_at_once(ctx, idx, Redo::Unsent);
         }
     }
-    health.record_attempt_failure(ctx.probe_claim(idx), Failure::Broken, now);
+    let probe = ctx.probe_claim(idx);
+    health.record_attempt_failure(probe, Failure::Broken, now);
     record(
         ctx,
         idx,
@@ -954,13 +974,20 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
         etype,
         ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
     );
-    if phase != Phase::Connect && reset && !ctx.same_retry_used {
+    if phase != Phase::Connect && reset && !ctx.same_retry_used && may_retry_same(health, probe, now) {
         ctx.same_retry_used = true;
         ctx.retry_same = Some(idx);
         return Retry::Same;
     }
     ctx.excluded.push(idx);
     Retry::Next
+}
+
+/// Whether one more try on the same upstream may follow a failure just recorded: not when the
+/// attempt was the probe of an open circuit (it failed: the circuit opened again), nor when this
+/// failure opened the circuit. The next candidate is asked instead.
+fn may_retry_same(health: &UpstreamHealth, probe: Option<Instant>, now: Instant) -> bool {
+    probe.is_none() && matches!(health.availability(now), Availability::Available { .. })
 }
 
 #[cfg(test)]
