@@ -1317,6 +1317,13 @@ async fn logical_models_and_routing(backend: Backend) {
             "upstreams[0].weight",
         ),
         (json!({"id": "lm"}), "upstreams"),
+        // One provider and model named twice would share one health entry (twice the weight,
+        // asked again as "the other" after failing).
+        (
+            json!({"id": "lm", "upstreams": [{"provider": "alpha", "model": "x"}, {"provider": "beta", "model": "x"},
+                {"provider": "alpha", "model": "x", "priority": 1}]}),
+            "upstreams[2]",
+        ),
     ] {
         let (s, v) = send(&gw, Method::POST, "/logical-models", Some(body.clone())).await;
         assert_eq!((s, field(&v)), (400, want), "{body} -> {v}");

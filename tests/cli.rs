@@ -67,6 +67,15 @@ fn check_names_file_place_and_problem() {
             "providers:\n  - {id: a, base_url: \"http://h\"}\nlogical_models:\n  - {id: x, upstreams: [{provider: a, model: \"\"}]}\n",
             "logical_models[0].upstreams[0].model",
         ),
+        // A success retried would fail over every answer.
+        (
+            "providers:\n  - {id: a, base_url: \"http://h\", retryable_status_codes: [503, 200]}\n",
+            "200 is no error status",
+        ),
+        (
+            "providers:\n  - {id: a, base_url: \"http://h\"}\nlogical_models:\n  - {id: x, upstreams: [{provider: a, model: m}, {provider: a, model: m}]}\n",
+            "logical_models[0].upstreams[1]",
+        ),
         (
             "providers:\n  - {id: a, base_url: \"http://h\"}\nlogical_models:\n  - {id: \" \", upstreams: [{provider: a, model: m}]}\n",
             "logical_models[0].id",

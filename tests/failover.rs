@@ -2909,3 +2909,39 @@ async fn no_second_try_on_an_upstream_whose_circuit_just_opened() {
     assert_eq!(r.headers()["x-apiproxy-provider"], "beta");
     assert_eq!((a.hits(), b.hits()), (1, 1));
 }
+
+/// A stream cut by the gateway for an event too large (over 64 MiB) ends for the client at once:
+/// it had waited, with its error event, until the upstream finished generating (tokens read and
+/// dropped).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_cut_for_an_event_too_large_ends_at_once() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!("providers:\n{}", provider_yaml("alpha", &a, ""))).await;
+    let first = format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"content": "Hi"}}]})
+    );
+    let huge = format!("data: {{\"pad\":\"{}\"}}\n\n", "x".repeat(65 << 20));
+    let small = first.clone();
+    a.set_event_gap(Duration::from_millis(1500));
+    a.script([Reply::Sse(vec![
+        first,
+        huge,
+        small.clone(),
+        small.clone(),
+        small.clone(),
+        small,
+    ])]);
+    let started = Instant::now();
+    let r = gw
+        .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    let text = r.text().await.unwrap();
+    assert!(text.contains("stream_interrupted"), "{}", &text[..text.len().min(500)]);
+    // The upstream takes 6 s more after the large event.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ended after {:?}",
+        started.elapsed()
+    );
+}

@@ -1418,6 +1418,13 @@ fn request_unsupported_is_refused_with_a_reason() {
             json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
         ),
         (
+            // A Gemini Files API upload: only Gemini can read it.
+            WireFormat::Gemini,
+            WireFormat::Anthropic,
+            json!({"contents": [{"role": "user", "parts": [{"fileData": {"mimeType": "image/png",
+                "fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc"}}, {"text": "describe"}]}]}),
+        ),
+        (
             // Legacy function calling: its answer (`message.function_call`) cannot be given.
             WireFormat::OpenAiChat,
             WireFormat::Anthropic,

@@ -554,6 +554,23 @@ async fn accept_event_stream_asks_for_a_stream() {
     let data = sse_data(r).await;
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
     assert_eq!(a.requests()[0].json()["stream"], true);
+    // A body that says `"stream": false` gets the whole answer it asked for.
+    let mut whole = chat_body("m");
+    whole["stream"] = json!(false);
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            whole,
+            &[("accept", "text/event-stream, application/json")],
+        )
+        .await;
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion", "{v}");
+    assert_eq!(a.requests()[1].json()["stream"], false);
 }
 
 /// An upstream that answers every request with the same chunked SSE stream, written in slices of

@@ -359,9 +359,8 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
                 crate::upstream::check_path(path).map_err(|m| origin.err(place(&format!("paths.{field}")), m))?;
             }
         }
-        if let Some(code) = p.retryable_status_codes.iter().find(|c| !(100..=599).contains(*c)) {
-            return Err(origin.err(place("retryable_status_codes"), format!("{code} is no HTTP status")));
-        }
+        check_retryable_statuses(&p.retryable_status_codes)
+            .map_err(|m| origin.err(place("retryable_status_codes"), m))?;
         for (k, key) in p.api_keys.iter().enumerate() {
             if http::HeaderValue::from_str(key).is_err() {
                 return Err(origin.err(
@@ -398,8 +397,31 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
                 return Err(origin.err(format!("{place}.model"), "must not be empty"));
             }
         }
+        if let Some(j) = repeated_upstream(lm.upstreams.iter().map(|u| (u.provider.as_str(), u.model.as_str()))) {
+            return Err(origin.err(
+                format!("logical_models[{i}].upstreams[{j}]"),
+                "names a provider and model an earlier upstream names: give it one entry (with the sum of the weights)",
+            ));
+        }
     }
     Ok(())
+}
+
+/// Checks a provider's `retryable_status_codes`: error statuses only. A success or a redirect
+/// there would have every answer recorded as a failure and failed over.
+pub fn check_retryable_statuses(codes: &[u16]) -> Result<(), String> {
+    match codes.iter().find(|c| !(400..=599).contains(*c)) {
+        Some(c) => Err(format!("{c} is no error status (400–599)")),
+        None => Ok(()),
+    }
+}
+
+/// The index of the first upstream of a logical model that names a provider and model an earlier
+/// one already names. Two such candidates share one health entry: the pair would get twice its
+/// weight, and a failed upstream would be asked again in the same request as "the other one".
+pub fn repeated_upstream<'a>(upstreams: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<usize> {
+    let mut seen = HashSet::new();
+    upstreams.into_iter().position(|pair| !seen.insert(pair))
 }
 
 /// A CA file as Pingora loads it: PEM certificates, at least one, and nothing else (a private key

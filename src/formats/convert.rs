@@ -93,6 +93,15 @@ pub fn convert_request_named(
     if let Some(fetched) = &opts.fetched_media {
         ir.inline_media(fetched);
     }
+    if to != WireFormat::Gemini {
+        // A Gemini file (`gs://`, a Files API URI) is readable by Gemini alone, with its key:
+        // another vendor would be sent a URL it cannot fetch.
+        if let Some(url) = ir.media_urls().into_iter().find(|u| is_gemini_file(u)) {
+            return Err(ConvertError::Unsupported(format!(
+                "`{url}` is a Gemini file, which only a Gemini upstream can read"
+            )));
+        }
+    }
     if to.vendor() == Vendor::OpenAi && from.vendor() != Vendor::OpenAi {
         fit_for_openai(&mut ir, &opts.model)?;
     }
@@ -112,11 +121,18 @@ pub fn convert_request_named(
     })
 }
 
+/// Whether `url` names a file Gemini keeps (Cloud Storage, the Files API), which Gemini reads
+/// itself and nobody else can.
+fn is_gemini_file(url: &str) -> bool {
+    ["gs://", "https://generativelanguage.googleapis.com/"]
+        .iter()
+        .any(|p| url.starts_with(p))
+}
+
 /// The URLs of images and files a `to` upstream cannot fetch itself, which the gateway must fetch
 /// and send inline (formats.md: Gemini takes `fileData` only for `gs://` and Files-API URIs). Empty
 /// for every other pair, and for bodies that name no media by URL.
 pub fn media_to_fetch(from: WireFormat, to: WireFormat, body: &[u8]) -> Result<Vec<String>, ConvertError> {
-    const GEMINI_FETCHES: [&str; 2] = ["gs://", "https://generativelanguage.googleapis.com/"];
     if to != WireFormat::Gemini || from == to || memchr::memmem::find(body, b"://").is_none() {
         return Ok(Vec::new());
     }
@@ -125,7 +141,7 @@ pub fn media_to_fetch(from: WireFormat, to: WireFormat, body: &[u8]) -> Result<V
     let urls = ir
         .media_urls()
         .into_iter()
-        .filter(|url| !GEMINI_FETCHES.iter().any(|p| url.starts_with(p)) && seen.insert(*url))
+        .filter(|url| !is_gemini_file(url) && seen.insert(*url))
         .map(str::to_string)
         .collect();
     Ok(urls)

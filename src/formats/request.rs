@@ -33,6 +33,8 @@ pub struct Inspected {
     model_span: (usize, usize),
     /// `"stream": true` in the body.
     pub stream: bool,
+    /// `"stream": false` in the body: the client said it wants no stream, whatever it accepts.
+    pub no_stream: bool,
     /// Byte range of the `stream` value, when present.
     stream_span: Option<(usize, usize)>,
     /// Offset just after the opening `{`.
@@ -156,6 +158,7 @@ fn inspected(
         model,
         model_span: span(raw),
         stream: stream.is_some_and(|s| s.get() == "true"),
+        no_stream: stream.is_some_and(|s| s.get() == "false"),
         stream_span: stream.map(span),
         object_start,
         stream_options_span: stream_options.map(span),

@@ -926,6 +926,11 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
         }
         return Retry::No;
     }
+    if response_started && ctx.stream_cut {
+        // Already cut (an event too large) and counted: the upstream read that failed after it is
+        // the same broken answer, not a second failure toward the circuit.
+        return Retry::No;
+    }
     if response_started {
         // Bytes already reached the client: nothing can be retried. The stream is reported as cut.
         health.record_cut(ctx.failures_before_success, now, ctx.probe_claim(idx));

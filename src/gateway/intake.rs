@@ -371,8 +371,10 @@ pub fn route(
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("text/event-stream"));
             ctx.model = inspected.model.clone();
-            // A count is one number, never a stream.
-            ctx.stream = (inspected.stream || wants_sse) && call.operation == Operation::Generate;
+            // A count is one number, never a stream. `Accept: text/event-stream` asks for one only
+            // when the body does not say (`"stream": false` in it wins).
+            ctx.stream =
+                (inspected.stream || (wants_sse && !inspected.no_stream)) && call.operation == Operation::Generate;
             ctx.include_usage = inspected.include_usage;
             ctx.inspected = Some(inspected);
         }

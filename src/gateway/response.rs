@@ -444,9 +444,12 @@ pub fn stream_ended(ctx: &RequestCtx) -> bool {
 /// would wait with it.
 const STREAM_END_GRACE: Duration = Duration::from_millis(250);
 
-/// `Some(grace)` once the upstream's stream has had its last event.
+/// `Some(grace)` once the upstream's stream has had its last event, or the client's stream its
+/// ending (a stream cut for an event too large: the upstream's further tokens would be read and
+/// dropped, and the client held open, until the upstream ended).
 pub fn end_grace(ctx: &RequestCtx) -> Option<Duration> {
-    matches!(&ctx.response, ResponseMode::Stream(conv) if conv.terminated()).then_some(STREAM_END_GRACE)
+    matches!(&ctx.response, ResponseMode::Stream(conv) if conv.terminated() || conv.closed())
+        .then_some(STREAM_END_GRACE)
 }
 
 /// The upstream's id of a Responses answer passed through (whole or streamed), which a later

@@ -108,6 +108,12 @@ fn upstream_rows(app: &App, id: &str, ups: Vec<UpstreamInput>) -> Result<Vec<Ups
     if ups.is_empty() {
         return Err(ApiError::bad("upstreams", "needs at least one upstream"));
     }
+    if let Some(j) = crate::config::repeated_upstream(ups.iter().map(|u| (u.provider.as_str(), u.model.as_str()))) {
+        return Err(ApiError::bad(
+            format!("upstreams[{j}]"),
+            "names a provider and model an earlier upstream names: give it one entry (with the sum of the weights)",
+        ));
+    }
     let snap = app.snapshot();
     ups.into_iter()
         .enumerate()

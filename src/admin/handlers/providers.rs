@@ -346,13 +346,8 @@ fn check_settings(base_url: &str, weight: f64, s: &ProviderSettings) -> Result<(
             crate::upstream::check_path(p).map_err(|m| ApiError::bad(format!("paths.{field}"), m))?;
         }
     }
-    if let Some(c) = s.retryable_status_codes.iter().find(|c| !(100..=599).contains(*c)) {
-        return Err(ApiError::bad(
-            "retryable_status_codes",
-            format!("{c} is not an HTTP status"),
-        ));
-    }
-    Ok(())
+    crate::config::check_retryable_statuses(&s.retryable_status_codes)
+        .map_err(|m| ApiError::bad("retryable_status_codes", m))
 }
 
 pub fn check_key(field: &str, key: &str) -> Result<(), ApiError> {

@@ -58,8 +58,7 @@ impl Decode for GeminiDecoder {
         }
         for (position, c) in arr_at(&v, "candidates").iter().enumerate() {
             let index = c.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
-            self.candidates
-                .saw(index, get2(c, "finishReason", "finish_reason").is_some());
+            self.candidates.saw(index, finish_reason(c).is_some());
         }
         let Some(cand) = arr_at(&v, "candidates").first() else {
             let feedback = get2(&v, "promptFeedback", "prompt_feedback");
@@ -112,7 +111,7 @@ impl Decode for GeminiDecoder {
                 out.push(StreamEvent::Image(media));
             }
         }
-        if let Some(fr) = get2(cand, "finishReason", "finish_reason").and_then(Value::as_str) {
+        if let Some(fr) = finish_reason(cand) {
             self.finished = true;
             out.push(StreamEvent::Finish {
                 reason: parse_finish(fr, self.tools > 0),
@@ -138,6 +137,14 @@ impl Decode for GeminiDecoder {
     fn usage(&self) -> Option<Usage> {
         self.usage.clone()
     }
+}
+
+/// A candidate's finish reason: a word. A `null` or empty one, as some Gemini-compatible servers
+/// send on every chunk, is no finish (taken for one, the stream would end at its first chunk).
+fn finish_reason(candidate: &Value) -> Option<&str> {
+    get2(candidate, "finishReason", "finish_reason")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
 }
 
 #[cfg(test)]
@@ -175,5 +182,24 @@ mod tests {
             r#"{"candidates":[{"index":1,"finishReason":"STOP","content":{"parts":[]}}]}"#,
         );
         assert!(two.completed() && two.terminated());
+    }
+
+    /// A `null` or empty finish reason on every chunk (Gemini-compatible servers) ends nothing.
+    #[test]
+    fn an_empty_finish_reason_is_no_finish() {
+        let mut d = GeminiDecoder::new();
+        let mut out = Vec::new();
+        for fr in ["null", "\"\""] {
+            let chunk =
+                format!(r#"{{"candidates":[{{"content":{{"parts":[{{"text":"hi"}}]}},"finishReason":{fr}}}]}}"#);
+            d.decode(None, &chunk, &mut out);
+            assert!(!d.completed() && !d.terminated(), "{fr}");
+        }
+        assert!(!out.iter().any(|e| matches!(e, StreamEvent::Finish { .. })), "{out:?}");
+        feed(
+            &mut d,
+            r#"{"candidates":[{"content":{"parts":[]},"finishReason":"STOP"}]}"#,
+        );
+        assert!(d.completed());
     }
 }

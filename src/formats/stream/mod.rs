@@ -522,7 +522,11 @@ impl StreamConverter {
             Output::Copy { events } if self.to == WireFormat::OpenAiResponses => {
                 if let Some((message, code)) = error {
                     // Responses events are numbered from 0: this one comes next.
-                    let failed = super::error_map::responses_failed(message, code, Some(*events));
+                    let mut failed = super::error_map::responses_failed(message, code, Some(*events));
+                    // Under the id the stream opened with (`response.created`), when it said one.
+                    if let Some(id) = self.decoder.response_id() {
+                        failed["response"]["id"] = id.into();
+                    }
                     write_event(out, "response.failed", &failed);
                 }
             }
@@ -587,6 +591,12 @@ impl StreamConverter {
     /// True once the upstream's last event was seen (see `Decode::terminated`).
     pub fn terminated(&self) -> bool {
         self.decoder.terminated()
+    }
+
+    /// True once the client's stream has had its ending: the upstream's last event, or an error
+    /// event after which nothing more of the upstream's is passed on (an event too large).
+    pub fn closed(&self) -> bool {
+        self.ended
     }
 
     /// The upstream's id for a Responses answer (see `Decode::response_id`).
@@ -812,6 +822,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(failed).unwrap();
         assert_eq!(v["type"], "response.failed", "{text}");
         assert_eq!(v["sequence_number"], 2, "{text}");
+        assert_eq!(v["response"]["id"], "resp_1", "the stream's own response: {text}");
     }
 
     #[test]
