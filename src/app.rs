@@ -156,6 +156,9 @@ impl App {
                 stale.push(p.id.clone());
             }
             if let Some(old) = prev.routes.provider(&p.id).filter(|old| !Arc::ptr_eq(p, old)) {
+                if !p.asked_as_with_keys(old) {
+                    self.health.reset_provider(&p.id);
+                }
                 p.carry_key_state(old);
                 if old.endpoint.host == p.endpoint.host && old.endpoint.port == p.endpoint.port {
                     if let Some(addrs) = old.addrs() {

@@ -2303,3 +2303,39 @@ async fn asking_again_without_stream_options_spends_a_key_s_budget() {
     let key = |i: usize| sent[i].header("authorization").map(str::to_string);
     assert_ne!(key(0), key(1), "the second call on the other key");
 }
+
+/// A provider whose circuit opened under a wrong `base_url` is judged afresh once the URL is
+/// fixed: it answers at once, not after its circuit's wait (five minutes here).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fixed_provider_is_not_kept_out_by_its_old_circuit() {
+    let broken = Mock::start("broken", &["m"]).await;
+    broken.set_default(Reply::status(503));
+    let fixed = Mock::start("fixed", &["m"]).await;
+    let gw = Gateway::start("server: {circuit_failure_threshold: 2, circuit_open_s: 300}\n").await;
+    let (s, v) = send(
+        &gw,
+        Method::POST,
+        "/providers",
+        Some(
+            json!({"id": "gamma", "base_url": broken.url(), "models": [{"model": "m"}],
+            "api_keys": [{"key": "sk-gamma-key-0123"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    for _ in 0..2 {
+        assert_eq!(proxy_status(&gw, CLIENT_KEY, "m").await.0, 503);
+    }
+    let hits = broken.hits();
+    assert_ne!(proxy_status(&gw, CLIENT_KEY, "m").await.0, 200);
+    assert_eq!(broken.hits(), hits, "the circuit is open");
+    let (s, v) = send(
+        &gw,
+        Method::PUT,
+        "/providers/gamma",
+        Some(json!({"base_url": fixed.url()})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(proxy_status(&gw, CLIENT_KEY, "m").await, (200, Some("gamma".into())));
+}

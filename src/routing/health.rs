@@ -173,6 +173,21 @@ pub struct HealthView {
     pub circuit: &'static str,
 }
 
+impl State {
+    /// An upstream nothing is known of yet: in rotation, no samples.
+    fn fresh() -> Self {
+        State {
+            latency_ewma_ms: None,
+            error_ewma: 0.0,
+            cooldown_until: None,
+            consecutive_failures: 0,
+            circuit: Circuit::Closed,
+            probe_closed: None,
+            pending: Pending::default(),
+        }
+    }
+}
+
 /// A success closes the circuit; one that a probe earned is remembered, so failing again soon after
 /// waits twice the probe's wait.
 fn close(s: &mut State) {
@@ -189,16 +204,18 @@ impl UpstreamHealth {
     pub fn new(policy: HealthPolicy) -> Self {
         Self {
             policy,
-            state: Mutex::new(State {
-                latency_ewma_ms: None,
-                error_ewma: 0.0,
-                cooldown_until: None,
-                consecutive_failures: 0,
-                circuit: Circuit::Closed,
-                probe_closed: None,
-                pending: Pending::default(),
-            }),
+            state: Mutex::new(State::fresh()),
         }
+    }
+
+    /// Forgets what was learnt: a provider asked anew (another URL, headers, paths or keys) is
+    /// judged afresh, not kept out of rotation for a circuit or a `Retry-After` its old
+    /// configuration earned. A circuit that was open goes out to the other replicas as closed.
+    pub fn reset(&self) {
+        let mut s = self.state.lock();
+        let was_open = s.circuit != Circuit::Closed;
+        *s = State::fresh();
+        s.pending.closed_circuit = was_open;
     }
 
     /// A copy that nothing else sees: it reads as the upstream stands now, and what is recorded on
@@ -562,6 +579,15 @@ impl HealthRegistry {
         }
     }
 
+    /// Judges every upstream of `provider` afresh (see [`UpstreamHealth::reset`]).
+    pub fn reset_provider(&self, provider: &str) {
+        for ((p, _), h) in self.upstreams.read().iter() {
+            if &**p == provider {
+                h.reset();
+            }
+        }
+    }
+
     /// Every upstream of `provider` with its health.
     pub fn of_provider(&self, provider: &str, now: Instant) -> Vec<(String, HealthView)> {
         let mut out: Vec<_> = self
@@ -586,6 +612,32 @@ mod tests {
             failure_threshold: 3,
             open_for: Duration::from_secs(10),
         }
+    }
+
+    /// A reset upstream is in rotation again at once, and tells the other replicas its circuit
+    /// closed (their shared view would open it again otherwise).
+    #[test]
+    fn a_reset_upstream_is_in_rotation_and_says_its_circuit_closed() {
+        let h = UpstreamHealth::new(policy());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            h.record_failure(Failure::Broken, t0);
+        }
+        h.record_failure(
+            Failure::RateLimited {
+                retry_after: Some(Duration::from_secs(60)),
+            },
+            t0,
+        );
+        assert!(!matches!(h.availability(t0), Availability::Available { .. }));
+        let _ = h.take_delta(t0, 1_000);
+        h.reset();
+        assert!(matches!(h.availability(t0), Availability::Available { .. }));
+        let delta = h.take_delta(t0, 1_000).expect("the close goes out");
+        assert!(
+            delta.closed && delta.open_until_ms == 0 && delta.cooldown_until_ms == 0,
+            "{delta:?}"
+        );
     }
 
     /// An upstream whose circuit opened (3 failures) and whose probe slot is claimed, at the

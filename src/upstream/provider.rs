@@ -197,6 +197,14 @@ impl Provider {
         self.endpoint == old.endpoint && self.style == old.style && self.models_path == old.models_path
     }
 
+    /// Whether this provider is asked as `old` was, with the same keys: else what `old`'s health
+    /// says (an open circuit, a cool-down) may be what the change mends.
+    pub fn asked_as_with_keys(&self, old: &Provider) -> bool {
+        self.asked_as(old)
+            && self.keys.len() == old.keys.len()
+            && self.keys.iter().all(|k| old.keys.iter().any(|o| o.header == k.header))
+    }
+
     fn asked_as(&self, old: &Provider) -> bool {
         self.endpoint == old.endpoint
             && self.extra_headers == old.extra_headers
