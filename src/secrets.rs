@@ -249,16 +249,17 @@ pub fn check_secret(value: &str) -> Result<(), SecretError> {
     }
 }
 
-/// A masked form of a provider key for people: its first 3 and last 4 characters at most, and
-/// nothing at all of short keys.
+/// A masked form of a provider key or header secret for people, showing at most a quarter of it:
+/// its first 3 and last 4 characters from 28 characters on (every vendor's API key), its last 4
+/// from 16, nothing of a shorter value.
 pub fn mask(secret: &str) -> String {
     let chars: Vec<char> = secret.chars().collect();
-    if chars.len() < 16 {
-        return "…".to_string();
+    let tail = |n: usize| chars[chars.len() - n..].iter().collect::<String>();
+    match chars.len() {
+        0..16 => "…".to_string(),
+        16..28 => format!("…{}", tail(4)),
+        _ => format!("{}…{}", chars[..3].iter().collect::<String>(), tail(4)),
     }
-    let head: String = chars[..3].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}…{tail}")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -360,7 +361,9 @@ mod tests {
 
     #[test]
     fn masks() {
-        assert_eq!(mask("sk-abcdefghijklmnop1234"), "sk-…1234");
+        assert_eq!(mask("sk-abcdefghijklmnopqrstuvw1234"), "sk-…1234");
+        // No more than a quarter of a shorter secret: 4 of 16 characters, not 7.
+        assert_eq!(mask("sk-abcdefghi1234"), "…1234");
         assert_eq!(mask("short"), "…");
     }
 }

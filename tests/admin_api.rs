@@ -885,7 +885,7 @@ async fn a_header_secret_is_never_shown(backend: Backend) {
     assert!(!v.to_string().contains(secret), "{v}");
     let (_, v) = send(&gw, Method::GET, "/providers/hdr", None).await;
     let shown = v["settings"]["headers"].clone();
-    assert_eq!(shown, json!({"api-key": "azu…6789", "x-team": "…"}), "{v}");
+    assert_eq!(shown, json!({"api-key": "…6789", "x-team": "…"}), "{v}");
     let (_, list) = send(&gw, Method::GET, "/providers", None).await;
     assert!(!list.to_string().contains(secret));
     // Written back as shown, with one value changed: the secret stays, the change lands.
