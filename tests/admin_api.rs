@@ -1167,6 +1167,8 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     }
     let (s, v) = send(&gw, Method::GET, "/providers/gamma/health", None).await;
     assert_eq!((s, &v["status"]), (200, &json!("up")), "{v}");
+    // Moved, gamma is judged afresh: its latency is that of an answer from where it is now.
+    assert_eq!(proxy_status(&gw, CLIENT_KEY, "gpt-c").await.0, 200);
     let (s, v) = send(&gw, Method::GET, "/providers/gamma/metrics", None).await;
     assert_eq!(s, 200);
     assert!(v["upstreams"][0]["health"]["latency_ewma_ms"].is_number(), "{v}");

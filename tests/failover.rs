@@ -2791,7 +2791,7 @@ async fn a_session_s_binding_ends_after_session_ttl() {
 
 /// A Gemini stream whose finish chunk ends without its closing blank line (servers that end the
 /// body right after the last `data:` line) is whole: the client gets a clean end, and the upstream
-/// is not blamed for a cut (three such "cuts" in a row had opened its circuit).
+/// is not blamed for a cut (two such "cuts" in a row had opened its circuit here).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_last_event_without_its_blank_line_is_no_cut() {
     let a = Mock::start_style("alpha", &["m"], Style::Gemini).await;
@@ -2888,6 +2888,25 @@ async fn a_404_reaches_the_client_when_the_other_candidate_has_no_key_left() {
     assert_eq!(r.status(), 403);
     assert_eq!(r.text().await.unwrap(), forbidden);
     assert_eq!(b.hits(), 1, "beta was asked only the first time");
+
+    // Nor when the other candidate cannot be sent this request: legacy `functions` do not
+    // translate for an Anthropic-style beta.
+    let a = Mock::start("alpha", &["m"]).await;
+    let b = Mock::start_style("beta", &["m"], Style::Anthropic).await;
+    let gw = Gateway::start(&format!(
+        "providers:\n{}{}{}",
+        provider_yaml("alpha", &a, ""),
+        provider_yaml_styled("beta", &b, ""),
+        logical(&[("alpha", ""), ("beta", ", priority: 1")])
+    ))
+    .await;
+    a.script([Reply::status_body(404, missing.clone())]);
+    let mut legacy = chat_body("lm");
+    legacy["functions"] = json!([{"name": "get_weather", "parameters": {"type": "object"}}]);
+    let r = gw.chat(legacy).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.unwrap(), missing);
+    assert_eq!(b.hits(), 0);
 }
 
 /// The one more try on the same upstream after a 500 is not made when that failure opened the

@@ -398,10 +398,7 @@ fn validate(config: &Config, origin: &Origin) -> Result<(), ConfigError> {
             }
         }
         if let Some(j) = repeated_upstream(lm.upstreams.iter().map(|u| (u.provider.as_str(), u.model.as_str()))) {
-            return Err(origin.err(
-                format!("logical_models[{i}].upstreams[{j}]"),
-                "names a provider and model an earlier upstream names: give it one entry (with the sum of the weights)",
-            ));
+            return Err(origin.err(format!("logical_models[{i}].upstreams[{j}]"), REPEATED_UPSTREAM));
         }
     }
     Ok(())
@@ -415,6 +412,10 @@ pub fn check_retryable_statuses(codes: &[u16]) -> Result<(), String> {
         None => Ok(()),
     }
 }
+
+/// Why [`repeated_upstream`]'s upstream is refused.
+pub const REPEATED_UPSTREAM: &str =
+    "names a provider and model an earlier upstream names: give each pair one entry (drop one, or add up their weights)";
 
 /// The index of the first upstream of a logical model that names a provider and model an earlier
 /// one already names. Two such candidates share one health entry: the pair would get twice its

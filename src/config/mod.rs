@@ -5,6 +5,6 @@ mod load;
 mod log_filter;
 mod model;
 
-pub use load::{check_retryable_statuses, load, repeated_upstream, ConfigError};
+pub use load::{check_retryable_statuses, load, repeated_upstream, ConfigError, REPEATED_UPSTREAM};
 pub use log_filter::log_filter;
 pub use model::*;

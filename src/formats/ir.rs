@@ -55,10 +55,10 @@ pub struct Message {
 
 impl Message {
     /// Whether this message is a turn of tool results only (the answer to an assistant's calls),
-    /// which the next result joins. Such turns begin with a result and are only ever added
-    /// results, so the first and last block tell: no scan per result, which made long tool
-    /// histories quadratic.
-    pub fn only_tool_results(&self) -> bool {
+    /// which the next result joins, for the Chat and Responses parsers. They begin such turns with
+    /// a result and only ever add results to them, so the first and last block tell: no scan per
+    /// result, which made long tool histories quadratic. (Not a test for turns built otherwise.)
+    pub(crate) fn only_tool_results(&self) -> bool {
         matches!(self.content.first(), Some(Block::ToolResult(_)))
             && matches!(self.content.last(), Some(Block::ToolResult(_)))
     }

@@ -134,7 +134,7 @@ pub async fn next_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>,
         let candidate = &plan.candidates[idx];
         let provider = &candidate.provider;
         let refused = ctx.refused_keys_of(idx);
-        if provider.has_keys() && !provider.has_key_in_rotation(&refused) {
+        if !provider.can_send_without(&refused) {
             skip(ctx, idx, AttemptEnd::NoKey, "no usable API key");
             continue;
         }
@@ -477,16 +477,19 @@ fn whole_json_answered_nothing(resp: &ResponseHeader, body: &[u8]) -> Option<&'s
 
 /// Whether a candidate other than the `passed` ones could take the request now: one in rotation
 /// that `next_peer` would not pass by unasked (no key left in rotation for this request, no
-/// address, a request it cannot take). Health alone would send a held 403 or 404 on to a
-/// candidate only to skip it, and the client would get a 502 instead of the upstream's answer.
+/// address, a request it cannot be sent: tried here by building its call, as `next_peer` would).
+/// Health alone would send a held 403 or 404 on to a candidate only to skip it, and the client
+/// would get a 502 instead of the upstream's answer. (Keys at their rate budget, and media a
+/// Gemini upstream would fail to fetch, are found only by trying.) Only on these rare answers.
 fn others_can_answer(ctx: &RequestCtx, plan: &RoutePlan, passed: impl Iterator<Item = usize>, now: Instant) -> bool {
     let mut passed: Vec<usize> = passed.collect();
     while let Ok(i) = choose_dry(plan, &passed, None, now) {
-        let provider = &plan.candidates[i].provider;
-        let passed_by = ctx.cannot_take.contains(&i)
-            || provider.addr().is_none()
-            || (provider.has_keys() && !provider.has_key_in_rotation(&ctx.refused_keys_of(i)));
-        if !passed_by {
+        let candidate = &plan.candidates[i];
+        let provider = &candidate.provider;
+        let askable = provider.can_send_without(&ctx.refused_keys_of(i))
+            && provider.addr().is_some()
+            && upstream_call::build(ctx, provider, &candidate.model).is_ok();
+        if askable {
             return true;
         }
         passed.push(i);

@@ -341,9 +341,6 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                     conv.abort("The upstream sent an event larger than the gateway accepts", &mut out);
                     cut = true;
                 }
-                if ctx.first_token.is_none() && conv.content_seen() {
-                    ctx.first_token = Some(ctx.started.elapsed());
-                }
             }
             if end_of_stream {
                 // A complete stream gets its proper ending; one without its terminator an error
@@ -354,6 +351,10 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                     cut = true;
                 }
                 ctx.usage = conv.usage();
+            }
+            // After `finish` too: a short answer's only content may be that last event.
+            if ctx.first_token.is_none() && conv.content_seen() {
+                ctx.first_token = Some(ctx.started.elapsed());
             }
             if !out.is_empty() {
                 let out = Bytes::from(out);

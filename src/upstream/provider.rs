@@ -423,6 +423,12 @@ impl Provider {
             .min()
     }
 
+    /// Whether a request may be sent with a key outside `exclude`: the provider needs none, or one
+    /// is in rotation (its rate budget aside).
+    pub fn can_send_without(&self, exclude: &[usize]) -> bool {
+        !self.has_keys() || self.has_key_in_rotation(exclude)
+    }
+
     /// Whether a key outside `exclude` is in rotation (its rate budget aside, and left untouched).
     pub fn has_key_in_rotation(&self, exclude: &[usize]) -> bool {
         let now = now_ms();

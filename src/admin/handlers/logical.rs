@@ -108,14 +108,9 @@ fn upstream_rows(app: &App, id: &str, ups: Vec<UpstreamInput>) -> Result<Vec<Ups
     if ups.is_empty() {
         return Err(ApiError::bad("upstreams", "needs at least one upstream"));
     }
-    if let Some(j) = crate::config::repeated_upstream(ups.iter().map(|u| (u.provider.as_str(), u.model.as_str()))) {
-        return Err(ApiError::bad(
-            format!("upstreams[{j}]"),
-            "names a provider and model an earlier upstream names: give it one entry (with the sum of the weights)",
-        ));
-    }
     let snap = app.snapshot();
-    ups.into_iter()
+    let rows = ups
+        .into_iter()
         .enumerate()
         .map(|(i, u)| {
             if snap.routes.provider(&u.provider).is_none() {
@@ -143,7 +138,16 @@ fn upstream_rows(app: &App, id: &str, ups: Vec<UpstreamInput>) -> Result<Vec<Ups
                 position: i as i32,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    // After each row's own checks, as the config file orders them.
+    let pairs = rows.iter().map(|r| (r.provider_id.as_str(), r.model.as_str()));
+    if let Some(j) = crate::config::repeated_upstream(pairs) {
+        return Err(ApiError::bad(
+            format!("upstreams[{j}]"),
+            crate::config::REPEATED_UPSTREAM,
+        ));
+    }
+    Ok(rows)
 }
 
 pub async fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {

@@ -278,8 +278,12 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
 
     let mut tools: Vec<Value> = ir.tools.iter().map(render_tool).collect();
     // A choice among no tools (the client's only tool was one the gateway cannot pass on, such as
-    // a hosted web search) is no choice: upstreams refuse `tool_choice` without `tools`.
-    let mut tool_choice = match ir.tool_choice.as_ref().filter(|_| !ir.tools.is_empty()) {
+    // a hosted web search) is no choice, but `none` (which the placeholder tool below may carry).
+    let client_choice = ir
+        .tool_choice
+        .as_ref()
+        .filter(|c| !ir.tools.is_empty() || matches!(c, ToolChoice::None));
+    let mut tool_choice = match client_choice {
         None => None,
         Some(ToolChoice::Auto) => Some(json!({"type": "auto"})),
         Some(ToolChoice::None) => Some(json!({"type": "none"})),
@@ -312,6 +316,10 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
             json!({"name": "dummy_tool", "description": "Unused; keeps tool history valid.",
             "input_schema": {"type": "object", "properties": {}}}),
         );
+    }
+    if tools.is_empty() {
+        // Anthropic refuses `tool_choice` without `tools`.
+        tool_choice = None;
     }
     if ir.parallel_tool_calls == Some(false) && !tools.is_empty() {
         let tc = tool_choice.get_or_insert_with(|| json!({"type": "auto"}));

@@ -62,6 +62,7 @@ impl ChatDecoder {
             args: String::new(),
             client_index: None,
             closed: JsonEnd::default(),
+            named_again: false,
         });
         if let Some(name) = name {
             self.announce(k, name, out);
@@ -114,19 +115,24 @@ struct ToolCall {
     client_index: Option<usize>,
     /// Where its arguments stand as one JSON value.
     closed: JsonEnd,
+    /// Its name came again, with no id nor arguments, after its arguments were whole: a trailing
+    /// repeat, or the opening chunk of another call of the same function. Arguments that follow
+    /// tell which.
+    named_again: bool,
 }
 
 impl ToolCall {
-    /// Whether a chunk at this call's index without an id that names a function starts another
-    /// call (servers that send each call whole at index 0, without ids): it names another function,
-    /// or this call's arguments are already whole and the chunk brings more. The same name again
-    /// before then continues it (servers that repeat the name on every chunk), as does the name
-    /// repeated with no arguments after them (a trailing chunk: no second call). An unnamed call
-    /// is continued by its name.
+    /// Whether a chunk at this call's index without an id starts another call (servers that send
+    /// each call at index 0, without ids): it names another function, or it brings arguments
+    /// while this call's are already whole and the chunk, or one just before it, named the
+    /// function again. The same name again before then continues it (servers that repeat the name
+    /// on every chunk), as does the name repeated with no arguments after none follow (a trailing
+    /// chunk: no second call). An unnamed call is continued by its name.
     fn ended_by(&self, id: Option<&str>, name: Option<&str>, brings_args: bool) -> bool {
         self.client_index.is_some()
             && id.is_none()
-            && name.is_some_and(|name| name != self.name || (self.closed.whole() && brings_args))
+            && (name.is_some_and(|name| name != self.name)
+                || (self.closed.whole() && brings_args && (name.is_some() || self.named_again)))
     }
 
     fn push_args(&mut self, args: &str) {
@@ -265,7 +271,9 @@ impl Decode for ChatDecoder {
                     // A continuation chunk without an id belongs to the call with that upstream index.
                     (None, Some(cur)) if self.tools[cur].upstream == upstream => {
                         if self.tools[cur].ended_by(id, name, brings_args) {
-                            self.start_tool(upstream, id, out, name)
+                            // Arguments after the name came again: another call of that function.
+                            let again = name.is_none().then(|| self.tools[cur].name.clone());
+                            self.start_tool(upstream, id, out, name.or(again.as_deref()))
                         } else {
                             cur
                         }
@@ -273,6 +281,10 @@ impl Decode for ChatDecoder {
                     _ => self.tool_index(upstream, id, out, name, brings_args),
                 };
                 self.current_tool = Some(k);
+                let call = &mut self.tools[k];
+                if id.is_none() && !brings_args && call.closed.whole() && name == Some(call.name.as_str()) {
+                    call.named_again = true;
+                }
                 let args = match f.get("arguments") {
                     Some(Value::String(s)) => s.clone(),
                     Some(Value::Null) | None => String::new(),

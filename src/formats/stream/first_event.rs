@@ -18,8 +18,9 @@ pub enum FirstEvent {
     Pending,
     /// Only the envelope so far (the stream has opened, nothing of the answer yet): read more, for
     /// a short while (an error after the envelope comes at once, a model's first words may not).
-    /// When nothing more will be read: the envelope was all there was, an empty answer if the
-    /// stream ended properly, else a stream cut before it said anything.
+    /// When the hold ends (`complete`) with the envelope alone: at the body's end, an empty answer
+    /// if the stream ended properly, else a stream cut before it said anything; at a hold limit,
+    /// a stream released as it stands.
     Envelope,
     /// The stream opens with content.
     Content,
@@ -294,7 +295,8 @@ mod tests {
     }
 
     /// The envelope an upstream opens with (nothing of the answer) is passed over: an error after
-    /// it still fails over. A stream of envelope alone is content (its reading finds it cut).
+    /// it still fails over. A stream of envelope alone whose hold ends says `Envelope` still: the
+    /// hold tells an empty answer from a cut one (`stream::completes`).
     #[test]
     fn an_error_after_the_envelope_is_the_first_event() {
         let responses = b"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\"}}\n\n\

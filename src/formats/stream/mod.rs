@@ -123,7 +123,9 @@ static REFUSAL_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"
 static IMAGES_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"images\""));
 
 /// Whether `body`, the whole of a stream from a `from` upstream, reached its proper end (its
-/// terminator, or every choice's finish), as the stream's own reading judges it.
+/// terminator, or every choice's finish), as the stream's own reading judges it. Read with the
+/// default options (one choice): used for streams that said nothing past their envelope, where
+/// the number of choices makes no difference that matters.
 pub fn completes(from: WireFormat, body: &[u8]) -> bool {
     let mut conv = StreamConverter::new(from, from, StreamOptions::default());
     let mut out = Vec::new();
@@ -1429,6 +1431,34 @@ mod tests {
         let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Anthropic, &all);
         assert_eq!(text.matches(r#""type":"tool_use""#).count(), 1, "{text}");
         assert!(text.contains(r#"{\"a\":1}"#), "{text}");
+
+        // The same name again followed by arguments (each call opened by its name, its arguments
+        // after it, all at index 0 without ids) is a second call of that function.
+        let chunks = [
+            chat_chunk(
+                r#"{"tool_calls":[{"index":0,"function":{"name":"f","arguments":""}}]}"#,
+                "null",
+            ),
+            chat_chunk(
+                r#"{"tool_calls":[{"index":0,"function":{"arguments":"{\"x\":1}"}}]}"#,
+                "null",
+            ),
+            chat_chunk(
+                r#"{"tool_calls":[{"index":0,"function":{"name":"f","arguments":""}}]}"#,
+                "null",
+            ),
+            chat_chunk(
+                r#"{"tool_calls":[{"index":0,"function":{"arguments":"{\"x\":2}"}}]}"#,
+                "null",
+            ),
+            chat_chunk("{}", r#""tool_calls""#),
+        ];
+        let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let (text, _) = convert(WireFormat::OpenAiChat, WireFormat::Gemini, &all);
+        for args in [r#""args":{"x":1}"#, r#""args":{"x":2}"#] {
+            assert!(text.contains(args), "{args} in {text}");
+        }
+        assert_eq!(text.matches(r#""name":"f""#).count(), 2, "{text}");
     }
 
     #[test]
