@@ -1154,11 +1154,20 @@ async fn providers_crud_and_live_routing(backend: Backend) {
     assert_eq!(v["stored_models"][0]["metadata"]["context"], 128000);
     // Cached, but not past a change of the provider: moved to another server, it lists that one's.
     let d = Mock::start("delta", &["delta-only"]).await;
+    // Moved to another host without its key given anew: refused, the stored key never goes there.
+    let (s, v) = send(&gw, Method::PUT, "/providers/gamma", Some(json!({"base_url": d.url()}))).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v.to_string().contains("api_keys"), "{v}");
+    let before = d.hits();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(d.hits(), before, "nothing was sent to the other host");
+    assert!(d.requests().iter().all(|r| !format!("{r:?}").contains(secret)));
     for (url, listed, gone) in [
         (d.url(), "delta-only", "raw-listed"),
         (c.url(), "raw-listed", "delta-only"),
     ] {
-        let (s, _) = send(&gw, Method::PUT, "/providers/gamma", Some(json!({"base_url": url}))).await;
+        let moved = json!({"base_url": url, "api_keys": [{"key": secret, "qps_limit": 100}]});
+        let (s, _) = send(&gw, Method::PUT, "/providers/gamma", Some(moved)).await;
         assert_eq!(s, 200);
         let (s, v) = send(&gw, Method::GET, "/providers/gamma/models", None).await;
         assert_eq!(s, 200, "{v}");
@@ -2025,6 +2034,7 @@ async fn a_key_changed_during_a_reseal_keeps_its_change() {
                         row: &edited,
                         read_settings: &provider.settings,
                         models: None,
+                        keys: None,
                     };
                     block_on(other.update_provider(write)).unwrap();
                 }
@@ -2050,6 +2060,7 @@ async fn a_key_changed_during_a_reseal_keeps_its_change() {
         row: &late,
         read_settings: "by-the-admin",
         models: None,
+        keys: None,
     };
     assert!(matches!(store.update_provider(write).await, Err(StoreError::Stale)));
     drop((store, other));
@@ -2195,7 +2206,7 @@ async fn a_provider_moved_elsewhere_forgets_its_old_model_list() {
         &gw,
         Method::PUT,
         "/providers/moving",
-        Some(json!({"base_url": new.url()})),
+        Some(json!({"base_url": new.url(), "api_keys": [{"key": "sk-moving-key-0123"}]})),
     )
     .await;
     assert_eq!(s, 200, "{v}");
@@ -2335,9 +2346,51 @@ async fn a_fixed_provider_is_not_kept_out_by_its_old_circuit() {
         &gw,
         Method::PUT,
         "/providers/gamma",
-        Some(json!({"base_url": fixed.url()})),
+        Some(json!({"base_url": fixed.url(), "api_keys": [{"key": "sk-gamma-key-0123"}]})),
     )
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(proxy_status(&gw, CLIENT_KEY, "m").await, (200, Some("gamma".into())));
+}
+
+/// A provider's header values, secrets among them, do not follow it to another host unless they
+/// are given anew: a masked value (or none given) is refused with the move.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moved_provider_s_headers_must_be_given_anew() {
+    let first = Mock::start("first", &["m"]).await;
+    let elsewhere = Mock::start("elsewhere", &["m"]).await;
+    let gw = Gateway::start("").await;
+    let secret = "hdr-secret-value-0123456789abcdef";
+    let (s, v) = send(
+        &gw,
+        Method::POST,
+        "/providers",
+        Some(json!({"id": "hdr", "base_url": first.url(), "headers": {"api-key": secret}, "models": [{"model": "m"}]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let shown = v["settings"]["headers"]["api-key"].as_str().unwrap().to_string();
+    for body in [
+        json!({"base_url": elsewhere.url()}),
+        json!({"base_url": elsewhere.url(), "headers": {"api-key": shown}}),
+    ] {
+        let (s, v) = send(&gw, Method::PUT, "/providers/hdr", Some(body.clone())).await;
+        assert_eq!(s, 409, "{body} -> {v}");
+        assert!(v.to_string().contains("headers"), "{v}");
+    }
+    // The same host at another path keeps them.
+    let (s, v) = send(
+        &gw,
+        Method::PUT,
+        "/providers/hdr",
+        Some(json!({"base_url": format!("{}/v1", first.url())})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let anew = json!({"base_url": elsewhere.url(), "headers": {"api-key": "hdr-other-value-0123456789abcdef"}});
+    let (s, v) = send(&gw, Method::PUT, "/providers/hdr", Some(anew)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(proxy_status(&gw, CLIENT_KEY, "m").await, (200, Some("hdr".into())));
+    let sent = elsewhere.last().and_then(|r| r.header("api-key").map(str::to_string));
+    assert_eq!(sent.as_deref(), Some("hdr-other-value-0123456789abcdef"));
 }

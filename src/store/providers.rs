@@ -37,6 +37,8 @@ pub struct ProviderWrite<'a> {
     /// rather than undoing it.
     pub read_settings: &'a str,
     pub models: Option<&'a [ProviderModelRow]>,
+    /// Keys that replace every stored key of the provider, when given.
+    pub keys: Option<&'a [ProviderKeyRow]>,
 }
 
 /// How long `rotate-secret` may take to reseal every provider key in its one transaction.
@@ -95,6 +97,17 @@ impl Store {
                         .await?;
                     for m in models {
                         diesel::insert_into(provider_models::table).values(m).execute(c).await?;
+                    }
+                }
+                if let Some(keys) = w.keys {
+                    diesel::delete(provider_api_keys::table.filter(provider_api_keys::provider_id.eq(&r.id)))
+                        .execute(c)
+                        .await?;
+                    for k in keys {
+                        diesel::insert_into(provider_api_keys::table)
+                            .values(k)
+                            .execute(c)
+                            .await?;
                     }
                 }
                 Ok(())

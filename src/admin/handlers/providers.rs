@@ -231,6 +231,9 @@ struct UpdateBody {
     paths: Option<PathsPatch>,
     #[serde(default)]
     responses_api: Option<bool>,
+    /// Replaces every stored key (required with a `base_url` on another host).
+    #[serde(default)]
+    api_keys: Option<Vec<KeyInput>>,
 }
 
 /// An update of some timeouts: the others keep their values.
@@ -438,21 +441,7 @@ pub async fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     .apply(&mut settings);
     check_settings(&body.base_url, body.weight, &settings)?;
     let t = now();
-    let mut keys = Vec::new();
-    for (i, k) in body.api_keys.into_iter().enumerate() {
-        check_key(&format!("api_keys[{i}].key"), &k.key)?;
-        let id = new_id();
-        keys.push(ProviderKeyRow {
-            encrypted_key: app.secrets.encrypt(&k.key, &id)?,
-            hint: mask(&k.key),
-            qps_limit: check_qps(&format!("api_keys[{i}].qps_limit"), k.qps_limit)?,
-            id,
-            provider_id: body.id.clone(),
-            disabled: false,
-            created_at: t,
-            updated_at: t,
-        });
-    }
+    let keys = key_rows(app, &body.id, body.api_keys, t)?;
     let bundle = ProviderBundle {
         row: ProviderRow {
             id: body.id.clone(),
@@ -478,6 +467,60 @@ pub async fn create(app: &App, req: &Req) -> Result<Reply, ApiError> {
     Ok(Reply::created(v))
 }
 
+/// Stored rows of the `api_keys` of a create or update body, sealed.
+fn key_rows(app: &App, provider_id: &str, keys: Vec<KeyInput>, t: i64) -> Result<Vec<ProviderKeyRow>, ApiError> {
+    let mut rows = Vec::with_capacity(keys.len());
+    for (i, k) in keys.into_iter().enumerate() {
+        check_key(&format!("api_keys[{i}].key"), &k.key)?;
+        let id = new_id();
+        rows.push(ProviderKeyRow {
+            encrypted_key: app.secrets.encrypt(&k.key, &id)?,
+            hint: mask(&k.key),
+            qps_limit: check_qps(&format!("api_keys[{i}].qps_limit"), k.qps_limit)?,
+            id,
+            provider_id: provider_id.to_string(),
+            disabled: false,
+            created_at: t,
+            updated_at: t,
+        });
+    }
+    Ok(rows)
+}
+
+/// Refuses to send a provider's stored secrets to another host: a `base_url` that moves it to
+/// another scheme, host or port must come with its keys (`api_keys`) and its header values
+/// (`headers`, none masked) given anew. Otherwise whoever may change a provider, without ever
+/// seeing its keys, could point it at a server of theirs and read them from the requests.
+fn check_move(stored: &ProviderBundle, body: &UpdateBody, sealed_headers: bool) -> Result<(), ApiError> {
+    let Some(to) = &body.base_url else {
+        return Ok(());
+    };
+    let (Ok(from), Ok(to)) = (Endpoint::parse(&stored.row.base_url), Endpoint::parse(to)) else {
+        // An unreadable URL is refused by `check_settings`.
+        return Ok(());
+    };
+    if (from.tls, &from.host, from.port) == (to.tls, &to.host, to.port) {
+        return Ok(());
+    }
+    if !stored.keys.is_empty() && body.api_keys.is_none() {
+        return Err(ApiError::Conflict(format!(
+            "`base_url` moves provider `{}` to another host, where its stored keys would be sent: give its `api_keys` anew in the same request",
+            stored.row.id
+        )));
+    }
+    let headers_kept = match &body.headers {
+        None => sealed_headers,
+        Some(h) => h.values().any(|v| v.contains('…')),
+    };
+    if headers_kept {
+        return Err(ApiError::Conflict(format!(
+            "`base_url` moves provider `{}` to another host, where its stored header values would be sent: give its `headers` anew in the same request",
+            stored.row.id
+        )));
+    }
+    Ok(())
+}
+
 pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let id = req.param("id");
     ensure_stored(app, id)?;
@@ -501,6 +544,7 @@ pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
         }
         Err(e) => return Err(e.into()),
     };
+    check_move(&b, &body, !settings.headers.is_empty())?;
     SettingsPatch {
         timeouts: body.timeouts,
         retryable_status_codes: body.retryable_status_codes,
@@ -532,12 +576,20 @@ pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
     if let Some(m) = &models {
         b.models = m.clone();
     }
+    let keys = match body.api_keys {
+        Some(list) => Some(key_rows(app, id, list, t)?),
+        None => None,
+    };
+    if let Some(k) = &keys {
+        b.keys = k.clone();
+    }
     check_builds(app, &b)?;
     store
         .update_provider(ProviderWrite {
             row: &b.row,
             read_settings: &read_settings,
             models: models.as_deref(),
+            keys: keys.as_deref(),
         })
         .await
         .map_err(|e| not_found(e, "no such provider"))?;
