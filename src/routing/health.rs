@@ -161,6 +161,9 @@ pub enum Availability {
 pub struct UpstreamHealth {
     policy: HealthPolicy,
     state: Mutex<State>,
+    /// A detached copy (`detached`): it never probes an open circuit, whose verdict it could not
+    /// give back.
+    detached: bool,
 }
 
 /// A copy of one upstream's health, for the admin API and metrics.
@@ -205,6 +208,7 @@ impl UpstreamHealth {
         Self {
             policy,
             state: Mutex::new(State::fresh()),
+            detached: false,
         }
     }
 
@@ -222,14 +226,26 @@ impl UpstreamHealth {
     /// it is forgotten with it. For requests that must not judge the upstream: a token count is
     /// another endpoint (with its own rate limits at Anthropic), and its quick answers would pull
     /// the latency the model's generation is weighted by, or close a circuit generation opened.
+    /// An open circuit stays out of rotation for such requests until a request that judges the
+    /// upstream probes it: each copy would otherwise hold a probe slot of its own, and a burst of
+    /// token counts would all reach a broken upstream at once.
     pub fn detached(&self) -> UpstreamHealth {
         UpstreamHealth {
             policy: self.policy,
             state: Mutex::new(*self.state.lock()),
+            detached: true,
         }
     }
 
     pub fn availability(&self, now: Instant) -> Availability {
+        match self.availability_to_judge(now) {
+            Availability::Probe if self.detached => Availability::Unavailable { until: None },
+            a => a,
+        }
+    }
+
+    /// Availability to a request that judges the upstream: it may be the probe.
+    fn availability_to_judge(&self, now: Instant) -> Availability {
         let s = self.state.lock();
         match s.circuit {
             Circuit::Open { until, .. } if now >= until => return Availability::Probe,
@@ -252,6 +268,9 @@ impl UpstreamHealth {
 
     /// Claims the probe slot of an open circuit; false when another request holds it.
     pub fn try_probe(&self, now: Instant) -> bool {
+        if self.detached {
+            return false;
+        }
         let mut s = self.state.lock();
         let backoff = match s.circuit {
             Circuit::Open { until, backoff } if now >= until => backoff,
@@ -612,6 +631,25 @@ mod tests {
             failure_threshold: 3,
             open_for: Duration::from_secs(10),
         }
+    }
+
+    /// A detached copy (a token count's) never probes: a burst of counts would each take a probe
+    /// slot of its own copy to a broken upstream.
+    #[test]
+    fn a_detached_copy_never_probes() {
+        let (h, probe) = {
+            let h = UpstreamHealth::new(policy());
+            let t0 = Instant::now();
+            for _ in 0..3 {
+                h.record_failure(Failure::Broken, t0);
+            }
+            (h, t0 + Duration::from_secs(11))
+        };
+        assert_eq!(h.availability(probe), Availability::Probe);
+        let copy = h.detached();
+        assert_eq!(copy.availability(probe), Availability::Unavailable { until: None });
+        assert!(!copy.try_probe(probe));
+        assert!(h.try_probe(probe), "the real entry's probe is untouched");
     }
 
     /// A reset upstream is in rotation again at once, and tells the other replicas its circuit
