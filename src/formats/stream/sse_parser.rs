@@ -112,6 +112,7 @@ impl SseParser {
                 self.end_line(&line, on_frame);
                 line.clear();
                 self.line = line;
+                give_back(&mut self.line);
             }
         }
         Ok(())
@@ -176,6 +177,8 @@ impl SseParser {
             self.event.clear();
             self.has_data = false;
             self.raw.clear();
+            give_back(&mut self.data);
+            give_back(&mut self.raw);
         } else if line[0] != b':' {
             let (field, value) = match line.iter().position(|b| *b == b':') {
                 Some(p) => {
@@ -268,9 +271,36 @@ impl JsonArrayParser {
     }
 }
 
+/// What an emptied buffer may keep of its capacity: past this, one large event (a base64 image
+/// of several MiB) is given back once handed over, not held for the rest of the stream.
+const KEPT_CAPACITY: usize = 256 * 1024;
+
+fn give_back(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEPT_CAPACITY {
+        *buf = Vec::new();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream's one large event does not keep its buffers' size for the rest of the stream.
+    #[test]
+    fn a_large_event_s_buffers_are_given_back() {
+        for keep_raw in [false, true] {
+            let mut p = SseParser::new(16 << 20, keep_raw);
+            let big = format!("data: {{\"b64\":\"{}\"}}", "A".repeat(4 << 20));
+            let (head, tail) = big.as_bytes().split_at(1 << 20);
+            let mut seen = 0;
+            for piece in [head, tail, b"\n\ndata: {}\n\n".as_slice()] {
+                p.push(piece, &mut |f| seen += usize::from(!f.data.is_empty())).unwrap();
+            }
+            assert_eq!(seen, 2);
+            let held = p.line.capacity() + p.data.capacity() + p.raw.capacity();
+            assert!(held <= 3 * KEPT_CAPACITY, "keep_raw={keep_raw}: {held} bytes held");
+        }
+    }
 
     fn collect(p: &mut SseParser, input: &[u8]) -> Vec<(Option<String>, String)> {
         let mut out = Vec::new();
