@@ -88,8 +88,10 @@ pub async fn commit(app: &App) -> Result<(), StoreError> {
         app.unannounced.store(true, Ordering::Relaxed);
         return Ok(());
     }
-    // Saved and announced: a failed rebuild here is retried by the poll (the marker moved).
-    if let Err(e) = reload(app).await {
+    // Saved and announced: a failed rebuild here is retried by the poll (the marker moved). Only if
+    // changed: the poll may have rebuilt from the moved marker between the bump and here, and
+    // what it loaded already holds this write (saved before the bump).
+    if let Err(e) = reload_if_changed(app).await {
         tracing::warn!(error = %e, "snapshot rebuild after a write failed; the poll retries");
     }
     app.state.publish_change().await;
