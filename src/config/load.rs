@@ -51,8 +51,8 @@ pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result
         }
         None => Config::default(),
     };
-    apply_env_overrides(&mut config, env)?;
-    validate(&config, &origin)?;
+    let set = apply_env_overrides(&mut config, env)?;
+    validate(&config, &origin).map_err(|e| of_environment(e, &set))?;
     Ok(config)
 }
 
@@ -153,21 +153,30 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
 const MAX_LOG_BODY_BYTES: usize = 64 * 1024;
 
 /// Every override set but empty counts as unset: templates write `${VAR:-}` for what they leave
-/// to the file.
-fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+/// to the file. Returns the settings the environment set, as (place, variable), so that an error
+/// about one names the variable rather than the file.
+fn apply_env_overrides(
+    config: &mut Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(&'static str, &'static str)>, ConfigError> {
     let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let mut set = Vec::new();
     let origin = Origin { file: "environment" };
     let s = &mut config.server;
     if let Some(v) = env("APIPROXY_LISTEN") {
+        set.push(("server.listen", "APIPROXY_LISTEN"));
         s.listen = v;
     }
     if let Some(v) = env("APIPROXY_ADMIN_LISTEN") {
+        set.push(("server.admin_listen", "APIPROXY_ADMIN_LISTEN"));
         s.admin_listen = v;
     }
     if let Some(v) = env("LOG_LEVEL") {
+        set.push(("server.log_level", "LOG_LEVEL"));
         s.log_level = v;
     }
     if let Some(v) = env("LOG_FORMAT") {
+        set.push(("server.log_format", "LOG_FORMAT"));
         s.log_format = match v.to_ascii_lowercase().as_str() {
             "json" => LogFormat::Json,
             "text" => LogFormat::Text,
@@ -175,24 +184,29 @@ fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>
         };
     }
     if let Some(v) = env("LOG_TIMEZONE") {
+        set.push(("server.log_timezone", "LOG_TIMEZONE"));
         s.log_timezone = Some(v);
     }
     if let Some(v) = env("LOG_BODY_BYTES") {
+        set.push(("server.log_body_bytes", "LOG_BODY_BYTES"));
         s.log_body_bytes = v
             .parse()
             .map_err(|_| origin.err("LOG_BODY_BYTES", format!("`{v}` is not a number of bytes")))?;
     }
     if let Some(v) = env("APIPROXY_THREADS") {
+        set.push(("server.threads", "APIPROXY_THREADS"));
         s.threads = v
             .parse()
             .map_err(|_| origin.err("APIPROXY_THREADS", format!("`{v}` is not a whole number")))?;
     }
     if let Some(v) = env("MODELS_CACHE_TTL") {
+        set.push(("server.models_cache_ttl_s", "MODELS_CACHE_TTL"));
         s.models_cache_ttl_s = v
             .parse()
             .map_err(|_| origin.err("MODELS_CACHE_TTL", format!("`{v}` is not a number of seconds")))?;
     }
     if let Some(v) = env("APIPROXY_CORS_ORIGINS") {
+        set.push(("server.cors_origins", "APIPROXY_CORS_ORIGINS"));
         s.cors_origins = v
             .split(',')
             .map(str::trim)
@@ -202,6 +216,7 @@ fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>
     }
     let m = &mut config.mask;
     if let Some(v) = env("MASK_AS_BROWSER") {
+        set.push(("mask.as_browser", "MASK_AS_BROWSER"));
         m.as_browser = match v.to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => true,
             "0" | "false" | "no" | "off" => false,
@@ -209,15 +224,39 @@ fn apply_env_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>
         };
     }
     if let Some(v) = env("MASK_USER_AGENT") {
+        set.push(("mask.user_agent", "MASK_USER_AGENT"));
         m.user_agent = Some(v);
     }
     if let Some(v) = env("MASK_ORIGIN") {
+        set.push(("mask.origin", "MASK_ORIGIN"));
         m.origin = Some(v);
     }
     if let Some(v) = env("MASK_REFERER") {
+        set.push(("mask.referer", "MASK_REFERER"));
         m.referer = Some(v);
     }
-    Ok(())
+    Ok(set)
+}
+
+/// An error about a setting the environment set, said of its variable (`APIPROXY_LISTEN
+/// (server.listen)` in the environment), not of the config file the value did not come from.
+fn of_environment(e: ConfigError, set: &[(&str, &str)]) -> ConfigError {
+    match e {
+        ConfigError::Invalid { place, message, .. }
+            if let Some((_, var)) = set.iter().find(|(p, _)| {
+                place
+                    .strip_prefix(p)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            }) =>
+        {
+            ConfigError::Invalid {
+                file: "environment".to_string(),
+                place: format!("{var} ({place})"),
+                message,
+            }
+        }
+        e => e,
+    }
 }
 
 /// The longest time model lists are kept before they are discovered again.
@@ -456,8 +495,8 @@ mod tests {
     fn load_text(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let origin = Origin { file: "test.yaml" };
         let mut c = parse(text, &origin, env)?;
-        apply_env_overrides(&mut c, env)?;
-        validate(&c, &origin)?;
+        let set = apply_env_overrides(&mut c, env)?;
+        validate(&c, &origin).map_err(|e| of_environment(e, &set))?;
         Ok(c)
     }
 
@@ -648,6 +687,31 @@ mod tests {
         let env = env_of(&[("APIPROXY_CORS_ORIGINS", "https://a.example, http://localhost:3000")]);
         let c = load_text("", &env).unwrap();
         assert_eq!(c.server.cors_origins, ["https://a.example", "http://localhost:3000"]);
+    }
+
+    /// A bad value from an environment override is said of its variable, not of the file.
+    #[test]
+    fn errors_about_overrides_name_their_variable() {
+        let yaml = "server: {listen: '0.0.0.0:8000', log_body_bytes: 10}\n";
+        let e = load_text(yaml, &env_of(&[("APIPROXY_LISTEN", "nowhere")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("environment: APIPROXY_LISTEN (server.listen):"), "{e}");
+        let e = load_text(yaml, &env_of(&[("APIPROXY_CORS_ORIGINS", "https://a.example/app")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("environment: APIPROXY_CORS_ORIGINS (server.cors_origins[0]):"),
+            "{e}"
+        );
+        // The file's own mistakes are still the file's.
+        let e = load_text(
+            "server: {log_body_bytes: 999999}\n",
+            &env_of(&[("APIPROXY_LISTEN", "127.0.0.1:1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("test.yaml: server.log_body_bytes"), "{e}");
     }
 
     #[test]
