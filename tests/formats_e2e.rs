@@ -64,6 +64,33 @@ fn anthropic_body(model: &str, stream: bool) -> Value {
     json!({"model": model, "max_tokens": 100, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
 }
 
+/// An Anthropic client's error body carries the request's id as `x-request-id` says it, whether
+/// the gateway refused the request or rendered another format's upstream error, so the id a
+/// client logs finds the gateway's log line.
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_error_bodies_carry_the_request_s_id() {
+    let (oa, _an, gw) = setup().await;
+    oa.script([Reply::status(429)]);
+    for (model, status) in [("no-such-model", 404), ("gpt-x", 429)] {
+        let r = gw.post("/v1/messages", anthropic_body(model, false), &[]).await;
+        assert_eq!(r.status(), status);
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["type"], "error", "{v}");
+        assert_eq!(v["request_id"], id, "{model}: {v}");
+    }
+    // An id the client sent is the one it gets back.
+    let r = gw
+        .post(
+            "/v1/messages",
+            anthropic_body("no-such-model", false),
+            &[("x-request-id", "client-chosen-1")],
+        )
+        .await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["request_id"], "client-chosen-1", "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_errors_reach_the_client_in_its_own_format() {
     let (oa, an, gw) = setup().await;

@@ -164,7 +164,7 @@ fn requests_and_responses_never_panic() {
             let _ = extract_usage(from, &body);
             for to in WireFormat::ALL {
                 let _ = convert_response(from, to, &body, "m");
-                let (status, err) = convert_error(from, to, rng.random_range(100..700), &body);
+                let (status, err) = convert_error(from, to, rng.random_range(100..700), &body, None);
                 assert!((400..=599).contains(&status));
                 assert!(serde_json::from_slice::<Value>(&err).is_ok());
             }

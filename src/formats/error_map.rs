@@ -127,8 +127,16 @@ pub fn client_status(to: WireFormat, status: u16, kind: ErrorKind) -> u16 {
     }
 }
 
-/// Error body in the client's format (§5.1) and the status to send.
-pub fn error_response(to: WireFormat, status: u16, kind: ErrorKind, message: &str) -> (u16, Bytes) {
+/// Error body in the client's format (§5.1) and the status to send. An Anthropic body carries
+/// `request_id`, the request's id as the gateway's `x-request-id` says it (a new one when `None`),
+/// so what a client logs of an error finds the gateway's log line.
+pub fn error_response(
+    to: WireFormat,
+    status: u16,
+    kind: ErrorKind,
+    message: &str,
+    request_id: Option<&str>,
+) -> (u16, Bytes) {
     let status = client_status(to, status, kind);
     let body = match to {
         WireFormat::OpenAiChat | WireFormat::OpenAiResponses => {
@@ -136,7 +144,7 @@ pub fn error_response(to: WireFormat, status: u16, kind: ErrorKind, message: &st
             json!({"error": {"message": message, "type": t, "param": null, "code": code}})
         }
         WireFormat::Anthropic => json!({"type": "error", "error": {"type": kind.anthropic(), "message": message},
-            "request_id": super::json::new_id("req_")}),
+            "request_id": request_id.map_or_else(|| super::json::new_id("req_"), str::to_string)}),
         WireFormat::Gemini => json!({"error": {"code": status, "message": message, "status": kind.gemini()}}),
     };
     (status, Bytes::from(body.to_string()))
@@ -282,7 +290,13 @@ fn says_context_too_long(message: &str) -> bool {
 
 /// Re-renders an upstream error body (format `from`, HTTP `status`) in the client's format, keeping the
 /// provider's message.
-pub fn convert_error(from: WireFormat, to: WireFormat, status: u16, body: &[u8]) -> (u16, Bytes) {
+pub fn convert_error(
+    from: WireFormat,
+    to: WireFormat,
+    status: u16,
+    body: &[u8],
+    request_id: Option<&str>,
+) -> (u16, Bytes) {
     let (kind, mut message) = classify_error(from, status, body);
     let status = if kind == ErrorKind::Authentication && status == 400 {
         401
@@ -294,7 +308,7 @@ pub fn convert_error(from: WireFormat, to: WireFormat, status: u16, body: &[u8])
     if kind == ErrorKind::ContextLength && to == WireFormat::Anthropic && !message.contains("prompt is too long") {
         message = format!("prompt is too long: {message}");
     }
-    error_response(to, status, kind, &message)
+    error_response(to, status, kind, &message, request_id)
 }
 
 /// Anthropic `error.type` for a stream error code.
@@ -466,7 +480,7 @@ mod tests {
                 ErrorKind::ContextLength,
                 "{sent}"
             );
-            let (status, out) = convert_error(from, WireFormat::OpenAiChat, status, sent.as_bytes());
+            let (status, out) = convert_error(from, WireFormat::OpenAiChat, status, sent.as_bytes(), None);
             assert_eq!(status, 400);
             assert_eq!(body(&out)["error"]["code"], "context_length_exceeded", "{sent}");
         }
@@ -487,7 +501,7 @@ mod tests {
             );
         }
         let vllm = cases[2].2.as_bytes();
-        let (_, out) = convert_error(WireFormat::OpenAiChat, WireFormat::Anthropic, 400, vllm);
+        let (_, out) = convert_error(WireFormat::OpenAiChat, WireFormat::Anthropic, 400, vllm, None);
         let message = body(&out)["error"]["message"].as_str().unwrap().to_string();
         assert!(
             message.starts_with("prompt is too long: This model's maximum context length"),
@@ -530,7 +544,7 @@ mod tests {
             (WireFormat::Gemini, 429),
             (WireFormat::Anthropic, 402),
         ] {
-            let (status, body) = convert_error(WireFormat::Anthropic, to, 402, anth);
+            let (status, body) = convert_error(WireFormat::Anthropic, to, 402, anth, None);
             assert_eq!(status, want, "{to:?}");
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
             match to {
@@ -547,15 +561,15 @@ mod tests {
     #[test]
     fn overload_statuses_are_re_encoded() {
         let anth = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
-        let (s, b) = convert_error(WireFormat::Anthropic, WireFormat::OpenAiChat, 529, anth);
+        let (s, b) = convert_error(WireFormat::Anthropic, WireFormat::OpenAiChat, 529, anth, None);
         assert_eq!(s, 503);
         assert_eq!(body(&b)["error"]["message"], "Overloaded");
         assert_eq!(body(&b)["error"]["type"], "service_unavailable_error");
         let oa = br#"{"error":{"message":"busy","type":"server_error","param":null,"code":null}}"#;
-        let (s, b) = convert_error(WireFormat::OpenAiChat, WireFormat::Anthropic, 503, oa);
+        let (s, b) = convert_error(WireFormat::OpenAiChat, WireFormat::Anthropic, 503, oa, None);
         assert_eq!(s, 529);
         assert_eq!(body(&b)["error"]["type"], "overloaded_error");
-        let (s, b) = convert_error(WireFormat::Anthropic, WireFormat::Gemini, 529, anth);
+        let (s, b) = convert_error(WireFormat::Anthropic, WireFormat::Gemini, 529, anth, None);
         assert_eq!(s, 503);
         assert_eq!(body(&b)["error"]["status"], "UNAVAILABLE");
         assert_eq!(body(&b)["error"]["code"], 503);
@@ -565,7 +579,7 @@ mod tests {
     fn gemini_bad_key_is_authentication() {
         let g = br#"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT",
             "details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#;
-        let (s, b) = convert_error(WireFormat::Gemini, WireFormat::Anthropic, 400, g);
+        let (s, b) = convert_error(WireFormat::Gemini, WireFormat::Anthropic, 400, g, None);
         assert_eq!(s, 401);
         assert_eq!(body(&b)["error"]["type"], "authentication_error");
         assert_eq!(body(&b)["error"]["message"], "API key not valid.");
@@ -589,11 +603,11 @@ mod tests {
     fn rate_limits_keep_status_and_message() {
         let a = br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#;
         for to in WireFormat::ALL {
-            let (s, b) = convert_error(WireFormat::Anthropic, to, 429, a);
+            let (s, b) = convert_error(WireFormat::Anthropic, to, 429, a, None);
             assert_eq!(s, 429);
             assert!(String::from_utf8_lossy(&b).contains("slow down"));
         }
-        let (_, b) = error_response(WireFormat::Gemini, 429, ErrorKind::RateLimited, "x");
+        let (_, b) = error_response(WireFormat::Gemini, 429, ErrorKind::RateLimited, "x", None);
         assert_eq!(body(&b)["error"]["status"], "RESOURCE_EXHAUSTED");
     }
 

@@ -192,7 +192,8 @@ impl GatewayError {
 
     /// The status and body in the client's format. OpenAI clients also get the attempt summary as a
     /// field; the others get it in the message.
-    pub fn render(&self, client: WireFormat) -> (u16, Bytes) {
+    /// `request_id`: the request's id, which an Anthropic error body carries.
+    pub fn render(&self, client: WireFormat, request_id: Option<&str>) -> (u16, Bytes) {
         let status = self.status();
         match client {
             WireFormat::OpenAiChat | WireFormat::OpenAiResponses => {
@@ -217,7 +218,7 @@ impl GatewayError {
                         .collect();
                     message = format!("{message} ({})", summary.join("; "));
                 }
-                error_response(client, status, self.error_kind(), &message)
+                error_response(client, status, self.error_kind(), &message, request_id)
             }
         }
     }
@@ -232,7 +233,7 @@ mod tests {
     fn a_body_timeout_is_a_timeout_in_every_format() {
         let err = GatewayError::BodyTimeout(std::time::Duration::from_secs(60));
         let body = |client| {
-            let (status, body) = err.render(client);
+            let (status, body) = err.render(client, None);
             (status, serde_json::from_slice::<serde_json::Value>(&body).unwrap())
         };
         let (status, anthropic) = body(WireFormat::Anthropic);

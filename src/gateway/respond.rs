@@ -37,7 +37,7 @@ pub async fn json(
 
 /// Writes `err` in the client's format.
 pub async fn error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayError) -> pingora::Result<()> {
-    let (status, body) = err.render(ctx.client_format());
+    let (status, body) = err.render(ctx.client_format(), Some(ctx.request_id.as_str()));
     ctx.error_code = Some(err.code());
     let mut extra = Vec::new();
     if let Some(secs) = err.retry_after(ctx.upstream_retry_after) {

@@ -10,7 +10,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
-use super::ctx::{candidate_of, Attempt, BodyBuf, RequestCtx, ResponseMode};
+use super::ctx::{candidate_of, Attempt, BodyBuf, RequestCtx, RequestId, ResponseMode};
 use super::headers::names;
 use super::intake::Operation;
 use crate::app::App;
@@ -297,10 +297,14 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                             ctx.usage = usage;
                             out
                         }
-                        Err(e) => error_body(client, &format!("The upstream answer could not be translated: {e}")),
+                        Err(e) => error_body(
+                            client,
+                            &format!("The upstream answer could not be translated: {e}"),
+                            &ctx.request_id,
+                        ),
                     }
                 } else {
-                    error_body(client, "The upstream answer is too large to translate")
+                    error_body(client, "The upstream answer is too large to translate", &ctx.request_id)
                 };
                 *body = Some(out);
             }
@@ -313,7 +317,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
             buf.keep(body, OBSERVE_LIMIT);
             *body = None;
             if end_of_stream {
-                let rendered = error_for_client(upstream, client, *status, buf, *as_sent);
+                let rendered = error_for_client(upstream, client, *status, buf, *as_sent, &ctx.request_id);
                 *body = Some(without_keys(&ctx.current, &ctx.plan, rendered));
             }
         }
@@ -426,8 +430,8 @@ pub fn keepalive(ctx: &mut RequestCtx) -> Option<Bytes> {
     }
 }
 
-fn error_body(client: WireFormat, message: &str) -> Bytes {
-    crate::formats::error_response(client, 502, ErrorKind::Upstream, message).1
+fn error_body(client: WireFormat, message: &str, request_id: &RequestId) -> Bytes {
+    crate::formats::error_response(client, 502, ErrorKind::Upstream, message, Some(request_id.as_str())).1
 }
 
 /// The upstream broke mid-stream: the in-format error event that ends the client's stream, once.
@@ -469,12 +473,19 @@ pub fn answer_id(ctx: &RequestCtx) -> Option<String> {
 
 /// An upstream's error body as the client gets it: as it came when the client speaks the
 /// upstream's format, else re-rendered in the client's.
-fn error_for_client(upstream: WireFormat, client: WireFormat, status: u16, buf: &mut BodyBuf, as_sent: bool) -> Bytes {
+fn error_for_client(
+    upstream: WireFormat,
+    client: WireFormat,
+    status: u16,
+    buf: &mut BodyBuf,
+    as_sent: bool,
+    request_id: &RequestId,
+) -> Bytes {
     // One too large to hold whole (a 422 echoing a large request) is said in the gateway's words.
     if as_sent && buf.complete() {
         buf.take()
     } else {
-        convert_error(upstream, client, status, buf.as_slice()).1
+        convert_error(upstream, client, status, buf.as_slice(), Some(request_id.as_str())).1
     }
 }
 
@@ -512,7 +523,14 @@ pub fn abort_stream(ctx: &mut RequestCtx) -> Option<Bytes> {
         ResponseMode::Error { status, body, .. } => {
             // An error body that broke off (its status is out): rendered from what came of it,
             // rather than ending the client's answer with no body at all (nor half a document).
-            let rendered = convert_error(upstream, client, *status, body.as_slice()).1;
+            let rendered = convert_error(
+                upstream,
+                client,
+                *status,
+                body.as_slice(),
+                Some(ctx.request_id.as_str()),
+            )
+            .1;
             let rendered = without_keys(&ctx.current, &ctx.plan, rendered);
             ctx.response = ResponseMode::Pass;
             return Some(rendered);
@@ -521,7 +539,12 @@ pub fn abort_stream(ctx: &mut RequestCtx) -> Option<Bytes> {
             // A whole answer to translate (too large to hold to its end) that broke off: nothing of
             // it went out but the header, so the client gets an error body in its format rather
             // than an empty one under its 200.
-            out = error_body(client, "The upstream answer broke before it was complete").to_vec();
+            out = error_body(
+                client,
+                "The upstream answer broke before it was complete",
+                &ctx.request_id,
+            )
+            .to_vec();
         }
         _ => return None,
     }
