@@ -63,6 +63,7 @@ pub(crate) fn storage_env() -> Result<StorageEnv, String> {
     for (name, slot) in [
         ("JWT_ACCESS_TTL_S", &mut ttl.access_s),
         ("JWT_REFRESH_TTL_S", &mut ttl.refresh_s),
+        ("JWT_SIGN_IN_TTL_S", &mut ttl.sign_in_s),
     ] {
         if let Some(v) = var(name) {
             *slot = v

@@ -25,6 +25,11 @@ pub struct Claims {
     /// tracked have none and are revoked one by one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// When the sign-in began (OIDC's `auth_time`): no token of it outlives that plus
+    /// `TokenTtl::sign_in_s`, however often it is refreshed. Tokens from before it was carried
+    /// count from their own `iat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
     pub ver: i64,
     pub iat: i64,
     pub exp: i64,
@@ -43,6 +48,8 @@ pub enum TokenError {
 pub struct TokenTtl {
     pub access_s: i64,
     pub refresh_s: i64,
+    /// The longest a sign-in lasts, refreshes included: then its owner signs in again.
+    pub sign_in_s: i64,
 }
 
 impl Default for TokenTtl {
@@ -50,8 +57,16 @@ impl Default for TokenTtl {
         Self {
             access_s: 15 * 60,
             refresh_s: 7 * 24 * 3600,
+            sign_in_s: 30 * 24 * 3600,
         }
     }
+}
+
+/// The sign-in a pair belongs to: its id and when it began.
+#[derive(Debug, Clone, Copy)]
+pub struct SignIn<'a> {
+    pub sid: &'a str,
+    pub auth_time: i64,
 }
 
 pub struct Tokens {
@@ -94,34 +109,39 @@ impl Tokens {
         }
     }
 
-    fn sign(&self, user: &Subject, sid: &str, typ: TokenKind, now: i64) -> Result<String, TokenError> {
+    fn sign(&self, user: &Subject, sign_in: SignIn, typ: TokenKind, now: i64) -> Result<String, TokenError> {
         let ttl = self.lifetime(typ);
         let claims = Claims {
             sub: user.id.to_string(),
             role: user.role.to_string(),
             typ,
             jti: crate::store::new_id(),
-            sid: Some(sid.to_string()),
+            sid: Some(sign_in.sid.to_string()),
+            auth_time: Some(sign_in.auth_time),
             ver: user.ver,
             iat: now,
-            exp: now + ttl,
+            // Never past the sign-in's end: refreshing does not make it last for ever.
+            exp: (now + ttl).min(sign_in.auth_time.saturating_add(self.ttl.sign_in_s)),
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|_| TokenError::Invalid)
     }
 
-    /// A pair for `user`: of a new sign-in (`sid` None, at login) or of the refresh token's.
-    pub fn issue(&self, user: &Subject, sid: Option<&str>, now: i64) -> Result<TokenPair, TokenError> {
+    /// A pair for `user`: of a new sign-in (`None`, at login) or of the refresh token's.
+    pub fn issue(&self, user: &Subject, sign_in: Option<SignIn>, now: i64) -> Result<TokenPair, TokenError> {
         let new_sid;
-        let sid = match sid {
-            Some(sid) => sid,
+        let sign_in = match sign_in {
+            Some(s) => s,
             None => {
                 new_sid = crate::store::new_id();
-                &new_sid
+                SignIn {
+                    sid: &new_sid,
+                    auth_time: now,
+                }
             }
         };
         Ok(TokenPair {
-            access_token: self.sign(user, sid, TokenKind::Access, now)?,
-            refresh_token: self.sign(user, sid, TokenKind::Refresh, now)?,
+            access_token: self.sign(user, sign_in, TokenKind::Access, now)?,
+            refresh_token: self.sign(user, sign_in, TokenKind::Refresh, now)?,
             token_type: "Bearer",
             expires_in: self.ttl.access_s,
         })
@@ -156,6 +176,14 @@ impl Tokens {
 }
 
 impl Claims {
+    /// The sign-in these claims belong to, if they name one.
+    pub fn sign_in(&self) -> Option<SignIn<'_>> {
+        Some(SignIn {
+            sid: self.sid.as_deref()?,
+            auth_time: self.auth_time.unwrap_or(self.iat),
+        })
+    }
+
     /// The revocation entries that refuse this token: its own, and its sign-in's.
     pub fn revocation_entries(&self) -> Vec<String> {
         let mut entries = vec![self.jti.clone()];
@@ -183,7 +211,7 @@ mod tests {
         assert_eq!((c.sub.as_str(), c.role.as_str()), ("u1", "admin"));
         let r = t.verify(&pair.refresh_token, TokenKind::Refresh).unwrap();
         assert!(c.sid.is_some() && c.sid == r.sid, "a pair belongs to one sign-in");
-        let next = t.issue(&U1, r.sid.as_deref(), now).unwrap();
+        let next = t.issue(&U1, r.sign_in(), now).unwrap();
         assert_eq!(t.verify(&next.access_token, TokenKind::Access).unwrap().sid, c.sid);
         let second = t.issue(&U1, None, now).unwrap();
         assert_ne!(t.verify(&second.access_token, TokenKind::Access).unwrap().sid, c.sid);
@@ -203,6 +231,33 @@ mod tests {
         assert!(t.verify(&tampered, TokenKind::Access).is_err());
     }
 
+    /// Refreshing does not make a sign-in last for ever: no token of it expires past its start
+    /// plus the sign-in's lifetime, and one from before `auth_time` was carried counts from its
+    /// own issue.
+    #[test]
+    fn a_sign_in_ends_however_often_it_is_refreshed() {
+        let t = Tokens::new(b"k".repeat(32).as_slice(), TokenTtl::default());
+        let (now, day) = (crate::store::now(), 24 * 3600);
+        let sign_in = |auth_time| SignIn { sid: "s1", auth_time };
+        // Refreshed on day 29 of its 30: the new pair lives one more day, not the refresh's 7.
+        let late = t.issue(&U1, Some(sign_in(now - 29 * day)), now).unwrap();
+        let claims = t.verify(&late.refresh_token, TokenKind::Refresh).unwrap();
+        assert_eq!((claims.auth_time, claims.exp), (Some(now - 29 * day), now + day));
+        assert_eq!(
+            claims.sign_in().map(|s| s.auth_time),
+            Some(now - 29 * day),
+            "carried on"
+        );
+        // Past its 30 days, what a refresh would buy is already expired.
+        let over = t.issue(&U1, Some(sign_in(now - 31 * day)), now).unwrap();
+        assert!(t.verify(&over.refresh_token, TokenKind::Refresh).is_err());
+        assert!(t.verify(&over.access_token, TokenKind::Access).is_err());
+        // A token from before `auth_time` was carried counts from its own issue.
+        let mut old = claims.clone();
+        old.auth_time = None;
+        assert_eq!(old.sign_in().map(|s| s.auth_time), Some(old.iat));
+    }
+
     /// A token issued under a longer lifetime than its kind has now is refused: it would outlive
     /// the revocation of its sign-in.
     #[test]
@@ -215,6 +270,7 @@ mod tests {
             TokenTtl {
                 access_s: 15 * 60,
                 refresh_s: 24 * 3600,
+                ..TokenTtl::default()
             },
         );
         assert!(short.verify(&pair.access_token, TokenKind::Access).is_ok());

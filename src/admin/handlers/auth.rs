@@ -112,7 +112,7 @@ pub async fn refresh(app: &App, req: &Req) -> Result<Reply, ApiError> {
     };
     let pair = app
         .tokens
-        .issue(&subject, claims.sid.as_deref(), now())
+        .issue(&subject, claims.sign_in(), now())
         .map_err(|_| ApiError::Internal)?;
     Ok(Reply::ok(json!({
         "access_token": pair.access_token,
