@@ -121,7 +121,7 @@ impl Tokens {
             ver: user.ver,
             iat: now,
             // Never past the sign-in's end: refreshing does not make it last for ever.
-            exp: (now + ttl).min(sign_in.auth_time.saturating_add(self.ttl.sign_in_s)),
+            exp: (now + ttl).min(self.sign_in_end(sign_in.auth_time)),
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|_| TokenError::Invalid)
     }
@@ -143,8 +143,14 @@ impl Tokens {
             access_token: self.sign(user, sign_in, TokenKind::Access, now)?,
             refresh_token: self.sign(user, sign_in, TokenKind::Refresh, now)?,
             token_type: "Bearer",
-            expires_in: self.ttl.access_s,
+            // As the access token's `exp` says: shorter near the sign-in's end.
+            expires_in: self.ttl.access_s.min(self.sign_in_end(sign_in.auth_time) - now).max(0),
         })
+    }
+
+    /// When a sign-in that began at `auth_time` ends.
+    fn sign_in_end(&self, auth_time: i64) -> i64 {
+        auth_time.saturating_add(self.ttl.sign_in_s)
     }
 
     /// Checks signature, algorithm, expiry (no leeway) and kind. Revocation is the caller's job:
@@ -162,6 +168,13 @@ impl Tokens {
         // A token issued for longer than its kind lives now (the TTL was lowered since): refused,
         // or it would outlive the revocation entries, which are kept as long as the current TTL.
         if claims.exp.saturating_sub(claims.iat) > self.lifetime(kind) {
+            return Err(TokenError::Invalid);
+        }
+        // Nor one whose sign-in is over (its lifetime was lowered since, or this is its last
+        // second): a refresh is refused before it spends the token, rather than buying a pair
+        // that is dead on arrival.
+        let auth_time = claims.auth_time.unwrap_or(claims.iat);
+        if self.sign_in_end(auth_time) <= crate::store::now() {
             return Err(TokenError::Invalid);
         }
         Ok(claims)
@@ -252,6 +265,18 @@ mod tests {
         let over = t.issue(&U1, Some(sign_in(now - 31 * day)), now).unwrap();
         assert!(t.verify(&over.refresh_token, TokenKind::Refresh).is_err());
         assert!(t.verify(&over.access_token, TokenKind::Access).is_err());
+        // A pair bought in a sign-in's last minutes says so in `expires_in`.
+        let last = t.issue(&U1, Some(sign_in(now - 30 * day + 60)), now).unwrap();
+        assert_eq!(last.expires_in, 60);
+        // A lower sign-in lifetime holds at once for tokens issued under the longer one.
+        let shorter = Tokens::new(
+            b"k".repeat(32).as_slice(),
+            TokenTtl {
+                sign_in_s: 20 * day,
+                ..TokenTtl::default()
+            },
+        );
+        assert!(shorter.verify(&late.refresh_token, TokenKind::Refresh).is_err());
         // A token from before `auth_time` was carried counts from its own issue.
         let mut old = claims.clone();
         old.auth_time = None;
