@@ -896,10 +896,12 @@ pub fn on_client_fault(ctx: &mut RequestCtx, e: &Error) {
 const MAX_ADDR_REDOS: u8 = 4;
 
 /// How many turns Pingora's retry loop needs for `max_attempts` attempts: the redos that are no
-/// attempt (a refused address, a stale pooled connection, a stream asked again without
-/// `stream_options`) take a turn each.
+/// new attempt take a turn each. A stream asked again without `stream_options` (at most once per
+/// attempt: once per provider that refuses it), refused addresses, one stale pooled connection,
+/// one conversation asked again without its thinking. Too few turns ended a request with a 502
+/// while attempts were left.
 pub fn retry_loop_turns(max_attempts: usize) -> usize {
-    max_attempts + usize::from(MAX_ADDR_REDOS) + 2
+    2 * max_attempts + usize::from(MAX_ADDR_REDOS) + 2
 }
 
 /// A reused upstream connection that fails sooner than this after the request was sent is taken
