@@ -2914,15 +2914,7 @@ async fn a_404_reaches_the_client_when_the_other_candidate_has_no_key_left() {
 /// upstream's circuit: the next candidate answers, and alpha gets no second call.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_second_try_on_an_upstream_whose_circuit_just_opened() {
-    let a = Mock::start("alpha", &["m"]).await;
-    let b = Mock::start("beta", &["m"]).await;
-    let yaml = format!(
-        "server: {{circuit_failure_threshold: 1, circuit_open_s: 60}}\nproviders:\n{}{}{}",
-        provider_yaml("alpha", &a, ""),
-        provider_yaml("beta", &b, ""),
-        logical(&[("alpha", ""), ("beta", ", priority: 1")])
-    );
-    let gw = Gateway::start(&yaml).await;
+    let (a, b, gw) = pair("", "server: {circuit_failure_threshold: 1, circuit_open_s: 60}\n").await;
     a.script([Reply::status(500), Reply::Ok]);
     let r = gw.chat(chat_body("lm")).await;
     assert_eq!(r.status(), 200);

@@ -706,10 +706,7 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         }
         s if provider.is_retryable(s) => {
             candidate.health.record_attempt_failure(probe, Failure::Broken, now);
-            if s == 500
-                && !ctx.same_retry_used
-                && should_retry != Some(false)
-                && may_retry_same(&candidate.health, probe, now)
+            if s == 500 && !ctx.same_retry_used && should_retry != Some(false) && may_retry_same(&candidate.health, now)
             {
                 ctx.same_retry_used = true;
                 ctx.retry_same = Some(idx);
@@ -972,8 +969,7 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
             return redo_at_once(ctx, idx, Redo::Unsent);
         }
     }
-    let probe = ctx.probe_claim(idx);
-    health.record_attempt_failure(probe, Failure::Broken, now);
+    health.record_attempt_failure(ctx.probe_claim(idx), Failure::Broken, now);
     record(
         ctx,
         idx,
@@ -984,7 +980,7 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
         etype,
         ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
     );
-    if phase != Phase::Connect && reset && !ctx.same_retry_used && may_retry_same(health, probe, now) {
+    if phase != Phase::Connect && reset && !ctx.same_retry_used && may_retry_same(health, now) {
         ctx.same_retry_used = true;
         ctx.retry_same = Some(idx);
         return Retry::Same;
@@ -993,11 +989,11 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
     Retry::Next
 }
 
-/// Whether one more try on the same upstream may follow a failure just recorded: not when the
-/// attempt was the probe of an open circuit (it failed: the circuit opened again), nor when this
-/// failure opened the circuit. The next candidate is asked instead.
-fn may_retry_same(health: &UpstreamHealth, probe: Option<Instant>, now: Instant) -> bool {
-    probe.is_none() && matches!(health.availability(now), Availability::Available { .. })
+/// Whether one more try on the same upstream may follow a failure just recorded: only while it
+/// is still in rotation. Not when this failure opened its circuit, nor when the attempt was the
+/// probe of an open circuit (a failed probe opens it again). The next candidate is asked instead.
+fn may_retry_same(health: &UpstreamHealth, now: Instant) -> bool {
+    matches!(health.availability(now), Availability::Available { .. })
 }
 
 #[cfg(test)]

@@ -637,14 +637,8 @@ mod tests {
     /// slot of its own copy to a broken upstream.
     #[test]
     fn a_detached_copy_never_probes() {
-        let (h, probe) = {
-            let h = UpstreamHealth::new(policy());
-            let t0 = Instant::now();
-            for _ in 0..3 {
-                h.record_failure(Failure::Broken, t0);
-            }
-            (h, t0 + Duration::from_secs(11))
-        };
+        let (h, t0) = opened();
+        let probe = t0 + Duration::from_secs(11);
         assert_eq!(h.availability(probe), Availability::Probe);
         let copy = h.detached();
         assert_eq!(copy.availability(probe), Availability::Unavailable { until: None });
@@ -656,11 +650,7 @@ mod tests {
     /// closed (their shared view would open it again otherwise).
     #[test]
     fn a_reset_upstream_is_in_rotation_and_says_its_circuit_closed() {
-        let h = UpstreamHealth::new(policy());
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            h.record_failure(Failure::Broken, t0);
-        }
+        let (h, t0) = opened();
         h.record_failure(
             Failure::RateLimited {
                 retry_after: Some(Duration::from_secs(60)),
@@ -678,14 +668,20 @@ mod tests {
         );
     }
 
-    /// An upstream whose circuit opened (3 failures) and whose probe slot is claimed, at the
-    /// instant returned.
-    fn probing() -> (UpstreamHealth, Instant) {
+    /// An upstream whose circuit opened (3 failures) at the instant returned.
+    fn opened() -> (UpstreamHealth, Instant) {
         let h = UpstreamHealth::new(policy());
         let t0 = Instant::now();
         for _ in 0..3 {
             h.record_failure(Failure::Broken, t0);
         }
+        (h, t0)
+    }
+
+    /// An upstream whose circuit opened (3 failures) and whose probe slot is claimed, at the
+    /// instant returned.
+    fn probing() -> (UpstreamHealth, Instant) {
+        let (h, t0) = opened();
         let probe = t0 + Duration::from_secs(11);
         assert!(h.try_probe(probe));
         (h, probe)

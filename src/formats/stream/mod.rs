@@ -1412,19 +1412,12 @@ mod tests {
     /// call's arguments were whole, makes no second call (an agent would run the tool twice).
     #[test]
     fn a_name_repeated_without_arguments_after_a_whole_call_is_no_second_call() {
+        // One tool-call chunk at index 0: `call` is what the call says (id, function).
+        let piece = |call: &str| chat_chunk(&format!(r#"{{"tool_calls":[{{"index":0,{call}}}]}}"#), "null");
         let chunks = [
-            chat_chunk(
-                r#"{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":""}}]}"#,
-                "null",
-            ),
-            chat_chunk(
-                r#"{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{\"a\":1}"}}]}"#,
-                "null",
-            ),
-            chat_chunk(
-                r#"{"tool_calls":[{"index":0,"function":{"name":"f","arguments":""}}]}"#,
-                "null",
-            ),
+            piece(r#""id":"call_1","function":{"name":"f","arguments":""}"#),
+            piece(r#""function":{"name":"f","arguments":"{\"a\":1}"}"#),
+            piece(r#""function":{"name":"f","arguments":""}"#),
             chat_chunk("{}", r#""tool_calls""#),
         ];
         let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
@@ -1435,22 +1428,10 @@ mod tests {
         // The same name again followed by arguments (each call opened by its name, its arguments
         // after it, all at index 0 without ids) is a second call of that function.
         let chunks = [
-            chat_chunk(
-                r#"{"tool_calls":[{"index":0,"function":{"name":"f","arguments":""}}]}"#,
-                "null",
-            ),
-            chat_chunk(
-                r#"{"tool_calls":[{"index":0,"function":{"arguments":"{\"x\":1}"}}]}"#,
-                "null",
-            ),
-            chat_chunk(
-                r#"{"tool_calls":[{"index":0,"function":{"name":"f","arguments":""}}]}"#,
-                "null",
-            ),
-            chat_chunk(
-                r#"{"tool_calls":[{"index":0,"function":{"arguments":"{\"x\":2}"}}]}"#,
-                "null",
-            ),
+            piece(r#""function":{"name":"f","arguments":""}"#),
+            piece(r#""function":{"arguments":"{\"x\":1}"}"#),
+            piece(r#""function":{"name":"f","arguments":""}"#),
+            piece(r#""function":{"arguments":"{\"x\":2}"}"#),
             chat_chunk("{}", r#""tool_calls""#),
         ];
         let all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
