@@ -2831,6 +2831,53 @@ async fn a_last_event_without_its_blank_line_is_no_cut() {
     );
 }
 
+/// An OpenAI-style stream that breaks off with an error chunk and then closes with `[DONE]` (vLLM,
+/// OpenRouter) is no whole answer: it is counted as cut and against its upstream's health, binds no
+/// session, and the client sees the error. Two in a row open the circuit (threshold 2).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_errs_before_its_done_is_no_success() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!(
+        "server: {{circuit_failure_threshold: 2, circuit_open_s: 60}}\nproviders:\n{}",
+        provider_yaml("alpha", &a, "")
+    ))
+    .await;
+    let chunk = |delta: Value| json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
+    let error = json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error"}});
+    for _ in 0..2 {
+        a.script([Reply::Sse(vec![
+            format!("data: {}\n\n", chunk(json!({"role": "assistant", "content": "Hel"}))),
+            format!("data: {error}\n\n"),
+            "data: [DONE]\n\n".to_string(),
+        ])]);
+        let r = gw
+            .post(
+                "/v1/chat/completions",
+                json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+                &[("x-session-id", "errs")],
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let data = sse_data(r).await;
+        assert!(data.iter().any(|d| d.contains("server had an error")), "{data:?}");
+    }
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(&metrics, "apiproxy_requests_total", &[("outcome", "stream_cut")]),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "apiproxy_requests_total", &[("outcome", "ok")]), 0.0, "{metrics}");
+    let broken = [("provider", "alpha"), ("outcome", "transport_error")];
+    assert_eq!(metric(&metrics, "apiproxy_upstream_attempts_total", &broken), 2.0, "{metrics}");
+    assert_eq!(gw.admin_get("/routing/sessions/errs").await.0, 404, "an errored answer bound the session");
+    // Two failures in a row: alpha's circuit is open, and nothing more is sent to it.
+    let r = gw.chat(chat_body("m")).await;
+    assert_eq!(r.status(), 503, "{:?}", r.text().await);
+    assert_eq!(a.hits(), 2);
+}
+
 /// An Anthropic stream that opens its envelope (`message_start`, a ping, a block's start) and
 /// then ends its body cleanly has said nothing: nothing of it reached the client, so the next
 /// upstream answers. An empty answer that ends properly is still given as it is.

@@ -785,9 +785,10 @@ pub enum Phase {
     },
 }
 
-/// A stream that ended without its proper end (no terminator, an event too large): the attempt
-/// whose header counted as a success is a failure after all.
-pub fn on_stream_cut(ctx: &mut RequestCtx) {
+/// A stream that ended without its proper end (no terminator, an event too large, an error event
+/// mid-answer; `errored` says it was the last): the attempt whose header counted as a success is a
+/// failure after all.
+pub fn on_stream_cut(ctx: &mut RequestCtx, errored: bool) {
     if ctx.stream_cut {
         return;
     }
@@ -803,7 +804,11 @@ pub fn on_stream_cut(ctx: &mut RequestCtx) {
     // cuts a stream is recorded (so attempts and requests say the same of it).
     if let Some(answered) = ctx.attempts.last_mut().filter(|r| r.status().is_some()) {
         answered.end = AttemptEnd::Transport;
-        answered.note = Some("the stream ended before it was complete".into());
+        let why = match errored {
+            true => "the upstream ended the stream with an error event",
+            false => "the stream ended before it was complete",
+        };
+        answered.note = Some(why.into());
     }
 }
 

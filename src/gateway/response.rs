@@ -267,6 +267,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
     }
     let client = ctx.client_format();
     let mut cut = false;
+    let mut errored = false;
     match &mut ctx.response {
         ResponseMode::Pass => {}
         ResponseMode::Observe(buf) => {
@@ -351,7 +352,10 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                 // event. Judged after `finish`, which hands over a last event that came whole
                 // without its closing blank line (a Gemini finish chunk, `response.completed`).
                 conv.finish(&mut out);
-                if !conv.completed() && !ctx.opened_with_error {
+                // An error event mid-answer breaks it too, though an OpenAI-style upstream may
+                // still close with `[DONE]` (vLLM, OpenRouter): the answer is not whole.
+                errored = conv.errored();
+                if (!conv.completed() || errored) && !ctx.opened_with_error {
                     cut = true;
                 }
                 ctx.usage = conv.usage();
@@ -372,7 +376,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
         }
     }
     if cut {
-        super::failover::on_stream_cut(ctx);
+        super::failover::on_stream_cut(ctx, errored);
     }
     if end_of_stream {
         super::failover::confirm_probe(ctx);
