@@ -49,7 +49,8 @@ pub struct Metrics {
     pub upstream_weight: GaugeVec,
     /// The weight the router gives each upstream of a logical model now: `route`, `provider`, `model`.
     pub route_weight: GaugeVec,
-    /// Configuration rebuilds: `result` (`applied`, or `rejected` when the previous one was kept).
+    /// Configuration rebuilds: `result` (`applied`; `rejected` when the previous one was kept;
+    /// `failed` when the database could not be read).
     pub config_reloads: IntCounterVec,
     /// Errors talking to a shared-state backend: `backend`.
     pub state_errors: IntCounterVec,
@@ -228,7 +229,7 @@ impl Metrics {
             config_reloads: counter(
                 &r,
                 "apiproxy_config_reloads_total",
-                "Configuration rebuilds, applied or rejected (the previous configuration kept)",
+                "Configuration rebuilds: applied, rejected (the previous configuration kept) or failed (the database unreadable)",
                 &["result"],
             ),
             state_errors: counter(

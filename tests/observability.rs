@@ -811,6 +811,11 @@ fn dashboard_only_uses_metrics_the_gateway_exports() {
     let dashboard = std::fs::read_to_string(format!("{root}/conf/grafana/apiproxy-dashboard.json")).unwrap();
     let v: Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
     let source = std::fs::read_to_string(format!("{root}/src/metrics.rs")).unwrap();
+    // Label values are set where requests are counted, not only in `metrics.rs`.
+    let sources: String = ["src/metrics.rs", "src/gateway/logging.rs", "src/state/facade.rs"]
+        .iter()
+        .map(|f| std::fs::read_to_string(format!("{root}/{f}")).unwrap())
+        .collect();
     let mut used = 0;
     for panel in v["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
@@ -827,9 +832,55 @@ fn dashboard_only_uses_metrics_the_gateway_exports() {
                 );
                 used += 1;
             }
+            for label in expr_labels(expr) {
+                assert!(
+                    source.contains(&format!("\"{label}\"")),
+                    "dashboard groups or selects by {label}, which no metric has: {expr}"
+                );
+            }
+            for value in selected_values(expr) {
+                assert!(
+                    sources.contains(&format!("\"{value}\"")),
+                    "dashboard selects the label value {value}, which the gateway never sets: {expr}"
+                );
+            }
         }
     }
     assert!(used > 15);
+}
+
+/// The label names a PromQL expression groups by (`by (a, b)`) or selects on (`{a="x"}`).
+fn expr_labels(expr: &str) -> Vec<String> {
+    let mut labels = Vec::new();
+    for (i, _) in expr.match_indices("by (") {
+        let list = &expr[i + 4..];
+        let list = &list[..list.find(')').unwrap()];
+        labels.extend(list.split(',').map(|l| l.trim().to_string()).filter(|l| l != "le"));
+    }
+    for (i, _) in expr.match_indices('{') {
+        let sel = &expr[i + 1..];
+        let sel = &sel[..sel.find('}').unwrap()];
+        for matcher in sel.split(',') {
+            let name: String = matcher.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            labels.push(name);
+        }
+    }
+    labels
+}
+
+/// The label values a PromQL expression selects (`{a="x"}`, `{a=~"x|y"}`), each alternative alone.
+fn selected_values(expr: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    for (i, _) in expr.match_indices('{') {
+        let sel = &expr[i + 1..];
+        let sel = &sel[..sel.find('}').unwrap()];
+        for matcher in sel.split(',') {
+            let Some((_, quoted)) = matcher.split_once('"') else { continue };
+            let value = quoted.trim_end_matches('"');
+            values.extend(value.split('|').map(str::to_string));
+        }
+    }
+    values
 }
 
 /// The OpenAI Chat requests' total time and the gateway's overhead, summed, in seconds, once the

@@ -421,6 +421,19 @@ async fn postgres_outage_keeps_serving_and_refuses_writes() {
     );
     assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
     assert_eq!(call(&a, &key, None).await.0, 200);
+    // The configuration A cannot refresh shows on its metrics, not only in its log.
+    until("the failed refreshes counted", Duration::from_secs(10), async || {
+        let text = a.metrics().await;
+        metric(&text, "apiproxy_config_reloads_total", &[("result", "failed")]) >= 1.0
+            && metric(&text, "apiproxy_state_backend_errors_total", &[("backend", "database")]) >= 1.0
+    })
+    .await;
+    let b_text = b.metrics().await;
+    assert_eq!(
+        metric(&b_text, "apiproxy_config_reloads_total", &[("result", "failed")]),
+        0.0,
+        "B reads its database: {b_text}"
+    );
 
     relay.restore();
     until("writes work again", Duration::from_secs(10), async || {
@@ -503,7 +516,7 @@ async fn the_change_subscription_stays_up_without_rebuilding_the_configuration()
     let b = Mock::start("beta", &["m"]).await;
     let prefix = RedisPrefix::new();
     let gw = Gateway::start_on(Backend::Postgres, &yaml(&a, &b), &env(&prefix.0, REDIS_URL)).await;
-    let reloads = |text: &str| metric(text, "apiproxy_config_reloads_total", &[]);
+    let reloads = |text: &str| metric(text, "apiproxy_config_reloads_total", &[("result", "applied")]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = reloads(&gw.metrics().await);
     tokio::time::sleep(Duration::from_millis(3500)).await;

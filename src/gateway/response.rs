@@ -340,7 +340,9 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
             }
         }
         ResponseMode::Stream(conv) => {
-            let mut out = Vec::new();
+            // A passed-through piece leaves about as large as it came: room for it at once, not
+            // grown by doubling (a few reallocations and copies per piece).
+            let mut out = Vec::with_capacity(body.as_ref().map_or(0, |b| b.len()) + 256);
             if let Some(b) = body.take() {
                 if conv.push(&b, &mut out).is_err() {
                     conv.abort("The upstream sent an event larger than the gateway accepts", &mut out);

@@ -30,7 +30,18 @@ pub async fn reload_if_changed(app: &App) -> Result<(), StoreError> {
     rebuild(app, true).await
 }
 
+/// A rebuild the database stopped is counted, so that replicas serving a configuration they cannot
+/// refresh show it on `/metrics`, not only in their logs.
 async fn rebuild(app: &App, only_if_changed: bool) -> Result<(), StoreError> {
+    let result = load_and_swap(app, only_if_changed).await;
+    if result.is_err() {
+        app.metrics.config_reloads.with_label_values(&["failed"]).inc();
+        app.metrics.state_errors.with_label_values(&["database"]).inc();
+    }
+    result
+}
+
+async fn load_and_swap(app: &App, only_if_changed: bool) -> Result<(), StoreError> {
     let store = app
         .store()
         .ok_or_else(|| StoreError::Pool("the store is not open yet".into()))?;
