@@ -2842,9 +2842,12 @@ async fn a_stream_that_errs_before_its_done_is_no_success() {
         provider_yaml("alpha", &a, "")
     ))
     .await;
-    let chunk = |delta: Value| json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
-    let error = json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error"}});
+    let chunk = |delta: Value| {
+        json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
+    };
+    let error =
+        json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error"}});
     for _ in 0..2 {
         a.script([Reply::Sse(vec![
             format!("data: {}\n\n", chunk(json!({"role": "assistant", "content": "Hel"}))),
@@ -2868,10 +2871,22 @@ async fn a_stream_that_errs_before_its_done_is_no_success() {
         2.0,
         "{metrics}"
     );
-    assert_eq!(metric(&metrics, "apiproxy_requests_total", &[("outcome", "ok")]), 0.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "apiproxy_requests_total", &[("outcome", "ok")]),
+        0.0,
+        "{metrics}"
+    );
     let broken = [("provider", "alpha"), ("outcome", "transport_error")];
-    assert_eq!(metric(&metrics, "apiproxy_upstream_attempts_total", &broken), 2.0, "{metrics}");
-    assert_eq!(gw.admin_get("/routing/sessions/errs").await.0, 404, "an errored answer bound the session");
+    assert_eq!(
+        metric(&metrics, "apiproxy_upstream_attempts_total", &broken),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        gw.admin_get("/routing/sessions/errs").await.0,
+        404,
+        "an errored answer bound the session"
+    );
     // Two failures in a row: alpha's circuit is open, and nothing more is sent to it.
     let r = gw.chat(chat_body("m")).await;
     assert_eq!(r.status(), 503, "{:?}", r.text().await);

@@ -771,6 +771,13 @@ pub fn on_response(app: &App, ctx: &mut RequestCtx, resp: &mut ResponseHeader) -
         ctx.ttfb = Some(latency);
     } else {
         ctx.upstream_wait += attempt_time;
+        // An answer left for another attempt still shows how long its upstream took to give it
+        // (the slow 429s and 5xx are the ones to see); the request's own answer is observed with
+        // the request.
+        app.metrics
+            .upstream_ttfb
+            .with_label_values(&[&candidate.provider.id])
+            .observe(latency.as_secs_f64());
     }
     decision
 }

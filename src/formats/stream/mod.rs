@@ -12,7 +12,6 @@ pub use first_event::{answer_error, first_event, FirstEvent, ANSWER_ERROR_WITHIN
 pub use whole::answer_as_stream;
 
 use events::{write_event, Decode, Encode, StreamEvent, KEEPALIVE};
-use aho_corasick::AhoCorasick;
 use memchr::memmem::Finder;
 use sse_parser::{Frame, JsonArrayParser, SseParser};
 
@@ -110,15 +109,10 @@ enum Output {
     },
 }
 
-/// The keys that make an event of an OpenAI stream passed through worth decoding, in the order of
-/// their pattern ids (`FINISH_REASON`, `USAGE`, then `"error"`), built once.
-static CHAT_WATCHED: LazyLock<AhoCorasick> = LazyLock::new(|| {
-    AhoCorasick::new(["\"finish_reason\"", "\"usage\"", "\"error\""]).expect("three literal patterns build")
-});
-const FINISH_REASON: usize = 0;
-const USAGE: usize = 1;
-/// Keys looked for in events of an OpenAI stream passed through, built once.
+/// Keys looked for in every event of an OpenAI stream passed through, built once.
 static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"usage\""));
+static FINISH_REASON_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"finish_reason\""));
+static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"error\""));
 static INDEX_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"index\""));
 static TOOL_CALLS_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"tool_calls\""));
 static CONTENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"content\""));
@@ -198,14 +192,11 @@ fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
     match from {
         WireFormat::OpenAiChat => {
             let bytes = data.as_bytes();
-            // One pass for the three keys: three searches had been a sixth of a passed-through
-            // stream's cost.
+            let value_opens = |key: &Finder, open: &[u8]| value_opens_with(bytes, key, open);
             data.starts_with("[DONE]")
-                || CHAT_WATCHED.find_iter(bytes).any(|m| match m.pattern().as_usize() {
-                    FINISH_REASON => value_after(bytes, m.end()).first() == Some(&b'"'),
-                    USAGE => value_after(bytes, m.end()).first() == Some(&b'{'),
-                    _ => true,
-                })
+                || value_opens(&FINISH_REASON_KEY, b"\"")
+                || value_opens(&USAGE_KEY, b"{")
+                || ERROR_KEY.find(bytes).is_some()
         }
         WireFormat::Anthropic => match event {
             Some(e) => matches!(e, "message_start" | "message_delta" | "message_stop" | "error"),
@@ -233,14 +224,11 @@ fn worth_decoding(from: WireFormat, event: Option<&str>, data: &str) -> bool {
 /// Where `key` appears in `bytes`, whether its value opens with one of `open`: a finish reason that
 /// is a string, usage that is an object (not `null`), an index other than 0.
 fn value_opens_with(bytes: &[u8], key: &Finder, open: &[u8]) -> bool {
-    key.find_iter(bytes)
-        .any(|at| value_after(bytes, at + key.needle().len()).first().is_some_and(|b| open.contains(b)))
-}
-
-/// The value that follows a key ending at `end`: past blanks and the colon.
-fn value_after(bytes: &[u8], end: usize) -> &[u8] {
-    let after = bytes[end..].trim_ascii_start();
-    after.strip_prefix(b":").unwrap_or(after).trim_ascii_start()
+    key.find_iter(bytes).any(|at| {
+        let after = bytes[at + key.needle().len()..].trim_ascii_start();
+        let value = after.strip_prefix(b":").unwrap_or(after).trim_ascii_start();
+        value.first().is_some_and(|b| open.contains(b))
+    })
 }
 
 /// An OpenAI chunk with an `index` other than 0: a choice of `n > 1`, which the decoder must see to
