@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod formats;
 pub mod gateway;
+pub mod health_probe;
 pub mod limit;
 pub mod live;
 pub mod log_line;

@@ -27,6 +27,9 @@ enum Cmd {
     /// Move the stored provider keys from SECRET_KEY_PREVIOUS onto SECRET_KEY (run with the
     /// environment the gateway runs with after the change; see README "Rotating SECRET_KEY").
     RotateSecret,
+    /// Ask the running gateway's proxy port for /health (exit 0 when it answers 200), as a
+    /// container health check: run it with the gateway's configuration and environment.
+    Health,
 }
 
 /// mimalloc's `arena_eager_commit` (its index in `mi_option_e` of the bundled mimalloc).
@@ -78,6 +81,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Cmd::Health) = cli.command {
+        return match apiproxy::health_probe::probe(&config.server.listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("apiproxy health: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.check {
         if let Err(e) = apiproxy::server::check_environment() {
             eprintln!("apiproxy: invalid environment: {e}");

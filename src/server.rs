@@ -157,8 +157,26 @@ pub fn check_environment() -> Result<(), String> {
 }
 
 /// Runs the gateway until the process is told to stop. Returns only on a start-up error.
+/// Below this many descriptors a busy gateway runs out: each request in flight holds its client's
+/// connection and its upstream's, plus the pooled ones.
+const OPEN_FILES_WANTED: u64 = 16_384;
+
+/// Raises the soft open-file limit to the hard one, as nginx's `worker_rlimit_nofile` would: a
+/// shell's or systemd's default soft limit of 1,024 holds only ~500 streams before accepts fail.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < OPEN_FILES_WANTED => tracing::warn!(
+            limit = n,
+            "the open-file limit is low for a gateway (each request in flight holds two); raise the hard limit (ulimit -Hn, LimitNOFILE=)"
+        ),
+        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+}
+
 pub fn run(config: Config) -> Result<(), String> {
     init_tracing(&config.server);
+    raise_open_file_limit();
     let env = storage_env()?;
     let (mut secrets, origin) =
         Secrets::load(env.secret_key.as_deref(), &env.data_dir).map_err(|e| format!("SECRET_KEY: {e}"))?;

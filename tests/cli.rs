@@ -180,6 +180,76 @@ fn a_port_in_use_ends_the_start_and_names_the_port() {
     drop(taken);
 }
 
+/// A shell's soft open-file limit (1,024 on most systems) would stop a busy gateway at ~500 requests
+/// in flight: it raises its soft limit to the hard one at start.
+#[test]
+fn the_open_file_limit_is_raised_at_start() {
+    let read_limits = |pid: u32| -> Option<(String, String)> {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        let mut cols = line["Max open files".len()..].split_whitespace();
+        Some((cols.next()?.to_string(), cols.next()?.to_string()))
+    };
+    let (_, hard) = read_limits(std::process::id()).expect("this system shows its limits in /proc");
+    if hard.parse::<u64>().is_ok_and(|h| h <= 256) {
+        return; // A hard limit this low leaves nothing to raise.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_apiproxy"))
+        .arg("--config")
+        .arg(write(&dir, ""))
+        .env("APIPROXY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("APIPROXY_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("APIPROXY_DATA_DIR", dir.path().join("data"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("a.db").display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read once it listens: the limit is raised before the ports open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the gateway did not start");
+        assert!(child.try_wait().unwrap().is_none(), "the gateway exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let limits = read_limits(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let (soft, hard) = limits.expect("the gateway's limits");
+    assert_eq!(soft, hard, "soft limit left at {soft} below the hard {hard}");
+}
+
+/// `apiproxy health`, the image's health check, reads the listen address as the gateway does and
+/// succeeds only while a gateway answers there.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_health_command_probes_the_configured_port() {
+    let gw = Gateway::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let health = |listen: String| {
+        apiproxy()
+            .arg("--config")
+            .arg(write(&dir, "server: {listen: 127.0.0.1:1}\n"))
+            .arg("health")
+            .env("APIPROXY_LISTEN", listen)
+            .output()
+            .unwrap()
+    };
+    let up = health(format!("0.0.0.0:{}", gw.port));
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let down = health(nobody.clone());
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains(&nobody), "{down:?}");
+}
+
 /// `--check` refuses what the start would: a short secret, a Redis or database URL it cannot
 /// use, a browser-mask value that is no header value.
 #[test]
