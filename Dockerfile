@@ -12,7 +12,7 @@ RUN cargo build --release --locked --bin apiproxy
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* && useradd --system --uid 10001 --home /app apiproxy
+    && rm -rf /var/lib/apt/lists/* && useradd --system --uid 999 --home /app apiproxy
 WORKDIR /app
 # The SQLite database and a generated SECRET_KEY live here: mount a volume.
 RUN mkdir -p /app/data && chown apiproxy /app/data

@@ -56,7 +56,16 @@ async fn mock_upstream() -> SocketAddr {
     let addr = listener.local_addr().expect("mock addr");
     let stream_body: Arc<[u8]> = stream_reply().into();
     tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
+        loop {
+            // An accept that fails (descriptors run out at 1,000 streams) must not end the mock.
+            let sock = match listener.accept().await {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    eprintln!("mock upstream: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
             MOCK_ACCEPTS.fetch_add(1, Ordering::Relaxed);
             let _ = sock.set_nodelay(true);
             tokio::spawn(mock_conn(sock, stream_body.clone()));
@@ -338,7 +347,8 @@ async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
     send
 }
 
-/// One request, body read to the end; returns whether it was a 200.
+/// One request, body read to the end; returns whether it was a 200 and, for a stream, whole (its
+/// `[DONE]` last: a stream the gateway cut with an error event is no success).
 async fn one(send: &mut SendRequest<Full<Bytes>>, t: &Target) -> bool {
     if send.ready().await.is_err() {
         return false;
@@ -353,7 +363,11 @@ async fn one(send: &mut SendRequest<Full<Bytes>>, t: &Target) -> bool {
     match send.send_request(req).await {
         Ok(resp) => {
             let ok = resp.status() == 200;
-            ok && resp.into_body().collect().await.is_ok()
+            let Ok(body) = resp.into_body().collect().await else {
+                return false;
+            };
+            let stream = t.mode.contains("stream");
+            ok && (!stream || body.to_bytes().ends_with(b"data: [DONE]\n\n"))
         }
         Err(_) => false,
     }
@@ -448,7 +462,8 @@ fn idle_secs() -> f64 {
 /// when its connection was still busy with the previous answer (a stall of the proxy is not hidden:
 /// no coordinated omission), and from the moment its timer fired otherwise, so the timer wheel's
 /// 1 ms granularity is not charged to the proxy.
-async fn fixed_rate(t: &Target, rate: f64, secs: f64) -> Vec<Duration> {
+/// Returns the latencies of the requests that succeeded, sorted, and how many failed.
+async fn fixed_rate(t: &Target, rate: f64, secs: f64) -> (Vec<Duration>, usize) {
     const CONNS: usize = 64;
     let n = (rate * secs) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate);
@@ -459,12 +474,14 @@ async fn fixed_rate(t: &Target, rate: f64, secs: f64) -> Vec<Duration> {
             tokio::spawn(async move {
                 let mut send = connect(t.addr).await;
                 let mut out = Vec::with_capacity(n / CONNS + 1);
+                let mut failed = 0;
                 let mut idle_since = Instant::now();
                 for i in (k..n).step_by(CONNS) {
                     let at = start + interval * i as u32;
                     tokio::time::sleep_until(at.into()).await;
                     let from = if idle_since > at { at } else { Instant::now() };
                     if !one(&mut send, &t).await {
+                        failed += 1;
                         send = connect(t.addr).await;
                         idle_since = Instant::now();
                         continue;
@@ -472,16 +489,19 @@ async fn fixed_rate(t: &Target, rate: f64, secs: f64) -> Vec<Duration> {
                     idle_since = Instant::now();
                     out.push(idle_since - from);
                 }
-                out
+                (out, failed)
             })
         })
         .collect();
     let mut v = Vec::with_capacity(n);
+    let mut failed = 0;
     for w in workers {
-        v.extend(w.await.unwrap_or_default());
+        let (out, f) = w.await.unwrap_or_default();
+        v.extend(out);
+        failed += f;
     }
     v.sort();
-    v
+    (v, failed)
 }
 
 fn pct(v: &[Duration], p: f64) -> Duration {
@@ -569,6 +589,9 @@ fn chat_body(size: usize, stream: bool) -> Bytes {
 // ---------------------------------------------------------------- main
 
 fn main() {
+    // 1,000 streams need ~2,000 descriptors in this process (the clients' and the mock's ends),
+    // and as many in the gateway, which raises its own limit.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     if let Ok(spec) = std::env::var(FLOOR_ROLE) {
         floor::run(&spec);
     }
@@ -837,17 +860,23 @@ async fn latency(gw: &Proc, upstream: SocketAddr, nginx: Option<&Proc>, secs: f6
     // Alternating slices expose every target to the same machine: on two shared cores the speed
     // moves by tens of percent within a minute.
     let mut samples = vec![Vec::new(); targets.len()];
+    let mut failed = vec![0; targets.len()];
     for _ in 0..(secs / SLICE_SECS).ceil().max(1.0) as usize {
         for (i, (_, t)) in targets.iter().enumerate() {
-            samples[i].extend(fixed_rate(t, RATE, SLICE_SECS).await);
+            let (v, f) = fixed_rate(t, RATE, SLICE_SECS).await;
+            samples[i].extend(v);
+            failed[i] += f;
         }
     }
     let overhead = overhead_histogram(admin).await.minus(&before);
-    println!("{:<10} {:>10} {:>10} {:>10} {:>8}", "", "p50", "p99", "p99.9", "n");
-    for ((label, _), v) in targets.iter().zip(samples.iter_mut()) {
+    println!(
+        "{:<10} {:>10} {:>10} {:>10} {:>8} {:>7}",
+        "", "p50", "p99", "p99.9", "n", "failed"
+    );
+    for (((label, _), v), f) in targets.iter().zip(samples.iter_mut()).zip(&failed) {
         v.sort();
         println!(
-            "{label:<10} {:>10.3?} {:>10.3?} {:>10.3?} {:>8}",
+            "{label:<10} {:>10.3?} {:>10.3?} {:>10.3?} {:>8} {f:>7}",
             pct(v, 0.5),
             pct(v, 0.99),
             pct(v, 0.999),
@@ -940,6 +969,9 @@ async fn overhead_histogram(admin: SocketAddr) -> Buckets {
 
 /// Prints the streams phase; returns how many of the 1,000 completed and the peak RSS in MiB.
 async fn streams(gw: Proc, upstream: SocketAddr) -> (u64, f64) {
+    // The throughput phases' peak (1 MiB bodies, 32 at a time) before this gateway goes.
+    let (_, throughput_hwm) = rss_mib(gw.pid());
+    println!("\ngateway peak RSS over the throughput and latency phases: {throughput_hwm:.1} MiB");
     println!("\n1000 concurrent slow streams (10 events over 5 s each) through a freshly started gateway:");
     drop(gw);
     let gw = start_gateway(upstream, None).await;

@@ -4,9 +4,9 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// A health check that takes longer than this is a failure, as a hung gateway is.
+/// A health check that takes longer than this in all is a failure, as a hung gateway is.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
@@ -35,15 +35,29 @@ fn probe_address(listen: &str) -> Result<SocketAddr, ProbeError> {
 pub fn probe(listen: &str) -> Result<(), ProbeError> {
     let addr = probe_address(listen)?;
     let io = |source| ProbeError::Io { addr, source };
-    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).map_err(io)?;
-    stream.set_read_timeout(Some(PROBE_TIMEOUT)).map_err(io)?;
-    stream.set_write_timeout(Some(PROBE_TIMEOUT)).map_err(io)?;
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    // What is left of the one deadline, for the next step (a zero timeout is refused).
+    let left = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        (!left.is_zero())
+            .then_some(left)
+            .ok_or_else(|| io(std::io::ErrorKind::TimedOut.into()))
+    };
+    let mut stream = TcpStream::connect_timeout(&addr, left()?).map_err(io)?;
+    stream.set_write_timeout(Some(left()?)).map_err(io)?;
     stream
         .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .map_err(io)?;
-    // The status line is all that is judged; a health answer is a few hundred bytes.
+    // The status line is all that is judged: read until it has come.
     let mut head = Vec::with_capacity(512);
-    stream.take(4096).read_to_end(&mut head).map_err(io)?;
+    let mut buf = [0u8; 512];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        stream.set_read_timeout(Some(left()?)).map_err(io)?;
+        match stream.read(&mut buf).map_err(io)? {
+            0 => break,
+            n => head.extend_from_slice(&buf[..n]),
+        }
+    }
     let status_line = String::from_utf8_lossy(head.split(|b| *b == b'\n').next().unwrap_or_default())
         .trim_end()
         .to_string();

@@ -78,7 +78,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("apiproxy: invalid configuration: {e}");
-            return ExitCode::from(2);
+            // Docker reserves a health check's exit code 2: any failure there is a 1.
+            return match cli.command {
+                Some(Cmd::Health) => ExitCode::FAILURE,
+                _ => ExitCode::from(2),
+            };
         }
     };
     if let Some(Cmd::Health) = cli.command {

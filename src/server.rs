@@ -156,7 +156,6 @@ pub fn check_environment() -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the gateway until the process is told to stop. Returns only on a start-up error.
 /// Below this many descriptors a busy gateway runs out: each request in flight holds its client's
 /// connection and its upstream's, plus the pooled ones.
 const OPEN_FILES_WANTED: u64 = 16_384;
@@ -174,6 +173,7 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Runs the gateway until the process is told to stop. Returns only on a start-up error.
 pub fn run(config: Config) -> Result<(), String> {
     init_tracing(&config.server);
     raise_open_file_limit();

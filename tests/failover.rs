@@ -2790,6 +2790,44 @@ async fn a_session_s_binding_ends_after_session_ttl() {
     assert_eq!(status().await, 404, "the binding outlived SESSION_TTL");
 }
 
+/// An error event mid-stream that is the request's own (an invalid request, a prompt too long for
+/// the context) breaks the answer but says nothing of the upstream: its circuit stays closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mid_stream_error_of_the_request_s_own_spares_the_upstream() {
+    let a = Mock::start("alpha", &["m"]).await;
+    let gw = Gateway::start(&format!(
+        "server: {{circuit_failure_threshold: 1, circuit_open_s: 60}}\nproviders:\n{}",
+        provider_yaml("alpha", &a, "")
+    ))
+    .await;
+    let chunk = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": null}]});
+    let error = json!({"error": {"message": "This model's maximum context length is 8192 tokens.",
+        "type": "invalid_request_error", "code": "context_length_exceeded"}});
+    for _ in 0..2 {
+        a.script([Reply::Sse(vec![
+            format!("data: {chunk}\n\n"),
+            format!("data: {error}\n\n"),
+            "data: [DONE]\n\n".to_string(),
+        ])]);
+        let r = gw
+            .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(r.status(), 200);
+        let data = sse_data(r).await;
+        assert!(data.iter().any(|d| d.contains("maximum context length")), "{data:?}");
+    }
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(&metrics, "apiproxy_requests_total", &[("outcome", "stream_cut")]),
+        2.0,
+        "{metrics}"
+    );
+    // Threshold 1: one failure would have opened alpha's circuit.
+    assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
+    assert_eq!(a.hits(), 3);
+}
+
 /// A Gemini stream whose finish chunk ends without its closing blank line (servers that end the
 /// body right after the last `data:` line) is whole: the client gets a clean end, and the upstream
 /// is not blamed for a cut (two such "cuts" in a row had opened its circuit here).

@@ -853,11 +853,12 @@ fn dashboard_only_uses_metrics_the_gateway_exports() {
     assert!(used > 15);
 }
 
-/// The label names a PromQL expression groups by (`by (a, b)`) or selects on (`{a="x"}`).
+/// The label names a PromQL expression groups by (`by (a, b)`) or selects on (`{a="x"}`); the
+/// dashboard uses no `without`, `on` or `ignoring`.
 fn expr_labels(expr: &str) -> Vec<String> {
     let mut labels = Vec::new();
-    for (i, _) in expr.match_indices("by (") {
-        let list = &expr[i + 4..];
+    for (i, at) in expr.match_indices("by (").chain(expr.match_indices("by(")) {
+        let list = &expr[i + at.len()..];
         let list = &list[..list.find(')').unwrap()];
         labels.extend(list.split(',').map(|l| l.trim().to_string()).filter(|l| l != "le"));
     }
@@ -887,7 +888,9 @@ fn selected_values(expr: &str) -> Vec<String> {
                 continue;
             };
             let value = quoted.trim_end_matches('"');
-            values.extend(value.split('|').map(str::to_string));
+            // Literal alternatives only: a regex or a Grafana variable names no single value.
+            let literal = |v: &&str| !v.contains(['$', '.', '*', '+', '[']);
+            values.extend(value.split('|').filter(literal).map(str::to_string));
         }
     }
     values

@@ -45,6 +45,15 @@ impl ErrorKind {
         }
     }
 
+    /// The request's own fault (a bad field, a prompt too long, a body too large): it says nothing
+    /// of the upstream's health.
+    pub fn is_request_s_own(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::InvalidRequest | ErrorKind::ContextLength | ErrorKind::RequestTooLarge
+        )
+    }
+
     /// The kind an HTTP status means when nothing better is known.
     pub fn from_status(status: u16) -> ErrorKind {
         match status {

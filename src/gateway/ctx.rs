@@ -448,6 +448,9 @@ pub struct RequestCtx {
     pub streaming_response: bool,
     /// Time spent waiting on upstreams (failed attempts, backoff, and the serving attempt).
     pub upstream_wait: Duration,
+    /// The gateway's own time on a stream's pieces while the upstream was still sending (framing,
+    /// watching, translating): inside `upstream_wait`'s span, but not the upstream's.
+    pub stream_work: Duration,
     /// Time spent waiting on the client: its request body arriving (or drained after an error),
     /// and the last of the answer written to it.
     pub client_wait: Duration,
@@ -561,6 +564,7 @@ impl RequestCtx {
             cors_origin: None,
             streaming_response: false,
             upstream_wait: Duration::ZERO,
+            stream_work: Duration::ZERO,
             client_wait: Duration::ZERO,
             ttfb: None,
             upstream_done: None,

@@ -792,10 +792,18 @@ pub enum Phase {
     },
 }
 
-/// A stream that ended without its proper end (no terminator, an event too large, an error event
-/// mid-answer; `errored` says it was the last): the attempt whose header counted as a success is a
-/// failure after all.
-pub fn on_stream_cut(ctx: &mut RequestCtx, errored: bool) {
+/// How a stream whose header counted as a success broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamBreak {
+    /// It ended without its proper end: no terminator, an event too large.
+    Cut,
+    /// The upstream said an error mid-answer, of this kind.
+    Error(ErrorKind),
+}
+
+/// A stream that broke: the attempt whose header counted as a success is a failure after all, and
+/// a failure of its upstream unless the error was the request's own.
+pub fn on_stream_cut(ctx: &mut RequestCtx, how: StreamBreak) {
     if ctx.stream_cut {
         return;
     }
@@ -803,7 +811,8 @@ pub fn on_stream_cut(ctx: &mut RequestCtx, errored: bool) {
     let (Some(plan), Some(attempt)) = (ctx.plan.as_ref(), ctx.current.as_ref()) else {
         return;
     };
-    if let Some(c) = plan.candidates.get(attempt.candidate) {
+    let upstream_s = !matches!(how, StreamBreak::Error(kind) if kind.is_request_s_own());
+    if let Some(c) = plan.candidates.get(attempt.candidate).filter(|_| upstream_s) {
         let probe = ctx.probe_claim(attempt.candidate);
         c.health.record_cut(ctx.failures_before_success, Instant::now(), probe);
     }
@@ -811,11 +820,10 @@ pub fn on_stream_cut(ctx: &mut RequestCtx, errored: bool) {
     // cuts a stream is recorded (so attempts and requests say the same of it).
     if let Some(answered) = ctx.attempts.last_mut().filter(|r| r.status().is_some()) {
         answered.end = AttemptEnd::Transport;
-        let why = match errored {
-            true => "the upstream ended the stream with an error event",
-            false => "the stream ended before it was complete",
-        };
-        answered.note = Some(why.into());
+        answered.note = Some(match how {
+            StreamBreak::Error(kind) => format!("{kind:?} error event mid-stream"),
+            StreamBreak::Cut => "the stream ended before it was complete".into(),
+        });
     }
 }
 

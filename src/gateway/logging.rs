@@ -67,7 +67,9 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
     }
     if let (Some(_), Some(attempt)) = (ctx.ttfb, ctx.current.as_ref()) {
         let waited_until = ctx.upstream_done.unwrap_or_else(Instant::now);
-        ctx.upstream_wait += waited_until.saturating_duration_since(attempt.started);
+        ctx.upstream_wait += waited_until
+            .saturating_duration_since(attempt.started)
+            .saturating_sub(ctx.stream_work);
     }
     if let Some(handed) = ctx.answer_handed {
         ctx.client_wait += handed.elapsed();

@@ -11,6 +11,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
 use super::ctx::{candidate_of, Attempt, BodyBuf, RequestCtx, RequestId, ResponseMode};
+use super::failover::StreamBreak;
 use super::headers::names;
 use super::intake::Operation;
 use crate::app::App;
@@ -267,7 +268,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
     }
     let client = ctx.client_format();
     let mut cut = false;
-    let mut errored = false;
+    let mut error_kind = None;
     match &mut ctx.response {
         ResponseMode::Pass => {}
         ResponseMode::Observe(buf) => {
@@ -340,6 +341,8 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
             }
         }
         ResponseMode::Stream(conv) => {
+            // Before the upstream's end, this is the gateway's time inside the wait on it.
+            let working_since = (!end_of_stream).then(std::time::Instant::now);
             // A passed-through piece leaves about as large as it came: room for it at once, not
             // grown by doubling (a few reallocations and copies per piece).
             let mut out = Vec::with_capacity(body.as_ref().map_or(0, |b| b.len()) + 256);
@@ -356,8 +359,11 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                 conv.finish(&mut out);
                 // An error event mid-answer breaks it too, though an OpenAI-style upstream may
                 // still close with `[DONE]` (vLLM, OpenRouter): the answer is not whole.
-                errored = conv.errored();
-                if (!conv.completed() || errored) && !ctx.opened_with_error {
+                if conv.errored() {
+                    let data = conv.error_event().unwrap_or_default();
+                    error_kind = Some(crate::formats::classify_error(upstream, 200, data.as_bytes()).0);
+                }
+                if (!conv.completed() || error_kind.is_some()) && !ctx.opened_with_error {
                     cut = true;
                 }
                 ctx.usage = conv.usage();
@@ -375,10 +381,14 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                     false => out,
                 });
             }
+            if let Some(since) = working_since {
+                ctx.stream_work += since.elapsed();
+            }
         }
     }
     if cut {
-        super::failover::on_stream_cut(ctx, errored);
+        let how = error_kind.map_or(StreamBreak::Cut, StreamBreak::Error);
+        super::failover::on_stream_cut(ctx, how);
     }
     if end_of_stream {
         super::failover::confirm_probe(ctx);

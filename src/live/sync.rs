@@ -35,10 +35,14 @@ pub async fn reload_if_changed(app: &App) -> Result<(), StoreError> {
 async fn rebuild(app: &App, only_if_changed: bool) -> Result<(), StoreError> {
     let result = load_and_swap(app, only_if_changed).await;
     if result.is_err() {
-        app.metrics.config_reloads.with_label_values(&["failed"]).inc();
-        app.metrics.state_errors.with_label_values(&["database"]).inc();
+        count_failed_rebuild(app);
     }
     result
+}
+
+fn count_failed_rebuild(app: &App) {
+    app.metrics.config_reloads.with_label_values(&["failed"]).inc();
+    app.metrics.state_errors.with_label_values(&["database"]).inc();
 }
 
 async fn load_and_swap(app: &App, only_if_changed: bool) -> Result<(), StoreError> {
@@ -130,6 +134,8 @@ impl StoreService {
         let Some(store) = self.app.store() else { return };
         if self.app.unannounced.load(Ordering::Relaxed) {
             if store.bump_config_version().await.is_err() {
+                // Still unreadable: counted as the rebuild it stops would be.
+                count_failed_rebuild(&self.app);
                 return;
             }
             self.app.unannounced.store(false, Ordering::Relaxed);

@@ -192,7 +192,10 @@ impl Decode for ChatDecoder {
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             return;
         };
-        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+        // An error object, or TGI's message alone; `"error": {}`, `""` or `false` say nothing.
+        let said =
+            |e: &&Value| e.as_object().is_some_and(|o| !o.is_empty()) || e.as_str().is_some_and(|s| !s.is_empty());
+        if let Some(err) = v.get("error").filter(said) {
             self.errored = true;
             out.push(StreamEvent::Error {
                 // TGI sends the message as the error itself.

@@ -267,6 +267,8 @@ pub struct StreamConverter {
     broken: bool,
     /// An upstream event with content has come (see `carries_content`).
     content_seen: bool,
+    /// The data of the upstream's first error event, to judge whose the error is.
+    error_data: Option<String>,
     /// How many bytes of a leading byte-order mark were read, while the stream's first bytes could
     /// still be one (it may arrive split across chunks); `None` once they cannot.
     bom_read: Option<usize>,
@@ -313,6 +315,7 @@ impl StreamConverter {
             ended: false,
             broken: false,
             content_seen: false,
+            error_data: None,
             bom_read: Some(0),
         }
     }
@@ -394,6 +397,7 @@ impl StreamConverter {
             accumulated,
             ended,
             content_seen,
+            error_data,
             ..
         } = self;
         let tool_names = opts.tool_names.as_deref();
@@ -414,6 +418,9 @@ impl StreamConverter {
                     || (several_choices && from == WireFormat::OpenAiChat && names_another_choice(frame.data)));
             if worth {
                 decoder.decode(frame.event, frame.data, events);
+                if error_data.is_none() && events.iter().any(|e| matches!(e, StreamEvent::Error { .. })) {
+                    *error_data = Some(frame.data.to_owned());
+                }
             }
             match output {
                 Output::Translate(encoder) => {
@@ -588,6 +595,11 @@ impl StreamConverter {
     /// True once the upstream sent an error event.
     pub fn errored(&self) -> bool {
         self.decoder.errored()
+    }
+
+    /// The data of the upstream's first error event, as it came.
+    pub fn error_event(&self) -> Option<&str> {
+        self.error_data.as_deref()
     }
 
     /// True once the upstream's last event was seen (see `Decode::terminated`).
