@@ -348,22 +348,25 @@ where
                         // The upstream has sent nothing more for as long as the hold may last:
                         // what is held goes on, and keep-alives can begin.
                         hold_timer = None;
-                        for task in held.take().map(|h| h.tasks).unwrap_or_default() {
-                            let header = matches!(&task, HttpTask::Header(h, _) if !h.status.is_informational());
+                        let tasks = held.take().map(|h| h.tasks).unwrap_or_default();
+                        let header = tasks
+                            .iter()
+                            .any(|t| matches!(t, HttpTask::Header(h, _) if !h.status.is_informational()));
+                        if !tasks.is_empty() {
                             self.process_upstream_tasks(
                                 session,
                                 ctx,
-                                task,
+                                tasks,
                                 None,
                                 &mut serve_from_cache,
                                 &mut range_body_filter,
                                 &mut response_state,
                             )
                             .await?;
-                            if header {
-                                let every = self.inner.downstream_keepalive_interval(ctx);
-                                keepalive.arm(every, session.body_bytes_sent());
-                            }
+                        }
+                        if header {
+                            let every = self.inner.downstream_keepalive_interval(ctx);
+                            keepalive.arm(every, session.body_bytes_sent());
                         }
                     }
                     Some(()) = hold_expired(&mut end_timer) => break None,
@@ -387,7 +390,7 @@ where
                 self.process_upstream_tasks(
                     session,
                     ctx,
-                    HttpTask::Body(None, true),
+                    vec![HttpTask::Body(None, true)],
                     None,
                     &mut serve_from_cache,
                     &mut range_body_filter,
@@ -447,37 +450,36 @@ where
                     (None, held.take().map(|h| h.tasks).unwrap_or_default())
                 }
             };
-            let mut done = false;
-            for task in single.into_iter().chain(released).flat_map(with_body_end) {
-                let failed = matches!(task, HttpTask::Failed(_));
-                let header = matches!(&task, HttpTask::Header(h, _) if !h.status.is_informational());
-                done = self
-                    .process_upstream_tasks(
-                        session,
-                        ctx,
-                        task,
-                        None,
-                        &mut serve_from_cache,
-                        &mut range_body_filter,
-                        &mut response_state,
-                    )
-                    .await?
-                    .unwrap_or(false);
-                if failed {
-                    // `process_upstream_tasks` surfaces the failure; reaching here means a filter
-                    // swallowed it, and the upstream connection is not reusable either way.
-                    return Ok((false, false));
-                }
-                if done {
-                    break;
-                }
-                if header {
-                    let every = self.inner.downstream_keepalive_interval(ctx);
-                    keepalive.arm(every, session.body_bytes_sent());
-                }
+            // What is ready goes to the client as one batch: a released header leaves with its
+            // first piece, in one write.
+            let tasks: Vec<HttpTask> = single.into_iter().chain(released).flat_map(with_body_end).collect();
+            let failed = tasks.iter().any(|t| matches!(t, HttpTask::Failed(_)));
+            let header = tasks
+                .iter()
+                .any(|t| matches!(t, HttpTask::Header(h, _) if !h.status.is_informational()));
+            let done = self
+                .process_upstream_tasks(
+                    session,
+                    ctx,
+                    tasks,
+                    None,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                    &mut response_state,
+                )
+                .await?
+                .unwrap_or(false);
+            if failed {
+                // `process_upstream_tasks` surfaces the failure; reaching here means a filter
+                // swallowed it, and the upstream connection is not reusable either way.
+                return Ok((false, false));
             }
             if done {
                 break;
+            }
+            if header {
+                let every = self.inner.downstream_keepalive_interval(ctx);
+                keepalive.arm(every, session.body_bytes_sent());
             }
             if end_timer.is_none() && held.is_none() {
                 // Armed once: what an upstream sends after the answer's end (keep-alive comments,
@@ -616,7 +618,8 @@ where
         &self,
         session: &mut Session,
         ctx: &mut SV::CTX,
-        initial_task: HttpTask,
+        // APIProxy patch: a batch, not one task (the sequential path hands over what is ready).
+        initial_tasks: Vec<HttpTask>,
         rx: Option<&mut mpsc::Receiver<HttpTask>>,
         serve_from_cache: &mut ServeFromCache,
         range_body_filter: &mut proxy_cache::range_filter::RangeBodyFilter,
@@ -634,8 +637,7 @@ where
         }
 
         // Batch: pull as many tasks as we can from rx
-        let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
-        tasks.push(initial_task);
+        let mut tasks = initial_tasks;
         // tokio::task::unconstrained because now_or_never may yield None when the future is ready
         // APIProxy patch: the sequential path has no receiver to drain.
         if let Some(rx) = rx {
@@ -878,7 +880,7 @@ where
                         let Some(response_done) = self.process_upstream_tasks(
                             session,
                             ctx,
-                            t,
+                            vec![t],
                             Some(&mut rx),
                             &mut serve_from_cache,
                             &mut range_body_filter,
@@ -903,7 +905,7 @@ where
                         let Some(response_done) = self.process_upstream_tasks(
                             session,
                             ctx,
-                            t,
+                            vec![t],
                             Some(&mut rx),
                             &mut serve_from_cache,
                             &mut range_body_filter,

@@ -1338,6 +1338,72 @@ impl BodyWriter {
         }
     }
 
+    /// APIProxy patch: writes `buf` (not empty) as the body's next piece, with `head` (the
+    /// response header, not written yet) in front of it and, when `last` in a chunked body, the
+    /// body's end after it: one vectored write where there were up to three (header, piece, end).
+    pub async fn write_body_with<S>(
+        &mut self,
+        stream: &mut S,
+        head: Option<Bytes>,
+        buf: &[u8],
+        last: bool,
+    ) -> Result<Option<usize>>
+    where
+        S: AsyncWrite + Unpin + Send,
+    {
+        match self.body_mode {
+            BM::ChunkedEncoding(written) if !buf.is_empty() => {
+                let size = format!("{:X}\r\n", buf.len());
+                let tail: &[u8] = match last {
+                    true => b"\r\n0\r\n\r\n",
+                    false => b"\r\n",
+                };
+                let mut out = head
+                    .unwrap_or_default()
+                    .chain(size.as_bytes())
+                    .chain(buf)
+                    .chain(tail);
+                stream
+                    .write_all_buf(&mut out)
+                    .await
+                    .or_err(WriteError, "while writing body")?;
+                stream.flush().await.or_err(WriteError, "flushing body")?;
+                self.body_mode = match last {
+                    true => BM::Complete(written + buf.len()),
+                    false => BM::ChunkedEncoding(written + buf.len()),
+                };
+                Ok(Some(buf.len()))
+            }
+            BM::ContentLength(total, written) if written < total && head.is_some() => {
+                let to_write = buf.len().min(total - written);
+                if to_write < buf.len() {
+                    warn!("Trying to write data over content-length: {total}");
+                }
+                let mut out = head.unwrap_or_default().chain(&buf[..to_write]);
+                stream
+                    .write_all_buf(&mut out)
+                    .await
+                    .or_err(WriteError, "while writing body")?;
+                self.body_mode = BM::ContentLength(total, written + to_write);
+                if self.finished() {
+                    stream.flush().await.or_err(WriteError, "flushing body")?;
+                }
+                Ok(Some(to_write))
+            }
+            _ => {
+                // Rare (a body read to its close, nothing left to write): the header on its own.
+                if let Some(head) = head {
+                    stream
+                        .write_all(&head)
+                        .await
+                        .or_err(WriteError, "writing response header")?;
+                    stream.flush().await.or_err(WriteError, "flushing response header")?;
+                }
+                self.write_body(stream, buf).await
+            }
+        }
+    }
+
     pub fn finished(&self) -> bool {
         match self.body_mode {
             BM::Complete(_) => true,

@@ -93,6 +93,9 @@ pub struct HttpSession {
     proxy_task_state: ProxyTaskState,
     /// An internal buffer to buf multiple body writes to reduce the underlying syscalls
     body_write_buf: BytesMut,
+    /// APIProxy patch: a serialized response header whose body follows in the same batch of
+    /// tasks: it leaves in front of the body's first piece (see `BodyWriter::write_body_with`).
+    deferred_head: Option<Bytes>,
     /// Track how many application (not on the wire) body bytes already sent
     body_bytes_sent: usize,
     /// Track how many application (not on the wire) body bytes already read
@@ -182,6 +185,7 @@ impl HttpSession {
             body_writer: BodyWriter::new(),
             proxy_task_state: ProxyTaskState::default(),
             body_write_buf: BytesMut::new(),
+            deferred_head: None,
             keepalive_timeout: KeepaliveStatus::Off,
             update_resp_headers: true,
             response_written: None,
@@ -958,10 +962,11 @@ impl HttpSession {
         self.write_response_header(Box::new(resp.clone())).await
     }
 
-    async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
+    async fn do_write_body(&mut self, buf: &[u8], last: bool) -> Result<Option<usize>> {
+        let head = self.deferred_head.take();
         let written = self
             .body_writer
-            .write_body(&mut self.underlying_stream, buf)
+            .write_body_with(&mut self.underlying_stream, head, buf, last)
             .await;
 
         if let Ok(Some(num_bytes)) = written {
@@ -975,12 +980,17 @@ impl HttpSession {
     /// to be written, e.g., writing more bytes than what the `Content-Length` header suggests
     pub async fn write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
         // TODO: check if the response header is written
+        self.write_body_piece(buf, false).await
+    }
+
+    /// APIProxy patch: `last`: the body's last piece, which a chunked body's end leaves with.
+    async fn write_body_piece(&mut self, buf: &[u8], last: bool) -> Result<Option<usize>> {
         match self.write_timeout(buf.len()) {
-            Some(t) => match timeout(t, self.do_write_body(buf)).await {
+            Some(t) => match timeout(t, self.do_write_body(buf, last)).await {
                 Ok(res) => res,
                 Err(_) => Error::e_explain(WriteTimedout, format!("writing body, timeout: {t:?}")),
             },
-            None => self.do_write_body(buf).await,
+            None => self.do_write_body(buf, last).await,
         }
     }
 
@@ -1044,15 +1054,16 @@ impl HttpSession {
         self.body_reader.take_body_overread()
     }
 
-    async fn do_write_body_buf(&mut self) -> Result<Option<usize>> {
+    async fn do_write_body_buf(&mut self, last: bool) -> Result<Option<usize>> {
         // Don't flush empty chunks, they are considered end of body for chunks
         if self.body_write_buf.is_empty() {
             return Ok(None);
         }
 
+        let head = self.deferred_head.take();
         let written = self
             .body_writer
-            .write_body(&mut self.underlying_stream, &self.body_write_buf)
+            .write_body_with(&mut self.underlying_stream, head, &self.body_write_buf, last)
             .await;
 
         if let Ok(Some(num_bytes)) = written {
@@ -1065,14 +1076,48 @@ impl HttpSession {
         written
     }
 
-    async fn write_body_buf(&mut self) -> Result<Option<usize>> {
+    /// `last`: this is the body's last piece (a chunked body's end leaves with it).
+    async fn write_body_buf(&mut self, last: bool) -> Result<Option<usize>> {
         match self.write_timeout(self.body_write_buf.len()) {
-            Some(t) => match timeout(t, self.do_write_body_buf()).await {
+            Some(t) => match timeout(t, self.do_write_body_buf(last)).await {
                 Ok(res) => res,
                 Err(_) => Error::e_explain(WriteTimedout, format!("writing body, timeout: {t:?}")),
             },
-            None => self.do_write_body_buf().await,
+            None => self.do_write_body_buf(last).await,
         }
+    }
+
+    /// APIProxy patch: writes a deferred response header that no body piece took along.
+    async fn write_deferred_head(&mut self) -> Result<()> {
+        if let Some(head) = self.deferred_head.take() {
+            self.underlying_stream
+                .write_all(&head)
+                .await
+                .or_err(WriteError, "writing response header")?;
+            self.underlying_stream
+                .flush()
+                .await
+                .or_err(WriteError, "flushing response header")?;
+        }
+        Ok(())
+    }
+
+    /// APIProxy patch: as `write_response_header`, but a header whose body follows in the same
+    /// batch waits to leave with its first piece (a 1xx or a bodiless answer still leaves now).
+    async fn write_response_header_before_body(&mut self, mut header: Box<ResponseHeader>) -> Result<()> {
+        if header.status.is_informational() {
+            return self.write_response_header(header).await;
+        }
+        let Some((write_buf, _flush)) = self.prepare_response_header(&mut header)? else {
+            return Ok(());
+        };
+        self.response_written = Some(header);
+        if self.body_writer.finished() {
+            self.deferred_head = Some(write_buf);
+            return self.write_deferred_head().await;
+        }
+        self.deferred_head = Some(write_buf);
+        Ok(())
     }
 
     fn maybe_force_close_body_reader(&mut self) {
@@ -1087,6 +1132,7 @@ impl HttpSession {
     /// For chunked encoding response, this call will also send the last chunk.
     /// For upgraded sessions, this call will also close the reading of the client body.
     pub async fn finish_body(&mut self) -> Result<Option<usize>> {
+        self.write_deferred_head().await?;
         let res = self.body_writer.finish(&mut self.underlying_stream).await?;
         self.underlying_stream
             .flush()
@@ -1487,7 +1533,8 @@ impl HttpSession {
         Ok(())
     }
 
-    async fn write_non_empty_body(&mut self, data: Option<Bytes>, upgraded: bool) -> Result<()> {
+    /// `last` (APIProxy patch): the body's last piece, which a chunked body's end leaves with.
+    async fn write_non_empty_body(&mut self, data: Option<Bytes>, upgraded: bool, last: bool) -> Result<()> {
         // Both upstream and downstream should agree on upgrade status.
         // Upgrade can only occur if both downstream and upstream sessions are H1.1
         // and see a 101 response, which logically MUST have been received
@@ -1505,7 +1552,7 @@ impl HttpSession {
         if d.is_empty() {
             return Ok(());
         }
-        self.write_body(&d).await.map_err(|e| e.into_down())?;
+        self.write_body_piece(&d, last).await.map_err(|e| e.into_down())?;
         Ok(())
     }
 
@@ -1518,11 +1565,11 @@ impl HttpSession {
                 end_stream
             }
             HttpTask::Body(data, end_stream) => {
-                self.write_non_empty_body(data, false).await?;
+                self.write_non_empty_body(data, false, end_stream).await?;
                 end_stream
             }
             HttpTask::UpgradedBody(data, end_stream) => {
-                self.write_non_empty_body(data, true).await?;
+                self.write_non_empty_body(data, true, false).await?;
                 end_stream
             }
             HttpTask::Trailer(_) => true, // h1 trailer is not supported yet
@@ -1562,12 +1609,18 @@ impl HttpSession {
         }
 
         let mut end_stream = false;
-        for task in tasks.into_iter() {
+        let mut tasks = tasks.into_iter().peekable();
+        while let Some(task) = tasks.next() {
             end_stream = match task {
                 HttpTask::Header(header, end_stream) => {
-                    self.write_response_header(header)
-                        .await
-                        .map_err(|e| e.into_down())?;
+                    // APIProxy patch: a header whose body follows in this batch leaves with it.
+                    let body_follows = !end_stream
+                        && matches!(tasks.peek(), Some(HttpTask::Body(Some(b), _)) if !b.is_empty());
+                    match body_follows {
+                        true => self.write_response_header_before_body(header).await,
+                        false => self.write_response_header(header).await,
+                    }
+                    .map_err(|e| e.into_down())?;
                     end_stream
                 }
                 HttpTask::Body(data, end_stream) => {
@@ -1582,7 +1635,8 @@ impl HttpSession {
                 HttpTask::Done => true,
                 HttpTask::Failed(e) => {
                     // flush the data we have and quit
-                    self.write_body_buf().await.map_err(|e| e.into_down())?;
+                    self.write_body_buf(false).await.map_err(|e| e.into_down())?;
+                    self.write_deferred_head().await.map_err(|e| e.into_down())?;
                     self.underlying_stream
                         .flush()
                         .await
@@ -1591,7 +1645,9 @@ impl HttpSession {
                 }
             }
         }
-        self.write_body_buf().await.map_err(|e| e.into_down())?;
+        // APIProxy patch: the last piece of a chunked body carries the body's end.
+        self.write_body_buf(end_stream).await.map_err(|e| e.into_down())?;
+        self.write_deferred_head().await.map_err(|e| e.into_down())?;
         if end_stream {
             // no-op if body wasn't initialized or is finished already
             self.finish_body().await.map_err(|e| e.into_down())?;
@@ -2996,7 +3052,7 @@ mod tests_stream {
             .write_response_header_ref(&new_response)
             .await
             .unwrap();
-        let written = http_stream.write_body_buf().await.unwrap();
+        let written = http_stream.write_body_buf(false).await.unwrap();
         assert!(written.is_none());
     }
 
@@ -3023,7 +3079,7 @@ mod tests_stream {
             .await
             .unwrap();
         http_stream.body_write_buf = BytesMut::from(&b"abc"[..]);
-        let res = http_stream.write_body_buf().await;
+        let res = http_stream.write_body_buf(false).await;
         assert_eq!(res.unwrap_err().etype(), &WriteTimedout);
     }
 
