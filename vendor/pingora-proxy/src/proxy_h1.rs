@@ -880,7 +880,7 @@ where
                         let Some(response_done) = self.process_upstream_tasks(
                             session,
                             ctx,
-                            vec![t],
+                            batch_of(t),
                             Some(&mut rx),
                             &mut serve_from_cache,
                             &mut range_body_filter,
@@ -905,7 +905,7 @@ where
                         let Some(response_done) = self.process_upstream_tasks(
                             session,
                             ctx,
-                            vec![t],
+                            batch_of(t),
                             Some(&mut rx),
                             &mut serve_from_cache,
                             &mut range_body_filter,
@@ -1483,6 +1483,13 @@ fn with_body_end(task: HttpTask) -> impl Iterator<Item = HttpTask> {
         task => (task, None),
     };
     std::iter::once(task).chain(end)
+}
+
+/// APIProxy patch: a batch that starts with `task`, with room for what the channel holds.
+fn batch_of(task: HttpTask) -> Vec<HttpTask> {
+    let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+    tasks.push(task);
+    tasks
 }
 
 /// APIProxy patch: resolves when the hold's time is up; `None` at once when nothing is held with a
