@@ -2790,20 +2790,18 @@ async fn a_session_s_binding_ends_after_session_ttl() {
     assert_eq!(status().await, 404, "the binding outlived SESSION_TTL");
 }
 
-/// An error event mid-stream that is the request's own (an invalid request, a prompt too long for
-/// the context) breaks the answer but says nothing of the upstream: its circuit stays closed.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_mid_stream_error_of_the_request_s_own_spares_the_upstream() {
+/// A gateway whose one OpenAI-style upstream (circuit threshold `threshold`) has answered two
+/// streams that broke off with `error` mid-answer and then closed with `[DONE]`, as vLLM and
+/// OpenRouter do; each time the client saw the error (its message contains `says`).
+async fn two_streams_that_err(threshold: u32, error: Value, says: &str) -> (Mock, Gateway) {
     let a = Mock::start("alpha", &["m"]).await;
     let gw = Gateway::start(&format!(
-        "server: {{circuit_failure_threshold: 1, circuit_open_s: 60}}\nproviders:\n{}",
+        "server: {{circuit_failure_threshold: {threshold}, circuit_open_s: 60}}\nproviders:\n{}",
         provider_yaml("alpha", &a, "")
     ))
     .await;
     let chunk = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
         "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": null}]});
-    let error = json!({"error": {"message": "This model's maximum context length is 8192 tokens.",
-        "type": "invalid_request_error", "code": "context_length_exceeded"}});
     for _ in 0..2 {
         a.script([Reply::Sse(vec![
             format!("data: {chunk}\n\n"),
@@ -2811,11 +2809,15 @@ async fn a_mid_stream_error_of_the_request_s_own_spares_the_upstream() {
             "data: [DONE]\n\n".to_string(),
         ])]);
         let r = gw
-            .chat(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .post(
+                "/v1/chat/completions",
+                json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+                &[("x-session-id", "errs")],
+            )
             .await;
         assert_eq!(r.status(), 200);
         let data = sse_data(r).await;
-        assert!(data.iter().any(|d| d.contains("maximum context length")), "{data:?}");
+        assert!(data.iter().any(|d| d.contains(says)), "{data:?}");
     }
     let metrics = gw.metrics().await;
     assert_eq!(
@@ -2823,6 +2825,47 @@ async fn a_mid_stream_error_of_the_request_s_own_spares_the_upstream() {
         2.0,
         "{metrics}"
     );
+    assert_eq!(
+        metric(&metrics, "apiproxy_requests_total", &[("outcome", "ok")]),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        gw.admin_get("/routing/sessions/errs").await.0,
+        404,
+        "an errored answer bound the session"
+    );
+    (a, gw)
+}
+
+/// A stream that breaks off with an upstream's error chunk and then closes with `[DONE]` is no
+/// whole answer: counted as cut and against its upstream's health, and it binds no session. Two in
+/// a row open the circuit (threshold 2).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_errs_before_its_done_is_no_success() {
+    let error =
+        json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error"}});
+    let (a, gw) = two_streams_that_err(2, error, "server had an error").await;
+    let metrics = gw.metrics().await;
+    let broken = [("provider", "alpha"), ("outcome", "transport_error")];
+    assert_eq!(
+        metric(&metrics, "apiproxy_upstream_attempts_total", &broken),
+        2.0,
+        "{metrics}"
+    );
+    // Two failures in a row: alpha's circuit is open, and nothing more is sent to it.
+    let r = gw.chat(chat_body("m")).await;
+    assert_eq!(r.status(), 503, "{:?}", r.text().await);
+    assert_eq!(a.hits(), 2);
+}
+
+/// An error event mid-stream that is the request's own (an invalid request, a prompt too long for
+/// the context) breaks the answer but says nothing of the upstream: its circuit stays closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mid_stream_error_of_the_request_s_own_spares_the_upstream() {
+    let error = json!({"error": {"message": "This model's maximum context length is 8192 tokens.",
+        "type": "invalid_request_error", "code": "context_length_exceeded"}});
+    let (a, gw) = two_streams_that_err(1, error, "maximum context length").await;
     // Threshold 1: one failure would have opened alpha's circuit.
     assert_eq!(gw.chat(chat_body("m")).await.status(), 200);
     assert_eq!(a.hits(), 3);
@@ -2867,68 +2910,6 @@ async fn a_last_event_without_its_blank_line_is_no_cut() {
         4.0,
         "{metrics}"
     );
-}
-
-/// An OpenAI-style stream that breaks off with an error chunk and then closes with `[DONE]` (vLLM,
-/// OpenRouter) is no whole answer: it is counted as cut and against its upstream's health, binds no
-/// session, and the client sees the error. Two in a row open the circuit (threshold 2).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stream_that_errs_before_its_done_is_no_success() {
-    let a = Mock::start("alpha", &["m"]).await;
-    let gw = Gateway::start(&format!(
-        "server: {{circuit_failure_threshold: 2, circuit_open_s: 60}}\nproviders:\n{}",
-        provider_yaml("alpha", &a, "")
-    ))
-    .await;
-    let chunk = |delta: Value| {
-        json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
-    };
-    let error =
-        json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error"}});
-    for _ in 0..2 {
-        a.script([Reply::Sse(vec![
-            format!("data: {}\n\n", chunk(json!({"role": "assistant", "content": "Hel"}))),
-            format!("data: {error}\n\n"),
-            "data: [DONE]\n\n".to_string(),
-        ])]);
-        let r = gw
-            .post(
-                "/v1/chat/completions",
-                json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
-                &[("x-session-id", "errs")],
-            )
-            .await;
-        assert_eq!(r.status(), 200);
-        let data = sse_data(r).await;
-        assert!(data.iter().any(|d| d.contains("server had an error")), "{data:?}");
-    }
-    let metrics = gw.metrics().await;
-    assert_eq!(
-        metric(&metrics, "apiproxy_requests_total", &[("outcome", "stream_cut")]),
-        2.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        metric(&metrics, "apiproxy_requests_total", &[("outcome", "ok")]),
-        0.0,
-        "{metrics}"
-    );
-    let broken = [("provider", "alpha"), ("outcome", "transport_error")];
-    assert_eq!(
-        metric(&metrics, "apiproxy_upstream_attempts_total", &broken),
-        2.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        gw.admin_get("/routing/sessions/errs").await.0,
-        404,
-        "an errored answer bound the session"
-    );
-    // Two failures in a row: alpha's circuit is open, and nothing more is sent to it.
-    let r = gw.chat(chat_body("m")).await;
-    assert_eq!(r.status(), 503, "{:?}", r.text().await);
-    assert_eq!(a.hits(), 2);
 }
 
 /// An Anthropic stream that opens its envelope (`message_start`, a ping, a block's start) and
