@@ -12,6 +12,20 @@ fn apiproxy() -> Command {
     Command::new(env!("CARGO_BIN_EXE_apiproxy"))
 }
 
+/// A gateway's arguments and environment: serving from `dir` (an empty config, SQLite) on these
+/// two addresses.
+fn serving<'a>(cmd: &'a mut Command, dir: &tempfile::TempDir, listen: &str, admin: &str) -> &'a mut Command {
+    cmd.arg("--config")
+        .arg(write(dir, ""))
+        .env("APIPROXY_LISTEN", listen)
+        .env("APIPROXY_ADMIN_LISTEN", admin)
+        .env("APIPROXY_DATA_DIR", dir.path().join("data"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("a.db").display()),
+        )
+}
+
 fn write(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     let p = dir.path().join("c.yaml");
     std::fs::write(&p, text).unwrap();
@@ -151,16 +165,7 @@ fn a_port_in_use_ends_the_start_and_names_the_port() {
         (&free_at, &taken_at, "server.admin_listen"),
         (&taken_at, &free_at, "server.listen"),
     ] {
-        let mut child = apiproxy()
-            .arg("--config")
-            .arg(write(&dir, ""))
-            .env("APIPROXY_LISTEN", listen)
-            .env("APIPROXY_ADMIN_LISTEN", admin)
-            .env("APIPROXY_DATA_DIR", dir.path().join("data"))
-            .env(
-                "DATABASE_URL",
-                format!("sqlite://{}", dir.path().join("a.db").display()),
-            )
+        let mut child = serving(&mut apiproxy(), &dir, listen, admin)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -196,19 +201,13 @@ fn the_open_file_limit_is_raised_at_start() {
     }
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = Command::new("sh")
+    let mut shell = Command::new("sh");
+    shell
         .arg("-c")
         .arg("ulimit -Sn 256 && exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_apiproxy"))
-        .arg("--config")
-        .arg(write(&dir, ""))
-        .env("APIPROXY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("APIPROXY_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env("APIPROXY_DATA_DIR", dir.path().join("data"))
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("a.db").display()),
-        )
+        .arg(env!("CARGO_BIN_EXE_apiproxy"));
+    let (listen, admin) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{}", free_port()));
+    let mut child = serving(&mut shell, &dir, &listen, &admin)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -70,8 +70,13 @@ fn anthropic_body(model: &str, stream: bool) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn anthropic_error_bodies_carry_the_request_s_id() {
     let (oa, _an, gw) = setup().await;
-    oa.script([Reply::status(429)]);
-    for (model, status) in [("no-such-model", 404), ("gpt-x", 429)] {
+    // The gateway's own refusal, and an OpenAI upstream's 400 re-rendered (not retried: the
+    // upstream's error itself, in Anthropic's shape).
+    oa.script([Reply::status_body(
+        400,
+        r#"{"error":{"message":"bad field","type":"invalid_request_error","param":"temperature","code":null}}"#,
+    )]);
+    for (model, status) in [("no-such-model", 404), ("gpt-x", 400)] {
         let r = gw.post("/v1/messages", anthropic_body(model, false), &[]).await;
         assert_eq!(r.status(), status);
         let id = r.headers()["x-request-id"].to_str().unwrap().to_string();

@@ -658,6 +658,22 @@ async fn json_logs_with_timezone_one_line_per_request() {
     assert_eq!(f["model"], "m");
     assert_eq!(f["provider"], "alpha");
     assert_eq!(f["upstream_model"], "m");
+    // A provider-prefixed name: the client's model and the one the provider was asked for differ.
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            chat_body("alpha/m"),
+            &[("x-request-id", "trace-prefixed-3")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let logs = gw.logs_when(|l| l.contains("\"trace-prefixed-3\"")).await;
+    let f = &request_line(&logs, "trace-prefixed-3")["fields"];
+    assert_eq!(
+        (&f["model"], &f["upstream_model"]),
+        (&json!("alpha/m"), &json!("m")),
+        "{f}"
+    );
     assert_eq!(f["status"], 200);
     assert_eq!(f["attempts"], 1);
     assert!(f["latency_ms"].is_u64());

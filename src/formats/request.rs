@@ -31,10 +31,8 @@ pub struct Inspected {
     pub model: String,
     /// Byte range of the `model` value (quotes included) in the body.
     model_span: (usize, usize),
-    /// `"stream": true` in the body.
-    pub stream: bool,
-    /// `"stream": false` in the body: the client said it wants no stream, whatever it accepts.
-    pub no_stream: bool,
+    /// `"stream": true` or `false` in the body; `None` when the body does not say (absent, `null`).
+    pub stream: Option<bool>,
     /// Byte range of the `stream` value, when present.
     stream_span: Option<(usize, usize)>,
     /// Offset just after the opening `{`.
@@ -157,8 +155,11 @@ fn inspected(
     Ok(Inspected {
         model,
         model_span: span(raw),
-        stream: stream.is_some_and(|s| s.get() == "true"),
-        no_stream: stream.is_some_and(|s| s.get() == "false"),
+        stream: stream.and_then(|s| match s.get() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }),
         stream_span: stream.map(span),
         object_start,
         stream_options_span: stream_options.map(span),
@@ -189,7 +190,7 @@ pub fn rewrite(body: &Bytes, inspected: &Inspected, edit: &Rewrite) -> Bytes {
         let quoted = serde_json::to_string(edit.model).unwrap_or_else(|_| format!("\"{}\"", edit.model));
         edits.push((inspected.model_span.0, inspected.model_span.1, quoted));
     }
-    if edit.force_stream && !inspected.stream {
+    if edit.force_stream && inspected.stream != Some(true) {
         match inspected.stream_span {
             Some((s, e)) => edits.push((s, e, "true".into())),
             None => {
@@ -291,7 +292,7 @@ mod tests {
         let body = br#" {"messages":[{"role":"user","content":"hi \"model\""}], "model" : "fast", "stream":true}"#;
         let i = inspect(body).unwrap();
         assert_eq!(i.model, "fast");
-        assert!(i.stream);
+        assert_eq!(i.stream, Some(true));
         let out = rewrite(&Bytes::from_static(body), &i, &edit("gpt-4o-mini", false));
         assert_eq!(
             &out[..],
@@ -304,7 +305,7 @@ mod tests {
         let body = Bytes::from_static(br#"{"z":1.50,"model":"a\u0041","x":{"model":"inner"}}"#);
         let i = inspect(&body).unwrap();
         assert_eq!(i.model, "aA");
-        assert!(!i.stream);
+        assert_eq!(i.stream, None);
         assert_eq!(
             &rewrite(&body, &i, &edit("p/\"q", false))[..],
             &br#"{"z":1.50,"model":"p/\"q","x":{"model":"inner"}}"#[..]
@@ -325,7 +326,7 @@ mod tests {
         let i = inspect(&body).unwrap();
         let out = rewrite(&body, &i, &edit("x", true));
         assert_eq!(&out[..], br#" {"stream":true, "model":"x"}"#);
-        assert!(inspect(&out).unwrap().stream);
+        assert_eq!(inspect(&out).unwrap().stream, Some(true));
     }
 
     #[test]

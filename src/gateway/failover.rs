@@ -792,38 +792,46 @@ pub enum Phase {
     },
 }
 
-/// How a stream whose header counted as a success broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an answer whose header counted as a success broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamBreak {
     /// It ended without its proper end: no terminator, an event too large.
     Cut,
     /// The upstream said an error mid-answer, of this kind.
     Error(ErrorKind),
+    /// Reading it failed after bytes had reached the client (a reset, a timeout).
+    Transport(ErrorType),
 }
 
-/// A stream that broke: the attempt whose header counted as a success is a failure after all, and
-/// a failure of its upstream unless the error was the request's own.
+/// An answer that broke once the client had bytes of it: the attempt whose header counted as a
+/// success is a failure after all (the same attempt, not a second one), and a failure of its
+/// upstream unless the error was the request's own. Counted once however many ways it breaks.
 pub fn on_stream_cut(ctx: &mut RequestCtx, how: StreamBreak) {
     if ctx.stream_cut {
         return;
     }
     ctx.stream_cut = true;
-    let (Some(plan), Some(attempt)) = (ctx.plan.as_ref(), ctx.current.as_ref()) else {
+    let (Some(plan), Some(idx)) = (ctx.plan.as_ref(), ctx.current.as_ref().map(|a| a.candidate)) else {
         return;
     };
     let upstream_s = !matches!(how, StreamBreak::Error(kind) if kind.is_request_s_own());
-    if let Some(c) = plan.candidates.get(attempt.candidate).filter(|_| upstream_s) {
-        let probe = ctx.probe_claim(attempt.candidate);
+    if let Some(c) = plan.candidates.get(idx).filter(|_| upstream_s) {
+        let probe = ctx.probe_claim(idx);
         c.health.record_cut(ctx.failures_before_success, Instant::now(), probe);
     }
-    // The attempt counted as answered when its header came: it broke, as a transport error that
-    // cuts a stream is recorded (so attempts and requests say the same of it).
-    if let Some(answered) = ctx.attempts.last_mut().filter(|r| r.status().is_some()) {
-        answered.end = AttemptEnd::Transport;
-        answered.note = Some(match how {
-            StreamBreak::Error(kind) => format!("{kind:?} error event mid-stream"),
-            StreamBreak::Cut => "the stream ended before it was complete".into(),
-        });
+    // Recorded as a transport error that cuts a stream is (so attempts and requests say the same).
+    let (end, note) = match &how {
+        StreamBreak::Transport(etype) => (
+            AttemptEnd::of_transport(etype),
+            format!("{} mid-response", etype.as_str()),
+        ),
+        StreamBreak::Error(kind) => (AttemptEnd::Transport, format!("{kind:?} error event mid-stream")),
+        StreamBreak::Cut => (AttemptEnd::Transport, "the stream ended before it was complete".into()),
+    };
+    match ctx.attempts.last_mut().filter(|r| r.status().is_some()) {
+        Some(answered) => (answered.end, answered.note) = (end, Some(note)),
+        None if matches!(how, StreamBreak::Transport(_)) => record(ctx, idx, end, Some(note)),
+        None => {}
     }
 }
 
@@ -948,23 +956,10 @@ pub fn on_transport_error(ctx: &mut RequestCtx, e: &Error, phase: Phase, respons
         }
         return Retry::No;
     }
-    if response_started && ctx.stream_cut {
-        // Already cut (an event too large) and counted: the upstream read that failed after it is
-        // the same broken answer, not a second failure toward the circuit.
-        return Retry::No;
-    }
     if response_started {
-        // Bytes already reached the client: nothing can be retried. The stream is reported as cut.
-        health.record_cut(ctx.failures_before_success, now, ctx.probe_claim(idx));
-        let end = AttemptEnd::of_transport(&etype);
-        let note = Some(format!("{} mid-response", etype.as_str()));
-        // The attempt was recorded as answered when its header came: it is the same attempt, cut,
-        // not a second one.
-        match ctx.attempts.last_mut().filter(|r| r.status().is_some()) {
-            Some(answered) => (answered.end, answered.note) = (end, note),
-            None => record(ctx, idx, end, note),
-        }
-        ctx.stream_cut = true;
+        // Bytes already reached the client: nothing can be retried. The stream is reported as cut
+        // (once: after a cut for an event too large, the failed read is the same broken answer).
+        on_stream_cut(ctx, StreamBreak::Transport(etype));
         return Retry::No;
     }
     if phase == Phase::Connect

@@ -373,8 +373,7 @@ pub fn route(
             ctx.model = inspected.model.clone();
             // A count is one number, never a stream. `Accept: text/event-stream` asks for one only
             // when the body does not say (`"stream": false` in it wins).
-            ctx.stream =
-                (inspected.stream || (wants_sse && !inspected.no_stream)) && call.operation == Operation::Generate;
+            ctx.stream = inspected.stream.unwrap_or(wants_sse) && call.operation == Operation::Generate;
             ctx.include_usage = inspected.include_usage;
             ctx.inspected = Some(inspected);
         }

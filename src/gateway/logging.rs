@@ -191,10 +191,9 @@ pub fn log_request(app: &App, ctx: &mut RequestCtx, e: Option<&Error>) {
         provider = ctx.served_by.as_deref().unwrap_or("-"),
         // The model the provider was asked for: a logical model's, after any failover.
         upstream_model = ctx
-            .attempts
-            .last()
+            .candidate()
             .filter(|_| ctx.served_by.is_some())
-            .map_or("-", |a| &*a.model),
+            .map_or("-", |c| &*c.model),
         attempts = ctx.attempts.len(),
         tokens_in = ctx.usage.as_ref().map_or(0, |u| u.input_tokens),
         tokens_out = ctx.usage.as_ref().map_or(0, |u| u.output_tokens),

@@ -359,10 +359,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bo
                 conv.finish(&mut out);
                 // An error event mid-answer breaks it too, though an OpenAI-style upstream may
                 // still close with `[DONE]` (vLLM, OpenRouter): the answer is not whole.
-                if conv.errored() {
-                    let data = conv.error_event().unwrap_or_default();
-                    error_kind = Some(crate::formats::classify_error(upstream, 200, data.as_bytes()).0);
-                }
+                error_kind = conv.error_kind();
                 if (!conv.completed() || error_kind.is_some()) && !ctx.opened_with_error {
                     cut = true;
                 }

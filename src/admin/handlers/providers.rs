@@ -491,6 +491,11 @@ fn key_rows(app: &App, provider_id: &str, keys: Vec<KeyInput>, t: i64) -> Result
 /// another scheme, host or port must come with its keys (`api_keys`) and its header values
 /// (`headers`, none masked) given anew. Otherwise whoever may change a provider, without ever
 /// seeing its keys, could point it at a server of theirs and read them from the requests.
+/// Headers given as the API shows them keep a stored value where it is masked (`…`).
+fn keeps_a_masked_value(headers: &BTreeMap<String, String>) -> bool {
+    headers.values().any(|v| v.contains('…'))
+}
+
 fn check_move(stored: &ProviderBundle, body: &UpdateBody, sealed_headers: bool) -> Result<(), ApiError> {
     let Some(to) = &body.base_url else {
         return Ok(());
@@ -510,7 +515,7 @@ fn check_move(stored: &ProviderBundle, body: &UpdateBody, sealed_headers: bool) 
     }
     let headers_kept = match &body.headers {
         None => sealed_headers,
-        Some(h) => h.values().any(|v| v.contains('…')),
+        Some(h) => keeps_a_masked_value(h),
     };
     if headers_kept {
         return Err(ApiError::Conflict(format!(
@@ -534,12 +539,7 @@ pub async fn update(app: &App, req: &Req) -> Result<Reply, ApiError> {
         Ok(settings) => settings,
         // Headers sealed under a secret no longer at hand: a body that gives every header anew
         // (no masked value to keep) replaces them, which brings the provider back.
-        Err(SettingsError::Sealed(_))
-            if body
-                .headers
-                .as_ref()
-                .is_some_and(|h| h.values().all(|v| !v.contains('…'))) =>
-        {
+        Err(SettingsError::Sealed(_)) if body.headers.as_ref().is_some_and(|h| !keeps_a_masked_value(h)) => {
             ProviderSettings::open_without_headers(&b.row.settings)?
         }
         Err(e) => return Err(e.into()),

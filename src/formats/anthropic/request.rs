@@ -214,13 +214,14 @@ const MAX_OUTPUT_TOKENS: u64 = 32_000;
 /// 4.x take 32,000 or more (16,384 leaves room for a thinking budget on top, and stays under the
 /// size Anthropic wants streamed); Claude 3.5 8,192; any other model (Claude 3 Haiku, another
 /// vendor's Anthropic-style API) the `fallback`.
-pub fn default_max_tokens(model: &str, fallback: u32) -> u32 {
-    let name = crate::formats::model_name::bare(model);
+/// `bare` is the model's name without its provider prefix, `claude` its version as
+/// `model_name::claude_version` reads it.
+fn default_max_tokens(bare: &str, claude: Option<(&str, u32, u32)>, fallback: u32) -> u32 {
     // By the version, wherever the name has it (Bedrock's `anthropic.claude-…-v1:0`, Vertex's `@`).
-    match crate::formats::model_name::claude_version(&name).map(|(_, major, minor)| (major, minor)) {
+    match claude.map(|(_, major, minor)| (major, minor)) {
         Some(v) if v >= (3, 7) => 16_384,
         Some((3, 5)) => 8_192,
-        _ if name.starts_with("claude-4") => 16_384,
+        _ if bare.starts_with("claude-4") => 16_384,
         _ => fallback,
     }
 }
@@ -241,7 +242,10 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     refuse_unreadable_documents(ir)?;
     let mut out = Map::new();
     out.insert("model".into(), opts.model.clone().into());
-    let default = default_max_tokens(&opts.model, opts.default_max_tokens);
+    // The model's family and version, read once: what it takes goes by them.
+    let bare = crate::formats::model_name::bare(&opts.model);
+    let claude = crate::formats::model_name::claude_version(&bare);
+    let default = default_max_tokens(&bare, claude, opts.default_max_tokens);
     let max_tokens = ir.max_tokens.unwrap_or(u64::from(default)).max(1);
     out.insert("max_tokens".into(), max_tokens.into());
 
@@ -290,9 +294,6 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
         Some(ToolChoice::Required) => Some(json!({"type": "any"})),
         Some(ToolChoice::Tool(n)) => Some(json!({"type": "tool", "name": n})),
     };
-    // The model's family and version, read once: what it takes goes by them.
-    let bare = crate::formats::model_name::bare(&opts.model);
-    let claude = crate::formats::model_name::claude_version(&bare);
     let mut output_config = Map::new();
     match json_answer(&ir.response_format, claude) {
         Some(JsonAnswer::Structured(schema)) => {

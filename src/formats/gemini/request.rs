@@ -319,16 +319,16 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
             })
             .collect();
         out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
-    }
-    // Only with declarations: a `toolConfig` with none has nothing to choose from.
-    if let Some(tc) = ir.tool_choice.as_ref().filter(|_| !ir.tools.is_empty()) {
-        let fcc = match tc {
-            ToolChoice::Auto => json!({"mode": "AUTO"}),
-            ToolChoice::None => json!({"mode": "NONE"}),
-            ToolChoice::Required => json!({"mode": "ANY"}),
-            ToolChoice::Tool(n) => json!({"mode": "ANY", "allowedFunctionNames": [n]}),
-        };
-        out.insert("toolConfig".into(), json!({"functionCallingConfig": fcc}));
+        // Only with declarations: a `toolConfig` with none has nothing to choose from.
+        if let Some(tc) = &ir.tool_choice {
+            let fcc = match tc {
+                ToolChoice::Auto => json!({"mode": "AUTO"}),
+                ToolChoice::None => json!({"mode": "NONE"}),
+                ToolChoice::Required => json!({"mode": "ANY"}),
+                ToolChoice::Tool(n) => json!({"mode": "ANY", "allowedFunctionNames": [n]}),
+            };
+            out.insert("toolConfig".into(), json!({"functionCallingConfig": fcc}));
+        }
     }
     let mut g = Map::new();
     put(&mut g, "temperature", ir.temperature);

@@ -265,11 +265,8 @@ impl Decode for ChatDecoder {
                 let upstream = u64_at(tc, "index").unwrap_or(0);
                 let id = str_at(tc, "id").filter(|s| !s.is_empty());
                 let name = str_at(f, "name").filter(|s| !s.is_empty());
-                let brings_args = match f.get("arguments") {
-                    Some(Value::String(s)) => !s.is_empty(),
-                    Some(Value::Null) | None => false,
-                    Some(_) => true,
-                };
+                let args = super::request::arguments_text(f.get("arguments"));
+                let brings_args = !args.is_empty();
                 let k = match (id, self.current_tool) {
                     // A continuation chunk without an id belongs to the call with that upstream index.
                     (None, Some(cur)) if self.tools[cur].upstream == upstream => {
@@ -288,11 +285,6 @@ impl Decode for ChatDecoder {
                 if id.is_none() && !brings_args && call.closed.whole() && name == Some(call.name.as_str()) {
                     call.named_again = true;
                 }
-                let args = match f.get("arguments") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Null) | None => String::new(),
-                    Some(other) => other.to_string(),
-                };
                 if let Some(name) = name.filter(|_| self.tools[k].client_index.is_none()) {
                     self.announce(k, name, out);
                 }
@@ -359,6 +351,22 @@ mod tests {
         assert!(!whole(&[r#"{"s":"a\"#, r#""}"#]));
         assert!(!whole(&[r#"{"a":{}"#]));
         assert!(!whole(&["", "  "]));
+    }
+
+    #[test]
+    fn only_an_error_that_says_something_is_an_error() {
+        for empty in [r#"{}"#, r#""""#, "false", "null"] {
+            let mut d = ChatDecoder::new();
+            let mut out = Vec::new();
+            d.decode(None, &format!(r#"{{"error":{empty},"choices":[]}}"#), &mut out);
+            assert!(!d.errored(), "{empty}");
+            assert!(!out.iter().any(|e| matches!(e, StreamEvent::Error { .. })), "{empty}");
+        }
+        for said in [r#"{"message":"overloaded"}"#, r#""overloaded""#] {
+            let mut d = ChatDecoder::new();
+            feed(&mut d, &format!(r#"{{"error":{said}}}"#));
+            assert!(d.errored(), "{said}");
+        }
     }
 
     #[test]

@@ -359,8 +359,6 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
     if !ir.tools.is_empty() {
         let tools: Vec<Value> = ir.tools.iter().map(render_tool).collect();
         out.insert("tools".into(), tools.into());
-    }
-    if !ir.tools.is_empty() {
         // Only with tools: OpenAI refuses `tool_choice` without them ("'tool_choice' is only
         // allowed when 'tools' are specified"), as when the only tool could not be passed on.
         put(&mut out, "tool_choice", ir.tool_choice.as_ref().map(render_tool_choice));

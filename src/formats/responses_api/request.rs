@@ -380,21 +380,18 @@ pub fn render(ir: &IrRequest, opts: &RequestOptions) -> Result<Value, ConvertErr
             .collect();
         out.insert("tools".into(), tools.into());
         put(&mut out, "parallel_tool_calls", ir.parallel_tool_calls);
-    }
-    put(
-        &mut out,
-        "tool_choice",
         // Only with tools (a choice among none is refused).
-        ir.tool_choice
-            .as_ref()
-            .filter(|_| !ir.tools.is_empty())
-            .map(|c| match c {
+        put(
+            &mut out,
+            "tool_choice",
+            ir.tool_choice.as_ref().map(|c| match c {
                 ToolChoice::Auto => json!("auto"),
                 ToolChoice::None => json!("none"),
                 ToolChoice::Required => json!("required"),
                 ToolChoice::Tool(n) => json!({"type": "function", "name": n}),
             }),
-    );
+        );
+    }
     // Responses refuses fewer than 16 (Claude Code probes with `max_tokens: 1`).
     put(
         &mut out,

@@ -15,7 +15,7 @@ use events::{write_event, Decode, Encode, StreamEvent, KEEPALIVE};
 use memchr::memmem::Finder;
 use sse_parser::{Frame, JsonArrayParser, SseParser};
 
-use super::error_map::stream_error_event;
+use super::error_map::{stream_error_event, ErrorKind};
 use super::ir::Media;
 use super::tool_names::ToolNames;
 use super::usage::Usage;
@@ -267,8 +267,8 @@ pub struct StreamConverter {
     broken: bool,
     /// An upstream event with content has come (see `carries_content`).
     content_seen: bool,
-    /// The data of the upstream's first error event, to judge whose the error is.
-    error_data: Option<String>,
+    /// What the upstream's first error event said: whose the error is.
+    error_kind: Option<ErrorKind>,
     /// How many bytes of a leading byte-order mark were read, while the stream's first bytes could
     /// still be one (it may arrive split across chunks); `None` once they cannot.
     bom_read: Option<usize>,
@@ -315,7 +315,7 @@ impl StreamConverter {
             ended: false,
             broken: false,
             content_seen: false,
-            error_data: None,
+            error_kind: None,
             bom_read: Some(0),
         }
     }
@@ -397,7 +397,7 @@ impl StreamConverter {
             accumulated,
             ended,
             content_seen,
-            error_data,
+            error_kind,
             ..
         } = self;
         let tool_names = opts.tool_names.as_deref();
@@ -418,8 +418,9 @@ impl StreamConverter {
                     || (several_choices && from == WireFormat::OpenAiChat && names_another_choice(frame.data)));
             if worth {
                 decoder.decode(frame.event, frame.data, events);
-                if error_data.is_none() && events.iter().any(|e| matches!(e, StreamEvent::Error { .. })) {
-                    *error_data = Some(frame.data.to_owned());
+                if error_kind.is_none() && decoder.errored() {
+                    // An error event inside a 200 has no status of its own to go by.
+                    *error_kind = Some(super::error_map::classify_error(from, 200, frame.data.as_bytes()).0);
                 }
             }
             match output {
@@ -597,9 +598,9 @@ impl StreamConverter {
         self.decoder.errored()
     }
 
-    /// The data of the upstream's first error event, as it came.
-    pub fn error_event(&self) -> Option<&str> {
-        self.error_data.as_deref()
+    /// What the upstream's first error event said, once one came.
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        self.error_kind
     }
 
     /// True once the upstream's last event was seen (see `Decode::terminated`).

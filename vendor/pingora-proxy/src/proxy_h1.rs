@@ -349,9 +349,7 @@ where
                         // what is held goes on, and keep-alives can begin.
                         hold_timer = None;
                         let tasks = held.take().map(|h| h.tasks).unwrap_or_default();
-                        let header = tasks
-                            .iter()
-                            .any(|t| matches!(t, HttpTask::Header(h, _) if !h.status.is_informational()));
+                        let header = has_final_header(&tasks);
                         if !tasks.is_empty() {
                             self.process_upstream_tasks(
                                 session,
@@ -454,9 +452,7 @@ where
             // first piece, in one write.
             let tasks: Vec<HttpTask> = single.into_iter().chain(released).flat_map(with_body_end).collect();
             let failed = tasks.iter().any(|t| matches!(t, HttpTask::Failed(_)));
-            let header = tasks
-                .iter()
-                .any(|t| matches!(t, HttpTask::Header(h, _) if !h.status.is_informational()));
+            let header = has_final_header(&tasks);
             let done = self
                 .process_upstream_tasks(
                     session,
@@ -1483,6 +1479,14 @@ fn with_body_end(task: HttpTask) -> impl Iterator<Item = HttpTask> {
         task => (task, None),
     };
     std::iter::once(task).chain(end)
+}
+
+/// APIProxy patch: the batch holds the answer's header (not a 1xx): keep-alives may begin once it
+/// is written.
+fn has_final_header(tasks: &[HttpTask]) -> bool {
+    tasks
+        .iter()
+        .any(|t| matches!(t, HttpTask::Header(h, _) if !h.status.is_informational()))
 }
 
 /// APIProxy patch: a batch that starts with `task`, with room for what the channel holds.

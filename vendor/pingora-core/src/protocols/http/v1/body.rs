@@ -38,6 +38,21 @@ const PARTIAL_CHUNK_HEAD_LIMIT: usize = 1024 * 8;
 const TRAILER_SIZE_LIMIT: usize = 1024 * 64;
 
 const LAST_CHUNK: &[u8; 5] = &[b'0', CR, LF, CR, LF];
+
+/// APIProxy patch: a deferred response header that no body piece can take along, on its own.
+pub(super) async fn write_head<S>(stream: &mut S, head: Option<Bytes>) -> Result<()>
+where
+    S: AsyncWrite + Unpin + Send,
+{
+    if let Some(head) = head {
+        stream
+            .write_all(&head)
+            .await
+            .or_err(WriteError, "writing response header")?;
+        stream.flush().await.or_err(WriteError, "flushing response header")?;
+    }
+    Ok(())
+}
 const CR: u8 = b'\r';
 const LF: u8 = b'\n';
 const CRLF: &[u8; 2] = &[CR, LF];
@@ -1328,19 +1343,12 @@ impl BodyWriter {
     where
         S: AsyncWrite + Unpin + Send,
     {
-        trace!("Writing Body, size: {}", buf.len());
-        match self.body_mode {
-            BM::Complete(_) => Ok(None),
-            BM::ContentLength(_, _) => self.do_write_body(stream, buf).await,
-            BM::ChunkedEncoding(_) => self.do_write_chunked_body(stream, buf).await,
-            BM::UntilClose(_) => self.do_write_until_close_body(stream, buf).await,
-            BM::ToSelect => Ok(None), // Error here?
-        }
+        self.write_body_with(stream, None, buf, false).await
     }
 
-    /// APIProxy patch: writes `buf` (not empty) as the body's next piece, with `head` (the
-    /// response header, not written yet) in front of it and, when `last` in a chunked body, the
-    /// body's end after it: one vectored write where there were up to three (header, piece, end).
+    /// APIProxy patch: writes `buf` as the body's next piece, with `head` (the response header,
+    /// not written yet) in front of it and, when `last` in a chunked body, the body's end after it:
+    /// one vectored write where there were up to three (header, piece, end).
     pub async fn write_body_with<S>(
         &mut self,
         stream: &mut S,
@@ -1351,55 +1359,17 @@ impl BodyWriter {
     where
         S: AsyncWrite + Unpin + Send,
     {
+        trace!("Writing Body, size: {}", buf.len());
         match self.body_mode {
-            BM::ChunkedEncoding(written) if !buf.is_empty() => {
-                let size = format!("{:X}\r\n", buf.len());
-                let tail: &[u8] = match last {
-                    true => b"\r\n0\r\n\r\n",
-                    false => b"\r\n",
-                };
-                let mut out = head
-                    .unwrap_or_default()
-                    .chain(size.as_bytes())
-                    .chain(buf)
-                    .chain(tail);
-                stream
-                    .write_all_buf(&mut out)
-                    .await
-                    .or_err(WriteError, "while writing body")?;
-                stream.flush().await.or_err(WriteError, "flushing body")?;
-                self.body_mode = match last {
-                    true => BM::Complete(written + buf.len()),
-                    false => BM::ChunkedEncoding(written + buf.len()),
-                };
-                Ok(Some(buf.len()))
+            BM::ContentLength(_, _) => self.do_write_body(stream, head, buf).await,
+            BM::ChunkedEncoding(_) => self.do_write_chunked_body(stream, head, buf, last).await,
+            BM::UntilClose(_) => {
+                write_head(stream, head).await?;
+                self.do_write_until_close_body(stream, buf).await
             }
-            BM::ContentLength(total, written) if written < total && head.is_some() => {
-                let to_write = buf.len().min(total - written);
-                if to_write < buf.len() {
-                    warn!("Trying to write data over content-length: {total}");
-                }
-                let mut out = head.unwrap_or_default().chain(&buf[..to_write]);
-                stream
-                    .write_all_buf(&mut out)
-                    .await
-                    .or_err(WriteError, "while writing body")?;
-                self.body_mode = BM::ContentLength(total, written + to_write);
-                if self.finished() {
-                    stream.flush().await.or_err(WriteError, "flushing body")?;
-                }
-                Ok(Some(to_write))
-            }
-            _ => {
-                // Rare (a body read to its close, nothing left to write): the header on its own.
-                if let Some(head) = head {
-                    stream
-                        .write_all(&head)
-                        .await
-                        .or_err(WriteError, "writing response header")?;
-                    stream.flush().await.or_err(WriteError, "flushing response header")?;
-                }
-                self.write_body(stream, buf).await
+            BM::Complete(_) | BM::ToSelect => {
+                write_head(stream, head).await?;
+                Ok(None) // Error here?
             }
         }
     }
@@ -1416,7 +1386,7 @@ impl BodyWriter {
         matches!(self.body_mode, BM::UntilClose(_))
     }
 
-    async fn do_write_body<S>(&mut self, stream: &mut S, buf: &[u8]) -> Result<Option<usize>>
+    async fn do_write_body<S>(&mut self, stream: &mut S, head: Option<Bytes>, buf: &[u8]) -> Result<Option<usize>>
     where
         S: AsyncWrite + Unpin + Send,
     {
@@ -1424,6 +1394,7 @@ impl BodyWriter {
             BM::ContentLength(total, written) => {
                 if written >= total {
                     // already written full length
+                    write_head(stream, head).await?;
                     return Ok(None);
                 }
                 let mut to_write = total - written;
@@ -1432,7 +1403,11 @@ impl BodyWriter {
                 } else {
                     to_write = buf.len();
                 }
-                let res = stream.write_all(&buf[..to_write]).await;
+                let res = match head {
+                    None => stream.write_all(&buf[..to_write]).await,
+                    // APIProxy patch: the header leaves with the piece.
+                    Some(head) => stream.write_all_buf(&mut head.chain(&buf[..to_write])).await,
+                };
                 match res {
                     Ok(()) => {
                         self.body_mode = BM::ContentLength(total, written + to_write);
@@ -1448,10 +1423,14 @@ impl BodyWriter {
         }
     }
 
+    /// `head` and `last`: see `write_body_with` (an empty piece carries no end: its chunk would be
+    /// the end already).
     async fn do_write_chunked_body<S>(
         &mut self,
         stream: &mut S,
+        head: Option<Bytes>,
         buf: &[u8],
+        last: bool,
     ) -> Result<Option<usize>>
     where
         S: AsyncWrite + Unpin + Send,
@@ -1459,15 +1438,27 @@ impl BodyWriter {
         match self.body_mode {
             BM::ChunkedEncoding(written) => {
                 let chunk_size = buf.len();
+                let last = last && chunk_size > 0;
 
                 let chuck_size_buf = format!("{:X}\r\n", chunk_size);
-                let mut output_buf = Bytes::from(chuck_size_buf).chain(buf).chain(&b"\r\n"[..]);
+                let tail: &[u8] = match last {
+                    true => b"\r\n0\r\n\r\n",
+                    false => b"\r\n",
+                };
+                let mut output_buf = head
+                    .unwrap_or_default()
+                    .chain(Bytes::from(chuck_size_buf))
+                    .chain(buf)
+                    .chain(tail);
                 stream
                     .write_all_buf(&mut output_buf)
                     .await
                     .or_err(WriteError, "while writing body")?;
                 stream.flush().await.or_err(WriteError, "flushing body")?;
-                self.body_mode = BM::ChunkedEncoding(written + chunk_size);
+                self.body_mode = match last {
+                    true => BM::Complete(written + chunk_size),
+                    false => BM::ChunkedEncoding(written + chunk_size),
+                };
                 Ok(Some(chunk_size))
             }
             _ => panic!("wrong body mode: {:?}", self.body_mode),

@@ -1089,17 +1089,7 @@ impl HttpSession {
 
     /// APIProxy patch: writes a deferred response header that no body piece took along.
     async fn write_deferred_head(&mut self) -> Result<()> {
-        if let Some(head) = self.deferred_head.take() {
-            self.underlying_stream
-                .write_all(&head)
-                .await
-                .or_err(WriteError, "writing response header")?;
-            self.underlying_stream
-                .flush()
-                .await
-                .or_err(WriteError, "flushing response header")?;
-        }
-        Ok(())
+        super::body::write_head(&mut self.underlying_stream, self.deferred_head.take()).await
     }
 
     /// APIProxy patch: as `write_response_header`, but a header whose body follows in the same
@@ -1112,11 +1102,11 @@ impl HttpSession {
             return Ok(());
         };
         self.response_written = Some(header);
+        self.deferred_head = Some(write_buf);
         if self.body_writer.finished() {
-            self.deferred_head = Some(write_buf);
+            // No body after all (a 204, a HEAD request): nothing will take it along.
             return self.write_deferred_head().await;
         }
-        self.deferred_head = Some(write_buf);
         Ok(())
     }
 
